@@ -1,0 +1,110 @@
+"""Scores of historical forecasts, computed any number of times without refitting.
+
+Input: the long forecast table of `volmargin.evaluation.backtest` (asset, model, origin, variance,
+var*/es* per level and side, realized_rv, realized_ret). Rows without a realized target (the newest
+origins, incomplete days) or with zero realized variance are left out of the scores and counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from volmargin.evaluation import stats
+from volmargin.models.base import SIDES, level_tag
+
+POOLED = "ALL"
+
+
+def side_losses(frame: pd.DataFrame, side: str) -> np.ndarray:
+    ret = frame["realized_ret"].to_numpy()
+    return -ret if side == "long" else ret
+
+
+def scorable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that have a realized target and a positive realized variance."""
+    ok = frame["realized_rv"].notna() & frame["realized_ret"].notna() & (frame["realized_rv"] > 0)
+    return frame[ok & (frame["variance"] > 0)]
+
+
+def score_group(frame: pd.DataFrame, var_levels: tuple[float, ...], es_level: float) -> dict:
+    """Every score of one (asset, model) group, or of a pooled group (tests then run on the
+    concatenation of the assets' series in asset order)."""
+    frame = scorable(frame)
+    sigma2, rv = frame["variance"].to_numpy(), frame["realized_rv"].to_numpy()
+    row: dict = {"n": len(frame)}
+    if len(frame) < 2:
+        return row
+    row["qlike"] = stats.qlike(sigma2, rv).mean()
+    row["mse_log"] = stats.mse_log(sigma2, rv).mean()
+    row["mz_r2"] = stats.mincer_zarnowitz(sigma2, rv).r2
+    for level in var_levels:
+        tag = level_tag(level)
+        for side in SIDES:
+            result = stats.var_backtest(side_losses(frame, side), frame[f"var{tag}_{side}"].to_numpy(), level)
+            row[f"var{tag}_{side}_exceptions"] = result["exceptions"]
+            row[f"var{tag}_{side}_rate"] = result["rate"]
+            suffix = side if level == var_levels[0] else f"{tag}_{side}"
+            row[f"kupiec_p_{suffix}"] = result["kupiec_p"]
+            row[f"christoffersen_p_{suffix}"] = result["christoffersen_p"]
+            row[f"basel_zone_{suffix}"] = result["basel_zone"]
+    es_tag = level_tag(es_level)
+    for side in SIDES:
+        row[f"es{es_tag}_z2_{side}"] = stats.acerbi_szekely_z2(
+            side_losses(frame, side),
+            frame[f"var{es_tag}_{side}"].to_numpy(),
+            frame[f"es{es_tag}_{side}"].to_numpy(),
+            alpha=1 - es_level,
+        )
+    return row
+
+
+def score_forecasts(
+    forecasts: pd.DataFrame, var_levels: tuple[float, ...] = (0.99,), es_level: float = 0.975
+) -> pd.DataFrame:
+    """One row per (asset, model) and a pooled row per model (asset == 'ALL').
+
+    The first of `var_levels` gets the plain column names (kupiec_p_long, basel_zone_long, ...);
+    others carry their level tag.
+    """
+    rows = []
+    for (model, asset), group in forecasts.groupby(["model", "asset"], sort=True):
+        rows.append({"asset": asset, "model": model, **score_group(group, var_levels, es_level)})
+    for model, group in forecasts.groupby("model", sort=True):
+        rows.append({"asset": POOLED, "model": model, **score_group(group, var_levels, es_level)})
+    return pd.DataFrame(rows)
+
+
+def pooled_losses(forecasts: pd.DataFrame, loss: str = "qlike") -> pd.DataFrame:
+    """Per-date cross-sectional mean loss per model over the (asset, date) pairs all models share,
+    so a Diebold-Mariano test compares models on exactly the same targets."""
+    frame = scorable(forecasts)
+    loss_fn = {"qlike": stats.qlike, "mse_log": stats.mse_log}[loss]
+    frame = frame.assign(loss=loss_fn(frame["variance"].to_numpy(), frame["realized_rv"].to_numpy()))
+    wide = frame.pivot_table(index=["date", "asset"], columns="model", values="loss").dropna()
+    return wide.groupby(level="date").mean()
+
+
+def diebold_mariano_table(forecasts: pd.DataFrame, reference: str, loss: str = "qlike") -> pd.DataFrame:
+    """DM test of every model against `reference` on pooled per-date losses (negative statistic:
+    the model beats the reference)."""
+    daily = pooled_losses(forecasts, loss)
+    if reference not in daily:
+        return pd.DataFrame()
+    rows = []
+    for model in daily.columns.drop(reference):
+        result = stats.diebold_mariano(daily[model].to_numpy(), daily[reference].to_numpy())
+        rows.append(
+            {
+                "model": model,
+                "reference": reference,
+                "loss": loss,
+                "n_dates": result.n,
+                "mean_loss": daily[model].mean(),
+                "reference_loss": daily[reference].mean(),
+                "ratio": daily[model].mean() / daily[reference].mean(),
+                "dm_stat": result.statistic,
+                "dm_p": result.pvalue,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,98 @@
+"""Walk-forward historical forecasts: producing forecasts, kept apart from scoring them.
+
+The split is an object of its own (as in darts/sktime): it turns a daily index into blocks, each a
+refit origin, its training rows and the origins forecast with those parameters. Every forecast at
+origin t is made from rows up to t only: the forecaster is fitted on rows up to the block's refit
+origin and then given history up to the block's last origin, and a test corrupts later rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+
+from volmargin.errors import ConfigError
+from volmargin.features.realized import horizon_targets
+from volmargin.models.base import Forecaster
+
+ForecasterFactory = Callable[[], Forecaster]
+
+
+@dataclass(frozen=True)
+class Block:
+    refit_origin: pd.Timestamp
+    train: slice  # label slice of the daily index used to fit
+    origins: pd.DatetimeIndex
+
+
+@dataclass(frozen=True)
+class WalkForwardSplit:
+    """First target date `start`, optional last origin `end`, refit cadence and training window.
+
+    `window=None` is an expanding window; otherwise the last `window` days up to the refit origin.
+    Origins with fewer than `min_train` days of history are skipped (young listings).
+    """
+
+    start: pd.Timestamp
+    end: pd.Timestamp | None = None
+    refit_every: int = 20
+    window: int | None = None
+    min_train: int = 365
+
+    def __post_init__(self) -> None:
+        if self.refit_every < 1:
+            raise ConfigError(f"refit_every must be >= 1 day, got {self.refit_every}")
+        if self.window is not None and self.window < 30:
+            raise ConfigError(f"window must be at least 30 days, got {self.window}")
+        if self.min_train < 30:
+            raise ConfigError(f"min_train must be at least 30 days, got {self.min_train}")
+
+    def origins(self, index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+        first_origin = self.start - pd.Timedelta(days=1)
+        keep = (index >= first_origin) & (index >= index[0] + pd.Timedelta(days=self.min_train))
+        if self.end is not None:
+            keep &= index <= self.end
+        return index[keep]
+
+    def blocks(self, index: pd.DatetimeIndex) -> Iterator[Block]:
+        origins = self.origins(index)
+        position = 0
+        while position < len(origins):
+            refit = origins[position]
+            in_block = (origins >= refit) & (origins < refit + pd.Timedelta(days=self.refit_every))
+            block_origins = origins[in_block]
+            train_start = None if self.window is None else refit - pd.Timedelta(days=self.window - 1)
+            yield Block(refit, slice(train_start, refit), block_origins)
+            position += len(block_origins)
+
+
+def historical_forecasts(
+    daily: pd.DataFrame,
+    make_model: ForecasterFactory,
+    split: WalkForwardSplit,
+    levels: tuple[float, ...],
+    horizon: int = 1,
+) -> pd.DataFrame:
+    """All walk-forward forecasts of one model on one asset, with the realized targets beside them.
+
+    Columns: origin, date (first target day), horizon, variance, var*/es* per level and side,
+    realized_rv, realized_ret. Empty when the asset has too little history.
+    """
+    model = make_model()
+    frames = []
+    for block in split.blocks(daily.index):
+        train = daily.loc[block.train]
+        model.fit(train, horizon)
+        history = daily.loc[block.train.start : block.origins[-1]]
+        frames.append(model.forecast(history, block.origins, levels).to_frame())
+    if not frames:
+        return pd.DataFrame()
+    forecasts = pd.concat(frames)
+    targets = horizon_targets(daily, horizon).loc[forecasts.index]
+    forecasts.insert(0, "horizon", horizon)
+    forecasts.insert(0, "date", forecasts.index + pd.Timedelta(days=1))
+    forecasts["realized_rv"] = targets["target_rv"].to_numpy()
+    forecasts["realized_ret"] = targets["target_ret"].to_numpy()
+    return forecasts.reset_index()

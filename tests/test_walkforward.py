@@ -1,0 +1,83 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from volmargin.errors import ConfigError
+from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
+from volmargin.evaluation.walkforward import WalkForwardSplit
+
+INDEX = pd.date_range("2020-01-01", periods=1000, freq="D", tz="UTC")
+
+
+def test_blocks_cover_every_origin_once_and_refit_on_cadence():
+    split = WalkForwardSplit(start=pd.Timestamp("2021-06-01", tz="UTC"), refit_every=20)
+    blocks = list(split.blocks(INDEX))
+    origins = pd.DatetimeIndex(np.concatenate([b.origins for b in blocks]))
+    assert origins.equals(INDEX[INDEX >= pd.Timestamp("2021-05-31", tz="UTC")])
+    assert all(len(b.origins) == 20 for b in blocks[:-1])
+    assert all(b.train.stop == b.origins[0] and b.train.start is None for b in blocks)
+
+
+def test_rolling_window_and_min_train():
+    split = WalkForwardSplit(start=INDEX[0], window=100, min_train=400, refit_every=50)
+    first = next(split.blocks(INDEX))
+    assert first.origins[0] == INDEX[400]  # an origin needs min_train days of history
+    assert len(INDEX[(INDEX >= first.train.start) & (INDEX <= first.train.stop)]) == 100
+    assert not list(WalkForwardSplit(start=INDEX[-1] + pd.Timedelta(days=5)).blocks(INDEX))
+
+
+@pytest.mark.parametrize("kwargs", [{"refit_every": 0}, {"window": 5}, {"min_train": 1}])
+def test_bad_split_settings(kwargs):
+    with pytest.raises(ConfigError):
+        WalkForwardSplit(start=INDEX[0], **kwargs)
+
+
+def _forecast_table(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """Two models on two assets with known truth: 'good' knows the true variance, 'bad' is 4x off."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for asset in ("a", "b"):
+        sigma2 = np.exp(rng.normal(-7, 0.5, n))
+        ret = rng.normal(0, np.sqrt(sigma2))
+        rv = sigma2 * rng.chisquare(20, n) / 20
+        for model, scale in (("good", 1.0), ("bad", 4.0)):
+            s2 = sigma2 * scale
+            z99, z975 = 2.3263, 1.9600
+            es975 = np.sqrt(s2) * 2.3378  # normal ES at 97.5%
+            frames.append(pd.DataFrame({
+                "asset": asset, "model": model, "date": pd.date_range("2022-01-01", periods=n, tz="UTC"),
+                "variance": s2, "realized_rv": rv, "realized_ret": ret,
+                **{f"var99_{s}": z99 * np.sqrt(s2) for s in ("long", "short")},
+                **{f"var975_{s}": z975 * np.sqrt(s2) for s in ("long", "short")},
+                **{f"es975_{s}": es975 for s in ("long", "short")},
+            }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_scores_rank_the_true_model_first_and_count_exceptions():
+    table = _forecast_table()
+    scores = score_forecasts(table)
+    pooled = scores[scores["asset"] == POOLED].set_index("model")
+    assert pooled.loc["good", "qlike"] < pooled.loc["bad", "qlike"]
+    assert pooled.loc["good", "n"] == 1200
+    good_a = table[(table["model"] == "good") & (table["asset"] == "a")]
+    hits = (-good_a["realized_ret"] > good_a["var99_long"]).sum()
+    row = scores[(scores["asset"] == "a") & (scores["model"] == "good")].iloc[0]
+    assert row["var99_long_exceptions"] == hits
+    assert row["basel_zone_long"] in {"green", "yellow", "red"}
+    assert abs(row["es975_z2_long"]) < 0.5
+    assert pooled.loc["bad", "var99_long_exceptions"] == 0  # 2x too wide VaR never breaches here
+
+
+def test_rows_without_targets_are_left_out_of_scores():
+    table = _forecast_table(n=50)
+    table.loc[table.index[:10], "realized_rv"] = np.nan
+    table.loc[table.index[10:12], "realized_rv"] = 0.0
+    scores = score_forecasts(table)
+    assert scores.query("asset == 'a' and model == 'good'")["n"].iloc[0] == 38
+
+
+def test_diebold_mariano_table_prefers_the_true_model():
+    dm = diebold_mariano_table(_forecast_table(), reference="bad")
+    row = dm.set_index("model").loc["good"]
+    assert row["dm_stat"] < 0 and row["dm_p"] < 0.01 and row["ratio"] < 1
