@@ -10,9 +10,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from volmargin.errors import DataError
-from volmargin.evaluation.walkforward import WalkForwardSplit, historical_forecasts
+from volmargin.evaluation.walkforward import WalkForwardSplit, historical_forecasts, panel_historical_forecasts
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
+from volmargin.models.base import GlobalForecaster
 
 
 @dataclass(frozen=True)
@@ -39,29 +40,50 @@ def daily_panel(bars_panel: dict[str, pd.DataFrame], min_bars: int | None = None
     }
 
 
-def forecast_task(asset: str, daily: pd.DataFrame, model: str, config: BacktestConfig) -> tuple[pd.DataFrame, float]:
-    """Historical forecasts of one model on one asset, and the seconds it took."""
-    began = time.perf_counter()
-    params = config.model_params.get(model, {})
-    frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split, config.levels, config.horizon)
+def _label(frame: pd.DataFrame, asset: str, model: str) -> pd.DataFrame:
     if not frame.empty:
         frame.insert(0, "model", model)
         frame.insert(0, "asset", asset)
-    return frame, time.perf_counter() - began
+    return frame
+
+
+def forecast_task(asset: str, daily: pd.DataFrame, model: str, config: BacktestConfig) -> tuple[pd.DataFrame, float]:
+    """Historical forecasts of one per-asset model on one asset, and the seconds it took."""
+    began = time.perf_counter()
+    params = config.model_params.get(model, {})
+    frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split, config.levels, config.horizon)
+    return _label(frame, asset, model), time.perf_counter() - began
+
+
+def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConfig, progress: bool) -> tuple[list[pd.DataFrame], float]:
+    """Historical forecasts of one global model over the whole panel (one refit on all assets per block)."""
+    began = time.perf_counter()
+    params = config.model_params.get(model, {})
+    with tqdm(desc=f"{model} refits", unit="refit", disable=not progress) as bar:
+        per_asset = panel_historical_forecasts(
+            panel, lambda: make_forecaster(model, **params), config.split, config.levels, config.horizon,
+            on_refit=lambda _: bar.update(),
+        )
+    return [_label(f, asset, model) for asset, f in per_asset.items()], time.perf_counter() - began
 
 
 def run_backtest(
     panel: dict[str, pd.DataFrame], config: BacktestConfig, progress: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Forecast table for every (asset, model) and a timing table (asset, model, days, seconds)."""
-    for model in config.models:  # fail fast on a bad name or parameter, before any work
-        make_forecaster(model, **config.model_params.get(model, {}))
-    tasks = [(asset, model) for asset in panel for model in config.models]
+    """Forecast table for every (asset, model) and a timing table (asset, model, days, seconds);
+    a global model's time is reported once, on asset 'ALL'."""
+    models = {m: make_forecaster(m, **config.model_params.get(m, {})) for m in config.models}  # fail fast
+    local = [m for m, f in models.items() if not isinstance(f, GlobalForecaster)]
     frames, timings = [], []
-    for asset, model in tqdm(tasks, desc="backtest", unit="task", disable=not progress):
+    tasks = [(asset, model) for asset in panel for model in local]
+    for asset, model in tqdm(tasks, desc="backtest", unit="task", disable=not progress or not tasks):
         frame, seconds = forecast_task(asset, panel[asset], model, config)
         frames.append(frame)
         timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
+    for model in (m for m in models if m not in local):
+        asset_frames, seconds = global_task(panel, model, config, progress)
+        frames.extend(asset_frames)
+        timings.append({"asset": "ALL", "model": model, "days": sum(len(f) for f in asset_frames), "seconds": seconds})
     frames = [f for f in frames if not f.empty]
     if not frames:
         raise DataError("no forecasts: every asset has too little history before the start date (see --min-train)")

@@ -14,6 +14,11 @@ from volmargin.evaluation import stats
 from volmargin.models.base import SIDES, level_tag
 
 POOLED = "ALL"
+LEADING_COLUMNS = [
+    "asset", "model", "n", "qlike", "mse_log", "mz_r2", "var99_long_exceptions", "var99_short_exceptions",
+    "kupiec_p_long", "kupiec_p_short", "christoffersen_p_long", "christoffersen_p_short",
+    "basel_zone_long", "basel_zone_short", "es975_z2_long", "es975_z2_short",
+]
 
 
 def side_losses(frame: pd.DataFrame, side: str) -> np.ndarray:
@@ -72,7 +77,9 @@ def score_forecasts(
         rows.append({"asset": asset, "model": model, **score_group(group, var_levels, es_level)})
     for model, group in forecasts.groupby("model", sort=True):
         rows.append({"asset": POOLED, "model": model, **score_group(group, var_levels, es_level)})
-    return pd.DataFrame(rows)
+    scores = pd.DataFrame(rows)
+    leading = [c for c in LEADING_COLUMNS if c in scores]
+    return scores[leading + [c for c in scores if c not in leading]]
 
 
 def pooled_losses(forecasts: pd.DataFrame, loss: str = "qlike") -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from volmargin.errors import ConfigError
 from volmargin.features.realized import horizon_targets
-from volmargin.models.base import Forecaster
+from volmargin.models.base import Forecaster, GlobalForecaster
 
 ForecasterFactory = Callable[[], Forecaster]
 
@@ -83,10 +83,48 @@ def historical_forecasts(
     model = make_model()
     frames = []
     for block in split.blocks(daily.index):
-        train = daily.loc[block.train]
-        model.fit(train, horizon)
-        history = daily.loc[block.train.start : block.origins[-1]]
-        frames.append(model.forecast(history, block.origins, levels).to_frame())
+        model.fit(daily.loc[block.train], horizon)
+        frames.append(_forecast_block(model, daily, block, block.origins, levels))
+    return _with_targets(frames, daily, horizon)
+
+
+def panel_historical_forecasts(
+    panel: dict[str, pd.DataFrame],
+    make_model: Callable[[], GlobalForecaster],
+    split: WalkForwardSplit,
+    levels: tuple[float, ...],
+    horizon: int = 1,
+    on_refit: Callable[[pd.Timestamp], None] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Walk-forward forecasts of a global model: one refit on all assets per block, then each asset's
+    origins in that block (an asset joins once it has `min_train` days of history). Per-asset frames
+    as in `historical_forecasts`."""
+    calendar = pd.DatetimeIndex(sorted(set().union(*(d.index for d in panel.values()))))
+    asset_origins = {asset: split.origins(daily.index) for asset, daily in panel.items()}
+    model = make_model()
+    frames: dict[str, list[pd.DataFrame]] = {asset: [] for asset in panel}
+    for block in split.blocks(calendar):
+        in_block = {a: o[(o >= block.origins[0]) & (o <= block.origins[-1])] for a, o in asset_origins.items()}
+        if not any(len(o) for o in in_block.values()):
+            continue
+        trains = {a: d.loc[block.train] for a, d in panel.items()}
+        model.fit_panel({a: t for a, t in trains.items() if len(t)}, horizon)
+        for asset, origins in in_block.items():
+            if len(origins):
+                frames[asset].append(_forecast_block(model, panel[asset], block, origins, levels))
+        if on_refit is not None:
+            on_refit(block.refit_origin)
+    return {asset: _with_targets(f, panel[asset], horizon) for asset, f in frames.items()}
+
+
+def _forecast_block(
+    model: Forecaster, daily: pd.DataFrame, block: Block, origins: pd.DatetimeIndex, levels: tuple[float, ...]
+) -> pd.DataFrame:
+    history = daily.loc[block.train.start : origins[-1]]
+    return model.forecast(history, origins, levels).to_frame()
+
+
+def _with_targets(frames: list[pd.DataFrame], daily: pd.DataFrame, horizon: int) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     forecasts = pd.concat(frames)

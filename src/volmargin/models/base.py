@@ -120,3 +120,18 @@ class Forecaster(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+class GlobalForecaster(Forecaster):
+    """A model learned across assets: at each refit it sees every asset's rows up to the refit origin.
+
+    `forecast` stays per asset (history of one asset up to its origins), so serving and scoring treat
+    global and per-asset models alike.
+    """
+
+    @abstractmethod
+    def fit_panel(self, trains: dict[str, pd.DataFrame], horizon: int = 1) -> "GlobalForecaster":
+        """Learn from every asset's training rows (each frame ends at or before the refit origin)."""
+
+    def fit(self, train: pd.DataFrame, horizon: int = 1) -> "GlobalForecaster":
+        return self.fit_panel({"asset": train}, horizon)

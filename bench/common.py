@@ -1,0 +1,22 @@
+"""Shared helpers for benchmarks: where the real data lives and which files are hourly spot."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    folder = Path(os.environ.get("VOLMARGIN_SHARED_DATA", REPO.parent / "shared" / "data"))
+    if not folder.is_dir():
+        sys.exit(f"benchmark needs the real data folder {folder} (set VOLMARGIN_SHARED_DATA)")
+    return folder
+
+
+def hourly_spot_files(folder: Path | None = None) -> list[Path]:
+    """Every hourly spot file: perpetuals are left out (the benchmarks are on spot markets)."""
+    folder = folder or shared_data_dir()
+    return sorted(p for p in folder.glob("*_1h.csv.gz") if "_perp_" not in p.name)

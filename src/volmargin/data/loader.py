@@ -1,0 +1,447 @@
+"""Load and validate OHLCV bars from canonical CSV/Parquet, Binance kline dumps and CryptoDataDownload exports.
+
+Every problem raises `DataError` with one line naming the file and, where it applies, the first offending
+data row (1-based, in file order) and its timestamp. Gaps are reported in `attrs["gaps"]`, never filled.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from volmargin.errors import DataError
+
+COLUMNS = ("open", "high", "low", "close", "volume")
+PRICES = COLUMNS[:4]
+DATA_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+Panel = dict[str, pd.DataFrame]
+
+_BINANCE_NCOLS = 12
+_FREQ_TOKEN = re.compile(r"_\d+(?:s|m|min|h|d|w|mo)$")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """Gaps longer than one bar: how many, how many bars they miss, and the largest one."""
+
+    count: int
+    missing_bars: int
+    largest: int
+    largest_after: pd.Timestamp | None  # the last bar before the largest gap
+
+    def __str__(self) -> str:
+        if self.count == 0:
+            return "no gaps"
+        after = self.largest_after.strftime("%Y-%m-%dT%H:%MZ")
+        return (f"{_plural(self.count, 'gap')}, {_plural(self.missing_bars, 'missing bar')}; "
+                f"largest {_plural(self.largest, 'bar')} after {after}")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+@dataclass
+class _Raw:
+    """Parsed but unvalidated bars in intended time order; `rows` maps positions to 1-based file data rows."""
+
+    ts: pd.DatetimeIndex
+    values: pd.DataFrame  # the five OHLCV columns, any dtype
+    rows: np.ndarray
+
+
+# ---------------------------------------------------------------- public API
+
+
+def load_bars(path: str | Path, *, sort: bool = False, freq: str | None = None) -> pd.DataFrame:
+    """Read one file of OHLCV bars (format recognised by content) and validate it.
+
+    Returns float64 columns open, high, low, close, volume on a UTC DatetimeIndex named `timestamp`
+    (bar open times, ascending, unique) with attrs `source`, `freq` (pd.Timedelta) and `gaps` (GapReport).
+    `sort=True` sorts unsorted rows instead of rejecting them; `freq` fixes the bar interval instead of
+    inferring it as the most common spacing.
+    """
+    name = str(path)
+    raw = _read_bytes(Path(path), name)
+    if raw[:4] == b"PAR1":
+        parsed = _parse_frame(_read_parquet(raw, name), name)
+    else:
+        parsed = _parse_text(_decode(raw, name), name)
+    return _validate(parsed, name, sort=sort, freq=freq)
+
+
+def validate_bars(frame: pd.DataFrame, *, source: str, sort: bool = False,
+                  freq: str | pd.Timedelta | None = None) -> pd.DataFrame:
+    """Apply the file rules to an in-memory frame (canonical columns; timestamps as index or column)."""
+    return _validate(_parse_frame(frame, source), source, sort=sort, freq=freq)
+
+
+def asset_name(path: str | Path) -> str:
+    """File name without data suffixes and a trailing frequency token: binance_btcusdt_1h.csv.gz -> binance_btcusdt."""
+    name = Path(path).name.lower()
+    for suffix in (".gz", ".csv", ".parquet"):
+        name = name.removesuffix(suffix)
+    return _FREQ_TOKEN.sub("", name)
+
+
+def load_panel(paths: str | Path | Iterable[str | Path], *, sort: bool = False,
+               freq: str | None = None) -> Panel:
+    """Load files, directories (all *.csv, *.csv.gz, *.parquet in them) and glob patterns into asset -> bars."""
+    files = _expand(paths)
+    by_asset: dict[str, Path] = {}
+    for file in files:
+        asset = asset_name(file)
+        if asset in by_asset:
+            raise DataError(f"{by_asset[asset]} and {file} both give asset name {asset!r}")
+        by_asset[asset] = file
+    return {asset: load_bars(by_asset[asset], sort=sort, freq=freq) for asset in sorted(by_asset)}
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _expand(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    files: dict[Path, Path] = {}  # keyed by resolved path: the same file named twice is loaded once
+    for item in items:
+        for file in _expand_one(item):
+            files.setdefault(file.resolve(), file)
+    return list(files.values())
+
+
+def _expand_one(item: str | Path) -> list[Path]:
+    path = Path(item)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES))
+        if not found:
+            raise DataError(f"{item}: no *.csv, *.csv.gz or *.parquet files in this directory")
+        return found
+    if _GLOB_CHARS.search(str(item)):
+        found = sorted(Path(p) for p in glob.glob(str(item)) if Path(p).is_file())
+        if not found:
+            raise DataError(f"{item}: no files match this pattern")
+        return found
+    return [path]
+
+
+def _read_bytes(path: Path, name: str) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{name}: is a directory, not a data file") from None
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read file ({exc.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: unreadable gzip file ({exc})") from None
+    return raw
+
+
+def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(io.BytesIO(raw))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(f"{name}: unreadable Parquet file ({_one_line(exc)})") from None
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:
+        raise DataError(f"{name}: unreadable file (not CSV, gzip-compressed CSV or Parquet)")
+    return text
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _read_csv(text: str, name: str, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.StringIO(text), index_col=False, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name}: empty file (no data rows)") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{name}: malformed CSV ({_one_line(exc)})") from None
+
+
+# ---------------------------------------------------------------- formats
+
+
+def _fields(line: str) -> list[str]:
+    return [f.strip().strip('"').lower() for f in line.split(",")]
+
+
+def _parse_text(text: str, name: str) -> _Raw:
+    lines = text[:65536].lstrip().splitlines()[:2]
+    if not lines:
+        raise DataError(f"{name}: empty file (no data rows)")
+    first = _fields(lines[0])
+    second = _fields(lines[1]) if len(lines) > 1 else []
+    if first[0].isdigit() or first[0] == "open_time":
+        return _parse_binance(text, name, has_header=not first[0].isdigit())
+    if _is_cdd_header(first):
+        return _parse_cdd(text, name, skip=0)
+    if len(first) == 1 or _is_cdd_header(second):
+        return _parse_cdd(text, name, skip=1)  # CryptoDataDownload: a URL/text line before the header
+    return _parse_canonical(text, name)
+
+
+def _is_cdd_header(fields: list[str]) -> bool:
+    return any(f.startswith("unix") for f in fields)
+
+
+def _parse_canonical(text: str, name: str) -> _Raw:
+    header = _read_csv(text, name, nrows=0).columns
+    raw_ts = [c for c in header if c.strip().lower() == "timestamp"]
+    frame = _read_csv(text, name, dtype={c: str for c in raw_ts})
+    return _parse_frame(frame, name)
+
+
+def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
+    """Canonical columns (Parquet, canonical CSV, in-memory): exactly timestamp + OHLCV."""
+    frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    if "timestamp" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
+        frame = frame.rename_axis("timestamp").reset_index()
+    expected = ("timestamp", *COLUMNS)
+    missing = [c for c in expected if c not in frame.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {', '.join(missing)}; expected {','.join(expected)}")
+    extra = [str(c) for c in frame.columns if c not in expected]
+    if extra:
+        raise DataError(f"{name}: unknown column(s) {', '.join(extra)}; expected exactly {','.join(expected)}")
+    if frame.columns.duplicated().any():
+        raise DataError(f"{name}: repeated column name(s); expected exactly {','.join(expected)}")
+    _require_rows(frame, name)
+    rows = np.arange(1, len(frame) + 1)
+    ts = _parse_iso(frame["timestamp"], rows, name)
+    return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows)
+
+
+def _parse_binance(text: str, name: str, *, has_header: bool) -> _Raw:
+    frame = _read_csv(text, name, header=None, skiprows=int(has_header))
+    if frame.shape[1] != _BINANCE_NCOLS:
+        raise DataError(f"{name}: Binance kline dump must have {_BINANCE_NCOLS} columns, found {frame.shape[1]}")
+    _require_rows(frame, name)
+    rows = np.arange(1, len(frame) + 1)
+    values = frame.iloc[:, 1:6].set_axis(list(COLUMNS), axis=1)
+    return _Raw(_parse_epoch(frame[0], rows, name), values, rows)
+
+
+def _parse_cdd(text: str, name: str, *, skip: int) -> _Raw:
+    frame = _read_csv(text, name, skiprows=skip)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    lower = {c.lower(): c for c in frame.columns}
+    unix = next((c for c in frame.columns if c.lower().startswith("unix")), None)
+    missing = [c for c in ("unix", "symbol", *PRICES) if (unix if c == "unix" else lower.get(c)) is None]
+    if missing:
+        raise DataError(f"{name}: missing CryptoDataDownload column(s) {', '.join(missing)}; "
+                        f"found {', '.join(frame.columns)}")
+    _require_rows(frame, name)
+    volume = _cdd_volume_column(frame, lower["symbol"], name)
+    values = frame[[lower[c] for c in PRICES] + [volume]].set_axis(list(COLUMNS), axis=1)
+    # The format is newest-first by definition: reverse it, keeping each position's file row number.
+    rows = np.arange(len(frame), 0, -1)
+    ts = _parse_epoch(frame[unix], np.arange(1, len(frame) + 1), name)[::-1]
+    return _Raw(ts, values.iloc[::-1].reset_index(drop=True), rows)
+
+
+def _cdd_volume_column(frame: pd.DataFrame, symbol_col: str, name: str) -> str:
+    """`Volume <BASE>`, BASE being the symbol's part before '/' (or the one volume column it starts with)."""
+    volumes = {c[len("volume "):].strip().upper(): c for c in frame.columns if c.lower().startswith("volume ")}
+    symbol = str(frame[symbol_col].iloc[0]).strip().upper()
+    if "/" in symbol:
+        candidates = [volumes.get(symbol.split("/")[0])]
+    else:
+        candidates = [col for base, col in volumes.items() if base and symbol.startswith(base)]
+    if len(candidates) != 1 or candidates[0] is None:
+        raise DataError(f"{name}: cannot tell the base-asset volume column for symbol {symbol!r} "
+                        f"among columns {', '.join(frame.columns)}")
+    return candidates[0]
+
+
+def _require_rows(frame: pd.DataFrame, name: str) -> None:
+    if frame.empty:
+        raise DataError(f"{name}: empty file (no data rows)")
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def _parse_iso(values: pd.Series, rows: np.ndarray, name: str) -> pd.DatetimeIndex:
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(values.dtype):
+        ts = pd.DatetimeIndex(values)
+        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")  # naive means UTC
+    else:
+        ts = pd.DatetimeIndex(pd.to_datetime(values.astype(str), format="ISO8601", utc=True, errors="coerce"))
+    _reject_unparsable(ts.isna(), values, rows, name)
+    return ts.as_unit("ns")
+
+
+def _parse_epoch(values: pd.Series, rows: np.ndarray, name: str) -> pd.DatetimeIndex:
+    """Epoch seconds, milliseconds or microseconds, told apart per value by magnitude."""
+    num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(num) & (num > 0) & (num < 1e17) & (np.mod(num, 1) == 0)
+    _reject_unparsable(~ok, values, rows, name)
+    ints = values.astype("int64").to_numpy() if values.dtype.kind == "i" else num.astype("int64")
+    scale = np.select([ints < 10**11, ints < 10**14], [10**9, 10**6], 10**3)
+    return pd.DatetimeIndex(pd.to_datetime(ints * scale, unit="ns", utc=True)).as_unit("ns")
+
+
+def _reject_unparsable(bad: np.ndarray, values: pd.Series, rows: np.ndarray, name: str) -> None:
+    if bad.any():
+        pos = _first(np.asarray(bad), rows)
+        raise DataError(f"{name}: row {rows[pos]}: unparsable timestamp {values.iloc[pos]!r}")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _first(mask: np.ndarray, rows: np.ndarray) -> int:
+    """Position of the earliest file row among those flagged."""
+    idx = np.flatnonzero(mask)
+    return int(idx[np.argmin(rows[idx])])
+
+
+def _fmt(ts: pd.Timestamp) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fail(name: str, raw: _Raw, pos: int, message: str) -> DataError:
+    return DataError(f"{name}: row {raw.rows[pos]} ({_fmt(raw.ts[pos])}): {message}")
+
+
+def _validate(raw: _Raw, name: str, *, sort: bool, freq: str | pd.Timedelta | None) -> pd.DataFrame:
+    arr = _numeric(raw, name)
+    _check_values(raw, arr, name)
+    raw, arr = _check_order(raw, arr, name, sort=sort)
+    interval = _check_grid(raw, name, freq)
+    index = pd.DatetimeIndex(raw.ts, name="timestamp")
+    frame = pd.DataFrame(arr, index=index, columns=list(COLUMNS))
+    frame.attrs.update(source=name, freq=interval, gaps=gap_report(index, interval))
+    return frame
+
+
+def _numeric(raw: _Raw, name: str) -> np.ndarray:
+    """OHLCV as an (n, 5) float64 array; text that is not a number is an error (empty cells become NaN)."""
+    out = np.empty((len(raw.rows), len(COLUMNS)))
+    for j, col in enumerate(COLUMNS):
+        series = raw.values[col]
+        if pd.api.types.is_numeric_dtype(series.dtype):
+            out[:, j] = series.to_numpy(dtype=float, na_value=np.nan)
+            continue
+        num = pd.to_numeric(series, errors="coerce")
+        bad = (num.isna() & series.notna()).to_numpy()
+        if bad.any():
+            pos = _first(bad, raw.rows)
+            raise _fail(name, raw, pos, f"non-numeric {col} {series.iloc[pos]!r}")
+        out[:, j] = num.to_numpy(dtype=float, na_value=np.nan)
+    return out
+
+
+def _check_values(raw: _Raw, arr: np.ndarray, name: str) -> None:
+    o, h, lo, c, v = arr.T
+    checks = [
+        (~np.isfinite(arr), "non-finite {col} {val}"),
+        (arr[:, :4] <= 0, "non-positive {col} {val}"),
+    ]
+    for mask2d, template in checks:
+        rows_bad = mask2d.any(axis=1)
+        if rows_bad.any():
+            pos = _first(rows_bad, raw.rows)
+            j = int(np.argmax(mask2d[pos]))
+            raise _fail(name, raw, pos, template.format(col=COLUMNS[j], val=arr[pos, j]))
+    if (bad := h < lo).any():
+        pos = _first(bad, raw.rows)
+        raise _fail(name, raw, pos, f"high {h[pos]} < low {lo[pos]}")
+    if (bad := (o < lo) | (o > h) | (c < lo) | (c > h)).any():
+        pos = _first(bad, raw.rows)
+        raise _fail(name, raw, pos, f"open {o[pos]} or close {c[pos]} outside [low {lo[pos]}, high {h[pos]}]")
+    if (bad := v < 0).any():
+        pos = _first(bad, raw.rows)
+        raise _fail(name, raw, pos, f"negative volume {v[pos]}")
+
+
+def _check_order(raw: _Raw, arr: np.ndarray, name: str, *, sort: bool) -> tuple[_Raw, np.ndarray]:
+    ns = raw.ts.asi8
+    order = np.lexsort((raw.rows, ns))  # by time, then file row: a later duplicate follows its original
+    dup = np.zeros(len(ns), dtype=bool)
+    dup[order[1:]] = ns[order[1:]] == ns[order[:-1]]
+    if dup.any():
+        pos = _first(dup, raw.rows)
+        original = raw.rows[ns == ns[pos]].min()
+        raise _fail(name, raw, pos, f"duplicate timestamp (same as row {original})")
+    back = np.zeros(len(ns), dtype=bool)
+    back[1:] = ns[1:] < ns[:-1]
+    if not back.any():
+        return raw, arr
+    if not sort:
+        pos = _first(back, raw.rows)
+        raise _fail(name, raw, pos, f"timestamps not ascending: out of order next to row {raw.rows[pos - 1]} "
+                                    f"({_fmt(raw.ts[pos - 1])}); pass sort=True to sort")
+    return _Raw(raw.ts[order], raw.values.iloc[order], raw.rows[order]), arr[order]
+
+
+def _check_grid(raw: _Raw, name: str, freq: str | pd.Timedelta | None) -> pd.Timedelta:
+    """The bar interval (given, or the most common spacing); every spacing must be a whole multiple of it."""
+    diffs = np.diff(raw.ts.asi8)
+    if freq is not None:
+        interval = _parse_freq(freq, name)
+    elif len(diffs):
+        values, counts = np.unique(diffs, return_counts=True)
+        interval = pd.Timedelta(int(values[np.argmax(counts)]), unit="ns")
+    else:
+        raise DataError(f"{name}: a single row cannot show the bar interval; pass freq")
+    off = np.zeros(len(raw.rows), dtype=bool)
+    off[1:] = diffs % interval.value != 0
+    if off.any():
+        pos = _first(off, raw.rows)
+        raise _fail(name, raw, pos, f"off the {_fmt_td(interval)} bar grid: "
+                                    f"{_fmt_td(pd.Timedelta(int(diffs[pos - 1]), unit='ns'))} after the previous bar")
+    return interval
+
+
+def _parse_freq(freq: str | pd.Timedelta, name: str) -> pd.Timedelta:
+    try:
+        interval = pd.Timedelta(freq)
+    except ValueError:
+        raise DataError(f"{name}: bad freq {freq!r}") from None
+    if interval <= pd.Timedelta(0):
+        raise DataError(f"{name}: freq must be positive, got {freq!r}")
+    return interval
+
+
+def _fmt_td(td: pd.Timedelta) -> str:
+    seconds = int(td.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return str(td)
+
+
+def gap_report(index: pd.DatetimeIndex, interval: pd.Timedelta) -> GapReport:
+    """Gaps in an ascending index on a grid of `interval`."""
+    missing = np.diff(index.asi8) // interval.value - 1
+    gaps = np.flatnonzero(missing > 0)
+    if not gaps.size:
+        return GapReport(0, 0, 0, None)
+    biggest = gaps[np.argmax(missing[gaps])]
+    return GapReport(int(gaps.size), int(missing[gaps].sum()), int(missing[biggest]), index[biggest])

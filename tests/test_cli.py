@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from volmargin.cli import main
+from volmargin.data import write_synthetic_csv
+
+REQUIRED_SCORE_COLUMNS = [
+    "asset", "model", "n", "qlike", "mse_log", "mz_r2", "var99_long_exceptions", "var99_short_exceptions",
+    "kupiec_p_long", "kupiec_p_short", "christoffersen_p_long", "christoffersen_p_short",
+    "basel_zone_long", "basel_zone_short", "es975_z2_long", "es975_z2_short",
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic_files(tmp_path_factory):
+    return write_synthetic_csv(tmp_path_factory.mktemp("bars"), n_assets=2, days=600, seed=5)
+
+
+def test_backtest_on_files_writes_forecasts_and_scores(synthetic_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma,har,gjr",
+                 "--start", "2022-03-01", "--refit-every", "30", "--out", str(out), "--quiet"])
+    assert code == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert list(scores.columns[: len(REQUIRED_SCORE_COLUMNS)]) == REQUIRED_SCORE_COLUMNS  # required ones lead
+    assert set(scores["asset"]) == {"syn_a", "syn_b", "ALL"}
+    forecasts = pd.read_parquet(out / "forecasts.parquet")
+    assert {"asset", "model", "origin", "date", "variance", "var99_long", "es975_short",
+            "realized_rv", "realized_ret"} <= set(forecasts.columns)
+    assert forecasts["date"].min() == pd.Timestamp("2022-03-01", tz="UTC")
+    assert len(forecasts) == 3 * 2 * forecasts.groupby(["asset", "model"]).size().iloc[0]
+    printed = capsys.readouterr().out
+    assert "Pooled scores" in printed and "Diebold-Mariano" in printed
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "no/such/file.csv"], "no/such/file.csv"),
+        (["--models", "ewma,lstm"], "unknown model 'lstm'"),
+        (["--refit-every", "0"], "refit_every"),
+        (["--levels", "0.95"], "0.99"),
+    ],
+)
+def test_bad_input_ends_in_one_line_error(argv, message, capsys, tmp_path):
+    code = main(["backtest", *argv, "--out", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_file_via_console_entry_point_has_no_traceback(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,0.5,0.9,1,1\n")
+    result = subprocess.run([sys.executable, "-m", "volmargin.cli", "backtest", "--data", str(bad), "--quiet"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "bad.csv" in result.stderr and "Traceback" not in result.stderr

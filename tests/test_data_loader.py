@@ -1,0 +1,322 @@
+"""The OHLCV loader: formats, validation errors (one per rule), gaps, sorting, asset names and panels."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volmargin.data import GapReport, asset_name, load_bars, load_panel
+from volmargin.errors import DataError
+
+HEADER = "timestamp,open,high,low,close,volume"
+START = pd.Timestamp("2021-05-19T00:00:00Z")
+HOUR_MS = 3_600_000
+
+
+def bars(n: int = 5, step: str = "1h") -> list[list]:
+    """Valid canonical rows: [iso timestamp, open, high, low, close, volume]."""
+    times = pd.date_range(START, periods=n, freq=step)
+    return [[t.strftime("%Y-%m-%dT%H:%M:%SZ"), 100.0 + i, 102.0 + i, 99.0 + i, 101.0 + i, 10.0 + i]
+            for i, t in enumerate(times)]
+
+
+def csv_text(rows: list[list], header: str = HEADER) -> str:
+    return "\n".join([header, *(",".join(str(x) for x in row) for row in rows)]) + "\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def epoch_rows(rows: list[list], scale: int) -> list[list]:
+    """Canonical rows with timestamps as epoch milliseconds * scale."""
+    return [[int(pd.Timestamp(r[0]).value // 1_000_000) * scale, *r[1:]] for r in rows]
+
+
+def binance_text(rows: list[list], scale: int = 1) -> str:
+    lines = []
+    for open_ms, o, h, lo, c, v in epoch_rows(rows, scale):
+        close_time = open_ms + (HOUR_MS - 1) * scale
+        lines.append(f"{open_ms},{o},{h},{lo},{c},{v},{close_time},{v * c},42,{v / 2},{v * c / 2},0")
+    return "\n".join(lines) + "\n"
+
+
+def cdd_text(rows: list[list], unit_ms: bool = False, symbol: str = "BTC/USD") -> str:
+    """CryptoDataDownload export of the rows: URL line, header, newest first."""
+    lines = ["https://www.CryptoDataDownload.com",
+             "unix,date,symbol,open,high,low,close,Volume BTC,Volume USD,tradecount"]
+    for r in reversed(rows):
+        t = pd.Timestamp(r[0])
+        unix = t.value // (1_000_000 if unit_ms else 1_000_000_000)
+        lines.append(f"{unix},{t:%Y-%m-%d %H:%M:%S},{symbol},{r[1]},{r[2]},{r[3]},{r[4]},{r[5]},{r[5] * r[4]},7")
+    return "\n".join(lines) + "\n"
+
+
+def expected_frame(n: int = 5) -> pd.DataFrame:
+    rows = bars(n)
+    index = pd.DatetimeIndex([pd.Timestamp(r[0]) for r in rows], name="timestamp").as_unit("ns")
+    return pd.DataFrame([r[1:] for r in rows], index=index, columns=["open", "high", "low", "close", "volume"])
+
+
+def check_frame(frame: pd.DataFrame, path: Path, n: int = 5) -> None:
+    pd.testing.assert_frame_equal(frame, expected_frame(n))
+    assert str(frame.index.tz) == "UTC"
+    assert frame.attrs["source"] == str(path)
+    assert frame.attrs["freq"] == pd.Timedelta("1h")
+    assert frame.attrs["gaps"] == GapReport(0, 0, 0, None)
+
+
+# ---------------------------------------------------------------- formats
+
+
+def test_canonical_csv(tmp_path):
+    path = write(tmp_path / "x_1h.csv", csv_text(bars()))
+    check_frame(load_bars(path), path)
+
+
+def test_canonical_csv_gz(tmp_path):
+    path = tmp_path / "x_1h.csv.gz"
+    path.write_bytes(gzip.compress(csv_text(bars()).encode()))
+    check_frame(load_bars(path), path)
+
+
+@pytest.mark.parametrize("layout", ["column", "utc_index", "naive_index"])
+def test_parquet(tmp_path, layout):
+    frame = expected_frame()
+    if layout == "column":
+        frame = frame.reset_index()
+    elif layout == "naive_index":
+        frame.index = frame.index.tz_localize(None)
+    path = tmp_path / "x.parquet"
+    frame.to_parquet(path)
+    check_frame(load_bars(path), path)
+
+
+@pytest.mark.parametrize("scale", [1, 1000], ids=["ms", "us"])
+def test_binance_dump(tmp_path, scale):
+    path = write(tmp_path / "BTCUSDT-1h-2025-01.csv", binance_text(bars(), scale))
+    check_frame(load_bars(path), path)
+
+
+def test_binance_dump_switching_from_ms_to_us(tmp_path):
+    rows = bars(4)
+    text = binance_text(rows[:2]) + binance_text(rows[2:], 1000)
+    path = write(tmp_path / "joined.csv", text)
+    check_frame(load_bars(path), path, n=4)
+
+
+@pytest.mark.parametrize("unit_ms", [False, True], ids=["seconds", "ms"])
+def test_cryptodatadownload(tmp_path, unit_ms):
+    path = write(tmp_path / "Bitstamp_BTCUSD_1h.csv", cdd_text(bars(), unit_ms))
+    check_frame(load_bars(path), path)
+
+
+def test_cryptodatadownload_symbol_without_slash(tmp_path):
+    text = cdd_text(bars(), symbol="BTCUSD")
+    path = write(tmp_path / "cdd.csv", text.replace("Volume USD", "Volume USDT"))
+    check_frame(load_bars(path), path)
+
+
+def test_format_is_recognised_by_content_not_name(tmp_path):
+    path = tmp_path / "misnamed.parquet"
+    path.write_bytes(gzip.compress(binance_text(bars()).encode()))
+    check_frame(load_bars(path), path)
+
+
+# ---------------------------------------------------------------- validation: one test per rule
+
+
+def with_cell(row: int, col: int, value) -> list[list]:
+    """Valid bars with one cell (1-based data row, column index in the canonical row) replaced."""
+    rows = bars()
+    rows[row - 1][col] = value
+    return rows
+
+
+def ts(row: int) -> str:
+    return bars()[row - 1][0]
+
+
+BAD_ROWS = {
+    "unparsable timestamp": (with_cell(2, 0, "2021-13-45T00:00:00Z"), "row 2: unparsable timestamp '2021-13-45T00:00:00Z'"),
+    "duplicate timestamp": (with_cell(4, 0, ts(3)), f"row 4 ({ts(3)}): duplicate timestamp (same as row 3)"),
+    "unsorted": ([bars()[i] for i in (0, 2, 1, 3, 4)], f"row 3 ({ts(2)}): timestamps not ascending"),
+    "non-positive price": (with_cell(3, 4, 0), f"row 3 ({ts(3)}): non-positive close 0.0"),
+    "non-finite price": (with_cell(2, 1, "inf"), f"row 2 ({ts(2)}): non-finite open inf"),
+    "non-finite volume": (with_cell(5, 5, ""), f"row 5 ({ts(5)}): non-finite volume nan"),
+    "non-numeric text": (with_cell(4, 2, "abc"), f"row 4 ({ts(4)}): non-numeric high 'abc'"),
+    "high below low": (with_cell(2, 2, 98.0), f"row 2 ({ts(2)}): high 98.0 < low 100.0"),
+    "open outside range": (with_cell(3, 1, 110.0), f"row 3 ({ts(3)}): open 110.0 or close 103.0 outside"),
+    "negative volume": (with_cell(4, 5, -1.0), f"row 4 ({ts(4)}): negative volume -1.0"),
+    "off the grid": (with_cell(4, 0, "2021-05-19T03:30:00Z"),
+                     "row 4 (2021-05-19T03:30:00Z): off the 1h bar grid: 90min after the previous bar"),
+}
+
+
+@pytest.mark.parametrize("rule", BAD_ROWS)
+def test_row_errors_name_file_row_and_timestamp(tmp_path, rule):
+    rows, message = BAD_ROWS[rule]
+    path = write(tmp_path / "bad.csv", csv_text(rows))
+    with pytest.raises(DataError) as info:
+        load_bars(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(info.value)
+
+
+BAD_FILES = {
+    "empty file": ("", "empty file (no data rows)"),
+    "header only": (HEADER + "\n", "empty file (no data rows)"),
+    "missing column": (csv_text([r[:5] for r in bars()], HEADER.removesuffix(",volume")), "missing column(s) volume"),
+    "unknown column": (csv_text([[*r, 3] for r in bars()], HEADER + ",trades"), "unknown column(s) trades"),
+    "binance column count": ("\n".join(line.rsplit(",", 1)[0] for line in binance_text(bars()).splitlines()),
+                             "Binance kline dump must have 12 columns, found 11"),
+    "cdd volume unresolved": (cdd_text(bars(), symbol="ETH/USD"), "cannot tell the base-asset volume column"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_file_errors_name_file(tmp_path, case):
+    text, message = BAD_FILES[case]
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DataError, match=f"^{path}: {message}".replace("(", r"\(").replace(")", r"\)")):
+        load_bars(path)
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.csv"
+    with pytest.raises(DataError, match=f"^{path}: file not found$"):
+        load_bars(path)
+
+
+def test_unknown_parquet_column(tmp_path):
+    path = tmp_path / "x.parquet"
+    expected_frame().assign(vwap=1.0).to_parquet(path)
+    with pytest.raises(DataError, match="unknown column\\(s\\) vwap"):
+        load_bars(path)
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\x1f\x8b" + b"junk" * 50, b"PAR1" + b"junk" * 50],
+                         ids=["binary", "bad-gzip", "bad-parquet"])
+def test_unreadable_file(tmp_path, content):
+    path = tmp_path / "x.csv.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=f"^{path}: unreadable"):
+        load_bars(path)
+
+
+def test_cdd_rows_are_counted_in_file_order(tmp_path):
+    rows = with_cell(2, 2, 98.0)  # oldest-but-one bar, i.e. the 4th data row of the newest-first file
+    path = write(tmp_path / "cdd.csv", cdd_text(rows))
+    with pytest.raises(DataError, match=f"row 4 \\({ts(2)}\\): high 98.0 < low 100.0"):
+        load_bars(path)
+
+
+def test_cdd_must_be_strictly_newest_first(tmp_path):
+    lines = cdd_text(bars()).splitlines()
+    lines[3], lines[4] = lines[4], lines[3]
+    path = write(tmp_path / "cdd.csv", "\n".join(lines))
+    with pytest.raises(DataError, match="timestamps not ascending"):
+        load_bars(path)
+    check_frame(load_bars(path, sort=True), path)
+
+
+# ---------------------------------------------------------------- sort, freq, gaps
+
+
+def test_sort_true_sorts_but_still_rejects_duplicates(tmp_path):
+    rows = bars()
+    path = write(tmp_path / "x.csv", csv_text([rows[i] for i in (4, 0, 3, 1, 2)]))
+    check_frame(load_bars(path, sort=True), path)
+    dup = write(tmp_path / "dup.csv", csv_text([rows[i] for i in (4, 0, 3, 1, 1)]))
+    with pytest.raises(DataError, match="row 5 .*duplicate timestamp \\(same as row 4\\)"):
+        load_bars(dup, sort=True)
+
+
+def test_freq_given_overrides_inference(tmp_path):
+    path = write(tmp_path / "x.csv", csv_text(bars(step="2h")))
+    assert load_bars(path).attrs["freq"] == pd.Timedelta("2h")
+    frame = load_bars(path, freq="1h")
+    assert frame.attrs["freq"] == pd.Timedelta("1h")
+    assert frame.attrs["gaps"].count == 4
+    with pytest.raises(DataError, match="row 2 .*off the 3h bar grid"):
+        load_bars(path, freq="3h")
+
+
+def test_gap_report(tmp_path):
+    rows = bars(20)
+    kept = [r for i, r in enumerate(rows) if i not in {3, 7, 8, 9, 15}]  # gaps of 1, 3 and 1 bars
+    path = write(tmp_path / "gaps.csv", csv_text(kept))
+    gaps = load_bars(path).attrs["gaps"]
+    assert gaps == GapReport(3, 5, 3, pd.Timestamp(rows[6][0]))
+    assert str(gaps) == "3 gaps, 5 missing bars; largest 3 bars after 2021-05-19T06:00Z"
+    assert str(GapReport(1, 1, 1, pd.Timestamp(rows[6][0]))) == "1 gap, 1 missing bar; largest 1 bar after 2021-05-19T06:00Z"
+    assert str(GapReport(0, 0, 0, None)) == "no gaps"
+
+
+# ---------------------------------------------------------------- asset names and panels
+
+
+@pytest.mark.parametrize("name, asset", [
+    ("binance_btcusdt_1h.csv.gz", "binance_btcusdt"),
+    ("binance_btcusdt_perp_1h.csv.gz", "binance_btcusdt_perp"),
+    ("bitstamp_btcusd_1d.csv", "bitstamp_btcusd"),
+    ("ETH_15m.parquet", "eth"),
+    ("BTCUSDT-1h-2024-01.csv", "btcusdt-1h-2024-01"),
+    ("/some/dir/syn_a_4h.csv.gz", "syn_a"),
+])
+def test_asset_name(name, asset):
+    assert asset_name(name) == asset
+
+
+def make_panel_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "panel"
+    folder.mkdir()
+    write(folder / "zzz_1h.csv", csv_text(bars()))
+    (folder / "aaa_1h.csv.gz").write_bytes(gzip.compress(csv_text(bars()).encode()))
+    expected_frame().to_parquet(folder / "mmm_1h.parquet")
+    write(folder / "notes.txt", "not data")
+    return folder
+
+
+def test_load_panel_directory(tmp_path):
+    panel = load_panel(make_panel_dir(tmp_path))
+    assert list(panel) == ["aaa", "mmm", "zzz"]
+    for frame in panel.values():
+        pd.testing.assert_frame_equal(frame, expected_frame())
+
+
+def test_load_panel_glob_and_list(tmp_path):
+    folder = make_panel_dir(tmp_path)
+    assert list(load_panel(str(folder / "*.csv*"))) == ["aaa", "zzz"]
+    assert list(load_panel([folder / "zzz_1h.csv", str(folder / "m*")])) == ["mmm", "zzz"]
+
+
+def test_load_panel_same_asset_twice(tmp_path):
+    folder = make_panel_dir(tmp_path)
+    write(folder / "aaa_4h.csv", csv_text(bars(step="4h")))
+    with pytest.raises(DataError, match="aaa_1h.csv.gz and .*aaa_4h.csv both give asset name 'aaa'"):
+        load_panel(folder)
+
+
+def test_load_panel_nothing_matched(tmp_path):
+    with pytest.raises(DataError, match="nothing_\\*.csv: no files match this pattern"):
+        load_panel(str(tmp_path / "nothing_*.csv"))
+
+
+# ---------------------------------------------------------------- real data
+
+
+def test_real_binance_btcusdt(shared_data):
+    frame = load_bars(shared_data / "binance_btcusdt_1h.csv.gz")
+    assert len(frame) == 73284
+    assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
+    assert (frame.dtypes == np.float64).all()
+    assert frame.index[0] == pd.Timestamp("2017-08-17T04:00:00Z")
+    gaps = frame.attrs["gaps"]
+    assert (gaps.count, gaps.missing_bars, gaps.largest) == (28, 128, 33)
+    assert gaps.largest_after == pd.Timestamp("2018-02-08T00:00:00Z")
