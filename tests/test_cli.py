@@ -60,3 +60,15 @@ def test_bad_file_via_console_entry_point_has_no_traceback(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "bad.csv" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_rescores_saved_forecasts_without_refit(synthetic_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma,hist",
+                 "--out", str(out), "--quiet"]) == 0
+    first = pd.read_csv(out / "scores.csv")
+    (out / "scores.csv").unlink()
+    assert main(["evaluate", "--run", str(out), "--reference", "hist"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv"), first)
+    assert pd.read_csv(out / "dm.csv")["reference"].iloc[0] == "hist"
+    assert main(["evaluate", "--run", str(tmp_path / "nothing")]) == 2

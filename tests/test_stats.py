@@ -356,11 +356,15 @@ def test_var_backtest_consistent_with_parts():
     var = np.full(600, stats.norm.ppf(0.99))
     out = var_backtest(loss, var, 0.99)
     hits = loss > var
-    assert set(out) == {"exceptions", "rate", "kupiec_p", "christoffersen_p", "basel_zone"}
+    assert set(out) == {"exceptions", "rate", "kupiec_p", "christoffersen_p", "basel_zone",
+                        "basel_windows", "basel_green_windows"}
     assert out["exceptions"] == hits.sum() and out["rate"] == pytest.approx(hits.mean())
     assert out["kupiec_p"] == pytest.approx(kupiec_pof(hits, 0.01).pvalue)
     assert out["christoffersen_p"] == pytest.approx(christoffersen(hits, 0.01).p_cc)
     assert out["basel_zone"] == worst_basel_zone(hits, 250, 0.01)
+    zones = basel_zones(hits, 250, 0.01)["zone"]
+    assert out["basel_windows"] == 351 == len(zones)
+    assert out["basel_green_windows"] == (zones == "green").sum()
 
 
 def test_var_backtest_exception_is_strict_inequality():

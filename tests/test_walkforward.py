@@ -81,3 +81,13 @@ def test_diebold_mariano_table_prefers_the_true_model():
     dm = diebold_mariano_table(_forecast_table(), reference="bad")
     row = dm.set_index("model").loc["good"]
     assert row["dm_stat"] < 0 and row["dm_p"] < 0.01 and row["ratio"] < 1
+
+
+def test_pooled_basel_zone_is_the_worst_assets_and_windows_add_up():
+    table = _forecast_table(n=400)
+    bad_a = (table["asset"] == "a") & (table["model"] == "good")
+    table.loc[bad_a, ["var99_long"]] = table.loc[bad_a, "var99_long"] * 0.3  # asset a breaches often
+    scores = score_forecasts(table).set_index(["asset", "model"])
+    assert scores.loc[("a", "good"), "basel_zone_long"] == "red"
+    assert scores.loc[(POOLED, "good"), "basel_zone_long"] == "red"
+    assert scores.loc[(POOLED, "good"), "basel_windows_long"] == 2 * 151

@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="VaR/ES confidence levels (default 0.975,0.99)")
     backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder")
     backtest.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
+    evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
+    evaluate.add_argument("--reference", default="har", help="model the Diebold-Mariano tests compare against")
     return parser
 
 
@@ -77,7 +81,6 @@ def load_data(paths: Sequence[str] | None):
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
-    from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
     from volmargin.evaluation.walkforward import WalkForwardSplit
     from volmargin.io import write_atomic, write_frame
 
@@ -98,29 +101,54 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     incomplete = {a: d.attrs.get("incomplete_days", 0) for a, d in panel.items()}
     print(f"{len(panel)} assets; {sum(incomplete.values())} incomplete days excluded from targets")
     split = WalkForwardSplit(
-        start=args.start if args.start is not None else pd.Timestamp.min.tz_localize("UTC"),
-        end=args.end, refit_every=args.refit_every, window=args.window, min_train=args.min_train,
+        start=args.start, end=args.end, refit_every=args.refit_every, window=args.window, min_train=args.min_train,
     )
     config = BacktestConfig(models=models, split=split, levels=tuple(sorted(args.levels)), horizon=args.horizon)
     forecasts, timings = run_backtest(panel, config, progress=not args.quiet)
-    scores = score_forecasts(forecasts, var_levels=(0.99,) + tuple(x for x in config.levels if x != 0.99))
-    reference = "har" if "har" in models else models[0]
-    dm = diebold_mariano_table(forecasts, reference)
     args.out.mkdir(parents=True, exist_ok=True)
     write_frame(forecasts, args.out / "forecasts.parquet")
-    write_frame(scores, args.out / "scores.csv")
-    write_frame(dm, args.out / "dm.csv")
     write_frame(timings, args.out / "timings.csv")
+    scores, dm = write_scores(forecasts, args.out, "har" if "har" in models else models[0])
     meta = {"command": "backtest", "args": {k: str(v) for k, v in vars(args).items()},
             "assets": {a: [str(d.index[0].date()), str(d.index[-1].date())] for a, d in panel.items()},
             "incomplete_days": incomplete, "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(args.out / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
-    print_summary(scores[scores["asset"] == POOLED], dm)
+    print_summary(scores, dm)
     print(f"wrote {args.out}/forecasts.parquet, scores.csv, dm.csv in {meta['seconds']:.0f} s")
     return 0
 
 
-def print_summary(pooled: pd.DataFrame, dm: pd.DataFrame) -> None:
+def write_scores(forecasts: pd.DataFrame, out: Path, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores and Diebold-Mariano tables from forecasts, written beside them."""
+    from volmargin.evaluation.scoring import diebold_mariano_table, score_forecasts
+    from volmargin.io import write_frame
+    from volmargin.models.base import forecast_levels
+
+    levels = forecast_levels(forecasts.columns)
+    scores = score_forecasts(forecasts, var_levels=(0.99,) + tuple(x for x in levels if x != 0.99))
+    dm = diebold_mariano_table(forecasts, reference)
+    write_frame(scores, out / "scores.csv")
+    write_frame(dm, out / "dm.csv")
+    return scores, dm
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    path = args.run / "forecasts.parquet"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --run must be a folder written by `volmargin backtest`")
+    forecasts = pd.read_parquet(path)
+    if args.reference not in set(forecasts["model"]):
+        raise ConfigError(f"--reference {args.reference!r} is not among the models {sorted(set(forecasts['model']))}")
+    scores, dm = write_scores(forecasts, args.run, args.reference)
+    print_summary(scores, dm)
+    print(f"wrote {args.run}/scores.csv, dm.csv")
+    return 0
+
+
+def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
+    from volmargin.evaluation.scoring import POOLED
+
+    pooled = scores[scores["asset"] == POOLED]
     columns = ["model", "n", "qlike", "mse_log", "mz_r2", "var99_long_rate", "var99_short_rate",
                "kupiec_p_long", "kupiec_p_short", "basel_zone_long", "basel_zone_short",
                "es975_z2_long", "es975_z2_short"]
@@ -132,7 +160,7 @@ def print_summary(pooled: pd.DataFrame, dm: pd.DataFrame) -> None:
         print(dm[["model", "ratio", "dm_stat", "dm_p"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 
 
-COMMANDS = {"backtest": cmd_backtest}
+COMMANDS = {"backtest": cmd_backtest, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VolmarginError as exc:
         print(f"volmargin: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print("volmargin: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130

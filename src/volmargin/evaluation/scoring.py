@@ -53,6 +53,8 @@ def score_group(frame: pd.DataFrame, var_levels: tuple[float, ...], es_level: fl
             row[f"kupiec_p_{suffix}"] = result["kupiec_p"]
             row[f"christoffersen_p_{suffix}"] = result["christoffersen_p"]
             row[f"basel_zone_{suffix}"] = result["basel_zone"]
+            row[f"basel_windows_{suffix}"] = result["basel_windows"]
+            row[f"basel_green_windows_{suffix}"] = result["basel_green_windows"]
     es_tag = level_tag(es_level)
     for side in SIDES:
         row[f"es{es_tag}_z2_{side}"] = stats.acerbi_szekely_z2(
@@ -75,11 +77,25 @@ def score_forecasts(
     rows = []
     for (model, asset), group in forecasts.groupby(["model", "asset"], sort=True):
         rows.append({"asset": asset, "model": model, **score_group(group, var_levels, es_level)})
+    per_asset = pd.DataFrame(rows)
     for model, group in forecasts.groupby("model", sort=True):
-        rows.append({"asset": POOLED, "model": model, **score_group(group, var_levels, es_level)})
+        pooled = {"asset": POOLED, "model": model, **score_group(group, var_levels, es_level)}
+        rows.append({**pooled, **_pooled_basel(per_asset[per_asset["model"] == model])})
     scores = pd.DataFrame(rows)
     leading = [c for c in LEADING_COLUMNS if c in scores]
     return scores[leading + [c for c in scores if c not in leading]]
+
+
+def _pooled_basel(per_asset: pd.DataFrame) -> dict:
+    """Basel windows never straddle two assets: the pooled zone is the worst asset's, the window
+    counts are sums over assets."""
+    pooled = {}
+    for column in [c for c in per_asset if c.startswith("basel_zone_")]:
+        zones = per_asset[column].dropna()
+        pooled[column] = max(zones, key=stats.ZONES.index) if len(zones) else None
+    for column in [c for c in per_asset if c.startswith("basel_") and "windows" in c]:
+        pooled[column] = int(per_asset[column].sum())
+    return pooled
 
 
 def pooled_losses(forecasts: pd.DataFrame, loss: str = "qlike") -> pd.DataFrame:

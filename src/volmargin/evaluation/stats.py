@@ -394,7 +394,8 @@ def var_backtest(loss, var, level: float, window: int = 250) -> dict:
     """Coverage backtest of one VaR series at confidence ``level`` (e.g. 0.99).
 
     Returns ``exceptions``, ``rate``, ``kupiec_p``, ``christoffersen_p`` (conditional
-    coverage p-value) and ``basel_zone`` (worst over rolling ``window``-day windows),
+    coverage p-value), ``basel_zone`` (worst over rolling ``window``-day windows) and
+    ``basel_windows`` / ``basel_green_windows`` (how many rolling windows, how many green),
     all with exception probability ``p = 1 - level``.
     """
     lo, v = _as_1d(loss, "loss"), _as_1d(var, "var")
@@ -402,10 +403,13 @@ def var_backtest(loss, var, level: float, window: int = 250) -> dict:
     p = 1.0 - _probability(level, "level")
     hits = lo > v
     pof = kupiec_pof(hits, p)
+    zones = basel_zones(hits, window, p)["zone"]
     return {
         "exceptions": pof.exceptions,
         "rate": pof.rate,
         "kupiec_p": pof.pvalue,
         "christoffersen_p": christoffersen(hits, p).p_cc,
         "basel_zone": worst_basel_zone(hits, window, p),
+        "basel_windows": len(zones),
+        "basel_green_windows": int((zones == "green").sum()),
     }

@@ -29,13 +29,13 @@ class Block:
 
 @dataclass(frozen=True)
 class WalkForwardSplit:
-    """First target date `start`, optional last origin `end`, refit cadence and training window.
+    """Optional first target date `start`, last origin `end`, refit cadence and training window.
 
     `window=None` is an expanding window; otherwise the last `window` days up to the refit origin.
     Origins with fewer than `min_train` days of history are skipped (young listings).
     """
 
-    start: pd.Timestamp
+    start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     refit_every: int = 20
     window: int | None = None
@@ -50,8 +50,9 @@ class WalkForwardSplit:
             raise ConfigError(f"min_train must be at least 30 days, got {self.min_train}")
 
     def origins(self, index: pd.DatetimeIndex) -> pd.DatetimeIndex:
-        first_origin = self.start - pd.Timedelta(days=1)
-        keep = (index >= first_origin) & (index >= index[0] + pd.Timedelta(days=self.min_train))
+        keep = index >= index[0] + pd.Timedelta(days=self.min_train)
+        if self.start is not None:
+            keep &= index >= self.start - pd.Timedelta(days=1)
         if self.end is not None:
             keep &= index <= self.end
         return index[keep]

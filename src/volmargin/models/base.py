@@ -23,6 +23,12 @@ def level_tag(level: float) -> str:
     return f"{level * 100:g}".replace(".", "")
 
 
+def forecast_levels(columns) -> tuple[float, ...]:
+    """Levels present in a forecast table, from its var{tag}_long columns ('975' -> 0.975)."""
+    tags = [c[3:-5] for c in columns if c.startswith("var") and c.endswith("_long")]
+    return tuple(sorted(float(f"0.{tag}") for tag in tags))
+
+
 @dataclass(frozen=True)
 class Forecast:
     """Forecasts from one model for one asset at a sequence of origins.
