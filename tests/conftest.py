@@ -18,6 +18,14 @@ def _shared_data_dir() -> Path:
     return Path(os.environ.get("VOLMARGIN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def isolated_mlflow(tmp_path_factory, monkeypatch):
+    """Every test tracks into its own temporary SQLite store, never into the repository."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     folder = _shared_data_dir()

@@ -3,6 +3,7 @@ import sys
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from volmargin.cli import main
 from volmargin.data import write_synthetic_csv
@@ -22,7 +23,7 @@ def synthetic_files(tmp_path_factory):
 def test_backtest_on_files_writes_forecasts_and_scores(synthetic_files, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma,har,gjr",
-                 "--start", "2022-03-01", "--refit-every", "30", "--out", str(out), "--quiet"])
+                 "--start", "2022-03-01", "--refit-every", "30", "--out", str(out), "--quiet"])  # tracked
     assert code == 0
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores.columns[: len(REQUIRED_SCORE_COLUMNS)]) == REQUIRED_SCORE_COLUMNS  # required ones lead
@@ -35,6 +36,10 @@ def test_backtest_on_files_writes_forecasts_and_scores(synthetic_files, tmp_path
     printed = capsys.readouterr().out
     assert "Pooled scores" in printed and "Diebold-Mariano" in printed
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+    run = MlflowClient().search_runs(MlflowClient().get_experiment_by_name("volmargin").experiment_id)[0]
+    assert run.info.status == "FINISHED" and run.data.tags["volmargin.command"] == "backtest"
+    assert run.data.metrics["har.qlike"] == pytest.approx(scores.query("asset == 'ALL' and model == 'har'")["qlike"].iloc[0])
+    assert len(run.data.tags["data.sha256"]) == 64
 
 
 @pytest.mark.parametrize(
@@ -47,7 +52,7 @@ def test_backtest_on_files_writes_forecasts_and_scores(synthetic_files, tmp_path
     ],
 )
 def test_bad_input_ends_in_one_line_error(argv, message, capsys, tmp_path):
-    code = main(["backtest", *argv, "--out", str(tmp_path), "--quiet"])
+    code = main(["backtest", *argv, "--out", str(tmp_path), "--quiet", "--no-tracking"])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
@@ -56,7 +61,7 @@ def test_bad_input_ends_in_one_line_error(argv, message, capsys, tmp_path):
 def test_bad_file_via_console_entry_point_has_no_traceback(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,0.5,0.9,1,1\n")
-    result = subprocess.run([sys.executable, "-m", "volmargin.cli", "backtest", "--data", str(bad), "--quiet"],
+    result = subprocess.run([sys.executable, "-m", "volmargin.cli", "backtest", "--data", str(bad), "--quiet", "--no-tracking"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "bad.csv" in result.stderr and "Traceback" not in result.stderr
@@ -65,7 +70,7 @@ def test_bad_file_via_console_entry_point_has_no_traceback(tmp_path):
 def test_evaluate_rescores_saved_forecasts_without_refit(synthetic_files, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma,hist",
-                 "--out", str(out), "--quiet"]) == 0
+                 "--out", str(out), "--quiet", "--no-tracking"]) == 0
     first = pd.read_csv(out / "scores.csv")
     (out / "scores.csv").unlink()
     assert main(["evaluate", "--run", str(out), "--reference", "hist"]) == 0

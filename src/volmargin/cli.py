@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder")
     backtest.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    backtest.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                          "else sqlite mlflow.db in this folder)")
+    backtest.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
+
+    train = commands.add_parser("train", help="train a learned model from a YAML config, evaluate it, track it")
+    train.add_argument("--config", type=Path, required=True, help="a YAML file (see training/configs/)")
+    train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
     evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
     evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
     evaluate.add_argument("--reference", default="har", help="model the Diebold-Mariano tests compare against")
@@ -115,6 +124,41 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     write_atomic(args.out / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
     print_summary(scores, dm)
     print(f"wrote {args.out}/forecasts.parquet, scores.csv, dm.csv in {meta['seconds']:.0f} s")
+    if not args.no_tracking:
+        run_id = log_backtest(args, bars, scores, meta)
+        print(f"MLflow run {run_id}")
+    return 0
+
+
+def log_backtest(args: argparse.Namespace, bars, scores: pd.DataFrame, meta: dict) -> str:
+    """One MLflow run per backtest: arguments, data fingerprint, pooled and per-asset scores, outputs."""
+    import mlflow
+
+    from volmargin.evaluation.scoring import POOLED
+    from volmargin.tracking import data_fingerprint, resolve_tracking_uri, start_experiment, tracked_run
+
+    mlflow.set_experiment(experiment_id=start_experiment(resolve_tracking_uri(args.tracking_uri), "volmargin"))
+    fingerprint = data_fingerprint(bars)
+    with tracked_run("backtest", tags={"volmargin.command": "backtest", "data.sha256": fingerprint["sha256"]}) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in meta["args"].items()})
+        mlflow.log_dict(fingerprint, "data_fingerprint.json")
+        for row in scores.to_dict("records"):
+            prefix = row["model"] if row["asset"] == POOLED else f"{row['model']}.{row['asset']}"
+            mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in row.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool) and pd.notna(v)})
+        for name in ("scores.csv", "dm.csv", "run.json"):
+            mlflow.log_artifact(str(args.out / name))
+        return run.info.run_id
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from volmargin.config import load_config
+    from volmargin.training import run
+
+    result = run(load_config(args.config), tracking_uri=args.tracking_uri, progress=not args.quiet)
+    print_summary(result.scores, pd.DataFrame())
+    registered = f"; registered version {result.model_version} as {result.alias}" if result.model_version else ""
+    print(f"wrote {result.output}/model.pkl in {result.seconds:.0f} s; MLflow run {result.run_id}{registered}")
     return 0
 
 
@@ -153,14 +197,14 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
                "kupiec_p_long", "kupiec_p_short", "basel_zone_long", "basel_zone_short",
                "es975_z2_long", "es975_z2_short"]
     table = pooled[[c for c in columns if c in pooled]].sort_values("qlike")
-    print("\nPooled scores (all assets), best QLIKE first:")
+    print("\nPooled scores (all assets), best QLIKE first:" if len(table) > 1 else "\nPooled scores (all assets):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if not dm.empty:
         print(f"\nDiebold-Mariano on pooled daily QLIKE against {dm['reference'].iloc[0]} (negative: beats it):")
         print(dm[["model", "ratio", "dm_stat", "dm_p"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 
 
-COMMANDS = {"backtest": cmd_backtest, "evaluate": cmd_evaluate}
+COMMANDS = {"backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

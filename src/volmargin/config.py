@@ -1,0 +1,140 @@
+"""Training pipeline configs: small dataclasses loaded from YAML, every key checked.
+
+A wrong key name, type or range ends in one ConfigError naming the file and the dotted key, e.g.
+`training/configs/x.yaml: data.pathz: unknown key; expected one of paths, exclude, min_bars`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from volmargin.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    paths: tuple[str, ...] = ()  # files, folders or globs; empty = the built-in synthetic market
+    exclude: tuple[str, ...] = ()  # glob patterns of file names to leave out (e.g. "*_perp_*")
+    min_bars: int | None = None
+    synthetic_assets: int = 4
+    synthetic_days: int = 1095
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    train_start: str | None = None
+    train_end: str = "2021-12-31"  # last day the model learns from; evaluation targets start the day after
+    eval_end: str | None = None  # last evaluation origin; default: end of data
+    min_train_days: int = 365  # history an asset needs before it is evaluated (it is trained on regardless)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "nn"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = None  # default: sqlite:///mlflow.db in the working folder, artifacts in mlruns/
+    experiment: str = "volmargin"
+    registered_model: str | None = None  # default: volmargin-<model name>
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    horizon: int = 1
+    levels: tuple[float, ...] = (0.975, 0.99)
+    output: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise ConfigError(f"horizon: must be >= 1, got {self.horizon}")
+        if not self.levels or not all(0.5 < x < 1 for x in self.levels):
+            raise ConfigError(f"levels: each must lie in (0.5, 1), got {list(self.levels)}")
+        if self.data.min_bars is not None and self.data.min_bars < 1:
+            raise ConfigError(f"data.min_bars: must be >= 1, got {self.data.min_bars}")
+        dates = {k: self.timestamp(k) for k in ("train_start", "train_end", "eval_end")}
+        if self.window.min_train_days < 30:
+            raise ConfigError(f"window.min_train_days: must be >= 30, got {self.window.min_train_days}")
+        for earlier, later in (("train_start", "train_end"), ("train_end", "eval_end")):
+            if dates[earlier] is not None and dates[later] is not None and dates[earlier] >= dates[later]:
+                raise ConfigError(f"window.{earlier} ({dates[earlier].date()}) must come before window.{later}")
+
+    def timestamp(self, key: str) -> pd.Timestamp | None:
+        return _date(f"window.{key}", getattr(self.window, key))
+
+
+def _date(key: str, value: str | None) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(str(value), tz="UTC")
+    except (ValueError, TypeError):
+        raise ConfigError(f"{key}: not a date: {value!r} (use YYYY-MM-DD)") from None
+
+
+def _convert(key: str, hint: Any, value: Any) -> Any:
+    """Check `value` against a type hint of the config dataclasses and convert lists to tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _convert(key, next(a for a in args if a is not type(None)), value)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_convert(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+    if origin is dict or hint is Any:
+        if origin is dict and not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, datetime.date):
+        return value.isoformat()  # YAML reads 2021-12-31 as a date
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type, values: Any, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"{where}: unknown key; expected one of {', '.join(known)}")
+    kwargs = {k: _convert(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+        return from_dict(TrainConfig, values)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,137 @@
+"""MLflow tracking: where runs go, what identifies the data, how models are logged and promoted.
+
+Default store: SQLite `mlflow.db` in the working folder with artifacts under `mlruns/`; `--tracking-uri`
+or MLFLOW_TRACKING_URI point at a real server instead. Models are registered and promoted with
+aliases (`challenger`, then `champion` when it beats the current champion), never with stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = None) -> str:
+    """--tracking-uri, then MLFLOW_TRACKING_URI, then the config, then SQLite in the working folder."""
+    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def start_experiment(uri: str, experiment: str) -> str:
+    """Point MLflow at `uri` and return the experiment id (a local SQLite store keeps its artifacts in
+    `mlruns/` beside the database file; a server decides for itself)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return mlflow.create_experiment(experiment, artifact_location=artifacts)
+
+
+def data_fingerprint(bars: dict[str, pd.DataFrame]) -> dict:
+    """Files, date range and row count per asset, and one SHA-256 over every bar's content."""
+    digest = hashlib.sha256()
+    assets = {}
+    for asset in sorted(bars):
+        frame = bars[asset]
+        digest.update(asset.encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+        assets[asset] = {
+            "source": str(frame.attrs.get("source", "")),
+            "first": str(frame.index[0]),
+            "last": str(frame.index[-1]),
+            "rows": len(frame),
+        }
+    return {"sha256": digest.hexdigest(), "assets": assets, "rows": sum(a["rows"] for a in assets.values())}
+
+
+@contextmanager
+def tracked_run(name: str, tags: dict | None = None) -> Iterator:
+    """An MLflow run that ends FINISHED only if the block completes; KILLED on Ctrl-C, FAILED on error."""
+    import mlflow
+
+    run = mlflow.start_run(run_name=name, tags=tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class ForecasterModel(mlflow.pyfunc.PythonModel):
+        """A fitted volmargin forecaster as an MLflow pyfunc: input one asset's daily frame, output the
+        forecast made at its last row."""
+
+        def load_context(self, context) -> None:
+            with open(context.artifacts["forecaster"], "rb") as handle:
+                self.forecaster = pickle.load(handle)
+            self.levels = tuple(context.model_config["levels"])
+
+        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+            daily = model_input.set_index("date") if "date" in model_input else model_input
+            origins = daily.index[-1:]
+            return self.forecaster.forecast(daily, origins, self.levels).to_frame().reset_index(drop=True)
+
+    return ForecasterModel
+
+
+def log_forecaster(forecaster, levels: tuple[float, ...], example: pd.DataFrame, registered_name: str | None = None):
+    """Log a fitted forecaster with an inferred signature; returns MLflow's ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    model_class = _pyfunc_class()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "forecaster.pkl"
+        path.write_bytes(pickle.dumps(forecaster))
+        example_in = example.reset_index()
+        example_out = forecaster.forecast(example, example.index[-1:], levels).to_frame().reset_index(drop=True)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model_class(),
+            artifacts={"forecaster": str(path)},
+            model_config={"levels": list(levels)},
+            signature=infer_signature(example_in, example_out),
+            input_example=example_in.head(5),
+            registered_model_name=registered_name,
+        )
+
+
+def promote(name: str, version: str | int, score: float, lower_is_better: bool = True) -> str:
+    """Alias the new version `challenger`; make it `champion` when there is none or it scores better.
+
+    The score is read from each version's run metric `eval_qlike`. Returns the alias that ended on it.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.set_registered_model_alias(name, CHALLENGER, str(version))
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception:  # no champion yet
+        champion = None
+    if champion is not None:
+        best = client.get_run(champion.run_id).data.metrics.get("eval_qlike")
+        if best is not None and (score >= best if lower_is_better else score <= best):
+            return CHALLENGER
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    return CHAMPION

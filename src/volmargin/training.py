@@ -1,0 +1,123 @@
+"""`volmargin train`: fit a learned model on the training window, evaluate it on the later window,
+write it, and track everything in MLflow (config, data fingerprint, scores, learning curves, model)."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from volmargin.config import TrainConfig
+from volmargin.errors import ConfigError, DataError
+from volmargin.evaluation.backtest import daily_panel
+from volmargin.evaluation.scoring import POOLED, score_forecasts
+from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
+from volmargin.io import write_atomic, write_frame
+from volmargin.models import make_forecaster
+from volmargin.models.base import GlobalForecaster
+
+NO_REFIT = 10**6  # days: one fit at the end of the training window, then pure out-of-sample forecasts
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output: Path
+    run_id: str
+    scores: pd.DataFrame
+    model_version: str | None
+    alias: str | None
+    seconds: float
+
+
+def load_bars(cfg: TrainConfig) -> dict[str, pd.DataFrame]:
+    from volmargin.data import load_panel, synthetic_market
+
+    if not cfg.data.paths:
+        print(f"No data.paths in the config: using the built-in synthetic market "
+              f"({cfg.data.synthetic_assets} assets, {cfg.data.synthetic_days} days, seed {cfg.data.seed}).")
+        return synthetic_market(n_assets=cfg.data.synthetic_assets, days=cfg.data.synthetic_days, seed=cfg.data.seed)
+    bars = load_panel(list(cfg.data.paths))
+    kept = {a: f for a, f in bars.items()
+            if not any(fnmatch.fnmatch(Path(str(f.attrs.get("source", a))).name, p) for p in cfg.data.exclude)}
+    if not kept:
+        raise DataError(f"data.exclude {list(cfg.data.exclude)} leaves no file of {list(cfg.data.paths)}")
+    return kept
+
+
+def flat_params(cfg: TrainConfig) -> dict[str, str]:
+    """Config as dotted MLflow params (values as short strings)."""
+    def walk(prefix: str, value) -> dict:
+        if isinstance(value, dict):
+            return {k: v for key, sub in value.items() for k, v in walk(f"{prefix}.{key}" if prefix else key, sub).items()}
+        return {prefix: str(value)[:500]}
+    return walk("", dataclasses.asdict(cfg))
+
+
+def fit_and_evaluate(cfg: TrainConfig, panel: dict[str, pd.DataFrame], progress: bool) -> tuple[GlobalForecaster, pd.DataFrame]:
+    model = make_forecaster(cfg.model.name, **cfg.model.params)
+    if not isinstance(model, GlobalForecaster):
+        raise ConfigError(f"model.name {cfg.model.name!r} is a per-asset baseline; `train` is for learned models "
+                          "(nn, gbm). Baselines are fitted inside `volmargin backtest`.")
+    start = cfg.timestamp("train_start")
+    trimmed = {a: d.loc[start:] for a, d in panel.items()} if start is not None else panel
+    split = WalkForwardSplit(start=cfg.timestamp("train_end") + pd.Timedelta(days=1), end=cfg.timestamp("eval_end"),
+                             refit_every=NO_REFIT, min_train=cfg.window.min_train_days)
+    if hasattr(model, "enable_progress_bar"):
+        model.enable_progress_bar = progress
+    per_asset = panel_historical_forecasts(trimmed, lambda: model, split, tuple(sorted(cfg.levels)), cfg.horizon)
+    frames = [f.assign(asset=a, model=cfg.model.name) for a, f in per_asset.items() if not f.empty]
+    if not frames:
+        raise DataError(f"no evaluation forecasts: no asset has data after window.train_end {cfg.window.train_end} "
+                        f"with {cfg.window.min_train_days} days of history before it")
+    return model, pd.concat(frames, ignore_index=True)
+
+
+def _log_learning_curves(model) -> None:
+    import mlflow
+
+    for step, row in enumerate(getattr(model, "history_", []) or []):
+        mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch" and v is not None}, step=step)
+
+
+def run(cfg: TrainConfig, tracking_uri: str | None = None, progress: bool = True) -> TrainResult:
+    import mlflow
+
+    from volmargin.tracking import (data_fingerprint, log_forecaster, promote, resolve_tracking_uri,
+                                    start_experiment, tracked_run)
+
+    began = time.perf_counter()
+    bars = load_bars(cfg)
+    panel = daily_panel(bars, cfg.data.min_bars)
+    fingerprint = data_fingerprint(bars)
+    uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
+    mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
+    out = Path(cfg.output)
+    with tracked_run(f"train-{cfg.model.name}", tags={"volmargin.command": "train", "data.sha256": fingerprint["sha256"]}) as run_:
+        mlflow.log_params(flat_params(cfg))
+        mlflow.log_dict(fingerprint, "data_fingerprint.json")
+        model, forecasts = fit_and_evaluate(cfg, panel, progress)
+        _log_learning_curves(model)
+        scores = score_forecasts(forecasts)
+        pooled = scores[scores["asset"] == POOLED].iloc[0]
+        mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if isinstance(v, (int, float)) and pd.notna(v)})
+        mlflow.log_metrics({f"eval_qlike.{a}": float(q) for a, q in scores.set_index("asset")["qlike"].drop(POOLED).items()})
+        out.mkdir(parents=True, exist_ok=True)
+        write_frame(forecasts, out / "eval_forecasts.parquet")
+        write_frame(scores, out / "eval_scores.csv")
+        write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(model)))
+        meta = {"run_id": run_.info.run_id, "tracking_uri": uri, "config": dataclasses.asdict(cfg),
+                "data": fingerprint, "eval_qlike": float(pooled["qlike"])}
+        write_atomic(out / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+        mlflow.log_artifact(str(out / "eval_scores.csv"))
+        example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
+        name = cfg.tracking.registered_model or f"volmargin-{cfg.model.name}"
+        info = log_forecaster(model, tuple(sorted(cfg.levels)), example, registered_name=name)
+        version = str(info.registered_model_version) if info.registered_model_version is not None else None
+        alias = promote(name, version, float(pooled["qlike"])) if version else None
+    return TrainResult(out, run_.info.run_id, scores, version, alias, time.perf_counter() - began)
