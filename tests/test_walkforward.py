@@ -91,3 +91,8 @@ def test_pooled_basel_zone_is_the_worst_assets_and_windows_add_up():
     assert scores.loc[("a", "good"), "basel_zone_long"] == "red"
     assert scores.loc[(POOLED, "good"), "basel_zone_long"] == "red"
     assert scores.loc[(POOLED, "good"), "basel_windows_long"] == 2 * 151
+
+
+def test_refit_every_none_fits_once():
+    blocks = list(WalkForwardSplit(start=pd.Timestamp("2021-06-01", tz="UTC"), refit_every=None).blocks(INDEX))
+    assert len(blocks) == 1 and blocks[0].origins[-1] == INDEX[-1]

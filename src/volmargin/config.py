@@ -7,7 +7,6 @@ A wrong key name, type or range ends in one ConfigError naming the file and the 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import types
 import typing
 from dataclasses import dataclass, field
@@ -107,8 +106,6 @@ def _convert(key: str, hint: Any, value: Any) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is str and isinstance(value, datetime.date):
-        return value.isoformat()  # YAML reads 2021-12-31 as a date
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
@@ -127,12 +124,22 @@ def from_dict(cls: type, values: Any, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that keeps dates as text, so a bad date is reported with its key, not by PyYAML."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.load(path.read_text(), Loader=_Loader) or {}
         return from_dict(TrainConfig, values)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None

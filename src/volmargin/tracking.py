@@ -84,10 +84,10 @@ def _pyfunc_class():
         def load_context(self, context) -> None:
             with open(context.artifacts["forecaster"], "rb") as handle:
                 self.forecaster = pickle.load(handle)
-            self.levels = tuple(context.model_config["levels"])
+            self.levels = tuple(context.model_config["forecast_levels"])
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            daily = model_input.set_index("date") if "date" in model_input else model_input
+            daily = model_input.set_index(pd.DatetimeIndex(model_input["date"]).tz_localize("UTC"))
             origins = daily.index[-1:]
             return self.forecaster.forecast(daily, origins, self.levels).to_frame().reset_index(drop=True)
 
@@ -104,14 +104,15 @@ def log_forecaster(forecaster, levels: tuple[float, ...], example: pd.DataFrame,
         path = Path(folder) / "forecaster.pkl"
         path.write_bytes(pickle.dumps(forecaster))
         example_in = example.reset_index()
+        example_in["date"] = example_in["date"].dt.tz_localize(None)  # MLflow schemas take naive UTC times
         example_out = forecaster.forecast(example, example.index[-1:], levels).to_frame().reset_index(drop=True)
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=model_class(),
             artifacts={"forecaster": str(path)},
-            model_config={"levels": list(levels)},
+            model_config={"forecast_levels": list(levels)},
             signature=infer_signature(example_in, example_out),
-            input_example=example_in.head(5),
+            input_example=example_in,
             registered_model_name=registered_name,
         )
 

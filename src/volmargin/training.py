@@ -22,8 +22,6 @@ from volmargin.io import write_atomic, write_frame
 from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
 
-NO_REFIT = 10**6  # days: one fit at the end of the training window, then pure out-of-sample forecasts
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -67,7 +65,7 @@ def fit_and_evaluate(cfg: TrainConfig, panel: dict[str, pd.DataFrame], progress:
     start = cfg.timestamp("train_start")
     trimmed = {a: d.loc[start:] for a, d in panel.items()} if start is not None else panel
     split = WalkForwardSplit(start=cfg.timestamp("train_end") + pd.Timedelta(days=1), end=cfg.timestamp("eval_end"),
-                             refit_every=NO_REFIT, min_train=cfg.window.min_train_days)
+                             refit_every=None, min_train=cfg.window.min_train_days)
     if hasattr(model, "enable_progress_bar"):
         model.enable_progress_bar = progress
     per_asset = panel_historical_forecasts(trimmed, lambda: model, split, tuple(sorted(cfg.levels)), cfg.horizon)

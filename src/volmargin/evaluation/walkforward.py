@@ -32,17 +32,18 @@ class WalkForwardSplit:
     """Optional first target date `start`, last origin `end`, refit cadence and training window.
 
     `window=None` is an expanding window; otherwise the last `window` days up to the refit origin.
+    `refit_every=None` fits once, at the first origin, and forecasts every later origin out of sample.
     Origins with fewer than `min_train` days of history are skipped (young listings).
     """
 
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
-    refit_every: int = 20
+    refit_every: int | None = 20
     window: int | None = None
     min_train: int = 365
 
     def __post_init__(self) -> None:
-        if self.refit_every < 1:
+        if self.refit_every is not None and self.refit_every < 1:
             raise ConfigError(f"refit_every must be >= 1 day, got {self.refit_every}")
         if self.window is not None and self.window < 30:
             raise ConfigError(f"window must be at least 30 days, got {self.window}")
@@ -62,8 +63,9 @@ class WalkForwardSplit:
         position = 0
         while position < len(origins):
             refit = origins[position]
-            in_block = (origins >= refit) & (origins < refit + pd.Timedelta(days=self.refit_every))
-            block_origins = origins[in_block]
+            block_origins = origins[position:]
+            if self.refit_every is not None:
+                block_origins = block_origins[block_origins < refit + pd.Timedelta(days=self.refit_every)]
             train_start = None if self.window is None else refit - pd.Timedelta(days=self.window - 1)
             yield Block(refit, slice(train_start, refit), block_origins)
             position += len(block_origins)

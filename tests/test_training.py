@@ -1,0 +1,146 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from volmargin import training
+from volmargin.cli import main
+from volmargin.config import load_config
+from volmargin.errors import ConfigError
+
+TINY = """
+data: {{synthetic_assets: 2, synthetic_days: 700, seed: 3}}
+window: {{train_end: 2022-06-30, min_train_days: 200}}
+model: {{name: gbm, params: {{n_estimators: {trees}, tail_estimators: 20}}}}
+output: {out}
+"""
+
+
+def write_config(folder: Path, trees: int = 30, name: str = "cfg.yaml") -> Path:
+    path = folder / name
+    path.write_text(TINY.format(trees=trees, out=folder / f"out-{trees}"))
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("modle: {name: nn}", "modle: unknown key; expected one of data, window"),
+        ("data: {pathz: [a.csv]}", "data.pathz: unknown key"),
+        ("horizon: one", "horizon: expected int, got str"),
+        ("levels: [0.99, 1.2]", "levels: each must lie in (0.5, 1)"),
+        ("window: {train_end: 2021-13-45}", "window.train_end: not a date"),
+        ("window: {train_start: 2022-01-01, train_end: 2021-01-01}", "must come before window.train_end"),
+        ("data: {min_bars: 0}", "data.min_bars: must be >= 1"),
+        ("model: [nn]", "model: expected a mapping"),
+        ("data: {paths: a.csv}", "data.paths: expected a list"),
+        ("horizon: [1", "not valid YAML"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=None) as error:
+        load_config(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_shipped_configs_are_valid():
+    for path in Path(__file__).resolve().parents[1].glob("training/configs/*.yaml"):
+        assert load_config(path).model.name
+
+
+def test_train_tracks_registers_and_promotes(tmp_path):
+    first = training.run(load_config(write_config(tmp_path, trees=40)), progress=False)
+    assert first.alias == "champion" and (first.output / "model.pkl").is_file()
+    client = MlflowClient()
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["eval_qlike"] == pytest.approx(first.scores.query("asset == 'ALL'")["qlike"].iloc[0])
+    assert run.data.params["model.name"] == "gbm" and len(run.data.tags["data.sha256"]) == 64
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"data_fingerprint.json", "eval_scores.csv"} <= artifacts
+    # a second, deliberately weak model: it becomes challenger and the champion stays
+    weak = training.run(load_config(write_config(tmp_path, trees=1)), progress=False)
+    champion = client.get_model_version_by_alias("volmargin-gbm", "champion")
+    challenger = client.get_model_version_by_alias("volmargin-gbm", "challenger")
+    assert weak.alias == "challenger" and str(challenger.version) == weak.model_version
+    assert str(champion.version) == first.model_version
+    served = mlflow.pyfunc.load_model("models:/volmargin-gbm@champion")
+    assert served.metadata.get_input_schema().input_names()[:2] == ["date", "ret"]
+
+
+def test_interrupted_training_marks_the_run_killed_and_writes_no_model(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "fit_and_evaluate", interrupt)
+    config = load_config(write_config(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        training.run(config, progress=False)
+    runs = MlflowClient().search_runs(MlflowClient().get_experiment_by_name("volmargin").experiment_id)
+    assert runs[0].info.status == "KILLED"
+    assert not (Path(config.output) / "model.pkl").exists()
+
+
+def test_baseline_names_are_refused_by_train(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("model: {name: garch}\ndata: {synthetic_assets: 1, synthetic_days: 500}\n"
+                    "window: {train_end: 2022-01-31}\n")
+    assert main(["train", "--config", str(path), "--quiet"]) == 2
+    assert "per-asset baseline" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with proxied artifact storage; stopped after the test."""
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail("mlflow server exited at start")
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not answer /health within 60 s")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_train_against_a_real_tracking_server(tmp_path, mlflow_server, capsys):
+    config = write_config(tmp_path, trees=20)
+    assert main(["train", "--config", str(config), "--tracking-uri", mlflow_server, "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs(client.get_experiment_by_name("volmargin").experiment_id)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert "eval_qlike" in runs[0].data.metrics
+    assert client.get_model_version_by_alias("volmargin-gbm", "champion").run_id == runs[0].info.run_id
+    assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server
