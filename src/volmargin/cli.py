@@ -34,6 +34,14 @@ def _levels(text: str) -> tuple[float, ...]:
     return levels
 
 
+def _model_days(text: str) -> dict[str, int]:
+    try:
+        pairs = dict(item.split("=") for item in text.split(",") if item)
+        return {model.strip(): int(days) for model, days in pairs.items()}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected MODEL=DAYS[,MODEL=DAYS...], got {text!r}") from exc
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", metavar="FILE", help="bar files, folders or globs "
                         "(CSV, CSV.gz, Parquet, Binance kline dumps); default: the built-in synthetic market")
@@ -53,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--min-train allows)")
     backtest.add_argument("--end", type=_date, default=None, help="last forecast origin (default: end of data)")
     backtest.add_argument("--refit-every", type=int, default=20, metavar="DAYS", help="refit cadence (default 20)")
+    backtest.add_argument("--model-refit", type=_model_days, default={}, metavar="MODEL=DAYS,...",
+                          help="per-model refit cadence, e.g. nn=60,gbm=60 (learned models refit slower)")
     backtest.add_argument("--window", type=int, default=None, metavar="DAYS",
                           help="rolling training window (default: expanding)")
     backtest.add_argument("--min-train", type=int, default=365, metavar="DAYS",
@@ -112,7 +122,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     split = WalkForwardSplit(
         start=args.start, end=args.end, refit_every=args.refit_every, window=args.window, min_train=args.min_train,
     )
-    config = BacktestConfig(models=models, split=split, levels=tuple(sorted(args.levels)), horizon=args.horizon)
+    unknown = set(args.model_refit) - set(models)
+    if unknown:
+        raise ConfigError(f"--model-refit names models not in --models: {', '.join(sorted(unknown))}")
+    config = BacktestConfig(models=models, split=split, levels=tuple(sorted(args.levels)), horizon=args.horizon,
+                            model_refit_every=args.model_refit)
     forecasts, timings = run_backtest(panel, config, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     write_frame(forecasts, args.out / "forecasts.parquet")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,12 @@ class BacktestConfig:
     levels: tuple[float, ...] = (0.975, 0.99)
     horizon: int = 1
     model_params: dict[str, dict] = field(default_factory=dict)
+    model_refit_every: dict[str, int] = field(default_factory=dict)  # per-model refit cadence (days)
+
+    def split_for(self, model: str) -> WalkForwardSplit:
+        if model not in self.model_refit_every:
+            return self.split
+        return dataclasses.replace(self.split, refit_every=self.model_refit_every[model])
 
 
 def default_min_bars(bars: pd.DataFrame) -> int:
@@ -51,7 +58,8 @@ def forecast_task(asset: str, daily: pd.DataFrame, model: str, config: BacktestC
     """Historical forecasts of one per-asset model on one asset, and the seconds it took."""
     began = time.perf_counter()
     params = config.model_params.get(model, {})
-    frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split, config.levels, config.horizon)
+    frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split_for(model),
+                                 config.levels, config.horizon)
     return _label(frame, asset, model), time.perf_counter() - began
 
 
@@ -61,7 +69,7 @@ def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConf
     params = config.model_params.get(model, {})
     with tqdm(desc=f"{model} refits", unit="refit", disable=not progress) as bar:
         per_asset = panel_historical_forecasts(
-            panel, lambda: make_forecaster(model, **params), config.split, config.levels, config.horizon,
+            panel, lambda: make_forecaster(model, **params), config.split_for(model), config.levels, config.horizon,
             on_refit=lambda _: bar.update(),
         )
     return [_label(f, asset, model) for asset, f in per_asset.items()], time.perf_counter() - began
