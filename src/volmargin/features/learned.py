@@ -51,10 +51,6 @@ class FeatureSpec:
     volume_days: int = 22
     ret_clip: float = 10.0
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return FEATURE_NAMES
-
 
 def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Mean of the finite values among the last `window` rows (including the current one); NaN if none.
@@ -124,7 +120,7 @@ def compute_features(
 def feature_frame(daily: pd.DataFrame, spec: FeatureSpec = FeatureSpec()) -> pd.DataFrame:
     """`FEATURE_NAMES` columns plus `level` on the daily index of `daily_measures`."""
     inputs = {c: daily[c].to_numpy(dtype=bool if c == "complete" else float) for c in INPUT_COLUMNS}
-    features, level = compute_features(inputs, daily.index.dayofweek.to_numpy(), spec)
+    features, level = compute_features(inputs, daily.index.day_of_week.to_numpy(), spec)
     frame = pd.DataFrame(features, index=daily.index, columns=list(FEATURE_NAMES))
     frame["level"] = level
     return frame
