@@ -105,6 +105,8 @@ def log_forecaster(forecaster, levels: tuple[float, ...], example: pd.DataFrame,
         path.write_bytes(pickle.dumps(forecaster))
         example_in = example.reset_index()
         example_in["date"] = example_in["date"].dt.tz_localize(None)  # MLflow schemas take naive UTC times
+        counts = example_in.select_dtypes("integer").columns  # as doubles, so a missing count cannot break the schema
+        example_in[counts] = example_in[counts].astype(float)
         example_out = forecaster.forecast(example, example.index[-1:], levels).to_frame().reset_index(drop=True)
         return mlflow.pyfunc.log_model(
             name="model",
