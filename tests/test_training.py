@@ -144,3 +144,14 @@ def test_train_against_a_real_tracking_server(tmp_path, mlflow_server, capsys):
     assert "eval_qlike" in runs[0].data.metrics
     assert client.get_model_version_by_alias("volmargin-gbm", "champion").run_id == runs[0].info.run_id
     assert (tmp_path / "artifacts").is_dir()  # artifacts went through the server
+
+
+def test_neural_training_logs_learning_curves(tmp_path):
+    path = tmp_path / "nn.yaml"
+    path.write_text(f"data: {{synthetic_assets: 2, synthetic_days: 600}}\nwindow: {{train_end: 2022-04-30, "
+                    f"min_train_days: 200}}\nmodel: {{name: nn, params: {{max_epochs: 3, patience: 5}}}}\n"
+                    f"output: {tmp_path / 'out'}\n")
+    result = training.run(load_config(path), progress=False)
+    curve = MlflowClient().get_metric_history(result.run_id, "val_loss")
+    assert [m.step for m in curve] == [0, 1, 2]
+    assert len(MlflowClient().get_metric_history(result.run_id, "train_qlike")) == 3

@@ -247,6 +247,16 @@ class _KeepBest(Callback):
             self.state = copy.deepcopy(pl_module.network.state_dict())
 
 
+class _History(Callback):
+    """Per-epoch logged metrics (train_/val_ loss, qlike, fz0): the learning curve, logged to MLflow."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: VolLightningModule) -> None:
+        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+
 @contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's per-Trainer banner and the num_workers hint (0 is deliberate: data is in
@@ -333,10 +343,10 @@ class NeuralForecaster(GlobalForecaster):
             frame[names] = standardize(self.scaler_, frame[names].to_numpy())
         return frames
 
-    def _trainer(self, epochs: int, keep_best: _KeepBest) -> L.Trainer:
+    def _trainer(self, epochs: int, *callbacks: Callback) -> L.Trainer:
         return L.Trainer(
             accelerator="cpu", devices=1, deterministic=True, max_epochs=epochs,
-            callbacks=[EarlyStopping("val_loss", patience=self.patience), keep_best],
+            callbacks=[EarlyStopping("val_loss", patience=self.patience), *callbacks],
             enable_checkpointing=self.enable_checkpointing, logger=self.logger,
             enable_progress_bar=self.enable_progress_bar, enable_model_summary=False, num_sanity_val_steps=0,
         )
@@ -355,13 +365,14 @@ class NeuralForecaster(GlobalForecaster):
                              self.val_fraction, self.seed)
         self.network_.train()
         module = VolLightningModule(self.network_, levels, self.lr, self.weight_decay, self.tail_weight)
-        keep_best = _KeepBest()
+        keep_best, history = _KeepBest(), _History()
         with _quiet_lightning():
-            trainer = self._trainer(self.refit_epochs if warm else self.max_epochs, keep_best)
+            trainer = self._trainer(self.refit_epochs if warm else self.max_epochs, keep_best, history)
             trainer.fit(module, datamodule=data)
         self.network_.load_state_dict(keep_best.state)
         self.network_.eval()
         self.best_val_loss_, self.epochs_ = keep_best.best, trainer.current_epoch
+        self.history_ = history.rows
         return self
 
     def predict_standardized(self, history: pd.DataFrame, origins: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
