@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.outputs import postprocess
 
 SIDES = ("long", "short")
 
@@ -95,6 +96,15 @@ class Forecast:
         var = {s: np.broadcast_to(vol * std_var[s], shape).copy() for s in SIDES}
         es = {s: np.broadcast_to(vol * std_es[s], shape).copy() for s in SIDES}
         return cls(origins, horizon, np.asarray(variance, dtype=float), tuple(levels), var, es)
+
+    @classmethod
+    def from_raw(cls, origins: pd.DatetimeIndex, horizon: int, raw: np.ndarray, log_level: np.ndarray,
+                 levels: tuple[float, ...]) -> "Forecast":
+        """A learned model's outputs (layout of `volmargin.models.neural.output_columns`) turned into
+        return units by the serving runtime's post-processing, so training and serving share it."""
+        variance, var, es = postprocess(np.asarray(raw), np.asarray(log_level), len(levels))
+        return cls(origins, horizon, variance, tuple(levels), {s: var[:, i] for i, s in enumerate(SIDES)},
+                   {s: es[:, i] for i, s in enumerate(SIDES)})
 
 
 class Forecaster(ABC):

@@ -93,15 +93,21 @@ class GBMForecaster(GlobalForecaster):
         self.es_ratio_ = {side: np.maximum(es[side] / var[side], 1.0) for side in SIDES}
         return self
 
+    def predict_raw(self, x: np.ndarray) -> np.ndarray:
+        """Outputs in the layout of `volmargin.models.neural.output_columns` from standardized features
+        (n, n_features): log variance relative to the level (smearing included), then per side the
+        standardized VaR (non-crossing over ascending levels) and ES per level. The ONNX export
+        reproduces exactly this."""
+        columns = [self.variance_model_.predict(x) + self.smearing_]
+        for side in SIDES:
+            q = np.column_stack([model.predict(x) for model in self.quantile_models_[side]])
+            var = np.maximum.accumulate(q, axis=1)
+            columns += [var, np.maximum(var * self.es_ratio_[side], var)]
+        return np.column_stack(columns)
+
     def forecast(self, history: pd.DataFrame, origins: pd.DatetimeIndex, levels: tuple[float, ...]) -> Forecast:
         require_levels(self.levels_, levels)
         frame = feature_frame(history, self.feature_spec_).loc[origins]
-        x = standardize(self.scaler_, frame[list(FEATURE_NAMES)].to_numpy())
-        log_rel = self.variance_model_.predict(x) + self.smearing_
-        variance = np.exp(horizon_level(frame["level"].to_numpy(), self.horizon_) + log_rel)
-        std_var, std_es = {}, {}
-        for side in SIDES:
-            q = np.column_stack([model.predict(x) for model in self.quantile_models_[side]])
-            std_var[side] = np.maximum.accumulate(q, axis=1)
-            std_es[side] = np.maximum(std_var[side] * self.es_ratio_[side], std_var[side])
-        return Forecast.from_scale(origins, self.horizon_, variance, self.levels_, std_var, std_es)
+        raw = self.predict_raw(standardize(self.scaler_, frame[list(FEATURE_NAMES)].to_numpy()))
+        return Forecast.from_raw(origins, self.horizon_, raw, horizon_level(frame["level"].to_numpy(), self.horizon_),
+                                 self.levels_)

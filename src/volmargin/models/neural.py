@@ -381,17 +381,18 @@ class NeuralForecaster(GlobalForecaster):
         frame = feature_frame(history, self.feature_spec_)
         x = pad(standardize(self.scaler_, frame[list(FEATURE_NAMES)].to_numpy()), self.window)
         ends = frame.index.get_indexer(origins)
-        with torch.no_grad():
-            out = self.network_(torch.from_numpy(windows(x, ends, self.window))).numpy().astype(float)
+        out = self.predict_raw(windows(x, ends, self.window)).astype(float)
         return out, horizon_level(frame["level"].to_numpy()[ends], self.horizon_)
+
+    def predict_raw(self, x: np.ndarray) -> np.ndarray:
+        """Network outputs (`output_columns`) for standardized float32 windows (n, window, features)."""
+        with torch.no_grad():
+            return self.network_(torch.from_numpy(x)).numpy()
 
     def forecast(self, history: pd.DataFrame, origins: pd.DatetimeIndex, levels: tuple[float, ...]) -> Forecast:
         require_levels(self.levels_, levels)
         out, base = self.predict_standardized(history, origins)
-        tails = out[:, 1:].reshape(-1, 2, 2, len(self.levels_))
-        std_var = {side: tails[:, i, 0] for i, side in enumerate(SIDES)}
-        std_es = {side: tails[:, i, 1] for i, side in enumerate(SIDES)}
-        return Forecast.from_scale(origins, self.horizon_, np.exp(base + out[:, 0]), self.levels_, std_var, std_es)
+        return Forecast.from_raw(origins, self.horizon_, out, base, self.levels_)
 
     def save(self, path: str | Path) -> None:
         """Parameters, network weights, scaler statistics and feature spec, loadable with

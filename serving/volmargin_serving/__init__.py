@@ -1,0 +1,25 @@
+"""volmargin_serving: the embedded runtime for volmargin model bundles (numpy + onnxruntime only).
+
+`load`, `Runtime` and `Server` are imported on first use, so the training library can share the feature
+and post-processing code (`volmargin_serving.features`, `.bars`, `.outputs`) without loading onnxruntime.
+"""
+
+from volmargin_serving.errors import (
+    BundleError, ChecksumError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError,
+    ServingError, StaleInputError, UnsortedInputError,
+)
+from volmargin_serving.outputs import Forecasts
+
+__all__ = [
+    "BundleError", "ChecksumError", "Forecasts", "InputDtypeError", "InputError", "InputShapeError",
+    "NonFiniteInputError", "Runtime", "SelfTestError", "Server", "ServingError", "StaleInputError",
+    "UnsortedInputError", "load",
+]
+
+
+def __getattr__(name: str):
+    if name in ("Runtime", "Server", "load"):
+        from volmargin_serving import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'volmargin_serving' has no attribute {name!r}")

@@ -1,0 +1,41 @@
+"""Errors of the serving runtime: one class per failure a margin service must tell apart."""
+
+
+class ServingError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class BundleError(ServingError):
+    """The bundle folder is unusable: missing file, unknown schema, malformed manifest."""
+
+
+class ChecksumError(BundleError):
+    """A bundle file's SHA-256 differs from its manifest: the bundle was altered or damaged."""
+
+
+class SelfTestError(BundleError):
+    """The bundle's golden inputs no longer give its golden outputs on this machine."""
+
+
+class InputError(ServingError, ValueError):
+    """Bad input to a forecast call; subclasses name the kind."""
+
+
+class InputShapeError(InputError):
+    """Wrong number of dimensions, columns or rows (e.g. less history than the model's window needs)."""
+
+
+class InputDtypeError(InputError):
+    """Values that are not floating point, or dates that are not datetime64."""
+
+
+class NonFiniteInputError(InputError):
+    """NaN or infinite values."""
+
+
+class UnsortedInputError(InputError):
+    """Dates not strictly increasing (unsorted or duplicated rows)."""
+
+
+class StaleInputError(InputError):
+    """The newest row is older than the freshness limit allows."""

@@ -1,0 +1,47 @@
+"""Model outputs in return units: the post-processing shared by training (`volmargin`) and serving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SIDES = ("long", "short")
+
+
+@dataclass(frozen=True)
+class Forecasts:
+    """Forecasts for a batch of assets: `variance` (batch,) of the h-day log return; `var` and `es`
+    (batch, side, level): positive loss fractions of the log return, sides long/short, levels ascending."""
+
+    variance: np.ndarray
+    var: np.ndarray
+    es: np.ndarray
+    levels: tuple[float, ...]
+    horizon: int
+
+    @property
+    def volatility(self) -> np.ndarray:
+        return np.sqrt(self.variance)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Flat columns named as in volmargin's forecast tables: variance, var99_long, es975_short, ..."""
+        out = {"variance": self.variance, "volatility": self.volatility}
+        for i, side in enumerate(SIDES):
+            for j, level in enumerate(self.levels):
+                tag = f"{level * 100:g}".replace(".", "")
+                out[f"var{tag}_{side}"] = self.var[:, i, j]
+                out[f"es{tag}_{side}"] = self.es[:, i, j]
+        return out
+
+
+def postprocess(raw: np.ndarray, log_level: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model outputs (batch, 1 + 4 n_levels) -> variance, VaR, ES in return units.
+
+    Column 0 is the log variance relative to the level (variance = exp(level_t + log h + m)); the rest
+    are the standardized VaR then ES per side and level, scaled by the forecast volatility.
+    """
+    raw = raw.astype(np.float64)
+    variance = np.exp(log_level + raw[:, 0])
+    tails = raw[:, 1:].reshape(-1, 2, 2, n_levels) * np.sqrt(variance)[:, None, None, None]
+    return variance, tails[:, :, 0], tails[:, :, 1]

@@ -1,0 +1,231 @@
+"""The embedded runtime: load a verified bundle once, then forecast volatility, VaR and ES per tail.
+
+    from volmargin_serving import load
+    runtime = load("models/nn/1")                      # checksums, schema, golden self-test, warm-up
+    out = runtime.forecast_daily(inputs, dates, as_of=today)   # one asset or a batch of assets
+    out.volatility, out.var[:, 0, -1]                  # h-day vol; long VaR at the highest level
+
+A `Runtime` is immutable after loading and ONNX Runtime sessions are thread-safe, so one runtime serves
+any number of threads. `Server` holds the current runtime and swaps in a new bundle atomically.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from volmargin_serving.bars import daily_from_bars, to_nanoseconds
+from volmargin_serving.bundle import read_manifest, verify_files
+from volmargin_serving.errors import (
+    BundleError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError, StaleInputError,
+    UnsortedInputError,
+)
+from volmargin_serving.features import INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level, standardize
+from volmargin_serving.outputs import Forecasts, postprocess
+
+_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
+def _as_days(dates: np.ndarray) -> np.ndarray:
+    dates = np.asarray(dates)
+    if not np.issubdtype(dates.dtype, np.datetime64):
+        raise InputDtypeError(f"dates must be numpy datetime64 (UTC days), got dtype {dates.dtype}")
+    return dates.astype("datetime64[D]")
+
+
+def _check_floats(name: str, values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        raise InputDtypeError(f"{name} must be float32 or float64, got dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        where = np.argwhere(~np.isfinite(values))[0].tolist()
+        raise NonFiniteInputError(f"{name} has NaN or infinite values (first at index {where})")
+    return values
+
+
+def _check_sorted(name: str, values: np.ndarray) -> None:
+    if values.shape[-1] > 1 and not (np.diff(values.astype(np.int64), axis=-1) > 0).all():
+        raise UnsortedInputError(f"{name} must be strictly increasing along the time axis (unsorted or duplicate rows)")
+
+
+class Runtime:
+    """One loaded bundle. Loading verifies checksums and the manifest schema, builds a single-threaded
+    ONNX Runtime session, runs the golden self-test and warms the session up."""
+
+    def __init__(self, folder: str | Path, threads: int = 1, max_age_days: int = 1):
+        self.path = Path(folder)
+        self.manifest = read_manifest(self.path)
+        verify_files(self.path, self.manifest)
+        features = self.manifest["features"]
+        self.spec = FeatureSpec(**features["spec"])
+        self.window = int(features["window"])
+        self.history_days = int(features["history_days"])
+        self.mean = np.asarray(features["mean"], dtype=np.float64)
+        self.scale = np.asarray(features["scale"], dtype=np.float64)
+        self.levels = tuple(float(x) for x in self.manifest["levels"])
+        self.horizon = int(self.manifest["horizon"])
+        self.max_age = np.timedelta64(max_age_days, "D")
+        self._session = self._open_session(threads)
+        self._self_test()
+
+    def _open_session(self, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            session = ort.InferenceSession(str(self.path / self.manifest["onnx"]["file"]), options,
+                                           providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors for malformed graphs
+            raise BundleError(f"{self.path}: ONNX Runtime cannot load the model ({exc})") from exc
+        self._input = self.manifest["onnx"]["inputs"][0]["name"]
+        self._output = self.manifest["onnx"]["outputs"][0]["name"]
+        return session
+
+    def _self_test(self) -> None:
+        """Golden inputs through the whole path (features, ONNX, post-processing) must give the golden
+        outputs recorded at export; this also warms the session up."""
+        golden = np.load(self.path / self.manifest["golden"]["file"])
+        rtol = float(self.manifest["golden"]["rtol"])
+        for _ in range(3):
+            out = self.forecast_daily(golden["inputs"], golden["dates"], as_of=golden["dates"][..., -1].min())
+        for name in ("variance", "var", "es"):
+            got, expected = getattr(out, name), golden[name]
+            error = np.max(np.abs(got - expected) / np.abs(expected))
+            if not error <= rtol:
+                raise SelfTestError(f"{self.path}: golden self-test failed: {name} differs by {error:.3g} "
+                                    f"relative (limit {rtol:g})")
+
+    def run_model(self, standardized: np.ndarray) -> np.ndarray:
+        """The ONNX graph on standardized float32 windows (batch, window, features)."""
+        return self._session.run([self._output], {self._input: standardized})[0]
+
+    def forecast_features(self, features: np.ndarray, level: np.ndarray) -> Forecasts:
+        """Forecasts from precomputed raw features (batch, window, n_features) as `compute_features`
+        returns them (NaN allowed: missing, like in training) and level_t (batch,)."""
+        features = np.asarray(features)
+        if features.ndim != 3 or features.shape[1:] != (self.window, len(self.mean)):
+            raise InputShapeError(f"features must have shape (batch, {self.window}, {len(self.mean)}), "
+                                  f"got {features.shape}")
+        if not np.issubdtype(features.dtype, np.floating):
+            raise InputDtypeError(f"features must be floating point, got dtype {features.dtype}")
+        level = _check_floats("level", np.asarray(level).reshape(-1))
+        if len(level) != len(features):
+            raise InputShapeError(f"level has {len(level)} rows for {len(features)} feature windows")
+        raw = self.run_model(standardize(features, self.mean, self.scale))
+        return Forecasts(*postprocess(raw, horizon_level(level, self.horizon), len(self.levels)),
+                         self.levels, self.horizon)
+
+    def forecast_daily(self, inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64 | None = None) -> Forecasts:
+        """Forecasts made at the last row, from daily inputs (days, len(INPUT_COLUMNS)) of one asset or
+        (assets, days, len(INPUT_COLUMNS)) of a batch, columns in `INPUT_COLUMNS` order (`complete` as
+        0/1), and their UTC dates (days,) or (assets, days). At least `history_days` rows are needed;
+        only the last `history_days` are used. `as_of` (default: now) sets the freshness check: the
+        newest row may be at most `max_age_days` older than as_of's day."""
+        inputs = _check_floats("inputs", inputs)
+        if inputs.ndim not in (2, 3) or inputs.shape[-1] != len(INPUT_COLUMNS):
+            raise InputShapeError(f"inputs must have shape ([assets,] days, {len(INPUT_COLUMNS)}) with columns "
+                                  f"{INPUT_COLUMNS}, got {inputs.shape}")
+        if inputs.shape[-2] < self.history_days:
+            raise InputShapeError(f"inputs have {inputs.shape[-2]} days; the model needs {self.history_days}")
+        days = _as_days(dates)
+        if days.shape[-1] != inputs.shape[-2] or days.ndim > inputs.ndim - 1:
+            raise InputShapeError(f"dates have shape {days.shape} for inputs of shape {inputs.shape}")
+        _check_sorted("dates", days)
+        self._check_fresh(days[..., -1], as_of)
+        n = self.history_days
+        batch = inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:]
+        days = np.broadcast_to(days[..., -n:], batch.shape[:2])
+        columns = {name: batch[..., i] for i, name in enumerate(INPUT_COLUMNS)}
+        columns["complete"] = columns["complete"] > 0.5
+        features, level = compute_features(columns, (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7, self.spec)
+        return self.forecast_features(features[:, -self.window:], level[:, -1])
+
+    def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096) -> Forecasts:
+        """Forecasts made at every row of one asset's daily history (days, len(INPUT_COLUMNS)) that has
+        `history_days` rows behind it (rows history_days-1 .. end, in order): batch scoring and backfills.
+        No freshness check: the history is in the past by design."""
+        inputs = _check_floats("inputs", inputs)
+        if inputs.ndim != 2 or inputs.shape[-1] != len(INPUT_COLUMNS):
+            raise InputShapeError(f"inputs must have shape (days, {len(INPUT_COLUMNS)}), got {inputs.shape}")
+        if len(inputs) < self.history_days:
+            raise InputShapeError(f"inputs have {len(inputs)} days; the model needs {self.history_days}")
+        days = _as_days(dates)
+        if days.shape != (len(inputs),):
+            raise InputShapeError(f"dates have shape {days.shape} for {len(inputs)} rows of inputs")
+        _check_sorted("dates", days)
+        columns = {name: inputs[:, i] for i, name in enumerate(INPUT_COLUMNS)}
+        columns["complete"] = columns["complete"] > 0.5
+        features, level = compute_features(columns, (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7, self.spec)
+        standardized = standardize(features, self.mean, self.scale)
+        # windows ending at rows history_days-1 .. end: (rows, window, n_features)
+        ends = np.arange(self.history_days - 1, len(inputs))
+        views = np.lib.stride_tricks.sliding_window_view(standardized, self.window, axis=0)
+        windows = np.ascontiguousarray(views[ends - self.window + 1].transpose(0, 2, 1))
+        raw = np.concatenate([self.run_model(windows[i:i + chunk]) for i in range(0, len(windows), chunk)])
+        return Forecasts(*postprocess(raw, horizon_level(level[ends], self.horizon), len(self.levels)),
+                         self.levels, self.horizon)
+
+    def _check_fresh(self, newest: np.ndarray, as_of: np.datetime64 | None) -> None:
+        as_of = np.datetime64("now") if as_of is None else np.datetime64(as_of)
+        oldest = np.min(newest)
+        if oldest < as_of.astype("datetime64[D]") - self.max_age:
+            raise StaleInputError(f"newest daily row is {oldest}, older than {self.max_age} before {as_of}")
+
+    def forecast_bars(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int = 20,
+                      as_of: np.datetime64 | None = None) -> Forecasts:
+        """Forecast for one asset from its recent intraday bars (bars, 5: open, high, low, close, volume)
+        and their UTC timestamps. A day that has not ended by `as_of` (default: now) is left out."""
+        ohlcv = _check_floats("ohlcv", ohlcv)
+        if ohlcv.ndim != 2 or ohlcv.shape[1] != 5:
+            raise InputShapeError(f"ohlcv must have shape (bars, 5): open, high, low, close, volume; got {ohlcv.shape}")
+        if not (ohlcv[:, :4] > 0).all():
+            raise InputError("ohlcv has a non-positive price")
+        stamps = np.asarray(timestamps)
+        if not np.issubdtype(stamps.dtype, np.datetime64) or stamps.shape != (len(ohlcv),):
+            raise InputDtypeError(f"timestamps must be datetime64 of shape ({len(ohlcv)},), got {stamps.dtype} {stamps.shape}")
+        _check_sorted("timestamps", stamps.astype("datetime64[ns]"))
+        as_of = np.datetime64("now") if as_of is None else np.datetime64(as_of)
+        ended = to_nanoseconds(stamps) < to_nanoseconds(np.asarray([as_of.astype("datetime64[D]")]))[0]
+        daily = daily_from_bars(stamps[ended], *ohlcv[ended].T, min_bars=min_bars)
+        inputs = np.column_stack([daily[c].astype(float) for c in INPUT_COLUMNS])
+        return self.forecast_daily(inputs, daily["date"], as_of=as_of)
+
+
+class Server:
+    """The runtime a margin service calls, swappable while serving: `swap` loads and self-tests the new
+    bundle first and then replaces the reference in one step, so every call runs wholly on the old or
+    wholly on the new bundle, and a bad bundle never replaces a good one."""
+
+    def __init__(self, folder: str | Path, **options):
+        self._options = options
+        self._runtime = Runtime(folder, **options)
+        self._lock = threading.Lock()  # serialises swaps, never forecasts
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    def swap(self, folder: str | Path) -> Runtime:
+        with self._lock:
+            fresh = Runtime(folder, **self._options)
+            old, self._runtime = self._runtime, fresh
+        return old
+
+    def forecast_daily(self, *args, **kwargs) -> Forecasts:
+        return self._runtime.forecast_daily(*args, **kwargs)
+
+    def forecast_features(self, *args, **kwargs) -> Forecasts:
+        return self._runtime.forecast_features(*args, **kwargs)
+
+    def forecast_bars(self, *args, **kwargs) -> Forecasts:
+        return self._runtime.forecast_bars(*args, **kwargs)
+
+
+def load(folder: str | Path, threads: int = 1, max_age_days: int = 1) -> Runtime:
+    """Load and verify a bundle folder (see `Runtime`)."""
+    return Runtime(folder, threads=threads, max_age_days=max_age_days)

@@ -1,0 +1,266 @@
+"""Export a trained learned forecaster to a self-describing, immutable model bundle.
+
+A bundle is `models/<name>/<version>/` with:
+- `model.onnx`: one file, fixed opset, dynamic batch axis. Input `features`, float32 (batch, window,
+  n_features): the *standardized* features (the standardisation lives once, in
+  `volmargin_serving.features.standardize`, with the statistics in the manifest). Output `raw`, float32
+  (batch, 1 + 4 n_levels) in the layout of `volmargin.models.neural.output_columns`; the serving
+  runtime's `postprocess` turns it into variance, VaR and ES, as training does.
+- `golden.npz`: real daily inputs of a few assets and the outputs the training library computes from
+  them; the runtime re-runs them at every load (self-test).
+- `manifest.json`: schema version, feature spec and window, input/output names and dtypes, horizon,
+  levels, provenance (data fingerprint and dates, scores, MLflow run id) and the SHA-256 of every file.
+
+A parity check runs at every export on real inputs: ONNX Runtime against PyTorch / scikit-learn must
+agree within 1e-5 (relative, absolute below 1), else the export fails. It exists because exporters can
+be silently wrong (a known defect writes GRU cells with the wrong `linear_before_reset`).
+Writing is atomic (a temporary folder renamed into place) and an existing version is never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+from onnx import TensorProto, helper
+from volmargin_serving.bundle import MANIFEST, SCHEMA_VERSION, sha256
+
+from volmargin.errors import ConfigError, VolmarginError
+from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, daily_inputs, feature_frame, standardize
+from volmargin.models.base import SIDES, GlobalForecaster
+from volmargin.models.neural import output_columns, pad, windows
+
+OPSET = 18
+INPUT, OUTPUT = "features", "raw"
+PARITY_TOLERANCE = 1e-5
+GOLDEN_ASSETS = 4
+
+
+class ExportError(VolmarginError):
+    """The exported graph does not reproduce the trained model, or the bundle cannot be written."""
+
+
+def window_of(model: GlobalForecaster) -> int:
+    """Days of features one forecast reads: the network's window; one day for tree models."""
+    return int(getattr(model, "window", 1))
+
+
+def to_onnx(model: GlobalForecaster) -> onnx.ModelProto:
+    """The model's graph from standardized windows to raw outputs, checked by the ONNX checker."""
+    if model.name == "nn":
+        proto = _network_graph(model)
+    elif model.name == "gbm":
+        proto = _boosting_graph(model)
+    else:
+        raise ConfigError(f"model {model.name!r} cannot be exported; learned models nn and gbm can")
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _network_graph(model) -> onnx.ModelProto:
+    import torch
+
+    example = torch.zeros(2, model.window, len(FEATURE_NAMES))
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model.network_.eval(), (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True,
+                                    external_data=False, verbose=False)
+    return program.model_proto
+
+
+def _tree_graph(regressor, prefix: str) -> onnx.GraphProto:
+    """One scikit-learn regressor as a graph from `x` (batch, n_features) to `<prefix>variable` (batch, 1)."""
+    from skl2onnx import to_onnx as sklearn_to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    proto = sklearn_to_onnx(regressor, initial_types=[("x", FloatTensorType([None, len(FEATURE_NAMES)]))],
+                            target_opset={"": OPSET, "ai.onnx.ml": 3})
+    return onnx.compose.add_prefix(proto, prefix, rename_inputs=False).graph
+
+
+def _const(name: str, values) -> onnx.TensorProto:
+    return helper.make_tensor(name, TensorProto.FLOAT, np.shape(values), np.asarray(values, np.float32).ravel())
+
+
+def _boosting_graph(model) -> onnx.ModelProto:
+    """The variance booster plus smearing, the quantile boosters made non-crossing by a running max over
+    levels, and ES = max(VaR x ES/VaR ratio, VaR): the same as `GBMForecaster.predict_raw`."""
+    nodes = [helper.make_node("Flatten", [INPUT], ["x"], axis=1)]
+    initializers = [_const("smearing", [[model.smearing_]])]
+    graphs = [_tree_graph(model.variance_model_, "variance_")]
+    nodes.append(helper.make_node("Add", ["variance_variable", "smearing"], ["log_var_rel"]))
+    columns = ["log_var_rel"]
+    for side in SIDES:
+        previous = None
+        for j, regressor in enumerate(model.quantile_models_[side]):
+            prefix = f"{side}{j}_"
+            graphs.append(_tree_graph(regressor, prefix))
+            quantile = f"{prefix}variable"
+            if previous is not None:
+                nodes.append(helper.make_node("Max", [previous, quantile], [f"{prefix}var"]))
+                quantile = f"{prefix}var"
+            previous = quantile
+        var_names = [f"{side}0_variable"] + [f"{side}{j}_var" for j in range(1, len(model.levels_))]
+        nodes += [
+            helper.make_node("Concat", var_names, [f"{side}_var"], axis=1),
+            helper.make_node("Mul", [f"{side}_var", f"{side}_ratio"], [f"{side}_scaled"]),
+            helper.make_node("Max", [f"{side}_scaled", f"{side}_var"], [f"{side}_es"]),
+        ]
+        initializers.append(_const(f"{side}_ratio", [model.es_ratio_[side]]))
+        columns += [f"{side}_var", f"{side}_es"]
+    nodes.append(helper.make_node("Concat", columns, [OUTPUT], axis=1))
+    for graph in graphs:
+        nodes[1:1] = list(graph.node)  # after Flatten, before the post-processing that reads their outputs
+        initializers += list(graph.initializer)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 1, len(FEATURE_NAMES)])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1 + 4 * len(model.levels_)])]
+    graph = helper.make_graph(nodes, "volmargin_gbm", inputs, outputs, initializers)
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", 3)]
+    return helper.make_model(graph, opset_imports=opsets, producer_name="volmargin")
+
+
+def standardized_windows(model: GlobalForecaster, daily: pd.DataFrame) -> np.ndarray:
+    """(days, window, n_features) float32: the standardized window ending at every day of `daily`."""
+    frame = feature_frame(daily, model.feature_spec_)
+    x = pad(standardize(model.scaler_, frame[list(FEATURE_NAMES)].to_numpy()), window_of(model))
+    return windows(x, np.arange(len(frame)), window_of(model))
+
+
+def parity_inputs(model: GlobalForecaster, panel: dict[str, pd.DataFrame], rows: int = 2048, seed: int = 0) -> np.ndarray:
+    """Real standardized windows sampled across every asset and date of `panel`."""
+    x = np.concatenate([standardized_windows(model, daily) for daily in panel.values()])
+    pick = np.random.default_rng(seed).choice(len(x), size=min(rows, len(x)), replace=False)
+    return x[np.sort(pick)]
+
+
+def reference_outputs(model: GlobalForecaster, x: np.ndarray) -> np.ndarray:
+    """The trained model's own raw outputs (PyTorch or scikit-learn) for standardized windows."""
+    return np.asarray(model.predict_raw(x if model.name == "nn" else x[:, -1]), dtype=np.float64)
+
+
+def session(proto: onnx.ModelProto):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(proto: onnx.ModelProto, reference: np.ndarray, x: np.ndarray) -> dict:
+    """ONNX Runtime outputs against the reference; raises `ExportError` beyond the tolerance."""
+    got = session(proto).run([OUTPUT], {INPUT: x})[0].astype(np.float64)
+    if got.shape != reference.shape:
+        raise ExportError(f"parity check failed: ONNX output shape {got.shape} differs from {reference.shape}")
+    error = np.abs(got - reference) / np.maximum(np.abs(reference), 1.0)
+    worst = float(np.max(error))
+    if not worst <= PARITY_TOLERANCE:
+        row, column = np.unravel_index(int(np.argmax(error)), error.shape)
+        raise ExportError(f"parity check failed: ONNX Runtime differs from the trained model by {worst:.3g} "
+                          f"(limit {PARITY_TOLERANCE:g}) at row {row}, output column {column}; the exported "
+                          "graph is wrong (e.g. a mis-exported GRU cell), so no bundle was written")
+    return {"rows": len(x), "max_error": worst, "max_abs_diff": float(np.max(np.abs(got - reference)))}
+
+
+def golden_set(model: GlobalForecaster, panel: dict[str, pd.DataFrame], history_days: int) -> dict[str, np.ndarray]:
+    """The last `history_days` daily inputs of up to `GOLDEN_ASSETS` assets and the training library's
+    forecasts from them, as arrays for `golden.npz`."""
+    usable = [a for a in sorted(panel) if len(panel[a]) >= history_days][:GOLDEN_ASSETS]
+    if not usable:
+        raise ExportError(f"no asset has the {history_days} days of history a golden self-test needs")
+    inputs, dates, variance, var, es = [], [], [], [], []
+    for asset in usable:
+        daily = panel[asset].iloc[-history_days:]
+        columns = daily_inputs(daily)
+        inputs.append(np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS]))
+        dates.append(daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
+        forecast = model.forecast(daily, daily.index[-1:], model.levels_)
+        variance.append(forecast.variance)
+        var.append(np.stack([forecast.var[s] for s in SIDES], axis=1))
+        es.append(np.stack([forecast.es[s] for s in SIDES], axis=1))
+    return {"inputs": np.stack(inputs), "dates": np.stack(dates), "variance": np.concatenate(variance),
+            "var": np.concatenate(var), "es": np.concatenate(es), "assets": np.array(usable)}
+
+
+def next_version(folder: Path) -> str:
+    """1 + the highest integer version under models/<name>/."""
+    taken = [int(p.name) for p in folder.glob("*") if p.is_dir() and p.name.isdigit()] if folder.is_dir() else []
+    return str(max(taken, default=0) + 1)
+
+
+def _manifest(model: GlobalForecaster, name: str, version: str, history_days: int, parity: dict,
+              files: dict[str, str], provenance: dict) -> dict:
+    n_out = 1 + 4 * len(model.levels_)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "version": version,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"kind": model.name, "class": type(model).__name__,
+                  "params": {k: v if isinstance(v, (int, float, str, bool)) else list(v)
+                             for k, v in model.get_params().items() if v is not None and k != "logger"}},
+        "features": {
+            "names": list(FEATURE_NAMES), "inputs": list(INPUT_COLUMNS), "spec": vars(model.feature_spec_).copy(),
+            "window": window_of(model), "history_days": history_days,
+            "mean": model.scaler_.mean_.tolist(), "scale": model.scaler_.scale_.tolist(),
+        },
+        "onnx": {
+            "file": "model.onnx", "opset": OPSET,
+            "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", window_of(model), len(FEATURE_NAMES)]}],
+            "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", n_out]}],
+            "output_columns": output_columns(model.levels_),
+        },
+        "horizon": model.horizon_,
+        "levels": list(model.levels_),
+        "sides": list(SIDES),
+        "parity": parity,
+        "golden": {"file": "golden.npz", "rtol": PARITY_TOLERANCE},
+        **provenance,
+        "files": files,
+    }
+
+
+def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: str | Path = "models",
+                 name: str | None = None, version: str | None = None, provenance: dict | None = None) -> Path:
+    """Export, check parity, write and self-test a bundle; returns models/<name>/<version>.
+
+    `panel` (asset -> daily measures, real data) feeds the parity check and the golden set;
+    `provenance` adds keys to the manifest (e.g. training, scores, mlflow).
+    """
+    from volmargin_serving.runtime import Runtime
+
+    name = name or model.name
+    folder = Path(root) / name
+    version = str(version or next_version(folder))
+    target = folder / version
+    if target.exists():
+        raise ExportError(f"{target} exists; bundles are immutable, choose another version")
+    proto = to_onnx(model)
+    x = parity_inputs(model, panel)
+    parity = check_parity(proto, reference_outputs(model, x), x)
+    history_days = model.feature_spec_.history_days(window_of(model))
+    golden = golden_set(model, panel, history_days)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder))
+    try:
+        onnx.save_model(proto, staging / "model.onnx")
+        np.savez(staging / "golden.npz", **golden)
+        files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
+        manifest = _manifest(model, name, version, history_days, parity, files, provenance or {})
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        Runtime(staging)  # verifies checksums and runs the golden self-test before the bundle appears
+        os.rename(staging, target)  # atomic; fails rather than replacing a non-empty version
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
