@@ -138,3 +138,24 @@ def promote(name: str, version: str | int, score: float, lower_is_better: bool =
             return CHALLENGER
     client.set_registered_model_alias(name, CHAMPION, str(version))
     return CHAMPION
+
+
+def log_bundle(bundle: Path, run_id: str | None = None, registered_name: str | None = None) -> str | None:
+    """Log a model bundle to MLflow with the ONNX flavor (plus every bundle file as artifacts) and
+    register it; beside the training run `run_id` when the store has it, else in a new run.
+    Returns the registered version, if any."""
+    import mlflow
+    import onnx
+    from mlflow import MlflowClient
+
+    try:
+        resume = run_id is not None and MlflowClient().get_run(run_id) is not None
+    except Exception:  # noqa: BLE001 - the run lives in another store (or was deleted)
+        resume = False
+    context = mlflow.start_run(run_id=run_id) if resume else tracked_run("export", tags={"volmargin.command": "export"})
+    with context:
+        info = mlflow.onnx.log_model(onnx.load(str(bundle / "model.onnx")), name="onnx",
+                                     onnx_execution_providers=["CPUExecutionProvider"],
+                                     registered_model_name=registered_name)
+        mlflow.log_artifacts(str(bundle), artifact_path=f"bundle/{bundle.parent.name}-{bundle.name}")
+    return str(info.registered_model_version) if info.registered_model_version is not None else None

@@ -119,3 +119,16 @@ def run(cfg: TrainConfig, tracking_uri: str | None = None, progress: bool = True
         version = str(info.registered_model_version) if info.registered_model_version is not None else None
         alias = promote(name, version, float(pooled["qlike"])) if version else None
     return TrainResult(out, run_.info.run_id, scores, version, alias, time.perf_counter() - began)
+
+
+def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
+    """The model, train.json and pooled evaluation scores of a `volmargin train` output folder."""
+    folder = Path(folder)
+    missing = [n for n in ("model.pkl", "train.json", "eval_scores.csv") if not (folder / n).is_file()]
+    if missing:
+        raise ConfigError(f"{folder}: missing {', '.join(missing)}; --run must be a `volmargin train` output folder")
+    model = pickle.loads((folder / "model.pkl").read_bytes())
+    scores = pd.read_csv(folder / "eval_scores.csv")
+    pooled = scores[scores["asset"] == POOLED].iloc[0].drop(["asset", "model"], errors="ignore")
+    return model, json.loads((folder / "train.json").read_text()), {
+        k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in pooled.items() if pd.notna(v)}

@@ -1,0 +1,74 @@
+"""Batch scoring: every asset and date of a bar panel through a bundle's ONNX graph, split by asset.
+
+The work per asset is `volmargin_serving.Runtime.forecast_history`, the code a margin service runs,
+so a scored table is exactly what the service would have said on each day. Tasks receive the bundle as
+bytes (a few hundred kB), so Dask workers need no access to the bundle folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from volmargin.distributed import Executor, InProcess
+from volmargin.errors import DataError
+from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
+
+
+def bundle_files(bundle: str | Path) -> dict[str, bytes]:
+    """The bundle folder's files as bytes (verified when a task loads them)."""
+    return {p.name: p.read_bytes() for p in sorted(Path(bundle).iterdir()) if p.is_file()}
+
+
+@functools.lru_cache(maxsize=4)
+def _runtime(key: str, files: tuple[tuple[str, bytes], ...]):
+    """One verified runtime per bundle per process (a worker scores many assets with it)."""
+    from volmargin_serving import load
+
+    folder = Path(tempfile.mkdtemp(prefix=f"volmargin-bundle-{key[:12]}-"))
+    for name, data in files:
+        (folder / name).write_bytes(data)
+    return load(folder)
+
+
+def runtime_from_files(files: dict[str, bytes]):
+    key = hashlib.sha256(files["manifest.json"]).hexdigest()
+    return _runtime(key, tuple(sorted(files.items())))
+
+
+def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest: bool = False) -> pd.DataFrame:
+    """Forecasts at every origin of one asset with enough history (or only the newest one)."""
+    runtime = runtime_from_files(files)
+    if len(daily) < runtime.history_days:
+        return pd.DataFrame()
+    daily = daily.iloc[-runtime.history_days:] if latest else daily
+    columns = daily_inputs(daily)
+    inputs = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
+    dates = daily.index.tz_convert(None).to_numpy().astype("datetime64[D]")
+    forecasts = runtime.forecast_history(inputs, dates)
+    frame = pd.DataFrame(forecasts.columns())
+    frame.insert(0, "horizon", forecasts.horizon)
+    frame.insert(0, "origin", daily.index[runtime.history_days - 1:])
+    frame.insert(0, "asset", asset)
+    return frame
+
+
+def score_panel(bundle: str | Path, panel: dict[str, pd.DataFrame], executor: Executor | None = None,
+                latest: bool = False, progress: bool = True) -> pd.DataFrame:
+    """One table of forecasts for every asset of `panel` (asset -> daily measures), in asset order."""
+    executor = executor or InProcess()
+    files = bundle_files(bundle)
+    runtime_from_files(files)  # verify here first: a bad bundle fails once, before any task is sent
+    assets = sorted(panel)
+    shipped = executor.scatter({**{a: panel[a] for a in assets}, "__bundle__": files})
+    frames = executor.map(score_asset, [shipped["__bundle__"]] * len(assets), assets, [shipped[a] for a in assets],
+                          [latest] * len(assets), desc="score", unit="asset", progress=progress)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        raise DataError(f"no asset has the history the bundle {bundle} needs for one forecast")
+    return pd.concat(frames, ignore_index=True)
