@@ -62,8 +62,10 @@ def score_panel(bundle: str | Path, panel: dict[str, pd.DataFrame], executor: Ex
                 latest: bool = False, progress: bool = True) -> pd.DataFrame:
     """One table of forecasts for every asset of `panel` (asset -> daily measures), in asset order."""
     executor = executor or InProcess()
+    from volmargin_serving import load
+
+    load(bundle)  # verify here first: a bad bundle fails once, naming its folder, before any task is sent
     files = bundle_files(bundle)
-    runtime_from_files(files)  # verify here first: a bad bundle fails once, before any task is sent
     assets = sorted(panel)
     shipped = executor.scatter({**{a: panel[a] for a in assets}, "__bundle__": files})
     frames = executor.map(score_asset, [shipped["__bundle__"]] * len(assets), assets, [shipped[a] for a in assets],

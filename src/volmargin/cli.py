@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from volmargin_serving.errors import ServingError
+
 from volmargin.errors import ConfigError, VolmarginError
 
 DEFAULT_MODELS = "hist,ewma,garch,gjr,har,fhs"
@@ -49,6 +51,13 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                         help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
 
 
+def _add_dask_args(parser: argparse.ArgumentParser, unit: str) -> None:
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help=f"split the {unit} over an existing Dask cluster, e.g. tcp://HEAD:8786")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help=f"or split the {unit} over a local Dask cluster of N single-threaded processes on 127.0.0.1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="volmargin", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -72,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="VaR/ES confidence levels (default 0.975,0.99)")
     backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder")
     backtest.add_argument("--quiet", action="store_true", help="no progress bar")
+    backtest.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                          help="run the per-asset models on an existing Dask cluster, e.g. tcp://HEAD:8786 "
+                          "(global models nn, gbm train on all assets at once and stay in this process)")
+    backtest.add_argument("--workers", type=int, default=None, metavar="N",
+                          help="or start a local Dask cluster of N single-threaded worker processes on 127.0.0.1 "
+                          "for the per-asset models (global models stay in this process)")
 
     backtest.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                           "else sqlite mlflow.db in this folder)")
@@ -85,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
     evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
     evaluate.add_argument("--reference", default="har", help="model the Diebold-Mariano tests compare against")
+
+    export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
+    export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
+    _add_data_args(export)
+    export.set_defaults(data=None)
+    export.add_argument("--root", type=Path, default=Path("models"), help="bundle root folder (default models/)")
+    export.add_argument("--name", default=None, help="bundle name (default: the model's name, e.g. nn)")
+    export.add_argument("--version", default=None, help="bundle version (default: the next integer)")
+    export.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the training run's)")
+    export.add_argument("--no-tracking", action="store_true", help="do not log or register the bundle in MLflow")
+
+    report = commands.add_parser("report", help="write the model-comparison report of a run as one HTML file")
+    report.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
+    report.add_argument("--out", type=Path, default=None, help="HTML file (default: RUN/report.html)")
+
+    score = commands.add_parser("score", help="batch-score bar files through a bundle (ONNX Runtime)")
+    score.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/nn/1")
+    _add_data_args(score)
+    score.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
+    score.add_argument("--latest", action="store_true", help="only the newest origin of each asset")
+    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_dask_args(score, "assets")
     return parser
 
 
@@ -99,6 +136,7 @@ def load_data(paths: Sequence[str] | None):
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.walkforward import WalkForwardSplit
     from volmargin.io import write_atomic, write_frame
@@ -110,6 +148,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--horizon must be >= 1, got {args.horizon}")
     if 0.99 not in args.levels or 0.975 not in args.levels:
         raise ConfigError("--levels must include 0.99 (VaR backtests) and 0.975 (ES backtest)")
+    check_options(args.scheduler, args.workers)  # before loading any data
     began = time.perf_counter()
     bars = load_data(args.data)
     for asset, frame in bars.items():
@@ -127,7 +166,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--model-refit names models not in --models: {', '.join(sorted(unknown))}")
     config = BacktestConfig(models=models, split=split, levels=tuple(sorted(args.levels)), horizon=args.horizon,
                             model_refit_every=args.model_refit)
-    forecasts, timings = run_backtest(panel, config, progress=not args.quiet)
+    with executor(args.scheduler, args.workers) as runner:
+        if runner.distributed:
+            print(f"per-asset models on {runner.description}; global models in this process")
+        forecasts, timings = run_backtest(panel, config, progress=not args.quiet, executor=runner)
     args.out.mkdir(parents=True, exist_ok=True)
     write_frame(forecasts, args.out / "forecasts.parquet")
     write_frame(timings, args.out / "timings.csv")
@@ -218,7 +260,64 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
         print(dm[["model", "ratio", "dm_stat", "dm_p"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 
 
-COMMANDS = {"backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train}
+def cmd_export(args: argparse.Namespace) -> int:
+    from volmargin.config import TrainConfig, from_dict
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.export import write_bundle
+    from volmargin.training import load_bars, load_trained
+
+    model, meta, scores = load_trained(args.run)
+    cfg = from_dict(TrainConfig, meta["config"])
+    bars = load_data(args.data) if args.data else load_bars(cfg)
+    panel = daily_panel(bars, args.min_bars or cfg.data.min_bars)
+    provenance = {
+        "training": {"data_sha256": meta["data"]["sha256"], "train_end": cfg.window.train_end,
+                     "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()}},
+        "scores": scores,
+        "mlflow": {"run_id": meta.get("run_id"), "tracking_uri": meta.get("tracking_uri")},
+    }
+    bundle = write_bundle(model, panel, args.root, args.name, args.version, provenance)
+    print(f"wrote bundle {bundle} (parity and golden self-test passed)")
+    if not args.no_tracking:
+        import mlflow
+
+        from volmargin.tracking import log_bundle, resolve_tracking_uri, start_experiment
+
+        uri = resolve_tracking_uri(args.tracking_uri, meta.get("tracking_uri"))
+        mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
+        name = f"{cfg.tracking.registered_model or f'volmargin-{model.name}'}-onnx"
+        version = log_bundle(bundle, meta.get("run_id"), name)
+        print(f"MLflow: logged with the ONNX flavor and registered as {name} version {version}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from volmargin.reports import write_report
+
+    out = write_report(args.run, args.out or args.run / "report.html")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained; open it in any browser)")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from volmargin.batch import score_panel
+    from volmargin.distributed import check_options, executor
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.io import write_frame
+
+    check_options(args.scheduler, args.workers)
+    began = time.perf_counter()
+    panel = daily_panel(load_data(args.data), args.min_bars)
+    with executor(args.scheduler, args.workers) as runner:
+        scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=not args.quiet)
+    write_frame(scored, args.out)
+    print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in {time.perf_counter() - began:.1f} s; "
+          f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {"backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export,
+            "score": cmd_score, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return COMMANDS[args.command](args)
-    except VolmarginError as exc:
+    except (VolmarginError, ServingError) as exc:
         print(f"volmargin: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like

@@ -1,4 +1,10 @@
-"""Run walk-forward forecasts for many models and assets; one task per (asset, model)."""
+"""Run walk-forward forecasts for many models and assets; one task per (asset, model).
+
+Per-asset models run as independent tasks on an executor (`volmargin.distributed`: this process by
+default, or a Dask cluster): each asset's daily frame is shipped to the cluster once and each
+(asset, model) pair is one task, so slow models (GARCH fits) spread over workers even with few
+assets. Global models train on all assets at once and run in this (the driver) process.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from tqdm.auto import tqdm
 
+from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
 from volmargin.evaluation.walkforward import WalkForwardSplit, historical_forecasts, panel_historical_forecasts
 from volmargin.features.realized import daily_measures
@@ -76,18 +83,27 @@ def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConf
 
 
 def run_backtest(
-    panel: dict[str, pd.DataFrame], config: BacktestConfig, progress: bool = True
+    panel: dict[str, pd.DataFrame], config: BacktestConfig, progress: bool = True, executor: Executor | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Forecast table for every (asset, model) and a timing table (asset, model, days, seconds);
-    a global model's time is reported once, on asset 'ALL'."""
+    a global model's time is reported once, on asset 'ALL'.
+
+    `executor` runs the per-asset models (default: in this process); the result does not depend on it:
+    tasks come back in input order, so the table is the same row for row."""
+    executor = executor or InProcess()
     models = {m: make_forecaster(m, **config.model_params.get(m, {})) for m in config.models}  # fail fast
     local = [m for m, f in models.items() if not isinstance(f, GlobalForecaster)]
     frames, timings = [], []
     tasks = [(asset, model) for asset in panel for model in local]
-    for asset, model in tqdm(tasks, desc="backtest", unit="task", disable=not progress or not tasks):
-        frame, seconds = forecast_task(asset, panel[asset], model, config)
+    shipped = executor.scatter(dict(panel) if local else {})  # each asset's daily frame, once
+    results = executor.map(forecast_task, [a for a, _ in tasks], [shipped[a] for a, _ in tasks],
+                           [m for _, m in tasks], [config] * len(tasks), desc="backtest", unit="task",
+                           progress=progress)
+    for (asset, model), (frame, seconds) in zip(tasks, results):
         frames.append(frame)
         timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
+    # Global models (nn, gbm) refit on every asset's history at once: one sequential chain of refits that
+    # needs the whole panel, so they stay in the driver process whatever the executor.
     for model in (m for m in models if m not in local):
         asset_frames, seconds = global_task(panel, model, config, progress)
         frames.extend(asset_frames)

@@ -1,0 +1,106 @@
+"""Serving runtime figures: bundle load time, single-asset latency, batch throughput, one thread.
+
+    python bench/serving.py models/nn/1 [--model runs/train-nn/model.pkl] [--calls 10000]
+
+Latency is measured per call after a warm-up, with `time.perf_counter_ns`, for three entry points:
+- daily inputs -> features (numpy) -> ONNX -> post-processing (`forecast_daily`, what a service calls);
+- precomputed features -> ONNX -> post-processing (`forecast_features`);
+- the ONNX graph alone (`run_model`);
+and, with --model (the trained forecaster the bundle came from), the same network in PyTorch eager.
+Throughput: batches of 1,024 assets through `forecast_daily` and through the graph alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import volmargin_serving as vs
+from volmargin_serving.features import compute_features, standardize
+from volmargin_serving.features import INPUT_COLUMNS
+
+
+def percentiles(call: Callable[[], object], calls: int, warmup: int = 1000) -> tuple[float, float]:
+    for _ in range(warmup):
+        call()
+    times = np.empty(calls)
+    for i in range(calls):
+        began = time.perf_counter_ns()
+        call()
+        times[i] = time.perf_counter_ns() - began
+    return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
+
+
+def throughput(call: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
+    call()
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        call()
+        done += batch
+    return done / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--model", type=Path, help="the trained forecaster (model.pkl) for the PyTorch eager figure")
+    parser.add_argument("--calls", type=int, default=10_000)
+    args = parser.parse_args()
+
+    loads = []
+    for _ in range(10):
+        began = time.perf_counter()
+        runtime = vs.load(args.bundle)
+        loads.append(time.perf_counter() - began)
+    golden = np.load(args.bundle / "golden.npz")
+    inputs, dates = golden["inputs"][0], golden["dates"][0]
+    as_of = dates[-1]
+    columns = {name: inputs[None, :, i] for i, name in enumerate(INPUT_COLUMNS)}
+    columns["complete"] = columns["complete"] > 0.5
+    weekday = (dates.astype(np.int64) + 3) % 7
+    features, level = compute_features(columns, weekday, runtime.spec)
+    window, last_level = features[:, -runtime.window:], level[:, -1]
+    standardized = standardize(window, runtime.mean, runtime.scale)
+
+    rows = [("bundle load (verify + self-test + warm-up)", f"{np.median(loads) * 1e3:.1f} ms", "")]
+    for label, call in (
+        ("daily inputs -> forecast (features + ONNX + post)", lambda: runtime.forecast_daily(inputs, dates, as_of=as_of)),
+        ("precomputed features -> forecast (ONNX + post)", lambda: runtime.forecast_features(window, last_level)),
+        ("ONNX graph alone", lambda: runtime.run_model(standardized)),
+    ):
+        p50, p99 = percentiles(call, args.calls)
+        rows.append((label, f"p50 {p50:.1f} us", f"p99 {p99:.1f} us"))
+    if args.model:
+        import torch
+
+        torch.set_num_threads(1)
+        model = pickle.loads(args.model.read_bytes())
+        if hasattr(model, "network_"):
+            x = torch.from_numpy(standardized)
+            with torch.no_grad():
+                p50, p99 = percentiles(lambda: model.network_(x), args.calls)
+            rows.append(("PyTorch eager network alone", f"p50 {p50:.1f} us", f"p99 {p99:.1f} us"))
+
+    batch = 1024
+    picks = np.arange(batch) % len(golden["inputs"])
+    batch_inputs, batch_dates = golden["inputs"][picks], golden["dates"][picks]
+    as_of = batch_dates[:, -1].min()
+    batch_x = np.repeat(standardized, batch, axis=0)
+    rate = throughput(lambda: runtime.forecast_daily(batch_inputs, batch_dates, as_of=as_of), batch)
+    rows.append((f"batch {batch}: daily inputs -> forecasts", f"{rate:,.0f} /s", ""))
+    rate = throughput(lambda: runtime.run_model(batch_x), batch)
+    rows.append((f"batch {batch}: ONNX graph alone", f"{rate:,.0f} /s", ""))
+    print(f"bundle {args.bundle} ({runtime.manifest['model']['kind']}, window {runtime.window}, "
+          f"{runtime.history_days} days of inputs), one intra-op thread")
+    width = max(len(r[0]) for r in rows)
+    for label, first, second in rows:
+        print(f"  {label:<{width}}  {first:>16}  {second}")
+
+
+if __name__ == "__main__":
+    main()

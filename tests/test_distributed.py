@@ -1,0 +1,138 @@
+"""Scale-out on Dask: same results as the single-process run, loopback only, clear errors."""
+
+import sys
+import time
+
+import cloudpickle
+import pandas as pd
+import psutil
+import pytest
+from threadpoolctl import threadpool_info
+
+from volmargin.cli import main
+from volmargin.data import synthetic_market, write_synthetic_csv
+from volmargin.distributed import executor
+from volmargin.errors import ConfigError, DataError
+from volmargin.evaluation.backtest import BacktestConfig, daily_panel, default_min_bars, run_backtest
+from volmargin.evaluation.walkforward import WalkForwardSplit
+
+# helpers defined here travel to the workers by value (workers cannot import the test module)
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+CONFIG = BacktestConfig(models=("ewma", "har", "garch"), split=WalkForwardSplit(min_train=200, refit_every=50))
+CLI_ARGS = ["--models", "ewma,har,garch", "--min-train", "200", "--refit-every", "50", "--quiet", "--no-tracking"]
+
+
+def _listening(processes) -> set[tuple[str, int]]:
+    found = set()
+    for process in processes:
+        try:
+            found |= {tuple(c.laddr[:2]) for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def panel():
+    return daily_panel(synthetic_market(n_assets=3, days=500))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-worker local cluster, and every socket it listens on (driver and worker processes)."""
+    me = psutil.Process()
+    before = _listening([me])
+    with executor(workers=2) as ex:
+        sockets = _listening([me, *me.children(recursive=True)]) - before
+        yield ex, sockets
+
+
+@pytest.fixture(scope="module")
+def csv_files(tmp_path_factory):
+    return [str(p) for p in write_synthetic_csv(tmp_path_factory.mktemp("bars"), n_assets=2, days=500, seed=5)]
+
+
+def test_local_cluster_backtest_is_identical_to_in_process(panel, cluster):
+    blas_before = [(p["filepath"], p["num_threads"]) for p in threadpool_info()]
+    expected, expected_timings = run_backtest(panel, CONFIG, progress=False)
+    assert [(p["filepath"], p["num_threads"]) for p in threadpool_info()] == blas_before  # limits restored
+
+    forecasts, timings = run_backtest(panel, CONFIG, progress=False, executor=cluster[0])
+    pd.testing.assert_frame_equal(forecasts, expected, check_exact=True)
+    pd.testing.assert_frame_equal(timings.drop(columns="seconds"), expected_timings.drop(columns="seconds"))
+    assert set(forecasts["model"]) == {"ewma", "har", "garch"} and forecasts["asset"].nunique() == 3
+
+
+def test_existing_cluster_by_address_gives_the_same_forecasts(panel, cluster):
+    small = {asset: panel[asset] for asset in list(panel)[:2]}
+    expected, _ = run_backtest(small, CONFIG, progress=False)
+    with executor(scheduler=cluster[0].client.scheduler.address) as ex:  # as `--scheduler ADDRESS` does
+        assert ex.distributed and "2 workers" in ex.description
+        forecasts, _ = run_backtest(small, CONFIG, progress=False, executor=ex)
+    pd.testing.assert_frame_equal(forecasts, expected, check_exact=True)
+
+
+def _slow_identity(i: int, delay: float) -> int:
+    time.sleep(delay)
+    return i
+
+
+def test_results_come_back_in_input_order(cluster):
+    delays = [0.4, 0.0, 0.3, 0.0, 0.1, 0.0]  # later inputs finish first
+    assert cluster[0].map(_slow_identity, range(6), delays, progress=False) == list(range(6))
+
+
+def test_worker_data_error_surfaces_with_its_message(cluster):
+    daily_bars = pd.DataFrame({"close": [1.0, 1.1]}, index=pd.date_range("2024-01-01", periods=2, tz="UTC"))
+    daily_bars.attrs.update(freq=pd.Timedelta(days=1), source="btc_1d.csv")
+    with pytest.raises(DataError, match=r"^btc_1d.csv: realized measures need intraday bars") as caught:
+        cluster[0].map(default_min_bars, [daily_bars], progress=False)
+    assert type(caught.value) is DataError
+    assert cluster[0].map(_slow_identity, [1], [0.0], progress=False) == [1]  # the cluster still works
+
+
+def test_local_cluster_listens_on_loopback_only(cluster):
+    ex, sockets = cluster
+    try:
+        info = ex.client.scheduler_info(n_workers=-1)  # newer Dask lists only the first few workers by default
+    except TypeError:
+        info = ex.client.scheduler_info()
+    addresses = [info["address"], *info["workers"], *(w["nanny"] for w in info["workers"].values())]
+    assert len(info["workers"]) == 2
+    assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+    assert sockets and {host for host, _ in sockets} == {"127.0.0.1"}, sockets  # incl. HTTP endpoints
+
+
+def test_cli_with_local_workers_writes_identical_forecasts(csv_files, tmp_path, capsys, caplog):
+    assert main(["backtest", "--data", *csv_files, *CLI_ARGS, "--out", str(tmp_path / "one")]) == 0
+    assert main(["backtest", "--data", *csv_files, *CLI_ARGS, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert "2 local Dask workers (tcp://127.0.0.1:" in capsys.readouterr().out
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("distributed")]  # no Dask chatter
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "two" / "forecasts.parquet"),
+                                  pd.read_parquet(tmp_path / "one" / "forecasts.parquet"), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "two" / "scores.csv"), pd.read_csv(tmp_path / "one" / "scores.csv"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"], "--scheduler and --workers exclude each other"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "cannot reach a Dask scheduler at tcp://127.0.0.1:1"),
+        (["--scheduler", "tcp://127.0.0.1:port"], "is not a Dask address"),
+    ],
+)
+def test_bad_cluster_options_end_in_one_line_error_quickly(csv_files, argv, message, tmp_path, capsys):
+    began = time.perf_counter()
+    code = main(["backtest", "--data", *csv_files, *CLI_ARGS, "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert time.perf_counter() - began < 8
+
+
+def test_address_of_a_worker_is_not_taken_for_a_scheduler(cluster):
+    worker = next(iter(cluster[0].client.nthreads()))
+    with pytest.raises(ConfigError, match="not as a Dask scheduler: it is a Worker"):
+        with executor(scheduler=worker, timeout=3):
+            pass

@@ -1,0 +1,156 @@
+"""The model-comparison report: required files, leaderboard content, and a real headless-browser render."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volmargin.data import synthetic_market
+from volmargin.errors import ConfigError
+from volmargin.evaluation import stats
+from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
+from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
+from volmargin.evaluation.walkforward import WalkForwardSplit
+from volmargin.reports import build_report, write_report
+from volmargin.reports.report import load_run, rank_models
+
+SECTION_IDS = ["data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
+               "provenance"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def fake_calibration(forecasts: pd.DataFrame, folder: Path, events: dict[str, str]) -> None:
+    """Hand-made calibration outputs with the pipeline's schemas: initial margin = 1.5 x VaR99."""
+    f = forecasts.dropna(subset=["realized_ret"])
+    sides = []
+    for side in ("long", "short"):
+        loss = -f["realized_ret"] if side == "long" else f["realized_ret"]
+        margin = 1.5 * f[f"var99_{side}"]
+        sides.append(pd.DataFrame({
+            "model": f["model"], "asset": f["asset"], "side": side, "origin": f["origin"], "date": f["date"],
+            "initial_margin": margin, "maintenance_margin": 0.75 * margin, "liquidation_threshold": 0.5 * margin,
+            "loss": loss, "breach": loss > margin, "shortfall": (loss - margin).clip(lower=0), "calibrated": True}))
+    paths = pd.concat(sides, ignore_index=True)
+    rows = [_summary_row(g, m, asset, side) for (m, asset, side), g in paths.groupby(["model", "asset", "side"])]
+    rows += [_summary_row(g, model, POOLED, side) for (model, side), g in paths.groupby(["model", "side"])]
+    stress = []
+    for event, eve in events.items():
+        day = paths[paths["date"] == pd.Timestamp(eve, tz="UTC") + pd.Timedelta(days=1)]
+        stress.append(day.assign(event=event, eve=eve, margin=day["initial_margin"], move=day["loss"])[
+            ["event", "asset", "model", "side", "eve", "margin", "move", "breach", "shortfall"]])
+    (folder / "calibration").mkdir(parents=True, exist_ok=True)
+    paths.to_parquet(folder / "calibration" / "margin_paths.parquet", index=False)
+    pd.DataFrame(rows).to_csv(folder / "calibration" / "margin_summary.csv", index=False)
+    pd.concat(stress).to_csv(folder / "calibration" / "stress.csv", index=False)
+
+
+def _summary_row(group: pd.DataFrame, model: str, asset: str, side: str) -> dict:
+    margin = group["initial_margin"]
+    test = stats.var_backtest(group["loss"].to_numpy(), margin.to_numpy(), 0.99)
+    return {"model": model, "asset": asset, "side": side, "days": len(group), "breaches": test["exceptions"],
+            "breach_rate": test["rate"], "kupiec_p": test["kupiec_p"], "basel_zone": test["basel_zone"],
+            "basel_green_windows": test["basel_green_windows"], "basel_windows": test["basel_windows"],
+            "avg_margin": margin.mean(), "median_margin": margin.median(), "mean_shortfall": group["shortfall"].mean(),
+            "max_shortfall": group["shortfall"].max(), "peak_to_trough": margin.max() / margin.min() - 1,
+            "max_increase_1d": margin.pct_change().max(), "max_increase_5d": margin.pct_change(5).max()}
+
+
+@pytest.fixture(scope="module")
+def forecasts() -> pd.DataFrame:
+    panel = daily_panel(synthetic_market(n_assets=2, days=500))
+    config = BacktestConfig(models=("ewma", "har", "hist"), split=WalkForwardSplit(min_train=200, refit_every=50))
+    frame, _ = run_backtest(panel, config, progress=False)
+    learned = frame[frame["model"] == "har"].assign(model="gbm", variance=lambda d: d["variance"] * 0.97)
+    return pd.concat([frame, learned], ignore_index=True)  # a stand-in "learned" model
+
+
+def write_run(folder: Path, forecasts: pd.DataFrame, meta: dict, calibration: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    forecasts.to_parquet(folder / "forecasts.parquet", index=False)
+    score_forecasts(forecasts).to_csv(folder / "scores.csv", index=False)
+    diebold_mariano_table(forecasts, "hist").to_csv(folder / "dm.csv", index=False)  # not the best baseline
+    (folder / "run.json").write_text(json.dumps(meta))
+    if calibration:
+        fake_calibration(forecasts[forecasts["model"].isin(["har", "gbm"])], folder,
+                         {"crash": "2022-03-10", "squeeze": "2022-04-20"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, forecasts) -> Path:
+    meta = {"config": {"models": ["ewma", "har", "hist", "gbm"], "refit_every": 50},
+            "data": {"source": "synthetic", "synthetic": True, "fingerprint": "f" * 64,
+                     "assets": {"syn_a": {"first": "2021-01-01", "last": "2022-05-15", "bars": 12000, "gaps": 0,
+                                          "missing_bars": 0, "incomplete_days": 0}}},
+            "mlflow": {"parent_run_id": "parent123", "stages": {"backtest": "run456"}},
+            "bundle": {"name": "volmargin-champion", "version": "3", "path": "models/bundle"},
+            "timings": {"backtest": 1.5, "calibrate": 0.4}, "champion": "gbm"}
+    return write_run(tmp_path_factory.mktemp("run"), forecasts, meta)
+
+
+@pytest.mark.parametrize("name", ["forecasts.parquet", "scores.csv", "run.json"])
+def test_missing_required_file_names_it_and_the_command(run_dir, tmp_path, name):
+    shutil.copytree(run_dir, tmp_path / "run")
+    (tmp_path / "run" / name).unlink()
+    with pytest.raises(ConfigError, match=rf"{re.escape(name)}.*volmargin backtest"):
+        build_report(tmp_path / "run")
+
+
+def test_leaderboard_orders_by_qlike_with_dm_against_best_baseline_and_mcs(run_dir):
+    ranking = rank_models(load_run(run_dir))
+    table = ranking.table
+    assert list(table["qlike"]) == sorted(table["qlike"])
+    baselines = table[table["kind"] == "baseline"]
+    assert ranking.best_baseline == baselines["model"].iloc[0] != "hist"  # dm.csv's reference was stale
+    assert ranking.champion == "gbm" and ranking.best_learned == "gbm"
+    reference = table.set_index("model").loc[ranking.best_baseline]
+    assert np.isnan(reference["dm_p"]) and reference["ratio"] == 1.0
+    others = table[table["model"] != ranking.best_baseline]
+    assert others["dm_p"].between(0, 1).all()
+    assert table["mcs_p"].between(0, 1).all() and table["in_mcs"].any()
+    assert bool(table["in_mcs"].iloc[0])  # the best model is always in the confidence set
+    section = build_report(run_dir).split('id="leaderboard"')[1].split("</section>")[0]
+    assert "MCS p" in section and "DM p" in section
+    positions = [section.index(f"<td>{m}</td>") for m in table["model"]]
+    assert positions == sorted(positions)
+
+
+def test_report_is_self_contained_and_tolerates_missing_metadata(run_dir, forecasts, tmp_path):
+    html = build_report(run_dir)
+    assert all(f'<section id="{sid}">' in html for sid in SECTION_IDS)
+    assert "Synthetic data" in html and "parent123" in html and "volmargin-champion 3" in html
+    assert html.count('<img src="data:image/png;base64,') == 3
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing fetched from outside
+    bare = write_run(tmp_path / "bare", forecasts, {}, calibration=False)
+    out = write_report(bare, tmp_path / "out" / "report.html")
+    text = out.read_text()
+    assert "not recorded" in text and text.count("Not run") == 2
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (chromium, chromium-browser or google-chrome) on PATH")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    out = write_report(run_dir, tmp_path / "report.html")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", out.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    status = re.search(r'<div id="report-status"([^>]*)>', dom)
+    assert status, "the self-check did not run (no report-status element in the dumped DOM)"
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', status.group(1)))
+    images = out.read_text().count("<img ")
+    assert attrs["data-errors"] == "0"
+    assert attrs["data-images-ok"] == f"{images}/{images}" and images > 0
+    assert attrs["data-sections"].split() == SECTION_IDS
+    shot = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1300,2000", f"--screenshot={shot}", out.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
