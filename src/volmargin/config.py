@@ -78,6 +78,62 @@ class TrainConfig:
         return _date(f"window.{key}", getattr(self.window, key))
 
 
+BASELINE_MODELS = ("hist", "ewma", "garch", "gjr", "har", "fhs")
+
+
+@dataclass(frozen=True)
+class BacktestSection:
+    start: str | None = None  # first forecast origin of the walk-forward backtest (default: min_train_days in)
+    baselines: tuple[str, ...] = BASELINE_MODELS
+    refit_every: int = 20  # days between baseline refits
+    learned_refit_every: int = 90  # days between learned-model refits (each is a full training)
+
+
+@dataclass(frozen=True)
+class CalibrationSection:
+    end: str | None = None  # last day of the first calibration window (default: window.train_end)
+    recalibrate: str | None = "YS"  # pandas frequency of rolling re-calibration, or null for one calibration
+    policy: dict[str, Any] = field(default_factory=dict)  # volmargin.calibration.PolicyConfig fields
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """`volmargin run`: data, the learned models and their training window, the walk-forward backtest,
+    margin calibration, tracking, and where bundles and outputs go."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    learned: dict[str, dict[str, Any]] = field(default_factory=lambda: {"nn": {}, "gbm": {}})
+    backtest: BacktestSection = field(default_factory=BacktestSection)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    horizon: int = 1
+    levels: tuple[float, ...] = (0.975, 0.99)
+    models_root: str = "models"
+    output: str = "runs/main"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.learned) - {"nn", "gbm"}
+        if not self.learned or unknown:
+            raise ConfigError(f"learned: expected a mapping with nn and/or gbm, got {sorted(self.learned)}")
+        if set(self.backtest.baselines) - set(BASELINE_MODELS):
+            raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
+                              f"expected some of {', '.join(BASELINE_MODELS)}")
+        if min(self.backtest.refit_every, self.backtest.learned_refit_every) < 1:
+            raise ConfigError("backtest.refit_every and backtest.learned_refit_every must be >= 1")
+        for key in ("start",):
+            _date(f"backtest.{key}", getattr(self.backtest, key))
+        _date("calibration.end", self.calibration.end)
+        TrainConfig(data=self.data, window=self.window, horizon=self.horizon, levels=self.levels)  # same checks
+
+    def train_config(self, name: str) -> TrainConfig:
+        """The `volmargin train` config of one learned model of this run."""
+        registered = f"{self.tracking.registered_model or 'volmargin'}-{name}"
+        return TrainConfig(data=self.data, window=self.window, model=ModelConfig(name, dict(self.learned[name])),
+                           tracking=dataclasses.replace(self.tracking, registered_model=registered),
+                           horizon=self.horizon, levels=self.levels, output=str(Path(self.output) / f"train-{name}"))
+
+
 def _date(key: str, value: str | None) -> pd.Timestamp | None:
     if value is None:
         return None
@@ -134,13 +190,14 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def load_config(path: str | Path) -> TrainConfig:
+def load_config(path: str | Path, kind: type = None) -> Any:
+    """A `TrainConfig` (default) or `RunConfig` from YAML; errors name the file and the dotted key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
         values = yaml.load(path.read_text(), Loader=_Loader) or {}
-        return from_dict(TrainConfig, values)
+        return from_dict(kind or TrainConfig, values)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     except ConfigError as exc:

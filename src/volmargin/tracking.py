@@ -58,11 +58,11 @@ def data_fingerprint(bars: dict[str, pd.DataFrame]) -> dict:
 
 
 @contextmanager
-def tracked_run(name: str, tags: dict | None = None) -> Iterator:
+def tracked_run(name: str, tags: dict | None = None, nested: bool = False) -> Iterator:
     """An MLflow run that ends FINISHED only if the block completes; KILLED on Ctrl-C, FAILED on error."""
     import mlflow
 
-    run = mlflow.start_run(run_name=name, tags=tags)
+    run = mlflow.start_run(run_name=name, tags=tags, nested=nested)
     try:
         yield run
     except KeyboardInterrupt:
@@ -142,20 +142,38 @@ def promote(name: str, version: str | int, score: float, lower_is_better: bool =
 
 def log_bundle(bundle: Path, run_id: str | None = None, registered_name: str | None = None) -> str | None:
     """Log a model bundle to MLflow with the ONNX flavor (plus every bundle file as artifacts) and
-    register it; beside the training run `run_id` when the store has it, else in a new run.
-    Returns the registered version, if any."""
+    register it: in the active run if there is one, else beside the training run `run_id` when the
+    store has it, else in a new run. Returns the registered version, if any."""
     import mlflow
     import onnx
-    from mlflow import MlflowClient
 
-    try:
-        resume = run_id is not None and MlflowClient().get_run(run_id) is not None
-    except Exception:  # noqa: BLE001 - the run lives in another store (or was deleted)
-        resume = False
-    context = mlflow.start_run(run_id=run_id) if resume else tracked_run("export", tags={"volmargin.command": "export"})
-    with context:
+    with _logging_run(run_id, "export"):
         info = mlflow.onnx.log_model(onnx.load(str(bundle / "model.onnx")), name="onnx",
                                      onnx_execution_providers=["CPUExecutionProvider"],
                                      registered_model_name=registered_name)
         mlflow.log_artifacts(str(bundle), artifact_path=f"bundle/{bundle.parent.name}-{bundle.name}")
     return str(info.registered_model_version) if info.registered_model_version is not None else None
+
+
+def log_calibration_set(path: Path, run_id: str | None = None) -> None:
+    """Log a calibration set beside its model (same run rules as `log_bundle`)."""
+    import mlflow
+
+    with _logging_run(run_id, "calibrate"):
+        mlflow.log_artifact(str(path), artifact_path="calibration")
+
+
+@contextmanager
+def _logging_run(run_id: str | None, name: str) -> Iterator:
+    import mlflow
+    from mlflow import MlflowClient
+
+    if mlflow.active_run() is not None:
+        yield mlflow.active_run()
+        return
+    try:
+        resume = run_id is not None and MlflowClient().get_run(run_id) is not None
+    except Exception:  # noqa: BLE001 - the run lives in another store (or was deleted)
+        resume = False
+    with (mlflow.start_run(run_id=run_id) if resume else tracked_run(name, tags={"volmargin.command": name})) as run:
+        yield run

@@ -86,39 +86,53 @@ def _log_learning_curves(model) -> None:
 def run(cfg: TrainConfig, tracking_uri: str | None = None, progress: bool = True) -> TrainResult:
     import mlflow
 
-    from volmargin.tracking import (data_fingerprint, log_forecaster, promote, resolve_tracking_uri,
-                                    start_experiment, tracked_run)
+    from volmargin.tracking import data_fingerprint, resolve_tracking_uri, start_experiment, tracked_run
 
     began = time.perf_counter()
     bars = load_bars(cfg)
     panel = daily_panel(bars, cfg.data.min_bars)
-    fingerprint = data_fingerprint(bars)
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
-    out = Path(cfg.output)
-    with tracked_run(f"train-{cfg.model.name}", tags={"volmargin.command": "train", "data.sha256": fingerprint["sha256"]}) as run_:
-        mlflow.log_params(flat_params(cfg))
-        mlflow.log_dict(fingerprint, "data_fingerprint.json")
+    tags = {"volmargin.command": "train", "data.sha256": data_fingerprint(bars)["sha256"]}
+    with tracked_run(f"train-{cfg.model.name}", tags=tags) as run_:
         model, forecasts = fit_and_evaluate(cfg, panel, progress)
-        _log_learning_curves(model)
-        scores = score_forecasts(forecasts)
-        pooled = scores[scores["asset"] == POOLED].iloc[0]
-        mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if isinstance(v, (int, float)) and pd.notna(v)})
-        mlflow.log_metrics({f"eval_qlike.{a}": float(q) for a, q in scores.set_index("asset")["qlike"].drop(POOLED).items()})
-        out.mkdir(parents=True, exist_ok=True)
-        write_frame(forecasts, out / "eval_forecasts.parquet")
-        write_frame(scores, out / "eval_scores.csv")
-        write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(model)))
-        meta = {"run_id": run_.info.run_id, "tracking_uri": uri, "config": dataclasses.asdict(cfg),
-                "data": fingerprint, "eval_qlike": float(pooled["qlike"])}
-        write_atomic(out / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
-        mlflow.log_artifact(str(out / "eval_scores.csv"))
-        example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
-        name = cfg.tracking.registered_model or f"volmargin-{cfg.model.name}"
-        info = log_forecaster(model, tuple(sorted(cfg.levels)), example, registered_name=name)
-        version = str(info.registered_model_version) if info.registered_model_version is not None else None
-        alias = promote(name, version, float(pooled["qlike"])) if version else None
-    return TrainResult(out, run_.info.run_id, scores, version, alias, time.perf_counter() - began)
+        scores, version, alias = save_trained(cfg, model, forecasts, panel, bars)
+    return TrainResult(Path(cfg.output), run_.info.run_id, scores, version, alias, time.perf_counter() - began)
+
+
+def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFrame, panel: dict[str, pd.DataFrame],
+                 bars: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, str | None, str | None]:
+    """Inside an active MLflow run: log config, data fingerprint, learning curves and scores, write the
+    output folder (model.pkl, eval scores and forecasts, train.json), log and register the model and
+    promote it. Returns the scores, the registered version and the alias it got."""
+    import mlflow
+
+    from volmargin.tracking import data_fingerprint, log_forecaster, promote
+
+    run_ = mlflow.active_run()
+    fingerprint = data_fingerprint(bars)
+    mlflow.log_params(flat_params(cfg))
+    mlflow.log_dict(fingerprint, "data_fingerprint.json")
+    _log_learning_curves(model)
+    scores = score_forecasts(forecasts)
+    pooled = scores[scores["asset"] == POOLED].iloc[0]
+    mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if isinstance(v, (int, float)) and pd.notna(v)})
+    mlflow.log_metrics({f"eval_qlike.{a}": float(q) for a, q in scores.set_index("asset")["qlike"].drop(POOLED).items()})
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_frame(forecasts, out / "eval_forecasts.parquet")
+    write_frame(scores, out / "eval_scores.csv")
+    write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(model)))
+    meta = {"run_id": run_.info.run_id, "tracking_uri": mlflow.get_tracking_uri(), "config": dataclasses.asdict(cfg),
+            "data": fingerprint, "eval_qlike": float(pooled["qlike"])}
+    write_atomic(out / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+    mlflow.log_artifact(str(out / "eval_scores.csv"))
+    example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
+    name = cfg.tracking.registered_model or f"volmargin-{cfg.model.name}"
+    info = log_forecaster(model, tuple(sorted(cfg.levels)), example, registered_name=name)
+    version = str(info.registered_model_version) if info.registered_model_version is not None else None
+    alias = promote(name, version, float(pooled["qlike"])) if version else None
+    return scores, version, alias
 
 
 def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
