@@ -1,0 +1,358 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from volmargin.calibration import (
+    CALIBRATION_COLUMNS, PATH_COLUMNS, STRESS_COLUMNS, SUMMARY_COLUMNS, PolicyConfig, calibrate, margin_paths,
+    margin_rate, margin_summary, parameter_set, stress_report, validate_parameters, walk_forward_calibration,
+)
+from volmargin.errors import ConfigError
+from volmargin.evaluation.scoring import POOLED
+
+NU = 5
+T_RATIO = stats.t.ppf(0.99, NU) * np.sqrt((NU - 2) / NU) / stats.norm.ppf(0.99)  # true / normal 99% quantile
+APC = PolicyConfig(buffer=0.25, stressed_floor=True, lookback_floor=True, max_up=0.3, max_down=0.1)
+
+
+def utc(day: str) -> pd.Timestamp:
+    return pd.Timestamp(day, tz="UTC")
+
+
+def table(risk, ret, rv=None, asset="a", model="m", start="2020-01-01", horizon=1) -> pd.DataFrame:
+    """A forecast table of one (model, asset): `risk` is every var/es column, in log-return units."""
+    risk, ret = np.broadcast_to(np.asarray(risk, float), np.shape(ret)), np.asarray(ret, float)
+    origins = pd.date_range(start, periods=len(ret), freq="D", tz="UTC")
+    measures = {f"{m}{tag}_{side}": risk for m in ("var", "es") for tag in ("975", "99") for side in ("long", "short")}
+    return pd.DataFrame({
+        "asset": asset, "model": model, "origin": origins, "date": origins + pd.Timedelta(days=1), "horizon": horizon,
+        "variance": (risk / 2.326) ** 2, **measures,
+        "realized_rv": ret**2 if rv is None else rv, "realized_ret": ret,
+    })
+
+
+def t_market(n=2000, assets=("a", "b", "c", "d"), seed=0) -> pd.DataFrame:
+    """t(5) returns with a known, time-varying vol; the 'forecast' is the normal 99% VaR of that vol, so the
+    right scale is the t / normal quantile ratio. The newest 3 targets are not realised yet."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for asset in assets:
+        vol = 0.03 * np.exp(np.cumsum(rng.normal(0, 0.05, n)) * 0.3)
+        ret = vol * rng.standard_t(NU, n) * np.sqrt((NU - 2) / NU)
+        frame = table(stats.norm.ppf(0.99) * vol, ret, vol**2 * rng.chisquare(24, n) / 24, asset=asset)
+        frame.loc[frame.index[-3:], ["realized_ret", "realized_rv"]] = np.nan
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def fixed(scale: float, start="2000-01-01", model="m", asset=POOLED) -> pd.DataFrame:
+    return pd.DataFrame({"model": model, "asset": asset, "side": ["long", "short"], "scale": scale,
+                         "valid_from": utc(start), "valid_to": pd.NaT})
+
+
+def path(paths: pd.DataFrame, side="long") -> np.ndarray:
+    return paths.loc[paths["side"] == side, "initial_margin"].to_numpy()
+
+
+@pytest.fixture(scope="module")
+def market() -> pd.DataFrame:
+    return t_market()
+
+
+# ------------------------------------------------------------------ autocalibration
+
+
+def test_calibrator_hits_target_with_the_smallest_scale(market):
+    start = utc("2022-09-01")  # ~970 calibration days per asset, ~1030 validation days
+    cal = calibrate(market, PolicyConfig(), start)
+    assert list(cal.columns) == CALIBRATION_COLUMNS and cal["feasible"].all()
+    own = cal[cal["asset"] != POOLED]
+    assert (own["calibration_breach_rate"] <= 0.01).all()
+    seen = market[market["origin"] + pd.Timedelta(days=1) < start]
+    for row in own.itertuples():  # the minimum scale is an order statistic of loss / risk
+        rows = seen[seen["asset"] == row.asset]
+        sign = -1 if row.side == "long" else 1
+        ratio = np.sort(sign * rows["realized_ret"] / rows[f"var99_{row.side}"])[::-1]
+        exact = ratio[int(np.floor(0.01 * len(rows) + 1e-9))]
+        assert exact <= row.scale <= exact * 1.002
+    paths = margin_paths(market, PolicyConfig(), cal)
+    summary = margin_summary(paths).set_index(["asset", "side"])
+    assert 0.005 <= summary.loc[(POOLED, "long"), "breach_rate"] <= 0.016
+    assert 0.005 <= summary.loc[(POOLED, "short"), "breach_rate"] <= 0.016
+    assert summary.loc[(POOLED, "long"), "days"] == 4 * (2000 - 3) - (start - utc("2020-01-01")).days * 4
+
+
+def test_pooled_scale_is_close_to_the_analytic_ratio():
+    big = t_market(n=4000, assets=tuple("abcdefghij"), seed=5)  # 10 x ~3000 calibration days
+    cal = calibrate(big, PolicyConfig(pooled=True), "2028-01-01")
+    assert set(cal["asset"]) == {POOLED} and len(cal) == 2
+    assert cal["calibration_breach_rate"].max() <= 0.01
+    assert cal["scale"].to_numpy() == pytest.approx([T_RATIO] * 2, rel=0.06)  # ~2 sd of the 1% quantile
+
+
+def test_infeasible_targets_are_reported_not_returned(market):
+    cal = calibrate(market, PolicyConfig(target_breach_rate=0.0, scale_bounds=(0.1, 1.5)), "2022-09-01")
+    assert not cal["feasible"].any()
+    assert cal["reason"].str.contains("upper scale bound 1.5").all()
+    with pytest.raises(ConfigError, match="infeasible"):
+        parameter_set(market, PolicyConfig(target_breach_rate=0.0, scale_bounds=(0.1, 1.5)), cal, "m")
+
+
+def test_short_margin_capped_at_one_cannot_cover_a_doubling():
+    ret = np.full(300, 0.001)
+    ret[100] = 1.0  # price x 2.7: a short loses 172%, more than any margin rate
+    cal = calibrate(table(0.05, ret), PolicyConfig(target_breach_rate=0.0), "2021-01-01").set_index(["asset", "side"])
+    assert cal.loc[("a", "long"), "feasible"] and not cal.loc[("a", "short"), "feasible"]
+    assert "capped at 1" in cal.loc[("a", "short"), "reason"]
+
+
+def test_asset_without_calibration_rows_gets_the_pooled_scale_flagged(market):
+    young = market[(market["asset"] != "d") | (market["origin"] >= utc("2023-01-01"))]
+    cal = calibrate(young, PolicyConfig(), "2022-09-01")
+    assert "d" not in set(cal["asset"])  # never seen before the validation start
+    paths = margin_paths(young, PolicyConfig(), cal)  # served by the pooled stand-in
+    assert paths.loc[paths["asset"] == "d", "initial_margin"].notna().all()
+    with pytest.raises(ConfigError, match="d/long: calibration infeasible: not calibrated on its own rows"):
+        parameter_set(young, PolicyConfig(), cal, "m")
+
+
+def test_no_look_ahead_corrupted_validation_rows_change_nothing_seen(market):
+    start = utc("2022-09-01")
+    later = market["origin"] + pd.Timedelta(days=1) >= start
+    corrupt = market.copy()
+    corrupt.loc[later, "realized_ret"] *= -20
+    corrupt.loc[later, "realized_rv"] *= 400
+    corrupt.loc[later, [c for c in market if c.startswith(("var", "es"))]] *= 0.1
+    first, second = calibrate(market, APC, start), calibrate(corrupt, APC, start)
+    pd.testing.assert_frame_equal(first, second)
+    paths = [margin_paths(m, APC, first) for m in (market, corrupt)]
+    seen = [p[p["origin"] + pd.Timedelta(days=1) < start].reset_index(drop=True) for p in paths]
+    pd.testing.assert_frame_equal(*seen)
+    assert not paths[0]["initial_margin"].equals(paths[1]["initial_margin"])  # the corruption did bite later
+
+
+def test_walk_forward_blocks_see_only_their_past(market):
+    blocks = walk_forward_calibration(market, PolicyConfig(), "2022-01-01", every="YS")
+    starts = sorted(blocks["valid_from"].unique())
+    assert starts == [utc("2022-01-01"), utc("2023-01-01"), utc("2024-01-01"), utc("2025-01-01")]
+    ends = blocks.groupby("valid_from")["valid_to"].first()
+    assert list(ends.iloc[:-1]) == starts[1:] and pd.isna(ends.iloc[-1])
+    corrupt = market.copy()
+    corrupt.loc[corrupt["origin"] >= utc("2023-06-01"), "realized_ret"] *= 50
+    again = walk_forward_calibration(corrupt, PolicyConfig(), "2022-01-01", every="YS")
+    early = blocks["valid_from"] <= utc("2023-01-01")
+    pd.testing.assert_frame_equal(blocks[early], again[early])
+    assert not blocks[~early]["scale"].equals(again[~early]["scale"])
+    paths = margin_paths(market, PolicyConfig(), blocks)
+    assert paths["calibrated"].equals(paths["origin"] >= utc("2022-01-01"))
+
+
+# ------------------------------------------------------------------ APC tools
+
+
+def test_buffer_raises_calm_margin_and_is_consumed_in_a_spike():
+    risk = np.r_[np.full(20, 0.05), np.full(5, 0.06), np.full(5, 0.12), np.full(20, 0.05)]
+    frame = table(risk, np.zeros(50))
+    base = path(margin_paths(frame, PolicyConfig(), fixed(1.0)))
+    buffered = path(margin_paths(frame, PolicyConfig(buffer=0.25), fixed(1.0)))
+    assert buffered[:20] == pytest.approx(1.25 * base[:20])  # calm: base x (1 + buffer)
+    assert buffered[20:25] == pytest.approx(buffered[:5]) and (buffered[20:25] > base[20:25]).all()  # absorbed
+    assert buffered[25:30] == pytest.approx(base[25:30])  # big spike: buffer consumed, margin = base
+    assert buffered[30:] == pytest.approx(1.25 * base[30:])  # rebuilt as the base falls back
+
+
+def test_stressed_floor_binds_after_a_crash_and_stays():
+    rng = np.random.default_rng(1)
+    ret = rng.normal(0, 0.02, 800)
+    ret[200:203] = -0.3
+    frame = table(0.08, ret)
+    policy = PolicyConfig(stressed_floor=True, stress_window=250, floor_min_obs=100)
+    plain, floored = (path(margin_paths(frame, p, fixed(1.0))) for p in (PolicyConfig(), policy))
+    assert floored[:201] == pytest.approx(plain[:201])  # before the crash is known the risk is above the floor
+    assert (floored[203:] > 1.5 * plain[203:]).all()  # binds from the day after, and long after (worst year kept)
+    quantile = [np.quantile(-ret[max(0, end - 249): end + 1], 0.99) if end >= 99 else 0.0 for end in range(800)]
+    worst = np.r_[0.0, np.maximum.accumulate(quantile)[:-1]]  # origin t knows the targets of origins <= t - 1
+    assert floored == pytest.approx(1 - np.exp(-np.maximum(0.08, worst)))
+    short = path(margin_paths(frame, policy, fixed(1.0)), "short")
+    assert short.max() < 0.1  # a crash is a gain for the short side
+
+
+@pytest.mark.parametrize("h", [1, 5])
+def test_long_lookback_floor_binds_in_calm_and_is_causal(h):
+    rng = np.random.default_rng(2)
+    rv = np.full(300, 0.03**2)
+    ret = rng.normal(0, 0.03, 300)
+    policy = PolicyConfig(lookback_floor=True, floor_min_obs=50, lookback_z=2.0)
+    margin = path(margin_paths(table(0.01, ret, rv=rv, horizon=h), policy, fixed(1.5)))
+    assert margin[: 49 + h] == pytest.approx(1 - np.exp(-1.5 * 0.01))  # the floor needs 50 realised targets
+    assert margin[49 + h:] == pytest.approx(1 - np.exp(-1.5 * 2.0 * 0.03))
+    rv[250] = 0.03**2 * 50  # realised at the end of day 250 + h: moves the floor from that origin on
+    moved = path(margin_paths(table(0.01, ret, rv=rv, horizon=h), policy, fixed(1.5)))
+    assert moved[: 250 + h] == pytest.approx(margin[: 250 + h]) and moved[250 + h] > margin[250 + h]
+    assert moved[250 + h] == pytest.approx(1 - np.exp(-1.5 * 2.0 * np.sqrt(rv[:251].mean())))
+
+
+def test_speed_limits_bound_daily_changes_also_across_gaps():
+    rng = np.random.default_rng(3)
+    frame = table(np.exp(rng.normal(-3, 0.8, 300)), np.zeros(300)).drop(index=[100, 101])  # a 3-day gap
+    loose = path(margin_paths(frame, PolicyConfig(), fixed(1.0)))
+    policy = PolicyConfig(max_up=0.1, max_down=0.05)
+    paths = margin_paths(frame, policy, fixed(1.0))
+    margin, days = path(paths), paths.loc[paths["side"] == "long", "origin"].diff().dt.days.to_numpy()[1:]
+    change = margin[1:] / margin[:-1]
+    assert (np.abs(loose[1:] / loose[:-1] - 1) > 0.5).any()
+    assert (change <= 1.1**days + 1e-12).all() and (change >= 0.95**days - 1e-12).all()
+    assert not 0.95 <= change[days == 3].item() <= 1.1  # three days of allowance across the gap
+
+
+def test_serving_margin_rate_reproduces_the_path():
+    rng = np.random.default_rng(4)
+    risk = np.exp(rng.normal(-3, 0.5, 120))
+    policy = PolicyConfig(buffer=0.3, max_up=0.2, max_down=0.05)
+    paths = margin_paths(table(risk, np.zeros(120)), policy, fixed(1.2))
+    for side in ("long", "short"):
+        previous, served = None, []
+        for x in risk:
+            previous = margin_rate(np.array([x]), side, 1.2, previous=previous, buffer=0.3,
+                                   max_up=0.2, max_down=0.05)
+            served.append(previous[0])
+        assert served == pytest.approx(path(paths, side), rel=1e-12)
+
+
+# ------------------------------------------------------------------ backtest tables
+
+
+def test_paths_summary_schemas_and_pooled_rows(market):
+    cal = calibrate(market, APC, "2022-09-01")
+    paths = margin_paths(market, APC, cal)
+    assert list(paths.columns) == PATH_COLUMNS and paths["breach"].dtype == bool
+    assert (paths["maintenance_margin"] < paths["initial_margin"]).all()
+    assert paths.loc[paths["loss"].isna(), "shortfall"].isna().all()  # unrealised rows are never filled
+    assert (paths.loc[~paths["breach"] & paths["loss"].notna(), "shortfall"] == 0).all()
+    summary = margin_summary(paths)
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    pooled = summary[summary["asset"] == POOLED].set_index("side")
+    per_asset = summary[summary["asset"] != POOLED].groupby("side")
+    assert (pooled["breaches"] == per_asset["breaches"].sum()).all()
+    assert (pooled["basel_windows"] == per_asset["basel_windows"].sum()).all()
+    assert (summary["max_increase_1d"] <= 0.3 + 1e-9).all() and (summary["days"] > 0).all()
+
+
+def test_summary_figures_on_a_hand_made_path():
+    paths = pd.DataFrame({
+        "model": "m", "asset": "a", "side": "long", "origin": pd.date_range("2024-01-01", periods=6, tz="UTC"),
+        "initial_margin": [0.1, 0.2, 0.1, 0.3, 0.25, 0.15], "loss": [0.0, 0.3, 0.05, np.nan, 0.35, 0.0],
+        "calibrated": [False, True, True, True, True, True]})
+    paths["breach"] = paths["loss"] > paths["initial_margin"]
+    paths["shortfall"] = np.where(paths["breach"], paths["loss"] - paths["initial_margin"], 0.0)
+    row = margin_summary(paths).iloc[0]
+    assert (row["days"], row["breaches"], row["breach_rate"]) == (4, 2, 0.5)
+    assert row["mean_shortfall"] == pytest.approx(0.1) and row["max_shortfall"] == pytest.approx(0.1)
+    assert row["peak_to_trough"] == pytest.approx(3.0) and row["max_increase_1d"] == pytest.approx(2.0)
+    assert row["avg_margin"] == pytest.approx(0.2) and row["basel_zone"] == "green"  # 2 hits, < 250 days
+
+
+def test_stress_report_on_a_hand_made_frame():
+    days = ["2021-05-18", "2022-05-08", "2022-05-09", "2022-05-10", "2022-05-11", "2022-05-20"]
+    origins = pd.to_datetime(days, utc=True)
+    paths = pd.DataFrame({
+        "model": "m", "asset": "a", "side": "long", "origin": origins, "date": origins + pd.Timedelta(days=1),
+        "initial_margin": [0.10, 0.10, 0.12, 0.20, 0.15, 0.1], "loss": [0.05, 0.08, 0.25, 0.22, np.nan, 0.5],
+        "calibrated": True})
+    paths["breach"] = paths["loss"] > paths["initial_margin"]
+    paths["shortfall"] = np.where(paths["breach"], paths["loss"] - paths["initial_margin"], 0.0)
+    report = stress_report(paths)
+    assert list(report.columns) == STRESS_COLUMNS
+    assert list(report["event"]) == ["china-ban-2021-05-19", "luna-2022-05"]  # covid, ftx: outside the data
+    luna = report.iloc[1]
+    assert luna["eve"] == utc("2022-05-09") and luna["move"] == 0.25 and luna["margin"] == 0.12  # worst excess
+    assert luna["breach"] and luna["shortfall"] == pytest.approx(0.13)
+    assert not report.iloc[0]["breach"]
+    custom = stress_report(paths, {"quiet": ("2023-01-01", "2023-01-02")})
+    assert custom.empty and list(custom.columns) == STRESS_COLUMNS
+
+
+# ------------------------------------------------------------------ parameters and sanity rules
+
+
+def test_parameter_set_is_json_ready_and_valid(market):
+    policy = PolicyConfig(buffer=0.25, max_up=0.5, liquidation_days=4)
+    blocks = walk_forward_calibration(market, policy, "2023-01-01", every="YS")
+    params = parameter_set(market, policy, blocks, "m", assets=["a", "b", "c", "d"])
+    assert json.loads(json.dumps(params)) == params
+    records = params["records"]
+    assert {(r["asset"], r["side"]) for r in records} == {(a, s) for a in "abcd" for s in ("long", "short")}
+    for r in records:
+        assert r["valid_from"] == "2025-01-01T00:00:00+00:00" and r["valid_to"] is None
+        assert r["as_of"] == params["as_of"] and r["calibration_breach_rate"] <= 0.01
+        assert 0 < r["maintenance_margin"] < r["initial_margin"] <= 1 and 0 < r["haircut"] < 1
+        assert r["policy"]["buffer"] == 0.25
+    long_a = next(r for r in records if r["asset"] == "a" and r["side"] == "long")
+    last = market[market["asset"] == "a"].iloc[-1]
+    assert long_a["haircut"] == pytest.approx(1 - np.exp(-long_a["scale"] * last["var99_long"] * 2))  # sqrt(4 / 1)
+    with pytest.raises(ConfigError, match="zzz/long: missing"):
+        parameter_set(market, policy, blocks, "m", assets=["a", "zzz"])
+
+
+GOOD = {"asset": "a", "side": "long", "initial_margin": 0.2, "maintenance_margin": 0.15, "haircut": 0.1,
+        "valid_from": "2024-01-01", "valid_to": "2024-04-01"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"initial_margin": 1.2}, "a/long: initial_margin = 1.2 is outside"),
+    ({"initial_margin": 0.0, "maintenance_margin": -0.1}, "a/long: initial_margin = 0.0 is outside"),
+    ({"initial_margin": float("nan")}, "a/long: initial_margin"),
+    ({"maintenance_margin": 0.2}, "a/long: maintenance_margin = 0.2 is not below initial_margin"),
+    ({"haircut": 1.0}, "a/long: haircut = 1.0 is outside"),
+    ({"haircut": -0.01}, "a/long: haircut"),
+    ({"valid_to": "2023-12-31"}, "a/long: valid_to"),
+])
+def test_each_sanity_rule_raises(change, message):
+    validate_parameters([GOOD, {**GOOD, "side": "short"}])
+    with pytest.raises(ConfigError, match=message):
+        validate_parameters([{**GOOD, **change}])
+
+
+def test_sanity_rules_on_the_set():
+    later = {**GOOD, "valid_from": "2024-04-01", "valid_to": None}
+    validate_parameters([GOOD, later])
+    with pytest.raises(ConfigError, match="a/long: valid_from = 2024-03-01 overlaps"):
+        validate_parameters([GOOD, {**later, "valid_from": "2024-03-01"}])
+    with pytest.raises(ConfigError, match="a/short: missing"):
+        validate_parameters([GOOD], assets=["a"])
+
+
+@pytest.mark.parametrize("change", [{"buffer": 0.1}, {"maintenance_fraction": 1.0}, {"max_down": 1.0},
+                                    {"scale_bounds": (2.0, 1.0)}])
+def test_bad_policy_settings(change):
+    with pytest.raises(ConfigError, match=f"policy.{next(iter(change))}"):
+        PolicyConfig(**change)
+
+
+def test_missing_risk_column_names_it(market):
+    with pytest.raises(ConfigError, match="es99_long"):
+        calibrate(market.drop(columns=["es99_long"]), PolicyConfig(risk="es99"), "2022-09-01")
+
+
+# ------------------------------------------------------------------ real data
+
+
+def test_real_btc_eth_ewma_walk_forward(shared_data):
+    from volmargin.data import load_bars
+    from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
+    from volmargin.evaluation.walkforward import WalkForwardSplit
+
+    bars = {a: load_bars(shared_data / f"binance_{a}usdt_1h.csv.gz") for a in ("btc", "eth")}
+    split = WalkForwardSplit(start=utc("2019-06-01"), refit_every=90)
+    forecasts, _ = run_backtest(daily_panel(bars), BacktestConfig(models=("ewma",), split=split), progress=False)
+    policy = PolicyConfig(buffer=0.25, lookback_floor=True, max_down=0.1)
+    blocks = walk_forward_calibration(forecasts, policy, "2021-01-01", every="YS")
+    paths = margin_paths(forecasts, policy, blocks)
+    pooled = margin_summary(paths).query("asset == 'ALL'")
+    assert pooled["breach_rate"].between(0.002, 0.03).all() and (pooled["days"] > 1500).all()
+    report = stress_report(paths)
+    assert {"covid-2020-03-12", "luna-2022-05", "ftx-2022-11"} <= set(report["event"])
+    assert report.query("event == 'covid-2020-03-12' and side == 'long'")["move"].min() > 0.3  # BTC fell ~40%
+    assert len(parameter_set(forecasts, policy, blocks, "ewma", assets=["btc", "eth"])["records"]) == 4
