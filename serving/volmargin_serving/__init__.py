@@ -1,19 +1,21 @@
 """volmargin_serving: the embedded runtime for volmargin model bundles (numpy + onnxruntime only).
 
-`load`, `Runtime` and `Server` are imported on first use, so the training library can share the feature
-and post-processing code (`volmargin_serving.features`, `.bars`, `.outputs`) without loading onnxruntime.
+`load`, `Runtime` and `Server` are imported on first use, so the training library can share the feature,
+post-processing and margin code (`volmargin_serving.features`, `.bars`, `.outputs`, `.margins`,
+`.calibration`) without loading onnxruntime.
 """
 
 from volmargin_serving.errors import (
-    BundleError, ChecksumError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError,
-    ServingError, StaleInputError, UnsortedInputError,
+    BundleError, CalibrationError, ChecksumError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError,
+    SelfTestError, ServingError, StaleInputError, UnsortedInputError,
 )
+from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts
 
 __all__ = [
-    "BundleError", "ChecksumError", "Forecasts", "InputDtypeError", "InputError", "InputShapeError",
-    "NonFiniteInputError", "Runtime", "SelfTestError", "Server", "ServingError", "StaleInputError",
-    "UnsortedInputError", "load",
+    "BundleError", "CalibrationError", "ChecksumError", "Forecasts", "InputDtypeError", "InputError",
+    "InputShapeError", "Margins", "NonFiniteInputError", "Runtime", "SelfTestError", "Server", "ServingError",
+    "StaleInputError", "UnsortedInputError", "load",
 ]
 
 

@@ -1,5 +1,6 @@
-"""Reading and verifying model bundles: models/<name>/<version>/ with model.onnx, manifest.json,
-golden.npz (and, once calibrated, calibration.json).
+"""Reading and verifying model bundles: models/<name>/<version>/ with model.onnx, manifest.json and
+golden.npz. A bundle is immutable; its calibration set is a separate file (e.g. models/<name>/<version>.
+calibration.json, see `volmargin_serving.calibration`) bound to it by the SHA-256 of its manifest.
 
 The manifest describes everything a service needs without the training stack: feature spec and window,
 the standardisation statistics, input/output names and dtypes, horizon, VaR/ES levels, provenance, and

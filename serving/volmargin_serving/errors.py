@@ -39,3 +39,8 @@ class UnsortedInputError(InputError):
 
 class StaleInputError(InputError):
     """The newest row is older than the freshness limit allows."""
+
+
+class CalibrationError(BundleError):
+    """The calibration set is unusable: altered, built from another bundle, or breaking a sanity rule;
+    the message names the asset, side and field at fault."""

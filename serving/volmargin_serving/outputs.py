@@ -9,6 +9,11 @@ import numpy as np
 SIDES = ("long", "short")
 
 
+def measure_name(measure: str, level: float) -> str:
+    """Column stem of a tail measure at a level, as in volmargin's forecast tables: var99, es975, ..."""
+    return f"{measure}{level * 100:g}".replace(".", "")
+
+
 @dataclass(frozen=True)
 class Forecasts:
     """Forecasts for a batch of assets: `variance` (batch,) of the h-day log return; `var` and `es`
@@ -29,9 +34,8 @@ class Forecasts:
         out = {"variance": self.variance, "volatility": self.volatility}
         for i, side in enumerate(SIDES):
             for j, level in enumerate(self.levels):
-                tag = f"{level * 100:g}".replace(".", "")
-                out[f"var{tag}_{side}"] = self.var[:, i, j]
-                out[f"es{tag}_{side}"] = self.es[:, i, j]
+                out[f"{measure_name('var', level)}_{side}"] = self.var[:, i, j]
+                out[f"{measure_name('es', level)}_{side}"] = self.es[:, i, j]
         return out
 
 

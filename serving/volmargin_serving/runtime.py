@@ -5,6 +5,10 @@
     out = runtime.forecast_daily(inputs, dates, as_of=today)   # one asset or a batch of assets
     out.volatility, out.var[:, 0, -1]                  # h-day vol; long VaR at the highest level
 
+    runtime = load("models/nn/1", calibration="models/nn/1.calibration.json")  # bound to this bundle
+    margins = runtime.margins(["BTC", "ETH"], inputs, dates, as_of=today)       # (assets, 2): long, short
+    margins.initial, margins.fail_safe, margins.reason
+
 A `Runtime` is immutable after loading and ONNX Runtime sessions are thread-safe, so one runtime serves
 any number of threads. `Server` holds the current runtime and swaps in a new bundle atomically.
 """
@@ -20,12 +24,14 @@ import onnxruntime as ort
 
 from volmargin_serving.bars import daily_from_bars, to_nanoseconds
 from volmargin_serving.bundle import read_manifest, verify_files
+from volmargin_serving.calibration import CalibrationSet
 from volmargin_serving.errors import (
-    BundleError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError, StaleInputError,
-    UnsortedInputError,
+    BundleError, CalibrationError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError,
+    StaleInputError, UnsortedInputError,
 )
 from volmargin_serving.features import INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level, standardize
-from volmargin_serving.outputs import Forecasts, postprocess
+from volmargin_serving.margins import Margins, price
+from volmargin_serving.outputs import SIDES, Forecasts, postprocess
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 
@@ -47,6 +53,33 @@ def _check_floats(name: str, values: np.ndarray) -> np.ndarray:
     return values
 
 
+def _instant(as_of: np.datetime64 | None) -> np.datetime64:
+    return np.datetime64("now") if as_of is None else np.datetime64(as_of)
+
+
+def _per_asset(values, n: int, name: str) -> list:
+    """One entry per asset of a batch argument: the rows of an array or the items of a sequence (None:
+    no data for that asset). A count that differs from the assets' is the caller's error, not an asset's."""
+    if values is None or len(values) != n:
+        got = None if values is None else len(values)
+        raise InputShapeError(f"{name} must have one entry per asset ({n}), got {got}")
+    return list(values)
+
+
+def _previous(previous, n: int) -> np.ndarray | None:
+    """Yesterday's initial margins (assets, 2), NaN where there is none. Invalid values raise: they are
+    the service's own state, and dropping them would lift the speed limit on a falling margin."""
+    if previous is None:
+        return None
+    previous = np.asarray(previous, dtype=float)
+    if previous.shape != (n, len(SIDES)):
+        raise InputShapeError(f"previous must have shape ({n}, {len(SIDES)}): long, short per asset; "
+                              f"got {previous.shape}")
+    if ((previous <= 0) | (previous > 1)).any():
+        raise InputError("previous margins must lie in (0, 1] (NaN: none)")
+    return previous
+
+
 def _check_sorted(name: str, values: np.ndarray) -> None:
     if values.shape[-1] > 1 and not (np.diff(values.astype(np.int64), axis=-1) > 0).all():
         raise UnsortedInputError(f"{name} must be strictly increasing along the time axis (unsorted or duplicate rows)")
@@ -54,12 +87,21 @@ def _check_sorted(name: str, values: np.ndarray) -> None:
 
 class Runtime:
     """One loaded bundle. Loading verifies checksums and the manifest schema, builds a single-threaded
-    ONNX Runtime session, runs the golden self-test and warms the session up."""
+    ONNX Runtime session, runs the golden self-test and warms the session up.
 
-    def __init__(self, folder: str | Path, threads: int = 1, max_age_days: int = 1):
+    `calibration`: a calibration set of this bundle (`volmargin_serving.calibration`), needed by
+    `margins`; it is verified at load (checksum, bundle binding, sanity rules), and with `assets` it must
+    hold both sides of each of them."""
+
+    def __init__(self, folder: str | Path, threads: int = 1, max_age_days: int = 1,
+                 calibration: str | Path | None = None, assets: list[str] | None = None):
         self.path = Path(folder)
         self.manifest = read_manifest(self.path)
         verify_files(self.path, self.manifest)
+        if calibration is None and assets is not None:
+            raise CalibrationError("assets: the assets to cover need a calibration set")
+        self.calibration = None if calibration is None else CalibrationSet.read(calibration, self.path,
+                                                                                self.manifest, assets)
         features = self.manifest["features"]
         self.spec = FeatureSpec(**features["spec"])
         self.window = int(features["window"])
@@ -171,7 +213,7 @@ class Runtime:
                          self.levels, self.horizon)
 
     def _check_fresh(self, newest: np.ndarray, as_of: np.datetime64 | None) -> None:
-        as_of = np.datetime64("now") if as_of is None else np.datetime64(as_of)
+        as_of = _instant(as_of)
         oldest = np.min(newest)
         if oldest < as_of.astype("datetime64[D]") - self.max_age:
             raise StaleInputError(f"newest daily row is {oldest}, older than {self.max_age} before {as_of}")
@@ -189,30 +231,85 @@ class Runtime:
         if not np.issubdtype(stamps.dtype, np.datetime64) or stamps.shape != (len(ohlcv),):
             raise InputDtypeError(f"timestamps must be datetime64 of shape ({len(ohlcv)},), got {stamps.dtype} {stamps.shape}")
         _check_sorted("timestamps", stamps.astype("datetime64[ns]"))
-        as_of = np.datetime64("now") if as_of is None else np.datetime64(as_of)
+        as_of = _instant(as_of)
         ended = to_nanoseconds(stamps) < to_nanoseconds(np.asarray([as_of.astype("datetime64[D]")]))[0]
         daily = daily_from_bars(stamps[ended], *ohlcv[ended].T, min_bars=min_bars)
         inputs = np.column_stack([daily[c].astype(float) for c in INPUT_COLUMNS])
         return self.forecast_daily(inputs, daily["date"], as_of=as_of)
 
+    def margins(self, assets: list[str], inputs, dates, as_of: np.datetime64 | None = None,
+                previous: np.ndarray | None = None) -> Margins:
+        """Margin figures per asset and side from daily inputs as for `forecast_daily`: an array (assets,
+        days, len(INPUT_COLUMNS)) or a sequence of per-asset (days, len(INPUT_COLUMNS)) arrays (None: no
+        data), with dates (days,) shared, (assets, days) or a sequence. Meant to be called once a day:
+        `previous` (assets, 2) holds yesterday's initial margins (NaN: none) for the policy's buffer and
+        speed limits; without it each margin is a first margin (`margin_rate` with no previous).
+
+        Fail safe: an asset whose inputs are refused (any `InputError`), that has no parameters in force
+        at `as_of` or whose forecast is unusable gets max(published margin, floor rate, previous) with
+        `fail_safe` set and the reason; an asset missing from the calibration set gets margin and haircut
+        1 (fully collateralised). One asset's failure never changes another's figures. See
+        `volmargin_serving.margins.price` for the rule."""
+        if self.calibration is None:
+            raise CalibrationError(f"{self.path}: loaded without a calibration set; margins need one")
+        assets, as_of = tuple(assets), _instant(as_of)
+        previous = _previous(previous, len(assets))
+        terms = self.calibration.terms(assets, as_of)
+        forecasts, errors = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        return price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
+                     previous, self.calibration.version)
+
+    def _forecast_each(self, inputs, dates, as_of: np.datetime64, wanted: np.ndarray) -> tuple[Forecasts, np.ndarray]:
+        """Forecasts of the `wanted` assets (NaN rows for the others) and each asset's input error ('' if
+        none). One batch call; if the batch is refused, one call per asset, so that a bad asset gets its
+        own error and cannot change the others' figures."""
+        n = len(wanted)
+        rows_in = _per_asset(inputs, n, "inputs")
+        dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
+        variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
+        var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
+
+        def keep(index, out: Forecasts) -> None:
+            variance[index], var[index], es[index] = out.variance, out.var, out.es
+
+        rows = np.flatnonzero(wanted)
+        try:
+            stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
+            keep(rows, self.forecast_daily(*stacked, as_of))
+        except (InputError, ValueError, TypeError):  # refused, or ragged / missing entries that cannot stack
+            for k in rows:
+                try:
+                    if rows_in[k] is None:
+                        raise InputError("no inputs for this asset")
+                    keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of))
+                except InputError as exc:
+                    errors[k] = f"{type(exc).__name__}: {exc}"
+        return Forecasts(variance, var, es, self.levels, self.horizon), errors
+
 
 class Server:
     """The runtime a margin service calls, swappable while serving: `swap` loads and self-tests the new
-    bundle first and then replaces the reference in one step, so every call runs wholly on the old or
-    wholly on the new bundle, and a bad bundle never replaces a good one."""
+    bundle (and verifies its calibration set) first and then replaces the reference in one step, so every
+    call runs wholly on the old or wholly on the new bundle, and a bad bundle never replaces a good one."""
 
-    def __init__(self, folder: str | Path, **options):
+    def __init__(self, folder: str | Path, calibration: str | Path | None = None, **options):
         self._options = options
-        self._runtime = Runtime(folder, **options)
+        self._runtime = Runtime(folder, calibration=calibration, **options)
         self._lock = threading.Lock()  # serialises swaps, never forecasts
 
     @property
     def runtime(self) -> Runtime:
         return self._runtime
 
-    def swap(self, folder: str | Path) -> Runtime:
+    def swap(self, folder: str | Path, calibration: str | Path | None = None) -> Runtime:
+        """Load `folder` with `calibration` (a set built from that bundle) and make it current; returns
+        the old runtime. A server that prices margins refuses to swap to a bundle without a calibration
+        set: its margin calls would all fail."""
         with self._lock:
-            fresh = Runtime(folder, **self._options)
+            if calibration is None and self._runtime.calibration is not None:
+                raise CalibrationError(f"swap to {folder}: this server prices margins; give the calibration set "
+                                       "built from the new bundle")
+            fresh = Runtime(folder, calibration=calibration, **self._options)
             old, self._runtime = self._runtime, fresh
         return old
 
@@ -225,7 +322,11 @@ class Server:
     def forecast_bars(self, *args, **kwargs) -> Forecasts:
         return self._runtime.forecast_bars(*args, **kwargs)
 
+    def margins(self, *args, **kwargs) -> Margins:
+        return self._runtime.margins(*args, **kwargs)
 
-def load(folder: str | Path, threads: int = 1, max_age_days: int = 1) -> Runtime:
-    """Load and verify a bundle folder (see `Runtime`)."""
-    return Runtime(folder, threads=threads, max_age_days=max_age_days)
+
+def load(folder: str | Path, threads: int = 1, max_age_days: int = 1, calibration: str | Path | None = None,
+         assets: list[str] | None = None) -> Runtime:
+    """Load and verify a bundle folder and, if given, its calibration set (see `Runtime`)."""
+    return Runtime(folder, threads=threads, max_age_days=max_age_days, calibration=calibration, assets=assets)

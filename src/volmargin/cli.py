@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +51,17 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                         "(CSV, CSV.gz, Parquet, Binance kline dumps); default: the built-in synthetic market")
     parser.add_argument("--min-bars", type=int, default=None,
                         help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
+
+
+def _policy_items(text: str) -> dict:
+    """KEY=VALUE pairs, values parsed as YAML scalars (0.25, true, null, es975)."""
+    import yaml
+
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item]
+        return {key.strip(): yaml.safe_load(value) for key, value in pairs}
+    except (ValueError, yaml.YAMLError) as exc:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc
 
 
 def _add_dask_args(parser: argparse.ArgumentParser, unit: str) -> None:
@@ -101,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
     evaluate.add_argument("--reference", default="har", help="model the Diebold-Mariano tests compare against")
 
+    run = commands.add_parser("run", help="the main job: data, training, backtest, calibration, export, scoring, report")
+    run.add_argument("--config", type=Path, default=None,
+                     help="a run config (see training/configs/); default: the built-in synthetic-market job")
+    run.add_argument("--data", nargs="+", metavar="FILE", default=None,
+                     help="bar files, folders or globs instead of the config's data.paths")
+    run.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
+    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
     export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
     export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
     _add_data_args(export)
@@ -110,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", default=None, help="bundle version (default: the next integer)")
     export.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the training run's)")
     export.add_argument("--no-tracking", action="store_true", help="do not log or register the bundle in MLflow")
+
+    calibrate = commands.add_parser("calibrate", help="calibrate margin parameters of a bundle on bar files")
+    calibrate.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-gbm/1")
+    _add_data_args(calibrate)
+    calibrate.add_argument("--out", type=Path, required=True, help="the calibration set (.json)")
+    calibrate.add_argument("--validation-start", type=_date, default=None,
+                           help="first validation day (default: half-way through the data after the training end)")
+    calibrate.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+                           help="margin policy settings, e.g. risk=es975,buffer=0.25,max_up=0.5 "
+                           "(see volmargin.calibration.PolicyConfig)")
+    calibrate.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the bundle's training run's)")
+    calibrate.add_argument("--no-tracking", action="store_true", help="do not log the calibration set to MLflow")
+    _add_dask_args(calibrate, "assets (scoring)")
 
     report = commands.add_parser("report", help="write the model-comparison report of a run as one HTML file")
     report.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
@@ -260,6 +295,23 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
         print(dm[["model", "ratio", "dm_stat", "dm_p"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from volmargin.config import RunConfig, load_config
+    from volmargin.pipeline import run_pipeline
+
+    cfg = load_config(args.config, RunConfig) if args.config else RunConfig()
+    if args.data:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=tuple(args.data), exclude=()))
+    if args.out:
+        cfg = dataclasses.replace(cfg, output=str(args.out))
+    run = run_pipeline(cfg, args.tracking_uri, progress=not args.quiet)
+    timings = ", ".join(f"{k} {v:.0f} s" for k, v in run.record["timings"].items())
+    print(f"\ndone in {sum(run.record['timings'].values()):.0f} s ({timings})")
+    print(f"report: {run.out / 'report.html'}; bundle: {run.record['bundle']['path']}; "
+          f"MLflow parent run {run.record['mlflow']['parent_run_id']}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from volmargin.config import TrainConfig, from_dict
     from volmargin.evaluation.backtest import daily_panel
@@ -291,6 +343,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from volmargin.batch import score_panel
+    from volmargin.calibration import PolicyConfig
+    from volmargin.calibration.bundle import calibrate_bundle
+    from volmargin.calibration.parameters import write_parameter_set
+    from volmargin.distributed import check_options, executor
+    from volmargin.evaluation.backtest import daily_panel
+
+    check_options(args.scheduler, args.workers)
+    try:
+        policy = PolicyConfig(**args.policy)
+    except TypeError as exc:
+        raise ConfigError(f"--policy: {exc}") from None
+    panel = daily_panel(load_data(args.data), args.min_bars)
+    with executor(args.scheduler, args.workers) as runner:
+        scored = score_panel(args.bundle, panel, runner, progress=False)
+    parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start)
+    path = write_parameter_set(parameters, args.bundle, args.out)
+    pooled = summary[summary["asset"] == "ALL"].set_index("side")
+    print(f"calibrated {policy.risk} x scale per asset and side to a {policy.target_breach_rate:.1%} breach target; "
+          f"validation from {table['valid_from'].iloc[0].date()}:")
+    for side, row in pooled.iterrows():
+        print(f"  {side:>5}: breach rate {row['breach_rate']:.2%} over {int(row['days'])} days, "
+              f"average initial margin {row['avg_margin']:.2%}, Basel zone {row['basel_zone']}")
+    infeasible = [f"{r['asset']}/{r['side']}" for r in parameters["records"] if not r["feasible"]]
+    if infeasible:
+        print(f"  target infeasible (flagged in the set, see 'reason'): {', '.join(infeasible)}")
+    print(f"wrote {path}")
+    if not args.no_tracking:
+        import mlflow
+
+        from volmargin.tracking import log_calibration_set, resolve_tracking_uri, start_experiment
+
+        manifest = json.loads((args.bundle / "manifest.json").read_text())
+        logged = manifest.get("mlflow", {})
+        mlflow.set_experiment(experiment_id=start_experiment(
+            resolve_tracking_uri(args.tracking_uri, logged.get("tracking_uri")), "volmargin"))
+        log_calibration_set(path, logged.get("run_id"))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from volmargin.reports import write_report
 
@@ -316,12 +409,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train, "export": cmd_export,
-            "score": cmd_score, "report": cmd_report}
+COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
+            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in our output
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return COMMANDS[args.command](args)

@@ -96,17 +96,23 @@ class CalibrationSection:
     policy: dict[str, Any] = field(default_factory=dict)  # volmargin.calibration.PolicyConfig fields
 
 
+# the default margin policy of `volmargin run`: 99% VaR with every EMIR art. 28 tool and speed limits
+APC_POLICY = {"risk": "var99", "target_breach_rate": 0.01, "maintenance_fraction": 0.75, "buffer": 0.25,
+              "stressed_floor": True, "lookback_floor": True, "max_up": 0.5, "max_down": 0.1}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """`volmargin run`: data, the learned models and their training window, the walk-forward backtest,
     margin calibration, tracking, and where bundles and outputs go."""
 
+    # defaults: the built-in job on the synthetic market (2021-01-01 .. 2023-12-31), = training/configs/default.yaml
     data: DataConfig = field(default_factory=DataConfig)
-    window: WindowConfig = field(default_factory=WindowConfig)
-    learned: dict[str, dict[str, Any]] = field(default_factory=lambda: {"nn": {}, "gbm": {}})
+    window: WindowConfig = field(default_factory=lambda: WindowConfig(train_end="2022-06-30"))
+    learned: dict[str, dict[str, Any]] = field(default_factory=lambda: {"nn": {"max_epochs": 10}, "gbm": {}})
     backtest: BacktestSection = field(default_factory=BacktestSection)
-    calibration: CalibrationSection = field(default_factory=CalibrationSection)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    calibration: CalibrationSection = field(default_factory=lambda: CalibrationSection(end="2022-12-31", policy=APC_POLICY))
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(registered_model="volmargin"))
     horizon: int = 1
     levels: tuple[float, ...] = (0.975, 0.99)
     models_root: str = "models"
@@ -128,7 +134,7 @@ class RunConfig:
 
     def train_config(self, name: str) -> TrainConfig:
         """The `volmargin train` config of one learned model of this run."""
-        registered = f"{self.tracking.registered_model or 'volmargin'}-{name}"
+        registered = f"{self.tracking.registered_model or 'volmargin'}-{name}"  # e.g. volmargin-gbm
         return TrainConfig(data=self.data, window=self.window, model=ModelConfig(name, dict(self.learned[name])),
                            tracking=dataclasses.replace(self.tracking, registered_model=registered),
                            horizon=self.horizon, levels=self.levels, output=str(Path(self.output) / f"train-{name}"))

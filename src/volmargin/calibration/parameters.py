@@ -1,28 +1,34 @@
-"""Parameter records: what a venue publishes per asset and side, and the sanity rules a loader checks.
+"""Parameter records: what a venue publishes per asset and side, the sanity rules, and the calibration
+set file a serving runtime loads with its bundle.
 
-`validate_parameters` is the one gate, used by `parameter_set` and by any loader of a published set; it
-raises a ConfigError naming asset/side/field when: a margin rate is outside (0, 1]; maintenance is not
-below initial margin; a haircut is outside [0, 1); a requested asset lacks a side; a validity window is
-not ordered (valid_from < valid_to, and windows of one asset/side follow each other without overlap).
+The sanity rules live once, in `volmargin_serving.calibration.check_records`, so that a set is held to
+the same rules when it is calibrated here and when a service loads it; `validate_parameters` applies them
+and raises a ConfigError naming asset/side/field when: a margin rate is outside (0, 1]; maintenance is
+not below initial margin; a haircut is outside [0, 1); a side is not long/short; a requested asset lacks
+a side; a validity window is not ordered (valid_from < valid_to, and windows of one asset/side follow
+each other without overlap).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.calibration import calibration_document, check_records
+from volmargin_serving.errors import BundleError
 
-from volmargin.calibration.autocalibrate import utc
 from volmargin.calibration.backtest import path_frame, scale_matrix
 from volmargin.calibration.panel import build_panel, initial_margin
 from volmargin.calibration.policy import PolicyConfig, haircut, liquidation_threshold
 from volmargin.errors import ConfigError
 from volmargin.evaluation.scoring import POOLED
-from volmargin.models.base import SIDES
+from volmargin.io import write_atomic
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class ParameterRecord:
     liquidation_threshold: float
     haircut: float  # of the asset as collateral (the same on both sides)
     scale: float  # calibrated, in force at as_of
-    floor: float  # log-return APC floor at as_of (serving: margin_rate(..., floor=floor, previous=initial_margin))
+    floor: float  # log-return APC floor at as_of; serving never goes below its rate (`margins.floor_rate`)
     valid_from: str
     valid_to: str | None
     feasible: bool
@@ -48,39 +54,13 @@ class ParameterRecord:
     policy: dict
 
 
-def _number(record: Mapping, field: str) -> float:
-    value = record.get(field)
-    return math.nan if value is None else float(value)
-
-
-def _fail(record: Mapping, field: str, problem: str) -> None:
-    raise ConfigError(f"{record.get('asset')}/{record.get('side')}: {field} {problem}")
-
-
 def validate_parameters(records: Iterable[ParameterRecord | Mapping], assets: Iterable[str] | None = None) -> None:
+    """The sanity rules (see the module docstring) on records, against `assets` if given."""
     rows = [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r) for r in records]
-    for r in rows:
-        initial, maintenance, cut = (_number(r, f) for f in ("initial_margin", "maintenance_margin", "haircut"))
-        for field, value in (("initial_margin", initial), ("maintenance_margin", maintenance)):
-            if not 0 < value <= 1:
-                _fail(r, field, f"= {value!r} is outside (0, 1]")
-        if not maintenance < initial:
-            _fail(r, "maintenance_margin", f"= {maintenance!r} is not below initial_margin = {initial!r}")
-        if not 0 <= cut < 1:
-            _fail(r, "haircut", f"= {cut!r} is outside [0, 1)")
-        if r.get("valid_to") is not None and not utc(r["valid_from"]) < utc(r["valid_to"]):
-            _fail(r, "valid_to", f"= {r['valid_to']} is not after valid_from = {r['valid_from']}")
-    ordered = sorted(rows, key=lambda r: (r.get("model", ""), r["asset"], r["side"], utc(r["valid_from"])))
-    for a, b in zip(ordered, ordered[1:]):
-        same = all(a.get(k) == b.get(k) for k in ("model", "asset", "side"))
-        if same and (a.get("valid_to") is None or utc(a["valid_to"]) > utc(b["valid_from"])):
-            window = f"{a['valid_from']} to {a.get('valid_to')}"
-            _fail(b, "valid_from", f"= {b['valid_from']} overlaps the window from {window}")
-    present = {(r["asset"], r["side"]) for r in rows}
-    for asset in assets or ():
-        for side in SIDES:
-            if (asset, side) not in present:
-                raise ConfigError(f"{asset}/{side}: missing from the parameter set")
+    try:
+        check_records(rows, assets)
+    except BundleError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _json(value):
@@ -140,3 +120,18 @@ def parameter_set(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd
     validate_parameters(records, assets)
     return _json({"model": model, "horizon": panel.horizon, "as_of": max(r.as_of for r in records),
                   "policy": dataclasses.asdict(policy), "records": [dataclasses.asdict(r) for r in records]})
+
+
+def write_parameter_set(parameters: dict, bundle: str | Path, target: str | Path) -> Path:
+    """Write `parameters` (as `parameter_set` returns them) as the calibration set of the bundle folder
+    `bundle`, atomically, to `target`; returns `target`.
+
+    The file (layout in `volmargin_serving.calibration`) records the bundle's name, version and manifest
+    SHA-256, so a runtime refuses to price one model's forecasts with another's scales, and a SHA-256 of
+    its own content. The bundle is verified and the parameters checked by the rules serving applies at
+    load (ConfigError) before anything is written."""
+    try:
+        document = calibration_document(parameters, bundle)
+    except BundleError as exc:
+        raise ConfigError(f"calibration set for {bundle}: {exc}") from None
+    return write_atomic(target, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))

@@ -18,16 +18,23 @@ Anti-procyclicality (APC) tools, each switchable, as EMIR RTS 153/2013 art. 28(1
 Floors (b), (c) are in log-return units like the risk, so `target = rate(scale x max(risk, floor))`: the
 margin is monotone in the scale, which is what lets the calibrator bisect on it.
 
-This module holds the numpy-only rule the serving runtime reuses (`margin_rate`, `apc_step`).
+The rule itself (`margin_rate`, `apc_step`, `speed_bounds`, `rate_from_log`, `liquidation_threshold`,
+`haircut`) lives once, numpy only, in `volmargin_serving.margins` and is re-exported here: the calibrator,
+the backtest and the serving runtime all apply the same code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from volmargin_serving.margins import (
+    apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
+)
 
 from volmargin.errors import ConfigError
+
+__all__ = ["MIN_BUFFER", "PolicyConfig", "apc_step", "haircut", "liquidation_threshold", "margin_rate",
+           "rate_from_log", "speed_bounds"]
 
 MIN_BUFFER = 0.25  # EMIR RTS 153/2013 art. 28(1)(a)
 
@@ -76,53 +83,3 @@ class PolicyConfig:
     @property
     def path_dependent(self) -> bool:
         return self.buffer is not None or self.max_up is not None or self.max_down is not None
-
-
-def rate_from_log(x, long) -> np.ndarray:
-    """Log-return loss -> simple-return loss of a long (1 - e^-x) or short (e^x - 1) position, uncapped."""
-    sign = np.where(long, -1.0, 1.0)
-    return sign * np.expm1(sign * np.asarray(x, dtype=float))
-
-
-def speed_bounds(days, max_up: float | None = None, max_down: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Factors on the previous margin between which today's margin must lie, `days` days after it was set."""
-    days = np.asarray(days, dtype=float)
-    low = (1 - max_down) ** days if max_down is not None else np.zeros_like(days)
-    high = (1 + max_up) ** days if max_up is not None else np.full_like(days, np.inf)
-    return low, high
-
-
-def apc_step(target, previous, buffer: float | None = None, low=0.0, high=np.inf) -> np.ndarray:
-    """Today's margin from today's floored, capped target and the previous margin (NaN: none yet): the
-    buffer, then the speed-limit band [previous x low, previous x high] (see `speed_bounds`)."""
-    calm = np.minimum(target * (1 + (buffer or 0.0)), 1.0)
-    held = np.maximum(target, np.minimum(calm, previous))
-    held = np.fmin(np.fmax(held, previous * low), previous * high)  # fmin: 0 x inf (NaN) imposes no bound
-    return np.where(np.isnan(previous), calm, held)
-
-
-def margin_rate(risk, side, scale, floor=0.0, previous=None, days=1, buffer: float | None = None,
-                max_up: float | None = None, max_down: float | None = None) -> np.ndarray:
-    """Initial margin rate from one forecast row (numpy only; the serving runtime calls this).
-
-    `risk` and `floor` are log-return loss measures over the MPOR, `side` 'long'/'short' (or an array of
-    them), `previous` the margin in force (None for a first margin), `days` since it was set.
-    """
-    long = np.asarray(side) == "long"
-    target = np.minimum(rate_from_log(scale * np.maximum(risk, floor), long), 1.0)
-    previous = np.full_like(target, np.nan) if previous is None else np.asarray(previous, dtype=float)
-    return apc_step(target, previous, buffer, *speed_bounds(days, max_up, max_down))
-
-
-def liquidation_threshold(initial, maintenance, side) -> np.ndarray:
-    """Adverse price move at which a position opened at initial margin reaches maintenance margin:
-    long (m_i - m_m) / (1 - m_m), short (m_i - m_m) / (1 + m_m)."""
-    initial, maintenance = np.asarray(initial, dtype=float), np.asarray(maintenance, dtype=float)
-    long = np.asarray(side) == "long"
-    return (initial - maintenance) / np.where(long, 1 - maintenance, 1 + maintenance)
-
-
-def haircut(risk_long, scale, horizon_ratio: float = 1.0) -> np.ndarray:
-    """Collateral haircut in [0, 1): the long-side loss 1 - e^-x of the calibrated measure, square-root-of-
-    time scaled from the MPOR to the liquidation horizon (`horizon_ratio` = liquidation days / MPOR)."""
-    return -np.expm1(-scale * np.asarray(risk_long, dtype=float) * np.sqrt(horizon_ratio))

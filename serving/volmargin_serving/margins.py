@@ -1,0 +1,184 @@
+"""The margin rule: a forecast's log-return risk over the MPOR becomes margin rates (numpy only).
+
+This is the one implementation: the training library's calibrator and backtest
+(`volmargin.calibration.policy` re-exports these functions) and the serving runtime both call it, so a
+served margin is the margin the calibration was fitted and backtested on.
+
+Rates are on simple returns, what a position really loses: long loss 1 - e^-x, short loss e^x - 1 for a
+log-return loss x, capped at 1 (fully collateralised). The base margin is `scale x max(risk, floor)`, the
+floor being the policy's anti-procyclicality floor (stressed / look-back) in log-return units; then the
+buffer and speed limits act against the previous margin (see `apc_step`).
+
+`price` applies the rule to a batch of served forecasts with the calibrated `Terms` of each asset and
+side, failing safe: wherever a figure cannot be computed (bad inputs, no parameters in force, a
+non-finite forecast) the asset/side gets the conservative margin and a flag instead of an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from volmargin_serving.outputs import SIDES, Forecasts
+
+FULL = 1.0  # rate of a fully collateralised position: an unknown asset's margin and haircut
+
+
+def rate_from_log(x, long) -> np.ndarray:
+    """Log-return loss -> simple-return loss of a long (1 - e^-x) or short (e^x - 1) position, uncapped."""
+    sign = np.where(long, -1.0, 1.0)
+    return sign * np.expm1(sign * np.asarray(x, dtype=float))
+
+
+def speed_bounds(days, max_up: float | None = None, max_down: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Factors on the previous margin between which today's margin must lie, `days` days after it was set."""
+    days = np.asarray(days, dtype=float)
+    low = (1 - max_down) ** days if max_down is not None else np.zeros_like(days)
+    high = (1 + max_up) ** days if max_up is not None else np.full_like(days, np.inf)
+    return low, high
+
+
+def apc_step(target, previous, buffer: float | None = None, low=0.0, high=np.inf) -> np.ndarray:
+    """Today's margin from today's floored, capped target and the previous margin (NaN: none yet): the
+    buffer, then the speed-limit band [previous x low, previous x high] (see `speed_bounds`)."""
+    calm = np.minimum(target * (1 + (buffer or 0.0)), 1.0)
+    held = np.maximum(target, np.minimum(calm, previous))
+    held = np.fmin(np.fmax(held, previous * low), previous * high)  # fmin: 0 x inf (NaN) imposes no bound
+    return np.where(np.isnan(previous), calm, held)
+
+
+def margin_rate(risk, side, scale, floor=0.0, previous=None, days=1, buffer: float | None = None,
+                max_up: float | None = None, max_down: float | None = None) -> np.ndarray:
+    """Initial margin rate from one forecast row.
+
+    `risk` and `floor` are log-return loss measures over the MPOR, `side` 'long'/'short' (or an array of
+    them), `previous` the margin in force (None or NaN for a first margin), `days` since it was set.
+    """
+    long = np.asarray(side) == "long"
+    target = np.minimum(rate_from_log(scale * np.maximum(risk, floor), long), 1.0)
+    previous = np.full_like(target, np.nan) if previous is None else np.asarray(previous, dtype=float)
+    return apc_step(target, previous, buffer, *speed_bounds(days, max_up, max_down))
+
+
+def floor_rate(side, scale, floor) -> np.ndarray:
+    """The rate the APC floor alone implies, `rate(scale x floor)` capped at 1: the least margin allowed.
+
+    A speed limit can hold `margin_rate` below it after a jump in the floor; the served margin is lifted
+    to it, so a margin never undercuts the policy floor."""
+    return np.minimum(rate_from_log(scale * np.asarray(floor, dtype=float), np.asarray(side) == "long"), 1.0)
+
+
+def liquidation_threshold(initial, maintenance, side) -> np.ndarray:
+    """Adverse price move at which a position opened at initial margin reaches maintenance margin:
+    long (m_i - m_m) / (1 - m_m), short (m_i - m_m) / (1 + m_m)."""
+    initial, maintenance = np.asarray(initial, dtype=float), np.asarray(maintenance, dtype=float)
+    long = np.asarray(side) == "long"
+    return (initial - maintenance) / np.where(long, 1 - maintenance, 1 + maintenance)
+
+
+def haircut(risk_long, scale, horizon_ratio: float = 1.0) -> np.ndarray:
+    """Collateral haircut in [0, 1): the long-side loss 1 - e^-x of the calibrated measure, square-root-of-
+    time scaled from the MPOR to the liquidation horizon (`horizon_ratio` = liquidation days / MPOR)."""
+    return -np.expm1(-scale * np.asarray(risk_long, dtype=float) * np.sqrt(horizon_ratio))
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Calibrated parameters of a batch of assets, (assets, 2) arrays with sides long/short.
+
+    `known` is False where the calibration set has no record of the asset and side (other arrays NaN
+    there); `issue` says why a known record cannot be used as is ('' when it is in force)."""
+
+    scale: np.ndarray
+    floor: np.ndarray
+    initial: np.ndarray  # published initial margin rate
+    haircut: np.ndarray  # published haircut
+    known: np.ndarray
+    issue: np.ndarray
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Margin figures of a batch of assets: (assets, 2) arrays, sides long/short.
+
+    `fail_safe` marks the figures that are the conservative fallback rather than the rule applied to
+    today's forecast, `reason` says why ('' where not). `forecasts` holds the served forecasts (NaN rows
+    for assets whose inputs were refused or not needed)."""
+
+    assets: tuple[str, ...]
+    initial: np.ndarray
+    maintenance: np.ndarray
+    liquidation: np.ndarray
+    haircut: np.ndarray
+    fail_safe: np.ndarray
+    reason: np.ndarray
+    forecasts: Forecasts
+    calibration: str  # version of the calibration set that priced them
+
+    def rows(self) -> list[dict]:
+        """One JSON-ready dict per asset and side, for publishing."""
+        return [{"asset": asset, "side": side, "initial_margin": float(self.initial[k, i]),
+                 "maintenance_margin": float(self.maintenance[k, i]),
+                 "liquidation_threshold": float(self.liquidation[k, i]), "haircut": float(self.haircut[k, i]),
+                 "fail_safe": bool(self.fail_safe[k, i]), "reason": str(self.reason[k, i]),
+                 "calibration": self.calibration}
+                for k, asset in enumerate(self.assets) for i, side in enumerate(SIDES)]
+
+
+def _first_reason(*pairs: tuple[np.ndarray, np.ndarray | str]) -> np.ndarray:
+    """Per element, the message of the first (condition, message) pair that holds; '' if none."""
+    shape = np.broadcast_shapes(*(np.shape(c) for c, _ in pairs))
+    reason = np.full(shape, "", dtype=object)
+    for condition, message in reversed(pairs):
+        reason = np.where(condition, np.broadcast_to(np.asarray(message, dtype=object), shape), reason)
+    return reason
+
+
+def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: np.ndarray, policy: Mapping,
+          horizon: int, previous: np.ndarray | None = None, calibration: str = "") -> Margins:
+    """Margins of a batch from its forecasts, the calibrated terms and the policy of the calibration set.
+
+    Rule per asset and side: `margin_rate(risk, side, scale, floor, previous, days=1, buffer, max_up,
+    max_down)` lifted to `floor_rate`; maintenance = maintenance_fraction x initial; the haircut of the
+    asset from its long-side measure and long-side scale, as `volmargin.calibration.parameter_set` does.
+    `errors` (assets,) holds each asset's input error ('' if none); `previous` (assets, 2) yesterday's
+    initial margins (NaN: none).
+
+    Fail safe, never a lower margin: an unknown asset/side gets `FULL` margin and haircut; a known one
+    whose inputs, parameters or forecast are unusable gets max(published margin, floor rate, previous)
+    and its published haircut.
+    """
+    columns = forecasts.columns()
+    side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
+    risk = np.stack([columns[f"{policy['risk']}_{s}"] for s in SIDES], axis=1)
+    previous = np.full(terms.scale.shape, np.nan) if previous is None else previous
+    computed = np.maximum(margin_rate(risk, side, terms.scale, terms.floor, previous, 1, policy["buffer"],
+                                      policy["max_up"], policy["max_down"]),
+                          floor_rate(side, terms.scale, terms.floor))
+    errors = np.asarray(errors, dtype=object)[:, None]
+    reason = _first_reason(
+        (~terms.known, "not in the calibration set; fully collateralised"),
+        (terms.issue != "", terms.issue),
+        (errors != "", errors),
+        (~(computed > 0) | ~np.isfinite(computed), "the forecast gives no usable margin"),
+    )
+    fail = reason != ""
+    fallback = np.fmax(np.fmax(terms.initial, floor_rate(side, terms.scale, terms.floor)), previous)
+    initial = np.where(fail, np.where(terms.known, fallback, FULL), computed)
+    maintenance = float(policy["maintenance_fraction"]) * initial
+    return Margins(tuple(assets), initial, maintenance, liquidation_threshold(initial, maintenance, side),
+                   _haircuts(terms, columns, policy, horizon, fail), fail, reason, forecasts, calibration)
+
+
+def _haircuts(terms: Terms, columns: Mapping[str, np.ndarray], policy: Mapping, horizon: int,
+              fail: np.ndarray) -> np.ndarray:
+    """(assets, 2) haircut of each asset (the same on both sides): from today's long-side forecast where
+    the long side is priced normally, else the largest published haircut of the asset (FULL if none)."""
+    ratio = (policy["liquidation_days"] or horizon) / horizon
+    fresh = haircut(columns[f"{policy['haircut_risk'] or policy['risk']}_long"], terms.scale[:, 0], ratio)
+    published = np.fmax.reduce(np.where(terms.known, terms.haircut, np.nan), axis=1)
+    fallback = np.where(np.isnan(published), FULL, published)
+    usable = ~fail[:, 0] & np.isfinite(fresh) & (fresh >= 0) & (fresh < 1)
+    return np.repeat(np.where(usable, fresh, fallback)[:, None], len(SIDES), axis=1)

@@ -1,0 +1,65 @@
+"""Calibrate the margin policy of an exported bundle on its out-of-sample forecasts (`volmargin calibrate`).
+
+The bundle's model learned from data up to its manifest's `training.train_end`; forecasts at earlier
+origins are in-sample and would understate the scale needed, so only later origins are used: the first
+part calibrates, the rest validates (walk-forward, the calibrator never sees it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from volmargin.calibration.autocalibrate import calibrate
+from volmargin.calibration.backtest import margin_paths, margin_summary
+from volmargin.calibration.parameters import parameter_set
+from volmargin.calibration.policy import PolicyConfig
+from volmargin.errors import ConfigError, DataError
+from volmargin.features.realized import horizon_targets
+
+MIN_CALIBRATION_DAYS = 180
+
+
+def realized_forecasts(scored: pd.DataFrame, panel: dict[str, pd.DataFrame], model: str) -> pd.DataFrame:
+    """Batch-scored forecasts with the realized h-day variance and return after each origin, in the
+    layout of the backtest's forecast table."""
+    horizon = int(scored["horizon"].iloc[0])
+    frames = []
+    for asset, rows in scored.groupby("asset", sort=True):
+        targets = horizon_targets(panel[asset], horizon).reindex(pd.DatetimeIndex(rows["origin"]))
+        frames.append(rows.assign(model=model, date=rows["origin"] + pd.Timedelta(days=1),
+                                  realized_rv=targets["target_rv"].to_numpy(),
+                                  realized_ret=targets["target_ret"].to_numpy()))
+    return pd.concat(frames, ignore_index=True).drop(columns=["volatility"], errors="ignore")
+
+
+def default_validation_start(first: pd.Timestamp, last: pd.Timestamp) -> pd.Timestamp:
+    """Half-way through the out-of-sample period, on a month start."""
+    return (first + (last - first) / 2).normalize().to_period("M").to_timestamp().tz_localize("UTC")
+
+
+def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.DataFrame], policy: PolicyConfig,
+                     validation_start: pd.Timestamp | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Parameter set, calibration table and out-of-sample margin summary of a bundle's forecasts."""
+    manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+    train_end = manifest.get("training", {}).get("train_end")
+    if train_end is None:
+        raise ConfigError(f"{bundle}: the manifest has no training.train_end; cannot tell in-sample from "
+                          "out-of-sample forecasts")
+    first = pd.Timestamp(train_end, tz="UTC") + pd.Timedelta(days=1)
+    forecasts = realized_forecasts(scored[scored["origin"] >= first], panel, manifest["name"])
+    if forecasts.empty:
+        raise DataError(f"no forecast origin after the bundle's training end {train_end}: give data that goes on after it")
+    last = forecasts["origin"].max()
+    start = validation_start or default_validation_start(first, last)
+    if (start - first).days < MIN_CALIBRATION_DAYS or start >= last:
+        raise ConfigError(f"calibration window {first.date()}..{(start - pd.Timedelta(days=1)).date()} is shorter than "
+                          f"{MIN_CALIBRATION_DAYS} days or validation start {start.date()} is past the data's end "
+                          f"{last.date()}; give more data after {train_end} or another --validation-start")
+    table = calibrate(forecasts, policy, start, calibration_start=first)
+    parameters = parameter_set(forecasts, policy, table, manifest["name"], assets=sorted(forecasts["asset"].unique()),
+                               allow_infeasible=True)
+    summary = margin_summary(margin_paths(forecasts, policy, table), policy.target_breach_rate)
+    return parameters, table, summary

@@ -1,0 +1,227 @@
+"""`volmargin run`: the whole mission in one command, stage by stage, tracked as one MLflow run.
+
+Stages (each an MLflow child run under one parent run, each timed):
+1. data: load bars (the synthetic market when no paths are configured), daily measures, coverage;
+2. train: fit every learned model on the training window, evaluate after it, register it (`volmargin train`);
+3. backtest: walk-forward forecasts of the learned models and the baselines, scores, Diebold-Mariano;
+4. calibrate: margin policy calibrated on the calibration window, validated walk-forward after it,
+   margin backtest and stress events for every model;
+5. export: the champion (the learned model with the best backtest QLIKE) as an ONNX bundle, registered,
+   with its calibration set beside it;
+6. score: the latest date of every asset through the bundle (what the margin service would publish);
+7. report: the self-contained HTML model-comparison report.
+`run.json` is rewritten after every stage, so a failed stage leaves the earlier outputs and a readable
+record of how far the run got.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from volmargin.config import RunConfig
+from volmargin.errors import VolmarginError
+from volmargin.io import write_atomic, write_frame
+
+
+class StageError(VolmarginError):
+    """A stage of `volmargin run` failed; the message names it and says what was kept."""
+
+
+@dataclass
+class Run:
+    """What the stages hand each other, and the record written to run.json."""
+
+    cfg: RunConfig
+    out: Path
+    progress: bool = True
+    bars: dict = field(default_factory=dict)
+    panel: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    forecasts: pd.DataFrame | None = None
+    scores: pd.DataFrame | None = None
+    calibration: pd.DataFrame | None = None
+    record: dict = field(default_factory=dict)
+
+    def save(self) -> None:
+        write_atomic(self.out / "run.json", lambda p: p.write_text(json.dumps(self.record, indent=2, default=str)))
+
+
+def stage_data(run: Run) -> None:
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.tracking import data_fingerprint
+    from volmargin.training import load_bars
+
+    run.bars = load_bars(run.cfg)
+    run.panel = daily_panel(run.bars, run.cfg.data.min_bars)
+    assets = {}
+    for asset, bars in run.bars.items():
+        gaps = bars.attrs.get("gaps")
+        assets[asset] = {"first": str(bars.index[0].date()), "last": str(bars.index[-1].date()), "bars": len(bars),
+                         "gaps": getattr(gaps, "count", 0), "missing_bars": getattr(gaps, "missing_bars", 0),
+                         "incomplete_days": int(run.panel[asset].attrs.get("incomplete_days", 0)),
+                         "source": str(bars.attrs.get("source", "synthetic"))}
+    fingerprint = data_fingerprint(run.bars)
+    synthetic = not run.cfg.data.paths
+    run.record["data"] = {"source": "built-in synthetic market" if synthetic else ", ".join(run.cfg.data.paths),
+                          "synthetic": synthetic, "fingerprint": fingerprint["sha256"], "assets": assets}
+    print(f"data: {len(assets)} assets{' (built-in synthetic market)' if synthetic else ''}, "
+          f"{sum(a['bars'] for a in assets.values()):,} bars")
+
+
+def stage_train(run: Run) -> None:
+    from volmargin.tracking import tracked_run
+    from volmargin.training import fit_and_evaluate, save_trained
+
+    for name in run.cfg.learned:
+        cfg = run.cfg.train_config(name)
+        with tracked_run(f"train-{name}", tags={"volmargin.command": "train"}, nested=True):
+            model, forecasts = fit_and_evaluate(cfg, run.panel, run.progress)
+            save_trained(cfg, model, forecasts, run.panel, run.bars)
+        run.models[name] = model
+        print(f"train: {name} fitted on data up to {cfg.window.train_end}; written to {cfg.output}")
+
+
+def stage_backtest(run: Run) -> None:
+    from volmargin.cli import write_scores
+    from volmargin.evaluation.backtest import BacktestConfig, run_backtest
+    from volmargin.evaluation.walkforward import WalkForwardSplit
+
+    section = run.cfg.backtest
+    start = pd.Timestamp(section.start, tz="UTC") if section.start else None
+    split = WalkForwardSplit(start=start, refit_every=section.refit_every, min_train=run.cfg.window.min_train_days)
+    learned = tuple(run.cfg.learned)
+    config = BacktestConfig(models=tuple(section.baselines) + learned, split=split, levels=tuple(sorted(run.cfg.levels)),
+                            horizon=run.cfg.horizon, model_params={m: dict(run.cfg.learned[m]) for m in learned},
+                            model_refit_every={m: section.learned_refit_every for m in learned})
+    run.forecasts, timings = run_backtest(run.panel, config, progress=run.progress)
+    write_frame(run.forecasts, run.out / "forecasts.parquet")
+    write_frame(timings, run.out / "timings.csv")
+    reference = "har" if "har" in section.baselines else (section.baselines or learned)[0]
+    run.scores, _ = write_scores(run.forecasts, run.out, reference)
+    pooled = run.scores[(run.scores["asset"] == "ALL") & run.scores["model"].isin(learned)]
+    run.record["champion"] = str(pooled.sort_values("qlike")["model"].iloc[0])
+    print(f"backtest: {run.forecasts['model'].nunique()} models, {len(run.forecasts):,} forecasts; "
+          f"champion {run.record['champion']}")
+
+
+def stage_calibrate(run: Run) -> None:
+    from volmargin.calibration import (PolicyConfig, margin_paths, margin_summary, stress_report,
+                                       walk_forward_calibration)
+
+    section = run.cfg.calibration
+    policy = PolicyConfig(**section.policy)
+    first = pd.Timestamp(section.end or run.cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+    if section.recalibrate:
+        run.calibration = walk_forward_calibration(run.forecasts, policy, first, every=section.recalibrate)
+    else:
+        from volmargin.calibration import calibrate
+
+        run.calibration = calibrate(run.forecasts, policy, first)
+    paths = margin_paths(run.forecasts, policy, run.calibration)
+    folder = run.out / "calibration"
+    write_frame(run.calibration, folder / "calibration.csv")
+    write_frame(paths, folder / "margin_paths.parquet")
+    write_frame(margin_summary(paths, policy.target_breach_rate), folder / "margin_summary.csv")
+    write_frame(stress_report(paths), folder / "stress.csv")
+    run.record["calibration"] = {"policy": dataclasses.asdict(policy), "validation_start": str(first.date())}
+    print(f"calibrate: {policy.risk} x scale per asset and side, target breach rate {policy.target_breach_rate:.1%}, "
+          f"validated from {first.date()}")
+
+
+def stage_export(run: Run) -> None:
+    from volmargin.calibration import PolicyConfig, parameter_set
+    from volmargin.calibration.parameters import write_parameter_set
+    from volmargin.export import write_bundle
+    from volmargin.tracking import log_bundle, log_calibration_set
+    from volmargin.training import load_trained
+
+    champion = run.record["champion"]
+    cfg = run.cfg.train_config(champion)
+    model, meta, scores = load_trained(Path(cfg.output))
+    provenance = {"training": {"data_sha256": meta["data"]["sha256"], "train_end": cfg.window.train_end},
+                  "scores": scores, "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]}}
+    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=provenance)
+    policy = PolicyConfig(**run.cfg.calibration.policy)
+    parameters = parameter_set(run.forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
+                               allow_infeasible=True)
+    calibration_file = write_parameter_set(parameters, bundle, bundle.with_name(f"{bundle.name}.calibration.json"))
+    version = log_bundle(bundle, meta["run_id"], f"{cfg.tracking.registered_model}-onnx")
+    log_calibration_set(calibration_file, meta["run_id"])
+    run.record["bundle"] = {"name": bundle.parent.name, "version": bundle.name, "path": str(bundle),
+                            "registered_model": f"{cfg.tracking.registered_model}-onnx", "registered_version": version,
+                            "calibration_set": str(calibration_file)}
+    print(f"export: {bundle} registered as {cfg.tracking.registered_model}-onnx version {version}; "
+          f"calibration set {calibration_file}")
+
+
+def stage_score(run: Run) -> None:
+    from volmargin.batch import score_panel
+
+    scored = score_panel(run.record["bundle"]["path"], run.panel, latest=True, progress=False)
+    write_frame(scored, run.out / "latest.parquet")
+    print(f"score: latest forecasts of {len(scored)} assets in {run.out / 'latest.parquet'}")
+
+
+def stage_report(run: Run) -> None:
+    from volmargin.reports import write_report
+
+    out = write_report(run.out, run.out / "report.html")
+    print(f"report: {out}")
+
+
+STAGES: dict[str, Callable[[Run], None]] = {
+    "data": stage_data, "train": stage_train, "backtest": stage_backtest, "calibrate": stage_calibrate,
+    "export": stage_export, "score": stage_score, "report": stage_report,
+}
+
+
+def run_pipeline(cfg: RunConfig, tracking_uri: str | None = None, progress: bool = True) -> Run:
+    """Every stage in order under one MLflow parent run; a failing stage raises `StageError`."""
+    import mlflow
+
+    from volmargin.tracking import resolve_tracking_uri, start_experiment, tracked_run
+
+    run = Run(cfg, Path(cfg.output), progress)
+    run.out.mkdir(parents=True, exist_ok=True)
+    uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
+    mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
+    run.record.update(config=dataclasses.asdict(cfg), timings={}, mlflow={"tracking_uri": uri, "stages": {}})
+    with tracked_run("volmargin run", tags={"volmargin.command": "run"}) as parent:
+        run.record["mlflow"]["parent_run_id"] = parent.info.run_id
+        mlflow.log_dict(run.record["config"], "config.json")
+        for name, stage in STAGES.items():
+            _run_stage(run, name, stage)
+        mlflow.log_metrics({f"seconds_{k}": v for k, v in run.record["timings"].items()})
+        mlflow.log_artifact(str(run.out / "report.html"))
+    return run
+
+
+def _run_stage(run: Run, name: str, stage: Callable[[Run], None]) -> None:
+    import mlflow
+
+    from volmargin.tracking import tracked_run
+
+    began = time.perf_counter()
+    try:
+        with tracked_run(name, tags={"volmargin.stage": name}, nested=True) as child:
+            run.record["mlflow"]["stages"][name] = child.info.run_id
+            stage(run)
+            run.record["timings"][name] = round(time.perf_counter() - began, 1)
+            mlflow.log_metric("seconds", run.record["timings"][name])
+    except (KeyboardInterrupt, StageError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure ends the run with the stage named
+        run.record["failed_stage"] = {"stage": name, "error": f"{type(exc).__name__}: {exc}",
+                                      "traceback": traceback.format_exc(limit=8)}
+        run.save()
+        raise StageError(f"stage '{name}' failed: {exc}. Outputs of the earlier stages are kept in {run.out} "
+                         f"(run.json records the failure)") from exc
+    run.save()

@@ -1,0 +1,112 @@
+"""`volmargin run` end to end on a tiny synthetic config, stage failure handling, the shipped configs,
+and the README's serving example (run as written against the bundle the pipeline exported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from volmargin.cli import main
+from volmargin.config import RunConfig, load_config
+from volmargin.pipeline import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = """
+data: {{synthetic_assets: 2, synthetic_days: 760, seed: 2}}
+window: {{train_end: 2022-03-31, min_train_days: 200}}
+learned:
+  nn: {{window: 8, hidden: 8, max_epochs: 2, patience: 1, refit_epochs: 1, batch_size: 256}}
+  gbm: {{n_estimators: 20, tail_estimators: 10}}
+backtest: {{baselines: [ewma, har], learned_refit_every: 150}}
+calibration: {{end: 2022-06-30, recalibrate: null}}
+tracking: {{registered_model: tiny}}
+models_root: {root}/models
+output: {root}/run
+"""
+
+
+def _config(folder: Path) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(TINY.format(root=folder))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, dict, str]:
+    folder = tmp_path_factory.mktemp("pipeline")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    assert main(["run", "--config", str(_config(folder)), "--quiet", "--tracking-uri", uri]) == 0
+    return folder, json.loads((folder / "run" / "run.json").read_text()), uri
+
+
+def test_run_writes_every_output_and_records_every_stage(finished):
+    folder, record, _ = finished
+    out = folder / "run"
+    assert list(record["timings"]) == list(STAGES) and "failed_stage" not in record
+    for name in ("forecasts.parquet", "scores.csv", "dm.csv", "latest.parquet", "report.html",
+                 "calibration/margin_summary.csv", "calibration/margin_paths.parquet", "calibration/stress.csv"):
+        assert (out / name).is_file(), name
+    assert set(pd.read_parquet(out / "forecasts.parquet")["model"]) == {"ewma", "har", "nn", "gbm"}
+    bundle = Path(record["bundle"]["path"])
+    assert bundle.parent.name == f"tiny-{record['champion']}" and (bundle / "model.onnx").is_file()
+    assert Path(record["bundle"]["calibration_set"]).is_file()
+    latest = pd.read_parquet(out / "latest.parquet")
+    assert len(latest) == 2 and latest["variance"].gt(0).all()
+    assert record["data"]["synthetic"] and len(record["data"]["assets"]) == 2
+
+
+def test_run_is_one_mlflow_parent_with_a_child_per_stage(finished):
+    _, record, uri = finished
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    parent = client.get_run(record["mlflow"]["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert {run.info.run_name for run in children} == set(STAGES)
+    version = client.get_model_version(record["bundle"]["registered_model"], record["bundle"]["registered_version"])
+    assert version.status == "READY"
+
+
+def test_a_failed_stage_fails_the_command_and_keeps_earlier_outputs(tmp_path, monkeypatch, capsys):
+    def broken(run) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setitem(STAGES, "calibrate", broken)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["run", "--config", str(_config(tmp_path)), "--quiet", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'calibrate' failed: disk on fire" in err and "Traceback" not in err
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["failed_stage"]["stage"] == "calibrate" and "backtest" in record["timings"]
+    assert (tmp_path / "run" / "forecasts.parquet").is_file() and not (tmp_path / "models").exists()
+    mlflow.set_tracking_uri(uri)
+    parent = MlflowClient().get_run(record["mlflow"]["parent_run_id"])
+    assert parent.info.status == "FAILED"
+
+
+def test_shipped_run_configs_are_valid_and_default_is_the_built_in_job():
+    assert load_config(REPO / "training/configs/default.yaml", RunConfig) == RunConfig()
+    real = load_config(REPO / "training/configs/crypto-hourly.yaml", RunConfig)
+    assert real.calibration.end == "2021-12-31" and real.backtest.start == "2021-01-01"
+
+
+def test_readme_serving_example_runs_as_written(finished, monkeypatch):
+    """The README's code block marked `serving-example` is executed against the exported bundle."""
+    folder, record, _ = finished
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- serving-example -->\s*```python\n(.*?)```", text, re.S)
+    assert block, "README has no serving example block"
+    bundle = Path(record["bundle"]["path"])
+    code = block.group(1).replace("models/volmargin-gbm/1", str(bundle))
+    monkeypatch.chdir(folder)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    assert namespace["margins"].initial.shape == (1, 2)

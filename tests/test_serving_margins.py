@@ -1,0 +1,345 @@
+"""Margins in the serving runtime: the calibration set file, its checks at load, the margin rule shared
+with the training library, and the fail-safe fallbacks.
+
+A tiny boosting model is trained on a synthetic panel, exported, forecast walk-forward and calibrated
+with anti-procyclicality tools on (buffer, speed limits, look-back floor), so every part of the rule runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import volmargin_serving as vs
+from volmargin.calibration import (
+    PolicyConfig, haircut, liquidation_threshold, margin_rate, parameter_set, walk_forward_calibration,
+    write_parameter_set,
+)
+from volmargin.data import synthetic_market
+from volmargin.errors import ConfigError
+from volmargin.evaluation.backtest import daily_panel
+from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
+from volmargin.export import write_bundle
+from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
+from volmargin.models import make_forecaster
+from volmargin_serving import margins as serving_margins
+from volmargin_serving.bundle import MANIFEST
+from volmargin_serving.calibration import KIND, digest, seal
+
+TINY = {"n_estimators": 20, "tail_estimators": 10}
+POLICY = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2, lookback_floor=True, lookback_days=60,
+                      lookback_z=1.0, floor_min_obs=30)  # floors bind at times, forecasts at others
+ASSETS = ["syn_a", "syn_b", "syn_c"]
+SIDES = ("long", "short")
+
+
+@pytest.fixture(scope="module")
+def panel() -> dict[str, pd.DataFrame]:
+    return daily_panel(synthetic_market(n_assets=3, days=500, seed=4))
+
+
+@pytest.fixture(scope="module")
+def model(panel):
+    return make_forecaster("gbm", **TINY).fit_panel(panel)
+
+
+@pytest.fixture(scope="module")
+def bundle(model, panel, tmp_path_factory) -> Path:
+    return write_bundle(model, panel, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def parameters(panel) -> dict:
+    """The parameter set of the model's walk-forward forecasts, calibrated quarterly."""
+    split = WalkForwardSplit(min_train=250, refit_every=None)
+    frames = panel_historical_forecasts(panel, lambda: make_forecaster("gbm", **TINY), split, (0.975, 0.99))
+    forecasts = pd.concat([f.assign(asset=a, model="gbm") for a, f in frames.items()], ignore_index=True)
+    blocks = walk_forward_calibration(forecasts, POLICY, forecasts["origin"].min() + pd.Timedelta(days=150), "QS")
+    return parameter_set(forecasts, POLICY, blocks, "gbm", assets=ASSETS)
+
+
+@pytest.fixture(scope="module")
+def calibration(parameters, bundle) -> Path:
+    return write_parameter_set(parameters, bundle, bundle.with_name(f"{bundle.name}.calibration.json"))
+
+
+@pytest.fixture(scope="module")
+def document(calibration) -> dict:
+    return json.loads(calibration.read_text())
+
+
+@pytest.fixture(scope="module")
+def runtime(bundle, calibration) -> vs.Runtime:
+    return vs.load(bundle, calibration=calibration, assets=ASSETS)
+
+
+def _arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    columns = daily_inputs(daily)
+    inputs = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
+    return inputs, daily.index.tz_convert(None).to_numpy().astype("datetime64[D]")
+
+
+@pytest.fixture(scope="module")
+def batch(panel) -> tuple[np.ndarray, np.ndarray, np.datetime64]:
+    """The last 150 days of inputs of every asset, their dates and the day after the last (as_of)."""
+    arrays = [_arrays(panel[a].iloc[-150:]) for a in ASSETS]
+    dates = np.stack([d for _, d in arrays])
+    return np.stack([i for i, _ in arrays]), dates, dates[0, -1] + np.timedelta64(1, "D")
+
+
+@pytest.fixture(scope="module")
+def clean(runtime, batch) -> vs.Margins:
+    return runtime.margins(ASSETS, *batch[:2], as_of=batch[2])
+
+
+def _record(parameters: dict, asset: str, side: str) -> dict:
+    return next(r for r in parameters["records"] if r["asset"] == asset and r["side"] == side)
+
+
+def _floor_rate(record: dict) -> float:
+    x = record["scale"] * record["floor"]
+    return min(-np.expm1(-x) if record["side"] == "long" else np.expm1(x), 1.0)
+
+
+def _variant(document: dict, folder: Path, record: dict | None = None, index: int = 0, **top) -> Path:
+    """A correctly sealed copy of the calibration set with one record (syn_a/long by default) changed."""
+    changed = copy.deepcopy(document)
+    changed["parameters"]["records"][index].update(record or {})
+    changed.update(top)
+    path = folder / "variant.calibration.json"
+    path.write_text(json.dumps(seal(changed)))
+    return path
+
+
+def _copy(bundle: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for path in bundle.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+# ------------------------------------------------------------------ the file and the shared rule
+
+
+def test_the_margin_rule_lives_once_in_serving():
+    import volmargin.calibration.policy as policy
+
+    for name in ("rate_from_log", "speed_bounds", "apc_step", "margin_rate", "liquidation_threshold", "haircut"):
+        assert getattr(policy, name) is getattr(serving_margins, name)
+
+
+def test_calibration_set_layout_and_checksum(document, bundle, parameters):
+    assert set(document) == {"schema_version", "kind", "version", "created", "bundle", "parameters", "sha256"}
+    assert document["kind"] == KIND and document["schema_version"] == 1
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    assert document["bundle"] == {"name": "gbm", "version": manifest["version"],
+                                  "manifest_sha256": vs.bundle.sha256(bundle / MANIFEST)}
+    assert document["version"].startswith(f"gbm-{manifest['version']}-")
+    assert document["parameters"] == parameters and document["sha256"] == digest(document)
+
+
+def test_served_margins_equal_the_library_rule_on_the_same_forecast(clean, model, panel, parameters, runtime):
+    assert clean.calibration == runtime.calibration.version and clean.assets == tuple(ASSETS)
+    assert not clean.fail_safe.any() and (clean.reason == "").all()
+    for k, asset in enumerate(ASSETS):
+        daily = panel[asset]
+        forecast = model.forecast(daily, daily.index[-1:], model.levels_)
+        for i, side in enumerate(SIDES):
+            r = _record(parameters, asset, side)
+            risk = forecast.var[side][:, model.levels_.index(0.99)]
+            expected = margin_rate(risk, side, r["scale"], r["floor"], buffer=0.25, max_up=0.5, max_down=0.2)[0]
+            assert clean.initial[k, i] == pytest.approx(expected, rel=1e-5)
+            assert clean.initial[k, i] >= _floor_rate(r)
+            assert clean.maintenance[k, i] == pytest.approx(0.75 * clean.initial[k, i], rel=1e-12)
+            assert clean.liquidation[k, i] == pytest.approx(
+                liquidation_threshold(clean.initial[k, i], clean.maintenance[k, i], side), rel=1e-12)
+        long = _record(parameters, asset, "long")
+        cut = haircut(forecast.var["long"][:, model.levels_.index(0.99)], long["scale"])[0]
+        assert clean.haircut[k] == pytest.approx([cut, cut], rel=1e-5)
+    rows = clean.rows()
+    assert len(rows) == 6 and json.loads(json.dumps(rows)) == rows
+
+
+def test_previous_margins_drive_the_buffer_and_speed_limits(runtime, batch, clean, parameters):
+    inputs, dates, as_of = batch
+    previous = 0.8 * clean.initial
+    served = runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=previous)
+    risk = np.stack([clean.forecasts.columns()[f"var99_{s}"] for s in SIDES], axis=1)
+    for k, asset in enumerate(ASSETS):
+        for i, side in enumerate(SIDES):
+            r = _record(parameters, asset, side)
+            rule = margin_rate(risk[k, i], side, r["scale"], r["floor"], previous[k, i], buffer=0.25, max_up=0.5,
+                               max_down=0.2)
+            assert served.initial[k, i] == pytest.approx(max(rule, _floor_rate(r)), rel=1e-12)
+    tiny = np.full((3, 2), 1e-3)  # the speed limit holds the rule at 1.5e-3, under the floor
+    floors = np.array([[_floor_rate(_record(parameters, a, s)) for s in SIDES] for a in ASSETS])
+    scales = np.array([[_record(parameters, a, s)["scale"] for s in SIDES] for a in ASSETS])
+    held = margin_rate(risk, np.array(SIDES), scales, 0.0, tiny, buffer=0.25, max_up=0.5, max_down=0.2)
+    assert (held < floors).all()
+    lifted = runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=tiny)
+    assert np.allclose(lifted.initial, floors, rtol=1e-12) and not lifted.fail_safe.any()
+    with pytest.raises(vs.InputShapeError):
+        runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=tiny[:2])
+
+
+# ------------------------------------------------------------------ refused at load
+
+
+def test_a_tampered_calibration_set_is_refused(bundle, document, tmp_path):
+    tampered = copy.deepcopy(document)
+    tampered["parameters"]["records"][0]["initial_margin"] *= 0.5  # a lower margin, checksum not renewed
+    path = tmp_path / "tampered.json"
+    path.write_text(json.dumps(tampered))
+    with pytest.raises(vs.CalibrationError, match="SHA-256 differs"):
+        vs.load(bundle, calibration=path)
+    path.write_text(json.dumps({**seal(document), "kind": "something-else"}))
+    with pytest.raises(vs.CalibrationError, match="not a volmargin calibration set"):
+        vs.load(bundle, calibration=path)
+
+
+def test_a_calibration_set_of_another_bundle_is_refused(bundle, calibration, tmp_path):
+    other = _copy(bundle, tmp_path / "gbm" / "2")
+    manifest = json.loads((other / MANIFEST).read_text())
+    manifest["version"] = "2"
+    (other / MANIFEST).write_text(json.dumps(manifest))
+    vs.load(other)  # a sound bundle
+    with pytest.raises(vs.CalibrationError, match=r"built from bundle gbm/1 .* not from gbm/2"):
+        vs.load(other, calibration=calibration)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"maintenance_margin": 0.9}, "syn_a/long: maintenance_margin = 0.9 is not below initial_margin"),
+    ({"initial_margin": 1.5}, r"syn_a/long: initial_margin = 1.5 is outside \(0, 1\]"),
+    ({"initial_margin": 0.0}, r"syn_a/long: initial_margin = 0.0 is outside \(0, 1\]"),
+    ({"maintenance_margin": -0.1}, r"syn_a/long: maintenance_margin = -0.1 is outside \(0, 1\]"),
+    ({"haircut": 1.0}, r"syn_a/long: haircut = 1.0 is outside \[0, 1\)"),
+    ({"haircut": -0.01}, r"syn_a/long: haircut = -0.01 is outside \[0, 1\)"),
+    ({"valid_to": "2022-01-01T00:00:00+00:00"}, r"syn_a/long: valid_to = 2022-01-01T00:00:00\+00:00 is not after"),
+    ({"side": "both"}, "syn_a/both: side = 'both' is not one of"),
+    ({"scale": 0.0}, "syn_a/long: scale = 0.0 is not positive"),
+])
+def test_each_sanity_rule_is_enforced_at_load(change, message, bundle, document, tmp_path):
+    with pytest.raises(vs.CalibrationError, match=message):
+        vs.load(bundle, calibration=_variant(document, tmp_path, change))
+
+
+def test_assets_the_service_needs_must_be_covered(bundle, calibration, document, tmp_path):
+    with pytest.raises(vs.CalibrationError, match="zzz/long: missing from the parameter set"):
+        vs.load(bundle, calibration=calibration, assets=[*ASSETS, "zzz"])
+    overlapping = copy.deepcopy(document)
+    records = overlapping["parameters"]["records"]
+    records.append({**records[0], "valid_from": "2022-05-01T00:00:00+00:00"})  # inside the open window
+    path = tmp_path / "overlap.json"
+    path.write_text(json.dumps(seal(overlapping)))
+    with pytest.raises(vs.CalibrationError, match="syn_a/long: valid_from = 2022-05-01.* overlaps"):
+        vs.load(bundle, calibration=path)
+    with pytest.raises(vs.CalibrationError, match="need a calibration set"):
+        vs.load(bundle, assets=ASSETS)
+
+
+def test_write_parameter_set_refuses_what_serving_would_refuse(parameters, bundle, tmp_path):
+    bad = copy.deepcopy(parameters)
+    bad["records"][1]["haircut"] = 1.0
+    with pytest.raises(ConfigError, match="syn_a/short: haircut = 1.0 is outside"):
+        write_parameter_set(bad, bundle, tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="horizon"):
+        write_parameter_set({**parameters, "horizon": 5}, bundle, tmp_path / "bad.json")
+    assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ fail safe
+
+
+def test_a_bad_asset_gets_the_conservative_margin_and_leaves_the_others_alone(runtime, batch, clean, parameters):
+    inputs, dates, as_of = batch
+    broken = inputs.copy()
+    broken[1, -2, 1] = np.nan  # syn_b
+    served = runtime.margins(ASSETS, broken, dates, as_of=as_of, previous=None)
+    assert served.fail_safe[1].all() and not served.fail_safe[[0, 2]].any()
+    assert all("NonFiniteInputError" in reason for reason in served.reason[1])
+    for i, side in enumerate(SIDES):
+        r = _record(parameters, "syn_b", side)
+        assert served.initial[1, i] == max(r["initial_margin"], _floor_rate(r))
+        assert served.haircut[1, i] == r["haircut"]
+    assert np.isnan(served.forecasts.variance[1])
+    for name in ("initial", "maintenance", "liquidation", "haircut"):
+        np.testing.assert_allclose(getattr(served, name)[[0, 2]], getattr(clean, name)[[0, 2]], rtol=1e-6)
+    held = runtime.margins(ASSETS, broken, dates, as_of=as_of, previous=np.full((3, 2), 0.5))
+    assert (held.initial[1] == 0.5).all()  # never below yesterday's margin while the data is bad
+
+
+def test_unknown_missing_and_stale_assets_fail_safe_per_asset(runtime, batch, clean):
+    inputs, dates, as_of = batch
+    assets = ["zzz", *ASSETS]
+    stale = (inputs[1][:-5], dates[1][:-5])  # its newest row is 6 days before as_of
+    served = runtime.margins(assets, [inputs[0], inputs[0], stale[0], None], [dates[0], dates[0], stale[1], dates[2]],
+                             as_of=as_of)
+    assert served.fail_safe.all(axis=1).tolist() == [True, False, True, True]
+    assert (served.initial[0] == 1.0).all() and (served.haircut[0] == 1.0).all()
+    assert "not in the calibration set" in served.reason[0, 0]
+    assert "StaleInputError" in served.reason[2, 0] and "no inputs" in served.reason[3, 1]
+    np.testing.assert_allclose(served.initial[1], clean.initial[0], rtol=1e-6)
+    with pytest.raises(vs.InputShapeError, match="one entry per asset"):
+        runtime.margins(assets, inputs, dates, as_of=as_of)
+
+
+def test_parameters_out_of_their_window_fail_safe(bundle, document, batch, tmp_path, parameters):
+    expired = {"valid_to": "2022-05-01T00:00:00+00:00"}  # the set runs to 2022-05-15
+    runtime = vs.load(bundle, calibration=_variant(document, tmp_path, expired, index=5))  # syn_c/short
+    served = runtime.margins(ASSETS, *batch[:2], as_of=batch[2])
+    assert served.fail_safe.tolist() == [[False, False], [False, False], [False, True]]
+    assert "syn_c/short: no parameters in force" in served.reason[2, 1]
+    r = _record(parameters, "syn_c", "short")
+    assert served.initial[2, 1] == max(r["initial_margin"], _floor_rate(r))
+
+
+def test_a_floor_above_the_forecast_sets_the_margin(bundle, document, batch, clean, tmp_path):
+    high = {"floor": 0.3}  # a stressed floor far above the forecast risk of syn_a/long
+    runtime = vs.load(bundle, calibration=_variant(document, tmp_path, high))
+    served = runtime.margins(ASSETS, *batch[:2], as_of=batch[2])
+    scale = document["parameters"]["records"][0]["scale"]
+    assert served.initial[0, 0] == pytest.approx(-np.expm1(-scale * 0.3) * 1.25, rel=1e-12)  # floor x buffer
+    assert served.initial[0, 0] > 2 * clean.initial[0, 0] and not served.fail_safe.any()
+    np.testing.assert_array_equal(served.initial[1:], clean.initial[1:])
+
+
+# ------------------------------------------------------------------ server and isolation
+
+
+def test_a_server_swaps_bundle_and_calibration_together(bundle, calibration, batch, clean, tmp_path):
+    server = vs.Server(bundle, calibration=calibration)
+    other = _copy(bundle, tmp_path / "gbm" / "2")
+    manifest = json.loads((other / MANIFEST).read_text())
+    manifest["version"] = "2"
+    (other / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(vs.CalibrationError, match="give the calibration set"):
+        server.swap(bundle)
+    with pytest.raises(vs.CalibrationError, match="built from bundle gbm/1"):
+        server.swap(other, calibration=calibration)
+    server.swap(bundle, calibration=calibration)
+    served = server.margins(ASSETS, *batch[:2], as_of=batch[2])
+    np.testing.assert_array_equal(served.initial, clean.initial)
+
+
+def test_serving_prices_margins_without_the_training_stack(bundle, calibration, batch):
+    inputs, dates, as_of = batch
+    np.save(bundle.parent / "margin_inputs.npy", inputs)
+    code = (
+        "import sys, numpy as np, volmargin_serving as vs\n"
+        f"rt = vs.load({str(bundle)!r}, calibration={str(calibration)!r})\n"
+        f"x = np.load({str(bundle.parent / 'margin_inputs.npy')!r})\n"
+        f"d = np.arange(np.datetime64({str(dates[0, 0])!r}), np.datetime64({str(dates[0, -1])!r}) + 1)\n"
+        f"m = rt.margins({ASSETS!r}, x, d, as_of=np.datetime64({str(as_of)!r}))\n"
+        "assert not m.fail_safe.any(), m.reason\n"
+        "heavy = {'torch', 'pandas', 'mlflow', 'arch', 'sklearn', 'lightning', 'scipy', 'volmargin'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
