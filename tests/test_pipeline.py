@@ -4,7 +4,6 @@ and the README's serving example (run as written against the bundle the pipeline
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 

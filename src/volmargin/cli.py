@@ -305,11 +305,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out:
         cfg = dataclasses.replace(cfg, output=str(args.out))
     run = run_pipeline(cfg, args.tracking_uri, progress=not args.quiet)
+    print_run_summary(run.out)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in run.record["timings"].items())
     print(f"\ndone in {sum(run.record['timings'].values()):.0f} s ({timings})")
     print(f"report: {run.out / 'report.html'}; bundle: {run.record['bundle']['path']}; "
           f"MLflow parent run {run.record['mlflow']['parent_run_id']}")
     return 0
+
+
+def print_run_summary(out: Path) -> None:
+    """The two tables a risk committee asks for first: forecast accuracy and the calibrated margins."""
+    scores = pd.read_csv(out / "scores.csv")
+    pooled = scores[scores["asset"] == "ALL"].sort_values("qlike")
+    print("\nForecast accuracy (pooled over assets, best QLIKE first):")
+    print(pooled[["model", "n", "qlike", "var99_long_rate", "var99_short_rate"]].to_string(
+        index=False, float_format=lambda x: f"{x:.4f}"))
+    margins = pd.read_csv(out / "calibration" / "margin_summary.csv")
+    table = margins[margins["asset"] == "ALL"].pivot(index="model", columns="side", values=["breach_rate", "avg_margin"])
+    table.columns = [f"{kind}_{side}" for kind, side in table.columns]
+    print("\nCalibrated initial margin, out of sample (breach rate and average margin rate per side):")
+    print(table.sort_values("avg_margin_long").to_string(float_format=lambda x: f"{x:.2%}"))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ aliases (`challenger`, then `champion` when it beats the current champion), neve
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import tempfile
@@ -100,6 +101,7 @@ def log_forecaster(forecaster, levels: tuple[float, ...], example: pd.DataFrame,
     from mlflow.models import infer_signature
 
     model_class = _pyfunc_class()
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)  # its CloudPickle notice: we pickle our own class
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "forecaster.pkl"
         path.write_bytes(pickle.dumps(forecaster))
