@@ -60,11 +60,11 @@ def main() -> None:
     golden = np.load(args.bundle / "golden.npz")
     inputs, dates = golden["inputs"][0], golden["dates"][0]
     as_of = dates[-1]
-    columns = {name: inputs[None, :, i] for i, name in enumerate(INPUT_COLUMNS)}
+    columns = {name: inputs[:, i] for i, name in enumerate(INPUT_COLUMNS)}
     columns["complete"] = columns["complete"] > 0.5
     weekday = (dates.astype(np.int64) + 3) % 7
-    features, level = compute_features(columns, weekday, runtime.spec)
-    window, last_level = features[:, -runtime.window:], level[:, -1]
+    features, level = compute_features(columns, weekday, runtime.spec, last=runtime.window)
+    window, last_level = features[None], level[-1:]  # one asset: (1, window, n_features), (1,)
     standardized = standardize(window, runtime.mean, runtime.scale)
 
     rows = [("bundle load (verify + self-test + warm-up)", f"{np.median(loads) * 1e3:.1f} ms", "")]

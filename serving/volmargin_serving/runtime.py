@@ -158,6 +158,10 @@ class Runtime:
         level = _check_floats("level", np.asarray(level).reshape(-1))
         if len(level) != len(features):
             raise InputShapeError(f"level has {len(level)} rows for {len(features)} feature windows")
+        return self._forecast(features, level)
+
+    def _forecast(self, features: np.ndarray, level: np.ndarray) -> Forecasts:
+        """Checked features (batch, window, n_features) and level_t (batch,) -> forecasts."""
         raw = self.run_model(standardize(features, self.mean, self.scale))
         return Forecasts(*postprocess(raw, horizon_level(level, self.horizon), len(self.levels)),
                          self.levels, self.horizon)
@@ -168,7 +172,7 @@ class Runtime:
         0/1), and their UTC dates (days,) or (assets, days). At least `history_days` rows are needed;
         only the last `history_days` are used. `as_of` (default: now) sets the freshness check: the
         newest row may be at most `max_age_days` older than as_of's day."""
-        inputs = _check_floats("inputs", inputs)
+        inputs = np.asarray(inputs)
         if inputs.ndim not in (2, 3) or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape ([assets,] days, {len(INPUT_COLUMNS)}) with columns "
                                   f"{INPUT_COLUMNS}, got {inputs.shape}")
@@ -177,15 +181,18 @@ class Runtime:
         days = _as_days(dates)
         if days.shape[-1] != inputs.shape[-2] or days.ndim > inputs.ndim - 1:
             raise InputShapeError(f"dates have shape {days.shape} for inputs of shape {inputs.shape}")
+        n = self.history_days  # only these rows enter the forecast, so only these are checked
+        batch = _check_floats("inputs", inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:])
+        days = days[..., -n:]
         _check_sorted("dates", days)
         self._check_fresh(days[..., -1], as_of)
-        n = self.history_days
-        batch = inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:]
-        days = np.broadcast_to(days[..., -n:], batch.shape[:2])
-        columns = {name: batch[..., i] for i, name in enumerate(INPUT_COLUMNS)}
+        by_column = np.ascontiguousarray(np.moveaxis(batch, -1, 0))  # (column, asset, day): contiguous days
+        columns = dict(zip(INPUT_COLUMNS, by_column))
         columns["complete"] = columns["complete"] > 0.5
-        features, level = compute_features(columns, (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7, self.spec)
-        return self.forecast_features(features[:, -self.window:], level[:, -1])
+        weekday = (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7
+        features, level = compute_features(columns, np.broadcast_to(weekday, batch.shape[:2]), self.spec,
+                                           last=self.window)
+        return self._forecast(features, level[:, -1])
 
     def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096) -> Forecasts:
         """Forecasts made at every row of one asset's daily history (days, len(INPUT_COLUMNS)) that has
