@@ -30,15 +30,20 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_json(path: Path, error: type[BundleError], absent: str) -> dict:
+    """A JSON document, or `error` naming the file: `absent` when it does not exist, else why it cannot be read."""
+    if not path.is_file():
+        raise error(absent)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc
+
+
 def read_manifest(folder: Path) -> dict:
     """The manifest of a bundle folder, checked against the schema this runtime knows."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise BundleError(f"{folder}: no {MANIFEST}; not a volmargin bundle")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    manifest = read_json(path, BundleError, f"{folder}: no {MANIFEST}; not a volmargin bundle")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise BundleError(f"{path}: missing keys {missing}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volmargin_serving.bundle import MANIFEST, read_manifest, sha256, verify_files
+from volmargin_serving.bundle import MANIFEST, read_json, read_manifest, sha256, verify_files
 from volmargin_serving.errors import CalibrationError
 from volmargin_serving.margins import Terms
 from volmargin_serving.outputs import SIDES, measure_name
@@ -185,12 +185,7 @@ def calibration_document(parameters: Mapping, folder: str | Path, created: str |
 
 
 def _read(path: Path) -> dict:
-    if not path.is_file():
-        raise CalibrationError(f"{path}: no such calibration set")
-    try:
-        document = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CalibrationError(f"{path}: not valid JSON ({exc})") from exc
+    document = read_json(path, CalibrationError, f"{path}: no such calibration set")
     if not isinstance(document, dict) or document.get("kind") != KIND:
         raise CalibrationError(f"{path}: not a volmargin calibration set (kind is not {KIND!r})")
     missing = [k for k in KEYS if k not in document]
