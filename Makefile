@@ -1,4 +1,4 @@
-# Two entry points: `make demo` (install + main job on the built-in synthetic market) and `make test`.
+# Two entry points: `make demo` (install + `volmargin run`, the main job, on the built-in synthetic market) and `make test`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml serving/pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/volmargin backtest --out runs/demo
+	$(BIN)/volmargin run
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q
