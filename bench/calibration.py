@@ -63,7 +63,8 @@ def stress_table(paths: pd.DataFrame) -> pd.DataFrame:
     stress = stress_report(paths)
     grouped = stress.groupby(["event", "model"])
     return pd.DataFrame({
-        "cases": grouped.size(), "breached": grouped["breach"].mean(), "eve_margin": grouped["margin"].mean(),
+        "out_of_sample": grouped["out_of_sample"].all(), "cases": grouped.size(),
+        "breached": grouped["breach"].mean(), "eve_margin": grouped["margin"].mean(),
         "worst_move": grouped["move"].max(), "mean_shortfall": grouped["shortfall"].mean(),
     }).round(4)
 

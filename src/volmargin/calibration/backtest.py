@@ -35,7 +35,7 @@ PATH_COLUMNS = ["model", "asset", "side", "origin", "date", "initial_margin", "m
 SUMMARY_COLUMNS = ["model", "asset", "side", "days", "breaches", "breach_rate", "kupiec_p", "basel_zone",
                    "basel_green_windows", "basel_windows", "avg_margin", "median_margin", "mean_shortfall",
                    "max_shortfall", "peak_to_trough", "max_increase_1d", "max_increase_5d"]
-STRESS_COLUMNS = ["event", "asset", "model", "side", "eve", "margin", "move", "breach", "shortfall"]
+STRESS_COLUMNS = ["event", "asset", "model", "side", "eve", "margin", "move", "breach", "shortfall", "out_of_sample"]
 STRESS_EVENTS: dict[str, tuple[str, str]] = {
     "covid-2020-03-12": ("2020-03-12", "2020-03-12"),
     "china-ban-2021-05-19": ("2021-05-19", "2021-05-19"),
@@ -142,8 +142,8 @@ def stress_report(paths: pd.DataFrame, events: Mapping[str, tuple[str, str]] | N
     `events` maps a name to inclusive (first, last) target days (default STRESS_EVENTS; add windows with
     `{**STRESS_EVENTS, name: (first, last)}`). Over a multi-day window the worst day is reported: the row
     (margin set on its eve, the origin) with the largest loss in excess of its margin, so `breach` says
-    whether any day of the window breached. Events outside the data give no rows. Filter `paths` on
-    `calibrated` first to keep only out-of-sample margins.
+    whether any day of the window breached. Events outside the data give no rows. `out_of_sample` is
+    False where the event lies in the calibration window (its scale was fitted on that very move).
     """
     realised = paths[paths["loss"].notna()].reset_index(drop=True)
     frames = []
@@ -156,5 +156,5 @@ def stress_report(paths: pd.DataFrame, events: Mapping[str, tuple[str, str]] | N
         frames.append(pd.DataFrame({
             "event": name, "asset": picked["asset"], "model": picked["model"], "side": picked["side"],
             "eve": picked["origin"], "margin": picked["initial_margin"], "move": picked["loss"],
-            "breach": picked["breach"], "shortfall": picked["shortfall"]}))
+            "breach": picked["breach"], "shortfall": picked["shortfall"], "out_of_sample": picked["calibrated"]}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=STRESS_COLUMNS)
