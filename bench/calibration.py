@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--validation-start", default="2022-01-01")
     parser.add_argument("--every", default="YS", help="re-calibration frequency (pandas alias)")
+    parser.add_argument("--markdown", action="store_true", help="print tables as Markdown (for the README)")
     args = parser.parse_args()
     path = args.run / "forecasts.parquet"
     if not path.is_file():
@@ -88,10 +89,12 @@ def main() -> None:
         infeasible = calibration[~calibration["feasible"] & (calibration["asset"] != "ALL")]
         print(f"\n## policy {name}: {policy.risk}, validation from {args.validation_start}, re-calibrated {args.every} "
               f"({time.perf_counter() - began:.0f} s; {len(infeasible)} infeasible asset-side-blocks)")
-        print(table.drop(columns=["worst_breach"]).to_string(float_format=lambda x: f"{x:.4f}"))
+        show = (lambda t: t.to_markdown(floatfmt=".4f")) if args.markdown else \
+            (lambda t: t.to_string(float_format=lambda x: f"{x:.4f}"))
+        print(show(table.drop(columns=["worst_breach"])))
         print(comparison(table))
         print(f"\nstress events ({name}; margin set on the eve, worst day of the window):")
-        print(stress_table(paths).to_string())
+        print(show(stress_table(paths)))
 
 
 if __name__ == "__main__":
