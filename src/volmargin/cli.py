@@ -173,6 +173,7 @@ def load_data(paths: Sequence[str] | None):
 def cmd_backtest(args: argparse.Namespace) -> int:
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
+    from volmargin.evaluation.scoring import write_scores
     from volmargin.evaluation.walkforward import WalkForwardSplit
     from volmargin.io import write_atomic, write_frame
 
@@ -253,21 +254,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_scores(forecasts: pd.DataFrame, out: Path, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores and Diebold-Mariano tables from forecasts, written beside them."""
-    from volmargin.evaluation.scoring import diebold_mariano_table, score_forecasts
-    from volmargin.io import write_frame
-    from volmargin.models.base import forecast_levels
-
-    levels = forecast_levels(forecasts.columns)
-    scores = score_forecasts(forecasts, var_levels=(0.99,) + tuple(x for x in levels if x != 0.99))
-    dm = diebold_mariano_table(forecasts, reference)
-    write_frame(scores, out / "scores.csv")
-    write_frame(dm, out / "dm.csv")
-    return scores, dm
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from volmargin.evaluation.scoring import write_scores
+
     path = args.run / "forecasts.parquet"
     if not path.is_file():
         raise ConfigError(f"{path} not found: --run must be a folder written by `volmargin backtest`")

@@ -90,8 +90,8 @@ def stage_train(run: Run) -> None:
 
 
 def stage_backtest(run: Run) -> None:
-    from volmargin.cli import write_scores
     from volmargin.evaluation.backtest import BacktestConfig, run_backtest
+    from volmargin.evaluation.scoring import write_scores
     from volmargin.evaluation.walkforward import WalkForwardSplit
 
     section = run.cfg.backtest

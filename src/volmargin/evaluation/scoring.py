@@ -7,11 +7,13 @@ origins, incomplete days) or with zero realized variance are left out of the sco
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from volmargin.evaluation import stats
-from volmargin.models.base import SIDES, level_tag
+from volmargin.models.base import SIDES, forecast_levels, level_tag
 
 POOLED = "ALL"
 LEADING_COLUMNS = [
@@ -131,3 +133,15 @@ def diebold_mariano_table(forecasts: pd.DataFrame, reference: str, loss: str = "
             }
         )
     return pd.DataFrame(rows)
+
+
+def write_scores(forecasts: pd.DataFrame, out: Path, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores and Diebold-Mariano tables from forecasts, written beside them."""
+    from volmargin.io import write_frame
+
+    levels = forecast_levels(forecasts.columns)
+    scores = score_forecasts(forecasts, var_levels=(0.99,) + tuple(x for x in levels if x != 0.99))
+    dm = diebold_mariano_table(forecasts, reference)
+    write_frame(scores, out / "scores.csv")
+    write_frame(dm, out / "dm.csv")
+    return scores, dm
