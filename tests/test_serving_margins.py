@@ -343,3 +343,17 @@ def test_serving_prices_margins_without_the_training_stack(bundle, calibration, 
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_an_intraday_mpor_scales_the_served_risk_by_the_square_root_of_time(parameters, bundle, batch, clean, tmp_path):
+    hourly = copy.deepcopy(parameters)
+    hourly["policy"]["mpor_hours"] = 6  # a quarter of the forecast's day: half its risk
+    path = write_parameter_set(hourly, bundle, tmp_path / "six-hours.calibration.json")
+    served = vs.load(bundle, calibration=path, assets=ASSETS).margins(ASSETS, *batch[:2], as_of=batch[2])
+    assert (served.initial < clean.initial).any()  # the forecast, not only the floor, sets some margins
+    risk = np.stack([clean.forecasts.columns()[f"var99_{s}"] for s in SIDES], axis=1)
+    for k, asset in enumerate(ASSETS):
+        for i, side in enumerate(SIDES):
+            r = _record(parameters, asset, side)
+            rule = margin_rate(0.5 * risk[k, i], side, r["scale"], r["floor"], buffer=0.25, max_up=0.5, max_down=0.2)
+            assert served.initial[k, i] == pytest.approx(max(rule, _floor_rate(r)), rel=1e-6)

@@ -43,6 +43,7 @@ POLICY_RULES = {  # the policy settings serving reads, and the values that canno
     "max_down": lambda v: v is None or (_real(v) and 0 < v < 1),
     "liquidation_days": lambda v: v is None or (isinstance(v, int) and v >= 1),
 }
+OPTIONAL_POLICY_RULES = {"mpor_hours": lambda v: v is None or (isinstance(v, int) and 1 <= v < 24)}
 
 
 def _real(value) -> bool:
@@ -149,6 +150,9 @@ def check_parameters(parameters: Mapping, manifest: Mapping, assets: Iterable[st
     for name, rule in POLICY_RULES.items():
         if name not in policy or not rule(policy[name]):
             raise CalibrationError(f"policy.{name}: invalid or missing value {policy.get(name)!r}")
+    for name, rule in OPTIONAL_POLICY_RULES.items():
+        if not rule(policy.get(name)):
+            raise CalibrationError(f"policy.{name}: invalid value {policy[name]!r}")
     if parameters["horizon"] != manifest["horizon"]:
         raise CalibrationError(f"parameters.horizon = {parameters['horizon']!r} differs from the bundle's "
                                f"horizon {manifest['horizon']} (the MPOR the scales were fitted for)")

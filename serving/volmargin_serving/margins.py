@@ -136,6 +136,13 @@ def _first_reason(*pairs: tuple[np.ndarray, np.ndarray | str]) -> np.ndarray:
     return reason
 
 
+def mpor_factor(mpor_hours: int | None, horizon: int) -> float:
+    """Square-root-of-time factor from the forecast horizon (days) to an intraday margin period of risk;
+    1 when the MPOR is the horizon. The calibrated scale absorbs what the square-root rule gets wrong,
+    because it is fitted on realised moves over the intraday MPOR itself."""
+    return 1.0 if mpor_hours is None else float(np.sqrt(mpor_hours / (24 * horizon)))
+
+
 def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: np.ndarray, policy: Mapping,
           horizon: int, previous: np.ndarray | None = None, calibration: str = "") -> Margins:
     """Margins of a batch from its forecasts, the calibrated terms and the policy of the calibration set.
@@ -152,7 +159,8 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
     """
     columns = forecasts.columns()
     side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
-    risk = np.stack([columns[f"{policy['risk']}_{s}"] for s in SIDES], axis=1)
+    risk = np.stack([columns[f"{policy['risk']}_{s}"] for s in SIDES], axis=1) * mpor_factor(
+        policy.get("mpor_hours"), horizon)
     previous = np.full(terms.scale.shape, np.nan) if previous is None else previous
     computed = np.maximum(margin_rate(risk, side, terms.scale, terms.floor, previous, 1, policy["buffer"],
                                       policy["max_up"], policy["max_down"]),

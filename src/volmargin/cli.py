@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--validation-start", type=_date, default=None,
                            help="first validation day (default: half-way through the data after the training end)")
     calibrate.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
-                           help="margin policy settings, e.g. risk=es975,buffer=0.25,max_up=0.5 "
-                           "(see volmargin.calibration.PolicyConfig)")
+                           help="margin policy settings, e.g. risk=es975,buffer=0.25,max_up=0.5 or mpor_hours=8 "
+                           "for an intraday margin period of risk (see volmargin.calibration.PolicyConfig)")
     calibrate.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the bundle's training run's)")
     calibrate.add_argument("--no-tracking", action="store_true", help="do not log the calibration set to MLflow")
     _add_dask_args(calibrate, "assets (scoring)")
@@ -360,10 +360,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         policy = PolicyConfig(**args.policy)
     except TypeError as exc:
         raise ConfigError(f"--policy: {exc}") from None
-    panel = daily_panel(load_data(args.data), args.min_bars)
+    bars = load_data(args.data)
+    panel = daily_panel(bars, args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
         scored = score_panel(args.bundle, panel, runner, progress=False)
-    parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start)
+    parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start, bars)
     path = write_parameter_set(parameters, args.bundle, args.out)
     pooled = summary[summary["asset"] == "ALL"].set_index("side")
     print(f"calibrated {policy.risk} x scale per asset and side to a {policy.target_breach_rate:.1%} breach target; "

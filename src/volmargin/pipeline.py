@@ -48,6 +48,7 @@ class Run:
     forecasts: pd.DataFrame | None = None
     scores: pd.DataFrame | None = None
     calibration: pd.DataFrame | None = None
+    margin_forecasts: pd.DataFrame | None = None  # the forecasts with realised moves over the MPOR
     record: dict = field(default_factory=dict)
 
     def save(self) -> None:
@@ -116,24 +117,30 @@ def stage_calibrate(run: Run) -> None:
     from volmargin.calibration import (PolicyConfig, margin_paths, margin_summary, stress_report,
                                        walk_forward_calibration)
 
+    from volmargin.calibration.intraday import with_intraday_moves
+
     section = run.cfg.calibration
     policy = PolicyConfig(**section.policy)
     first = pd.Timestamp(section.end or run.cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+    forecasts = run.forecasts if policy.mpor_hours is None else with_intraday_moves(run.forecasts, run.bars,
+                                                                                    policy.mpor_hours)
     if section.recalibrate:
-        run.calibration = walk_forward_calibration(run.forecasts, policy, first, every=section.recalibrate)
+        run.calibration = walk_forward_calibration(forecasts, policy, first, every=section.recalibrate)
     else:
         from volmargin.calibration import calibrate
 
-        run.calibration = calibrate(run.forecasts, policy, first)
-    paths = margin_paths(run.forecasts, policy, run.calibration)
+        run.calibration = calibrate(forecasts, policy, first)
+    run.margin_forecasts = forecasts
+    paths = margin_paths(forecasts, policy, run.calibration)
     folder = run.out / "calibration"
     write_frame(run.calibration, folder / "calibration.csv")
     write_frame(paths, folder / "margin_paths.parquet")
     write_frame(margin_summary(paths, policy.target_breach_rate), folder / "margin_summary.csv")
     write_frame(stress_report(paths), folder / "stress.csv")
     run.record["calibration"] = {"policy": dataclasses.asdict(policy), "validation_start": str(first.date())}
-    print(f"calibrate: {policy.risk} x scale per asset and side, target breach rate {policy.target_breach_rate:.1%}, "
-          f"validated from {first.date()}")
+    mpor = f"{policy.mpor_hours} h" if policy.mpor_hours else f"{run.cfg.horizon} d"
+    print(f"calibrate: {policy.risk} x scale per asset and side, MPOR {mpor}, target breach rate "
+          f"{policy.target_breach_rate:.1%}, validated from {first.date()}")
 
 
 def stage_export(run: Run) -> None:
@@ -150,7 +157,7 @@ def stage_export(run: Run) -> None:
                   "scores": scores, "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]}}
     bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=provenance)
     policy = PolicyConfig(**run.cfg.calibration.policy)
-    parameters = parameter_set(run.forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
+    parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
                                allow_infeasible=True)
     calibration_file = write_parameter_set(parameters, bundle, bundle.with_name(f"{bundle.name}.calibration.json"))
     version = log_bundle(bundle, meta["run_id"], f"{cfg.tracking.registered_model}-onnx")

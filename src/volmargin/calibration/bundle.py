@@ -14,6 +14,7 @@ import pandas as pd
 
 from volmargin.calibration.autocalibrate import calibrate
 from volmargin.calibration.backtest import margin_paths, margin_summary
+from volmargin.calibration.intraday import with_intraday_moves
 from volmargin.calibration.parameters import parameter_set
 from volmargin.calibration.policy import PolicyConfig
 from volmargin.errors import ConfigError, DataError
@@ -41,8 +42,10 @@ def default_validation_start(first: pd.Timestamp, last: pd.Timestamp) -> pd.Time
 
 
 def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.DataFrame], policy: PolicyConfig,
-                     validation_start: pd.Timestamp | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Parameter set, calibration table and out-of-sample margin summary of a bundle's forecasts."""
+                     validation_start: pd.Timestamp | None = None, bars: dict[str, pd.DataFrame] | None = None,
+                     ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Parameter set, calibration table and out-of-sample margin summary of a bundle's forecasts
+    (`bars` give the realised moves of an intraday MPOR, `policy.mpor_hours`)."""
     manifest = json.loads((Path(bundle) / "manifest.json").read_text())
     train_end = manifest.get("training", {}).get("train_end")
     if train_end is None:
@@ -52,6 +55,8 @@ def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.Dat
     forecasts = realized_forecasts(scored[scored["origin"] >= first], panel, manifest["name"])
     if forecasts.empty:
         raise DataError(f"no forecast origin after the bundle's training end {train_end}: give data that goes on after it")
+    if policy.mpor_hours is not None:
+        forecasts = with_intraday_moves(forecasts, bars or {}, policy.mpor_hours)
     last = forecasts["origin"].max()
     start = validation_start or default_validation_start(first, last)
     if (start - first).days < MIN_CALIBRATION_DAYS or start >= last:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from volmargin_serving.margins import mpor_factor
+
 from volmargin.calibration.policy import PolicyConfig, apc_step, rate_from_log, speed_bounds
 from volmargin.errors import ConfigError, DataError
 from volmargin.models.base import SIDES
@@ -83,7 +85,8 @@ def build_panel(forecasts: pd.DataFrame, policy: PolicyConfig) -> Panel:
     columns = pd.MultiIndex.from_tuples([(*p, s) for s in SIDES for p in pairs], names=KEYS)
     long = columns.get_level_values("side") == "long"
     hc = wide[f"{policy.haircut_risk or policy.risk}_long"][pairs].to_numpy()
-    risk = np.hstack([wide[f"{policy.risk}_{s}"][pairs].to_numpy() for s in SIDES])
+    risk = np.hstack([wide[f"{policy.risk}_{s}"][pairs].to_numpy() for s in SIDES]) * mpor_factor(
+        policy.mpor_hours, horizon)
     panel = Panel(grid, columns, horizon, offset, risk, rate_from_log(loss_log, long),
                   _floors(loss_log, np.hstack([rv, rv]), policy, horizon), _gaps(~np.isnan(risk)), np.hstack([hc, hc]))
     return _reorder(panel, columns.argsort())

@@ -58,6 +58,7 @@ class PolicyConfig:
     scale_bounds: tuple[float, float] = (0.1, 10.0)
     haircut_risk: str | None = None  # stem of the haircut's long-side measure; None = `risk`
     liquidation_days: int | None = None  # haircut horizon; None = the MPOR
+    mpor_hours: int | None = None  # an intraday MPOR (hours after the origin day's close); None = the horizon
 
     def __post_init__(self) -> None:
         checks = {
@@ -73,6 +74,7 @@ class PolicyConfig:
             "max_down": self.max_down is None or 0 < self.max_down < 1,
             "scale_bounds": 0 < self.scale_bounds[0] < self.scale_bounds[1],
             "liquidation_days": self.liquidation_days is None or self.liquidation_days >= 1,
+            "mpor_hours": self.mpor_hours is None or 1 <= self.mpor_hours < 24,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
