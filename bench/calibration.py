@@ -1,6 +1,6 @@
 """Margin calibration on real data: every model's calibrated margin, validated out of sample.
 
-    python bench/calibration.py runs/real2021-all [--validation-start 2022-01-01] [--every YS]
+    python bench/calibration.py runs/crypto-hourly [--validation-start 2022-01-01] [--every YS] [--mpor-hours 8]
 
 Input: a backtest folder whose forecasts start early enough to calibrate on (e.g.
 `volmargin backtest --data $(ls ../shared/data/*_1h.csv.gz | grep -v _perp_) --models
@@ -15,6 +15,7 @@ the learned-vs-baseline margin comparison at equal or better coverage, and the s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -75,13 +76,23 @@ def main() -> None:
     parser.add_argument("--validation-start", default="2022-01-01")
     parser.add_argument("--every", default="YS", help="re-calibration frequency (pandas alias)")
     parser.add_argument("--markdown", action="store_true", help="print tables as Markdown (for the README)")
+    parser.add_argument("--mpor-hours", type=int, default=None,
+                        help="an intraday MPOR: realised moves from the hourly spot files of ../shared/data")
     args = parser.parse_args()
     path = args.run / "forecasts.parquet"
     if not path.is_file():
         sys.exit(f"{path} not found (see the docstring for the backtest command)")
     forecasts = pd.read_parquet(path)
+    if args.mpor_hours:
+        from common import hourly_spot_files
+
+        from volmargin.calibration.intraday import with_intraday_moves
+        from volmargin.data import load_panel
+
+        forecasts = with_intraday_moves(forecasts, load_panel(hourly_spot_files()), args.mpor_hours)
     pd.set_option("display.width", 200)
-    for name, policy in POLICIES.items():
+    for name, base in POLICIES.items():
+        policy = dataclasses.replace(base, mpor_hours=args.mpor_hours)
         began = time.perf_counter()
         calibration = walk_forward_calibration(forecasts, policy, args.validation_start, every=args.every)
         paths = margin_paths(forecasts, policy, calibration)
