@@ -153,7 +153,8 @@ def stage_export(run: Run) -> None:
     champion = run.record["champion"]
     cfg = run.cfg.train_config(champion)
     model, meta, scores = load_trained(Path(cfg.output))
-    provenance = {"training": {"data_sha256": meta["data"]["sha256"], "train_end": cfg.window.train_end},
+    provenance = {"training": {"data_sha256": meta["data"]["sha256"], "train_end": cfg.window.train_end,
+                               "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()}},
                   "scores": scores, "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]}}
     bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=provenance)
     policy = PolicyConfig(**run.cfg.calibration.policy)
