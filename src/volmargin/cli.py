@@ -320,19 +320,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from volmargin.config import TrainConfig, from_dict
     from volmargin.evaluation.backtest import daily_panel
     from volmargin.export import write_bundle
-    from volmargin.training import load_bars, load_trained
+    from volmargin.training import load_bars, load_trained, provenance
 
     model, meta, scores = load_trained(args.run)
     cfg = from_dict(TrainConfig, meta["config"])
     bars = load_data(args.data) if args.data else load_bars(cfg)
     panel = daily_panel(bars, args.min_bars or cfg.data.min_bars)
-    provenance = {
-        "training": {"data_sha256": meta["data"]["sha256"], "train_end": cfg.window.train_end,
-                     "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()}},
-        "scores": scores,
-        "mlflow": {"run_id": meta.get("run_id"), "tracking_uri": meta.get("tracking_uri")},
-    }
-    bundle = write_bundle(model, panel, args.root, args.name, args.version, provenance)
+    bundle = write_bundle(model, panel, args.root, args.name, args.version, provenance(meta, scores))
     print(f"wrote bundle {bundle} (parity and golden self-test passed)")
     if not args.no_tracking:
         import mlflow

@@ -148,15 +148,13 @@ def stage_export(run: Run) -> None:
     from volmargin.calibration.parameters import write_parameter_set
     from volmargin.export import write_bundle
     from volmargin.tracking import log_bundle, log_calibration_set
-    from volmargin.training import load_trained
+    from volmargin.training import load_trained, provenance
 
     champion = run.record["champion"]
     cfg = run.cfg.train_config(champion)
     model, meta, scores = load_trained(Path(cfg.output))
-    provenance = {"training": {"data_sha256": meta["data"]["sha256"], "train_end": cfg.window.train_end,
-                               "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()}},
-                  "scores": scores, "mlflow": {"run_id": meta["run_id"], "tracking_uri": meta["tracking_uri"]}}
-    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=provenance)
+    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model,
+                          provenance=provenance(meta, scores))
     policy = PolicyConfig(**run.cfg.calibration.policy)
     parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
                                allow_infeasible=True)

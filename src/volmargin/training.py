@@ -146,3 +146,13 @@ def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
     pooled = scores[scores["asset"] == POOLED].iloc[0].drop(["asset", "model"], errors="ignore")
     return model, json.loads((folder / "train.json").read_text()), {
         k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in pooled.items() if pd.notna(v)}
+
+
+def provenance(meta: dict, scores: dict) -> dict:
+    """The manifest keys a bundle takes from its training run (train.json and the held-out scores)."""
+    return {
+        "training": {"data_sha256": meta["data"]["sha256"], "train_end": meta["config"]["window"]["train_end"],
+                     "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()}},
+        "scores": scores,
+        "mlflow": {"run_id": meta.get("run_id"), "tracking_uri": meta.get("tracking_uri")},
+    }
