@@ -37,7 +37,9 @@ def percentiles(call: Callable[[], object], calls: int, warmup: int = 1000) -> t
 
 
 def throughput(call: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
-    call()
+    began = time.perf_counter()
+    while time.perf_counter() - began < 1.0:  # warm-up: the allocator settles after a few large batches
+        call()
     done, began = 0, time.perf_counter()
     while time.perf_counter() - began < seconds:
         call()

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import volmargin_serving as vs
+from volmargin_serving import runtime as runtime_module
 from volmargin.data import load_bars, synthetic_market
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.export import ExportError, check_parity, parity_inputs, reference_outputs, to_onnx, write_bundle
@@ -192,7 +193,10 @@ def test_stale_inputs_and_bad_bars_are_refused(bundles, window):
 
 def test_batch_forecasts_equal_single_asset_forecasts(bundles, panel):
     runtime = vs.load(bundles["nn"])
-    arrays = [_arrays(panel[a].iloc[-130:]) for a in sorted(panel)]
+    # windows ending on different days, more of them than one feature chunk holds
+    arrays = [_arrays(panel[a].iloc[len(panel[a]) - back - 130:len(panel[a]) - back])
+              for a in sorted(panel) for back in range(40)]
+    assert len(arrays) > runtime_module._CHUNK
     as_of = min(d[-1] for _, d in arrays)
     batch = runtime.forecast_daily(np.stack([i for i, _ in arrays]), np.stack([d for _, d in arrays]), as_of=as_of)
     for k, (inputs, dates) in enumerate(arrays):

@@ -51,23 +51,22 @@ class FeatureSpec:
         return window + self.month_days + max(self.level_days, self.volume_days) - 1
 
 
-def _window_sum(x: np.ndarray, window: int) -> np.ndarray:
-    """Sum of the last `window` values along the last axis (fewer at the start): cumsum minus its lag."""
-    sums = np.cumsum(x, axis=-1)
-    if window < x.shape[-1]:
-        sums[..., window:] -= sums[..., :-window].copy()
-    return sums
-
-
-def trailing_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the finite values among the last `window` rows (including the current one); NaN if none.
+def trailing_means(x: np.ndarray, windows: tuple[int, ...]) -> np.ndarray:
+    """Mean of the finite values among the last `windows[i]` rows (including the current one) of each
+    series x[i] along the last axis (fewer at the start); NaN if none.
 
     Cumulative sums along the last axis make it causal: the value at t is built from x[..., :t+1] only.
+    All series go through one pair of cumulative sums: on the hundred-odd rows a forecast needs, the
+    fixed cost of each numpy call outweighs its arithmetic.
     """
     valid = np.isfinite(x)
-    n = _window_sum(valid.astype(np.float64), window)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, _window_sum(np.where(valid, x, 0.0), window) / n, np.nan)
+    sums = np.cumsum(np.stack([np.where(valid, x, 0.0), valid]), axis=-1)  # (2, series, ..., days)
+    lagged = sums.copy()
+    for i, window in enumerate(windows):
+        if window < x.shape[-1]:
+            sums[:, i, ..., window:] -= lagged[:, i, ..., :-window]
+    total, count = sums
+    return np.where(count > 0, total / count, np.nan)
 
 
 def _clip(x: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -77,13 +76,6 @@ def _clip(x: np.ndarray, low: float, high: float) -> np.ndarray:
 
 def _log(x: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(x, _FLOOR))
-
-
-def log_level(rv: np.ndarray, complete: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """level_t: trailing mean of log RV over complete days; all days where the window has none complete."""
-    log_rv = _log(rv)
-    level = trailing_mean(np.where(complete, log_rv, np.nan), spec.level_days)
-    return np.where(np.isfinite(level), level, trailing_mean(log_rv, spec.level_days))
 
 
 def _lag(x: np.ndarray, k: int) -> np.ndarray:
@@ -100,34 +92,44 @@ def compute_features(
 
     `inputs` holds the `INPUT_COLUMNS` arrays in time order along the last axis (`complete` boolean);
     `weekday` is 0 = Monday .. 6 = Sunday. `last` keeps only the last rows of the output (serving needs
-    one model window, not the whole history it was computed from).
+    one model window, not the whole history it was computed from): only the rolling sums and the level
+    run over the whole history, the rest over the kept rows.
     """
+    keep = slice(-last, None) if last else slice(None)
     complete = np.asarray(inputs["complete"], dtype=bool)
-    rv = np.where(complete, inputs["rv"], np.nan)
-    level = log_level(inputs["rv"], complete, spec)
-    scale = np.exp(0.5 * level)
-    ret = inputs["ret"]
-    log_volume = _log(inputs["volume"])
-    angle = 2 * np.pi * np.asarray(weekday) / 7
-    log_rv = _log(rv)
     with np.errstate(invalid="ignore", divide="ignore"):
+        log_rv_all = _log(inputs["rv"])  # incomplete days too: the level's fallback
+        rv = np.where(complete, inputs["rv"], np.nan)
+        log_volume = _log(inputs["volume"])
+        means = trailing_means(
+            np.stack([np.where(complete, log_rv_all, np.nan), log_rv_all, rv, rv, inputs["ret"], log_volume]),
+            (spec.level_days, spec.level_days, spec.week_days, spec.month_days, spec.week_days, spec.volume_days),
+        )
+        # level_t: mean log RV of the complete days in the window; of all its days where none is complete
+        level = np.where(np.isfinite(means[0]), means[0], means[1])
+        level_change = level - _lag(level, spec.month_days)
+        means, level, level_change = means[..., keep], level[..., keep], level_change[..., keep]
+        rv, log_volume = rv[..., keep], log_volume[..., keep]
+        ret, bv, parkinson, rogers_satchell = (np.asarray(inputs[c])[..., keep]
+                                               for c in ("ret", "bv", "parkinson", "rogers_satchell"))
+        scale = np.exp(0.5 * level)
+        log_rv = _log(rv)
+        angle = 2 * np.pi * np.broadcast_to(weekday, complete.shape)[..., keep] / 7
         columns = (
             log_rv - level,
-            _log(trailing_mean(rv, spec.week_days)) - level,
-            _log(trailing_mean(rv, spec.month_days)) - level,
-            level - _lag(level, spec.month_days),
+            _log(means[2]) - level,
+            _log(means[3]) - level,
+            level_change,
             _clip(ret / scale, -spec.ret_clip, spec.ret_clip),
-            _clip(np.sqrt(spec.week_days) * trailing_mean(ret, spec.week_days) / scale,
-                  -spec.ret_clip, spec.ret_clip),
-            _clip((rv - inputs["bv"]) / rv, 0.0, 1.0),
-            _log(inputs["parkinson"]) - log_rv,
-            _log(inputs["rogers_satchell"]) - log_rv,
-            log_volume - trailing_mean(log_volume, spec.volume_days),
-            np.broadcast_to(np.sin(angle), level.shape) if angle.shape != level.shape else np.sin(angle),
-            np.broadcast_to(np.cos(angle), level.shape) if angle.shape != level.shape else np.cos(angle),
+            _clip(np.sqrt(spec.week_days) * means[4] / scale, -spec.ret_clip, spec.ret_clip),
+            _clip((rv - bv) / rv, 0.0, 1.0),
+            _log(parkinson) - log_rv,
+            _log(rogers_satchell) - log_rv,
+            log_volume - means[5],
+            np.sin(angle),
+            np.cos(angle),
         )
-    keep = slice(-last, None) if last else slice(None)
-    return np.stack([column[..., keep] for column in columns], axis=-1), level[..., keep]
+    return np.stack(columns, axis=-1), level
 
 
 def horizon_level(level: np.ndarray, horizon: int) -> np.ndarray:

@@ -34,6 +34,7 @@ from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+_CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 
 
 def _as_days(dates: np.ndarray) -> np.ndarray:
@@ -186,13 +187,21 @@ class Runtime:
         days = days[..., -n:]
         _check_sorted("dates", days)
         self._check_fresh(days[..., -1], as_of)
+        weekday = np.broadcast_to((days.astype(np.int64) + _EPOCH_WEEKDAY) % 7, batch.shape[:2])
+        # Features of a few assets at a time: their arrays stay in cache; a whole batch of 1,024 assets
+        # makes every numpy temporary a fresh multi-MB allocation and runs at less than half the speed.
+        chunks = [self._daily_features(batch[i:i + _CHUNK], weekday[i:i + _CHUNK])
+                  for i in range(0, len(batch), _CHUNK)]
+        features, level = (np.concatenate(parts) for parts in zip(*chunks))
+        return self._forecast(features, level)
+
+    def _daily_features(self, batch: np.ndarray, weekday: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Checked daily inputs (assets, days, columns) -> the last model window of features and level_t."""
         by_column = np.ascontiguousarray(np.moveaxis(batch, -1, 0))  # (column, asset, day): contiguous days
         columns = dict(zip(INPUT_COLUMNS, by_column))
         columns["complete"] = columns["complete"] > 0.5
-        weekday = (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7
-        features, level = compute_features(columns, np.broadcast_to(weekday, batch.shape[:2]), self.spec,
-                                           last=self.window)
-        return self._forecast(features, level[:, -1])
+        features, level = compute_features(columns, weekday, self.spec, last=self.window)
+        return features, level[:, -1]
 
     def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096) -> Forecasts:
         """Forecasts made at every row of one asset's daily history (days, len(INPUT_COLUMNS)) that has
