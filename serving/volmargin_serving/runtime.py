@@ -37,6 +37,11 @@ _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 
 
+def _weekday(days: np.ndarray) -> np.ndarray:
+    """0 = Monday .. 6 = Sunday of datetime64[D] days, as the features take it."""
+    return (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7
+
+
 def _as_days(dates: np.ndarray) -> np.ndarray:
     dates = np.asarray(dates)
     if not np.issubdtype(dates.dtype, np.datetime64):
@@ -187,7 +192,7 @@ class Runtime:
         days = days[..., -n:]
         _check_sorted("dates", days)
         self._check_fresh(days[..., -1], as_of)
-        weekday = np.broadcast_to((days.astype(np.int64) + _EPOCH_WEEKDAY) % 7, batch.shape[:2])
+        weekday = np.broadcast_to(_weekday(days), batch.shape[:2])
         # Features of a few assets at a time: their arrays stay in cache; a whole batch of 1,024 assets
         # makes every numpy temporary a fresh multi-MB allocation and runs at less than half the speed.
         chunks = [self._daily_features(batch[i:i + _CHUNK], weekday[i:i + _CHUNK])
@@ -218,7 +223,7 @@ class Runtime:
         _check_sorted("dates", days)
         columns = {name: inputs[:, i] for i, name in enumerate(INPUT_COLUMNS)}
         columns["complete"] = columns["complete"] > 0.5
-        features, level = compute_features(columns, (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7, self.spec)
+        features, level = compute_features(columns, _weekday(days), self.spec)
         standardized = standardize(features, self.mean, self.scale)
         # windows ending at rows history_days-1 .. end: (rows, window, n_features)
         ends = np.arange(self.history_days - 1, len(inputs))
