@@ -16,7 +16,12 @@ Features (columns of `FEATURE_NAMES`, in order):
 - jump: (rv - bv) / rv clipped to [0, 1], the jump share of the day's variance;
 - range_pk, range_rs: log(Parkinson / rv) and log(Rogers-Satchell / rv);
 - volume: log volume minus its trailing 22-row mean of logs;
-- dow_sin, dow_cos: day of week.
+- dow_sin, dow_cos: day of week;
+- the asset's own tail and jump behaviour over the level window (what lets one model serve a thin, jumpy
+  listing it never saw as well as BTC: the level is a mean of *logs*, and for jumpier assets it sits
+  further below the log of the mean variance):
+  level_gap: log(mean RV) - level_t (>= 0 by Jensen's inequality), rv_disp: standard deviation of log RV,
+  jump_freq: mean jump share, max_move: log of the largest squared daily return minus level_t.
 A missing input gives NaN; `standardize` puts NaN at the training mean (0 after scaling).
 """
 
@@ -30,7 +35,7 @@ import numpy as np
 INPUT_COLUMNS = ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "complete")
 FEATURE_NAMES = (
     "rv_d", "rv_w", "rv_m", "level_chg", "ret_d", "ret_w", "jump", "range_pk", "range_rs", "volume",
-    "dow_sin", "dow_cos",
+    "dow_sin", "dow_cos", "level_gap", "rv_disp", "jump_freq", "max_move",
 )
 _FLOOR = 1e-12  # zero variance or volume (a halted market) must not give log(0)
 
@@ -85,6 +90,15 @@ def _lag(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def _trailing_max(x: np.ndarray, window: int) -> np.ndarray:
+    """Largest finite value among the last `window` rows (including the current one) along the last
+    axis; NaN where there is none. Causal: the value at t reads x[..., :t+1] only."""
+    padded = np.concatenate([np.full(x.shape[:-1] + (window - 1,), np.nan), x], axis=-1)
+    views = np.lib.stride_tricks.sliding_window_view(padded, window, axis=-1)
+    with np.errstate(invalid="ignore"):
+        return np.fmax.reduce(views, axis=-1)
+
+
 def compute_features(
     inputs: Mapping[str, np.ndarray], weekday: np.ndarray, spec: FeatureSpec = FeatureSpec(), last: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -100,18 +114,23 @@ def compute_features(
     with np.errstate(invalid="ignore", divide="ignore"):
         log_rv_all = _log(inputs["rv"])  # incomplete days too: the level's fallback
         rv = np.where(complete, inputs["rv"], np.nan)
+        log_rv_complete = np.where(complete, log_rv_all, np.nan)
+        jump_share = _clip((rv - inputs["bv"]) / rv, 0.0, 1.0)
         log_volume = _log(inputs["volume"])
+        level_days = spec.level_days
         means = trailing_means(
-            np.stack([np.where(complete, log_rv_all, np.nan), log_rv_all, rv, rv, inputs["ret"], log_volume]),
-            (spec.level_days, spec.level_days, spec.week_days, spec.month_days, spec.week_days, spec.volume_days),
+            np.stack([log_rv_complete, log_rv_all, rv, rv, inputs["ret"], log_volume,
+                      rv, log_rv_complete ** 2, jump_share]),
+            (level_days, level_days, spec.week_days, spec.month_days, spec.week_days, spec.volume_days,
+             level_days, level_days, level_days),
         )
         # level_t: mean log RV of the complete days in the window; of all its days where none is complete
         level = np.where(np.isfinite(means[0]), means[0], means[1])
         level_change = level - _lag(level, spec.month_days)
-        means, level, level_change = means[..., keep], level[..., keep], level_change[..., keep]
-        rv, log_volume = rv[..., keep], log_volume[..., keep]
-        ret, bv, parkinson, rogers_satchell = (np.asarray(inputs[c])[..., keep]
-                                               for c in ("ret", "bv", "parkinson", "rogers_satchell"))
+        max_square = _trailing_max(np.asarray(inputs["ret"], dtype=float) ** 2, level_days)
+        means, level, level_change, max_square = (a[..., keep] for a in (means, level, level_change, max_square))
+        rv, log_volume, jump_share = rv[..., keep], log_volume[..., keep], jump_share[..., keep]
+        ret, parkinson, rogers_satchell = (np.asarray(inputs[c])[..., keep] for c in ("ret", "parkinson", "rogers_satchell"))
         scale = np.exp(0.5 * level)
         log_rv = _log(rv)
         angle = 2 * np.pi * np.broadcast_to(weekday, complete.shape)[..., keep] / 7
@@ -122,12 +141,16 @@ def compute_features(
             level_change,
             _clip(ret / scale, -spec.ret_clip, spec.ret_clip),
             _clip(np.sqrt(spec.week_days) * means[4] / scale, -spec.ret_clip, spec.ret_clip),
-            _clip((rv - bv) / rv, 0.0, 1.0),
+            jump_share,
             _log(parkinson) - log_rv,
             _log(rogers_satchell) - log_rv,
             log_volume - means[5],
             np.sin(angle),
             np.cos(angle),
+            _log(means[6]) - means[0],
+            np.sqrt(np.maximum(means[7] - means[0] ** 2, 0.0)),
+            means[8],
+            _log(max_square) - level,
         )
     return np.stack(columns, axis=-1), level
 

@@ -78,11 +78,24 @@ def _network_graph(model) -> onnx.ModelProto:
     return program.model_proto
 
 
+def _register_lightgbm() -> None:
+    """LightGBM's converter (onnxmltools) registered with skl2onnx, as skl2onnx documents for LightGBM models;
+    a log-link objective (gamma) comes out with its Exp node, so the graph predicts what `predict` does."""
+    from lightgbm import LGBMRegressor
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_regressor_output_shapes
+
+    update_registered_converter(LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
+                                convert_lightgbm, options={"split": None})
+
+
 def _tree_graph(regressor, prefix: str) -> onnx.GraphProto:
-    """One scikit-learn regressor as a graph from `x` (batch, n_features) to `<prefix>variable` (batch, 1)."""
+    """One tree-ensemble regressor as a graph from `x` (batch, n_features) to `<prefix>variable` (batch, 1)."""
     from skl2onnx import to_onnx as sklearn_to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
+    _register_lightgbm()
     proto = sklearn_to_onnx(regressor, initial_types=[("x", FloatTensorType([None, len(FEATURE_NAMES)]))],
                             target_opset={"": OPSET, "ai.onnx.ml": 3})
     return onnx.compose.add_prefix(proto, prefix, rename_inputs=False).graph
@@ -98,7 +111,11 @@ def _boosting_graph(model) -> onnx.ModelProto:
     nodes = [helper.make_node("Flatten", [INPUT], ["x"], axis=1)]
     initializers = [_const("smearing", [[model.smearing_]])]
     graphs = [_tree_graph(model.variance_model_, "variance_")]
-    nodes.append(helper.make_node("Add", ["variance_variable", "smearing"], ["log_var_rel"]))
+    if model.variance_loss == "gamma":  # the booster predicts the variance ratio itself: back to logs
+        nodes.append(helper.make_node("Log", ["variance_variable"], ["variance_log"]))
+        nodes.append(helper.make_node("Add", ["variance_log", "smearing"], ["log_var_rel"]))
+    else:
+        nodes.append(helper.make_node("Add", ["variance_variable", "smearing"], ["log_var_rel"]))
     columns = ["log_var_rel"]
     for side in SIDES:
         previous = None

@@ -88,7 +88,7 @@ def historical_forecasts(
     for block in split.blocks(daily.index):
         model.fit(daily.loc[block.train], horizon)
         frames.append(_forecast_block(model, daily, block, block.origins, levels))
-    return _with_targets(frames, daily, horizon)
+    return with_targets(frames, daily, horizon)
 
 
 def panel_historical_forecasts(
@@ -117,7 +117,7 @@ def panel_historical_forecasts(
                 frames[asset].append(_forecast_block(model, panel[asset], block, origins, levels))
         if on_refit is not None:
             on_refit(block.refit_origin)
-    return {asset: _with_targets(f, panel[asset], horizon) for asset, f in frames.items()}
+    return {asset: with_targets(f, panel[asset], horizon) for asset, f in frames.items()}
 
 
 def _forecast_block(
@@ -127,7 +127,7 @@ def _forecast_block(
     return model.forecast(history, origins, levels).to_frame()
 
 
-def _with_targets(frames: list[pd.DataFrame], daily: pd.DataFrame, horizon: int) -> pd.DataFrame:
+def with_targets(frames: list[pd.DataFrame], daily: pd.DataFrame, horizon: int) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     forecasts = pd.concat(frames)

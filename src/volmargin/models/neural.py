@@ -184,13 +184,16 @@ class VolDataModule(L.LightningDataModule):
     """Windows of scaled features ending at each origin with a finite target, per asset.
 
     `frames` maps asset -> scaled `FEATURE_NAMES` (missing = 0) plus targets y_var, r_std. Each
-    asset's rows are padded separately, so no window crosses assets. Time split, one calendar cut
-    for all assets: origins in the last `val_fraction` of dates validate; training origins end h days
-    before the cut, so no training target overlaps a validation target.
+    asset's rows are padded separately, so no window crosses assets. Split by time and by asset, so that
+    early stopping measures what a venue sees (a listing the model never trained on, later): one calendar
+    cut for all assets, origins in the last `val_fraction` of dates of the `val_assets` share of assets
+    (a seeded choice) validate; the other assets' origins up to h days before the cut train, so no
+    training target overlaps a validation target. With `val_assets=0` or a single asset, every asset
+    validates after the cut (a time split only).
     """
 
     def __init__(self, frames: dict[str, pd.DataFrame], window: int, horizon: int = 1,
-                 batch_size: int = 512, val_fraction: float = 0.15, seed: int = 0):
+                 batch_size: int = 512, val_fraction: float = 0.15, seed: int = 0, val_assets: float = 0.0):
         super().__init__()
         self.frames = frames
         self.window = window
@@ -198,6 +201,16 @@ class VolDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
+        self.val_assets = val_assets
+
+    def validation_assets(self) -> set[str]:
+        """Assets whose later rows validate (all of them for a time split only)."""
+        names = sorted(self.frames)
+        count = int(np.ceil(self.val_assets * len(names)))
+        if len(names) < 2 or count == 0:
+            return set(names)
+        order = np.random.default_rng(self.seed).permutation(len(names))
+        return {names[i] for i in order[:min(count, len(names) - 1)]}
 
     def validation_cut(self) -> pd.Timestamp:
         dates = pd.DatetimeIndex(sorted(set().union(*(f.index for f in self.frames.values()))))
@@ -206,15 +219,19 @@ class VolDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         cut = self.validation_cut()
         last_train = cut - pd.Timedelta(days=self.horizon)
+        held_out = self.validation_assets()
+        grouped = held_out != set(self.frames)
         blocks, ends, targets, split, offset = [], [], [], [], 0
-        for frame in self.frames.values():
+        for asset, frame in self.frames.items():
             blocks.append(pad(frame[list(FEATURE_NAMES)].to_numpy(np.float32), self.window))
             y = frame[["y_var", "r_std"]].to_numpy(np.float32)
             keep = np.flatnonzero(np.isfinite(y).all(axis=1))
             ends.append(keep + offset)
             targets.append(y[keep])
             dates = frame.index[keep]
-            split.append(np.where(dates >= cut, 1, np.where(dates <= last_train, 0, -1)))  # -1: embargo
+            validates, trains = asset in held_out, not (grouped and asset in held_out)
+            split.append(np.where((dates >= cut) & validates, 1,
+                                  np.where((dates <= last_train) & trains, 0, -1)))  # -1: embargo / unused
             offset += len(blocks[-1])
         padded, ends, targets, split = (np.concatenate(a) for a in (blocks, ends, targets, split))
         self.train_set = _Windows(padded, ends[split == 0], targets[split == 0], self.window)
@@ -306,6 +323,7 @@ class NeuralForecaster(GlobalForecaster):
         tail_weight: float = 1.0,
         batch_size: int = 512,
         val_fraction: float = 0.15,
+        val_assets: float = 0.2,
         level_days: int = 66,
         seed: int = 0,
         num_threads: int = 1,
@@ -325,6 +343,7 @@ class NeuralForecaster(GlobalForecaster):
         self.tail_weight = tail_weight
         self.batch_size = batch_size
         self.val_fraction = val_fraction
+        self.val_assets = val_assets
         self.level_days = level_days
         self.seed = seed
         self.num_threads = num_threads
@@ -362,7 +381,7 @@ class NeuralForecaster(GlobalForecaster):
             self.feature_spec_ = FeatureSpec(level_days=self.level_days)
             self.network_ = VolNet(len(FEATURE_NAMES), len(levels), self.hidden, self.layers)
         data = VolDataModule(self._scaled_frames(trains), self.window, horizon, self.batch_size,
-                             self.val_fraction, self.seed)
+                             self.val_fraction, self.seed, self.val_assets)
         self.network_.train()
         module = VolLightningModule(self.network_, levels, self.lr, self.weight_decay, self.tail_weight)
         keep_best, history = _KeepBest(), _History()

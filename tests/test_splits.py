@@ -1,0 +1,69 @@
+"""Asset-grouped, time-ordered validation: no scored asset is ever in its model's training fold."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volmargin.data import synthetic_market
+from volmargin.errors import ConfigError
+from volmargin.evaluation.splits import AssetGroupedSplit, in_asset_forecasts, unseen_asset_forecasts
+from volmargin.features.realized import daily_measures
+from volmargin.models.base import GlobalForecaster
+from volmargin.models.scale import EWMA
+
+TRAIN_END = pd.Timestamp("2021-12-31", tz="UTC")
+
+
+class Recorder(GlobalForecaster):
+    """A global model that remembers the assets and last dates it was fitted on (EWMA per asset inside)."""
+
+    name = "recorder"
+    fits: list[dict[str, pd.Timestamp]] = []
+
+    def fit_panel(self, trains, horizon=1):
+        Recorder.fits.append({a: t.index[-1] for a, t in trains.items()})
+        self.model_ = EWMA().fit(next(iter(trains.values())), horizon)
+        return self
+
+    def forecast(self, history, origins, levels):
+        return self.model_.forecast(history, origins, levels)
+
+
+@pytest.fixture(scope="module")
+def panel():
+    bars = synthetic_market(n_assets=7, days=1095, seed=2)
+    return {a: daily_measures(b) for a, b in bars.items()}
+
+
+def test_folds_partition_the_assets_and_are_reproducible():
+    assets = [f"a{i}" for i in range(23)]
+    split = AssetGroupedSplit(train_end=TRAIN_END, n_folds=5, seed=3)
+    folds = split.folds(assets)
+    tested = [a for f in folds for a in f.test_assets]
+    assert sorted(tested) == sorted(assets)  # every asset scored exactly once
+    assert all(not set(f.test_assets) & set(f.train_assets) for f in folds)
+    assert max(len(f.test_assets) for f in folds) - min(len(f.test_assets) for f in folds) <= 1
+    assert split.groups(reversed(assets)) == split.groups(assets)  # order of the input does not matter
+    assert AssetGroupedSplit(train_end=TRAIN_END, n_folds=5, seed=4).groups(assets) != split.groups(assets)
+    with pytest.raises(ConfigError):
+        AssetGroupedSplit(train_end=TRAIN_END, n_folds=1)
+    with pytest.raises(ConfigError):
+        split.folds(assets[:3])
+
+
+def test_a_scored_asset_never_enters_its_training_fold_nor_later_rows(panel):
+    Recorder.fits = []
+    split = AssetGroupedSplit(train_end=TRAIN_END, n_folds=3, min_train=200)
+    out = unseen_asset_forecasts(panel, Recorder, split, (0.99,))
+    assert sorted(out) == sorted(panel)
+    groups = split.groups(panel)
+    for fit, fold in zip(Recorder.fits, range(3)):
+        scored = {a for a, g in groups.items() if g == fold}
+        assert not scored & set(fit)  # the fold's model never saw the assets it scores
+        assert max(fit.values()) <= TRAIN_END  # nor a row after the training end
+    for frame in out.values():
+        assert frame["origin"].min() >= TRAIN_END
+        assert np.isfinite(frame["variance"]).all()
+    Recorder.fits = []
+    in_asset = in_asset_forecasts(panel, Recorder, split, (0.99,))
+    assert set(Recorder.fits[0]) == set(panel) and sorted(in_asset) == sorted(panel)
