@@ -49,13 +49,15 @@ def all_files() -> list[Path]:
     return hourly_spot_files() + sorted((shared_data_dir() / "alts").glob("*_1h.csv.gz"))
 
 
-def learned_forecasts(panel, name: str, params: dict, split: AssetGroupedSplit, levels) -> pd.DataFrame:
+def learned_forecasts(panel, label: str, name: str, params: dict, split: AssetGroupedSplit, levels,
+                      in_asset: bool) -> pd.DataFrame:
     frames = []
-    for kind, produce in (("unseen", unseen_asset_forecasts), ("in_asset", in_asset_forecasts)):
+    sets = (("unseen", unseen_asset_forecasts), ("in_asset", in_asset_forecasts))[: 2 if in_asset else 1]
+    for kind, produce in sets:
         began = time.perf_counter()
         per_asset = produce(panel, lambda: make_forecaster(name, **params), split, levels)
-        frames += [f.assign(asset=a, model=name, set=kind) for a, f in per_asset.items()]
-        print(f"  {name} {kind}: {len(per_asset)} assets in {time.perf_counter() - began:.0f} s", flush=True)
+        frames += [f.assign(asset=a, model=label, set=kind) for a, f in per_asset.items()]
+        print(f"  {label} {kind}: {len(per_asset)} assets in {time.perf_counter() - began:.0f} s", flush=True)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -139,6 +141,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--models", default="gbm,nn")
     parser.add_argument("--params", default="{}", help='JSON per model, e.g. {"gbm": {"variance_loss": "l2"}}')
+    parser.add_argument("--variants", default="{}", help='more learned variants, JSON label -> [model, params], '
+                        'e.g. {"gbm_l2": ["gbm", {"variance_loss": "l2"}]} (unseen set only)')
     parser.add_argument("--baselines", default="har,ewma,gjr")
     parser.add_argument("--top-only", action="store_true", help="the 29 top-level files only (no alts/)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-unseen"))
@@ -147,7 +151,9 @@ def main() -> None:
     train_end = pd.Timestamp(args.train_end, tz="UTC")
     split = AssetGroupedSplit(train_end=train_end, n_folds=args.folds,
                               score_end=pd.Timestamp(args.score_end, tz="UTC") if args.score_end else None)
-    learned = tuple(m for m in args.models.split(",") if m)
+    variants = {m: (m, json.loads(args.params).get(m, {}), True) for m in args.models.split(",") if m}
+    variants.update({k: (m, p, False) for k, (m, p) in json.loads(args.variants).items()})
+    learned = tuple(variants)
     levels = (0.975, 0.99)
     path = args.out / "forecasts.parquet"
     began = time.perf_counter()
@@ -157,14 +163,14 @@ def main() -> None:
         files = hourly_spot_files() if args.top_only else all_files()
         panel = daily_panel(load_panel([str(f) for f in files]))
         print(f"{len(panel)} assets loaded in {time.perf_counter() - began:.0f} s", flush=True)
-        params = json.loads(args.params)
         frames = [baseline_forecasts(panel, tuple(args.baselines.split(",")), split, levels).assign(set="both")]
         print(f"  baselines in {time.perf_counter() - began:.0f} s", flush=True)
-        frames += [learned_forecasts(panel, m, params.get(m, {}), split, levels) for m in learned]
+        frames += [learned_forecasts(panel, label, name, params, split, levels, in_asset)
+                   for label, (name, params, in_asset) in variants.items()]
         forecasts = pd.concat(frames, ignore_index=True)
         write_frame(forecasts, path)
     pd.set_option("display.width", 250)
-    first = forecasts["origin"].min()
+    first = forecasts["date"].min()
     validation_start = pd.Timestamp(f"{first.year + 1}-01-01", tz="UTC")
     for kind in ("unseen", "in_asset"):
         subset = forecasts[forecasts["set"].isin([kind, "both"])].drop(columns="set")

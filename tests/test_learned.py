@@ -189,3 +189,40 @@ def test_neural_warm_refit_and_short_history(panel):
     history = panel["syn_d"].iloc[:3]
     forecast = model.forecast(history, history.index, LEVELS)
     assert np.isfinite(forecast.to_frame().to_numpy()).all() and (forecast.variance > 0).all()
+
+
+@pytest.mark.parametrize("loss", ["gamma", "l2"])
+def test_tree_variants_export_with_parity_and_are_deterministic(loss, panel):
+    """Both variance losses (and a feature ablation) export to a graph that reproduces the trees; a refit
+    with the same seed repeats exactly; an unknown loss or feature name is refused."""
+    import onnxruntime as ort
+
+    from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "variance_loss": loss, "drop_features": ("max_move",)}
+    model, again = (make_forecaster("gbm", **params).fit_panel(trains) for _ in range(2))
+    x = parity_inputs(model, panel, rows=256)
+    np.testing.assert_array_equal(model.predict_raw(x[:, -1]), again.predict_raw(x[:, -1]))
+    proto = to_onnx(model)
+    check_parity(proto, reference_outputs(model, x), x)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isfinite(session.run(None, {"features": x})[0]).all()
+    for bad in ({"variance_loss": "huber"}, {"drop_features": ("nope",)}):
+        with pytest.raises(ConfigError):
+            make_forecaster("gbm", **{**TINY["gbm"], **bad}).fit_panel(trains)
+
+
+def test_tail_features_describe_the_asset_not_its_level(panel):
+    """level_gap >= 0 (Jensen), and a jumpier series has a larger level gap and log-RV dispersion."""
+    daily = panel["syn_a"].copy()
+    calm = feature_frame(daily)
+    rng = np.random.default_rng(0)
+    jumps = rng.random(len(daily)) < 0.05
+    daily.loc[jumps, "rv"] *= 30.0
+    daily.loc[jumps, "bv"] *= 2.0
+    jumpy = feature_frame(daily)
+    rows = slice(100, None)
+    assert (calm["level_gap"].iloc[rows] >= -1e-12).all()
+    for name in ("level_gap", "rv_disp", "jump_freq"):
+        assert jumpy[name].iloc[rows].mean() > calm[name].iloc[rows].mean()

@@ -6,8 +6,8 @@ Stages (each an MLflow child run under one parent run, each timed):
 3. backtest: walk-forward forecasts of the learned models and the baselines, scores, Diebold-Mariano;
 4. calibrate: margin policy calibrated on the calibration window, validated walk-forward after it,
    margin backtest and stress events for every model;
-5. export: the champion (the learned model with the best backtest QLIKE) as an ONNX bundle, registered,
-   with its calibration set beside it;
+5. export: the champion (the learned model with the best backtest QLIKE), refitted on all data up to the
+   last day, as an ONNX bundle, registered, with its calibration set beside it;
 6. score: the latest date of every asset through the bundle (what the margin service would publish);
 7. report: the self-contained HTML model-comparison report.
 `run.json` is rewritten after every stage, so a failed stage leaves the earlier outputs and a readable
@@ -152,9 +152,12 @@ def stage_export(run: Run) -> None:
 
     champion = run.record["champion"]
     cfg = run.cfg.train_config(champion)
-    model, meta, scores = load_trained(Path(cfg.output))
-    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model,
-                          provenance=provenance(meta, scores))
+    _, meta, scores = load_trained(Path(cfg.output))
+    model, data_end = refit_on_all_data(run, champion)
+    record = provenance(meta, scores)
+    record["training"].update(train_end=data_end, refit_on_all_data=True,
+                              evaluated_model_train_end=meta["config"]["window"]["train_end"])
+    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=record)
     policy = PolicyConfig(**run.cfg.calibration.policy)
     parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
                                allow_infeasible=True)
@@ -166,6 +169,19 @@ def stage_export(run: Run) -> None:
                             "calibration_set": str(calibration_file)}
     print(f"export: {bundle} registered as {cfg.tracking.registered_model}-onnx version {version}; "
           f"calibration set {calibration_file}")
+
+
+def refit_on_all_data(run: Run, name: str):
+    """The champion refitted with its configured parameters on every asset's data up to the last day: a
+    frozen model ages (see the README's ageing table), so what is exported learns from everything known at
+    export time. Its held-out scores are those of the train stage's model, fitted to window.train_end."""
+    from volmargin.models import make_forecaster
+
+    model = make_forecaster(name, **run.cfg.learned[name])
+    if hasattr(model, "enable_progress_bar"):
+        model.enable_progress_bar = run.progress
+    model.fit_panel(run.panel, run.cfg.horizon)
+    return model, str(max(daily.index[-1] for daily in run.panel.values()).date())
 
 
 def stage_score(run: Run) -> None:
