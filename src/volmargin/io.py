@@ -113,6 +113,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
                           "write it again") from None
 
 
+def preflight(target: str | Path, folder: bool = False) -> Path:
+    """Before any work: OutputError unless `target` can be written (a regular file or absent, or for a
+    folder output an empty or volmargin folder) in a writable place."""
+    target = check_folder(target) if folder else check_target(target)
+    existing = next((p for p in target.parents if p.exists()), Path("."))  # staging and temp files go beside it
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {target}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {target}: {existing} is not writable")
+    return target
+
+
 # ------------------------------------------------------------------ locks
 
 
