@@ -33,12 +33,14 @@ from volmargin_serving.errors import (
 from volmargin_serving.features import INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level, standardize
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
-from volmargin_serving.validation import FLAGS, check_bars, check_dates, check_values, value_problems
+from volmargin_serving.validation import FLAGS, NON_NEGATIVE, check_bars, check_dates, check_values, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 # The golden self-test's tolerance is the runtime's, never the bundle's: a manifest cannot loosen it.
 SELF_TEST_RTOL = 1e-5
+# what a bad or missing row of a refused asset may have been, for its fail-safe margin (`Runtime._repaired`)
+SCENARIOS = ("missing", "worst_up", "worst_down")
 
 
 def _weekday(days: np.ndarray) -> np.ndarray:
@@ -342,7 +344,8 @@ class Runtime:
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
         variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
         var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
-        doubt = [np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
+        doubt = [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
+                 for _ in range(len(SCENARIOS))]
 
         def keep(index, out: Forecasts) -> None:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
@@ -360,16 +363,19 @@ class Runtime:
                 except InputError as exc:
                     errors[k] = f"{type(exc).__name__}: {exc}"
                     repaired = self._repaired(rows_in[k], dates_in[k], as_of)
-                    if repaired is not None:
-                        doubt[0][k], doubt[1][k], doubt[2][k] = repaired.variance[0], repaired.var[0], repaired.es[0]
+                    for i in range(len(SCENARIOS) if repaired is not None else 0):
+                        doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = (repaired.variance[i], repaired.var[i],
+                                                                          repaired.es[i])
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
-                Forecasts(*doubt, self.levels, self.horizon))
+                [Forecasts(*d, self.levels, self.horizon) for d in doubt])
 
     def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
-        """A doubtful forecast of one refused asset: rows after as_of dropped, its last `history_days`
-        calendar days with missing days and rows holding a bad value treated as missing (as training
-        treats missing data). None where that cannot be done (unusable shape or dates, stale data).
-        Only ever a candidate for a higher fail-safe margin, never a margin of its own."""
+        """Doubtful forecasts of one refused asset, one per `SCENARIOS` entry: rows after as_of dropped,
+        its last `history_days` calendar days, and each missing day or row holding a bad value replaced
+        per scenario: as missing (as training treats missing data), or as the worst day of the window
+        (every variance measure and volume at its window maximum, the return at plus or minus the largest
+        absolute return). None where that cannot be done (unusable shape or dates, stale data). Only ever
+        candidates for a higher fail-safe margin, never margins of their own."""
         try:
             x, days = np.asarray(inputs, dtype=np.float64), _as_days(dates)
         except (InputError, TypeError, ValueError):
@@ -386,11 +392,19 @@ class Runtime:
         window[position[position >= 0]] = x[position >= 0]
         bad = value_problems(window)
         window[bad] = np.nan
-        for j, name in enumerate(INPUT_COLUMNS):
-            if name in FLAGS:
-                window[bad, j] = 0.0
+        scenarios = np.repeat(window[None], len(SCENARIOS), axis=0)
         with np.errstate(all="ignore"):
-            return self._forecast_checked(window[None], grid[None])
+            for j, name in enumerate(INPUT_COLUMNS):
+                column = window[:, j]
+                worst = np.nanmax(np.abs(column)) if np.isfinite(column).any() else np.nan
+                for i, scenario in enumerate(SCENARIOS):
+                    if name in FLAGS:
+                        scenarios[i, bad, j] = 0.0 if scenario == "missing" else 1.0
+                    elif scenario != "missing" and name in NON_NEGATIVE:
+                        scenarios[i, bad, j] = worst
+                    elif scenario != "missing" and name == "ret":
+                        scenarios[i, bad, j] = worst if scenario == "worst_up" else -worst
+            return self._forecast_checked(scenarios, np.broadcast_to(grid, scenarios.shape[:2]))
 
 
 class Server:

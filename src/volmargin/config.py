@@ -134,6 +134,14 @@ class RunConfig:
         _check_policy(self.calibration.policy)
 
 
+    def train_config(self, name: str) -> TrainConfig:
+        """The `volmargin train` config of one learned model of this run."""
+        registered = f"{self.tracking.registered_model or 'volmargin'}-{name}"  # e.g. volmargin-gbm
+        return TrainConfig(data=self.data, window=self.window, model=ModelConfig(name, dict(self.learned[name])),
+                           tracking=dataclasses.replace(self.tracking, registered_model=registered),
+                           horizon=self.horizon, levels=self.levels, output=str(Path(self.output) / f"train-{name}"))
+
+
 def _check_policy(policy: dict[str, Any]) -> None:
     """calibration.policy at load, not after training and backtest: known keys, types, ranges."""
     from volmargin.calibration.policy import PolicyConfig
@@ -143,14 +151,6 @@ def _check_policy(policy: dict[str, Any]) -> None:
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith("calibration.") else f"calibration.{message}") from None
-
-    def train_config(self, name: str) -> TrainConfig:
-        """The `volmargin train` config of one learned model of this run."""
-        registered = f"{self.tracking.registered_model or 'volmargin'}-{name}"  # e.g. volmargin-gbm
-        return TrainConfig(data=self.data, window=self.window, model=ModelConfig(name, dict(self.learned[name])),
-                           tracking=dataclasses.replace(self.tracking, registered_model=registered),
-                           horizon=self.horizon, levels=self.levels, output=str(Path(self.output) / f"train-{name}"))
-
 
 def _date(key: str, value: str | None) -> pd.Timestamp | None:
     if value is None:
