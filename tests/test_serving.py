@@ -192,12 +192,12 @@ def test_stale_inputs_and_bad_bars_are_refused(bundles, window):
 
 
 def test_batch_forecasts_equal_single_asset_forecasts(bundles, panel):
-    runtime = vs.load(bundles["nn"])
+    runtime = vs.load(bundles["nn"], max_age_days=60)
     # windows ending on different days, more of them than one feature chunk holds
     arrays = [_arrays(panel[a].iloc[len(panel[a]) - back - 130:len(panel[a]) - back])
               for a in sorted(panel) for back in range(40)]
     assert len(arrays) > runtime_module._CHUNK
-    as_of = min(d[-1] for _, d in arrays)
+    as_of = max(d[-1] for _, d in arrays)  # no row may be dated after as_of
     batch = runtime.forecast_daily(np.stack([i for i, _ in arrays]), np.stack([d for _, d in arrays]), as_of=as_of)
     for k, (inputs, dates) in enumerate(arrays):
         single = runtime.forecast_daily(inputs, dates, as_of=as_of)

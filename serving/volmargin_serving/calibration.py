@@ -12,11 +12,18 @@ more often than it retrains), written by `volmargin.calibration.write_parameter_
 It is bound to one bundle by the SHA-256 of that bundle's manifest: the scales were fitted to that
 model's forecasts, and on another model's forecasts they would give margins nobody backtested.
 `check_records` holds the sanity rules, shared with the training library's `validate_parameters`.
+
+The `sha256` only detects damage: anyone can reseal an edited set. What an edit can do is bounded by
+hard floors the runtime holds itself: no policy `min_rate` below `HARD_MIN_RATE`, no published margin
+below the set's `min_rate`, no scale below `HARD_MIN_SCALE` or outside the policy's `scale_bounds`. With
+a service key configured, the set must also carry `signature`: the hex HMAC-SHA256 of the same
+canonical JSON under that key (`seal(document, key)`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from volmargin_serving.bundle import MANIFEST, read_json, read_manifest, sha256, verify_files
-from volmargin_serving.errors import CalibrationError
-from volmargin_serving.margins import Terms
+from volmargin_serving.bundle import MANIFEST, read_json, read_manifest, resolve_key, sha256, signature, verify_files
+from volmargin_serving.errors import CalibrationError, SignatureError
+from volmargin_serving.margins import DEFAULT_MIN_RATE, Terms
 from volmargin_serving.outputs import SIDES, measure_name
 
 SCHEMA_VERSION = 1
@@ -43,7 +50,14 @@ POLICY_RULES = {  # the policy settings serving reads, and the values that canno
     "max_down": lambda v: v is None or (_real(v) and 0 < v < 1),
     "liquidation_days": lambda v: v is None or (isinstance(v, int) and v >= 1),
 }
-OPTIONAL_POLICY_RULES = {"mpor_hours": lambda v: v is None or (isinstance(v, int) and 1 <= v < 24)}
+HARD_MIN_RATE = 0.005  # no calibration set may allow initial margins below 0.5% (200x leverage)
+HARD_MIN_SCALE = 0.05  # nor scale the model's risk down by more than 20x
+OPTIONAL_POLICY_RULES = {
+    "mpor_hours": lambda v: v is None or (isinstance(v, int) and 1 <= v < 24),
+    "min_rate": lambda v: v is None or (_real(v) and HARD_MIN_RATE <= v < 1),
+    "scale_bounds": lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_real, v))
+                                            and HARD_MIN_SCALE <= v[0] < v[1]),
+}
 
 
 def _real(value) -> bool:
@@ -58,14 +72,22 @@ def canonical(document: Mapping) -> bytes:
         raise CalibrationError(f"calibration set is not JSON-ready ({exc})") from exc
 
 
+def _content(document: Mapping) -> bytes:
+    return canonical({k: v for k, v in document.items() if k not in ("sha256", "signature")})
+
+
 def digest(document: Mapping) -> str:
-    """SHA-256 of the canonical JSON of every key but `sha256`."""
-    return hashlib.sha256(canonical({k: v for k, v in document.items() if k != "sha256"})).hexdigest()
+    """SHA-256 of the canonical JSON of every key but `sha256` and `signature`."""
+    return hashlib.sha256(_content(document)).hexdigest()
 
 
-def seal(document: Mapping) -> dict:
-    """The document with its `sha256`."""
-    return {**document, "sha256": digest(document)}
+def seal(document: Mapping, key: bytes | str | None = None) -> dict:
+    """The document with its `sha256` and, given a key, its HMAC `signature`."""
+    sealed = {k: v for k, v in document.items() if k != "signature"}
+    sealed["sha256"] = digest(document)
+    if key is not None:
+        sealed["signature"] = signature(_content(document), resolve_key(key))
+    return sealed
 
 
 def instant(value) -> np.datetime64:
@@ -146,13 +168,22 @@ def check_parameters(parameters: Mapping, manifest: Mapping, assets: Iterable[st
     risk measures, a positive scale and a non-negative floor per record, and the sanity rules."""
     if not isinstance(parameters, Mapping) or any(k not in parameters for k in PARAMETER_KEYS):
         raise CalibrationError(f"parameters: expected the keys {PARAMETER_KEYS}")
-    policy = parameters["policy"]
+    policy, records = parameters["policy"], parameters["records"]
+    if not isinstance(policy, Mapping):
+        raise CalibrationError(f"parameters.policy: expected an object, got {policy!r}")
+    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
+        raise CalibrationError("parameters.records: expected a list of objects")
+    if not isinstance(parameters["horizon"], int) or isinstance(parameters["horizon"], bool):
+        raise CalibrationError(f"parameters.horizon: {parameters['horizon']!r} is not a whole number of days")
     for name, rule in POLICY_RULES.items():
         if name not in policy or not rule(policy[name]):
             raise CalibrationError(f"policy.{name}: invalid or missing value {policy.get(name)!r}")
     for name, rule in OPTIONAL_POLICY_RULES.items():
         if not rule(policy.get(name)):
             raise CalibrationError(f"policy.{name}: invalid value {policy[name]!r}")
+    lowest = policy.get("min_rate")
+    lowest = DEFAULT_MIN_RATE if lowest is None else lowest
+    bounds = policy.get("scale_bounds") or (HARD_MIN_SCALE, float("inf"))
     if parameters["horizon"] != manifest["horizon"]:
         raise CalibrationError(f"parameters.horizon = {parameters['horizon']!r} differs from the bundle's "
                                f"horizon {manifest['horizon']} (the MPOR the scales were fitted for)")
@@ -160,20 +191,28 @@ def check_parameters(parameters: Mapping, manifest: Mapping, assets: Iterable[st
     for name in ("risk", "haircut_risk"):
         if policy[name] is not None and policy[name] not in measures:
             raise CalibrationError(f"policy.{name} = {policy[name]!r}: the bundle forecasts {sorted(measures)}")
-    for record in parameters["records"]:
+    check_records(records, assets)
+    for record in records:
         scale, floor = _number(record, "scale"), _number(record, "floor")
         if not (np.isfinite(scale) and scale > 0):
             _fail(record, "scale", f"= {scale!r} is not positive")
+        if not max(bounds[0], HARD_MIN_SCALE) <= scale <= bounds[1]:
+            _fail(record, "scale", f"= {scale!r} is outside the policy's scale_bounds {list(bounds)} "
+                                   f"(and the runtime's least scale {HARD_MIN_SCALE})")
+        initial = _number(record, "initial_margin")
+        if not initial >= lowest:
+            _fail(record, "initial_margin", f"= {initial!r} is below the policy's min_rate {lowest!r}")
         if not (np.isfinite(floor) and floor >= 0):
             _fail(record, "floor", f"= {floor!r} is not a non-negative log-return loss")
-    check_records(parameters["records"], assets)
 
 
 # ------------------------------------------------------------------ the file
 
 
-def calibration_document(parameters: Mapping, folder: str | Path, created: str | None = None) -> dict:
-    """The sealed calibration set of `parameters` for the bundle in `folder` (checked first)."""
+def calibration_document(parameters: Mapping, folder: str | Path, created: str | None = None,
+                         key: bytes | str | None = None) -> dict:
+    """The sealed calibration set of `parameters` for the bundle in `folder` (checked first), signed
+    with `key` if given."""
     manifest = read_manifest(Path(folder))
     verify_files(Path(folder), manifest)
     check_parameters(parameters, manifest)
@@ -185,10 +224,10 @@ def calibration_document(parameters: Mapping, folder: str | Path, created: str |
         "version": f"{bundle['name']}-{bundle['version']}-{content[:12]}",
         "created": created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "bundle": bundle, "parameters": dict(parameters),
-    })
+    }, key)
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path, key: bytes | None = None) -> dict:
     document = read_json(path, CalibrationError, f"{path}: no such calibration set")
     if not isinstance(document, dict) or document.get("kind") != KIND:
         raise CalibrationError(f"{path}: not a volmargin calibration set (kind is not {KIND!r})")
@@ -201,6 +240,13 @@ def _read(path: Path) -> dict:
     if digest(document) != document["sha256"]:
         raise CalibrationError(f"{path}: SHA-256 differs from the recorded sha256; the calibration set was altered "
                                "or damaged")
+    if key is not None:
+        recorded = document.get("signature")
+        if not isinstance(recorded, str):
+            raise SignatureError(f"{path}: no signature; this service requires signed calibration sets")
+        if not hmac.compare_digest(recorded, signature(_content(document), key)):
+            raise SignatureError(f"{path}: signature does not verify with the service's key; the set was altered "
+                                 "or signed with another key")
     return document
 
 
@@ -223,11 +269,11 @@ class CalibrationSet:
 
     @classmethod
     def read(cls, path: str | Path, folder: str | Path, manifest: Mapping,
-             assets: Iterable[str] | None = None) -> CalibrationSet:
-        """Load and verify: kind and schema, checksum, built from the bundle in `folder`, the parameters
-        serving needs (`check_parameters`, covering `assets` if given)."""
+             assets: Iterable[str] | None = None, key: bytes | None = None) -> CalibrationSet:
+        """Load and verify: kind and schema, checksum, signature (with a `key`), built from the bundle in
+        `folder`, the parameters serving needs (`check_parameters`, covering `assets` if given)."""
         path, folder = Path(path), Path(folder)
-        document = _read(path)
+        document = _read(path, key)
         _check_binding(document, folder, manifest, path)
         try:
             check_parameters(document["parameters"], manifest, assets)

@@ -13,6 +13,10 @@ class ChecksumError(BundleError):
     """A bundle file's SHA-256 differs from its manifest: the bundle was altered or damaged."""
 
 
+class SignatureError(ChecksumError):
+    """The bundle's or calibration set's HMAC signature is missing or does not verify with the service's key."""
+
+
 class SelfTestError(BundleError):
     """The bundle's golden inputs no longer give its golden outputs on this machine."""
 
@@ -39,6 +43,19 @@ class UnsortedInputError(InputError):
 
 class StaleInputError(InputError):
     """The newest row is older than the freshness limit allows."""
+
+
+class ImpossibleInputError(InputError):
+    """Values no market produces: a negative variance measure or volume, high < low, a `complete` flag
+    that is not 0/1, a non-positive price."""
+
+
+class FutureInputError(InputError):
+    """Rows dated after `as_of`: data from a day that has not happened yet."""
+
+
+class GapInputError(InputError):
+    """Missing days inside the window the model reads (a feed that skipped a day)."""
 
 
 class CalibrationError(BundleError):

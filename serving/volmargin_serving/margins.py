@@ -24,6 +24,11 @@ import numpy as np
 from volmargin_serving.outputs import SIDES, Forecasts
 
 FULL = 1.0  # rate of a fully collateralised position: an unknown asset's margin and haircut
+DEFAULT_MIN_RATE = 0.01  # policy `min_rate` of calibration sets that do not set one: no margin below 1%
+# Add-on on margins priced from repaired doubtful inputs: a learned model is not monotone in its inputs, so
+# no repair bounds the margin the true rows would have given; 25% (the size of EMIR's APC buffer) covers
+# the worst shortfall measured (5%, bench/faults.py), with room.
+DOUBT_ADDON = 0.25
 
 
 def rate_from_log(x, long) -> np.ndarray:
@@ -50,14 +55,15 @@ def apc_step(target, previous, buffer: float | None = None, low=0.0, high=np.inf
 
 
 def margin_rate(risk, side, scale, floor=0.0, previous=None, days=1, buffer: float | None = None,
-                max_up: float | None = None, max_down: float | None = None) -> np.ndarray:
+                max_up: float | None = None, max_down: float | None = None, min_rate: float = 0.0) -> np.ndarray:
     """Initial margin rate from one forecast row.
 
     `risk` and `floor` are log-return loss measures over the MPOR, `side` 'long'/'short' (or an array of
-    them), `previous` the margin in force (None or NaN for a first margin), `days` since it was set.
+    them), `previous` the margin in force (None or NaN for a first margin), `days` since it was set,
+    `min_rate` the policy's hard minimum rate (the target never goes below it).
     """
     long = np.asarray(side) == "long"
-    target = np.minimum(rate_from_log(scale * np.maximum(risk, floor), long), 1.0)
+    target = np.minimum(np.maximum(rate_from_log(scale * np.maximum(risk, floor), long), min_rate), 1.0)
     previous = np.full_like(target, np.nan) if previous is None else np.asarray(previous, dtype=float)
     return apc_step(target, previous, buffer, *speed_bounds(days, max_up, max_down))
 
@@ -143,8 +149,27 @@ def mpor_factor(mpor_hours: int | None, horizon: int) -> float:
     return 1.0 if mpor_hours is None else float(np.sqrt(mpor_hours / (24 * horizon)))
 
 
+def min_rate(policy: Mapping) -> float:
+    """The policy's minimum margin rate (`DEFAULT_MIN_RATE` for sets written before it existed)."""
+    value = policy.get("min_rate")
+    return DEFAULT_MIN_RATE if value is None else float(value)
+
+
+def _rule(forecasts: Forecasts, terms: Terms, policy: Mapping, horizon: int, previous: np.ndarray) -> np.ndarray:
+    """(assets, 2) initial margins of the rule on `forecasts`, lifted to the floor rate and minimum rate."""
+    columns = forecasts.columns()
+    side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
+    risk = np.stack([columns[f"{policy['risk']}_{s}"] for s in SIDES], axis=1) * mpor_factor(
+        policy.get("mpor_hours"), horizon)
+    lowest = np.maximum(floor_rate(side, terms.scale, terms.floor), min_rate(policy))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.maximum(margin_rate(risk, side, terms.scale, terms.floor, previous, 1, policy["buffer"],
+                                      policy["max_up"], policy["max_down"], min_rate(policy)), lowest)
+
+
 def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: np.ndarray, policy: Mapping,
-          horizon: int, previous: np.ndarray | None = None, calibration: str = "") -> Margins:
+          horizon: int, previous: np.ndarray | None = None, calibration: str = "",
+          doubtful: list[Forecasts] | None = None, last_good: tuple[np.ndarray, np.ndarray] | None = None) -> Margins:
     """Margins of a batch from its forecasts, the calibrated terms and the policy of the calibration set.
 
     Rule per asset and side: `margin_rate(risk, side, scale, floor, previous, days=1, buffer, max_up,
@@ -154,17 +179,16 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
     initial margins (NaN: none).
 
     Fail safe, never a lower margin: an unknown asset/side gets `FULL` margin and haircut; a known one
-    whose inputs, parameters or forecast are unusable gets max(published margin, floor rate, previous)
-    and its published haircut.
+    whose inputs, parameters or forecast are unusable gets the largest of its published margin, the
+    floor rate, the minimum rate, `previous`, `last_good` (the last margins priced normally, (assets, 2)
+    initial and (assets,) haircuts) and the rule on each of `doubtful` (forecasts from the refused
+    inputs with their bad rows repaired in several ways, NaN where none); its haircut is the largest of
+    the published one, the last good one and those from `doubtful`.
     """
     columns = forecasts.columns()
     side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
-    risk = np.stack([columns[f"{policy['risk']}_{s}"] for s in SIDES], axis=1) * mpor_factor(
-        policy.get("mpor_hours"), horizon)
     previous = np.full(terms.scale.shape, np.nan) if previous is None else previous
-    computed = np.maximum(margin_rate(risk, side, terms.scale, terms.floor, previous, 1, policy["buffer"],
-                                      policy["max_up"], policy["max_down"]),
-                          floor_rate(side, terms.scale, terms.floor))
+    computed = _rule(forecasts, terms, policy, horizon, previous)
     errors = np.asarray(errors, dtype=object)[:, None]
     reason = _first_reason(
         (~terms.known, "not in the calibration set; fully collateralised"),
@@ -173,20 +197,37 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
         (~(computed > 0) | ~np.isfinite(computed), "the forecast gives no usable margin"),
     )
     fail = reason != ""
-    fallback = np.fmax(np.fmax(terms.initial, floor_rate(side, terms.scale, terms.floor)), previous)
+    good_initial, good_haircut = last_good if last_good is not None else (np.full(side.shape, np.nan),
+                                                                         np.full(len(side), np.nan))
+    candidates = [terms.initial, floor_rate(side, terms.scale, terms.floor), previous, good_initial,
+                  np.full(side.shape, min_rate(policy))]
+    candidates += [(1 + DOUBT_ADDON) * _rule(d, terms, policy, horizon, previous) for d in doubtful or ()]
+    fallback = np.minimum(np.fmax.reduce(np.stack(candidates), axis=0), FULL)
     initial = np.where(fail, np.where(terms.known, fallback, FULL), computed)
     maintenance = float(policy["maintenance_fraction"]) * initial
+    cuts = _haircuts(terms, columns, policy, horizon, fail, good_haircut, [d.columns() for d in doubtful or ()])
     return Margins(tuple(assets), initial, maintenance, liquidation_threshold(initial, maintenance, side),
-                   _haircuts(terms, columns, policy, horizon, fail), fail, reason, forecasts, calibration)
+                   cuts, fail, reason, forecasts, calibration)
+
+
+def _fresh_haircut(columns: Mapping[str, np.ndarray], terms: Terms, policy: Mapping, horizon: int) -> np.ndarray:
+    ratio = (policy["liquidation_days"] or horizon) / horizon
+    with np.errstate(invalid="ignore", over="ignore"):
+        fresh = haircut(columns[f"{policy['haircut_risk'] or policy['risk']}_long"], terms.scale[:, 0], ratio)
+    return np.where(np.isfinite(fresh) & (fresh >= 0) & (fresh < 1), fresh, np.nan)
 
 
 def _haircuts(terms: Terms, columns: Mapping[str, np.ndarray], policy: Mapping, horizon: int,
-              fail: np.ndarray) -> np.ndarray:
+              fail: np.ndarray, last_good: np.ndarray, doubtful: list[Mapping[str, np.ndarray]]) -> np.ndarray:
     """(assets, 2) haircut of each asset (the same on both sides): from today's long-side forecast where
-    the long side is priced normally, else the largest published haircut of the asset (FULL if none)."""
-    ratio = (policy["liquidation_days"] or horizon) / horizon
-    fresh = haircut(columns[f"{policy['haircut_risk'] or policy['risk']}_long"], terms.scale[:, 0], ratio)
+    the long side is priced normally, else the largest of the asset's published haircuts, its last good
+    haircut and the doubtful forecast's (FULL if the asset is unknown)."""
+    fresh = _fresh_haircut(columns, terms, policy, horizon)
     published = np.fmax.reduce(np.where(terms.known, terms.haircut, np.nan), axis=1)
-    fallback = np.where(np.isnan(published), FULL, published)
-    usable = ~fail[:, 0] & np.isfinite(fresh) & (fresh >= 0) & (fresh < 1)
+    fallback = np.fmax(published, last_good)
+    for columns_d in doubtful:
+        fallback = np.fmax(fallback, np.minimum((1 + DOUBT_ADDON) * _fresh_haircut(columns_d, terms, policy, horizon),
+                                                np.nextafter(1.0, 0)))
+    fallback = np.where(np.isnan(published), FULL, fallback)
+    usable = ~fail[:, 0] & np.isfinite(fresh)
     return np.repeat(np.where(usable, fresh, fallback)[:, None], len(SIDES), axis=1)

@@ -16,6 +16,7 @@ any number of threads. `Server` holds the current runtime and swaps in a new bun
 from __future__ import annotations
 
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +24,23 @@ import numpy as np
 import onnxruntime as ort
 
 from volmargin_serving.bars import daily_from_bars, to_nanoseconds
-from volmargin_serving.bundle import read_manifest, verify_files
+from volmargin_serving.bundle import read_manifest, resolve_key, verify_files
 from volmargin_serving.calibration import CalibrationSet
 from volmargin_serving.errors import (
     BundleError, CalibrationError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError,
-    StaleInputError, UnsortedInputError,
+    UnsortedInputError,
 )
 from volmargin_serving.features import INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level, standardize
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
+from volmargin_serving.validation import FLAGS, NON_NEGATIVE, check_bars, check_dates, check_values, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
+# The golden self-test's tolerance is the runtime's, never the bundle's: a manifest cannot loosen it.
+SELF_TEST_RTOL = 1e-5
+# what a bad or missing row of a refused asset may have been, for its fail-safe margin (`Runtime._repaired`)
+SCENARIOS = ("missing", "worst_up", "worst_down")
 
 
 def _weekday(days: np.ndarray) -> np.ndarray:
@@ -92,22 +98,33 @@ def _check_sorted(name: str, values: np.ndarray) -> None:
 
 
 class Runtime:
-    """One loaded bundle. Loading verifies checksums and the manifest schema, builds a single-threaded
-    ONNX Runtime session, runs the golden self-test and warms the session up.
+    """One loaded bundle. Loading verifies the manifest (schema, types, ranges, file references inside the
+    bundle, its HMAC signature when a key is configured), the checksums of the other files, builds a
+    single-threaded ONNX Runtime session, runs the golden self-test and warms the session up.
 
     `calibration`: a calibration set of this bundle (`volmargin_serving.calibration`), needed by
-    `margins`; it is verified at load (checksum, bundle binding, sanity rules), and with `assets` it must
-    hold both sides of each of them."""
+    `margins`; it is verified at load (checksum, bundle binding, hard floors, sanity rules, its signature
+    when a key is configured), and with `assets` it must hold both sides of each of them.
+    `key`: the service's HMAC key (bytes or str; default: the environment variable VOLMARGIN_BUNDLE_KEY);
+    with a key, unsigned or wrongly signed bundles and calibration sets are refused (`SignatureError`).
+
+    The runtime remembers the last margin it priced normally for each asset (`margins`): a fail-safe
+    margin is never below it. That memory is the only state that changes after loading; it is guarded
+    by a lock, so a runtime still serves any number of threads."""
 
     def __init__(self, folder: str | Path, threads: int = 1, max_age_days: int = 1,
-                 calibration: str | Path | None = None, assets: list[str] | None = None):
+                 calibration: str | Path | None = None, assets: list[str] | None = None,
+                 key: bytes | str | None = None):
         self.path = Path(folder)
-        self.manifest = read_manifest(self.path)
+        key = resolve_key(key)
+        self.manifest = read_manifest(self.path, key)
         verify_files(self.path, self.manifest)
         if calibration is None and assets is not None:
             raise CalibrationError("assets: the assets to cover need a calibration set")
         self.calibration = None if calibration is None else CalibrationSet.read(calibration, self.path,
-                                                                                self.manifest, assets)
+                                                                                self.manifest, assets, key)
+        self._last_good: dict[str, tuple[np.datetime64, np.ndarray, float]] = {}
+        self._memory_lock = threading.Lock()
         features = self.manifest["features"]
         self.spec = FeatureSpec(**features["spec"])
         self.window = int(features["window"])
@@ -137,13 +154,25 @@ class Runtime:
     def _self_test(self) -> None:
         """Golden inputs through the whole path (features, ONNX, post-processing) must give the golden
         outputs recorded at export; this also warms the session up."""
-        golden = np.load(self.path / self.manifest["golden"]["file"])
-        rtol = float(self.manifest["golden"]["rtol"])
-        for _ in range(3):
-            out = self.forecast_daily(golden["inputs"], golden["dates"], as_of=golden["dates"][..., -1].min())
+        try:
+            with np.load(self.path / self.manifest["golden"]["file"], allow_pickle=False) as archive:
+                golden = {name: archive[name] for name in ("inputs", "dates", "variance", "var", "es")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise SelfTestError(f"{self.path}: golden set unreadable ({exc})") from None
+        rtol = SELF_TEST_RTOL
+        try:
+            for _ in range(3):
+                out = self._forecast_daily(golden["inputs"], golden["dates"], golden["dates"][..., -1].max(),
+                                           gaps=False)
+        except InputError as exc:
+            raise SelfTestError(f"{self.path}: golden inputs refused ({exc})") from None
         for name in ("variance", "var", "es"):
             got, expected = getattr(out, name), golden[name]
-            error = np.max(np.abs(got - expected) / np.abs(expected))
+            if got.shape != expected.shape:
+                raise SelfTestError(f"{self.path}: golden self-test failed: {name} has shape {got.shape}, "
+                                    f"expected {expected.shape}")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                error = np.max(np.abs(got - expected) / np.abs(expected))
             if not error <= rtol:
                 raise SelfTestError(f"{self.path}: golden self-test failed: {name} differs by {error:.3g} "
                                     f"relative (limit {rtol:g})")
@@ -176,8 +205,12 @@ class Runtime:
         """Forecasts made at the last row, from daily inputs (days, len(INPUT_COLUMNS)) of one asset or
         (assets, days, len(INPUT_COLUMNS)) of a batch, columns in `INPUT_COLUMNS` order (`complete` as
         0/1), and their UTC dates (days,) or (assets, days). At least `history_days` rows are needed;
-        only the last `history_days` are used. `as_of` (default: now) sets the freshness check: the
-        newest row may be at most `max_age_days` older than as_of's day."""
+        only the last `history_days` are used, and they must be valid (`volmargin_serving.validation`):
+        finite, possible, one row per day, none after `as_of` (default: now), the newest at most
+        `max_age_days` older than as_of's day."""
+        return self._forecast_daily(inputs, dates, _instant(as_of))
+
+    def _forecast_daily(self, inputs, dates, as_of: np.datetime64, gaps: bool = True) -> Forecasts:
         inputs = np.asarray(inputs)
         if inputs.ndim not in (2, 3) or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape ([assets,] days, {len(INPUT_COLUMNS)}) with columns "
@@ -188,10 +221,13 @@ class Runtime:
         if days.shape[-1] != inputs.shape[-2] or days.ndim > inputs.ndim - 1:
             raise InputShapeError(f"dates have shape {days.shape} for inputs of shape {inputs.shape}")
         n = self.history_days  # only these rows enter the forecast, so only these are checked
-        batch = _check_floats("inputs", inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:])
+        batch = check_values("inputs", inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:])
         days = days[..., -n:]
-        _check_sorted("dates", days)
-        self._check_fresh(days[..., -1], as_of)
+        check_dates(days, as_of, self.max_age, gaps)
+        return self._forecast_checked(batch, days)
+
+    def _forecast_checked(self, batch: np.ndarray, days: np.ndarray) -> Forecasts:
+        """Forecasts from the last `history_days` rows (assets, days, columns) and their dates."""
         weekday = np.broadcast_to(_weekday(days), batch.shape[:2])
         # Features of a few assets at a time: their arrays stay in cache; a whole batch of 1,024 assets
         # makes every numpy temporary a fresh multi-MB allocation and runs at less than half the speed.
@@ -211,8 +247,9 @@ class Runtime:
     def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096) -> Forecasts:
         """Forecasts made at every row of one asset's daily history (days, len(INPUT_COLUMNS)) that has
         `history_days` rows behind it (rows history_days-1 .. end, in order): batch scoring and backfills.
-        No freshness check: the history is in the past by design."""
-        inputs = _check_floats("inputs", inputs)
+        No freshness check: the history is in the past by design; values are checked as in
+        `forecast_daily`, days may be missing (scored as they come)."""
+        inputs = np.asarray(inputs)
         if inputs.ndim != 2 or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape (days, {len(INPUT_COLUMNS)}), got {inputs.shape}")
         if len(inputs) < self.history_days:
@@ -221,6 +258,7 @@ class Runtime:
         if days.shape != (len(inputs),):
             raise InputShapeError(f"dates have shape {days.shape} for {len(inputs)} rows of inputs")
         _check_sorted("dates", days)
+        inputs = check_values("inputs", inputs)
         columns = {name: inputs[:, i] for i, name in enumerate(INPUT_COLUMNS)}
         columns["complete"] = columns["complete"] > 0.5
         features, level = compute_features(columns, _weekday(days), self.spec)
@@ -233,21 +271,13 @@ class Runtime:
         return Forecasts(*postprocess(raw, horizon_level(level[ends], self.horizon), len(self.levels)),
                          self.levels, self.horizon)
 
-    def _check_fresh(self, newest: np.ndarray, as_of: np.datetime64 | None) -> None:
-        as_of = _instant(as_of)
-        oldest = np.min(newest)
-        if oldest < as_of.astype("datetime64[D]") - self.max_age:
-            raise StaleInputError(f"newest daily row is {oldest}, older than {self.max_age} before {as_of}")
-
     def forecast_bars(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int = 20,
                       as_of: np.datetime64 | None = None) -> Forecasts:
         """Forecast for one asset from its recent intraday bars (bars, 5: open, high, low, close, volume)
         and their UTC timestamps. A day that has not ended by `as_of` (default: now) is left out."""
-        ohlcv = _check_floats("ohlcv", ohlcv)
+        ohlcv = check_bars(ohlcv)
         if ohlcv.ndim != 2 or ohlcv.shape[1] != 5:
             raise InputShapeError(f"ohlcv must have shape (bars, 5): open, high, low, close, volume; got {ohlcv.shape}")
-        if not (ohlcv[:, :4] > 0).all():
-            raise InputError("ohlcv has a non-positive price")
         stamps = np.asarray(timestamps)
         if not np.issubdtype(stamps.dtype, np.datetime64) or stamps.shape != (len(ohlcv),):
             raise InputDtypeError(f"timestamps must be datetime64 of shape ({len(ohlcv)},), got {stamps.dtype} {stamps.shape}")
@@ -266,29 +296,56 @@ class Runtime:
         `previous` (assets, 2) holds yesterday's initial margins (NaN: none) for the policy's buffer and
         speed limits; without it each margin is a first margin (`margin_rate` with no previous).
 
-        Fail safe: an asset whose inputs are refused (any `InputError`), that has no parameters in force
-        at `as_of` or whose forecast is unusable gets max(published margin, floor rate, previous) with
-        `fail_safe` set and the reason; an asset missing from the calibration set gets margin and haircut
-        1 (fully collateralised). One asset's failure never changes another's figures. See
-        `volmargin_serving.margins.price` for the rule."""
+        Fail safe, never lower: an asset whose inputs are refused (any `InputError`), that has no
+        parameters in force at `as_of` or whose forecast is unusable gets, with `fail_safe` set and the
+        reason, the largest of: its published margin, the floor rate, the policy's minimum rate,
+        `previous`, the last margin this runtime priced normally for it, and the rule applied to a
+        forecast from its inputs with the bad rows treated as missing (where they can be); an asset
+        missing from the calibration set gets margin and haircut 1 (fully collateralised). One asset's
+        failure never changes another's figures. See `volmargin_serving.margins.price` for the rule."""
         if self.calibration is None:
             raise CalibrationError(f"{self.path}: loaded without a calibration set; margins need one")
         assets, as_of = tuple(assets), _instant(as_of)
         previous = _previous(previous, len(assets))
         terms = self.calibration.terms(assets, as_of)
-        forecasts, errors = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
-        return price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
-                     previous, self.calibration.version)
+        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        margins = price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
+                        previous, self.calibration.version, doubtful=doubtful, last_good=self._recall(assets))
+        self._remember(margins, as_of)
+        return margins
 
-    def _forecast_each(self, inputs, dates, as_of: np.datetime64, wanted: np.ndarray) -> tuple[Forecasts, np.ndarray]:
-        """Forecasts of the `wanted` assets (NaN rows for the others) and each asset's input error ('' if
-        none). One batch call; if the batch is refused, one call per asset, so that a bad asset gets its
-        own error and cannot change the others' figures."""
+    def _recall(self, assets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """The last normally priced initial margins (assets, 2) and haircuts (assets,), NaN where none."""
+        initial, cut = np.full((len(assets), len(SIDES)), np.nan), np.full(len(assets), np.nan)
+        with self._memory_lock:
+            for k, asset in enumerate(assets):
+                if asset in self._last_good:
+                    _, initial[k], cut[k] = self._last_good[asset]
+        return initial, cut
+
+    def _remember(self, margins: Margins, as_of: np.datetime64) -> None:
+        """Keep each asset's margins priced normally (no side fail-safe) at the newest as_of seen."""
+        with self._memory_lock:
+            for k, asset in enumerate(margins.assets):
+                if margins.fail_safe[k].any():
+                    continue
+                stored = self._last_good.get(asset)
+                if stored is None or stored[0] <= as_of:
+                    self._last_good[asset] = (as_of, margins.initial[k].copy(), float(margins.haircut[k, 0]))
+
+    def _forecast_each(self, inputs, dates, as_of: np.datetime64,
+                       wanted: np.ndarray) -> tuple[Forecasts, np.ndarray, Forecasts]:
+        """Forecasts of the `wanted` assets (NaN rows for the others), each asset's input error ('' if
+        none) and, for refused assets, a doubtful forecast with the bad rows treated as missing (NaN where
+        none can be made). One batch call; if the batch is refused, one call per asset, so that a bad
+        asset gets its own error and cannot change the others' figures."""
         n = len(wanted)
         rows_in = _per_asset(inputs, n, "inputs")
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
         variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
         var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
+        doubt = [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
+                 for _ in range(len(SCENARIOS))]
 
         def keep(index, out: Forecasts) -> None:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
@@ -305,7 +362,49 @@ class Runtime:
                     keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of))
                 except InputError as exc:
                     errors[k] = f"{type(exc).__name__}: {exc}"
-        return Forecasts(variance, var, es, self.levels, self.horizon), errors
+                    repaired = self._repaired(rows_in[k], dates_in[k], as_of)
+                    for i in range(len(SCENARIOS) if repaired is not None else 0):
+                        doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = (repaired.variance[i], repaired.var[i],
+                                                                          repaired.es[i])
+        return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
+                [Forecasts(*d, self.levels, self.horizon) for d in doubt])
+
+    def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
+        """Doubtful forecasts of one refused asset, one per `SCENARIOS` entry: rows after as_of dropped,
+        its last `history_days` calendar days, and each missing day or row holding a bad value replaced
+        per scenario: as missing (as training treats missing data), or as the worst day of the window
+        (every variance measure and volume at its window maximum, the return at plus or minus the largest
+        absolute return). None where that cannot be done (unusable shape or dates, stale data). Only ever
+        candidates for a higher fail-safe margin, never margins of their own."""
+        try:
+            x, days = np.asarray(inputs, dtype=np.float64), _as_days(dates)
+        except (InputError, TypeError, ValueError):
+            return None
+        if x.ndim != 2 or x.shape[1] != len(INPUT_COLUMNS) or days.shape != (len(x),):
+            return None
+        kept = days <= np.datetime64(as_of, "D")
+        x, days = x[kept], days[kept]
+        if not len(days) or (np.diff(days.astype(np.int64)) <= 0).any() or days[-1] < np.datetime64(as_of, "D") - self.max_age:
+            return None
+        grid = np.arange(days[-1] - np.timedelta64(self.history_days - 1, "D"), days[-1] + np.timedelta64(1, "D"))
+        window = np.full((len(grid), len(INPUT_COLUMNS)), np.nan)
+        position = (days - grid[0]).astype(np.int64)
+        window[position[position >= 0]] = x[position >= 0]
+        bad = value_problems(window)
+        window[bad] = np.nan
+        scenarios = np.repeat(window[None], len(SCENARIOS), axis=0)
+        with np.errstate(all="ignore"):
+            for j, name in enumerate(INPUT_COLUMNS):
+                column = window[:, j]
+                worst = np.nanmax(np.abs(column)) if np.isfinite(column).any() else np.nan
+                for i, scenario in enumerate(SCENARIOS):
+                    if name in FLAGS:
+                        scenarios[i, bad, j] = 0.0 if scenario == "missing" else 1.0
+                    elif scenario != "missing" and name in NON_NEGATIVE:
+                        scenarios[i, bad, j] = worst
+                    elif scenario != "missing" and name == "ret":
+                        scenarios[i, bad, j] = worst if scenario == "worst_up" else -worst
+            return self._forecast_checked(scenarios, np.broadcast_to(grid, scenarios.shape[:2]))
 
 
 class Server:
@@ -314,6 +413,7 @@ class Server:
     call runs wholly on the old or wholly on the new bundle, and a bad bundle never replaces a good one."""
 
     def __init__(self, folder: str | Path, calibration: str | Path | None = None, **options):
+        """`options` as for `Runtime` (threads, max_age_days, assets, key)."""
         self._options = options
         self._runtime = Runtime(folder, calibration=calibration, **options)
         self._lock = threading.Lock()  # serialises swaps, never forecasts
@@ -331,6 +431,8 @@ class Server:
                 raise CalibrationError(f"swap to {folder}: this server prices margins; give the calibration set "
                                        "built from the new bundle")
             fresh = Runtime(folder, calibration=calibration, **self._options)
+            with self._runtime._memory_lock:  # the last good margins stay floors of fail-safe margins
+                fresh._last_good.update(self._runtime._last_good)
             old, self._runtime = self._runtime, fresh
         return old
 
@@ -348,6 +450,8 @@ class Server:
 
 
 def load(folder: str | Path, threads: int = 1, max_age_days: int = 1, calibration: str | Path | None = None,
-         assets: list[str] | None = None) -> Runtime:
-    """Load and verify a bundle folder and, if given, its calibration set (see `Runtime`)."""
-    return Runtime(folder, threads=threads, max_age_days=max_age_days, calibration=calibration, assets=assets)
+         assets: list[str] | None = None, key: bytes | str | None = None) -> Runtime:
+    """Load and verify a bundle folder and, if given, its calibration set (see `Runtime`); with a `key`
+    (or VOLMARGIN_BUNDLE_KEY set), both must carry a valid HMAC-SHA256 signature."""
+    return Runtime(folder, threads=threads, max_age_days=max_age_days, calibration=calibration, assets=assets,
+                   key=key)

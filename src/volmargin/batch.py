@@ -22,7 +22,7 @@ from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
 
 def bundle_files(bundle: str | Path) -> dict[str, bytes]:
     """The bundle folder's files as bytes (verified when a task loads them)."""
-    return {p.name: p.read_bytes() for p in sorted(Path(bundle).iterdir()) if p.is_file()}
+    return {p.name: p.read_bytes() for p in sorted(Path(bundle).iterdir()) if p.is_file() and not p.is_symlink()}
 
 
 @functools.lru_cache(maxsize=4)
@@ -30,10 +30,11 @@ def _runtime(key: str, files: tuple[tuple[str, bytes], ...]):
     """One verified runtime per bundle per process (a worker scores many assets with it)."""
     from volmargin_serving import load
 
-    folder = Path(tempfile.mkdtemp(prefix=f"volmargin-bundle-{key[:12]}-"))
-    for name, data in files:
-        (folder / name).write_bytes(data)
-    return load(folder)
+    # the runtime holds everything in memory once loaded, so the copy is removed at once (no /tmp litter)
+    with tempfile.TemporaryDirectory(prefix=f"volmargin-bundle-{key[:12]}-") as folder:
+        for name, data in files:
+            (Path(folder) / name).write_bytes(data)
+        return load(folder)
 
 
 def runtime_from_files(files: dict[str, bytes]):

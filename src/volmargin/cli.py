@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_tracking(cli_uri: str | None, config_uri: str | None = None) -> None:
+    """Before any work: the MLflow store the command will log to answers (one line within 10 s if not)."""
+    from volmargin.tracking import check_tracking_uri, resolve_tracking_uri
+
+    check_tracking_uri(resolve_tracking_uri(cli_uri, config_uri))
+
+
 def load_data(paths: Sequence[str] | None):
     """Bars per asset from the user's files, or the synthetic market when none are given."""
     from volmargin.data import load_panel, synthetic_market
@@ -175,7 +182,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.scoring import write_scores
     from volmargin.evaluation.walkforward import WalkForwardSplit
-    from volmargin.io import write_atomic, write_frame
+    from volmargin.io import preflight, staged_folder, write_atomic, write_frame
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
@@ -185,6 +192,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if 0.99 not in args.levels or 0.975 not in args.levels:
         raise ConfigError("--levels must include 0.99 (VaR backtests) and 0.975 (ES backtest)")
     check_options(args.scheduler, args.workers)  # before loading any data
+    preflight(args.out, folder=True)
+    if not args.no_tracking:
+        _check_tracking(args.tracking_uri)
     began = time.perf_counter()
     bars = load_data(args.data)
     for asset, frame in bars.items():
@@ -206,14 +216,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if runner.distributed:
             print(f"per-asset models on {runner.description}; global models in this process")
         forecasts, timings = run_backtest(panel, config, progress=not args.quiet, executor=runner)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_frame(forecasts, args.out / "forecasts.parquet")
-    write_frame(timings, args.out / "timings.csv")
-    scores, dm = write_scores(forecasts, args.out, "har" if "har" in models else models[0])
-    meta = {"command": "backtest", "args": {k: str(v) for k, v in vars(args).items()},
-            "assets": {a: [str(d.index[0].date()), str(d.index[-1].date())] for a, d in panel.items()},
-            "incomplete_days": incomplete, "seconds": round(time.perf_counter() - began, 1)}
-    write_atomic(args.out / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+    with staged_folder(args.out) as staging:  # the whole folder appears at once, or the old one stays
+        write_frame(forecasts, staging / "forecasts.parquet")
+        write_frame(timings, staging / "timings.csv")
+        scores, dm = write_scores(forecasts, staging, "har" if "har" in models else models[0])
+        meta = {"command": "backtest", "args": {k: str(v) for k, v in vars(args).items()},
+                "assets": {a: [str(d.index[0].date()), str(d.index[-1].date())] for a, d in panel.items()},
+                "incomplete_days": incomplete, "seconds": round(time.perf_counter() - began, 1), "complete": True}
+        write_atomic(staging / "run.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
     print_summary(scores, dm)
     print(f"wrote {args.out}/forecasts.parquet, scores.csv, dm.csv in {meta['seconds']:.0f} s")
     if not args.no_tracking:
@@ -245,9 +255,14 @@ def log_backtest(args: argparse.Namespace, bars, scores: pd.DataFrame, meta: dic
 
 def cmd_train(args: argparse.Namespace) -> int:
     from volmargin.config import load_config
-    from volmargin.training import run
+    from volmargin.io import preflight
+    from volmargin.training import check_learned_params, run
 
-    result = run(load_config(args.config), tracking_uri=args.tracking_uri, progress=not args.quiet)
+    cfg = load_config(args.config)
+    check_learned_params(cfg.model.name, cfg.model.params, "model.params")
+    preflight(cfg.output, folder=True)
+    _check_tracking(args.tracking_uri, cfg.tracking.uri)
+    result = run(cfg, tracking_uri=args.tracking_uri, progress=not args.quiet)
     print_summary(result.scores, pd.DataFrame())
     registered = f"; registered version {result.model_version} as {result.alias}" if result.model_version else ""
     print(f"wrote {result.output}/model.pkl in {result.seconds:.0f} s; MLflow run {result.run_id}{registered}")
@@ -256,11 +271,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from volmargin.evaluation.scoring import write_scores
+    from volmargin.io import check_complete, read_table
 
     path = args.run / "forecasts.parquet"
     if not path.is_file():
         raise ConfigError(f"{path} not found: --run must be a folder written by `volmargin backtest`")
-    forecasts = pd.read_parquet(path)
+    check_complete(args.run)
+    forecasts = read_table(path)
     if args.reference not in set(forecasts["model"]):
         raise ConfigError(f"--reference {args.reference!r} is not among the models {sorted(set(forecasts['model']))}")
     scores, dm = write_scores(forecasts, args.run, args.reference)
@@ -288,11 +305,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from volmargin.config import RunConfig, load_config
     from volmargin.pipeline import run_pipeline
 
+    from volmargin.io import preflight
+    from volmargin.training import check_learned_params
+
     cfg = load_config(args.config, RunConfig) if args.config else RunConfig()
     if args.data:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=tuple(args.data), exclude=()))
     if args.out:
         cfg = dataclasses.replace(cfg, output=str(args.out))
+    for name, params in cfg.learned.items():
+        check_learned_params(name, params, f"learned.{name}")
+    preflight(cfg.output, folder=True)
+    _check_tracking(args.tracking_uri, cfg.tracking.uri)
     run = run_pipeline(cfg, args.tracking_uri, progress=not args.quiet)
     print_run_summary(run.out)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in run.record["timings"].items())
@@ -323,7 +347,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from volmargin.training import load_bars, load_trained, provenance
 
     model, meta, scores = load_trained(args.run)
-    cfg = from_dict(TrainConfig, meta["config"])
+    if not args.no_tracking:
+        _check_tracking(args.tracking_uri, meta.get("tracking_uri"))
+    try:
+        cfg = from_dict(TrainConfig, meta["config"])
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{args.run}/train.json: no valid config ({exc})") from None
     bars = load_data(args.data) if args.data else load_bars(cfg)
     panel = daily_panel(bars, args.min_bars or cfg.data.min_bars)
     bundle = write_bundle(model, panel, args.root, args.name, args.version, provenance(meta, scores))
@@ -349,13 +378,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
 
+    from volmargin.calibration.bundle import check_calibration_data
+    from volmargin.io import preflight
+
     check_options(args.scheduler, args.workers)
     try:
         policy = PolicyConfig(**args.policy)
     except TypeError as exc:
         raise ConfigError(f"--policy: {exc}") from None
+    preflight(args.out)
+    if not args.no_tracking:
+        manifest = _bundle_manifest(args.bundle)
+        _check_tracking(args.tracking_uri, manifest.get("mlflow", {}).get("tracking_uri"))
     bars = load_data(args.data)
     panel = daily_panel(bars, args.min_bars)
+    check_calibration_data(args.bundle, panel)
     with executor(args.scheduler, args.workers) as runner:
         scored = score_panel(args.bundle, panel, runner, progress=False)
     parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start, bars)
@@ -375,17 +412,27 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
         from volmargin.tracking import log_calibration_set, resolve_tracking_uri, start_experiment
 
-        manifest = json.loads((args.bundle / "manifest.json").read_text())
-        logged = manifest.get("mlflow", {})
+        logged = _bundle_manifest(args.bundle).get("mlflow", {})
         mlflow.set_experiment(experiment_id=start_experiment(
             resolve_tracking_uri(args.tracking_uri, logged.get("tracking_uri")), "volmargin"))
         log_calibration_set(path, logged.get("run_id"))
     return 0
 
 
+def _bundle_manifest(bundle: Path) -> dict:
+    """The bundle's verified manifest (a BundleError names what is wrong)."""
+    from volmargin_serving.bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    return manifest if isinstance(manifest.get("mlflow"), dict) else {**manifest, "mlflow": {}}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    from volmargin.io import check_complete, preflight
     from volmargin.reports import write_report
 
+    check_complete(args.run)
+    preflight(args.out or args.run / "report.html")
     out = write_report(args.run, args.out or args.run / "report.html")
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained; open it in any browser)")
     return 0
@@ -395,9 +442,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from volmargin.batch import score_panel
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
-    from volmargin.io import write_frame
+    from volmargin.io import preflight, write_frame
 
     check_options(args.scheduler, args.workers)
+    preflight(args.out)
     began = time.perf_counter()
     panel = daily_panel(load_data(args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
@@ -412,20 +460,44 @@ COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, 
             "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report}
 
 
+def _interrupt(signum, frame) -> None:
+    """SIGTERM as Ctrl-C: temporary files and staging folders are removed on the way out."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in our output
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if threading_is_main():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return COMMANDS[args.command](args)
     except (VolmarginError, ServingError) as exc:
         print(f"volmargin: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - a last resort: a bug or an unforeseen failure, still one line
+        if type(exc).__module__.split(".")[0] == "mlflow":
+            print(f"volmargin: error: MLflow: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
+            return 2
+        if args.verbose:
+            raise
+        print(f"volmargin: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
+              "(rerun with -v for the traceback, and report it)", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into `head` and the like
         return 0
     except KeyboardInterrupt:
         print("volmargin: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

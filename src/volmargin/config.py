@@ -131,6 +131,8 @@ class RunConfig:
             _date(f"backtest.{key}", getattr(self.backtest, key))
         _date("calibration.end", self.calibration.end)
         TrainConfig(data=self.data, window=self.window, horizon=self.horizon, levels=self.levels)  # same checks
+        _check_policy(self.calibration.policy)
+
 
     def train_config(self, name: str) -> TrainConfig:
         """The `volmargin train` config of one learned model of this run."""
@@ -139,6 +141,16 @@ class RunConfig:
                            tracking=dataclasses.replace(self.tracking, registered_model=registered),
                            horizon=self.horizon, levels=self.levels, output=str(Path(self.output) / f"train-{name}"))
 
+
+def _check_policy(policy: dict[str, Any]) -> None:
+    """calibration.policy at load, not after training and backtest: known keys, types, ranges."""
+    from volmargin.calibration.policy import PolicyConfig
+
+    try:
+        from_dict(PolicyConfig, policy, "calibration.policy")
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith("calibration.") else f"calibration.{message}") from None
 
 def _date(key: str, value: str | None) -> pd.Timestamp | None:
     if value is None:
@@ -202,8 +214,12 @@ def load_config(path: str | Path, kind: type = None) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        values = yaml.load(path.read_text(), Loader=_Loader) or {}
+        values = yaml.load(path.read_bytes().decode("utf-8"), Loader=_Loader) or {}
         return from_dict(kind or TrainConfig, values)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     except ConfigError as exc:

@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -217,16 +218,26 @@ def _probe_scheduler(address: str, timeout: float) -> None:
         finally:
             await comm.close()
 
-    # a thread of its own, so this works whether or not the caller already runs an event loop
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    # a daemon thread of its own, so this works whether or not the caller already runs an event loop, and
+    # a server that accepts the connection and never answers cannot hold the command (or its exit) past
+    # the deadline: a pool's worker thread would be joined at exit, and hang there
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def probe() -> None:
         try:
-            reply = pool.submit(asyncio.run, identity()).result(timeout=timeout + 5)
-        except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not speaking Dask
-            reason = "a garbled reply" if isinstance(exc, MemoryError) else (str(exc) or type(exc).__name__)[:300]
-            if scheme == "tcp":  # the TCP connection worked: something else listens there
-                raise ConfigError(f"{address} does not answer as a Dask scheduler within {timeout:g} s ({reason}); "
-                                  "is it the scheduler's port (8786 unless set)?") from None
-            raise ConfigError(f"cannot reach a Dask scheduler at {address} within {timeout:g} s: {reason}") from None
+            future.set_result(asyncio.run(asyncio.wait_for(identity(), timeout)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            future.set_exception(exc)
+
+    threading.Thread(target=probe, name="volmargin-dask-probe", daemon=True).start()
+    try:
+        reply = future.result(timeout=timeout + 1)
+    except Exception as exc:  # noqa: BLE001 - refused, unresolvable, timed out, not speaking Dask
+        reason = "a garbled reply" if isinstance(exc, MemoryError) else (str(exc) or type(exc).__name__)[:300]
+        if scheme == "tcp":  # the TCP connection worked: something else listens there
+            raise ConfigError(f"{address} does not answer as a Dask scheduler within {timeout:g} s ({reason}); "
+                              "is it the scheduler's port (8786 unless set)?") from None
+        raise ConfigError(f"cannot reach a Dask scheduler at {address} within {timeout:g} s: {reason}") from None
     kind = reply.get("type", "server") if isinstance(reply, dict) else "server"
     if kind != "Scheduler":
         raise ConfigError(f"{address} answers, but not as a Dask scheduler: it is a {kind} "

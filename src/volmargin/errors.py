@@ -11,3 +11,8 @@ class DataError(VolmarginError, ValueError):
 
 class ConfigError(VolmarginError, ValueError):
     """A bad option or configuration value; the message names the key."""
+
+
+class OutputError(VolmarginError):
+    """An output cannot be written where asked (not a regular file, read-only, locked by another writer),
+    or an output read back is incomplete or damaged; the message names the path."""

@@ -14,7 +14,9 @@ A bundle is `models/<name>/<version>/` with:
 A parity check runs at every export on real inputs: ONNX Runtime against PyTorch / scikit-learn must
 agree within 1e-5 (relative, absolute below 1), else the export fails. It exists because exporters can
 be silently wrong (a known defect writes GRU cells with the wrong `linear_before_reset`).
-Writing is atomic (a temporary folder renamed into place) and an existing version is never replaced.
+Writing is atomic (a temporary folder renamed into place, under a lock so two exports cannot take one
+version) and an existing version is never replaced. With VOLMARGIN_BUNDLE_KEY set, the manifest is
+signed (`manifest.sig`, HMAC-SHA256; see `volmargin_serving.bundle`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy as np
 import onnx
 import pandas as pd
 from onnx import TensorProto, helper
-from volmargin_serving.bundle import MANIFEST, SCHEMA_VERSION, sha256
+from volmargin_serving.bundle import MANIFEST, SCHEMA_VERSION, plain_name, resolve_key, sha256, sign_bundle
 
 from volmargin.errors import ConfigError, VolmarginError
 from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, daily_inputs, feature_frame, standardize
@@ -255,29 +257,46 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
     """
     from volmargin_serving.runtime import Runtime
 
+    from volmargin.io import output_lock
+
     name = name or model.name
+    for key, value in (("name", name), ("version", version)):
+        if value is not None and not (plain_name(str(value)) and not str(value).startswith(".")):
+            raise ConfigError(f"--{key} {value!r}: a bundle {key} is a plain name (no '/', '..' or leading '.'), "
+                              f"so the bundle stays inside {root}")
     folder = Path(root) / name
-    version = str(version or next_version(folder))
-    target = folder / version
-    if target.exists():
-        raise ExportError(f"{target} exists; bundles are immutable, choose another version")
+    if version is not None and (folder / str(version)).exists():
+        raise ExportError(f"{folder / str(version)} exists; bundles are immutable, choose another version")
     proto = to_onnx(model)
     x = parity_inputs(model, panel)
     parity = check_parity(proto, reference_outputs(model, x), x)
     history_days = model.feature_spec_.history_days(window_of(model))
     golden = golden_set(model, panel, history_days)
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder))
+    key = resolve_key()
     try:
-        onnx.save_model(proto, staging / "model.onnx")
-        np.savez(staging / "golden.npz", **golden)
-        files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
-        manifest = _manifest(model, name, version, history_days, parity, files, provenance or {})
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        Runtime(staging)  # verifies checksums and runs the golden self-test before the bundle appears
-        os.rename(staging, target)  # atomic; fails rather than replacing a non-empty version
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    with output_lock(folder):  # two exports of one name cannot take the same version
+        for stale in folder.glob(".*.staging"):  # left by an export that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        version = str(version or next_version(folder))
+        target = folder / version
+        if target.exists():
+            raise ExportError(f"{target} exists; bundles are immutable, choose another version")
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".staging", dir=folder))
+        try:
+            onnx.save_model(proto, staging / "model.onnx")
+            np.savez(staging / "golden.npz", **golden)
+            files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
+            manifest = _manifest(model, name, version, history_days, parity, files, provenance or {})
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            if key is not None:
+                sign_bundle(staging, key)
+            Runtime(staging, key=key)  # verifies checksums and runs the golden self-test before the bundle appears
+            os.rename(staging, target)  # atomic; fails rather than replacing a non-empty version
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return target
 

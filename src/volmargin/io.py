@@ -1,26 +1,85 @@
-"""Atomic file writing: a reader sees the old file or the new one, never half of one."""
+"""Safe outputs: a reader sees the old output or the complete new one, never half of one.
+
+- Single files (`atomic_path`, `write_atomic`, `write_frame`) are written to a temporary file beside the
+  target and renamed onto it. Only a regular file (or a symlink to one, written through) is ever
+  replaced: a device node, FIFO, socket or folder at the target is refused, so `--out /dev/full` cannot
+  turn the device into a CSV.
+- Multi-file outputs (`staged_folder`: a backtest folder, a training folder) are written into a staging
+  folder beside the target and swapped into place in one step (`renameat2(RENAME_EXCHANGE)` where the
+  kernel has it, else two renames with recovery); the old folder is removed after.
+- A long job that writes into its folder as it goes (`volmargin run`) marks the folder incomplete first
+  and complete last (`mark_incomplete`, `mark_complete`); readers call `check_complete`.
+- `output_lock` (an `fcntl` lock on a hidden file beside the output) keeps two writers of one output
+  from interleaving: the second stops at once with one line.
+- Temporary files and staging folders are removed on any error or interrupt (the CLI turns SIGTERM
+  into one), and stale ones a SIGKILL left behind are removed by the next writer of that output.
+A folder is only replaced or written into if it is empty or a volmargin output (it holds `MARKER` or
+`run.json`), so `--out .` cannot wipe a folder of the user's own files.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
+import json
 import os
+import shutil
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 
+from volmargin.errors import OutputError
+
+MARKER = ".volmargin-output"  # in every folder volmargin writes; its presence allows replacing the folder
+RECORD = "run.json"  # carries "complete": false while a job that writes in place is under way
+_RENAME_EXCHANGE = 2
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def check_target(target: str | Path) -> Path:
+    """The path to write for `target`: itself, or what it links to; OutputError unless that is absent or
+    a regular file."""
+    target = Path(target)
+    try:
+        real = target.resolve(strict=False) if target.is_symlink() else target
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        return real
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a path through a file, ...
+        raise OutputError(f"{target}: cannot write here ({exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise OutputError(f"{target} is {kind}; volmargin writes only regular files, give a file path")
+    return real
+
 
 @contextmanager
-def atomic_path(target: str | Path):
+def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    target = check_target(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {_why(exc)}") from None
     os.close(fd)
     try:
         yield Path(tmp)
+        check_target(target)  # it may have become something else while we wrote
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"cannot write {target}: {_why(exc)}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -38,3 +97,168 @@ def write_frame(frame: pd.DataFrame, target: str | Path) -> Path:
     if target.suffix == ".parquet":
         return write_atomic(target, lambda p: frame.to_parquet(p, index=False))
     return write_atomic(target, lambda p: frame.to_csv(p, index=False))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A Parquet or CSV table volmargin wrote; OutputError naming the file if it is missing or damaged."""
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except FileNotFoundError:
+        raise OutputError(f"{path}: not found") from None
+    except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise OutputError(f"{path}: unreadable, truncated or damaged ({' '.join(str(exc).split())[:200]}); "
+                          "write it again") from None
+
+
+def preflight(target: str | Path, folder: bool = False) -> Path:
+    """Before any work: OutputError unless `target` can be written (a regular file or absent, or for a
+    folder output an empty or volmargin folder) in a writable place."""
+    target = check_folder(target) if folder else check_target(target)
+    existing = next((p for p in target.parents if p.exists()), Path("."))  # staging and temp files go beside it
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {target}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {target}: {existing} is not writable")
+    return target
+
+
+# ------------------------------------------------------------------ locks
+
+
+@contextmanager
+def output_lock(target: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `target` (a file or folder, existing or not) for the block; OutputError
+    at once if another process holds it."""
+    target = Path(target)
+    lock = target.parent / f".{target.name}.lock"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {_why(exc)}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise OutputError(f"{target} is being written by {holder}; wait for it to finish or choose "
+                              "another output") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"volmargin process {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock; the empty-ish lock file stays (removing it would race)
+
+
+# ------------------------------------------------------------------ folders
+
+
+def check_folder(target: str | Path) -> Path:
+    """OutputError unless `target` is absent, an empty folder or a volmargin output folder."""
+    target = Path(target)
+    try:
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise OutputError(f"{target} exists and is not a folder; give a folder path for this output")
+        if target.is_dir() and any(target.iterdir()) and not ((target / MARKER).exists() or (target / RECORD).exists()):
+            raise OutputError(f"{target} holds files volmargin did not write; give a new or empty folder "
+                              "(volmargin replaces only its own output folders)")
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"{target}: cannot use this folder ({_why(exc)})") from None
+    return target
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step with renameat2(RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OutputError(f"cannot replace {b}: {os.strerror(code)}")
+
+
+def _recover(target: Path) -> None:
+    """Undo an interrupted two-rename swap (target gone, its old copy kept) and drop stale staging."""
+    leftovers = sorted(target.parent.glob(f".{target.name}.*.old"))
+    if leftovers and not target.exists():
+        os.rename(leftovers[-1], target)
+        leftovers = leftovers[:-1]
+    for stale in [*leftovers, *target.parent.glob(f".{target.name}.*.staging")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def staged_folder(target: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside `target`; when the block succeeds it replaces `target` in one
+    step (the old folder, if any, is removed after). On any error or interrupt nothing changes."""
+    target = check_folder(target)
+    with output_lock(target):
+        try:
+            _recover(target)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+        except OSError as exc:
+            raise OutputError(f"cannot write {target}: {_why(exc)}") from None
+        try:
+            (staging / MARKER).touch()
+            yield staging
+            check_folder(target)
+            if not target.exists():
+                os.rename(staging, target)
+            elif _exchange(staging, target):
+                shutil.rmtree(staging, ignore_errors=True)  # now the old folder
+            else:
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                os.replace(target, old)  # an empty dir is replaced; if killed here, _recover restores it
+                os.rename(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OutputError):
+                raise
+            raise OutputError(f"cannot write {target}: {_why(exc)}") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def mark_incomplete(folder: str | Path, record: dict) -> None:
+    """Before a job writes into `folder` in place: its record says `complete: false` (checked folder)."""
+    folder = check_folder(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).touch()
+    except OSError as exc:
+        raise OutputError(f"cannot write {folder}: {_why(exc)}") from None
+    write_atomic(folder / RECORD, lambda p: p.write_text(json.dumps({**record, "complete": False}, indent=2,
+                                                                    default=str)))
+
+
+def check_complete(folder: str | Path) -> Path:
+    """OutputError if `folder`'s run.json says the job that wrote it did not finish."""
+    folder = Path(folder)
+    path = folder / RECORD
+    if not path.is_file():
+        return folder
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path}: unreadable or damaged ({exc}); run the job again") from None
+    if isinstance(record, dict) and record.get("complete") is False:
+        failed = record.get("failed_stage", {}).get("stage") if isinstance(record.get("failed_stage"), dict) else None
+        why = f"stage '{failed}' failed" if failed else "the job that writes it was interrupted or is still running"
+        raise OutputError(f"{folder} is incomplete ({why}); run it again")
+    return folder

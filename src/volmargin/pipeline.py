@@ -28,7 +28,7 @@ import pandas as pd
 
 from volmargin.config import RunConfig
 from volmargin.errors import VolmarginError
-from volmargin.io import write_atomic, write_frame
+from volmargin.io import mark_incomplete, output_lock, write_atomic, write_frame
 
 
 class StageError(VolmarginError):
@@ -58,10 +58,12 @@ class Run:
 def stage_data(run: Run) -> None:
     from volmargin.evaluation.backtest import daily_panel
     from volmargin.tracking import data_fingerprint
-    from volmargin.training import load_bars
+    from volmargin.training import check_window, load_bars
 
     run.bars = load_bars(run.cfg)
     run.panel = daily_panel(run.bars, run.cfg.data.min_bars)
+    for name in run.cfg.learned:
+        check_window(run.cfg.train_config(name), run.panel)
     assets = {}
     for asset, bars in run.bars.items():
         gaps = bars.attrs.get("gaps")
@@ -206,16 +208,24 @@ STAGES: dict[str, Callable[[Run], None]] = {
 
 
 def run_pipeline(cfg: RunConfig, tracking_uri: str | None = None, progress: bool = True) -> Run:
-    """Every stage in order under one MLflow parent run; a failing stage raises `StageError`."""
+    """Every stage in order under one MLflow parent run; a failing stage raises `StageError`. The folder
+    is locked for the run, its run.json says `complete: false` until the last stage is done."""
+    run = Run(cfg, Path(cfg.output), progress)
+    with output_lock(run.out):  # one writer per run folder
+        return _run_all(run, tracking_uri)
+
+
+def _run_all(run: Run, tracking_uri: str | None) -> Run:
     import mlflow
 
     from volmargin.tracking import resolve_tracking_uri, start_experiment, tracked_run
 
-    run = Run(cfg, Path(cfg.output), progress)
-    run.out.mkdir(parents=True, exist_ok=True)
+    cfg = run.cfg
+    mark_incomplete(run.out, {"command": "run"})  # readers refuse the folder until the last stage is done
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
-    run.record.update(config=dataclasses.asdict(cfg), timings={}, mlflow={"tracking_uri": uri, "stages": {}})
+    run.record.update(config=dataclasses.asdict(cfg), timings={}, mlflow={"tracking_uri": uri, "stages": {}},
+                      complete=False)
     with tracked_run("volmargin run", tags={"volmargin.command": "run"}) as parent:
         run.record["mlflow"]["parent_run_id"] = parent.info.run_id
         mlflow.log_dict(run.record["config"], "config.json")
@@ -223,6 +233,8 @@ def run_pipeline(cfg: RunConfig, tracking_uri: str | None = None, progress: bool
             _run_stage(run, name, stage)
         mlflow.log_metrics({f"seconds_{k}": v for k, v in run.record["timings"].items()})
         mlflow.log_artifact(str(run.out / "report.html"))
+        run.record["complete"] = True
+        run.save()  # last: the folder is complete
     return run
 
 

@@ -26,11 +26,49 @@ def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = No
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+SERVICE_TIMEOUT = 10.0  # seconds an MLflow server has to answer before a command gives up (one line)
+
+
+def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
+    """Before any work: an http(s) tracking server must answer its /health endpoint within `timeout` s,
+    a local store's folder must be writable; ConfigError naming the URI otherwise. Also bounds MLflow's
+    own HTTP timeout and retries (unless set), so a server that dies mid-run fails in seconds, not minutes."""
+    import urllib.error
+    import urllib.request
+
+    from volmargin.errors import ConfigError
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+                reply.read(64)
+        except urllib.error.HTTPError as exc:  # it answers: a server, perhaps behind auth; MLflow will tell
+            if exc.code >= 500:
+                raise ConfigError(f"MLflow tracking server {uri} answers with HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"MLflow tracking server {uri} does not answer within {timeout:g} s ({reason}); "
+                              "start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-tracking where "
+                              "the command has it") from None
+    elif uri.startswith("sqlite:///") or uri.startswith("file:") or "://" not in uri:
+        path = Path(uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:"))
+        folder = path.parent if uri.startswith("sqlite:") else path if path.is_dir() else path.parent
+        folder = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"MLflow tracking store {uri}: {folder} is not writable; point --tracking-uri "
+                              "elsewhere") from None
+    return uri
+
+
 def start_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at `uri` and return the experiment id (a local SQLite store keeps its artifacts in
     `mlruns/` beside the database file; a server decides for itself)."""
     import mlflow
 
+    check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

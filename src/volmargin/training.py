@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import json
 import pickle
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.evaluation.scoring import POOLED, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
-from volmargin.io import write_atomic, write_frame
+from volmargin.io import check_complete, read_table, staged_folder, write_atomic, write_frame
 from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
 
@@ -48,6 +50,30 @@ def load_bars(cfg: TrainConfig) -> dict[str, pd.DataFrame]:
     return kept
 
 
+def check_learned_params(name: str, params: dict, key: str) -> None:
+    """Before any work: every constructor parameter of learned model `name` exists and has the type its
+    annotation asks (ConfigError naming `key`.parameter), so a wrong type never reaches a fit."""
+    from volmargin.config import _convert
+    from volmargin.models import _LEARNED
+    from volmargin.models import make_forecaster
+
+    if name not in _LEARNED:
+        make_forecaster(name)  # the ConfigError naming the known models
+        return
+    module, cls = _LEARNED[name].split(":")
+    from importlib import import_module
+
+    init = getattr(import_module(module), cls).__init__
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: only the names are checked
+        hints = {}
+    for param, value in (params or {}).items():
+        if param in hints:
+            _convert(f"{key}.{param}", hints[param], value)
+    make_forecaster(name, **(params or {}))  # unknown names: ConfigError
+
+
 def flat_params(cfg: TrainConfig) -> dict[str, str]:
     """Config as dotted MLflow params (values as short strings)."""
     def walk(prefix: str, value) -> dict:
@@ -55,6 +81,24 @@ def flat_params(cfg: TrainConfig) -> dict[str, str]:
             return {k: v for key, sub in value.items() for k, v in walk(f"{prefix}.{key}" if prefix else key, sub).items()}
         return {prefix: str(value)[:500]}
     return walk("", dataclasses.asdict(cfg))
+
+
+def check_window(cfg: TrainConfig, panel: dict[str, pd.DataFrame]) -> None:
+    """At data load: the training window must lie in the data, else the model would learn from another
+    window than the one its bundle will claim (ConfigError naming window.train_end)."""
+    end = cfg.timestamp("train_end")
+    first = min(d.index[0] for d in panel.values())
+    last = max(d.index[-1] for d in panel.values())
+    if end < first:
+        raise ConfigError(f"window.train_end {end.date()} is before the data starts ({first.date()}); "
+                          "set it inside the data")
+    if end >= last:
+        raise ConfigError(f"window.train_end {end.date()} is not before the data ends ({last.date()}); "
+                          "nothing would be left to evaluate on")
+    need = pd.Timedelta(days=cfg.window.min_train_days)
+    if not any(d.index[0] + need <= end for d in panel.values()):
+        raise ConfigError(f"window.train_end {end.date()}: no asset has window.min_train_days "
+                          f"({cfg.window.min_train_days}) of data before it (the data starts {first.date()})")
 
 
 def fit_and_evaluate(cfg: TrainConfig, panel: dict[str, pd.DataFrame], progress: bool) -> tuple[GlobalForecaster, pd.DataFrame]:
@@ -91,6 +135,7 @@ def run(cfg: TrainConfig, tracking_uri: str | None = None, progress: bool = True
     began = time.perf_counter()
     bars = load_bars(cfg)
     panel = daily_panel(bars, cfg.data.min_bars)
+    check_window(cfg, panel)
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
     tags = {"volmargin.command": "train", "data.sha256": data_fingerprint(bars)["sha256"]}
@@ -119,13 +164,15 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
     mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if isinstance(v, (int, float)) and pd.notna(v)})
     mlflow.log_metrics({f"eval_qlike.{a}": float(q) for a, q in scores.set_index("asset")["qlike"].drop(POOLED).items()})
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_frame(forecasts, out / "eval_forecasts.parquet")
-    write_frame(scores, out / "eval_scores.csv")
-    write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(model)))
-    meta = {"run_id": run_.info.run_id, "tracking_uri": mlflow.get_tracking_uri(), "config": dataclasses.asdict(cfg),
-            "data": fingerprint, "eval_qlike": float(pooled["qlike"])}
-    write_atomic(out / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+    with staged_folder(out) as staging:  # model.pkl and train.json appear together, or not at all
+        write_frame(forecasts, staging / "eval_forecasts.parquet")
+        write_frame(scores, staging / "eval_scores.csv")
+        pickled = pickle.dumps(model)
+        write_atomic(staging / "model.pkl", lambda p: p.write_bytes(pickled))
+        meta = {"run_id": run_.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
+                "config": dataclasses.asdict(cfg), "data": fingerprint, "eval_qlike": float(pooled["qlike"]),
+                "model_sha256": hashlib.sha256(pickled).hexdigest()}
+        write_atomic(staging / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
     mlflow.log_artifact(str(out / "eval_scores.csv"))
     example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
     name = cfg.tracking.registered_model or f"volmargin-{cfg.model.name}"
@@ -141,10 +188,31 @@ def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
     missing = [n for n in ("model.pkl", "train.json", "eval_scores.csv") if not (folder / n).is_file()]
     if missing:
         raise ConfigError(f"{folder}: missing {', '.join(missing)}; --run must be a `volmargin train` output folder")
-    model = pickle.loads((folder / "model.pkl").read_bytes())
-    scores = pd.read_csv(folder / "eval_scores.csv")
-    pooled = scores[scores["asset"] == POOLED].iloc[0].drop(["asset", "model"], errors="ignore")
-    return model, json.loads((folder / "train.json").read_text()), {
+    check_complete(folder)
+    try:
+        meta = json.loads((folder / "train.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{folder}/train.json: unreadable or damaged ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "data" not in meta:
+        raise ConfigError(f"{folder}/train.json: not a `volmargin train` record (no config and data)")
+    pickled = (folder / "model.pkl").read_bytes()
+    recorded = meta.get("model_sha256")
+    if recorded is not None and hashlib.sha256(pickled).hexdigest() != recorded:
+        raise ConfigError(f"{folder}/model.pkl: SHA-256 differs from train.json's model_sha256; the file was "
+                          "replaced, truncated or damaged. Not unpickled (unpickling runs code)")
+    try:
+        # pickle runs code from the file: load only model.pkl files you (or your training job) wrote
+        model = pickle.loads(pickled)
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign pickles raise many types
+        raise ConfigError(f"{folder}/model.pkl: cannot be loaded ({type(exc).__name__}: {exc}); train again") from None
+    if not isinstance(model, GlobalForecaster):
+        raise ConfigError(f"{folder}/model.pkl: holds a {type(model).__name__}, not a learned volmargin model")
+    scores = read_table(folder / "eval_scores.csv")
+    pooled = scores[scores["asset"] == POOLED]
+    if pooled.empty:
+        raise ConfigError(f"{folder}/eval_scores.csv: no pooled ({POOLED}) row")
+    pooled = pooled.iloc[0].drop(["asset", "model"], errors="ignore")
+    return model, meta, {
         k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in pooled.items() if pd.notna(v)}
 
 

@@ -41,6 +41,26 @@ def default_validation_start(first: pd.Timestamp, last: pd.Timestamp) -> pd.Time
     return (first + (last - first) / 2).normalize().to_period("M").to_timestamp().tz_localize("UTC")
 
 
+def _train_end(bundle: Path) -> str:
+    from volmargin_serving.bundle import read_manifest
+
+    train_end = (read_manifest(Path(bundle)).get("training") or {}).get("train_end")
+    if not isinstance(train_end, str):
+        raise ConfigError(f"{bundle}: the manifest has no training.train_end; cannot tell in-sample from "
+                          "out-of-sample forecasts")
+    return train_end
+
+
+def check_calibration_data(bundle: Path, panel: dict[str, pd.DataFrame]) -> None:
+    """Before scoring: the data must go on for `MIN_CALIBRATION_DAYS` after the bundle's training end."""
+    train_end = _train_end(bundle)
+    first = pd.Timestamp(train_end, tz="UTC") + pd.Timedelta(days=1)
+    last = max(d.index[-1] for d in panel.values())
+    if last < first + pd.Timedelta(days=MIN_CALIBRATION_DAYS):
+        raise DataError(f"the data ends {last.date()}, before {MIN_CALIBRATION_DAYS} days after the bundle's training "
+                        f"end {train_end}: calibration needs out-of-sample data; give data that goes on after it")
+
+
 def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.DataFrame], policy: PolicyConfig,
                      validation_start: pd.Timestamp | None = None, bars: dict[str, pd.DataFrame] | None = None,
                      ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -52,7 +72,8 @@ def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.Dat
         raise ConfigError(f"{bundle}: the manifest has no training.train_end; cannot tell in-sample from "
                           "out-of-sample forecasts")
     first = pd.Timestamp(train_end, tz="UTC") + pd.Timedelta(days=1)
-    forecasts = realized_forecasts(scored[scored["origin"] >= first], panel, manifest["name"])
+    later = scored[scored["origin"] >= first]
+    forecasts = realized_forecasts(later, panel, manifest["name"]) if not later.empty else later
     if forecasts.empty:
         raise DataError(f"no forecast origin after the bundle's training end {train_end}: give data that goes on after it")
     if policy.mpor_hours is not None:

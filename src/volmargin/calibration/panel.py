@@ -118,7 +118,8 @@ def _floors(loss_log: np.ndarray, rv: np.ndarray, policy: PolicyConfig, horizon:
 def initial_margin(panel: Panel, policy: PolicyConfig, scale, bounds: tuple | None = None) -> np.ndarray:
     """(T, K) initial margin rates for `scale` of shape (K,) or (T, K); NaN where a column has no row.
     `bounds`: `speed_bounds(panel.gap, ...)` when the caller evaluates many scales on one panel."""
-    target = np.minimum(rate_from_log(scale * np.maximum(panel.risk, panel.floor), panel.long), 1.0)
+    target = np.minimum(np.maximum(rate_from_log(scale * np.maximum(panel.risk, panel.floor), panel.long),
+                                   policy.min_rate), 1.0)
     if not policy.path_dependent:
         return target
     low, high = bounds or speed_bounds(panel.gap, policy.max_up, policy.max_down)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.bundle import resolve_key
 from volmargin_serving.calibration import calibration_document, check_records
 from volmargin_serving.errors import BundleError
 
@@ -131,7 +132,7 @@ def write_parameter_set(parameters: dict, bundle: str | Path, target: str | Path
     its own content. The bundle is verified and the parameters checked by the rules serving applies at
     load (ConfigError) before anything is written."""
     try:
-        document = calibration_document(parameters, bundle)
+        document = calibration_document(parameters, bundle, key=resolve_key())
     except BundleError as exc:
         raise ConfigError(f"calibration set for {bundle}: {exc}") from None
     return write_atomic(target, lambda path: path.write_text(json.dumps(document, indent=2) + "\n"))

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from volmargin_serving.calibration import HARD_MIN_RATE
 from volmargin_serving.margins import (
-    apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
+    DEFAULT_MIN_RATE, apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
 )
 
 from volmargin.errors import ConfigError
@@ -59,6 +60,7 @@ class PolicyConfig:
     haircut_risk: str | None = None  # stem of the haircut's long-side measure; None = `risk`
     liquidation_days: int | None = None  # haircut horizon; None = the MPOR
     mpor_hours: int | None = None  # an intraday MPOR (hours after the origin day's close); None = the horizon
+    min_rate: float = DEFAULT_MIN_RATE  # hard floor: no initial margin below this rate, checked again at load
 
     def __post_init__(self) -> None:
         checks = {
@@ -75,11 +77,13 @@ class PolicyConfig:
             "scale_bounds": 0 < self.scale_bounds[0] < self.scale_bounds[1],
             "liquidation_days": self.liquidation_days is None or self.liquidation_days >= 1,
             "mpor_hours": self.mpor_hours is None or 1 <= self.mpor_hours < 24,
+            "min_rate": HARD_MIN_RATE <= self.min_rate < 1,
         }
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
             value = getattr(self, bad[0])
             hint = f" (EMIR RTS art. 28(1)(a) asks >= {MIN_BUFFER})" if bad[0] == "buffer" else ""
+            hint = f" (the runtime refuses sets below {HARD_MIN_RATE})" if bad[0] == "min_rate" else hint
             raise ConfigError(f"policy.{bad[0]}: invalid value {value!r}{hint}")
 
     @property

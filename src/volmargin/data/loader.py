@@ -9,7 +9,9 @@ from __future__ import annotations
 import glob
 import gzip
 import io
+import os
 import re
+import stat
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ Panel = dict[str, pd.DataFrame]
 _BINANCE_NCOLS = 12
 _FREQ_TOKEN = re.compile(r"_\d+(?:s|m|min|h|d|w|mo)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+MAX_DECOMPRESSED = 4 << 30  # bytes a gzip file may expand to (the largest real hourly file is ~10 MB)
+MAX_RATIO = 1000  # and at most this many times its compressed size: more is a decompression bomb
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,12 @@ def _expand(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     files: dict[Path, Path] = {}  # keyed by resolved path: the same file named twice is loaded once
     for item in items:
         for file in _expand_one(item):
-            files.setdefault(file.resolve(), file)
+            try:
+                files.setdefault(file.resolve(strict=True), file)
+            except FileNotFoundError:
+                raise DataError(f"{file}: file not found") from None
+            except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+                raise DataError(f"{file}: cannot resolve the path ({exc})") from None
     return list(files.values())
 
 
@@ -125,6 +134,9 @@ def _expand_one(item: str | Path) -> list[Path]:
     path = Path(item)
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(DATA_SUFFIXES))
+        skipped = [p.name for p in path.iterdir() if p.name.lower().endswith(DATA_SUFFIXES) and not p.is_file()]
+        if skipped:  # a broken link, a link loop, a FIFO named like data: say so rather than skip it quietly
+            raise DataError(f"{path / skipped[0]}: not a readable regular file (broken link, link loop, FIFO?)")
         if not found:
             raise DataError(f"{item}: no *.csv, *.csv.gz or *.parquet files in this directory")
         return found
@@ -138,19 +150,38 @@ def _expand_one(item: str | Path) -> list[Path]:
 
 def _read_bytes(path: Path, name: str) -> bytes:
     try:
+        mode = os.stat(path).st_mode  # follows symlinks: what would be read
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{name}: is a directory, not a data file")
+        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+            raise DataError(f"{name}: not a regular file (a FIFO, device or socket); give a data file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{name}: file not found") from None
     except IsADirectoryError:
         raise DataError(f"{name}: is a directory, not a data file") from None
     except OSError as exc:
-        raise DataError(f"{name}: cannot read file ({exc.strerror})") from None
+        raise DataError(f"{name}: cannot read file ({exc.strerror or exc})") from None
     if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{name}: unreadable gzip file ({exc})") from None
+        return _gunzip(raw, name)
     return raw
+
+
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """The decompressed bytes, read in blocks and stopped at `MAX_DECOMPRESSED` / `MAX_RATIO`."""
+    limit = min(MAX_DECOMPRESSED, MAX_RATIO * max(len(raw), 1 << 20))
+    out, size = [], 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as handle:
+            while block := handle.read(1 << 22):
+                size += len(block)
+                if size > limit:
+                    raise DataError(f"{name}: decompresses to more than {limit >> 20} MB "
+                                    f"({MAX_RATIO}x its size at most); not a bar file (a decompression bomb?)")
+                out.append(block)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{name}: unreadable gzip file ({exc})") from None
+    return b"".join(out)
 
 
 def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
@@ -400,14 +431,30 @@ def _check_order(raw: _Raw, arr: np.ndarray, name: str, *, sort: bool) -> tuple[
     return _Raw(raw.ts[order], raw.values.iloc[order], raw.rows[order]), arr[order]
 
 
+def _majority_interval(ns: np.ndarray, diffs: np.ndarray) -> pd.Timedelta:
+    """The bar interval: the coarsest common spacing whose grid holds most rows on one phase, else the
+    most common spacing. Rows at a finer spacing inside a coarser file (15m rows among 1h bars) make more
+    short spacings than they are rows; counting rows on the grid tells the file's own interval."""
+    values, counts = np.unique(diffs, return_counts=True)
+    common = values[np.argsort(counts)[::-1][:6]]
+    base = int(common[0])
+    for interval in sorted((int(v) for v in common if v > base and v % base == 0), reverse=True):
+        _, on_phase = np.unique(ns % interval, return_counts=True)
+        ranked = np.sort(on_phase)[::-1]
+        second = ranked[1] if len(ranked) > 1 else 0
+        if ranked[0] > len(ns) / 2 and second <= ranked[0] / 2:  # a majority, not one of several phases
+            return pd.Timedelta(interval, unit="ns")
+    return pd.Timedelta(base, unit="ns")
+
+
 def _check_grid(raw: _Raw, name: str, freq: str | pd.Timedelta | None) -> pd.Timedelta:
-    """The bar interval (given, or the most common spacing); every spacing must be a whole multiple of it."""
+    """The bar interval (given, or the file's majority interval, see `_majority_interval`); every spacing
+    must be a whole multiple of it, else the first row off the grid is named."""
     diffs = np.diff(raw.ts.asi8)
     if freq is not None:
         interval = _parse_freq(freq, name)
     elif len(diffs):
-        values, counts = np.unique(diffs, return_counts=True)
-        interval = pd.Timedelta(int(values[np.argmax(counts)]), unit="ns")
+        interval = _majority_interval(raw.ts.asi8, diffs)
     else:
         raise DataError(f"{name}: a single row cannot show the bar interval; pass freq")
     off = np.zeros(len(raw.rows), dtype=bool)

@@ -56,7 +56,9 @@ class Ranking:
 
 
 def _read(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    from volmargin.io import read_table  # a truncated or damaged table: one line naming it
+
+    return read_table(path)
 
 
 def load_run(run_dir: Path) -> Run:
@@ -69,7 +71,7 @@ def load_run(run_dir: Path) -> Run:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run_dir / 'run.json'} is not valid JSON ({exc})") from exc
     optional = {key: _read(run_dir / name) for key, name in OPTIONAL.items() if (run_dir / name).is_file()}
-    return Run(run_dir, pd.read_parquet(run_dir / "forecasts.parquet"), pd.read_csv(run_dir / "scores.csv"),
+    return Run(run_dir, _read(run_dir / "forecasts.parquet"), _read(run_dir / "scores.csv"),
                meta if isinstance(meta, dict) else {}, **optional)
 
 

@@ -1,0 +1,106 @@
+"""Input validation of the serving runtime: what counts as bad input, by column name.
+
+Written against `features.INPUT_COLUMNS` by name, never by position, so it keeps working when columns
+are added: a column named here gets its rule, any other column must only be finite.
+
+Bad input (each its own `InputError` subclass, see `volmargin_serving.errors`):
+- non-finite values (`NonFiniteInputError`);
+- impossible values (`ImpossibleInputError`): a negative variance measure or volume, a `complete` flag
+  that is not 0/1; in bars a non-positive price, high < low, open/close outside [low, high], negative volume;
+- rows dated after `as_of` (`FutureInputError`), unsorted or duplicate dates (`UnsortedInputError`),
+  missing days inside the window (`GapInputError`), a newest row older than the freshness limit
+  (`StaleInputError`).
+
+`bad_rows` marks the rows whose values are bad, so that `Runtime.margins` can price a doubtful margin
+with those rows treated as missing; it only ever raises the fail-safe margin, never lowers it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from volmargin_serving.errors import (
+    FutureInputError, GapInputError, ImpossibleInputError, InputDtypeError, NonFiniteInputError, StaleInputError,
+    UnsortedInputError,
+)
+from volmargin_serving.features import INPUT_COLUMNS
+
+# daily measures that cannot be negative: variances, range estimators, volume (by name; others: finite only)
+NON_NEGATIVE = frozenset({"rv", "bv", "parkinson", "garman_klass", "rogers_satchell", "yang_zhang", "volume"})
+FLAGS = frozenset({"complete"})  # 0/1 columns
+
+
+def _where(index: tuple, columns: tuple[str, ...]) -> str:
+    """'asset 2, row 87, column rv' from an index into (assets, days, columns)."""
+    *lead, row, column = (int(i) for i in index)
+    asset = f"asset {lead[0]}, " if lead else ""
+    return f"{asset}row {row}, column {columns[column]}"
+
+
+def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
+    """(assets, days) True where a row has a non-finite or impossible value."""
+    bad = ~np.isfinite(batch)
+    for j, name in enumerate(columns):
+        with np.errstate(invalid="ignore"):
+            if name in NON_NEGATIVE:
+                bad[..., j] |= batch[..., j] < 0
+            elif name in FLAGS:
+                bad[..., j] |= (batch[..., j] != 0) & (batch[..., j] != 1)
+    return bad.any(axis=-1)
+
+
+def check_values(name: str, batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
+    """Floating-point daily inputs (assets, days, columns) with no bad value; raises naming the first."""
+    batch = np.asarray(batch)
+    if not np.issubdtype(batch.dtype, np.floating):
+        raise InputDtypeError(f"{name} must be float32 or float64, got dtype {batch.dtype}")
+    finite = np.isfinite(batch)
+    if not finite.all():
+        index = tuple(np.argwhere(~finite)[0])
+        raise NonFiniteInputError(f"{name} has NaN or infinite values (first at {_where(index, columns)})")
+    for j, column in enumerate(columns):
+        values = batch[..., j]
+        if column in NON_NEGATIVE and (values < 0).any():
+            index = (*np.argwhere(values < 0)[0], j)
+            raise ImpossibleInputError(f"{name}: {_where(index, columns)} = {batch[index]:g} is negative "
+                                       f"({column} cannot be)")
+        if column in FLAGS and ((values != 0) & (values != 1)).any():
+            index = (*np.argwhere((values != 0) & (values != 1))[0], j)
+            raise ImpossibleInputError(f"{name}: {_where(index, columns)} = {batch[index]:g} is not 0 or 1")
+    return batch
+
+
+def check_dates(days: np.ndarray, as_of: np.datetime64, max_age: np.timedelta64, gaps: bool = True) -> None:
+    """Daily dates (..., days) strictly increasing, none after as_of's day, the newest within `max_age`
+    of as_of and (with `gaps`) one row per calendar day."""
+    step = np.diff(days.astype(np.int64), axis=-1)
+    if days.shape[-1] > 1 and not (step > 0).all():
+        raise UnsortedInputError("dates must be strictly increasing along the time axis (unsorted or duplicate rows)")
+    today = np.datetime64(as_of, "D")
+    if (days > today).any():
+        raise FutureInputError(f"a row is dated {days.max()}, after as_of {as_of}: data from a day not yet over")
+    if gaps and (step > 1).any():
+        index = tuple(int(i) for i in np.argwhere(step > 1)[0])
+        raise GapInputError(f"dates skip {int(step[index]) - 1} day(s) after {days[index]} inside the model's window "
+                            "(a missing daily row)")
+    oldest = np.min(days[..., -1])
+    if oldest < today - max_age:
+        raise StaleInputError(f"newest daily row is {oldest}, older than {max_age} before {as_of}")
+
+
+def check_bars(ohlcv: np.ndarray) -> np.ndarray:
+    """Intraday bars (bars, 5: open, high, low, close, volume) a market could have printed."""
+    ohlcv = np.asarray(ohlcv)
+    if not np.issubdtype(ohlcv.dtype, np.floating):
+        raise InputDtypeError(f"ohlcv must be float32 or float64, got dtype {ohlcv.dtype}")
+    if not np.isfinite(ohlcv).all():
+        raise NonFiniteInputError(f"ohlcv has NaN or infinite values (first at bar {np.argwhere(~np.isfinite(ohlcv))[0][0]})")
+    if ohlcv.ndim != 2 or ohlcv.shape[1] != 5:
+        return ohlcv  # the caller reports the shape
+    o, h, lo, c, v = ohlcv.T
+    for problem, bad in (("a non-positive price", (ohlcv[:, :4] <= 0).any(axis=1)), ("high < low", h < lo),
+                         ("open or close outside [low, high]", (o < lo) | (o > h) | (c < lo) | (c > h)),
+                         ("negative volume", v < 0)):
+        if bad.any():
+            raise ImpossibleInputError(f"ohlcv: bar {int(np.argmax(bad))} has {problem}")
+    return ohlcv

@@ -1,0 +1,248 @@
+"""Reliability and security of the serving runtime: bad inputs get typed errors, a margin from bad data
+is never lower than without it, calibration sets have hard floors, manifests are checked and signed."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reliability_fixtures import ASSETS, build
+
+import volmargin_serving as vs
+from volmargin.features.learned import INPUT_COLUMNS
+from volmargin_serving.bundle import MANIFEST, SIGNATURE, sign_bundle
+from volmargin_serving.calibration import HARD_MIN_RATE, seal
+
+COLUMN = {name: j for j, name in enumerate(INPUT_COLUMNS)}
+KEY = b"the service's secret"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    return build(tmp_path_factory.mktemp("reliability"))
+
+
+@pytest.fixture()
+def runtime(served):
+    return vs.load(served.bundle, calibration=served.calibration)  # fresh: no remembered margins
+
+
+@pytest.fixture(scope="module")
+def clean(served):
+    return vs.load(served.bundle, calibration=served.calibration).margins(ASSETS, served.inputs, served.dates,
+                                                                          as_of=served.as_of)
+
+
+def _copy(bundle: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for path in bundle.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def _edited(bundle: Path, target: Path, edit) -> Path:
+    folder = _copy(bundle, target)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    edit(manifest)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+# ------------------------------------------------------------------ class 1: bad inputs
+
+
+def _one(served, k: int = 0):
+    return served.inputs[k].copy(), served.dates[k].copy()
+
+
+@pytest.mark.parametrize("column, value, error", [
+    ("rv", -1e-4, vs.ImpossibleInputError),
+    ("parkinson", -1e-4, vs.ImpossibleInputError),
+    ("volume", -5.0, vs.ImpossibleInputError),
+    ("complete", 0.5, vs.ImpossibleInputError),
+    ("ret", np.nan, vs.NonFiniteInputError),
+    ("bv", np.inf, vs.NonFiniteInputError),
+])
+def test_impossible_values_have_their_own_error_naming_the_row(served, runtime, column, value, error):
+    inputs, dates = _one(served)
+    inputs[-5, COLUMN[column]] = value
+    with pytest.raises(error, match=f"row {runtime.history_days - 5}, column {column}"):
+        runtime.forecast_daily(inputs, dates, as_of=served.as_of)
+
+
+def test_future_rows_and_gaps_inside_the_window_are_refused(served, runtime):
+    inputs, dates = _one(served)
+    with pytest.raises(vs.FutureInputError, match="after as_of"):
+        runtime.forecast_daily(inputs, dates, as_of=dates[-2])
+    gapped = np.delete(np.arange(len(dates)), -10)
+    with pytest.raises(vs.GapInputError, match="skip 1 day"):
+        runtime.forecast_daily(inputs[gapped], dates[gapped], as_of=served.as_of)
+    with pytest.raises(vs.ImpossibleInputError, match="high < low"):
+        bars = np.array([[10.0, 9.0, 11.0, 10.0, 1.0]] * 30)
+        runtime.forecast_bars(np.arange(30).astype("datetime64[h]"), bars, as_of=np.datetime64("1970-01-03"))
+
+
+def test_negative_variance_is_never_served(served, runtime, clean):
+    inputs = served.inputs.copy()
+    inputs[0, -3:, COLUMN["rv"]] *= -1  # would cut the forecast volatility if accepted
+    inputs[1, -1, COLUMN["volume"]] = -1.0
+    served_margins = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert served_margins.fail_safe[:2].all() and not served_margins.fail_safe[2].any()
+    assert "ImpossibleInputError" in served_margins.reason[0, 0]
+    assert (served_margins.initial[:2] >= clean.initial[:2]).all()
+    assert (served_margins.haircut[:2] >= clean.haircut[:2]).all()
+
+
+def test_the_issues_case_a_spike_and_one_nan_80_rows_back(served, runtime, clean):
+    inputs = served.inputs.copy()
+    inputs[0, -80, COLUMN["rv"]] = np.nan
+    low_previous = np.full((3, 2), 0.02)  # yesterday's margins, before the spike
+    for previous in (None, low_previous, np.full((3, 2), 0.5)):
+        fresh = vs.load(served.bundle, calibration=served.calibration)
+        without = fresh.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=previous)
+        got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of, previous=previous)
+        assert got.fail_safe[0].all() and "NonFiniteInputError" in got.reason[0, 0]
+        assert (got.initial[0] >= without.initial[0]).all(), "a NaN 80 rows back lowered the margin"
+        assert got.haircut[0, 0] >= without.haircut[0, 0]
+        if previous is not None:
+            assert (got.initial[0] >= previous[0]).all(), "yesterday's margin was ignored"
+
+
+def test_the_last_good_margin_is_a_floor_of_every_fail_safe_margin(served, runtime, clean):
+    runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)  # remembered
+    stale_dates = served.dates - np.timedelta64(10, "D")  # no repair possible: the newest row is stale
+    got = runtime.margins(ASSETS, served.inputs, stale_dates, as_of=served.as_of)
+    assert got.fail_safe.all() and "StaleInputError" in got.reason[0, 0]
+    np.testing.assert_array_less(clean.initial - 1e-12, got.initial)
+    assert (got.haircut >= clean.haircut - 1e-12).all()
+    server = vs.Server(served.bundle, calibration=served.calibration)
+    server.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    server.swap(served.bundle, calibration=served.calibration)
+    after = server.margins(ASSETS, served.inputs, stale_dates, as_of=served.as_of)
+    assert (after.initial >= clean.initial - 1e-12).all(), "a swap forgot the last good margins"
+
+
+# ------------------------------------------------------------------ class 1: hard floors of calibration sets
+
+
+def _variant(served, folder: Path, change) -> Path:
+    document = copy.deepcopy(json.loads(served.calibration.read_text()))
+    change(document["parameters"])
+    path = folder / "variant.calibration.json"
+    path.write_text(json.dumps(seal(document)))  # resealed: the checksum alone cannot stop this
+    return path
+
+
+def _every_record(field, value, **also):
+    def change(parameters):
+        for record in parameters["records"]:
+            record.update({field: value, **also})
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (_every_record("scale", 1e-9), "scale = 1e-09 is outside"),
+    (_every_record("initial_margin", 0.001, maintenance_margin=0.0005), "initial_margin = 0.001 is below the policy's min_rate"),
+    (lambda p: p["policy"].update(min_rate=HARD_MIN_RATE / 2), "policy.min_rate: invalid value"),
+    (lambda p: p["policy"].update(scale_bounds=[1e-9, 10.0]), "policy.scale_bounds: invalid value"),
+    (lambda p: p.update(horizon="1"), "parameters.horizon"),
+    (lambda p: p.update(policy=["x"]), "parameters.policy: expected an object"),
+])
+def test_a_resealed_set_cannot_lower_margins_below_the_hard_floors(served, tmp_path, change, message):
+    with pytest.raises(vs.CalibrationError, match=message):
+        vs.load(served.bundle, calibration=_variant(served, tmp_path, change))
+
+
+def test_served_margins_never_go_below_the_policys_min_rate(served, tmp_path):
+    def change(parameters):
+        parameters["policy"]["min_rate"] = 0.3
+        for record in parameters["records"]:
+            record["initial_margin"] = max(record["initial_margin"], 0.3)
+            record["maintenance_margin"] = 0.75 * record["initial_margin"]
+    runtime = vs.load(served.bundle, calibration=_variant(served, tmp_path, change))
+    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    assert not got.fail_safe.any() and (got.initial >= 0.3).all()
+
+
+# ------------------------------------------------------------------ class 2: the manifest
+
+
+def _set(path: str, value):
+    def edit(manifest):
+        *parents, last = path.split(".")
+        node = manifest
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("onnx.file", "../x.onnx"), "onnx.file: '../x.onnx' must name a file of the bundle"),
+    (_set("onnx.file", "/etc/hostname"), "onnx.file: '/etc/hostname' must name a file of the bundle"),
+    (_set("golden.file", "sub/golden.npz"), "golden.file"),
+    (_set("levels", ["0.975", "0.99"]), "levels"),
+    (_set("levels", [0.99, 0.975]), "levels"),
+    (_set("horizon", "1"), "horizon"),
+    (_set("horizon", 0), "horizon"),
+    (_set("sides", ["short", "long"]), "sides"),
+    (_set("features.window", 1.5), "features.window"),
+    (_set("features.history_days", 5), "features.history_days"),
+    (_set("features.mean", [0.0]), "features.mean"),
+    (_set("features.scale", [0.0] * 12), "features.scale"),
+    (_set("features.spec", {"level_days": "66"}), "features.spec"),
+    (_set("features.names", ["rv_w", "rv_d"]), "features.names"),
+    (_set("files", {"../model.onnx": "0" * 64}), "files"),
+    (_set("name", "../x"), "name"),
+])
+def test_every_manifest_value_is_type_and_range_checked(served, tmp_path, edit, message):
+    with pytest.raises(vs.BundleError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        vs.load(_edited(served.bundle, tmp_path / "edited", edit))
+
+
+def test_the_self_test_tolerance_is_the_runtimes(served, tmp_path):
+    def edit(manifest):
+        manifest["golden"]["rtol"] = 1e9  # a bundle cannot loosen the check
+        manifest["features"]["mean"][0] += 0.5
+    with pytest.raises(vs.SelfTestError, match="limit 1e-05"):
+        vs.load(_edited(served.bundle, tmp_path / "edited", edit))
+
+
+def test_a_signed_bundle_is_verified_as_a_whole(served, tmp_path):
+    signed = _copy(served.bundle, tmp_path / "signed")
+    sign_bundle(signed, KEY)
+    calibration = json.loads(served.calibration.read_text())
+    unsigned_set = tmp_path / "unsigned.calibration.json"
+    unsigned_set.write_text(json.dumps(calibration))
+    signed_set = tmp_path / "signed.calibration.json"
+    signed_set.write_text(json.dumps(seal(calibration, KEY)))
+    vs.load(signed, calibration=signed_set, key=KEY)
+    vs.load(signed)  # without a key, the signature is not required
+    # a relabelled level passes every range check: only the signature catches it
+    relabelled = _edited(signed, tmp_path / "relabelled", _set("levels", [0.95, 0.99]))
+    vs.load(relabelled)
+    with pytest.raises(vs.SignatureError, match="does not verify"):
+        vs.load(relabelled, key=KEY)
+    with pytest.raises(vs.SignatureError, match="does not verify"):
+        vs.load(signed, key=b"another key")
+    with pytest.raises(vs.SignatureError, match=f"no {SIGNATURE}"):
+        vs.load(served.bundle, key=KEY)
+    with pytest.raises(vs.SignatureError, match="no signature"):
+        vs.load(signed, calibration=unsigned_set, key=KEY)
+
+
+def test_the_key_can_come_from_the_environment_and_export_signs(served, tmp_path, monkeypatch):
+    from volmargin.export import write_bundle
+    from volmargin.models import make_forecaster
+    from reliability_fixtures import TINY
+
+    monkeypatch.setenv("VOLMARGIN_BUNDLE_KEY", KEY.decode())
+    model = make_forecaster("gbm", **TINY).fit_panel(served.panel)
+    bundle = write_bundle(model, served.panel, tmp_path / "models")
+    assert (bundle / SIGNATURE).is_file()
+    vs.load(bundle)
+    with pytest.raises(vs.SignatureError):
+        vs.load(served.bundle)  # unsigned, and the service has a key
