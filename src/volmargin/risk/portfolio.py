@@ -289,22 +289,25 @@ class Calibration:
 
 
 def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
-                    target: float = 0.01, grid: Iterable[float] = CORRELATION_GRID,
+                    target: float = 0.01, class_cap: float | None = None, grid: Iterable[float] = CORRELATION_GRID,
                     bounds: tuple[float, float] = (0.1, 20.0), tolerance: float = 1e-3) -> Calibration:
-    """The (scale, correlation weight) with the smallest average margin rate such that every class's breach
-    count on `rows` is at most target x its realised book-days: geometric bisection on the scale (the
-    breach count cannot rise with it, APC tools included) for each weight of the grid."""
+    """The (scale, correlation weight) with the smallest average margin rate such that, on `rows`, the
+    population's breaches are at most target x its realised book-days and every class's at most
+    `class_cap` (default 1.5 x target) x its own: geometric bisection on the scale (breach counts cannot
+    rise with it, APC tools included) for each weight of the grid."""
     labels = np.asarray(classes)
     kinds = sorted(set(labels))
+    cap = 1.5 * target if class_cap is None else class_cap
     counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
     days = {c: counted[:, labels == c].sum() for c in kinds}
-    allowed = {c: np.floor(target * d + 1e-9) for c, d in days.items()}
+    allowed = {c: np.floor(cap * d + 1e-9) for c, d in days.items()}
+    allowed_all = np.floor(target * counted.sum() + 1e-9)
 
     def ok(p: PortfolioPolicy) -> tuple[bool, float, float]:
         margin = margin_path(bp, p)
         hits = counted & (bp.loss > margin)
         worst = max((hits[:, labels == c].sum() / days[c] for c in kinds if days[c]), default=np.nan)
-        feasible = all(hits[:, labels == c].sum() <= allowed[c] for c in kinds)
+        feasible = hits.sum() <= allowed_all and all(hits[:, labels == c].sum() <= allowed[c] for c in kinds)
         rate = np.nanmean(np.where(counted, margin / bp.gross, np.nan))
         return feasible, worst, rate
 

@@ -165,16 +165,21 @@ class FHS:
         """The FHS scenario set of margin date t: look-back z x today's forecast volatility. Assets without
         a forecast today get NaN returns (a margin needs their conservative treatment, see serving)."""
         rows = self.rows(t)
-        dates = np.asarray(self.panel.origins[rows].to_numpy(), dtype="datetime64[D]")
+        dates = day_array(self.panel.origins[rows])
         return ScenarioSet(self.panel.assets, self.z[rows] * self.panel.sigma[t], dates, None, self.z_proxied[rows])
 
     def stress(self, t: int) -> ScenarioSet:
         rows = self.stress_rows(t)
-        dates = np.asarray(self.panel.origins[rows].to_numpy(), dtype="datetime64[D]")
+        dates = day_array(self.panel.origins[rows])
         return ScenarioSet(self.panel.assets, self.raw[rows], dates, None, self.raw_proxied[rows])
 
     def enough(self, t: int) -> bool:
         return len(self.rows(t)) >= self.config.min_scenarios
+
+
+def day_array(index: pd.DatetimeIndex) -> np.ndarray:
+    """UTC dates as numpy datetime64[D] (what the scenario sets and serving hold)."""
+    return index.tz_localize(None).to_numpy().astype("datetime64[D]") if index.tz else index.to_numpy().astype("datetime64[D]")
 
 
 def proxy_share(scenarios: ScenarioSet) -> dict[str, float]:
