@@ -94,7 +94,7 @@ def test_hedges_get_offsets_and_margins_scale(forecasts):
     ratio = np.nanmean(bp.joint[:, hedged]) / np.nanmean(bp.isolated[:, hedged])
     assert ratio < 0.8  # correlated legs offset
     single = pop.classes == "concentrated_alt"
-    np.testing.assert_allclose(bp.joint[:, single], bp.isolated[:, single])  # one position: no offset
+    np.testing.assert_allclose(bp.joint[:, single], bp.isolated[:, single], rtol=1e-6)  # one position: no offset
     policy = PortfolioPolicy(scale=2.0, correlation_weight=0.5)
     np.testing.assert_allclose(pf.margin_path(bp, policy)[:, hedged],
                                2.0 * (0.5 * bp.joint + 0.5 * bp.isolated)[:, hedged])
@@ -115,7 +115,7 @@ def test_calibration_meets_the_target_on_its_period(forecasts):
     assert (counted & (bp.loss > lower)).sum() > hits.sum() or not np.isfinite(lower).any()
     summary = pf.summarise(bp, pop.classes, ~rows, cal.policy)
     assert set(summary["portfolio_class"]) >= {"random_ls", "hedged_btc_eth", "ALL"}
-    assert ((summary["avg_margin"] <= summary["avg_isolated_margin"] + 1e-12)).all()
+    assert (summary["avg_margin"] <= summary["avg_isolated_margin"] * (1 + 1e-6)).all()
 
 
 @pytest.mark.parametrize("policy", [
@@ -133,13 +133,13 @@ def test_serving_computes_the_library_margin(forecasts, tmp_path, policy):
     path = write_scenarios(tmp_path / "s.npz", scenario_file(fhs, t, policy, "ewma"))
     engine = PortfolioEngine(load_scenarios(path), fhs.panel.sigma[t] ** 2, adv[t])
     served = engine.margin_batch(pop.notional)
-    np.testing.assert_allclose(served.initial, library, rtol=1e-10)
-    np.testing.assert_allclose(served.isolated, pf.isolated_path(bp, policy)[0], rtol=1e-10)
+    np.testing.assert_allclose(served.initial, library, rtol=1e-6)
+    np.testing.assert_allclose(served.isolated, pf.isolated_path(bp, policy)[0], rtol=1e-6)
     k = int(np.flatnonzero(pop.classes == "random_ls")[0])
     names = [ASSETS[i] for i in np.flatnonzero(pop.notional[k])]
     one = engine.margin(names=names, notionals=pop.notional[k][pop.notional[k] != 0])
-    assert one.initial == pytest.approx(library[k], rel=1e-10)
-    assert one.maintenance == pytest.approx(policy.maintenance_fraction * library[k], rel=1e-10)
+    assert one.initial == pytest.approx(library[k], rel=1e-6)
+    assert one.maintenance == pytest.approx(policy.maintenance_fraction * library[k], rel=1e-6)
 
 
 def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):

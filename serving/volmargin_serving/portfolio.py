@@ -39,6 +39,15 @@ from volmargin_serving.risk import BadPositionError, Positions, risk_measure, si
 
 STRESS_MODES = ("none", "weight", "floor")
 SCENARIO_SCHEMA = 1
+# scenario matrices are held in float32 (library and serving alike): half the memory traffic of the one
+# big product per book; the P&L is summed in float32 (relative error ~1e-6 of the margin) and the risk
+# measure taken in float64
+SCENARIO_DTYPE = np.float32
+
+
+def scenario_matrix(returns) -> np.ndarray:
+    """(n_assets, n_scenarios) simple returns of (n_scenarios, n_assets) log returns, in SCENARIO_DTYPE."""
+    return np.ascontiguousarray(simple_returns(returns).T, dtype=SCENARIO_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,7 @@ class PortfolioPolicy:
 
 def unit_risks(simple: np.ndarray, measure: str, weights=None) -> np.ndarray:
     """(n_assets, 2) risk of a unit long (loses -simple) and a unit short (loses +simple) per asset."""
-    simple_t = np.asarray(simple).T
+    simple_t = np.asarray(simple, dtype=float).T
     return np.stack([risk_measure(-simple_t, measure, weights), risk_measure(simple_t, measure, weights)], axis=1)
 
 
@@ -82,7 +91,9 @@ def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray
         return np.zeros(size.shape[:-1])
     with np.errstate(divide="ignore", invalid="ignore"):
         per = size * sigma * np.sqrt(size / adv)
-    return coefficient * np.where(size > 0, np.nan_to_num(per, nan=np.inf, posinf=np.inf), 0.0).sum(-1)
+    if not np.isfinite(per).all():  # no or zero volume: a held position cannot be liquidated at a known cost
+        per = np.where(size > 0, np.nan_to_num(per, nan=np.inf, posinf=np.inf), 0.0)
+    return coefficient * per.sum(-1)
 
 
 def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray, measure: str, weights=None,
@@ -91,10 +102,10 @@ def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray
     (k, n_scenarios) with unit risks `unit` (k, 2); with stressed simple returns `stress_t` (k, n_stress)
     the floor is their joint risk and each position's isolated risk is floored by its stressed one, so
     `isolated` stays the sum of the positions' own margins."""
-    joint = risk_measure(-(notional @ simple_t), measure, weights)
+    joint = risk_measure(-(notional.astype(simple_t.dtype) @ simple_t).astype(float), measure, weights)
     if stress_t is None:
         return joint, isolated_risk(notional, unit), np.zeros_like(joint)
-    floor = risk_measure(-(notional @ stress_t), measure)
+    floor = risk_measure(-(notional.astype(stress_t.dtype) @ stress_t).astype(float), measure)
     unit = np.maximum(unit, unit_risks(stress_t.T, measure))
     return joint, isolated_risk(notional, unit), floor
 
@@ -214,12 +225,13 @@ class PortfolioEngine:
         if policy.stress_mode == "weight" and scenarios.stress is not None:
             returns = np.vstack([returns, scenarios.stress])
         self.weights = scenarios.full_weights()
-        self.simple_t = np.ascontiguousarray(simple_returns(returns).T)  # (n_assets, n_scenarios)
+        self.simple_t = scenario_matrix(returns)  # (n_assets, n_scenarios)
         self.unit = unit_risks(self.simple_t.T, policy.measure, self.weights)
         self.stress_t = None
         if policy.stress_mode == "floor" and scenarios.stress is not None:
-            self.stress_t = np.ascontiguousarray(simple_returns(scenarios.stress).T)
+            self.stress_t = scenario_matrix(scenarios.stress)
         self.index = {a: i for i, a in enumerate(scenarios.assets)}
+        self.any_unusable = bool(self.unusable.any())
 
     def _price(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IM and isolated-margin sum of books (..., k) in the assets `columns` (k,)."""
@@ -228,22 +240,27 @@ class PortfolioEngine:
                                                  self.policy.measure, self.weights, stress_t)
         adv = None if self.adv is None else self.adv[columns]
         addon = concentration_addon(notional, self.sigma[columns], adv, self.policy.concentration)
-        full = np.abs(notional) @ self.full[columns].astype(float)  # no fallback: fully collateralised
-        return (initial_margin(joint, isolated, addon, self.policy, floor) + full,
-                isolated_margin(isolated, addon, self.policy) + full)
+        im, iso = initial_margin(joint, isolated, addon, self.policy, floor), isolated_margin(isolated, addon, self.policy)
+        if self.full.any():  # no forecast and no fallback: those positions are fully collateralised
+            full = np.abs(notional) @ self.full[columns].astype(float)
+            im, iso = im + full, iso + full
+        return im, iso
 
     def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:
         """Margin of one book: `Positions` (asset indices into the scenario set) or names/notionals/kinds,
         validated (UnknownAssetError, BadPositionError)."""
         if positions is None:
-            positions = Positions.from_names(self.scenarios.assets, names, notionals, kinds)
-        columns, inverse = np.unique(positions.asset, return_inverse=True)
-        notional = np.bincount(inverse, weights=positions.notional, minlength=len(columns))
+            positions = Positions.from_names(self.index, names, notionals, kinds)
+        order = np.argsort(positions.asset, kind="stable")
+        columns, notional = positions.asset[order], positions.notional[order]
+        if len(columns) > 1 and not (np.diff(columns) > 0).all():  # several positions in one asset: net them
+            columns, inverse = np.unique(columns, return_inverse=True)
+            notional = np.bincount(inverse, weights=notional, minlength=len(columns))
         im, isolated = self._price(notional, columns)
-        gross = positions.gross
-        held = columns[np.abs(notional) > 0]
-        flagged = tuple(self.scenarios.assets[i] for i in held if self.unusable[i])
-        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.float64(gross), flagged)
+        flagged = ()
+        if self.any_unusable:
+            flagged = tuple(self.scenarios.assets[i] for i in columns[(notional != 0) & self.unusable[columns]])
+        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, positions.gross, flagged)
 
     def margin_batch(self, notional) -> PortfolioMargin:
         """Margins of many books: notional (n_books, n_assets) aligned with the scenario set's assets."""

@@ -40,6 +40,7 @@ import numpy as np
 from volmargin_serving.errors import InputError
 
 KINDS = ("spot", "perp")  # linear instruments valued by `linear_pnl`
+_KIND_SET = frozenset(KINDS)
 
 
 class BadPositionError(InputError):
@@ -61,23 +62,30 @@ class Positions:
 
     @classmethod
     def from_names(cls, universe, names, notionals, kinds=None) -> "Positions":
-        """Validated positions from asset names; raises UnknownAssetError / BadPositionError naming the
-        first offending position."""
-        names = [str(n) for n in np.atleast_1d(np.asarray(names, dtype=object))]
-        notional = np.atleast_1d(np.asarray(notionals, dtype=float))
-        kind = np.atleast_1d(np.asarray(["perp"] * len(names) if kinds is None else kinds, dtype=object))
-        if notional.ndim != 1 or len(notional) != len(names) or len(kind) != len(names):
+        """Validated positions from asset names (`universe`: the asset names, or a name -> index dict);
+        raises UnknownAssetError / BadPositionError naming the first offending position."""
+        names = [names] if isinstance(names, str) else list(names)
+        try:
+            notional = np.asarray(notionals, dtype=float).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise BadPositionError(f"positions: notionals are not numbers ({exc})") from exc
+        kind = ["perp"] * len(names) if kinds is None else ([kinds] if isinstance(kinds, str) else list(kinds))
+        if len(notional) != len(names) or len(kind) != len(names):
             raise BadPositionError(f"positions: {len(names)} assets, {notional.size} notionals and "
-                                   f"{kind.size} kinds; one of each per position expected")
-        index = {a: i for i, a in enumerate(universe)}
-        for i, name in enumerate(names):
-            if name not in index:
-                raise UnknownAssetError(f"position {i}: asset {name!r} is not in the scenario set")
-            if not np.isfinite(notional[i]):
-                raise BadPositionError(f"position {i} ({name}): notional {notional[i]!r} is not finite")
-            if kind[i] not in KINDS:
-                raise BadPositionError(f"position {i} ({name}): instrument kind {kind[i]!r} not one of {KINDS}")
-        return cls(np.array([index[n] for n in names], dtype=np.int64), notional, kind.astype(str))
+                                   f"{len(kind)} kinds; one of each per position expected")
+        index = universe if isinstance(universe, dict) else {a: i for i, a in enumerate(universe)}
+        try:
+            asset = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+        except (KeyError, TypeError):
+            i = next(i for i, n in enumerate(names) if not isinstance(n, str) or n not in index)
+            raise UnknownAssetError(f"position {i}: asset {names[i]!r} is not in the scenario set") from None
+        if not np.isfinite(notional).all():
+            i = int(np.flatnonzero(~np.isfinite(notional))[0])
+            raise BadPositionError(f"position {i} ({names[i]}): notional {notional[i]!r} is not finite")
+        if not set(kind) <= _KIND_SET:
+            i = next(i for i, k in enumerate(kind) if k not in _KIND_SET)
+            raise BadPositionError(f"position {i} ({names[i]}): instrument kind {kind[i]!r} not one of {KINDS}")
+        return cls(asset, notional, np.asarray(kind, dtype=str))
 
     def dense(self, n_assets: int) -> np.ndarray:
         """(n_assets,) net notional per asset: linear positions in one asset add up."""
@@ -139,12 +147,11 @@ def expected_shortfall(losses, level: float, weights=None) -> np.ndarray:
     if not 0 < mass < 1:
         raise ValueError(f"expected_shortfall: level must be in (0, 1), got {level}")
     n = losses.shape[-1]
-    if weights is None:
+    if weights is None:  # the ceil(k) worst, the least of them counted pro rata (no sort needed)
         k = mass * n
         top = min(n, int(np.ceil(k - 1e-9)))
-        worst = -np.sort(-np.partition(losses, n - top, axis=-1)[..., n - top:], axis=-1)
-        share = np.minimum(1.0, np.maximum(0.0, k - np.arange(top)))  # 1, 1, ..., the fractional last one
-        return worst @ share / k
+        worst = np.partition(losses, n - top, axis=-1)[..., n - top:]
+        return (worst.sum(-1) - (top - k) * worst.min(-1)) / k
     order = np.argsort(-losses, axis=-1)
     w = np.broadcast_to(np.asarray(weights, dtype=float), losses.shape)
     sorted_w = np.take_along_axis(w, order, axis=-1)

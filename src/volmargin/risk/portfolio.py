@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.portfolio import (
-    PortfolioPolicy, book_components, concentration_addon, initial_margin, isolated_margin, unit_risks,
+    PortfolioPolicy, book_components, concentration_addon, initial_margin, isolated_margin, scenario_matrix, unit_risks,
 )
 from volmargin_serving.risk import expected_shortfall, simple_returns
 
@@ -216,8 +216,8 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
                                           np.full(len(stress), s / len(stress))])
                 returns = np.vstack([returns, stress])
             elif policy.stress_mode == "floor" and len(stress):
-                stress_t = np.ascontiguousarray(simple_returns(stress).T)
-        simple_t = np.ascontiguousarray(simple_returns(returns).T)
+                stress_t = scenario_matrix(stress)
+        simple_t = scenario_matrix(returns)
         unit = unit_risks(simple_t.T, policy.measure, weights)
         nb = n[books]
         joint, isolated, floor = book_components(nb, simple_t, unit, policy.measure, weights, stress_t)
