@@ -22,7 +22,7 @@ from volmargin.reports import build_report, write_report
 from volmargin.reports.report import load_run, rank_models
 
 SECTION_IDS = ["data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
-               "provenance"]
+               "portfolio", "provenance"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

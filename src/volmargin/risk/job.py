@@ -122,20 +122,26 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
         days = np.flatnonzero([fhs.enough(t) for t in range(len(panel.origins))])
         if not len(days):
             raise DataError(f"model {panel.model}: no margin date has {job.scenarios.min_scenarios} scenario dates")
-        bp = pf.book_panel(fhs, books, job.policy, adv, days, progress=_progress(f"{panel.model} margins"))
-        start = _validation_start(bp.dates, job)
-        cal_rows = np.asarray(bp.dates + pd.Timedelta(days=panel.horizon) < start)
-        val_rows = np.asarray(bp.dates >= start)
-        if not cal_rows.any() or not val_rows.any():
-            raise ConfigError(f"validation_start {start.date()}: margin dates run {bp.dates[0].date()} .. "
-                              f"{bp.dates[-1].date()}; both periods need dates")
+        start = _validation_start(panel.origins[days], job)
+        dates = panel.origins[days]
+        cal_days, val_days = days[dates + pd.Timedelta(days=panel.horizon) < start], days[dates >= start]
+        if not len(cal_days) or not len(val_days):
+            raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
+                              f"{dates[-1].date()}; both periods need dates")
+        progress = lambda: _progress(f"{panel.model} margins")  # noqa: E731 - a fresh bar per pass
         classes = base.classes
-        if generated:
-            picked = pf.select_adversarial(bp.columns(np.arange(len(base.names), len(books.names))), cal_rows,
-                                           job.n_adversarial)
+        if generated:  # candidates only on the calibration dates; the adversary keeps the worst of them
+            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, progress())
+            picked = pf.select_adversarial(bp_cal.columns(np.arange(len(base.names), len(books.names))),
+                                           np.ones(len(cal_days), bool), job.n_adversarial)
             keep = np.concatenate([np.arange(len(base.names)), len(base.names) + picked])
-            bp = bp.columns(keep)
+            chosen = books.subset(keep)
+            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, progress()))
             classes = np.concatenate([base.classes, np.full(len(picked), "adversarial", dtype=object)])
+        else:
+            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), progress())
+        cal_rows = np.arange(len(bp.dates)) < len(cal_days)
+        val_rows = ~cal_rows
         cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target)
         calibrations.append(cal.table.assign(model=panel.model, chosen=lambda t: (t["scale"] == cal.policy.scale)
                                              & (t["correlation_weight"] == cal.policy.correlation_weight)))

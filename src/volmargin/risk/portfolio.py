@@ -171,6 +171,13 @@ class BookPanel:
         return dataclasses.replace(self, dates=self.dates[keep], **arrays)
 
 
+def concat_rows(first: BookPanel, second: BookPanel) -> BookPanel:
+    """Two panels of the same books over consecutive date ranges, as one."""
+    arrays = {f.name: np.vstack([getattr(first, f.name), getattr(second, f.name)]) for f in dataclasses.fields(first)
+              if f.name not in ("model", "dates", "gross")}
+    return dataclasses.replace(first, dates=first.dates.append(second.dates), **arrays)
+
+
 def rolling_adv(daily: Mapping[str, pd.DataFrame], assets: tuple[str, ...], origins: pd.DatetimeIndex,
                 days: int = 30) -> np.ndarray:
     """(T, A) mean daily traded value (close x base volume) over the `days` days up to each origin."""
