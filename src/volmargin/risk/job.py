@@ -50,10 +50,15 @@ class PortfolioJob:
 
 
 def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
-    assets = tuple(sorted(forecasts["asset"].unique()))
-    origins = pd.date_range(forecasts["origin"].min(), forecasts["origin"].max(), freq="D")
+    """One FilterPanel per model, on the assets that every chosen model of the forecasts covers (so the
+    models are compared on the same books) and one daily grid."""
     available = sorted(forecasts["model"].unique())
     wanted = job.models or (*available, *(["ewma97"] if daily else []))
+    covered = [set(forecasts.loc[forecasts["model"] == m, "asset"]) for m in wanted if m in available]
+    assets = tuple(sorted(set.intersection(*covered))) if covered else tuple(sorted(forecasts["asset"].unique()))
+    if not assets:
+        raise DataError(f"forecasts: no asset is forecast by every one of {', '.join(wanted)}")
+    origins = pd.date_range(forecasts["origin"].min(), forecasts["origin"].max(), freq="D")
     panels = []
     for model in wanted:
         if model == "ewma97":
