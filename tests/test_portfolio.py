@@ -194,3 +194,21 @@ def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path,
     assert main([*args[:5], "--portfolios", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("volmargin: error:") and "row 3" in err and "'doge'" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("extra, text", [
+    (["--models", "ewma,lstm"], "'lstm' has no forecasts"),
+    (["--policy", "scale=-1"], "policy.scale"),
+    (["--scenarios", "lookback=5"], "lookback"),
+    (["--validation-start", "2030-01-01"], "both periods need dates"),
+])
+def test_cli_portfolio_bad_options_are_one_line_errors(forecasts, tmp_path, capsys, extra, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    forecasts.to_parquet(run / "forecasts.parquet")
+    assert main(["portfolio", "--run", str(run), "--out", str(tmp_path / "out"),
+                 "--scenarios", "min_scenarios=50", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("volmargin: error:") and text in err and "\n" not in err
+    assert main(["portfolio", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert "no forecasts.parquet" in capsys.readouterr().err
