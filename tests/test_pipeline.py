@@ -50,7 +50,8 @@ def test_run_writes_every_output_and_records_every_stage(finished):
     out = folder / "run"
     assert list(record["timings"]) == list(STAGES) and "failed_stage" not in record
     for name in ("forecasts.parquet", "scores.csv", "dm.csv", "latest.parquet", "report.html",
-                 "calibration/margin_summary.csv", "calibration/margin_paths.parquet", "calibration/stress.csv"):
+                 "calibration/margin_summary.csv", "calibration/margin_paths.parquet", "calibration/stress.csv",
+                 "portfolio/summary.csv"):
         assert (out / name).is_file(), name
     assert set(pd.read_parquet(out / "forecasts.parquet")["model"]) == {"ewma", "har", "nn", "gbm"}
     bundle = Path(record["bundle"]["path"])

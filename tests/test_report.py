@@ -22,7 +22,7 @@ from volmargin.reports import build_report, write_report
 from volmargin.reports.report import load_run, rank_models
 
 SECTION_IDS = ["data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
-               "provenance"]
+               "portfolio", "provenance"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
@@ -131,7 +131,7 @@ def test_report_is_self_contained_and_tolerates_missing_metadata(run_dir, foreca
     bare = write_run(tmp_path / "bare", forecasts, {}, calibration=False)
     out = write_report(bare, tmp_path / "out" / "report.html")
     text = out.read_text()
-    assert "not recorded" in text and text.count("Not run") == 2
+    assert "not recorded" in text and text.count("Not run") == 3  # stress, calibration, portfolio
     assert not list(out.parent.glob(".*.tmp"))
 
 

@@ -157,6 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--latest", action="store_true", help="only the newest origin of each asset")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_dask_args(score, "assets")
+
+    portfolio = commands.add_parser("portfolio", help="portfolio margin across assets: FHS scenarios filtered by "
+                                    "each model's forecasts, calibrated and backtested on test books")
+    portfolio.add_argument("--run", type=Path, nargs="+", required=True, help="backtest run folder(s) (forecasts.parquet)")
+    portfolio.add_argument("--data", nargs="+", metavar="FILE", default=None,
+                           help="the bars of the run's assets: the ewma97 filter and traded volumes (concentration)")
+    portfolio.add_argument("--min-bars", type=int, default=None, help="bars a day needs to count as complete")
+    portfolio.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, ...)")
+    portfolio.add_argument("--models", default=None, help="comma-separated (default: every model of the run, and "
+                           "ewma97, the PAIRS filter, from the bars)")
+    portfolio.add_argument("--portfolios", type=Path, default=None, metavar="SPEC.csv",
+                           help="books (portfolio,asset,notional[,portfolio_class]) instead of the generated population")
+    portfolio.add_argument("--validation-start", type=_date, default=None,
+                           help="first validation margin date (default: the middle margin date's month)")
+    portfolio.add_argument("--target", type=float, default=0.01, help="breach-rate target per class (default 0.01)")
+    portfolio.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+                           help="margin rule, e.g. measure=es975,stress_mode=weight,concentration=0.5,buffer=0.25 "
+                           "(see volmargin_serving.portfolio.PortfolioPolicy)")
+    portfolio.add_argument("--scenarios", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+                           help="e.g. lookback=2500 (null: all history),proxy=median|peer:ASSET,stress_days=60")
+    portfolio.add_argument("--population", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+                           help="generated books: n_random, n_baskets, n_alts, n_candidates, n_adversarial, gross, seed")
     return parser
 
 
@@ -456,8 +478,44 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_portfolio(args: argparse.Namespace) -> int:
+    from volmargin.risk.job import PortfolioJob, run_portfolio
+    from volmargin.risk.portfolio import read_population
+    from volmargin.risk.scenarios import ScenarioConfig
+    from volmargin_serving.portfolio import PortfolioPolicy
+
+    frames = []
+    for folder in args.run:
+        path = folder / "forecasts.parquet"
+        if not path.is_file():
+            raise ConfigError(f"--run {folder}: no forecasts.parquet (run `volmargin backtest` first)")
+        frames.append(pd.read_parquet(path))
+    forecasts = pd.concat(frames, ignore_index=True).drop_duplicates(["model", "asset", "origin"], keep="last")
+    daily = None
+    if args.data:
+        from volmargin.evaluation.backtest import daily_panel
+
+        daily = daily_panel(load_data(args.data), args.min_bars)
+    try:
+        job = PortfolioJob(models=tuple(m for m in args.models.split(",") if m) if args.models else None,
+                           scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
+                           validation_start=args.validation_start, target=args.target, **args.population)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"portfolio options: {exc}") from exc
+    population = None
+    if args.portfolios is not None:
+        population = read_population(args.portfolios, tuple(sorted(forecasts["asset"].unique())))
+    tables = run_portfolio(forecasts, daily, job, args.out, population)
+    columns = ["portfolio_class", "model", "portfolios", "book_days", "breach_rate", "kupiec_p", "avg_margin",
+               "avg_isolated_margin"]
+    print(tables["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    print(f"wrote {args.out}/summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-*.npz")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
-            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report}
+            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report,
+            "portfolio": cmd_portfolio}
 
 
 def _interrupt(signum, frame) -> None:

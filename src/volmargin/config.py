@@ -96,6 +96,19 @@ class CalibrationSection:
     policy: dict[str, Any] = field(default_factory=dict)  # volmargin.calibration.PolicyConfig fields
 
 
+@dataclass(frozen=True)
+class PortfolioSection:
+    """The `portfolio` stage of `volmargin run` (see `volmargin.risk.job.PortfolioJob`)."""
+
+    enabled: bool = True
+    models: tuple[str, ...] | None = None  # default: the champion and the references ewma97, gjr
+    validation_start: str | None = None  # default: the day after calibration.end
+    policy: dict[str, Any] = field(default_factory=dict)  # volmargin_serving.portfolio.PortfolioPolicy fields
+    scenarios: dict[str, Any] = field(default_factory=dict)  # volmargin.risk.scenarios.ScenarioConfig fields
+    population: dict[str, Any] = field(default_factory=lambda: {"n_random": 20, "n_baskets": 5, "n_alts": 4,
+                                                                "n_candidates": 50, "n_adversarial": 10})
+
+
 # the default margin policy of `volmargin run`: 99% VaR with every EMIR art. 28 tool and speed limits
 APC_POLICY = {"risk": "var99", "target_breach_rate": 0.01, "maintenance_fraction": 0.75, "buffer": 0.25,
               "stressed_floor": True, "lookback_floor": True, "max_up": 0.5, "max_down": 0.1}
@@ -112,6 +125,7 @@ class RunConfig:
     learned: dict[str, dict[str, Any]] = field(default_factory=lambda: {"nn": {"max_epochs": 10}, "gbm": {}})
     backtest: BacktestSection = field(default_factory=BacktestSection)
     calibration: CalibrationSection = field(default_factory=lambda: CalibrationSection(end="2022-12-31", policy=APC_POLICY))
+    portfolio: PortfolioSection = field(default_factory=PortfolioSection)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(registered_model="volmargin"))
     horizon: int = 1
     levels: tuple[float, ...] = (0.975, 0.99)

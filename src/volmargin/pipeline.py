@@ -6,6 +6,8 @@ Stages (each an MLflow child run under one parent run, each timed):
 3. backtest: walk-forward forecasts of the learned models and the baselines, scores, Diebold-Mariano;
 4. calibrate: margin policy calibrated on the calibration window, validated walk-forward after it,
    margin backtest and stress events for every model;
+   then portfolio: margins of test books across assets (FHS filtered by the champion and the references),
+   calibrated and validated like the single-asset margins (`volmargin.risk.job`);
 5. export: the champion (the learned model with the best backtest QLIKE), refitted on all data up to the
    last day, as an ONNX bundle, registered, with its calibration set beside it;
 6. score: the latest date of every asset through the bundle (what the margin service would publish);
@@ -145,6 +147,30 @@ def stage_calibrate(run: Run) -> None:
           f"{policy.target_breach_rate:.1%}, validated from {first.date()}")
 
 
+def stage_portfolio(run: Run) -> None:
+    from volmargin.risk.job import PortfolioJob, run_portfolio
+    from volmargin.risk.scenarios import ScenarioConfig
+    from volmargin_serving.portfolio import PortfolioPolicy
+
+    section = run.cfg.portfolio
+    if not section.enabled:
+        print("portfolio: off (portfolio.enabled: false)")
+        return
+    available = set(run.forecasts["model"])
+    models = section.models or tuple(dict.fromkeys(m for m in (run.record["champion"], "ewma97", "gjr")
+                                                   if m in available or m == "ewma97"))
+    start = section.validation_start or str((pd.Timestamp(run.cfg.calibration.end or run.cfg.window.train_end)
+                                             + pd.Timedelta(days=1)).date())
+    job = PortfolioJob(models=models, scenarios=ScenarioConfig(**section.scenarios),
+                       policy=PortfolioPolicy(**section.policy), validation_start=start, **section.population)
+    summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio")["summary"]
+    pooled = summary[summary["portfolio_class"] == "ALL"]
+    run.record["portfolio"] = {"models": list(models), "validation_start": start}
+    print("portfolio: " + "; ".join(f"{r.model} breach {r.breach_rate:.2%}, margin {r.avg_margin:.2%} "
+                                    f"(isolated {r.avg_isolated_margin:.2%})" for r in pooled.itertuples())
+          + f"; validated from {start}")
+
+
 def stage_export(run: Run) -> None:
     from volmargin.calibration import PolicyConfig, parameter_set
     from volmargin.calibration.parameters import write_parameter_set
@@ -203,7 +229,7 @@ def stage_report(run: Run) -> None:
 
 STAGES: dict[str, Callable[[Run], None]] = {
     "data": stage_data, "train": stage_train, "backtest": stage_backtest, "calibrate": stage_calibrate,
-    "export": stage_export, "score": stage_score, "report": stage_report,
+    "portfolio": stage_portfolio, "export": stage_export, "score": stage_score, "report": stage_report,
 }
 
 

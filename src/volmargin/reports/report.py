@@ -1,8 +1,9 @@
 """The model-comparison report of one run folder, as a single self-contained HTML file.
 
 Required in the folder: forecasts.parquet, scores.csv, run.json; optional: dm.csv and the margin
-calibration outputs under calibration/. Sections (stable ids): data, leaderboard, var-backtest,
-volatility, exceedances, stress, calibration, provenance.
+calibration outputs under calibration/ and the portfolio margin outputs under portfolio/. Sections
+(stable ids): data, leaderboard, var-backtest, volatility, exceedances, stress, calibration, portfolio,
+provenance.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from volmargin.io import write_atomic
 from volmargin.models import BASELINES
 from volmargin.reports import figures
 from volmargin.reports.html import NOT_RECORDED, img, key_values, note, page, table
+from volmargin.reports.portfolio import portfolio_section
 
 REQUIRED = {"forecasts.parquet": "`volmargin backtest`", "scores.csv": "`volmargin backtest` (or `volmargin evaluate`)",
             "run.json": "`volmargin backtest`"}
@@ -347,6 +349,7 @@ def build_report(run_dir: Path) -> str:
                 ("exceedances", "VaR exceedances", exceedance_section(run, ranking)),
                 ("stress", "Margins through stress events", stress_section(run, ranking)),
                 ("calibration", "Margin calibration", calibration_section(run, ranking)),
+                ("portfolio", "Portfolio margin", portfolio_section(run.folder / "portfolio")),
                 ("provenance", "Provenance", provenance_section(run))]
     return page("volmargin model comparison", header, sections)
 

@@ -1,0 +1,85 @@
+"""Portfolio margin figures against the issue's targets, from a `volmargin portfolio` output folder.
+
+    python bench/portfolio.py --run runs/pf-bt --out runs/pf [--alts] [-- extra volmargin portfolio options]
+    python bench/portfolio.py --out runs/pf            # only read an existing output folder
+
+With --run it first runs `volmargin portfolio` on that backtest folder and every hourly spot file of
+../shared/data (and ../shared/data/alts with --alts). Figures (validation period only):
+- breach rate per class <= 1.5% (target 1%), Kupiec p > 0.05 for most classes;
+- hedged pairs: average margin <= 50% of the sum of isolated margins;
+- all-long baskets in the crash windows (stress events): margin >= the largest single leg's margin;
+- each model's average margin against ewma97 (PAIRS) and gjr at equal coverage (both calibrated to the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hourly_spot_files, shared_data_dir  # noqa: E402
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> None:
+    from volmargin.cli import main
+
+    files = [str(p) for p in hourly_spot_files()]
+    if args.alts:
+        files += [str(p) for p in sorted((shared_data_dir() / "alts").glob("*_1h.csv.gz"))]
+    code = main(["portfolio", "--run", *args.run, "--data", *files, "--out", str(args.out), *extra])
+    if code:
+        sys.exit(code)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(out: Path) -> None:
+    summary = pd.read_csv(out / "summary.csv")
+    stress = pd.read_csv(out / "stress.csv")
+    compare = pd.read_csv(out / "compare.csv")
+    classes = summary[summary["portfolio_class"] != "ALL"]
+    pd.set_option("display.width", 200)
+    print(summary[["portfolio_class", "model", "portfolios", "book_days", "breach_rate", "kupiec_p",
+                   "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
+                   "peak_to_trough", "scale", "correlation_weight"]].to_string(index=False, float_format="%.4f"))
+    print(f"\nvalidation from {summary['validation_start'].iloc[0]}")
+    for model, rows in classes.groupby("model"):
+        worst = rows["breach_rate"].max()
+        kupiec = (rows["kupiec_p"] > 0.05).sum()
+        print(f"{model}: worst class breach rate {worst:.2%} (<= 1.50%: {verdict(worst <= 0.015)}); "
+              f"Kupiec p > 0.05 in {kupiec} of {len(rows)} classes ({verdict(kupiec > len(rows) / 2)})")
+    hedged = classes[classes["portfolio_class"].str.startswith("hedged")]
+    for row in hedged.itertuples():
+        ratio = row.avg_margin / row.avg_isolated_margin
+        print(f"{row.model} {row.portfolio_class}: margin / isolated {ratio:.1%} (<= 50%: {verdict(ratio <= 0.5)})")
+    crash = stress[stress["portfolio_class"] == "all_long"]
+    for row in crash.itertuples():
+        print(f"{row.model} all_long in {row.event}: median margin / largest leg {row.margin_vs_largest_isolated:.2f} "
+              f"(>= 1: {verdict(row.margin_vs_largest_isolated >= 1)}), breaches {row.breaches} of {row.book_days}")
+    pooled = compare[compare["portfolio_class"] == "ALL"]
+    for row in pooled.itertuples():
+        print(f"{row.model} vs {row.reference}: average margin ratio {row.margin_ratio:.3f} "
+              f"(breach {row.breach_rate:.2%} vs {row.reference_breach_rate:.2%})")
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", nargs="+", default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--alts", action="store_true", help="add the 100 alts of ../shared/data/alts")
+    args = parser.parse_args(argv)
+    if args.run:
+        run(args, extra)
+    report(args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Portfolio margin: one rule for calibration, backtest and serving (numpy only).
+
+    IM = scale x max(blend, floor) + concentration add-on,   MM = maintenance_fraction x IM
+    blend = (1 - w) x joint + w x isolated        (the correlation stress, w = `correlation_weight`)
+
+- joint: the risk measure (`policy.measure`, e.g. es975) of the book's loss over the filtered scenario
+  set: standardised returns z (n_scenarios, n_assets) drawn on common dates, times today's volatility
+  forecast of each asset, valued linearly (`volmargin_serving.risk`);
+- isolated: the sum of the same measure over each position alone (no offsets at all). For a coherent
+  measure (ES) it bounds the book's loss under any dependence, so it is the loss of both correlation
+  stresses a venue worries about: perfect correlation (long baskets; ES is comonotonic-additive) and a
+  correlation break (hedges losing their offset). The blend weight w is calibrated;
+- floor: 0, or the joint measure over the stressed scenarios (raw MPOR returns of the worst window)
+  when the stress is a floor (APC, EMIR art. 28(1)(b) style); as a weight the stressed scenarios are
+  instead part of the weighted set;
+- concentration: `concentration x sum_a |n_a| sigma_a sqrt(|n_a| / ADV_a)`, the square-root-law cost of
+  liquidating a position against the asset's traded volume (quote currency per day). It is a policy
+  setting, not fitted to breaches: price data carry no liquidation cost.
+
+The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then act on the margin rate
+(IM / gross notional) day by day, exactly as for a single position.
+
+`PortfolioEngine` is the serving side: a calibrated scenario file (`write_scenarios` / `load_scenarios`),
+today's variance forecasts and traded volumes -> margins of one book (`margin`) or many (`margin_batch`).
+An asset without a usable forecast (NaN, <= 0) is priced at its fallback volatility, the largest forecast
+of the calibration look-back, and flagged; without one its positions are fully collateralised.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from volmargin_serving.errors import CalibrationError
+from volmargin_serving.risk import BadPositionError, Positions, risk_measure, simple_returns
+
+STRESS_MODES = ("none", "weight", "floor")
+SCENARIO_SCHEMA = 1
+# scenario matrices are held in float32 (library and serving alike): half the memory traffic of the one
+# big product per book; the P&L is summed in float32 (relative error ~1e-6 of the margin) and the risk
+# measure taken in float64
+SCENARIO_DTYPE = np.float32
+
+
+def scenario_matrix(returns) -> np.ndarray:
+    """(n_assets, n_scenarios) simple returns of (n_scenarios, n_assets) log returns, in SCENARIO_DTYPE."""
+    return np.ascontiguousarray(simple_returns(returns).T, dtype=SCENARIO_DTYPE)
+
+
+@dataclass(frozen=True)
+class PortfolioPolicy:
+    measure: str = "es975"  # risk measure of the MPOR loss (see volmargin_serving.risk.parse_measure)
+    scale: float = 1.0  # calibrated
+    correlation_weight: float = 0.0  # w in [0, 1], calibrated: blend towards the no-offset loss
+    concentration: float = 0.0  # square-root impact coefficient (policy, 0 = off)
+    maintenance_fraction: float = 0.75
+    stress_mode: str = "none"  # none | weight | floor
+    stress_weight: float = 0.25  # probability mass of the stressed scenarios when stress_mode = weight
+    buffer: float | None = None  # APC tools on the margin rate path (see volmargin_serving.margins)
+    max_up: float | None = None
+    max_down: float | None = None
+
+    def __post_init__(self) -> None:
+        checks = {"scale": self.scale > 0, "correlation_weight": 0 <= self.correlation_weight <= 1,
+                  "concentration": self.concentration >= 0, "maintenance_fraction": 0 < self.maintenance_fraction < 1,
+                  "stress_mode": self.stress_mode in STRESS_MODES, "stress_weight": 0 <= self.stress_weight < 1}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"portfolio policy.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
+
+
+def unit_risks(simple: np.ndarray, measure: str, weights=None) -> np.ndarray:
+    """(n_assets, 2) risk of a unit long (loses -simple) and a unit short (loses +simple) per asset."""
+    simple_t = np.asarray(simple, dtype=float).T
+    return np.stack([risk_measure(-simple_t, measure, weights), risk_measure(simple_t, measure, weights)], axis=1)
+
+
+def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Sum over positions of each one's own risk: (..., n_assets) notionals, (n_assets, 2) unit risks."""
+    return np.maximum(notional, 0) @ unit[:, 0] + np.maximum(-notional, 0) @ unit[:, 1]
+
+
+def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
+                        coefficient: float) -> np.ndarray:
+    """Square-root-law liquidation cost: coefficient x sum |n| sigma sqrt(|n| / ADV); 0 without volumes."""
+    size = np.abs(np.asarray(notional, dtype=float))
+    if coefficient == 0 or adv is None:
+        return np.zeros(size.shape[:-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = size * sigma * np.sqrt(size / adv)
+    if not np.isfinite(per).all():  # no or zero volume: a held position cannot be liquidated at a known cost
+        per = np.where(size > 0, np.nan_to_num(per, nan=np.inf, posinf=np.inf), 0.0)
+    return coefficient * per.sum(-1)
+
+
+def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray, measure: str, weights=None,
+                    stress_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(joint, isolated, floor) risks of books (..., k) against the scenarios' simple returns `simple_t`
+    (k, n_scenarios) with unit risks `unit` (k, 2); with stressed simple returns `stress_t` (k, n_stress)
+    the floor is their joint risk and each position's isolated risk is floored by its stressed one, so
+    `isolated` stays the sum of the positions' own margins."""
+    joint = risk_measure(-(notional.astype(simple_t.dtype) @ simple_t).astype(float), measure, weights)
+    if stress_t is None:
+        return joint, isolated_risk(notional, unit), np.zeros_like(joint)
+    floor = risk_measure(-(notional.astype(stress_t.dtype) @ stress_t).astype(float), measure)
+    unit = np.maximum(unit, unit_risks(stress_t.T, measure))
+    return joint, isolated_risk(notional, unit), floor
+
+
+def initial_margin(joint, isolated, addon, policy: PortfolioPolicy, floor=0.0) -> np.ndarray:
+    """IM in currency from the components (see the module docstring)."""
+    blend = (1 - policy.correlation_weight) * np.asarray(joint) + policy.correlation_weight * np.asarray(isolated)
+    return policy.scale * np.maximum(blend, floor) + addon
+
+
+def isolated_margin(isolated, addon, policy: PortfolioPolicy) -> np.ndarray:
+    """Sum of the positions' margins, each margined alone: no blend matters for one position."""
+    return policy.scale * np.asarray(isolated) + addon
+
+
+# --------------------------------------------------------------------------- the shipped scenario set
+
+
+@dataclass(frozen=True)
+class PortfolioScenarios:
+    """A calibrated scenario set as shipped to serving: standardised returns `z` (n_scenarios, n_assets)
+    on `dates` with `weights`, optional raw stressed returns `stress` (n_stress, n_assets), each asset's
+    fallback volatility, the policy, the filter model and the as-of date it was built for."""
+
+    assets: tuple[str, ...]
+    z: np.ndarray
+    dates: np.ndarray
+    weights: np.ndarray | None
+    stress: np.ndarray | None
+    fallback_sigma: np.ndarray
+    policy: PortfolioPolicy
+    model: str = ""
+    as_of: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def full_weights(self) -> np.ndarray | None:
+        """Scenario weights including the stressed scenarios when the policy weights them in."""
+        if self.policy.stress_mode != "weight" or self.stress is None or not len(self.stress):
+            return self.weights
+        base = np.full(len(self.z), 1 / len(self.z)) if self.weights is None else self.weights
+        s = self.policy.stress_weight
+        return np.concatenate([(1 - s) * base, np.full(len(self.stress), s / len(self.stress))])
+
+
+def write_scenarios(path: str | Path, scenarios: PortfolioScenarios) -> Path:
+    """Write a scenario file (.npz, no pickle); written beside and renamed, so readers never see half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    header = {"schema": SCENARIO_SCHEMA, "assets": list(scenarios.assets), "policy": asdict(scenarios.policy),
+              "model": scenarios.model, "as_of": scenarios.as_of, "meta": scenarios.meta}
+    arrays = {"z": scenarios.z, "dates": np.asarray(scenarios.dates, dtype="datetime64[D]"),
+              "fallback_sigma": scenarios.fallback_sigma}
+    if scenarios.weights is not None:
+        arrays["weights"] = scenarios.weights
+    if scenarios.stress is not None:
+        arrays["stress"] = scenarios.stress
+    np.savez(tmp, header=np.array(json.dumps(header)), **arrays)
+    tmp.replace(path)
+    return path
+
+
+def load_scenarios(path: str | Path) -> PortfolioScenarios:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            arrays = {k: data[k] for k in data.files if k != "header"}
+    except (OSError, ValueError, KeyError) as exc:
+        raise CalibrationError(f"{path}: not a portfolio scenario file ({exc})") from exc
+    if header.get("schema") != SCENARIO_SCHEMA:
+        raise CalibrationError(f"{path}: scenario schema {header.get('schema')!r}, expected {SCENARIO_SCHEMA}")
+    z = arrays["z"]
+    if z.ndim != 2 or z.shape[1] != len(header["assets"]) or not np.isfinite(z).all():
+        raise CalibrationError(f"{path}: z must be a finite (scenarios, {len(header['assets'])}) matrix")
+    return PortfolioScenarios(tuple(header["assets"]), z, arrays["dates"], arrays.get("weights"), arrays.get("stress"),
+                              arrays["fallback_sigma"], PortfolioPolicy(**header["policy"]), header["model"],
+                              header["as_of"], header.get("meta", {}))
+
+
+# --------------------------------------------------------------------------- serving
+
+
+@dataclass(frozen=True)
+class PortfolioMargin:
+    """Margins of books (scalars for one book, (n_books,) arrays for a batch), in currency: initial,
+    maintenance, the isolated sum (each position margined alone), gross notional; `flagged` names the
+    assets held whose forecast was unusable (priced conservatively)."""
+
+    initial: np.ndarray
+    maintenance: np.ndarray
+    isolated: np.ndarray
+    gross: np.ndarray
+    flagged: tuple[str, ...]
+
+    @property
+    def rate(self) -> np.ndarray:
+        return self.initial / self.gross
+
+
+class PortfolioEngine:
+    """Margins from a scenario file and today's per-asset variance forecasts of the MPOR (n_assets,), NaN
+    where none is usable, and optional traded volumes `adv` (quote currency per day) for the add-on."""
+
+    def __init__(self, scenarios: PortfolioScenarios, variance, adv=None):
+        self.scenarios, policy = scenarios, scenarios.policy
+        self.policy = policy
+        variance = np.asarray(variance, dtype=float)
+        if variance.shape != (len(scenarios.assets),):
+            raise BadPositionError(f"variance: expected ({len(scenarios.assets)},) forecasts, one per asset "
+                                   f"of the scenario set, got shape {variance.shape}")
+        usable = np.isfinite(variance) & (variance > 0)
+        self.unusable = ~usable
+        self.full = self.unusable & ~(np.isfinite(scenarios.fallback_sigma) & (scenarios.fallback_sigma > 0))
+        self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
+        self.sigma = np.where(self.full, 0.0, self.sigma)
+        self.adv = None if adv is None else np.asarray(adv, dtype=float)
+        returns = scenarios.z * self.sigma
+        if policy.stress_mode == "weight" and scenarios.stress is not None:
+            returns = np.vstack([returns, scenarios.stress])
+        self.weights = scenarios.full_weights()
+        self.simple_t = scenario_matrix(returns)  # (n_assets, n_scenarios)
+        self.unit = unit_risks(self.simple_t.T, policy.measure, self.weights)
+        self.stress_t = None
+        if policy.stress_mode == "floor" and scenarios.stress is not None:
+            self.stress_t = scenario_matrix(scenarios.stress)
+        self.index = {a: i for i, a in enumerate(scenarios.assets)}
+        self.any_unusable = bool(self.unusable.any())
+
+    def _price(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IM and isolated-margin sum of books (..., k) in the assets `columns` (k,)."""
+        stress_t = None if self.stress_t is None else self.stress_t[columns]
+        joint, isolated, floor = book_components(notional, self.simple_t[columns], self.unit[columns],
+                                                 self.policy.measure, self.weights, stress_t)
+        adv = None if self.adv is None else self.adv[columns]
+        addon = concentration_addon(notional, self.sigma[columns], adv, self.policy.concentration)
+        im, iso = initial_margin(joint, isolated, addon, self.policy, floor), isolated_margin(isolated, addon, self.policy)
+        if self.full.any():  # no forecast and no fallback: those positions are fully collateralised
+            full = np.abs(notional) @ self.full[columns].astype(float)
+            im, iso = im + full, iso + full
+        return im, iso
+
+    def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:
+        """Margin of one book: `Positions` (asset indices into the scenario set) or names/notionals/kinds,
+        validated (UnknownAssetError, BadPositionError)."""
+        if positions is None:
+            positions = Positions.from_names(self.index, names, notionals, kinds)
+        order = np.argsort(positions.asset, kind="stable")
+        columns, notional = positions.asset[order], positions.notional[order]
+        if len(columns) > 1 and not (np.diff(columns) > 0).all():  # several positions in one asset: net them
+            columns, inverse = np.unique(columns, return_inverse=True)
+            notional = np.bincount(inverse, weights=notional, minlength=len(columns))
+        im, isolated = self._price(notional, columns)
+        flagged = ()
+        if self.any_unusable:
+            flagged = tuple(self.scenarios.assets[i] for i in columns[(notional != 0) & self.unusable[columns]])
+        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, positions.gross, flagged)
+
+    def margin_batch(self, notional) -> PortfolioMargin:
+        """Margins of many books: notional (n_books, n_assets) aligned with the scenario set's assets."""
+        notional = np.asarray(notional, dtype=float)
+        if notional.ndim != 2 or notional.shape[1] != len(self.scenarios.assets):
+            raise BadPositionError(f"notional: expected (books, {len(self.scenarios.assets)}), got {notional.shape}")
+        if not np.isfinite(notional).all():
+            book = int(np.flatnonzero(~np.isfinite(notional).all(1))[0])
+            raise BadPositionError(f"book {book}: a notional is not finite")
+        columns = np.flatnonzero(np.abs(notional).sum(0) > 0)
+        im, isolated = self._price(notional[:, columns], columns)
+        flagged = tuple(self.scenarios.assets[i] for i in columns if self.unusable[i])
+        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.abs(notional).sum(1), flagged)

@@ -1,0 +1,190 @@
+"""`volmargin portfolio`: the portfolio margin job on a backtest run's forecasts and the bars.
+
+Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
+daily margin components of the test population (plus adversarial candidates, of which the adversary keeps
+the worst on the calibration period), the scale and correlation weight calibrated on the margin dates
+before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
+summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+from volmargin_serving.portfolio import PortfolioPolicy, PortfolioScenarios, write_scenarios
+
+from volmargin.calibration.backtest import STRESS_EVENTS
+from volmargin.errors import ConfigError, DataError
+from volmargin.io import write_atomic, write_frame
+from volmargin.risk import portfolio as pf
+from volmargin.risk.scenarios import FHS, FilterPanel, ScenarioConfig, day_array, ewma_panel, filter_panel, proxy_share
+
+REFERENCES = ("ewma97", "gjr")
+
+
+@dataclass(frozen=True)
+class PortfolioJob:
+    models: tuple[str, ...] | None = None  # None: every model in the forecasts, plus ewma97 with bars
+    scenarios: ScenarioConfig = ScenarioConfig()
+    policy: PortfolioPolicy = PortfolioPolicy()
+    validation_start: str | None = None  # None: the middle margin date, rounded to a month start
+    target: float = 0.01
+    gross: float = 1e6
+    seed: int = 0
+    n_random: int = 60
+    n_baskets: int = 20
+    n_alts: int = 20
+    n_candidates: int = 200
+    n_adversarial: int = 20
+    events: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(STRESS_EVENTS))
+
+
+def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
+    """One FilterPanel per model, on the assets that every chosen model of the forecasts covers (so the
+    models are compared on the same books) and one daily grid."""
+    available = sorted(forecasts["model"].unique())
+    wanted = job.models or (*available, *(["ewma97"] if daily else []))
+    covered = [set(forecasts.loc[forecasts["model"] == m, "asset"]) for m in wanted if m in available]
+    assets = tuple(sorted(set.intersection(*covered))) if covered else tuple(sorted(forecasts["asset"].unique()))
+    if not assets:
+        raise DataError(f"forecasts: no asset is forecast by every one of {', '.join(wanted)}")
+    origins = pd.date_range(forecasts["origin"].min(), forecasts["origin"].max(), freq="D")
+    panels = []
+    for model in wanted:
+        if model == "ewma97":
+            if not daily:
+                raise ConfigError("model ewma97 (the PAIRS filter) needs the bars (--data)")
+            horizon = int(forecasts["horizon"].iloc[0])
+            missing = [a for a in assets if a not in daily]
+            if missing:
+                raise DataError(f"--data: no bars for {', '.join(missing[:5])} (assets of the forecasts)")
+            panels.append(ewma_panel({a: daily[a] for a in assets}, 0.97, horizon, origins))
+        elif model in available:
+            panels.append(filter_panel(forecasts, model, assets, origins))
+        else:
+            raise ConfigError(f"--models: {model!r} has no forecasts in the run; available: {', '.join(available)}, ewma97")
+    return panels
+
+
+def _validation_start(dates: pd.DatetimeIndex, job: PortfolioJob) -> pd.Timestamp:
+    if job.validation_start is not None:
+        start = pd.Timestamp(job.validation_start)
+        return start.tz_localize("UTC") if start.tzinfo is None else start
+    middle = dates[len(dates) // 2]
+    return pd.Timestamp(year=middle.year, month=middle.month, day=1, tz="UTC")
+
+
+def _progress(desc: str):
+    bar = tqdm(desc=desc, unit="day", disable=not sys.stderr.isatty(), leave=False)
+
+    def update(i: int, n: int) -> None:
+        bar.total = n
+        bar.update(1)
+        if i == n - 1:
+            bar.close()
+    return update
+
+
+def scenario_file(fhs: FHS, t: int, policy: PortfolioPolicy, model: str) -> PortfolioScenarios:
+    """The scenario set of margin date index t as shipped to serving (z, stressed returns, fallbacks)."""
+    rows = fhs.rows(t)
+    z = fhs.z[rows]
+    sigma = fhs.panel.sigma[rows[0]: t + 1]
+    with np.errstate(all="ignore"):
+        fallback = np.where(np.isfinite(sigma).any(0), np.nanmax(np.where(np.isfinite(sigma), sigma, -np.inf), 0), np.nan)
+    stress = fhs.raw[fhs.stress_rows(t)] if policy.stress_mode != "none" else None
+    return PortfolioScenarios(fhs.panel.assets, z, day_array(fhs.panel.origins[rows]),
+                              None, stress, fallback, policy, model, str(fhs.panel.origins[t].date()),
+                              {"proxy_share": proxy_share(fhs.scenarios(t)), "proxy": fhs.config.proxy})
+
+
+def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,
+                  out: Path, population: pf.Population | None = None) -> dict[str, pd.DataFrame]:
+    """Run the job and write its outputs in `out`; returns the tables."""
+    began = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    panels = _panels(forecasts, daily, job)
+    assets = panels[0].assets
+    generated = population is None
+    base = pf.make_population(assets, job.gross, job.seed, job.n_random, job.n_baskets, n_alts=job.n_alts) \
+        if generated else population
+    candidates = pf.adversarial_candidates(assets, job.n_candidates, job.gross, job.seed + 1) if generated else None
+    books = base + candidates if generated else base
+    adv = pf.rolling_adv(daily, assets, panels[0].origins) if daily else None
+    summaries, calibrations, stresses, record = [], [], [], {"models": {}}
+    for panel in panels:
+        fhs = FHS(panel, job.scenarios)
+        days = np.flatnonzero([fhs.enough(t) for t in range(len(panel.origins))])
+        if not len(days):
+            raise DataError(f"model {panel.model}: no margin date has {job.scenarios.min_scenarios} scenario dates")
+        start = _validation_start(panel.origins[days], job)
+        dates = panel.origins[days]
+        cal_days, val_days = days[dates + pd.Timedelta(days=panel.horizon) < start], days[dates >= start]
+        if not len(cal_days) or not len(val_days):
+            raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
+                              f"{dates[-1].date()}; both periods need dates")
+        progress = lambda: _progress(f"{panel.model} margins")  # noqa: E731 - a fresh bar per pass
+        classes = base.classes
+        if generated:  # candidates only on the calibration dates; the adversary keeps the worst of them
+            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, progress())
+            picked = pf.select_adversarial(bp_cal.columns(np.arange(len(base.names), len(books.names))),
+                                           np.ones(len(cal_days), bool), job.n_adversarial)
+            keep = np.concatenate([np.arange(len(base.names)), len(base.names) + picked])
+            chosen = books.subset(keep)
+            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, progress()))
+            classes = np.concatenate([base.classes, np.full(len(picked), "adversarial", dtype=object)])
+        else:
+            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), progress())
+        cal_rows = np.arange(len(bp.dates)) < len(cal_days)
+        val_rows = ~cal_rows
+        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target)
+        calibrations.append(cal.table.assign(model=panel.model, chosen=lambda t: (t["scale"] == cal.policy.scale)
+                                             & (t["correlation_weight"] == cal.policy.correlation_weight)))
+        summaries.append(pf.summarise(bp, classes, val_rows, cal.policy, job.target).assign(
+            feasible=cal.feasible, validation_start=start.date()))
+        stresses.append(pf.stress_replay(bp, classes, cal.policy, job.events, start))
+        latest = write_scenarios(out / f"scenarios-{panel.model}.npz", scenario_file(fhs, int(days[-1]), cal.policy,
+                                                                                    panel.model))
+        record["models"][panel.model] = {
+            "scale": cal.policy.scale, "correlation_weight": cal.policy.correlation_weight, "feasible": cal.feasible,
+            "margin_dates": [str(bp.dates[0].date()), str(bp.dates[-1].date())], "validation_start": str(start.date()),
+            "scenario_file": latest.name, "proxy": job.scenarios.proxy,
+            "proxy_share_last_date": proxy_share(fhs.scenarios(int(days[-1])))}
+    summary = pd.concat(summaries, ignore_index=True)
+    tables = {"summary": summary, "calibration": pd.concat(calibrations, ignore_index=True),
+              "compare": compare(summary), "stress": pd.concat(stresses, ignore_index=True)}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        write_frame(table, out / f"{name}.csv")
+    record.update(job=json.loads(json.dumps(dataclasses.asdict(job), default=str)), assets=list(assets),
+                  books=len(base.names), generated_population=generated, seconds=round(time.perf_counter() - began, 1))
+    write_atomic(out / "portfolio.json", lambda p: p.write_text(json.dumps(record, indent=2, default=str)))
+    return tables
+
+
+def compare(summary: pd.DataFrame) -> pd.DataFrame:
+    """Average margin of each model over each reference (ewma97, gjr) per class, both calibrated to the
+    same breach target (equal coverage), with both breach rates beside it."""
+    rows = []
+    for ref in REFERENCES:
+        base = summary[summary["model"] == ref].set_index("portfolio_class")
+        if base.empty:
+            continue
+        for _, row in summary[summary["model"] != ref].iterrows():
+            if row["portfolio_class"] in base.index:
+                other = base.loc[row["portfolio_class"]]
+                rows.append({"portfolio_class": row["portfolio_class"], "model": row["model"], "reference": ref,
+                             "margin_ratio": row["avg_margin"] / other["avg_margin"],
+                             "breach_rate": row["breach_rate"], "reference_breach_rate": other["breach_rate"]})
+    return pd.DataFrame(rows, columns=["portfolio_class", "model", "reference", "margin_ratio", "breach_rate",
+                                       "reference_breach_rate"])

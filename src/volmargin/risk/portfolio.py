@@ -1,0 +1,427 @@
+"""Portfolio margin backtest: populations of test books, their daily margin components under a model's FHS
+scenarios, autocalibration of the scale and the correlation-stress weight, summaries and stress replays.
+
+The margin rule is `volmargin_serving.portfolio` (the code serving runs): per margin date the books'
+joint, isolated and stressed risks (`book_components`) and the concentration add-on are computed once
+(`book_panel`); scale and blend weight then act linearly, so calibration bisects on stored components.
+
+Population classes (`make_population`): random long/short books, all-long and all-short baskets, hedged
+pairs (BTC vs ETH; alts vs BTC, equal notional), concentrated single-alt books, and adversarial books:
+from random sparse candidates, those whose margin is smallest relative to their realised tail (ES 97.5%
+of realised losses) on the calibration period only (`select_adversarial`). Every book has the same gross
+notional; rates are fractions of it. A book is margined on a date when every asset it holds has a
+forecast and enough scenario dates; a breach is a realised MPOR loss above the initial margin (dates
+without a realised return of a held asset are left out, never filled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from volmargin_serving.margins import apc_step, speed_bounds
+from volmargin_serving.portfolio import (
+    PortfolioPolicy, book_components, concentration_addon, initial_margin, isolated_margin, scenario_matrix, unit_risks,
+)
+from volmargin_serving.risk import expected_shortfall, simple_returns
+
+from volmargin.errors import ConfigError, DataError
+from volmargin.evaluation import stats
+from volmargin.risk.scenarios import FHS
+
+CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_btc", "concentrated_alt",
+           "adversarial")
+SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days", "breaches", "breach_rate",
+                   "kupiec_p", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
+                   "peak_to_trough", "scale", "correlation_weight"]
+CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class Population:
+    """Books as a (P, A) signed notional matrix over `assets`, each with a name and a class."""
+
+    assets: tuple[str, ...]
+    names: tuple[str, ...]
+    classes: np.ndarray
+    notional: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> "Population":
+        keep = np.asarray(keep)
+        return Population(self.assets, tuple(np.asarray(self.names)[keep]), self.classes[keep], self.notional[keep])
+
+    def __add__(self, other: "Population") -> "Population":
+        return Population(self.assets, self.names + other.names, np.concatenate([self.classes, other.classes]),
+                          np.vstack([self.notional, other.notional]))
+
+
+def find_asset(assets: Iterable[str], token: str) -> str | None:
+    """The asset whose name holds `token` ('btc' -> binance_btcusdt), preferring USDT spot names."""
+    hits = [a for a in assets if token in a.lower()]
+    return min(hits, key=lambda a: (f"{token}usdt" not in a, len(a))) if hits else None
+
+
+def _book(assets: tuple[str, ...], legs: Mapping[str, float], gross: float) -> np.ndarray:
+    row = np.zeros(len(assets))
+    for asset, weight in legs.items():
+        row[assets.index(asset)] += weight
+    return row * gross / np.abs(row).sum()
+
+
+def make_population(assets: tuple[str, ...], gross: float = 1e6, seed: int = 0, n_random: int = 60,
+                    n_baskets: int = 20, basket_size: int = 10, n_alts: int = 20) -> Population:
+    """The generated test population (every class but `adversarial`, see `adversarial_candidates`)."""
+    rng = np.random.default_rng(seed)
+    assets = tuple(assets)
+    btc, eth = find_asset(assets, "btc"), find_asset(assets, "eth")
+    alts = [a for a in assets if a not in (btc, eth)]
+    size = min(basket_size, len(assets))
+    rows, names, classes = [], [], []
+
+    def add(cls: str, name: str, legs: Mapping[str, float]) -> None:
+        rows.append(_book(assets, legs, gross)), names.append(f"{cls}:{name}"), classes.append(cls)
+
+    for i in range(n_random):
+        picked = rng.choice(assets, size, replace=False)
+        add("random_ls", str(i), dict(zip(picked, rng.choice([-1, 1], size) * rng.lognormal(0, 0.5, size))))
+    for i in range(n_baskets):
+        picked = rng.choice(assets, size, replace=False)
+        add("all_long", str(i), dict.fromkeys(picked, 1.0))
+        add("all_short", str(i), dict.fromkeys(picked, -1.0))
+    if btc and eth:
+        add("hedged_btc_eth", "long_btc", {btc: 1.0, eth: -1.0})
+        add("hedged_btc_eth", "long_eth", {btc: -1.0, eth: 1.0})
+    chosen = [str(a) for a in rng.choice(alts, min(n_alts, len(alts)), replace=False)] if alts else []
+    for alt in chosen:
+        if btc:
+            add("hedged_alt_btc", f"long_{alt}", {alt: 1.0, btc: -1.0})
+            add("hedged_alt_btc", f"short_{alt}", {alt: -1.0, btc: 1.0})
+        add("concentrated_alt", f"long_{alt}", {alt: 1.0})
+        add("concentrated_alt", f"short_{alt}", {alt: -1.0})
+    return Population(assets, tuple(names), np.array(classes, dtype=object), np.array(rows))
+
+
+def adversarial_candidates(assets: tuple[str, ...], n: int = 200, gross: float = 1e6, seed: int = 1) -> Population:
+    """Random sparse books (2 to 5 legs, random signs and sizes) for the adversary to choose from."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        k = int(rng.integers(2, min(5, len(assets)) + 1))
+        picked = rng.choice(len(assets), k, replace=False)
+        row = np.zeros(len(assets))
+        row[picked] = rng.choice([-1, 1], k) * rng.lognormal(0, 0.7, k)
+        rows.append(row * gross / np.abs(row).sum())
+    return Population(tuple(assets), tuple(f"candidate:{i}" for i in range(n)), np.full(n, "candidate", dtype=object),
+                      np.array(rows))
+
+
+def read_population(path, assets: tuple[str, ...]) -> Population:
+    """Books from a CSV with columns portfolio, asset, notional and optionally portfolio_class (default
+    'custom'); one row per position. Errors name the file and the row."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read the portfolio spec ({exc})") from exc
+    missing = [c for c in ("portfolio", "asset", "notional") if c not in table]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected portfolio,asset,notional[,portfolio_class]")
+    notional = pd.to_numeric(table["notional"], errors="coerce")
+    for row, (asset, value) in enumerate(zip(table["asset"], notional), start=2):
+        if asset not in assets:
+            raise DataError(f"{path}: row {row}: asset {asset!r} has no forecasts in the run")
+        if not np.isfinite(value):
+            raise DataError(f"{path}: row {row}: notional {table['notional'].iloc[row - 2]!r} is not a finite number")
+    classes = table["portfolio_class"] if "portfolio_class" in table else pd.Series("custom", index=table.index)
+    books = list(dict.fromkeys(table["portfolio"].astype(str)))
+    matrix = np.zeros((len(books), len(assets)))
+    np.add.at(matrix, (table["portfolio"].astype(str).map(books.index).to_numpy(),
+                       table["asset"].map(assets.index).to_numpy()), notional.to_numpy())
+    first_class = classes.groupby(table["portfolio"].astype(str)).first()
+    return Population(tuple(assets), tuple(books), first_class.reindex(books).to_numpy(dtype=object), matrix)
+
+
+@dataclass(frozen=True)
+class BookPanel:
+    """Daily margin components of a population under one model: (T, P) arrays in currency, NaN / False
+    where a book is not margined; `loss` the realised MPOR loss (NaN where not realised)."""
+
+    model: str
+    dates: pd.DatetimeIndex
+    joint: np.ndarray
+    isolated: np.ndarray
+    floor: np.ndarray
+    addon: np.ndarray
+    largest: np.ndarray  # the largest single position's own risk (scale-free) plus its add-on, per scale 1
+    largest_addon: np.ndarray
+    loss: np.ndarray
+    alive: np.ndarray
+    gross: np.ndarray
+
+    def columns(self, keep: np.ndarray) -> "BookPanel":
+        arrays = {f.name: getattr(self, f.name)[:, keep] for f in dataclasses.fields(self)
+                  if f.name not in ("model", "dates", "gross")}
+        return dataclasses.replace(self, gross=self.gross[keep], **arrays)
+
+    def rows(self, keep: np.ndarray) -> "BookPanel":
+        arrays = {f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)
+                  if f.name not in ("model", "dates", "gross")}
+        return dataclasses.replace(self, dates=self.dates[keep], **arrays)
+
+
+def concat_rows(first: BookPanel, second: BookPanel) -> BookPanel:
+    """Two panels of the same books over consecutive date ranges, as one."""
+    arrays = {f.name: np.vstack([getattr(first, f.name), getattr(second, f.name)]) for f in dataclasses.fields(first)
+              if f.name not in ("model", "dates", "gross")}
+    return dataclasses.replace(first, dates=first.dates.append(second.dates), **arrays)
+
+
+def rolling_adv(daily: Mapping[str, pd.DataFrame], assets: tuple[str, ...], origins: pd.DatetimeIndex,
+                days: int = 30) -> np.ndarray:
+    """(T, A) mean daily traded value (close x base volume) over the `days` days up to each origin."""
+    out = np.full((len(origins), len(assets)), np.nan)
+    for k, asset in enumerate(assets):
+        if asset in daily:
+            value = daily[asset]["close"] * daily[asset]["volume"]
+            out[:, k] = value.rolling(days, min_periods=max(5, days // 3)).mean().reindex(origins).to_numpy()
+    return out
+
+
+def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: np.ndarray | None = None,
+               days: np.ndarray | None = None, progress=None) -> BookPanel:
+    """Margin components of every book on every margin date index in `days` (default: all grid dates)."""
+    panel = fhs.panel
+    if tuple(panel.assets) != tuple(population.assets):
+        raise ConfigError("population and filter panel must share the same assets, in order")
+    days = np.arange(len(panel.origins)) if days is None else np.asarray(days)
+    n = population.notional
+    held = n != 0
+    shape = (len(days), len(n))
+    out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "addon", "largest", "largest_addon", "loss")}
+    alive = np.zeros(shape, dtype=bool)
+    for i, t in enumerate(days):
+        if progress is not None:
+            progress(i, len(days))
+        if not fhs.enough(t):
+            continue
+        sigma = panel.sigma[t]
+        live = np.isfinite(sigma) & (sigma > 0)
+        books = ~(held & ~live).any(1)
+        if not books.any():
+            continue
+        z, _ = fhs.standardized(t)
+        returns = np.where(live, z * np.where(live, sigma, 0.0), 0.0)
+        weights, stress_t = None, None
+        if policy.stress_mode != "none":
+            stress = fhs.raw[fhs.stress_rows(t)]
+            stress = np.where(live, np.nan_to_num(stress), 0.0)
+            if policy.stress_mode == "weight" and len(stress):
+                s = policy.stress_weight
+                weights = np.concatenate([np.full(len(returns), (1 - s) / len(returns)),
+                                          np.full(len(stress), s / len(stress))])
+                returns = np.vstack([returns, stress])
+            elif policy.stress_mode == "floor" and len(stress):
+                stress_t = scenario_matrix(stress)
+        simple_t = scenario_matrix(returns)
+        unit = unit_risks(simple_t.T, policy.measure, weights)
+        nb = n[books]
+        joint, isolated, floor = book_components(nb, simple_t, unit, policy.measure, weights, stress_t)
+        a = None if adv is None else adv[t]
+        own_unit = unit if stress_t is None else np.maximum(unit, unit_risks(stress_t.T, policy.measure))
+        per_position = np.maximum(nb, 0) * own_unit[:, 0] + np.maximum(-nb, 0) * own_unit[:, 1]
+        per_addon = (np.zeros_like(nb) if a is None or policy.concentration == 0 else
+                     policy.concentration * np.abs(nb) * np.nan_to_num(sigma) * np.sqrt(np.abs(nb) / a))
+        top = np.argmax(per_position, axis=1)
+        realised = panel.realized[t]
+        unrealised = (held[books] & np.isnan(realised)).any(1)
+        loss = -(nb @ np.nan_to_num(simple_returns(realised)))
+        rows = np.flatnonzero(books)
+        for key, value in (("joint", joint), ("isolated", isolated), ("floor", floor),
+                           ("addon", concentration_addon(nb, np.nan_to_num(sigma), a, policy.concentration)),
+                           ("largest", per_position[np.arange(len(nb)), top]),
+                           ("largest_addon", np.nan_to_num(per_addon, nan=np.inf)[np.arange(len(nb)), top]),
+                           ("loss", np.where(unrealised, np.nan, loss))):
+            out[key][i, rows] = value
+        alive[i, rows] = True
+    return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(n).sum(1), **out)
+
+
+def margin_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
+    """(T, P) initial margin in currency: the rule, then the APC path tools on the margin rate."""
+    im = initial_margin(bp.joint, bp.isolated, bp.addon, policy, bp.floor)
+    if policy.buffer is None and policy.max_up is None and policy.max_down is None:
+        return np.where(bp.alive, im, np.nan)
+    rate = im / bp.gross
+    low, high = speed_bounds(np.ones(rate.shape[1]), policy.max_up, policy.max_down)
+    path, previous = np.full_like(rate, np.nan), np.full(rate.shape[1], np.nan)
+    for t in range(len(rate)):
+        step = apc_step(rate[t], previous, policy.buffer, low, high)
+        path[t] = np.where(bp.alive[t], step, np.nan)
+        np.copyto(previous, step, where=bp.alive[t])
+    return path * bp.gross
+
+
+def isolated_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
+    return np.where(bp.alive, isolated_margin(bp.isolated, bp.addon, policy), np.nan)
+
+
+def select_adversarial(bp: BookPanel, calibration_rows: np.ndarray, n: int = 20, min_days: int = 100) -> np.ndarray:
+    """Column indices of the `n` candidate books with the smallest mean margin (scale 1, no blend) relative to
+    their realised tail (ES 97.5% of realised losses), both over the calibration rows only."""
+    cal = bp.rows(calibration_rows)
+    ratios = np.full(cal.joint.shape[1], np.inf)
+    for k in range(len(ratios)):
+        seen = cal.alive[:, k] & ~np.isnan(cal.loss[:, k])
+        if seen.sum() >= min_days:
+            tail = expected_shortfall(cal.loss[seen, k], 0.975)
+            if tail > 0:
+                ratios[k] = np.mean(cal.joint[seen, k]) / tail
+    ranked = np.argsort(ratios)
+    return ranked[np.isfinite(ratios[ranked])][:n]
+
+
+def _breaches(bp: BookPanel, margin: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, P) booleans: realised book-days counted, and breaches among them, restricted to `rows` (T,)."""
+    counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
+    return counted, counted & (bp.loss > margin)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    policy: PortfolioPolicy
+    feasible: bool
+    table: pd.DataFrame  # per correlation weight: scale, feasible, avg margin rate, worst class breach rate
+
+
+def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
+                    target: float = 0.01, class_cap: float | None = None, grid: Iterable[float] = CORRELATION_GRID,
+                    bounds: tuple[float, float] = (0.1, 20.0), tolerance: float = 1e-3) -> Calibration:
+    """The (scale, correlation weight) with the smallest average margin rate such that, on `rows`, the
+    population's breaches are at most target x its realised book-days and every class's at most
+    `class_cap` (default 1.5 x target) x its own: geometric bisection on the scale (breach counts cannot
+    rise with it, APC tools included) for each weight of the grid."""
+    labels = np.asarray(classes)
+    kinds = sorted(set(labels))
+    cap = 1.5 * target if class_cap is None else class_cap
+    counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
+    days = {c: counted[:, labels == c].sum() for c in kinds}
+    allowed = {c: np.floor(cap * d + 1e-9) for c, d in days.items()}
+    allowed_all = np.floor(target * counted.sum() + 1e-9)
+
+    def ok(p: PortfolioPolicy) -> tuple[bool, float, float]:
+        margin = margin_path(bp, p)
+        hits = counted & (bp.loss > margin)
+        worst = max((hits[:, labels == c].sum() / days[c] for c in kinds if days[c]), default=np.nan)
+        feasible = hits.sum() <= allowed_all and all(hits[:, labels == c].sum() <= allowed[c] for c in kinds)
+        rate = np.nanmean(np.where(counted, margin / bp.gross, np.nan))
+        return feasible, worst, rate
+
+    records = []
+    for w in grid:
+        lo, hi = bounds
+        candidate = dataclasses.replace(policy, correlation_weight=float(w))
+        feasible, _, _ = ok(dataclasses.replace(candidate, scale=hi))
+        if feasible:
+            while hi > lo * (1 + tolerance):
+                mid = float(np.sqrt(lo * hi))
+                if ok(dataclasses.replace(candidate, scale=mid))[0]:
+                    hi = mid
+                else:
+                    lo = mid
+        found, worst, rate = ok(dataclasses.replace(candidate, scale=hi))
+        records.append({"correlation_weight": float(w), "scale": hi, "feasible": found,
+                        "calibration_worst_class_breach_rate": worst, "calibration_avg_margin": rate})
+    table = pd.DataFrame(records)
+    usable = table[table["feasible"]]
+    best = (usable if len(usable) else table).sort_values("calibration_avg_margin").iloc[0]
+    chosen = dataclasses.replace(policy, scale=float(best["scale"]), correlation_weight=float(best["correlation_weight"]))
+    return Calibration(chosen, bool(len(usable)), table)
+
+
+def _rises(rate: np.ndarray, lag: int) -> float:
+    """Largest relative rise of each book's margin rate over `lag` consecutive margined dates, max over books."""
+    worst = np.nan
+    for k in range(rate.shape[1]):
+        path = rate[:, k][~np.isnan(rate[:, k])]
+        if len(path) > lag:
+            worst = np.fmax(worst, np.max(path[lag:] / path[:-lag]) - 1)
+    return float(worst)
+
+
+def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
+              target: float = 0.01) -> pd.DataFrame:
+    """One row per class (and 'ALL'), columns SUMMARY_COLUMNS, over the margin dates `rows`.
+
+    kupiec_p pools the class's book-days (books in a class are cross-sectionally dependent, so it is
+    optimistic about independence); christoffersen_p is the median over the class's books of each book's
+    conditional-coverage p-value. Margin figures are fractions of gross notional over margined book-days;
+    offset = 1 - avg_margin / avg_isolated_margin; procyclicality: the largest 5-day relative rise of a
+    book's margin rate and the largest peak-to-trough ratio, worst book."""
+    margin = margin_path(bp, policy)
+    iso = isolated_path(bp, policy)
+    counted, hits = _breaches(bp, margin, rows)
+    labels = np.asarray(classes)
+    out = []
+    for cls in [*sorted(set(labels)), "ALL"]:
+        cols = np.ones(len(labels), bool) if cls == "ALL" else labels == cls
+        live = bp.alive[:, cols] & rows[:, None]
+        c, h = counted[:, cols], hits[:, cols]
+        n_days, n_hits = int(c.sum()), int(h.sum())
+        rate = np.where(live, margin[:, cols] / bp.gross[cols], np.nan)
+        iso_rate = np.where(live, iso[:, cols] / bp.gross[cols], np.nan)
+        cc = []
+        for k in range(c.shape[1]):
+            series = h[c[:, k], k]
+            if len(series) >= 50:
+                cc.append(stats.christoffersen(series, target).p_cc)
+        avg, avg_iso = (float(np.nanmean(x)) if live.any() else np.nan for x in (rate, iso_rate))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ptt = np.nanmax(np.nanmax(rate, 0) / np.nanmin(rate, 0)) if live.any() else np.nan
+        out.append({"portfolio_class": cls, "model": bp.model, "portfolios": int(live.any(0).sum()),
+                    "days": int(live.any(1).sum()), "book_days": n_days, "breaches": n_hits,
+                    "breach_rate": n_hits / n_days if n_days else np.nan,
+                    "kupiec_p": stats.kupiec_pof(h[c], target).pvalue if n_days else np.nan,
+                    "christoffersen_p": float(np.median(cc)) if cc else np.nan,
+                    "avg_margin": avg, "avg_isolated_margin": avg_iso,
+                    "offset": 1 - avg / avg_iso if avg_iso else np.nan,
+                    "max_increase_5d": _rises(rate, 5), "peak_to_trough": float(ptt),
+                    "scale": policy.scale, "correlation_weight": policy.correlation_weight})
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
+
+
+STRESS_REPLAY_COLUMNS = ["event", "portfolio_class", "model", "portfolios", "book_days", "breaches", "avg_margin",
+                         "avg_loss", "max_shortfall", "margin_vs_largest_isolated", "out_of_sample"]
+
+
+def stress_replay(bp: BookPanel, classes: np.ndarray, policy: PortfolioPolicy, events: Mapping[str, tuple[str, str]],
+                  out_of_sample_from: pd.Timestamp) -> pd.DataFrame:
+    """Per event (inclusive first/last target days) and class: margined books, breaches, average margin and
+    loss (fractions of gross), the worst shortfall, and the median ratio of the book's margin to its largest
+    single position's isolated margin (>= 1: the book never asks less than its biggest leg alone)."""
+    margin = margin_path(bp, policy)
+    largest = policy.scale * bp.largest + bp.largest_addon
+    target_day = bp.dates + pd.Timedelta(days=1)
+    labels = np.asarray(classes)
+    out = []
+    for name, (first, last) in events.items():
+        window = np.asarray((target_day >= pd.Timestamp(first, tz="UTC")) & (target_day <= pd.Timestamp(last, tz="UTC")))
+        if not window.any():
+            continue
+        for cls in sorted(set(labels)):
+            cols = labels == cls
+            live = bp.alive[window][:, cols] & ~np.isnan(bp.loss[window][:, cols])
+            if not live.any():
+                continue
+            m, loss = margin[window][:, cols], bp.loss[window][:, cols]
+            g = bp.gross[cols]
+            short = np.where(live, (loss - m) / g, np.nan)
+            out.append({"event": name, "portfolio_class": cls, "model": bp.model, "portfolios": int(live.any(0).sum()),
+                        "book_days": int(live.sum()), "breaches": int((live & (loss > m)).sum()),
+                        "avg_margin": float(np.nanmean(np.where(live, m / g, np.nan))),
+                        "avg_loss": float(np.nanmean(np.where(live, loss / g, np.nan))),
+                        "max_shortfall": float(max(0.0, np.nanmax(short))),
+                        "margin_vs_largest_isolated": float(np.nanmedian(np.where(live, m / largest[window][:, cols], np.nan))),
+                        "out_of_sample": bool(bp.dates[window][0] >= out_of_sample_from)})
+    return pd.DataFrame(out, columns=STRESS_REPLAY_COLUMNS)

@@ -1,0 +1,214 @@
+"""Portfolio margin: FHS scenarios (no look-ahead, proxies), the margin rule, calibration, serving parity, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from volmargin_serving.errors import CalibrationError
+from volmargin_serving.portfolio import PortfolioEngine, PortfolioPolicy, load_scenarios, write_scenarios
+
+from volmargin.cli import main
+from volmargin.risk import BadPositionError, UnknownAssetError
+from volmargin.risk import portfolio as pf
+from volmargin.risk.job import scenario_file
+from volmargin.risk.scenarios import FHS, ScenarioConfig, filter_panel
+
+ASSETS = ("alt_a", "alt_late", "binance_btcusdt", "binance_ethusdt")
+
+
+def _forecasts(days: int = 700, seed: int = 0) -> pd.DataFrame:
+    """A long forecast table of two models on four correlated assets; alt_late lists on day 400."""
+    rng = np.random.default_rng(seed)
+    origins = pd.date_range("2021-01-01", periods=days, freq="D", tz="UTC")
+    vol = 0.03 * np.exp(np.cumsum(rng.normal(0, 0.05, (days, 1)), axis=0) * 0.5) * np.array([1.6, 2.0, 1.0, 1.2])
+    market = rng.standard_t(4, (days, 1))
+    shocks = 0.8 * market + 0.6 * rng.standard_t(4, (days, len(ASSETS)))
+    realized = vol * shocks / np.sqrt(2.0)
+    frames = []
+    for model, bias in (("ewma", 1.0), ("gjr", 1.15)):
+        for k, asset in enumerate(ASSETS):
+            first = 400 if asset == "alt_late" else 0
+            frames.append(pd.DataFrame({
+                "model": model, "asset": asset, "origin": origins[first:], "date": origins[first:] + pd.Timedelta(days=1),
+                "horizon": 1, "variance": (bias * vol[first:, k]) ** 2, "realized_ret": realized[first:, k],
+                "realized_rv": realized[first:, k] ** 2}))
+    table = pd.concat(frames, ignore_index=True)
+    table.loc[table.sample(frac=0.01, random_state=1).index, "realized_ret"] = np.nan  # incomplete days
+    return table
+
+
+@pytest.fixture(scope="module")
+def forecasts() -> pd.DataFrame:
+    return _forecasts()
+
+
+def _fhs(table: pd.DataFrame, **config) -> FHS:
+    return FHS(filter_panel(table, "ewma"), ScenarioConfig(**{"lookback": 250, "min_scenarios": 50, **config}))
+
+
+def test_scenarios_use_only_data_up_to_the_margin_date(forecasts):
+    t_date = pd.Timestamp("2022-06-01", tz="UTC")
+    before = _fhs(forecasts)
+    t = int(before.panel.origins.get_loc(t_date))
+    corrupted = forecasts.copy()
+    later = corrupted["origin"] > t_date
+    corrupted.loc[corrupted["origin"] >= t_date, "realized_ret"] = 9.0  # the MPOR of origin t ends after t
+    corrupted.loc[later, "variance"] = 1e-12
+    after = _fhs(corrupted)
+    for a, b in ((before.scenarios(t), after.scenarios(t)), (before.stress(t), after.stress(t))):
+        np.testing.assert_array_equal(a.returns, b.returns)
+        np.testing.assert_array_equal(a.dates, b.dates)
+    assert before.scenarios(t).dates.max() < np.datetime64(t_date.date())
+    assert not np.array_equal(before.scenarios(t + 30).returns, after.scenarios(t + 30).returns)
+
+
+def test_short_history_is_proxied_and_stated_never_dropped(forecasts):
+    fhs = _fhs(forecasts)
+    t = 450  # alt_late has 50 days of its own
+    s = fhs.scenarios(t)
+    late = ASSETS.index("alt_late")
+    assert np.isfinite(s.returns[:, late]).all()
+    share = s.proxied[:, late].mean()
+    assert 0.7 < share < 0.85  # about 200 of 250 scenario dates
+    peer = _fhs(forecasts, proxy="peer:binance_btcusdt")
+    z, proxied = peer.standardized(t)
+    btc = ASSETS.index("binance_btcusdt")
+    rows = proxied[:, late] & ~proxied[:, btc]
+    np.testing.assert_array_equal(z[rows, late], z[rows, btc])
+    with pytest.raises(Exception, match="peer 'doge'"):
+        _fhs(forecasts, proxy="peer:doge")
+
+
+def _population() -> pf.Population:
+    return pf.make_population(ASSETS, n_random=6, n_baskets=2, basket_size=3, n_alts=2)
+
+
+def test_hedges_get_offsets_and_margins_scale(forecasts):
+    fhs = _fhs(forecasts)
+    pop = _population()
+    bp = pf.book_panel(fhs, pop, PortfolioPolicy(), days=np.arange(300, 360))
+    hedged = pop.classes == "hedged_btc_eth"
+    ratio = np.nanmean(bp.joint[:, hedged]) / np.nanmean(bp.isolated[:, hedged])
+    assert ratio < 0.8  # correlated legs offset
+    single = pop.classes == "concentrated_alt"
+    np.testing.assert_allclose(bp.joint[:, single], bp.isolated[:, single], rtol=1e-6)  # one position: no offset
+    policy = PortfolioPolicy(scale=2.0, correlation_weight=0.5)
+    np.testing.assert_allclose(pf.margin_path(bp, policy)[:, hedged],
+                               2.0 * (0.5 * bp.joint + 0.5 * bp.isolated)[:, hedged])
+
+
+def test_calibration_meets_the_target_on_its_period(forecasts):
+    fhs = _fhs(forecasts)
+    pop = _population()
+    bp = pf.book_panel(fhs, pop, PortfolioPolicy())
+    rows = np.asarray(bp.dates < pd.Timestamp("2022-06-01", tz="UTC"))
+    cal = pf.calibrate_books(bp, pop.classes, rows, PortfolioPolicy(), target=0.01)
+    assert cal.feasible
+    margin = pf.margin_path(bp, cal.policy)
+    counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
+    hits = counted & (bp.loss > margin)
+    assert hits.sum() <= np.floor(0.01 * counted.sum())
+    lower = pf.margin_path(bp, dataclasses.replace(cal.policy, scale=cal.policy.scale * 0.95))
+    assert (counted & (bp.loss > lower)).sum() > hits.sum() or not np.isfinite(lower).any()
+    summary = pf.summarise(bp, pop.classes, ~rows, cal.policy)
+    assert set(summary["portfolio_class"]) >= {"random_ls", "hedged_btc_eth", "ALL"}
+    assert (summary["avg_margin"] <= summary["avg_isolated_margin"] * (1 + 1e-6)).all()
+
+
+@pytest.mark.parametrize("policy", [
+    PortfolioPolicy(scale=1.3, correlation_weight=0.25),
+    PortfolioPolicy(scale=0.9, stress_mode="weight", stress_weight=0.1, concentration=0.5),
+    PortfolioPolicy(scale=1.1, measure="worst6", stress_mode="floor", correlation_weight=0.1),
+])
+def test_serving_computes_the_library_margin(forecasts, tmp_path, policy):
+    fhs = _fhs(forecasts, lookback=300)
+    pop = _population()
+    t = len(fhs.panel.origins) - 1
+    adv = np.full((len(fhs.panel.origins), len(ASSETS)), 5e7)
+    bp = pf.book_panel(fhs, pop, policy, adv, days=np.array([t]))
+    library = pf.margin_path(bp, policy)[0]
+    path = write_scenarios(tmp_path / "s.npz", scenario_file(fhs, t, policy, "ewma"))
+    engine = PortfolioEngine(load_scenarios(path), fhs.panel.sigma[t] ** 2, adv[t])
+    served = engine.margin_batch(pop.notional)
+    np.testing.assert_allclose(served.initial, library, rtol=1e-6)
+    np.testing.assert_allclose(served.isolated, pf.isolated_path(bp, policy)[0], rtol=1e-6)
+    k = int(np.flatnonzero(pop.classes == "random_ls")[0])
+    names = [ASSETS[i] for i in np.flatnonzero(pop.notional[k])]
+    one = engine.margin(names=names, notionals=pop.notional[k][pop.notional[k] != 0])
+    assert one.initial == pytest.approx(library[k], rel=1e-6)
+    assert one.maintenance == pytest.approx(policy.maintenance_fraction * library[k], rel=1e-6)
+
+
+def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
+    fhs = _fhs(forecasts)
+    t = len(fhs.panel.origins) - 1
+    scenarios = scenario_file(fhs, t, PortfolioPolicy(), "ewma")
+    variance = fhs.panel.sigma[t] ** 2
+    engine = PortfolioEngine(scenarios, variance)
+    with pytest.raises(UnknownAssetError, match="'doge'"):
+        engine.margin(names=["doge"], notionals=[1.0])
+    with pytest.raises(BadPositionError, match="not finite"):
+        engine.margin(names=["alt_a"], notionals=[np.nan])
+    with pytest.raises(BadPositionError, match="not finite"):
+        engine.margin_batch(np.array([[np.nan, 0, 0, 0]]))
+    book = dict(names=["alt_a", "binance_btcusdt"], notionals=[1e6, -1e6])
+    normal = engine.margin(**book)
+    missing = variance.copy()
+    missing[ASSETS.index("alt_a")] = np.nan
+    flagged = PortfolioEngine(scenarios, missing).margin(**book)
+    assert flagged.flagged == ("alt_a",) and normal.flagged == ()
+    assert flagged.initial >= normal.initial  # the fallback is the look-back's largest volatility
+    no_fallback = dataclasses.replace(scenarios, fallback_sigma=np.full(len(ASSETS), np.nan))
+    full = PortfolioEngine(no_fallback, missing).margin(**book)
+    assert full.initial >= 1e6  # fully collateralised leg
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(CalibrationError, match="not a portfolio scenario file"):
+        load_scenarios(bad)
+
+
+def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    forecasts.to_parquet(run / "forecasts.parquet")
+    out = tmp_path / "out"
+    args = ["portfolio", "--run", str(run), "--out", str(out), "--validation-start", "2022-06-01",
+            "--scenarios", "lookback=250,min_scenarios=50",
+            "--population", "n_random=4,n_baskets=2,n_alts=2,n_candidates=20,n_adversarial=3"]
+    assert main(args) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    required = ["portfolio_class", "model", "portfolios", "days", "breach_rate", "avg_margin", "avg_isolated_margin"]
+    assert set(required) <= set(summary.columns)
+    assert {"adversarial", "hedged_btc_eth", "hedged_alt_btc"} <= set(summary["portfolio_class"])
+    assert set(summary["model"]) == {"ewma", "gjr"}
+    assert (out / "scenarios-gjr.npz").is_file() and (out / "compare.csv").is_file()
+    spec = tmp_path / "books.csv"
+    spec.write_text("portfolio,asset,notional\npair,binance_btcusdt,1000\npair,binance_ethusdt,-1000\n")
+    assert main([*args[:5], "--portfolios", str(spec), *args[5:9]]) == 0
+    assert set(pd.read_csv(out / "summary.csv")["portfolio_class"]) == {"custom", "ALL"}
+    spec.write_text("portfolio,asset,notional\npair,binance_btcusdt,1000\npair,doge,-1000\n")
+    capsys.readouterr()
+    assert main([*args[:5], "--portfolios", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("volmargin: error:") and "row 3" in err and "'doge'" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("extra, text", [
+    (["--models", "ewma,lstm"], "'lstm' has no forecasts"),
+    (["--policy", "scale=-1"], "policy.scale"),
+    (["--scenarios", "lookback=5"], "lookback"),
+    (["--validation-start", "2030-01-01"], "both periods need dates"),
+])
+def test_cli_portfolio_bad_options_are_one_line_errors(forecasts, tmp_path, capsys, extra, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    forecasts.to_parquet(run / "forecasts.parquet")
+    assert main(["portfolio", "--run", str(run), "--out", str(tmp_path / "out"),
+                 "--scenarios", "min_scenarios=50", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("volmargin: error:") and text in err and "\n" not in err
+    assert main(["portfolio", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert "no forecasts.parquet" in capsys.readouterr().err
