@@ -188,6 +188,8 @@ def main() -> None:
     validation_start = pd.Timestamp(f"{first.year + 1}-01-01", tz="UTC")
     for kind in ("unseen", "in_asset"):
         subset = forecasts[forecasts["set"].isin([kind, "both"])].drop(columns="set")
+        if not subset["model"].isin(learned).any():
+            continue
         print(f"\n## {kind}: {subset['asset'].nunique()} assets, targets {subset['date'].min().date()} .. "
               f"{subset['date'].max().date()}\n")
         print(accuracy(subset).to_markdown(index=False, floatfmt=".4f"))
