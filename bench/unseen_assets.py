@@ -16,7 +16,8 @@ of days (by HAR's loss) against HAR's, 99% VaR exception rates per side and the 
 Kupiec p > 0.05; QLIKE / HAR by months since the training end (ageing); then the calibration benchmark
 (99% VaR per asset and side, 1% breach target, calibrated on the first year of forecasts, validated after
 it, re-calibrated yearly) with each model's average initial margin against the best baseline's.
-Forecasts are saved in --out; `--reuse` re-prints the tables from them without refitting.
+Forecasts are saved in --out, one part per model group (reused by later runs into the same folder);
+`--reuse` re-prints the tables from the saved table without refitting.
 """
 
 from __future__ import annotations
@@ -134,11 +135,23 @@ def margins(forecasts: pd.DataFrame, validation_start: pd.Timestamp, learned: tu
     return table.drop(columns=["worst_breach"]), "\n".join(lines)
 
 
+def _cached(path: Path, produce) -> pd.DataFrame:
+    """One part of the forecast table (the baselines, one learned variant), computed once per --out folder:
+    a later run with more variants reuses the parts already there (delete the folder to recompute)."""
+    if path.is_file():
+        print(f"  reusing {path}", flush=True)
+        return pd.read_parquet(path)
+    frame = produce()
+    write_frame(frame, path)
+    return frame
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-end", default="2021-12-31")
     parser.add_argument("--score-end", default=None)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--min-train", type=int, default=365, help="history a scored asset needs (days)")
     parser.add_argument("--models", default="gbm,nn")
     parser.add_argument("--params", default="{}", help='JSON per model, e.g. {"gbm": {"variance_loss": "l2"}}')
     parser.add_argument("--variants", default="{}", help='more learned variants, JSON label -> [model, params], '
@@ -149,7 +162,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="re-print the tables from saved forecasts")
     args = parser.parse_args()
     train_end = pd.Timestamp(args.train_end, tz="UTC")
-    split = AssetGroupedSplit(train_end=train_end, n_folds=args.folds,
+    split = AssetGroupedSplit(train_end=train_end, n_folds=args.folds, min_train=args.min_train,
                               score_end=pd.Timestamp(args.score_end, tz="UTC") if args.score_end else None)
     variants = {m: (m, json.loads(args.params).get(m, {}), True) for m in args.models.split(",") if m}
     variants.update({k: (m, p, False) for k, (m, p) in json.loads(args.variants).items()})
@@ -163,10 +176,11 @@ def main() -> None:
         files = hourly_spot_files() if args.top_only else all_files()
         panel = daily_panel(load_panel([str(f) for f in files]))
         print(f"{len(panel)} assets loaded in {time.perf_counter() - began:.0f} s", flush=True)
-        frames = [baseline_forecasts(panel, tuple(args.baselines.split(",")), split, levels).assign(set="both")]
-        print(f"  baselines in {time.perf_counter() - began:.0f} s", flush=True)
-        frames += [learned_forecasts(panel, label, name, params, split, levels, in_asset)
-                   for label, (name, params, in_asset) in variants.items()]
+        parts = {"baselines": lambda: baseline_forecasts(panel, tuple(args.baselines.split(",")), split,
+                                                         levels).assign(set="both")}
+        parts.update({label: (lambda v=v, label=label: learned_forecasts(panel, label, *v[:2], split, levels, v[2]))
+                      for label, v in variants.items()})
+        frames = [_cached(args.out / f"part-{key}.parquet", produce) for key, produce in parts.items()]
         forecasts = pd.concat(frames, ignore_index=True)
         write_frame(forecasts, path)
     pd.set_option("display.width", 250)
@@ -174,6 +188,8 @@ def main() -> None:
     validation_start = pd.Timestamp(f"{first.year + 1}-01-01", tz="UTC")
     for kind in ("unseen", "in_asset"):
         subset = forecasts[forecasts["set"].isin([kind, "both"])].drop(columns="set")
+        if not subset["model"].isin(learned).any():
+            continue
         print(f"\n## {kind}: {subset['asset'].nunique()} assets, targets {subset['date'].min().date()} .. "
               f"{subset['date'].max().date()}\n")
         print(accuracy(subset).to_markdown(index=False, floatfmt=".4f"))

@@ -191,8 +191,8 @@ def test_neural_warm_refit_and_short_history(panel):
     assert np.isfinite(forecast.to_frame().to_numpy()).all() and (forecast.variance > 0).all()
 
 
-@pytest.mark.parametrize("loss", ["gamma", "l2"])
-def test_tree_variants_export_with_parity_and_are_deterministic(loss, panel):
+@pytest.mark.parametrize("loss, weighted", [("gamma", True), ("l2", False)])
+def test_tree_variants_export_with_parity_and_are_deterministic(loss, weighted, panel):
     """Both variance losses (and a feature ablation) export to a graph that reproduces the trees; a refit
     with the same seed repeats exactly; an unknown loss or feature name is refused."""
     import onnxruntime as ort
@@ -200,7 +200,7 @@ def test_tree_variants_export_with_parity_and_are_deterministic(loss, panel):
     from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
 
     trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
-    params = {**TINY["gbm"], "variance_loss": loss, "drop_features": ("max_move",)}
+    params = {**TINY["gbm"], "variance_loss": loss, "weight_assets": weighted, "drop_features": ("max_move",)}
     model, again = (make_forecaster("gbm", **params).fit_panel(trains) for _ in range(2))
     x = parity_inputs(model, panel, rows=256)
     np.testing.assert_array_equal(model.predict_raw(x[:, -1]), again.predict_raw(x[:, -1]))
@@ -226,3 +226,14 @@ def test_tail_features_describe_the_asset_not_its_level(panel):
     assert (calm["level_gap"].iloc[rows] >= -1e-12).all()
     for name in ("level_gap", "rv_disp", "jump_freq"):
         assert jumpy[name].iloc[rows].mean() > calm[name].iloc[rows].mean()
+
+
+def test_asset_weights_give_every_asset_the_same_total():
+    from volmargin.models.gbm import GBMForecaster
+
+    groups = np.array(["btc"] * 30 + ["new"] * 3 + ["alt"] * 7)
+    weight = GBMForecaster(weight_assets=True)._row_weights(groups)
+    totals = [weight[groups == g].sum() for g in ("btc", "new", "alt")]
+    np.testing.assert_allclose(totals, totals[0])
+    assert weight.mean() == pytest.approx(1.0)
+    assert GBMForecaster()._row_weights(groups) is None

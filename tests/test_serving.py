@@ -23,7 +23,7 @@ from volmargin_serving import runtime as runtime_module
 from volmargin.data import load_bars, synthetic_market
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.export import ExportError, check_parity, parity_inputs, reference_outputs, to_onnx, write_bundle
-from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
+from volmargin.features.learned import INPUT_COLUMNS, daily_inputs, feature_frame
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
 from volmargin_serving.bundle import MANIFEST, sha256
@@ -271,3 +271,12 @@ def test_training_and_serving_agree_on_real_bars(shared_data, models, bundles):
         np.testing.assert_allclose(served.var[0, 0], trained.var["long"][0], rtol=1e-5)
         history = runtime.forecast_history(*_arrays(daily))
         np.testing.assert_allclose(history.variance[-1], served.variance[0], rtol=1e-12)
+    # every feature, the tail and jump ones included, from the serving path's own daily rows
+    from volmargin_serving.bars import daily_from_bars
+    from volmargin_serving.features import FEATURE_NAMES, compute_features
+
+    rows = daily_from_bars(stamps, *ohlcv.T, min_bars=20)
+    columns = {c: np.asarray(rows[c], dtype=bool if c == "complete" else float) for c in INPUT_COLUMNS}
+    served_features, _ = compute_features(columns, pd.DatetimeIndex(rows["date"]).day_of_week.to_numpy())
+    trained_features = feature_frame(daily).loc[pd.DatetimeIndex(rows["date"], tz="UTC"), list(FEATURE_NAMES)]
+    np.testing.assert_allclose(served_features, trained_features.to_numpy(), rtol=1e-9, atol=1e-12)

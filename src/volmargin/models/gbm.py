@@ -56,6 +56,7 @@ class GBMForecaster(GlobalForecaster):
         min_samples_leaf: int = 100,
         variance_loss: str = "l2",
         tail_folds: int = 4,
+        weight_assets: bool = False,
         tail_min_samples_leaf: int = 1000,
         drop_features: tuple[str, ...] = (),
         level_days: int = 66,
@@ -71,6 +72,7 @@ class GBMForecaster(GlobalForecaster):
         self.min_samples_leaf = min_samples_leaf
         self.variance_loss = variance_loss
         self.tail_folds = tail_folds
+        self.weight_assets = weight_assets
         self.tail_min_samples_leaf = tail_min_samples_leaf
         self.drop_features = drop_features
         self.level_days = level_days
@@ -86,8 +88,9 @@ class GBMForecaster(GlobalForecaster):
             random_state=self.random_state, deterministic=True, n_jobs=1, verbose=-1, **loss,
         )
 
-    def _quantile_fit(self, x: np.ndarray, loss: np.ndarray, level: float):
-        return self._booster(self.tail_estimators, "quantile", self.tail_min_samples_leaf, alpha=level).fit(x, loss)
+    def _quantile_fit(self, x: np.ndarray, loss: np.ndarray, level: float, weight: np.ndarray | None = None):
+        return self._booster(self.tail_estimators, "quantile", self.tail_min_samples_leaf,
+                             alpha=level).fit(x, loss, sample_weight=weight)
 
     def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Standardized features; `drop_features` held at the training mean (0), so no tree splits on them
@@ -96,17 +99,26 @@ class GBMForecaster(GlobalForecaster):
         x[:, [FEATURE_NAMES.index(name) for name in self.drop_features]] = 0.0
         return x
 
-    def _variance_booster(self, x: np.ndarray, y: np.ndarray):
+    def _variance_booster(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
         """The variance booster fitted on y = log relative RV (see the module docstring)."""
         if self.variance_loss == "gamma":
-            return self._booster(self.n_estimators, "gamma").fit(x, np.exp(y))
-        return self._booster(self.n_estimators, "regression").fit(x, y)
+            return self._booster(self.n_estimators, "gamma").fit(x, np.exp(y), sample_weight=weight)
+        return self._booster(self.n_estimators, "regression").fit(x, y, sample_weight=weight)
+
+    def _row_weights(self, groups: np.ndarray) -> np.ndarray | None:
+        """With `weight_assets`, every asset weighs the same in total (a two-month-old listing as much as
+        BTC's eight years), normalised to a mean of 1; else None (every row counts once)."""
+        if not self.weight_assets:
+            return None
+        _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+        weight = 1.0 / counts[inverse]
+        return weight / weight.mean()
 
     def _log_variance(self, x: np.ndarray, booster=None) -> np.ndarray:
         predicted = (booster or self.variance_model_).predict(x)
         return np.log(predicted) if self.variance_loss == "gamma" else predicted
 
-    def _out_of_fold(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    def _out_of_fold(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
         """Log variance forecasts of each training row by a booster that never saw its asset (`tail_folds`
         asset groups). The tail models learn the standardized loss from these: in-sample forecasts fit the
         training days too well, so their standardized losses are thinner-tailed than any new day's."""
@@ -118,7 +130,8 @@ class GBMForecaster(GlobalForecaster):
         fitted = np.empty(len(y))
         for k in np.unique(fold):
             held = fold == k
-            fitted[held] = self._log_variance(x[held], self._variance_booster(x[~held], y[~held]))
+            part = None if weight is None else weight[~held]
+            fitted[held] = self._log_variance(x[held], self._variance_booster(x[~held], y[~held], part))
         return fitted
 
     def fit_panel(self, trains: dict[str, pd.DataFrame], horizon: int = 1) -> "GBMForecaster":
@@ -136,12 +149,14 @@ class GBMForecaster(GlobalForecaster):
         y = rows["y_var"].to_numpy()
         if self.variance_loss not in VARIANCE_LOSSES:
             raise ConfigError(f"gbm.variance_loss: {self.variance_loss!r}; choose from {', '.join(VARIANCE_LOSSES)}")
-        self.variance_model_ = self._variance_booster(x, y)
-        self.smearing_ = float(np.log(np.mean(np.exp(y - self._log_variance(x)))))
-        fitted = self._out_of_fold(x, y, rows["asset"].to_numpy())
+        groups = rows["asset"].to_numpy()
+        weight = self._row_weights(groups)
+        self.variance_model_ = self._variance_booster(x, y, weight)
+        self.smearing_ = float(np.log(np.average(np.exp(y - self._log_variance(x)), weights=weight)))
+        fitted = self._out_of_fold(x, y, groups, weight)
         z = rows["r_std"].to_numpy() * np.exp(-0.5 * (fitted + self.smearing_))
         losses = {"long": -z, "short": z}
-        self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level) for level in self.levels_]
+        self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level, weight) for level in self.levels_]
                                  for side in SIDES}
         var, es = empirical_tail(z, self.levels_)
         self.es_ratio_ = {side: np.maximum(es[side] / var[side], 1.0) for side in SIDES}
