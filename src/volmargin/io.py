@@ -40,6 +40,17 @@ RECORD = "run.json"  # carries "complete": false while a job that writes in plac
 _RENAME_EXCHANGE = 2
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, folder: bool = False) -> None:
+    """mkstemp / mkdtemp make private 0600 / 0700 paths; outputs get the usual umask-based mode."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -72,6 +83,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise OutputError(f"cannot write {target}: {_why(exc)}") from None
     os.close(fd)
     try:
+        _usual_mode(Path(tmp))
         yield Path(tmp)
         check_target(target)  # it may have become something else while we wrote
         os.replace(tmp, target)
@@ -213,6 +225,7 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_why(exc)}") from None
         try:
+            _usual_mode(staging, folder=True)
             (staging / MARKER).touch()
             yield staging
             check_folder(target)
