@@ -50,6 +50,7 @@ def real_bundle(folder: Path):
     from volmargin.calibration import PolicyConfig
     from volmargin.calibration.bundle import calibrate_bundle
     from volmargin.calibration.parameters import write_parameter_set
+    from volmargin.config import APC_POLICY
     from volmargin.data import load_panel
     from volmargin.evaluation.backtest import daily_panel
     from volmargin.export import write_bundle
@@ -61,7 +62,7 @@ def real_bundle(folder: Path):
     train = {a: d.loc[:"2021-12-31"] for a, d in panel.items()}
     model = make_forecaster("gbm", n_estimators=60, tail_estimators=30).fit_panel(train)
     bundle = write_bundle(model, train, folder, provenance={"training": {"train_end": "2021-12-31"}})
-    policy = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.1)
+    policy = PolicyConfig(**APC_POLICY)  # the default policy of `volmargin run`
     scored = score_panel(bundle, panel, progress=False)
     parameters, _, _ = calibrate_bundle(bundle, scored, panel, policy, None, bars)
     calibration = write_parameter_set(parameters, bundle, folder / "set.calibration.json")
@@ -71,10 +72,12 @@ def real_bundle(folder: Path):
 def corrupt(rng, inputs, dates, as_of, whole: bool):
     inputs, dates = inputs.copy(), dates.copy()
     if whole:
-        return (inputs.astype(np.int64), dates) if rng.random() < 0.5 else (inputs[-40:], dates[-40:])
+        return (inputs.astype(np.int64), dates) if rng.random() < 0.5 else (inputs[-40:], dates[-40:]), False
+    newest = False  # whether the newest row (the day of the move) is among the bad ones
     for _ in range(rng.integers(1, 5)):
         kind = rng.choice(["value", "value", "value", "gap", "repeat", "future"])
         row = len(inputs) - 1 - rng.integers(0, 88)
+        newest |= kind == "future" or (row == len(inputs) - 1 and kind != "gap")
         if kind == "value":
             inputs[row, rng.integers(0, inputs.shape[1])] = rng.choice(BAD)
         elif kind == "gap" and row < len(inputs) - 1:
@@ -83,7 +86,7 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
             dates[row] = dates[row - 1]
         elif kind == "future":
             dates[-1] = as_of + np.timedelta64(int(rng.integers(1, 5)), "D")
-    return inputs, dates
+    return (inputs, dates), newest
 
 
 def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
@@ -96,7 +99,8 @@ def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="faults-bundle-"))
     bundle, calibration, panel = real_bundle(folder)
     rng = np.random.default_rng(11)
-    counts = {"cases": 0, "fail_safe": 0, "lowered": 0, "worst_shortfall": 0.0, "whole_cases": 0, "whole_lowered": 0}
+    counts = {"cases": 0, "fail_safe": 0, "lowered": 0, "worst_shortfall": 0.0, "whole_cases": 0, "whole_lowered": 0,
+              "newest_cases": 0, "newest_lowered": 0}
     assets = sorted(panel)
     for asset in assets:
         daily = panel[asset].loc["2022-04-01":]
@@ -116,15 +120,17 @@ def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
                 runtime = vs.load(bundle, calibration=calibration)
                 if whole:
                     runtime.margins([asset], [inputs], [dates], as_of=as_of)  # priced earlier that day
-                bad_inputs, bad_dates = corrupt(rng, inputs, dates, as_of, whole)
+                (bad_inputs, bad_dates), newest = corrupt(rng, inputs, dates, as_of, whole)
                 got = runtime.margins([asset], [bad_inputs], [bad_dates], as_of=as_of)
                 key = "whole_" if whole else ""
                 counts[f"{key}cases"] += 1
                 counts["fail_safe"] += int(got.fail_safe.any())
                 shortfall = max(float(np.max(1 - got.initial / clean.initial)),
                                 float(1 - got.haircut[0, 0] / clean.haircut[0, 0]))
+                counts["newest_cases"] += int(newest)
                 if shortfall > 1e-12:
                     counts[f"{key}lowered"] += 1
+                    counts["newest_lowered"] += int(newest)
                     counts["worst_shortfall"] = max(counts["worst_shortfall"], shortfall)
     return counts
 
@@ -371,7 +377,8 @@ def main() -> None:
     without_addon = margins_from_bad_data(args.trials, addon=0.0)
     print(f"1. margins from bad data ({time.perf_counter() - began:.0f} s): {margins['cases']} corrupted windows of "
           f"real data, {margins['fail_safe']} priced fail-safe, lowered {margins['lowered']} "
-          f"(worst shortfall {margins['worst_shortfall']:.2%}); inputs unusable as a whole: "
+          f"(worst shortfall {margins['worst_shortfall']:.2%}; {margins['newest_lowered']} of them with the newest row "
+          f"bad, of {margins['newest_cases']} such cases); inputs unusable as a whole: "
           f"{margins['whole_cases']}, lowered {margins['whole_lowered']}")
     print(f"   without the 25% doubt add-on: lowered {without_addon['lowered']} of {without_addon['cases']} "
           f"(worst shortfall {without_addon['worst_shortfall']:.2%})")
