@@ -266,8 +266,9 @@ def test_a_bad_asset_gets_the_conservative_margin_and_leaves_the_others_alone(ru
     assert all("NonFiniteInputError" in reason for reason in served.reason[1])
     for i, side in enumerate(SIDES):
         r = _record(parameters, "syn_b", side)
-        assert served.initial[1, i] == max(r["initial_margin"], _floor_rate(r))
-        assert served.haircut[1, i] == r["haircut"]
+        # never below the published margin and floor (nor, tests/test_reliability_serving.py, the clean margin)
+        assert served.initial[1, i] >= max(r["initial_margin"], _floor_rate(r))
+        assert served.haircut[1, i] >= r["haircut"]
     assert np.isnan(served.forecasts.variance[1])
     for name in ("initial", "maintenance", "liquidation", "haircut"):
         np.testing.assert_allclose(getattr(served, name)[[0, 2]], getattr(clean, name)[[0, 2]], rtol=1e-6)

@@ -9,8 +9,9 @@
     margins = runtime.margins(["BTC", "ETH"], inputs, dates, as_of=today)       # (assets, 2): long, short
     margins.initial, margins.fail_safe, margins.reason
 
-A `Runtime` is immutable after loading and ONNX Runtime sessions are thread-safe, so one runtime serves
-any number of threads. `Server` holds the current runtime and swaps in a new bundle atomically.
+A `Runtime` is immutable after loading (but for a lock-guarded memory of each asset's last good margins,
+the floor of its fail-safe margins) and ONNX Runtime sessions are thread-safe, so one runtime serves any
+number of threads. `Server` holds the current runtime and swaps in a new bundle atomically.
 """
 
 from __future__ import annotations
@@ -190,6 +191,8 @@ class Runtime:
                                   f"got {features.shape}")
         if not np.issubdtype(features.dtype, np.floating):
             raise InputDtypeError(f"features must be floating point, got dtype {features.dtype}")
+        if np.isinf(features).any():  # NaN is a missing feature (as in training); infinity is a bad one
+            raise NonFiniteInputError(f"features has infinite values (first at index {np.argwhere(np.isinf(features))[0].tolist()})")
         level = _check_floats("level", np.asarray(level).reshape(-1))
         if len(level) != len(features):
             raise InputShapeError(f"level has {len(level)} rows for {len(features)} feature windows")
@@ -352,6 +355,8 @@ class Runtime:
 
         rows = np.flatnonzero(wanted)
         try:
+            if not all(np.issubdtype(np.asarray(rows_in[k]).dtype, np.floating) for k in rows):
+                raise TypeError("an asset's inputs are not floating point")  # stacking would cast them silently
             stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
             keep(rows, self.forecast_daily(*stacked, as_of))
         except (InputError, ValueError, TypeError):  # refused, or ragged / missing entries that cannot stack
@@ -371,7 +376,8 @@ class Runtime:
 
     def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
         """Doubtful forecasts of one refused asset, one per `SCENARIOS` entry: rows after as_of dropped,
-        its last `history_days` calendar days, and each missing day or row holding a bad value replaced
+        rows sorted by date, its last `history_days` calendar days, and each missing day, day given twice
+        or row holding a bad value replaced
         per scenario: as missing (as training treats missing data), or as the worst day of the window
         (every variance measure and volume at its window maximum, the return at plus or minus the largest
         absolute return). None where that cannot be done (unusable shape or dates, stale data). Only ever
@@ -383,13 +389,16 @@ class Runtime:
         if x.ndim != 2 or x.shape[1] != len(INPUT_COLUMNS) or days.shape != (len(x),):
             return None
         kept = days <= np.datetime64(as_of, "D")
-        x, days = x[kept], days[kept]
-        if not len(days) or (np.diff(days.astype(np.int64)) <= 0).any() or days[-1] < np.datetime64(as_of, "D") - self.max_age:
+        order = np.argsort(days[kept], kind="stable")  # unsorted rows sorted; a day given twice is bad
+        x, days = x[kept][order], days[kept][order]
+        if not len(days) or days[-1] < np.datetime64(as_of, "D") - self.max_age:
             return None
         grid = np.arange(days[-1] - np.timedelta64(self.history_days - 1, "D"), days[-1] + np.timedelta64(1, "D"))
         window = np.full((len(grid), len(INPUT_COLUMNS)), np.nan)
         position = (days - grid[0]).astype(np.int64)
         window[position[position >= 0]] = x[position >= 0]
+        repeated = np.bincount(position[position >= 0], minlength=len(grid)) > 1
+        window[repeated] = np.nan
         bad = value_problems(window)
         window[bad] = np.nan
         scenarios = np.repeat(window[None], len(SCENARIOS), axis=0)

@@ -368,6 +368,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from volmargin.export import write_bundle
     from volmargin.training import load_bars, load_trained, provenance
 
+    from volmargin.export import check_names
+
+    check_names(args.name, args.version, args.root)  # before anything is read
     model, meta, scores = load_trained(args.run)
     if not args.no_tracking:
         _check_tracking(args.tracking_uri, meta.get("tracking_uri"))
@@ -529,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in our output
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:  # a new SQLite store's schema set-up is not news: keep errors on one line
+        for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if threading_is_main():
         signal.signal(signal.SIGTERM, _interrupt)
     try:

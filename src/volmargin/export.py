@@ -248,6 +248,14 @@ def _manifest(model: GlobalForecaster, name: str, version: str, history_days: in
     }
 
 
+def check_names(name: str | None, version: str | None, root: str | Path) -> None:
+    """ConfigError unless the bundle name and version are plain names, so the bundle stays inside `root`."""
+    for key, value in (("name", name), ("version", version)):
+        if value is not None and not (plain_name(str(value)) and not str(value).startswith(".")):
+            raise ConfigError(f"--{key} {value!r}: a bundle {key} is a plain name (no '/', '..' or leading '.'), "
+                              f"so the bundle stays inside {root}")
+
+
 def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: str | Path = "models",
                  name: str | None = None, version: str | None = None, provenance: dict | None = None) -> Path:
     """Export, check parity, write and self-test a bundle; returns models/<name>/<version>.
@@ -260,10 +268,7 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
     from volmargin.io import output_lock
 
     name = name or model.name
-    for key, value in (("name", name), ("version", version)):
-        if value is not None and not (plain_name(str(value)) and not str(value).startswith(".")):
-            raise ConfigError(f"--{key} {value!r}: a bundle {key} is a plain name (no '/', '..' or leading '.'), "
-                              f"so the bundle stays inside {root}")
+    check_names(name, version, root)
     folder = Path(root) / name
     if version is not None and (folder / str(version)).exists():
         raise ExportError(f"{folder / str(version)} exists; bundles are immutable, choose another version")

@@ -13,8 +13,8 @@
   from interleaving: the second stops at once with one line.
 - Temporary files and staging folders are removed on any error or interrupt (the CLI turns SIGTERM
   into one), and stale ones a SIGKILL left behind are removed by the next writer of that output.
-A folder is only replaced or written into if it is empty or a volmargin output (it holds `MARKER` or
-`run.json`), so `--out .` cannot wipe a folder of the user's own files.
+A folder is only replaced or written into if it is empty or a volmargin output (it holds `MARKER`,
+`run.json` or `train.json`), so `--out .` cannot wipe a folder of the user's own files.
 """
 
 from __future__ import annotations
@@ -37,7 +37,19 @@ from volmargin.errors import OutputError
 
 MARKER = ".volmargin-output"  # in every folder volmargin writes; its presence allows replacing the folder
 RECORD = "run.json"  # carries "complete": false while a job that writes in place is under way
+RECORDS = (RECORD, "train.json")  # folders written before MARKER existed are known by these
 _RENAME_EXCHANGE = 2
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, folder: bool = False) -> None:
+    """mkstemp / mkdtemp make private 0600 / 0700 paths; outputs get the usual umask-based mode."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
 def _why(exc: OSError) -> str:
@@ -72,6 +84,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise OutputError(f"cannot write {target}: {_why(exc)}") from None
     os.close(fd)
     try:
+        _usual_mode(Path(tmp))
         yield Path(tmp)
         check_target(target)  # it may have become something else while we wrote
         os.replace(tmp, target)
@@ -165,7 +178,7 @@ def check_folder(target: str | Path) -> Path:
     try:
         if target.is_symlink() or (target.exists() and not target.is_dir()):
             raise OutputError(f"{target} exists and is not a folder; give a folder path for this output")
-        if target.is_dir() and any(target.iterdir()) and not ((target / MARKER).exists() or (target / RECORD).exists()):
+        if target.is_dir() and any(target.iterdir()) and not any((target / n).exists() for n in (MARKER, *RECORDS)):
             raise OutputError(f"{target} holds files volmargin did not write; give a new or empty folder "
                               "(volmargin replaces only its own output folders)")
     except OSError as exc:
@@ -213,6 +226,7 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_why(exc)}") from None
         try:
+            _usual_mode(staging, folder=True)
             (staging / MARKER).touch()
             yield staging
             check_folder(target)

@@ -1,0 +1,307 @@
+"""Unsafe writes, hangs and late validation: outputs replace only regular files and whole folders, two
+writers cannot interleave, services are checked within seconds, special files and bombs are refused,
+and every mistake below ends in one line (`volmargin: error: ...`, exit code 2), never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import volmargin.data.loader as loader
+import volmargin.io as vio
+from volmargin.cli import main
+from volmargin.config import RunConfig, load_config
+from volmargin.data import load_bars, load_panel
+from volmargin.errors import ConfigError, DataError, OutputError
+
+
+def _bars(path: Path, n: int = 48, freq: str = "h") -> Path:
+    stamps = pd.date_range("2023-01-01", periods=n, freq=freq, tz="UTC")
+    pd.DataFrame({"timestamp": [t.isoformat() for t in stamps], "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
+                  "volume": 1.0}).to_csv(path, index=False)
+    return path
+
+
+def _one_line_error(capsys, argv: list[str], match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("volmargin: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert match in err, err
+
+
+# ------------------------------------------------------------------ class 3: unsafe writes
+
+
+def test_only_regular_files_are_ever_replaced(tmp_path):
+    frame = pd.DataFrame({"a": [1]})
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    for target in (Path("/dev/full"), Path("/dev/null"), fifo, tmp_path):
+        with pytest.raises(OutputError, match="volmargin writes only regular files"):
+            vio.write_frame(frame, target)
+    assert Path("/dev/full").is_char_device() and fifo.is_fifo()
+    real = tmp_path / "real.csv"
+    real.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    vio.write_frame(frame, link)  # a link to a regular file is written through
+    assert link.is_symlink() and real.read_text().startswith("a")
+    (tmp_path / "dev.csv").symlink_to("/dev/full")
+    with pytest.raises(OutputError):
+        vio.write_frame(frame, tmp_path / "dev.csv")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    with pytest.raises(OutputError, match="not writable|Permission denied"):
+        vio.preflight(folder / "x.csv")
+
+
+def test_a_folder_output_is_replaced_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "out"
+    with vio.staged_folder(out) as staging:
+        (staging / "a.csv").write_text("old")
+    with pytest.raises(RuntimeError):
+        with vio.staged_folder(out) as staging:
+            (staging / "a.csv").write_text("new")
+            (staging / "b.csv").write_text("new")
+            raise RuntimeError("killed half-way")
+    assert sorted(p.name for p in out.iterdir()) == [vio.MARKER, "a.csv"] and (out / "a.csv").read_text() == "old"
+    with vio.staged_folder(out) as staging:
+        (staging / "b.csv").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [vio.MARKER, "b.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]  # no staging left
+
+
+def test_a_folder_of_the_users_own_files_is_never_replaced(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(OutputError, match="holds files volmargin did not write"):
+        with vio.staged_folder(mine):
+            pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a folder"):
+        vio.preflight(tmp_path / "file", folder=True)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_two_writers_of_one_output_cannot_interleave(tmp_path):
+    out = tmp_path / "out"
+    with vio.output_lock(out):
+        with pytest.raises(OutputError, match=f"being written by volmargin process {os.getpid()}"):
+            with vio.staged_folder(out):
+                pass
+    with vio.staged_folder(out):  # released
+        pass
+
+
+def test_an_interrupted_run_folder_is_refused_by_readers(tmp_path):
+    out = tmp_path / "run"
+    vio.mark_incomplete(out, {"command": "run"})
+    with pytest.raises(OutputError, match="incomplete"):
+        vio.check_complete(out)
+    (out / "run.json").write_text(json.dumps({"complete": True}))
+    vio.check_complete(out)
+
+
+def test_export_names_cannot_leave_the_root(tmp_path):
+    from volmargin.export import write_bundle
+
+    for name in ("../../x", "a/b", "..", ".hidden"):
+        with pytest.raises(ConfigError, match="plain name"):
+            write_bundle(object(), {}, tmp_path / "models", name=name)
+    with pytest.raises(ConfigError, match="plain name"):
+        write_bundle(object(), {}, tmp_path / "models", name="nn", version="../1")
+    assert not (tmp_path / "x").exists()
+
+
+def test_scoring_leaves_no_bundle_copies_in_tmp(tmp_path, monkeypatch):
+    import tempfile
+
+    from reliability_fixtures import build
+
+    from volmargin.batch import score_panel
+
+    served = build(tmp_path / "b")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    scored = score_panel(served.bundle, served.panel, latest=True, progress=False)
+    assert len(scored) == len(served.panel) and not list(scratch.iterdir())
+
+
+# ------------------------------------------------------------------ class 4: hangs and slow failures
+
+
+def test_fifos_links_loops_and_bombs_are_refused_by_the_loader(tmp_path, monkeypatch):
+    os.mkfifo(tmp_path / "pipe.csv")
+    started = time.monotonic()
+    with pytest.raises(DataError, match="not a regular file"):
+        load_bars(tmp_path / "pipe.csv")
+    with pytest.raises(DataError, match="FIFO"):
+        load_panel([tmp_path])
+    assert time.monotonic() - started < 5
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    with pytest.raises(DataError, match="cannot resolve"):
+        load_panel([tmp_path / "loop.csv"])
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress(b"0" * (8 << 20)))
+    monkeypatch.setattr(loader, "MAX_DECOMPRESSED", 1 << 20)
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_bars(bomb)
+
+
+def test_a_minority_of_finer_rows_is_an_error_on_the_files_own_grid(tmp_path):
+    hours = pd.date_range("2023-01-01", periods=400, freq="h", tz="UTC")
+    finer = [t + pd.Timedelta(minutes=m) for t in hours[100:200] for m in (15, 30, 45)]  # 43% of the rows
+    stamps = sorted([*hours, *finer])
+    path = tmp_path / "x_1h.csv"
+    pd.DataFrame({"timestamp": [t.isoformat() for t in stamps], "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0,
+                  "volume": 1.0}).to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"row 102 \(2023-01-05T04:15:00Z\): off the 1h bar grid"):
+        load_bars(path)
+    assert load_bars(_bars(tmp_path / "y.csv", freq="15min")).attrs["freq"] == pd.Timedelta("15min")
+
+
+class _Silent:
+    """A TCP port that accepts connections and never answers."""
+
+    def __init__(self):
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.port = self.server.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.server.accept()[0])
+            except OSError:
+                return
+
+
+def test_silent_and_unreachable_services_fail_within_their_timeout():
+    from volmargin.distributed import _probe_scheduler
+    from volmargin.tracking import check_tracking_uri
+
+    silent = _Silent()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = closed.getsockname()[1]
+    closed.close()
+    for probe, address in ((lambda a: check_tracking_uri(a, timeout=1), f"http://127.0.0.1:{silent.port}"),
+                           (lambda a: check_tracking_uri(a, timeout=1), f"http://127.0.0.1:{dead}"),
+                           (lambda a: _probe_scheduler(a, 1), f"tcp://127.0.0.1:{silent.port}"),
+                           (lambda a: _probe_scheduler(a, 1), f"tcp://127.0.0.1:{dead}")):
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match="127.0.0.1"):
+            probe(address)
+        assert time.monotonic() - started < 4, address
+
+
+def test_backtest_checks_the_tracking_server_before_any_work(capsys, tmp_path):
+    silent = _Silent()
+    started = time.monotonic()
+    _one_line_error(capsys, ["backtest", "--data", str(_bars(tmp_path / "a.csv")), "--tracking-uri",
+                             f"http://127.0.0.1:{silent.port}", "--out", str(tmp_path / "bt")], "does not answer within")
+    assert time.monotonic() - started < 15 and not (tmp_path / "bt").exists()
+
+
+# ------------------------------------------------------------------ class 5: one line, and early
+
+
+def test_cli_mistakes_end_in_one_line(capsys, tmp_path):
+    bars = str(_bars(tmp_path / "a.csv"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    cases = [
+        (["score", "--bundle", str(tmp_path), "--data", bars, "--out", "/dev/full"], "not a regular file"),
+        (["score", "--bundle", str(tmp_path), "--data", bars, "--out", str(tmp_path / "mine")], "is a folder"),
+        (["backtest", "--data", bars, "--no-tracking", "--out", str(tmp_path / "mine")], "did not write"),
+        (["backtest", "--data", str(tmp_path / "loop.csv"), "--no-tracking", "--out", str(tmp_path / "bt")],
+         "cannot resolve"),
+        (["evaluate", "--run", str(tmp_path / "nothing")], "not found"),
+    ]
+    for argv, match in cases:
+        _one_line_error(capsys, argv, match)
+
+
+def test_damaged_outputs_read_back_in_one_line(capsys, tmp_path):
+    run = tmp_path / "bt"
+    run.mkdir()
+    (run / "forecasts.parquet").write_bytes(b"PAR1" + b"\0" * 50)
+    (run / "run.json").write_text(json.dumps({"complete": True}))
+    _one_line_error(capsys, ["evaluate", "--run", str(run)], "truncated or damaged")
+    train = tmp_path / "train"
+    train.mkdir()
+    (train / "model.pkl").write_bytes(b"\x80\x04\x95")  # a truncated pickle
+    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}}))
+    (train / "eval_scores.csv").write_text("asset,model,qlike\nALL,gbm,0.5\n")
+    _one_line_error(capsys, ["export", "--run", str(train), "--no-tracking"], "model.pkl: cannot be loaded")
+    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}, "model_sha256": "0" * 64}))
+    _one_line_error(capsys, ["export", "--run", str(train), "--no-tracking"], "SHA-256 differs")
+
+
+def _config(tmp_path: Path, text: str | bytes) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_configs_are_checked_whole_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="calibration.policy.bufer: unknown key"):
+        load_config(_config(tmp_path, "calibration: {policy: {bufer: 0.25}}"), RunConfig)
+    with pytest.raises(ConfigError, match="calibration.policy.min_rate: invalid value"):
+        load_config(_config(tmp_path, "calibration: {policy: {min_rate: 0.0001}}"), RunConfig)
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(_config(tmp_path, b"output: caf\xe9\n"), RunConfig)
+
+
+def test_wrong_model_parameters_and_windows_are_refused_before_training(capsys, tmp_path):
+    from volmargin.training import check_learned_params, check_window
+
+    with pytest.raises(ConfigError, match="learned.gbm.n_estimators: expected int, got str"):
+        check_learned_params("gbm", {"n_estimators": "many"}, "learned.gbm")
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        check_learned_params("gbm", {"n_estimatorz": 3}, "learned.gbm")
+    config = _config(tmp_path, "learned: {gbm: {max_depth: 2.5}}\n")
+    _one_line_error(capsys, ["run", "--config", str(config), "--out", str(tmp_path / "run")], "max_depth: expected int")
+    from volmargin.config import TrainConfig, WindowConfig
+    from volmargin.data import synthetic_market
+    from volmargin.evaluation.backtest import daily_panel
+
+    panel = daily_panel(synthetic_market(n_assets=1, days=400, seed=0))  # from 2021-01-01
+    with pytest.raises(ConfigError, match="window.train_end 2020-06-30 is before the data starts"):
+        check_window(TrainConfig(window=WindowConfig(train_end="2020-06-30")), panel)
+
+
+def test_calibrating_on_data_that_ends_before_the_training_end_is_refused_before_scoring(tmp_path):
+    from reliability_fixtures import TINY
+
+    from volmargin.calibration.bundle import check_calibration_data
+    from volmargin.data import synthetic_market
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.export import write_bundle
+    from volmargin.models import make_forecaster
+
+    panel = daily_panel(synthetic_market(n_assets=2, days=400, seed=0))  # 2021-01-01 .. 2022-02-04
+    model = make_forecaster("gbm", **TINY).fit_panel(panel)
+    bundle = write_bundle(model, panel, tmp_path / "models", provenance={"training": {"train_end": "2022-01-31"}})
+    with pytest.raises(DataError, match="before 180 days after the bundle's training end 2022-01-31"):
+        check_calibration_data(bundle, panel)
