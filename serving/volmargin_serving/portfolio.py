@@ -13,9 +13,10 @@
 - floor: 0, or the joint measure over the stressed scenarios (raw MPOR returns of the worst window)
   when the stress is a floor (APC, EMIR art. 28(1)(b) style); as a weight the stressed scenarios are
   instead part of the weighted set;
-- concentration: `concentration x sum_a |n_a| sigma_a sqrt(|n_a| / ADV_a)`, the square-root-law cost of
-  liquidating a position against the asset's traded volume (quote currency per day). It is a policy
-  setting, not fitted to breaches: price data carry no liquidation cost.
+- concentration: `sum_a min(|n_a|, concentration x |n_a| sigma_a sqrt(|n_a| / ADV_a))`, the square-root-
+  law cost of liquidating a position against the asset's traded volume (quote currency per day), at
+  most the position itself (charged in full without a usable volume). It is a policy setting, not
+  fitted to breaches: price data carry no liquidation cost.
 
 The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then act on the margin rate
 (IM / gross notional) day by day, exactly as for a single position.
@@ -83,17 +84,23 @@ def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
     return np.maximum(notional, 0) @ unit[:, 0] + np.maximum(-notional, 0) @ unit[:, 1]
 
 
-def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
-                        coefficient: float) -> np.ndarray:
-    """Square-root-law liquidation cost: coefficient x sum |n| sigma sqrt(|n| / ADV); 0 without volumes."""
+def position_addons(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray:
+    """Per position, the square-root-law liquidation cost coefficient x |n| sigma sqrt(|n| / ADV), at most
+    |n| (the whole position); a held position without a usable volume (NaN, 0) is charged |n|."""
     size = np.abs(np.asarray(notional, dtype=float))
     if coefficient == 0 or adv is None:
-        return np.zeros(size.shape[:-1])
+        return np.zeros_like(size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        per = size * sigma * np.sqrt(size / adv)
-    if not np.isfinite(per).all():  # no or zero volume: a held position cannot be liquidated at a known cost
-        per = np.where(size > 0, np.nan_to_num(per, nan=np.inf, posinf=np.inf), 0.0)
-    return coefficient * per.sum(-1)
+        per = coefficient * size * sigma * np.sqrt(size / adv)
+    if not np.isfinite(per).all():
+        per = np.where(np.isfinite(per), per, size)
+    return np.minimum(per, size)
+
+
+def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
+                        coefficient: float) -> np.ndarray:
+    """Sum of `position_addons`: the concentration add-on of books (..., k) -> (...)."""
+    return position_addons(notional, sigma, adv, coefficient).sum(-1)
 
 
 def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray, measure: str, weights=None,
