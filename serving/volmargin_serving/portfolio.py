@@ -22,7 +22,8 @@ The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then ac
 (IM / gross notional) day by day, exactly as for a single position.
 
 `PortfolioEngine` is the serving side: a calibrated scenario file (`write_scenarios` / `load_scenarios`),
-today's variance forecasts and traded volumes -> margins of one book (`margin`) or many (`margin_batch`).
+today's variance forecasts (`align` puts a runtime's forecasts in the file's asset order) and traded
+volumes -> margins of one book (`margin`) or many (`margin_batch`).
 An asset without a usable forecast (NaN, <= 0) is priced at its fallback volatility, the largest forecast
 of the calibration look-back, and flagged; without one its positions are fully collateralised.
 """
@@ -209,6 +210,14 @@ class PortfolioMargin:
     @property
     def rate(self) -> np.ndarray:
         return self.initial / self.gross
+
+
+def align(scenario_assets, assets, values) -> np.ndarray:
+    """Per-asset `values` of `assets` (e.g. the variance of a runtime's `Forecasts` for a batch) in the
+    scenario set's asset order; NaN for an asset the batch lacks (then priced conservatively, flagged)."""
+    where = {a: i for i, a in enumerate(assets)}
+    values = np.asarray(values, dtype=float)
+    return np.array([values[where[a]] if a in where else np.nan for a in scenario_assets])
 
 
 class PortfolioEngine:
