@@ -269,7 +269,7 @@ class PortfolioEngine:
             positions = Positions.from_names(self.index, names, notionals, kinds)
         order = np.argsort(positions.asset, kind="stable")
         columns, notional = positions.asset[order], positions.notional[order]
-        if len(columns) > 1 and not (np.diff(columns) > 0).all():  # several positions in one asset: net them
+        if len(columns) > 1 and not (columns[1:] > columns[:-1]).all():  # several positions in one asset: net them
             columns, inverse = np.unique(columns, return_inverse=True)
             notional = np.bincount(inverse, weights=notional, minlength=len(columns))
         im, isolated = self._price(notional, columns)
