@@ -234,3 +234,17 @@ def test_portfolio_serving_needs_no_training_stack(forecasts, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_scenario_moves_are_capped_at_the_largest_realised_move(forecasts):
+    table = forecasts.copy()
+    quiet = (table["asset"] == "alt_a") & (table["origin"] == pd.Timestamp("2022-01-10", tz="UTC"))
+    table.loc[quiet, "variance"] = 1e-8  # a near-zero forecast: its realised move becomes a z of hundreds
+    fhs = _fhs(table)
+    t = int(fhs.panel.origins.get_loc(pd.Timestamp("2022-03-01", tz="UTC")))
+    cap = fhs.move_cap(t)
+    rows = fhs.rows(t)
+    assert cap == pytest.approx(np.nanmax(np.abs(fhs.panel.realized[rows])))
+    assert np.abs(fhs.z[rows]).max() > 100
+    assert np.abs(fhs.scenarios(t).returns).max() <= cap
+    assert _fhs(table, move_cap=False).move_cap(t) == np.inf

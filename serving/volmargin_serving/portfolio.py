@@ -5,7 +5,8 @@
 
 - joint: the risk measure (`policy.measure`, e.g. es975) of the book's loss over the filtered scenario
   set: standardised returns z (n_scenarios, n_assets) drawn on common dates, times today's volatility
-  forecast of each asset, valued linearly (`volmargin_serving.risk`);
+  forecast of each asset, clipped at +-max_move (the largest move realised in the look-back), valued
+  linearly (`volmargin_serving.risk`);
 - isolated: the sum of the same measure over each position alone (no offsets at all). For a coherent
   measure (ES) it bounds the book's loss under any dependence, so it is the loss of both correlation
   stresses a venue worries about: perfect correlation (long baskets; ES is comonotonic-additive) and a
@@ -148,6 +149,7 @@ class PortfolioScenarios:
     model: str = ""
     as_of: str = ""
     meta: dict = field(default_factory=dict)
+    max_move: float = float("inf")  # scenario log moves are clipped at +-max_move
 
     def full_weights(self) -> np.ndarray | None:
         """Scenario weights including the stressed scenarios when the policy weights them in."""
@@ -163,7 +165,8 @@ def write_scenarios(path: str | Path, scenarios: PortfolioScenarios) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     header = {"schema": SCENARIO_SCHEMA, "assets": list(scenarios.assets), "policy": asdict(scenarios.policy),
-              "model": scenarios.model, "as_of": scenarios.as_of, "meta": scenarios.meta}
+              "model": scenarios.model, "as_of": scenarios.as_of, "meta": scenarios.meta,
+              "max_move": None if not np.isfinite(scenarios.max_move) else float(scenarios.max_move)}
     arrays = {"z": scenarios.z, "dates": np.asarray(scenarios.dates, dtype="datetime64[D]"),
               "fallback_sigma": scenarios.fallback_sigma}
     if scenarios.weights is not None:
@@ -189,7 +192,8 @@ def load_scenarios(path: str | Path) -> PortfolioScenarios:
         raise CalibrationError(f"{path}: z must be a finite (scenarios, {len(header['assets'])}) matrix")
     return PortfolioScenarios(tuple(header["assets"]), z, arrays["dates"], arrays.get("weights"), arrays.get("stress"),
                               arrays["fallback_sigma"], PortfolioPolicy(**header["policy"]), header["model"],
-                              header["as_of"], header.get("meta", {}))
+                              header["as_of"], header.get("meta", {}),
+                              float("inf") if header.get("max_move") is None else float(header["max_move"]))
 
 
 # --------------------------------------------------------------------------- serving
@@ -237,7 +241,7 @@ class PortfolioEngine:
         self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
         self.sigma = np.where(self.full, 0.0, self.sigma)
         self.adv = None if adv is None else np.asarray(adv, dtype=float)
-        returns = scenarios.z * self.sigma
+        returns = np.clip(scenarios.z * self.sigma, -scenarios.max_move, scenarios.max_move)
         if policy.stress_mode == "weight" and scenarios.stress is not None:
             returns = np.vstack([returns, scenarios.stress])
         self.weights = scenarios.full_weights()

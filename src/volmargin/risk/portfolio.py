@@ -215,7 +215,8 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
         if not books.any():
             continue
         z, _ = fhs.standardized(t)
-        returns = np.where(live, z * np.where(live, sigma, 0.0), 0.0)
+        cap = fhs.move_cap(t)
+        returns = np.clip(np.where(live, z * np.where(live, sigma, 0.0), 0.0), -cap, cap)
         weights, stress_t = None, None
         if policy.stress_mode != "none":
             stress = fhs.raw[fhs.stress_rows(t)]
