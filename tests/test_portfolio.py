@@ -212,3 +212,39 @@ def test_cli_portfolio_bad_options_are_one_line_errors(forecasts, tmp_path, caps
     assert err.startswith("volmargin: error:") and text in err and "\n" not in err
     assert main(["portfolio", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert "no forecasts.parquet" in capsys.readouterr().err
+
+
+def test_portfolio_serving_needs_no_training_stack(forecasts, tmp_path):
+    import subprocess
+    import sys
+
+    fhs = _fhs(forecasts)
+    t = len(fhs.panel.origins) - 1
+    path = write_scenarios(tmp_path / "s.npz", scenario_file(fhs, t, PortfolioPolicy(stress_mode="floor"), "ewma"))
+    np.save(tmp_path / "variance.npy", fhs.panel.sigma[t] ** 2)
+    code = (
+        "import sys, numpy as np\n"
+        "from volmargin_serving.portfolio import PortfolioEngine, align, load_scenarios\n"
+        f"s = load_scenarios({str(path)!r})\n"
+        f"v = align(s.assets, s.assets[::-1], np.load({str(tmp_path / 'variance.npy')!r})[::-1])\n"
+        "m = PortfolioEngine(s, v).margin(names=['alt_a', 'binance_btcusdt'], notionals=[1e6, -1e6])\n"
+        "assert m.initial > 0 and m.flagged == ()\n"
+        "heavy = {'torch', 'pandas', 'mlflow', 'arch', 'sklearn', 'lightning', 'scipy', 'volmargin'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_scenario_moves_are_capped_at_the_largest_realised_move(forecasts):
+    table = forecasts.copy()
+    quiet = (table["asset"] == "alt_a") & (table["origin"] == pd.Timestamp("2022-01-10", tz="UTC"))
+    table.loc[quiet, "variance"] = 1e-8  # a near-zero forecast: its realised move becomes a z of hundreds
+    fhs = _fhs(table)
+    t = int(fhs.panel.origins.get_loc(pd.Timestamp("2022-03-01", tz="UTC")))
+    cap = fhs.move_cap(t)
+    rows = fhs.rows(t)
+    assert cap == pytest.approx(np.nanmax(np.abs(fhs.panel.realized[rows])))
+    assert np.abs(fhs.z[rows]).max() > 100
+    assert np.abs(fhs.scenarios(t).returns).max() <= cap
+    assert _fhs(table, move_cap=False).move_cap(t) == np.inf

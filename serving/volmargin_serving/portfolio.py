@@ -5,7 +5,8 @@
 
 - joint: the risk measure (`policy.measure`, e.g. es975) of the book's loss over the filtered scenario
   set: standardised returns z (n_scenarios, n_assets) drawn on common dates, times today's volatility
-  forecast of each asset, valued linearly (`volmargin_serving.risk`);
+  forecast of each asset, clipped at +-max_move (the largest move realised in the look-back), valued
+  linearly (`volmargin_serving.risk`);
 - isolated: the sum of the same measure over each position alone (no offsets at all). For a coherent
   measure (ES) it bounds the book's loss under any dependence, so it is the loss of both correlation
   stresses a venue worries about: perfect correlation (long baskets; ES is comonotonic-additive) and a
@@ -13,15 +14,17 @@
 - floor: 0, or the joint measure over the stressed scenarios (raw MPOR returns of the worst window)
   when the stress is a floor (APC, EMIR art. 28(1)(b) style); as a weight the stressed scenarios are
   instead part of the weighted set;
-- concentration: `concentration x sum_a |n_a| sigma_a sqrt(|n_a| / ADV_a)`, the square-root-law cost of
-  liquidating a position against the asset's traded volume (quote currency per day). It is a policy
-  setting, not fitted to breaches: price data carry no liquidation cost.
+- concentration: `sum_a min(|n_a|, concentration x |n_a| sigma_a sqrt(|n_a| / ADV_a))`, the square-root-
+  law cost of liquidating a position against the asset's traded volume (quote currency per day), at
+  most the position itself (charged in full without a usable volume). It is a policy setting, not
+  fitted to breaches: price data carry no liquidation cost.
 
 The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then act on the margin rate
 (IM / gross notional) day by day, exactly as for a single position.
 
 `PortfolioEngine` is the serving side: a calibrated scenario file (`write_scenarios` / `load_scenarios`),
-today's variance forecasts and traded volumes -> margins of one book (`margin`) or many (`margin_batch`).
+today's variance forecasts (`align` puts a runtime's forecasts in the file's asset order) and traded
+volumes -> margins of one book (`margin`) or many (`margin_batch`).
 An asset without a usable forecast (NaN, <= 0) is priced at its fallback volatility, the largest forecast
 of the calibration look-back, and flagged; without one its positions are fully collateralised.
 """
@@ -83,17 +86,23 @@ def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
     return np.maximum(notional, 0) @ unit[:, 0] + np.maximum(-notional, 0) @ unit[:, 1]
 
 
-def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
-                        coefficient: float) -> np.ndarray:
-    """Square-root-law liquidation cost: coefficient x sum |n| sigma sqrt(|n| / ADV); 0 without volumes."""
+def position_addons(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray:
+    """Per position, the square-root-law liquidation cost coefficient x |n| sigma sqrt(|n| / ADV), at most
+    |n| (the whole position); a held position without a usable volume (NaN, 0) is charged |n|."""
     size = np.abs(np.asarray(notional, dtype=float))
     if coefficient == 0 or adv is None:
-        return np.zeros(size.shape[:-1])
+        return np.zeros_like(size)
     with np.errstate(divide="ignore", invalid="ignore"):
-        per = size * sigma * np.sqrt(size / adv)
-    if not np.isfinite(per).all():  # no or zero volume: a held position cannot be liquidated at a known cost
-        per = np.where(size > 0, np.nan_to_num(per, nan=np.inf, posinf=np.inf), 0.0)
-    return coefficient * per.sum(-1)
+        per = coefficient * size * sigma * np.sqrt(size / adv)
+    if not np.isfinite(per).all():
+        per = np.where(np.isfinite(per), per, size)
+    return np.minimum(per, size)
+
+
+def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
+                        coefficient: float) -> np.ndarray:
+    """Sum of `position_addons`: the concentration add-on of books (..., k) -> (...)."""
+    return position_addons(notional, sigma, adv, coefficient).sum(-1)
 
 
 def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray, measure: str, weights=None,
@@ -140,6 +149,7 @@ class PortfolioScenarios:
     model: str = ""
     as_of: str = ""
     meta: dict = field(default_factory=dict)
+    max_move: float = float("inf")  # scenario log moves are clipped at +-max_move
 
     def full_weights(self) -> np.ndarray | None:
         """Scenario weights including the stressed scenarios when the policy weights them in."""
@@ -155,7 +165,8 @@ def write_scenarios(path: str | Path, scenarios: PortfolioScenarios) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     header = {"schema": SCENARIO_SCHEMA, "assets": list(scenarios.assets), "policy": asdict(scenarios.policy),
-              "model": scenarios.model, "as_of": scenarios.as_of, "meta": scenarios.meta}
+              "model": scenarios.model, "as_of": scenarios.as_of, "meta": scenarios.meta,
+              "max_move": None if not np.isfinite(scenarios.max_move) else float(scenarios.max_move)}
     arrays = {"z": scenarios.z, "dates": np.asarray(scenarios.dates, dtype="datetime64[D]"),
               "fallback_sigma": scenarios.fallback_sigma}
     if scenarios.weights is not None:
@@ -181,7 +192,8 @@ def load_scenarios(path: str | Path) -> PortfolioScenarios:
         raise CalibrationError(f"{path}: z must be a finite (scenarios, {len(header['assets'])}) matrix")
     return PortfolioScenarios(tuple(header["assets"]), z, arrays["dates"], arrays.get("weights"), arrays.get("stress"),
                               arrays["fallback_sigma"], PortfolioPolicy(**header["policy"]), header["model"],
-                              header["as_of"], header.get("meta", {}))
+                              header["as_of"], header.get("meta", {}),
+                              float("inf") if header.get("max_move") is None else float(header["max_move"]))
 
 
 # --------------------------------------------------------------------------- serving
@@ -204,6 +216,14 @@ class PortfolioMargin:
         return self.initial / self.gross
 
 
+def align(scenario_assets, assets, values) -> np.ndarray:
+    """Per-asset `values` of `assets` (e.g. the variance of a runtime's `Forecasts` for a batch) in the
+    scenario set's asset order; NaN for an asset the batch lacks (then priced conservatively, flagged)."""
+    where = {a: i for i, a in enumerate(assets)}
+    values = np.asarray(values, dtype=float)
+    return np.array([values[where[a]] if a in where else np.nan for a in scenario_assets])
+
+
 class PortfolioEngine:
     """Margins from a scenario file and today's per-asset variance forecasts of the MPOR (n_assets,), NaN
     where none is usable, and optional traded volumes `adv` (quote currency per day) for the add-on."""
@@ -221,7 +241,7 @@ class PortfolioEngine:
         self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
         self.sigma = np.where(self.full, 0.0, self.sigma)
         self.adv = None if adv is None else np.asarray(adv, dtype=float)
-        returns = scenarios.z * self.sigma
+        returns = np.clip(scenarios.z * self.sigma, -scenarios.max_move, scenarios.max_move)
         if policy.stress_mode == "weight" and scenarios.stress is not None:
             returns = np.vstack([returns, scenarios.stress])
         self.weights = scenarios.full_weights()
@@ -253,7 +273,7 @@ class PortfolioEngine:
             positions = Positions.from_names(self.index, names, notionals, kinds)
         order = np.argsort(positions.asset, kind="stable")
         columns, notional = positions.asset[order], positions.notional[order]
-        if len(columns) > 1 and not (np.diff(columns) > 0).all():  # several positions in one asset: net them
+        if len(columns) > 1 and not (columns[1:] > columns[:-1]).all():  # several positions in one asset: net them
             columns, inverse = np.unique(columns, return_inverse=True)
             notional = np.bincount(inverse, weights=notional, minlength=len(columns))
         im, isolated = self._price(notional, columns)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class Positions:
                                    f"{len(kind)} kinds; one of each per position expected")
         index = universe if isinstance(universe, dict) else {a: i for i, a in enumerate(universe)}
         try:
-            asset = np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+            asset = np.array([index[n] for n in names], dtype=np.int64)
         except (KeyError, TypeError):
             i = next(i for i, n in enumerate(names) if not isinstance(n, str) or n not in index)
             raise UnknownAssetError(f"position {i}: asset {names[i]!r} is not in the scenario set") from None
@@ -187,6 +188,7 @@ def worst_mean(losses, k: int) -> np.ndarray:
 _SPEC = re.compile(r"^(var|es|worst)(\d+)$")
 
 
+@lru_cache(maxsize=64)
 def parse_measure(spec: str) -> tuple[str, float]:
     """'var99' -> ('var', 0.99), 'es975' -> ('es', 0.975), 'es9976' -> ('es', 0.9976), 'worst6' -> ('worst', 6)."""
     match = _SPEC.match(str(spec))

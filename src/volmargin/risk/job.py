@@ -105,7 +105,8 @@ def scenario_file(fhs: FHS, t: int, policy: PortfolioPolicy, model: str) -> Port
     stress = fhs.raw[fhs.stress_rows(t)] if policy.stress_mode != "none" else None
     return PortfolioScenarios(fhs.panel.assets, z, day_array(fhs.panel.origins[rows]),
                               None, stress, fallback, policy, model, str(fhs.panel.origins[t].date()),
-                              {"proxy_share": proxy_share(fhs.scenarios(t)), "proxy": fhs.config.proxy})
+                              {"proxy_share": proxy_share(fhs.scenarios(t)), "proxy": fhs.config.proxy},
+                              fhs.move_cap(t))
 
 
 def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,

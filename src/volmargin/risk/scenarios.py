@@ -5,7 +5,7 @@ the MPOR return made at origin t (`sigma`) and the MPOR log return realised afte
 t+1..t+h). The standardised return of origin s is z = realized / sigma. On margin date t the scenarios
 are the z of the look-back origins, the same dates for every asset (so cross-asset dependence is kept),
 rescaled by today's forecast: r[s, a] = z[s, a] x sigma[t, a] (Barone-Adesi et al. 1999; LCH PAIRS,
-CME SPAN 2, Eurex Prisma). Any model works: every baseline and learned model of a backtest run folder's
+CME SPAN 2, Eurex Prisma), clipped at the largest move realised in the look-back (`move_cap`). Any model works: every baseline and learned model of a backtest run folder's
 forecasts.parquet, and `ewma_panel` builds the PAIRS filter (EWMA, lambda 0.97) from daily returns.
 
 No look-ahead: at margin date t only origins s with s + horizon <= t are used (their MPOR is realised
@@ -40,6 +40,7 @@ class ScenarioConfig:
     proxy: str = "median"  # 'median' or 'peer:<asset>'
     stress_days: int = 60  # length of the stressed window
     min_scenarios: int = 100  # a margin date needs at least this many scenario dates
+    move_cap: bool = True  # clip scenario moves at the largest realised |MPOR return| in the look-back
 
     def __post_init__(self) -> None:
         if self.lookback is not None and self.lookback < 30:
@@ -156,6 +157,17 @@ class FHS:
         start = max(0, end - self.config.stress_days + 1)
         return start + np.flatnonzero(self.usable[start:end + 1] & ~np.isnan(self.raw[start:end + 1]).any(1))
 
+    def move_cap(self, t: int) -> float:
+        """The largest absolute realised MPOR log return of any asset over the look-back of t (inf when
+        off): a scenario never moves an asset further than the market has moved. Without it a large
+        standardised move (a pump on a quiet day, z ~ 25) times a crash-day volatility becomes a
+        hundred-fold short loss."""
+        rows = self.rows(t)
+        values = self.panel.realized[rows]
+        if not self.config.move_cap or not np.isfinite(values).any():
+            return float("inf")
+        return float(np.nanmax(np.abs(values)))
+
     def standardized(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """(z, proxied) of margin date t: (n_scenarios, A)."""
         rows = self.rows(t)
@@ -166,7 +178,9 @@ class FHS:
         a forecast today get NaN returns (a margin needs their conservative treatment, see serving)."""
         rows = self.rows(t)
         dates = day_array(self.panel.origins[rows])
-        return ScenarioSet(self.panel.assets, self.z[rows] * self.panel.sigma[t], dates, None, self.z_proxied[rows])
+        cap = self.move_cap(t)
+        return ScenarioSet(self.panel.assets, np.clip(self.z[rows] * self.panel.sigma[t], -cap, cap), dates, None,
+                           self.z_proxied[rows])
 
     def stress(self, t: int) -> ScenarioSet:
         rows = self.stress_rows(t)
