@@ -1,0 +1,1 @@
+"""Risk layer: valuation of derivatives positions and their scenario margins."""

@@ -1,0 +1,142 @@
+"""Option valuation, smiles, the scenario grid and the option data loaders."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from scipy.special import ndtr as scipy_ndtr
+
+from volmargin.data.options import load_chain, load_dvol
+from volmargin.errors import DataError
+from volmargin.risk import options as vo
+from volmargin_serving.errors import InputError
+
+CHAIN_2022_01 = "options/deribit_btc_options_eod_202201.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def chain(shared_data):
+    return load_chain(shared_data / CHAIN_2022_01)
+
+
+def test_ndtr_matches_scipy_within_1e7():
+    x = np.linspace(-12, 12, 200001)
+    assert np.abs(vo.ndtr(x) - scipy_ndtr(x)).max() < 1e-7
+
+
+def test_black76_parity_and_expiry():
+    f, k, t, s = 50_000.0, np.array([40_000.0, 50_000.0, 60_000.0]), 0.1, 0.8
+    call, put = vo.black76(f, k, t, s, True), vo.black76(f, k, t, s, False)
+    np.testing.assert_allclose(call - put, f - k, atol=1e-8)
+    np.testing.assert_allclose(vo.black76(f, k, 0.0, s, True), np.maximum(f - k, 0))
+    np.testing.assert_allclose(vo.black76(f, k, -1.0, s, False), np.maximum(k - f, 0))
+
+
+def test_premium_within_bid_ask_and_greeks_match_the_chain(chain):
+    years = chain["days"] / vo.DAYS_PER_YEAR
+    args = (chain["underlying_price"], chain["strike"], years, chain["mark_iv"], chain["is_call"])
+    premium = vo.premium_btc(*args)
+    two_sided = chain["bid_price"].notna() & chain["ask_price"].notna()
+    inside = (premium >= chain["bid_price"] - 1e-12) & (premium <= chain["ask_price"] + 1e-12)
+    assert inside[two_sided].mean() > 0.99
+    greeks = vo.greeks(*args)
+    for name, tolerance in (("delta", 1e-3), ("vega", 1e-3), ("theta", 1e-3), ("gamma", 2e-2)):
+        ref = chain[name].to_numpy()
+        used = np.abs(ref) > (1e-4 if name == "gamma" else 1e-3)  # gamma is rounded to 5 decimals
+        rel = np.abs(greeks[name][used] - ref[used]) / np.abs(ref[used])
+        assert np.median(rel) < tolerance, name
+
+
+def test_smile_interpolates_total_variance_and_is_flat_in_the_wings():
+    years = np.array([0.1, 0.5])
+    k = np.array([-0.2, 0.0, 0.3, -0.1, 0.1])
+    iv = np.array([0.9, 0.7, 0.8, 0.6, 0.65])
+    smile = vo.Smile.from_quotes([0, 0, 0, 1, 1], k, iv, years)
+    np.testing.assert_allclose(smile.iv([0, 0, 0, 1, 1], k), iv)
+    np.testing.assert_allclose(smile.iv([0, 0, 1, 1], [-1.0, 2.0, -3.0, 5.0]), [0.9, 0.8, 0.6, 0.65])
+    mid = smile.iv(0, -0.1)  # half-way in k: the mean of the total variances
+    assert mid == pytest.approx(np.sqrt((0.9**2 + 0.7**2) / 2))
+
+
+def _straddle(days=30.0, forward=50_000.0, iv=0.7, quantity=-1.0):
+    return vo.book_from_positions([quantity, quantity], [forward, forward], [True, False], [days, days],
+                                  [forward, forward], [iv, iv])
+
+
+def test_grid_cells_and_linear_book():
+    book = vo.book_from_positions([1.0], [50_000.0], [True], [30.0], [50_000.0], [0.7], future_qty=0.0)
+    loss, weight = vo.scenario_losses(book, vo.DERIBIT_BTC)
+    assert loss.shape == weight.shape == (1, 27 + 8)
+    future = vo.book_from_positions([0.0], [50_000.0], [True], [30.0], [50_000.0], [0.7], future_qty=-2.0,
+                                    future_price=50_000.0)
+    margin = vo.option_margin(future)
+    assert margin.initial == pytest.approx(0.16 * 2 * 50_000.0)  # a short future loses most at +16%
+    assert margin.maintenance == pytest.approx(0.8 * margin.initial)
+
+
+def test_margin_rises_with_the_grid_and_long_options_lose_at_most_their_value():
+    short = _straddle()
+    assert vo.option_margin(short).initial > 0
+    wider = vo.scale_grid(vo.DERIBIT_BTC, 1.5)
+    assert vo.option_margin(short, wider).initial > vo.option_margin(short).initial
+    long = _straddle(quantity=1.0)
+    assert 0 < vo.option_margin(long).initial <= long.value.sum() + 1e-9
+
+
+def test_options_expiring_within_the_mpor_settle_at_intrinsic():
+    book = vo.book_from_positions([-1.0], [50_000.0], [True], [0.2], [50_000.0], [0.7])
+    loss, _ = vo.scenario_losses(book, vo.DERIBIT_BTC, mpor_days=1.0)
+    moves = np.repeat(np.linspace(-0.16, 0.16, 9), 3)
+    expected = np.maximum(50_000.0 * moves, 0.0) - book.value[0]
+    np.testing.assert_allclose(loss[0, :27], expected, rtol=1e-12)
+
+
+def test_batched_books_equal_single_books():
+    a, b = _straddle(), _straddle(days=7.0, iv=0.9, quantity=2.0)
+    smile = vo.Smile.from_quotes([0, 0, 1, 1], np.zeros(4), [0.7, 0.7, 0.9, 0.9], np.array([30.0, 7.0]) / 365)
+    batch = vo.prepare(vo.Books(
+        np.array([0, 0, 1, 1]), np.r_[a.quantity, b.quantity], np.r_[a.strike, b.strike],
+        np.r_[a.is_call, b.is_call], np.r_[a.days, b.days], np.r_[a.forward, b.forward], np.r_[a.iv, b.iv],
+        np.array([0, 0, 1, 1]), smile, np.zeros(2), np.full(2, 50_000.0), np.r_[a.notional, b.notional]))
+    np.testing.assert_allclose(vo.initial_margin(batch, vo.DERIBIT_BTC),
+                               [vo.option_margin(a).initial, vo.option_margin(b).initial], rtol=1e-12)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("iv", np.nan, "iv"), ("days", 0.0, "expired"), ("forward", -1.0, "forward"), ("strike", 0.0, "strike")])
+def test_bad_quotes_raise_typed_errors(field, value, match):
+    args = dict(quantity=[-1.0, 1.0], strike=[50_000.0, 60_000.0], is_call=[True, True], days=[30.0, 30.0],
+                forward=[50_000.0, 50_000.0], iv=[0.7, 0.7])
+    args[field] = [args[field][0], value]
+    with pytest.raises(vo.OptionQuoteError, match=f"option 1: .*{match}") as info:
+        vo.book_from_positions(**args)
+    assert isinstance(info.value, InputError)
+
+
+def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
+    lines = gzip.decompress((shared_data / CHAIN_2022_01).read_bytes()).decode().splitlines()[:6]
+    good = tmp_path / "chain.csv"
+    good.write_text("\n".join(lines) + "\n")
+    assert len(load_chain(good)) == 5
+    fields = lines[3].split(",")
+    fields[5] = "-0.5"  # mark_iv
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*lines[:3], ",".join(fields), *lines[4:]]) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3: mark_iv .* must be > 0"):
+        load_chain(bad)
+    bad.write_text("\n".join([lines[0].replace("mark_iv", "iv"), *lines[1:]]) + "\n")
+    with pytest.raises(DataError, match="missing column"):
+        load_chain(bad)
+
+
+def test_dvol_loader(tmp_path):
+    path = tmp_path / "deribit_btc_dvol_1d.csv"
+    path.write_text("timestamp,open,high,low,close\n2021-03-24T00:00:00Z,80,82,79,81\n"
+                    "2021-03-25T00:00:00Z,81,83,80,85\n")
+    with pytest.raises(DataError, match=r"row 2: close outside"):
+        load_dvol(path)
+    path.write_text("timestamp,close\n2021-03-24T00:00:00Z,80\n2021-03-24T01:00:00Z,x\n")
+    with pytest.raises(DataError, match=r"row 2: close 'x' is not a finite number"):
+        load_dvol(path)
