@@ -35,6 +35,7 @@ from volmargin_serving.errors import InputError
 DAYS_PER_YEAR = 365.0
 VOL_POINT = 0.01  # Deribit's vega is per 1 vol point
 MIN_DAYS = 1.0 / 24  # time to expiry floor (days) in the vega-power scaling: no infinite shocks at expiry
+MAX_FALL = 0.95  # a price range never takes the underlying below 5% of its level
 MIN_VOL_FACTOR = 0.1  # a vol-down shock never takes an IV below 10% of its level
 _OFFSET = 64.0  # per-expiry shift of log-moneyness: one np.interp serves every expiry of a batch
 
@@ -229,7 +230,7 @@ def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per book (B, C) price moves, (C,) vol sign (+1 up, 0, -1 down) and (B, C) loss weights."""
     half = grid.steps // 2
     unit = np.arange(-half, half + 1) / half  # -1 .. 1
-    down = np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,))[:, None]
+    down = np.minimum(np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,)), MAX_FALL)[:, None]
     up = np.broadcast_to(np.asarray(grid.range_up, dtype=float), (count,))[:, None]
     core = np.where(unit < 0, unit * down, unit * up)  # (B, steps + 1)
     ext = np.asarray(grid.extended, dtype=float)
@@ -241,8 +242,8 @@ def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(B, C) USD loss of every book in every grid cell, valued at the end of the MPOR, and the (B, C)
-    weights of the cells (1 on the core grid, the dampener on the extended table)."""
+    """(B, C) USD loss of every book in every grid cell, valued at the end of the MPOR (`mpor_days`, scalar
+    or (B,)), and the (B, C) weights of the cells (1 on the core grid, the dampener on the extended table)."""
     b = books.count
     moves, vol_sign, weight = _cells(grid, b)
     move = moves[books.book]  # (M, C)
@@ -256,7 +257,8 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     down = np.broadcast_to(np.asarray(grid.vol_down, dtype=float), (b,))[books.book] * scaling
     factor = np.where(vol_sign > 0, 1.0 + up[:, None],
                       np.where(vol_sign < 0, np.maximum(1.0 - down[:, None], MIN_VOL_FACTOR), 1.0))
-    years = (books.days[:, None] - mpor_days) / DAYS_PER_YEAR
+    mpor = np.broadcast_to(np.asarray(mpor_days, dtype=float), (b,))[books.book]
+    years = (books.days - mpor)[:, None] / DAYS_PER_YEAR
     value = black76(forward, books.strike[:, None], years, sigma * factor, books.is_call[:, None])
     pnl = books.quantity[:, None] * (value - books.value[:, None])
     starts = np.searchsorted(books.book, np.arange(b))
