@@ -26,6 +26,7 @@ unit of the book's underlying notional.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,13 +55,21 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2 * np.pi)
 def ndtr(x) -> np.ndarray:
     """Standard normal CDF, vectorised, |error| < 1e-7."""
     x = np.asarray(x, dtype=float)
-    z = np.abs(x) * _SQRT_HALF
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = _ERFC[-1]
-    for c in _ERFC[-2::-1]:
-        poly = poly * t + c
-    half_erfc = 0.5 * t * np.exp(poly - z * z)
-    return np.where(x >= 0, 1.0 - half_erfc, half_erfc)
+    z = np.abs(x)
+    z *= _SQRT_HALF
+    t = 0.5 * z
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = np.full_like(t, _ERFC[-1])
+    for c in _ERFC[-2::-1]:  # Horner, in place: this is the hot loop of every grid
+        poly *= t
+        poly += c
+    z *= z
+    poly -= z
+    np.exp(poly, out=poly)
+    poly *= t
+    poly *= 0.5  # half of erfc(|x| / sqrt 2)
+    return np.where(x >= 0, 1.0 - poly, poly)
 
 
 def npdf(x) -> np.ndarray:
@@ -77,12 +86,20 @@ def black76(forward, strike, years, sigma, is_call) -> np.ndarray:
     """Undiscounted (r = 0) Black-76 value in USD per option; intrinsic value where years <= 0."""
     forward, strike = np.asarray(forward, dtype=float), np.asarray(strike, dtype=float)
     sd = np.asarray(sigma, dtype=float) * np.sqrt(np.maximum(years, 0.0))
+    return _black76(forward, strike, np.log(strike / forward), sd, is_call)
+
+
+def _black76(forward, strike, log_moneyness, sd, is_call) -> np.ndarray:
+    """Black-76 from k = ln(K / F) and the total standard deviation sd = sigma sqrt(T) (<= 0: intrinsic)."""
     live = sd > 0
     sd = np.where(live, sd, 1.0)
-    d1 = np.log(forward / strike) / sd + 0.5 * sd
-    call = forward * ndtr(d1) - strike * ndtr(d1 - sd)
-    value = np.where(is_call, call, call - forward + strike)  # put-call parity, r = 0
-    return np.where(live, np.maximum(value, 0.0), intrinsic(forward, strike, is_call))
+    d1 = 0.5 * sd - log_moneyness / sd
+    n1, n2 = ndtr(np.stack(np.broadcast_arrays(d1, d1 - sd)))
+    call = forward * n1 - strike * n2
+    value = np.maximum(np.where(is_call, call, call - forward + strike), 0.0)  # put-call parity, r = 0
+    if np.all(live):
+        return value
+    return np.where(live, value, intrinsic(forward, strike, is_call))
 
 
 def premium_btc(forward, strike, years, sigma, is_call) -> np.ndarray:
@@ -143,11 +160,27 @@ class Smile:
         np.fmax.at(k_max, node_group, k_nodes)
         return cls(years, k_min, k_max, nodes, w_nodes)
 
+    @classmethod
+    def from_chain(cls, group, strike, forward, iv, years) -> "Smile":
+        """Nodes from chain rows: log-moneyness against the median underlying price of each expiry (rows of
+        one expiry are read at slightly different moments), so one smile serves every strike of it."""
+        group = np.asarray(group, dtype=np.int64)
+        forward = np.asarray(forward, dtype=float)
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        medians = np.full(len(years), np.nan)
+        for part in np.split(order, bounds):
+            medians[group[part[0]]] = np.median(forward[part])
+        return cls.from_quotes(group, np.log(np.asarray(strike, dtype=float) / medians[group]), iv, years)
+
     def iv(self, group, log_moneyness) -> np.ndarray:
         group = np.asarray(group, dtype=np.int64)
+        return np.sqrt(self.total_variance(group, log_moneyness) / self.years[group])
+
+    def total_variance(self, group, log_moneyness) -> np.ndarray:
+        group = np.asarray(group, dtype=np.int64)
         k = np.clip(log_moneyness, self.k_min[group], self.k_max[group])
-        w = np.interp(k + _OFFSET * group, self.x, self.w)
-        return np.sqrt(w / self.years[group])
+        return np.interp(k + _OFFSET * group, self.x, self.w)
 
 
 # ---------------------------------------------------------------- books and grids
@@ -227,7 +260,17 @@ def scale_grid(grid: Grid, scale) -> Grid:
 
 
 def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per book (B, C) price moves, (C,) vol sign (+1 up, 0, -1 down) and (B, C) loss weights."""
+    """Per book (B, C) price moves, (C,) vol state (0 up, 1 unchanged, 2 down) and (B, C) loss weights;
+    cached for a grid of scalars (a served static grid)."""
+    if count == 1:
+        try:
+            return _cached_cells(grid)
+        except TypeError:  # array parameters are not hashable
+            pass
+    return _build_cells(grid, count)
+
+
+def _build_cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     half = grid.steps // 2
     unit = np.arange(-half, half + 1) / half  # -1 .. 1
     down = np.minimum(np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,)), MAX_FALL)[:, None]
@@ -235,37 +278,51 @@ def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     core = np.where(unit < 0, unit * down, unit * up)  # (B, steps + 1)
     ext = np.asarray(grid.extended, dtype=float)
     moves = np.hstack([np.repeat(core, 3, axis=1), np.broadcast_to(ext, (count, len(ext)))])
-    vol_sign = np.concatenate([np.tile([1.0, 0.0, -1.0], len(unit)), np.ones(len(ext))])
+    vol_state = np.concatenate([np.tile([0, 1, 2], len(unit)), np.zeros(len(ext), dtype=np.int64)])
     weight = np.hstack([np.ones((count, 3 * len(unit))),
                         (np.where(ext < 0, down, up) / np.abs(ext)) ** 2])
-    return moves, vol_sign, weight
+    return moves, vol_state, weight
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _build_cells(grid, 1)
 
 
 def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(B, C) USD loss of every book in every grid cell, valued at the end of the MPOR (`mpor_days`, scalar
     or (B,)), and the (B, C) weights of the cells (1 on the core grid, the dampener on the extended table)."""
     b = books.count
-    moves, vol_sign, weight = _cells(grid, b)
-    move = moves[books.book]  # (M, C)
+    moves, vol_state, weight = _cells(grid, b)
+
+    def per_option(values) -> np.ndarray:  # a per-book parameter on each option (no copy for one book)
+        values = np.broadcast_to(np.asarray(values, dtype=float), (b, *np.shape(values)[1:]))
+        return values if b == 1 else values[books.book]
+
+    move = per_option(moves)
     forward = books.forward[:, None] * (1.0 + move)
-    k = np.log(books.strike[:, None] / forward)
-    sigma = books.smile.iv(books.group[:, None], k)
+    # ln(K / F') = ln(K / F) - ln(1 + s): one log per option and one per cell, not one per option x cell
+    k = np.log(books.strike / books.forward)[:, None] - (np.log1p(moves) if b == 1 else np.log1p(move))
+    group = books.group[:, None]
+    variance = books.smile.total_variance(group, k)  # IV^2 T at the option's own expiry
     days = np.maximum(books.days, MIN_DAYS)
-    power = np.where(days < 30, grid.power_short, grid.power_long)
-    scaling = (30.0 / days) ** power
-    up = np.broadcast_to(np.asarray(grid.vol_up, dtype=float), (b,))[books.book] * scaling
-    down = np.broadcast_to(np.asarray(grid.vol_down, dtype=float), (b,))[books.book] * scaling
-    factor = np.where(vol_sign > 0, 1.0 + up[:, None],
-                      np.where(vol_sign < 0, np.maximum(1.0 - down[:, None], MIN_VOL_FACTOR), 1.0))
-    mpor = np.broadcast_to(np.asarray(mpor_days, dtype=float), (b,))[books.book]
-    years = (books.days - mpor)[:, None] / DAYS_PER_YEAR
-    value = black76(forward, books.strike[:, None], years, sigma * factor, books.is_call[:, None])
-    pnl = books.quantity[:, None] * (value - books.value[:, None])
-    starts = np.searchsorted(books.book, np.arange(b))
-    book_pnl = np.zeros((b, moves.shape[1]))
-    has = np.bincount(books.book, minlength=b) > 0
-    if len(books.book):
-        book_pnl[has] = np.add.reduceat(pnl, starts[has], axis=0)
+    scaling = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
+    up = per_option(np.atleast_1d(grid.vol_up)).reshape(-1) * scaling
+    down = per_option(np.atleast_1d(grid.vol_down)).reshape(-1) * scaling
+    factors = np.stack([1.0 + up, np.ones_like(up), np.maximum(1.0 - down, MIN_VOL_FACTOR)], axis=1)
+    years = np.maximum(books.days - per_option(np.atleast_1d(mpor_days)).reshape(-1), 0.0) / DAYS_PER_YEAR
+    # sd = IV x factor x sqrt(T - mpor), IV^2 = w / T: one square root per cell
+    sd = np.sqrt(variance * (years / books.smile.years[books.group])[:, None]) * factors[:, vol_state]
+    value = _black76(forward, books.strike[:, None], k, sd, books.is_call[:, None])
+    value -= books.value[:, None]
+    value *= books.quantity[:, None]
+    if b == 1:
+        book_pnl = value.sum(axis=0, keepdims=True)
+    else:
+        book_pnl = np.zeros((b, moves.shape[1]))
+        has = np.bincount(books.book, minlength=b) > 0
+        if len(books.book):
+            book_pnl[has] = np.add.reduceat(value, np.searchsorted(books.book, np.arange(b))[has], axis=0)
     book_pnl += (books.future_qty * books.future_price)[:, None] * moves
     return -book_pnl, weight
 
@@ -370,7 +427,7 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
     group = np.searchsorted(expiries, days)
     if np.any(group >= len(expiries)) or np.any(expiries[np.minimum(group, len(expiries) - 1)] != days):
         raise OptionQuoteError("smile_quotes: no quote for the expiry of some option")
-    smile = Smile.from_quotes(q_group, np.log(q_strike / q_forward), q_iv, expiries / DAYS_PER_YEAR)
+    smile = Smile.from_chain(q_group, q_strike, q_forward, q_iv, expiries / DAYS_PER_YEAR)
     spot = float(np.median(forward)) if future_price is None else float(future_price)
     notional = spot * max(float(np.abs(quantity).sum()), abs(future_qty), 1e-12)
     books = Books(np.zeros(len(strike), dtype=np.int64), quantity, strike, is_call, days, forward, iv, group,

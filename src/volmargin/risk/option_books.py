@@ -139,9 +139,8 @@ def build_books(chain: pd.DataFrame, seed: int = 0) -> OptionBacktestBooks:
         groups = {e: len(group_years) + i for i, e in enumerate(expiries.index)}
         group_years += list(expiries["days"] / DAYS_PER_YEAR)
         smile_quotes.append(pd.DataFrame({
-            "group": snap["expiry"].map(groups).to_numpy(),
-            "k": np.log(snap["strike"] / snap["expiry"].map(expiries["forward"])).to_numpy(),
-            "iv": snap["mark_iv"].to_numpy()}))
+            "group": snap["expiry"].map(groups).to_numpy(), "strike": snap["strike"].to_numpy(),
+            "forward": snap["underlying_price"].to_numpy(), "iv": snap["mark_iv"].to_numpy()}))
         next_expiries = _expiry_table(nxt)
         spot, spot_next = expiries["forward"].iloc[0], next_expiries["forward"].iloc[0]
         by_name = nxt.set_index("instrument")
@@ -162,8 +161,8 @@ def build_books(chain: pd.DataFrame, seed: int = 0) -> OptionBacktestBooks:
     legs_arr = np.array(legs, dtype=float)
     fut = np.array(futures, dtype=float)
     quotes = pd.concat(smile_quotes, ignore_index=True)
-    smile = Smile.from_quotes(quotes["group"].to_numpy(), quotes["k"].to_numpy(), quotes["iv"].to_numpy(),
-                              np.array(group_years))
+    smile = Smile.from_chain(quotes["group"].to_numpy(), quotes["strike"].to_numpy(),
+                             quotes["forward"].to_numpy(), quotes["iv"].to_numpy(), np.array(group_years))
     books = prepare(Books(legs_arr[:, 0].astype(np.int64), legs_arr[:, 1], legs_arr[:, 2], legs_arr[:, 3] > 0.5,
                           legs_arr[:, 4], legs_arr[:, 5], legs_arr[:, 6], legs_arr[:, 7].astype(np.int64), smile,
                           fut[:, 0], fut[:, 1], fut[:, 3]))
