@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import ndtr as scipy_ndtr
 
-from volmargin.data.options import load_chain, load_dvol
+import pandas as pd
+
+from volmargin.data.options import CHAIN_COLUMNS, load_chain, load_dvol
 from volmargin.errors import DataError
 from volmargin.risk import options as vo
 from volmargin_serving.errors import InputError
@@ -140,3 +142,120 @@ def test_dvol_loader(tmp_path):
     path.write_text("timestamp,close\n2021-03-24T00:00:00Z,80\n2021-03-24T01:00:00Z,x\n")
     with pytest.raises(DataError, match=r"row 2: close 'x' is not a finite number"):
         load_dvol(path)
+
+
+# ---------------------------------------------------------------- books, IV forecasts, calibration, CLI
+
+
+@pytest.fixture(scope="module")
+def two_snapshots(chain):
+    stamps = np.sort(chain["timestamp"].unique())[:3]
+    return chain[chain["timestamp"].isin(stamps)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def books(two_snapshots):
+    from volmargin.risk.option_books import build_books
+
+    return build_books(two_snapshots)
+
+
+def test_books_cover_every_class_and_their_losses_are_revaluations(books, two_snapshots):
+    from volmargin.risk.option_books import CLASSES
+
+    assert set(books.info["portfolio_class"]) == set(CLASSES)
+    assert np.all(np.isfinite(books.loss)) and books.books.count == len(books.info)
+    # a short straddle's realised loss is its value change between the snapshots, at the marks
+    first = books.info.index[books.info["portfolio_class"] == "short_straddle"][0]
+    legs = books.books.book == first
+    stamps = np.sort(two_snapshots["timestamp"].unique())
+    nxt = two_snapshots[two_snapshots["timestamp"] == stamps[1]]
+    value_next = 0.0
+    for strike, is_call, days in zip(books.books.strike[legs], books.books.is_call[legs], books.books.days[legs]):
+        row = nxt[(nxt["strike"] == strike) & (nxt["is_call"] == is_call)
+                  & np.isclose(nxt["days"], days - books.mpor_days[first], atol=1e-3)].iloc[0]
+        value_next += vo.black76(row["underlying_price"], strike, row["days"] / 365, row["mark_iv"], is_call)
+    assert books.loss[first] == pytest.approx(value_next - books.books.value[legs].sum(), rel=1e-9)  # short: -1 each
+
+
+def test_serving_margin_equals_the_backtest_margin_of_the_same_book(books, two_snapshots):
+    """The library's batch (every book of the backtest at once) and serving (one book from positions and
+    the chain's quotes) give the same margin: one code path."""
+    batch = vo.initial_margin(books.books, vo.DERIBIT_BTC, books.mpor_days)
+    snap = two_snapshots[two_snapshots["timestamp"] == two_snapshots["timestamp"].min()]
+    quotes = (snap["days"], snap["strike"], snap["underlying_price"], snap["mark_iv"])
+    first_day = books.info["day"] == books.info["day"].min()
+    for i in books.info.index[first_day][::5]:
+        legs = books.books.book == i
+        b = books.books
+        book = vo.book_from_positions(b.quantity[legs], b.strike[legs], b.is_call[legs], b.days[legs], b.forward[legs],
+                                      b.iv[legs], future_qty=b.future_qty[i], future_price=b.future_price[i],
+                                      smile_quotes=quotes)
+        served = vo.option_margin(book, vo.DERIBIT_BTC, books.mpor_days[i])
+        assert served.initial == pytest.approx(batch[i], rel=1e-9, abs=1e-6)
+
+
+def test_iv_forecasts_ignore_the_future_and_are_scored():
+    from volmargin.models.ivmoves import historical_quantiles, learned_quantiles, pinball, score_quantiles
+
+    rng = np.random.default_rng(1)
+    index = pd.date_range("2021-01-01", periods=260, freq="D", tz="UTC")
+    close = pd.Series(60 * np.exp(np.cumsum(rng.normal(0, 0.04, len(index)))), index=index)
+    cut = 200
+    corrupted = close.copy()
+    corrupted.iloc[cut + 1:] = 1e6  # every level after the origin
+    for frame in (historical_quantiles, lambda c: learned_quantiles(c, refit_every=15, start=index[150])):
+        a, b = frame(close), frame(corrupted)
+        pd.testing.assert_frame_equal(a.iloc[: cut + 1], b.iloc[: cut + 1])
+    q = historical_quantiles(close)
+    from volmargin_serving.options import historical_iv_quantiles
+    np.testing.assert_allclose(q.iloc[cut].to_numpy(), historical_iv_quantiles(close.iloc[: cut + 1].to_numpy()))
+    assert pinball([1.0], [0.0], 0.99)[0] == pytest.approx(0.99) and pinball([-1.0], [0.0], 0.99)[0] == pytest.approx(0.01)
+    table = pd.DataFrame({"model": "hist", "q_lo": -0.1, "q_hi": 0.1, "target": [0.0, 0.2, -0.3, 0.05]})
+    row = score_quantiles(table).iloc[0]
+    assert row["above_hi_rate"] == 0.25 and row["below_lo_rate"] == 0.25
+
+
+def test_calibrated_scale_meets_the_target_and_is_the_smallest(books):
+    from volmargin.calibration.options import allowed_breaches, calibrate_scale, method_grid
+
+    n = books.books.count
+    inputs = pd.DataFrame({"var_long": np.full(n, 0.05), "var_short": np.full(n, 0.05),
+                           "iv_down": np.full(n, -0.1), "iv_up": np.full(n, 0.1)})
+    counted = np.ones(n, dtype=bool)
+    day = pd.factorize(books.info["day"], sort=True)[0]
+    scale, feasible = calibrate_scale(books, inputs, counted, target=0.01, confidence=None)
+    assert feasible
+    classes = books.info["portfolio_class"].to_numpy()
+    allowed = {c: allowed_breaches((classes == c).sum(), 0.01, None) for c in set(classes)}
+
+    def worst(s):
+        margin = vo.initial_margin(books.books, method_grid(inputs, s, day), books.mpor_days)
+        return {c: int((books.loss > margin)[classes == c].sum()) for c in set(classes)}
+
+    assert all(worst(scale)[c] <= allowed[c] for c in allowed)
+    assert any(worst(scale * 0.98)[c] > allowed[c] for c in allowed)  # just below it, some class breaches
+    assert allowed_breaches(1000, 0.01, 0.95) == 4 and allowed_breaches(120, 0.01, 0.95) == 0
+
+
+def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, monkeypatch):
+    import volmargin.calibration.option_job as job
+    from volmargin.cli import main
+
+    chain_file = tmp_path / "chain.csv"
+    out = two_snapshots.assign(type=np.where(two_snapshots["is_call"], "call", "put"))
+    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out["expiry"] = out["expiry"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out[[c for c in CHAIN_COLUMNS]].to_csv(chain_file, index=False)
+    index = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC")
+    price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=index.rename("origin"))
+    monkeypatch.setattr(job, "_price_forecasts", lambda j, first, last: ({"ewma": price}, None))
+    code = main(["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
+                 "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "run"),
+                 "--iv-models", "hist"])
+    assert code == 0
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert {"portfolio_class", "method", "portfolios", "days", "breach_rate", "avg_margin"} <= set(summary.columns)
+    assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
+    assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
+                 "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "bad")]) == 2

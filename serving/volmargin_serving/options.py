@@ -54,7 +54,8 @@ _INV_SQRT_2PI = 1.0 / np.sqrt(2 * np.pi)
 
 def ndtr(x) -> np.ndarray:
     """Standard normal CDF, vectorised, |error| < 1e-7."""
-    x = np.asarray(x, dtype=float)
+    shape = np.shape(x)
+    x = np.atleast_1d(np.asarray(x, dtype=float))
     z = np.abs(x)
     z *= _SQRT_HALF
     t = 0.5 * z
@@ -69,7 +70,7 @@ def ndtr(x) -> np.ndarray:
     np.exp(poly, out=poly)
     poly *= t
     poly *= 0.5  # half of erfc(|x| / sqrt 2)
-    return np.where(x >= 0, 1.0 - poly, poly)
+    return np.where(x >= 0, 1.0 - poly, poly).reshape(shape)
 
 
 def npdf(x) -> np.ndarray:

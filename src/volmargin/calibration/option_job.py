@@ -55,14 +55,22 @@ def _price_forecasts(job: OptionJob, first: pd.Timestamp, last: pd.Timestamp) ->
     return {m: g.set_index("origin") for m, g in forecasts.groupby("model")}, daily["ret"]
 
 
-def run_option_job(job: OptionJob) -> dict:
-    from volmargin.calibration.options import run_option_backtest
+@dataclass(frozen=True)
+class OptionInputs:
+    books: object  # volmargin.risk.option_books.OptionBacktestBooks
+    price: dict[str, pd.DataFrame]  # price model -> origin-indexed VaR/ES forecasts
+    iv: dict[str, pd.DataFrame]  # IV model -> origin-indexed q_lo / q_hi
+    iv_forecasts: pd.DataFrame  # long table with the realised targets
+    snapshots: int
+
+
+def prepare_option_inputs(job: OptionJob) -> OptionInputs:
+    """Chains, DVOL and bars loaded and validated; price and IV-move forecasts walk-forward up to the last
+    snapshot; the books and their realised losses."""
     from volmargin.data.options import load_chains, load_dvols
-    from volmargin.io import write_atomic, write_frame
-    from volmargin.models.ivmoves import iv_forecasts, score_quantiles
+    from volmargin.models.ivmoves import iv_forecasts
     from volmargin.risk.option_books import build_books
 
-    began = time.perf_counter()
     chain = load_chains(list(job.chains))
     dvols = load_dvols(list(job.iv))
     if job.underlying not in dvols:
@@ -73,18 +81,33 @@ def run_option_job(job: OptionJob) -> dict:
     first, last = chain["timestamp"].min().normalize(), chain["timestamp"].max().normalize()
     origin_first = first - pd.Timedelta(days=1)
     price, ret = _price_forecasts(job, origin_first, last)
-    ivf = iv_forecasts(dvol["close"], ret, start=origin_first - pd.Timedelta(days=60))
-    iv = {m: g.set_index("origin") for m, g in ivf.groupby("model") if m in job.iv_models}
-    data = build_books(chain, job.seed)
-    summary, grids = run_option_backtest(data, price, iv, job.calibrate_until, job.target, risk=job.risk,
-                                         confidence=job.confidence)
+    ivf = iv_forecasts(dvol["close"], ret, start=origin_first - pd.Timedelta(days=60), end=last,
+                       models=job.iv_models)
+    iv = {m: g.set_index("origin") for m, g in ivf.groupby("model")}
+    missing = sorted(set(job.iv_models) - set(iv))
+    if missing:
+        raise DataError(f"--iv: no {', '.join(missing)} IV-move forecast before the snapshots (too little DVOL history)")
+    return OptionInputs(build_books(chain, job.seed), price, iv, ivf[ivf["origin"] >= origin_first],
+                        int(chain["timestamp"].nunique()))
+
+
+def run_option_job(job: OptionJob) -> dict:
+    from volmargin.calibration.options import run_option_backtest
+    from volmargin.io import write_atomic, write_frame
+    from volmargin.models.ivmoves import score_quantiles
+
+    began = time.perf_counter()
+    inputs = prepare_option_inputs(job)
+    data = inputs.books
+    summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target,
+                                         risk=job.risk, confidence=job.confidence)
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
     write_frame(summary, job.out / "summary.csv")
     write_frame(grids, job.out / "grids.csv")
-    write_frame(score_quantiles(ivf[ivf["origin"] >= origin_first]), job.out / "iv_scores.csv")
-    record = {"command": "options", "snapshots": int(chain["timestamp"].nunique()), "books": int(data.books.count),
+    write_frame(score_quantiles(inputs.iv_forecasts), job.out / "iv_scores.csv")
+    record = {"command": "options", "snapshots": inputs.snapshots, "books": int(data.books.count),
               "calibrate_until": str(job.calibrate_until.date()), "target": job.target,
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "seconds": round(time.perf_counter() - began, 1)}

@@ -83,6 +83,8 @@ def load_chain(path: str | Path) -> pd.DataFrame:
     _columns(frame, name, CHAIN_COLUMNS, _REQUIRED)
     out = pd.DataFrame({"timestamp": _times(frame, "timestamp", name), "expiry": _times(frame, "expiry", name)})
     out["instrument"] = frame["instrument"].str.strip().to_numpy()
+    if "underlying_index" in frame.columns:
+        out["underlying_index"] = frame["underlying_index"].str.strip().to_numpy()
     kind = frame["type"].str.strip().str.lower()
     bad = ~kind.isin(["call", "put"]).to_numpy()
     if bad.any():

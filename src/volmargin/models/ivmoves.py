@@ -59,7 +59,8 @@ def historical_quantiles(close: pd.Series, horizon: int = 1, window: int = 365, 
 
 
 def learned_quantiles(close: pd.Series, underlying_ret: pd.Series | None = None, horizon: int = 1,
-                      refit_every: int = 30, min_train: int = 60, levels=LEVELS, start=None) -> pd.DataFrame:
+                      refit_every: int = 30, min_train: int = 60, levels=LEVELS, start=None,
+                      end=None) -> pd.DataFrame:
     """Walk-forward linear quantile regression (see module doc); NaN before `min_train` realised rows."""
     from sklearn.linear_model import QuantileRegressor
     from sklearn.pipeline import make_pipeline
@@ -72,6 +73,8 @@ def learned_quantiles(close: pd.Series, underlying_ret: pd.Series | None = None,
     origins = np.flatnonzero(usable)
     if start is not None:
         origins = origins[close.index[origins] >= _utc(start)]
+    if end is not None:
+        origins = origins[close.index[origins] <= _utc(end)]
     refit_at = None
     models = {}
     for i in origins:
@@ -93,17 +96,21 @@ def learned_quantiles(close: pd.Series, underlying_ret: pd.Series | None = None,
 
 
 def iv_forecasts(close: pd.Series, underlying_ret: pd.Series | None = None, horizon: int = 1,
-                 start=None) -> pd.DataFrame:
-    """Long table: origin, model (hist, qreg), q_lo, q_hi, target (the realised change)."""
+                 start=None, end=None, models=IV_MODELS) -> pd.DataFrame:
+    """Long table: origin, model (hist, qreg), q_lo, q_hi, target (the realised change), for origins in
+    [start, end]."""
     target = iv_targets(close, horizon)["target"]
     tables = []
-    for model, frame in (("hist", historical_quantiles(close, horizon)),
-                         ("qreg", learned_quantiles(close, underlying_ret, horizon, start=start))):
+    make = {"hist": lambda: historical_quantiles(close, horizon),
+            "qreg": lambda: learned_quantiles(close, underlying_ret, horizon, start=start, end=end)}
+    for model, frame in ((m, make[m]()) for m in models):
         table = frame.set_axis(["q_lo", "q_hi"], axis=1).assign(model=model, target=target)
         tables.append(table.rename_axis("origin").reset_index())
     out = pd.concat(tables, ignore_index=True)
     if start is not None:
         out = out[out["origin"] >= _utc(start)]
+    if end is not None:
+        out = out[out["origin"] <= _utc(end)]
     return out.dropna(subset=["q_lo", "q_hi"]).reset_index(drop=True)
 
 

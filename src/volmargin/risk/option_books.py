@@ -7,7 +7,7 @@ Each snapshot (one a day) gets a fixed set of books per class and tenor, plus se
 | short_straddle | short the ATM call and put |
 | short_strangle | short the 25-delta call and the 25-delta put |
 | risk_reversal | long the 25-delta call, short the 25-delta put |
-| calendar | short the near ATM call (7 or 30 days), long the same strike 3-5 weeks / 2 months later |
+| calendar | short the near ATM call (7 or 30 days), long the same strike about 4 / 8 weeks later (the listed strike both expiries share nearest the money) |
 | covered_call | long 1 future of the expiry, short its 25-delta call |
 | butterfly | long the 90% and 110% strike calls, short 2 ATM calls |
 | delta_hedged_short_gamma | short the ATM call, long its delta in the expiry's future |
@@ -105,9 +105,12 @@ def _class_books(snap: pd.DataFrame, rng: np.random.Generator) -> list[tuple[str
                        True)["delta"]
         out.append(("delta_hedged_short_gamma", tenor, [(call, -1.0)], float(delta), expiry))
         far = _nearest_expiry(expiries, tenor + (28.0 if tenor < 30 else 60.0), minimum=tenor + 7)
-        far_call = _row(_legs_of(snap, far), atm, True)
-        if far != expiry and far_call is not None:
-            out.append(("calendar", tenor, [(call, -1.0), (far_call, 1.0)], 0.0, expiry))
+        far_rows = _legs_of(snap, far)
+        common = np.intersect1d(rows["strike"], far_rows["strike"])
+        if far != expiry and len(common):
+            strike = float(common[np.argmin(np.abs(common - forward))])
+            out.append(("calendar", tenor, [(_row(rows, strike, True), -1.0), (_row(far_rows, strike, True), 1.0)],
+                        0.0, expiry))
     for _ in range(RANDOM_BOOKS):
         picks = rng.choice(len(snap), size=int(rng.integers(2, 7)), replace=False)
         quantity = rng.choice([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], size=len(picks))
