@@ -259,3 +259,13 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
                  "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
+    from volmargin.calibration.options import ApcConfig, _apc
+
+    day = np.array([0, 0, 1, 2, 3])
+    target = np.array([0.2, 0.2, 0.1, 0.1, 0.3])
+    held = _apc(target, day, ApcConfig(max_down=0.1))
+    np.testing.assert_allclose(held, [0.2, 0.2, 0.18, 0.162, 0.3])
+    np.testing.assert_allclose(_apc(target, day, None), target)
