@@ -269,3 +269,19 @@ def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
     held = _apc(target, day, ApcConfig(max_down=0.1))
     np.testing.assert_allclose(held, [0.2, 0.2, 0.18, 0.162, 0.3])
     np.testing.assert_allclose(_apc(target, day, None), target)
+
+
+def test_serving_option_margin_loads_numpy_only():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from volmargin_serving.options import book_from_positions, option_margin, grid_from_forecasts\n"
+        "b = book_from_positions([-1.0, -1.0], [5e4, 5e4], [True, False], [30.0, 30.0], [5e4, 5e4], [0.7, 0.7])\n"
+        "assert option_margin(b, grid_from_forecasts(0.08, 0.08, 0.15, -0.12)).initial > 0\n"
+        "heavy = {'torch', 'pandas', 'mlflow', 'arch', 'sklearn', 'lightning', 'scipy', 'volmargin', 'onnxruntime'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
