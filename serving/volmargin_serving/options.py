@@ -315,7 +315,10 @@ def _build_cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 @functools.lru_cache(maxsize=64)
 def _cached_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return _build_cells(grid, 1)
+    cells = _build_cells(grid, 1)
+    for array in cells:
+        array.flags.writeable = False  # shared by every call on this grid
+    return cells
 
 
 def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -324,7 +327,8 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
 
     Written for few numpy calls (a served book of 50 options is mostly call overhead): per-option arrays
     come from `prepare`, a static grid's cells from a cache, and one book needs no gather."""
-    b, c = books.count, books.cache if books.cache is not None else prepare(books).cache
+    books = books if books.cache is not None else prepare(books)
+    b, c = books.count, books.cache
     moves, log_moves, vol_state, weight = _cells(grid, b)
     one = b == 1
     gather = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
@@ -348,15 +352,7 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     np.multiply(vol_down if vol_down.ndim == 0 or one else vol_down[books.book], scaling, out=factors[:, 2])
     np.subtract(1.0, factors[:, 2], out=factors[:, 2])
     np.maximum(factors[:, 2], MIN_VOL_FACTOR, out=factors[:, 2])
-    key = ("ratio", float(mpor_days)) if np.ndim(mpor_days) == 0 else None
-    if key is None or key not in c:
-        mpor = mpor_days if np.ndim(mpor_days) == 0 or one else np.asarray(mpor_days)[books.book]
-        ratio = (np.maximum(books.days - mpor, 0.0) / DAYS_PER_YEAR * c["inv_years"])[:, None]
-        if key is None:
-            c["_ratio"] = ratio
-        else:
-            c[key] = ratio
-    ratio = c[key] if key is not None else c.pop("_ratio")
+    ratio = _remaining_ratio(books, mpor_days)
     # sd = IV x factor x sqrt(T - mpor), with IV^2 = w / T
     variance *= ratio
     sd = np.sqrt(variance, out=variance)
@@ -374,6 +370,19 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     book_pnl += c["linear"] * moves
     np.negative(book_pnl, out=book_pnl)
     return book_pnl, weight
+
+
+def _remaining_ratio(books: Books, mpor_days) -> np.ndarray:
+    """(M, 1) (T - mpor)+ / T of each option, cached in the book for a scalar MPOR."""
+    scalar = np.ndim(mpor_days) == 0
+    key = ("ratio", float(mpor_days)) if scalar else None
+    if scalar and key in books.cache:
+        return books.cache[key]
+    mpor = float(mpor_days) if scalar else np.asarray(mpor_days, dtype=float).reshape(-1)[books.book]
+    ratio = (np.maximum(books.days - mpor, 0.0) / DAYS_PER_YEAR * books.cache["inv_years"])[:, None]
+    if scalar:
+        books.cache[key] = ratio
+    return ratio
 
 
 def contingency(books: Books, grid: Grid) -> np.ndarray:

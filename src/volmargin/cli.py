@@ -428,6 +428,8 @@ def cmd_options(args: argparse.Namespace) -> int:
         raise ConfigError(f"--iv-models must be a subset of hist,qreg, got {args.iv_models!r}")
     if not 0 < args.target < 0.5:
         raise ConfigError(f"--target must lie in (0, 0.5), got {args.target}")
+    if not split(args.models):
+        raise ConfigError("--models is empty")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target)
     result = run_option_job(job)
@@ -442,8 +444,9 @@ def cmd_options(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"options": cmd_options, "run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
+COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
             "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report}
+COMMANDS["options"] = cmd_options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
