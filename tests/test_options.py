@@ -257,6 +257,8 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert {"portfolio_class", "method", "portfolios", "days", "breach_rate", "avg_margin"} <= set(summary.columns)
     assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Grid parameters over time" in report and "data:image/png;base64," in report
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
                  "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "bad")]) == 2
 

@@ -440,7 +440,7 @@ def cmd_options(args: argparse.Namespace) -> int:
     print(f"{result['record']['books']} books over {result['record']['snapshots']} snapshots; all classes pooled "
           "(margin as a fraction of the underlying notional):")
     print(table.to_string(float_format=lambda x: f"{x:.4f}"))
-    print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv in {result['record']['seconds']:.0f} s")
+    print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
     return 0
 
 

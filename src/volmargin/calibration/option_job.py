@@ -5,7 +5,8 @@ of the baseline models (`volmargin.evaluation.backtest.run_backtest`) and IV-mov
 (`volmargin.models.ivmoves`) up to the last snapshot; books and realised MPOR losses
 (`volmargin.risk.option_books`); calibration before `--calibrate-until`, validation after
 (`volmargin.calibration.options`). Writes OUT/summary.csv, OUT/grids.csv (grid parameters per method and
-day), OUT/iv_scores.csv (pinball loss and exceedances of the IV-move forecasts) and OUT/run.json.
+day), OUT/iv_scores.csv (pinball loss and exceedances of the IV-move forecasts), OUT/run.json and OUT/report.html
+(per-class coverage and margin, grid parameters over time).
 """
 
 from __future__ import annotations
@@ -112,4 +113,7 @@ def run_option_job(job: OptionJob) -> dict:
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
+    from volmargin.reports.options import write_options_report
+
+    write_options_report(summary, grids, record, job.out / "report.html")
     return {"record": record, "summary": summary}
