@@ -179,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
                            help="e.g. lookback=2500 (null: all history),proxy=median|peer:ASSET,stress_days=60")
     portfolio.add_argument("--population", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                            help="generated books: n_random, n_baskets, n_alts, n_candidates, n_adversarial, gross, seed")
+
+    options = commands.add_parser("options", help="option books on real chains: static Deribit grid vs autocalibrated grids")
+    options.add_argument("--chains", nargs="+", required=True, metavar="FILE", help="option-chain files, folders or globs")
+    options.add_argument("--iv", nargs="+", required=True, metavar="FILE", help="DVOL files (daily or hourly)")
+    options.add_argument("--data", nargs="+", required=True, metavar="FILE", help="bar files of the underlying")
+    options.add_argument("--calibrate-until", type=_date, required=True, metavar="DATE",
+                         help="calibrate on the snapshots before DATE, validate on the later ones")
+    options.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, grids.csv, ...)")
+    options.add_argument("--models", default="ewma,gjr,har", help="price models whose VaR sets the price range")
+    options.add_argument("--iv-models", default="hist,qreg", help="IV-move forecasters (hist, qreg)")
+    options.add_argument("--target", type=float, default=0.01, help="breach-rate target per class (default 0.01)")
     return parser
 
 
@@ -516,9 +527,34 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_options(args: argparse.Namespace) -> int:
+    from volmargin.calibration.option_job import OptionJob, run_option_job
+
+    split = lambda text: tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
+    iv_models = split(args.iv_models)
+    if not iv_models or set(iv_models) - {"hist", "qreg"}:
+        raise ConfigError(f"--iv-models must be a subset of hist,qreg, got {args.iv_models!r}")
+    if not 0 < args.target < 0.5:
+        raise ConfigError(f"--target must lie in (0, 0.5), got {args.target}")
+    if not split(args.models):
+        raise ConfigError("--models is empty")
+    job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
+                    split(args.models), iv_models, target=args.target)
+    result = run_option_job(job)
+    summary = result["summary"]
+    table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",
+                                                                values=["breach_rate", "avg_margin"])
+    table.columns = [f"{kind}_{period}" for kind, period in table.columns]
+    print(f"{result['record']['books']} books over {result['record']['snapshots']} snapshots; all classes pooled "
+          "(margin as a fraction of the underlying notional):")
+    print(table.to_string(float_format=lambda x: f"{x:.4f}"))
+    print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
             "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report,
-            "portfolio": cmd_portfolio}
+            "portfolio": cmd_portfolio, "options": cmd_options}
 
 
 def _interrupt(signum, frame) -> None:

@@ -1,6 +1,7 @@
 """The risk layer: positions, scenario sets, valuation, risk measures (numpy core in
 `volmargin_serving.risk`, re-exported here), FHS scenario generation (`volmargin.risk.scenarios`) and the
-portfolio margin backtest (`volmargin.risk.portfolio`)."""
+portfolio margin backtest (`volmargin.risk.portfolio`); option valuation and books (`volmargin.risk.options`,
+`volmargin.risk.option_books`)."""
 
 from volmargin_serving.risk import (
     KINDS, BadPositionError, Positions, ScenarioSet, UnknownAssetError, expected_shortfall, linear_pnl,

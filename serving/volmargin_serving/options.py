@@ -1,0 +1,502 @@
+"""Option valuation and the Deribit-style scenario-grid margin of option books (numpy only).
+
+This is the one implementation: the training library's backtest (`volmargin.risk.options` re-exports it)
+and a margin service call the same functions, so a served margin is the backtested one.
+
+Conventions (Deribit's, checked against its chains in the tests):
+- Black-76 with r = 0 on the option's own underlying F (the expiry's future, or Deribit's synthetic
+  forward), T = (expiry - now) / 365 days. `black76` gives USD per option (1 option = 1 BTC);
+  `premium_btc` = USD price / F is Deribit's quoted premium.
+- Greeks: delta dV/dF (not premium-adjusted), gamma per USD, vega in USD per vol point (0.01 of IV),
+  theta in USD per calendar day.
+- Smile per expiry: total variance w = IV^2 T interpolated linearly in log-moneyness k = ln(K / F)
+  between the quoted strikes; beyond the outermost strikes w (so the IV) is held flat (`Smile`).
+- Scenario dynamics: sticky moneyness. When the underlying moves to F (1 + s), an option of strike K
+  takes the smile's IV at ln(K / (F (1 + s))): the smile moves with the underlying, as crypto smiles
+  mostly do day to day (sticky strike would price a fall at the put wing's level without the smile
+  following it). The vol scenario then multiplies that IV.
+- The scenarios are valued at the end of the margin period of risk (MPOR): T - mpor; an option that
+  expires within the MPOR is settled at its intrinsic value on the scenario price.
+
+Margin accounting is in USD (as for Deribit's linear, USDC-settled options): a book's scenario loss is
+the fall of its USD value, futures legs are linear (q x (F' - F)). `margin_fraction` expresses it per
+unit of the book's underlying notional.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from volmargin_serving.errors import InputError
+
+DAYS_PER_YEAR = 365.0
+VOL_POINT = 0.01  # Deribit's vega is per 1 vol point
+MIN_DAYS = 1.0 / 24  # time to expiry floor (days) in the vega-power scaling: no infinite shocks at expiry
+MAX_FALL = 0.95  # a price range never takes the underlying below 5% of its level
+MIN_VOL_FACTOR = 0.1  # a vol-down shock never takes an IV below 10% of its level
+_OFFSET = 64.0  # per-expiry shift of log-moneyness: one np.interp serves every expiry of a batch
+
+
+# ---------------------------------------------------------------- the normal CDF and Black-76
+
+# Abramowitz & Stegun 26.2.17 (Zelen & Severo): for x >= 0, N(x) = 1 - phi(x) P(t), t = 1 / (1 + p x),
+# P of degree 5, |error| < 7.5e-8 (tested against scipy.special.ndtr). Numpy has no erf, this is the hot
+# loop of every grid and it is branch-free: five in-place Horner steps and one exp.
+_P = 0.2316419
+_B = (1.330274429, -1.821255978, 1.781477937, -0.356563782, 0.319381530)
+_INV_SQRT_2PI = 1.0 / np.sqrt(2 * np.pi)
+_B_PDF = tuple(b * _INV_SQRT_2PI for b in _B)
+
+
+def ndtr(x) -> np.ndarray:
+    """Standard normal CDF, vectorised, |error| < 1e-7."""
+    x = np.asarray(x, dtype=float)
+    return _ndtr(np.atleast_1d(x)).reshape(np.shape(x))
+
+
+def _ndtr(x: np.ndarray, gauss: np.ndarray | None = None) -> np.ndarray:
+    """`ndtr` of a float array of at least one dimension, few numpy calls; `gauss` = exp(-x^2 / 2) if the
+    caller has it (Black-76 gets N(d2)'s from N(d1)'s: exp(-d2^2 / 2) = exp(-d1^2 / 2) F / K)."""
+    z = np.abs(x)
+    t = _P * z
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * _B_PDF[0]
+    for b in _B_PDF[1:]:  # Horner, in place; the coefficients carry 1 / sqrt(2 pi)
+        poly += b
+        poly *= t
+    if gauss is None:
+        z *= z
+        z *= -0.5
+        gauss = np.exp(z, out=z)
+    poly *= gauss  # the upper tail 1 - N(|x|)
+    np.subtract(0.5, poly, out=poly)
+    np.copysign(poly, x, out=poly)
+    poly += 0.5  # N(x) = 1/2 + sign(x) (1/2 - tail): no np.where (slow on a slow machine)
+    return poly
+
+
+def npdf(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+
+
+def intrinsic(forward, strike, is_call) -> np.ndarray:
+    diff = np.asarray(forward, dtype=float) - strike
+    return np.maximum(np.where(is_call, diff, -diff), 0.0)
+
+
+def black76(forward, strike, years, sigma, is_call) -> np.ndarray:
+    """Undiscounted (r = 0) Black-76 value in USD per option; intrinsic value where years <= 0."""
+    forward, strike = np.asarray(forward, dtype=float), np.asarray(strike, dtype=float)
+    sd = np.asarray(sigma, dtype=float) * np.sqrt(np.maximum(years, 0.0))
+    shape = np.broadcast_shapes(forward.shape, strike.shape, sd.shape, np.shape(is_call))
+    forward, strike, sd = (np.atleast_1d(a) for a in (forward, strike, sd))
+    value = _black76(forward, strike, np.log(strike / forward), sd, np.atleast_1d(is_call))
+    return value.reshape(shape)
+
+
+def _black76(forward, strike, log_moneyness, sd, is_call, put_mask: bool = False) -> np.ndarray:
+    """Black-76 from k = ln(K / F) and the total standard deviation sd = sigma sqrt(T). sd <= 0 (expired) is
+    taken as 1e-12, where the formula is the intrinsic value to within 1e-9 of the strike (the CDF error at 0): no branch."""
+    sd = np.maximum(sd, 1e-12)
+    d1 = log_moneyness / sd
+    np.subtract(0.5 * sd, d1, out=d1)
+    d2 = d1 - sd
+    gauss1 = d1 * d1
+    gauss1 *= -0.5
+    np.exp(gauss1, out=gauss1)
+    gauss2 = gauss1 * forward
+    gauss2 /= strike  # exp(-d2^2 / 2) = exp(-d1^2 / 2) F / K: one exp for both
+    n1, n2 = _ndtr(d1, gauss1), _ndtr(d2, gauss2)
+    value = forward * n1
+    value -= strike * n2  # the call
+    put = is_call if put_mask else 1.0 - np.asarray(is_call, dtype=float)  # put_mask: `is_call` holds 1 - is_call
+    value -= put * (forward - strike)  # put-call parity, r = 0
+    return np.maximum(value, 0.0)
+
+
+def premium_btc(forward, strike, years, sigma, is_call) -> np.ndarray:
+    """Deribit's premium: the Black-76 USD value over the underlying price, in BTC per option."""
+    return black76(forward, strike, years, sigma, is_call) / np.asarray(forward, dtype=float)
+
+
+def greeks(forward, strike, years, sigma, is_call) -> dict[str, np.ndarray]:
+    """Black-76 Greeks in Deribit's units: delta, gamma (per USD), vega (USD per vol point), theta
+    (USD per calendar day)."""
+    forward, strike = np.asarray(forward, dtype=float), np.asarray(strike, dtype=float)
+    years, sigma = np.asarray(years, dtype=float), np.asarray(sigma, dtype=float)
+    root = np.sqrt(years)
+    sd = sigma * root
+    d1 = np.log(forward / strike) / sd + 0.5 * sd
+    density = npdf(d1)
+    return {
+        "delta": np.where(is_call, ndtr(d1), ndtr(d1) - 1.0),
+        "gamma": density / (forward * sd),
+        "vega": forward * density * root * VOL_POINT,
+        "theta": -forward * density * sigma / (2 * root) / DAYS_PER_YEAR,
+    }
+
+
+# ---------------------------------------------------------------- smiles
+
+
+@dataclass(frozen=True)
+class Smile:
+    """The smiles of several expiries at once: nodes of expiry g sorted by log-moneyness, w = IV^2 T.
+
+    `iv(group, k)` interpolates w linearly in k between the nodes of each option's expiry and holds it
+    flat beyond them; all expiries go through one np.interp, each shifted by its own offset."""
+
+    years: np.ndarray  # (G,) time to expiry of each expiry group
+    k_min: np.ndarray  # (G,) outermost nodes
+    k_max: np.ndarray
+    x: np.ndarray  # all nodes, log-moneyness + _OFFSET x group, ascending
+    w: np.ndarray  # total variance at the nodes
+
+    @classmethod
+    def from_quotes(cls, group, log_moneyness, iv, years) -> "Smile":
+        """Nodes from quotes: `group` (n,) int expiry index in 0..G-1, k, IV; `years` (G,). Quotes of one
+        strike (a call and a put) are averaged in total variance."""
+        group = np.asarray(group, dtype=np.int64)
+        years = np.asarray(years, dtype=float)
+        k = np.asarray(log_moneyness, dtype=float)
+        w = np.asarray(iv, dtype=float) ** 2 * years[group]
+        x = np.round(k, 10) + _OFFSET * group
+        nodes, inverse = np.unique(x, return_inverse=True)
+        w_nodes = np.bincount(inverse, w) / np.bincount(inverse)
+        node_group = np.rint(nodes / _OFFSET).astype(np.int64)
+        k_nodes = nodes - _OFFSET * node_group
+        count = len(years)
+        k_min = np.full(count, np.nan)
+        k_max = np.full(count, np.nan)
+        np.fmin.at(k_min, node_group, k_nodes)
+        np.fmax.at(k_max, node_group, k_nodes)
+        return cls(years, k_min, k_max, nodes, w_nodes)
+
+    @classmethod
+    def from_chain(cls, group, strike, forward, iv, years) -> "Smile":
+        """Nodes from chain rows: log-moneyness against the median underlying price of each expiry (rows of
+        one expiry are read at slightly different moments), so one smile serves every strike of it."""
+        group = np.asarray(group, dtype=np.int64)
+        forward = np.asarray(forward, dtype=float)
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        medians = np.full(len(years), np.nan)
+        for part in np.split(order, bounds):
+            medians[group[part[0]]] = np.median(forward[part])
+        return cls.from_quotes(group, np.log(np.asarray(strike, dtype=float) / medians[group]), iv, years)
+
+    def iv(self, group, log_moneyness) -> np.ndarray:
+        group = np.asarray(group, dtype=np.int64)
+        return np.sqrt(self.total_variance(group, log_moneyness) / self.years[group])
+
+    def total_variance(self, group, log_moneyness) -> np.ndarray:
+        group = np.asarray(group, dtype=np.int64)
+        k = np.clip(log_moneyness, self.k_min[group], self.k_max[group])
+        return np.interp(k + _OFFSET * group, self.x, self.w)
+
+
+# ---------------------------------------------------------------- books and grids
+
+
+@dataclass(frozen=True)
+class Books:
+    """A batch of option books as flat arrays, options sorted by book.
+
+    Options (M,): `book` index, signed `quantity` (contracts; + long), `strike`, `is_call`, `days` to
+    expiry, `forward` (the option's own underlying price), `iv` (its mark IV), `group` (its expiry in
+    `smile`). Books (B,): a linear futures leg `future_qty` (BTC, + long) at `future_price`, and
+    `notional`, the USD amount margins are expressed against (`margin_fraction`)."""
+
+    book: np.ndarray
+    quantity: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    days: np.ndarray
+    forward: np.ndarray
+    iv: np.ndarray
+    group: np.ndarray
+    smile: Smile
+    future_qty: np.ndarray
+    future_price: np.ndarray
+    notional: np.ndarray
+    value: np.ndarray = field(default=None)  # (M,) USD value per option now, filled by `prepare`
+    cache: dict = field(default=None, repr=False, compare=False)  # grid-independent arrays, by `prepare`
+
+    @property
+    def count(self) -> int:
+        return len(self.future_qty)
+
+
+def prepare(books: Books) -> Books:
+    """Books with today's USD value of every option (the loss reference of every scenario) and the
+    per-option arrays every grid reuses (a served book is priced many times between position changes)."""
+    value = black76(books.forward, books.strike, books.days / DAYS_PER_YEAR, books.iv, books.is_call)
+    smile, group = books.smile, books.group
+    cache = {
+        "log_kf": np.log(books.strike / books.forward)[:, None],
+        "k_lo": smile.k_min[group][:, None], "k_hi": smile.k_max[group][:, None],
+        "offset": (_OFFSET * group)[:, None], "inv_years": (1.0 / smile.years[group]),
+        "days": np.maximum(books.days, MIN_DAYS), "forward": books.forward[:, None],
+        "strike": books.strike[:, None], "put": (1.0 - books.is_call)[:, None], "value": value[:, None],
+        "quantity": books.quantity[:, None], "linear": (books.future_qty * books.future_price)[:, None],
+    }
+    return dataclasses.replace(books, value=value, cache=cache)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Scenario-grid parameters per book (B,) arrays or scalars.
+
+    Core grid: `steps` + 1 price moves evenly from -range_down to +range_up (9 for Deribit's ±16%), each
+    under vol up, unchanged and down: IV x (1 + vol_up x (30/days)^p), IV, IV x (1 - vol_down x
+    (30/days)^p), with p = power_short under 30 days to expiry, power_long beyond (vega power).
+    Extended table: the large `extended` moves under vol up only, each loss dampened to the fraction
+    (range / |move|)^2 of it (range_down for falls, range_up for rises): a loss growing like the square
+    of the move (a delta-gamma book) weighs the same there as at the edge of the core range, so the
+    table binds only where losses accelerate beyond the core range, i.e. far out-of-the-money short
+    options whose gamma is still to come. Deribit publishes the moves and that only "a fraction" of the
+    P&L counts, after "a dampener", not the formula; this quadratic dampener is our choice.
+    IM = max(0, worst core loss, worst dampened extended loss) + contingency x net short contracts per
+    strike; MM = maintenance x IM."""
+
+    range_down: np.ndarray | float = 0.16
+    range_up: np.ndarray | float = 0.16
+    vol_up: np.ndarray | float = 0.50
+    vol_down: np.ndarray | float = 0.25
+    power_short: float = 0.30
+    power_long: float = 0.13
+    steps: int = 8
+    extended: tuple[float, ...] = (-0.66, -0.33, 0.50, 1.00, 2.00, 3.00, 4.00, 5.00)
+    contingency: float = 0.0  # USD per net short contract per strike (Deribit's current S:PM has none)
+    maintenance: float = 0.8
+
+
+DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
+
+
+def scale_grid(grid: Grid, scale) -> Grid:
+    """The grid with its price ranges and vol shocks multiplied by `scale` (scalar or (B,))."""
+    scale = np.asarray(scale, dtype=float)
+    return Grid(grid.range_down * scale, grid.range_up * scale, grid.vol_up * scale, grid.vol_down * scale,
+                grid.power_short, grid.power_long, grid.steps, grid.extended, grid.contingency,
+                grid.maintenance)
+
+
+def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per book (B, C) price moves and their log1p, (C,) vol state (0 up, 1 unchanged, 2 down) and (B, C)
+    loss weights; cached for a grid of scalars (a served static grid)."""
+    if count == 1:
+        try:
+            return _cached_cells(grid)
+        except TypeError:  # array parameters are not hashable
+            pass
+    return _build_cells(grid, count)
+
+
+def _build_cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    half = grid.steps // 2
+    unit = np.arange(-half, half + 1) / half  # -1 .. 1
+    down = np.minimum(np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,)), MAX_FALL)[:, None]
+    up = np.broadcast_to(np.asarray(grid.range_up, dtype=float), (count,))[:, None]
+    core = np.where(unit < 0, unit * down, unit * up)  # (B, steps + 1)
+    ext = np.asarray(grid.extended, dtype=float)
+    moves = np.hstack([np.repeat(core, 3, axis=1), np.broadcast_to(ext, (count, len(ext)))])
+    vol_state = np.concatenate([np.tile([0, 1, 2], len(unit)), np.zeros(len(ext), dtype=np.int64)])
+    weight = np.hstack([np.ones((count, 3 * len(unit))),
+                        (np.where(ext < 0, down, up) / np.abs(ext)) ** 2])
+    return moves, np.log1p(moves), vol_state, weight
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cells = _build_cells(grid, 1)
+    for array in cells:
+        array.flags.writeable = False  # shared by every call on this grid
+    return cells
+
+
+def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(B, C) USD loss of every book in every grid cell, valued at the end of the MPOR (`mpor_days`, scalar
+    or (B,)), and the (B, C) weights of the cells (1 on the core grid, the dampener on the extended table).
+
+    Written for few numpy calls (a served book of 50 options is mostly call overhead): per-option arrays
+    come from `prepare`, a static grid's cells from a cache, and one book needs no gather."""
+    books = books if books.cache is not None else prepare(books)
+    b, c = books.count, books.cache
+    moves, log_moves, vol_state, weight = _cells(grid, b)
+    one = b == 1
+    gather = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
+    forward = c["forward"] * (1.0 + gather(moves))
+    # ln(K / F') = ln(K / F) - ln(1 + s): one log per cell, not one per option x cell
+    k = c["log_kf"] - gather(log_moves)
+    x = np.maximum(k, c["k_lo"])
+    np.minimum(x, c["k_hi"], out=x)  # flat beyond the outermost strikes
+    x += c["offset"]
+    variance = np.interp(x, books.smile.x, books.smile.w)  # IV^2 T on the smile of the option's expiry
+    key = ("scaling", grid.power_short, grid.power_long)
+    if key not in c:
+        days = c["days"]
+        c[key] = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
+    scaling = c[key]
+    vol_up, vol_down = np.asarray(grid.vol_up, dtype=float), np.asarray(grid.vol_down, dtype=float)
+    factors = np.empty((len(scaling), 3))
+    np.multiply(vol_up if vol_up.ndim == 0 or one else vol_up[books.book], scaling, out=factors[:, 0])
+    factors[:, 0] += 1.0
+    factors[:, 1] = 1.0
+    np.multiply(vol_down if vol_down.ndim == 0 or one else vol_down[books.book], scaling, out=factors[:, 2])
+    np.subtract(1.0, factors[:, 2], out=factors[:, 2])
+    np.maximum(factors[:, 2], MIN_VOL_FACTOR, out=factors[:, 2])
+    ratio = _remaining_ratio(books, mpor_days)
+    # sd = IV x factor x sqrt(T - mpor), with IV^2 = w / T
+    variance *= ratio
+    sd = np.sqrt(variance, out=variance)
+    sd *= factors[:, vol_state]
+    value = _black76(forward, c["strike"], k, sd, c["put"], put_mask=True)
+    value -= c["value"]
+    value *= c["quantity"]
+    if one:
+        book_pnl = value.sum(axis=0, keepdims=True)
+    else:
+        book_pnl = np.zeros((b, moves.shape[1]))
+        has = np.bincount(books.book, minlength=b) > 0
+        if len(books.book):
+            book_pnl[has] = np.add.reduceat(value, np.searchsorted(books.book, np.arange(b))[has], axis=0)
+    book_pnl += c["linear"] * moves
+    np.negative(book_pnl, out=book_pnl)
+    return book_pnl, weight
+
+
+def _remaining_ratio(books: Books, mpor_days) -> np.ndarray:
+    """(M, 1) (T - mpor)+ / T of each option, cached in the book for a scalar MPOR."""
+    scalar = np.ndim(mpor_days) == 0
+    key = ("ratio", float(mpor_days)) if scalar else None
+    if scalar and key in books.cache:
+        return books.cache[key]
+    mpor = float(mpor_days) if scalar else np.asarray(mpor_days, dtype=float).reshape(-1)[books.book]
+    ratio = (np.maximum(books.days - mpor, 0.0) / DAYS_PER_YEAR * books.cache["inv_years"])[:, None]
+    if scalar:
+        books.cache[key] = ratio
+    return ratio
+
+
+def contingency(books: Books, grid: Grid) -> np.ndarray:
+    """(B,) add-on: `grid.contingency` per net short contract per (book, strike)."""
+    if not grid.contingency:
+        return np.zeros(books.count)
+    key = books.book.astype(float) * 1e9 + books.strike
+    keys, inverse = np.unique(key, return_inverse=True)
+    net = np.bincount(inverse, books.quantity)
+    owner = np.rint(np.floor(keys / 1e9)).astype(np.int64)
+    return grid.contingency * np.bincount(owner, np.maximum(-net, 0.0), minlength=books.count)
+
+
+def initial_margin(books: Books, grid: Grid, mpor_days: float = 1.0) -> np.ndarray:
+    """(B,) initial margin in USD of each book: see `Grid`."""
+    loss, weight = scenario_losses(books, grid, mpor_days)
+    return np.maximum((loss * weight).max(axis=1), 0.0) + contingency(books, grid)
+
+
+def margin_fraction(books: Books, margin) -> np.ndarray:
+    return np.asarray(margin, dtype=float) / books.notional
+
+
+# ---------------------------------------------------------------- grids from forecasts
+
+
+def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Grid = DERIBIT_BTC) -> Grid:
+    """The autocalibrated grid of each book/day: price ranges from the log-return VaR of a long (fall)
+    and a short (rise) position over the MPOR, vol shocks from the upper and lower quantiles of the
+    log change of the 30-day implied volatility (DVOL) over the MPOR, all times `scale`. The vega power
+    scaling of `base` carries the 30-day shock to other expiries (DVOL is the 30-day IV)."""
+    scale = np.asarray(scale, dtype=float)
+    return Grid(range_down=scale * -np.expm1(-np.asarray(var_long, dtype=float)),
+                range_up=scale * np.expm1(np.asarray(var_short, dtype=float)),
+                vol_up=scale * np.expm1(np.maximum(iv_up, 0.0)),
+                vol_down=scale * -np.expm1(np.minimum(iv_down, 0.0)),
+                power_short=base.power_short, power_long=base.power_long, steps=base.steps,
+                extended=base.extended, contingency=base.contingency, maintenance=base.maintenance)
+
+
+def historical_iv_quantiles(dvol_close, window: int = 365, levels=(0.01, 0.99), horizon: int = 1,
+                            min_obs: int = 60) -> np.ndarray:
+    """(2,) lower and upper empirical quantiles of the `horizon`-day log change of a daily DVOL close
+    series over its last `window` changes (all history known today: no look-ahead)."""
+    close = np.asarray(dvol_close, dtype=float)
+    if close.ndim != 1 or not np.all(np.isfinite(close)) or np.any(close <= 0):
+        raise OptionQuoteError("dvol_close: expected a 1-D series of positive finite DVOL closes")
+    change = np.log(close[horizon:] / close[:-horizon])[-window:]
+    if len(change) < min_obs:
+        raise OptionQuoteError(f"dvol_close: {len(change)} changes, at least {min_obs} needed")
+    return np.quantile(change, levels)
+
+
+# ---------------------------------------------------------------- serving entry point
+
+
+class OptionQuoteError(InputError):
+    """An unusable option quote: NaN or non-positive IV, price or strike, an expired option, a bad shape;
+    the message names the option (position index) and the field."""
+
+
+@dataclass(frozen=True)
+class OptionMargin:
+    initial: float  # USD
+    maintenance: float  # USD
+    fraction: float  # initial / notional
+    worst_cell: int  # index of the binding cell (core grid cells first, then the extended table)
+    losses: np.ndarray  # (C,) weighted USD loss per cell
+
+
+def _check(name: str, values: np.ndarray, positive: bool = True) -> None:
+    bad = ~np.isfinite(values) | ((values <= 0) if positive else False)
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise OptionQuoteError(f"option {i}: {name} is {values[i]!r}, expected a positive finite number")
+
+
+def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty: float = 0.0,
+                        future_price: float | None = None, smile_quotes=None) -> Books:
+    """One book (B = 1) from position arrays, validated. `days` > 0 to expiry, `forward` each option's
+    underlying price, `iv` its mark IV (fraction). The smile of each expiry (keyed by `days`) comes
+    from `smile_quotes` = (days, strike, forward, iv) arrays of the chain if given, else from the book's
+    own options. Bad quotes raise `OptionQuoteError`."""
+    arrays = [np.atleast_1d(np.asarray(a, dtype=float)) for a in (quantity, strike, days, forward, iv)]
+    quantity, strike, days, forward, iv = arrays
+    is_call = np.atleast_1d(np.asarray(is_call, dtype=bool))
+    if len({len(a) for a in (*arrays, is_call)}) != 1:
+        raise OptionQuoteError("positions: quantity, strike, is_call, days, forward and iv differ in length")
+    _check("quantity", quantity, positive=False)
+    for name, values in (("strike", strike), ("forward", forward), ("iv", iv)):
+        _check(name, values)
+    expired = ~(days > 0)
+    if np.any(expired):
+        i = int(np.flatnonzero(expired)[0])
+        raise OptionQuoteError(f"option {i}: expired or undated (days to expiry {days[i]!r})")
+    if smile_quotes is None:
+        smile_quotes = (days, strike, forward, iv)
+    q_days, q_strike, q_forward, q_iv = (np.asarray(a, dtype=float) for a in smile_quotes)
+    expiries, q_group = np.unique(q_days, return_inverse=True)
+    group = np.searchsorted(expiries, days)
+    if np.any(group >= len(expiries)) or np.any(expiries[np.minimum(group, len(expiries) - 1)] != days):
+        raise OptionQuoteError("smile_quotes: no quote for the expiry of some option")
+    smile = Smile.from_chain(q_group, q_strike, q_forward, q_iv, expiries / DAYS_PER_YEAR)
+    spot = float(np.median(forward)) if future_price is None else float(future_price)
+    notional = spot * max(float(np.abs(quantity).sum()), abs(future_qty), 1e-12)
+    books = Books(np.zeros(len(strike), dtype=np.int64), quantity, strike, is_call, days, forward, iv, group,
+                  smile, np.array([float(future_qty)]), np.array([spot]), np.array([notional]))
+    return prepare(books)
+
+
+def option_margin(books: Books, grid: Grid = DERIBIT_BTC, mpor_days: float = 1.0) -> OptionMargin:
+    """The margin of one prepared book (see `book_from_positions`) on `grid`."""
+    loss, weight = scenario_losses(books, grid, mpor_days)
+    weighted = (loss * weight)[0]
+    worst = int(np.argmax(weighted))
+    initial = max(float(weighted[worst]), 0.0) + float(contingency(books, grid)[0])
+    return OptionMargin(initial, grid.maintenance * initial, initial / float(books.notional[0]), worst, weighted)

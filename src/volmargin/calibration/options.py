@@ -1,0 +1,178 @@
+"""The autocalibrated option margin grid and its backtest on real option books.
+
+Methods:
+- `deribit_static`: Deribit's published BTC grid (`volmargin_serving.options.DERIBIT_BTC`).
+- `auto_<price model>_<iv model>`: per day, the grid of `grid_from_forecasts`: price ranges from the price
+  model's 99% VaR of a long (fall) and short (rise) position over the MPOR, vol shocks from the IV model's
+  1% / 99% quantiles of the DVOL log change over the MPOR, all times one scale per method.
+
+No look-ahead: a snapshot taken during UTC day D uses the forecasts of origin D - 1 (data up to the end of
+day D - 1, both for the bars and the daily DVOL close). The scale is the smallest one (geometric bisection,
+as `volmargin.calibration.autocalibrate` does) at which every portfolio class meets the breach target on
+the calibration days; the classes are a fixed test set of typical books, not a per-class parameter. The
+scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality: the daily grid
+parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from volmargin.calibration.autocalibrate import TOLERANCE, utc
+from volmargin.risk.option_books import OptionBacktestBooks
+from volmargin_serving.margins import apc_step, speed_bounds
+from volmargin_serving.options import DERIBIT_BTC, Grid, grid_from_forecasts, initial_margin
+
+STATIC = "deribit_static"
+SCALE_BOUNDS = (0.05, 20.0)
+SUMMARY_COLUMNS = ["portfolio_class", "method", "period", "portfolios", "days", "breaches", "breach_rate",
+                   "avg_margin", "worst_shortfall", "scale", "margin_ratio_to_static"]
+
+
+@dataclass(frozen=True)
+class ApcConfig:
+    buffer: float | None = None  # margin held up to (1 + buffer) x target while it falls
+    max_up: float | None = None  # daily speed limits on each grid parameter
+    max_down: float | None = None
+
+
+def forecast_origins(days: pd.Series) -> pd.DatetimeIndex:
+    """The forecast origin each snapshot may use: the UTC day before the snapshot's day."""
+    return pd.DatetimeIndex(days).normalize() - pd.Timedelta(days=1)
+
+
+def forecast_inputs(origins: pd.DatetimeIndex, price: pd.DataFrame, iv: pd.DataFrame, risk: str = "var99") -> pd.DataFrame:
+    """(B, 4) var_long, var_short, iv_down, iv_up per book from a price model's forecasts (origin-indexed,
+    `risk`_long / `risk`_short, e.g. var99 or es975) and an IV model's (origin-indexed, q_lo / q_hi); NaN
+    where missing."""
+    p = price.reindex(origins)
+    q = iv.reindex(origins)
+    return pd.DataFrame({"var_long": p[f"{risk}_long"].to_numpy(), "var_short": p[f"{risk}_short"].to_numpy(),
+                         "iv_down": q["q_lo"].to_numpy(), "iv_up": q["q_hi"].to_numpy()})
+
+
+def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np.ndarray:
+    """Each per-book parameter as a daily path through the APC step (one value per day, in day order)."""
+    if apc is None or (apc.buffer is None and apc.max_up is None and apc.max_down is None):
+        return values
+    days, first = np.unique(day_index, return_index=True)
+    daily = values[first]
+    low, high = speed_bounds(1.0, apc.max_up, apc.max_down)
+    out, previous = np.empty_like(daily), np.nan
+    for i, target in enumerate(daily):
+        previous = out[i] = apc_step(np.asarray(target), np.asarray(previous), apc.buffer, low, high)
+    return out[np.searchsorted(days, day_index)]
+
+
+def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None) -> Grid:
+    """The grid of every book for one autocalibrated method; books without forecasts get the static grid."""
+    base = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale)
+    missing = ~np.isfinite(inputs.to_numpy()).all(axis=1)
+    fields = {}
+    for name, static in (("range_down", DERIBIT_BTC.range_down), ("range_up", DERIBIT_BTC.range_up),
+                         ("vol_up", DERIBIT_BTC.vol_up), ("vol_down", DERIBIT_BTC.vol_down)):
+        value = np.where(missing, static, np.asarray(getattr(base, name), dtype=float))
+        fields[name] = _apc(value, day_index, apc)
+    return Grid(**fields)
+
+
+def allowed_breaches(n, target: float, confidence: float | None) -> np.ndarray:
+    """Breaches a class may have on n calibration books: floor(target x n), or, with `confidence`, the
+    count that a true breach rate of `target` would exceed with that probability (binomial), so that a
+    few lucky calibration days do not set the scale: 0 of 120 books at 95%, 4 of 1,000."""
+    n = np.asarray(n)
+    if confidence is None:
+        return np.floor(target * n + 1e-9)
+    from scipy.stats import binom
+
+    return np.maximum(binom.ppf(1 - confidence, n, target) - 1, 0)
+
+
+def _allowed(classes: np.ndarray, counted: np.ndarray, target: float, confidence: float | None):
+    codes, names = pd.factorize(classes)
+    n = np.bincount(codes[counted], minlength=len(names))
+    return codes, allowed_breaches(n, target, confidence), n
+
+
+def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np.ndarray, target: float = 0.01,
+                    apc: ApcConfig | None = None, confidence: float | None = 0.95) -> tuple[float, bool]:
+    """Smallest scale at which every class has at most target x its counted books in breach; (scale,
+    feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
+    codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
+    day_index = _day_index(data)
+
+    def ok(scale: float) -> bool:
+        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc), data.mpor_days)
+        hits = np.bincount(codes[counted], (data.loss > margin)[counted], minlength=len(allowed))
+        return bool(np.all(hits <= allowed))
+
+    lo, hi = SCALE_BOUNDS
+    if not ok(hi):
+        return hi, False
+    while hi > lo * (1 + TOLERANCE):
+        mid = float(np.sqrt(lo * hi))
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi, True
+
+
+def _day_index(data: OptionBacktestBooks) -> np.ndarray:
+    return pd.factorize(data.info["day"], sort=True)[0]
+
+
+def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods: np.ndarray,
+              scales: dict[str, float]) -> pd.DataFrame:
+    """Per class (and 'ALL'), method and period: books, days, breaches, breach rate, average margin and worst
+    shortfall (fractions of the book's underlying notional), the average margin relative to the static grid."""
+    frame = data.info[["day", "portfolio_class"]].assign(period=periods, loss=data.loss / data.books.notional)
+    rows = []
+    for method, margin in margins.items():
+        f = frame.assign(margin=margin / data.books.notional, static=margins[STATIC] / data.books.notional)
+        f = pd.concat([f, f.assign(portfolio_class="ALL")])
+        for (cls, period), g in f.groupby(["portfolio_class", "period"], sort=False):
+            breach = g["loss"] > g["margin"]
+            rows.append({"portfolio_class": cls, "method": method, "period": period, "portfolios": len(g),
+                         "days": g["day"].nunique(), "breaches": int(breach.sum()), "breach_rate": breach.mean(),
+                         "avg_margin": g["margin"].mean(),
+                         "worst_shortfall": float(np.maximum(g["loss"] - g["margin"], 0).max()),
+                         "scale": scales.get(method, 1.0),
+                         "margin_ratio_to_static": g["margin"].mean() / g["static"].mean()})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
+                        calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
+                        calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
+    for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
+    grid parameters of each method per day."""
+    days = pd.DatetimeIndex(data.info["day"])
+    until = utc(calibrate_until)
+    calibrating = np.asarray(days < until)
+    if calibrate_after is not None:
+        calibrating = np.asarray(days >= utc(calibrate_after))
+    periods = np.where(calibrating, "calibration", "validation")
+    origins = forecast_origins(data.info["day"])
+    margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
+    scales, grids = {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
+    day_index = _day_index(data)
+    for price_model, price_frame in price.items():
+        for iv_model, iv_frame in iv.items():
+            method = f"auto_{price_model}_{iv_model}"
+            inputs = forecast_inputs(origins, price_frame, iv_frame, risk)
+            scale, feasible = calibrate_scale(data, inputs, calibrating, target, apc, confidence)
+            grid = method_grid(inputs, scale, day_index, apc)
+            margins[method], scales[method] = initial_margin(data.books, grid, data.mpor_days), scale
+            grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
+    return summarise(data, margins, periods, scales), pd.concat(grids, ignore_index=True)
+
+
+def _grid_frame(method: str, data: OptionBacktestBooks, grid: Grid, scale: float) -> pd.DataFrame:
+    n = data.books.count
+    frame = pd.DataFrame({"day": data.info["day"], "method": method, "scale": scale,
+                          **{k: np.broadcast_to(np.asarray(getattr(grid, k), dtype=float), (n,))
+                             for k in ("range_down", "range_up", "vol_up", "vol_down")}})
+    return frame.drop_duplicates("day").reset_index(drop=True)

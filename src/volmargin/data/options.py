@@ -1,0 +1,176 @@
+"""Load and validate Deribit option chains (../shared/data/options/) and DVOL series (../shared/data/iv/).
+
+Like `volmargin.data.loader`, every problem raises `DataError` with one line naming the file and the first
+offending data row (1-based, in file order) and field.
+
+- Chains: one row per instrument and snapshot, columns `CHAIN_COLUMNS`; `mark_iv` a fraction, bid/ask in
+  BTC per option (empty: no order on that side), `underlying_price` in USD. Returned with parsed UTC
+  `timestamp`/`expiry`, `is_call`, and `days` = (expiry - timestamp) in days.
+- DVOL: `timestamp,open,high,low,close` (daily) or `timestamp,close` (hourly), in percentage points;
+  returned as float columns on a UTC DatetimeIndex, with `attrs["freq"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from volmargin.data.loader import _expand, _read_bytes, _read_csv, _decode
+from volmargin.errors import DataError
+
+CHAIN_COLUMNS = ("timestamp", "instrument", "expiry", "strike", "type", "mark_iv", "bid_price", "ask_price",
+                 "bid_size", "ask_size", "underlying_price", "underlying_index", "open_interest", "volume",
+                 "delta", "gamma", "vega", "theta", "rho")
+_REQUIRED = ("timestamp", "instrument", "expiry", "strike", "type", "mark_iv", "underlying_price")
+_POSITIVE = ("strike", "mark_iv", "underlying_price")
+_OPTIONAL_NONNEGATIVE = ("bid_price", "ask_price", "bid_size", "ask_size", "open_interest", "volume")
+_NUMERIC = ("strike", "mark_iv", "bid_price", "ask_price", "bid_size", "ask_size", "underlying_price",
+            "open_interest", "volume", "delta", "gamma", "vega", "theta", "rho")
+
+
+def _fail(name: str, row: int, message: str) -> DataError:
+    return DataError(f"{name}: row {row}: {message}")
+
+
+def _read(path: str | Path) -> tuple[pd.DataFrame, str]:
+    name = str(path)
+    frame = _read_csv(_decode(_read_bytes(Path(path), name), name), name, dtype=str, keep_default_na=False)
+    if frame.empty:
+        raise DataError(f"{name}: empty file (no data rows)")
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    return frame, name
+
+
+def _columns(frame: pd.DataFrame, name: str, expected: Iterable[str], required: Iterable[str]) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {', '.join(missing)}; expected {','.join(expected)}")
+    extra = [c for c in frame.columns if c not in expected]
+    if extra:
+        raise DataError(f"{name}: unknown column(s) {', '.join(extra)}; expected {','.join(expected)}")
+
+
+def _times(frame: pd.DataFrame, column: str, name: str) -> pd.DatetimeIndex:
+    text = frame[column].str.strip()
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _fail(name, i + 1, f"{column} {frame[column].iloc[i]!r} is not an ISO 8601 time")
+    return pd.DatetimeIndex(parsed)
+
+
+def _numbers(frame: pd.DataFrame, column: str, name: str, required: bool) -> np.ndarray:
+    text = frame[column].str.strip()
+    empty = (text == "").to_numpy()
+    values = pd.to_numeric(text.where(~empty, "nan"), errors="coerce").to_numpy(dtype=float)
+    unparsed = np.isnan(values) & ~empty & ~text.str.lower().eq("nan").to_numpy()
+    missing = (empty | np.isnan(values)) if required else np.zeros(len(values), dtype=bool)
+    bad = unparsed | missing | np.isinf(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        what = "is empty" if empty[i] else f"{frame[column].iloc[i]!r} is not a finite number"
+        raise _fail(name, i + 1, f"{column} {what}")
+    return values
+
+
+def load_chain(path: str | Path) -> pd.DataFrame:
+    """One option-chain file, validated (see module doc)."""
+    frame, name = _read(path)
+    _columns(frame, name, CHAIN_COLUMNS, _REQUIRED)
+    out = pd.DataFrame({"timestamp": _times(frame, "timestamp", name), "expiry": _times(frame, "expiry", name)})
+    out["instrument"] = frame["instrument"].str.strip().to_numpy()
+    if "underlying_index" in frame.columns:
+        out["underlying_index"] = frame["underlying_index"].str.strip().to_numpy()
+    kind = frame["type"].str.strip().str.lower()
+    bad = ~kind.isin(["call", "put"]).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _fail(name, i + 1, f"type {frame['type'].iloc[i]!r} is neither 'call' nor 'put'")
+    out["is_call"] = (kind == "call").to_numpy()
+    for column in _NUMERIC:
+        if column in frame.columns:
+            out[column] = _numbers(frame, column, name, column in _REQUIRED)
+    for column in _POSITIVE:
+        bad = ~(out[column].to_numpy() > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be > 0")
+    for column in _OPTIONAL_NONNEGATIVE:
+        if column in out:
+            bad = out[column].to_numpy() < 0
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be >= 0")
+    late = (out["expiry"] <= out["timestamp"]).to_numpy()
+    if late.any():
+        i = int(np.flatnonzero(late)[0])
+        raise _fail(name, i + 1, "expiry is not after the snapshot timestamp")
+    duplicated = out.duplicated(["timestamp", "instrument"]).to_numpy()
+    if duplicated.any():
+        i = int(np.flatnonzero(duplicated)[0])
+        raise _fail(name, i + 1, f"instrument {out['instrument'].iloc[i]} appears twice in one snapshot")
+    unsorted = np.diff(pd.DatetimeIndex(out["timestamp"]).asi8) < 0
+    if unsorted.any():
+        raise _fail(name, int(np.flatnonzero(unsorted)[0]) + 2, "timestamps are not in ascending order")
+    out["days"] = (out["expiry"] - out["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
+    out.attrs["source"] = name
+    return out
+
+
+def load_chains(paths) -> pd.DataFrame:
+    """Chain files, folders or globs, concatenated in time order (a snapshot may appear in one file only)."""
+    frames = [load_chain(p) for p in _expand(paths)]
+    chain = pd.concat(frames, ignore_index=True).sort_values(["timestamp", "expiry", "strike", "is_call"],
+                                                              kind="stable", ignore_index=True)
+    seen = {}
+    for frame in frames:
+        for stamp in frame["timestamp"].unique():
+            if stamp in seen:
+                raise DataError(f"{frame.attrs['source']} and {seen[stamp]} both hold the snapshot {stamp}")
+            seen[stamp] = frame.attrs["source"]
+    return chain
+
+
+def load_dvol(path: str | Path) -> pd.DataFrame:
+    """One DVOL file (daily OHLC or hourly close), validated: positive finite levels, ascending unique
+    timestamps, low <= open, close <= high on daily files."""
+    frame, name = _read(path)
+    daily = "open" in frame.columns
+    expected = ("timestamp", "open", "high", "low", "close") if daily else ("timestamp", "close")
+    _columns(frame, name, expected, expected)
+    index = _times(frame, "timestamp", name)
+    out = pd.DataFrame({c: _numbers(frame, c, name, True) for c in expected[1:]}, index=index)
+    out.index.name = "timestamp"
+    for column in expected[1:]:
+        bad = ~(out[column].to_numpy() > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be > 0")
+    if daily:
+        low, high = out["low"].to_numpy(), out["high"].to_numpy()
+        bad = (low > high) | (out["close"].to_numpy() > high) | (out["close"].to_numpy() < low)
+        if bad.any():
+            raise _fail(name, int(np.flatnonzero(bad)[0]) + 1, "close outside [low, high]")
+    step = np.diff(index.asi8)
+    if (step <= 0).any():
+        raise _fail(name, int(np.flatnonzero(step <= 0)[0]) + 2, "timestamps are not strictly ascending")
+    out.attrs["source"] = name
+    out.attrs["freq"] = pd.Timedelta(int(np.median(step)), "ns") if len(step) else None
+    return out
+
+
+def load_dvols(paths) -> dict[str, pd.DataFrame]:
+    """DVOL files by underlying (`deribit_btc_dvol_1d.csv.gz` -> 'btc'); a daily file wins over an hourly
+    one of the same underlying."""
+    out: dict[str, pd.DataFrame] = {}
+    for file in _expand(paths):
+        frame = load_dvol(file)
+        parts = Path(file).name.lower().split("_")
+        key = parts[1] if len(parts) > 2 and parts[0] == "deribit" else Path(file).name.split(".")[0]
+        if key not in out or "open" in frame.columns:
+            out[key] = frame
+    return out

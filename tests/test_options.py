@@ -1,0 +1,289 @@
+"""Option valuation, smiles, the scenario grid and the option data loaders."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from scipy.special import ndtr as scipy_ndtr
+
+import pandas as pd
+
+from volmargin.data.options import CHAIN_COLUMNS, load_chain, load_dvol
+from volmargin.errors import DataError
+from volmargin.risk import options as vo
+from volmargin_serving.errors import InputError
+
+CHAIN_2022_01 = "options/deribit_btc_options_eod_202201.csv.gz"
+
+
+@pytest.fixture(scope="module")
+def chain(shared_data):
+    return load_chain(shared_data / CHAIN_2022_01)
+
+
+def test_ndtr_matches_scipy_within_1e7():
+    x = np.linspace(-12, 12, 200001)
+    assert np.abs(vo.ndtr(x) - scipy_ndtr(x)).max() < 1e-7
+
+
+def test_black76_parity_and_expiry():
+    f, k, t, s = 50_000.0, np.array([40_000.0, 50_000.0, 60_000.0]), 0.1, 0.8
+    call, put = vo.black76(f, k, t, s, True), vo.black76(f, k, t, s, False)
+    np.testing.assert_allclose(call - put, f - k, atol=1e-8)
+    np.testing.assert_allclose(vo.black76(f, k, 0.0, s, True), np.maximum(f - k, 0), atol=1e-3)
+    np.testing.assert_allclose(vo.black76(f, k, -1.0, s, False), np.maximum(k - f, 0), atol=1e-3)
+
+
+def test_premium_within_bid_ask_and_greeks_match_the_chain(chain):
+    years = chain["days"] / vo.DAYS_PER_YEAR
+    args = (chain["underlying_price"], chain["strike"], years, chain["mark_iv"], chain["is_call"])
+    premium = vo.premium_btc(*args)
+    two_sided = chain["bid_price"].notna() & chain["ask_price"].notna()
+    inside = (premium >= chain["bid_price"] - 1e-12) & (premium <= chain["ask_price"] + 1e-12)
+    assert inside[two_sided].mean() > 0.99
+    greeks = vo.greeks(*args)
+    for name, tolerance in (("delta", 1e-3), ("vega", 1e-3), ("theta", 1e-3), ("gamma", 2e-2)):
+        ref = chain[name].to_numpy()
+        used = np.abs(ref) > (1e-4 if name == "gamma" else 1e-3)  # gamma is rounded to 5 decimals
+        rel = np.abs(greeks[name][used] - ref[used]) / np.abs(ref[used])
+        assert np.median(rel) < tolerance, name
+
+
+def test_smile_interpolates_total_variance_and_is_flat_in_the_wings():
+    years = np.array([0.1, 0.5])
+    k = np.array([-0.2, 0.0, 0.3, -0.1, 0.1])
+    iv = np.array([0.9, 0.7, 0.8, 0.6, 0.65])
+    smile = vo.Smile.from_quotes([0, 0, 0, 1, 1], k, iv, years)
+    np.testing.assert_allclose(smile.iv([0, 0, 0, 1, 1], k), iv)
+    np.testing.assert_allclose(smile.iv([0, 0, 1, 1], [-1.0, 2.0, -3.0, 5.0]), [0.9, 0.8, 0.6, 0.65])
+    mid = smile.iv(0, -0.1)  # half-way in k: the mean of the total variances
+    assert mid == pytest.approx(np.sqrt((0.9**2 + 0.7**2) / 2))
+
+
+def _straddle(days=30.0, forward=50_000.0, iv=0.7, quantity=-1.0):
+    return vo.book_from_positions([quantity, quantity], [forward, forward], [True, False], [days, days],
+                                  [forward, forward], [iv, iv])
+
+
+def test_grid_cells_and_linear_book():
+    book = vo.book_from_positions([1.0], [50_000.0], [True], [30.0], [50_000.0], [0.7], future_qty=0.0)
+    loss, weight = vo.scenario_losses(book, vo.DERIBIT_BTC)
+    assert loss.shape == weight.shape == (1, 27 + 8)
+    future = vo.book_from_positions([0.0], [50_000.0], [True], [30.0], [50_000.0], [0.7], future_qty=-2.0,
+                                    future_price=50_000.0)
+    margin = vo.option_margin(future)
+    assert margin.initial == pytest.approx(0.16 * 2 * 50_000.0)  # a short future loses most at +16%
+    assert margin.maintenance == pytest.approx(0.8 * margin.initial)
+
+
+def test_margin_rises_with_the_grid_and_long_options_lose_at_most_their_value():
+    short = _straddle()
+    assert vo.option_margin(short).initial > 0
+    wider = vo.scale_grid(vo.DERIBIT_BTC, 1.5)
+    assert vo.option_margin(short, wider).initial > vo.option_margin(short).initial
+    long = _straddle(quantity=1.0)
+    assert 0 < vo.option_margin(long).initial <= long.value.sum() + 1e-9
+
+
+def test_options_expiring_within_the_mpor_settle_at_intrinsic():
+    book = vo.book_from_positions([-1.0], [50_000.0], [True], [0.2], [50_000.0], [0.7])
+    loss, _ = vo.scenario_losses(book, vo.DERIBIT_BTC, mpor_days=1.0)
+    moves = np.repeat(np.linspace(-0.16, 0.16, 9), 3)
+    expected = np.maximum(50_000.0 * moves, 0.0) - book.value[0]
+    np.testing.assert_allclose(loss[0, :27], expected, atol=1e-3)  # USD
+
+
+def test_batched_books_equal_single_books():
+    a, b = _straddle(), _straddle(days=7.0, iv=0.9, quantity=2.0)
+    smile = vo.Smile.from_quotes([0, 0, 1, 1], np.zeros(4), [0.7, 0.7, 0.9, 0.9], np.array([30.0, 7.0]) / 365)
+    batch = vo.prepare(vo.Books(
+        np.array([0, 0, 1, 1]), np.r_[a.quantity, b.quantity], np.r_[a.strike, b.strike],
+        np.r_[a.is_call, b.is_call], np.r_[a.days, b.days], np.r_[a.forward, b.forward], np.r_[a.iv, b.iv],
+        np.array([0, 0, 1, 1]), smile, np.zeros(2), np.full(2, 50_000.0), np.r_[a.notional, b.notional]))
+    np.testing.assert_allclose(vo.initial_margin(batch, vo.DERIBIT_BTC),
+                               [vo.option_margin(a).initial, vo.option_margin(b).initial], rtol=1e-12)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("iv", np.nan, "iv"), ("days", 0.0, "expired"), ("forward", -1.0, "forward"), ("strike", 0.0, "strike")])
+def test_bad_quotes_raise_typed_errors(field, value, match):
+    args = dict(quantity=[-1.0, 1.0], strike=[50_000.0, 60_000.0], is_call=[True, True], days=[30.0, 30.0],
+                forward=[50_000.0, 50_000.0], iv=[0.7, 0.7])
+    args[field] = [args[field][0], value]
+    with pytest.raises(vo.OptionQuoteError, match=f"option 1: .*{match}") as info:
+        vo.book_from_positions(**args)
+    assert isinstance(info.value, InputError)
+
+
+def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
+    lines = gzip.decompress((shared_data / CHAIN_2022_01).read_bytes()).decode().splitlines()[:6]
+    good = tmp_path / "chain.csv"
+    good.write_text("\n".join(lines) + "\n")
+    assert len(load_chain(good)) == 5
+    fields = lines[3].split(",")
+    fields[5] = "-0.5"  # mark_iv
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*lines[:3], ",".join(fields), *lines[4:]]) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3: mark_iv .* must be > 0"):
+        load_chain(bad)
+    bad.write_text("\n".join([lines[0].replace("mark_iv", "iv"), *lines[1:]]) + "\n")
+    with pytest.raises(DataError, match="missing column"):
+        load_chain(bad)
+
+
+def test_dvol_loader(tmp_path):
+    path = tmp_path / "deribit_btc_dvol_1d.csv"
+    path.write_text("timestamp,open,high,low,close\n2021-03-24T00:00:00Z,80,82,79,81\n"
+                    "2021-03-25T00:00:00Z,81,83,80,85\n")
+    with pytest.raises(DataError, match=r"row 2: close outside"):
+        load_dvol(path)
+    path.write_text("timestamp,close\n2021-03-24T00:00:00Z,80\n2021-03-24T01:00:00Z,x\n")
+    with pytest.raises(DataError, match=r"row 2: close 'x' is not a finite number"):
+        load_dvol(path)
+
+
+# ---------------------------------------------------------------- books, IV forecasts, calibration, CLI
+
+
+@pytest.fixture(scope="module")
+def two_snapshots(chain):
+    stamps = np.sort(chain["timestamp"].unique())[:3]
+    return chain[chain["timestamp"].isin(stamps)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def books(two_snapshots):
+    from volmargin.risk.option_books import build_books
+
+    return build_books(two_snapshots)
+
+
+def test_books_cover_every_class_and_their_losses_are_revaluations(books, two_snapshots):
+    from volmargin.risk.option_books import CLASSES
+
+    assert set(books.info["portfolio_class"]) == set(CLASSES)
+    assert np.all(np.isfinite(books.loss)) and books.books.count == len(books.info)
+    # a short straddle's realised loss is its value change between the snapshots, at the marks
+    first = books.info.index[books.info["portfolio_class"] == "short_straddle"][0]
+    legs = books.books.book == first
+    stamps = np.sort(two_snapshots["timestamp"].unique())
+    nxt = two_snapshots[two_snapshots["timestamp"] == stamps[1]]
+    value_next = 0.0
+    for strike, is_call, days in zip(books.books.strike[legs], books.books.is_call[legs], books.books.days[legs]):
+        row = nxt[(nxt["strike"] == strike) & (nxt["is_call"] == is_call)
+                  & np.isclose(nxt["days"], days - books.mpor_days[first], atol=1e-3)].iloc[0]
+        value_next += vo.black76(row["underlying_price"], strike, row["days"] / 365, row["mark_iv"], is_call)
+    assert books.loss[first] == pytest.approx(value_next - books.books.value[legs].sum(), rel=1e-9)  # short: -1 each
+
+
+def test_serving_margin_equals_the_backtest_margin_of_the_same_book(books, two_snapshots):
+    """The library's batch (every book of the backtest at once) and serving (one book from positions and
+    the chain's quotes) give the same margin: one code path."""
+    batch = vo.initial_margin(books.books, vo.DERIBIT_BTC, books.mpor_days)
+    snap = two_snapshots[two_snapshots["timestamp"] == two_snapshots["timestamp"].min()]
+    quotes = (snap["days"], snap["strike"], snap["underlying_price"], snap["mark_iv"])
+    first_day = books.info["day"] == books.info["day"].min()
+    for i in books.info.index[first_day][::5]:
+        legs = books.books.book == i
+        b = books.books
+        book = vo.book_from_positions(b.quantity[legs], b.strike[legs], b.is_call[legs], b.days[legs], b.forward[legs],
+                                      b.iv[legs], future_qty=b.future_qty[i], future_price=b.future_price[i],
+                                      smile_quotes=quotes)
+        served = vo.option_margin(book, vo.DERIBIT_BTC, books.mpor_days[i])
+        assert served.initial == pytest.approx(batch[i], rel=1e-9, abs=1e-6)
+
+
+def test_iv_forecasts_ignore_the_future_and_are_scored():
+    from volmargin.models.ivmoves import historical_quantiles, learned_quantiles, pinball, score_quantiles
+
+    rng = np.random.default_rng(1)
+    index = pd.date_range("2021-01-01", periods=260, freq="D", tz="UTC")
+    close = pd.Series(60 * np.exp(np.cumsum(rng.normal(0, 0.04, len(index)))), index=index)
+    cut = 200
+    corrupted = close.copy()
+    corrupted.iloc[cut + 1:] = 1e6  # every level after the origin
+    for frame in (historical_quantiles, lambda c: learned_quantiles(c, refit_every=15, start=index[150])):
+        a, b = frame(close), frame(corrupted)
+        pd.testing.assert_frame_equal(a.iloc[: cut + 1], b.iloc[: cut + 1])
+    q = historical_quantiles(close)
+    from volmargin_serving.options import historical_iv_quantiles
+    np.testing.assert_allclose(q.iloc[cut].to_numpy(), historical_iv_quantiles(close.iloc[: cut + 1].to_numpy()))
+    assert pinball([1.0], [0.0], 0.99)[0] == pytest.approx(0.99) and pinball([-1.0], [0.0], 0.99)[0] == pytest.approx(0.01)
+    table = pd.DataFrame({"model": "hist", "q_lo": -0.1, "q_hi": 0.1, "target": [0.0, 0.2, -0.3, 0.05]})
+    row = score_quantiles(table).iloc[0]
+    assert row["above_hi_rate"] == 0.25 and row["below_lo_rate"] == 0.25
+
+
+def test_calibrated_scale_meets_the_target_and_is_the_smallest(books):
+    from volmargin.calibration.options import allowed_breaches, calibrate_scale, method_grid
+
+    n = books.books.count
+    inputs = pd.DataFrame({"var_long": np.full(n, 0.05), "var_short": np.full(n, 0.05),
+                           "iv_down": np.full(n, -0.1), "iv_up": np.full(n, 0.1)})
+    counted = np.ones(n, dtype=bool)
+    day = pd.factorize(books.info["day"], sort=True)[0]
+    scale, feasible = calibrate_scale(books, inputs, counted, target=0.01, confidence=None)
+    assert feasible
+    classes = books.info["portfolio_class"].to_numpy()
+    allowed = {c: allowed_breaches((classes == c).sum(), 0.01, None) for c in set(classes)}
+
+    def worst(s):
+        margin = vo.initial_margin(books.books, method_grid(inputs, s, day), books.mpor_days)
+        return {c: int((books.loss > margin)[classes == c].sum()) for c in set(classes)}
+
+    assert all(worst(scale)[c] <= allowed[c] for c in allowed)
+    assert any(worst(scale * 0.98)[c] > allowed[c] for c in allowed)  # just below it, some class breaches
+    assert allowed_breaches(1000, 0.01, 0.95) == 4 and allowed_breaches(120, 0.01, 0.95) == 0
+
+
+def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, monkeypatch):
+    import volmargin.calibration.option_job as job
+    from volmargin.cli import main
+
+    chain_file = tmp_path / "chain.csv"
+    out = two_snapshots.assign(type=np.where(two_snapshots["is_call"], "call", "put"))
+    out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out["expiry"] = out["expiry"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out[[c for c in CHAIN_COLUMNS]].to_csv(chain_file, index=False)
+    index = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC")
+    price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=index.rename("origin"))
+    monkeypatch.setattr(job, "_price_forecasts", lambda j, first, last: ({"ewma": price}, None))
+    code = main(["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
+                 "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "run"),
+                 "--iv-models", "hist"])
+    assert code == 0
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert {"portfolio_class", "method", "portfolios", "days", "breach_rate", "avg_margin"} <= set(summary.columns)
+    assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "Grid parameters over time" in report and "data:image/png;base64," in report
+    assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
+                 "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
+    from volmargin.calibration.options import ApcConfig, _apc
+
+    day = np.array([0, 0, 1, 2, 3])
+    target = np.array([0.2, 0.2, 0.1, 0.1, 0.3])
+    held = _apc(target, day, ApcConfig(max_down=0.1))
+    np.testing.assert_allclose(held, [0.2, 0.2, 0.18, 0.162, 0.3])
+    np.testing.assert_allclose(_apc(target, day, None), target)
+
+
+def test_serving_option_margin_loads_numpy_only():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from volmargin_serving.options import book_from_positions, option_margin, grid_from_forecasts\n"
+        "b = book_from_positions([-1.0, -1.0], [5e4, 5e4], [True, False], [30.0, 30.0], [5e4, 5e4], [0.7, 0.7])\n"
+        "assert option_margin(b, grid_from_forecasts(0.08, 0.08, 0.15, -0.12)).initial > 0\n"
+        "heavy = {'torch', 'pandas', 'mlflow', 'arch', 'sklearn', 'lightning', 'scipy', 'volmargin', 'onnxruntime'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
