@@ -1,0 +1,155 @@
+"""The liquidation simulator on cases with known answers, its ledger, and its inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from volmargin.errors import ConfigError, DataError
+from volmargin.simulation import (Accounts, EngineConfig, MarginTerms, Market, PopulationConfig, SquareRootImpact,
+                                  draw_accounts, read_accounts, simulate)
+
+NO_IMPACT = SquareRootImpact(0.0)
+
+
+def one(side: float, notional: float = 1000.0, leverage: float = 10.0, entry: int = 0) -> Accounts:
+    return Accounts(np.array([side]), np.array([notional]), np.array([leverage]), np.array([entry]))
+
+
+def market(log_price, volume=1e6, sigma=0.01, funding=None) -> Market:
+    log_price = np.atleast_2d(np.asarray(log_price, dtype=float))
+    return Market(log_price, volume, sigma, funding)
+
+
+def crash_paths(paths: int = 50, steps: int = 24, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    moves = rng.normal(-0.004, 0.02, (paths, steps))
+    moves[:, 5] -= 0.08  # a crash hour on every path
+    return np.hstack([np.zeros((paths, 1)), np.cumsum(moves, axis=1)])
+
+
+def population(n: int = 2000, seed: int = 0, entry_window: int = 1) -> Accounts:
+    return draw_accounts(PopulationConfig(accounts=n, seed=seed, entry_window=entry_window), open_interest=5e6)
+
+
+def test_no_move_no_liquidation():
+    flat = market(np.zeros((3, 25)))
+    result = simulate(population(), flat, MarginTerms.constant(0.1, 0.05, 0.01, 3), SquareRootImpact(1.0))
+    assert result.liquidated.sum() == 0 and result.bad_debt.sum() == 0 and result.penalties.sum() == 0
+    np.testing.assert_allclose(result.fund[:, -1], result.fund_start)
+    np.testing.assert_allclose(result.log_price, 0.0)
+
+
+@pytest.mark.parametrize("side, price, shortfall", [(1.0, 0.8, 1000 * (0.9 - 0.8)), (-1.0, 1.25, 1000 * (1.25 - 1.1))])
+def test_gap_past_maintenance_bad_debt_is_the_shortfall(side, price, shortfall):
+    # 10x leverage: collateral 100 on 1000 notional; bankruptcy at 0.9 (long) / 1.1 (short)
+    path = market([[0.0, np.log(price), np.log(price)]])
+    result = simulate(one(side), path, MarginTerms.constant(0.1, 0.05, 0.01), NO_IMPACT)
+    assert result.liquidations.sum() == 1
+    assert result.bad_debt.sum() == pytest.approx(shortfall)
+    assert result.bad_debt[0, 0] == pytest.approx(shortfall)  # in the step of the gap
+    assert result.penalties.sum() == 0  # nothing left to pay a penalty from
+    assert result.fund[0, -1] == pytest.approx(result.fund_start[0] - shortfall)
+
+
+def test_liquidation_above_bankruptcy_pays_penalty_and_returns_the_rest():
+    # long 10x, maintenance 5%: liquidation price 0.9 / 0.95 = 0.947; at 0.94 the equity is 40 on 940 notional
+    result = simulate(one(1.0), market([[0.0, np.log(0.94)]]), MarginTerms.constant(0.1, 0.05, 0.01), NO_IMPACT)
+    assert result.bad_debt.sum() == 0
+    assert result.penalties.sum() == pytest.approx(0.01 * 940)
+    assert result.account_cash[0] == pytest.approx(40 - 9.4)
+
+
+def test_initial_margin_caps_leverage():
+    # wants 50x, the venue allows 1 / 0.2 = 5x: a 15% fall does not reach its bankruptcy price 0.8
+    result = simulate(one(1.0, leverage=50.0), market([[0.0, np.log(0.85)]]), MarginTerms.constant(0.2, 0.1, 0.0),
+                      NO_IMPACT)
+    assert result.deposits[0] == pytest.approx(200.0)
+    assert result.liquidations.sum() == 1 and result.bad_debt.sum() == 0
+
+
+def test_zero_impact_no_cascade():
+    accounts, paths = population(), market(crash_paths(), volume=2e6, sigma=0.02)
+    terms = MarginTerms.constant(0.1, 0.05, 0.01, 50)
+    calm = simulate(accounts, paths, terms, NO_IMPACT)
+    assert calm.liquidated.sum() > 0  # liquidations happen ...
+    np.testing.assert_array_equal(calm.impact, 0.0)  # ... but never move the price
+    np.testing.assert_allclose(calm.log_price, paths.log_price)
+    assert calm.rounds.max() == 1  # and never trigger a second round
+    cascading = simulate(accounts, paths, terms, SquareRootImpact(1.0))
+    assert cascading.rounds.max() > 1 and cascading.impact.min() < 0
+    assert cascading.liquidated.sum() > calm.liquidated.sum()
+    assert cascading.bad_debt.sum() >= calm.bad_debt.sum()
+
+
+@pytest.mark.parametrize("mode", ["full", "partial"])
+def test_money_is_conserved(mode):
+    paths = crash_paths(20)
+    rng = np.random.default_rng(5)
+    funding = rng.normal(0, 3e-4, (20, 24))
+    accounts = population(1500, seed=3, entry_window=12)
+    result = simulate(accounts, market(paths, volume=1e6, sigma=0.02, funding=funding),
+                      MarginTerms(np.array([[0.08, 0.1]]), np.array([[0.04, 0.06]]), 0.015), SquareRootImpact(0.8),
+                      EngineConfig(liquidation=mode, oracle_delay=0.5, max_rounds=50))
+    assert result.liquidated.sum() > 0 and result.bad_debt.sum() > 0
+    before = result.deposits + result.fund_start
+    after = result.account_cash + result.fund[:, -1] + result.market_cash
+    np.testing.assert_allclose(after, before, rtol=1e-10)
+    np.testing.assert_allclose(result.account_qty + result.market_qty, 0.0, atol=1e-6)
+    assert not result.unconverged.any()
+
+
+def test_partial_liquidation_restores_initial_margin():
+    # long 10x at IM 10% / MM 5%, penalty 0: at 0.94 equity 40 on 940 notional (4.26%) -> close just enough
+    # that the rest holds 10% again: 40 >= 0.1 x (1 - f) x 940  ->  f = 1 - 40 / 94
+    result = simulate(one(1.0), market([[0.0, np.log(0.94)]]), MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT,
+                      EngineConfig(liquidation="partial"))
+    assert result.liquidated.sum() == pytest.approx((1 - 40 / 94) * 940)
+    assert result.open_equity[0] == pytest.approx(40.0)
+    assert result.bad_debt.sum() == 0
+
+
+def test_oracle_delay_liquidates_a_step_late():
+    path = market([[0.0, np.log(0.8), np.log(0.8), np.log(0.8)]])
+    terms = MarginTerms.constant(0.1, 0.05, 0.0)
+    late = simulate(one(1.0), path, terms, NO_IMPACT, EngineConfig(oracle_delay=1))
+    assert late.liquidations[0].tolist() == [0, 1, 0]
+    slow = simulate(one(1.0), path, terms, NO_IMPACT, EngineConfig(oracle_cadence=2))
+    assert slow.liquidations[0].tolist() == [0, 1, 0]
+
+
+def test_determinism_with_a_seed():
+    paths = market(crash_paths(10), volume=1e6, sigma=0.02)
+    terms = MarginTerms.constant(0.1, 0.05, 0.01, 10)
+    first = simulate(population(seed=7), paths, terms, SquareRootImpact(1.0))
+    again = simulate(population(seed=7), paths, terms, SquareRootImpact(1.0))
+    other = simulate(population(seed=8), paths, terms, SquareRootImpact(1.0))
+    np.testing.assert_array_equal(first.bad_debt, again.bad_debt)
+    np.testing.assert_array_equal(first.log_price, again.log_price)
+    assert not np.array_equal(first.liquidated, other.liquidated)
+
+
+def test_bad_terms_and_inputs_are_refused():
+    with pytest.raises(ConfigError, match="maintenance < initial"):
+        simulate(one(1.0), market([[0.0, 0.0]]), MarginTerms.constant(0.05, 0.05, 0.0), NO_IMPACT)
+    with pytest.raises(ConfigError, match="log_price"):
+        simulate(one(1.0), market([[0.1, 0.0]]), MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT)
+    with pytest.raises(ConfigError, match="liquidation"):
+        EngineConfig(liquidation="some")
+
+
+def test_read_accounts(tmp_path):
+    good = tmp_path / "accounts.csv"
+    good.write_text("side,notional,leverage,entry_step\nlong,100,5,0\nshort,50,20,3\n")
+    accounts = read_accounts(good)
+    assert accounts.side.tolist() == [1.0, -1.0] and accounts.entry_step.tolist() == [0, 3]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("side,notional,leverage\nlong,100,5\nshort,-3,2\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3: notional = '-3'"):
+        read_accounts(bad)
+    bad.write_text("side,notional,leverage\nsideways,100,5\n")
+    with pytest.raises(DataError, match=r"row 2: side"):
+        read_accounts(bad)
+    bad.write_text("side,notional\nlong,100\n")
+    with pytest.raises(DataError, match="missing columns"):
+        read_accounts(bad)
