@@ -51,9 +51,9 @@ class PopulationConfig:
     accounts: int = 10_000
     long_share: float = 0.5
     size_sigma: float = 1.5  # lognormal sigma of notionals (heavy-tailed: a few whales)
-    leverage_median: float = 5.0
-    leverage_sigma: float = 0.6
-    at_max_leverage: float = 0.2  # share of accounts that take the most leverage allowed
+    leverage_median: float = 4.0
+    leverage_sigma: float = 0.5
+    at_max_leverage: float = 0.05  # share of accounts that take the most leverage allowed
     max_leverage: float = 125.0  # the venue's hard cap, before the initial-margin cap
     entry_window: int = 1  # steps over which accounts open
     seed: int = 0

@@ -29,9 +29,10 @@ import pandas as pd
 
 from volmargin.errors import ConfigError, DataError
 
-# Y of the square-root law; the literature's range is 0.5-1 for metaorders; bench/simulation.py prints
-# the estimate from the January 2021 liquidation minutes beside it (see README "Liquidation simulation").
-DEFAULT_IMPACT = 0.7
+# Y of the square-root law, against spot-bar volume: the next-minute slope fitted on the January 2021
+# liquidation minutes (1.1; the contemporaneous slope, 3.8, is an upper bound: moves cause liquidations
+# too); metaorder studies find 0.5-1. bench/simulation.py re-measures both (README "Liquidation simulation").
+DEFAULT_IMPACT = 1.1
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,8 @@ def fit_liquidation_impact(minutes: pd.DataFrame, bars: pd.DataFrame) -> ImpactF
     volume_quote = (bars["volume"] * bars["close"]).rolling(24, min_periods=12).mean().shift(1)
     sigma_m = sigma_h.reindex(hour).to_numpy() / np.sqrt(60)
     volume_m = volume_quote.reindex(hour).to_numpy() / 60
-    consecutive = np.r_[False, np.diff(minutes.index.asi8) == 60_000_000_000]
-    ret = np.log(minutes["mid"]).diff().to_numpy()
+    consecutive = np.r_[False, np.diff(minutes.index.as_unit("s").asi8) == 60]
+    ret = np.log(minutes["mid"]).diff().to_numpy(copy=True)
     ret[~consecutive] = np.nan
     net_quote = minutes["net"].to_numpy() * minutes["mid"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
