@@ -109,13 +109,18 @@ def asset_panel(forecasts: pd.DataFrame, model: str, asset: str, rule: PolicyCon
 
 # --- the reference policies ---------------------------------------------------------------------------
 
-def breach_terms(forecasts: pd.DataFrame, model: str, case: AssetCase, policy: PolicyConfig,
-                 first_validation_start, every: str, penalty: float) -> Terms:
-    """Today's breach-rate calibration of `model` (its per-asset scales need every asset of the table)."""
+def breach_paths(forecasts: pd.DataFrame, model: str, policy: PolicyConfig, first_validation_start,
+                 every: str) -> pd.DataFrame:
+    """Today's breach-rate calibration of `model` on every asset of the table and its margin paths."""
     rows = forecasts[forecasts["model"] == model]
     calibration = walk_forward_calibration(rows, policy, first_validation_start, every=every)
-    paths = margin_paths(rows[rows["asset"] == case.asset], policy, calibration)
-    wide = paths.pivot(index="origin", columns="side", values="initial_margin").reindex(case.origins)
+    return margin_paths(rows, policy, calibration)
+
+
+def breach_terms(paths: pd.DataFrame, case: AssetCase, policy: PolicyConfig, penalty: float) -> Terms:
+    """The breach-rate policy's terms of one asset from `breach_paths`."""
+    rows = paths[paths["asset"] == case.asset]
+    wide = rows.pivot(index="origin", columns="side", values="initial_margin").reindex(case.origins)
     initial = wide[["long", "short"]].to_numpy()
     return Terms(case.origins, initial, policy.maintenance_fraction * initial, np.full(len(case.origins), penalty))
 
@@ -212,5 +217,5 @@ def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) ->
     return Terms(case.origins, initial, fraction[:, None] * initial, blocks["penalty"].to_numpy()[which])
 
 
-__all__ = ["POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_terms",
+__all__ = ["POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_paths", "breach_terms",
            "calibrate_solvency", "rule_margin", "solvency_terms", "static_terms"]

@@ -22,7 +22,7 @@ from volmargin.errors import ConfigError
 from volmargin.simulation.metrics import summarize
 from volmargin.simulation.paths import PathSet, bootstrap_paths, event_paths, replay_paths
 from volmargin.simulation.scenarios import SimulationSettings, run_paths
-from volmargin.simulation.solvency import (AssetCase, SolvencyTarget, Terms, asset_panel, breach_terms,
+from volmargin.simulation.solvency import (AssetCase, SolvencyTarget, Terms, asset_panel, breach_paths, breach_terms,
                                            calibrate_solvency, solvency_terms, static_terms)
 
 SUMMARY_COLUMNS = ["asset", "policy", "period", "kind", "paths", "bad_debt_mean", "bad_debt_p95", "bad_debt_p99",
@@ -73,19 +73,22 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     if cfg.model not in set(forecasts["model"]):
         raise ConfigError(f"simulation.model: {cfg.model!r} is not among the forecasts' models "
                           f"{sorted(set(forecasts['model']))}")
+    forecasts = forecasts[forecasts["asset"].isin(list(bars))]
+    if forecasts.empty:
+        raise ConfigError(f"simulation: no forecast asset has bars (bars of {sorted(bars)})")
     breach_policy = PolicyConfig(**cfg.breach_policy)
     rule = PolicyConfig(risk=breach_policy.risk, mpor_hours=breach_policy.mpor_hours)  # the bare margin rule
     start = utc(cfg.validation_start)
     summaries, stresses, blocks = [], [], []
-    for asset in sorted(set(forecasts["asset"]) & set(bars)):
+    breach = breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate)
+    for asset in sorted(set(forecasts["asset"])):
         case = asset_case(forecasts, bars[asset], asset, cfg, rule)
         if not len(case.paths) or not np.any(case.paths.origins[case.paths.day] < start):
             log(f"simulate: {asset}: no path before {start.date()}, left out")
             continue
         table = calibrate_solvency(case, rule, cfg.settings, cfg.target, start)
         blocks.append(table)
-        terms = {"breach": breach_terms(forecasts, cfg.model, case, breach_policy, start, cfg.recalibrate,
-                                        cfg.settings.penalty),
+        terms = {"breach": breach_terms(breach, case, breach_policy, cfg.settings.penalty),
                  "solvency": solvency_terms(case, rule, table),
                  "static": static_terms(case, cfg.large_caps, cfg.settings.penalty)}
         for policy, t in terms.items():
@@ -146,3 +149,46 @@ def _no_impact(settings: SimulationSettings) -> SimulationSettings:
     import dataclasses
 
     return dataclasses.replace(settings, impact=0.0)
+
+
+def study_config(section, validation_start, breach_policy: dict, recalibrate: str = "YS",
+                 default_model: str = "har") -> StudyConfig:
+    """A StudyConfig from a `volmargin.config.SimulationSection` (the run config's `simulation` keys)."""
+    from volmargin.simulation.accounts import PopulationConfig
+    from volmargin.simulation.engine import EngineConfig
+    from volmargin.simulation.impact import DEFAULT_IMPACT
+
+    settings = SimulationSettings(
+        population=PopulationConfig(accounts=section.accounts, seed=section.seed),
+        engine=EngineConfig(oracle_delay=section.oracle_delay, oracle_cadence=section.oracle_cadence,
+                            liquidation=section.liquidation, insurance_fund=section.insurance_fund),
+        impact=DEFAULT_IMPACT if section.impact is None else section.impact, open_interest=section.open_interest,
+        penalty=section.penalty, bootstrap_paths=section.bootstrap_paths, seed=section.seed)
+    target = SolvencyTarget(quantile=section.quantile, max_bad_debt_fund=section.max_bad_debt_fund,
+                            every=section.every, max_change=section.max_change)
+    return StudyConfig(model=section.model or default_model,
+                       validation_start=str(section.validation_start or validation_start),
+                       breach_policy=dict(breach_policy), recalibrate=recalibrate or "YS",
+                       large_caps=tuple(section.large_caps), settings=settings, target=target)
+
+
+def write_study(result: StudyResult, out, meta: dict | None = None) -> None:
+    """OUT/summary.csv, stress.csv, solvency.csv (and simulate.json with `meta`), each written atomically."""
+    import json
+    from pathlib import Path
+
+    from volmargin.io import write_atomic, write_frame
+
+    out = Path(out)
+    write_frame(result.summary, out / "summary.csv")
+    write_frame(result.stress, out / "stress.csv")
+    write_frame(result.solvency, out / "solvency.csv")
+    if meta is not None:
+        write_atomic(out / "simulate.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+
+
+def headline(result: StudyResult, target: float) -> pd.DataFrame:
+    """Out-of-sample figures per asset and policy, all path kinds pooled (the table a committee reads first)."""
+    rows = result.summary[(result.summary["period"] == "validation") & (result.summary["kind"] == "all")]
+    return rows[["asset", "policy", "paths", "bad_debt_p99", "bad_debt_fund_p99", "meets_target",
+                 "liquidations_p95", "avg_margin"]].reset_index(drop=True)
