@@ -153,3 +153,105 @@ def test_read_accounts(tmp_path):
     bad.write_text("side,notional\nlong,100\n")
     with pytest.raises(DataError, match="missing columns"):
         read_accounts(bad)
+
+
+# --- paths, solvency calibration, command and stage ---------------------------------------------------------
+
+import pandas as pd  # noqa: E402
+
+from volmargin.calibration import PolicyConfig  # noqa: E402
+from volmargin.cli import main  # noqa: E402
+from volmargin.data import synthetic_market  # noqa: E402
+from volmargin.data.synthetic import write_synthetic_csv  # noqa: E402
+from volmargin.evaluation.backtest import daily_panel  # noqa: E402
+from volmargin.simulation.paths import bootstrap_paths, event_paths, replay_paths  # noqa: E402
+from volmargin.simulation.scenarios import SimulationSettings  # noqa: E402
+from volmargin.simulation.solvency import SolvencyTarget, calibrate_solvency  # noqa: E402
+from volmargin.simulation.study import SUMMARY_COLUMNS, StudyConfig, asset_case  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def market_bars() -> dict[str, pd.DataFrame]:
+    return synthetic_market(n_assets=2, days=600, seed=4)
+
+
+def simple_forecasts(bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """A causal 20-day realised-variance forecast with normal VaR, in the backtest's table layout."""
+    frames = []
+    for asset, daily in daily_panel(bars).items():
+        variance = daily["rv"].rolling(20).mean()
+        vol = np.sqrt(variance)
+        frames.append(pd.DataFrame({
+            "asset": asset, "model": "rv20", "origin": daily.index, "date": daily.index + pd.Timedelta(days=1),
+            "horizon": 1, "variance": variance.to_numpy(), "var99_long": 2.326 * vol, "var99_short": 2.326 * vol,
+            "realized_ret": daily["ret"].shift(-1).to_numpy(), "realized_rv": daily["rv"].shift(-1).to_numpy()}))
+    table = pd.concat(frames, ignore_index=True)
+    return table[table["variance"].notna()].reset_index(drop=True)
+
+
+def test_replay_is_the_real_path_and_skips_gaps(market_bars):
+    bars = market_bars["syn_a"]
+    origins = pd.DatetimeIndex(["2021-03-01", "2021-03-02"], tz="UTC")
+    paths = replay_paths("syn_a", bars, origins)
+    closes = np.log(bars["close"])
+    start = closes.index.get_loc(pd.Timestamp("2021-03-01 23:00", tz="UTC"))
+    np.testing.assert_allclose(paths.log_price[0], closes.iloc[start:start + 25].to_numpy() - closes.iloc[start])
+    gapped = bars.drop(pd.Timestamp("2021-03-02 05:00", tz="UTC"))
+    assert replay_paths("syn_a", gapped, origins).day.tolist() == [1]
+
+
+def test_bootstrap_reads_only_the_past_and_takes_the_forecast_scale(market_bars):
+    bars = market_bars["syn_a"]
+    origins = pd.DatetimeIndex(["2021-09-01"], tz="UTC")
+    paths = bootstrap_paths("syn_a", bars, origins, [0.03**2], 4000, seed=1)
+    corrupt = bars.copy()
+    after = corrupt.index > pd.Timestamp("2021-09-01 23:00", tz="UTC")
+    corrupt.loc[after, ["open", "high", "low", "close"]] *= np.linspace(1, 5, after.sum())[:, None]
+    again = bootstrap_paths("syn_a", corrupt, origins, [0.03**2], 4000, seed=1)
+    np.testing.assert_array_equal(paths.log_price, again.log_price)
+    assert np.std(paths.log_price[:, -1]) == pytest.approx(0.03, rel=0.2)
+
+
+def test_event_paths_start_on_the_eve(market_bars):
+    events = event_paths("syn_a", market_bars["syn_a"], {"test": ("2021-05-19", "2021-05-20"), "late": ("2030-01-01", "2030-01-01")})
+    assert events.kind.tolist() == ["test"] and events.log_price.shape == (1, 49)
+    assert events.origins[0] == pd.Timestamp("2021-05-18", tz="UTC")
+
+
+SMALL = SimulationSettings(population=PopulationConfig(accounts=200, seed=0), bootstrap_paths=2)
+
+
+def test_solvency_calibration_respects_the_speed_limit_and_the_target(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    strict = SolvencyTarget(max_bad_debt_fund=0.0, maintenance_fractions=(0.6,), every="QS", max_change=0.05,
+                            window_days=120)
+    table = calibrate_solvency(case, rule, SMALL, strict, "2021-10-01")
+    assert len(table) >= 3
+    steps = table["scale"].to_numpy()[1:] / table["scale"].to_numpy()[:-1]
+    assert np.all(np.abs(steps - 1) <= 0.05 + 1e-9)
+    assert table.loc[table["feasible"], "calibration_bad_debt_fund"].le(0.0).all()
+    loose = calibrate_solvency(case, rule, SMALL, SolvencyTarget(max_bad_debt_fund=5.0, maintenance_fractions=(0.6,),
+                                                               window_days=120), "2021-10-01")
+    assert loose["scale"].iloc[0] <= table["scale"].iloc[0]
+
+
+def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    simple_forecasts(market_bars).to_parquet(run / "forecasts.parquet")
+    files = write_synthetic_csv(tmp_path / "bars", n_assets=2, days=600, seed=4)
+    out = tmp_path / "sim"
+    argv = ["simulate", "--run", str(run), "--data", *map(str, files), "--out", str(out),
+            "--set", "accounts=150,bootstrap_paths=1,every=YS,validation_start=2021-10-01"]
+    assert main(argv) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert set(summary["policy"]) == {"breach", "solvency", "static"} and set(summary["asset"]) == {"syn_a", "syn_b"}
+    assert summary[["bad_debt_p95", "bad_debt_p99", "liquidations_p95", "avg_margin"]].notna().all().all()
+    assert (out / "stress.csv").is_file() and (out / "solvency.csv").is_file()
+    assert main([*argv[:-1], "accounts=0"]) == 2
+    assert "simulation.population.accounts" in capsys.readouterr().err
+    assert main([*argv[:-1], "acounts=5"]) == 2
+    assert "--set.acounts: unknown key" in capsys.readouterr().err
