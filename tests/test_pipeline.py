@@ -60,6 +60,7 @@ def test_run_writes_every_output_and_records_every_stage(finished):
     assert Path(record["bundle"]["calibration_set"]).is_file()
     latest = pd.read_parquet(out / "latest.parquet")
     assert len(latest) == 2 and latest["variance"].gt(0).all()
+    assert 'id="simulation"' in (out / "report.html").read_text()  # the simulate stage's section
     assert record["data"]["synthetic"] and len(record["data"]["assets"]) == 2
 
 

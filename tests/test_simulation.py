@@ -255,3 +255,22 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert "simulation.population.accounts" in capsys.readouterr().err
     assert main([*argv[:-1], "acounts=5"]) == 2
     assert "--set.acounts: unknown key" in capsys.readouterr().err
+
+
+def test_funding_is_paid_on_settlement_steps(tmp_path):
+    from volmargin.simulation.funding import asset_rates, funding_matrix, read_funding
+
+    path = tmp_path / "funding.csv"
+    path.write_text("timestamp,venue,symbol,funding_rate\n2022-01-01T08:00:00Z,binance,BTCUSDT,0.001\n"
+                    "2022-01-01T16:00:00Z,binance,BTCUSDT,-0.002\n2022-01-01T08:00:00Z,binance,ETHUSDT,0.5\n")
+    rates = asset_rates(read_funding(path), "binance_btcusdt_perp")
+    matrix = funding_matrix(rates, pd.DatetimeIndex(["2022-01-01"], tz="UTC"), 24)
+    assert np.flatnonzero(matrix[0]).tolist() == [7, 15] and matrix[0, 7] == 0.001 and matrix[0, 15] == -0.002
+    assert asset_rates(read_funding(path), "binance_solusdt") is None
+    # a long of 1000 notional pays 0.1% at step 8 on a flat path: its cash falls by 1, the market's rises by 1
+    result = simulate(one(1.0), market(np.zeros((1, 25)), funding=matrix), MarginTerms.constant(0.1, 0.05, 0.0),
+                      NO_IMPACT)
+    assert result.market_cash[0] == pytest.approx(1000 + 1 - 2)
+    path.write_text("timestamp,venue,symbol,funding_rate\nnot-a-time,binance,BTCUSDT,0.001\n")
+    with pytest.raises(DataError, match="row 2"):
+        read_funding(path)

@@ -118,6 +118,7 @@ class SimulationSection:
     every: str = "QS"  # solvency re-calibration blocks
     max_change: float = 0.05  # speed limit per block
     large_caps: tuple[str, ...] = ("btc", "eth")
+    funding: str | None = None  # a funding file, e.g. ../shared/data/funding/funding_rates_8h.csv.gz
     seed: int = 0
 
 

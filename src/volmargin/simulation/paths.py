@@ -34,12 +34,27 @@ class PathSet:
     day: np.ndarray  # (P,) index into `origins`
     origins: pd.DatetimeIndex
     log_price: np.ndarray  # (P, steps + 1), column 0 = 0
+    funding: np.ndarray | None = None  # (P, steps) rate longs pay at the end of each step, or None
+
+    @property
+    def starts(self) -> pd.DatetimeIndex:
+        """Start time of each path: the close of its origin day."""
+        return self.origins[self.day] + pd.Timedelta(days=1)
+
+    def with_funding(self, rates: pd.Series | None) -> PathSet:
+        from volmargin.simulation.funding import funding_matrix
+
+        if rates is None or not len(self):
+            return self
+        return PathSet(self.asset, self.kind, self.day, self.origins, self.log_price,
+                       funding_matrix(rates, self.starts, self.log_price.shape[1] - 1))
 
     def __len__(self) -> int:
         return len(self.kind)
 
     def select(self, mask: np.ndarray) -> PathSet:
-        return PathSet(self.asset, self.kind[mask], self.day[mask], self.origins, self.log_price[mask])
+        return PathSet(self.asset, self.kind[mask], self.day[mask], self.origins, self.log_price[mask],
+                       None if self.funding is None else self.funding[mask])
 
 
 def hourly_log_close(bars: pd.DataFrame) -> pd.Series:

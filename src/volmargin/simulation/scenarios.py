@@ -60,7 +60,8 @@ def run_paths(paths: PathSet, initial: np.ndarray, maintenance: np.ndarray, pena
     for lo in range(0, len(paths), settings.chunk):
         rows = slice(lo, lo + settings.chunk)
         day = paths.day[rows]
-        market = Market(paths.log_price[rows], volume, np.sqrt(variance[day] / HOURS))
+        funding = None if paths.funding is None else paths.funding[rows]
+        market = Market(paths.log_price[rows], volume, np.sqrt(variance[day] / HOURS), funding)
         terms = MarginTerms(initial[day], maintenance[day], penalty[day])
         frames.append(path_metrics(simulate(accounts, market, terms, impact, settings.engine)))
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(

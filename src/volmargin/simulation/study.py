@@ -10,6 +10,7 @@ bars cover with the terms each policy set on its eve (`out_of_sample` False for 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import pandas as pd
 from volmargin.calibration.autocalibrate import utc
 from volmargin.calibration.policy import PolicyConfig
 from volmargin.errors import ConfigError
+from volmargin.simulation.funding import asset_rates, read_funding
 from volmargin.simulation.metrics import summarize
 from volmargin.simulation.paths import PathSet, bootstrap_paths, event_paths, replay_paths
 from volmargin.simulation.scenarios import SimulationSettings, run_paths
@@ -40,6 +42,7 @@ class StudyConfig:
     breach_policy: dict = field(default_factory=dict)  # volmargin.calibration.PolicyConfig fields (today's)
     recalibrate: str = "YS"  # breach-rate re-calibration cadence
     large_caps: tuple[str, ...] = ("btc", "eth")  # name tags of the static schedule's large caps
+    funding: str | None = None  # a funding file (volmargin.simulation.funding); None: no funding
     settings: SimulationSettings = field(default_factory=SimulationSettings)
     target: SolvencyTarget = field(default_factory=SolvencyTarget)
 
@@ -80,9 +83,12 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     rule = PolicyConfig(risk=breach_policy.risk, mpor_hours=breach_policy.mpor_hours)  # the bare margin rule
     start = utc(cfg.validation_start)
     summaries, stresses, blocks = [], [], []
+    funding = read_funding(cfg.funding) if cfg.funding else None
     breach = breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate)
     for asset in sorted(set(forecasts["asset"])):
         case = asset_case(forecasts, bars[asset], asset, cfg, rule)
+        rates = None if funding is None else asset_rates(funding, asset)
+        case = dataclasses.replace(case, paths=case.paths.with_funding(rates))
         if not len(case.paths) or not np.any(case.paths.origins[case.paths.day] < start):
             log(f"simulate: {asset}: no path before {start.date()}, left out")
             continue
@@ -93,8 +99,9 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
                  "static": static_terms(case, cfg.large_caps, cfg.settings.penalty)}
         for policy, t in terms.items():
             summaries.extend(_summaries(case, policy, t, cfg, start))
-            stresses.append(_stress(case, bars[asset], policy, t, cfg, start))
-        log(f"simulate: {asset}: {len(case.paths):,} paths, solvency scale {table['scale'].iloc[-1]:.2f} "
+            stresses.append(_stress(case, bars[asset], policy, t, cfg, start, rates))
+        paid = "" if case.paths.funding is None else f", funding on {np.mean(case.paths.funding.any(1)):.0%} of paths"
+        log(f"simulate: {asset}: {len(case.paths):,} paths{paid}, solvency scale {table['scale'].iloc[-1]:.2f} "
             f"(maintenance {table['maintenance_fraction'].iloc[0]:.0%} of initial)")
     if not summaries:
         raise ConfigError(f"simulation: no asset has forecasts and bars with paths before {start.date()}")
@@ -123,14 +130,15 @@ def _summaries(case: AssetCase, policy: str, terms: Terms, cfg: StudyConfig, sta
 
 
 def _stress(case: AssetCase, bars: pd.DataFrame, policy: str, terms: Terms, cfg: StudyConfig,
-            start: pd.Timestamp) -> pd.DataFrame:
+            start: pd.Timestamp, rates: pd.Series | None = None) -> pd.DataFrame:
     events = event_paths(case.asset, bars)
     on_grid = case.origins.get_indexer(events.origins)
     keep = on_grid >= 0
     keep[keep] &= np.isfinite(terms.initial[on_grid[keep]]).all(1)
     if not keep.any():
         return pd.DataFrame(columns=STRESS_COLUMNS)
-    events = PathSet(case.asset, events.kind[keep], np.arange(keep.sum()), events.origins[keep], events.log_price[keep])
+    events = PathSet(case.asset, events.kind[keep], np.arange(keep.sum()), events.origins[keep],
+                     events.log_price[keep]).with_funding(rates)
     day = on_grid[keep]
     args = (terms.initial[day], terms.maintenance[day], terms.penalty[day], case.variance[day])
     with_feedback = run_paths(events, *args, cfg.settings)
@@ -146,8 +154,6 @@ def _stress(case: AssetCase, bars: pd.DataFrame, policy: str, terms: Terms, cfg:
 
 
 def _no_impact(settings: SimulationSettings) -> SimulationSettings:
-    import dataclasses
-
     return dataclasses.replace(settings, impact=0.0)
 
 
@@ -169,7 +175,8 @@ def study_config(section, validation_start, breach_policy: dict, recalibrate: st
     return StudyConfig(model=section.model or default_model,
                        validation_start=str(section.validation_start or validation_start),
                        breach_policy=dict(breach_policy), recalibrate=recalibrate or "YS",
-                       large_caps=tuple(section.large_caps), settings=settings, target=target)
+                       large_caps=tuple(section.large_caps), funding=section.funding, settings=settings,
+                       target=target)
 
 
 def write_study(result: StudyResult, out, meta: dict | None = None) -> None:
