@@ -81,7 +81,7 @@ def main() -> None:
     print(pooled.to_markdown(floatfmt=".4f"))
     solvency, static = pooled.loc["solvency", "avg_margin"], pooled.loc["static", "avg_margin"]
     print(f"\nsolvency-calibrated vs static schedule: average margin {solvency:.2%} vs {static:.2%} "
-          f"({1 - solvency / static:+.1%} less); target met out of sample on {int(pooled.loc['solvency', 'meets_target'])}"
+          f"({abs(1 - solvency / static):.1%} {'less' if solvency < static else 'more'}); target met out of sample on {int(pooled.loc['solvency', 'meets_target'])}"
           f" of {int(pooled.loc['solvency', 'assets'])} assets (static: {int(pooled.loc['static', 'meets_target'])})")
     stress = result.stress.assign(eve_margin=lambda f: (f["initial_long"] + f["initial_short"]) / 2)
     print("\n## Stress events: the terms set on the eve, the event's path replayed (bad debt over the event)\n")

@@ -173,11 +173,13 @@ class _Engine:
         """Open the accounts entering at step t: columns are sorted by (side, entry step), so each side's
         cohort is one contiguous block and every array operation is on a slice."""
         price = np.exp(self.s[:, t])[:, None]
+        opened = False
         for side, block in ((0, slice(0, self.n_long)), (1, slice(self.n_long, None))):
             entry = self.acc.entry_step[block]
             lo, hi = (block.start or 0) + np.searchsorted(entry, [t, t + 1])
             if lo == hi:
                 continue
+            opened = True
             cols = slice(lo, hi)
             im, mm = self.terms.initial[:, side:side + 1], self.terms.maintenance[:, side:side + 1]
             leverage = np.minimum(self.acc.leverage[cols][None, :], 1.0 / im)  # capped by the initial margin
@@ -190,7 +192,8 @@ class _Engine:
             self.deposits += collateral.sum(1)
             self.market_cash += (qty * price).sum(1)
             self.market_qty -= qty.sum(1)
-        self.refresh_extremes(np.arange(len(price)))
+        if opened:
+            self.refresh_extremes(np.arange(len(price)))
 
     @staticmethod
     def liquidation_price(qty, cash, mm, long) -> np.ndarray:
@@ -206,21 +209,20 @@ class _Engine:
             self.qty[rows, cols], self.cash[rows, cols], self.terms.maintenance[rows, self.side_index[cols]],
             self.long[cols])
 
-    def refresh_extremes(self, rows: np.ndarray) -> None:
-        """The highest long and lowest short liquidation price of each path in `rows`: a path whose oracle
-        lies between them has nothing to liquidate and is never scanned."""
-        trig = self.trigger[rows]
+    def refresh_extremes(self, rows: np.ndarray, trig: np.ndarray | None = None) -> None:
+        """The highest long and lowest short liquidation price of each path in `rows` (`trig`: their rows of
+        `trigger`, if at hand): a path whose oracle lies between them has nothing to liquidate and is
+        never scanned."""
+        trig = self.trigger[rows] if trig is None else trig
         self.max_long[rows] = trig[:, :self.n_long].max(1, initial=-np.inf)
         self.min_short[rows] = trig[:, self.n_long:].min(1, initial=np.inf)
 
-    def triggered(self, rows: np.ndarray, oracle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(path, account) pairs on `rows` below maintenance margin at the oracle price."""
-        trig = self.trigger[rows]
+    def triggered(self, trig: np.ndarray, oracle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row of `trig`, account) pairs below maintenance margin at the oracle price."""
         hit = np.empty(trig.shape, dtype=bool)
         np.less(oracle[:, None], trig[:, :self.n_long], out=hit[:, :self.n_long])
         np.greater(oracle[:, None], trig[:, self.n_long:], out=hit[:, self.n_long:])
-        r, c = np.nonzero(hit)
-        return rows[r], c
+        return np.nonzero(hit)
 
     def close_fraction(self, rows, cols, oracle) -> np.ndarray:
         """Share of each triggered position to close: all of it (full), or the least that brings the rest
@@ -291,10 +293,13 @@ class _Engine:
                 if k == self.cfg.max_rounds:
                     self.unconverged[rows] = True
                     break
-                hit_rows, hit_cols = self.triggered(rows, oracle[rows])
+                trig = self.trigger[rows]
+                local, hit_cols = self.triggered(trig, oracle[rows])
+                hit_rows = rows[local]
                 frac = self.close_fraction(hit_rows, hit_cols, oracle[hit_rows])
                 self.liquidate(t, hit_rows, hit_cols, frac)
-                self.refresh_extremes(rows)
+                trig[local, hit_cols] = self.trigger[hit_rows, hit_cols]
+                self.refresh_extremes(rows, trig)
                 self.rounds[rows, t - 1] += 1
             self.impact_path[:, t] = self.impact_now
             if t < self.mkt.steps:
