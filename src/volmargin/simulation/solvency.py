@@ -4,7 +4,9 @@ Three policies per asset, each a per-origin-day set of terms (initial and mainte
 liquidation penalty):
 - `breach`: today's calibration (`volmargin.calibration.walk_forward_calibration` + `margin_paths`): the
   smallest scale of the model's risk whose initial margin is breached on at most the target share of
-  days; maintenance = the policy's maintenance fraction of it; the reference penalty.
+  days; maintenance = the policy's maintenance fraction of it; the reference penalty. `breach_plain` is
+  the same calibration with every APC tool off (the study adds it when the policy has any), i.e. the
+  solvency policy's own margin rule calibrated to the breach rate instead;
 - `static`: a large venue's schedule: IM 5% / MM 3% for large caps, 10% / 5% for the others (asset
   names containing one of `large_caps`).
 - `solvency`: the same margin rule (`volmargin_serving.margins` through `calibration.panel.initial_margin`,
@@ -40,7 +42,7 @@ from volmargin.simulation.accounts import Accounts
 from volmargin.simulation.paths import PathSet
 from volmargin.simulation.scenarios import SimulationSettings, run_paths
 
-POLICIES = ("breach", "solvency", "static")
+POLICIES = ("breach", "breach_plain", "solvency", "static")
 SOLVENCY_COLUMNS = ["asset", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty", "feasible",
                     "limited", "calibration_paths", "calibration_bad_debt_fund", "calibration_avg_margin"]
 

@@ -1,4 +1,5 @@
-"""The simulation stage: every asset of a backtest run through the three policies, on real replays,
+"""The simulation stage: every asset of a backtest run through the policies (`volmargin.simulation.solvency`;
+plus `breach_plain`, the breach-rate calibration without its APC tools, when the policy has any), on real replays,
 bootstrapped paths and the stress events, with the solvency calibration in between.
 
 Periods: forecasts realised before `validation_start` calibrate (the breach-rate and the solvency
@@ -84,7 +85,11 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     start = utc(cfg.validation_start)
     summaries, stresses, blocks = [], [], []
     funding = read_funding(cfg.funding) if cfg.funding else None
-    breach = breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate)
+    plain = dataclasses.replace(breach_policy, buffer=None, stressed_floor=False, lookback_floor=False,
+                                max_up=None, max_down=None)
+    breach = {"breach": (breach_policy, breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate))}
+    if plain != breach_policy:  # the same breach-rate calibration without the APC tools: same rule as `solvency`
+        breach["breach_plain"] = (plain, breach_paths(forecasts, cfg.model, plain, start, cfg.recalibrate))
     for asset in sorted(set(forecasts["asset"])):
         case = asset_case(forecasts, bars[asset], asset, cfg, rule)
         rates = None if funding is None else asset_rates(funding, asset)
@@ -94,8 +99,9 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
             continue
         table = calibrate_solvency(case, rule, cfg.settings, cfg.target, start)
         blocks.append(table)
-        terms = {"breach": breach_terms(breach, case, breach_policy, cfg.settings.penalty),
-                 "solvency": solvency_terms(case, rule, table),
+        terms = {name: breach_terms(paths, case, policy, cfg.settings.penalty)
+                 for name, (policy, paths) in breach.items()}
+        terms |= {"solvency": solvency_terms(case, rule, table),
                  "static": static_terms(case, cfg.large_caps, cfg.settings.penalty)}
         for policy, t in terms.items():
             summaries.extend(_summaries(case, policy, t, cfg, start))
