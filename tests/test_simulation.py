@@ -136,6 +136,8 @@ def test_bad_terms_and_inputs_are_refused():
         simulate(one(1.0), market([[0.1, 0.0]]), MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT)
     with pytest.raises(ConfigError, match="liquidation"):
         EngineConfig(liquidation="some")
+    with pytest.raises(ConfigError, match="volume"):
+        simulate(one(1.0), market([[0.0, 0.0]], volume=0.0), MarginTerms.constant(0.1, 0.05, 0.0), SquareRootImpact(1.0))
 
 
 def test_read_accounts(tmp_path):

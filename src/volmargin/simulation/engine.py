@@ -139,6 +139,8 @@ class _Engine:
         self.n_long = int(np.sum(self.acc.side > 0))
         self.long = self.acc.side > 0
         self.volume = market.per_step(market.volume, "volume")
+        if impact.coefficient > 0 and np.any(self.volume == 0):
+            raise ConfigError("market.volume: must be > 0 on every path and step when the impact is on")
         self.sigma = market.per_step(market.volatility, "volatility")
         self.funding = None if market.funding is None else np.asarray(market.funding, dtype=float)
         self.qty, self.cash = np.zeros((p, n)), np.zeros((p, n))
