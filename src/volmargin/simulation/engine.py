@@ -147,7 +147,8 @@ class _Engine:
         self.trigger = np.where(self.long, -np.inf, np.inf)[None, :].repeat(p, axis=0)
         self.side_index = np.where(self.long, 0, 1)
         self.s = market.log_price.astype(float).copy()  # simulated log price, impact added as it happens
-        self.impact_now = np.zeros(p)
+        self.impact_now = np.zeros(p)  # cumulative log impact so far
+        self.impact_before = np.zeros(p)  # ... at the start of the current step
         self.flow = np.zeros(p)  # signed USD liquidation flow of the current step (buy > 0)
         self.market_cash, self.market_qty = np.zeros(p), np.zeros(p)
         self.oi = np.full(p, float(self.acc.notional.sum()))
@@ -282,7 +283,7 @@ class _Engine:
         self.open_cohort(0)
         every = np.arange(len(self.s))
         for t in range(1, self.mkt.steps + 1):
-            self.impact_before = self.impact_now.copy()
+            self.impact_before[:] = self.impact_now
             self.s[:, t] = self.mkt.log_price[:, t] + self.impact_now
             self.flow[:] = 0.0
             if self.funding is not None and np.any(self.funding[:, t - 1] != 0):
