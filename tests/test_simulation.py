@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -276,3 +278,21 @@ def test_funding_is_paid_on_settlement_steps(tmp_path):
     path.write_text("timestamp,venue,symbol,funding_rate\nnot-a-time,binance,BTCUSDT,0.001\n")
     with pytest.raises(DataError, match="row 2"):
         read_funding(path)
+
+
+def test_study_pays_funding_where_the_file_covers_the_asset(market_bars, tmp_path):
+    from volmargin.simulation.study import run_study
+
+    times = pd.date_range("2021-01-01", "2022-08-01", freq="8h", tz="UTC")
+    path = tmp_path / "funding.csv"
+    pd.DataFrame({"timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "venue": "syn", "symbol": "a",
+                  "funding_rate": 0.002}).to_csv(path, index=False)
+    forecasts = simple_forecasts(market_bars)
+    bars = {"syn_a": market_bars["syn_a"]}
+    target = SolvencyTarget(every="YS", maintenance_fractions=(0.6,))
+    base = StudyConfig(model="rv20", validation_start="2022-01-01", settings=SMALL, target=target)
+    plain = run_study(forecasts, bars, base)
+    funded = run_study(forecasts, bars, dataclasses.replace(base, funding=str(path)))
+    key = ["asset", "policy", "period", "kind"]
+    a, b = (r.summary.set_index(key)["liquidations_p95"] for r in (plain, funded))
+    assert (a != b).any()  # longs pay 0.2% three times a day: liquidations change
