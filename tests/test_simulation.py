@@ -296,3 +296,13 @@ def test_study_pays_funding_where_the_file_covers_the_asset(market_bars, tmp_pat
     key = ["asset", "policy", "period", "kind"]
     a, b = (r.summary.set_index(key)["liquidations_p95"] for r in (plain, funded))
     assert (a != b).any()  # longs pay 0.2% three times a day: liquidations change
+
+
+def test_settings_read_the_population_from_a_file(tmp_path):
+    path = tmp_path / "book.csv"
+    path.write_text("side,notional,leverage,entry_step\nlong,300,5,0\nshort,100,20,2\n")
+    accounts = SimulationSettings(accounts_file=str(path)).accounts()
+    assert accounts.notional.tolist() == [0.75, 0.25] and accounts.entry_step.tolist() == [0, 2]
+    path.write_text("side,notional,leverage\nlong,300,0.5\n")
+    with pytest.raises(DataError, match="row 2: leverage"):
+        SimulationSettings(accounts_file=str(path)).accounts()

@@ -105,6 +105,12 @@ class SimulationSection:
     model: str | None = None  # forecasts that drive margins and paths; default har, else the champion
     validation_start: str | None = None  # default: the day after calibration.end
     accounts: int = 1000
+    accounts_file: str | None = None  # CSV/Parquet: side, notional, leverage[, entry_step] (instead of drawing)
+    long_share: float = 0.5
+    leverage_median: float = 4.0
+    leverage_sigma: float = 0.5
+    at_max_leverage: float = 0.05  # share of accounts at the most leverage the initial margin allows
+    entry_window: int = 1  # accounts open uniformly over the first this many hours
     bootstrap_paths: int = 4  # per origin day, beside its real replay
     impact: float | None = None  # Y of the square-root impact law; None: volmargin.simulation.DEFAULT_IMPACT
     open_interest: float = 0.5  # open interest / daily traded volume

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from volmargin.errors import ConfigError
-from volmargin.simulation.accounts import Accounts, PopulationConfig, draw_accounts
+from volmargin.simulation.accounts import Accounts, PopulationConfig, draw_accounts, read_accounts
 from volmargin.simulation.engine import EngineConfig, MarginTerms, Market, simulate
 from volmargin.simulation.impact import DEFAULT_IMPACT, SquareRootImpact
 from volmargin.simulation.metrics import path_metrics
@@ -33,6 +33,7 @@ class SimulationSettings:
     lookback_days: int = 730
     chunk: int = 2000  # paths per engine call
     seed: int = 0
+    accounts_file: str | None = None  # read the population instead of drawing it
 
     def __post_init__(self) -> None:
         checks = {"impact": self.impact >= 0, "open_interest": self.open_interest > 0,
@@ -44,6 +45,9 @@ class SimulationSettings:
             raise ConfigError(f"simulation.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
 
     def accounts(self) -> Accounts:
+        """The population, notionals scaled to a total of 1 (money is in units of open interest)."""
+        if self.accounts_file:
+            return read_accounts(self.accounts_file).scaled(1.0)
         return draw_accounts(self.population, open_interest=1.0)
 
 

@@ -171,7 +171,11 @@ def study_config(section, validation_start, breach_policy: dict, recalibrate: st
     from volmargin.simulation.impact import DEFAULT_IMPACT
 
     settings = SimulationSettings(
-        population=PopulationConfig(accounts=section.accounts, seed=section.seed),
+        population=PopulationConfig(accounts=section.accounts, long_share=section.long_share,
+                                    leverage_median=section.leverage_median, leverage_sigma=section.leverage_sigma,
+                                    at_max_leverage=section.at_max_leverage, entry_window=section.entry_window,
+                                    seed=section.seed),
+        accounts_file=section.accounts_file,
         engine=EngineConfig(oracle_delay=section.oracle_delay, oracle_cadence=section.oracle_cadence,
                             liquidation=section.liquidation, insurance_fund=section.insurance_fund),
         impact=DEFAULT_IMPACT if section.impact is None else section.impact, open_interest=section.open_interest,
