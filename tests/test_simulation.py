@@ -306,3 +306,13 @@ def test_settings_read_the_population_from_a_file(tmp_path):
     path.write_text("side,notional,leverage\nlong,300,0.5\n")
     with pytest.raises(DataError, match="row 2: leverage"):
         SimulationSettings(accounts_file=str(path)).accounts()
+
+
+def test_simulate_stage_is_off_by_default(tmp_path, capsys):
+    from volmargin.config import RunConfig
+    from volmargin.pipeline import Run, stage_simulate
+
+    run = Run(RunConfig(), tmp_path)
+    stage_simulate(run)
+    assert "simulate: off" in capsys.readouterr().out and not (tmp_path / "simulation").exists()
+    assert "simulation" not in run.record
