@@ -130,7 +130,8 @@ def _summaries(case: AssetCase, policy: str, terms: Terms, cfg: StudyConfig, sta
             stats = summarize(metrics[mask])
             days = np.isin(np.arange(len(case.origins)), np.unique(paths.day[mask]))
             rows.append({"asset": case.asset, "policy": policy, "period": period, "kind": kind, **stats,
-                         "meets_target": stats["bad_debt_fund_p99"] <= cfg.target.max_bad_debt_fund,
+                         "meets_target": bool(np.quantile(metrics.loc[mask, "bad_debt_fund"], cfg.target.quantile)
+                                              <= cfg.target.max_bad_debt_fund),
                          "avg_margin": terms.avg_margin(days)})
     return rows
 
