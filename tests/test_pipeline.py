@@ -25,6 +25,7 @@ learned:
   gbm: {{n_estimators: 20, tail_estimators: 10}}
 backtest: {{baselines: [ewma, har], learned_refit_every: 150}}
 calibration: {{end: 2022-06-30, recalibrate: null}}
+simulation: {{enabled: true, accounts: 100, bootstrap_paths: 1, every: YS}}
 tracking: {{registered_model: tiny}}
 models_root: {root}/models
 output: {root}/run
@@ -51,7 +52,7 @@ def test_run_writes_every_output_and_records_every_stage(finished):
     assert list(record["timings"]) == list(STAGES) and "failed_stage" not in record
     for name in ("forecasts.parquet", "scores.csv", "dm.csv", "latest.parquet", "report.html",
                  "calibration/margin_summary.csv", "calibration/margin_paths.parquet", "calibration/stress.csv",
-                 "portfolio/summary.csv"):
+                 "portfolio/summary.csv", "simulation/summary.csv", "simulation/stress.csv"):
         assert (out / name).is_file(), name
     assert set(pd.read_parquet(out / "forecasts.parquet")["model"]) == {"ewma", "har", "nn", "gbm"}
     bundle = Path(record["bundle"]["path"])
@@ -59,6 +60,7 @@ def test_run_writes_every_output_and_records_every_stage(finished):
     assert Path(record["bundle"]["calibration_set"]).is_file()
     latest = pd.read_parquet(out / "latest.parquet")
     assert len(latest) == 2 and latest["variance"].gt(0).all()
+    assert 'id="simulation"' in (out / "report.html").read_text()  # the simulate stage's section
     assert record["data"]["synthetic"] and len(record["data"]["assets"]) == 2
 
 

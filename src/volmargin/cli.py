@@ -150,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
     report.add_argument("--out", type=Path, default=None, help="HTML file (default: RUN/report.html)")
 
+    simulate = commands.add_parser("simulate", help="liquidation and bad-debt simulation of the breach-rate, "
+                                   "solvency-calibrated and static margin policies on a run's forecasts")
+    simulate.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
+    _add_data_args(simulate)
+    simulate.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, stress.csv, solvency.csv)")
+    simulate.add_argument("--set", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+                          help="simulation settings, e.g. model=har,accounts=1000,bootstrap_paths=4,"
+                          "max_bad_debt_fund=0.01,liquidation=partial (see volmargin.config.SimulationSection)")
+    simulate.add_argument("--policy", type=_policy_items, default=None, metavar="KEY=VALUE,...",
+                          help="today's breach-rate policy (default: the run's, else the `volmargin run` default)")
+
     score = commands.add_parser("score", help="batch-score bar files through a bundle (ONNX Runtime)")
     score.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/nn/1")
     _add_data_args(score)
@@ -474,6 +485,38 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from volmargin.config import APC_POLICY, SimulationSection, from_dict
+    from volmargin.simulation.study import headline, run_study, study_config, write_study
+
+    path = args.run / "forecasts.parquet"
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: --run must be a folder written by `volmargin run` or `backtest`")
+    import datetime
+
+    values = {k: str(v) if isinstance(v, datetime.date) else v for k, v in args.set.items()}  # YAML reads dates
+    section = from_dict(SimulationSection, values, "--set")
+    record = json.loads((args.run / "run.json").read_text()) if (args.run / "run.json").is_file() else {}
+    calibration = record.get("calibration", {})
+    forecasts = pd.read_parquet(path)
+    default_start = calibration.get("validation_start") or str(
+        (forecasts["origin"].min() + pd.Timedelta(days=365)).date())
+    models = set(forecasts["model"])
+    cfg = study_config(section, default_start, args.policy if args.policy is not None
+                       else calibration.get("policy", APC_POLICY),
+                       default_model="har" if "har" in models else record.get("champion") or sorted(models)[0])
+    bars = load_data(args.data)
+    result = run_study(forecasts, bars, cfg, log=print)
+    write_study(result, args.out, {"command": "simulate", "run": str(args.run), "config": dataclasses.asdict(cfg),
+                                   "seconds": round(result.seconds, 1)})
+    table = headline(result, cfg.target.max_bad_debt_fund)
+    print(f"\nOut of sample from {cfg.validation_start} ({cfg.model}; bad debt as a fraction of open interest and "
+          f"of the insurance fund, target p{cfg.target.quantile * 100:g} <= {cfg.target.max_bad_debt_fund:.1%} of the fund):")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4%}"))
+    print(f"wrote {args.out}/summary.csv, stress.csv, solvency.csv in {result.seconds:.0f} s")
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from volmargin.batch import score_panel
     from volmargin.distributed import check_options, executor
@@ -554,7 +597,7 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
             "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report,
-            "portfolio": cmd_portfolio, "options": cmd_options}
+            "portfolio": cmd_portfolio, "options": cmd_options, "simulate": cmd_simulate}
 
 
 def _interrupt(signum, frame) -> None:

@@ -109,6 +109,38 @@ class PortfolioSection:
                                                                 "n_candidates": 50, "n_adversarial": 10})
 
 
+@dataclass(frozen=True)
+class SimulationSection:
+    """The optional simulate stage (volmargin.simulation.study): liquidations and bad debt of the breach-rate,
+    solvency-calibrated and static policies; the same keys as `volmargin simulate --set`."""
+
+    enabled: bool = False
+    model: str | None = None  # forecasts that drive margins and paths; default har, else the champion
+    validation_start: str | None = None  # default: the day after calibration.end
+    accounts: int = 1000
+    accounts_file: str | None = None  # CSV/Parquet: side, notional, leverage[, entry_step] (instead of drawing)
+    long_share: float = 0.5
+    leverage_median: float = 4.0
+    leverage_sigma: float = 0.5
+    at_max_leverage: float = 0.05  # share of accounts at the most leverage the initial margin allows
+    entry_window: int = 1  # accounts open uniformly over the first this many hours
+    bootstrap_paths: int = 4  # per origin day, beside its real replay
+    impact: float | None = None  # Y of the square-root impact law; None: volmargin.simulation.DEFAULT_IMPACT
+    open_interest: float = 0.5  # open interest / daily traded volume
+    liquidation: str = "full"  # or partial
+    oracle_delay: float = 0.0  # steps (hours)
+    oracle_cadence: int = 1
+    insurance_fund: float = 0.02  # fraction of open interest
+    penalty: float = 0.01  # of the breach-rate and static policies
+    quantile: float = 0.99
+    max_bad_debt_fund: float = 0.01  # solvency target: quantile of 24 h bad debt / insurance fund
+    every: str = "QS"  # solvency re-calibration blocks
+    max_change: float = 0.05  # speed limit per block
+    large_caps: tuple[str, ...] = ("btc", "eth")
+    funding: str | None = None  # a funding file, e.g. ../shared/data/funding/funding_rates_8h.csv.gz
+    seed: int = 0
+
+
 # the default margin policy of `volmargin run`: 99% VaR with every EMIR art. 28 tool and speed limits
 APC_POLICY = {"risk": "var99", "target_breach_rate": 0.01, "maintenance_fraction": 0.75, "buffer": 0.25,
               "stressed_floor": True, "lookback_floor": True, "max_up": 0.5, "max_down": 0.1}
@@ -127,6 +159,7 @@ class RunConfig:
     calibration: CalibrationSection = field(default_factory=lambda: CalibrationSection(end="2022-12-31", policy=APC_POLICY))
     portfolio: PortfolioSection = field(default_factory=PortfolioSection)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(registered_model="volmargin"))
+    simulation: SimulationSection = field(default_factory=SimulationSection)
     horizon: int = 1
     levels: tuple[float, ...] = (0.975, 0.99)
     models_root: str = "models"

@@ -24,6 +24,7 @@ from volmargin.models import BASELINES
 from volmargin.reports import figures
 from volmargin.reports.html import NOT_RECORDED, img, key_values, note, page, table
 from volmargin.reports.portfolio import portfolio_section
+from volmargin.reports.simulation import simulation_sections
 
 REQUIRED = {"forecasts.parquet": "`volmargin backtest`", "scores.csv": "`volmargin backtest` (or `volmargin evaluate`)",
             "run.json": "`volmargin backtest`"}
@@ -351,6 +352,7 @@ def build_report(run_dir: Path) -> str:
                 ("calibration", "Margin calibration", calibration_section(run, ranking)),
                 ("portfolio", "Portfolio margin", portfolio_section(run.folder / "portfolio")),
                 ("provenance", "Provenance", provenance_section(run))]
+    sections[-1:-1] = simulation_sections(run.folder)  # only when the run has the simulate stage's outputs
     return page("volmargin model comparison", header, sections)
 
 

@@ -1,0 +1,223 @@
+"""Margin policies to simulate, and calibration to solvency.
+
+Three policies per asset, each a per-origin-day set of terms (initial and maintenance margin per side,
+liquidation penalty):
+- `breach`: today's calibration (`volmargin.calibration.walk_forward_calibration` + `margin_paths`): the
+  smallest scale of the model's risk whose initial margin is breached on at most the target share of
+  days; maintenance = the policy's maintenance fraction of it; the reference penalty. `breach_plain` is
+  the same calibration with every APC tool off (the study adds it when the policy has any), i.e. the
+  solvency policy's own margin rule calibrated to the breach rate instead;
+- `static`: a large venue's schedule: IM 5% / MM 3% for large caps, 10% / 5% for the others (asset
+  names containing one of `large_caps`).
+- `solvency`: the same margin rule (`volmargin_serving.margins` through `calibration.panel.initial_margin`,
+  scale x the model's risk), its scale, maintenance fraction and penalty chosen to minimise the
+  average initial margin subject to a bad-debt target: the `quantile` (99th) of 24 h bad debt over the
+  calibration paths (each day's real replay and its bootstrapped, forecast-scaled paths) at most
+  `max_bad_debt_fund` (1%) of the insurance fund.
+
+Calibration to solvency is walk-forward: at each block start (every `every`, from the validation start)
+only paths realised before it, from the last `window_days`, are simulated. The first block searches
+every (maintenance fraction, penalty) of the grid and bisects the scale (bad debt falls as the scale
+rises: lower leverage, earlier liquidation); later blocks keep the maintenance fraction and penalty and
+move the scale by at most `max_change` relative per block (the speed limit of the APC tools that
+parameter-risk providers apply), bisecting within that band. A block whose target cannot be met within
+its band is flagged (`feasible` False) and takes the band's top. Parameters of a block apply to the
+origins from its start to the next block's; origins before the first block take the first block's
+(in sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from volmargin.calibration.autocalibrate import utc, walk_forward_calibration
+from volmargin.calibration.backtest import margin_paths
+from volmargin.calibration.panel import Panel, build_panel, initial_margin
+from volmargin.calibration.policy import PolicyConfig
+from volmargin.errors import ConfigError
+from volmargin.simulation.accounts import Accounts
+from volmargin.simulation.paths import PathSet
+from volmargin.simulation.scenarios import SimulationSettings, run_paths
+
+POLICIES = ("breach", "breach_plain", "solvency", "static")
+SOLVENCY_COLUMNS = ["asset", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty", "feasible",
+                    "limited", "calibration_paths", "calibration_bad_debt_fund", "calibration_avg_margin"]
+
+
+@dataclass(frozen=True)
+class SolvencyTarget:
+    quantile: float = 0.99
+    max_bad_debt_fund: float = 0.01  # the quantile of 24 h bad debt, as a fraction of the insurance fund
+    maintenance_fractions: tuple[float, ...] = (0.5, 0.6, 0.75)
+    penalties: tuple[float, ...] = (0.01,)
+    max_change: float = 0.05  # relative move of the scale per re-calibration block
+    every: str = "QS"
+    window_days: int = 365
+    scale_bounds: tuple[float, float] = (0.1, 10.0)
+    tolerance: float = 0.02  # relative width at which the bisection stops
+
+    def __post_init__(self) -> None:
+        checks = {"quantile": 0.5 <= self.quantile < 1, "max_bad_debt_fund": self.max_bad_debt_fund >= 0,
+                  "maintenance_fractions": bool(self.maintenance_fractions) and all(
+                      0 < f < 1 for f in self.maintenance_fractions),
+                  "penalties": bool(self.penalties) and all(0 <= p < 1 for p in self.penalties),
+                  "max_change": self.max_change > 0, "window_days": self.window_days >= 30,
+                  "scale_bounds": 0 < self.scale_bounds[0] < self.scale_bounds[1], "tolerance": self.tolerance > 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"simulation.solvency.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
+
+
+@dataclass(frozen=True)
+class Terms:
+    """Per-origin terms of one policy for one asset, on `origins` (the asset's daily forecast grid)."""
+
+    origins: pd.DatetimeIndex
+    initial: np.ndarray  # (D, 2) long, short
+    maintenance: np.ndarray  # (D, 2)
+    penalty: np.ndarray  # (D,)
+
+    def avg_margin(self, mask: np.ndarray | None = None) -> float:
+        rows = self.initial if mask is None else self.initial[mask]
+        return float(np.nanmean(rows))
+
+
+@dataclass(frozen=True)
+class AssetCase:
+    """One asset under one model: its margin-rule panel (2 columns: long, short), forecast variance per
+    origin and the simulated paths over those origins."""
+
+    asset: str
+    panel: Panel
+    variance: np.ndarray  # (D,)
+    paths: PathSet
+
+    @property
+    def origins(self) -> pd.DatetimeIndex:
+        return self.panel.origins
+
+
+def asset_panel(forecasts: pd.DataFrame, model: str, asset: str, rule: PolicyConfig) -> tuple[Panel, np.ndarray]:
+    rows = forecasts[(forecasts["model"] == model) & (forecasts["asset"] == asset)]
+    if rows.empty:
+        raise ConfigError(f"forecasts: no rows of model {model!r} for asset {asset!r}")
+    panel = build_panel(rows, rule)
+    variance = rows.set_index("origin")["variance"].reindex(panel.origins).to_numpy()
+    return panel, variance
+
+
+# --- the reference policies ---------------------------------------------------------------------------
+
+def breach_paths(forecasts: pd.DataFrame, model: str, policy: PolicyConfig, first_validation_start,
+                 every: str) -> pd.DataFrame:
+    """Today's breach-rate calibration of `model` on every asset of the table and its margin paths."""
+    rows = forecasts[forecasts["model"] == model]
+    calibration = walk_forward_calibration(rows, policy, first_validation_start, every=every)
+    return margin_paths(rows, policy, calibration)
+
+
+def breach_terms(paths: pd.DataFrame, case: AssetCase, policy: PolicyConfig, penalty: float) -> Terms:
+    """The breach-rate policy's terms of one asset from `breach_paths`."""
+    rows = paths[paths["asset"] == case.asset]
+    wide = rows.pivot(index="origin", columns="side", values="initial_margin").reindex(case.origins)
+    initial = wide[["long", "short"]].to_numpy()
+    return Terms(case.origins, initial, policy.maintenance_fraction * initial, np.full(len(case.origins), penalty))
+
+
+def static_terms(case: AssetCase, large_caps: tuple[str, ...], penalty: float) -> Terms:
+    large = any(tag in case.asset.lower() for tag in large_caps)
+    im, mm = (0.05, 0.03) if large else (0.10, 0.05)
+    d = len(case.origins)
+    return Terms(case.origins, np.full((d, 2), im), np.full((d, 2), mm), np.full(d, penalty))
+
+
+def rule_margin(case: AssetCase, rule: PolicyConfig, scale: float) -> np.ndarray:
+    return initial_margin(case.panel, rule, np.full(len(case.panel.columns), scale))
+
+
+# --- calibration to solvency ------------------------------------------------------------------------------
+
+def _evaluate(case: AssetCase, rule: PolicyConfig, paths: PathSet, scale: float, fraction: float, penalty: float,
+              settings: SimulationSettings, accounts: Accounts, target: SolvencyTarget) -> float:
+    im = rule_margin(case, rule, scale)
+    metrics = run_paths(paths, im, fraction * im, penalty, case.variance, settings, accounts)
+    return float(np.quantile(metrics["bad_debt_fund"], target.quantile))
+
+
+def _bisect(evaluate, lo: float, hi: float, target: SolvencyTarget) -> tuple[float, bool, bool]:
+    """Smallest scale in [lo, hi] meeting the target: (scale, feasible, limited by the band)."""
+    if evaluate(hi) > target.max_bad_debt_fund:
+        return hi, False, True
+    if evaluate(lo) <= target.max_bad_debt_fund:
+        return lo, True, lo > target.scale_bounds[0]
+    while hi > lo * (1 + target.tolerance):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (lo, mid) if evaluate(mid) <= target.max_bad_debt_fund else (mid, hi)
+    return hi, True, False
+
+
+def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: SimulationSettings, target: SolvencyTarget,
+                       first_validation_start, progress=None) -> pd.DataFrame:
+    """Walk-forward solvency calibration of one asset; one row per block, columns SOLVENCY_COLUMNS."""
+    first = utc(first_validation_start)
+    end = case.origins.max()
+    starts = pd.DatetimeIndex([first]).union(pd.date_range(first, end, freq=target.every)) if first <= end \
+        else pd.DatetimeIndex([first])
+    accounts = settings.accounts()
+    known = case.paths.origins[case.paths.day] + pd.Timedelta(days=case.panel.horizon)
+    rows, previous = [], None
+    for b, start in enumerate(starts):
+        window = (known < start) & (case.paths.origins[case.paths.day] >= start - pd.Timedelta(days=target.window_days))
+        paths = case.paths.select(np.asarray(window))
+        if not len(paths):
+            raise ConfigError(f"{case.asset}: no realised path before {start.date()} to calibrate on")
+        if previous is None:
+            candidates = []
+            for fraction in target.maintenance_fractions:
+                for penalty in target.penalties:
+                    def evaluate(s, f=fraction, p=penalty):
+                        return _evaluate(case, rule, paths, s, f, p, settings, accounts, target)
+                    scale, ok, limited = _bisect(evaluate, *target.scale_bounds, target)
+                    candidates.append((not ok, _avg(case, rule, scale, paths), penalty, scale, fraction, ok, limited))
+            _, _, penalty, scale, fraction, ok, limited = min(candidates)
+        else:
+            fraction, penalty = previous["maintenance_fraction"], previous["penalty"]
+            band = (max(previous["scale"] * (1 - target.max_change), target.scale_bounds[0]),
+                    min(previous["scale"] * (1 + target.max_change), target.scale_bounds[1]))
+
+            def evaluate(s):
+                return _evaluate(case, rule, paths, s, fraction, penalty, settings, accounts, target)
+            scale, ok, limited = _bisect(evaluate, *band, target)
+        achieved = _evaluate(case, rule, paths, scale, fraction, penalty, settings, accounts, target)
+        previous = {"asset": case.asset, "valid_from": start,
+                    "valid_to": starts[b + 1] if b + 1 < len(starts) else pd.NaT, "scale": scale,
+                    "maintenance_fraction": fraction, "penalty": penalty, "feasible": ok, "limited": limited,
+                    "calibration_paths": len(paths), "calibration_bad_debt_fund": achieved,
+                    "calibration_avg_margin": _avg(case, rule, scale, paths)}
+        rows.append(previous)
+        if progress:
+            progress(previous)
+    table = pd.DataFrame(rows, columns=SOLVENCY_COLUMNS)
+    return table.assign(valid_to=pd.to_datetime(table["valid_to"], utc=True))
+
+
+def _avg(case: AssetCase, rule: PolicyConfig, scale: float, paths: PathSet) -> float:
+    days = np.unique(paths.day)
+    return float(np.nanmean(rule_margin(case, rule, scale)[days]))
+
+
+def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) -> Terms:
+    """Per-origin terms of the solvency calibration: each origin takes the block in force at it."""
+    starts = pd.DatetimeIndex(blocks["valid_from"])
+    which = np.clip(starts.searchsorted(case.origins, side="right") - 1, 0, None)
+    scale = blocks["scale"].to_numpy()[which]
+    fraction = blocks["maintenance_fraction"].to_numpy()[which]
+    initial = initial_margin(case.panel, rule, np.repeat(scale[:, None], len(case.panel.columns), axis=1))
+    return Terms(case.origins, initial, fraction[:, None] * initial, blocks["penalty"].to_numpy()[which])
+
+
+__all__ = ["POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_paths", "breach_terms",
+           "calibrate_solvency", "rule_margin", "solvency_terms", "static_terms"]

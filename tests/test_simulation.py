@@ -1,0 +1,318 @@
+"""The liquidation simulator on cases with known answers, its ledger, and its inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from volmargin.errors import ConfigError, DataError
+from volmargin.simulation import (Accounts, EngineConfig, MarginTerms, Market, PopulationConfig, SquareRootImpact,
+                                  draw_accounts, read_accounts, simulate)
+
+NO_IMPACT = SquareRootImpact(0.0)
+
+
+def one(side: float, notional: float = 1000.0, leverage: float = 10.0, entry: int = 0) -> Accounts:
+    return Accounts(np.array([side]), np.array([notional]), np.array([leverage]), np.array([entry]))
+
+
+def market(log_price, volume=1e6, sigma=0.01, funding=None) -> Market:
+    log_price = np.atleast_2d(np.asarray(log_price, dtype=float))
+    return Market(log_price, volume, sigma, funding)
+
+
+def crash_paths(paths: int = 50, steps: int = 24, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    moves = rng.normal(-0.004, 0.02, (paths, steps))
+    moves[:, 5] -= 0.08  # a crash hour on every path
+    return np.hstack([np.zeros((paths, 1)), np.cumsum(moves, axis=1)])
+
+
+def population(n: int = 2000, seed: int = 0, entry_window: int = 1) -> Accounts:
+    return draw_accounts(PopulationConfig(accounts=n, seed=seed, entry_window=entry_window), open_interest=5e6)
+
+
+def test_no_move_no_liquidation():
+    flat = market(np.zeros((3, 25)))
+    result = simulate(population(), flat, MarginTerms.constant(0.1, 0.05, 0.01, 3), SquareRootImpact(1.0))
+    assert result.liquidated.sum() == 0 and result.bad_debt.sum() == 0 and result.penalties.sum() == 0
+    np.testing.assert_allclose(result.fund[:, -1], result.fund_start)
+    np.testing.assert_allclose(result.log_price, 0.0)
+
+
+@pytest.mark.parametrize("side, price, shortfall", [(1.0, 0.8, 1000 * (0.9 - 0.8)), (-1.0, 1.25, 1000 * (1.25 - 1.1))])
+def test_gap_past_maintenance_bad_debt_is_the_shortfall(side, price, shortfall):
+    # 10x leverage: collateral 100 on 1000 notional; bankruptcy at 0.9 (long) / 1.1 (short)
+    path = market([[0.0, np.log(price), np.log(price)]])
+    result = simulate(one(side), path, MarginTerms.constant(0.1, 0.05, 0.01), NO_IMPACT)
+    assert result.liquidations.sum() == 1
+    assert result.bad_debt.sum() == pytest.approx(shortfall)
+    assert result.bad_debt[0, 0] == pytest.approx(shortfall)  # in the step of the gap
+    assert result.penalties.sum() == 0  # nothing left to pay a penalty from
+    assert result.fund[0, -1] == pytest.approx(result.fund_start[0] - shortfall)
+
+
+def test_liquidation_above_bankruptcy_pays_penalty_and_returns_the_rest():
+    # long 10x, maintenance 5%: liquidation price 0.9 / 0.95 = 0.947; at 0.94 the equity is 40 on 940 notional
+    result = simulate(one(1.0), market([[0.0, np.log(0.94)]]), MarginTerms.constant(0.1, 0.05, 0.01), NO_IMPACT)
+    assert result.bad_debt.sum() == 0
+    assert result.penalties.sum() == pytest.approx(0.01 * 940)
+    assert result.account_cash[0] == pytest.approx(40 - 9.4)
+
+
+def test_initial_margin_caps_leverage():
+    # wants 50x, the venue allows 1 / 0.2 = 5x: a 15% fall does not reach its bankruptcy price 0.8
+    result = simulate(one(1.0, leverage=50.0), market([[0.0, np.log(0.85)]]), MarginTerms.constant(0.2, 0.1, 0.0),
+                      NO_IMPACT)
+    assert result.deposits[0] == pytest.approx(200.0)
+    assert result.liquidations.sum() == 1 and result.bad_debt.sum() == 0
+
+
+def test_zero_impact_no_cascade():
+    accounts, paths = population(), market(crash_paths(), volume=2e6, sigma=0.02)
+    terms = MarginTerms.constant(0.1, 0.05, 0.01, 50)
+    calm = simulate(accounts, paths, terms, NO_IMPACT)
+    assert calm.liquidated.sum() > 0  # liquidations happen ...
+    np.testing.assert_array_equal(calm.impact, 0.0)  # ... but never move the price
+    np.testing.assert_allclose(calm.log_price, paths.log_price)
+    assert calm.rounds.max() == 1  # and never trigger a second round
+    cascading = simulate(accounts, paths, terms, SquareRootImpact(1.0))
+    assert cascading.rounds.max() > 1 and cascading.impact.min() < 0
+    assert cascading.liquidated.sum() > calm.liquidated.sum()
+    assert cascading.bad_debt.sum() >= calm.bad_debt.sum()
+
+
+@pytest.mark.parametrize("mode", ["full", "partial"])
+def test_money_is_conserved(mode):
+    paths = crash_paths(20)
+    rng = np.random.default_rng(5)
+    funding = rng.normal(0, 3e-4, (20, 24))
+    accounts = population(1500, seed=3, entry_window=12)
+    result = simulate(accounts, market(paths, volume=1e6, sigma=0.02, funding=funding),
+                      MarginTerms(np.array([[0.08, 0.1]]), np.array([[0.04, 0.06]]), 0.015), SquareRootImpact(0.8),
+                      EngineConfig(liquidation=mode, oracle_delay=0.5, max_rounds=50))
+    assert result.liquidated.sum() > 0 and result.bad_debt.sum() > 0
+    before = result.deposits + result.fund_start
+    after = result.account_cash + result.fund[:, -1] + result.market_cash
+    np.testing.assert_allclose(after, before, rtol=1e-10)
+    np.testing.assert_allclose(result.account_qty + result.market_qty, 0.0, atol=1e-6)
+    assert not result.unconverged.any()
+
+
+def test_partial_liquidation_restores_initial_margin():
+    # long 10x at IM 10% / MM 5%, penalty 0: at 0.94 equity 40 on 940 notional (4.26%) -> close just enough
+    # that the rest holds 10% again: 40 >= 0.1 x (1 - f) x 940  ->  f = 1 - 40 / 94
+    result = simulate(one(1.0), market([[0.0, np.log(0.94)]]), MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT,
+                      EngineConfig(liquidation="partial"))
+    assert result.liquidated.sum() == pytest.approx((1 - 40 / 94) * 940)
+    assert result.open_equity[0] == pytest.approx(40.0)
+    assert result.bad_debt.sum() == 0
+
+
+def test_oracle_delay_liquidates_a_step_late():
+    path = market([[0.0, np.log(0.8), np.log(0.8), np.log(0.8)]])
+    terms = MarginTerms.constant(0.1, 0.05, 0.0)
+    late = simulate(one(1.0), path, terms, NO_IMPACT, EngineConfig(oracle_delay=1))
+    assert late.liquidations[0].tolist() == [0, 1, 0]
+    slow = simulate(one(1.0), path, terms, NO_IMPACT, EngineConfig(oracle_cadence=2))
+    assert slow.liquidations[0].tolist() == [0, 1, 0]
+
+
+def test_determinism_with_a_seed():
+    paths = market(crash_paths(10), volume=1e6, sigma=0.02)
+    terms = MarginTerms.constant(0.1, 0.05, 0.01, 10)
+    first = simulate(population(seed=7), paths, terms, SquareRootImpact(1.0))
+    again = simulate(population(seed=7), paths, terms, SquareRootImpact(1.0))
+    other = simulate(population(seed=8), paths, terms, SquareRootImpact(1.0))
+    np.testing.assert_array_equal(first.bad_debt, again.bad_debt)
+    np.testing.assert_array_equal(first.log_price, again.log_price)
+    assert not np.array_equal(first.liquidated, other.liquidated)
+
+
+def test_bad_terms_and_inputs_are_refused():
+    with pytest.raises(ConfigError, match="maintenance < initial"):
+        simulate(one(1.0), market([[0.0, 0.0]]), MarginTerms.constant(0.05, 0.05, 0.0), NO_IMPACT)
+    with pytest.raises(ConfigError, match="log_price"):
+        simulate(one(1.0), market([[0.1, 0.0]]), MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT)
+    with pytest.raises(ConfigError, match="liquidation"):
+        EngineConfig(liquidation="some")
+    with pytest.raises(ConfigError, match="volume"):
+        simulate(one(1.0), market([[0.0, 0.0]], volume=0.0), MarginTerms.constant(0.1, 0.05, 0.0), SquareRootImpact(1.0))
+
+
+def test_read_accounts(tmp_path):
+    good = tmp_path / "accounts.csv"
+    good.write_text("side,notional,leverage,entry_step\nlong,100,5,0\nshort,50,20,3\n")
+    accounts = read_accounts(good)
+    assert accounts.side.tolist() == [1.0, -1.0] and accounts.entry_step.tolist() == [0, 3]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("side,notional,leverage\nlong,100,5\nshort,-3,2\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3: notional = '-3'"):
+        read_accounts(bad)
+    bad.write_text("side,notional,leverage\nsideways,100,5\n")
+    with pytest.raises(DataError, match=r"row 2: side"):
+        read_accounts(bad)
+    bad.write_text("side,notional\nlong,100\n")
+    with pytest.raises(DataError, match="missing columns"):
+        read_accounts(bad)
+
+
+# --- paths, solvency calibration, command and stage ---------------------------------------------------------
+
+import pandas as pd  # noqa: E402
+
+from volmargin.calibration import PolicyConfig  # noqa: E402
+from volmargin.cli import main  # noqa: E402
+from volmargin.data import synthetic_market  # noqa: E402
+from volmargin.data.synthetic import write_synthetic_csv  # noqa: E402
+from volmargin.evaluation.backtest import daily_panel  # noqa: E402
+from volmargin.simulation.paths import bootstrap_paths, event_paths, replay_paths  # noqa: E402
+from volmargin.simulation.scenarios import SimulationSettings  # noqa: E402
+from volmargin.simulation.solvency import SolvencyTarget, calibrate_solvency  # noqa: E402
+from volmargin.simulation.study import SUMMARY_COLUMNS, StudyConfig, asset_case  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def market_bars() -> dict[str, pd.DataFrame]:
+    return synthetic_market(n_assets=2, days=600, seed=4)
+
+
+def simple_forecasts(bars: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """A causal 20-day realised-variance forecast with normal VaR, in the backtest's table layout."""
+    frames = []
+    for asset, daily in daily_panel(bars).items():
+        variance = daily["rv"].rolling(20).mean()
+        vol = np.sqrt(variance)
+        frames.append(pd.DataFrame({
+            "asset": asset, "model": "rv20", "origin": daily.index, "date": daily.index + pd.Timedelta(days=1),
+            "horizon": 1, "variance": variance.to_numpy(), "var99_long": 2.326 * vol, "var99_short": 2.326 * vol,
+            "realized_ret": daily["ret"].shift(-1).to_numpy(), "realized_rv": daily["rv"].shift(-1).to_numpy()}))
+    table = pd.concat(frames, ignore_index=True)
+    return table[table["variance"].notna()].reset_index(drop=True)
+
+
+def test_replay_is_the_real_path_and_skips_gaps(market_bars):
+    bars = market_bars["syn_a"]
+    origins = pd.DatetimeIndex(["2021-03-01", "2021-03-02"], tz="UTC")
+    paths = replay_paths("syn_a", bars, origins)
+    closes = np.log(bars["close"])
+    start = closes.index.get_loc(pd.Timestamp("2021-03-01 23:00", tz="UTC"))
+    np.testing.assert_allclose(paths.log_price[0], closes.iloc[start:start + 25].to_numpy() - closes.iloc[start])
+    gapped = bars.drop(pd.Timestamp("2021-03-02 05:00", tz="UTC"))
+    assert replay_paths("syn_a", gapped, origins).day.tolist() == [1]
+
+
+def test_bootstrap_reads_only_the_past_and_takes_the_forecast_scale(market_bars):
+    bars = market_bars["syn_a"]
+    origins = pd.DatetimeIndex(["2021-09-01"], tz="UTC")
+    paths = bootstrap_paths("syn_a", bars, origins, [0.03**2], 4000, seed=1)
+    corrupt = bars.copy()
+    after = corrupt.index > pd.Timestamp("2021-09-01 23:00", tz="UTC")
+    corrupt.loc[after, ["open", "high", "low", "close"]] *= np.linspace(1, 5, after.sum())[:, None]
+    again = bootstrap_paths("syn_a", corrupt, origins, [0.03**2], 4000, seed=1)
+    np.testing.assert_array_equal(paths.log_price, again.log_price)
+    assert np.std(paths.log_price[:, -1]) == pytest.approx(0.03, rel=0.2)
+
+
+def test_event_paths_start_on_the_eve(market_bars):
+    events = event_paths("syn_a", market_bars["syn_a"], {"test": ("2021-05-19", "2021-05-20"), "late": ("2030-01-01", "2030-01-01")})
+    assert events.kind.tolist() == ["test"] and events.log_price.shape == (1, 49)
+    assert events.origins[0] == pd.Timestamp("2021-05-18", tz="UTC")
+
+
+SMALL = SimulationSettings(population=PopulationConfig(accounts=200, seed=0), bootstrap_paths=2)
+
+
+def test_solvency_calibration_respects_the_speed_limit_and_the_target(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    strict = SolvencyTarget(max_bad_debt_fund=0.0, maintenance_fractions=(0.6,), every="QS", max_change=0.05,
+                            window_days=120)
+    table = calibrate_solvency(case, rule, SMALL, strict, "2021-10-01")
+    assert len(table) >= 3
+    steps = table["scale"].to_numpy()[1:] / table["scale"].to_numpy()[:-1]
+    assert np.all(np.abs(steps - 1) <= 0.05 + 1e-9)
+    assert table.loc[table["feasible"], "calibration_bad_debt_fund"].le(0.0).all()
+    loose = calibrate_solvency(case, rule, SMALL, SolvencyTarget(max_bad_debt_fund=5.0, maintenance_fractions=(0.6,),
+                                                               window_days=120), "2021-10-01")
+    assert loose["scale"].iloc[0] <= table["scale"].iloc[0]
+
+
+def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    simple_forecasts(market_bars).to_parquet(run / "forecasts.parquet")
+    files = write_synthetic_csv(tmp_path / "bars", n_assets=2, days=600, seed=4)
+    out = tmp_path / "sim"
+    argv = ["simulate", "--run", str(run), "--data", *map(str, files), "--out", str(out),
+            "--set", "accounts=150,bootstrap_paths=1,every=YS,validation_start=2021-10-01"]
+    assert main(argv) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert set(summary["policy"]) == {"breach", "breach_plain", "solvency", "static"} and set(summary["asset"]) == {"syn_a", "syn_b"}
+    assert summary[["bad_debt_p95", "bad_debt_p99", "liquidations_p95", "avg_margin"]].notna().all().all()
+    assert (out / "stress.csv").is_file() and (out / "solvency.csv").is_file()
+    assert main([*argv[:-1], "accounts=0"]) == 2
+    assert "simulation.population.accounts" in capsys.readouterr().err
+    assert main([*argv[:-1], "acounts=5"]) == 2
+    assert "--set.acounts: unknown key" in capsys.readouterr().err
+
+
+def test_funding_is_paid_on_settlement_steps(tmp_path):
+    from volmargin.simulation.funding import asset_rates, funding_matrix, read_funding
+
+    path = tmp_path / "funding.csv"
+    path.write_text("timestamp,venue,symbol,funding_rate\n2022-01-01T08:00:00Z,binance,BTCUSDT,0.001\n"
+                    "2022-01-01T16:00:00Z,binance,BTCUSDT,-0.002\n2022-01-01T08:00:00Z,binance,ETHUSDT,0.5\n")
+    rates = asset_rates(read_funding(path), "binance_btcusdt_perp")
+    matrix = funding_matrix(rates, pd.DatetimeIndex(["2022-01-01"], tz="UTC"), 24)
+    assert np.flatnonzero(matrix[0]).tolist() == [7, 15] and matrix[0, 7] == 0.001 and matrix[0, 15] == -0.002
+    assert asset_rates(read_funding(path), "binance_solusdt") is None
+    # a long of 1000 notional pays 0.1% at step 8 on a flat path: its cash falls by 1, the market's rises by 1
+    result = simulate(one(1.0), market(np.zeros((1, 25)), funding=matrix), MarginTerms.constant(0.1, 0.05, 0.0),
+                      NO_IMPACT)
+    assert result.market_cash[0] == pytest.approx(1000 + 1 - 2)
+    path.write_text("timestamp,venue,symbol,funding_rate\nnot-a-time,binance,BTCUSDT,0.001\n")
+    with pytest.raises(DataError, match="row 2"):
+        read_funding(path)
+
+
+def test_study_pays_funding_where_the_file_covers_the_asset(market_bars, tmp_path):
+    from volmargin.simulation.study import run_study
+
+    times = pd.date_range("2021-01-01", "2022-08-01", freq="8h", tz="UTC")
+    path = tmp_path / "funding.csv"
+    pd.DataFrame({"timestamp": times.strftime("%Y-%m-%dT%H:%M:%SZ"), "venue": "syn", "symbol": "a",
+                  "funding_rate": 0.002}).to_csv(path, index=False)
+    forecasts = simple_forecasts(market_bars)
+    bars = {"syn_a": market_bars["syn_a"]}
+    target = SolvencyTarget(every="YS", maintenance_fractions=(0.6,))
+    base = StudyConfig(model="rv20", validation_start="2022-01-01", settings=SMALL, target=target)
+    plain = run_study(forecasts, bars, base)
+    funded = run_study(forecasts, bars, dataclasses.replace(base, funding=str(path)))
+    key = ["asset", "policy", "period", "kind"]
+    a, b = (r.summary.set_index(key)["liquidations_p95"] for r in (plain, funded))
+    assert (a != b).any()  # longs pay 0.2% three times a day: liquidations change
+
+
+def test_settings_read_the_population_from_a_file(tmp_path):
+    path = tmp_path / "book.csv"
+    path.write_text("side,notional,leverage,entry_step\nlong,300,5,0\nshort,100,20,2\n")
+    accounts = SimulationSettings(accounts_file=str(path)).accounts()
+    assert accounts.notional.tolist() == [0.75, 0.25] and accounts.entry_step.tolist() == [0, 2]
+    path.write_text("side,notional,leverage\nlong,300,0.5\n")
+    with pytest.raises(DataError, match="row 2: leverage"):
+        SimulationSettings(accounts_file=str(path)).accounts()
+
+
+def test_simulate_stage_is_off_by_default(tmp_path, capsys):
+    from volmargin.config import RunConfig
+    from volmargin.pipeline import Run, stage_simulate
+
+    run = Run(RunConfig(), tmp_path)
+    stage_simulate(run)
+    assert "simulate: off" in capsys.readouterr().out and not (tmp_path / "simulation").exists()
+    assert "simulation" not in run.record
