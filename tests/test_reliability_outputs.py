@@ -280,8 +280,8 @@ def test_wrong_model_parameters_and_windows_are_refused_before_training(capsys, 
         check_learned_params("gbm", {"n_estimators": "many"}, "learned.gbm")
     with pytest.raises(ConfigError, match="unexpected keyword"):
         check_learned_params("gbm", {"n_estimatorz": 3}, "learned.gbm")
-    config = _config(tmp_path, "learned: {gbm: {max_depth: 2.5}}\n")
-    _one_line_error(capsys, ["run", "--config", str(config), "--out", str(tmp_path / "run")], "max_depth: expected int")
+    config = _config(tmp_path, "learned: {gbm: {num_leaves: 2.5}}\n")
+    _one_line_error(capsys, ["run", "--config", str(config), "--out", str(tmp_path / "run")], "num_leaves: expected int")
     from volmargin.config import TrainConfig, WindowConfig
     from volmargin.data import synthetic_market
     from volmargin.evaluation.backtest import daily_panel
