@@ -21,20 +21,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from common import shared_data_dir  # noqa: E402
+from common import percentiles, shared_data_dir  # noqa: E402
 from volmargin.data.options import load_chain  # noqa: E402
 from volmargin_serving.options import DERIBIT_BTC, book_from_positions, option_margin  # noqa: E402
 
 
-def percentiles(call, calls: int, warmup: int = 500, clock=time.perf_counter_ns) -> tuple[float, float]:
-    for _ in range(warmup):
-        call()
-    times = np.empty(calls)
-    for i in range(calls):
-        began = clock()
-        call()
-        times[i] = clock() - began
-    return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
 
 
 def main() -> None:

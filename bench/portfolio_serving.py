@@ -20,19 +20,11 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from common import percentiles  # noqa: E402
 from volmargin_serving.portfolio import PortfolioEngine, PortfolioPolicy, PortfolioScenarios, load_scenarios  # noqa: E402
 from volmargin_serving.risk import Positions  # noqa: E402
 
 
-def percentiles(call, calls: int, warmup: int = 500) -> tuple[float, float]:
-    for _ in range(warmup):
-        call()
-    times = np.empty(calls)
-    for i in range(calls):
-        began = time.perf_counter_ns()
-        call()
-        times[i] = time.perf_counter_ns() - began
-    return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
 
 
 def stand_in(n_assets: int = 129, n_scenarios: int = 2500) -> PortfolioScenarios:

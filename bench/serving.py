@@ -21,19 +21,13 @@ from pathlib import Path
 import numpy as np
 
 import volmargin_serving as vs
+from common import percentiles as common_percentiles
 from volmargin_serving.features import compute_features, standardize
 from volmargin_serving.features import INPUT_COLUMNS
 
 
 def percentiles(call: Callable[[], object], calls: int, warmup: int = 1000) -> tuple[float, float]:
-    for _ in range(warmup):
-        call()
-    times = np.empty(calls)
-    for i in range(calls):
-        began = time.perf_counter_ns()
-        call()
-        times[i] = time.perf_counter_ns() - began
-    return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
+    return common_percentiles(call, calls, warmup)
 
 
 def throughput(call: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
