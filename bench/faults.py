@@ -8,6 +8,8 @@
    (bad values, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served
    margin and haircut are compared with those of the same rows uncorrupted. Inputs unusable as a whole
    (integers, too few rows) are priced by a runtime that priced the clean rows earlier that day.
+   Beside it, how often clean real data is flagged doubtful: the served window of every 5th day of all
+   hourly spot files (the 29 top-level ones and alts/) checked by `validation.doubtful_values`.
 2. The CLI on one bad-input or fault case per row (in process): exit code, one line, or a traceback.
 3. Half-written outputs: `volmargin backtest` stopped at every write, and `backtest` and `export`
    SIGKILLed at random moments of their write phase (subprocesses): the folder must be the old one or
@@ -36,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hourly_spot_files  # noqa: E402
+from common import hourly_spot_files, shared_data_dir  # noqa: E402
 
 ASSETS = ("btcusdt", "ethusdt", "solusdt", "dogeusdt", "xrpusdt", "linkusdt")
 BAD = [np.nan, np.inf, -np.inf, -1.0, -1e-9, 0.5, 1e300]
@@ -133,6 +135,26 @@ def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
                     counts["newest_lowered"] += int(newest)
                     counts["worst_shortfall"] = max(counts["worst_shortfall"], shortfall)
     return counts
+
+
+def doubt_flags_on_clean_data(every: int = 5) -> dict:
+    """Share of sampled asset-days whose served window of clean real rows holds a doubtful value."""
+    from volmargin.data import load_panel
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
+    from volmargin_serving.validation import doubtful_values
+
+    files = hourly_spot_files() + sorted((shared_data_dir() / "alts").glob("*_1h.csv.gz"))
+    length = 150  # the rows a default bundle reads (its history_days), as in section 1
+    flagged, days, assets = 0, 0, set()
+    for asset, daily in daily_panel(load_panel(files)).items():
+        columns = daily_inputs(daily)
+        rows = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
+        starts = np.arange(0, len(rows) - length + 1, every)
+        doubt = doubtful_values(rows[starts[:, None] + np.arange(length)]).any(axis=(-1, -2))
+        flagged, days = flagged + int(doubt.sum()), days + len(starts)
+        assets |= {asset} if doubt.any() else set()
+    return {"flagged": flagged, "days": days, "assets": sorted(assets), "files": len(files)}
 
 
 # ------------------------------------------------------------------ 2. the CLI on bad input
@@ -382,6 +404,10 @@ def main() -> None:
           f"{margins['whole_cases']}, lowered {margins['whole_lowered']}")
     print(f"   without the 25% doubt add-on: lowered {without_addon['lowered']} of {without_addon['cases']} "
           f"(worst shortfall {without_addon['worst_shortfall']:.2%})")
+    flags = doubt_flags_on_clean_data()
+    print(f"   clean real data flagged doubtful: {flags['flagged']} of {flags['days']} sampled asset-days "
+          f"({flags['flagged'] / max(flags['days'], 1):.2%}) of {flags['files']} files; assets: "
+          f"{', '.join(flags['assets']) or 'none'}")
 
     from volmargin.data import synthetic_market
     from volmargin_serving import margins as serving_margins

@@ -251,9 +251,6 @@ def test_bad_rows_give_flagged_bounded_margins_and_never_touch_other_assets(serv
     assert not got.fail_safe[others].any()
 
 
-@pytest.mark.xfail(reason="known gap (issue 11 left open): when a bad row carries the newest day's move, no repair "
-                   "of it knows how large the move was, so the fail-safe margin can undercut the margin of the true "
-                   "rows; bench/faults.py counts these cases on real data", strict=False)
 @SETTINGS
 @given(data=st.data())
 def test_bad_rows_never_lower_a_margin_below_the_true_rows(served, data):

@@ -15,6 +15,7 @@ import volmargin_serving as vs
 from volmargin.features.learned import INPUT_COLUMNS
 from volmargin_serving.bundle import MANIFEST, SIGNATURE, sign_bundle
 from volmargin_serving.calibration import HARD_MIN_RATE, seal
+from volmargin_serving.repairs import readings
 
 COLUMN = {name: j for j, name in enumerate(INPUT_COLUMNS)}
 KEY = b"the service's secret"
@@ -109,6 +110,50 @@ def test_the_issues_case_a_spike_and_one_nan_80_rows_back(served, runtime, clean
         assert got.haircut[0, 0] >= without.haircut[0, 0]
         if previous is not None:
             assert (got.initial[0] >= previous[0]).all(), "yesterday's margin was ignored"
+
+def test_a_return_larger_than_its_days_variance_allows_is_impossible(served, runtime, clean):
+    inputs, dates = _one(served)
+    inputs[-1, COLUMN["ret"]] = -1e300  # the features would clip it into a plausible crash
+    with pytest.raises(vs.ImpossibleInputError, match="larger than the day's realized variance allows"):
+        runtime.forecast_daily(inputs, dates, as_of=served.as_of)
+    batch = served.inputs.copy()
+    batch[0] = inputs
+    got = runtime.margins(ASSETS, batch, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and (got.initial[0] >= clean.initial[0]).all()
+
+
+@pytest.mark.parametrize("where, column, factor", [(-1, "rv", 0.0), (-1, "volume", 1e-6), (-70, "rv", 1e8)])
+def test_doubtful_values_are_flagged_and_priced_at_least_as_given(served, runtime, clean, where, column, factor):
+    """A frozen feed's zero, a volume a millionth of the usual, a variance 10^8 times it (70 rows back it
+    only enters the level's drift, where a higher value *lowers* the forecast): possible values, so they
+    are not refused, but the margin is flagged and never below the rows as given nor the true ones."""
+    inputs = served.inputs.copy()
+    inputs[0, where, COLUMN[column]] *= factor
+    if factor == 0.0:  # a frozen feed: nothing moved, nothing traded
+        inputs[0, where, [COLUMN[c] for c in ("ret", "bv", "parkinson", "rogers_satchell", "volume")]] = 0.0
+    as_given = vs.load(served.bundle).forecast_daily(inputs[0], served.dates[0], as_of=served.as_of)
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and got.reason[0, 0].startswith("doubtful input: row")
+    assert not got.fail_safe[1:].any()
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    np.testing.assert_allclose(got.forecasts.variance[0], as_given.variance[0])
+
+
+def test_misdated_newest_rows_are_read_as_if_their_dates_were_right(served, runtime, clean):
+    """The newest day stamped tomorrow, the day before it stamped twice: one reading of the rows is the
+    true window (what lets the fail-safe margin cover a crash on the misdated day; bench/faults.py
+    measures it on real data), and the margin is flagged and not below the true rows' margin."""
+    dates = served.dates.copy()
+    dates[0, -1] = served.as_of + np.timedelta64(1, "D")
+    dates[0, -2] = dates[0, -3]
+    windows, grids = readings(served.inputs[0], dates[0], served.as_of, runtime.history_days, runtime.max_age)
+    true = served.inputs[0, -runtime.history_days:]
+    assert any(np.array_equal(w, true) and np.array_equal(g, served.dates[0, -runtime.history_days:])
+               for w, g in zip(windows, grids))
+    got = runtime.margins(ASSETS, served.inputs, dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "UnsortedInputError" in got.reason[0, 0]
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+
 
 
 def test_the_last_good_margin_is_a_floor_of_every_fail_safe_margin(served, runtime, clean):

@@ -179,11 +179,12 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
     initial margins (NaN: none).
 
     Fail safe, never a lower margin: an unknown asset/side gets `FULL` margin and haircut; a known one
-    whose inputs, parameters or forecast are unusable gets the largest of its published margin, the
-    floor rate, the minimum rate, `previous`, `last_good` (the last margins priced normally, (assets, 2)
-    initial and (assets,) haircuts) and the rule on each of `doubtful` (forecasts from the refused
-    inputs with their bad rows repaired in several ways, NaN where none); its haircut is the largest of
-    the published one, the last good one and those from `doubtful`.
+    whose inputs, parameters or forecast are unusable or doubtful gets the largest of its published
+    margin, the floor rate, the minimum rate, `previous`, `last_good` (the last margins priced normally,
+    (assets, 2) initial and (assets,) haircuts), the rule on `forecasts` where it gives a number (inputs
+    doubtful but possible, as given) and, with `DOUBT_ADDON`, the rule on each of `doubtful` (forecasts
+    under each reading of the bad rows, `repairs.READINGS`, NaN where none); its haircut is the largest
+    of the published one, the last good one and those from `forecasts` and `doubtful`.
     """
     columns = forecasts.columns()
     side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
@@ -200,7 +201,7 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
     good_initial, good_haircut = last_good if last_good is not None else (np.full(side.shape, np.nan),
                                                                          np.full(len(side), np.nan))
     candidates = [terms.initial, floor_rate(side, terms.scale, terms.floor), previous, good_initial,
-                  np.full(side.shape, min_rate(policy))]
+                  np.full(side.shape, min_rate(policy)), np.where(np.isfinite(computed), computed, np.nan)]
     candidates += [(1 + DOUBT_ADDON) * _rule(d, terms, policy, horizon, previous) for d in doubtful or ()]
     fallback = np.minimum(np.fmax.reduce(np.stack(candidates), axis=0), FULL)
     initial = np.where(fail, np.where(terms.known, fallback, FULL), computed)
@@ -224,7 +225,7 @@ def _haircuts(terms: Terms, columns: Mapping[str, np.ndarray], policy: Mapping, 
     haircut and the doubtful forecast's (FULL if the asset is unknown)."""
     fresh = _fresh_haircut(columns, terms, policy, horizon)
     published = np.fmax.reduce(np.where(terms.known, terms.haircut, np.nan), axis=1)
-    fallback = np.fmax(published, last_good)
+    fallback = np.fmax.reduce([published, last_good, fresh])  # fresh: the doubtful rows as given
     for columns_d in doubtful:
         fallback = np.fmax(fallback, np.minimum((1 + DOUBT_ADDON) * _fresh_haircut(columns_d, terms, policy, horizon),
                                                 np.nextafter(1.0, 0)))

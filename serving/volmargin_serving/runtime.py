@@ -34,14 +34,13 @@ from volmargin_serving.errors import (
 from volmargin_serving.features import INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level, standardize
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
-from volmargin_serving.validation import FLAGS, NON_NEGATIVE, check_bars, check_dates, check_values, value_problems
+from volmargin_serving.repairs import READINGS, readings
+from volmargin_serving.validation import check_bars, check_dates, check_values, doubt_message, doubtful_values
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 # The golden self-test's tolerance is the runtime's, never the bundle's: a manifest cannot loosen it.
 SELF_TEST_RTOL = 1e-5
-# what a bad or missing row of a refused asset may have been, for its fail-safe margin (`Runtime._repaired`)
-SCENARIOS = ("missing", "worst_up", "worst_down")
 
 
 def _weekday(days: np.ndarray) -> np.ndarray:
@@ -338,9 +337,9 @@ class Runtime:
 
     def _forecast_each(self, inputs, dates, as_of: np.datetime64,
                        wanted: np.ndarray) -> tuple[Forecasts, np.ndarray, Forecasts]:
-        """Forecasts of the `wanted` assets (NaN rows for the others), each asset's input error ('' if
-        none) and, for refused assets, a doubtful forecast with the bad rows treated as missing (NaN where
-        none can be made). One batch call; if the batch is refused, one call per asset, so that a bad
+        """Forecasts of the `wanted` assets (NaN rows for the others), each asset's input error or doubt
+        ('' if none) and, for refused or doubtful assets, their forecasts under each reading of the bad
+        rows (`repairs.READINGS`; NaN where none can be made). One batch call; if the batch is refused, one call per asset, so that a bad
         asset gets its own error and cannot change the others' figures."""
         n = len(wanted)
         rows_in = _per_asset(inputs, n, "inputs")
@@ -348,72 +347,58 @@ class Runtime:
         variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
         var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
         doubt = [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
-                 for _ in range(len(SCENARIOS))]
+                 for _ in range(len(READINGS))]
 
-        def keep(index, out: Forecasts) -> None:
+        def keep(index, out: Forecasts, checked: np.ndarray) -> None:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
+            for k, message in zip(np.atleast_1d(index), self._doubts(checked.reshape(-1, *checked.shape[-2:]))):
+                if message:
+                    errors[k] = message
+                    repair(k)
+
+        def repair(k: int) -> None:
+            repaired = self._repaired(rows_in[k], dates_in[k], as_of)
+            for i in range(len(READINGS) if repaired is not None else 0):
+                doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = repaired.variance[i], repaired.var[i], repaired.es[i]
 
         rows = np.flatnonzero(wanted)
         try:
             if not all(np.issubdtype(np.asarray(rows_in[k]).dtype, np.floating) for k in rows):
                 raise TypeError("an asset's inputs are not floating point")  # stacking would cast them silently
             stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
-            keep(rows, self.forecast_daily(*stacked, as_of))
+            keep(rows, self.forecast_daily(*stacked, as_of), stacked[0])
         except (InputError, ValueError, TypeError):  # refused, or ragged / missing entries that cannot stack
             for k in rows:
                 try:
                     if rows_in[k] is None:
                         raise InputError("no inputs for this asset")
-                    keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of))
+                    keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of), np.asarray(rows_in[k]))
                 except InputError as exc:
                     errors[k] = f"{type(exc).__name__}: {exc}"
-                    repaired = self._repaired(rows_in[k], dates_in[k], as_of)
-                    for i in range(len(SCENARIOS) if repaired is not None else 0):
-                        doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = (repaired.variance[i], repaired.var[i],
-                                                                          repaired.es[i])
+                    repair(k)
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
                 [Forecasts(*d, self.levels, self.horizon) for d in doubt])
 
     def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
-        """Doubtful forecasts of one refused asset, one per `SCENARIOS` entry: rows after as_of dropped,
-        rows sorted by date, its last `history_days` calendar days, and each missing day, day given twice
-        or row holding a bad value replaced
-        per scenario: as missing (as training treats missing data), or as the worst day of the window
-        (every variance measure and volume at its window maximum, the return at plus or minus the largest
-        absolute return). None where that cannot be done (unusable shape or dates, stale data). Only ever
-        candidates for a higher fail-safe margin, never margins of their own."""
+        """Forecasts of one refused or doubtful asset, one per `repairs.READINGS` entry, from its last
+        `history_days` days; None where no reading can be made (unusable shape or dates, stale data).
+        Only ever candidates for a higher fail-safe margin, never margins of their own."""
         try:
             x, days = np.asarray(inputs, dtype=np.float64), _as_days(dates)
         except (InputError, TypeError, ValueError):
             return None
         if x.ndim != 2 or x.shape[1] != len(INPUT_COLUMNS) or days.shape != (len(x),):
             return None
-        kept = days <= np.datetime64(as_of, "D")
-        order = np.argsort(days[kept], kind="stable")  # unsorted rows sorted; a day given twice is bad
-        x, days = x[kept][order], days[kept][order]
-        if not len(days) or days[-1] < np.datetime64(as_of, "D") - self.max_age:
-            return None
-        grid = np.arange(days[-1] - np.timedelta64(self.history_days - 1, "D"), days[-1] + np.timedelta64(1, "D"))
-        window = np.full((len(grid), len(INPUT_COLUMNS)), np.nan)
-        position = (days - grid[0]).astype(np.int64)
-        window[position[position >= 0]] = x[position >= 0]
-        repeated = np.bincount(position[position >= 0], minlength=len(grid)) > 1
-        window[repeated] = np.nan
-        bad = value_problems(window)
-        window[bad] = np.nan
-        scenarios = np.repeat(window[None], len(SCENARIOS), axis=0)
-        with np.errstate(all="ignore"):
-            for j, name in enumerate(INPUT_COLUMNS):
-                column = window[:, j]
-                worst = np.nanmax(np.abs(column)) if np.isfinite(column).any() else np.nan
-                for i, scenario in enumerate(SCENARIOS):
-                    if name in FLAGS:
-                        scenarios[i, bad, j] = 0.0 if scenario == "missing" else 1.0
-                    elif scenario != "missing" and name in NON_NEGATIVE:
-                        scenarios[i, bad, j] = worst
-                    elif scenario != "missing" and name == "ret":
-                        scenarios[i, bad, j] = worst if scenario == "worst_up" else -worst
-            return self._forecast_checked(scenarios, np.broadcast_to(grid, scenarios.shape[:2]))
+        made = readings(x, days, as_of, self.history_days, self.max_age)
+        return None if made is None else self._forecast_checked(*made)
+
+    def _doubts(self, inputs: np.ndarray) -> list[str]:
+        """Per asset of checked (assets, rows, columns) inputs, the doubt about the rows the model reads
+        ('' where none; see `validation.doubtful_values`)."""
+        window = inputs[:, -self.history_days:]
+        offset = inputs.shape[1] - window.shape[1]
+        doubt = doubtful_values(window)
+        return [doubt_message(d, w, offset) for d, w in zip(doubt, window)]
 
 
 class Server:

@@ -6,13 +6,15 @@ are added: a column named here gets its rule, any other column must only be fini
 Bad input (each its own `InputError` subclass, see `volmargin_serving.errors`):
 - non-finite values (`NonFiniteInputError`);
 - impossible values (`ImpossibleInputError`): a negative variance measure or volume, a `complete` flag
-  that is not 0/1; in bars a non-positive price, high < low, open/close outside [low, high], negative volume;
+  that is not 0/1, a return larger than its day's realized variance allows (see `MAX_BARS_PER_DAY`); in bars a non-positive price, high < low, open/close outside [low, high], negative volume;
 - rows dated after `as_of` (`FutureInputError`), unsorted or duplicate dates (`UnsortedInputError`),
   missing days inside the window (`GapInputError`), a newest row older than the freshness limit
   (`StaleInputError`).
 
-`bad_rows` marks the rows whose values are bad, so that `Runtime.margins` can price a doubtful margin
-with those rows treated as missing; it only ever raises the fail-safe margin, never lowers it.
+Doubtful input (`doubtful_values`, never an error): a possible value far outside the asset's own window,
+e.g. a variance 10,000 times its window median or a frozen feed's zero volume. `Runtime.margins` prices the
+asset fail-safe over every reading of such rows and of bad ones (`volmargin_serving.repairs`): the
+margin can only rise.
 """
 
 from __future__ import annotations
@@ -28,6 +30,29 @@ from volmargin_serving.features import INPUT_COLUMNS
 # daily measures that cannot be negative: variances, range estimators, volume (by name; others: finite only)
 NON_NEGATIVE = frozenset({"rv", "bv", "parkinson", "garman_klass", "rogers_satchell", "yang_zhang", "volume"})
 FLAGS = frozenset({"complete"})  # 0/1 columns
+# The day's return is the sum of its n intraday returns and rv the sum of their squares, so by Cauchy-Schwarz
+# ret^2 <= n x rv. With n at most one bar a minute, a larger return is not a number any market printed
+# (e.g. -1e300, which the features would clip into a plausible-looking crash).
+MAX_BARS_PER_DAY = 1440
+
+
+def _return_too_large(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
+    """(assets, days) True where |ret| exceeds what the row's rv allows; False where a column is absent."""
+    if "ret" not in columns or "rv" not in columns:
+        return np.zeros(batch.shape[:-1], dtype=bool)
+    ret, rv = batch[..., columns.index("ret")], batch[..., columns.index("rv")]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.square(ret) > MAX_BARS_PER_DAY * rv * (1 + 1e-9)
+
+
+# A value this many times above (or below) the window median of its column is doubtful: a variance
+# 10^4 times the usual is a 100-sigma day. Real spikes stay below it on the 129 assets of the shared data
+# except on a few listing days (bench/faults.py counts them); a flag there costs nothing, as the
+# fail-safe margin is never below the margin of the rows as given.
+DOUBT_RATIO = 1e4
+# Columns doubtful when far *below* their median too: a frozen feed's zero volume. Variance measures of
+# zero are real in tick-bound markets (bv and Rogers-Satchell of a token priced at 0.001 cents).
+DOUBT_LOW = frozenset({"volume"})
 
 
 def _where(index: tuple, columns: tuple[str, ...]) -> str:
@@ -46,7 +71,39 @@ def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) 
                 bad[..., j] |= batch[..., j] < 0
             elif name in FLAGS:
                 bad[..., j] |= (batch[..., j] != 0) & (batch[..., j] != 1)
-    return bad.any(axis=-1)
+    return bad.any(axis=-1) | _return_too_large(batch, columns)
+
+
+def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
+    """(assets, days, columns) True where a possible value lies far outside its asset's window (along
+    the days axis): a variance measure or volume above `DOUBT_RATIO` x the median of its column, a
+    volume below 1 / `DOUBT_RATIO` x it, or a squared return above `DOUBT_RATIO` x the median rv."""
+    batch = np.asarray(batch, dtype=float)
+    doubt = np.zeros(batch.shape, dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        median = np.nanmedian(np.where(value_problems(batch, columns)[..., None], np.nan, batch), axis=-2,
+                              keepdims=True)
+        usable = np.isfinite(median) & (median > 0)
+        for j, name in enumerate(columns):
+            if name in NON_NEGATIVE:
+                value, typical = batch[..., j], median[..., j]
+                low = (value < typical / DOUBT_RATIO) if name in DOUBT_LOW else False
+                doubt[..., j] = usable[..., j] & ((value > DOUBT_RATIO * typical) | low)
+        if "ret" in columns and "rv" in columns:
+            j, rv = columns.index("ret"), columns.index("rv")
+            doubt[..., j] = usable[..., rv] & (np.square(batch[..., j]) > DOUBT_RATIO * median[..., rv])
+    return doubt
+
+
+def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
+                  columns: tuple[str, ...] = INPUT_COLUMNS) -> str:
+    """One line naming the first doubtful value of one asset's (days, columns) window, its row counted
+    from `offset` ('' if none)."""
+    if not doubt.any():
+        return ""
+    row, column = (int(i) for i in np.argwhere(doubt)[0])
+    return (f"doubtful input: row {row + offset}, column {columns[column]} = {batch[row, column]:g} is over "
+            f"{DOUBT_RATIO:g} times from its window's median; priced fail-safe over every reading of it")
 
 
 def check_values(name: str, batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
@@ -67,6 +124,11 @@ def check_values(name: str, batch: np.ndarray, columns: tuple[str, ...] = INPUT_
         if column in FLAGS and ((values != 0) & (values != 1)).any():
             index = (*np.argwhere((values != 0) & (values != 1))[0], j)
             raise ImpossibleInputError(f"{name}: {_where(index, columns)} = {batch[index]:g} is not 0 or 1")
+    too_large = _return_too_large(batch, columns)
+    if too_large.any():
+        index = (*np.argwhere(too_large)[0], columns.index("ret"))
+        raise ImpossibleInputError(f"{name}: {_where(index, columns)} = {batch[index]:g} is larger than the day's "
+                                   f"realized variance allows (ret^2 <= {MAX_BARS_PER_DAY} x rv)")
     return batch
 
 

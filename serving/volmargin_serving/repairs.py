@@ -1,0 +1,103 @@
+"""Readings of one asset's refused or doubtful daily inputs, for a fail-safe margin never below the truth.
+
+Where an asset's inputs are refused (a bad value, a misdated row) or doubtful (a value far outside its
+own window, see `validation.doubtful_values`), the true rows are unknown. `readings` gives the windows
+that could be true, and `Runtime.margins` prices the asset at the largest margin over them (plus the
+doubt add-on of `margins.price`), never a margin of its own:
+- dating: as given (rows after as_of dropped, rows sorted, a day given twice or missing counted as
+  missing), or the rows in the order given on consecutive days ending at the newest day not after
+  as_of (a feed that misdated its rows: the newest row stamped tomorrow, one day stamped twice);
+- each row holding a bad or doubtful value, replaced as missing (as training treats missing data), or as
+  the worst day of the window: every variance measure and volume at its window maximum, the return at
+  plus or minus the largest absolute return.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+
+import numpy as np
+
+from volmargin_serving.features import INPUT_COLUMNS
+from volmargin_serving.validation import FLAGS, NON_NEGATIVE, doubtful_values, value_problems
+
+DATINGS = ("as_given", "consecutive")
+VALUES = ("missing", "worst_up", "worst_down")
+READINGS = tuple(product(DATINGS, VALUES))
+
+
+def _dated_as_given(x: np.ndarray, days: np.ndarray, today: np.datetime64,
+                    length: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The last `length` calendar days up to the newest row not after `today`, rows placed on their dates."""
+    kept = days <= today
+    order = np.argsort(days[kept], kind="stable")
+    x, days = x[kept][order], days[kept][order]
+    if not len(days):
+        return None
+    grid = np.arange(days[-1] - np.timedelta64(length - 1, "D"), days[-1] + np.timedelta64(1, "D"))
+    window = np.full((length, x.shape[1]), np.nan)
+    position = (days - grid[0]).astype(np.int64)
+    inside = position >= 0
+    window[position[inside]] = x[inside]
+    window[np.bincount(position[inside], minlength=length) > 1] = np.nan  # a day given twice: unknown
+    return window, grid
+
+
+def _dated_consecutive(x: np.ndarray, days: np.ndarray, today: np.datetime64,
+                       length: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The last `length` rows in the order given, on consecutive days ending at min(newest date, today)."""
+    if not len(days):
+        return None
+    window = np.full((length, x.shape[1]), np.nan)
+    rows = x[-length:]
+    window[length - len(rows):] = rows
+    end = min(days.max(), today)
+    return window, np.arange(end - np.timedelta64(length - 1, "D"), end + np.timedelta64(1, "D"))
+
+
+_DATED = {"as_given": _dated_as_given, "consecutive": _dated_consecutive}
+
+
+def _worst(window: np.ndarray, bad: np.ndarray, value: str) -> np.ndarray:
+    """`window` with its `bad` rows replaced as `value` says (see the module's docstring)."""
+    out = window.copy()
+    out[bad] = np.nan
+    if value == "missing":
+        for j, name in enumerate(INPUT_COLUMNS):
+            if name in FLAGS:
+                out[bad, j] = 0.0
+        return out
+    with np.errstate(all="ignore"):
+        for j, name in enumerate(INPUT_COLUMNS):
+            column = out[:, j]
+            largest = np.nanmax(np.abs(column)) if np.isfinite(column).any() else np.nan
+            if name in FLAGS:
+                out[bad, j] = 1.0
+            elif name in NON_NEGATIVE:
+                out[bad, j] = largest
+            elif name == "ret":
+                out[bad, j] = largest if value == "worst_up" else -largest
+    return out
+
+
+def readings(inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length: int,
+             max_age: np.timedelta64) -> tuple[np.ndarray, np.ndarray] | None:
+    """(len(READINGS), length, columns) windows of one asset's (rows, columns) float inputs and their
+    (len(READINGS), length) dates; a dating that cannot make a window (no row, or its newest too old)
+    repeats another's, and None where neither can."""
+    today = np.datetime64(as_of, "D")
+    dated = {}
+    for dating in DATINGS:
+        made = _DATED[dating](inputs, dates, today, length)
+        if made is not None and made[1][-1] >= today - max_age:
+            dated[dating] = made
+    if not dated:
+        return None
+    windows, grids = [], []
+    for dating, value in READINGS:
+        window, grid = dated.get(dating) or next(iter(dated.values()))
+        with np.errstate(invalid="ignore"):
+            bad = value_problems(window) | doubtful_values(window).any(axis=-1)
+        windows.append(_worst(window, bad, value))
+        grids.append(grid)
+    return np.stack(windows), np.stack(grids)
