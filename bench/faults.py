@@ -443,7 +443,8 @@ def main() -> None:
           "folders left after the next writer")
 
     services = table[table["class"] == "service"]
-    classes = {"bad values (NaN/inf/negative/flag)", "gaps, repeated, future dates", "unusable inputs as a whole",
+    classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window)",
+               "gaps, repeated, future dates", "unusable inputs as a whole",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}
     print("\nSummary:")
