@@ -261,3 +261,74 @@ def test_bad_rows_never_lower_a_margin_below_the_true_rows(served, data):
     got, without, k, edits, _ = _margins_with_bad_rows(served, data)
     assert (got.initial[k] >= without.initial[k] - 1e-12).all(), f"margin lowered by {edits}"
     assert got.haircut[k, 0] >= without.haircut[k, 0] - 1e-12, f"haircut lowered by {edits}"
+
+
+# ------------------------------------------------------------------ portfolio and option margins
+
+
+PORTFOLIO_ASSETS = ("btc", "eth", "sol", "doge")
+
+
+def _scenarios(stress_mode: str):
+    from volmargin_serving.portfolio import PortfolioPolicy, PortfolioScenarios
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_t(4, size=(300, len(PORTFOLIO_ASSETS)))
+    stress = rng.normal(0, 0.1, size=(10, len(PORTFOLIO_ASSETS)))
+    return PortfolioScenarios(PORTFOLIO_ASSETS, z, np.arange(300).astype("datetime64[D]"), None, stress,
+                              np.full(len(PORTFOLIO_ASSETS), 0.08), PortfolioPolicy(stress_mode=stress_mode,
+                                                                                     concentration=0.1),
+                              max_move=2.0)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_portfolio_margins_give_a_typed_error_or_a_finite_flagged_margin(data):
+    """Random bad forecasts, volumes and positions: a typed error naming the position, or a finite margin
+    at or above 0 with every held asset whose forecast is unusable flagged."""
+    from volmargin_serving.portfolio import PortfolioEngine
+
+    scenarios = _scenarios(data.draw(st.sampled_from(["none", "weight", "floor"])))
+    n = len(PORTFOLIO_ASSETS)
+    variance = np.array(data.draw(st.lists(st.sampled_from([4e-4, 1e-3, np.nan, np.inf, -1e-3, 0.0, 1e300]),
+                                           min_size=n, max_size=n)))
+    adv = np.array(data.draw(st.lists(st.sampled_from([1e9, 1e6, 0.0, np.nan]), min_size=n, max_size=n)))
+    names = data.draw(st.lists(st.sampled_from([*PORTFOLIO_ASSETS, "unknown", ""]), min_size=0, max_size=6))
+    notionals = data.draw(st.lists(st.sampled_from([1e6, -2e5, 0.0, np.nan, np.inf, -1e12]), min_size=len(names),
+                                   max_size=len(names)))
+    kinds = data.draw(st.lists(st.sampled_from(["perp", "spot", "option?"]), min_size=len(names), max_size=len(names)))
+    try:
+        engine = PortfolioEngine(scenarios, variance, adv)
+        margin = engine.margin(names=names, notionals=notionals, kinds=kinds)
+    except vs.InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.isfinite(margin.initial) and margin.initial >= 0 and margin.maintenance <= margin.initial
+    unusable = {a for a, v in zip(PORTFOLIO_ASSETS, variance) if not (np.isfinite(v) and v > 0)}
+    held = {a for a, x in zip(names, notionals) if x != 0}
+    assert set(margin.flagged) == unusable & held
+
+
+@SETTINGS
+@given(data=st.data())
+def test_option_margins_give_a_typed_error_or_a_finite_margin(data):
+    """Random bad quotes (NaN or negative IV, price or strike, expired options, ragged arrays): an
+    `OptionQuoteError` naming the option and field, or a finite, non-negative margin."""
+    import volmargin_serving.options as vo
+
+    n = data.draw(st.integers(1, 6))
+    good = {"quantity": [-1.0] * n, "strike": [50_000.0] * n, "is_call": [True] * n, "days": [7.0] * n,
+            "forward": [50_000.0] * n, "iv": [0.7] * n}
+    bad = {"quantity": [np.nan, np.inf, 0.0, 1e9], "strike": [np.nan, -1.0, 0.0, 1e-9, 1e12],
+           "days": [0.0, -3.0, np.nan, 1e-6, 400.0], "forward": [np.nan, 0.0, -5.0, 1e12], "iv": [np.nan, -0.2, 0.0, 50.0]}
+    for _ in range(data.draw(st.integers(1, 4))):
+        field = data.draw(st.sampled_from(sorted(bad)))
+        good[field][data.draw(st.integers(0, n - 1))] = data.draw(st.sampled_from(bad[field]))
+    if data.draw(st.booleans()):
+        good["iv"] = good["iv"][:-1] or [0.7, 0.7]  # ragged
+    try:
+        margin = vo.option_margin(vo.book_from_positions(**good))
+    except vs.InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert np.isfinite(margin.initial) and margin.initial >= 0 and np.isfinite(margin.fraction)
