@@ -70,6 +70,47 @@ def test_initial_margin_caps_leverage():
     assert result.liquidations.sum() == 1 and result.bad_debt.sum() == 0
 
 
+def in_asset(side: float, notional: float = 1000.0, leverage: float = 5.0) -> Accounts:
+    return Accounts(np.array([side]), np.array([notional]), np.array([leverage]), np.array([0]), np.array([True]))
+
+
+def test_asset_collateral_is_haircut_and_falls_with_a_long():
+    # long 1000 at 5x on 200 of collateral in the asset (200 units at price 1), IM 10%, MM 5%, haircut 20%:
+    # margin equity -1000 + (1000 + 0.8 x 200) O < 0.05 x 1000 O  <=>  O < 1000 / 1110 = 0.9009
+    terms = MarginTerms.constant(0.1, 0.05, 0.0).with_haircut(0.2)
+    held = simulate(in_asset(1.0), market([[0.0, np.log(0.905)]]), terms, NO_IMPACT)
+    assert held.liquidations.sum() == 0 and held.collateral_deposited[0] == pytest.approx(200.0)
+    cash = simulate(one(1.0, leverage=5.0), market([[0.0, np.log(0.8)]]), terms, NO_IMPACT)
+    assert cash.bad_debt.sum() == 0  # cash collateral: bankruptcy at 0.8 exactly
+    gap = simulate(in_asset(1.0), market([[0.0, np.log(0.8)]]), terms, NO_IMPACT)
+    # the collateral fell too: equity -1000 + 1200 x 0.8 = -40, the bad debt
+    assert gap.liquidations.sum() == 1 and gap.bad_debt.sum() == pytest.approx(40.0)
+    assert gap.account_collateral[0] == 0 and gap.market_qty[0] == pytest.approx(200.0)  # the market bought it
+
+
+def test_haircut_caps_leverage_and_collateral_hedges_a_short():
+    # wants 10x at IM 10%: in the asset with a 20% haircut the venue allows (1 - 0.2) / 0.1 = 8x
+    terms = MarginTerms.constant(0.1, 0.05, 0.0).with_haircut(0.2)
+    capped = simulate(in_asset(1.0, leverage=10.0), market([[0.0, 0.0]]), terms, NO_IMPACT)
+    assert capped.collateral_deposited[0] == pytest.approx(1000 / 8)
+    # a short of 1000 on 1000 of collateral in the asset is hedged: no rise liquidates it
+    hedged = simulate(in_asset(-1.0, leverage=1.0), market([[0.0, np.log(3.0)]]), terms, NO_IMPACT)
+    assert hedged.liquidations.sum() == 0 and hedged.open_equity[0] == pytest.approx(1000.0)
+
+
+def test_money_and_units_are_conserved_with_asset_collateral():
+    accounts = draw_accounts(PopulationConfig(accounts=1500, seed=2, asset_collateral=0.3, entry_window=6), 5e6)
+    assert 0.2 < accounts.asset_collateral.mean() < 0.4
+    result = simulate(accounts, market(crash_paths(20), volume=1e6, sigma=0.02),
+                      MarginTerms(np.array([[0.08, 0.1]]), np.array([[0.04, 0.06]]), 0.01, np.full(20, 0.1)),
+                      SquareRootImpact(0.8), EngineConfig(liquidation="partial", max_rounds=50))
+    assert result.bad_debt.sum() > 0
+    np.testing.assert_allclose(result.account_cash + result.fund[:, -1] + result.market_cash,
+                               result.deposits + result.fund_start, rtol=1e-10)
+    np.testing.assert_allclose(result.account_qty + result.account_collateral + result.market_qty,
+                               result.collateral_deposited, atol=1e-6)
+
+
 def test_zero_impact_no_cascade():
     accounts, paths = population(), market(crash_paths(), volume=2e6, sigma=0.02)
     terms = MarginTerms.constant(0.1, 0.05, 0.01, 50)
