@@ -211,7 +211,7 @@ from volmargin.data.synthetic import write_synthetic_csv  # noqa: E402
 from volmargin.evaluation.backtest import daily_panel  # noqa: E402
 from volmargin.simulation.paths import bootstrap_paths, event_paths, replay_paths  # noqa: E402
 from volmargin.simulation.scenarios import SimulationSettings  # noqa: E402
-from volmargin.simulation.solvency import SolvencyTarget, calibrate_solvency  # noqa: E402
+from volmargin.simulation.solvency import SolvencyTarget, calibrate_solvency, solvency_terms  # noqa: E402
 from volmargin.simulation.study import SUMMARY_COLUMNS, StudyConfig, asset_case  # noqa: E402
 
 
@@ -357,3 +357,30 @@ def test_simulate_stage_is_off_by_default(tmp_path, capsys):
     stage_simulate(run)
     assert "simulate: off" in capsys.readouterr().out and not (tmp_path / "simulation").exists()
     assert "simulation" not in run.record
+
+
+def test_liquidations_at_risk_limit_stops_the_largest_maintenance_fraction(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    grid = dict(max_bad_debt_fund=0.01, maintenance_fractions=(0.5, 0.9), every="YS", window_days=120)
+    free = calibrate_solvency(case, rule, SMALL, SolvencyTarget(max_liquidations=None, **grid), "2021-10-01")
+    assert free["maintenance_fraction"].iloc[0] == 0.9  # liquidating earlier is free without the limit
+    limit = 0.5 * free["calibration_liquidations"].iloc[0]
+    capped = calibrate_solvency(case, rule, SMALL, SolvencyTarget(max_liquidations=limit, **grid), "2021-10-01")
+    assert capped["maintenance_fraction"].iloc[0] == 0.5
+    ok = capped["feasible"]
+    assert ok.iloc[0] and capped.loc[ok, "calibration_liquidations"].le(limit).all()
+    assert capped.loc[ok, "calibration_bad_debt_fund"].le(0.01).all()
+
+
+def test_solvency_haircut_is_the_factor_times_the_long_margin(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    settings = dataclasses.replace(SMALL, population=PopulationConfig(accounts=200, seed=0, asset_collateral=0.5))
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=settings), rule)
+    target = SolvencyTarget(maintenance_fractions=(0.75,), haircut_factors=(1.5,), every="YS", window_days=120)
+    table = calibrate_solvency(case, rule, settings, target, "2021-10-01")
+    terms = solvency_terms(case, rule, table)
+    rows = np.isfinite(terms.initial[:, 0])
+    np.testing.assert_allclose(terms.haircut[rows], np.minimum(1.5 * terms.initial[rows, 0], 0.95))
