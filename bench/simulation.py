@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from common import shared_data_dir
 from volmargin.config import APC_POLICY, SimulationSection, from_dict
 from volmargin.data import load_panel
 from volmargin.simulation.impact import DEFAULT_IMPACT, fit_liquidation_impact, read_liquidation_minutes
-from volmargin.simulation.study import headline, run_study, study_config, write_study
+from volmargin.simulation.study import StudyResult, headline, run_study, study_config, write_study
 
 
 def impact_check(folder: Path) -> None:
@@ -43,6 +45,24 @@ def impact_check(folder: Path) -> None:
           "falling prices also trigger long liquidations)\n")
 
 
+def _study(forecasts, bars, cfg):
+    return run_study(forecasts, bars, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def run_parallel(forecasts: pd.DataFrame, bars: dict, cfg, workers: int) -> StudyResult:
+    """The study with the assets dealt round-robin to `workers` processes (each asset is independent)."""
+    names = sorted(bars)
+    groups = [names[i::workers] for i in range(max(1, min(workers, len(names))))]
+    if len(groups) == 1:
+        return _study(forecasts, bars, cfg)
+    began = time.perf_counter()
+    with ProcessPoolExecutor(len(groups)) as pool:
+        parts = list(pool.map(_study, [forecasts[forecasts["asset"].isin(g)] for g in groups],
+                              [{a: bars[a] for a in g} for g in groups], [cfg] * len(groups)))
+    return StudyResult(*(pd.concat([getattr(p, k) for p in parts], ignore_index=True)
+                         for k in ("summary", "stress", "solvency")), time.perf_counter() - began)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
@@ -50,6 +70,7 @@ def main() -> None:
     parser.add_argument("--validation-start", default="2022-01-01")
     parser.add_argument("--set", default="", help="SimulationSection keys, KEY=VALUE,...")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/simulation")
+    parser.add_argument("--workers", type=int, default=1, help="processes, each simulating a share of the assets")
     args = parser.parse_args()
     folder = shared_data_dir()
     impact_check(folder)
@@ -59,7 +80,7 @@ def main() -> None:
     files = [folder / f"binance_{a}_1h.csv.gz" for a in args.assets.split(",")]
     bars = load_panel(files)
     cfg = study_config(section, args.validation_start, APC_POLICY, "YS")
-    result = run_study(forecasts, bars, cfg, log=lambda m: print(m, file=sys.stderr))
+    result = run_parallel(forecasts, bars, cfg, args.workers)
     out = args.out or args.run / "simulation"
     write_study(result, out, {"config": dataclasses.asdict(cfg), "seconds": result.seconds})
     target = cfg.target.max_bad_debt_fund

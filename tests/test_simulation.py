@@ -70,6 +70,47 @@ def test_initial_margin_caps_leverage():
     assert result.liquidations.sum() == 1 and result.bad_debt.sum() == 0
 
 
+def in_asset(side: float, notional: float = 1000.0, leverage: float = 5.0) -> Accounts:
+    return Accounts(np.array([side]), np.array([notional]), np.array([leverage]), np.array([0]), np.array([True]))
+
+
+def test_asset_collateral_is_haircut_and_falls_with_a_long():
+    # long 1000 at 5x on 200 of collateral in the asset (200 units at price 1), IM 10%, MM 5%, haircut 20%:
+    # margin equity -1000 + (1000 + 0.8 x 200) O < 0.05 x 1000 O  <=>  O < 1000 / 1110 = 0.9009
+    terms = MarginTerms.constant(0.1, 0.05, 0.0).with_haircut(0.2)
+    held = simulate(in_asset(1.0), market([[0.0, np.log(0.905)]]), terms, NO_IMPACT)
+    assert held.liquidations.sum() == 0 and held.collateral_deposited[0] == pytest.approx(200.0)
+    cash = simulate(one(1.0, leverage=5.0), market([[0.0, np.log(0.8)]]), terms, NO_IMPACT)
+    assert cash.bad_debt.sum() == 0  # cash collateral: bankruptcy at 0.8 exactly
+    gap = simulate(in_asset(1.0), market([[0.0, np.log(0.8)]]), terms, NO_IMPACT)
+    # the collateral fell too: equity -1000 + 1200 x 0.8 = -40, the bad debt
+    assert gap.liquidations.sum() == 1 and gap.bad_debt.sum() == pytest.approx(40.0)
+    assert gap.account_collateral[0] == 0 and gap.market_qty[0] == pytest.approx(200.0)  # the market bought it
+
+
+def test_haircut_caps_leverage_and_collateral_hedges_a_short():
+    # wants 10x at IM 10%: in the asset with a 20% haircut the venue allows (1 - 0.2) / 0.1 = 8x
+    terms = MarginTerms.constant(0.1, 0.05, 0.0).with_haircut(0.2)
+    capped = simulate(in_asset(1.0, leverage=10.0), market([[0.0, 0.0]]), terms, NO_IMPACT)
+    assert capped.collateral_deposited[0] == pytest.approx(1000 / 8)
+    # a short of 1000 on 1000 of collateral in the asset is hedged: no rise liquidates it
+    hedged = simulate(in_asset(-1.0, leverage=1.0), market([[0.0, np.log(3.0)]]), terms, NO_IMPACT)
+    assert hedged.liquidations.sum() == 0 and hedged.open_equity[0] == pytest.approx(1000.0)
+
+
+def test_money_and_units_are_conserved_with_asset_collateral():
+    accounts = draw_accounts(PopulationConfig(accounts=1500, seed=2, asset_collateral=0.3, entry_window=6), 5e6)
+    assert 0.2 < accounts.asset_collateral.mean() < 0.4
+    result = simulate(accounts, market(crash_paths(20), volume=1e6, sigma=0.02),
+                      MarginTerms(np.array([[0.08, 0.1]]), np.array([[0.04, 0.06]]), 0.01, np.full(20, 0.1)),
+                      SquareRootImpact(0.8), EngineConfig(liquidation="partial", max_rounds=50))
+    assert result.bad_debt.sum() > 0
+    np.testing.assert_allclose(result.account_cash + result.fund[:, -1] + result.market_cash,
+                               result.deposits + result.fund_start, rtol=1e-10)
+    np.testing.assert_allclose(result.account_qty + result.account_collateral + result.market_qty,
+                               result.collateral_deposited, atol=1e-6)
+
+
 def test_zero_impact_no_cascade():
     accounts, paths = population(), market(crash_paths(), volume=2e6, sigma=0.02)
     terms = MarginTerms.constant(0.1, 0.05, 0.01, 50)
@@ -170,7 +211,7 @@ from volmargin.data.synthetic import write_synthetic_csv  # noqa: E402
 from volmargin.evaluation.backtest import daily_panel  # noqa: E402
 from volmargin.simulation.paths import bootstrap_paths, event_paths, replay_paths  # noqa: E402
 from volmargin.simulation.scenarios import SimulationSettings  # noqa: E402
-from volmargin.simulation.solvency import SolvencyTarget, calibrate_solvency  # noqa: E402
+from volmargin.simulation.solvency import SolvencyTarget, calibrate_solvency, solvency_terms  # noqa: E402
 from volmargin.simulation.study import SUMMARY_COLUMNS, StudyConfig, asset_case  # noqa: E402
 
 
@@ -316,3 +357,30 @@ def test_simulate_stage_is_off_by_default(tmp_path, capsys):
     stage_simulate(run)
     assert "simulate: off" in capsys.readouterr().out and not (tmp_path / "simulation").exists()
     assert "simulation" not in run.record
+
+
+def test_liquidations_at_risk_limit_stops_the_largest_maintenance_fraction(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    grid = dict(max_bad_debt_fund=0.01, maintenance_fractions=(0.5, 0.9), every="YS", window_days=120)
+    free = calibrate_solvency(case, rule, SMALL, SolvencyTarget(max_liquidations=None, **grid), "2021-10-01")
+    assert free["maintenance_fraction"].iloc[0] == 0.9  # liquidating earlier is free without the limit
+    limit = 0.5 * free["calibration_liquidations"].iloc[0]
+    capped = calibrate_solvency(case, rule, SMALL, SolvencyTarget(max_liquidations=limit, **grid), "2021-10-01")
+    assert capped["maintenance_fraction"].iloc[0] == 0.5
+    ok = capped["feasible"]
+    assert ok.iloc[0] and capped.loc[ok, "calibration_liquidations"].le(limit).all()
+    assert capped.loc[ok, "calibration_bad_debt_fund"].le(0.01).all()
+
+
+def test_solvency_haircut_is_the_factor_times_the_long_margin(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    settings = dataclasses.replace(SMALL, population=PopulationConfig(accounts=200, seed=0, asset_collateral=0.5))
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=settings), rule)
+    target = SolvencyTarget(maintenance_fractions=(0.75,), haircut_factors=(1.5,), every="YS", window_days=120)
+    table = calibrate_solvency(case, rule, settings, target, "2021-10-01")
+    terms = solvency_terms(case, rule, table)
+    rows = np.isfinite(terms.initial[:, 0])
+    np.testing.assert_allclose(terms.haircut[rows], np.minimum(1.5 * terms.initial[rows, 0], 0.95))

@@ -135,7 +135,11 @@ class SimulationSection:
     quantile: float = 0.99
     max_bad_debt_fund: float = 0.01  # solvency target: quantile of 24 h bad debt / insurance fund
     every: str = "QS"  # solvency re-calibration blocks
-    max_change: float = 0.05  # speed limit per block
+    max_change: float = 0.15  # speed limit per block (quarterly blocks: about 5% a month)
+    maintenance_fractions: tuple[float, ...] = (0.5, 0.6, 0.75, 0.9)  # searched by the solvency calibration
+    max_liquidations: float | None = 0.3  # p95 of 24 h liquidations / open interest (liquidations at risk) limit
+    asset_collateral: float = 0.0  # share of accounts posting collateral in the asset itself (haircut applies)
+    haircut_factors: tuple[float, ...] = (1.0,)  # haircut = factor x long initial margin; searched
     large_caps: tuple[str, ...] = ("btc", "eth")
     funding: str | None = None  # a funding file, e.g. ../shared/data/funding/funding_rates_8h.csv.gz
     seed: int = 0

@@ -5,10 +5,12 @@ Drawn (`PopulationConfig`, seeded): side long with probability `long_share`; not
 simulator sets it from the market's volume, see `volmargin.simulation.scenarios`); desired leverage
 lognormal around `leverage_median`, at least 1, and capped at 1 / initial margin when the account opens
 (a venue refuses more); a share `at_max_leverage` wants the most the venue allows; entry step uniform on
-[0, entry_window) steps (1: every account opens at the start).
+[0, entry_window) steps (1: every account opens at the start); a share `asset_collateral` posts its
+collateral in the asset itself (coin-margined: it loses value with a long position, hedges a short).
 
 From a file (`read_accounts`): CSV or Parquet with columns side (long/short), notional (> 0), leverage
-(>= 1) and optionally entry_step (integer >= 0, default 0); errors name the file, row and field.
+(>= 1) and optionally entry_step (integer >= 0, default 0) and collateral (cash, the default, or asset:
+posted in the asset itself, counted at (1 - haircut) of its value); errors name the file, row and field.
 """
 
 from __future__ import annotations
@@ -28,22 +30,26 @@ class Accounts:
     notional: np.ndarray  # (N,) quote currency at entry
     leverage: np.ndarray  # (N,) desired; the engine caps it at 1 / initial margin
     entry_step: np.ndarray  # (N,) int
+    asset_collateral: np.ndarray | None = None  # (N,) bool: collateral posted in the asset itself; None: all cash
 
     def __post_init__(self) -> None:
         n = len(self.side)
-        if not all(len(a) == n for a in (self.notional, self.leverage, self.entry_step)):
+        if self.asset_collateral is None:
+            object.__setattr__(self, "asset_collateral", np.zeros(n, dtype=bool))
+        if not all(len(a) == n for a in (self.notional, self.leverage, self.entry_step, self.asset_collateral)):
             raise ConfigError("accounts: side, notional, leverage and entry_step must have one value per account")
 
     def long_first(self) -> Accounts:
         """Sorted by side (longs first), then entry step: the engine's column order."""
         order = np.lexsort((self.entry_step, -self.side))
         return Accounts(self.side[order].astype(float), self.notional[order].astype(float),
-                        self.leverage[order].astype(float), self.entry_step[order].astype(int))
+                        self.leverage[order].astype(float), self.entry_step[order].astype(int),
+                        self.asset_collateral[order].astype(bool))
 
     def scaled(self, open_interest: float) -> Accounts:
         """The same population with notionals rescaled to a total of `open_interest`."""
         return Accounts(self.side, self.notional * (open_interest / self.notional.sum()), self.leverage,
-                        self.entry_step)
+                        self.entry_step, self.asset_collateral)
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,15 @@ class PopulationConfig:
     at_max_leverage: float = 0.05  # share of accounts that take the most leverage allowed
     max_leverage: float = 125.0  # the venue's hard cap, before the initial-margin cap
     entry_window: int = 1  # steps over which accounts open
+    asset_collateral: float = 0.0  # share of accounts that post their collateral in the asset itself
     seed: int = 0
 
     def __post_init__(self) -> None:
         checks = {"accounts": self.accounts >= 1, "long_share": 0 <= self.long_share <= 1,
                   "size_sigma": self.size_sigma >= 0, "leverage_median": self.leverage_median >= 1,
                   "leverage_sigma": self.leverage_sigma >= 0, "at_max_leverage": 0 <= self.at_max_leverage <= 1,
-                  "max_leverage": self.max_leverage >= 1, "entry_window": self.entry_window >= 1}
+                  "max_leverage": self.max_leverage >= 1, "entry_window": self.entry_window >= 1,
+                  "asset_collateral": 0 <= self.asset_collateral <= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"simulation.population.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
@@ -77,7 +85,9 @@ def draw_accounts(config: PopulationConfig, open_interest: float = 1.0) -> Accou
                        1.0, config.max_leverage)
     leverage = np.where(rng.random(n) < config.at_max_leverage, config.max_leverage, leverage)
     entry = rng.integers(0, config.entry_window, n)
-    return Accounts(side, notional, leverage, entry).scaled(open_interest)
+    # drawn last so that the other draws of a seed do not depend on it
+    in_asset = rng.random(n) < config.asset_collateral if config.asset_collateral else np.zeros(n, dtype=bool)
+    return Accounts(side, notional, leverage, entry, in_asset).scaled(open_interest)
 
 
 def read_accounts(path: str | Path) -> Accounts:
@@ -103,8 +113,11 @@ def read_accounts(path: str | Path) -> Accounts:
     entry = pd.to_numeric(frame.get("entry_step", pd.Series(0, index=frame.index)), errors="coerce")
     _first_bad(path, ~(np.isfinite(entry) & (entry >= 0) & (entry == np.round(entry))), "entry_step",
                frame.get("entry_step", entry), "must be an integer >= 0")
+    collateral = frame.get("collateral", pd.Series("cash", index=frame.index)).astype(str).str.strip().str.lower()
+    _first_bad(path, ~collateral.isin(["cash", "asset"]), "collateral", frame.get("collateral", collateral),
+               "must be cash or asset")
     return Accounts(np.where(side == "long", 1.0, -1.0), notional.to_numpy(float), leverage.to_numpy(float),
-                    entry.to_numpy(int))
+                    entry.to_numpy(int), (collateral == "asset").to_numpy())
 
 
 def _first_bad(path: Path, bad: pd.Series, column: str, values: pd.Series, rule: str) -> None:

@@ -32,10 +32,14 @@ class MarginTerms:
     initial: np.ndarray
     maintenance: np.ndarray
     penalty: np.ndarray | float  # fraction of the closed notional paid to the insurance fund
+    haircut: np.ndarray | float = 0.0  # (P,): collateral posted in the asset counts at (1 - haircut) of its value
 
     @classmethod
     def constant(cls, initial: float, maintenance: float, penalty: float, paths: int = 1) -> MarginTerms:
         return cls(np.full((paths, 2), initial), np.full((paths, 2), maintenance), penalty)
+
+    def with_haircut(self, haircut) -> MarginTerms:
+        return MarginTerms(self.initial, self.maintenance, self.penalty, haircut)
 
     def checked(self, paths: int) -> MarginTerms:
         im = np.broadcast_to(np.asarray(self.initial, dtype=float), (paths, 2))
@@ -45,7 +49,10 @@ class MarginTerms:
             raise ConfigError("margin terms: need 0 < maintenance < initial <= 1 on every path and side")
         if not np.all((pen >= 0) & (pen < 1)):
             raise ConfigError("margin terms: the liquidation penalty must lie in [0, 1)")
-        return MarginTerms(im, mm, pen)
+        cut = np.broadcast_to(np.asarray(self.haircut, dtype=float), (paths,))
+        if not np.all((cut >= 0) & (cut < 1)):
+            raise ConfigError("margin terms: the collateral haircut must lie in [0, 1)")
+        return MarginTerms(im, mm, pen, cut)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class SimulationResult:
     """Per path (P,) totals and (P, T) per-step flows; money in quote currency (USD)."""
 
     open_interest: np.ndarray  # (P,) notional opened
-    deposits: np.ndarray  # (P,) collateral deposited
+    deposits: np.ndarray  # (P,) collateral deposited in cash (quote currency)
     fund_start: np.ndarray  # (P,)
     bad_debt: np.ndarray  # (P, T) absorbed by the fund per step
     penalties: np.ndarray  # (P, T) paid to the fund per step
@@ -110,7 +117,9 @@ class SimulationResult:
     rounds: np.ndarray  # (P, T) cascade rounds with liquidations per step
     unconverged: np.ndarray  # (P,) True where a step still had new liquidations after max_rounds
     account_cash: np.ndarray  # (P,) cash of all accounts at the end (closed accounts: what they keep)
-    account_qty: np.ndarray  # (P,) units still held by accounts
+    account_qty: np.ndarray  # (P,) units still held by accounts (positions)
+    account_collateral: np.ndarray  # (P,) units of the asset still held as collateral
+    collateral_deposited: np.ndarray  # (P,) units of the asset deposited as collateral (worth part of `deposits`)
     market_cash: np.ndarray  # (P,)
     market_qty: np.ndarray  # (P,)
     open_equity: np.ndarray  # (P,) equity of the positions still open, at the last price
@@ -144,6 +153,9 @@ class _Engine:
         self.sigma = market.per_step(market.volatility, "volatility")
         self.funding = None if market.funding is None else np.asarray(market.funding, dtype=float)
         self.qty, self.cash = np.zeros((p, n)), np.zeros((p, n))
+        self.in_asset = self.acc.asset_collateral
+        self.coll = np.zeros((p, n))  # units of the asset posted as collateral (accounts with `in_asset`)
+        self.coll_deposited = np.zeros(p)
         self.trigger = np.where(self.long, -np.inf, np.inf)[None, :].repeat(p, axis=0)
         self.side_index = np.where(self.long, 0, 1)
         self.s = market.log_price.astype(float).copy()  # simulated log price, impact added as it happens
@@ -185,32 +197,46 @@ class _Engine:
             opened = True
             cols = slice(lo, hi)
             im, mm = self.terms.initial[:, side:side + 1], self.terms.maintenance[:, side:side + 1]
-            leverage = np.minimum(self.acc.leverage[cols][None, :], 1.0 / im)  # capped by the initial margin
+            in_asset = self.in_asset[cols][None, :]
+            # the haircut collateral must cover initial margin: leverage <= (1 - haircut) / im in the asset
+            counted = np.where(in_asset, 1.0 - self.terms.haircut[:, None], 1.0)
+            leverage = np.minimum(self.acc.leverage[cols][None, :], counted / im)
             notional = self.acc.notional[cols][None, :]
             qty = self.qty[:, cols]
             np.multiply(self.acc.side[cols][None, :] / price, notional, out=qty)
             collateral = notional / leverage
-            np.subtract(collateral, qty * price, out=self.cash[:, cols])
-            self.trigger[:, cols] = self.liquidation_price(qty, self.cash[:, cols], mm, side == 0)
-            self.deposits += collateral.sum(1)
+            units = np.where(in_asset, collateral / price, 0.0)
+            self.coll[:, cols] = units
+            np.subtract(np.where(in_asset, 0.0, collateral), qty * price, out=self.cash[:, cols])
+            self.trigger[:, cols] = self.liquidation_price(qty, self.cash[:, cols], mm, side == 0,
+                                                           counted * units)
+            self.coll_deposited += units.sum(1)
+            self.deposits += np.where(in_asset, 0.0, collateral).sum(1)
             self.market_cash += (qty * price).sum(1)
             self.market_qty -= qty.sum(1)
         if opened:
             self.refresh_extremes(np.arange(len(price)))
 
     @staticmethod
-    def liquidation_price(qty, cash, mm, long) -> np.ndarray:
-        """Oracle price below (long) / above (short) which equity < maintenance margin:
-        long cash + q O < mm q O  <=>  O < -cash / (q (1 - mm)); short (q < 0)  <=>  O > cash / (|q| (1 + mm));
-        a closed position never triggers (-inf long, +inf short)."""
+    def liquidation_price(qty, cash, mm, long, counted=0.0) -> np.ndarray:
+        """Oracle price below (long) / above (short) which the margin equity (cash + (q + k) O, with k the
+        haircut collateral units (1 - h) c) is < maintenance margin mm |q| O:
+        long  <=>  O < -cash / (q (1 - mm) + k); short (q < 0)  <=>  O > cash / (|q| (1 + mm) - k), never if
+        the collateral hedges the short (|q| (1 + mm) <= k); a closed position never triggers."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            trig = np.where(long, -cash / (qty * (1 - mm)), cash / (-qty * (1 + mm)))
+            short_den = -qty * (1 + mm) - counted
+            trig = np.where(long, -cash / (qty * (1 - mm) + counted),
+                            np.where(short_den > 0, cash / short_den, np.inf))
         return np.where(qty == 0, np.where(long, -np.inf, np.inf), trig)
+
+    def counted(self, rows, cols) -> np.ndarray:
+        """Haircut collateral units (1 - h) c of (path, account) pairs."""
+        return (1.0 - self.terms.haircut[rows]) * self.coll[rows, cols]
 
     def set_trigger(self, rows, cols) -> None:
         self.trigger[rows, cols] = self.liquidation_price(
             self.qty[rows, cols], self.cash[rows, cols], self.terms.maintenance[rows, self.side_index[cols]],
-            self.long[cols])
+            self.long[cols], self.counted(rows, cols))
 
     def refresh_extremes(self, rows: np.ndarray, trig: np.ndarray | None = None) -> None:
         """The highest long and lowest short liquidation price of each path in `rows` (`trig`: their rows of
@@ -232,6 +258,7 @@ class _Engine:
         back to initial margin at the oracle price, counting the penalty (partial)."""
         if self.cfg.liquidation == "full":
             return np.ones(len(rows))
+        in_asset = self.in_asset[cols]  # accounts with collateral in the asset are always closed in full
         qty, cash = self.qty[rows, cols], self.cash[rows, cols]
         notional = np.abs(qty) * oracle
         ratio = (cash + qty * oracle) / notional
@@ -239,12 +266,15 @@ class _Engine:
         im, pen = self.terms.initial[rows, side], self.terms.penalty[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
             frac = (im - ratio) / (im - pen)
-        return np.where(im > pen, np.clip(frac, 0.0, 1.0), 1.0)
+        return np.where((im > pen) & ~in_asset, np.clip(frac, 0.0, 1.0), 1.0)
 
     def liquidate(self, t: int, rows, cols, frac) -> None:
-        """Close `frac` of each position at the post-impact price of the step's cumulative flow."""
+        """Close `frac` of each position at the post-impact price of the step's cumulative flow; a fully
+        closed account's collateral in the asset is sold with it (into the same flow)."""
         p = len(self.s)
-        traded = -frac * self.qty[rows, cols]  # units bought (> 0: a short's buy-back)
+        closed_all = frac >= 1.0
+        sold = np.where(closed_all, self.coll[rows, cols], 0.0)  # collateral units sold
+        traded = -frac * self.qty[rows, cols] - sold  # units bought (> 0: a short's buy-back)
         price_pre = np.exp(self.s[rows, t])
         self.flow += np.bincount(rows, traded * price_pre, minlength=p)
         step = t - 1
@@ -253,19 +283,20 @@ class _Engine:
         self.impact_now = new_impact
         exec_price = np.exp(self.s[rows, t])
         self.cash[rows, cols] -= traded * exec_price
-        self.qty[rows, cols] += traded
-        closed_all = frac >= 1.0
+        self.qty[rows, cols] += traded + sold
+        self.coll[rows, cols] -= sold
         self.qty[rows[closed_all], cols[closed_all]] = 0.0  # exact zero, no rounding residue
         self.market_cash += np.bincount(rows, traded * exec_price, minlength=p)
         self.market_qty -= np.bincount(rows, traded, minlength=p)
-        equity = self.cash[rows, cols] + self.qty[rows, cols] * exec_price
-        penalty = np.minimum(self.terms.penalty[rows] * np.abs(traded) * exec_price, np.maximum(equity, 0.0))
+        equity = self.cash[rows, cols] + (self.qty[rows, cols] + self.coll[rows, cols]) * exec_price
+        closed = np.abs(traded + sold) * exec_price  # the position's notional closed
+        penalty = np.minimum(self.terms.penalty[rows] * closed, np.maximum(equity, 0.0))
         self.cash[rows, cols] -= penalty
         shortfall = np.where(self.qty[rows, cols] == 0, np.maximum(-self.cash[rows, cols], 0.0), 0.0)
         self.cash[rows, cols] += shortfall
         self.penalties[:, step] += np.bincount(rows, penalty, minlength=p)
         self.bad_debt[:, step] += np.bincount(rows, shortfall, minlength=p)
-        self.liquidated[:, step] += np.bincount(rows, np.abs(traded) * exec_price, minlength=p)
+        self.liquidated[:, step] += np.bincount(rows, closed, minlength=p)
         self.events[:, step] += np.bincount(rows, minlength=p)
         self.set_trigger(rows, cols)
 
@@ -275,7 +306,7 @@ class _Engine:
         self.cash -= payment
         self.market_cash += payment.sum(1)
         self.trigger = self.liquidation_price(self.qty, self.cash, self.terms.maintenance[:, self.side_index],
-                                              self.long[None, :])
+                                              self.long[None, :], (1.0 - self.terms.haircut[:, None]) * self.coll)
         self.refresh_extremes(np.arange(len(self.s)))
 
     # --- the loop ----------------------------------------------------------------------------------------
@@ -315,5 +346,6 @@ class _Engine:
             open_interest=self.oi, deposits=self.deposits, fund_start=self.fund0, bad_debt=self.bad_debt,
             penalties=self.penalties, liquidated=self.liquidated, liquidations=self.events, log_price=self.s,
             impact=self.impact_path, rounds=self.rounds, unconverged=self.unconverged,
-            account_cash=self.cash.sum(1), account_qty=self.qty.sum(1), market_cash=self.market_cash,
-            market_qty=self.market_qty, open_equity=(self.cash + self.qty * last).sum(1, where=self.qty != 0))
+            account_cash=self.cash.sum(1), account_qty=self.qty.sum(1), account_collateral=self.coll.sum(1),
+            collateral_deposited=self.coll_deposited, market_cash=self.market_cash, market_qty=self.market_qty,
+            open_equity=(self.cash + (self.qty + self.coll) * last).sum(1, where=self.qty != 0))

@@ -110,7 +110,7 @@ def bootstrap_paths(asset: str, bars: pd.DataFrame, origins, daily_variance, pat
     blocks = -(-steps // block_hours)
     # block k of a path starts `back` hours before the origin's close (the block ends at or before it)
     back = block_hours + np.floor(rng.random((len(day), blocks)) * history[day, None]).astype(int)
-    hours = (start[day, None, None] + 1 - back[:, :, None] + np.arange(block_hours)).reshape(len(day), -1)[:, :steps]
+    hours = (start[day, None, None] + 1 - back[:, :, None] + np.arange(block_hours)).reshape(len(day), blocks * block_hours)[:, :steps]
     draws = np.nan_to_num(z[hours], nan=0.0)
     sigma = np.sqrt(daily_variance[day] / HOURS)[:, None]
     log_price = np.hstack([np.zeros((len(day), 1)), np.cumsum(draws * sigma, axis=1)])

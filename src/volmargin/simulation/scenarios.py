@@ -51,13 +51,24 @@ class SimulationSettings:
         return draw_accounts(self.population, open_interest=1.0)
 
 
+MAX_HAIRCUT = 0.95
+
+
+def collateral_haircut(initial: np.ndarray, factor: float = 1.0) -> np.ndarray:
+    """Haircut of the asset as collateral per origin day: `factor` x the long side's initial margin (the
+    collateral is a long spot holding; its margin is what it can lose before it is sold), capped at 95%."""
+    return np.clip(factor * np.nan_to_num(np.asarray(initial, dtype=float)[:, 0], nan=MAX_HAIRCUT), 0.0, MAX_HAIRCUT)
+
+
 def run_paths(paths: PathSet, initial: np.ndarray, maintenance: np.ndarray, penalty, variance: np.ndarray,
-              settings: SimulationSettings, accounts: Accounts | None = None) -> pd.DataFrame:
+              settings: SimulationSettings, accounts: Accounts | None = None, haircut=None) -> pd.DataFrame:
     """Path metrics (`volmargin.simulation.metrics.PATH_METRICS`) of every path, with its kind and origin.
     `initial`, `maintenance` (D, 2) and `variance` (D,) are per origin day of `paths.origins`; `penalty` a
-    scalar or (D,)."""
+    scalar or (D,); `haircut` (D,) of collateral posted in the asset (None: the long side's initial margin, the
+    margin of the long spot holding the collateral is)."""
     accounts = settings.accounts() if accounts is None else accounts
     penalty = np.broadcast_to(np.asarray(penalty, dtype=float), (len(paths.origins),))
+    haircut = collateral_haircut(initial) if haircut is None else np.asarray(haircut, dtype=float)
     volume = 1.0 / (HOURS * settings.open_interest)
     impact = SquareRootImpact(settings.impact)
     frames = []
@@ -66,7 +77,7 @@ def run_paths(paths: PathSet, initial: np.ndarray, maintenance: np.ndarray, pena
         day = paths.day[rows]
         funding = None if paths.funding is None else paths.funding[rows]
         market = Market(paths.log_price[rows], volume, np.sqrt(variance[day] / HOURS), funding)
-        terms = MarginTerms(initial[day], maintenance[day], penalty[day])
+        terms = MarginTerms(initial[day], maintenance[day], penalty[day], haircut[day])
         frames.append(path_metrics(simulate(accounts, market, terms, impact, settings.engine)))
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["bad_debt", "bad_debt_fund", "liquidated", "fund_drawdown", "cascade", "move", "unconverged"])

@@ -24,6 +24,14 @@ parameter-risk providers apply), bisecting within that band. A block whose targe
 its band is flagged (`feasible` False) and takes the band's top. Parameters of a block apply to the
 origins from its start to the next block's; origins before the first block take the first block's
 (in sample).
+
+Liquidations at risk: a candidate must also keep the `liquidations_quantile` (95th) of 24 h liquidated
+notional at most `max_liquidations` of open interest; the bisection's predicate is both limits (both fall
+as the scale rises), so a larger maintenance fraction (less bad debt per liquidation, more liquidations)
+wins only when it does not liquidate more than the limit. Haircuts: collateral posted in the asset itself
+(the population's `asset_collateral` share) counts at (1 - haircut), haircut = factor x the long side's
+initial margin; the first block also searches the factor (`haircut_factors`), whose cost in the
+objective is the share of such accounts x factor x the average long initial margin.
 """
 
 from __future__ import annotations
@@ -40,20 +48,26 @@ from volmargin.calibration.policy import PolicyConfig
 from volmargin.errors import ConfigError
 from volmargin.simulation.accounts import Accounts
 from volmargin.simulation.paths import PathSet
-from volmargin.simulation.scenarios import SimulationSettings, run_paths
+from volmargin.simulation.scenarios import MAX_HAIRCUT, SimulationSettings, collateral_haircut, run_paths
 
 POLICIES = ("breach", "breach_plain", "solvency", "static")
-SOLVENCY_COLUMNS = ["asset", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty", "feasible",
-                    "limited", "calibration_paths", "calibration_bad_debt_fund", "calibration_avg_margin"]
+SOLVENCY_COLUMNS = ["asset", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty", "haircut_factor",
+                    "feasible", "limited", "calibration_paths", "calibration_bad_debt_fund",
+                    "calibration_liquidations", "calibration_avg_margin"]
 
 
 @dataclass(frozen=True)
 class SolvencyTarget:
     quantile: float = 0.99
     max_bad_debt_fund: float = 0.01  # the quantile of 24 h bad debt, as a fraction of the insurance fund
-    maintenance_fractions: tuple[float, ...] = (0.5, 0.6, 0.75)
+    maintenance_fractions: tuple[float, ...] = (0.5, 0.6, 0.75, 0.9)
     penalties: tuple[float, ...] = (0.01,)
-    max_change: float = 0.05  # relative move of the scale per re-calibration block
+    haircut_factors: tuple[float, ...] = (1.0,)  # haircut of collateral in the asset = factor x long initial margin
+    # liquidations at risk: the `liquidations_quantile` of 24 h liquidated notional / open interest at most
+    # this (None: no limit); without it liquidating earlier is free and the largest maintenance fraction wins
+    max_liquidations: float | None = 0.3
+    liquidations_quantile: float = 0.95
+    max_change: float = 0.15  # relative move of the scale per re-calibration block (quarterly: ~5% a month)
     every: str = "QS"
     window_days: int = 365
     scale_bounds: tuple[float, float] = (0.1, 10.0)
@@ -64,6 +78,9 @@ class SolvencyTarget:
                   "maintenance_fractions": bool(self.maintenance_fractions) and all(
                       0 < f < 1 for f in self.maintenance_fractions),
                   "penalties": bool(self.penalties) and all(0 <= p < 1 for p in self.penalties),
+                  "haircut_factors": bool(self.haircut_factors) and all(f >= 0 for f in self.haircut_factors),
+                  "max_liquidations": self.max_liquidations is None or self.max_liquidations > 0,
+                  "liquidations_quantile": 0.5 <= self.liquidations_quantile < 1,
                   "max_change": self.max_change > 0, "window_days": self.window_days >= 30,
                   "scale_bounds": 0 < self.scale_bounds[0] < self.scale_bounds[1], "tolerance": self.tolerance > 0}
         bad = [k for k, ok in checks.items() if not ok]
@@ -79,6 +96,7 @@ class Terms:
     initial: np.ndarray  # (D, 2) long, short
     maintenance: np.ndarray  # (D, 2)
     penalty: np.ndarray  # (D,)
+    haircut: np.ndarray | None = None  # (D,) of collateral in the asset; None: the long initial margin
 
     def avg_margin(self, mask: np.ndarray | None = None) -> float:
         rows = self.initial if mask is None else self.initial[mask]
@@ -140,22 +158,39 @@ def rule_margin(case: AssetCase, rule: PolicyConfig, scale: float) -> np.ndarray
 
 # --- calibration to solvency ------------------------------------------------------------------------------
 
-def _evaluate(case: AssetCase, rule: PolicyConfig, paths: PathSet, scale: float, fraction: float, penalty: float,
-              settings: SimulationSettings, accounts: Accounts, target: SolvencyTarget) -> float:
+@dataclass(frozen=True)
+class Candidate:
+    fraction: float
+    penalty: float
+    haircut_factor: float
+
+
+def _evaluate(case: AssetCase, rule: PolicyConfig, paths: PathSet, scale: float, cand: Candidate,
+              settings: SimulationSettings, accounts: Accounts, target: SolvencyTarget) -> tuple[float, float]:
+    """(bad-debt quantile / fund, liquidations-at-risk quantile / open interest) over `paths` at `scale`."""
     im = rule_margin(case, rule, scale)
-    metrics = run_paths(paths, im, fraction * im, penalty, case.variance, settings, accounts)
-    return float(np.quantile(metrics["bad_debt_fund"], target.quantile))
+    metrics = run_paths(paths, im, cand.fraction * im, cand.penalty, case.variance, settings, accounts,
+                        collateral_haircut(im, cand.haircut_factor))
+    return (float(np.quantile(metrics["bad_debt_fund"], target.quantile)),
+            float(np.quantile(metrics["liquidated"], target.liquidations_quantile)))
+
+
+def _meets(figures: tuple[float, float], target: SolvencyTarget) -> bool:
+    bad_debt, liquidations = figures
+    return bad_debt <= target.max_bad_debt_fund and (
+        target.max_liquidations is None or liquidations <= target.max_liquidations)
 
 
 def _bisect(evaluate, lo: float, hi: float, target: SolvencyTarget) -> tuple[float, bool, bool]:
-    """Smallest scale in [lo, hi] meeting the target: (scale, feasible, limited by the band)."""
-    if evaluate(hi) > target.max_bad_debt_fund:
+    """Smallest scale in [lo, hi] meeting both limits (bad debt and liquidations at risk both fall as the
+    scale rises: lower leverage): (scale, feasible, limited by the band)."""
+    if not _meets(evaluate(hi), target):
         return hi, False, True
-    if evaluate(lo) <= target.max_bad_debt_fund:
+    if _meets(evaluate(lo), target):
         return lo, True, lo > target.scale_bounds[0]
     while hi > lo * (1 + target.tolerance):
         mid = np.sqrt(lo * hi)
-        lo, hi = (lo, mid) if evaluate(mid) <= target.max_bad_debt_fund else (mid, hi)
+        lo, hi = (lo, mid) if _meets(evaluate(mid), target) else (mid, hi)
     return hi, True, False
 
 
@@ -174,28 +209,33 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
         paths = case.paths.select(np.asarray(window))
         if not len(paths):
             raise ConfigError(f"{case.asset}: no realised path before {start.date()} to calibrate on")
+        share = float(np.mean(accounts.asset_collateral))
         if previous is None:
             candidates = []
-            for fraction in target.maintenance_fractions:
-                for penalty in target.penalties:
-                    def evaluate(s, f=fraction, p=penalty):
-                        return _evaluate(case, rule, paths, s, f, p, settings, accounts, target)
-                    scale, ok, limited = _bisect(evaluate, *target.scale_bounds, target)
-                    candidates.append((not ok, _avg(case, rule, scale, paths), penalty, scale, fraction, ok, limited))
-            _, _, penalty, scale, fraction, ok, limited = min(candidates)
+            for cand in (Candidate(f, p, h) for f in target.maintenance_fractions for p in target.penalties
+                         for h in target.haircut_factors):
+                def evaluate(s, c=cand):
+                    return _evaluate(case, rule, paths, s, c, settings, accounts, target)
+                scale, ok, limited = _bisect(evaluate, *target.scale_bounds, target)
+                cost = _avg(case, rule, scale, paths, cand.haircut_factor * share)
+                candidates.append((not ok, cost, cand.fraction, cand.penalty, cand.haircut_factor, scale, ok, limited))
+            _, _, fraction, penalty, factor, scale, ok, limited = min(candidates)
+            cand = Candidate(fraction, penalty, factor)
         else:
-            fraction, penalty = previous["maintenance_fraction"], previous["penalty"]
+            cand = Candidate(previous["maintenance_fraction"], previous["penalty"], previous["haircut_factor"])
             band = (max(previous["scale"] * (1 - target.max_change), target.scale_bounds[0]),
                     min(previous["scale"] * (1 + target.max_change), target.scale_bounds[1]))
 
             def evaluate(s):
-                return _evaluate(case, rule, paths, s, fraction, penalty, settings, accounts, target)
+                return _evaluate(case, rule, paths, s, cand, settings, accounts, target)
             scale, ok, limited = _bisect(evaluate, *band, target)
-        achieved = _evaluate(case, rule, paths, scale, fraction, penalty, settings, accounts, target)
+        achieved, liquidations = _evaluate(case, rule, paths, scale, cand, settings, accounts, target)
         previous = {"asset": case.asset, "valid_from": start,
                     "valid_to": starts[b + 1] if b + 1 < len(starts) else pd.NaT, "scale": scale,
-                    "maintenance_fraction": fraction, "penalty": penalty, "feasible": ok, "limited": limited,
+                    "maintenance_fraction": cand.fraction, "penalty": cand.penalty,
+                    "haircut_factor": cand.haircut_factor, "feasible": ok, "limited": limited,
                     "calibration_paths": len(paths), "calibration_bad_debt_fund": achieved,
+                    "calibration_liquidations": liquidations,
                     "calibration_avg_margin": _avg(case, rule, scale, paths)}
         rows.append(previous)
         if progress:
@@ -204,9 +244,12 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
     return table.assign(valid_to=pd.to_datetime(table["valid_to"], utc=True))
 
 
-def _avg(case: AssetCase, rule: PolicyConfig, scale: float, paths: PathSet) -> float:
+def _avg(case: AssetCase, rule: PolicyConfig, scale: float, paths: PathSet, haircut_weight: float = 0.0) -> float:
+    """Average initial margin over the paths' days and sides, plus `haircut_weight` (share of accounts
+    with collateral in the asset x haircut factor) x the average long initial margin (what the haircut costs)."""
     days = np.unique(paths.day)
-    return float(np.nanmean(rule_margin(case, rule, scale)[days]))
+    im = rule_margin(case, rule, scale)[days]
+    return float(np.nanmean(im) + haircut_weight * np.nanmean(im[:, 0]))
 
 
 def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) -> Terms:
@@ -216,7 +259,9 @@ def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) ->
     scale = blocks["scale"].to_numpy()[which]
     fraction = blocks["maintenance_fraction"].to_numpy()[which]
     initial = initial_margin(case.panel, rule, np.repeat(scale[:, None], len(case.panel.columns), axis=1))
-    return Terms(case.origins, initial, fraction[:, None] * initial, blocks["penalty"].to_numpy()[which])
+    haircut = np.clip(blocks["haircut_factor"].to_numpy()[which] * np.nan_to_num(initial[:, 0], nan=MAX_HAIRCUT),
+                      0.0, MAX_HAIRCUT)
+    return Terms(case.origins, initial, fraction[:, None] * initial, blocks["penalty"].to_numpy()[which], haircut)
 
 
 __all__ = ["POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_paths", "breach_terms",

@@ -119,7 +119,8 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
 def _summaries(case: AssetCase, policy: str, terms: Terms, cfg: StudyConfig, start: pd.Timestamp) -> list[dict]:
     usable = np.isfinite(terms.initial[case.paths.day]).all(1)
     paths = case.paths.select(usable)
-    metrics = run_paths(paths, terms.initial, terms.maintenance, terms.penalty, case.variance, cfg.settings)
+    metrics = run_paths(paths, terms.initial, terms.maintenance, terms.penalty, case.variance, cfg.settings,
+                        haircut=terms.haircut)
     origin = pd.DatetimeIndex(metrics["origin"])
     rows = []
     for period, in_period in (("calibration", origin < start), ("validation", origin >= start)):
@@ -148,8 +149,9 @@ def _stress(case: AssetCase, bars: pd.DataFrame, policy: str, terms: Terms, cfg:
                      events.log_price[keep]).with_funding(rates)
     day = on_grid[keep]
     args = (terms.initial[day], terms.maintenance[day], terms.penalty[day], case.variance[day])
-    with_feedback = run_paths(events, *args, cfg.settings)
-    without = run_paths(events, *args, _no_impact(cfg.settings))
+    haircut = None if terms.haircut is None else terms.haircut[day]
+    with_feedback = run_paths(events, *args, cfg.settings, haircut=haircut)
+    without = run_paths(events, *args, _no_impact(cfg.settings), haircut=haircut)
     return pd.DataFrame({
         "event": events.kind, "asset": case.asset, "policy": policy, "eve": events.origins,
         "out_of_sample": events.origins >= start, "initial_long": terms.initial[day, 0],
@@ -175,14 +177,16 @@ def study_config(section, validation_start, breach_policy: dict, recalibrate: st
         population=PopulationConfig(accounts=section.accounts, long_share=section.long_share,
                                     leverage_median=section.leverage_median, leverage_sigma=section.leverage_sigma,
                                     at_max_leverage=section.at_max_leverage, entry_window=section.entry_window,
-                                    seed=section.seed),
+                                    asset_collateral=section.asset_collateral, seed=section.seed),
         accounts_file=section.accounts_file,
         engine=EngineConfig(oracle_delay=section.oracle_delay, oracle_cadence=section.oracle_cadence,
                             liquidation=section.liquidation, insurance_fund=section.insurance_fund),
         impact=DEFAULT_IMPACT if section.impact is None else section.impact, open_interest=section.open_interest,
         penalty=section.penalty, bootstrap_paths=section.bootstrap_paths, seed=section.seed)
     target = SolvencyTarget(quantile=section.quantile, max_bad_debt_fund=section.max_bad_debt_fund,
-                            every=section.every, max_change=section.max_change)
+                            every=section.every, max_change=section.max_change,
+                            maintenance_fractions=tuple(section.maintenance_fractions),
+                            haircut_factors=tuple(section.haircut_factors), max_liquidations=section.max_liquidations)
     return StudyConfig(model=section.model or default_model,
                        validation_start=str(section.validation_start or validation_start),
                        breach_policy=dict(breach_policy), recalibrate=recalibrate or "YS",
