@@ -248,3 +248,24 @@ def test_scenario_moves_are_capped_at_the_largest_realised_move(forecasts):
     assert np.abs(fhs.z[rows]).max() > 100
     assert np.abs(fhs.scenarios(t).returns).max() <= cap
     assert _fhs(table, move_cap=False).move_cap(t) == np.inf
+
+
+@pytest.mark.parametrize("measure", ["es975", "var99", "worst6"])
+def test_one_book_kernel_matches_the_batch_path(forecasts, measure):
+    """`margin` (the serving hot path) prices like `margin_batch` (the library's components), duplicate
+    positions netted, add-on and correlation blend included."""
+    fhs = _fhs(forecasts, lookback=300)
+    t = len(fhs.panel.origins) - 1
+    policy = PortfolioPolicy(measure=measure, scale=1.2, correlation_weight=0.3, concentration=0.5)
+    adv = np.array([5e6, np.nan, 1e9, 3e8])  # alt_late without a usable volume: charged in full
+    engine = PortfolioEngine(scenario_file(fhs, t, policy, "ewma"), fhs.panel.sigma[t] ** 2, adv)
+    books = [(["alt_a", "binance_btcusdt"], [1e6, -1e6]), (["binance_ethusdt"], [-3e5]),
+             (["alt_a", "binance_ethusdt", "alt_a", "alt_late"], [2e5, 4e5, -5e5, 1e3])]
+    for names, notionals in books:
+        dense = np.zeros(len(ASSETS))
+        np.add.at(dense, [ASSETS.index(n) for n in names], notionals)
+        batch = engine.margin_batch(dense[None])
+        one = engine.margin(names=names, notionals=notionals)
+        assert one.initial == pytest.approx(batch.initial[0], rel=1e-6)
+        assert one.isolated == pytest.approx(batch.isolated[0], rel=1e-6)
+        assert one.gross == pytest.approx(np.abs(notionals).sum())

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from volmargin_serving.errors import CalibrationError
-from volmargin_serving.risk import BadPositionError, Positions, risk_measure, simple_returns
+from volmargin_serving.risk import BadPositionError, Positions, pnl_measure, risk_measure, simple_returns
 
 STRESS_MODES = ("none", "weight", "floor")
 SCENARIO_SCHEMA = 1
@@ -86,17 +86,29 @@ def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
     return np.maximum(notional, 0) @ unit[:, 0] + np.maximum(-notional, 0) @ unit[:, 1]
 
 
+def addon_coefficients(sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray | None:
+    """Per asset, coefficient x sigma / sqrt(ADV): the add-on of a position of size |n| is this x |n|^1.5.
+    inf where the volume is unusable (NaN, 0: the position is charged in full); None when the add-on is off."""
+    if coefficient == 0 or adv is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = coefficient * np.asarray(sigma, dtype=float) / np.sqrt(np.asarray(adv, dtype=float))
+    return np.where(np.isfinite(per) & (per >= 0), per, np.inf)
+
+
+def addons_from_coefficients(notional: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
+    """Per position, min(coef x |n|^1.5, |n|) (fmin: a zero position with an infinite coefficient costs 0)."""
+    size = np.abs(notional)
+    if coef is None:
+        return np.zeros_like(size, dtype=float)
+    return np.fmin(coef * size * np.sqrt(size), size)
+
+
 def position_addons(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray:
     """Per position, the square-root-law liquidation cost coefficient x |n| sigma sqrt(|n| / ADV), at most
     |n| (the whole position); a held position without a usable volume (NaN, 0) is charged |n|."""
-    size = np.abs(np.asarray(notional, dtype=float))
-    if coefficient == 0 or adv is None:
-        return np.zeros_like(size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per = coefficient * size * sigma * np.sqrt(size / adv)
-    if not np.isfinite(per).all():
-        per = np.where(np.isfinite(per), per, size)
-    return np.minimum(per, size)
+    notional = np.asarray(notional, dtype=float)
+    return addons_from_coefficients(notional, addon_coefficients(sigma, adv, coefficient))
 
 
 def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
@@ -251,32 +263,50 @@ class PortfolioEngine:
         if policy.stress_mode == "floor" and scenarios.stress is not None:
             self.stress_t = scenario_matrix(scenarios.stress)
         self.index = {a: i for i, a in enumerate(scenarios.assets)}
-        self.any_unusable = bool(self.unusable.any())
+        self.any_unusable, self.any_full = bool(self.unusable.any()), bool(self.full.any())
+        self.coef = addon_coefficients(self.sigma, self.adv, policy.concentration)
+        # the one-book kernel's tables: unit risks as [long, short] pairs, the measure of a P&L vector
+        self._unit_flat = self.unit.ravel()
+        self._joint = pnl_measure(policy.measure, self.simple_t.shape[1], self.weights)
 
     def _price(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IM and isolated-margin sum of books (..., k) in the assets `columns` (k,)."""
         stress_t = None if self.stress_t is None else self.stress_t[columns]
         joint, isolated, floor = book_components(notional, self.simple_t[columns], self.unit[columns],
                                                  self.policy.measure, self.weights, stress_t)
-        adv = None if self.adv is None else self.adv[columns]
-        addon = concentration_addon(notional, self.sigma[columns], adv, self.policy.concentration)
+        coef = None if self.coef is None else self.coef[columns]
+        addon = addons_from_coefficients(notional, coef).sum(-1)
         im, iso = initial_margin(joint, isolated, addon, self.policy, floor), isolated_margin(isolated, addon, self.policy)
-        if self.full.any():  # no forecast and no fallback: those positions are fully collateralised
+        if self.any_full:  # no forecast and no fallback: those positions are fully collateralised
             full = np.abs(notional) @ self.full[columns].astype(float)
             im, iso = im + full, iso + full
         return im, iso
+
+    def _price_one(self, notional: np.ndarray, columns: np.ndarray) -> tuple[float, float]:
+        """IM and isolated-margin sum of one book: `book_components` + `initial_margin` of `_price` in a few
+        numpy calls (the serving hot path; a test checks it against the batch path and the library)."""
+        if self.stress_t is not None or self.any_full:
+            im, iso = self._price(notional, columns)
+            return float(im), float(iso)
+        pnl = notional.astype(self.simple_t.dtype) @ self.simple_t[columns]
+        joint = self._joint(pnl)
+        size = np.abs(notional)
+        isolated = float(size @ self._unit_flat[2 * columns + (notional < 0)])  # each leg's own long / short risk
+        addon = 0.0 if self.coef is None else float(np.fmin(self.coef[columns] * size * np.sqrt(size), size).sum())
+        p = self.policy
+        im = p.scale * max((1 - p.correlation_weight) * joint + p.correlation_weight * isolated, 0.0) + addon
+        return im, p.scale * isolated + addon
 
     def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:
         """Margin of one book: `Positions` (asset indices into the scenario set) or names/notionals/kinds,
         validated (UnknownAssetError, BadPositionError)."""
         if positions is None:
             positions = Positions.from_names(self.index, names, notionals, kinds)
-        order = np.argsort(positions.asset, kind="stable")
-        columns, notional = positions.asset[order], positions.notional[order]
-        if len(columns) > 1 and not (columns[1:] > columns[:-1]).all():  # several positions in one asset: net them
+        columns, notional = positions.asset, positions.notional
+        if len(columns) > 1 and np.bincount(columns).max() > 1:  # several positions in one asset: net them
             columns, inverse = np.unique(columns, return_inverse=True)
             notional = np.bincount(inverse, weights=notional, minlength=len(columns))
-        im, isolated = self._price(notional, columns)
+        im, isolated = self._price_one(notional, columns)
         flagged = ()
         if self.any_unusable:
             flagged = tuple(self.scenarios.assets[i] for i in columns[(notional != 0) & self.unusable[columns]])
