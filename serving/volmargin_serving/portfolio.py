@@ -2,6 +2,7 @@
 
     IM = scale x max(blend, floor) + concentration add-on,   MM = maintenance_fraction x IM
     blend = (1 - w) x joint + w x isolated        (the correlation stress, w = `correlation_weight`)
+       or   joint + w x max(comonotone - joint, 0)  (correlation_stress = 'comonotone')
 
 - joint: the risk measure (`policy.measure`, e.g. es975) of the book's loss over the filtered scenario
   set: standardised returns z (n_scenarios, n_assets) drawn on common dates, times today's volatility
@@ -11,6 +12,13 @@
   measure (ES) it bounds the book's loss under any dependence, so it is the loss of both correlation
   stresses a venue worries about: perfect correlation (long baskets; ES is comonotonic-additive) and a
   correlation break (hedges losing their offset). The blend weight w is calibrated;
+- comonotone: the perfect-correlation stress alone: the risk measure of the book's loss when every asset
+  sits at the same rank of its own scenario distribution (each asset's scenario column sorted), over the
+  ranks of the two tails (`COMONOTONE_TAIL` of the scenarios at each end; a middle rank moves every asset
+  by less than its tail quantile). A long basket's comonotone ES is its isolated sum (ES is comonotonic-
+  additive), a hedge's is its legs' volatility mismatch: the stress charges baskets for correlations going
+  to one without taking the hedges' offset away (the correlation break of a hedge is left to the joint
+  scenarios, which hold the decorrelated days);
 - floor: 0, or the joint measure over the stressed scenarios (raw MPOR returns of the worst window)
   when the stress is a floor (APC, EMIR art. 28(1)(b) style); as a weight the stressed scenarios are
   instead part of the weighted set;
@@ -38,9 +46,11 @@ from pathlib import Path
 import numpy as np
 
 from volmargin_serving.errors import CalibrationError
-from volmargin_serving.risk import BadPositionError, Positions, pnl_measure, risk_measure, simple_returns
+from volmargin_serving.risk import BadPositionError, Positions, pnl_measure, risk_measure, simple_returns, tail_measure
 
 STRESS_MODES = ("none", "weight", "floor")
+CORRELATION_STRESSES = ("isolated", "comonotone")
+COMONOTONE_TAIL = 0.1  # share of the scenario ranks kept at each end for the comonotone stress
 SCENARIO_SCHEMA = 1
 # scenario matrices are held in float32 (library and serving alike): half the memory traffic of the one
 # big product per book; the P&L is summed in float32 (relative error ~1e-6 of the margin) and the risk
@@ -62,6 +72,7 @@ class PortfolioPolicy:
     maintenance_fraction: float = 0.75
     stress_mode: str = "none"  # none | weight | floor
     stress_weight: float = 0.25  # probability mass of the stressed scenarios when stress_mode = weight
+    correlation_stress: str = "isolated"  # isolated | comonotone: what the blend weight w moves towards
     buffer: float | None = None  # APC tools on the margin rate path (see volmargin_serving.margins)
     max_up: float | None = None
     max_down: float | None = None
@@ -69,7 +80,8 @@ class PortfolioPolicy:
     def __post_init__(self) -> None:
         checks = {"scale": self.scale > 0, "correlation_weight": 0 <= self.correlation_weight <= 1,
                   "concentration": self.concentration >= 0, "maintenance_fraction": 0 < self.maintenance_fraction < 1,
-                  "stress_mode": self.stress_mode in STRESS_MODES, "stress_weight": 0 <= self.stress_weight < 1}
+                  "stress_mode": self.stress_mode in STRESS_MODES, "stress_weight": 0 <= self.stress_weight < 1,
+                  "correlation_stress": self.correlation_stress in CORRELATION_STRESSES}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"portfolio policy.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
@@ -131,9 +143,30 @@ def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray
     return joint, isolated_risk(notional, unit), floor
 
 
-def initial_margin(joint, isolated, addon, policy: PortfolioPolicy, floor=0.0) -> np.ndarray:
+def comonotone_tails(simple_t: np.ndarray) -> np.ndarray:
+    """(n_assets, 2m) comonotone scenarios: each asset's simple returns (row of `simple_t`) sorted, the m
+    lowest and m highest ranks, m = ceil(COMONOTONE_TAIL x n_scenarios); column j is one joint scenario."""
+    ranked = np.sort(simple_t, axis=1)
+    m = int(np.ceil(COMONOTONE_TAIL * ranked.shape[1]))
+    if 2 * m >= ranked.shape[1]:
+        return np.ascontiguousarray(ranked)
+    return np.ascontiguousarray(np.concatenate([ranked[:, :m], ranked[:, -m:]], axis=1))
+
+
+def comonotone_risk(notional: np.ndarray, tails_t: np.ndarray, measure: str, n_scenarios: int) -> np.ndarray:
+    """The measure of books' (..., k) losses over the comonotone tail scenarios `tails_t` (k, 2m), its tail
+    mass counted against the full `n_scenarios` (unweighted: ranks carry no dates)."""
+    return tail_measure(-(notional.astype(tails_t.dtype) @ tails_t).astype(float), measure, n_scenarios)
+
+
+def initial_margin(joint, isolated, addon, policy: PortfolioPolicy, floor=0.0, comonotone=None) -> np.ndarray:
     """IM in currency from the components (see the module docstring)."""
-    blend = (1 - policy.correlation_weight) * np.asarray(joint) + policy.correlation_weight * np.asarray(isolated)
+    w = policy.correlation_weight
+    if policy.correlation_stress == "comonotone":
+        joint = np.asarray(joint)
+        blend = joint + w * np.maximum(np.asarray(comonotone) - joint, 0.0)
+    else:
+        blend = (1 - w) * np.asarray(joint) + w * np.asarray(isolated)
     return policy.scale * np.maximum(blend, floor) + addon
 
 
@@ -268,6 +301,8 @@ class PortfolioEngine:
         # the one-book kernel's tables: unit risks as [long, short] pairs, the measure of a P&L vector
         self._unit_flat = self.unit.ravel()
         self._joint = pnl_measure(policy.measure, self.simple_t.shape[1], self.weights)
+        self.tails_t = comonotone_tails(self.simple_t) if policy.correlation_stress == "comonotone" else None
+        self._comonotone = pnl_measure(policy.measure, self.simple_t.shape[1])
 
     def _price(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IM and isolated-margin sum of books (..., k) in the assets `columns` (k,)."""
@@ -276,7 +311,10 @@ class PortfolioEngine:
                                                  self.policy.measure, self.weights, stress_t)
         coef = None if self.coef is None else self.coef[columns]
         addon = addons_from_coefficients(notional, coef).sum(-1)
-        im, iso = initial_margin(joint, isolated, addon, self.policy, floor), isolated_margin(isolated, addon, self.policy)
+        como = None if self.tails_t is None else comonotone_risk(notional, self.tails_t[columns], self.policy.measure,
+                                                                  self.simple_t.shape[1])
+        im = initial_margin(joint, isolated, addon, self.policy, floor, como)
+        iso = isolated_margin(isolated, addon, self.policy)
         if self.any_full:  # no forecast and no fallback: those positions are fully collateralised
             full = np.abs(notional) @ self.full[columns].astype(float)
             im, iso = im + full, iso + full
@@ -293,8 +331,13 @@ class PortfolioEngine:
         size = np.abs(notional)
         isolated = float(size @ self._unit_flat[2 * columns + (notional < 0)])  # each leg's own long / short risk
         addon = 0.0 if self.coef is None else float(np.fmin(self.coef[columns] * size * np.sqrt(size), size).sum())
-        p = self.policy
-        im = p.scale * max((1 - p.correlation_weight) * joint + p.correlation_weight * isolated, 0.0) + addon
+        p, w = self.policy, self.policy.correlation_weight
+        if self.tails_t is None:
+            blend = (1 - w) * joint + w * isolated
+        else:
+            como = self._comonotone(notional.astype(self.tails_t.dtype) @ self.tails_t[columns])
+            blend = joint + w * max(como - joint, 0.0)
+        im = p.scale * max(blend, 0.0) + addon
         return im, p.scale * isolated + addon
 
     def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:

@@ -243,3 +243,22 @@ def pnl_measure(spec: str, n: int, weights=None):
         worst = np.partition(pnl, top - 1)[:top]
         return -float(worst.sum() - (top - k) * worst[top - 1]) / k
     return shortfall
+
+
+def tail_measure(losses, spec: str, n: int) -> np.ndarray:
+    """Risk measure `spec` (unweighted) of a set of `n` scenarios of which only the part holding the worst
+    ones is given (`losses` along the last axis, at least as many as the tail needs)."""
+    losses = np.asarray(losses, dtype=float)
+    m = losses.shape[-1]
+    kind, value = parse_measure(spec)
+    if kind == "var":
+        j = min(n, int(np.floor((1 - value) * n + 1e-9)) + 1)
+        if j > m:
+            raise ValueError(f"tail_measure: {spec} needs the {j} worst of {n}, got {m}")
+        return -np.partition(-losses, j - 1, axis=-1)[..., j - 1]
+    k = value if kind == "worst" else (1 - value) * n
+    top = min(n, int(np.ceil(k - 1e-9)))
+    if not 0 < k <= n or top > m:
+        raise ValueError(f"tail_measure: {spec} needs the {top} worst of {n}, got {m}")
+    worst = np.partition(losses, m - top, axis=-1)[..., m - top:]
+    return (worst.sum(-1) - (top - k) * worst[..., 0]) / k
