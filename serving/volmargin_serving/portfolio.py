@@ -50,6 +50,9 @@ from volmargin_serving.risk import BadPositionError, Positions, pnl_measure, ris
 
 STRESS_MODES = ("none", "weight", "floor")
 CORRELATION_STRESSES = ("isolated", "comonotone")
+# an add-on coefficient that charges any position above 1e-100 in full: finite, so a zero position costs
+# 0 x FULL_CHARGE = 0 (no NaN) and no |n| below 1e300 overflows
+FULL_CHARGE = 1e150
 COMONOTONE_TAIL = 0.1  # share of the scenario ranks kept at each end for the comonotone stress
 SCENARIO_SCHEMA = 1
 # scenario matrices are held in float32 (library and serving alike): half the memory traffic of the one
@@ -100,20 +103,20 @@ def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
 
 def addon_coefficients(sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray | None:
     """Per asset, coefficient x sigma / sqrt(ADV): the add-on of a position of size |n| is this x |n|^1.5.
-    inf where the volume is unusable (NaN, 0: the position is charged in full); None when the add-on is off."""
+    FULL_CHARGE where the volume is unusable (NaN, 0: the position is charged in full); None when off."""
     if coefficient == 0 or adv is None:
         return None
     with np.errstate(divide="ignore", invalid="ignore"):
         per = coefficient * np.asarray(sigma, dtype=float) / np.sqrt(np.asarray(adv, dtype=float))
-    return np.where(np.isfinite(per) & (per >= 0), per, np.inf)
+    return np.where(np.isfinite(per) & (per >= 0), np.minimum(per, FULL_CHARGE), FULL_CHARGE)
 
 
 def addons_from_coefficients(notional: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
-    """Per position, min(coef x |n|^1.5, |n|) (fmin: a zero position with an infinite coefficient costs 0)."""
+    """Per position, min(coef x |n|^1.5, |n|)."""
     size = np.abs(notional)
     if coef is None:
         return np.zeros_like(size, dtype=float)
-    return np.fmin(coef * size * np.sqrt(size), size)
+    return np.minimum(coef * size * np.sqrt(size), size)
 
 
 def position_addons(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray:
@@ -330,7 +333,7 @@ class PortfolioEngine:
         joint = self._joint(pnl)
         size = np.abs(notional)
         isolated = float(size @ self._unit_flat[2 * columns + (notional < 0)])  # each leg's own long / short risk
-        addon = 0.0 if self.coef is None else float(np.fmin(self.coef[columns] * size * np.sqrt(size), size).sum())
+        addon = 0.0 if self.coef is None else float(np.minimum(self.coef[columns] * size * np.sqrt(size), size).sum())
         p, w = self.policy, self.policy.correlation_weight
         if self.tails_t is None:
             blend = (1 - w) * joint + w * isolated
