@@ -27,11 +27,11 @@ from volmargin_serving.risk import Positions  # noqa: E402
 
 
 
-def stand_in(n_assets: int = 129, n_scenarios: int = 2500) -> PortfolioScenarios:
+def stand_in(n_assets: int = 129, n_scenarios: int = 2500, stress: str = "isolated") -> PortfolioScenarios:
     rng = np.random.default_rng(0)
     z = 0.7 * rng.standard_t(4, (n_scenarios, 1)) + 0.7 * rng.standard_t(4, (n_scenarios, n_assets))
     dates = np.datetime64("2019-01-01") + np.arange(n_scenarios)
-    policy = PortfolioPolicy(scale=1.2, correlation_weight=0.1, concentration=0.5)
+    policy = PortfolioPolicy(scale=1.2, correlation_weight=0.1, concentration=0.5, correlation_stress=stress)
     return PortfolioScenarios(tuple(f"asset_{i}" for i in range(n_assets)), z, dates, None, None,
                               np.full(n_assets, 0.08), policy, "stand-in")
 
@@ -42,8 +42,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=10000)
     parser.add_argument("--book", type=int, default=30, help="assets per book")
+    parser.add_argument("--correlation-stress", default="isolated", choices=("isolated", "comonotone"),
+                        help="the stand-in's correlation stress (a scenario file carries its own)")
     args = parser.parse_args()
-    scenarios = load_scenarios(args.scenarios) if args.scenarios else stand_in()
+    scenarios = load_scenarios(args.scenarios) if args.scenarios else stand_in(stress=args.correlation_stress)
     n_assets = len(scenarios.assets)
     rng = np.random.default_rng(1)
     variance = (0.02 + 0.06 * rng.random(n_assets)) ** 2
@@ -67,7 +69,8 @@ def main() -> None:
     engine.margin_batch(books)
     rate = args.batch / (time.perf_counter() - began)
     print(f"scenario set: {n_assets} assets x {len(scenarios.z)} scenarios ({scenarios.model}), measure "
-          f"{scenarios.policy.measure}, stress {scenarios.policy.stress_mode}; one thread")
+          f"{scenarios.policy.measure}, stress {scenarios.policy.stress_mode}, correlation stress "
+          f"{scenarios.policy.correlation_stress}; one thread")
     print(f"engine build (once a day, today's forecasts): {build_ms:.1f} ms")
     print(f"one {size}-asset book from names: p50 {p50:.1f} us, p99 {p99:.1f} us (target p50 <= 100, p99 <= 500)")
     print(f"one {size}-asset book from Positions: p50 {q50:.1f} us, p99 {q99:.1f} us")

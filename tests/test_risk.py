@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import volmargin_serving.risk as vr
 
 from volmargin.risk import (
     BadPositionError, Positions, ScenarioSet, UnknownAssetError, expected_shortfall, linear_pnl, parse_measure,
@@ -95,3 +96,13 @@ def test_bad_measure_names():
         parse_measure("cvar99")
     with pytest.raises(ValueError, match="level"):
         expected_shortfall(np.ones(5), 1.0)
+
+
+@pytest.mark.parametrize("spec", ["es975", "es9976", "var99", "var975", "worst6", "worst1"])
+def test_pnl_measure_is_the_risk_measure_of_the_losses(spec):
+    rng = np.random.default_rng(3)
+    pnl = rng.standard_t(3, 2500)
+    weights = rng.random(2500)
+    weights /= weights.sum()
+    assert vr.pnl_measure(spec, 2500)(pnl) == pytest.approx(float(vr.risk_measure(-pnl, spec)), rel=1e-12)
+    assert vr.pnl_measure(spec, 2500, weights)(pnl) == pytest.approx(float(vr.risk_measure(-pnl, spec, weights)))

@@ -2,6 +2,7 @@
 
     IM = scale x max(blend, floor) + concentration add-on,   MM = maintenance_fraction x IM
     blend = (1 - w) x joint + w x isolated        (the correlation stress, w = `correlation_weight`)
+       or   joint + w x max(comonotone - joint, 0)  (correlation_stress = 'comonotone')
 
 - joint: the risk measure (`policy.measure`, e.g. es975) of the book's loss over the filtered scenario
   set: standardised returns z (n_scenarios, n_assets) drawn on common dates, times today's volatility
@@ -11,6 +12,13 @@
   measure (ES) it bounds the book's loss under any dependence, so it is the loss of both correlation
   stresses a venue worries about: perfect correlation (long baskets; ES is comonotonic-additive) and a
   correlation break (hedges losing their offset). The blend weight w is calibrated;
+- comonotone: the perfect-correlation stress alone: the risk measure of the book's loss when every asset
+  sits at the same rank of its own scenario distribution (each asset's scenario column sorted), over the
+  ranks of the two tails (`COMONOTONE_TAIL` of the scenarios at each end; a middle rank moves every asset
+  by less than its tail quantile). A long basket's comonotone ES is its isolated sum (ES is comonotonic-
+  additive), a hedge's is its legs' volatility mismatch: the stress charges baskets for correlations going
+  to one without taking the hedges' offset away (the correlation break of a hedge is left to the joint
+  scenarios, which hold the decorrelated days);
 - floor: 0, or the joint measure over the stressed scenarios (raw MPOR returns of the worst window)
   when the stress is a floor (APC, EMIR art. 28(1)(b) style); as a weight the stressed scenarios are
   instead part of the weighted set;
@@ -38,9 +46,14 @@ from pathlib import Path
 import numpy as np
 
 from volmargin_serving.errors import CalibrationError
-from volmargin_serving.risk import BadPositionError, Positions, risk_measure, simple_returns
+from volmargin_serving.risk import BadPositionError, Positions, pnl_measure, risk_measure, simple_returns, tail_measure
 
 STRESS_MODES = ("none", "weight", "floor")
+CORRELATION_STRESSES = ("isolated", "comonotone")
+# an add-on coefficient that charges any position above 1e-100 in full: finite, so a zero position costs
+# 0 x FULL_CHARGE = 0 (no NaN) and no |n| below 1e300 overflows
+FULL_CHARGE = 1e150
+COMONOTONE_TAIL = 0.1  # share of the scenario ranks kept at each end for the comonotone stress
 SCENARIO_SCHEMA = 1
 # scenario matrices are held in float32 (library and serving alike): half the memory traffic of the one
 # big product per book; the P&L is summed in float32 (relative error ~1e-6 of the margin) and the risk
@@ -62,6 +75,7 @@ class PortfolioPolicy:
     maintenance_fraction: float = 0.75
     stress_mode: str = "none"  # none | weight | floor
     stress_weight: float = 0.25  # probability mass of the stressed scenarios when stress_mode = weight
+    correlation_stress: str = "isolated"  # isolated | comonotone: what the blend weight w moves towards
     buffer: float | None = None  # APC tools on the margin rate path (see volmargin_serving.margins)
     max_up: float | None = None
     max_down: float | None = None
@@ -69,7 +83,8 @@ class PortfolioPolicy:
     def __post_init__(self) -> None:
         checks = {"scale": self.scale > 0, "correlation_weight": 0 <= self.correlation_weight <= 1,
                   "concentration": self.concentration >= 0, "maintenance_fraction": 0 < self.maintenance_fraction < 1,
-                  "stress_mode": self.stress_mode in STRESS_MODES, "stress_weight": 0 <= self.stress_weight < 1}
+                  "stress_mode": self.stress_mode in STRESS_MODES, "stress_weight": 0 <= self.stress_weight < 1,
+                  "correlation_stress": self.correlation_stress in CORRELATION_STRESSES}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"portfolio policy.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
@@ -86,17 +101,29 @@ def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
     return np.maximum(notional, 0) @ unit[:, 0] + np.maximum(-notional, 0) @ unit[:, 1]
 
 
+def addon_coefficients(sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray | None:
+    """Per asset, coefficient x sigma / sqrt(ADV): the add-on of a position of size |n| is this x |n|^1.5.
+    FULL_CHARGE where the volume is unusable (NaN, 0: the position is charged in full); None when off."""
+    if coefficient == 0 or adv is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per = coefficient * np.asarray(sigma, dtype=float) / np.sqrt(np.asarray(adv, dtype=float))
+    return np.where(np.isfinite(per) & (per >= 0), np.minimum(per, FULL_CHARGE), FULL_CHARGE)
+
+
+def addons_from_coefficients(notional: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
+    """Per position, min(coef x |n|^1.5, |n|)."""
+    size = np.abs(notional)
+    if coef is None:
+        return np.zeros_like(size, dtype=float)
+    return np.minimum(coef * size * np.sqrt(size), size)
+
+
 def position_addons(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None, coefficient: float) -> np.ndarray:
     """Per position, the square-root-law liquidation cost coefficient x |n| sigma sqrt(|n| / ADV), at most
     |n| (the whole position); a held position without a usable volume (NaN, 0) is charged |n|."""
-    size = np.abs(np.asarray(notional, dtype=float))
-    if coefficient == 0 or adv is None:
-        return np.zeros_like(size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per = coefficient * size * sigma * np.sqrt(size / adv)
-    if not np.isfinite(per).all():
-        per = np.where(np.isfinite(per), per, size)
-    return np.minimum(per, size)
+    notional = np.asarray(notional, dtype=float)
+    return addons_from_coefficients(notional, addon_coefficients(sigma, adv, coefficient))
 
 
 def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
@@ -119,9 +146,30 @@ def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray
     return joint, isolated_risk(notional, unit), floor
 
 
-def initial_margin(joint, isolated, addon, policy: PortfolioPolicy, floor=0.0) -> np.ndarray:
+def comonotone_tails(simple_t: np.ndarray) -> np.ndarray:
+    """(n_assets, 2m) comonotone scenarios: each asset's simple returns (row of `simple_t`) sorted, the m
+    lowest and m highest ranks, m = ceil(COMONOTONE_TAIL x n_scenarios); column j is one joint scenario."""
+    ranked = np.sort(simple_t, axis=1)
+    m = int(np.ceil(COMONOTONE_TAIL * ranked.shape[1]))
+    if 2 * m >= ranked.shape[1]:
+        return np.ascontiguousarray(ranked)
+    return np.ascontiguousarray(np.concatenate([ranked[:, :m], ranked[:, -m:]], axis=1))
+
+
+def comonotone_risk(notional: np.ndarray, tails_t: np.ndarray, measure: str, n_scenarios: int) -> np.ndarray:
+    """The measure of books' (..., k) losses over the comonotone tail scenarios `tails_t` (k, 2m), its tail
+    mass counted against the full `n_scenarios` (unweighted: ranks carry no dates)."""
+    return tail_measure(-(notional.astype(tails_t.dtype) @ tails_t).astype(float), measure, n_scenarios)
+
+
+def initial_margin(joint, isolated, addon, policy: PortfolioPolicy, floor=0.0, comonotone=None) -> np.ndarray:
     """IM in currency from the components (see the module docstring)."""
-    blend = (1 - policy.correlation_weight) * np.asarray(joint) + policy.correlation_weight * np.asarray(isolated)
+    w = policy.correlation_weight
+    if policy.correlation_stress == "comonotone":
+        joint = np.asarray(joint)
+        blend = joint + w * np.maximum(np.asarray(comonotone) - joint, 0.0)
+    else:
+        blend = (1 - w) * np.asarray(joint) + w * np.asarray(isolated)
     return policy.scale * np.maximum(blend, floor) + addon
 
 
@@ -251,32 +299,60 @@ class PortfolioEngine:
         if policy.stress_mode == "floor" and scenarios.stress is not None:
             self.stress_t = scenario_matrix(scenarios.stress)
         self.index = {a: i for i, a in enumerate(scenarios.assets)}
-        self.any_unusable = bool(self.unusable.any())
+        self.any_unusable, self.any_full = bool(self.unusable.any()), bool(self.full.any())
+        self.coef = addon_coefficients(self.sigma, self.adv, policy.concentration)
+        # the one-book kernel's tables: unit risks as [long, short] pairs, the measure of a P&L vector
+        self._unit_flat = self.unit.ravel()
+        self._joint = pnl_measure(policy.measure, self.simple_t.shape[1], self.weights)
+        self.tails_t = comonotone_tails(self.simple_t) if policy.correlation_stress == "comonotone" else None
+        self._comonotone = pnl_measure(policy.measure, self.simple_t.shape[1])
 
     def _price(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IM and isolated-margin sum of books (..., k) in the assets `columns` (k,)."""
         stress_t = None if self.stress_t is None else self.stress_t[columns]
         joint, isolated, floor = book_components(notional, self.simple_t[columns], self.unit[columns],
                                                  self.policy.measure, self.weights, stress_t)
-        adv = None if self.adv is None else self.adv[columns]
-        addon = concentration_addon(notional, self.sigma[columns], adv, self.policy.concentration)
-        im, iso = initial_margin(joint, isolated, addon, self.policy, floor), isolated_margin(isolated, addon, self.policy)
-        if self.full.any():  # no forecast and no fallback: those positions are fully collateralised
+        coef = None if self.coef is None else self.coef[columns]
+        addon = addons_from_coefficients(notional, coef).sum(-1)
+        como = None if self.tails_t is None else comonotone_risk(notional, self.tails_t[columns], self.policy.measure,
+                                                                  self.simple_t.shape[1])
+        im = initial_margin(joint, isolated, addon, self.policy, floor, como)
+        iso = isolated_margin(isolated, addon, self.policy)
+        if self.any_full:  # no forecast and no fallback: those positions are fully collateralised
             full = np.abs(notional) @ self.full[columns].astype(float)
             im, iso = im + full, iso + full
         return im, iso
+
+    def _price_one(self, notional: np.ndarray, columns: np.ndarray) -> tuple[float, float]:
+        """IM and isolated-margin sum of one book: `book_components` + `initial_margin` of `_price` in a few
+        numpy calls (the serving hot path; a test checks it against the batch path and the library)."""
+        if self.stress_t is not None or self.any_full:
+            im, iso = self._price(notional, columns)
+            return float(im), float(iso)
+        pnl = notional.astype(self.simple_t.dtype) @ self.simple_t[columns]
+        joint = self._joint(pnl)
+        size = np.abs(notional)
+        isolated = float(size @ self._unit_flat[2 * columns + (notional < 0)])  # each leg's own long / short risk
+        addon = 0.0 if self.coef is None else float(np.minimum(self.coef[columns] * size * np.sqrt(size), size).sum())
+        p, w = self.policy, self.policy.correlation_weight
+        if self.tails_t is None:
+            blend = (1 - w) * joint + w * isolated
+        else:
+            como = self._comonotone(notional.astype(self.tails_t.dtype) @ self.tails_t[columns])
+            blend = joint + w * max(como - joint, 0.0)
+        im = p.scale * max(blend, 0.0) + addon
+        return im, p.scale * isolated + addon
 
     def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:
         """Margin of one book: `Positions` (asset indices into the scenario set) or names/notionals/kinds,
         validated (UnknownAssetError, BadPositionError)."""
         if positions is None:
             positions = Positions.from_names(self.index, names, notionals, kinds)
-        order = np.argsort(positions.asset, kind="stable")
-        columns, notional = positions.asset[order], positions.notional[order]
-        if len(columns) > 1 and not (columns[1:] > columns[:-1]).all():  # several positions in one asset: net them
+        columns, notional = positions.asset, positions.notional
+        if len(columns) > 1 and np.bincount(columns).max() > 1:  # several positions in one asset: net them
             columns, inverse = np.unique(columns, return_inverse=True)
             notional = np.bincount(inverse, weights=notional, minlength=len(columns))
-        im, isolated = self._price(notional, columns)
+        im, isolated = self._price_one(notional, columns)
         flagged = ()
         if self.any_unusable:
             flagged = tuple(self.scenarios.assets[i] for i in columns[(notional != 0) & self.unusable[columns]])

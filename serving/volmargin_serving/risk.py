@@ -52,6 +52,13 @@ class UnknownAssetError(BadPositionError):
     """A position in an asset that the scenario set (the universe) does not hold."""
 
 
+@lru_cache(maxsize=256)
+def _perps(n: int) -> np.ndarray:
+    kinds = np.full(n, "perp")
+    kinds.flags.writeable = False
+    return kinds
+
+
 @dataclass(frozen=True)
 class Positions:
     """A book as arrays: `asset` (n,) int index into the universe, `notional` (n,) signed quote-currency
@@ -70,10 +77,10 @@ class Positions:
             notional = np.asarray(notionals, dtype=float).reshape(-1)
         except (TypeError, ValueError) as exc:
             raise BadPositionError(f"positions: notionals are not numbers ({exc})") from exc
-        kind = ["perp"] * len(names) if kinds is None else ([kinds] if isinstance(kinds, str) else list(kinds))
-        if len(notional) != len(names) or len(kind) != len(names):
+        kind = None if kinds is None else ([kinds] if isinstance(kinds, str) else list(kinds))
+        if len(notional) != len(names) or (kind is not None and len(kind) != len(names)):
             raise BadPositionError(f"positions: {len(names)} assets, {notional.size} notionals and "
-                                   f"{len(kind)} kinds; one of each per position expected")
+                                   f"{len(names) if kind is None else len(kind)} kinds; one of each per position expected")
         index = universe if isinstance(universe, dict) else {a: i for i, a in enumerate(universe)}
         try:
             asset = np.array([index[n] for n in names], dtype=np.int64)
@@ -83,6 +90,8 @@ class Positions:
         if not np.isfinite(notional).all():
             i = int(np.flatnonzero(~np.isfinite(notional))[0])
             raise BadPositionError(f"position {i} ({names[i]}): notional {notional[i]!r} is not finite")
+        if kind is None:  # all perpetuals (the default): one shared read-only array, no per-call conversion
+            return cls(asset, notional, _perps(len(names)))
         if not set(kind) <= _KIND_SET:
             i = next(i for i, k in enumerate(kind) if k not in _KIND_SET)
             raise BadPositionError(f"position {i} ({names[i]}): instrument kind {kind[i]!r} not one of {KINDS}")
@@ -152,7 +161,7 @@ def expected_shortfall(losses, level: float, weights=None) -> np.ndarray:
         k = mass * n
         top = min(n, int(np.ceil(k - 1e-9)))
         worst = np.partition(losses, n - top, axis=-1)[..., n - top:]
-        return (worst.sum(-1) - (top - k) * worst.min(-1)) / k
+        return (worst.sum(-1) - (top - k) * worst[..., 0]) / k  # partition puts the least of them first
     order = np.argsort(-losses, axis=-1)
     w = np.broadcast_to(np.asarray(weights, dtype=float), losses.shape)
     sorted_w = np.take_along_axis(w, order, axis=-1)
@@ -211,3 +220,45 @@ def risk_measure(losses, spec: str, weights=None) -> np.ndarray:
     if weights is None:
         return worst_mean(losses, int(value))
     return expected_shortfall(losses, 1.0 - value / np.shape(losses)[-1], weights)
+
+
+def pnl_measure(spec: str, n: int, weights=None):
+    """Risk measure `spec` of one book's losses as a function of its P&L vector (n,) -> float: the hot
+    path of serving (one partition of the P&L, no negated copy, no re-parsing). Same values as
+    `risk_measure(-pnl, spec, weights)`, which it calls for weighted sets."""
+    kind, value = parse_measure(spec)
+    if weights is not None:
+        return lambda pnl: float(risk_measure(-pnl, spec, weights))
+    if kind == "var":
+        if not 0 < 1 - value < 1:
+            raise ValueError(f"value_at_risk: level must be in (0, 1), got {value}")
+        j = min(n, int(np.floor((1 - value) * n + 1e-9)) + 1)  # the j-th worst loss = the j-th smallest P&L
+        return lambda pnl: -float(np.partition(pnl, j - 1)[j - 1])
+    k = value if kind == "worst" else (1 - value) * n
+    if not 0 < k < n + 1e-9 or (kind == "es" and not 0 < 1 - value < 1):
+        raise ValueError(f"risk measure {spec!r}: tail of {k} scenarios out of {n}")
+    top = min(n, int(np.ceil(k - 1e-9)))
+
+    def shortfall(pnl: np.ndarray) -> float:  # the `top` smallest P&Ls, the largest of them pro rata
+        worst = np.partition(pnl, top - 1)[:top]
+        return -float(worst.sum() - (top - k) * worst[top - 1]) / k
+    return shortfall
+
+
+def tail_measure(losses, spec: str, n: int) -> np.ndarray:
+    """Risk measure `spec` (unweighted) of a set of `n` scenarios of which only the part holding the worst
+    ones is given (`losses` along the last axis, at least as many as the tail needs)."""
+    losses = np.asarray(losses, dtype=float)
+    m = losses.shape[-1]
+    kind, value = parse_measure(spec)
+    if kind == "var":
+        j = min(n, int(np.floor((1 - value) * n + 1e-9)) + 1)
+        if j > m:
+            raise ValueError(f"tail_measure: {spec} needs the {j} worst of {n}, got {m}")
+        return -np.partition(-losses, j - 1, axis=-1)[..., j - 1]
+    k = value if kind == "worst" else (1 - value) * n
+    top = min(n, int(np.ceil(k - 1e-9)))
+    if not 0 < k <= n or top > m:
+        raise ValueError(f"tail_measure: {spec} needs the {top} worst of {n}, got {m}")
+    worst = np.partition(losses, m - top, axis=-1)[..., m - top:]
+    return (worst.sum(-1) - (top - k) * worst[..., 0]) / k

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.portfolio import (
-    PortfolioPolicy, book_components, initial_margin, isolated_margin, position_addons, scenario_matrix, unit_risks,
+    PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, initial_margin, isolated_margin, position_addons,
+    scenario_matrix, unit_risks,
 )
 from volmargin_serving.risk import expected_shortfall, simple_returns
 
@@ -37,7 +38,7 @@ CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_b
 SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days", "breaches", "breach_rate",
                    "kupiec_p", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
                    "peak_to_trough", "scale", "correlation_weight"]
-CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5)
+CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class BookPanel:
     joint: np.ndarray
     isolated: np.ndarray
     floor: np.ndarray
+    comonotone: np.ndarray  # the perfect-correlation stress (NaN unless the policy's correlation_stress uses it)
     addon: np.ndarray
     largest: np.ndarray  # the largest single position's own risk (scale-free) plus its add-on, per scale 1
     largest_addon: np.ndarray
@@ -202,7 +204,8 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
     n = population.notional
     held = n != 0
     shape = (len(days), len(n))
-    out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "addon", "largest", "largest_addon", "loss")}
+    out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "comonotone", "addon", "largest",
+                                               "largest_addon", "loss")}
     alive = np.zeros(shape, dtype=bool)
     for i, t in enumerate(days):
         if progress is not None:
@@ -232,6 +235,9 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
         unit = unit_risks(simple_t.T, policy.measure, weights)
         nb = n[books]
         joint, isolated, floor = book_components(nb, simple_t, unit, policy.measure, weights, stress_t)
+        como = np.full(len(nb), np.nan)
+        if policy.correlation_stress == "comonotone":
+            como = comonotone_risk(nb, comonotone_tails(simple_t), policy.measure, simple_t.shape[1])
         a = None if adv is None else adv[t]
         own_unit = unit if stress_t is None else np.maximum(unit, unit_risks(stress_t.T, policy.measure))
         per_position = np.maximum(nb, 0) * own_unit[:, 0] + np.maximum(-nb, 0) * own_unit[:, 1]
@@ -241,7 +247,7 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
         unrealised = (held[books] & np.isnan(realised)).any(1)
         loss = -(nb @ np.nan_to_num(simple_returns(realised)))
         rows = np.flatnonzero(books)
-        for key, value in (("joint", joint), ("isolated", isolated), ("floor", floor),
+        for key, value in (("joint", joint), ("isolated", isolated), ("floor", floor), ("comonotone", como),
                            ("addon", per_addon.sum(-1)),
                            ("largest", per_position[np.arange(len(nb)), top]),
                            ("largest_addon", per_addon[np.arange(len(nb)), top]),
@@ -253,7 +259,7 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
 
 def margin_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
     """(T, P) initial margin in currency: the rule, then the APC path tools on the margin rate."""
-    im = initial_margin(bp.joint, bp.isolated, bp.addon, policy, bp.floor)
+    im = initial_margin(bp.joint, bp.isolated, bp.addon, policy, bp.floor, bp.comonotone)
     if policy.buffer is None and policy.max_up is None and policy.max_down is None:
         return np.where(bp.alive, im, np.nan)
     rate = im / bp.gross
