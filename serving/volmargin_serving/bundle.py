@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from volmargin_serving.errors import BundleError, ChecksumError, SignatureError
-from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec
+from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -182,7 +182,8 @@ def check_manifest(manifest: dict) -> str:
                 isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] for e in entries):
             return f"onnx.{key}: expected a list of {{name, dtype, shape}}"
     features = manifest["features"]
-    if features["names"] != list(FEATURE_NAMES):
+    names = features["names"]
+    if names not in (list(FEATURE_NAMES), list(FEATURE_NAMES + IV_FEATURE_NAMES)):
         return (f"features.names: {features['names']!r} differ from this runtime's features {list(FEATURE_NAMES)}; "
                 "the bundle needs the runtime it was exported with")
     if features["inputs"] != list(INPUT_COLUMNS):
@@ -197,9 +198,9 @@ def check_manifest(manifest: dict) -> str:
                 f"({FeatureSpec(**features['spec']).history_days(features['window'])})")
     for key, positive in (("mean", False), ("scale", True)):
         values = features[key]
-        if (not isinstance(values, list) or len(values) != len(FEATURE_NAMES)
+        if (not isinstance(values, list) or len(values) != len(names)
                 or not all(_real(x) and (x > 0 or not positive) for x in values)):
-            return f"features.{key}: expected {len(FEATURE_NAMES)} finite numbers{' > 0' if positive else ''}"
+            return f"features.{key}: expected {len(names)} finite numbers{' > 0' if positive else ''}"
     return ""
 
 

@@ -23,6 +23,15 @@ Features (columns of `FEATURE_NAMES`, in order):
   level_gap: log(mean RV) - level_t (>= 0 by Jensen's inequality), rv_disp: standard deviation of log RV,
   jump_freq: mean jump share, max_move: log of the largest squared daily return minus level_t.
 A missing input gives NaN; `standardize` puts NaN at the training mean (0 after scaling).
+
+Optional implied-volatility features (`IV_FEATURE_NAMES`, appended after the others by models trained
+with them), from a 30-day implied-volatility index such as Deribit's DVOL (annualised, in percent) whose
+value at row t is its close at the end of day t, the same instant as the day's realized measures:
+- iv_present: 1 where the index is known at t, else 0 (the missing indicator: an asset without an
+  implied-volatility index, or a day it was not published, is a row the trees can tell apart);
+- iv_level: log of the index's daily variance (iv / 100)^2 / 365 minus level_t (implied over realized:
+  scale-free, so BTC's and ETH's DVOL enter on one scale);
+- iv_chg: log(iv_t / iv_{t - week_days}), the index's weekly move.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ FEATURE_NAMES = (
     "rv_d", "rv_w", "rv_m", "level_chg", "ret_d", "ret_w", "jump", "range_pk", "range_rs", "volume",
     "dow_sin", "dow_cos", "level_gap", "rv_disp", "jump_freq", "max_move",
 )
+IV_FEATURE_NAMES = ("iv_present", "iv_level", "iv_chg")
 _FLOOR = 1e-12  # zero variance or volume (a halted market) must not give log(0)
 
 
@@ -153,6 +163,27 @@ def compute_features(
             _log(max_square) - level,
         )
     return np.stack(columns, axis=-1), level
+
+
+def compute_iv_features(iv: np.ndarray | None, level: np.ndarray, spec: FeatureSpec = FeatureSpec(),
+                        last: int | None = None) -> np.ndarray:
+    """`IV_FEATURE_NAMES` columns (..., days, 3) from the implied-volatility index `iv` (annualised %, NaN or
+    None where absent) aligned with the daily inputs, and the full-history level_t of `compute_features`.
+    `last` keeps the last rows, as in `compute_features` (`level` may already be cut to them)."""
+    level = np.asarray(level, dtype=float)
+    if iv is None:  # no index for this asset: present = 0, the rest missing
+        kept = level[..., -last:] if last else level
+        return np.stack([np.zeros(kept.shape), np.full(kept.shape, np.nan), np.full(kept.shape, np.nan)], axis=-1)
+    iv = np.asarray(iv, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        known = np.isfinite(iv) & (iv > 0)
+        log_iv = np.where(known, np.log(np.where(known, iv, 1.0)), np.nan)
+        change = log_iv - _lag(log_iv, spec.week_days)
+        keep = slice(-last, None) if last else slice(None)
+        log_iv, known, change = log_iv[..., keep], known[..., keep], change[..., keep]
+        level = level[..., -log_iv.shape[-1]:]
+        iv_level = 2 * log_iv - 2 * np.log(100.0) - np.log(365.0) - level
+    return np.stack([known.astype(float), iv_level, change], axis=-1)
 
 
 def horizon_level(level: np.ndarray, horizon: int) -> np.ndarray:

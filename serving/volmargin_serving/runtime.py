@@ -31,7 +31,9 @@ from volmargin_serving.errors import (
     BundleError, CalibrationError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError,
     UnsortedInputError,
 )
-from volmargin_serving.features import INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level, standardize
+from volmargin_serving.features import (
+    FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec, compute_features, compute_iv_features, horizon_level, standardize,
+)
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
 from volmargin_serving.repairs import READINGS, readings
@@ -131,6 +133,7 @@ class Runtime:
         self.history_days = int(features["history_days"])
         self.mean = np.asarray(features["mean"], dtype=np.float64)
         self.scale = np.asarray(features["scale"], dtype=np.float64)
+        self.iv_features = len(features["names"]) > len(FEATURE_NAMES)  # takes an implied-volatility index
         self.levels = tuple(float(x) for x in self.manifest["levels"])
         self.horizon = int(self.manifest["horizon"])
         self.max_age = np.timedelta64(max_age_days, "D")
@@ -157,13 +160,14 @@ class Runtime:
         try:
             with np.load(self.path / self.manifest["golden"]["file"], allow_pickle=False) as archive:
                 golden = {name: archive[name] for name in ("inputs", "dates", "variance", "var", "es")}
+                golden["iv"] = archive["iv"] if "iv" in archive else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise SelfTestError(f"{self.path}: golden set unreadable ({exc})") from None
         rtol = SELF_TEST_RTOL
         try:
             for _ in range(3):
                 out = self._forecast_daily(golden["inputs"], golden["dates"], golden["dates"][..., -1].max(),
-                                           gaps=False)
+                                           gaps=False, iv=golden["iv"])
         except InputError as exc:
             raise SelfTestError(f"{self.path}: golden inputs refused ({exc})") from None
         for name in ("variance", "var", "es"):
@@ -203,16 +207,22 @@ class Runtime:
         return Forecasts(*postprocess(raw, horizon_level(level, self.horizon), len(self.levels)),
                          self.levels, self.horizon)
 
-    def forecast_daily(self, inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64 | None = None) -> Forecasts:
+    def forecast_daily(self, inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64 | None = None,
+                       iv: np.ndarray | None = None) -> Forecasts:
         """Forecasts made at the last row, from daily inputs (days, len(INPUT_COLUMNS)) of one asset or
         (assets, days, len(INPUT_COLUMNS)) of a batch, columns in `INPUT_COLUMNS` order (`complete` as
         0/1), and their UTC dates (days,) or (assets, days). At least `history_days` rows are needed;
         only the last `history_days` are used, and they must be valid (`volmargin_serving.validation`):
         finite, possible, one row per day, none after `as_of` (default: now), the newest at most
-        `max_age_days` older than as_of's day."""
-        return self._forecast_daily(inputs, dates, _instant(as_of))
+        `max_age_days` older than as_of's day.
 
-    def _forecast_daily(self, inputs, dates, as_of: np.datetime64, gaps: bool = True) -> Forecasts:
+        `iv` (optional; only bundles trained with the IV features read it): the implied-volatility index
+        (annualised %, e.g. Deribit DVOL at each day's close) aligned with `inputs`, shape (days,) or
+        (assets, days); NaN or None where the asset has none, the case the model was trained on too."""
+        return self._forecast_daily(inputs, dates, _instant(as_of), iv=iv)
+
+    def _forecast_daily(self, inputs, dates, as_of: np.datetime64, gaps: bool = True,
+                        iv: np.ndarray | None = None) -> Forecasts:
         inputs = np.asarray(inputs)
         if inputs.ndim not in (2, 3) or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape ([assets,] days, {len(INPUT_COLUMNS)}) with columns "
@@ -226,24 +236,42 @@ class Runtime:
         batch = check_values("inputs", inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:])
         days = days[..., -n:]
         check_dates(days, as_of, self.max_age, gaps)
-        return self._forecast_checked(batch, days)
+        return self._forecast_checked(batch, days, self._checked_iv(iv, inputs.shape[:-1], n))
 
-    def _forecast_checked(self, batch: np.ndarray, days: np.ndarray) -> Forecasts:
+    def _checked_iv(self, iv, shape: tuple[int, ...], rows: int) -> np.ndarray | None:
+        """The last `rows` of the optional IV index as (assets, rows); None where the bundle ignores it.
+        NaN is a missing index (the model's own case); infinity, zero or a negative level is a bad one."""
+        if iv is None or not self.iv_features:
+            return None
+        iv = np.asarray(iv, dtype=float)
+        if iv.shape != shape:
+            raise InputShapeError(f"iv has shape {iv.shape}; expected {shape}, one value per input row")
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(iv) | (iv <= 0)
+        if bad.any():
+            raise NonFiniteInputError(f"iv must be > 0 and finite or NaN (first bad at {np.argwhere(bad)[0].tolist()})")
+        return np.atleast_2d(iv)[:, -rows:]
+
+    def _forecast_checked(self, batch: np.ndarray, days: np.ndarray, iv: np.ndarray | None = None) -> Forecasts:
         """Forecasts from the last `history_days` rows (assets, days, columns) and their dates."""
         weekday = np.broadcast_to(_weekday(days), batch.shape[:2])
         # Features of a few assets at a time: their arrays stay in cache; a whole batch of 1,024 assets
         # makes every numpy temporary a fresh multi-MB allocation and runs at less than half the speed.
-        chunks = [self._daily_features(batch[i:i + _CHUNK], weekday[i:i + _CHUNK])
+        chunks = [self._daily_features(batch[i:i + _CHUNK], weekday[i:i + _CHUNK],
+                                       None if iv is None else iv[i:i + _CHUNK])
                   for i in range(0, len(batch), _CHUNK)]
         features, level = (np.concatenate(parts) for parts in zip(*chunks))
         return self._forecast(features, level)
 
-    def _daily_features(self, batch: np.ndarray, weekday: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _daily_features(self, batch: np.ndarray, weekday: np.ndarray,
+                        iv: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Checked daily inputs (assets, days, columns) -> the last model window of features and level_t."""
         by_column = np.ascontiguousarray(np.moveaxis(batch, -1, 0))  # (column, asset, day): contiguous days
         columns = dict(zip(INPUT_COLUMNS, by_column))
         columns["complete"] = columns["complete"] > 0.5
         features, level = compute_features(columns, weekday, self.spec, last=self.window)
+        if self.iv_features:  # the same core as training; no index = the rows trained with iv_present 0
+            features = np.concatenate([features, compute_iv_features(iv, level, self.spec, last=self.window)], axis=-1)
         return features, level[:, -1]
 
     def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096) -> Forecasts:

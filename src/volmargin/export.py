@@ -36,7 +36,7 @@ from onnx import TensorProto, helper
 from volmargin_serving.bundle import MANIFEST, SCHEMA_VERSION, plain_name, resolve_key, sha256, sign_bundle
 
 from volmargin.errors import ConfigError, VolmarginError
-from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, daily_inputs, feature_frame, standardize
+from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, IV_COLUMN, daily_inputs, feature_frame, standardize
 from volmargin.models.base import SIDES, GlobalForecaster
 from volmargin.models.neural import output_columns, pad, windows
 
@@ -48,6 +48,11 @@ GOLDEN_ASSETS = 4
 
 class ExportError(VolmarginError):
     """The exported graph does not reproduce the trained model, or the bundle cannot be written."""
+
+
+def names_of(model: GlobalForecaster) -> tuple[str, ...]:
+    """The model's feature columns: `FEATURE_NAMES`, plus the IV features for a GBM trained with them."""
+    return tuple(getattr(model, "feature_names_", FEATURE_NAMES))
 
 
 def window_of(model: GlobalForecaster) -> int:
@@ -92,13 +97,13 @@ def _register_lightgbm() -> None:
                                 convert_lightgbm, options={"split": None})
 
 
-def _tree_graph(regressor, prefix: str) -> onnx.GraphProto:
+def _tree_graph(regressor, prefix: str, n_features: int = len(FEATURE_NAMES)) -> onnx.GraphProto:
     """One tree-ensemble regressor as a graph from `x` (batch, n_features) to `<prefix>variable` (batch, 1)."""
     from skl2onnx import to_onnx as sklearn_to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
     _register_lightgbm()
-    proto = sklearn_to_onnx(regressor, initial_types=[("x", FloatTensorType([None, len(FEATURE_NAMES)]))],
+    proto = sklearn_to_onnx(regressor, initial_types=[("x", FloatTensorType([None, n_features]))],
                             target_opset={"": OPSET, "ai.onnx.ml": 3})
     return onnx.compose.add_prefix(proto, prefix, rename_inputs=False).graph
 
@@ -112,7 +117,7 @@ def _boosting_graph(model) -> onnx.ModelProto:
     levels, and ES = max(VaR x ES/VaR ratio, VaR): the same as `GBMForecaster.predict_raw`."""
     nodes = [helper.make_node("Flatten", [INPUT], ["x"], axis=1)]
     initializers = [_const("smearing", [[model.smearing_]])]
-    graphs = [_tree_graph(model.variance_model_, "variance_")]
+    graphs = [_tree_graph(model.variance_model_, "variance_", len(names_of(model)))]
     if model.variance_loss == "gamma":  # the booster predicts the variance ratio itself: back to logs
         nodes.append(helper.make_node("Log", ["variance_variable"], ["variance_log"]))
         nodes.append(helper.make_node("Add", ["variance_log", "smearing"], ["log_var_rel"]))
@@ -123,7 +128,7 @@ def _boosting_graph(model) -> onnx.ModelProto:
         previous = None
         for j, regressor in enumerate(model.quantile_models_[side]):
             prefix = f"{side}{j}_"
-            graphs.append(_tree_graph(regressor, prefix))
+            graphs.append(_tree_graph(regressor, prefix, len(names_of(model))))
             quantile = f"{prefix}variable"
             if previous is not None:
                 nodes.append(helper.make_node("Max", [previous, quantile], [f"{prefix}var"]))
@@ -141,7 +146,7 @@ def _boosting_graph(model) -> onnx.ModelProto:
     for graph in graphs:
         nodes[1:1] = list(graph.node)  # after Flatten, before the post-processing that reads their outputs
         initializers += list(graph.initializer)
-    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 1, len(FEATURE_NAMES)])]
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 1, len(names_of(model))])]
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1 + 4 * len(model.levels_)])]
     graph = helper.make_graph(nodes, "volmargin_gbm", inputs, outputs, initializers)
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("ai.onnx.ml", 3)]
@@ -150,8 +155,9 @@ def _boosting_graph(model) -> onnx.ModelProto:
 
 def standardized_windows(model: GlobalForecaster, daily: pd.DataFrame) -> np.ndarray:
     """(days, window, n_features) float32: the standardized window ending at every day of `daily`."""
-    frame = feature_frame(daily, model.feature_spec_)
-    x = pad(standardize(model.scaler_, frame[list(FEATURE_NAMES)].to_numpy()), window_of(model))
+    names = names_of(model)
+    frame = feature_frame(daily, model.feature_spec_, iv_features=len(names) > len(FEATURE_NAMES))
+    x = pad(standardize(model.scaler_, frame[list(names)].to_numpy()), window_of(model))
     return windows(x, np.arange(len(frame)), window_of(model))
 
 
@@ -196,18 +202,22 @@ def golden_set(model: GlobalForecaster, panel: dict[str, pd.DataFrame], history_
     usable = [a for a in sorted(panel) if len(panel[a]) >= history_days][:GOLDEN_ASSETS]
     if not usable:
         raise ExportError(f"no asset has the {history_days} days of history a golden self-test needs")
-    inputs, dates, variance, var, es = [], [], [], [], []
+    inputs, dates, variance, var, es, iv = [], [], [], [], [], []
     for asset in usable:
         daily = panel[asset].iloc[-history_days:]
         columns = daily_inputs(daily)
         inputs.append(np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS]))
         dates.append(daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
+        iv.append(daily[IV_COLUMN].to_numpy(float) if IV_COLUMN in daily else np.full(len(daily), np.nan))
         forecast = model.forecast(daily, daily.index[-1:], model.levels_)
         variance.append(forecast.variance)
         var.append(np.stack([forecast.var[s] for s in SIDES], axis=1))
         es.append(np.stack([forecast.es[s] for s in SIDES], axis=1))
-    return {"inputs": np.stack(inputs), "dates": np.stack(dates), "variance": np.concatenate(variance),
-            "var": np.concatenate(var), "es": np.concatenate(es), "assets": np.array(usable)}
+    golden = {"inputs": np.stack(inputs), "dates": np.stack(dates), "variance": np.concatenate(variance),
+              "var": np.concatenate(var), "es": np.concatenate(es), "assets": np.array(usable)}
+    if len(names_of(model)) > len(FEATURE_NAMES):
+        golden["iv"] = np.stack(iv)
+    return golden
 
 
 def next_version(folder: Path) -> str:
@@ -228,13 +238,13 @@ def _manifest(model: GlobalForecaster, name: str, version: str, history_days: in
                   "params": {k: v if isinstance(v, (int, float, str, bool)) else list(v)
                              for k, v in model.get_params().items() if v is not None and k != "logger"}},
         "features": {
-            "names": list(FEATURE_NAMES), "inputs": list(INPUT_COLUMNS), "spec": vars(model.feature_spec_).copy(),
+            "names": list(names_of(model)), "inputs": list(INPUT_COLUMNS), "spec": vars(model.feature_spec_).copy(),
             "window": window_of(model), "history_days": history_days,
             "mean": model.scaler_.mean_.tolist(), "scale": model.scaler_.scale_.tolist(),
         },
         "onnx": {
             "file": "model.onnx", "opset": OPSET,
-            "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", window_of(model), len(FEATURE_NAMES)]}],
+            "inputs": [{"name": INPUT, "dtype": "float32", "shape": ["batch", window_of(model), len(names_of(model))]}],
             "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": ["batch", n_out]}],
             "output_columns": output_columns(model.levels_),
         },

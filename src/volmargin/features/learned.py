@@ -12,15 +12,36 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from volmargin_serving import features as core
-from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec, compute_features, horizon_level
+from volmargin_serving.features import (
+    FEATURE_NAMES, INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec, compute_features, compute_iv_features, horizon_level,
+)
 
 from volmargin.errors import ConfigError
 from volmargin.features.realized import horizon_targets
 
-__all__ = ["FEATURE_NAMES", "INPUT_COLUMNS", "FeatureSpec", "feature_frame", "target_frame", "training_frame",
+__all__ = ["FEATURE_NAMES", "INPUT_COLUMNS", "IV_FEATURE_NAMES", "IV_COLUMN", "FeatureSpec", "attach_iv", "feature_names", "feature_frame", "target_frame", "training_frame",
            "standardize", "check_levels", "require_levels", "horizon_level", "daily_inputs"]
 TARGET_NAMES = ("y_var", "r_std")
 _FLOOR = 1e-12  # zero realized variance must not give log(0)
+IV_COLUMN = "iv"  # optional column of a daily frame: the implied-volatility index (annualised %) at the day's close
+
+
+def feature_names(iv_features: bool) -> tuple[str, ...]:
+    """The feature columns of a model trained with or without the implied-volatility features."""
+    return FEATURE_NAMES + IV_FEATURE_NAMES if iv_features else FEATURE_NAMES
+
+
+def attach_iv(daily: pd.DataFrame, iv: pd.DataFrame) -> pd.DataFrame:
+    """`daily` with an `IV_COLUMN` from a DVOL frame (`volmargin.data.options.load_dvol`), NaN on days it
+    lacks. Daily DVOL bars are labelled with their UTC day and close at its end; hourly bars with their open
+    time, so a day's value is the close of its last hourly bar (23:00): both are known at the close of the
+    day the realized measures of row t end at, and nothing later enters row t."""
+    closes = iv["close"].copy()
+    closes.index = pd.DatetimeIndex(closes.index).floor("D")
+    closes = closes.groupby(level=0).last()
+    if closes.index.tz is None:
+        closes.index = closes.index.tz_localize("UTC")
+    return daily.assign(**{IV_COLUMN: closes.reindex(daily.index).to_numpy(dtype=float)})
 
 
 def _log(x: np.ndarray) -> np.ndarray:
@@ -32,10 +53,14 @@ def daily_inputs(daily: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: daily[c].to_numpy(dtype=bool if c == "complete" else float) for c in INPUT_COLUMNS}
 
 
-def feature_frame(daily: pd.DataFrame, spec: FeatureSpec = FeatureSpec()) -> pd.DataFrame:
-    """`FEATURE_NAMES` columns plus `level` on the daily index of `daily_measures`."""
+def feature_frame(daily: pd.DataFrame, spec: FeatureSpec = FeatureSpec(), iv_features: bool = False) -> pd.DataFrame:
+    """`FEATURE_NAMES` columns (plus `IV_FEATURE_NAMES` with `iv_features`, from the frame's optional
+    `IV_COLUMN`: absent = no index) and `level` on the daily index of `daily_measures`."""
     features, level = compute_features(daily_inputs(daily), daily.index.day_of_week.to_numpy(), spec)
-    frame = pd.DataFrame(features, index=daily.index, columns=list(FEATURE_NAMES))
+    if iv_features:
+        iv = daily[IV_COLUMN].to_numpy(dtype=float) if IV_COLUMN in daily else None
+        features = np.concatenate([features, compute_iv_features(iv, level, spec)], axis=-1)
+    frame = pd.DataFrame(features, index=daily.index, columns=list(feature_names(iv_features)))
     frame["level"] = level
     return frame
 
@@ -58,9 +83,10 @@ def target_frame(daily: pd.DataFrame, level: pd.Series, horizon: int) -> pd.Data
     )
 
 
-def training_frame(daily: pd.DataFrame, horizon: int, spec: FeatureSpec = FeatureSpec()) -> pd.DataFrame:
+def training_frame(daily: pd.DataFrame, horizon: int, spec: FeatureSpec = FeatureSpec(),
+                   iv_features: bool = False) -> pd.DataFrame:
     """Features, level and targets of one asset's training rows (targets NaN near the window's end)."""
-    features = feature_frame(daily, spec)
+    features = feature_frame(daily, spec, iv_features)
     return features.join(target_frame(daily, features["level"], horizon))
 
 

@@ -30,8 +30,8 @@ from sklearn.preprocessing import StandardScaler
 
 from volmargin.errors import ConfigError
 from volmargin.features.learned import (
-    FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, horizon_level, require_levels, standardize,
-    training_frame,
+    FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, feature_names, horizon_level, require_levels,
+    standardize, training_frame,
 )
 from volmargin.models.base import SIDES, Forecast, GlobalForecaster
 from volmargin.models.distributions import empirical_tail
@@ -60,6 +60,7 @@ class GBMForecaster(GlobalForecaster):
         tail_min_samples_leaf: int = 1000,
         drop_features: tuple[str, ...] = (),
         level_days: int = 66,
+        iv_features: bool = False,
         random_state: int = 0,
     ):
         self.levels = levels
@@ -76,6 +77,7 @@ class GBMForecaster(GlobalForecaster):
         self.tail_min_samples_leaf = tail_min_samples_leaf
         self.drop_features = drop_features
         self.level_days = level_days
+        self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
         self.random_state = random_state
 
     def _booster(self, n_estimators: int, objective: str, min_leaf: int | None = None, **loss):
@@ -95,8 +97,9 @@ class GBMForecaster(GlobalForecaster):
     def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Standardized features; `drop_features` held at the training mean (0), so no tree splits on them
         and the exported graph, which receives every feature, predicts the same (ablations only)."""
-        x = standardize(self.scaler_, frame[list(FEATURE_NAMES)].to_numpy())
-        x[:, [FEATURE_NAMES.index(name) for name in self.drop_features]] = 0.0
+        names = getattr(self, "feature_names_", FEATURE_NAMES)  # models fitted before the IV features
+        x = standardize(self.scaler_, frame[list(names)].to_numpy())
+        x[:, [names.index(name) for name in self.drop_features]] = 0.0
         return x
 
     def _variance_booster(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
@@ -138,13 +141,14 @@ class GBMForecaster(GlobalForecaster):
         self.levels_ = check_levels(self.levels)
         self.horizon_ = horizon
         self.feature_spec_ = FeatureSpec(level_days=self.level_days)
-        rows = pd.concat([training_frame(daily, horizon, self.feature_spec_).assign(asset=asset)
+        self.feature_names_ = feature_names(self.iv_features)
+        rows = pd.concat([training_frame(daily, horizon, self.feature_spec_, self.iv_features).assign(asset=asset)
                           for asset, daily in trains.items()])
-        self.scaler_ = StandardScaler().fit(rows[list(FEATURE_NAMES)].to_numpy())
+        self.scaler_ = StandardScaler().fit(rows[list(self.feature_names_)].to_numpy())
         rows = rows.dropna(subset=["y_var", "r_std"])
-        unknown = set(self.drop_features) - set(FEATURE_NAMES)
+        unknown = set(self.drop_features) - set(self.feature_names_)
         if unknown:
-            raise ConfigError(f"gbm.drop_features: unknown {sorted(unknown)}; features are {', '.join(FEATURE_NAMES)}")
+            raise ConfigError(f"gbm.drop_features: unknown {sorted(unknown)}; features are {', '.join(self.feature_names_)}")
         x = self._inputs(rows)
         y = rows["y_var"].to_numpy()
         if self.variance_loss not in VARIANCE_LOSSES:
@@ -176,7 +180,7 @@ class GBMForecaster(GlobalForecaster):
 
     def forecast(self, history: pd.DataFrame, origins: pd.DatetimeIndex, levels: tuple[float, ...]) -> Forecast:
         require_levels(self.levels_, levels)
-        frame = feature_frame(history, self.feature_spec_).loc[origins]
+        frame = feature_frame(history, self.feature_spec_, self.iv_features).loc[origins]
         raw = self.predict_raw(self._inputs(frame))
         return Forecast.from_raw(origins, self.horizon_, raw, horizon_level(frame["level"].to_numpy(), self.horizon_),
                                  self.levels_)
