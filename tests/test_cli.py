@@ -77,3 +77,13 @@ def test_evaluate_rescores_saved_forecasts_without_refit(synthetic_files, tmp_pa
     pd.testing.assert_frame_equal(pd.read_csv(out / "scores.csv"), first)
     assert pd.read_csv(out / "dm.csv")["reference"].iloc[0] == "hist"
     assert main(["evaluate", "--run", str(tmp_path / "nothing")]) == 2
+
+
+def test_no_progress_bars_in_a_log_file(synthetic_files, tmp_path, capsys):
+    """Without --quiet, stderr that is not a terminal (a log file, a pipe, CI) gets no progress bars."""
+    out = tmp_path / "run"
+    code = main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma,hist",
+                 "--start", "2022-06-01", "--refit-every", "60", "--out", str(out), "--no-tracking"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "refit/s" not in err and "refits:" not in err

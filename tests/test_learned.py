@@ -191,16 +191,18 @@ def test_neural_warm_refit_and_short_history(panel):
     assert np.isfinite(forecast.to_frame().to_numpy()).all() and (forecast.variance > 0).all()
 
 
-@pytest.mark.parametrize("loss, weighted", [("gamma", True), ("l2", False)])
-def test_tree_variants_export_with_parity_and_are_deterministic(loss, weighted, panel):
-    """Both variance losses (and a feature ablation) export to a graph that reproduces the trees; a refit
-    with the same seed repeats exactly; an unknown loss or feature name is refused."""
+@pytest.mark.parametrize("loss, weighted, smearing", [("gamma", True, "global"), ("l2", False, "global"),
+                                                      ("l2", False, "conditional"), ("gamma", False, "conditional")])
+def test_tree_variants_export_with_parity_and_are_deterministic(loss, weighted, smearing, panel):
+    """Both variance losses, both smearings (and a feature ablation) export to a graph that reproduces the
+    trees; a refit with the same seed repeats exactly; an unknown loss, smearing or feature name is refused."""
     import onnxruntime as ort
 
     from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
 
     trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
-    params = {**TINY["gbm"], "variance_loss": loss, "weight_assets": weighted, "drop_features": ("max_move",)}
+    params = {**TINY["gbm"], "variance_loss": loss, "weight_assets": weighted, "drop_features": ("max_move",),
+              "smearing": smearing, "smearing_min_samples_leaf": 100}
     model, again = (make_forecaster("gbm", **params).fit_panel(trains) for _ in range(2))
     x = parity_inputs(model, panel, rows=256)
     np.testing.assert_array_equal(model.predict_raw(x[:, -1]), again.predict_raw(x[:, -1]))
@@ -208,9 +210,30 @@ def test_tree_variants_export_with_parity_and_are_deterministic(loss, weighted, 
     check_parity(proto, reference_outputs(model, x), x)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.isfinite(session.run(None, {"features": x})[0]).all()
-    for bad in ({"variance_loss": "huber"}, {"drop_features": ("nope",)}):
+    for bad in ({"variance_loss": "huber"}, {"drop_features": ("nope",)}, {"smearing": "median"}):
         with pytest.raises(ConfigError):
             make_forecaster("gbm", **{**TINY["gbm"], **bad}).fit_panel(trains)
+
+
+def test_conditional_smearing_follows_the_dispersion_of_new_assets(panel):
+    """The conditional smearing factor is fitted on residuals of boosters that never saw the row's asset and
+    depends on the row: an asset made jumpier (5% of days with 30x the RV) gets a larger factor than the
+    calm ones, where the global factor is one number for all."""
+    rng = np.random.default_rng(3)
+    trains = {}
+    for asset, daily in panel.items():
+        daily = daily.iloc[:700].copy()
+        if asset == "syn_d":
+            jumps = rng.random(len(daily)) < 0.05
+            daily.loc[jumps, "rv"] *= 30.0
+        trains[asset] = daily
+    params = {**TINY["gbm"], "smearing": "conditional", "smearing_min_samples_leaf": 200, "tail_folds": 4}
+    model = make_forecaster("gbm", **params).fit_panel(trains)
+    factor = {asset: np.median(model._log_smearing(model._inputs(feature_frame(d).dropna().iloc[-300:])))
+              for asset, d in trains.items()}
+    calm = max(v for a, v in factor.items() if a != "syn_d")
+    assert factor["syn_d"] > calm
+    assert np.ptp(list(factor.values())) > 0.05
 
 
 def test_tail_features_describe_the_asset_not_its_level(panel):

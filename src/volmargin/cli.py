@@ -21,6 +21,11 @@ from volmargin.errors import ConfigError, VolmarginError
 DEFAULT_MODELS = "hist,ewma,garch,gjr,har,fhs"
 
 
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars only for a person watching: never with --quiet, nor in a log file or a pipe."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _date(text: str) -> pd.Timestamp:
     try:
         return pd.Timestamp(text, tz="UTC")
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--levels", type=_levels, default=(0.975, 0.99),
                           help="VaR/ES confidence levels (default 0.975,0.99)")
     backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder")
-    backtest.add_argument("--quiet", action="store_true", help="no progress bar")
+    backtest.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
     backtest.add_argument("--scheduler", default=None, metavar="ADDRESS",
                           help="run the per-asset models on an existing Dask cluster, e.g. tcp://HEAD:8786 "
                           "(global models nn, gbm train on all assets at once and stay in this process)")
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a learned model from a YAML config, evaluate it, track it")
     train.add_argument("--config", type=Path, required=True, help="a YAML file (see training/configs/)")
     train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
 
     evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
     evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
@@ -121,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bar files, folders or globs instead of the config's data.paths")
     run.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
 
     export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
     export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
@@ -166,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(score)
     score.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
     score.add_argument("--latest", action="store_true", help="only the newest origin of each asset")
-    score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
     _add_dask_args(score, "assets")
 
     portfolio = commands.add_parser("portfolio", help="portfolio margin across assets: FHS scenarios filtered by "
@@ -259,7 +264,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     with executor(args.scheduler, args.workers) as runner:
         if runner.distributed:
             print(f"per-asset models on {runner.description}; global models in this process")
-        forecasts, timings = run_backtest(panel, config, progress=not args.quiet, executor=runner)
+        forecasts, timings = run_backtest(panel, config, progress=show_progress(args), executor=runner)
     with staged_folder(args.out) as staging:  # the whole folder appears at once, or the old one stays
         write_frame(forecasts, staging / "forecasts.parquet")
         write_frame(timings, staging / "timings.csv")
@@ -306,7 +311,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_learned_params(cfg.model.name, cfg.model.params, "model.params")
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
-    result = run(cfg, tracking_uri=args.tracking_uri, progress=not args.quiet)
+    result = run(cfg, tracking_uri=args.tracking_uri, progress=show_progress(args))
     print_summary(result.scores, pd.DataFrame())
     registered = f"; registered version {result.model_version} as {result.alias}" if result.model_version else ""
     print(f"wrote {result.output}/model.pkl in {result.seconds:.0f} s; MLflow run {result.run_id}{registered}")
@@ -361,7 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_learned_params(name, params, f"learned.{name}")
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
-    run = run_pipeline(cfg, args.tracking_uri, progress=not args.quiet)
+    run = run_pipeline(cfg, args.tracking_uri, progress=show_progress(args))
     print_run_summary(run.out)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in run.record["timings"].items())
     print(f"\ndone in {sum(run.record['timings'].values()):.0f} s ({timings})")
@@ -528,7 +533,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     panel = daily_panel(load_data(args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
-        scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=not args.quiet)
+        scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=show_progress(args))
     write_frame(scored, args.out)
     print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in {time.perf_counter() - began:.1f} s; "
           f"wrote {args.out}")

@@ -116,13 +116,18 @@ def _boosting_graph(model) -> onnx.ModelProto:
     """The variance booster plus smearing, the quantile boosters made non-crossing by a running max over
     levels, and ES = max(VaR x ES/VaR ratio, VaR): the same as `GBMForecaster.predict_raw`."""
     nodes = [helper.make_node("Flatten", [INPUT], ["x"], axis=1)]
-    initializers = [_const("smearing", [[model.smearing_]])]
+    initializers = []
     graphs = [_tree_graph(model.variance_model_, "variance_", len(names_of(model)))]
+    log_variance = "variance_variable"
     if model.variance_loss == "gamma":  # the booster predicts the variance ratio itself: back to logs
         nodes.append(helper.make_node("Log", ["variance_variable"], ["variance_log"]))
-        nodes.append(helper.make_node("Add", ["variance_log", "smearing"], ["log_var_rel"]))
+        log_variance = "variance_log"
+    if getattr(model, "smearing_model_", None) is not None:  # conditional smearing: a gamma booster, in logs
+        graphs.append(_tree_graph(model.smearing_model_, "smearing_", len(names_of(model))))
+        nodes.append(helper.make_node("Log", ["smearing_variable"], ["smearing"]))
     else:
-        nodes.append(helper.make_node("Add", ["variance_variable", "smearing"], ["log_var_rel"]))
+        initializers.append(_const("smearing", [[model.smearing_]]))
+    nodes.append(helper.make_node("Add", [log_variance, "smearing"], ["log_var_rel"]))
     columns = ["log_var_rel"]
     for side in SIDES:
         previous = None

@@ -38,7 +38,8 @@ def realized_forecasts(scored: pd.DataFrame, panel: dict[str, pd.DataFrame], mod
 
 def default_validation_start(first: pd.Timestamp, last: pd.Timestamp) -> pd.Timestamp:
     """Half-way through the out-of-sample period, on a month start."""
-    return (first + (last - first) / 2).normalize().to_period("M").to_timestamp().tz_localize("UTC")
+    middle = (first + (last - first) / 2).tz_convert("UTC").tz_localize(None)  # Period has no time zone
+    return middle.to_period("M").to_timestamp().tz_localize("UTC")
 
 
 def _train_end(bundle: Path) -> str:
