@@ -291,3 +291,23 @@ def test_the_key_can_come_from_the_environment_and_export_signs(served, tmp_path
     vs.load(bundle)
     with pytest.raises(vs.SignatureError):
         vs.load(served.bundle)  # unsigned, and the service has a key
+
+
+@pytest.mark.parametrize("damage", ["text cell", "text dates", "None cell"])
+def test_inputs_of_the_wrong_type_are_read_as_far_as_they_can_be(served, runtime, clean, damage):
+    """A cell that is not a number, or dates sent as ISO text: the asset is refused (typed error) and, with
+    no memory and no `previous`, still priced at least at the margin of its true rows, not at the
+    published one: the fail-safe reads the text cell as a bad value and the text dates as dates."""
+    inputs = list(served.inputs)
+    dates = list(served.dates)
+    if damage == "text dates":
+        dates[0] = served.dates[0].astype("datetime64[D]").astype(str)
+    else:
+        cells = served.inputs[0].astype(object)
+        cells[-1, COLUMN["rv"]] = "n/a" if damage == "text cell" else None
+        inputs[0] = cells
+    got = runtime.margins(ASSETS, inputs, dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and got.reason[0, 0]
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    assert not got.fail_safe[1:].any()
+    np.testing.assert_array_equal(got.initial[1:], clean.initial[1:])

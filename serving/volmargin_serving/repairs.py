@@ -10,6 +10,8 @@ doubt add-on of `margins.price`), never a margin of its own:
 - each row holding a bad or doubtful value, replaced as missing (as training treats missing data), or as
   the worst day of the window: every variance measure and volume at its window maximum, the return at
   plus or minus the largest absolute return.
+Inputs of the wrong type are read as far as they can be (`float_cells`, `calendar_days`): a cell that is
+not a number is a bad value, dates given as ISO text are dates.
 """
 
 from __future__ import annotations
@@ -56,6 +58,40 @@ def _dated_consecutive(x: np.ndarray, days: np.ndarray, today: np.datetime64,
 
 
 _DATED = {"as_given": _dated_as_given, "consecutive": _dated_consecutive}
+
+
+def float_cells(inputs) -> np.ndarray | None:
+    """One asset's inputs as float64, a cell that is not a number (text, None, an object) as NaN, so that
+    one bad cell makes a bad row, not an asset without any reading; None if not a 2-d table."""
+    try:
+        return np.asarray(inputs, dtype=np.float64)
+    except (TypeError, ValueError):
+        pass
+    try:
+        cells = np.asarray(inputs, dtype=object)
+    except ValueError:  # ragged rows
+        return None
+    if cells.ndim != 2:
+        return None
+    out = np.full(cells.shape, np.nan)
+    for index, cell in np.ndenumerate(cells):
+        try:
+            out[index] = float(cell)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def calendar_days(dates) -> np.ndarray | None:
+    """Dates as datetime64[D]: datetime64 values, or ISO text ('2024-03-01'); None otherwise (numbers are
+    no dates: their unit is unknown)."""
+    values = np.asarray(dates)
+    if values.dtype.kind not in "MUSO":
+        return None
+    try:
+        return values.astype("datetime64[D]")
+    except (TypeError, ValueError):
+        return None
 
 
 def _worst(window: np.ndarray, bad: np.ndarray, value: str) -> np.ndarray:

@@ -36,7 +36,7 @@ from volmargin_serving.features import (
 )
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
-from volmargin_serving.repairs import READINGS, readings
+from volmargin_serving.repairs import READINGS, calendar_days, float_cells, readings
 from volmargin_serving.validation import check_bars, check_dates, check_values, doubt_message, doubtful_values
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
@@ -411,11 +411,8 @@ class Runtime:
         """Forecasts of one refused or doubtful asset, one per `repairs.READINGS` entry, from its last
         `history_days` days; None where no reading can be made (unusable shape or dates, stale data).
         Only ever candidates for a higher fail-safe margin, never margins of their own."""
-        try:
-            x, days = np.asarray(inputs, dtype=np.float64), _as_days(dates)
-        except (InputError, TypeError, ValueError):
-            return None
-        if x.ndim != 2 or x.shape[1] != len(INPUT_COLUMNS) or days.shape != (len(x),):
+        x, days = float_cells(inputs), calendar_days(dates)
+        if x is None or days is None or x.ndim != 2 or x.shape[1] != len(INPUT_COLUMNS) or days.shape != (len(x),):
             return None
         made = readings(x, days, as_of, self.history_days, self.max_age)
         return None if made is None else self._forecast_checked(*made)
