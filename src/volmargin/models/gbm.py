@@ -3,7 +3,9 @@ model for all assets.
 
 - Variance: by default (`variance_loss='l2'`) least-squares boosting of y_var = log(h-day RV) - (level_t
   + log h), plus Duan's (1983) smearing factor log mean(exp(residual)) on the training rows, which turns
-  E[log RV] into log E[RV] without assuming normal residuals. With `smearing='conditional'` the factor
+  E[log RV] into log E[RV] without assuming normal residuals. With `smearing='conditional'` (the default,
+  chosen on unseen-asset folds: 129 assets trained to 2021-09-30, QLIKE / HAR 1.060 -> 1.049 and median
+  variance / HAR's 0.957 -> 0.989 over 2021-Q4; neutral on the 29 large caps over 2021) the factor
   depends on the row: log E[exp(e) | x], boosted (gamma deviance, log link, few trees, large leaves) on the
   *out-of-fold* residuals e of boosters that never saw the row's asset. A thin, jumpy market's log RV is
   more dispersed around its mean, so its mean RV sits further above exp(mean log RV) than a large cap's,
@@ -67,7 +69,7 @@ class GBMForecaster(GlobalForecaster):
         drop_features: tuple[str, ...] = (),
         level_days: int = 66,
         iv_features: bool = False,
-        smearing: str = "global",
+        smearing: str = "conditional",
         smearing_estimators: int = 50,
         smearing_min_samples_leaf: int = 5000,
         random_state: int = 0,
