@@ -88,6 +88,13 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
             dates[row] = dates[row - 1]
         elif kind == "future":
             dates[-1] = as_of + np.timedelta64(int(rng.integers(1, 5)), "D")
+    if rng.random() < 0.15:  # a feed that sends text: one cell that is not a number
+        row = len(inputs) - 1 - rng.integers(0, 88)
+        newest |= row == len(inputs) - 1
+        inputs = inputs.astype(object)
+        inputs[row, rng.integers(0, inputs.shape[1])] = rng.choice(["n/a", "", "null"])
+    if rng.random() < 0.15:  # dates sent as ISO text
+        dates = dates.astype("datetime64[D]").astype(str)
     return (inputs, dates), newest
 
 
@@ -444,7 +451,7 @@ def main() -> None:
 
     services = table[table["class"] == "service"]
     classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window)",
-               "gaps, repeated, future dates", "unusable inputs as a whole",
+               "gaps, repeated, future dates", "unusable inputs as a whole", "wrong types (text cells, text dates)",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}
     print("\nSummary:")
