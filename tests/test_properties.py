@@ -126,7 +126,7 @@ def corruptions(draw, rows: int, columns: int):
     edits = []
     for _ in range(draw(st.integers(1, 5))):
         kind = draw(st.sampled_from(["value", "value", "value", "drop_row", "future_date", "duplicate_date",
-                                     "int_dtype", "truncate"]))
+                                     "int_dtype", "truncate", "text_cell", "text_dates"]))
         edits.append((kind, draw(st.integers(1, rows)), draw(st.integers(0, columns - 1)),
                       draw(st.sampled_from(BAD_VALUES))))
     return edits
@@ -135,6 +135,7 @@ def corruptions(draw, rows: int, columns: int):
 def _apply(inputs: np.ndarray, dates: np.ndarray, edits, as_of) -> tuple[np.ndarray, np.ndarray]:
     inputs, dates = inputs.copy(), dates.copy()
     as_int = any(kind == "int_dtype" for kind, *_ in edits)
+    text_cells = [(len(inputs) - min(back, len(inputs)), column) for kind, back, column, _ in edits if kind == "text_cell"]
     for kind, back, column, value in edits:
         row = len(inputs) - min(back, len(inputs))
         if kind == "value":
@@ -151,6 +152,12 @@ def _apply(inputs: np.ndarray, dates: np.ndarray, edits, as_of) -> tuple[np.ndar
     if as_int:
         with np.errstate(invalid="ignore"):
             inputs = np.nan_to_num(inputs, posinf=0, neginf=0).astype(np.int64)
+    elif text_cells:  # a feed that sends text in a cell: the array holds objects
+        inputs = inputs.astype(object)
+        for row, column in text_cells:
+            inputs[min(row, len(inputs) - 1), column] = "n/a"
+    if any(kind == "text_dates" for kind, *_ in edits):
+        dates = dates.astype("datetime64[D]").astype(str)
     return inputs, dates
 
 
