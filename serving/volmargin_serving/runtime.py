@@ -43,6 +43,9 @@ _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 # The golden self-test's tolerance is the runtime's, never the bundle's: a manifest cannot loosen it.
 SELF_TEST_RTOL = 1e-5
+# ONNX Runtime's NoopElimination drops a Mul by a float64 constant that is 1 in float32 (the 1 + 1e-9 of
+# the return check, `validation._return_too_large`): the fast graph would then accept a return numpy refuses.
+FAST_DISABLED_OPTIMIZERS = ("NoopElimination",)
 
 
 def _weekday(days: np.ndarray) -> np.ndarray:
@@ -141,16 +144,18 @@ class Runtime:
         self._input = self.manifest["onnx"]["inputs"][0]["name"]
         self._output = self.manifest["onnx"]["outputs"][0]["name"]
         # the fast path (`_forecast_fast`): one graph from daily inputs to checked forecasts, where the bundle has one
-        self._fast = self._open_session(self.manifest["fast"]["file"], threads) if fast and "fast" in self.manifest else None
+        self._fast = (self._open_session(self.manifest["fast"]["file"], threads, FAST_DISABLED_OPTIMIZERS)
+                      if fast and "fast" in self.manifest else None)
         self._self_test()
 
-    def _open_session(self, file: str, threads: int) -> ort.InferenceSession:
+    def _open_session(self, file: str, threads: int, disabled_optimizers: tuple[str, ...] = ()) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            return ort.InferenceSession(str(self.path / file), options, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.path / file), options, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=list(disabled_optimizers))
         except Exception as exc:  # onnxruntime raises its own untyped errors for malformed graphs
             raise BundleError(f"{self.path}: ONNX Runtime cannot load {file} ({exc})") from exc
 

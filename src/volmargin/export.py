@@ -175,12 +175,13 @@ def reference_outputs(model: GlobalForecaster, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_raw(x if model.name == "nn" else x[:, -1]), dtype=np.float64)
 
 
-def session(proto: onnx.ModelProto):
+def session(proto: onnx.ModelProto, disabled_optimizers: tuple[str, ...] = ()):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def check_parity(proto: onnx.ModelProto, reference: np.ndarray, x: np.ndarray) -> dict:

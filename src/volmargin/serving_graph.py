@@ -310,12 +310,14 @@ def check_fast_parity(fast: onnx.ModelProto, model: onnx.ModelProto, spec: Featu
                       horizon: int, n_levels: int, panel: dict, tolerance: float) -> dict:
     """The fast graph against the careful path on real windows: every window accepted, forecasts within
     `tolerance` relative; raises ValueError naming the worst otherwise."""
+    from volmargin_serving.runtime import FAST_DISABLED_OPTIMIZERS
+
     from volmargin.export import session
 
     rows = spec.history_days(window)
     daily, days = parity_windows(panel, rows)
     variance, tails = careful_forecasts(model, spec, mean, scale, window, horizon, n_levels, daily, days)
-    ok, fast_variance, fast_tails = session(fast).run(None, {"daily": daily, "days": days,
+    ok, fast_variance, fast_tails = session(fast, FAST_DISABLED_OPTIMIZERS).run(None, {"daily": daily, "days": days,
                                                               "bounds": np.array([days[:, -1].min(), days[:, -1].max()])})
     if not ok.all():
         raise ValueError(f"the fast path flags real window {int(np.argmin(ok))} that the careful path accepts")
