@@ -1,5 +1,5 @@
-"""Reading and verifying model bundles: models/<name>/<version>/ with model.onnx, manifest.json and
-golden.npz. A bundle is immutable; its calibration set is a separate file (e.g. models/<name>/<version>.
+"""Reading and verifying model bundles: models/<name>/<version>/ with model.onnx, manifest.json,
+golden.npz and, optionally, fast.onnx (the serving fast path, manifest key `fast`). A bundle is immutable; its calibration set is a separate file (e.g. models/<name>/<version>.
 calibration.json, see `volmargin_serving.calibration`) bound to it by the SHA-256 of its manifest.
 
 The manifest describes everything a service needs without the training stack: feature spec and window,

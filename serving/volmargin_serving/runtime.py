@@ -140,6 +140,7 @@ class Runtime:
         self.levels = tuple(float(x) for x in self.manifest["levels"])
         self.horizon = int(self.manifest["horizon"])
         self.max_age = np.timedelta64(max_age_days, "D")
+        self._max_age_days = int(max_age_days)
         self._session = self._open_session(self.manifest["onnx"]["file"], threads)
         self._input = self.manifest["onnx"]["inputs"][0]["name"]
         self._output = self.manifest["onnx"]["outputs"][0]["name"]
@@ -241,7 +242,7 @@ class Runtime:
         checks, computes and post-processes everything; inputs it flags take the careful numpy path,
         which raises the typed error."""
         as_of = _instant(as_of)
-        if self._fast is not None and iv is None:
+        if self._fast is not None:  # a bundle with a fast path takes no IV index (export writes none for them)
             out = self._forecast_fast(inputs, dates, as_of)
             if out is not None:
                 return out
@@ -251,7 +252,7 @@ class Runtime:
         """Forecasts by the fast path, or None where it does not apply (other dtypes or shapes) or flags an
         asset: the careful path then forecasts or raises."""
         if not (isinstance(inputs, np.ndarray) and isinstance(dates, np.ndarray) and inputs.dtype == np.float64
-                and np.issubdtype(dates.dtype, np.datetime64) and inputs.ndim in (2, 3)):
+                and dates.dtype.kind == "M" and inputs.ndim in (2, 3)):  # kind M: datetime64
             return None
         n = self.history_days
         if inputs.shape[-1] != len(INPUT_COLUMNS) or inputs.shape[-2] < n or dates.shape[-1] != inputs.shape[-2]:
@@ -262,8 +263,8 @@ class Runtime:
             days = np.broadcast_to(days, batch.shape[:2]) if len(batch) > 1 else days[None]
         elif days.shape != batch.shape[:2]:
             return None
-        today = np.datetime64(as_of, "D").astype(np.int64)
-        ok, variance, tails = self._run_fast(batch, days, today - self.max_age.astype(np.int64), today)
+        today = as_of.astype("datetime64[D]").astype(np.int64)
+        ok, variance, tails = self._run_fast(batch, days, today - self._max_age_days, today)
         if not ok.all():
             return None
         return Forecasts(variance, tails[:, :, 0], tails[:, :, 1], self.levels, self.horizon)

@@ -8,6 +8,10 @@ A bundle is `models/<name>/<version>/` with:
   runtime's `postprocess` turns it into variance, VaR and ES, as training does.
 - `golden.npz`: real daily inputs of a few assets and the outputs the training library computes from
   them; the runtime re-runs them at every load (self-test).
+- `fast.onnx` (models without the IV features): the serving fast path, `model.onnx` with the input
+  checks, features and standardisation merged in front and the post-processing behind
+  (`volmargin.serving_graph`); checked against the careful numpy path on real windows at export
+  (manifest key `fast`, with its parity) and on the golden set at every load.
 - `manifest.json`: schema version, feature spec and window, input/output names and dtypes, horizon,
   levels, provenance (data fingerprint and dates, scores, MLflow run id) and the SHA-256 of every file.
 

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec
-from volmargin_serving.validation import MAX_BARS_PER_DAY
+from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE
 
 FAST_INPUTS = ("daily", "days", "bounds")
 FAST_OUTPUTS = ("ok", "variance", "tails")
@@ -57,9 +57,16 @@ class _Builder:
         self.nodes.append(helper.make_node(kind, list(inputs), names, **attributes))
         return names if outputs > 1 else names[0]
 
+    def scalar(self, value, dtype=np.float64) -> str:
+        """A constant for elementwise ops on (assets, rows, columns) tensors. Shaped (1, 1, 1), not (): ONNX
+        Runtime (1.32) broadcasts a 0-d operand against a trailing axis of length 1 element by element, at
+        some 50 ns an element against about 1 ns for a rank-matched one (a micro-benchmark of Mul on
+        (1024, 119, 1) doubles); the same holds for Max and Where, so the graph uses Clip and products."""
+        return self.const(np.full((1, 1, 1), value), dtype)
+
     def log(self, x: str) -> str:
-        """features._log: log(max(x, 1e-12))."""
-        return self.op("Log", self.op("Max", x, self.const(_FLOOR)))
+        """features._log: log(max(x, 1e-12)); Clip is max(x, 1e-12) on finite values, without broadcasting."""
+        return self.op("Log", self.op("Clip", x, self.const(_FLOOR)))
 
     def rows(self, x: str, start: int, end: int, axis: int = 1) -> str:
         return self.op("Slice", x, self.const([start], np.int64), self.const([end], np.int64), self.const([axis], np.int64))
@@ -85,17 +92,19 @@ _MASKS = ("complete", "jump_valid", "all")
 
 
 def _checks(b: _Builder, daily: str, days: str, bounds: str, rows: int) -> str:
-    """ok (assets,): the rows pass `validation.check_values` and `check_dates` (with gaps refused)."""
-    big = np.finfo(np.float64).max
-    low = [0.0 if c in ("rv", "bv", "parkinson", "rogers_satchell", "volume", "complete") else -big for c in INPUT_COLUMNS]
-    high = [1.0 if c == "complete" else big for c in INPUT_COLUMNS]
-    in_range = b.op("And", b.op("GreaterOrEqual", daily, b.const(low)), b.op("LessOrEqual", daily, b.const(high)))
+    """ok (assets,): the rows pass `validation.check_values` and `check_dates` (with gaps refused).
+    Written with same-shape comparisons only (fast in ONNX Runtime, unlike broadcast ones)."""
+    delta = b.op("Sub", daily, daily)
+    finite = b.op("Equal", delta, delta)  # x - x is NaN for NaN and +-inf
+    others = b.rows(daily, 1, len(INPUT_COLUMNS), axis=2)  # every column but ret must be >= 0
+    assert INPUT_COLUMNS[0] == "ret" and all(c in NON_NEGATIVE or c in FLAGS for c in INPUT_COLUMNS[1:])
+    non_negative = b.op("Equal", b.op("Abs", others), others)  # -0.0 passes, as in numpy (-0.0 < 0 is False)
     ret, rv, complete = (b.rows(daily, _COLUMN[c], _COLUMN[c] + 1, axis=2) for c in ("ret", "rv", "complete"))
-    limit = b.op("Mul", b.op("Mul", rv, b.const(float(MAX_BARS_PER_DAY))), b.const(1 + 1e-9))  # validation's order
-    possible = b.op("And", b.op("LessOrEqual", b.op("Mul", ret, ret), limit),
-                    b.op("Equal", b.op("Mul", complete, complete), complete))  # c*c == c on [0, 1]: c is 0 or 1
-    values_ok = b.op("ReduceMin", b.op("Cast", b.op("And", in_range, possible), to=TensorProto.INT32),
-                     b.const([1, 2], np.int64), keepdims=0)
+    limit = b.op("Mul", b.op("Mul", rv, b.scalar(float(MAX_BARS_PER_DAY))), b.scalar(1 + 1e-9))  # validation's order
+    possible = b.op("LessOrEqual", b.op("Mul", ret, ret), limit)
+    flag = b.op("Equal", b.op("Mul", complete, complete), complete)  # c*c == c with c >= 0: c is 0 or 1
+    passed = b.op("Concat", finite, non_negative, possible, flag, axis=2)
+    values_ok = b.op("ReduceMin", b.op("Cast", passed, to=TensorProto.INT32), b.const([1, 2], np.int64), keepdims=0)
     step = b.op("Sub", b.rows(days, 1, rows), b.rows(days, 0, rows - 1))
     consecutive = b.op("ReduceMin", b.op("Cast", b.op("Equal", step, b.const([[1]], np.int64)), to=TensorProto.INT32),
                        b.const([1], np.int64), keepdims=0)
@@ -111,21 +120,25 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     same shape; False where numpy gives NaN) and level_t (assets, window, 1); cf. `compute_features`."""
     ret, rv, bv, parkinson, rogers_satchell, volume, complete_flag = b.op("Split", daily, outputs=7, axis=2,
                                                                           num_outputs=7)
-    complete = b.op("Greater", complete_flag, b.const(0.5))
-    zero = b.const(0.0)
+    # The checks passed, so every input is finite and `complete` is 0 or 1: masking is a product with it
+    # (x * 1 == x; x * 0 is a zero, which adds nothing to a sum), cheaper than Where.
+    complete = b.op("Cast", complete_flag, to=TensorProto.BOOL)
+    zero = b.scalar(0.0)
     log_rv_all = b.log(rv)
-    log_rv_c = b.op("Where", complete, log_rv_all, zero)
-    ratio = b.op("Clip", b.op("Div", b.op("Sub", rv, bv), rv), zero, b.const(1.0))
-    # numpy's (rv - bv) / rv is NaN where both are 0 (and -inf, clipped to 0, where only rv is)
+    log_rv_c = b.op("Mul", log_rv_all, complete_flag)
+    # numpy's (rv - bv) / rv is NaN where both are 0 and -inf (clipped to 0) where only rv is; dividing by
+    # rv raised to the smallest double keeps it finite there and changes nothing where rv > 0
+    safe_rv = b.op("Clip", rv, b.const(np.nextafter(0.0, 1.0)))
+    ratio = b.op("Clip", b.op("Div", b.op("Sub", rv, bv), safe_rv), b.const(0.0), b.const(1.0))
     jump_valid = b.op("And", complete, b.op("Greater", b.op("Add", rv, bv), zero))
+    jump_mask = b.op("Cast", jump_valid, to=TensorProto.DOUBLE)
     series = {
-        "log_rv_c": log_rv_c, "log_rv_all": log_rv_all, "rv": b.op("Where", complete, rv, zero), "ret": ret,
+        "log_rv_c": log_rv_c, "log_rv_all": log_rv_all, "rv": b.op("Mul", rv, complete_flag), "ret": ret,
         "log_volume": b.log(volume), "log_rv_sq": b.op("Mul", log_rv_c, log_rv_c),
-        "jump": b.op("Where", jump_valid, ratio, zero),
+        "jump": b.op("Mul", ratio, jump_mask),
     }
-    masks = {"complete": b.op("Cast", complete, to=TensorProto.DOUBLE),
-             "jump_valid": b.op("Cast", jump_valid, to=TensorProto.DOUBLE),
-             "all": b.op("Cast", b.op("Greater", b.op("Add", complete_flag, b.const(1.0)), zero), to=TensorProto.DOUBLE)}
+    masks = {"complete": complete_flag, "jump_valid": jump_mask,
+             "all": b.op("Add", b.op("Sub", complete_flag, complete_flag), b.scalar(1.0))}
     stacked = b.op("Concat", *(series[s] for s in _SERIES), *(masks[m] for m in _MASKS), axis=2)
     # sums[t] = cumsum[t] - cumsum[t - w] as in features.trailing_means; a zero row in front stands for "nothing
     # to subtract", and x - 0 == x, so the sums are numpy's to the bit
@@ -142,45 +155,48 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     totals = [slot_index[s] * width + _SERIES.index(x) for s, x, _ in _MEANS.values()]
     counts = [slot_index[s] * width + len(_SERIES) + _MASKS.index(m) for s, _, m in _MEANS.values()]
     count = b.op("Gather", flat, b.const(counts, np.int64), axis=2)
-    mean = b.op("Div", b.op("Gather", flat, b.const(totals, np.int64), axis=2), b.op("Max", count, b.const(1.0)))
+    mean = b.op("Div", b.op("Gather", flat, b.const(totals, np.int64), axis=2), b.op("Clip", count, b.const(1.0)))
     known = b.op("Greater", count, zero)  # numpy's mean is NaN where the window holds no valid row
     m = dict(zip(_MEANS, b.op("Split", mean, outputs=len(_MEANS), axis=2, num_outputs=len(_MEANS))))
     k = dict(zip(_MEANS, b.op("Split", known, outputs=len(_MEANS), axis=2, num_outputs=len(_MEANS))))
 
     level = b.op("Where", k["log_rv"], m["log_rv"], m["log_rv_all"])
     level_change = b.op("Sub", level, b.op("Where", k["lagged_log_rv"], m["lagged_log_rv"], m["lagged_log_rv_all"]))
-    # the largest squared return of the level window: a max pool over days (channels first)
+    # the largest squared return of the level window: a max pool over the days the kept rows read
+    # (channels first); rows >= window + level_days - 1, so every kept row has a full window, as in numpy
     squares = b.op("Transpose", b.op("Mul", ret, ret), perm=[0, 2, 1])
-    pooled = b.op("MaxPool", squares, kernel_shape=[spec.level_days], strides=[1])
-    max_square = b.op("Transpose", b.rows(pooled, rows - spec.level_days + 1 - window, rows, axis=2), perm=[0, 2, 1])
+    pooled = b.op("MaxPool", b.rows(squares, rows - window - spec.level_days + 1, rows, axis=2),
+                  kernel_shape=[spec.level_days], strides=[1])
+    max_square = b.op("Transpose", pooled, perm=[0, 2, 1])
 
     def last(x: str) -> str:
         return b.rows(x, rows - window, rows)
 
-    scale = b.op("Exp", b.op("Mul", level, b.const(0.5)))
+    scale = b.op("Exp", b.op("Mul", level, b.scalar(0.5)))
     clip = (b.const(-spec.ret_clip), b.const(spec.ret_clip))
     log_rv = last(log_rv_all)
-    dow = b.op("Gather", b.const(_weekday_table()), b.op("Mod", last(days), b.const(7, np.int64)), axis=0)
+    dow = b.op("Gather", b.const(_weekday_table()), b.op("Mod", last(days), b.const([[7]], np.int64)), axis=0)
     columns = {
         "rv_d": b.op("Sub", log_rv, level),
         "rv_w": b.op("Sub", b.log(m["rv_week"]), level),
         "rv_m": b.op("Sub", b.log(m["rv_month"]), level),
         "level_chg": level_change,
         "ret_d": b.op("Clip", b.op("Div", last(ret), scale), *clip),
-        "ret_w": b.op("Clip", b.op("Div", b.op("Mul", b.const(np.sqrt(spec.week_days)), m["ret_week"]), scale), *clip),
+        "ret_w": b.op("Clip", b.op("Div", b.op("Mul", b.scalar(np.sqrt(spec.week_days)), m["ret_week"]), scale), *clip),
         "jump": last(series["jump"]),
         "range_pk": b.op("Sub", b.log(last(parkinson)), log_rv),
         "range_rs": b.op("Sub", b.log(last(rogers_satchell)), log_rv),
         "volume": b.op("Sub", last(series["log_volume"]), m["log_volume"]),
         "dow": dow,  # dow_sin, dow_cos
         "level_gap": b.op("Sub", b.log(m["rv_level"]), m["log_rv"]),
-        "rv_disp": b.op("Sqrt", b.op("Max", b.op("Sub", m["log_rv_sq"], b.op("Mul", m["log_rv"], m["log_rv"])), zero)),
+        "rv_disp": b.op("Sqrt", b.op("Clip", b.op("Sub", m["log_rv_sq"], b.op("Mul", m["log_rv"], m["log_rv"])),
+                                     b.const(0.0))),
         "jump_freq": m["jump"],
         "max_move": b.op("Sub", b.log(max_square), level),
     }
     features = b.op("Concat", *columns.values(), axis=2)
     kept_complete, kept_jump = last(complete), last(jump_valid)
-    always = b.op("Greater", b.op("Add", last(complete_flag), b.const(1.0)), zero)  # True (flag checked in [0, 1])
+    always = b.op("Cast", last(masks["all"]), to=TensorProto.BOOL)
     validity = {"rv_d": kept_complete, "rv_w": k["rv_week"], "rv_m": k["rv_month"], "jump": kept_jump,
                 "range_pk": kept_complete, "range_rs": kept_complete, "level_gap": k["log_rv"],
                 "rv_disp": k["log_rv"], "jump_freq": k["jump"]}
@@ -199,7 +215,9 @@ def _weekday_table() -> np.ndarray:
 def _standardized(b: _Builder, features: str, valid: str, mean: np.ndarray, scale: np.ndarray, model_input: str) -> str:
     """features.standardize: (x - mean) / scale, missing at 0, as float32, under the model's input name."""
     z = b.op("Div", b.op("Sub", features, b.const(mean)), b.const(scale))
-    return b.op("Cast", b.op("Where", valid, z, b.const(0.0)), to=TensorProto.FLOAT, name=model_input)
+    # every feature is finite here (logs of floored values, means over at least one row), so a product
+    # with the mask puts the missing ones at 0 (the sign of a zero is no input to the model)
+    return b.op("Cast", b.op("Mul", z, b.op("Cast", valid, to=TensorProto.DOUBLE)), to=TensorProto.FLOAT, name=model_input)
 
 
 def _postprocessed(b: _Builder, raw: str, level: str, horizon: int, n_levels: int, rows: int, window: int) -> None:
