@@ -114,6 +114,8 @@ def test_fast_path_forecasts_equal_the_careful_path(name, bundles, panel):
         bundles[name], max_age_days=400, fast=False).forecast_daily(daily, dates, as_of=as_of)
     for measure in ("variance", "var", "es"):  # ORT's exp may differ from numpy's by an ulp
         np.testing.assert_allclose(getattr(fast, measure), getattr(slow, measure), rtol=1e-12)
+    with pytest.raises(vs.InputShapeError):  # the careful path's shape errors stand
+        runtime.forecast_daily(daily[0], dates[:1], as_of=dates[0, -1])
     single = runtime.forecast_daily(daily[0], dates[0], as_of=dates[0, -1])  # one asset, 1-d dates
     np.testing.assert_allclose(single.var, careful.forecast_daily(daily[0], dates[0], as_of=dates[0, -1]).var, rtol=1e-12)
 

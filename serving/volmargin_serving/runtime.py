@@ -255,7 +255,8 @@ class Runtime:
                 and dates.dtype.kind == "M" and inputs.ndim in (2, 3)):  # kind M: datetime64
             return None
         n = self.history_days
-        if inputs.shape[-1] != len(INPUT_COLUMNS) or inputs.shape[-2] < n or dates.shape[-1] != inputs.shape[-2]:
+        if (inputs.shape[-1] != len(INPUT_COLUMNS) or inputs.shape[-2] < n or dates.shape[-1] != inputs.shape[-2]
+                or dates.ndim >= inputs.ndim):
             return None
         batch = inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:]
         days = dates[..., -n:].astype("datetime64[D]", copy=False).view(np.int64)
