@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 
@@ -20,7 +21,7 @@ from volmargin.export import FAST_FILE, session, write_bundle
 from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, feature_frame
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
-from volmargin.serving_graph import feature_graph, parity_windows
+from volmargin.serving_graph import fast_graph, feature_graph, parity_windows
 from volmargin_serving.bundle import MANIFEST, sha256
 from volmargin_serving.features import FeatureSpec, compute_features, standardize
 from volmargin_serving.runtime import FAST_DISABLED_OPTIMIZERS
@@ -173,6 +174,16 @@ def test_a_tampered_fast_graph_or_manifest_entry_is_refused(bundles, tmp_path):
         with pytest.raises(vs.BundleError, match="fast.file"):
             vs.load(bundle)
     manifest["fast"]["file"] = FAST_FILE
-    manifest["files"][FAST_FILE] = sha256(bundle / FAST_FILE)
     (bundle / MANIFEST).write_text(json.dumps(manifest))
     vs.load(bundle)
+    # a fast graph that computes something else, with a matching checksum: the golden self-test refuses it
+    features = manifest["features"]
+    wrong = fast_graph(onnx.load(bundle / "model.onnx"), FeatureSpec(**features["spec"]), np.array(features["mean"]),
+                       np.array(features["scale"]) * 1.5, features["history_days"], features["window"],
+                       manifest["horizon"], len(manifest["levels"]))
+    onnx.save_model(wrong, bundle / FAST_FILE)
+    manifest["files"][FAST_FILE] = sha256(bundle / FAST_FILE)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(vs.SelfTestError, match="fast path"):
+        vs.load(bundle)
+    assert vs.load(bundle, fast=False)._fast is None  # the careful path alone still serves

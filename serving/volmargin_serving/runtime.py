@@ -177,13 +177,15 @@ class Runtime:
             raise SelfTestError(f"{self.path}: golden inputs refused ({exc})") from None
         self._compare_golden(out, golden, "")
         if self._fast is not None:  # the fast path too, on the golden assets whose rows it accepts
+            # (an ONNX Runtime that computes the graph differently fails here, not in a margin call)
             newest = golden["dates"][:, -1].astype(np.int64)
             days = golden["dates"][:, -self.history_days:].astype(np.int64)
             for _ in range(3):
                 ok, variance, tails = self._run_fast(golden["inputs"][:, -self.history_days:], days,
                                                      newest.min(), newest.max())
-            if not ok.any():
-                raise SelfTestError(f"{self.path}: golden self-test failed: the fast path flags every golden asset")
+            if not ok.any():  # no golden window it can test (e.g. a missing day): serve by the careful path
+                self._fast = None
+                return
             fast = Forecasts(variance[ok], tails[ok][:, :, 0], tails[ok][:, :, 1], self.levels, self.horizon)
             self._compare_golden(fast, {name: golden[name][ok] for name in ("variance", "var", "es")}, "fast path ")
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec
+from volmargin_serving.features import _FLOOR, FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE
 
 FAST_INPUTS = ("daily", "days", "bounds")
 FAST_OUTPUTS = ("ok", "variance", "tails")
-_FLOOR = 1e-12  # as features._FLOOR
 _COLUMN = {name: i for i, name in enumerate(INPUT_COLUMNS)}
 
 
@@ -97,7 +96,8 @@ def _checks(b: _Builder, daily: str, days: str, bounds: str, rows: int) -> str:
     delta = b.op("Sub", daily, daily)
     finite = b.op("Equal", delta, delta)  # x - x is NaN for NaN and +-inf
     others = b.rows(daily, 1, len(INPUT_COLUMNS), axis=2)  # every column but ret must be >= 0
-    assert INPUT_COLUMNS[0] == "ret" and all(c in NON_NEGATIVE or c in FLAGS for c in INPUT_COLUMNS[1:])
+    if INPUT_COLUMNS[0] != "ret" or not all(c in NON_NEGATIVE or c in FLAGS for c in INPUT_COLUMNS[1:]):
+        raise ValueError(f"the fast path's checks are written for the inputs ret, then >= 0 columns; got {INPUT_COLUMNS}")
     non_negative = b.op("Equal", b.op("Abs", others), others)  # -0.0 passes, as in numpy (-0.0 < 0 is False)
     ret, rv, complete = (b.rows(daily, _COLUMN[c], _COLUMN[c] + 1, axis=2) for c in ("ret", "rv", "complete"))
     limit = b.op("Mul", b.op("Mul", rv, b.scalar(float(MAX_BARS_PER_DAY))), b.scalar(1 + 1e-9))  # validation's order
