@@ -112,6 +112,8 @@ class Runtime:
     when a key is configured), and with `assets` it must hold both sides of each of them.
     `key`: the service's HMAC key (bytes or str; default: the environment variable VOLMARGIN_BUNDLE_KEY);
     with a key, unsigned or wrongly signed bundles and calibration sets are refused (`SignatureError`).
+    `fast`: serve `forecast_daily` by the bundle's fast path (`fast.onnx`, self-tested at load too) where
+    it has one; False: always by the careful numpy path.
 
     The runtime remembers the last margin it priced normally for each asset (`margins`): a fail-safe
     margin is never below it. That memory is the only state that changes after loading; it is guarded
