@@ -1,13 +1,19 @@
 """Serving runtime figures: bundle load time, single-asset latency, batch throughput, one thread.
 
-    python bench/serving.py models/nn/1 [--model runs/train-nn/model.pkl] [--calls 10000]
+    python bench/serving.py models/nn/1 [--model runs/train-nn/model.pkl] [--calls 10000] [--cpu]
 
-Latency is measured per call after a warm-up, with `time.perf_counter_ns`, for three entry points:
-- daily inputs -> features (numpy) -> ONNX -> post-processing (`forecast_daily`, what a service calls);
+Latency is measured per call after a warm-up, with `time.perf_counter_ns`, for these entry points:
+- daily inputs -> forecast by the fast path (`forecast_daily` on a bundle with `fast.onnx`: checks,
+  features, model and post-processing in one ONNX call), what a service calls;
+- daily inputs -> forecast by the careful numpy path (the same call with `load(..., fast=False)`);
 - precomputed features -> ONNX -> post-processing (`forecast_features`);
 - the ONNX graph alone (`run_model`);
 and, with --model (the trained forecaster the bundle came from), the same network in PyTorch eager.
-Throughput: batches of 1,024 assets through `forecast_daily` and through the graph alone.
+Throughput: batches of 1,024 assets through `forecast_daily` (both paths) and through the graph alone.
+The last lines print the issue's ratios: fast path p50 and p99 over the graph's, and the fast path's
+batch throughput over the graph's. Timings on a shared machine are noisy; the ratios are measured
+back to back in one process, and `--cpu` times with the thread's CPU clock instead of the wall clock
+(time the process spent descheduled by other load is not counted).
 """
 
 from __future__ import annotations
@@ -26,19 +32,24 @@ from volmargin_serving.features import compute_features, standardize
 from volmargin_serving.features import INPUT_COLUMNS
 
 
+CLOCKS = {"wall": (time.perf_counter_ns, time.perf_counter), "cpu": (time.thread_time_ns, time.thread_time)}
+CLOCK = "wall"
+
+
 def percentiles(call: Callable[[], object], calls: int, warmup: int = 1000) -> tuple[float, float]:
-    return common_percentiles(call, calls, warmup)
+    return common_percentiles(call, calls, warmup, clock=CLOCKS[CLOCK][0])
 
 
 def throughput(call: Callable[[], object], batch: int, seconds: float = 3.0) -> float:
-    began = time.perf_counter()
-    while time.perf_counter() - began < 1.0:  # warm-up: the allocator settles after a few large batches
+    clock = CLOCKS[CLOCK][1]
+    began = clock()
+    while clock() - began < 1.0:  # warm-up: the allocator settles after a few large batches
         call()
-    done, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
+    done, began = 0, clock()
+    while clock() - began < seconds:
         call()
         done += batch
-    return done / (time.perf_counter() - began)
+    return done / (clock() - began)
 
 
 def main() -> None:
@@ -46,8 +57,12 @@ def main() -> None:
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--model", type=Path, help="the trained forecaster (model.pkl) for the PyTorch eager figure")
     parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--cpu", action="store_true", help="time with the thread's CPU clock, not the wall clock")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = "cpu" if args.cpu else "wall"
 
+    careful = vs.load(args.bundle, fast=False)
     loads = []
     for _ in range(10):
         began = time.perf_counter()
@@ -63,14 +78,19 @@ def main() -> None:
     window, last_level = features[None], level[-1:]  # one asset: (1, window, n_features), (1,)
     standardized = standardize(window, runtime.mean, runtime.scale)
 
+    fast = runtime._fast is not None
     rows = [("bundle load (verify + self-test + warm-up)", f"{np.median(loads) * 1e3:.1f} ms", "")]
-    for label, call in (
-        ("daily inputs -> forecast (features + ONNX + post)", lambda: runtime.forecast_daily(inputs, dates, as_of=as_of)),
-        ("precomputed features -> forecast (ONNX + post)", lambda: runtime.forecast_features(window, last_level)),
-        ("ONNX graph alone", lambda: runtime.run_model(standardized)),
+    latency = {}
+    for key, label, call in (
+        ("fast", "daily inputs -> forecast, fast path (one ONNX call)", lambda: runtime.forecast_daily(inputs, dates, as_of=as_of)),
+        ("careful", "daily inputs -> forecast, careful numpy path", lambda: careful.forecast_daily(inputs, dates, as_of=as_of)),
+        ("features", "precomputed features -> forecast (ONNX + post)", lambda: runtime.forecast_features(window, last_level)),
+        ("graph", "ONNX graph alone", lambda: runtime.run_model(standardized)),
     ):
-        p50, p99 = percentiles(call, args.calls)
-        rows.append((label, f"p50 {p50:.1f} us", f"p99 {p99:.1f} us"))
+        if key == "fast" and not fast:
+            continue
+        latency[key] = percentiles(call, args.calls)
+        rows.append((label, f"p50 {latency[key][0]:.1f} us", f"p99 {latency[key][1]:.1f} us"))
     if args.model:
         import torch
 
@@ -87,15 +107,25 @@ def main() -> None:
     batch_inputs, batch_dates = golden["inputs"][picks], golden["dates"][picks]
     as_of = batch_dates[:, -1].min()
     batch_x = np.repeat(standardized, batch, axis=0)
-    rate = throughput(lambda: runtime.forecast_daily(batch_inputs, batch_dates, as_of=as_of), batch)
-    rows.append((f"batch {batch}: daily inputs -> forecasts", f"{rate:,.0f} /s", ""))
-    rate = throughput(lambda: runtime.run_model(batch_x), batch)
-    rows.append((f"batch {batch}: ONNX graph alone", f"{rate:,.0f} /s", ""))
+    rates = {}
+    for key, label, rt, x in (("fast", "daily inputs -> forecasts, fast path", runtime, batch_inputs),
+                              ("careful", "daily inputs -> forecasts, careful path", careful, batch_inputs),
+                              ("graph", "ONNX graph alone", runtime, batch_x)):
+        if key == "fast" and not fast:
+            continue
+        call = (lambda: rt.run_model(x)) if key == "graph" else (lambda: rt.forecast_daily(x, batch_dates, as_of=as_of))
+        rates[key] = throughput(call, batch)
+        rows.append((f"batch {batch}: {label}", f"{rates[key]:,.0f} /s", ""))
     print(f"bundle {args.bundle} ({runtime.manifest['model']['kind']}, window {runtime.window}, "
-          f"{runtime.history_days} days of inputs), one intra-op thread")
+          f"{runtime.history_days} days of inputs), one intra-op thread, {CLOCK} clock")
     width = max(len(r[0]) for r in rows)
     for label, first, second in rows:
         print(f"  {label:<{width}}  {first:>16}  {second}")
+    path = "fast" if fast else "careful"  # a bundle without fast.onnx serves by the careful path
+    (p50, p99), (g50, g99) = latency[path], latency["graph"]
+    print(f"ratios ({path} path): single asset p50 {p50 / g50:.2f}x the graph's (target <= 2), "
+          f"p99 {p99 / g99:.2f}x (target <= 3); batch {batch} throughput {rates[path] / rates['graph']:.2f}x "
+          f"the graph's (target >= 0.5)")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def _copy(bundle: Path, target: Path) -> Path:
 def test_bundle_forecasts_match_the_trained_model(name, models, bundles, panel):
     manifest = json.loads((bundles[name] / MANIFEST).read_text())
     assert manifest["parity"]["max_error"] <= 1e-5 and manifest["parity"]["rows"] > 100
-    assert set(manifest["files"]) == {"model.onnx", "golden.npz"}
+    assert set(manifest["files"]) == {"model.onnx", "golden.npz", "fast.onnx"}
     runtime = vs.load(bundles[name])
     daily = panel["syn_b"]
     scored = runtime.forecast_history(*_arrays(daily))

@@ -1,5 +1,5 @@
-"""Reading and verifying model bundles: models/<name>/<version>/ with model.onnx, manifest.json and
-golden.npz. A bundle is immutable; its calibration set is a separate file (e.g. models/<name>/<version>.
+"""Reading and verifying model bundles: models/<name>/<version>/ with model.onnx, manifest.json,
+golden.npz and, optionally, fast.onnx (the serving fast path, manifest key `fast`). A bundle is immutable; its calibration set is a separate file (e.g. models/<name>/<version>.
 calibration.json, see `volmargin_serving.calibration`) bound to it by the SHA-256 of its manifest.
 
 The manifest describes everything a service needs without the training stack: feature spec and window,
@@ -158,7 +158,7 @@ def check_manifest(manifest: dict) -> str:
             return f"files: {name!r} is not a plain file name inside the bundle"
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             return f"files.{name}: {digest!r} is not a SHA-256 hex digest"
-    for key in ("onnx", "golden"):
+    for key in ("onnx", "golden") + (("fast",) if "fast" in manifest else ()):  # fast: optional
         section = manifest[key]
         if not isinstance(section, dict) or not plain_name(section.get("file")) or section["file"] not in files:
             got = section.get("file") if isinstance(section, dict) else section
@@ -181,6 +181,8 @@ def check_manifest(manifest: dict) -> str:
         if not isinstance(entries, list) or not entries or not all(
                 isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] for e in entries):
             return f"onnx.{key}: expected a list of {{name, dtype, shape}}"
+    if "fast" in manifest and manifest["fast"]["file"] == manifest["onnx"]["file"]:
+        return f"fast.file: {manifest['fast']['file']!r} is the model's own file; the fast path is a graph of its own"
     features = manifest["features"]
     names = features["names"]
     if names not in (list(FEATURE_NAMES), list(FEATURE_NAMES + IV_FEATURE_NAMES)):

@@ -43,6 +43,9 @@ _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 # The golden self-test's tolerance is the runtime's, never the bundle's: a manifest cannot loosen it.
 SELF_TEST_RTOL = 1e-5
+# ONNX Runtime's NoopElimination drops a Mul by a float64 constant that is 1 in float32 (the 1 + 1e-9 of
+# the return check, `validation._return_too_large`): the fast graph would then accept a return numpy refuses.
+FAST_DISABLED_OPTIMIZERS = ("NoopElimination",)
 
 
 def _weekday(days: np.ndarray) -> np.ndarray:
@@ -109,6 +112,8 @@ class Runtime:
     when a key is configured), and with `assets` it must hold both sides of each of them.
     `key`: the service's HMAC key (bytes or str; default: the environment variable VOLMARGIN_BUNDLE_KEY);
     with a key, unsigned or wrongly signed bundles and calibration sets are refused (`SignatureError`).
+    `fast`: serve `forecast_daily` by the bundle's fast path (`fast.onnx`, self-tested at load too) where
+    it has one; False: always by the careful numpy path.
 
     The runtime remembers the last margin it priced normally for each asset (`margins`): a fail-safe
     margin is never below it. That memory is the only state that changes after loading; it is guarded
@@ -116,7 +121,7 @@ class Runtime:
 
     def __init__(self, folder: str | Path, threads: int = 1, max_age_days: int = 1,
                  calibration: str | Path | None = None, assets: list[str] | None = None,
-                 key: bytes | str | None = None):
+                 key: bytes | str | None = None, fast: bool = True):
         self.path = Path(folder)
         key = resolve_key(key)
         self.manifest = read_manifest(self.path, key)
@@ -137,22 +142,25 @@ class Runtime:
         self.levels = tuple(float(x) for x in self.manifest["levels"])
         self.horizon = int(self.manifest["horizon"])
         self.max_age = np.timedelta64(max_age_days, "D")
-        self._session = self._open_session(threads)
+        self._max_age_days = int(max_age_days)
+        self._session = self._open_session(self.manifest["onnx"]["file"], threads)
+        self._input = self.manifest["onnx"]["inputs"][0]["name"]
+        self._output = self.manifest["onnx"]["outputs"][0]["name"]
+        # the fast path (`_forecast_fast`): one graph from daily inputs to checked forecasts, where the bundle has one
+        self._fast = (self._open_session(self.manifest["fast"]["file"], threads, FAST_DISABLED_OPTIMIZERS)
+                      if fast and "fast" in self.manifest else None)
         self._self_test()
 
-    def _open_session(self, threads: int) -> ort.InferenceSession:
+    def _open_session(self, file: str, threads: int, disabled_optimizers: tuple[str, ...] = ()) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            session = ort.InferenceSession(str(self.path / self.manifest["onnx"]["file"]), options,
-                                           providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(self.path / file), options, providers=["CPUExecutionProvider"],
+                                        disabled_optimizers=list(disabled_optimizers))
         except Exception as exc:  # onnxruntime raises its own untyped errors for malformed graphs
-            raise BundleError(f"{self.path}: ONNX Runtime cannot load the model ({exc})") from exc
-        self._input = self.manifest["onnx"]["inputs"][0]["name"]
-        self._output = self.manifest["onnx"]["outputs"][0]["name"]
-        return session
+            raise BundleError(f"{self.path}: ONNX Runtime cannot load {file} ({exc})") from exc
 
     def _self_test(self) -> None:
         """Golden inputs through the whole path (features, ONNX, post-processing) must give the golden
@@ -163,23 +171,37 @@ class Runtime:
                 golden["iv"] = archive["iv"] if "iv" in archive else None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise SelfTestError(f"{self.path}: golden set unreadable ({exc})") from None
-        rtol = SELF_TEST_RTOL
         try:
             for _ in range(3):
                 out = self._forecast_daily(golden["inputs"], golden["dates"], golden["dates"][..., -1].max(),
                                            gaps=False, iv=golden["iv"])
         except InputError as exc:
             raise SelfTestError(f"{self.path}: golden inputs refused ({exc})") from None
+        self._compare_golden(out, golden, "")
+        if self._fast is not None:  # the fast path too, on the golden assets whose rows it accepts
+            # (an ONNX Runtime that computes the graph differently fails here, not in a margin call)
+            newest = golden["dates"][:, -1].astype(np.int64)
+            days = golden["dates"][:, -self.history_days:].astype(np.int64)
+            for _ in range(3):
+                ok, variance, tails = self._run_fast(golden["inputs"][:, -self.history_days:], days,
+                                                     newest.min(), newest.max())
+            if not ok.any():  # no golden window it can test (e.g. a missing day): serve by the careful path
+                self._fast = None
+                return
+            fast = Forecasts(variance[ok], tails[ok][:, :, 0], tails[ok][:, :, 1], self.levels, self.horizon)
+            self._compare_golden(fast, {name: golden[name][ok] for name in ("variance", "var", "es")}, "fast path ")
+
+    def _compare_golden(self, out: Forecasts, golden: dict, path: str) -> None:
         for name in ("variance", "var", "es"):
             got, expected = getattr(out, name), golden[name]
             if got.shape != expected.shape:
-                raise SelfTestError(f"{self.path}: golden self-test failed: {name} has shape {got.shape}, "
+                raise SelfTestError(f"{self.path}: golden self-test failed: {path}{name} has shape {got.shape}, "
                                     f"expected {expected.shape}")
             with np.errstate(divide="ignore", invalid="ignore"):
                 error = np.max(np.abs(got - expected) / np.abs(expected))
-            if not error <= rtol:
-                raise SelfTestError(f"{self.path}: golden self-test failed: {name} differs by {error:.3g} "
-                                    f"relative (limit {rtol:g})")
+            if not error <= SELF_TEST_RTOL:
+                raise SelfTestError(f"{self.path}: golden self-test failed: {path}{name} differs by {error:.3g} "
+                                    f"relative (limit {SELF_TEST_RTOL:g})")
 
     def run_model(self, standardized: np.ndarray) -> np.ndarray:
         """The ONNX graph on standardized float32 windows (batch, window, features)."""
@@ -218,8 +240,45 @@ class Runtime:
 
         `iv` (optional; only bundles trained with the IV features read it): the implied-volatility index
         (annualised %, e.g. Deribit DVOL at each day's close) aligned with `inputs`, shape (days,) or
-        (assets, days); NaN or None where the asset has none, the case the model was trained on too."""
-        return self._forecast_daily(inputs, dates, _instant(as_of), iv=iv)
+        (assets, days); NaN or None where the asset has none, the case the model was trained on too.
+
+        With a bundle that has a fast path (`fast.onnx`), valid float64 inputs take one ONNX call that
+        checks, computes and post-processes everything; inputs it flags take the careful numpy path,
+        which raises the typed error."""
+        as_of = _instant(as_of)
+        if self._fast is not None:  # a bundle with a fast path takes no IV index (export writes none for them)
+            out = self._forecast_fast(inputs, dates, as_of)
+            if out is not None:
+                return out
+        return self._forecast_daily(inputs, dates, as_of, iv=iv)
+
+    def _forecast_fast(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
+        """Forecasts by the fast path, or None where it does not apply (other dtypes or shapes) or flags an
+        asset: the careful path then forecasts or raises."""
+        if not (isinstance(inputs, np.ndarray) and isinstance(dates, np.ndarray) and inputs.dtype == np.float64
+                and dates.dtype.kind == "M" and inputs.ndim in (2, 3)):  # kind M: datetime64
+            return None
+        n = self.history_days
+        if (inputs.shape[-1] != len(INPUT_COLUMNS) or inputs.shape[-2] < n or dates.shape[-1] != inputs.shape[-2]
+                or dates.ndim >= inputs.ndim):
+            return None
+        batch = inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:]
+        days = dates[..., -n:].astype("datetime64[D]", copy=False).view(np.int64)
+        if days.ndim == 1:
+            days = np.broadcast_to(days, batch.shape[:2]) if len(batch) > 1 else days[None]
+        elif days.shape != batch.shape[:2]:
+            return None
+        today = as_of.astype("datetime64[D]").astype(np.int64)
+        ok, variance, tails = self._run_fast(batch, days, today - self._max_age_days, today)
+        if not ok.all():
+            return None
+        return Forecasts(variance, tails[:, :, 0], tails[:, :, 1], self.levels, self.horizon)
+
+    def _run_fast(self, batch: np.ndarray, days: np.ndarray, oldest, today) -> tuple[np.ndarray, ...]:
+        """The fast graph on (assets, history_days, columns) float64 rows and their int64 days: per asset
+        ok (passes every check), variance and tails (assets, side, VaR/ES, level)."""
+        return self._fast.run(None, {"daily": np.ascontiguousarray(batch), "days": np.ascontiguousarray(days),
+                                     "bounds": np.array([oldest, today], dtype=np.int64)})
 
     def _forecast_daily(self, inputs, dates, as_of: np.datetime64, gaps: bool = True,
                         iv: np.ndarray | None = None) -> Forecasts:
@@ -469,8 +528,9 @@ class Server:
 
 
 def load(folder: str | Path, threads: int = 1, max_age_days: int = 1, calibration: str | Path | None = None,
-         assets: list[str] | None = None, key: bytes | str | None = None) -> Runtime:
+         assets: list[str] | None = None, key: bytes | str | None = None, fast: bool = True) -> Runtime:
     """Load and verify a bundle folder and, if given, its calibration set (see `Runtime`); with a `key`
-    (or VOLMARGIN_BUNDLE_KEY set), both must carry a valid HMAC-SHA256 signature."""
+    (or VOLMARGIN_BUNDLE_KEY set), both must carry a valid HMAC-SHA256 signature. `fast=False` leaves the
+    bundle's fast path unused (every call takes the careful numpy path)."""
     return Runtime(folder, threads=threads, max_age_days=max_age_days, calibration=calibration, assets=assets,
-                   key=key)
+                   key=key, fast=fast)

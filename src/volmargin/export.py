@@ -8,6 +8,10 @@ A bundle is `models/<name>/<version>/` with:
   runtime's `postprocess` turns it into variance, VaR and ES, as training does.
 - `golden.npz`: real daily inputs of a few assets and the outputs the training library computes from
   them; the runtime re-runs them at every load (self-test).
+- `fast.onnx` (models without the IV features): the serving fast path, `model.onnx` with the input
+  checks, features and standardisation merged in front and the post-processing behind
+  (`volmargin.serving_graph`); checked against the careful numpy path on real windows at export
+  (manifest key `fast`, with its parity) and on the golden set at every load.
 - `manifest.json`: schema version, feature spec and window, input/output names and dtypes, horizon,
   levels, provenance (data fingerprint and dates, scores, MLflow run id) and the SHA-256 of every file.
 
@@ -39,11 +43,13 @@ from volmargin.errors import ConfigError, VolmarginError
 from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, IV_COLUMN, daily_inputs, feature_frame, standardize
 from volmargin.models.base import SIDES, GlobalForecaster
 from volmargin.models.neural import output_columns, pad, windows
+from volmargin.serving_graph import FAST_INPUTS, FAST_OUTPUTS, check_fast_parity, fast_graph
 
 OPSET = 18
 INPUT, OUTPUT = "features", "raw"
 PARITY_TOLERANCE = 1e-5
 GOLDEN_ASSETS = 4
+FAST_FILE = "fast.onnx"
 
 
 class ExportError(VolmarginError):
@@ -178,12 +184,13 @@ def reference_outputs(model: GlobalForecaster, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_raw(x if model.name == "nn" else x[:, -1]), dtype=np.float64)
 
 
-def session(proto: onnx.ModelProto):
+def session(proto: onnx.ModelProto, disabled_optimizers: tuple[str, ...] = ()):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(disabled_optimizers))
 
 
 def check_parity(proto: onnx.ModelProto, reference: np.ndarray, x: np.ndarray) -> dict:
@@ -223,6 +230,28 @@ def golden_set(model: GlobalForecaster, panel: dict[str, pd.DataFrame], history_
     if len(names_of(model)) > len(FEATURE_NAMES):
         golden["iv"] = np.stack(iv)
     return golden
+
+
+def fast_path(model: GlobalForecaster, proto: onnx.ModelProto,
+              panel: dict[str, pd.DataFrame]) -> tuple[onnx.ModelProto, dict] | None:
+    """The serving fast path (`volmargin.serving_graph`) for `proto` and its parity against the careful path
+    on real windows of `panel`; None for models with the IV features (they serve by the careful path).
+    Raises `ExportError` where the fast path differs beyond `PARITY_TOLERANCE`."""
+    if len(names_of(model)) != len(FEATURE_NAMES):
+        return None
+    window, spec = window_of(model), model.feature_spec_
+    args = (spec, model.scaler_.mean_, model.scaler_.scale_)
+    tail = (window, model.horizon_, len(model.levels_))
+    fast = fast_graph(proto, *args, spec.history_days(window), *tail)
+    try:
+        parity = check_fast_parity(fast, proto, *args, *tail, panel, PARITY_TOLERANCE)
+    except ValueError as exc:
+        raise ExportError(f"fast path parity check failed: {exc}; no bundle was written") from None
+    return fast, parity
+
+
+def _fast_manifest(parity: dict) -> dict:
+    return {"file": FAST_FILE, "inputs": list(FAST_INPUTS), "outputs": list(FAST_OUTPUTS), "parity": parity}
 
 
 def next_version(folder: Path) -> str:
@@ -291,6 +320,7 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
     x = parity_inputs(model, panel)
     parity = check_parity(proto, reference_outputs(model, x), x)
     history_days = model.feature_spec_.history_days(window_of(model))
+    fast = fast_path(model, proto, panel)
     golden = golden_set(model, panel, history_days)
     key = resolve_key()
     try:
@@ -307,9 +337,13 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".staging", dir=folder))
         try:
             onnx.save_model(proto, staging / "model.onnx")
+            if fast is not None:
+                onnx.save_model(fast[0], staging / FAST_FILE)
             np.savez(staging / "golden.npz", **golden)
             files = {p.name: sha256(p) for p in sorted(staging.iterdir())}
             manifest = _manifest(model, name, version, history_days, parity, files, provenance or {})
+            if fast is not None:
+                manifest["fast"] = _fast_manifest(fast[1])
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             if key is not None:
                 sign_bundle(staging, key)
