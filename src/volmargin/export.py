@@ -211,7 +211,11 @@ def check_parity(proto: onnx.ModelProto, reference: np.ndarray, x: np.ndarray) -
 def golden_set(model: GlobalForecaster, panel: dict[str, pd.DataFrame], history_days: int) -> dict[str, np.ndarray]:
     """The last `history_days` daily inputs of up to `GOLDEN_ASSETS` assets and the training library's
     forecasts from them, as arrays for `golden.npz`."""
-    usable = [a for a in sorted(panel) if len(panel[a]) >= history_days][:GOLDEN_ASSETS]
+    long_enough = [a for a in sorted(panel) if len(panel[a]) >= history_days]
+    # one as_of for the whole golden batch: only assets whose data end on the panel's last day (a delisted
+    # or shorter file would be stale at that as_of and the self-test would refuse it)
+    latest = max((panel[a].index[-1] for a in long_enough), default=None)
+    usable = [a for a in long_enough if panel[a].index[-1] == latest][:GOLDEN_ASSETS]
     if not usable:
         raise ExportError(f"no asset has the {history_days} days of history a golden self-test needs")
     inputs, dates, variance, var, es, iv = [], [], [], [], [], []
