@@ -68,13 +68,17 @@ def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np
 
 
 def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None) -> Grid:
-    """The grid of every book for one autocalibrated method; books without forecasts get the static grid."""
+    """The grid of every book for one autocalibrated method. A book without a price forecast gets the static
+    price range, one without an IV-move forecast the static vol shocks (e.g. the first weeks of the DVOL
+    history, before the IV forecasters have 60 changes), each unscaled."""
     base = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale)
-    missing = ~np.isfinite(inputs.to_numpy()).all(axis=1)
+    has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
+    has_iv = np.isfinite(inputs[["iv_down", "iv_up"]].to_numpy()).all(axis=1)
     fields = {}
-    for name, static in (("range_down", DERIBIT_BTC.range_down), ("range_up", DERIBIT_BTC.range_up),
-                         ("vol_up", DERIBIT_BTC.vol_up), ("vol_down", DERIBIT_BTC.vol_down)):
-        value = np.where(missing, static, np.asarray(getattr(base, name), dtype=float))
+    for name, static, known in (("range_down", DERIBIT_BTC.range_down, has_price),
+                                ("range_up", DERIBIT_BTC.range_up, has_price),
+                                ("vol_up", DERIBIT_BTC.vol_up, has_iv), ("vol_down", DERIBIT_BTC.vol_down, has_iv)):
+        value = np.where(known, np.asarray(getattr(base, name), dtype=float), static)
         fields[name] = _apc(value, day_index, apc)
     return Grid(**fields)
 
@@ -142,19 +146,12 @@ def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
-                        calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
-                        calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
-    for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
-    grid parameters of each method per day."""
-    days = pd.DatetimeIndex(data.info["day"])
-    until = utc(calibrate_until)
-    calibrating = np.asarray(days < until)
-    if calibrate_after is not None:
-        calibrating = np.asarray(days >= utc(calibrate_after))
-    periods = np.where(calibrating, "calibration", "validation")
+def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
+                      calibrating: np.ndarray, target: float = 0.01, apc: ApcConfig | None = None,
+                      risk: str = "var99", confidence: float | None = 0.95,
+                      ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
+    """Every method calibrated on the books flagged `calibrating`: (USD margin per book by method, scale by
+    method, the grid parameters of each method per day)."""
     origins = forecast_origins(data.info["day"])
     margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
     scales, grids = {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
@@ -167,7 +164,23 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
             grid = method_grid(inputs, scale, day_index, apc)
             margins[method], scales[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
-    return summarise(data, margins, periods, scales), pd.concat(grids, ignore_index=True)
+    return margins, scales, pd.concat(grids, ignore_index=True)
+
+
+def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
+                        calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
+                        calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
+    for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
+    grid parameters of each method per day."""
+    days = pd.DatetimeIndex(data.info["day"])
+    calibrating = np.asarray(days < utc(calibrate_until))
+    if calibrate_after is not None:
+        calibrating = np.asarray(days >= utc(calibrate_after))
+    periods = np.where(calibrating, "calibration", "validation")
+    margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence)
+    return summarise(data, margins, periods, scales), grids
 
 
 def _grid_frame(method: str, data: OptionBacktestBooks, grid: Grid, scale: float) -> pd.DataFrame:
