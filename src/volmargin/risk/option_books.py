@@ -59,7 +59,8 @@ def _snapshots(chain: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _expiry_table(snap: pd.DataFrame) -> pd.DataFrame:
     """Per expiry: days, forward (median underlying of its rows)."""
-    return snap.groupby("expiry").agg(days=("days", "first"), forward=("underlying_price", "median"))
+    grouped = snap.groupby("expiry")  # plain reductions: named aggregation costs ~30 ms a snapshot
+    return pd.DataFrame({"days": grouped["days"].first(), "forward": grouped["underlying_price"].median()})
 
 
 def _nearest_expiry(expiries: pd.DataFrame, days: float, minimum: float = 0.5):
@@ -119,7 +120,8 @@ def _class_books(snap: pd.DataFrame, rng: np.random.Generator) -> list[tuple[str
     for _ in range(RANDOM_BOOKS):
         picks = rng.choice(len(snap), size=int(rng.integers(2, 7)), replace=False)
         quantity = rng.choice([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], size=len(picks))
-        out.append(("random", np.nan, [(snap.iloc[i], q) for i, q in zip(picks, quantity)], 0.0, None))
+        out.append(("random", np.nan, [(row, q) for (_, row), q in zip(snap.iloc[picks].iterrows(), quantity)],
+                    0.0, None))
     return [book for book in out if all(row is not None for row, _ in book[2])]
 
 
