@@ -97,3 +97,17 @@ def test_a_missing_iv_forecast_falls_back_only_for_the_vol_shocks():
     np.testing.assert_allclose(grid.range_up, [2 * np.expm1(0.04), vo.DERIBIT_BTC.range_up])
     np.testing.assert_allclose(grid.vol_up, [vo.DERIBIT_BTC.vol_up, 2 * np.expm1(0.2)])
     np.testing.assert_allclose(grid.vol_down, [vo.DERIBIT_BTC.vol_down, 2 * -np.expm1(-0.1)])
+
+
+def test_selected_books_keep_their_margins_and_losses():
+    from volmargin.risk.option_books import build_books, select_books
+
+    bars, dvol = _market(days=5)
+    books = build_books(synthetic_chain(market_states(bars, dvol), SHAPE), revalue=SHAPE.revalue)
+    keep = np.zeros(books.books.count, dtype=bool)
+    keep[::3] = True
+    chosen = select_books(books, keep)
+    full = vo.initial_margin(books.books, vo.DERIBIT_BTC, books.mpor_days)
+    np.testing.assert_allclose(vo.initial_margin(chosen.books, vo.DERIBIT_BTC, chosen.mpor_days), full[keep], rtol=1e-12)
+    np.testing.assert_array_equal(chosen.loss, books.loss[keep])
+    assert list(chosen.info["portfolio_class"]) == list(books.info["portfolio_class"][keep])

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from volmargin.calibration.autocalibrate import TOLERANCE, utc
-from volmargin.risk.option_books import OptionBacktestBooks
+from volmargin.risk.option_books import OptionBacktestBooks, select_books
 from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.options import DERIBIT_BTC, Grid, grid_from_forecasts, initial_margin
 
@@ -106,6 +106,9 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
     feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
+    if apc is None:  # each book's margin is its own day's: price only the counted books (a long backtest's
+        data, inputs, codes = select_books(data, counted), inputs[counted], codes[counted]  # calibration months)
+        counted = np.ones(len(codes), dtype=bool)
     day_index = _day_index(data)
 
     def ok(scale: float) -> bool:

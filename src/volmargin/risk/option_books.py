@@ -190,3 +190,14 @@ def build_books(chain: pd.DataFrame, seed: int = 0, revalue: Revalue = chain_val
     pnl += fut[:, 0] * (fut[:, 2] - fut[:, 1])
     table = pd.DataFrame(info)
     return OptionBacktestBooks(books, table, -pnl, table["mpor_days"].to_numpy())
+
+
+def select_books(data: OptionBacktestBooks, keep: np.ndarray) -> OptionBacktestBooks:
+    """The books flagged in `keep` (B,) with their legs, renumbered, on the same smile."""
+    b = data.books
+    legs = keep[b.book]
+    number = np.cumsum(keep) - 1
+    books = prepare(Books(number[b.book[legs]], b.quantity[legs], b.strike[legs], b.is_call[legs], b.days[legs],
+                          b.forward[legs], b.iv[legs], b.group[legs], b.smile, b.future_qty[keep],
+                          b.future_price[keep], b.notional[keep]))
+    return OptionBacktestBooks(books, data.info[keep].reset_index(drop=True), data.loss[keep], data.mpor_days[keep])
