@@ -108,6 +108,7 @@ def test_selected_books_keep_their_margins_and_losses():
     keep[::3] = True
     chosen = select_books(books, keep)
     full = vo.initial_margin(books.books, vo.DERIBIT_BTC, books.mpor_days)
-    np.testing.assert_allclose(vo.initial_margin(chosen.books, vo.DERIBIT_BTC, chosen.mpor_days), full[keep], rtol=1e-12)
+    margin = vo.initial_margin(chosen.books, vo.DERIBIT_BTC, chosen.mpor_days)
+    np.testing.assert_allclose(margin, full[keep], rtol=1e-12)
     np.testing.assert_array_equal(chosen.loss, books.loss[keep])
     assert list(chosen.info["portfolio_class"]) == list(books.info["portfolio_class"][keep])
