@@ -112,3 +112,17 @@ def test_selected_books_keep_their_margins_and_losses():
     np.testing.assert_allclose(margin, full[keep], rtol=1e-12)
     np.testing.assert_array_equal(chosen.loss, books.loss[keep])
     assert list(chosen.info["portfolio_class"]) == list(books.info["portfolio_class"][keep])
+
+
+def test_apc_floor_holds_each_parameter_above_its_share_of_the_static_grid():
+    from volmargin.calibration.options import ApcConfig, method_grid
+
+    inputs = pd.DataFrame({"var_long": [0.01, 0.2], "var_short": [0.01, 0.2], "iv_down": [-0.01, -0.5],
+                           "iv_up": [0.01, 0.9]})
+    grid = method_grid(inputs, 1.0, np.array([0, 1]), ApcConfig(floor=0.5))
+    static = vo.DERIBIT_BTC
+    for name in ("range_down", "range_up", "vol_up", "vol_down"):
+        values = np.asarray(getattr(grid, name))
+        assert values[0] == pytest.approx(0.5 * getattr(static, name))  # a calm day: held at the floor
+        assert values[1] > 0.5 * getattr(static, name)  # a stressed day: its own forecast
+    assert not ApcConfig(floor=0.5).has_path and ApcConfig(max_down=0.1).has_path

@@ -37,6 +37,12 @@ class ApcConfig:
     buffer: float | None = None  # margin held up to (1 + buffer) x target while it falls
     max_up: float | None = None  # daily speed limits on each grid parameter
     max_down: float | None = None
+    floor: float = 0.0  # each grid parameter at least this fraction of the static grid's (no path)
+
+    @property
+    def has_path(self) -> bool:
+        """Whether a day's grid depends on the earlier days' (buffer or speed limits)."""
+        return not (self.buffer is None and self.max_up is None and self.max_down is None)
 
 
 def forecast_origins(days: pd.Series) -> pd.DatetimeIndex:
@@ -56,7 +62,7 @@ def forecast_inputs(origins: pd.DatetimeIndex, price: pd.DataFrame, iv: pd.DataF
 
 def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np.ndarray:
     """Each per-book parameter as a daily path through the APC step (one value per day, in day order)."""
-    if apc is None or (apc.buffer is None and apc.max_up is None and apc.max_down is None):
+    if apc is None or not apc.has_path:
         return values
     days, first = np.unique(day_index, return_index=True)
     daily = values[first]
@@ -79,6 +85,8 @@ def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: 
                                 ("range_up", DERIBIT_BTC.range_up, has_price),
                                 ("vol_up", DERIBIT_BTC.vol_up, has_iv), ("vol_down", DERIBIT_BTC.vol_down, has_iv)):
         value = np.where(known, np.asarray(getattr(base, name), dtype=float), static)
+        if apc is not None and apc.floor:
+            value = np.maximum(value, apc.floor * static)
         fields[name] = _apc(value, day_index, apc)
     return Grid(**fields)
 
@@ -106,8 +114,8 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
     feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
-    if apc is None:  # each book's margin is its own day's: price only the counted books (a long backtest's
-        data, inputs, codes = select_books(data, counted), inputs[counted], codes[counted]  # calibration months)
+    if apc is None or not apc.has_path:  # each book's margin is its own day's: price only the counted books
+        data, inputs, codes = select_books(data, counted), inputs[counted], codes[counted]  # (calibration)
         counted = np.ones(len(codes), dtype=bool)
     day_index = _day_index(data)
 
