@@ -11,7 +11,8 @@ day D - 1, both for the bars and the daily DVOL close). The scale is the smalles
 as `volmargin.calibration.autocalibrate` does) at which every portfolio class meets the breach target on
 the calibration days; the classes are a fixed test set of typical books, not a per-class parameter. The
 scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality: the daily grid
-parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer.
+parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer,
+and/or are floored at a fraction of the static grid's (`ApcConfig`).
 """
 
 from __future__ import annotations
