@@ -249,7 +249,7 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     out[[c for c in CHAIN_COLUMNS]].to_csv(chain_file, index=False)
     index = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC")
     price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=index.rename("origin"))
-    monkeypatch.setattr(job, "_price_forecasts", lambda j, first, last: ({"ewma": price}, None))
+    monkeypatch.setattr(job, "price_forecasts", lambda data, models, first, last: ({"ewma": price}, None))
     code = main(["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
                  "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "run"),
                  "--iv-models", "hist"])

@@ -39,21 +39,40 @@ class OptionJob:
     seed: int = 0
 
 
-def _price_forecasts(job: OptionJob, first: pd.Timestamp, last: pd.Timestamp) -> tuple[dict, pd.Series]:
+def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Timestamp,
+                    last: pd.Timestamp) -> tuple[dict, pd.Series]:
+    """Walk-forward VaR/ES forecasts of the price models on the bars of one underlying, origins in [first,
+    last] (model -> origin-indexed frame), and its daily log returns."""
     from volmargin.data import load_panel
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.walkforward import WalkForwardSplit
 
-    bars = load_panel(list(job.data))
+    bars = load_panel(list(data))
     if len(bars) != 1:
         raise ConfigError(f"--data: expected the bars of one underlying, got {len(bars)} assets ({', '.join(bars)})")
     panel = daily_panel(bars)
     split = WalkForwardSplit(start=first, end=last, refit_every=20)
-    forecasts, _ = run_backtest(panel, BacktestConfig(models=job.models, split=split), progress=False)
+    forecasts, _ = run_backtest(panel, BacktestConfig(models=models, split=split), progress=False)
     if forecasts.empty:
         raise DataError("--data: the bars give no forecast before the option snapshots (365 days of history needed)")
     daily = next(iter(panel.values()))
     return {m: g.set_index("origin") for m, g in forecasts.groupby("model")}, daily["ret"]
+
+
+def iv_move_forecasts(dvol: pd.DataFrame, ret: pd.Series, first: pd.Timestamp, last: pd.Timestamp,
+                      models: tuple[str, ...]) -> tuple[dict, pd.DataFrame]:
+    """IV-move forecasts of a DVOL file (daily, or hourly closes taken at each day's end) for origins in
+    [first, last]: (model -> origin-indexed q_lo / q_hi, the long table with the realised targets)."""
+    from volmargin.models.ivmoves import iv_forecasts
+
+    if "open" not in dvol.columns:
+        dvol = dvol.resample("1D").last().dropna()  # hourly closes -> the daily close (bar open labels)
+    ivf = iv_forecasts(dvol["close"], ret, start=first - pd.Timedelta(days=60), end=last, models=models)
+    iv = {m: g.set_index("origin") for m, g in ivf.groupby("model")}
+    missing = sorted(set(models) - set(iv))
+    if missing:
+        raise DataError(f"--iv: no {', '.join(missing)} IV-move forecast before the snapshots (too little DVOL history)")
+    return iv, ivf[ivf["origin"] >= first]
 
 
 @dataclass(frozen=True)
@@ -69,27 +88,17 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
     """Chains, DVOL and bars loaded and validated; price and IV-move forecasts walk-forward up to the last
     snapshot; the books and their realised losses."""
     from volmargin.data.options import load_chains, load_dvols
-    from volmargin.models.ivmoves import iv_forecasts
     from volmargin.risk.option_books import build_books
 
     chain = load_chains(list(job.chains))
     dvols = load_dvols(list(job.iv))
     if job.underlying not in dvols:
         raise ConfigError(f"--iv: no DVOL file of {job.underlying!r} (found {', '.join(dvols) or 'none'})")
-    dvol = dvols[job.underlying]
-    if "open" not in dvol.columns:
-        dvol = dvol.resample("1D").last().dropna()  # hourly closes -> the daily close (bar open labels)
     first, last = chain["timestamp"].min().normalize(), chain["timestamp"].max().normalize()
     origin_first = first - pd.Timedelta(days=1)
-    price, ret = _price_forecasts(job, origin_first, last)
-    ivf = iv_forecasts(dvol["close"], ret, start=origin_first - pd.Timedelta(days=60), end=last,
-                       models=job.iv_models)
-    iv = {m: g.set_index("origin") for m, g in ivf.groupby("model")}
-    missing = sorted(set(job.iv_models) - set(iv))
-    if missing:
-        raise DataError(f"--iv: no {', '.join(missing)} IV-move forecast before the snapshots (too little DVOL history)")
-    return OptionInputs(build_books(chain, job.seed), price, iv, ivf[ivf["origin"] >= origin_first],
-                        int(chain["timestamp"].nunique()))
+    price, ret = price_forecasts(job.data, job.models, origin_first, last)
+    iv, ivf = iv_move_forecasts(dvols[job.underlying], ret, origin_first, last, job.iv_models)
+    return OptionInputs(build_books(chain, job.seed), price, iv, ivf, int(chain["timestamp"].nunique()))
 
 
 def run_option_job(job: OptionJob) -> dict:

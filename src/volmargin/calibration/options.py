@@ -11,7 +11,8 @@ day D - 1, both for the bars and the daily DVOL close). The scale is the smalles
 as `volmargin.calibration.autocalibrate` does) at which every portfolio class meets the breach target on
 the calibration days; the classes are a fixed test set of typical books, not a per-class parameter. The
 scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality: the daily grid
-parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer.
+parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer,
+and/or are floored at a fraction of the static grid's (`ApcConfig`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from volmargin.calibration.autocalibrate import TOLERANCE, utc
-from volmargin.risk.option_books import OptionBacktestBooks
+from volmargin.risk.option_books import OptionBacktestBooks, select_books
 from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.options import DERIBIT_BTC, Grid, grid_from_forecasts, initial_margin
 
@@ -37,6 +38,12 @@ class ApcConfig:
     buffer: float | None = None  # margin held up to (1 + buffer) x target while it falls
     max_up: float | None = None  # daily speed limits on each grid parameter
     max_down: float | None = None
+    floor: float = 0.0  # each grid parameter at least this fraction of the static grid's (no path)
+
+    @property
+    def has_path(self) -> bool:
+        """Whether a day's grid depends on the earlier days' (buffer or speed limits)."""
+        return not (self.buffer is None and self.max_up is None and self.max_down is None)
 
 
 def forecast_origins(days: pd.Series) -> pd.DatetimeIndex:
@@ -56,7 +63,7 @@ def forecast_inputs(origins: pd.DatetimeIndex, price: pd.DataFrame, iv: pd.DataF
 
 def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np.ndarray:
     """Each per-book parameter as a daily path through the APC step (one value per day, in day order)."""
-    if apc is None or (apc.buffer is None and apc.max_up is None and apc.max_down is None):
+    if apc is None or not apc.has_path:
         return values
     days, first = np.unique(day_index, return_index=True)
     daily = values[first]
@@ -68,13 +75,19 @@ def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np
 
 
 def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None) -> Grid:
-    """The grid of every book for one autocalibrated method; books without forecasts get the static grid."""
+    """The grid of every book for one autocalibrated method. A book without a price forecast gets the static
+    price range, one without an IV-move forecast the static vol shocks (e.g. the first weeks of the DVOL
+    history, before the IV forecasters have 60 changes), each unscaled."""
     base = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale)
-    missing = ~np.isfinite(inputs.to_numpy()).all(axis=1)
+    has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
+    has_iv = np.isfinite(inputs[["iv_down", "iv_up"]].to_numpy()).all(axis=1)
     fields = {}
-    for name, static in (("range_down", DERIBIT_BTC.range_down), ("range_up", DERIBIT_BTC.range_up),
-                         ("vol_up", DERIBIT_BTC.vol_up), ("vol_down", DERIBIT_BTC.vol_down)):
-        value = np.where(missing, static, np.asarray(getattr(base, name), dtype=float))
+    for name, static, known in (("range_down", DERIBIT_BTC.range_down, has_price),
+                                ("range_up", DERIBIT_BTC.range_up, has_price),
+                                ("vol_up", DERIBIT_BTC.vol_up, has_iv), ("vol_down", DERIBIT_BTC.vol_down, has_iv)):
+        value = np.where(known, np.asarray(getattr(base, name), dtype=float), static)
+        if apc is not None and apc.floor:
+            value = np.maximum(value, apc.floor * static)
         fields[name] = _apc(value, day_index, apc)
     return Grid(**fields)
 
@@ -102,6 +115,9 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
     feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
+    if apc is None or not apc.has_path:  # each book's margin is its own day's: price only the counted books
+        data, inputs, codes = select_books(data, counted), inputs[counted], codes[counted]  # (calibration)
+        counted = np.ones(len(codes), dtype=bool)
     day_index = _day_index(data)
 
     def ok(scale: float) -> bool:
@@ -142,19 +158,12 @@ def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
-                        calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
-                        calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
-    for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
-    grid parameters of each method per day."""
-    days = pd.DatetimeIndex(data.info["day"])
-    until = utc(calibrate_until)
-    calibrating = np.asarray(days < until)
-    if calibrate_after is not None:
-        calibrating = np.asarray(days >= utc(calibrate_after))
-    periods = np.where(calibrating, "calibration", "validation")
+def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
+                      calibrating: np.ndarray, target: float = 0.01, apc: ApcConfig | None = None,
+                      risk: str = "var99", confidence: float | None = 0.95,
+                      ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
+    """Every method calibrated on the books flagged `calibrating`: (USD margin per book by method, scale by
+    method, the grid parameters of each method per day)."""
     origins = forecast_origins(data.info["day"])
     margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
     scales, grids = {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
@@ -167,7 +176,23 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
             grid = method_grid(inputs, scale, day_index, apc)
             margins[method], scales[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
-    return summarise(data, margins, periods, scales), pd.concat(grids, ignore_index=True)
+    return margins, scales, pd.concat(grids, ignore_index=True)
+
+
+def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
+                        calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
+                        calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
+    for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
+    grid parameters of each method per day."""
+    days = pd.DatetimeIndex(data.info["day"])
+    calibrating = np.asarray(days < utc(calibrate_until))
+    if calibrate_after is not None:
+        calibrating = np.asarray(days >= utc(calibrate_after))
+    periods = np.where(calibrating, "calibration", "validation")
+    margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence)
+    return summarise(data, margins, periods, scales), grids
 
 
 def _grid_frame(method: str, data: OptionBacktestBooks, grid: Grid, scale: float) -> pd.DataFrame:
