@@ -260,3 +260,29 @@ def test_asset_weights_give_every_asset_the_same_total():
     np.testing.assert_allclose(totals, totals[0])
     assert weight.mean() == pytest.approx(1.0)
     assert GBMForecaster()._row_weights(groups) is None
+
+
+def test_tree_thresholds_are_float32_and_decide_as_before(panel):
+    """Every split threshold of every booster is a float32 value (so ONNX's float32 thresholds are exact),
+    and the rounding changes no decision for float32 inputs: predictions equal a refit without it."""
+    from lightgbm import LGBMRegressor
+
+    from volmargin.models.gbm import float32_splits
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    model = make_forecaster("gbm", **TINY["gbm"]).fit_panel(trains)
+    boosters = [model.variance_model_, model.smearing_model_, *model.quantile_models_["long"]]
+    for booster in boosters:
+        for tree in booster.booster_.dump_model()["tree_info"]:
+            stack = [tree["tree_structure"]]
+            while stack:
+                node = stack.pop()
+                if "threshold" in node:
+                    assert np.float64(np.float32(node["threshold"])) == node["threshold"]
+                    stack += [node["left_child"], node["right_child"]]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 4)).astype(np.float32)
+    y = x[:, 0] + 0.1 * rng.normal(size=2000)
+    plain = LGBMRegressor(n_estimators=20, verbose=-1, deterministic=True, n_jobs=1).fit(x, y)
+    before = plain.predict(x)
+    np.testing.assert_array_equal(float32_splits(plain).predict(x), before)
