@@ -384,3 +384,48 @@ def test_solvency_haircut_is_the_factor_times_the_long_margin(market_bars):
     terms = solvency_terms(case, rule, table)
     rows = np.isfinite(terms.initial[:, 0])
     np.testing.assert_allclose(terms.haircut[rows], np.minimum(1.5 * terms.initial[rows, 0], 0.95))
+
+
+def test_worst_quantile_takes_the_worst_period_with_enough_paths():
+    from volmargin.simulation.solvency import worst_quantile
+
+    calm = pd.Series(np.zeros(300), index=pd.date_range("2021-01-01", periods=300, freq="6h", tz="UTC"))  # Q1
+    stressed = pd.Series(np.r_[np.zeros(196), np.ones(4)],  # Q2: 2% of paths lose the whole fund
+                         index=pd.date_range("2021-04-01", periods=200, freq="8h", tz="UTC"))
+    values = pd.concat([calm, stressed])
+    assert worst_quantile(values, 0.99, None) == pytest.approx(np.quantile(values, 0.99))
+    assert worst_quantile(values, 0.99, None) == 0.0  # 4 of 500 paths: the pooled p99 is below them
+    assert worst_quantile(values, 0.99, "QS") == 1.0  # in Q2 alone they are 2%
+    # a period with fewer than 1 / (1 - q) = 100 paths is left to the pooled quantile
+    short = pd.concat([calm, stressed.iloc[-50:]])
+    assert worst_quantile(short, 0.99, "QS") == pytest.approx(np.quantile(short, 0.99))
+    assert np.quantile(short, 0.99) < 1.0
+
+
+def test_worst_period_calibration_is_at_least_as_strict(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    grid = dict(max_bad_debt_fund=0.01, maintenance_fractions=(0.6,), every="YS", window_days=240)
+    pooled = calibrate_solvency(case, rule, SMALL, SolvencyTarget(**grid), "2021-10-01")
+    worst = calibrate_solvency(case, rule, SMALL, SolvencyTarget(worst_period="QS", **grid), "2021-10-01")
+    assert worst["scale"].iloc[0] >= pooled["scale"].iloc[0]
+    assert worst["feasible"].iloc[0] and worst["calibration_bad_debt_fund"].iloc[0] <= 0.01
+    with pytest.raises(ConfigError, match="worst_period"):
+        SolvencyTarget(worst_period="quarterly")
+
+
+def test_infeasible_change_raises_faster_only_when_the_band_is_infeasible(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    strict = dict(max_bad_debt_fund=0.0, maintenance_fractions=(0.6,), every="QS", max_change=0.05, window_days=120)
+    held = calibrate_solvency(case, rule, SMALL, SolvencyTarget(**strict), "2021-04-01")
+    fast = calibrate_solvency(case, rule, SMALL, SolvencyTarget(infeasible_change=0.5, **strict), "2021-04-01")
+    assert (~held["feasible"]).any()  # the case needs the faster rise
+    steps = fast["scale"].to_numpy()[1:] / fast["scale"].to_numpy()[:-1] - 1
+    assert np.all(steps <= 0.5 + 1e-9) and np.all(steps >= -0.05 - 1e-9)
+    assert (steps > 0.05 + 1e-9).any() and (~fast["feasible"]).sum() < (~held["feasible"]).sum()
+    assert fast.loc[fast["feasible"], "calibration_bad_debt_fund"].le(0.0).all()
+    with pytest.raises(ConfigError, match="infeasible_change"):
+        SolvencyTarget(max_change=0.15, infeasible_change=0.1)

@@ -68,6 +68,12 @@ class SolvencyTarget:
     max_liquidations: float | None = 0.3
     liquidations_quantile: float = 0.95
     max_change: float = 0.15  # relative move of the scale per re-calibration block (quarterly: ~5% a month)
+    # safety margin from the window's own variability: the bad-debt quantile must meet the target in every
+    # `worst_period` of the window (e.g. "QS": each quarter), not only pooled over it; None: pooled only
+    worst_period: str | None = None
+    # a block whose target is infeasible within the speed limit may raise the scale by this much instead
+    # (None: the speed limit holds and the block is flagged)
+    infeasible_change: float | None = None
     every: str = "QS"
     window_days: int = 365
     scale_bounds: tuple[float, float] = (0.1, 10.0)
@@ -82,10 +88,20 @@ class SolvencyTarget:
                   "max_liquidations": self.max_liquidations is None or self.max_liquidations > 0,
                   "liquidations_quantile": 0.5 <= self.liquidations_quantile < 1,
                   "max_change": self.max_change > 0, "window_days": self.window_days >= 30,
+                  "infeasible_change": self.infeasible_change is None or self.infeasible_change > self.max_change,
+                  "worst_period": self.worst_period is None or _is_frequency(self.worst_period),
                   "scale_bounds": 0 < self.scale_bounds[0] < self.scale_bounds[1], "tolerance": self.tolerance > 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"simulation.solvency.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
+
+
+def _is_frequency(text: str) -> bool:
+    try:
+        pd.tseries.frequencies.to_offset(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -171,8 +187,22 @@ def _evaluate(case: AssetCase, rule: PolicyConfig, paths: PathSet, scale: float,
     im = rule_margin(case, rule, scale)
     metrics = run_paths(paths, im, cand.fraction * im, cand.penalty, case.variance, settings, accounts,
                         collateral_haircut(im, cand.haircut_factor))
-    return (float(np.quantile(metrics["bad_debt_fund"], target.quantile)),
+    bad_debt = pd.Series(metrics["bad_debt_fund"].to_numpy(), index=pd.DatetimeIndex(metrics["origin"]))
+    return (worst_quantile(bad_debt, target.quantile, target.worst_period),
             float(np.quantile(metrics["liquidated"], target.liquidations_quantile)))
+
+
+def worst_quantile(values: pd.Series, quantile: float, period: str | None) -> float:
+    """The `quantile` of `values` (indexed by origin) pooled, or, with a `period`, the largest of the pooled one
+    and each period's own (periods with too few values for the quantile to differ from their maximum,
+    fewer than 1 / (1 - quantile), are left to the pooled one)."""
+    pooled = float(np.quantile(values, quantile))
+    if period is None:
+        return pooled
+    groups = values.groupby(pd.Grouper(freq=period))
+    enough = groups.size() >= np.ceil(1 / (1 - quantile))
+    per_period = groups.quantile(quantile)[enough]
+    return max(pooled, float(per_period.max())) if len(per_period) else pooled
 
 
 def _meets(figures: tuple[float, float], target: SolvencyTarget) -> bool:
@@ -229,6 +259,9 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
             def evaluate(s):
                 return _evaluate(case, rule, paths, s, cand, settings, accounts, target)
             scale, ok, limited = _bisect(evaluate, *band, target)
+            if not ok and target.infeasible_change is not None:  # solvency first: a faster rise, still bounded
+                top = min(previous["scale"] * (1 + target.infeasible_change), target.scale_bounds[1])
+                scale, ok, limited = _bisect(evaluate, band[1], top, target)
         achieved, liquidations = _evaluate(case, rule, paths, scale, cand, settings, accounts, target)
         previous = {"asset": case.asset, "valid_from": start,
                     "valid_to": starts[b + 1] if b + 1 < len(starts) else pd.NaT, "scale": scale,
