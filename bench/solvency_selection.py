@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from common import shared_data_dir
 from volmargin.calibration.autocalibrate import utc
 from volmargin.calibration.policy import PolicyConfig
+from volmargin.cli import _policy_items  # KEY=VALUE,... as `volmargin simulate --set`
 from volmargin.config import APC_POLICY, SimulationSection, from_dict
 from volmargin.data import load_panel
 from volmargin.simulation.scenarios import run_paths
@@ -62,8 +62,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--set", default="", help="SimulationSection keys, KEY=VALUE,...")
     args = parser.parse_args()
-    values = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set.split(",") if item)}
-    section = from_dict(SimulationSection, values, "--set")
+    section = from_dict(SimulationSection, _policy_items(args.set), "--set")
     cfg = study_config(section, args.pseudo_start, APC_POLICY, "YS")
     start, end = utc(args.pseudo_start), utc(args.end)
     forecasts = pd.read_parquet(args.run / "forecasts.parquet")

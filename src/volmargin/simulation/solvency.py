@@ -224,6 +224,38 @@ def _bisect(evaluate, lo: float, hi: float, target: SolvencyTarget) -> tuple[flo
     return hi, True, False
 
 
+CANDIDATE_COLUMNS = ["maintenance_fraction", "penalty", "haircut_factor", "scale", "feasible", "limited", "cost"]
+
+
+def search_candidates(case: AssetCase, rule: PolicyConfig, paths: PathSet, settings: SimulationSettings,
+                      accounts: Accounts, target: SolvencyTarget) -> pd.DataFrame:
+    """The first block's search: for every (maintenance fraction, penalty, haircut factor) of the grid, the
+    smallest scale meeting the limits on `paths` and its cost (average initial margin plus what the haircut
+    costs); sorted best first (feasible, then cheapest). Columns CANDIDATE_COLUMNS."""
+    share = float(np.mean(accounts.asset_collateral))
+    rows = []
+    for cand in (Candidate(f, p, h) for f in target.maintenance_fractions for p in target.penalties
+                 for h in target.haircut_factors):
+        def evaluate(s, c=cand):
+            return _evaluate(case, rule, paths, s, c, settings, accounts, target)
+        scale, ok, limited = _bisect(evaluate, *target.scale_bounds, target)
+        rows.append({"maintenance_fraction": cand.fraction, "penalty": cand.penalty,
+                     "haircut_factor": cand.haircut_factor, "scale": scale, "feasible": ok, "limited": limited,
+                     "cost": _avg(case, rule, scale, paths, cand.haircut_factor * share)})
+    table = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    return table.sort_values(["feasible", "cost"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def calibration_window(case: AssetCase, start: pd.Timestamp, target: SolvencyTarget) -> PathSet:
+    """The paths realised before `start` whose origin lies in the `window_days` before it."""
+    origin = case.paths.origins[case.paths.day]
+    known = origin + pd.Timedelta(days=case.panel.horizon)
+    paths = case.paths.select(np.asarray((known < start) & (origin >= start - pd.Timedelta(days=target.window_days))))
+    if not len(paths):
+        raise ConfigError(f"{case.asset}: no realised path before {start.date()} to calibrate on")
+    return paths
+
+
 def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: SimulationSettings, target: SolvencyTarget,
                        first_validation_start, progress=None) -> pd.DataFrame:
     """Walk-forward solvency calibration of one asset; one row per block, columns SOLVENCY_COLUMNS."""
@@ -232,25 +264,13 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
     starts = pd.DatetimeIndex([first]).union(pd.date_range(first, end, freq=target.every)) if first <= end \
         else pd.DatetimeIndex([first])
     accounts = settings.accounts()
-    known = case.paths.origins[case.paths.day] + pd.Timedelta(days=case.panel.horizon)
     rows, previous = [], None
     for b, start in enumerate(starts):
-        window = (known < start) & (case.paths.origins[case.paths.day] >= start - pd.Timedelta(days=target.window_days))
-        paths = case.paths.select(np.asarray(window))
-        if not len(paths):
-            raise ConfigError(f"{case.asset}: no realised path before {start.date()} to calibrate on")
-        share = float(np.mean(accounts.asset_collateral))
+        paths = calibration_window(case, start, target)
         if previous is None:
-            candidates = []
-            for cand in (Candidate(f, p, h) for f in target.maintenance_fractions for p in target.penalties
-                         for h in target.haircut_factors):
-                def evaluate(s, c=cand):
-                    return _evaluate(case, rule, paths, s, c, settings, accounts, target)
-                scale, ok, limited = _bisect(evaluate, *target.scale_bounds, target)
-                cost = _avg(case, rule, scale, paths, cand.haircut_factor * share)
-                candidates.append((not ok, cost, cand.fraction, cand.penalty, cand.haircut_factor, scale, ok, limited))
-            _, _, fraction, penalty, factor, scale, ok, limited = min(candidates)
-            cand = Candidate(fraction, penalty, factor)
+            best = search_candidates(case, rule, paths, settings, accounts, target).iloc[0]
+            cand = Candidate(best["maintenance_fraction"], best["penalty"], best["haircut_factor"])
+            scale, ok, limited = float(best["scale"]), bool(best["feasible"]), bool(best["limited"])
         else:
             cand = Candidate(previous["maintenance_fraction"], previous["penalty"], previous["haircut_factor"])
             band = (max(previous["scale"] * (1 - target.max_change), target.scale_bounds[0]),
@@ -297,5 +317,5 @@ def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) ->
     return Terms(case.origins, initial, fraction[:, None] * initial, blocks["penalty"].to_numpy()[which], haircut)
 
 
-__all__ = ["POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_paths", "breach_terms",
-           "calibrate_solvency", "rule_margin", "solvency_terms", "static_terms"]
+__all__ = ["CANDIDATE_COLUMNS", "POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_paths", "breach_terms",
+           "calibrate_solvency", "calibration_window", "rule_margin", "search_candidates", "solvency_terms", "static_terms"]
