@@ -429,3 +429,25 @@ def test_infeasible_change_raises_faster_only_when_the_band_is_infeasible(market
     assert fast.loc[fast["feasible"], "calibration_bad_debt_fund"].le(0.0).all()
     with pytest.raises(ConfigError, match="infeasible_change"):
         SolvencyTarget(max_change=0.15, infeasible_change=0.1)
+
+
+def test_bisection_follows_bad_debt_and_checks_rising_liquidations_at_the_result():
+    from volmargin.simulation.solvency import _bisect, _meets
+
+    # bad debt falls with the scale and meets the target from 0.75 on; liquidations rise with the scale
+    # (accounts under the leverage cap are liquidated sooner): the answer is the smallest solvent scale
+    target = SolvencyTarget(max_bad_debt_fund=0.01, max_liquidations=0.3, tolerance=0.001)
+    evaluate = lambda s: (0.04 * max(0.0, 1.0 - s), 0.25 * s)  # noqa: E731
+    scale, figures, limited = _bisect(evaluate, 0.5, 1.5, target)
+    assert scale == pytest.approx(0.75, rel=0.002) and not limited
+    assert figures == evaluate(scale) and _meets(figures, target)
+    strict = dataclasses.replace(target, max_liquidations=0.1)  # no scale meets both: raising it would not help
+    scale, figures, limited = _bisect(evaluate, 0.5, 1.5, strict)
+    assert scale == pytest.approx(0.75, rel=0.002) and figures[0] <= 0.01 and not _meets(figures, strict)
+    # liquidations that fall only past 1.0 (a hump): the scan lifts the solvent scale to the first grid point past it
+    from volmargin.simulation.solvency import LIFT_STEP, _lift
+
+    hump = lambda s: (0.0, 0.4 if s < 1.0 else 0.2)  # noqa: E731
+    scale, figures = _lift(hump, 0.5, hump(0.5), 10.0, target)
+    assert scale == pytest.approx(0.5 * (1 + LIFT_STEP) ** 8) and figures == (0.0, 0.2)
+    assert _lift(hump, 0.5, hump(0.5), 0.9, target) == (0.5, (0.0, 0.4))  # none within the band: kept, flagged

@@ -17,21 +17,27 @@ liquidation penalty):
 
 Calibration to solvency is walk-forward: at each block start (every `every`, from the validation start)
 only paths realised before it, from the last `window_days`, are simulated. The first block searches
-every (maintenance fraction, penalty) of the grid and bisects the scale (bad debt falls as the scale
-rises: lower leverage, earlier liquidation); later blocks keep the maintenance fraction and penalty and
-move the scale by at most `max_change` relative per block (the speed limit of the APC tools that
-parameter-risk providers apply), bisecting within that band. A block whose target cannot be met within
-its band is flagged (`feasible` False) and takes the band's top. Parameters of a block apply to the
-origins from its start to the next block's; origins before the first block take the first block's
-(in sample).
+every (maintenance fraction, penalty, haircut factor) of the grid and bisects the scale on the bad-debt
+target (bad debt falls as the scale rises: lower leverage, earlier liquidation); later blocks keep the
+maintenance fraction, penalty and haircut factor and move the scale by at most `max_change` relative per
+block (the speed limit of the APC tools that parameter-risk providers apply), bisecting within that band.
+A block whose target cannot be met within its band takes the band's top (`limited`), or, with
+`infeasible_change`, bisects again up to that larger rise (solvency before the speed limit, still
+bounded). `worst_period` (e.g. "QS") makes the target hold in each quarter of the window, not only pooled
+over it: a safety margin sized by the window's own block-to-block variability. Parameters of a block
+apply to the origins from its start to the next block's; origins before the first block take the first
+block's (in sample).
 
-Liquidations at risk: a candidate must also keep the `liquidations_quantile` (95th) of 24 h liquidated
-notional at most `max_liquidations` of open interest; the bisection's predicate is both limits (both fall
-as the scale rises), so a larger maintenance fraction (less bad debt per liquidation, more liquidations)
-wins only when it does not liquidate more than the limit. Haircuts: collateral posted in the asset itself
-(the population's `asset_collateral` share) counts at (1 - haircut), haircut = factor x the long side's
-initial margin; the first block also searches the factor (`haircut_factors`), whose cost in the
-objective is the share of such accounts x factor x the average long initial margin.
+Liquidations at risk: the `liquidations_quantile` (95th) of 24 h liquidated notional must stay at most
+`max_liquidations` of open interest. It is not monotone in the scale (a higher margin caps leverage, but
+it also raises the maintenance level of every account under the cap, which is then liquidated sooner),
+so it is not bisected: from the bad-debt scale a scan in steps of 10% looks for the first scale that
+also keeps within the limit (up to the band's top), else keeps the bad-debt scale and flags the block
+(`feasible` False: raising the margin further may only liquidate more). A larger maintenance fraction
+(less bad debt per liquidation, more liquidations) wins only when it keeps within the limit. Haircuts: collateral posted in the asset itself (the population's
+`asset_collateral` share) counts at (1 - haircut), haircut = factor x the long side's initial margin; the
+first block also searches the factor (`haircut_factors`), whose cost in the objective is the share of
+such accounts x factor x the average long initial margin.
 """
 
 from __future__ import annotations
@@ -205,45 +211,81 @@ def worst_quantile(values: pd.Series, quantile: float, period: str | None) -> fl
     return max(pooled, float(per_period.max())) if len(per_period) else pooled
 
 
+def _solvent(figures: tuple[float, float], target: SolvencyTarget) -> bool:
+    return figures[0] <= target.max_bad_debt_fund
+
+
 def _meets(figures: tuple[float, float], target: SolvencyTarget) -> bool:
-    bad_debt, liquidations = figures
-    return bad_debt <= target.max_bad_debt_fund and (
-        target.max_liquidations is None or liquidations <= target.max_liquidations)
+    """Both limits: the bad-debt target and liquidations at risk."""
+    return _solvent(figures, target) and (target.max_liquidations is None or figures[1] <= target.max_liquidations)
 
 
-def _bisect(evaluate, lo: float, hi: float, target: SolvencyTarget) -> tuple[float, bool, bool]:
-    """Smallest scale in [lo, hi] meeting both limits (bad debt and liquidations at risk both fall as the
-    scale rises: lower leverage): (scale, feasible, limited by the band)."""
-    if not _meets(evaluate(hi), target):
-        return hi, False, True
-    if _meets(evaluate(lo), target):
-        return lo, True, lo > target.scale_bounds[0]
+def _bisect(evaluate, lo: float, hi: float, target: SolvencyTarget) -> tuple[float, tuple[float, float], bool]:
+    """Smallest scale in [lo, hi] meeting the bad-debt target (bad debt falls as the scale rises: lower
+    leverage, earlier liquidation), the figures at it and whether the band limited it. Liquidations at risk
+    are not monotone in the scale (a higher margin caps leverage but also raises the maintenance level of the
+    accounts under the cap, which are then liquidated sooner), so they are checked at the result, not bisected."""
+    at_hi = evaluate(hi)
+    if not _solvent(at_hi, target):
+        return hi, at_hi, True
+    at_lo = evaluate(lo)
+    if _solvent(at_lo, target):
+        return lo, at_lo, lo > target.scale_bounds[0]
     while hi > lo * (1 + target.tolerance):
         mid = np.sqrt(lo * hi)
-        lo, hi = (lo, mid) if _meets(evaluate(mid), target) else (mid, hi)
-    return hi, True, False
+        figures = evaluate(mid)
+        if _solvent(figures, target):
+            hi, at_hi = mid, figures
+        else:
+            lo = mid
+    return hi, at_hi, False
 
 
-CANDIDATE_COLUMNS = ["maintenance_fraction", "penalty", "haircut_factor", "scale", "feasible", "limited", "cost"]
+LIFT_STEP = 0.1  # relative step of the scan for a scale that also keeps liquidations at risk within the limit
+
+
+def _lift(evaluate, scale: float, figures: tuple[float, float], top: float,
+          target: SolvencyTarget) -> tuple[float, tuple[float, float]]:
+    """From a solvent scale, the first scale up to `top` (geometric steps of LIFT_STEP) that also keeps
+    liquidations at risk within the limit; the solvent scale itself when none does (the block is then not
+    `feasible`). A scan, not a bisection: liquidations at risk need not fall as the scale rises."""
+    if _meets(figures, target) or not _solvent(figures, target):
+        return scale, figures
+    s = scale
+    while s < top:
+        s = min(s * (1 + LIFT_STEP), top)
+        lifted = evaluate(s)
+        if _meets(lifted, target):
+            return s, lifted
+    return scale, figures
+
+
+CANDIDATE_COLUMNS = ["maintenance_fraction", "penalty", "haircut_factor", "scale", "feasible", "limited", "cost",
+                     "bad_debt_fund", "liquidations"]
 
 
 def search_candidates(case: AssetCase, rule: PolicyConfig, paths: PathSet, settings: SimulationSettings,
                       accounts: Accounts, target: SolvencyTarget) -> pd.DataFrame:
     """The first block's search: for every (maintenance fraction, penalty, haircut factor) of the grid, the
     smallest scale meeting the limits on `paths` and its cost (average initial margin plus what the haircut
-    costs); sorted best first (feasible, then cheapest). Columns CANDIDATE_COLUMNS."""
+    costs), with the bad-debt quantile and liquidations at risk at that scale; sorted best first (both limits
+    met, else the bad-debt target met, then cheapest). Columns CANDIDATE_COLUMNS."""
     share = float(np.mean(accounts.asset_collateral))
     rows = []
     for cand in (Candidate(f, p, h) for f in target.maintenance_fractions for p in target.penalties
                  for h in target.haircut_factors):
         def evaluate(s, c=cand):
             return _evaluate(case, rule, paths, s, c, settings, accounts, target)
-        scale, ok, limited = _bisect(evaluate, *target.scale_bounds, target)
+        scale, figures, limited = _bisect(evaluate, *target.scale_bounds, target)
+        scale, figures = _lift(evaluate, scale, figures, target.scale_bounds[1], target)
         rows.append({"maintenance_fraction": cand.fraction, "penalty": cand.penalty,
-                     "haircut_factor": cand.haircut_factor, "scale": scale, "feasible": ok, "limited": limited,
-                     "cost": _avg(case, rule, scale, paths, cand.haircut_factor * share)})
+                     "haircut_factor": cand.haircut_factor, "scale": scale, "feasible": _meets(figures, target),
+                     "limited": limited, "cost": _avg(case, rule, scale, paths, cand.haircut_factor * share),
+                     "bad_debt_fund": figures[0], "liquidations": figures[1]})
     table = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
-    return table.sort_values(["feasible", "cost"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    order = table.assign(solvent=table["bad_debt_fund"] <= target.max_bad_debt_fund)  # then: bad debt at least
+    order = order.sort_values(["feasible", "solvent", "cost"], ascending=[False, False, True], kind="stable")
+    return table.loc[order.index].reset_index(drop=True)
 
 
 def calibration_window(case: AssetCase, start: pd.Timestamp, target: SolvencyTarget) -> PathSet:
@@ -270,7 +312,7 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
         if previous is None:
             best = search_candidates(case, rule, paths, settings, accounts, target).iloc[0]
             cand = Candidate(best["maintenance_fraction"], best["penalty"], best["haircut_factor"])
-            scale, ok, limited = float(best["scale"]), bool(best["feasible"]), bool(best["limited"])
+            scale, figures, limited = float(best["scale"]), (best["bad_debt_fund"], best["liquidations"]), best["limited"]
         else:
             cand = Candidate(previous["maintenance_fraction"], previous["penalty"], previous["haircut_factor"])
             band = (max(previous["scale"] * (1 - target.max_change), target.scale_bounds[0]),
@@ -278,15 +320,16 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
 
             def evaluate(s):
                 return _evaluate(case, rule, paths, s, cand, settings, accounts, target)
-            scale, ok, limited = _bisect(evaluate, *band, target)
-            if not ok and target.infeasible_change is not None:  # solvency first: a faster rise, still bounded
+            scale, figures, limited = _bisect(evaluate, *band, target)
+            if not _solvent(figures, target) and target.infeasible_change is not None:  # solvency first
                 top = min(previous["scale"] * (1 + target.infeasible_change), target.scale_bounds[1])
-                scale, ok, limited = _bisect(evaluate, band[1], top, target)
-        achieved, liquidations = _evaluate(case, rule, paths, scale, cand, settings, accounts, target)
+                scale, figures, limited = _bisect(evaluate, band[1], top, target)
+            scale, figures = _lift(evaluate, scale, figures, band[1], target)
+        achieved, liquidations = figures
         previous = {"asset": case.asset, "valid_from": start,
                     "valid_to": starts[b + 1] if b + 1 < len(starts) else pd.NaT, "scale": scale,
                     "maintenance_fraction": cand.fraction, "penalty": cand.penalty,
-                    "haircut_factor": cand.haircut_factor, "feasible": ok, "limited": limited,
+                    "haircut_factor": cand.haircut_factor, "feasible": _meets(figures, target), "limited": bool(limited),
                     "calibration_paths": len(paths), "calibration_bad_debt_fund": achieved,
                     "calibration_liquidations": liquidations,
                     "calibration_avg_margin": _avg(case, rule, scale, paths)}
