@@ -103,6 +103,9 @@ def main() -> None:
                                           avg_margin=("avg_margin", "mean"),
                                           worst_bad_debt_fund_p99=("bad_debt_fund_p99", "max"))
     print("\n" + pooled.to_markdown(floatfmt=".4f"))
+    methods = pooled.drop(index="static", errors="ignore")
+    chosen = methods.sort_values(["meets_target", "avg_margin"], ascending=[False, True]).index[0]
+    print(f"\nchosen (target met on the most assets, then the least average margin): {chosen}")
     print("\nblocks:\n")
     print(pd.concat(blocks)[["variant", "asset", "valid_from", "scale", "maintenance_fraction", "feasible",
                              "calibration_bad_debt_fund", "calibration_liquidations"]].to_markdown(index=False,
