@@ -407,7 +407,7 @@ def test_worst_period_calibration_is_at_least_as_strict(market_bars):
     rule = PolicyConfig()
     case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
     grid = dict(max_bad_debt_fund=0.01, maintenance_fractions=(0.6,), every="YS", window_days=240)
-    pooled = calibrate_solvency(case, rule, SMALL, SolvencyTarget(**grid), "2021-10-01")
+    pooled = calibrate_solvency(case, rule, SMALL, SolvencyTarget(worst_period=None, **grid), "2021-10-01")
     worst = calibrate_solvency(case, rule, SMALL, SolvencyTarget(worst_period="QS", **grid), "2021-10-01")
     assert worst["scale"].iloc[0] >= pooled["scale"].iloc[0]
     assert worst["feasible"].iloc[0] and worst["calibration_bad_debt_fund"].iloc[0] <= 0.01

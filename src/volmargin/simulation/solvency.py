@@ -75,8 +75,9 @@ class SolvencyTarget:
     liquidations_quantile: float = 0.95
     max_change: float = 0.15  # relative move of the scale per re-calibration block (quarterly: ~5% a month)
     # safety margin from the window's own variability: the bad-debt quantile must meet the target in every
-    # `worst_period` of the window (e.g. "QS": each quarter), not only pooled over it; None: pooled only
-    worst_period: str | None = None
+    # `worst_period` of the window (each quarter), not only pooled over it; None: pooled only. Chosen on the
+    # calibration period alone (bench/solvency_selection.py): pooled, the target was missed out of sample
+    worst_period: str | None = "QS"
     # a block whose target is infeasible within the speed limit may raise the scale by this much instead
     # (None: the speed limit holds and the block is flagged)
     infeasible_change: float | None = None
