@@ -451,3 +451,14 @@ def test_bisection_follows_bad_debt_and_checks_rising_liquidations_at_the_result
     scale, figures = _lift(hump, 0.5, hump(0.5), 10.0, target)
     assert scale == pytest.approx(0.5 * (1 + LIFT_STEP) ** 8) and figures == (0.0, 0.2)
     assert _lift(hump, 0.5, hump(0.5), 0.9, target) == (0.5, (0.0, 0.4))  # none within the band: kept, flagged
+
+
+def test_set_items_keep_flow_lists_whole():
+    import argparse
+
+    from volmargin.cli import _policy_items
+
+    assert _policy_items("accounts=10,haircut_factors=[0, 0.5,1],worst_period=null") == {
+        "accounts": 10, "haircut_factors": [0, 0.5, 1], "worst_period": None}
+    with pytest.raises(argparse.ArgumentTypeError):
+        _policy_items("accounts")
