@@ -34,10 +34,12 @@ it also raises the maintenance level of every account under the cap, which is th
 so it is not bisected: from the bad-debt scale a scan in steps of 10% looks for the first scale that
 also keeps within the limit (up to the band's top), else keeps the bad-debt scale and flags the block
 (`feasible` False: raising the margin further may only liquidate more). A larger maintenance fraction
-(less bad debt per liquidation, more liquidations) wins only when it keeps within the limit. Haircuts: collateral posted in the asset itself (the population's
-`asset_collateral` share) counts at (1 - haircut), haircut = factor x the long side's initial margin; the
-first block also searches the factor (`haircut_factors`), whose cost in the objective is the share of
-such accounts x factor x the average long initial margin.
+(less bad debt per liquidation, more liquidations) wins only when it keeps within the limit.
+
+Haircuts: collateral posted in the asset itself (the population's `asset_collateral` share) counts at
+(1 - haircut), haircut = factor x the long side's initial margin; the first block also searches the
+factor (`haircut_factors`), whose cost in the objective is the share of such accounts x factor x the
+average long initial margin.
 """
 
 from __future__ import annotations
