@@ -6,6 +6,9 @@ it cuts the data there, calibrates each method variant walk-forward from an earl
 start (2021-01-01) and scores the origins between the two, i.e. a method is chosen on how it did out of
 sample inside the calibration period. Assets without paths before the pseudo start are left out.
 
+The same script with `--pseudo-start 2022-01-01 --end 2026-01-01` scores a variant out of sample like the
+study (solvency and static only, no stress events).
+
 Run (after the backtest of bench/simulation.py):
     .venv/bin/python bench/solvency_selection.py runs/sim-bt [--assets ...] [--pseudo-start 2021-01-01]
         [--end 2022-01-01] [--variants current,worst_quarter,...] [--set accounts=1000,...]
@@ -38,6 +41,7 @@ VARIANTS = {  # SolvencyTarget fields each method changes
     "faster_rise": {"infeasible_change": 0.5},
     "worst_quarter+faster_rise": {"worst_period": "QS", "infeasible_change": 0.5},
     "expanding_window": {"window_days": 3650},
+    "no_liquidations_limit": {"max_liquidations": None},  # a sensitivity, not a candidate method
 }
 
 
