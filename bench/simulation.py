@@ -21,13 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from common import shared_data_dir
+from volmargin.calibration.autocalibrate import utc
+from volmargin.calibration.policy import PolicyConfig
+from volmargin.cli import _policy_items  # KEY=VALUE,... as `volmargin simulate --set`
 from volmargin.config import APC_POLICY, SimulationSection, from_dict
 from volmargin.data import load_panel
 from volmargin.simulation.impact import DEFAULT_IMPACT, fit_liquidation_impact, read_liquidation_minutes
-from volmargin.simulation.study import StudyResult, headline, run_study, study_config, write_study
+from volmargin.simulation.solvency import calibration_window, search_candidates
+from volmargin.simulation.study import StudyResult, asset_case, headline, run_study, study_config, write_study
 
 
 def impact_check(folder: Path) -> None:
@@ -63,6 +66,20 @@ def run_parallel(forecasts: pd.DataFrame, bars: dict, cfg, workers: int) -> Stud
                          for k in ("summary", "stress", "solvency")), time.perf_counter() - began)
 
 
+def first_block_candidates(forecasts: pd.DataFrame, bars: dict, cfg) -> pd.DataFrame:
+    """The solvency calibration's first-block search per asset, every candidate of the grid (what each
+    maintenance fraction and haircut factor would cost), on the paths before the validation start."""
+    policy = PolicyConfig(**cfg.breach_policy)
+    rule = PolicyConfig(risk=policy.risk, mpor_hours=policy.mpor_hours)  # the bare margin rule, as the study
+    start, frames = utc(cfg.validation_start), []
+    for asset in sorted(bars):
+        case = asset_case(forecasts, bars[asset], asset, cfg, rule)
+        paths = calibration_window(case, start, cfg.target)
+        table = search_candidates(case, rule, paths, cfg.settings, cfg.settings.accounts(), cfg.target)
+        frames.append(table.assign(asset=asset))
+    return pd.concat(frames, ignore_index=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
@@ -71,11 +88,12 @@ def main() -> None:
     parser.add_argument("--set", default="", help="SimulationSection keys, KEY=VALUE,...")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/simulation")
     parser.add_argument("--workers", type=int, default=1, help="processes, each simulating a share of the assets")
+    parser.add_argument("--candidates", action="store_true",
+                        help="also print every candidate of the first block's search (maintenance, haircut)")
     args = parser.parse_args()
     folder = shared_data_dir()
     impact_check(folder)
-    values = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set.split(",") if item)}
-    section = from_dict(SimulationSection, values, "--set")
+    section = from_dict(SimulationSection, _policy_items(args.set), "--set")
     forecasts = pd.read_parquet(args.run / "forecasts.parquet")
     files = [folder / f"binance_{a}_1h.csv.gz" for a in args.assets.split(",")]
     bars = load_panel(files)
@@ -115,9 +133,13 @@ def main() -> None:
     blocks = result.solvency.groupby("asset").agg(blocks=("scale", "size"), first_scale=("scale", "first"),
                                                   last_scale=("scale", "last"),
                                                   maintenance_fraction=("maintenance_fraction", "first"),
+                                                  haircut_factor=("haircut_factor", "first"),
                                                   infeasible_blocks=("feasible", lambda s: int((~s).sum())))
     print("\nSolvency calibration blocks:\n")
     print(blocks.to_markdown(floatfmt=".3f"))
+    if args.candidates:
+        print("\nFirst block's search, every candidate (cost: average initial margin + the haircut's cost):\n")
+        print(first_block_candidates(forecasts, bars, cfg).to_markdown(index=False, floatfmt=".4f"))
     print(f"\nwall time {result.seconds:.0f} s; tables in {out}")
 
 

@@ -4,7 +4,8 @@ Run: OMP_NUM_THREADS=1 .venv/bin/python bench/simulation_speed.py [--accounts 10
 The paths are Student-t hourly moves at 80% annualised volatility with a -10% hour on a fifth of them
 (so that liquidations and cascades happen); impact on (square-root, Y = DEFAULT_IMPACT), full
 liquidation, oracle at the current price (every cascade round re-reads it). Prints the best of 3 runs,
-the liquidations and cascade rounds it did, and the peak memory of the process. Target: <= 10 s.
+wall and CPU time, the liquidations and cascade rounds it did, and the peak memory of the process.
+Target: <= 10 s.
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ def main() -> None:
     market = Market(log_price, volume=1 / (24 * 0.5), volatility=sigma)  # open interest = half a day's volume
     accounts = draw_accounts(PopulationConfig(accounts=args.accounts, seed=0))
     terms = MarginTerms.constant(0.05, 0.03, 0.01, args.paths)
-    best = np.inf
+    best = best_cpu = np.inf
     for _ in range(args.repeat):
-        began = time.perf_counter()
+        began, began_cpu = time.perf_counter(), time.process_time()
         result = simulate(accounts, market, terms, SquareRootImpact(), EngineConfig(liquidation=args.liquidation))
-        best = min(best, time.perf_counter() - began)
+        best, best_cpu = min(best, time.perf_counter() - began), min(best_cpu, time.process_time() - began_cpu)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.accounts:,} accounts x {args.paths:,} paths x {args.steps} steps ({args.liquidation} liquidation): "
-          f"{best:.2f} s (best of {args.repeat}; target <= 10 s), peak memory {peak:,.0f} MB")
+          f"{best:.2f} s wall, {best_cpu:.2f} s CPU (best of {args.repeat}; target <= 10 s; on a shared machine the CPU "
+          f"time is the one-core figure), peak memory {peak:,.0f} MB")
     print(f"liquidation events {int(result.liquidations.sum()):,}, most cascade rounds in a step "
           f"{int(result.rounds.max())}, unconverged paths {int(result.unconverged.sum())}, "
           f"bad debt p99 {np.quantile(result.bad_debt.sum(1) / result.open_interest, 0.99):.3%} of open interest")

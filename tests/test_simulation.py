@@ -384,3 +384,81 @@ def test_solvency_haircut_is_the_factor_times_the_long_margin(market_bars):
     terms = solvency_terms(case, rule, table)
     rows = np.isfinite(terms.initial[:, 0])
     np.testing.assert_allclose(terms.haircut[rows], np.minimum(1.5 * terms.initial[rows, 0], 0.95))
+
+
+def test_worst_quantile_takes_the_worst_period_with_enough_paths():
+    from volmargin.simulation.solvency import worst_quantile
+
+    calm = pd.Series(np.zeros(300), index=pd.date_range("2021-01-01", periods=300, freq="6h", tz="UTC"))  # Q1
+    stressed = pd.Series(np.r_[np.zeros(196), np.ones(4)],  # Q2: 2% of paths lose the whole fund
+                         index=pd.date_range("2021-04-01", periods=200, freq="8h", tz="UTC"))
+    values = pd.concat([calm, stressed])
+    assert worst_quantile(values, 0.99, None) == pytest.approx(np.quantile(values, 0.99))
+    assert worst_quantile(values, 0.99, None) == 0.0  # 4 of 500 paths: the pooled p99 is below them
+    assert worst_quantile(values, 0.99, "QS") == 1.0  # in Q2 alone they are 2%
+    # a period with fewer than 1 / (1 - q) = 100 paths is left to the pooled quantile
+    short = pd.concat([calm, stressed.iloc[-50:]])
+    assert worst_quantile(short, 0.99, "QS") == pytest.approx(np.quantile(short, 0.99))
+    assert np.quantile(short, 0.99) < 1.0
+
+
+def test_worst_period_calibration_is_at_least_as_strict(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    grid = dict(max_bad_debt_fund=0.01, maintenance_fractions=(0.6,), every="YS", window_days=240)
+    pooled = calibrate_solvency(case, rule, SMALL, SolvencyTarget(worst_period=None, **grid), "2021-10-01")
+    worst = calibrate_solvency(case, rule, SMALL, SolvencyTarget(worst_period="QS", **grid), "2021-10-01")
+    assert worst["scale"].iloc[0] >= pooled["scale"].iloc[0]
+    assert worst["feasible"].iloc[0] and worst["calibration_bad_debt_fund"].iloc[0] <= 0.01
+    with pytest.raises(ConfigError, match="worst_period"):
+        SolvencyTarget(worst_period="quarterly")
+
+
+def test_infeasible_change_raises_faster_only_when_the_band_is_infeasible(market_bars):
+    forecasts = simple_forecasts(market_bars)
+    rule = PolicyConfig()
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), rule)
+    strict = dict(max_bad_debt_fund=0.0, maintenance_fractions=(0.6,), every="QS", max_change=0.05, window_days=120)
+    held = calibrate_solvency(case, rule, SMALL, SolvencyTarget(**strict), "2021-04-01")
+    fast = calibrate_solvency(case, rule, SMALL, SolvencyTarget(infeasible_change=0.5, **strict), "2021-04-01")
+    assert (~held["feasible"]).any()  # the case needs the faster rise
+    steps = fast["scale"].to_numpy()[1:] / fast["scale"].to_numpy()[:-1] - 1
+    assert np.all(steps <= 0.5 + 1e-9) and np.all(steps >= -0.05 - 1e-9)
+    assert (steps > 0.05 + 1e-9).any() and (~fast["feasible"]).sum() < (~held["feasible"]).sum()
+    assert fast.loc[fast["feasible"], "calibration_bad_debt_fund"].le(0.0).all()
+    with pytest.raises(ConfigError, match="infeasible_change"):
+        SolvencyTarget(max_change=0.15, infeasible_change=0.1)
+
+
+def test_bisection_follows_bad_debt_and_checks_rising_liquidations_at_the_result():
+    from volmargin.simulation.solvency import _bisect, _meets
+
+    # bad debt falls with the scale and meets the target from 0.75 on; liquidations rise with the scale
+    # (accounts under the leverage cap are liquidated sooner): the answer is the smallest solvent scale
+    target = SolvencyTarget(max_bad_debt_fund=0.01, max_liquidations=0.3, tolerance=0.001)
+    evaluate = lambda s: (0.04 * max(0.0, 1.0 - s), 0.25 * s)  # noqa: E731
+    scale, figures, limited = _bisect(evaluate, 0.5, 1.5, target)
+    assert scale == pytest.approx(0.75, rel=0.002) and not limited
+    assert figures == evaluate(scale) and _meets(figures, target)
+    strict = dataclasses.replace(target, max_liquidations=0.1)  # no scale meets both: raising it would not help
+    scale, figures, limited = _bisect(evaluate, 0.5, 1.5, strict)
+    assert scale == pytest.approx(0.75, rel=0.002) and figures[0] <= 0.01 and not _meets(figures, strict)
+    # liquidations that fall only past 1.0 (a hump): the scan lifts the solvent scale to the first grid point past it
+    from volmargin.simulation.solvency import LIFT_STEP, _lift
+
+    hump = lambda s: (0.0, 0.4 if s < 1.0 else 0.2)  # noqa: E731
+    scale, figures = _lift(hump, 0.5, hump(0.5), 10.0, target)
+    assert scale == pytest.approx(0.5 * (1 + LIFT_STEP) ** 8) and figures == (0.0, 0.2)
+    assert _lift(hump, 0.5, hump(0.5), 0.9, target) == (0.5, (0.0, 0.4))  # none within the band: kept, flagged
+
+
+def test_set_items_keep_flow_lists_whole():
+    import argparse
+
+    from volmargin.cli import _policy_items
+
+    assert _policy_items("accounts=10,haircut_factors=[0, 0.5,1],worst_period=null") == {
+        "accounts": 10, "haircut_factors": [0, 0.5, 1], "worst_period": None}
+    with pytest.raises(argparse.ArgumentTypeError):
+        _policy_items("accounts")

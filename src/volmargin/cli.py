@@ -59,11 +59,13 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _policy_items(text: str) -> dict:
-    """KEY=VALUE pairs, values parsed as YAML scalars (0.25, true, null, es975)."""
+    """KEY=VALUE pairs, values parsed as YAML scalars (0.25, true, null, es975) or flow lists ([0, 0.5])."""
+    import re
+
     import yaml
 
     try:
-        pairs = [item.split("=", 1) for item in text.split(",") if item]
+        pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", text) if item]  # no split inside [...]
         return {key.strip(): yaml.safe_load(value) for key, value in pairs}
     except (ValueError, yaml.YAMLError) as exc:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc

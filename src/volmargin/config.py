@@ -136,6 +136,8 @@ class SimulationSection:
     max_bad_debt_fund: float = 0.01  # solvency target: quantile of 24 h bad debt / insurance fund
     every: str = "QS"  # solvency re-calibration blocks
     max_change: float = 0.15  # speed limit per block (quarterly blocks: about 5% a month)
+    worst_period: str | None = "QS"  # the bad-debt target must hold in each quarter of the window (None: pooled)
+    infeasible_change: float | None = None  # faster rise allowed when the target is infeasible within max_change
     maintenance_fractions: tuple[float, ...] = (0.5, 0.6, 0.75, 0.9)  # searched by the solvency calibration
     max_liquidations: float | None = 0.3  # p95 of 24 h liquidations / open interest (liquidations at risk) limit
     asset_collateral: float = 0.0  # share of accounts posting collateral in the asset itself (haircut applies)

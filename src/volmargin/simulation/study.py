@@ -185,6 +185,7 @@ def study_config(section, validation_start, breach_policy: dict, recalibrate: st
         penalty=section.penalty, bootstrap_paths=section.bootstrap_paths, seed=section.seed)
     target = SolvencyTarget(quantile=section.quantile, max_bad_debt_fund=section.max_bad_debt_fund,
                             every=section.every, max_change=section.max_change,
+                            worst_period=section.worst_period, infeasible_change=section.infeasible_change,
                             maintenance_fractions=tuple(section.maintenance_fractions),
                             haircut_factors=tuple(section.haircut_factors), max_liquidations=section.max_liquidations)
     return StudyConfig(model=section.model or default_model,
