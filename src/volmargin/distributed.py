@@ -50,6 +50,7 @@ class Executor(Protocol):
 
     description: str
     distributed: bool
+    slots: int  # tasks it runs at once: how finely to split work so that none sits idle
 
     def scatter(self, data: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -62,6 +63,7 @@ class InProcess:
 
     description = "this process"
     distributed = False
+    slots = 1
 
     def scatter(self, data: dict[str, Any]) -> dict[str, Any]:
         return data
@@ -81,6 +83,11 @@ class DaskExecutor:
     def __init__(self, client, description: str) -> None:
         self.client = client
         self.description = description
+
+    @property
+    def slots(self) -> int:
+        """Worker threads in the cluster now (one per single-threaded worker process)."""
+        return max(1, sum(self.client.nthreads().values()))
 
     def scatter(self, data: dict[str, Any]) -> dict[str, Any]:
         """Send each value to the cluster once; tasks get a handle instead of a copy in every task."""
@@ -278,18 +285,31 @@ def single_threaded() -> Iterator[None]:
     cores, results must not depend on where a task runs, and they would: multi-threaded BLAS sums in
     another order and GARCH fits then converge to (slightly) different optima.
     """
-    from threadpoolctl import threadpool_limits  # comes with scikit-learn
-
     torch = sys.modules.get("torch")  # only if something imported it; never import torch just for this
     torch_threads = torch.get_num_threads() if torch is not None else 1
     if torch_threads != 1:
         torch.set_num_threads(1)
     try:
-        with threadpool_limits(1):
+        with _thread_pools().limit(limits=1):
             yield
     finally:
         if torch_threads != 1:
             torch.set_num_threads(torch_threads)
+
+
+_pools: tuple[int, Any] | None = None  # (len(sys.modules) when scanned, ThreadpoolController)
+
+
+def _thread_pools():
+    """threadpoolctl's handle on the loaded BLAS/OpenMP libraries. Finding them takes 25-45 ms, which
+    every task paid before (774 tasks in a 129-asset backtest): now once per process, and again after
+    new imports, which may have loaded another library; setting the limits then costs microseconds."""
+    global _pools
+    from threadpoolctl import ThreadpoolController  # comes with scikit-learn
+
+    if _pools is None or _pools[0] != len(sys.modules):
+        _pools = (len(sys.modules), ThreadpoolController())
+    return _pools[1]
 
 
 def _run_single_threaded(fn: Callable[..., T], *args) -> T:
