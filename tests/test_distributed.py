@@ -119,6 +119,17 @@ def test_tasks_run_with_single_threaded_math_on_workers(cluster):
     assert all(t and set(t) == {1} for t in threads), threads
 
 
+def _profiling_and_memory_checks() -> tuple:
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.worker.memory.monitor-interval")
+
+
+def test_local_workers_skip_the_housekeeping_nobody_reads(cluster):
+    settings = cluster[0].client.run(_profiling_and_memory_checks)
+    assert len(settings) == 2 and set(settings.values()) == {(False, "1s")}, settings
+
+
 def test_thread_pools_are_found_once_per_process_and_again_after_imports(monkeypatch):
     first = distributed._thread_pools()
     assert distributed._thread_pools() is first  # no second scan (25-45 ms) for the next task
