@@ -11,9 +11,11 @@ from threadpoolctl import threadpool_info
 
 from volmargin.cli import main
 from volmargin.data import synthetic_market, write_synthetic_csv
-from volmargin.distributed import executor
+from volmargin import distributed
+from volmargin.distributed import InProcess, executor
 from volmargin.errors import ConfigError, DataError
-from volmargin.evaluation.backtest import BacktestConfig, daily_panel, default_min_bars, run_backtest
+from volmargin.evaluation import backtest
+from volmargin.evaluation.backtest import BacktestConfig, daily_panel, default_min_bars, model_groups, run_backtest
 from volmargin.evaluation.walkforward import WalkForwardSplit
 
 # helpers defined here travel to the workers by value (workers cannot import the test module)
@@ -53,11 +55,13 @@ def csv_files(tmp_path_factory):
     return [str(p) for p in write_synthetic_csv(tmp_path_factory.mktemp("bars"), n_assets=2, days=500, seed=5)]
 
 
-def test_local_cluster_backtest_is_identical_to_in_process(panel, cluster):
+@pytest.mark.parametrize("tasks_per_slot", [4, 0.1])  # 3 assets on 2 workers: models split, or one task per asset
+def test_local_cluster_backtest_is_identical_to_in_process(panel, cluster, tasks_per_slot, monkeypatch):
     blas_before = [(p["filepath"], p["num_threads"]) for p in threadpool_info()]
     expected, expected_timings = run_backtest(panel, CONFIG, progress=False)
     assert [(p["filepath"], p["num_threads"]) for p in threadpool_info()] == blas_before  # limits restored
 
+    monkeypatch.setattr(backtest, "TASKS_PER_SLOT", tasks_per_slot)
     forecasts, timings = run_backtest(panel, CONFIG, progress=False, executor=cluster[0])
     pd.testing.assert_frame_equal(forecasts, expected, check_exact=True)
     pd.testing.assert_frame_equal(timings.drop(columns="seconds"), expected_timings.drop(columns="seconds"))
@@ -71,6 +75,66 @@ def test_existing_cluster_by_address_gives_the_same_forecasts(panel, cluster):
         assert ex.distributed and "2 workers" in ex.description
         forecasts, _ = run_backtest(small, CONFIG, progress=False, executor=ex)
     pd.testing.assert_frame_equal(forecasts, expected, check_exact=True)
+
+
+def test_tasks_are_whole_assets_when_assets_outnumber_workers():
+    models = ["hist", "ewma", "garch", "gjr", "har", "fhs"]
+    assert model_groups(models, assets=129, slots=2) == [tuple(models)]
+    assert model_groups(models, assets=8, slots=2) == [tuple(models)]
+    split = model_groups(models, assets=3, slots=2)  # 3 assets cannot keep 2 workers busy: split the models
+    assert len(split) == 3 and sorted(m for group in split for m in group) == sorted(models)
+    assert len(model_groups(models, assets=1, slots=16)) == 6  # never more groups than models
+    assert model_groups([], assets=3, slots=2) == []
+
+
+class _Recorder(InProcess):
+    """Runs in this process and records the order in which tasks were handed over."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots, self.order = slots, []
+
+    def map(self, fn, *iterables, **kwargs):
+        self.order = [(asset, models) for asset, _, models, _ in zip(*iterables)]
+        return super().map(fn, *iterables, **kwargs)
+
+
+def test_largest_tasks_go_first_and_the_table_keeps_the_panel_order(panel):
+    short = {"short": panel[list(panel)[0]].iloc[-260:]}  # fewest days: least work, listed first
+    mixed = {**short, **panel}
+    expected, expected_timings = run_backtest(mixed, CONFIG, progress=False)
+    recorder = _Recorder(slots=1)
+    forecasts, timings = run_backtest(mixed, CONFIG, progress=False, executor=recorder)
+    assert [asset for asset, _ in recorder.order][-1] == "short"
+    assert all(len(models) == 3 for _, models in recorder.order)  # 4 assets, 1 slot: one task per asset
+    pd.testing.assert_frame_equal(forecasts, expected, check_exact=True)
+    assert list(timings["asset"]) == list(expected_timings["asset"]) == [a for a in mixed for _ in range(3)]
+
+
+def _blas_threads(_: int) -> list[int]:
+    return [pool["num_threads"] for pool in threadpool_info()]
+
+
+def test_tasks_run_with_single_threaded_math_on_workers(cluster):
+    threads = cluster[0].map(_blas_threads, range(4), progress=False)
+    assert all(t and set(t) == {1} for t in threads), threads
+
+
+def _profiling_and_memory_checks() -> tuple:
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.worker.memory.monitor-interval")
+
+
+def test_local_workers_skip_the_housekeeping_nobody_reads(cluster):
+    settings = cluster[0].client.run(_profiling_and_memory_checks)
+    assert len(settings) == 2 and set(settings.values()) == {(False, "1s")}, settings
+
+
+def test_thread_pools_are_found_once_per_process_and_again_after_imports(monkeypatch):
+    first = distributed._thread_pools()
+    assert distributed._thread_pools() is first  # no second scan (25-45 ms) for the next task
+    monkeypatch.setitem(sys.modules, "volmargin_test_new_import", sys)  # an import may load another library
+    assert distributed._thread_pools() is not first
 
 
 def _slow_identity(i: int, delay: float) -> int:

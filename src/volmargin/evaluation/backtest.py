@@ -1,9 +1,11 @@
-"""Run walk-forward forecasts for many models and assets; one task per (asset, model).
+"""Run walk-forward forecasts for many models and assets.
 
 Per-asset models run as independent tasks on an executor (`volmargin.distributed`: this process by
-default, or a Dask cluster): each asset's daily frame is shipped to the cluster once and each
-(asset, model) pair is one task, so slow models (GARCH fits) spread over workers even with few
-assets. Global models train on all assets at once and run in this (the driver) process.
+default, or a Dask cluster). Tasks are few and large: one per asset running all its models when there
+are enough assets to keep every worker busy; the models split over a few tasks per asset only when
+there are not (few assets, slow GARCH fits). The largest tasks go first, so that no worker is left
+with a long one at the end. Global models train on all assets at once and run in this (the driver)
+process.
 """
 
 from __future__ import annotations
@@ -61,13 +63,32 @@ def _label(frame: pd.DataFrame, asset: str, model: str) -> pd.DataFrame:
     return frame
 
 
-def forecast_task(asset: str, daily: pd.DataFrame, model: str, config: BacktestConfig) -> tuple[pd.DataFrame, float]:
-    """Historical forecasts of one per-asset model on one asset, and the seconds it took."""
-    began = time.perf_counter()
-    params = config.model_params.get(model, {})
-    frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split_for(model),
-                                 config.levels, config.horizon)
-    return _label(frame, asset, model), time.perf_counter() - began
+def forecast_task(asset: str, daily: pd.DataFrame, models: tuple[str, ...], config: BacktestConfig
+                  ) -> list[tuple[pd.DataFrame, float]]:
+    """Historical forecasts of per-asset models on one asset, and the seconds each took."""
+    results = []
+    for model in models:
+        began = time.perf_counter()
+        params = config.model_params.get(model, {})
+        frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split_for(model),
+                                     config.levels, config.horizon)
+        results.append((_label(frame, asset, model), time.perf_counter() - began))
+    return results
+
+
+TASKS_PER_SLOT = 4  # enough tasks per worker to even out the load, few enough that per-task costs vanish
+
+
+def model_groups(models: list[str], assets: int, slots: int) -> list[tuple[str, ...]]:
+    """The per-asset models split into groups, one task per (asset, group): a single group when the
+    assets alone give every worker several tasks, else up to one group per model."""
+    count = min(len(models), max(1, math.ceil(TASKS_PER_SLOT * slots / max(assets, 1))))
+    return [tuple(models[i::count]) for i in range(count)]
+
+
+def _work(daily: pd.DataFrame, split: WalkForwardSplit) -> int:
+    """A task's relative cost: refit origins times the history fitted on (GARCH fits dominate)."""
+    return len(split.origins(daily.index)) * len(daily)
 
 
 def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConfig, progress: bool) -> tuple[list[pd.DataFrame], float]:
@@ -94,14 +115,21 @@ def run_backtest(
     models = {m: make_forecaster(m, **config.model_params.get(m, {})) for m in config.models}  # fail fast
     local = [m for m, f in models.items() if not isinstance(f, GlobalForecaster)]
     frames, timings = [], []
-    tasks = [(asset, model) for asset in panel for model in local]
-    shipped = executor.scatter(dict(panel) if local else {})  # each asset's daily frame, once
-    results = executor.map(forecast_task, [a for a, _ in tasks], [shipped[a] for a, _ in tasks],
-                           [m for _, m in tasks], [config] * len(tasks), desc="backtest", unit="task",
+    tasks = [(asset, group) for asset in panel for group in model_groups(local, len(panel), executor.slots)]
+    tasks.sort(key=lambda task: _work(panel[task[0]], config.split), reverse=True)  # largest first; stable
+    # Each task carries its asset's frame (not scattered in advance): a task that depends on nothing is
+    # queued on the Dask scheduler and handed to whichever worker frees up first, in submission order;
+    # one that depends on scattered data is pinned to the worker holding it, half the assets each.
+    results = executor.map(forecast_task, [a for a, _ in tasks], [panel[a] for a, _ in tasks],
+                           [g for _, g in tasks], [config] * len(tasks), desc="backtest", unit="task",
                            progress=progress)
-    for (asset, model), (frame, seconds) in zip(tasks, results):
-        frames.append(frame)
-        timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
+    done = {(asset, model): result for (asset, group), per_model in zip(tasks, results)
+            for model, result in zip(group, per_model)}
+    for asset in panel:  # the table's order is the panel's, whatever the order of the tasks
+        for model in local:
+            frame, seconds = done[asset, model]
+            frames.append(frame)
+            timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
     # Global models (nn, gbm) refit on every asset's history at once: one sequential chain of refits that
     # needs the whole panel, so they stay in the driver process whatever the executor.
     for model in (m for m in models if m not in local):
