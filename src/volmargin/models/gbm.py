@@ -10,10 +10,10 @@ model for all assets.
   *out-of-fold* residuals e of boosters that never saw the row's asset. A thin, jumpy market's log RV is
   more dispersed around its mean, so its mean RV sits further above exp(mean log RV) than a large cap's,
   and the residuals of a model applied to an asset it never saw are wider still: one global factor, set
-  mostly by the large caps' many rows, under-forecasts the variance of a new alt. `variance_loss='gamma'` boosts the variance
-  ratio under the gamma deviance with a log link (QLIKE up to a factor, conditionally unbiased by
-  construction); on unseen-asset folds of the 2021 validation year it lost to the log fit (QLIKE 0.957 vs
-  0.918 of HAR's): the deviance is dominated by a few jump days, the log fit is robust to them.
+  mostly by the large caps' many rows, under-forecasts the variance of a new alt.
+  `variance_loss='gamma'` boosts the variance ratio under the gamma deviance with a log link (QLIKE up
+  to a factor, conditionally unbiased by construction); on unseen-asset folds of the 2021 validation
+  year it lost to the log fit (QLIKE 0.957 vs 0.918 of HAR's): the deviance is dominated by a few jump days, the log fit is robust to them.
 - Tails: quantile boosting of the standardized loss, -z for longs and +z for shorts, with z = r_std /
   exp(m / 2) the h-day return over the model's own *out-of-fold* volatility forecast (by boosters that
   never saw the row's asset: in-sample forecasts sit too close to the realised days, which made the tails
@@ -46,6 +46,7 @@ from volmargin.models.base import SIDES, Forecast, GlobalForecaster
 from volmargin.models.distributions import empirical_tail
 
 VARIANCE_LOSSES = ("gamma", "l2")
+SMEARINGS = ("global", "conditional")
 _THRESHOLDS = re.compile(r"^threshold=(.*)$", re.MULTILINE)
 _TREE_SIZES = re.compile(r"^tree_sizes=.*\n", re.MULTILINE)
 
@@ -68,7 +69,6 @@ def float32_splits(regressor):
     text = _TREE_SIZES.sub("", text)  # the byte sizes of the trees changed: LightGBM then reads tree by tree
     regressor._Booster = Booster(model_str=text)
     return regressor
-SMEARINGS = ("global", "conditional")
 
 
 class GBMForecaster(GlobalForecaster):
@@ -143,7 +143,8 @@ class GBMForecaster(GlobalForecaster):
     def _variance_booster(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
         """The variance booster fitted on y = log relative RV (see the module docstring)."""
         if self.variance_loss == "gamma":
-            return float32_splits(self._booster(self.n_estimators, "gamma").fit(x, np.exp(y), sample_weight=weight))
+            booster = self._booster(self.n_estimators, "gamma").fit(x, np.exp(y), sample_weight=weight)
+            return float32_splits(booster)
         return float32_splits(self._booster(self.n_estimators, "regression").fit(x, y, sample_weight=weight))
 
     def _row_weights(self, groups: np.ndarray) -> np.ndarray | None:
@@ -209,7 +210,8 @@ class GBMForecaster(GlobalForecaster):
         self.variance_model_ = self._variance_booster(x, y, weight)
         self.smearing_ = float(np.log(np.average(np.exp(y - self._log_variance(x)), weights=weight)))
         fitted = self._out_of_fold(x, y, groups, weight)
-        self.smearing_model_ = self._smearing_fit(x, y - fitted, weight) if self.smearing == "conditional" else None
+        conditional = self.smearing == "conditional"
+        self.smearing_model_ = self._smearing_fit(x, y - fitted, weight) if conditional else None
         z = rows["r_std"].to_numpy() * np.exp(-0.5 * (fitted + self._log_smearing(x)))
         losses = {"long": -z, "short": z}
         self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level, weight) for level in self.levels_]
