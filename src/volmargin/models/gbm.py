@@ -13,7 +13,8 @@ model for all assets.
   mostly by the large caps' many rows, under-forecasts the variance of a new alt.
   `variance_loss='gamma'` boosts the variance ratio under the gamma deviance with a log link (QLIKE up
   to a factor, conditionally unbiased by construction); on unseen-asset folds of the 2021 validation
-  year it lost to the log fit (QLIKE 0.957 vs 0.918 of HAR's): the deviance is dominated by a few jump days, the log fit is robust to them.
+  year it lost to the log fit (QLIKE 0.957 vs 0.918 of HAR's): the deviance is dominated by a few jump
+  days, the log fit is robust to them.
 - Tails: quantile boosting of the standardized loss, -z for longs and +z for shorts, with z = r_std /
   exp(m / 2) the h-day return over the model's own *out-of-fold* volatility forecast (by boosters that
   never saw the row's asset: in-sample forecasts sit too close to the realised days, which made the tails
