@@ -21,6 +21,9 @@ from volmargin.errors import ConfigError, VolmarginError
 DEFAULT_MODELS = "hist,ewma,garch,gjr,har,fhs"
 
 
+QUIET_HELP = "no progress bars (they are off anyway when stderr is not a terminal)"
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Progress bars only for a person watching: never with --quiet, nor in a log file or a pipe."""
     return not args.quiet and sys.stderr.isatty()
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--levels", type=_levels, default=(0.975, 0.99),
                           help="VaR/ES confidence levels (default 0.975,0.99)")
     backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder")
-    backtest.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    backtest.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     backtest.add_argument("--scheduler", default=None, metavar="ADDRESS",
                           help="run the per-asset models on an existing Dask cluster, e.g. tcp://HEAD:8786 "
                           "(global models nn, gbm train on all assets at once and stay in this process)")
@@ -115,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a learned model from a YAML config, evaluate it, track it")
     train.add_argument("--config", type=Path, required=True, help="a YAML file (see training/configs/)")
     train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    train.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
     evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bar files, folders or globs instead of the config's data.paths")
     run.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
     export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
@@ -173,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(score)
     score.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
     score.add_argument("--latest", action="store_true", help="only the newest origin of each asset")
-    score.add_argument("--quiet", action="store_true", help="no progress bars (they are off anyway when stderr is not a terminal)")
+    score.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(score, "assets")
 
     portfolio = commands.add_parser("portfolio", help="portfolio margin across assets: FHS scenarios filtered by "
