@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from volmargin import progress
 from volmargin.cli import main
 from volmargin.data import write_synthetic_csv
 
@@ -87,3 +88,33 @@ def test_no_progress_bars_in_a_log_file(synthetic_files, tmp_path, capsys):
     assert code == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "refit/s" not in err and "refits:" not in err
+
+
+def test_long_work_logs_a_progress_line_a_minute(synthetic_files, tmp_path, capsys, monkeypatch):
+    """In a log file, long work says how far it is as plain lines (here one per step: the minute set to 0)."""
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    out = tmp_path / "run"
+    code = main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma,hist",
+                 "--start", "2022-06-01", "--refit-every", "60", "--out", str(out), "--no-tracking"])
+    assert code == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert "\r" not in "".join(lines)
+    assert any(line.endswith("(done)") for line in lines), lines
+    assert any(line.endswith(" left") for line in lines), lines
+    code = main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma", "--start", "2022-06-01",
+                 "--out", str(tmp_path / "quiet"), "--no-tracking", "--quiet"])
+    assert code == 0 and "left" not in capsys.readouterr().err
+
+
+def test_log_lines_count_and_estimate(capsys):
+    counter = progress.LogLines(total=4, desc="refits", unit="refit", every_s=0.0)
+    with counter:
+        for _ in range(4):
+            counter.update()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("  refits: 1/4 refits, ") and "left" in lines[0]
+    assert lines[-1].startswith("  refits: 4/4 refits, ") and lines[-1].endswith("(done)")
+    quiet = progress.LogLines(total=4, desc="refits", unit="refit", every_s=3600.0)
+    quiet.update()
+    quiet.close()
+    assert capsys.readouterr().err == ""  # short work prints nothing at all

@@ -21,12 +21,12 @@ from volmargin.errors import ConfigError, VolmarginError
 DEFAULT_MODELS = "hist,ewma,garch,gjr,har,fhs"
 
 
-QUIET_HELP = "no progress bars (they are off anyway when stderr is not a terminal)"
+QUIET_HELP = "no progress output (a bar on a terminal, a line a minute in a log file)"
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars only for a person watching: never with --quiet, nor in a log file or a pipe."""
-    return not args.quiet and sys.stderr.isatty()
+    """Progress unless --quiet: a bar on a terminal, a line a minute in a log file (`volmargin.progress`)."""
+    return not args.quiet
 
 
 def _date(text: str) -> pd.Timestamp:

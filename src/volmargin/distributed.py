@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-from tqdm.auto import tqdm
 
 from volmargin.errors import ConfigError, VolmarginError
+from volmargin.progress import progress_counter
 
 T = TypeVar("T")
 
@@ -80,8 +80,12 @@ class InProcess:
     def map(self, fn: Callable[..., T], *iterables: Iterable, desc: str = "tasks", unit: str = "task",
             progress: bool = True) -> list[T]:
         calls = list(zip(*iterables))
-        with single_threaded():  # as on a worker, so the results are the same
-            return [fn(*args) for args in tqdm(calls, desc=desc, unit=unit, disable=not progress or not calls)]
+        results = []
+        with single_threaded(), progress_counter(len(calls), desc, unit, progress and bool(calls)) as counter:
+            for args in calls:  # on one thread, as on a worker, so the results are the same
+                results.append(fn(*args))
+                counter.update()
+        return results
 
 
 class DaskExecutor:
@@ -116,11 +120,11 @@ class DaskExecutor:
         futures = [self.client.submit(_run_single_threaded, fn, *args, key=f"{name}-{batch}-{i}", pure=False)
                    for i, args in enumerate(calls)]
         try:
-            with tqdm(total=len(futures), desc=desc, unit=unit, disable=not progress) as bar:
+            with progress_counter(len(futures), desc, unit, progress) as counter:
                 for future in as_completed(futures, loop=self.client.loop):
                     if future.status == "error":
                         _raise_task_error(future)
-                    bar.update()
+                    counter.update()
             return [future.result() for future in futures]  # input order, not completion order
         finally:
             self.client.cancel([f for f in futures if not f.done()])

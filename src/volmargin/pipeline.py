@@ -32,6 +32,7 @@ import pandas as pd
 from volmargin.config import RunConfig
 from volmargin.errors import VolmarginError
 from volmargin.io import mark_incomplete, output_lock, write_atomic, write_frame
+from volmargin.progress import bars_enabled
 
 
 class StageError(VolmarginError):
@@ -231,7 +232,7 @@ def refit_on_all_data(run: Run, name: str):
 
     model = make_forecaster(name, **run.cfg.learned[name])
     if hasattr(model, "enable_progress_bar"):
-        model.enable_progress_bar = run.progress
+        model.enable_progress_bar = bars_enabled(run.progress)
     model.fit_panel(run.panel, run.cfg.horizon)
     return model, str(max(daily.index[-1] for daily in run.panel.values()).date())
 

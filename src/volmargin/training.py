@@ -18,6 +18,7 @@ import pandas as pd
 from volmargin.config import TrainConfig
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.backtest import daily_panel
+from volmargin.progress import bars_enabled
 from volmargin.evaluation.scoring import POOLED, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
 from volmargin.io import check_complete, read_table, staged_folder, write_atomic, write_frame
@@ -111,7 +112,7 @@ def fit_and_evaluate(cfg: TrainConfig, panel: dict[str, pd.DataFrame], progress:
     split = WalkForwardSplit(start=cfg.timestamp("train_end") + pd.Timedelta(days=1), end=cfg.timestamp("eval_end"),
                              refit_every=None, min_train=cfg.window.min_train_days)
     if hasattr(model, "enable_progress_bar"):
-        model.enable_progress_bar = progress
+        model.enable_progress_bar = bars_enabled(progress)
     per_asset = panel_historical_forecasts(trimmed, lambda: model, split, tuple(sorted(cfg.levels)), cfg.horizon)
     frames = [f.assign(asset=a, model=cfg.model.name) for a, f in per_asset.items() if not f.empty]
     if not frames:

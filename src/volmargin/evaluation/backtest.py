@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
@@ -24,6 +23,7 @@ from volmargin.evaluation.walkforward import WalkForwardSplit, historical_foreca
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
+from volmargin.progress import progress_counter
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConf
     """Historical forecasts of one global model over the whole panel (one refit on all assets per block)."""
     began = time.perf_counter()
     params = config.model_params.get(model, {})
-    with tqdm(desc=f"{model} refits", unit="refit", disable=not progress) as bar:
+    with progress_counter(None, f"{model} refits", "refit", progress) as bar:
         per_asset = panel_historical_forecasts(
             panel, lambda: make_forecaster(model, **params), config.split_for(model), config.levels, config.horizon,
             on_refit=lambda _: bar.update(),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 from volmargin_serving.portfolio import PortfolioPolicy, PortfolioScenarios, write_scenarios
 
 from volmargin.calibration.backtest import STRESS_EVENTS
 from volmargin.errors import ConfigError, DataError
 from volmargin.io import write_atomic, write_frame
+from volmargin.progress import progress_counter
 from volmargin.risk import portfolio as pf
 from volmargin.risk.scenarios import FHS, FilterPanel, ScenarioConfig, day_array, ewma_panel, filter_panel, proxy_share
 
@@ -85,7 +84,7 @@ def _validation_start(dates: pd.DatetimeIndex, job: PortfolioJob) -> pd.Timestam
 
 
 def _progress(desc: str):
-    bar = tqdm(desc=desc, unit="day", disable=not sys.stderr.isatty(), leave=False)
+    bar = progress_counter(None, desc, "day", leave=False)
 
     def update(i: int, n: int) -> None:
         bar.total = n
