@@ -1,0 +1,99 @@
+"""Candidate GBM features tried on the unseen-asset selection runs (issue 10), without touching the product.
+
+    python bench/unseen_feature_trials.py TRIAL [unseen_assets.py arguments]
+
+TRIAL appends columns to the shared feature core's output for this process only (the GBM reads its
+feature list from the frame, so nothing else changes):
+- `long_level:DAYS`: mean log RV of the complete days over the last DAYS rows minus level_t, the asset's
+  long-run level (what a per-asset HAR's intercept knows and the 66-day level does not);
+- `long_all`: long_level:365 plus, over the same 365 rows, the dispersion of log RV, log mean RV minus level_t
+  and the log of the largest squared daily return minus level_t;
+- `market`: a market factor, BTC's (binance_btcusdt) daily log RV and log 5-day mean RV, each minus BTC's own
+  66-day level (is the market hot against its norm?), on every asset's rows, known at the same close.
+
+The selection runs of the README, e.g.
+    python bench/unseen_feature_trials.py long_level:365 --train-end 2021-09-30 --score-end 2021-12-31 \\
+        --min-train 150 --models '' --variants '{"gbm": ["gbm", {}]}' --out runs/trial-q4-long365
+    python bench/unseen_feature_trials.py long_level:365 --train-end 2020-12-31 --score-end 2021-12-31 \\
+        --top-only --models '' --variants '{"gbm": ["gbm", {}]}' --out runs/trial-2021-long365
+(copy a run's part-baselines.parquet into --out first to skip recomputing the baselines).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+from volmargin_serving import features as core
+
+import unseen_assets
+import volmargin.features.learned as learned
+import volmargin.models.gbm as gbm
+
+MARKET_ASSET = "binance_btcusdt"
+
+
+def _log(x: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(x, 1e-12))
+
+
+def long_columns(daily: pd.DataFrame, level: np.ndarray, days: int, all_columns: bool) -> dict[str, np.ndarray]:
+    rv = daily["rv"].where(daily["complete"]).to_numpy(dtype=float)
+    log_rv = _log(rv)
+    means = core.trailing_means(np.stack([log_rv, log_rv ** 2, rv]), (days,) * 3)
+    columns = {"x_long_level": means[0] - level}
+    if all_columns:
+        largest = core._trailing_max(daily["ret"].to_numpy(dtype=float) ** 2, days)
+        columns |= {"x_long_disp": np.sqrt(np.maximum(means[1] - means[0] ** 2, 0.0)),
+                    "x_long_gap": _log(means[2]) - level, "x_long_max": _log(largest) - level}
+    return columns
+
+
+def market_columns(daily: pd.DataFrame, spec: core.FeatureSpec) -> dict[str, np.ndarray]:
+    market = daily["market_rv"].to_numpy(dtype=float)
+    log_market = _log(market)
+    means = core.trailing_means(np.stack([log_market, market]), (spec.level_days, spec.week_days))
+    return {"x_market_d": log_market - means[0], "x_market_w": _log(means[1]) - means[0]}
+
+
+def install(trial: str) -> None:
+    """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
+    plain_frame, plain_names = learned.feature_frame, learned.feature_names
+    kind, _, days = trial.partition(":")
+    if kind not in ("long_level", "long_all", "market"):
+        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all or market")
+
+    def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
+        if kind == "market":
+            return market_columns(daily, spec)
+        return long_columns(daily, level, int(days or 365), kind == "long_all")
+
+    def feature_frame(daily, spec=core.FeatureSpec(), iv_features=False):
+        frame = plain_frame(daily, spec, iv_features)
+        level = frame.pop("level")
+        return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
+
+    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv")} | {"complete": [True] * 3})
+    names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
+
+    def feature_names(iv_features: bool) -> tuple[str, ...]:
+        return plain_names(iv_features) + names
+
+    learned.feature_frame = gbm.feature_frame = feature_frame
+    gbm.feature_names = feature_names  # the plain frame keeps the plain names
+    if kind == "market":
+        plain_panel = unseen_assets.daily_panel
+
+        def daily_panel(*args, **kwargs):
+            panel = plain_panel(*args, **kwargs)
+            btc = panel[MARKET_ASSET]
+            market = btc["rv"].where(btc["complete"])
+            return {a: d.assign(market_rv=market.reindex(d.index).to_numpy()) for a, d in panel.items()}
+        unseen_assets.daily_panel = daily_panel
+
+
+if __name__ == "__main__":
+    install(sys.argv[1])
+    sys.argv = [sys.argv[0], *sys.argv[2:]]
+    unseen_assets.main()
