@@ -423,16 +423,39 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
                 extended=base.extended, contingency=base.contingency, maintenance=base.maintenance)
 
 
+def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
+    """The stressed-period component: `grid` with each parameter at least `fraction` x the one that the
+    worst realised 1-day moves of a long look-back would set, read as `grid_from_forecasts` reads the
+    forecasts. `price_moves` = (largest log fall, largest log rise) of the underlying, `iv_moves` the same
+    of DVOL (signed, scalars or (B,); `worst_log_changes`). A grid set from forecasts after calm weeks then
+    never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
+    keeps it; NaN moves (no history yet) leave the parameter as it is."""
+    (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
+    stress = grid_from_forecasts(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, fraction, base=grid)
+    return dataclasses.replace(grid, **{name: np.fmax(getattr(grid, name), getattr(stress, name))
+                                        for name in ("range_down", "range_up", "vol_up", "vol_down")})
+
+
 def historical_iv_quantiles(dvol_close, window: int = 365, levels=(0.01, 0.99), horizon: int = 1,
                             min_obs: int = 60) -> np.ndarray:
     """(2,) lower and upper empirical quantiles of the `horizon`-day log change of a daily DVOL close
     series over its last `window` changes (all history known today: no look-ahead)."""
-    close = np.asarray(dvol_close, dtype=float)
+    return _log_change_quantiles(dvol_close, "dvol_close", window, levels, horizon, min_obs)
+
+
+def worst_log_changes(close, window: int = 365, min_obs: int = 30, name: str = "close") -> np.ndarray:
+    """(2,) largest 1-day log fall and rise (signed) of a daily close series (the underlying's or DVOL's)
+    over its last `window` changes: the look-back of `stressed_grid`."""
+    return _log_change_quantiles(close, name, window, (0.0, 1.0), 1, min_obs)
+
+
+def _log_change_quantiles(close, name: str, window: int, levels, horizon: int, min_obs: int) -> np.ndarray:
+    close = np.asarray(close, dtype=float)
     if close.ndim != 1 or not np.all(np.isfinite(close)) or np.any(close <= 0):
-        raise OptionQuoteError("dvol_close: expected a 1-D series of positive finite DVOL closes")
+        raise OptionQuoteError(f"{name}: expected a 1-D series of positive finite daily closes")
     change = np.log(close[horizon:] / close[:-horizon])[-window:]
     if len(change) < min_obs:
-        raise OptionQuoteError(f"dvol_close: {len(change)} changes, at least {min_obs} needed")
+        raise OptionQuoteError(f"{name}: {len(change)} changes, at least {min_obs} needed")
     return np.quantile(change, levels)
 
 
