@@ -179,10 +179,11 @@ def main() -> None:
     stress = stressed_moves(ret, dvol["close"], STRESS_DAYS)
     base_scales = {k: v for k, v in scales.items() if k != STATIC and "_floor" not in k}
     for fraction in args.stress:  # on top of the scales calibrated without it: no bisection again
-        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=ApcConfig(stress=fraction, stress_days=STRESS_DAYS),
-                                    stress=stress, scales=base_scales)
+        apc = ApcConfig(stress=fraction, stress_days=STRESS_DAYS)
+        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=apc, stress=stress, scales=base_scales)
         for method in (k for k in m if k != STATIC):
-            margins[f"{method}_stress{fraction:g}"], scales[f"{method}_stress{fraction:g}"] = m[method], base_scales[method]
+            name = f"{method}_stress{fraction:g}"
+            margins[name], scales[name] = m[method], base_scales[method]
         grids.append(g[g["method"] != STATIC].assign(stress=fraction))
     grids = pd.concat(grids, ignore_index=True)
     summary = summarise(books, margins, np.where(calibrating, "calibration", "validation"), scales)

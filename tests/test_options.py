@@ -335,8 +335,8 @@ def test_stressed_moves_are_the_rolling_worst_changes_known_at_the_origin():
     origin = index[300]
     expected_iv = worst_log_changes(dvol[:origin].to_numpy(), window=100)
     np.testing.assert_allclose(moves.loc[origin, ["iv_fall", "iv_rise"]], expected_iv)
-    np.testing.assert_allclose(moves.loc[origin, ["fall", "rise"]],
-                               [ret[origin - pd.Timedelta(days=99):origin].min(), ret[origin - pd.Timedelta(days=99):origin].max()])
+    window = ret[origin - pd.Timedelta(days=99):origin]
+    np.testing.assert_allclose(moves.loc[origin, ["fall", "rise"]], [window.min(), window.max()])
     assert moves.loc[index[10]].isna().all()  # fewer than 30 changes: no stressed component
     later = ret.copy()
     later[index > origin] = -5.0  # corrupt the future: the origin's stressed moves do not change
