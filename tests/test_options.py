@@ -95,6 +95,33 @@ def test_options_expiring_within_the_mpor_settle_at_intrinsic():
     np.testing.assert_allclose(loss[0, :27], expected, atol=1e-3)  # USD
 
 
+def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation():
+    """The fast path (per-move smile, cached shocks, signed Black-76, one exp) against the definition."""
+    rng = np.random.default_rng(3)
+    days = np.array([0.5, 3.0, 3.0, 20.0, 45.0, 200.0])
+    strike = np.array([48e3, 40e3, 55e3, 50e3, 70e3, 30e3])
+    is_call = np.array([True, False, True, False, True, False])
+    quantity = np.array([-2.0, 1.0, -1.0, 3.0, -1.0, 2.0])
+    quotes = (np.repeat(np.unique(days), 5), np.tile([35e3, 45e3, 50e3, 56e3, 80e3], 5), np.full(25, 50e3),
+              rng.uniform(0.5, 1.0, 25))
+    book = vo.book_from_positions(quantity, strike, is_call, days, np.full(6, 50e3), rng.uniform(0.5, 1.0, 6),
+                                  future_qty=0.5, future_price=50e3, smile_quotes=quotes)
+    grid = vo.grid_from_forecasts(0.07, 0.09, 0.3, -0.2)
+    loss, _ = vo.scenario_losses(book, grid, mpor_days=1.0)
+    half = grid.steps // 2
+    core = np.r_[np.linspace(-grid.range_down, 0, half + 1), np.linspace(0, grid.range_up, half + 1)[1:]]
+    cells = [(m, v) for m in core for v in (0, 1, 2)] + [(m, 0) for m in grid.extended]
+    scaling = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
+    factor = [1 + grid.vol_up * scaling, np.ones(6), np.maximum(1 - grid.vol_down * scaling, 0.1)]
+    for j, (move, state) in enumerate(cells):
+        forward = 50e3 * (1 + move)
+        iv = book.smile.iv(book.group, np.log(strike / forward)) * factor[state]
+        value = np.where(days > 1, vo.black76(forward, strike, (days - 1) / 365, iv, is_call),
+                         vo.intrinsic(forward, strike, is_call))
+        expected = -(quantity @ (value - book.value) + 0.5 * 50e3 * move)
+        assert loss[0, j] == pytest.approx(expected, rel=1e-9, abs=1e-6), (j, move, state)
+
+
 def test_batched_books_equal_single_books():
     a, b = _straddle(), _straddle(days=7.0, iv=0.9, quantity=2.0)
     smile = vo.Smile.from_quotes([0, 0, 1, 1], np.zeros(4), [0.7, 0.7, 0.9, 0.9], np.array([30.0, 7.0]) / 365)
