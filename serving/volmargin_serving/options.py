@@ -571,5 +571,5 @@ def option_margin(books: Books, grid: Grid = DERIBIT_BTC, mpor_days: float = 1.0
     loss, weight = scenario_losses(books, grid, mpor_days)
     weighted = (loss * weight)[0]
     worst = int(np.argmax(weighted))
-    initial = max(float(weighted[worst]), 0.0) + float(contingency(books, grid)[0])
+    initial = max(float(weighted[worst]), 0.0) + (float(contingency(books, grid)[0]) if grid.contingency else 0.0)
     return OptionMargin(initial, grid.maintenance * initial, initial / float(books.notional[0]), worst, weighted)
