@@ -179,8 +179,8 @@ def main() -> None:
     stress = stressed_moves(ret, dvol["close"], STRESS_DAYS)
     base_scales = {k: v for k, v in scales.items() if k != STATIC and "_floor" not in k}
     for fraction in args.stress:  # on top of the scales calibrated without it: no bisection again
-        apc = ApcConfig(stress=fraction, stress_days=STRESS_DAYS)
-        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=apc, stress=stress, scales=base_scales)
+        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=ApcConfig(stress=fraction), stress=stress,
+                                    scales=base_scales)
         for method in (k for k in m if k != STATIC):
             name = f"{method}_stress{fraction:g}"
             margins[name], scales[name] = m[method], base_scales[method]

@@ -120,7 +120,7 @@ def run_option_job(job: OptionJob) -> dict:
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
-    apc = ApcConfig(stress=job.stress, stress_days=job.stress_days) if job.stress else None
+    apc = ApcConfig(stress=job.stress) if job.stress else None
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress)
     if not (summary["period"] == "calibration").any():

@@ -13,8 +13,8 @@ the calibration days; the classes are a fixed test set of typical books, not a p
 scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality: the daily grid
 parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer,
 and/or are floored at a fraction of the static grid's, and/or carry a stressed-period component: each at
-least a fraction of what the worst realised 1-day moves of the last `stress_days` would set
-(`volmargin_serving.options.stressed_grid`; `ApcConfig`). The stressed component is added on top of the
+least a fraction of what the worst realised 1-day moves of a look-back would set (`stressed_moves`,
+`volmargin_serving.options.stressed_grid`; `ApcConfig`). The stressed component is added on top of the
 calibrated scale (the scale is bisected without it): inside the bisection a floor lets the scale fall
 until the calm days' breaches bind, which is how the static-grid floor lost the May 2021 coverage.
 """
@@ -45,7 +45,6 @@ class ApcConfig:
     max_down: float | None = None
     floor: float = 0.0  # each grid parameter at least this fraction of the static grid's (no path)
     stress: float = 0.0  # each at least this fraction of the grid the look-back's worst 1-day moves set
-    stress_days: int = 365  # look-back of the stressed component (calendar days)
 
     @property
     def has_path(self) -> bool:
