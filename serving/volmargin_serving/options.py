@@ -109,18 +109,9 @@ def _black76(forward, strike, log_moneyness, sd, sign) -> np.ndarray:
     k = ln(K / F) and the total standard deviation sd = sigma sqrt(T). sd <= 0 (expired) is taken as
     1e-12, where the formula is the intrinsic value to within 1e-9 of the strike: no branch."""
     sd = np.maximum(sd, 1e-12)
-    d1, d2 = _signed_d(-sign * log_moneyness, sd, 0.5 * sign)
-    return np.maximum(sign * (forward * _ndtr(d1) - strike * _ndtr(d2)), 0.0)
-
-
-def _signed_d(signed_k: np.ndarray, sd: np.ndarray, half_sign, out: np.ndarray | None = None) -> np.ndarray:
-    """(2, ...) s d1 and s d2 from -s k and sd: -s k / sd +- s sd / 2 (into `out` if given)."""
-    d = np.empty((2,) + np.broadcast_shapes(np.shape(signed_k), np.shape(sd))) if out is None else out
-    np.divide(signed_k, sd, out=d[0])
-    half = sd * half_sign
-    np.subtract(d[0], half, out=d[1])
-    d[0] += half
-    return d
+    signed_d = -sign * log_moneyness / sd  # s (d1 + d2) / 2
+    half = 0.5 * sign * sd  # s (d1 - d2) / 2
+    return np.maximum(sign * (forward * _ndtr(signed_d + half) - strike * _ndtr(signed_d - half)), 0.0)
 
 
 def premium_btc(forward, strike, years, sigma, is_call) -> np.ndarray:
@@ -233,7 +224,7 @@ class Books:
     future_price: np.ndarray
     notional: np.ndarray
     value: np.ndarray = field(default=None)  # (M,) USD value per option now, filled by `prepare`
-    cache: dict = field(default=None, repr=False, compare=False)  # grid-independent arrays, by `prepare`
+    cache: dict = field(default=None, repr=False, compare=False)  # per-option arrays (`prepare`), shocks per grid
 
     @property
     def count(self) -> int:
@@ -353,7 +344,7 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     or (B,)), and the (B, C) weights of the cells (1 on the core grid, the dampener on the extended table).
 
     Written for few numpy calls (a served book of 50 options is mostly call overhead): per-option arrays
-    come from `prepare`, a static grid's cells and shocks from caches, one book needs no gather, the smile
+    come from `prepare`, a grid's cells and per-option shocks from caches, one book needs no gather, the smile
     is read once per distinct price move (not per cell), N(d1) and N(d2) share one exp and one CDF call,
     and Black-76's signed form s (F' N(s d1) - K N(s d2)) sums over a book's options as a matrix product."""
     books = books if books.cache is not None else prepare(books)
@@ -368,14 +359,14 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     k_over_root_w /= root_w
     # per cell: sd = sqrt(w) x shock; s d1, s d2 = -s k / sd +- s sd / 2
     shock, signed_inverse = _shock(books, grid, cells, mpor_days, one)
-    sd = np.take(root_w, cells.move, axis=1)
-    sd *= shock
-    sd *= c["half_sign"]
-    d = np.empty((2,) + sd.shape)
+    half_sd = np.take(root_w, cells.move, axis=1)
+    half_sd *= shock
+    half_sd *= c["half_sign"]  # s sd / 2
+    d = np.empty((2,) + half_sd.shape)
     np.take(k_over_root_w, cells.move, axis=1, out=d[0])
-    d[0] *= signed_inverse
-    np.subtract(d[0], sd, out=d[1])
-    d[0] += sd
+    d[0] *= signed_inverse  # -s k / sd
+    np.subtract(d[0], half_sd, out=d[1])
+    d[0] += half_sd
     growth = per_option(cells.growth)
     gauss = np.empty_like(d)  # exp(-d2^2 / 2) = exp(-d1^2 / 2) F' / K: one exp for both
     np.multiply(d[0], d[0], out=gauss[0])
