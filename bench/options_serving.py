@@ -5,15 +5,17 @@ table, one thread, numpy only.
 
 The book: 50 options drawn (seeded) from the first 2022-01 snapshot of ../shared/data/options/ across all
 its strikes and expiries, quantities in -3..3; the smile of each expiry comes from the whole snapshot.
-Timed per call with `time.perf_counter_ns` after a warm-up: `option_margin` on a prepared book (what a
-service calls per margin update once positions are loaded) and `book_from_positions` + `option_margin`
-(validation, smile fit and margin from raw arrays). Wall time and, because a shared machine's other
+Timed per call with `time.perf_counter_ns` after a warm-up: `option_margin` on a prepared book (re-margined:
+its per-option arrays and the grid's per-option shocks are cached in it), `prepare` + `option_margin` (the
+same book with cold caches, as after new marks) and `book_from_positions` + `option_margin` (validation,
+smile fit and margin from raw arrays). Wall time and, because a shared machine's other
 processes inflate it, this thread's CPU time (`time.thread_time_ns`, 1 us resolution on Linux).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -23,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from common import percentiles, shared_data_dir  # noqa: E402
 from volmargin.data.options import load_chain  # noqa: E402
-from volmargin_serving.options import DERIBIT_BTC, book_from_positions, option_margin  # noqa: E402
+from volmargin_serving.options import DERIBIT_BTC, book_from_positions, option_margin, prepare  # noqa: E402
 
 
 
@@ -50,6 +52,9 @@ def main() -> None:
     p50, p99 = percentiles(lambda: option_margin(book, DERIBIT_BTC), args.calls, clock=time.thread_time_ns)
     print(f"option_margin (prepared book), CPU time: p50 {p50:7.1f} us  p99 {p99:7.1f} us  (this thread only: "
           "robust to other processes on a shared machine)")
+    p50, p99 = percentiles(lambda: option_margin(prepare(dataclasses.replace(book, cache=None))), args.calls)
+    print(f"prepare + option_margin (cold caches):   p50 {p50:7.1f} us  p99 {p99:7.1f} us  (new market data, same "
+          "positions and smile: today's values, per-option arrays and grid shocks recomputed)")
     p50, p99 = percentiles(lambda: option_margin(book_from_positions(*positions, smile_quotes=quotes)), args.calls)
     print(f"book_from_positions + option_margin:     p50 {p50:7.1f} us  p99 {p99:7.1f} us")
 

@@ -17,6 +17,14 @@ Deribit's BTC grid as its static baseline (the data have no ETH chain).
 least that fraction of the static grid's, `ApcConfig.floor`); the rule to pick one, stated before its
 results: the smallest floor at which a method has no more breaches than the static grid in each crash
 window of the calibration months (2021-05, 2021-09-07, 2021-12-04); the later windows are the test.
+
+`--stress 0.25,0.5,0.75,1` adds the stressed-period component (`ApcConfig.stress`: each grid parameter at
+least that fraction of what the worst realised 1-day moves of the underlying and of DVOL over the last 365
+days would set, on top of the scale calibrated without it). The rule to pick the fraction per method, stated
+before its results and the same as the floors': the smallest fraction at which the method has no more
+breaches than the static grid in each crash window of the calibration months; none if no fraction does.
+The look-back (365 days) and the candidate fractions are fixed, not selected. The selected variants are
+then read on 2022-2025 (per class, margin ratio, crash windows).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import pandas as pd
 from common import shared_data_dir
 from options import verdict
 from volmargin.calibration.option_job import PRICE_MODELS, iv_move_forecasts, price_forecasts
-from volmargin.calibration.options import STATIC, ApcConfig, calibrate_methods, summarise
+from volmargin.calibration.options import STATIC, ApcConfig, calibrate_methods, stressed_moves, summarise
 from volmargin.data import load_bars
 from volmargin.data.options import load_chains, load_dvol
 from volmargin.data.synthetic_options import (X_MAX, fit_smile_shape, market_states, smile_points,
@@ -53,6 +61,7 @@ CRASH_WINDOWS = {
     "2024-08-05 carry unwind": ("2024-08-02", "2024-08-07"),
     "2025-10-10 tariff crash": ("2025-10-09", "2025-10-12"),
 }
+STRESS_DAYS = 365  # look-back of the stressed-period component, fixed before any run
 BIG_MOVE = 0.10  # other loss days with |spot move| above this are listed as "any others in the data"
 
 
@@ -105,12 +114,41 @@ def crash_table(data, margins, scales, states) -> pd.DataFrame:
     return out.loc[[n for n in CRASH_WINDOWS if n in out.index]]
 
 
+def early_windows_covered(crashes: pd.DataFrame, method: str) -> bool:
+    """No more breaches than static in each crash window of the calibration months."""
+    early = [w for w in crashes.index if pd.Timestamp(CRASH_WINDOWS[w][1], tz="UTC") < SPLIT]
+    return bool((crashes.loc[early, f"breach {method}"] <= crashes.loc[early, f"breach {STATIC}"] + 1e-12).all())
+
+
+def print_stress_selection(summary: pd.DataFrame, crashes: pd.DataFrame, fractions: list[float], out: Path) -> None:
+    """The fraction each method's rule selects (calibration-month windows only), then that variant on the
+    later windows and the validation days."""
+    v = summary[summary["period"] == "validation"]
+    rows = []
+    for method in [m for m in summary["method"].unique() if m != STATIC and "_floor" not in m and "_stress" not in m]:
+        chosen = next((f for f in sorted(fractions) if early_windows_covered(crashes, f"{method}_stress{f:g}")), None)
+        name = f"{method}_stress{chosen:g}" if chosen is not None else method
+        later = [w for w in crashes.index if pd.Timestamp(CRASH_WINDOWS[w][1], tz="UTC") >= SPLIT]
+        worse = [w for w in later if crashes.loc[w, f"breach {name}"] > crashes.loc[w, f"breach {STATIC}"] + 1e-12]
+        classes = v[(v["method"] == name) & (v["portfolio_class"] != "ALL")]
+        pooled = v[(v["method"] == name) & (v["portfolio_class"] == "ALL")].iloc[0]
+        rows.append({"method": method, "selected_fraction": chosen, "worst_class_breach": classes["breach_rate"].max(),
+                     "pooled_breach": pooled["breach_rate"], "margin_ratio_to_static": pooled["margin_ratio_to_static"],
+                     "later_windows_worse_than_static": "; ".join(worse) or "none"})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "stress_selection.csv", index=False)
+    print("\nstressed component, fraction selected on the calibration-month windows, read on 2022-2025:")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--underlying", choices=("btc", "eth"), default="btc")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--floors", type=lambda text: [float(x) for x in text.split(",")], default=[0.0],
                         help="APC floors to compare, fractions of the static grid's parameters (default 0)")
+    parser.add_argument("--stress", type=lambda text: [float(x) for x in text.split(",")], default=[],
+                        help="stressed-component fractions to compare (worst 1-day moves of 365 days), e.g. 0.5,1")
     args = parser.parse_args()
     out = args.out or Path(f"../runs/bench-options-synthetic-{args.underlying}")
     out.mkdir(parents=True, exist_ok=True)
@@ -138,6 +176,15 @@ def main() -> None:
             name = method if method == STATIC else method + suffix
             margins[name], scales[name] = m[method], sc.get(method, 1.0)
         grids.append(g.assign(floor=floor))
+    stress = stressed_moves(ret, dvol["close"], STRESS_DAYS)
+    base_scales = {k: v for k, v in scales.items() if k != STATIC and "_floor" not in k}
+    for fraction in args.stress:  # on top of the scales calibrated without it: no bisection again
+        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=ApcConfig(stress=fraction), stress=stress,
+                                    scales=base_scales)
+        for method in (k for k in m if k != STATIC):
+            name = f"{method}_stress{fraction:g}"
+            margins[name], scales[name] = m[method], base_scales[method]
+        grids.append(g[g["method"] != STATIC].assign(stress=fraction))
     grids = pd.concat(grids, ignore_index=True)
     summary = summarise(books, margins, np.where(calibrating, "calibration", "validation"), scales)
     summary.to_csv(out / "summary.csv", index=False)
@@ -161,6 +208,8 @@ def main() -> None:
             early = [w for w in worse if pd.Timestamp(CRASH_WINDOWS[w][1], tz="UTC") < SPLIT]
             print(f"{method}: windows with more breaches than static: calibration months "
                   f"{', '.join(early) or 'none'}; later {', '.join(w for w in worse if w not in early) or 'none'}")
+    if args.stress:
+        print_stress_selection(summary, crashes, args.stress, out)
     move = mpor_moves(states)
     labels = window_labels(move.index.normalize())
     others = move[(move.abs() > BIG_MOVE) & (labels == "")]

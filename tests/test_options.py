@@ -95,6 +95,33 @@ def test_options_expiring_within_the_mpor_settle_at_intrinsic():
     np.testing.assert_allclose(loss[0, :27], expected, atol=1e-3)  # USD
 
 
+def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation():
+    """The fast path (per-move smile, cached shocks, signed Black-76, one exp) against the definition."""
+    rng = np.random.default_rng(3)
+    days = np.array([0.5, 3.0, 3.0, 20.0, 45.0, 200.0])
+    strike = np.array([48e3, 40e3, 55e3, 50e3, 70e3, 30e3])
+    is_call = np.array([True, False, True, False, True, False])
+    quantity = np.array([-2.0, 1.0, -1.0, 3.0, -1.0, 2.0])
+    quotes = (np.repeat(np.unique(days), 5), np.tile([35e3, 45e3, 50e3, 56e3, 80e3], 5), np.full(25, 50e3),
+              rng.uniform(0.5, 1.0, 25))
+    book = vo.book_from_positions(quantity, strike, is_call, days, np.full(6, 50e3), rng.uniform(0.5, 1.0, 6),
+                                  future_qty=0.5, future_price=50e3, smile_quotes=quotes)
+    grid = vo.grid_from_forecasts(0.07, 0.09, 0.3, -0.2)
+    loss, _ = vo.scenario_losses(book, grid, mpor_days=1.0)
+    half = grid.steps // 2
+    core = np.r_[np.linspace(-grid.range_down, 0, half + 1), np.linspace(0, grid.range_up, half + 1)[1:]]
+    cells = [(m, v) for m in core for v in (0, 1, 2)] + [(m, 0) for m in grid.extended]
+    scaling = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
+    factor = [1 + grid.vol_up * scaling, np.ones(6), np.maximum(1 - grid.vol_down * scaling, 0.1)]
+    for j, (move, state) in enumerate(cells):
+        forward = 50e3 * (1 + move)
+        iv = book.smile.iv(book.group, np.log(strike / forward)) * factor[state]
+        value = np.where(days > 1, vo.black76(forward, strike, (days - 1) / 365, iv, is_call),
+                         vo.intrinsic(forward, strike, is_call))
+        expected = -(quantity @ (value - book.value) + 0.5 * 50e3 * move)
+        assert loss[0, j] == pytest.approx(expected, rel=1e-9, abs=1e-6), (j, move, state)
+
+
 def test_batched_books_equal_single_books():
     a, b = _straddle(), _straddle(days=7.0, iv=0.9, quantity=2.0)
     smile = vo.Smile.from_quotes([0, 0, 1, 1], np.zeros(4), [0.7, 0.7, 0.9, 0.9], np.array([30.0, 7.0]) / 365)
@@ -249,7 +276,8 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     out[[c for c in CHAIN_COLUMNS]].to_csv(chain_file, index=False)
     index = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC")
     price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=index.rename("origin"))
-    monkeypatch.setattr(job, "price_forecasts", lambda data, models, first, last: ({"ewma": price}, None))
+    ret = pd.Series(np.tile([0.12, -0.1], 100), index=pd.date_range("2021-06-20", periods=200, freq="D", tz="UTC"))
+    monkeypatch.setattr(job, "price_forecasts", lambda data, models, first, last: ({"ewma": price}, ret))
     code = main(["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
                  "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "run"),
                  "--iv-models", "hist"])
@@ -261,6 +289,16 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert "Grid parameters over time" in report and "data:image/png;base64," in report
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
                  "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "bad")]) == 2
+    args = ["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
+            "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--iv-models", "hist"]
+    assert main(args + ["--out", str(tmp_path / "stress"), "--stress", "1"]) == 0
+    stressed = pd.read_csv(tmp_path / "stress" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    plain = summary.set_index(["portfolio_class", "method", "period"])
+    key = ("ALL", "auto_ewma_hist", "validation")
+    assert stressed.loc[key, "scale"] == plain.loc[key, "scale"]  # on top of the same calibrated scale
+    assert stressed.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the 10-12% daily moves bind
+    assert '"stress": 1.0' in (tmp_path / "stress" / "run.json").read_text()
+    assert main(args + ["--out", str(tmp_path / "bad"), "--stress", "nan"]) == 2
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
@@ -287,3 +325,66 @@ def test_serving_option_margin_loads_numpy_only():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- the stressed-period component
+
+
+def test_stressed_grid_floors_each_parameter_at_the_fraction_of_the_worst_moves():
+    from volmargin_serving.options import stressed_grid, worst_log_changes
+
+    base = vo.grid_from_forecasts(np.array([0.02, 0.20]), 0.02, 0.05, -0.05)
+    grid = stressed_grid(base, (np.array([-0.15, np.nan]), 0.12), (-0.3, np.array([0.4, 0.4])), 0.5)
+    np.testing.assert_allclose(grid.range_down, [0.5 * -np.expm1(-0.15), base.range_down[1]])  # NaN: no history
+    np.testing.assert_allclose(grid.range_up, 0.5 * np.expm1(0.12))
+    np.testing.assert_allclose(grid.vol_up, 0.5 * np.expm1(0.4))
+    np.testing.assert_allclose(grid.vol_down, 0.5 * -np.expm1(-0.3))
+    calm = stressed_grid(vo.DERIBIT_BTC, (-0.01, 0.01), (-0.01, 0.01), 0.5)  # never below the grid itself
+    assert (calm.range_down, calm.range_up, calm.vol_up, calm.vol_down) == (0.16, 0.16, 0.5, 0.25)
+    close = np.exp(np.cumsum([0.0, 0.1, -0.2, 0.05] + [0.01] * 40))
+    np.testing.assert_allclose(worst_log_changes(close, window=365), [-0.2, 0.1])
+    np.testing.assert_allclose(worst_log_changes(close, window=41), [0.01, 0.05])
+    with pytest.raises(InputError, match="spot: 2 changes, at least 30"):
+        worst_log_changes(close[:3], name="spot")
+    with pytest.raises(InputError, match="spot: expected a 1-D series of positive"):
+        worst_log_changes(np.r_[close, np.nan], name="spot")
+
+
+def test_stressed_moves_are_the_rolling_worst_changes_known_at_the_origin():
+    from volmargin.calibration.options import stressed_moves
+    from volmargin_serving.options import worst_log_changes
+
+    index = pd.date_range("2020-01-01", periods=500, freq="D", tz="UTC")
+    rng = np.random.default_rng(1)
+    ret = pd.Series(rng.normal(0, 0.03, len(index)), index=index)
+    dvol = pd.Series(np.exp(np.cumsum(rng.normal(0, 0.05, len(index)))) * 60, index=index)
+    moves = stressed_moves(ret, dvol, days=100)
+    origin = index[300]
+    expected_iv = worst_log_changes(dvol[:origin].to_numpy(), window=100)
+    np.testing.assert_allclose(moves.loc[origin, ["iv_fall", "iv_rise"]], expected_iv)
+    window = ret[origin - pd.Timedelta(days=99):origin]
+    np.testing.assert_allclose(moves.loc[origin, ["fall", "rise"]], [window.min(), window.max()])
+    assert moves.loc[index[10]].isna().all()  # fewer than 30 changes: no stressed component
+    later = ret.copy()
+    later[index > origin] = -5.0  # corrupt the future: the origin's stressed moves do not change
+    pd.testing.assert_series_equal(stressed_moves(later, dvol, days=100).loc[origin], moves.loc[origin])
+
+
+def test_stress_is_on_top_of_the_calibrated_scale_and_only_raises_margins(books):
+    from volmargin.calibration.options import ApcConfig, calibrate_methods
+
+    origin = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC").rename("origin")
+    price = {"ewma": pd.DataFrame({"var99_long": 0.03, "var99_short": 0.03}, index=origin)}
+    iv = {"hist": pd.DataFrame({"q_lo": -0.05, "q_hi": 0.05}, index=origin)}
+    stress = pd.DataFrame({"fall": -0.15, "rise": 0.10, "iv_fall": -0.2, "iv_rise": 0.3}, index=origin)
+    counted = np.ones(books.books.count, dtype=bool)
+    plain, plain_scales, _ = calibrate_methods(books, price, iv, counted, confidence=None)
+    stressed, scales, grids = calibrate_methods(books, price, iv, counted, confidence=None,
+                                                apc=ApcConfig(stress=1.0), stress=stress)
+    assert scales == plain_scales  # the scale is bisected without the stressed component
+    method = "auto_ewma_hist"
+    assert np.all(stressed[method] >= plain[method] - 1e-9) and np.any(stressed[method] > plain[method] + 1e-6)
+    row = grids[grids["method"] == method].iloc[0]
+    assert row["range_down"] >= -np.expm1(-0.15) - 1e-12 and row["vol_up"] >= np.expm1(0.3) - 1e-12
+    with pytest.raises(ValueError, match="stressed moves"):
+        calibrate_methods(books, price, iv, counted, apc=ApcConfig(stress=1.0))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -39,6 +40,8 @@ MIN_DAYS = 1.0 / 24  # time to expiry floor (days) in the vega-power scaling: no
 MAX_FALL = 0.95  # a price range never takes the underlying below 5% of its level
 MIN_VOL_FACTOR = 0.1  # a vol-down shock never takes an IV below 10% of its level
 _OFFSET = 64.0  # per-expiry shift of log-moneyness: one np.interp serves every expiry of a batch
+_MAX_K = 24.0  # |ln(K / F)| read on the smile at most (a moved underlying adds at most ln 20 < 3 to it)
+_EDGE = 31.0  # each expiry's smile ends in flat sentinel nodes at k = +-_EDGE (|ln(K / F')| never nears it)
 
 
 # ---------------------------------------------------------------- the normal CDF and Black-76
@@ -59,8 +62,8 @@ def ndtr(x) -> np.ndarray:
 
 
 def _ndtr(x: np.ndarray, gauss: np.ndarray | None = None) -> np.ndarray:
-    """`ndtr` of a float array of at least one dimension, few numpy calls; `gauss` = exp(-x^2 / 2) if the
-    caller has it (Black-76 gets N(d2)'s from N(d1)'s: exp(-d2^2 / 2) = exp(-d1^2 / 2) F / K)."""
+    """`ndtr` of a float array of at least one dimension in few numpy calls; `gauss` = exp(-x^2 / 2) if the
+    caller has it (exp is the costliest step: Black-76 gets N(d2)'s from N(d1)'s, see `scenario_losses`)."""
     z = np.abs(x)
     t = _P * z
     t += 1.0
@@ -96,28 +99,19 @@ def black76(forward, strike, years, sigma, is_call) -> np.ndarray:
     sd = np.asarray(sigma, dtype=float) * np.sqrt(np.maximum(years, 0.0))
     shape = np.broadcast_shapes(forward.shape, strike.shape, sd.shape, np.shape(is_call))
     forward, strike, sd = (np.atleast_1d(a) for a in (forward, strike, sd))
-    value = _black76(forward, strike, np.log(strike / forward), sd, np.atleast_1d(is_call))
+    sign = np.where(np.atleast_1d(is_call), 1.0, -1.0)
+    value = _black76(forward, strike, np.log(strike / forward), sd, sign)
     return value.reshape(shape)
 
 
-def _black76(forward, strike, log_moneyness, sd, is_call, put_mask: bool = False) -> np.ndarray:
-    """Black-76 from k = ln(K / F) and the total standard deviation sd = sigma sqrt(T). sd <= 0 (expired) is
-    taken as 1e-12, where the formula is the intrinsic value to within 1e-9 of the strike (the CDF error at 0): no branch."""
+def _black76(forward, strike, log_moneyness, sd, sign) -> np.ndarray:
+    """Black-76 in its signed form s (F N(s d1) - K N(s d2)), s = +1 for a call and -1 for a put, from
+    k = ln(K / F) and the total standard deviation sd = sigma sqrt(T). sd <= 0 (expired) is taken as
+    1e-12, where the formula is the intrinsic value to within 1e-9 of the strike: no branch."""
     sd = np.maximum(sd, 1e-12)
-    d1 = log_moneyness / sd
-    np.subtract(0.5 * sd, d1, out=d1)
-    d2 = d1 - sd
-    gauss1 = d1 * d1
-    gauss1 *= -0.5
-    np.exp(gauss1, out=gauss1)
-    gauss2 = gauss1 * forward
-    gauss2 /= strike  # exp(-d2^2 / 2) = exp(-d1^2 / 2) F / K: one exp for both
-    n1, n2 = _ndtr(d1, gauss1), _ndtr(d2, gauss2)
-    value = forward * n1
-    value -= strike * n2  # the call
-    put = is_call if put_mask else 1.0 - np.asarray(is_call, dtype=float)  # put_mask: `is_call` holds 1 - is_call
-    value -= put * (forward - strike)  # put-call parity, r = 0
-    return np.maximum(value, 0.0)
+    signed_d = -sign * log_moneyness / sd  # s (d1 + d2) / 2
+    half = 0.5 * sign * sd  # s (d1 - d2) / 2
+    return np.maximum(sign * (forward * _ndtr(signed_d + half) - strike * _ndtr(signed_d - half)), 0.0)
 
 
 def premium_btc(forward, strike, years, sigma, is_call) -> np.ndarray:
@@ -150,12 +144,13 @@ class Smile:
     """The smiles of several expiries at once: nodes of expiry g sorted by log-moneyness, w = IV^2 T.
 
     `iv(group, k)` interpolates w linearly in k between the nodes of each option's expiry and holds it
-    flat beyond them; all expiries go through one np.interp, each shifted by its own offset."""
+    flat beyond them (sentinel nodes at k = +-31 repeat the outermost quotes, so no clipping is needed);
+    all expiries go through one np.interp, each shifted by its own offset."""
 
     years: np.ndarray  # (G,) time to expiry of each expiry group
     k_min: np.ndarray  # (G,) outermost nodes
     k_max: np.ndarray
-    x: np.ndarray  # all nodes, log-moneyness + _OFFSET x group, ascending
+    x: np.ndarray  # all nodes and sentinels, log-moneyness + _OFFSET x group, ascending
     w: np.ndarray  # total variance at the nodes
 
     @classmethod
@@ -176,7 +171,11 @@ class Smile:
         k_max = np.full(count, np.nan)
         np.fmin.at(k_min, node_group, k_nodes)
         np.fmax.at(k_max, node_group, k_nodes)
-        return cls(years, k_min, k_max, nodes, w_nodes)
+        first = np.flatnonzero(np.diff(node_group, prepend=-1))
+        last = np.append(first[1:], len(nodes)) - 1
+        x = np.concatenate([nodes, _OFFSET * node_group[first] - _EDGE, _OFFSET * node_group[last] + _EDGE])
+        order = np.argsort(x, kind="stable")
+        return cls(years, k_min, k_max, x[order], np.concatenate([w_nodes, w_nodes[first], w_nodes[last]])[order])
 
     @classmethod
     def from_chain(cls, group, strike, forward, iv, years) -> "Smile":
@@ -197,8 +196,7 @@ class Smile:
 
     def total_variance(self, group, log_moneyness) -> np.ndarray:
         group = np.asarray(group, dtype=np.int64)
-        k = np.clip(log_moneyness, self.k_min[group], self.k_max[group])
-        return np.interp(k + _OFFSET * group, self.x, self.w)
+        return np.interp(np.clip(log_moneyness, -_EDGE, _EDGE) + _OFFSET * group, self.x, self.w)
 
 
 # ---------------------------------------------------------------- books and grids
@@ -226,7 +224,7 @@ class Books:
     future_price: np.ndarray
     notional: np.ndarray
     value: np.ndarray = field(default=None)  # (M,) USD value per option now, filled by `prepare`
-    cache: dict = field(default=None, repr=False, compare=False)  # grid-independent arrays, by `prepare`
+    cache: dict = field(default=None, repr=False, compare=False)  # per-option arrays (`prepare`), shocks per grid
 
     @property
     def count(self) -> int:
@@ -235,16 +233,23 @@ class Books:
 
 def prepare(books: Books) -> Books:
     """Books with today's USD value of every option (the loss reference of every scenario) and the
-    per-option arrays every grid reuses (a served book is priced many times between position changes)."""
+    per-option arrays every grid reuses (a served book is priced many times between position changes).
+    Scenario values use Black-76's signed form s (F' N(s d1) - K N(s d2)) with the position folded in:
+    `qs_forward` = q s F, `qs_strike` = q s K, and the book's value today `value_sum` = sum of q x value."""
     value = black76(books.forward, books.strike, books.days / DAYS_PER_YEAR, books.iv, books.is_call)
     smile, group = books.smile, books.group
+    sign = np.where(books.is_call, 1.0, -1.0)
+    log_kf = np.log(books.strike / books.forward)
+    signed_forward, signed_strike = books.quantity * sign * books.forward, books.quantity * sign * books.strike
     cache = {
-        "log_kf": np.log(books.strike / books.forward)[:, None],
-        "k_lo": smile.k_min[group][:, None], "k_hi": smile.k_max[group][:, None],
-        "offset": (_OFFSET * group)[:, None], "inv_years": (1.0 / smile.years[group]),
-        "days": np.maximum(books.days, MIN_DAYS), "forward": books.forward[:, None],
-        "strike": books.strike[:, None], "put": (1.0 - books.is_call)[:, None], "value": value[:, None],
-        "quantity": books.quantity[:, None], "linear": (books.future_qty * books.future_price)[:, None],
+        "log_kf": log_kf[:, None], "smile_x": (np.clip(log_kf, -_MAX_K, _MAX_K) + _OFFSET * group)[:, None],
+        "inv_years": (1.0 / smile.years[group]), "days": np.maximum(books.days, MIN_DAYS),
+        "neg_sign": -sign[:, None], "half_sign": 0.5 * sign[:, None],
+        "f_over_k": (books.forward / books.strike)[:, None],
+        "qs_forward": signed_forward[:, None], "qs_strike": signed_strike[:, None],
+        "signed_position": np.stack([signed_forward, -signed_strike])[:, None, :],  # (2, 1, M), one book
+        "value_sum": np.bincount(books.book, books.quantity * value, minlength=books.count)[:, None],
+        "linear": (books.future_qty * books.future_price)[:, None],
     }
     return dataclasses.replace(books, value=value, cache=cache)
 
@@ -288,9 +293,20 @@ def scale_grid(grid: Grid, scale) -> Grid:
                 grid.maintenance)
 
 
-def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per book (B, C) price moves and their log1p, (C,) vol state (0 up, 1 unchanged, 2 down) and (B, C)
-    loss weights; cached for a grid of scalars (a served static grid)."""
+class Cells(NamedTuple):
+    """A grid's cells for B books: C cells over U distinct price moves (17 of Deribit's 35 cells: the core
+    moves repeat under the three vol states)."""
+
+    moves: np.ndarray  # (B, C) relative price move of each cell
+    growth: np.ndarray  # (B, C) 1 + move
+    log_growth: np.ndarray  # (B, U) ln(1 + move) of each distinct move
+    move: np.ndarray  # (C,) the distinct move of each cell
+    vol_state: np.ndarray  # (C,) 0 vol up, 1 unchanged, 2 down
+    weight: np.ndarray  # (B, C) loss weight: 1 on the core grid, the dampener on the extended table
+
+
+def _cells(grid: Grid, count: int) -> Cells:
+    """The cells of `grid` for `count` books; cached for a grid of scalars (a served static grid)."""
     if count == 1:
         try:
             return _cached_cells(grid)
@@ -299,22 +315,24 @@ def _cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return _build_cells(grid, count)
 
 
-def _build_cells(grid: Grid, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _build_cells(grid: Grid, count: int) -> Cells:
     half = grid.steps // 2
     unit = np.arange(-half, half + 1) / half  # -1 .. 1
     down = np.minimum(np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,)), MAX_FALL)[:, None]
     up = np.broadcast_to(np.asarray(grid.range_up, dtype=float), (count,))[:, None]
     core = np.where(unit < 0, unit * down, unit * up)  # (B, steps + 1)
     ext = np.asarray(grid.extended, dtype=float)
-    moves = np.hstack([np.repeat(core, 3, axis=1), np.broadcast_to(ext, (count, len(ext)))])
+    distinct = np.hstack([core, np.broadcast_to(ext, (count, len(ext)))])  # (B, U)
+    move = np.concatenate([np.repeat(np.arange(len(unit)), 3), len(unit) + np.arange(len(ext))])
     vol_state = np.concatenate([np.tile([0, 1, 2], len(unit)), np.zeros(len(ext), dtype=np.int64)])
     weight = np.hstack([np.ones((count, 3 * len(unit))),
                         (np.where(ext < 0, down, up) / np.abs(ext)) ** 2])
-    return moves, np.log1p(moves), vol_state, weight
+    moves = distinct[:, move]
+    return Cells(moves, 1.0 + moves, np.log1p(distinct), move, vol_state, weight)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_cells(grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _cached_cells(grid: Grid) -> Cells:
     cells = _build_cells(grid, 1)
     for array in cells:
         array.flags.writeable = False  # shared by every call on this grid
@@ -326,63 +344,86 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     or (B,)), and the (B, C) weights of the cells (1 on the core grid, the dampener on the extended table).
 
     Written for few numpy calls (a served book of 50 options is mostly call overhead): per-option arrays
-    come from `prepare`, a static grid's cells from a cache, and one book needs no gather."""
+    come from `prepare`, a grid's cells and per-option shocks from caches, one book needs no gather, the smile
+    is read once per distinct price move (not per cell), N(d1) and N(d2) share one exp and one CDF call,
+    and Black-76's signed form s (F' N(s d1) - K N(s d2)) sums over a book's options as a matrix product."""
     books = books if books.cache is not None else prepare(books)
     b, c = books.count, books.cache
-    moves, log_moves, vol_state, weight = _cells(grid, b)
+    cells = _cells(grid, b)
     one = b == 1
-    gather = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
-    forward = c["forward"] * (1.0 + gather(moves))
-    # ln(K / F') = ln(K / F) - ln(1 + s): one log per cell, not one per option x cell
-    k = c["log_kf"] - gather(log_moves)
-    x = np.maximum(k, c["k_lo"])
-    np.minimum(x, c["k_hi"], out=x)  # flat beyond the outermost strikes
-    x += c["offset"]
-    variance = np.interp(x, books.smile.x, books.smile.w)  # IV^2 T on the smile of the option's expiry
-    key = ("scaling", grid.power_short, grid.power_long)
-    if key not in c:
-        days = c["days"]
-        c[key] = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
-    scaling = c[key]
-    vol_up, vol_down = np.asarray(grid.vol_up, dtype=float), np.asarray(grid.vol_down, dtype=float)
-    factors = np.empty((len(scaling), 3))
-    np.multiply(vol_up if vol_up.ndim == 0 or one else vol_up[books.book], scaling, out=factors[:, 0])
-    factors[:, 0] += 1.0
-    factors[:, 1] = 1.0
-    np.multiply(vol_down if vol_down.ndim == 0 or one else vol_down[books.book], scaling, out=factors[:, 2])
-    np.subtract(1.0, factors[:, 2], out=factors[:, 2])
-    np.maximum(factors[:, 2], MIN_VOL_FACTOR, out=factors[:, 2])
-    ratio = _remaining_ratio(books, mpor_days)
-    # sd = IV x factor x sqrt(T - mpor), with IV^2 = w / T
-    variance *= ratio
-    sd = np.sqrt(variance, out=variance)
-    sd *= factors[:, vol_state]
-    value = _black76(forward, c["strike"], k, sd, c["put"], put_mask=True)
-    value -= c["value"]
-    value *= c["quantity"]
-    if one:
-        book_pnl = value.sum(axis=0, keepdims=True)
+    per_option = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
+    # per distinct move: ln(K / F') = ln(K / F) - ln(1 + s) and the smile's IV^2 T there (sticky moneyness)
+    log_growth = per_option(cells.log_growth)
+    root_w = np.sqrt(np.interp(c["smile_x"] - log_growth, books.smile.x, books.smile.w))
+    k_over_root_w = c["log_kf"] - log_growth
+    k_over_root_w /= root_w
+    # per cell: sd = sqrt(w) x shock; s d1, s d2 = -s k / sd +- s sd / 2
+    shock, signed_inverse = _shock(books, grid, cells, mpor_days, one)
+    half_sd = np.take(root_w, cells.move, axis=1)
+    half_sd *= shock
+    half_sd *= c["half_sign"]  # s sd / 2
+    d = np.empty((2,) + half_sd.shape)
+    np.take(k_over_root_w, cells.move, axis=1, out=d[0])
+    d[0] *= signed_inverse  # -s k / sd
+    np.subtract(d[0], half_sd, out=d[1])
+    d[0] += half_sd
+    growth = per_option(cells.growth)
+    gauss = np.empty_like(d)  # exp(-d2^2 / 2) = exp(-d1^2 / 2) F' / K: one exp for both
+    np.multiply(d[0], d[0], out=gauss[0])
+    gauss[0] *= -0.5
+    np.exp(gauss[0], out=gauss[0])
+    np.multiply(c["f_over_k"], growth, out=gauss[1])
+    gauss[1] *= gauss[0]
+    n = _ndtr(d, gauss)  # N(s d1), N(s d2)
+    if one:  # sum over options of q s F N(s d1) (1 + move) - q s K N(s d2)
+        terms = np.matmul(c["signed_position"], n)  # (2, 1, C)
+        book_pnl = terms[0] * growth
+        book_pnl += terms[1]
     else:
-        book_pnl = np.zeros((b, moves.shape[1]))
+        pnl = n[0]
+        pnl *= c["qs_forward"] * growth
+        n[1] *= c["qs_strike"]
+        pnl -= n[1]
+        book_pnl = np.zeros((b, pnl.shape[1]))
         has = np.bincount(books.book, minlength=b) > 0
         if len(books.book):
-            book_pnl[has] = np.add.reduceat(value, np.searchsorted(books.book, np.arange(b))[has], axis=0)
-    book_pnl += c["linear"] * moves
+            book_pnl[has] = np.add.reduceat(pnl, np.searchsorted(books.book, np.arange(b))[has], axis=0)
+    book_pnl -= c["value_sum"]
+    book_pnl += c["linear"] * cells.moves
     np.negative(book_pnl, out=book_pnl)
-    return book_pnl, weight
+    return book_pnl, cells.weight
 
 
-def _remaining_ratio(books: Books, mpor_days) -> np.ndarray:
-    """(M, 1) (T - mpor)+ / T of each option, cached in the book for a scalar MPOR."""
-    scalar = np.ndim(mpor_days) == 0
-    key = ("ratio", float(mpor_days)) if scalar else None
-    if scalar and key in books.cache:
-        return books.cache[key]
-    mpor = float(mpor_days) if scalar else np.asarray(mpor_days, dtype=float).reshape(-1)[books.book]
-    ratio = (np.maximum(books.days - mpor, 0.0) / DAYS_PER_YEAR * books.cache["inv_years"])[:, None]
-    if scalar:
-        books.cache[key] = ratio
-    return ratio
+def _shock(books: Books, grid: Grid, cells: Cells, mpor_days, one: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(M, C) factor from sqrt(w) of a cell's move to its sd at the MPOR's end: the vol shock (1 + vol_up x
+    scaling, 1 or max(1 - vol_down x scaling, 0.1) by the cell's vol state, scaling = (30 / days)^p) x
+    sqrt((T - mpor)+ / T), at least 1e-12 (an option expiring within the MPOR is worth its intrinsic value);
+    and -s / that factor. Cached in the book for a grid of scalars and a scalar MPOR: they depend on the
+    grid, the MPOR and the days to expiry only."""
+    c, key = books.cache, None
+    if np.ndim(mpor_days) == 0:
+        try:
+            key = ("shock", grid, float(mpor_days))
+            return c[key]
+        except TypeError:  # array grid parameters are not hashable
+            key = None
+        except KeyError:
+            pass
+    days = c["days"]
+    scaling = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
+    vol_up, vol_down = (np.asarray(v, dtype=float) for v in (grid.vol_up, grid.vol_down))
+    pick = lambda v: v if v.ndim == 0 or one else v[books.book]  # noqa: E731
+    factors = np.stack([1.0 + pick(vol_up) * scaling, np.ones_like(scaling),
+                        np.maximum(1.0 - pick(vol_down) * scaling, MIN_VOL_FACTOR)], axis=1)[:, cells.vol_state]
+    mpor = mpor_days if np.ndim(mpor_days) == 0 else np.asarray(mpor_days, dtype=float).reshape(-1)[books.book]
+    factors *= np.sqrt(np.maximum(books.days - mpor, 0.0) / DAYS_PER_YEAR * c["inv_years"])[:, None]
+    np.maximum(factors, 1e-12, out=factors)
+    result = factors, c["neg_sign"] / factors
+    if key is not None:
+        for array in result:
+            array.flags.writeable = False
+        c[key] = result
+    return result
 
 
 def contingency(books: Books, grid: Grid) -> np.ndarray:
@@ -423,16 +464,39 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
                 extended=base.extended, contingency=base.contingency, maintenance=base.maintenance)
 
 
+def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
+    """The stressed-period component: `grid` with each parameter at least `fraction` x the one that the
+    worst realised 1-day moves of a long look-back would set, read as `grid_from_forecasts` reads the
+    forecasts. `price_moves` = (largest log fall, largest log rise) of the underlying, `iv_moves` the same
+    of DVOL (signed, scalars or (B,); `worst_log_changes`). A grid set from forecasts after calm weeks then
+    never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
+    keeps it; NaN moves (no history yet) leave the parameter as it is."""
+    (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
+    stress = grid_from_forecasts(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, fraction, base=grid)
+    return dataclasses.replace(grid, **{name: np.fmax(getattr(grid, name), getattr(stress, name))
+                                        for name in ("range_down", "range_up", "vol_up", "vol_down")})
+
+
 def historical_iv_quantiles(dvol_close, window: int = 365, levels=(0.01, 0.99), horizon: int = 1,
                             min_obs: int = 60) -> np.ndarray:
     """(2,) lower and upper empirical quantiles of the `horizon`-day log change of a daily DVOL close
     series over its last `window` changes (all history known today: no look-ahead)."""
-    close = np.asarray(dvol_close, dtype=float)
+    return _log_change_quantiles(dvol_close, "dvol_close", window, levels, horizon, min_obs)
+
+
+def worst_log_changes(close, window: int = 365, min_obs: int = 30, name: str = "close") -> np.ndarray:
+    """(2,) largest 1-day log fall and rise (signed) of a daily close series (the underlying's or DVOL's)
+    over its last `window` changes: the look-back of `stressed_grid`."""
+    return _log_change_quantiles(close, name, window, (0.0, 1.0), 1, min_obs)
+
+
+def _log_change_quantiles(close, name: str, window: int, levels, horizon: int, min_obs: int) -> np.ndarray:
+    close = np.asarray(close, dtype=float)
     if close.ndim != 1 or not np.all(np.isfinite(close)) or np.any(close <= 0):
-        raise OptionQuoteError("dvol_close: expected a 1-D series of positive finite DVOL closes")
+        raise OptionQuoteError(f"{name}: expected a 1-D series of positive finite daily closes")
     change = np.log(close[horizon:] / close[:-horizon])[-window:]
     if len(change) < min_obs:
-        raise OptionQuoteError(f"dvol_close: {len(change)} changes, at least {min_obs} needed")
+        raise OptionQuoteError(f"{name}: {len(change)} changes, at least {min_obs} needed")
     return np.quantile(change, levels)
 
 
@@ -498,5 +562,5 @@ def option_margin(books: Books, grid: Grid = DERIBIT_BTC, mpor_days: float = 1.0
     loss, weight = scenario_losses(books, grid, mpor_days)
     weighted = (loss * weight)[0]
     worst = int(np.argmax(weighted))
-    initial = max(float(weighted[worst]), 0.0) + float(contingency(books, grid)[0])
+    initial = max(float(weighted[worst]), 0.0) + (float(contingency(books, grid)[0]) if grid.contingency else 0.0)
     return OptionMargin(initial, grid.maintenance * initial, initial / float(books.notional[0]), worst, weighted)

@@ -211,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--models", default="ewma,gjr,har", help="price models whose VaR sets the price range")
     options.add_argument("--iv-models", default="hist,qreg", help="IV-move forecasters (hist, qreg)")
     options.add_argument("--target", type=float, default=0.01, help="breach-rate target per class (default 0.01)")
+    options.add_argument("--stress", type=float, default=0.0, metavar="FRACTION",
+                         help="stressed-period component: each grid parameter at least FRACTION x what the worst "
+                         "realised 1-day moves of the look-back set, on top of the calibrated scale (default 0: off)")
+    options.add_argument("--stress-days", type=int, default=365, metavar="DAYS",
+                         help="look-back of the stressed component in calendar days (default 365)")
     return parser
 
 
@@ -591,8 +596,13 @@ def cmd_options(args: argparse.Namespace) -> int:
         raise ConfigError(f"--target must lie in (0, 0.5), got {args.target}")
     if not split(args.models):
         raise ConfigError("--models is empty")
+    if not 0 <= args.stress <= 5:
+        raise ConfigError(f"--stress must lie in [0, 5], got {args.stress}")
+    if args.stress_days < 30:
+        raise ConfigError(f"--stress-days must be at least 30, got {args.stress_days}")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
-                    split(args.models), iv_models, target=args.target)
+                    split(args.models), iv_models, target=args.target, stress=args.stress,
+                    stress_days=args.stress_days)
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

@@ -37,6 +37,8 @@ class OptionJob:
     confidence: float | None = 0.95
     risk: str = "var99"
     seed: int = 0
+    stress: float = 0.0  # stressed-period component (`ApcConfig.stress`), 0 = off
+    stress_days: int = 365
 
 
 def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Timestamp,
@@ -59,15 +61,18 @@ def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Ti
     return {m: g.set_index("origin") for m, g in forecasts.groupby("model")}, daily["ret"]
 
 
+def daily_close(dvol: pd.DataFrame) -> pd.Series:
+    """A DVOL file's daily closes (a daily file's, or the last hourly close of each day, bar open labels)."""
+    return dvol["close"] if "open" in dvol.columns else dvol["close"].resample("1D").last().dropna()
+
+
 def iv_move_forecasts(dvol: pd.DataFrame, ret: pd.Series, first: pd.Timestamp, last: pd.Timestamp,
                       models: tuple[str, ...]) -> tuple[dict, pd.DataFrame]:
     """IV-move forecasts of a DVOL file (daily, or hourly closes taken at each day's end) for origins in
     [first, last]: (model -> origin-indexed q_lo / q_hi, the long table with the realised targets)."""
     from volmargin.models.ivmoves import iv_forecasts
 
-    if "open" not in dvol.columns:
-        dvol = dvol.resample("1D").last().dropna()  # hourly closes -> the daily close (bar open labels)
-    ivf = iv_forecasts(dvol["close"], ret, start=first - pd.Timedelta(days=60), end=last, models=models)
+    ivf = iv_forecasts(daily_close(dvol), ret, start=first - pd.Timedelta(days=60), end=last, models=models)
     iv = {m: g.set_index("origin") for m, g in ivf.groupby("model")}
     missing = sorted(set(models) - set(iv))
     if missing:
@@ -82,6 +87,7 @@ class OptionInputs:
     iv: dict[str, pd.DataFrame]  # IV model -> origin-indexed q_lo / q_hi
     iv_forecasts: pd.DataFrame  # long table with the realised targets
     snapshots: int
+    stress: pd.DataFrame | None = None  # worst realised moves per origin (`stressed_moves`), if job.stress
 
 
 def prepare_option_inputs(job: OptionJob) -> OptionInputs:
@@ -98,19 +104,25 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
     origin_first = first - pd.Timedelta(days=1)
     price, ret = price_forecasts(job.data, job.models, origin_first, last)
     iv, ivf = iv_move_forecasts(dvols[job.underlying], ret, origin_first, last, job.iv_models)
-    return OptionInputs(build_books(chain, job.seed), price, iv, ivf, int(chain["timestamp"].nunique()))
+    stress = None
+    if job.stress:
+        from volmargin.calibration.options import stressed_moves
+
+        stress = stressed_moves(ret, daily_close(dvols[job.underlying]), job.stress_days)
+    return OptionInputs(build_books(chain, job.seed), price, iv, ivf, int(chain["timestamp"].nunique()), stress)
 
 
 def run_option_job(job: OptionJob) -> dict:
-    from volmargin.calibration.options import run_option_backtest
+    from volmargin.calibration.options import ApcConfig, run_option_backtest
     from volmargin.io import write_atomic, write_frame
     from volmargin.models.ivmoves import score_quantiles
 
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
-    summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target,
-                                         risk=job.risk, confidence=job.confidence)
+    apc = ApcConfig(stress=job.stress) if job.stress else None
+    summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=apc,
+                                         risk=job.risk, confidence=job.confidence, stress=inputs.stress)
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +132,8 @@ def run_option_job(job: OptionJob) -> dict:
     record = {"command": "options", "snapshots": inputs.snapshots, "books": int(data.books.count),
               "calibrate_until": str(job.calibrate_until.date()), "target": job.target,
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
-              "iv_models": list(job.iv_models), "seconds": round(time.perf_counter() - began, 1)}
+              "iv_models": list(job.iv_models), "stress": job.stress,
+              "stress_days": job.stress_days, "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report
 

@@ -12,11 +12,16 @@ as `volmargin.calibration.autocalibrate` does) at which every portfolio class me
 the calibration days; the classes are a fixed test set of typical books, not a per-class parameter. The
 scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality: the daily grid
 parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer,
-and/or are floored at a fraction of the static grid's (`ApcConfig`).
+and/or are floored at a fraction of the static grid's, and/or carry a stressed-period component: each at
+least a fraction of what the worst realised 1-day moves of a look-back would set (`stressed_moves`,
+`volmargin_serving.options.stressed_grid`; `ApcConfig`). The stressed component is added on top of the
+calibrated scale (the scale is bisected without it): inside the bisection a floor lets the scale fall
+until the calm days' breaches bind, which is how the static-grid floor lost the May 2021 coverage.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +30,7 @@ import pandas as pd
 from volmargin.calibration.autocalibrate import TOLERANCE, utc
 from volmargin.risk.option_books import OptionBacktestBooks, select_books
 from volmargin_serving.margins import apc_step, speed_bounds
-from volmargin_serving.options import DERIBIT_BTC, Grid, grid_from_forecasts, initial_margin
+from volmargin_serving.options import DERIBIT_BTC, Grid, grid_from_forecasts, initial_margin, stressed_grid
 
 STATIC = "deribit_static"
 SCALE_BOUNDS = (0.05, 20.0)
@@ -39,6 +44,7 @@ class ApcConfig:
     max_up: float | None = None  # daily speed limits on each grid parameter
     max_down: float | None = None
     floor: float = 0.0  # each grid parameter at least this fraction of the static grid's (no path)
+    stress: float = 0.0  # each at least this fraction of the grid the look-back's worst 1-day moves set
 
     @property
     def has_path(self) -> bool:
@@ -51,14 +57,36 @@ def forecast_origins(days: pd.Series) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(days).normalize() - pd.Timedelta(days=1)
 
 
-def forecast_inputs(origins: pd.DatetimeIndex, price: pd.DataFrame, iv: pd.DataFrame, risk: str = "var99") -> pd.DataFrame:
+STRESS_COLUMNS = ["fall", "rise", "iv_fall", "iv_rise"]
+MIN_STRESS_CHANGES = 30  # fewer realised changes in the look-back: no stressed component that day
+
+
+def stressed_moves(ret: pd.Series, dvol_close: pd.Series, days: int = 365) -> pd.DataFrame:
+    """Origin-indexed worst realised 1-day log moves of the `days` calendar days up to the origin (known at
+    its end): fall / rise of the underlying (`ret`, daily log returns), iv_fall / iv_rise of DVOL (daily
+    closes); NaN with fewer than 30 changes. The rolling form of `worst_log_changes`."""
+    window = f"{days}D"
+    iv_change = np.log(dvol_close).diff().dropna()
+    frame = pd.DataFrame({
+        "fall": ret.rolling(window, min_periods=MIN_STRESS_CHANGES).min(),
+        "rise": ret.rolling(window, min_periods=MIN_STRESS_CHANGES).max()})
+    iv = pd.DataFrame({"iv_fall": iv_change.rolling(window, min_periods=MIN_STRESS_CHANGES).min(),
+                       "iv_rise": iv_change.rolling(window, min_periods=MIN_STRESS_CHANGES).max()})
+    return frame.join(iv, how="outer")
+
+
+def forecast_inputs(origins: pd.DatetimeIndex, price: pd.DataFrame, iv: pd.DataFrame, risk: str = "var99",
+                    stress: pd.DataFrame | None = None) -> pd.DataFrame:
     """(B, 4) var_long, var_short, iv_down, iv_up per book from a price model's forecasts (origin-indexed,
     `risk`_long / `risk`_short, e.g. var99 or es975) and an IV model's (origin-indexed, q_lo / q_hi); NaN
-    where missing."""
+    where missing. With `stress` (`stressed_moves`), its four columns too."""
     p = price.reindex(origins)
     q = iv.reindex(origins)
-    return pd.DataFrame({"var_long": p[f"{risk}_long"].to_numpy(), "var_short": p[f"{risk}_short"].to_numpy(),
-                         "iv_down": q["q_lo"].to_numpy(), "iv_up": q["q_hi"].to_numpy()})
+    frame = pd.DataFrame({"var_long": p[f"{risk}_long"].to_numpy(), "var_short": p[f"{risk}_short"].to_numpy(),
+                          "iv_down": q["q_lo"].to_numpy(), "iv_up": q["q_hi"].to_numpy()})
+    if stress is not None:
+        frame[STRESS_COLUMNS] = stress.reindex(origins)[STRESS_COLUMNS].to_numpy()
+    return frame
 
 
 def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np.ndarray:
@@ -88,8 +116,15 @@ def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: 
         value = np.where(known, np.asarray(getattr(base, name), dtype=float), static)
         if apc is not None and apc.floor:
             value = np.maximum(value, apc.floor * static)
-        fields[name] = _apc(value, day_index, apc)
-    return Grid(**fields)
+        fields[name] = value
+    grid = Grid(**fields)
+    if apc is not None and apc.stress:
+        if not set(STRESS_COLUMNS) <= set(inputs.columns):
+            raise ValueError("ApcConfig.stress needs the stressed moves in the inputs (forecast_inputs(stress=...))")
+        moves = {name: inputs[name].to_numpy() for name in STRESS_COLUMNS}
+        grid = stressed_grid(grid, (moves["fall"], moves["rise"]), (moves["iv_fall"], moves["iv_rise"]), apc.stress)
+    names = ("range_down", "range_up", "vol_up", "vol_down")
+    return dataclasses.replace(grid, **{name: _apc(np.asarray(getattr(grid, name)), day_index, apc) for name in names})
 
 
 def allowed_breaches(n, target: float, confidence: float | None) -> np.ndarray:
@@ -160,19 +195,26 @@ def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods
 
 def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
                       calibrating: np.ndarray, target: float = 0.01, apc: ApcConfig | None = None,
-                      risk: str = "var99", confidence: float | None = 0.95,
+                      risk: str = "var99", confidence: float | None = 0.95, stress: pd.DataFrame | None = None,
+                      scales: dict[str, float] | None = None,
                       ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
     """Every method calibrated on the books flagged `calibrating`: (USD margin per book by method, scale by
-    method, the grid parameters of each method per day)."""
+    method, the grid parameters of each method per day). `stress` (`stressed_moves`) feeds `apc.stress`,
+    which is added on top of the scale calibrated without it; `scales` (by method) skips the bisection
+    (e.g. the same scales under several stressed fractions)."""
     origins = forecast_origins(data.info["day"])
+    scale_apc = dataclasses.replace(apc, stress=0.0) if apc is not None else None
     margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
-    scales, grids = {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
+    given, scales, grids = scales or {}, {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
     day_index = _day_index(data)
     for price_model, price_frame in price.items():
         for iv_model, iv_frame in iv.items():
             method = f"auto_{price_model}_{iv_model}"
-            inputs = forecast_inputs(origins, price_frame, iv_frame, risk)
-            scale, feasible = calibrate_scale(data, inputs, calibrating, target, apc, confidence)
+            inputs = forecast_inputs(origins, price_frame, iv_frame, risk, stress)
+            if method in given:
+                scale, feasible = given[method], None  # not bisected here
+            else:
+                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence)
             grid = method_grid(inputs, scale, day_index, apc)
             margins[method], scales[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
@@ -182,7 +224,7 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
 def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
                         calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
                         calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        stress: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
     for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
     grid parameters of each method per day."""
@@ -191,7 +233,7 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
     if calibrate_after is not None:
         calibrating = np.asarray(days >= utc(calibrate_after))
     periods = np.where(calibrating, "calibration", "validation")
-    margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence)
+    margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence, stress)
     return summarise(data, margins, periods, scales), grids
 
 
