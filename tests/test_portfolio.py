@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import volmargin_serving.portfolio as vp
 from volmargin_serving.errors import CalibrationError
 from volmargin_serving.portfolio import (
     PortfolioEngine, PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, initial_margin, isolated_risk,
@@ -275,6 +276,31 @@ def test_one_book_kernel_matches_the_batch_path(forecasts, measure, stress):
         assert one.initial == pytest.approx(batch.initial[0], rel=1e-6)
         assert one.isolated == pytest.approx(batch.isolated[0], rel=1e-6)
         assert one.gross == pytest.approx(np.abs(notionals).sum())
+
+
+@pytest.mark.parametrize("policy", [
+    PortfolioPolicy(scale=1.2, correlation_weight=0.3, concentration=0.5),
+    PortfolioPolicy(scale=1.2, correlation_weight=0.6, correlation_stress="comonotone", measure="var99"),
+    PortfolioPolicy(scale=0.9, stress_mode="weight", stress_weight=0.1),
+    PortfolioPolicy(scale=1.1, measure="worst6", stress_mode="floor", correlation_weight=0.1),
+])
+def test_batch_in_blocks_is_one_by_one_and_the_library(forecasts, policy, monkeypatch):
+    """`margin_batch` prices blocks of books in a reused buffer (a last block shorter than the others):
+    the same margins as one call per book and as the library's panel of the same date."""
+    monkeypatch.setattr(vp, "BATCH_BLOCK", 6)
+    fhs = _fhs(forecasts, lookback=300)
+    t = len(fhs.panel.origins) - 1
+    adv = np.full((len(fhs.panel.origins), len(ASSETS)), 5e7)
+    pop = _population()
+    assert len(pop.names) % 6 and len(pop.names) > 12
+    bp = pf.book_panel(fhs, pop, policy, adv, days=np.array([t]))
+    engine = PortfolioEngine(scenario_file(fhs, t, policy, "ewma"), fhs.panel.sigma[t] ** 2, adv[t])
+    batch = engine.margin_batch(pop.notional)
+    one = [engine.margin(names=[ASSETS[i] for i in np.flatnonzero(row)], notionals=row[row != 0]) for row in pop.notional]
+    np.testing.assert_allclose(batch.initial, [m.initial for m in one], rtol=1e-6)
+    np.testing.assert_allclose(batch.isolated, [m.isolated for m in one], rtol=1e-6)
+    np.testing.assert_allclose(batch.initial, pf.margin_path(bp, policy)[0], rtol=1e-6)
+    np.testing.assert_allclose(batch.isolated, pf.isolated_path(bp, policy)[0], rtol=1e-6)
 
 
 def test_comonotone_stress_charges_baskets_in_full_and_keeps_hedge_offsets():
