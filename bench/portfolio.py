@@ -6,7 +6,8 @@
 With --run it first runs `volmargin portfolio` on that backtest folder and every hourly spot file of
 ../shared/data (and ../shared/data/alts with --alts). Figures (validation period only):
 - breach rate per class <= 1.5% (target 1%), Kupiec p > 0.05 for most classes;
-- hedged pairs: average margin <= 50% of the sum of isolated margins;
+- hedged pairs: average margin <= 50% of the sum of isolated margins (hedged_*: sized by the trailing
+  minimum-variance hedge ratio; equal_*: the same pairs at equal notional);
 - all-long baskets in the crash windows (stress events): margin >= the largest single leg's margin;
 - each model's average margin against ewma97 (PAIRS) and gjr at equal coverage (both calibrated to the target).
 """
@@ -55,8 +56,8 @@ def report(out: Path) -> None:
         print(f"{model}: worst class breach rate {worst:.2%} (<= 1.50%: {verdict(worst <= 0.015)}); "
               f"pooled Kupiec p > 0.05 in {kupiec} of {len(rows)} classes ({verdict(kupiec > len(rows) / 2)}); "
               f"median per-book Kupiec p > 0.05 in {per_book} of {len(rows)} ({verdict(per_book > len(rows) / 2)})")
-    hedged = classes[classes["portfolio_class"].str.startswith("hedged")]
-    for row in hedged.itertuples():
+    pairs = classes[classes["portfolio_class"].str.startswith(("hedged", "equal"))]
+    for row in pairs.itertuples():  # hedged_*: hedge-ratio sized; equal_*: the same pairs at equal notional
         ratio = row.avg_margin / row.avg_isolated_margin
         print(f"{row.model} {row.portfolio_class}: margin / isolated {ratio:.1%} (<= 50%: {verdict(ratio <= 0.5)})")
     crash = stress[stress["portfolio_class"] == "all_long"]
