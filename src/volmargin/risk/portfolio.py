@@ -43,7 +43,7 @@ CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_b
 # HEDGE_BOUNDS so that a freak window never flips or dwarfs the hedge
 HEDGE_WINDOW, HEDGE_MIN_DAYS, HEDGE_BOUNDS = 90, 60, (0.2, 5.0)
 SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days", "breaches", "breach_rate",
-                   "kupiec_p", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
+                   "kupiec_p", "kupiec_p_clustered", "design_effect", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
                    "peak_to_trough", "scale", "correlation_weight"]
 CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
@@ -416,11 +416,14 @@ def _rises(rate: np.ndarray, lag: int) -> float:
 
 
 def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
-              target: float = 0.01) -> pd.DataFrame:
+              target: float = 0.01, horizon: int = 1) -> pd.DataFrame:
     """One row per class (and 'ALL'), columns SUMMARY_COLUMNS, over the margin dates `rows`.
 
-    kupiec_p pools the class's book-days (books in a class are cross-sectionally dependent, so the pooled
-    test is far stricter than its nominal size); kupiec_p_book_median and christoffersen_p are the medians
+    kupiec_p pools the class's book-days as if independent (books in a class are cross-sectionally
+    dependent: one market move breaches many of them at once, so the pooled test is far stricter than its
+    nominal size); kupiec_p_clustered is the same test corrected for that dependence (Rao-Scott, clusters
+    = margin dates, `horizon` consecutive dates per cluster so overlapping MPORs share one), design_effect
+    its variance inflation (1: independent book-days); kupiec_p_book_median and christoffersen_p are the medians
     over the class's books (>= 50 realised days) of each book's own Kupiec POF and Christoffersen
     conditional-coverage p-values. Margin figures are fractions of gross notional over margined book-days;
     offset = 1 - avg_margin / avg_isolated_margin; procyclicality: the largest 5-day relative rise of a
@@ -434,6 +437,7 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
         cols = np.ones(len(labels), bool) if cls == "ALL" else labels == cls
         live = bp.alive[:, cols] & rows[:, None]
         c, h = counted[:, cols], hits[:, cols]
+        day = np.broadcast_to(np.arange(len(c))[:, None] // horizon, c.shape)  # the cluster of each book-day
         n_days, n_hits = int(c.sum()), int(h.sum())
         rate = np.where(live, margin[:, cols] / bp.gross[cols], np.nan)
         iso_rate = np.where(live, iso[:, cols] / bp.gross[cols], np.nan)
@@ -450,6 +454,8 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
                     "days": int(live.any(1).sum()), "book_days": n_days, "breaches": n_hits,
                     "breach_rate": n_hits / n_days if n_days else np.nan,
                     "kupiec_p": stats.kupiec_pof(h[c], target).pvalue if n_days else np.nan,
+                    "kupiec_p_clustered": stats.kupiec_clustered(h[c], day[c], target).pvalue if n_days else np.nan,
+                    "design_effect": stats.design_effect(h[c], day[c]) if n_days else np.nan,
                     "kupiec_p_book_median": float(np.median(pof)) if pof else np.nan,
                     "christoffersen_p": float(np.median(cc)) if cc else np.nan,
                     "avg_margin": avg, "avg_isolated_margin": avg_iso,
