@@ -133,8 +133,8 @@ def hedge_ratio(realized: np.ndarray, t: int, horizon: int, position: int, hedge
     """Minimum-variance hedge ratio cov(r_position, r_hedge) / var(r_hedge) of margin date index t, from the
     MPOR log returns `realized` (T, A) of the last HEDGE_WINDOW origins realised by t (s + horizon <= t;
     days missing either return left out), clipped to HEDGE_BOUNDS; NaN with fewer than HEDGE_MIN_DAYS."""
-    last = t - horizon
-    window = realized[max(0, last - HEDGE_WINDOW + 1): last + 1][:, [position, hedge]] if last >= 0 else np.empty((0, 2))
+    last = t - horizon  # the last origin whose MPOR return is realised by t
+    window = realized[max(0, last - HEDGE_WINDOW + 1): max(0, last + 1)][:, [position, hedge]]
     window = window[~np.isnan(window).any(1)]
     if len(window) < HEDGE_MIN_DAYS:
         return np.nan
