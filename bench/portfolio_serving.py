@@ -65,16 +65,16 @@ def main() -> None:
         cols = rng.choice(n_assets, size, replace=False)
         row[cols] = rng.choice([-1, 1], size) * rng.lognormal(11, 1, size)
     engine.margin_batch(books[:100])
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     engine.margin_batch(books)
-    rate = args.batch / (time.perf_counter() - began)
+    rate, cpu_rate = args.batch / (time.perf_counter() - began), args.batch / (time.process_time() - cpu)
     print(f"scenario set: {n_assets} assets x {len(scenarios.z)} scenarios ({scenarios.model}), measure "
           f"{scenarios.policy.measure}, stress {scenarios.policy.stress_mode}, correlation stress "
           f"{scenarios.policy.correlation_stress}; one thread")
     print(f"engine build (once a day, today's forecasts): {build_ms:.1f} ms")
     print(f"one {size}-asset book from names: p50 {p50:.1f} us, p99 {p99:.1f} us (target p50 <= 100, p99 <= 500)")
     print(f"one {size}-asset book from Positions: p50 {q50:.1f} us, p99 {q99:.1f} us")
-    print(f"batch of {args.batch} books: {rate:,.0f} books/s (target >= 5,000)")
+    print(f"batch of {args.batch} books: {rate:,.0f} books/s wall, {cpu_rate:,.0f} per CPU-second (target >= 5,000)")
 
 
 if __name__ == "__main__":

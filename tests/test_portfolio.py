@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import volmargin_serving.portfolio as vp
 from volmargin_serving.errors import CalibrationError
 from volmargin_serving.portfolio import (
     PortfolioEngine, PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, initial_margin, isolated_risk,
@@ -103,6 +104,44 @@ def test_hedges_get_offsets_and_margins_scale(forecasts):
                                2.0 * (0.5 * bp.joint + 0.5 * bp.isolated)[:, hedged])
 
 
+def test_hedge_ratio_is_the_trailing_beta_without_look_ahead():
+    rng = np.random.default_rng(4)
+    hedge = rng.normal(0, 0.03, 400)
+    realized = np.column_stack([1.5 * hedge + rng.normal(0, 0.01, 400), hedge])
+    realized[[50, 300], 0] = np.nan  # a missing day is left out, not filled
+    t, horizon = 300, 2
+    ratio = pf.hedge_ratio(realized, t, horizon, 0, 1)
+    assert ratio == pytest.approx(1.5, abs=0.1)
+    later = realized.copy()
+    later[t - horizon + 1:] = rng.normal(0, 1, later[t - horizon + 1:].shape)  # not realised by the margin date
+    assert pf.hedge_ratio(later, t, horizon, 0, 1) == ratio
+    known = realized.copy()
+    known[t - horizon] = [0.2, -0.2]  # realised by then: it moves the ratio
+    assert pf.hedge_ratio(known, t, horizon, 0, 1) != ratio
+    assert np.isnan(pf.hedge_ratio(realized, pf.HEDGE_MIN_DAYS + horizon - 1, horizon, 0, 1))  # too short
+    assert pf.hedge_ratio(np.column_stack([-hedge, hedge]), t, horizon, 0, 1) == pf.HEDGE_BOUNDS[0]
+
+
+def test_hedged_pairs_are_sized_by_the_ratio_and_equal_pairs_kept(forecasts):
+    fhs = _fhs(forecasts)
+    pop = _population()
+    t = 500
+    books = pf.dated_notional(pop, fhs.panel.realized, t, fhs.panel.horizon)
+    np.testing.assert_allclose(np.abs(books).sum(1), 1e6)
+    fixed = pop.hedge_legs() < 0
+    np.testing.assert_array_equal(books[fixed], pop.notional[fixed])
+    assert set(pop.classes[fixed]) >= {"equal_btc_eth", "equal_alt_btc"}
+    for k in np.flatnonzero(~fixed):
+        hedge = pop.hedge_leg[k]
+        position = int(np.flatnonzero((pop.notional[k] != 0) & (np.arange(len(ASSETS)) != hedge))[0])
+        np.testing.assert_array_equal(np.sign(books[k]), np.sign(pop.notional[k]))  # same legs, same sides
+        ratio = pf.hedge_ratio(fhs.panel.realized, t, fhs.panel.horizon, position, hedge)
+        assert abs(books[k, hedge] / books[k, position]) == pytest.approx(ratio)
+    early = pf.book_panel(_fhs(forecasts, min_scenarios=20), pop, PortfolioPolicy(), days=np.arange(30, 40))  # no ratio yet
+    hedged = np.char.startswith(pop.classes.astype(str), "hedged")
+    assert not early.alive[:, hedged].any() and early.alive[:, pop.classes == "equal_btc_eth"].all()
+
+
 def test_calibration_meets_the_target_on_its_period(forecasts):
     fhs = _fhs(forecasts)
     pop = _population()
@@ -136,7 +175,7 @@ def test_serving_computes_the_library_margin(forecasts, tmp_path, policy):
     library = pf.margin_path(bp, policy)[0]
     path = write_scenarios(tmp_path / "s.npz", scenario_file(fhs, t, policy, "ewma"))
     engine = PortfolioEngine(load_scenarios(path), fhs.panel.sigma[t] ** 2, adv[t])
-    served = engine.margin_batch(pop.notional)
+    served = engine.margin_batch(pf.dated_notional(pop, fhs.panel.realized, t, fhs.panel.horizon))
     np.testing.assert_allclose(served.initial, library, rtol=1e-6)
     np.testing.assert_allclose(served.isolated, pf.isolated_path(bp, policy)[0], rtol=1e-6)
     k = int(np.flatnonzero(pop.classes == "random_ls")[0])
@@ -275,6 +314,32 @@ def test_one_book_kernel_matches_the_batch_path(forecasts, measure, stress):
         assert one.initial == pytest.approx(batch.initial[0], rel=1e-6)
         assert one.isolated == pytest.approx(batch.isolated[0], rel=1e-6)
         assert one.gross == pytest.approx(np.abs(notionals).sum())
+
+
+@pytest.mark.parametrize("policy", [
+    PortfolioPolicy(scale=1.2, correlation_weight=0.3, concentration=0.5),
+    PortfolioPolicy(scale=1.2, correlation_weight=0.6, correlation_stress="comonotone", measure="var99"),
+    PortfolioPolicy(scale=0.9, stress_mode="weight", stress_weight=0.1),
+    PortfolioPolicy(scale=1.1, measure="worst6", stress_mode="floor", correlation_weight=0.1),
+])
+def test_batch_in_blocks_is_one_by_one_and_the_library(forecasts, policy, monkeypatch):
+    """`margin_batch` prices blocks of books in a reused buffer (a last block shorter than the others):
+    the same margins as one call per book and as the library's panel of the same date."""
+    monkeypatch.setattr(vp, "BATCH_BLOCK", 6)
+    fhs = _fhs(forecasts, lookback=300)
+    t = len(fhs.panel.origins) - 1
+    adv = np.full((len(fhs.panel.origins), len(ASSETS)), 5e7)
+    pop = _population()
+    assert len(pop.names) % 6 and len(pop.names) > 12, len(pop.names)
+    bp = pf.book_panel(fhs, pop, policy, adv, days=np.array([t]))
+    engine = PortfolioEngine(scenario_file(fhs, t, policy, "ewma"), fhs.panel.sigma[t] ** 2, adv[t])
+    books = pf.dated_notional(pop, fhs.panel.realized, t, fhs.panel.horizon)  # hedged pairs at that date's ratio
+    batch = engine.margin_batch(books)
+    one = [engine.margin(names=[ASSETS[i] for i in np.flatnonzero(row)], notionals=row[row != 0]) for row in books]
+    np.testing.assert_allclose(batch.initial, [m.initial for m in one], rtol=1e-6)
+    np.testing.assert_allclose(batch.isolated, [m.isolated for m in one], rtol=1e-6)
+    np.testing.assert_allclose(batch.initial, pf.margin_path(bp, policy)[0], rtol=1e-6)
+    np.testing.assert_allclose(batch.isolated, pf.isolated_path(bp, policy)[0], rtol=1e-6)
 
 
 def test_comonotone_stress_charges_baskets_in_full_and_keeps_hedge_offsets():

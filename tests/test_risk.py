@@ -106,3 +106,8 @@ def test_pnl_measure_is_the_risk_measure_of_the_losses(spec):
     weights /= weights.sum()
     assert vr.pnl_measure(spec, 2500)(pnl) == pytest.approx(float(vr.risk_measure(-pnl, spec)), rel=1e-12)
     assert vr.pnl_measure(spec, 2500, weights)(pnl) == pytest.approx(float(vr.risk_measure(-pnl, spec, weights)))
+    block = rng.standard_t(3, (5, 2500)).astype(np.float32)  # a block of books, partitioned in place
+    expected = vr.risk_measure(-block.astype(float), spec)
+    np.testing.assert_allclose(vr.pnl_measure(spec, 2500)(block.copy()), expected, rtol=1e-12)
+    np.testing.assert_allclose(vr.pnl_measure(spec, 2500, weights)(block), vr.risk_measure(-block, spec, weights),
+                               rtol=1e-6)

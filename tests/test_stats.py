@@ -13,7 +13,9 @@ from volmargin.evaluation import (
     basel_zones,
     christoffersen,
     default_dm_lags,
+    design_effect,
     diebold_mariano,
+    kupiec_clustered,
     kupiec_pof,
     mincer_zarnowitz,
     mse_log,
@@ -204,6 +206,34 @@ def test_kupiec_jorion_nonrejection_region():
     for x in range(0, 12):
         rejects = kupiec_pof(_hits(250, x), 0.01).pvalue < 0.05
         assert rejects == (x == 0 or x >= 7), x
+
+
+def test_design_effect_of_independent_and_clustered_hits():
+    hits = _hits(400, 9)
+    assert design_effect(hits, np.arange(400)) == pytest.approx(400 / 399)  # one hit per cluster: binomial
+    blocks = np.repeat(np.arange(40), 10)
+    together = np.isin(blocks, [3, 17])  # every hit of a cluster at once: ten-fold
+    assert design_effect(together, blocks) == pytest.approx(40 / 39 * 10)
+    assert design_effect(np.zeros(50, bool), np.arange(50)) == 1.0
+    assert kupiec_clustered(together, blocks, 0.01).pvalue > kupiec_pof(together, 0.01).pvalue
+    with pytest.raises(ValueError, match="length"):
+        design_effect(hits, np.arange(10))
+
+
+def test_clustered_kupiec_keeps_its_size_where_pooled_kupiec_does_not():
+    """Books sharing each day's market move (latent correlation 0.5), each breaching 1% of days: pooled
+    Kupiec rejects a correct model far more often than 5%, the clustered test about 5%."""
+    rng = np.random.default_rng(7)
+    days, books, level = 500, 30, stats.norm.ppf(0.99)
+    day = np.repeat(np.arange(days), books)
+    pooled, clustered = [], []
+    for _ in range(300):
+        latent = np.sqrt(0.5) * rng.standard_normal((days, 1)) + np.sqrt(0.5) * rng.standard_normal((days, books))
+        hits = (latent > level).ravel()
+        pooled.append(kupiec_pof(hits, 0.01).pvalue < 0.05)
+        clustered.append(kupiec_clustered(hits, day, 0.01).pvalue < 0.05)
+    assert np.mean(pooled) > 0.3
+    assert np.mean(clustered) < 0.1
 
 
 def test_kupiec_accepts_01_ints_and_rejects_other_values():

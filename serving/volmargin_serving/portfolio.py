@@ -59,6 +59,9 @@ SCENARIO_SCHEMA = 1
 # big product per book; the P&L is summed in float32 (relative error ~1e-6 of the margin) and the risk
 # measure taken in float64
 SCENARIO_DTYPE = np.float32
+# books priced per block by `PortfolioEngine.margin_batch`: a (128, 2,500) float32 P&L block is 1.3 MB, in
+# cache; a whole batch's P&L (10,000 books: 100 MB) was page-faulted in, as much system time as work
+BATCH_BLOCK = 128
 
 
 def scenario_matrix(returns) -> np.ndarray:
@@ -323,25 +326,33 @@ class PortfolioEngine:
             im, iso = im + full, iso + full
         return im, iso
 
-    def _price_one(self, notional: np.ndarray, columns: np.ndarray) -> tuple[float, float]:
-        """IM and isolated-margin sum of one book: `book_components` + `initial_margin` of `_price` in a few
-        numpy calls (the serving hot path; a test checks it against the batch path and the library)."""
-        if self.stress_t is not None or self.any_full:
-            im, iso = self._price(notional, columns)
-            return float(im), float(iso)
-        pnl = notional.astype(self.simple_t.dtype) @ self.simple_t[columns]
+    def _price_fast(self, notional: np.ndarray, columns: np.ndarray, simple_t: np.ndarray, tails_t: np.ndarray | None,
+                    pnl: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """IM and isolated-margin sum of one book (k,) or a block of books (m, k) held in `columns`, whose
+        scenario rows are `simple_t` (k, n_scenarios) and comonotone tails `tails_t`: `book_components` +
+        `initial_margin` of `_price` in a few numpy calls (the serving hot path; a test checks it against
+        `_price` and the library). `pnl` is an optional scratch buffer for the P&L (partitioned in place)."""
+        pnl = np.matmul(notional.astype(SCENARIO_DTYPE), simple_t, out=pnl)
         joint = self._joint(pnl)
         size = np.abs(notional)
-        isolated = float(size @ self._unit_flat[2 * columns + (notional < 0)])  # each leg's own long / short risk
-        addon = 0.0 if self.coef is None else float(np.minimum(self.coef[columns] * size * np.sqrt(size), size).sum())
+        isolated = (size * self._unit_flat[2 * columns + (notional < 0)]).sum(-1)  # each leg's own long / short risk
+        addon = 0.0 if self.coef is None else np.minimum(self.coef[columns] * size * np.sqrt(size), size).sum(-1)
         p, w = self.policy, self.policy.correlation_weight
-        if self.tails_t is None:
+        if tails_t is None:
             blend = (1 - w) * joint + w * isolated
         else:
-            como = self._comonotone(notional.astype(self.tails_t.dtype) @ self.tails_t[columns])
-            blend = joint + w * max(como - joint, 0.0)
-        im = p.scale * max(blend, 0.0) + addon
-        return im, p.scale * isolated + addon
+            como = self._comonotone(notional.astype(SCENARIO_DTYPE) @ tails_t)
+            blend = joint + w * np.maximum(como - joint, 0.0)
+        return p.scale * np.maximum(blend, 0.0) + addon, p.scale * isolated + addon
+
+    def _price_one(self, notional: np.ndarray, columns: np.ndarray) -> tuple[float, float]:
+        """IM and isolated-margin sum of one book (k,)."""
+        if self.stress_t is not None or self.any_full:
+            im, iso = self._price(notional, columns)
+        else:
+            im, iso = self._price_fast(notional, columns, self.simple_t[columns],
+                                       None if self.tails_t is None else self.tails_t[columns])
+        return float(im), float(iso)
 
     def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:
         """Margin of one book: `Positions` (asset indices into the scenario set) or names/notionals/kinds,
@@ -367,6 +378,24 @@ class PortfolioEngine:
             book = int(np.flatnonzero(~np.isfinite(notional).all(1))[0])
             raise BadPositionError(f"book {book}: a notional is not finite")
         columns = np.flatnonzero(np.abs(notional).sum(0) > 0)
-        im, isolated = self._price(notional[:, columns], columns)
+        im, isolated = self._price_blocks(notional[:, columns], columns)
         flagged = tuple(self.scenarios.assets[i] for i in columns if self.unusable[i])
         return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.abs(notional).sum(1), flagged)
+
+    def _price_blocks(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IM and isolated-margin sums of books (n_books, k), BATCH_BLOCK books at a time: each block's
+        P&L (BATCH_BLOCK, n_scenarios) float32 lives in one reused buffer that stays in cache, instead of
+        one (n_books, n_scenarios) array that the kernel has to page in."""
+        im, isolated = np.empty(len(notional)), np.empty(len(notional))
+        fast = self.stress_t is None and not self.any_full
+        simple_t = self.simple_t[columns]
+        tails_t = None if self.tails_t is None else self.tails_t[columns]
+        buffer = np.empty((min(BATCH_BLOCK, len(notional)), simple_t.shape[1]), dtype=SCENARIO_DTYPE)
+        for first in range(0, len(notional), BATCH_BLOCK):
+            block = slice(first, first + BATCH_BLOCK)
+            if fast:
+                rows = notional[block]
+                im[block], isolated[block] = self._price_fast(rows, columns, simple_t, tails_t, buffer[:len(rows)])
+            else:
+                im[block], isolated[block] = self._price(notional[block], columns)
+        return im, isolated

@@ -223,25 +223,31 @@ def risk_measure(losses, spec: str, weights=None) -> np.ndarray:
 
 
 def pnl_measure(spec: str, n: int, weights=None):
-    """Risk measure `spec` of one book's losses as a function of its P&L vector (n,) -> float: the hot
-    path of serving (one partition of the P&L, no negated copy, no re-parsing). Same values as
-    `risk_measure(-pnl, spec, weights)`, which it calls for weighted sets."""
+    """Risk measure `spec` of books' losses as a function of their P&L (..., n) -> (...): the hot path of
+    serving (one partition of the P&L, no negated copy, no re-parsing), one book (n,) or a block of books
+    (m, n). Unweighted, it partitions `pnl` IN PLACE (pass a scratch buffer) and sums the tail in float64.
+    Same values as `risk_measure(-pnl, spec, weights)`, which it calls for weighted sets."""
     kind, value = parse_measure(spec)
     if weights is not None:
-        return lambda pnl: float(risk_measure(-pnl, spec, weights))
+        return lambda pnl: risk_measure(-pnl, spec, weights)
     if kind == "var":
         if not 0 < 1 - value < 1:
             raise ValueError(f"value_at_risk: level must be in (0, 1), got {value}")
         j = min(n, int(np.floor((1 - value) * n + 1e-9)) + 1)  # the j-th worst loss = the j-th smallest P&L
-        return lambda pnl: -float(np.partition(pnl, j - 1)[j - 1])
+
+        def quantile(pnl: np.ndarray) -> np.ndarray:
+            pnl.partition(j - 1, axis=-1)
+            return -pnl[..., j - 1].astype(float)
+        return quantile
     k = value if kind == "worst" else (1 - value) * n
     if not 0 < k < n + 1e-9 or (kind == "es" and not 0 < 1 - value < 1):
         raise ValueError(f"risk measure {spec!r}: tail of {k} scenarios out of {n}")
     top = min(n, int(np.ceil(k - 1e-9)))
 
-    def shortfall(pnl: np.ndarray) -> float:  # the `top` smallest P&Ls, the largest of them pro rata
-        worst = np.partition(pnl, top - 1)[:top]
-        return -float(worst.sum() - (top - k) * worst[top - 1]) / k
+    def shortfall(pnl: np.ndarray) -> np.ndarray:  # the `top` smallest P&Ls, the largest of them pro rata
+        pnl.partition(top - 1, axis=-1)
+        worst = pnl[..., :top]
+        return -(worst.sum(-1, dtype=np.float64) - (top - k) * worst[..., top - 1].astype(float)) / k
     return shortfall
 
 

@@ -264,6 +264,32 @@ def kupiec_pof(hits, p: float) -> TestResult:
     return TestResult(statistic=lr, pvalue=pvalue, exceptions=x, n=n, rate=x / n)
 
 
+def design_effect(hits, clusters) -> float:
+    """Variance of the hit count when hits are dependent within clusters (independent across them) over its
+    binomial variance: D / (D - 1) sum_c (x_c - r n_c)^2 / (n r (1 - r)), r = x / n, D clusters; 1 when
+    r is 0 or 1 or there is one cluster (nothing to estimate it from). About 1 for independent hits."""
+    h = _as_hits(hits)
+    ids = _as_1d(np.asarray(clusters), "clusters")
+    _same_length(hits=h, clusters=ids)
+    n, rate = len(h), float(h.mean())
+    _, codes = np.unique(ids, return_inverse=True)
+    count, size = np.bincount(codes, weights=h), np.bincount(codes)
+    if rate in (0.0, 1.0) or len(size) < 2:
+        return 1.0
+    return float(len(size) / (len(size) - 1) * np.sum((count - rate * size) ** 2) / (n * rate * (1 - rate)))
+
+
+def kupiec_clustered(hits, clusters, p: float) -> TestResult:
+    """Kupiec POF test for hits dependent within clusters (e.g. the books of one margin date, which share
+    that date's market move): the Rao-Scott first-order correction, LR / d ~ chi2(1), d = `design_effect`.
+    Pooling dependent hits into Kupiec's binomial likelihood overstates the information in them d-fold.
+    Rao and Scott (1981), "The analysis of categorical data from complex sample surveys", JASA 76(374)."""
+    pooled = kupiec_pof(hits, p)
+    lr = pooled.statistic / design_effect(hits, clusters)
+    return TestResult(statistic=lr, pvalue=float(stats.chi2.sf(lr, 1)), exceptions=pooled.exceptions, n=pooled.n,
+                      rate=pooled.rate)
+
+
 def _transition_counts(h: np.ndarray) -> tuple[int, int, int, int]:
     prev, cur = h[:-1], h[1:]
     n00 = int(np.sum(~prev & ~cur))

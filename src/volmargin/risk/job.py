@@ -150,7 +150,7 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
         cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target)
         calibrations.append(cal.table.assign(model=panel.model, chosen=lambda t: (t["scale"] == cal.policy.scale)
                                              & (t["correlation_weight"] == cal.policy.correlation_weight)))
-        summaries.append(pf.summarise(bp, classes, val_rows, cal.policy, job.target).assign(
+        summaries.append(pf.summarise(bp, classes, val_rows, cal.policy, job.target, panel.horizon).assign(
             feasible=cal.feasible, validation_start=start.date()))
         stresses.append(pf.stress_replay(bp, classes, cal.policy, job.events, start))
         latest = write_scenarios(out / f"scenarios-{panel.model}.npz", scenario_file(fhs, int(days[-1]), cal.policy,

@@ -6,7 +6,10 @@ joint, isolated and stressed risks (`book_components`) and the concentration add
 (`book_panel`); scale and blend weight then act linearly, so calibration bisects on stored components.
 
 Population classes (`make_population`): random long/short books, all-long and all-short baskets, hedged
-pairs (BTC vs ETH; alts vs BTC, equal notional), concentrated single-alt books, and adversarial books:
+pairs (BTC vs ETH; alts vs BTC) sized as a desk hedges, by the minimum-variance hedge ratio (the beta of
+the position's returns on the hedge's, over the HEDGE_WINDOW days realised by each margin date, so no
+look-ahead: `hedge_ratio`), the same pairs at equal notional as classes of their own (`equal_*`),
+concentrated single-alt books, and adversarial books:
 from random sparse candidates, those whose margin is smallest relative to their realised tail (ES 97.5%
 of realised losses) on the calibration period only (`select_adversarial`). Every book has the same gross
 notional; rates are fractions of it. A book is margined on a date when every asset it holds has a
@@ -33,30 +36,43 @@ from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation import stats
 from volmargin.risk.scenarios import FHS
 
-CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_btc", "concentrated_alt",
-           "adversarial")
+CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_btc", "equal_btc_eth",
+           "equal_alt_btc", "concentrated_alt", "adversarial")
+# the minimum-variance hedge ratio of a hedged pair: estimated on the last HEDGE_WINDOW days of realised
+# MPOR returns (at least HEDGE_MIN_DAYS of them; a quarter, as a desk re-estimates a beta), clipped to
+# HEDGE_BOUNDS so that a freak window never flips or dwarfs the hedge
+HEDGE_WINDOW, HEDGE_MIN_DAYS, HEDGE_BOUNDS = 90, 60, (0.2, 5.0)
 SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days", "breaches", "breach_rate",
-                   "kupiec_p", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
+                   "kupiec_p", "kupiec_p_clustered", "design_effect", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
                    "peak_to_trough", "scale", "correlation_weight"]
 CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass(frozen=True)
 class Population:
-    """Books as a (P, A) signed notional matrix over `assets`, each with a name and a class."""
+    """Books as a (P, A) signed notional matrix over `assets`, each with a name and a class. A book with a
+    `hedge_leg` (asset index, -1: none) holds its other asset at notional +-1 and the hedge leg at -+ the
+    hedge ratio of each margin date (`dated_notional`); its row holds the signs, +-1 on both legs."""
 
     assets: tuple[str, ...]
     names: tuple[str, ...]
     classes: np.ndarray
     notional: np.ndarray
+    hedge_leg: np.ndarray | None = None
+
+    def hedge_legs(self) -> np.ndarray:
+        return np.full(len(self.names), -1) if self.hedge_leg is None else self.hedge_leg
 
     def subset(self, keep: np.ndarray) -> "Population":
         keep = np.asarray(keep)
-        return Population(self.assets, tuple(np.asarray(self.names)[keep]), self.classes[keep], self.notional[keep])
+        return Population(self.assets, tuple(np.asarray(self.names)[keep]), self.classes[keep], self.notional[keep],
+                          None if self.hedge_leg is None else self.hedge_leg[keep])
 
     def __add__(self, other: "Population") -> "Population":
+        legs = None if self.hedge_leg is None and other.hedge_leg is None else \
+            np.concatenate([self.hedge_legs(), other.hedge_legs()])
         return Population(self.assets, self.names + other.names, np.concatenate([self.classes, other.classes]),
-                          np.vstack([self.notional, other.notional]))
+                          np.vstack([self.notional, other.notional]), legs)
 
 
 def find_asset(assets: Iterable[str], token: str) -> str | None:
@@ -82,8 +98,16 @@ def make_population(assets: tuple[str, ...], gross: float = 1e6, seed: int = 0, 
     size = min(basket_size, len(assets))
     rows, names, classes = [], [], []
 
-    def add(cls: str, name: str, legs: Mapping[str, float]) -> None:
+    hedges = []
+
+    def add(cls: str, name: str, legs: Mapping[str, float], hedge: str | None = None) -> None:
         rows.append(_book(assets, legs, gross)), names.append(f"{cls}:{name}"), classes.append(cls)
+        hedges.append(-1 if hedge is None else assets.index(hedge))
+
+    def pair(kind: str, name: str, position: str, hedge: str, sign: float) -> None:
+        """The position against its hedge: hedge-ratio sized (`hedged_<kind>`) and at equal notional."""
+        add(f"hedged_{kind}", name, {position: sign, hedge: -sign}, hedge)
+        add(f"equal_{kind}", name, {position: sign, hedge: -sign})
 
     for i in range(n_random):
         picked = rng.choice(assets, size, replace=False)
@@ -93,16 +117,48 @@ def make_population(assets: tuple[str, ...], gross: float = 1e6, seed: int = 0, 
         add("all_long", str(i), dict.fromkeys(picked, 1.0))
         add("all_short", str(i), dict.fromkeys(picked, -1.0))
     if btc and eth:
-        add("hedged_btc_eth", "long_btc", {btc: 1.0, eth: -1.0})
-        add("hedged_btc_eth", "long_eth", {btc: -1.0, eth: 1.0})
+        pair("btc_eth", "long_btc", btc, eth, 1.0)
+        pair("btc_eth", "long_eth", eth, btc, 1.0)
     chosen = [str(a) for a in rng.choice(alts, min(n_alts, len(alts)), replace=False)] if alts else []
     for alt in chosen:
         if btc:
-            add("hedged_alt_btc", f"long_{alt}", {alt: 1.0, btc: -1.0})
-            add("hedged_alt_btc", f"short_{alt}", {alt: -1.0, btc: 1.0})
+            pair("alt_btc", f"long_{alt}", alt, btc, 1.0)
+            pair("alt_btc", f"short_{alt}", alt, btc, -1.0)
         add("concentrated_alt", f"long_{alt}", {alt: 1.0})
         add("concentrated_alt", f"short_{alt}", {alt: -1.0})
-    return Population(assets, tuple(names), np.array(classes, dtype=object), np.array(rows))
+    return Population(assets, tuple(names), np.array(classes, dtype=object), np.array(rows), np.array(hedges))
+
+
+def hedge_ratio(realized: np.ndarray, t: int, horizon: int, position: int, hedge: int) -> float:
+    """Minimum-variance hedge ratio cov(r_position, r_hedge) / var(r_hedge) of margin date index t, from the
+    MPOR log returns `realized` (T, A) of the last HEDGE_WINDOW origins realised by t (s + horizon <= t;
+    days missing either return left out), clipped to HEDGE_BOUNDS; NaN with fewer than HEDGE_MIN_DAYS."""
+    last = t - horizon  # the last origin whose MPOR return is realised by t
+    window = realized[max(0, last - HEDGE_WINDOW + 1): max(0, last + 1)][:, [position, hedge]]
+    window = window[~np.isnan(window).any(1)]
+    if len(window) < HEDGE_MIN_DAYS:
+        return np.nan
+    x, y = window[:, 0] - window[:, 0].mean(), window[:, 1] - window[:, 1].mean()
+    variance = float(y @ y)
+    return float(np.clip(x @ y / variance, *HEDGE_BOUNDS)) if variance > 0 else np.nan
+
+
+def dated_notional(population: Population, realized: np.ndarray, t: int, horizon: int) -> np.ndarray:
+    """(P, A) notionals of margin date index t: the fixed books as they are, each hedged pair at its hedge
+    ratio of that date (`hedge_ratio`) scaled back to the book's gross; NaN rows where no ratio is known."""
+    legs = population.hedge_legs()
+    if not (legs >= 0).any():
+        return population.notional
+    n = population.notional.copy()
+    for k in np.flatnonzero(legs >= 0):
+        hedge = legs[k]
+        position = int(np.flatnonzero((n[k] != 0) & (np.arange(n.shape[1]) != hedge))[0])
+        ratio = hedge_ratio(realized, t, horizon, position, hedge)
+        gross = np.abs(n[k]).sum()
+        n[k, hedge] *= ratio / abs(n[k, hedge])  # the sign kept, the size the ratio of the position's
+        n[k, position] /= abs(n[k, position])
+        n[k] *= gross / np.abs(n[k]).sum()
+    return n
 
 
 def adversarial_candidates(assets: tuple[str, ...], n: int = 200, gross: float = 1e6, seed: int = 1) -> Population:
@@ -201,9 +257,7 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
     if tuple(panel.assets) != tuple(population.assets):
         raise ConfigError("population and filter panel must share the same assets, in order")
     days = np.arange(len(panel.origins)) if days is None else np.asarray(days)
-    n = population.notional
-    held = n != 0
-    shape = (len(days), len(n))
+    shape = (len(days), len(population.notional))
     out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "comonotone", "addon", "largest",
                                                "largest_addon", "loss")}
     alive = np.zeros(shape, dtype=bool)
@@ -214,7 +268,9 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
             continue
         sigma = panel.sigma[t]
         live = np.isfinite(sigma) & (sigma > 0)
-        books = ~(held & ~live).any(1)
+        n = dated_notional(population, panel.realized, t, panel.horizon)
+        held = n != 0
+        books = ~(held & ~live).any(1) & np.isfinite(n).all(1)
         if not books.any():
             continue
         z, _ = fhs.standardized(t)
@@ -254,7 +310,7 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
                            ("loss", np.where(unrealised, np.nan, loss))):
             out[key][i, rows] = value
         alive[i, rows] = True
-    return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(n).sum(1), **out)
+    return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(population.notional).sum(1), **out)
 
 
 def margin_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
@@ -360,11 +416,14 @@ def _rises(rate: np.ndarray, lag: int) -> float:
 
 
 def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
-              target: float = 0.01) -> pd.DataFrame:
+              target: float = 0.01, horizon: int = 1) -> pd.DataFrame:
     """One row per class (and 'ALL'), columns SUMMARY_COLUMNS, over the margin dates `rows`.
 
-    kupiec_p pools the class's book-days (books in a class are cross-sectionally dependent, so the pooled
-    test is far stricter than its nominal size); kupiec_p_book_median and christoffersen_p are the medians
+    kupiec_p pools the class's book-days as if independent (books in a class are cross-sectionally
+    dependent: one market move breaches many of them at once, so the pooled test is far stricter than its
+    nominal size); kupiec_p_clustered is the same test corrected for that dependence (Rao-Scott, clusters
+    = margin dates, `horizon` consecutive dates per cluster so overlapping MPORs share one), design_effect
+    its variance inflation (1: independent book-days); kupiec_p_book_median and christoffersen_p are the medians
     over the class's books (>= 50 realised days) of each book's own Kupiec POF and Christoffersen
     conditional-coverage p-values. Margin figures are fractions of gross notional over margined book-days;
     offset = 1 - avg_margin / avg_isolated_margin; procyclicality: the largest 5-day relative rise of a
@@ -378,6 +437,7 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
         cols = np.ones(len(labels), bool) if cls == "ALL" else labels == cls
         live = bp.alive[:, cols] & rows[:, None]
         c, h = counted[:, cols], hits[:, cols]
+        day = np.broadcast_to(np.arange(len(c))[:, None] // horizon, c.shape)  # the cluster of each book-day
         n_days, n_hits = int(c.sum()), int(h.sum())
         rate = np.where(live, margin[:, cols] / bp.gross[cols], np.nan)
         iso_rate = np.where(live, iso[:, cols] / bp.gross[cols], np.nan)
@@ -394,6 +454,8 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
                     "days": int(live.any(1).sum()), "book_days": n_days, "breaches": n_hits,
                     "breach_rate": n_hits / n_days if n_days else np.nan,
                     "kupiec_p": stats.kupiec_pof(h[c], target).pvalue if n_days else np.nan,
+                    "kupiec_p_clustered": stats.kupiec_clustered(h[c], day[c], target).pvalue if n_days else np.nan,
+                    "design_effect": stats.design_effect(h[c], day[c]) if n_days else np.nan,
                     "kupiec_p_book_median": float(np.median(pof)) if pof else np.nan,
                     "christoffersen_p": float(np.median(cc)) if cc else np.nan,
                     "avg_margin": avg, "avg_isolated_margin": avg_iso,
