@@ -293,7 +293,7 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert main(argv) == 0
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert set(summary["policy"]) == {"breach", "breach_plain", "solvency", "static"} and set(summary["asset"]) == {"syn_a", "syn_b"}
+    assert set(summary["policy"]) == {"breach", "breach_plain", "solvency", "static", "static_solvent"} and set(summary["asset"]) == {"syn_a", "syn_b"}
     assert summary[["bad_debt_p95", "bad_debt_p99", "liquidations_p95", "avg_margin"]].notna().all().all()
     assert (out / "stress.csv").is_file() and (out / "solvency.csv").is_file()
     assert main([*argv[:-1], "accounts=0"]) == 2
