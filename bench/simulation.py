@@ -144,7 +144,8 @@ def main() -> None:
     per_event = stress.pivot_table(index="event", columns="policy", values=["bad_debt", "eve_margin"], aggfunc="mean")
     print("\nPer event, mean over assets:\n")
     print(per_event.to_markdown(floatfmt=".4f"))
-    blocks = result.solvency[result.solvency["policy"] == "solvency"].groupby("asset").agg(blocks=("scale", "size"), first_scale=("scale", "first"),
+    solvency_blocks = result.solvency[result.solvency["policy"] == "solvency"]
+    blocks = solvency_blocks.groupby("asset").agg(blocks=("scale", "size"), first_scale=("scale", "first"),
                                                   last_scale=("scale", "last"),
                                                   maintenance_fraction=("maintenance_fraction", "first"),
                                                   haircut_factor=("haircut_factor", "first"),

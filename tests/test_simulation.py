@@ -459,7 +459,8 @@ def test_static_solvent_is_the_smallest_multiple_of_the_schedule_meeting_the_tar
     from volmargin.simulation.solvency import calibrate_static, calibration_window, static_terms, worst_quantile
 
     forecasts = simple_forecasts(market_bars)
-    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", StudyConfig(model="rv20", settings=SMALL), PolicyConfig())
+    cfg = StudyConfig(model="rv20", settings=SMALL)
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", cfg, PolicyConfig())
     target = SolvencyTarget(max_bad_debt_fund=0.0, window_days=120, max_liquidations=None)
     row = calibrate_static(case, ("btc",), SMALL, target, "2021-10-01")
     paths = calibration_window(case, pd.Timestamp("2021-10-01", tz="UTC"), target)

@@ -61,8 +61,8 @@ from volmargin.simulation.paths import PathSet
 from volmargin.simulation.scenarios import MAX_HAIRCUT, SimulationSettings, collateral_haircut, run_paths
 
 POLICIES = ("breach", "breach_plain", "solvency", "static", "static_solvent")
-SOLVENCY_COLUMNS = ["asset", "policy", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty", "haircut_factor",
-                    "feasible", "limited", "calibration_paths", "calibration_bad_debt_fund",
+SOLVENCY_COLUMNS = ["asset", "policy", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty",
+                    "haircut_factor", "feasible", "limited", "calibration_paths", "calibration_bad_debt_fund",
                     "calibration_liquidations", "calibration_avg_margin"]
 
 
@@ -413,5 +413,5 @@ def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) ->
 
 
 __all__ = ["CANDIDATE_COLUMNS", "POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel",
-           "breach_paths", "breach_terms", "calibrate_solvency", "calibrate_static", "calibration_window", "rule_margin",
-           "search_candidates", "solvency_terms", "static_schedule", "static_terms"]
+           "breach_paths", "breach_terms", "calibrate_solvency", "calibrate_static", "calibration_window",
+           "rule_margin", "search_candidates", "solvency_terms", "static_schedule", "static_terms"]

@@ -113,7 +113,8 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
             stresses.append(_stress(case, bars[asset], policy, t, cfg, start, rates))
         paid = "" if case.paths.funding is None else f", funding on {np.mean(case.paths.funding.any(1)):.0%} of paths"
         log(f"simulate: {asset}: {len(case.paths):,} paths{paid}, solvency scale {table['scale'].iloc[-1]:.2f} "
-            f"(maintenance {table['maintenance_fraction'].iloc[0]:.0%} of initial), static schedule x {static['scale']:.2f}")
+            f"(maintenance {table['maintenance_fraction'].iloc[0]:.0%} of initial), static_solvent: the schedule x "
+            f"{static['scale']:.2f}")
     if not summaries:
         raise ConfigError(f"simulation: no asset has forecasts and bars with paths before {start.date()}")
     stress = pd.concat(stresses, ignore_index=True) if stresses else pd.DataFrame(columns=STRESS_COLUMNS)
