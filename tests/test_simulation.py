@@ -293,7 +293,7 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert main(argv) == 0
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
-    assert set(summary["policy"]) == {"breach", "breach_plain", "solvency", "static"} and set(summary["asset"]) == {"syn_a", "syn_b"}
+    assert set(summary["policy"]) == {"breach", "breach_plain", "solvency", "static", "static_solvent"} and set(summary["asset"]) == {"syn_a", "syn_b"}
     assert summary[["bad_debt_p95", "bad_debt_p99", "liquidations_p95", "avg_margin"]].notna().all().all()
     assert (out / "stress.csv").is_file() and (out / "solvency.csv").is_file()
     assert main([*argv[:-1], "accounts=0"]) == 2
@@ -444,13 +444,42 @@ def test_bisection_follows_bad_debt_and_checks_rising_liquidations_at_the_result
     strict = dataclasses.replace(target, max_liquidations=0.1)  # no scale meets both: raising it would not help
     scale, figures, limited = _bisect(evaluate, 0.5, 1.5, strict)
     assert scale == pytest.approx(0.75, rel=0.002) and figures[0] <= 0.01 and not _meets(figures, strict)
-    # liquidations that fall only past 1.0 (a hump): the scan lifts the solvent scale to the first grid point past it
-    from volmargin.simulation.solvency import LIFT_STEP, _lift
+    # liquidations that fall only past 1.0 (a hump): the scan finds the first grid point past it (0.5 x 1.1^8 =
+    # 1.07), the bisection between it and the point before brings the scale back to 1.0 within the tolerance
+    from volmargin.simulation.solvency import _lift
 
     hump = lambda s: (0.0, 0.4 if s < 1.0 else 0.2)  # noqa: E731
     scale, figures = _lift(hump, 0.5, hump(0.5), 10.0, target)
-    assert scale == pytest.approx(0.5 * (1 + LIFT_STEP) ** 8) and figures == (0.0, 0.2)
+    assert 1.0 <= scale <= 1.0 * (1 + target.tolerance) and figures == (0.0, 0.2)
     assert _lift(hump, 0.5, hump(0.5), 0.9, target) == (0.5, (0.0, 0.4))  # none within the band: kept, flagged
+
+
+def test_static_solvent_is_the_smallest_multiple_of_the_schedule_meeting_the_target(market_bars):
+    from volmargin.simulation.scenarios import run_paths
+    from volmargin.simulation.solvency import calibrate_static, calibration_window, static_terms, worst_quantile
+
+    forecasts = simple_forecasts(market_bars)
+    cfg = StudyConfig(model="rv20", settings=SMALL)
+    case = asset_case(forecasts, market_bars["syn_a"], "syn_a", cfg, PolicyConfig())
+    target = SolvencyTarget(max_bad_debt_fund=0.0, window_days=120, max_liquidations=None)
+    row = calibrate_static(case, ("btc",), SMALL, target, "2021-10-01")
+    paths = calibration_window(case, pd.Timestamp("2021-10-01", tz="UTC"), target)
+
+    def bad_debt(multiplier: float) -> float:
+        terms = static_terms(case, ("btc",), SMALL.penalty, multiplier)
+        metrics = run_paths(paths, terms.initial, terms.maintenance, terms.penalty, case.variance, SMALL)
+        return worst_quantile(pd.Series(metrics["bad_debt_fund"].to_numpy(), index=pd.DatetimeIndex(metrics["origin"])),
+                              target.quantile, target.worst_period)
+
+    multiplier = row["scale"]
+    assert row["policy"] == "static_solvent" and row["feasible"] and not row["limited"]
+    assert bad_debt(multiplier) <= 0.0 < bad_debt(multiplier / (1 + 2 * target.tolerance))  # met, and only just
+    terms = static_terms(case, ("btc",), SMALL.penalty, multiplier)  # a small cap: the 10% / 5% shape, scaled
+    np.testing.assert_allclose(terms.initial, 0.10 * multiplier)
+    np.testing.assert_allclose(terms.maintenance, 0.05 * multiplier)
+    assert row["calibration_avg_margin"] == pytest.approx(0.10 * multiplier)
+    loose = calibrate_static(case, ("btc",), SMALL, dataclasses.replace(target, max_bad_debt_fund=5.0), "2021-10-01")
+    assert loose["scale"] == target.scale_bounds[0] < multiplier
 
 
 def test_set_items_keep_flow_lists_whole():

@@ -8,7 +8,9 @@ liquidation penalty):
   the same calibration with every APC tool off (the study adds it when the policy has any), i.e. the
   solvency policy's own margin rule calibrated to the breach rate instead;
 - `static`: a large venue's schedule: IM 5% / MM 3% for large caps, 10% / 5% for the others (asset
-  names containing one of `large_caps`).
+  names containing one of `large_caps`); `static_solvent`, the same schedule times one multiplier per asset,
+  the smallest meeting the solvency target on the solvency calibration's first window, then fixed
+  (`calibrate_static`): a static schedule at equal solvency.
 - `solvency`: the same margin rule (`volmargin_serving.margins` through `calibration.panel.initial_margin`,
   scale x the model's risk), its scale, maintenance fraction and penalty chosen to minimise the
   average initial margin subject to a bad-debt target: the `quantile` (99th) of 24 h bad debt over the
@@ -58,9 +60,9 @@ from volmargin.simulation.accounts import Accounts
 from volmargin.simulation.paths import PathSet
 from volmargin.simulation.scenarios import MAX_HAIRCUT, SimulationSettings, collateral_haircut, run_paths
 
-POLICIES = ("breach", "breach_plain", "solvency", "static")
-SOLVENCY_COLUMNS = ["asset", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty", "haircut_factor",
-                    "feasible", "limited", "calibration_paths", "calibration_bad_debt_fund",
+POLICIES = ("breach", "breach_plain", "solvency", "static", "static_solvent")
+SOLVENCY_COLUMNS = ["asset", "policy", "valid_from", "valid_to", "scale", "maintenance_fraction", "penalty",
+                    "haircut_factor", "feasible", "limited", "calibration_paths", "calibration_bad_debt_fund",
                     "calibration_liquidations", "calibration_avg_margin"]
 
 
@@ -170,9 +172,18 @@ def breach_terms(paths: pd.DataFrame, case: AssetCase, policy: PolicyConfig, pen
     return Terms(case.origins, initial, policy.maintenance_fraction * initial, np.full(len(case.origins), penalty))
 
 
-def static_terms(case: AssetCase, large_caps: tuple[str, ...], penalty: float) -> Terms:
-    large = any(tag in case.asset.lower() for tag in large_caps)
-    im, mm = (0.05, 0.03) if large else (0.10, 0.05)
+LARGE_CAP_SCHEDULE = (0.05, 0.03)  # (initial, maintenance) margin of a large venue's large caps
+SMALL_CAP_SCHEDULE = (0.10, 0.05)  # and of the others
+
+
+def static_schedule(asset: str, large_caps: tuple[str, ...]) -> tuple[float, float]:
+    """(initial, maintenance) margin of the static schedule's tier of `asset` (names containing a `large_caps` tag)."""
+    return LARGE_CAP_SCHEDULE if any(tag in asset.lower() for tag in large_caps) else SMALL_CAP_SCHEDULE
+
+
+def static_terms(case: AssetCase, large_caps: tuple[str, ...], penalty: float, multiplier: float = 1.0) -> Terms:
+    """The static schedule of the asset's tier, both margins times `multiplier` (the same IM / MM shape)."""
+    im, mm = (multiplier * m for m in static_schedule(case.asset, large_caps))
     d = len(case.origins)
     return Terms(case.origins, np.full((d, 2), im), np.full((d, 2), mm), np.full(d, penalty))
 
@@ -193,7 +204,12 @@ class Candidate:
 def _evaluate(case: AssetCase, rule: PolicyConfig, paths: PathSet, scale: float, cand: Candidate,
               settings: SimulationSettings, accounts: Accounts, target: SolvencyTarget) -> tuple[float, float]:
     """(bad-debt quantile / fund, liquidations-at-risk quantile / open interest) over `paths` at `scale`."""
-    im = rule_margin(case, rule, scale)
+    return _evaluate_margin(case, rule_margin(case, rule, scale), paths, cand, settings, accounts, target)
+
+
+def _evaluate_margin(case: AssetCase, im: np.ndarray, paths: PathSet, cand: Candidate, settings: SimulationSettings,
+                     accounts: Accounts, target: SolvencyTarget) -> tuple[float, float]:
+    """`_evaluate`'s figures for the initial margin `im` (D, 2) per origin day of the case."""
     metrics = run_paths(paths, im, cand.fraction * im, cand.penalty, case.variance, settings, accounts,
                         collateral_haircut(im, cand.haircut_factor))
     bad_debt = pd.Series(metrics["bad_debt_fund"].to_numpy(), index=pd.DatetimeIndex(metrics["origin"]))
@@ -234,14 +250,21 @@ def _bisect(evaluate, lo: float, hi: float, target: SolvencyTarget) -> tuple[flo
     at_lo = evaluate(lo)
     if _solvent(at_lo, target):
         return lo, at_lo, lo > target.scale_bounds[0]
-    while hi > lo * (1 + target.tolerance):
+    hi, at_hi = _narrow(evaluate, lo, hi, at_hi, lambda f: _solvent(f, target), target.tolerance)
+    return hi, at_hi, False
+
+
+def _narrow(evaluate, lo: float, hi: float, at_hi: tuple[float, float], ok, tolerance: float):
+    """Geometric bisection of [lo, hi], `ok` at hi and not at lo, to the relative width `tolerance`:
+    the smallest scale found where `ok(figures)` holds, and its figures."""
+    while hi > lo * (1 + tolerance):
         mid = np.sqrt(lo * hi)
         figures = evaluate(mid)
-        if _solvent(figures, target):
+        if ok(figures):
             hi, at_hi = mid, figures
         else:
             lo = mid
-    return hi, at_hi, False
+    return hi, at_hi
 
 
 LIFT_STEP = 0.1  # relative step of the scan for a scale that also keeps liquidations at risk within the limit
@@ -250,16 +273,18 @@ LIFT_STEP = 0.1  # relative step of the scan for a scale that also keeps liquida
 def _lift(evaluate, scale: float, figures: tuple[float, float], top: float,
           target: SolvencyTarget) -> tuple[float, tuple[float, float]]:
     """From a solvent scale, the first scale up to `top` (geometric steps of LIFT_STEP) that also keeps
-    liquidations at risk within the limit; the solvent scale itself when none does (the block is then not
-    `feasible`). A scan, not a bisection: liquidations at risk need not fall as the scale rises."""
+    liquidations at risk within the limit, refined by a bisection between that scan point and the one
+    before it (the scan alone overshoots by up to a step); the solvent scale itself when none does (the
+    block is then not `feasible`). A scan, not a bisection over the whole band: liquidations at risk need
+    not fall as the scale rises."""
     if _meets(figures, target) or not _solvent(figures, target):
         return scale, figures
     s = scale
     while s < top:
-        s = min(s * (1 + LIFT_STEP), top)
+        below, s = s, min(s * (1 + LIFT_STEP), top)
         lifted = evaluate(s)
         if _meets(lifted, target):
-            return s, lifted
+            return _narrow(evaluate, below, s, lifted, lambda f: _meets(f, target), target.tolerance)
     return scale, figures
 
 
@@ -329,7 +354,7 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
                 scale, figures, limited = _bisect(evaluate, band[1], top, target)
             scale, figures = _lift(evaluate, scale, figures, band[1], target)
         achieved, liquidations = figures
-        previous = {"asset": case.asset, "valid_from": start,
+        previous = {"asset": case.asset, "policy": "solvency", "valid_from": start,
                     "valid_to": starts[b + 1] if b + 1 < len(starts) else pd.NaT, "scale": scale,
                     "maintenance_fraction": cand.fraction, "penalty": cand.penalty,
                     "haircut_factor": cand.haircut_factor, "feasible": _meets(figures, target), "limited": bool(limited),
@@ -341,6 +366,30 @@ def calibrate_solvency(case: AssetCase, rule: PolicyConfig, settings: Simulation
             progress(previous)
     table = pd.DataFrame(rows, columns=SOLVENCY_COLUMNS)
     return table.assign(valid_to=pd.to_datetime(table["valid_to"], utc=True))
+
+
+def calibrate_static(case: AssetCase, large_caps: tuple[str, ...], settings: SimulationSettings,
+                     target: SolvencyTarget, first_validation_start) -> dict:
+    """The `static_solvent` policy: the static schedule of the asset's tier (its IM / MM shape, penalty and
+    haircut) times the smallest multiplier meeting the solvency target (bad debt, then liquidations at risk, as
+    `calibrate_solvency`) on the paths of the solvency calibration's first window, then held fixed out of
+    sample (it is static). Per asset, as the solvency calibration: one multiplier per tier would make the
+    calmer asset of a tier carry the other's margin. One row of SOLVENCY_COLUMNS; `scale` is the multiplier."""
+    start = utc(first_validation_start)
+    paths = calibration_window(case, start, target)
+    im, mm = static_schedule(case.asset, large_caps)
+    cand, accounts, days = Candidate(mm / im, settings.penalty, 1.0), settings.accounts(), len(case.origins)
+
+    def evaluate(multiplier):
+        return _evaluate_margin(case, np.full((days, 2), multiplier * im), paths, cand, settings, accounts, target)
+    top = min(target.scale_bounds[1], 1.0 / im)  # an initial margin of at most 100%
+    multiplier, figures, limited = _bisect(evaluate, target.scale_bounds[0], top, target)
+    multiplier, figures = _lift(evaluate, multiplier, figures, top, target)
+    return {"asset": case.asset, "policy": "static_solvent", "valid_from": start, "valid_to": pd.NaT,
+            "scale": multiplier, "maintenance_fraction": mm / im, "penalty": settings.penalty, "haircut_factor": 1.0,
+            "feasible": _meets(figures, target), "limited": bool(limited), "calibration_paths": len(paths),
+            "calibration_bad_debt_fund": figures[0], "calibration_liquidations": figures[1],
+            "calibration_avg_margin": multiplier * im}
 
 
 def _avg(case: AssetCase, rule: PolicyConfig, scale: float, paths: PathSet, haircut_weight: float = 0.0) -> float:
@@ -363,5 +412,6 @@ def solvency_terms(case: AssetCase, rule: PolicyConfig, blocks: pd.DataFrame) ->
     return Terms(case.origins, initial, fraction[:, None] * initial, blocks["penalty"].to_numpy()[which], haircut)
 
 
-__all__ = ["CANDIDATE_COLUMNS", "POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel", "breach_paths", "breach_terms",
-           "calibrate_solvency", "calibration_window", "rule_margin", "search_candidates", "solvency_terms", "static_terms"]
+__all__ = ["CANDIDATE_COLUMNS", "POLICIES", "SOLVENCY_COLUMNS", "AssetCase", "SolvencyTarget", "Terms", "asset_panel",
+           "breach_paths", "breach_terms", "calibrate_solvency", "calibrate_static", "calibration_window",
+           "rule_margin", "search_candidates", "solvency_terms", "static_schedule", "static_terms"]

@@ -1,6 +1,7 @@
 """The simulation stage: every asset of a backtest run through the policies (`volmargin.simulation.solvency`;
 plus `breach_plain`, the breach-rate calibration without its APC tools, when the policy has any), on real replays,
-bootstrapped paths and the stress events, with the solvency calibration in between.
+bootstrapped paths and the stress events, with the solvency calibration (and the static schedule's multiplier
+at equal solvency, `static_solvent`) in between.
 
 Periods: forecasts realised before `validation_start` calibrate (the breach-rate and the solvency
 calibration both; each re-calibrates walk-forward after it); `summary` scores the origins from
@@ -26,7 +27,8 @@ from volmargin.simulation.metrics import summarize
 from volmargin.simulation.paths import PathSet, bootstrap_paths, event_paths, replay_paths
 from volmargin.simulation.scenarios import SimulationSettings, run_paths
 from volmargin.simulation.solvency import (AssetCase, SolvencyTarget, Terms, asset_panel, breach_paths, breach_terms,
-                                           calibrate_solvency, solvency_terms, static_terms)
+                                           calibrate_solvency, calibrate_static, solvency_terms,
+                                           static_terms)
 
 SUMMARY_COLUMNS = ["asset", "policy", "period", "kind", "paths", "bad_debt_mean", "bad_debt_p95", "bad_debt_p99",
                    "bad_debt_fund_p95", "bad_debt_fund_p99", "meets_target", "liquidations_p95",
@@ -52,7 +54,7 @@ class StudyConfig:
 class StudyResult:
     summary: pd.DataFrame
     stress: pd.DataFrame
-    solvency: pd.DataFrame  # the solvency calibration's blocks
+    solvency: pd.DataFrame  # the solvency calibration's blocks and the static_solvent multiplier (column policy)
     seconds: float = 0.0
 
 
@@ -98,17 +100,21 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
             log(f"simulate: {asset}: no path before {start.date()}, left out")
             continue
         table = calibrate_solvency(case, rule, cfg.settings, cfg.target, start)
-        blocks.append(table)
+        static = calibrate_static(case, cfg.large_caps, cfg.settings, cfg.target, start)
+        both = pd.concat([table, pd.DataFrame([static], columns=table.columns)], ignore_index=True)
+        blocks.append(both.assign(valid_to=pd.to_datetime(both["valid_to"], utc=True)))
         terms = {name: breach_terms(paths, case, policy, cfg.settings.penalty)
                  for name, (policy, paths) in breach.items()}
         terms |= {"solvency": solvency_terms(case, rule, table),
-                 "static": static_terms(case, cfg.large_caps, cfg.settings.penalty)}
+                 "static": static_terms(case, cfg.large_caps, cfg.settings.penalty),
+                 "static_solvent": static_terms(case, cfg.large_caps, cfg.settings.penalty, static["scale"])}
         for policy, t in terms.items():
             summaries.extend(_summaries(case, policy, t, cfg, start))
             stresses.append(_stress(case, bars[asset], policy, t, cfg, start, rates))
         paid = "" if case.paths.funding is None else f", funding on {np.mean(case.paths.funding.any(1)):.0%} of paths"
         log(f"simulate: {asset}: {len(case.paths):,} paths{paid}, solvency scale {table['scale'].iloc[-1]:.2f} "
-            f"(maintenance {table['maintenance_fraction'].iloc[0]:.0%} of initial)")
+            f"(maintenance {table['maintenance_fraction'].iloc[0]:.0%} of initial), static_solvent: the schedule x "
+            f"{static['scale']:.2f}")
     if not summaries:
         raise ConfigError(f"simulation: no asset has forecasts and bars with paths before {start.date()}")
     stress = pd.concat(stresses, ignore_index=True) if stresses else pd.DataFrame(columns=STRESS_COLUMNS)
