@@ -252,6 +252,14 @@ class Runtime:
                 return out
         return self._forecast_daily(inputs, dates, as_of, iv=iv)
 
+    def stream(self, inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64 | None = None):
+        """Incremental state started from daily inputs as for `forecast_daily` (the same checks): an
+        `AssetState` from one asset's (days, columns), a `StreamState` from a batch (assets, days,
+        columns). Each `update` then folds in one newly closed day per asset; see `volmargin_serving.stream`."""
+        from volmargin_serving.stream import AssetState, StreamState
+
+        return (AssetState if np.ndim(inputs) == 2 else StreamState)(self, inputs, dates, as_of)
+
     def _forecast_fast(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
         """Forecasts by the fast path, or None where it does not apply (other dtypes or shapes) or flags an
         asset: the careful path then forecasts or raises."""
@@ -282,6 +290,12 @@ class Runtime:
 
     def _forecast_daily(self, inputs, dates, as_of: np.datetime64, gaps: bool = True,
                         iv: np.ndarray | None = None) -> Forecasts:
+        batch, days = self._checked_history(inputs, dates, as_of, gaps)
+        return self._forecast_checked(batch, days, self._checked_iv(iv, np.shape(inputs)[:-1], self.history_days))
+
+    def _checked_history(self, inputs, dates, as_of: np.datetime64,
+                         gaps: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The last `history_days` rows (assets, days, columns) of daily inputs and their days, checked."""
         inputs = np.asarray(inputs)
         if inputs.ndim not in (2, 3) or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape ([assets,] days, {len(INPUT_COLUMNS)}) with columns "
@@ -295,7 +309,7 @@ class Runtime:
         batch = check_values("inputs", inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:])
         days = days[..., -n:]
         check_dates(days, as_of, self.max_age, gaps)
-        return self._forecast_checked(batch, days, self._checked_iv(iv, inputs.shape[:-1], n))
+        return batch, days
 
     def _checked_iv(self, iv, shape: tuple[int, ...], rows: int) -> np.ndarray | None:
         """The last `rows` of the optional IV index as (assets, rows); None where the bundle ignores it.
