@@ -19,22 +19,26 @@ A refused row leaves the state as it was, and its error is the careful path's ow
 recomputed by `Runtime._forecast_daily` from the stored rows and the new one, which raises the typed
 error. A state that refused a day cannot take the next one (a gap): start it again from the history.
 
-Running sums differ from the core's cumulative-sum differences by rounding, which accumulates: every
-`level_days` days (day number a multiple of it) the sums are recomputed from the rings. The difference
-from the core stays within float32 rounding (tests/test_serving_stream.py, 1,000+ real days). Not
-thread-safe: one owner per state.
+Running sums differ from the core's cumulative-sum differences by rounding, which accumulates: each sum
+is recomputed from its ring every `level_days` days (sum k on day numbers k modulo level_days, so that no
+update pays for all of them). The standardized features stay within float32 rounding of the core's on
+1,000+ real days (tests/test_serving_stream.py), except where rounding alone decides a value: rv_disp of a
+window whose log RVs are all equal (e.g. one complete day in it) is the square root of a rounding residue,
+~1e-6, in the core as here. Not thread-safe: one owner per state.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from volmargin_serving.errors import InputDtypeError, InputError, InputShapeError
 from volmargin_serving.features import (
-    INPUT_COLUMNS, compute_features, daily_series, feature_columns, horizon_level, level_of, mean_windows, standardize,
+    _FLOOR, INPUT_COLUMNS, compute_features, daily_series, feature_columns, horizon_level, level_of, mean_windows, standardize,
 )
 from volmargin_serving.outputs import Forecasts, postprocess
-from volmargin_serving.validation import value_problems
+from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0), as in runtime._weekday
 
@@ -50,9 +54,18 @@ def _day_numbers(dates, shape: tuple[int, ...], name: str = "dates") -> np.ndarr
         raise InputShapeError(f"{name} have shape {dates.shape}; expected {shape} or one date") from None
 
 
+_DAYS = np.dtype("datetime64[D]")
+
+
+def _day_number(date, name: str = "date") -> int:
+    """Days since 1970-01-01 of one datetime64 date (a datetime64[D] scalar by a quick route)."""
+    if isinstance(date, np.datetime64) and date.dtype == _DAYS:
+        return int(date.view(np.int64))
+    return int(_day_numbers(date, (), name))
+
+
 def _today(as_of) -> int:
-    instant = np.datetime64("now") if as_of is None else np.datetime64(as_of)
-    return int(instant.astype("datetime64[D]").astype(np.int64))
+    return _day_number(np.datetime64("now") if as_of is None else np.datetime64(as_of), "as_of")
 
 
 class StreamState:
@@ -99,11 +112,15 @@ class StreamState:
     def __len__(self) -> int:
         return len(self.day)
 
-    def _rebase(self, assets: np.ndarray) -> None:
-        """Recompute the running sums of `assets` from the rings (the drift of adding and removing ends)."""
+    def _rebase(self, assets: np.ndarray, sums: np.ndarray | None = None) -> None:
+        """Recompute running sums from the rings (the drift of adding and removing ends): of `assets`, all
+        of them or the one numbered `sums` per asset."""
         age = (self.day[assets, None] - np.arange(self._ring)) % self._ring  # (assets, ring): days before the newest
-        inside = age[:, :, None] < self._windows
-        self.sums[assets] = np.where(inside, self.terms[assets], 0.0).sum(axis=1)
+        if sums is None:
+            self.sums[assets] = np.where(age[:, :, None] < self._windows, self.terms[assets], 0.0).sum(axis=1)
+        else:
+            inside = age < self._windows[sums, None]
+            self.sums[assets, sums] = np.where(inside, self.terms[assets, :, sums], 0.0).sum(axis=1)
 
     def history(self, asset: int) -> tuple[np.ndarray, np.ndarray]:
         """One asset's last `history_days` raw rows (days, columns) in time order and their dates."""
@@ -123,7 +140,7 @@ class StreamState:
         if accepted.all():
             return self._advance(self._assets, rows, days), errors
         for k in np.flatnonzero(~accepted):
-            errors[k] = self._refusal(k, rows[k], days[k], as_of)
+            errors[k] = _careful_error(self.runtime, *self.history(k), rows[k], days[k], as_of)
         taken = np.flatnonzero(accepted)
         out = self._advance(taken, rows[taken], days[taken])
         return _spread(out, taken, len(self)), errors
@@ -135,16 +152,6 @@ class StreamState:
         if rows.shape != (len(self), len(INPUT_COLUMNS)):
             raise InputShapeError(f"rows must have shape ({len(self)}, {len(INPUT_COLUMNS)}), got {rows.shape}")
         return rows.astype(np.float64, copy=False)
-
-    def _refusal(self, asset: int, row: np.ndarray, day: int, as_of) -> InputError:
-        """The careful path's error on the stored rows followed by the refused one."""
-        rows, days = self.history(asset)
-        try:
-            self.runtime._forecast_daily(np.vstack([rows, row]), np.append(days, np.datetime64(int(day), "D")),
-                                         np.datetime64("now") if as_of is None else np.datetime64(as_of))
-        except InputError as exc:
-            return exc
-        return InputError(f"row dated {np.datetime64(int(day), 'D')} refused: not the day after {days[-1]}")
 
     def _advance(self, assets: np.ndarray, rows: np.ndarray, days: np.ndarray) -> Forecasts:
         """Fold checked rows into the state of `assets` and forecast."""
@@ -159,9 +166,9 @@ class StreamState:
         self.squares[assets, slot] = columns["ret"] ** 2
         self.rows[assets, days % self.rows.shape[1]] = rows
         self.day[assets] = days
-        rebase = slot == 0
-        if rebase.any():
-            self._rebase(assets[rebase])
+        due = slot < len(self._windows)  # re-base sum k on days numbered k modulo the ring: one sum a day at most
+        if due.any():
+            self._rebase(assets[due], slot[due])
         means = _means(self.sums[assets])
         level = level_of(means)
         lags = self._lag + 1
@@ -179,24 +186,157 @@ class StreamState:
 
 
 class AssetState:
-    """The incremental state of one asset: `update(row, date)` returns its forecast or raises the careful
-    path's `InputError` (the state unchanged)."""
+    """The incremental state of one asset, in plain Python floats: on one asset's arrays numpy's fixed cost
+    per call, about a microsecond, is most of the work, and an update makes some hundred of them.
+
+    Started from a one-asset `StreamState` (the careful checks and the core built it), it keeps the same
+    rings as lists and applies the same steps: the checks of `validation.value_problems`, then
+    `daily_series` and `feature_columns` written out for one row (tests/test_serving_stream.py holds the
+    two to the core and to each other). `update(row, date)` returns the forecast or raises the careful
+    path's `InputError`, the state unchanged."""
 
     def __init__(self, runtime, inputs: np.ndarray, dates, as_of=None):
-        inputs, dates = np.asarray(inputs), np.asarray(dates)
+        inputs = np.asarray(inputs)
         if inputs.ndim != 2:
             raise InputShapeError(f"inputs must have shape (days, {len(INPUT_COLUMNS)}), got {inputs.shape}")
-        self.batch = StreamState(runtime, inputs[None], dates, as_of)
+        start = StreamState(runtime, inputs[None], dates, as_of)
+        self.runtime, self._spec = runtime, runtime.spec
+        self.day = int(start.day[0])
+        self._windows = start._windows.tolist()
+        self._ring, self._lag = start._ring, start._lag
+        self._terms, self._squares = start.terms[0].tolist(), start.squares[0].tolist()
+        self._levels, self._sums = start.levels[0].tolist(), start.sums[0].tolist()
+        self.rows = start.rows[0]
+        # the standardized features twice over, so that the window is always one contiguous slice
+        self._features = np.concatenate([start.features[0], start.features[0]])
+        self._mean, self._scale = runtime.mean.tolist(), runtime.scale.tolist()
+        self._log_horizon = float(np.log(runtime.horizon))
+        self._index = {name: j for j, name in enumerate(INPUT_COLUMNS)}
+        self._non_negative = [j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE]
+        self._flags = [j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS]
 
-    @property
-    def day(self) -> np.datetime64:
-        return np.datetime64(int(self.batch.day[0]), "D")
+    def history(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last `history_days` raw rows (days, columns) in time order and their dates."""
+        days = self.day - np.arange(len(self.rows))[::-1]
+        return self.rows[days % len(self.rows)], days.astype("datetime64[D]")
 
     def update(self, row: np.ndarray, date, as_of=None) -> Forecasts:
-        out, (error,) = self.batch.update(np.asarray(row)[None], date, as_of)
-        if error is not None:
-            raise error
-        return out
+        """Fold in the newly closed day `row` (len(INPUT_COLUMNS),) dated `date` and forecast from it."""
+        row = np.asarray(row)
+        if row.dtype.kind != "f":
+            raise InputDtypeError(f"row must be float32 or float64, got dtype {row.dtype}")
+        if row.shape != (len(INPUT_COLUMNS),):
+            raise InputShapeError(f"row must have shape ({len(INPUT_COLUMNS)},), got {row.shape}")
+        day = _day_number(date)
+        today = _today(as_of)
+        values = row.tolist()
+        if not (self._possible(values) and day == self.day + 1 and today - self.runtime._max_age_days <= day <= today):
+            raise _careful_error(self.runtime, *self.history(), row, day, as_of)
+        return self._advance(values, day, row)
+
+    def _possible(self, values: list[float]) -> bool:
+        """`validation.value_problems` of one row, negated: finite, non-negative, 0/1 flags, a possible return."""
+        if not all(map(math.isfinite, values)):
+            return False
+        if min(values[j] for j in self._non_negative) < 0 or any(values[j] not in (0.0, 1.0) for j in self._flags):
+            return False
+        ret, rv = values[self._index["ret"]], values[self._index["rv"]]
+        return not ret * ret > MAX_BARS_PER_DAY * rv * (1 + 1e-9)
+
+    def _series(self, values: list[float]) -> list[float]:
+        """`features.daily_series` of one checked row."""
+        get = self._index
+        rv, bv = values[get["rv"]], values[get["bv"]]
+        complete = values[get["complete"]] > 0.5
+        log_rv_all = _log(rv)
+        rv_c = rv if complete else math.nan
+        log_rv_c = log_rv_all if complete else math.nan
+        if not complete:
+            jump = math.nan
+        elif rv > 0:
+            jump = min(max((rv - bv) / rv, 0.0), 1.0)
+        else:  # numpy's (0 - bv) / 0: -inf, clipped to 0, or NaN where bv is 0 too
+            jump = 0.0 if bv > 0 else math.nan
+        return [log_rv_c, log_rv_all, rv_c, rv_c, values[get["ret"]], _log(values[get["volume"]]), rv_c,
+                log_rv_c * log_rv_c, jump]
+
+    def _advance(self, values: list[float], day: int, row: np.ndarray) -> Forecasts:
+        runtime, spec, ring = self.runtime, self._spec, self._ring
+        series = self._series(values)
+        terms = [x if x == x else 0.0 for x in series] + [1.0 if x == x else 0.0 for x in series]
+        sums, windows, rings = self._sums, self._windows, self._terms
+        for k, term in enumerate(terms):
+            sums[k] += term - rings[(day - windows[k]) % ring][k]
+        ret = values[self._index["ret"]]
+        rings[day % ring] = terms
+        self._squares[day % ring] = ret * ret
+        self.rows[day % len(self.rows)] = row
+        self.day = day
+        k = day % ring
+        if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum)
+            sums[k] = math.fsum(rings[(day - age) % ring][k] for age in range(windows[k]))
+        n = len(series)
+        means = [total / count if count > 0 else math.nan for total, count in zip(sums[:n], sums[n:])]
+        level = means[0] if math.isfinite(means[0]) else means[1]
+        lags = self._lag + 1
+        level_change = level - self._levels[(day - self._lag) % lags]
+        self._levels[day % lags] = level
+        features = self._feature_row(series, means, level, level_change, max(self._squares), values, day, spec)
+        z = [(f - m) / s for f, m, s in zip(features, self._mean, self._scale)]
+        z = [x if x == x else 0.0 for x in z]
+        window = runtime.window
+        slot = day % window
+        self._features[slot:slot + 2 * window:window] = z  # both copies in one step
+        raw = runtime.run_model(self._features[None, slot + 1:slot + 1 + window])
+        variance, var, es = postprocess(raw, np.array([level + self._log_horizon]), len(runtime.levels))
+        return Forecasts(variance, var, es, runtime.levels, runtime.horizon)
+
+    def _feature_row(self, series: list[float], m: list[float], level: float, level_change: float,
+                     max_square: float, values: list[float], day: int, spec) -> list[float]:
+        """`features.feature_columns` of one row, in its column order."""
+        get = self._index
+        rv, log_volume, jump = series[2], series[5], series[8]
+        scale = math.exp(0.5 * level)
+        log_rv = _log(rv)
+        clip = spec.ret_clip
+        dow_sin, dow_cos = _WEEKDAY[(day + _EPOCH_WEEKDAY) % 7]
+        return [
+            log_rv - level,
+            _log(m[2]) - level,
+            _log(m[3]) - level,
+            level_change,
+            min(max(values[get["ret"]] / scale, -clip), clip),
+            min(max(math.sqrt(spec.week_days) * m[4] / scale, -clip), clip),
+            jump,
+            _log(values[get["parkinson"]]) - log_rv,
+            _log(values[get["rogers_satchell"]]) - log_rv,
+            log_volume - m[5],
+            dow_sin,
+            dow_cos,
+            _log(m[6]) - m[0],
+            math.sqrt(max(m[7] - m[0] * m[0], 0.0)) if m[7] == m[7] and m[0] == m[0] else math.nan,
+            m[8],
+            _log(max_square) - level,
+        ]
+
+
+def _log(x: float) -> float:
+    """`features._log` of one float: log(max(x, 1e-12)), NaN kept."""
+    return math.log(x if x > _FLOOR else _FLOOR) if x == x else math.nan
+
+
+# sin and cos of the day-of-week angle as numpy computes them in `feature_columns` (0 = Monday)
+_WEEKDAY = [(float(np.sin(a)), float(np.cos(a))) for a in 2 * np.pi * np.arange(7) / 7]
+
+
+def _careful_error(runtime, rows: np.ndarray, days: np.ndarray, row: np.ndarray, day: int, as_of) -> InputError:
+    """The careful path's error on an asset's stored rows followed by its refused one."""
+    try:
+        runtime._forecast_daily(np.vstack([rows, row]), np.append(days, np.datetime64(int(day), "D")),
+                                np.datetime64("now") if as_of is None else np.datetime64(as_of))
+    except InputError as exc:
+        return exc
+    return InputError(f"row dated {np.datetime64(int(day), 'D')} refused: not the day after {days[-1]}")
 
 
 def _columns(rows: np.ndarray) -> dict[str, np.ndarray]:
