@@ -232,7 +232,8 @@ def test_row_check_is_the_validation_rule(bundles, panel):
     """The one-asset state's plain-Python check refuses exactly the rows `validation.value_problems` flags."""
     runtime = vs.load(bundles["gbm"])
     inputs, days = _arrays(next(iter(panel.values())))
-    state = runtime.stream(inputs[:runtime.history_days], days[:runtime.history_days], as_of=days[-1])
+    history = runtime.history_days
+    state = runtime.stream(inputs[:history], days[:history], as_of=days[history - 1])
     rng = np.random.default_rng(7)
     specials = np.array([np.nan, np.inf, -np.inf, -1e-9, -0.0, 0.0, 0.5, 1.0, 2.0, 1e-300, 1e300, -1e300])
     flagged = 0
