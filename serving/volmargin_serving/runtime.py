@@ -406,12 +406,21 @@ class Runtime:
         forecast from its inputs with the bad rows treated as missing (where they can be); an asset
         missing from the calibration set gets margin and haircut 1 (fully collateralised). One asset's
         failure never changes another's figures. See `volmargin_serving.margins.price` for the rule."""
+        assets, as_of, terms, previous = self._margin_terms(assets, as_of, previous)
+        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        return self._price(assets, terms, forecasts, errors, doubtful, previous, as_of)
+
+    def _margin_terms(self, assets, as_of, previous) -> tuple:
+        """assets as a tuple, as_of as an instant, the calibration terms in force and checked `previous`."""
         if self.calibration is None:
             raise CalibrationError(f"{self.path}: loaded without a calibration set; margins need one")
         assets, as_of = tuple(assets), _instant(as_of)
         previous = _previous(previous, len(assets))
-        terms = self.calibration.terms(assets, as_of)
-        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        return assets, as_of, self.calibration.terms(assets, as_of), previous
+
+    def _price(self, assets: tuple[str, ...], terms, forecasts: Forecasts, errors: np.ndarray, doubtful: list,
+               previous: np.ndarray | None, as_of: np.datetime64) -> Margins:
+        """`margins.price` with this runtime's calibration and memory of last good margins, which it updates."""
         margins = price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
                         previous, self.calibration.version, doubtful=doubtful, last_good=self._recall(assets))
         self._remember(margins, as_of)
@@ -447,8 +456,7 @@ class Runtime:
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
         variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
         var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
-        doubt = [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
-                 for _ in range(len(READINGS))]
+        doubt = self._no_readings(n)
 
         def keep(index, out: Forecasts, checked: np.ndarray) -> None:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
@@ -458,9 +466,7 @@ class Runtime:
                     repair(k)
 
         def repair(k: int) -> None:
-            repaired = self._repaired(rows_in[k], dates_in[k], as_of)
-            for i in range(len(READINGS) if repaired is not None else 0):
-                doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = repaired.variance[i], repaired.var[i], repaired.es[i]
+            self._read_into(doubt, k, rows_in[k], dates_in[k], as_of)
 
         rows = np.flatnonzero(wanted)
         try:
@@ -479,6 +485,17 @@ class Runtime:
                     repair(k)
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
                 [Forecasts(*d, self.levels, self.horizon) for d in doubt])
+
+    def _no_readings(self, n: int) -> list[list[np.ndarray]]:
+        """Per `repairs.READINGS` entry, [variance, var, es] of n assets, NaN until `_read_into` fills them."""
+        return [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
+                for _ in range(len(READINGS))]
+
+    def _read_into(self, doubt: list[list[np.ndarray]], k: int, inputs, dates, as_of: np.datetime64) -> None:
+        """Asset k's forecasts under every reading of its refused or doubtful rows into `doubt`."""
+        repaired = self._repaired(inputs, dates, as_of)
+        for i in range(len(READINGS) if repaired is not None else 0):
+            doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = repaired.variance[i], repaired.var[i], repaired.es[i]
 
     def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
         """Forecasts of one refused or doubtful asset, one per `repairs.READINGS` entry, from its last

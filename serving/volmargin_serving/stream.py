@@ -2,6 +2,7 @@
 
     state = runtime.stream(history, dates, as_of=today)    # (assets, days, columns): full careful checks
     out, errors = state.update(rows, days, as_of=today)     # (assets, columns): one closed day per asset
+    margins = state.margins(names, rows, days, as_of=today)  # or margin figures, as Runtime.margins
     single = runtime.stream(history[0], dates)               # one asset: `AssetState`
     single.update(row, day)                                  # Forecasts, or the careful path's InputError
 
@@ -37,6 +38,7 @@ from volmargin_serving.errors import InputDtypeError, InputError, InputShapeErro
 from volmargin_serving.features import (
     _FLOOR, INPUT_COLUMNS, compute_features, daily_series, feature_columns, horizon_level, level_of, mean_windows, standardize,
 )
+from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts, postprocess
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, value_problems
 
@@ -144,6 +146,41 @@ class StreamState:
         taken = np.flatnonzero(accepted)
         out = self._advance(taken, rows[taken], days[taken])
         return _spread(out, taken, len(self)), errors
+
+    def margins(self, assets: list[str], rows: np.ndarray, dates, as_of=None,
+                previous: np.ndarray | None = None) -> Margins:
+        """`Runtime.margins` from one newly closed day per asset: `assets` names the state's assets in its
+        order (for the calibration set), rows and dates as for `update`, `previous` as for `Runtime.margins`.
+        The figures are those of `Runtime.margins` on each asset's last `history_days` rows: a refused row
+        prices its asset fail safe over every reading of the stored rows and the new one (the state
+        unchanged), a doubtful value in the window likewise, an asset not in the calibration set gets 1."""
+        runtime = self.runtime
+        assets, instant, terms, previous = runtime._margin_terms(assets, as_of, previous)
+        if len(assets) != len(self):
+            raise InputShapeError(f"assets must name the state's {len(self)} assets, got {len(assets)}")
+        rows, days = self._checked_rows(rows), _day_numbers(dates, (len(self),))
+        out, refused = self.update(rows, dates, instant)
+        wanted = terms.known.any(axis=1)
+        errors, readings = np.full(len(self), "", dtype=object), runtime._no_readings(len(self))
+        served = np.flatnonzero(wanted & np.array([error is None for error in refused]))
+        for k, message in zip(served, runtime._doubts(self._stored_rows(served)) if len(served) else ()):
+            if message:
+                errors[k] = message
+                runtime._read_into(readings, k, *self.history(k), instant)
+        for k in np.flatnonzero(wanted & np.array([error is not None for error in refused])):
+            errors[k] = f"{type(refused[k]).__name__}: {refused[k]}"
+            stored, stored_days = self.history(k)
+            runtime._read_into(readings, k, np.vstack([stored, rows[k]]),
+                               np.append(stored_days, np.datetime64(int(days[k]), "D")), instant)
+        forecasts = _spread(Forecasts(out.variance[wanted], out.var[wanted], out.es[wanted], out.levels, out.horizon),
+                            np.flatnonzero(wanted), len(self))
+        doubtful = [Forecasts(*reading, runtime.levels, runtime.horizon) for reading in readings]
+        return runtime._price(assets, terms, forecasts, errors, doubtful, previous, instant)
+
+    def _stored_rows(self, assets: np.ndarray) -> np.ndarray:
+        """The stored rows (assets, history_days, columns) of `assets`, in time order."""
+        length = self.rows.shape[1]
+        return self.rows[assets[:, None], (self.day[assets, None] - np.arange(length)[::-1]) % length]
 
     def _checked_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
