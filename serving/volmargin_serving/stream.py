@@ -93,7 +93,8 @@ class StreamState:
         # standardized features; the last `history_days` raw rows: each ring indexed by day number modulo its length
         recent = slice(-self._ring, None)
         self.terms = self._by_day(np.moveaxis(_terms(series[..., recent]), 0, -1), days[:, recent], self._ring)
-        self.squares = self._by_day(columns["ret"][:, recent] ** 2, days[:, recent], self._ring)
+        level_days = spec.level_days  # the largest squared return: over the level window
+        self.squares = self._by_day(columns["ret"][:, -level_days:] ** 2, days[:, -level_days:], level_days)
         kept = max(runtime.window, self._lag + 1)
         features, level = compute_features(columns, (days + _EPOCH_WEEKDAY) % 7, spec, last=kept)
         self.levels = self._by_day(level[:, -self._lag - 1:], days[:, -self._lag - 1:], self._lag + 1)
@@ -200,7 +201,7 @@ class StreamState:
         self.sums[assets] += terms - leaving
         slot = days % ring
         self.terms[assets, slot] = terms
-        self.squares[assets, slot] = columns["ret"] ** 2
+        self.squares[assets, days % self.squares.shape[1]] = columns["ret"] ** 2
         self.rows[assets, days % self.rows.shape[1]] = rows
         self.day[assets] = days
         due = slot < len(self._windows)  # re-base sum k on days numbered k modulo the ring: one sum a day at most
@@ -242,6 +243,7 @@ class AssetState:
         self._windows = start._windows.tolist()
         self._ring, self._lag = start._ring, start._lag
         self._terms, self._squares = start.terms[0].tolist(), start.squares[0].tolist()
+        self._max_square = max(self._squares)
         self._levels, self._sums = start.levels[0].tolist(), start.sums[0].tolist()
         self.rows = start.rows[0]
         # the standardized features twice over, so that the window is always one contiguous slice
@@ -306,7 +308,12 @@ class AssetState:
             sums[k] += term - rings[(day - windows[k]) % ring][k]
         ret = values[self._index["ret"]]
         rings[day % ring] = terms
-        self._squares[day % ring] = ret * ret
+        square, squares = ret * ret, self._squares
+        leaving, squares[day % len(squares)] = squares[day % len(squares)], square
+        if square >= self._max_square:
+            self._max_square = square
+        elif leaving == self._max_square:  # the largest square left the window: look again
+            self._max_square = max(squares)
         self.rows[day % len(self.rows)] = row
         self.day = day
         k = day % ring
@@ -318,9 +325,8 @@ class AssetState:
         lags = self._lag + 1
         level_change = level - self._levels[(day - self._lag) % lags]
         self._levels[day % lags] = level
-        features = self._feature_row(series, means, level, level_change, max(self._squares), values, day, spec)
-        z = [(f - m) / s for f, m, s in zip(features, self._mean, self._scale)]
-        z = [x if x == x else 0.0 for x in z]
+        features = self._feature_row(series, means, level, level_change, self._max_square, values, day, spec)
+        z = [(f - m) / s if f == f else 0.0 for f, m, s in zip(features, self._mean, self._scale)]  # standardize
         window = runtime.window
         slot = day % window
         self._features[slot:slot + 2 * window:window] = z  # both copies in one step
