@@ -67,7 +67,9 @@ def _day_number(date, name: str = "date") -> int:
 
 
 def _today(as_of) -> int:
-    return _day_number(np.datetime64("now") if as_of is None else np.datetime64(as_of), "as_of")
+    if as_of is None:
+        as_of = np.datetime64("now")
+    return _day_number(as_of if isinstance(as_of, np.datetime64) else np.datetime64(as_of), "as_of")
 
 
 class StreamState:
