@@ -265,3 +265,7 @@ def test_wrong_call_shapes_and_types_raise_typed_errors(bundles, panel):
         runtime.stream(inputs[:history - 1], days[:history - 1], as_of=days[history - 2])
     out = single.update(inputs[history], days[history], as_of=days[history])
     assert np.isfinite(out.variance).all()
+    refused = inputs[history].copy()
+    refused[COLUMN["rv"]] = -1.0
+    out, errors = batch.update(refused[None], days[history], as_of=days[history])  # every asset refused
+    assert isinstance(errors[0], vs.ImpossibleInputError) and np.isnan(out.variance).all() and np.isnan(out.var).all()

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from volmargin_serving.errors import InputDtypeError, InputError, InputShapeError
+from volmargin_serving.errors import BundleError, InputDtypeError, InputError, InputShapeError
 from volmargin_serving.features import (
     _FLOOR, INPUT_COLUMNS, compute_features, daily_series, feature_columns, horizon_level, level_of, mean_windows, standardize,
 )
@@ -77,7 +77,7 @@ class StreamState:
 
     def __init__(self, runtime, inputs: np.ndarray, dates, as_of=None):
         if runtime.iv_features:
-            raise InputError(f"{runtime.path}: a model with implied-volatility features has no incremental path")
+            raise BundleError(f"{runtime.path}: a model with implied-volatility features has no incremental path")
         self.runtime, spec = runtime, runtime.spec
         history = runtime.history_days
         batch, days = runtime._checked_history(inputs, dates, np.datetime64("now") if as_of is None else as_of)
@@ -147,8 +147,9 @@ class StreamState:
         for k in np.flatnonzero(~accepted):
             errors[k] = _careful_error(self.runtime, *self.history(k), rows[k], days[k], as_of)
         taken = np.flatnonzero(accepted)
-        out = self._advance(taken, rows[taken], days[taken])
-        return _spread(out, taken, len(self)), errors
+        out = _spread(self._advance(taken, rows[taken], days[taken]) if len(taken) else None, taken, len(self),
+                      self.runtime)
+        return out, errors
 
     def margins(self, assets: list[str], rows: np.ndarray, dates, as_of=None,
                 previous: np.ndarray | None = None) -> Margins:
@@ -176,7 +177,7 @@ class StreamState:
             runtime._read_into(readings, k, np.vstack([stored, rows[k]]),
                                np.append(stored_days, np.datetime64(int(days[k]), "D")), instant)
         forecasts = _spread(Forecasts(out.variance[wanted], out.var[wanted], out.es[wanted], out.levels, out.horizon),
-                            np.flatnonzero(wanted), len(self))
+                            np.flatnonzero(wanted), len(self), runtime)
         doubtful = [Forecasts(*reading, runtime.levels, runtime.horizon) for reading in readings]
         return runtime._price(assets, terms, forecasts, errors, doubtful, previous, instant)
 
@@ -405,11 +406,10 @@ def _means(sums: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / count, np.nan)
 
 
-def _spread(out: Forecasts, assets: np.ndarray, n: int) -> Forecasts:
-    """Forecasts of some assets placed in a batch of n, NaN for the others."""
-    fields = []
-    for values in (out.variance, out.var, out.es):
-        full = np.full((n, *values.shape[1:]), np.nan)
-        full[assets] = values
-        fields.append(full)
-    return Forecasts(*fields, out.levels, out.horizon)
+def _spread(out: Forecasts | None, assets: np.ndarray, n: int, runtime) -> Forecasts:
+    """Forecasts of some assets (None: of none) placed in a batch of n, NaN for the others."""
+    variance, tails = np.full(n, np.nan), np.full((n, 2, len(runtime.levels)), np.nan)
+    var, es = tails, tails.copy()
+    if out is not None:
+        variance[assets], var[assets], es[assets] = out.variance, out.var, out.es
+    return Forecasts(variance, var, es, runtime.levels, runtime.horizon)
