@@ -192,7 +192,8 @@ def _assert_same(before: dict, after: dict) -> None:
     assert before.keys() == after.keys()
     for key, value in before.items():
         if isinstance(value, (np.ndarray, list)):
-            assert np.array_equal(np.asarray(value, dtype=float), np.asarray(after[key], dtype=float), equal_nan=True), key
+            same = np.array_equal(np.asarray(value, dtype=float), np.asarray(after[key], dtype=float), equal_nan=True)
+            assert same, key
         elif not isinstance(value, dict):
             assert value == after[key], key
 

@@ -36,7 +36,8 @@ import numpy as np
 
 from volmargin_serving.errors import BundleError, InputDtypeError, InputError, InputShapeError
 from volmargin_serving.features import (
-    _FLOOR, INPUT_COLUMNS, compute_features, daily_series, feature_columns, horizon_level, level_of, mean_windows, standardize,
+    _FLOOR, INPUT_COLUMNS, compute_features, daily_series, feature_columns, horizon_level, level_of, mean_windows,
+    standardize,
 )
 from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts, postprocess
