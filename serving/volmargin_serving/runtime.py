@@ -9,6 +9,9 @@
     margins = runtime.margins(["BTC", "ETH"], inputs, dates, as_of=today)       # (assets, 2): long, short
     margins.initial, margins.fail_safe, margins.reason
 
+    state = runtime.stream(inputs, dates, as_of=today)  # once; then each day only the newly closed rows:
+    out, errors = state.update(rows, days, as_of=today)  # see volmargin_serving.stream
+
 A `Runtime` is immutable after loading (but for a lock-guarded memory of each asset's last good margins,
 the floor of its fail-safe margins) and ONNX Runtime sessions are thread-safe, so one runtime serves any
 number of threads. `Server` holds the current runtime and swaps in a new bundle atomically.
