@@ -21,6 +21,7 @@ from volmargin.export import write_bundle
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
 from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, compute_features, standardize
+from volmargin_serving.outputs import postprocess, postprocess_one
 from volmargin_serving.validation import value_problems
 
 TINY = {
@@ -270,3 +271,15 @@ def test_wrong_call_shapes_and_types_raise_typed_errors(bundles, panel):
     refused[COLUMN["rv"]] = -1.0
     out, errors = batch.update(refused[None], days[history], as_of=days[history])  # every asset refused
     assert isinstance(errors[0], vs.ImpossibleInputError) and np.isnan(out.variance).all() and np.isnan(out.var).all()
+
+
+def test_one_asset_post_processing_is_the_shared_one():
+    """`outputs.postprocess_one` (the one-asset state's) gives `outputs.postprocess`'s figures."""
+    rng = np.random.default_rng(3)
+    for n_levels in (1, 2, 3):
+        raw = rng.normal(size=(1, 1 + 4 * n_levels)).astype(np.float32)
+        log_level = float(rng.normal(-8.0, 1.0))
+        for got, expected in zip(postprocess_one(raw, log_level, n_levels),
+                                 postprocess(raw, np.array([log_level]), n_levels)):
+            assert got.shape == expected.shape
+            np.testing.assert_allclose(got, expected, rtol=1e-15)

@@ -40,7 +40,7 @@ from volmargin_serving.features import (
     standardize,
 )
 from volmargin_serving.margins import Margins
-from volmargin_serving.outputs import Forecasts, postprocess
+from volmargin_serving.outputs import Forecasts, postprocess, postprocess_one
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0), as in runtime._weekday
@@ -249,7 +249,7 @@ class AssetState:
         self._terms, self._squares = start.terms[0].tolist(), start.squares[0].tolist()
         self._max_square = max(self._squares)
         self._levels, self._sums = start.levels[0].tolist(), start.sums[0].tolist()
-        self.rows = start.rows[0]
+        self._rows = start.rows[0].tolist()  # raw rows as lists: an array is only built on a refusal
         # the standardized features twice over, so that the window is always one contiguous slice
         self._features = np.concatenate([start.features[0], start.features[0]])
         self._mean, self._scale = runtime.mean.tolist(), runtime.scale.tolist()
@@ -260,8 +260,8 @@ class AssetState:
 
     def history(self) -> tuple[np.ndarray, np.ndarray]:
         """The last `history_days` raw rows (days, columns) in time order and their dates."""
-        days = self.day - np.arange(len(self.rows))[::-1]
-        return self.rows[days % len(self.rows)], days.astype("datetime64[D]")
+        days = self.day - np.arange(len(self._rows))[::-1]
+        return np.array([self._rows[d] for d in days % len(self._rows)]), days.astype("datetime64[D]")
 
     def update(self, row: np.ndarray, date, as_of=None) -> Forecasts:
         """Fold in the newly closed day `row` (len(INPUT_COLUMNS),) dated `date` and forecast from it."""
@@ -275,7 +275,7 @@ class AssetState:
         values = row.tolist()
         if not (self._possible(values) and day == self.day + 1 and today - self.runtime._max_age_days <= day <= today):
             raise _careful_error(self.runtime, *self.history(), row, day, as_of)
-        return self._advance(values, day, row)
+        return self._advance(values, day)
 
     def _possible(self, values: list[float]) -> bool:
         """`validation.value_problems` of one row, negated: finite, non-negative, 0/1 flags, a possible return."""
@@ -303,7 +303,7 @@ class AssetState:
         return [log_rv_c, log_rv_all, rv_c, rv_c, values[get["ret"]], _log(values[get["volume"]]), rv_c,
                 log_rv_c * log_rv_c, jump]
 
-    def _advance(self, values: list[float], day: int, row: np.ndarray) -> Forecasts:
+    def _advance(self, values: list[float], day: int) -> Forecasts:
         runtime, spec, ring = self.runtime, self._spec, self._ring
         series = self._series(values)
         terms = [x if x == x else 0.0 for x in series] + [1.0 if x == x else 0.0 for x in series]
@@ -318,7 +318,7 @@ class AssetState:
             self._max_square = square
         elif leaving == self._max_square:  # the largest square left the window: look again
             self._max_square = max(squares)
-        self.rows[day % len(self.rows)] = row
+        self._rows[day % len(self._rows)] = values
         self.day = day
         k = day % ring
         if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum)
@@ -335,7 +335,7 @@ class AssetState:
         slot = day % window
         self._features[slot:slot + 2 * window:window] = z  # both copies in one step
         raw = runtime.run_model(self._features[None, slot + 1:slot + 1 + window])
-        variance, var, es = postprocess(raw, np.array([level + self._log_horizon]), len(runtime.levels))
+        variance, var, es = postprocess_one(raw, level + self._log_horizon, len(runtime.levels))
         return Forecasts(variance, var, es, runtime.levels, runtime.horizon)
 
     def _feature_row(self, series: list[float], m: list[float], level: float, level_change: float,
