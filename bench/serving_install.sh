@@ -15,6 +15,11 @@ began = time.perf_counter()
 import volmargin_serving as vs
 runtime = vs.load(sys.argv[1])
 print(f"cold import + load + self-test: {time.perf_counter() - began:.3f} s")
+import numpy as np  # the incremental state too: started from the golden rows, one more day folded in
+golden = np.load(f"{sys.argv[1]}/golden.npz")
+state = runtime.stream(golden["inputs"][0], golden["dates"][0], as_of=golden["dates"][0, -1])
+day = golden["dates"][0, -1] + np.timedelta64(1, "D")
+print(f"incremental update: volatility {state.update(golden['inputs'][0, -1], day, as_of=day).volatility[0]:.4f}")
 heavy = {"torch", "pandas", "mlflow", "arch", "sklearn", "lightning", "volmargin"}
 print("training-stack modules loaded:", sorted(heavy & {m.split(".")[0] for m in sys.modules}) or "none")
 PY

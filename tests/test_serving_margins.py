@@ -358,3 +358,37 @@ def test_an_intraday_mpor_scales_the_served_risk_by_the_square_root_of_time(para
             r = _record(parameters, asset, side)
             rule = margin_rate(0.5 * risk[k, i], side, r["scale"], r["floor"], buffer=0.25, max_up=0.5, max_down=0.2)
             assert served.initial[k, i] == pytest.approx(max(rule, _floor_rate(r)), rel=1e-6)
+
+
+# ------------------------------------------------------------------ the incremental state's margins
+
+
+def _same_margins(got: vs.Margins, expected: vs.Margins) -> None:
+    for field in ("initial", "maintenance", "liquidation", "haircut"):
+        np.testing.assert_allclose(getattr(got, field), getattr(expected, field), rtol=1e-12, err_msg=field)
+    assert np.array_equal(got.fail_safe, expected.fail_safe)
+    assert got.reason.tolist() == expected.reason.tolist()
+
+
+def test_stream_margins_are_the_careful_margins_with_bad_and_doubtful_rows(bundle, calibration, batch):
+    """`StreamState.margins` on the newly closed day gives `Runtime.margins`' figures on the last
+    history_days rows: clean, with a refused row (fail safe over its readings, the state unchanged) and
+    with a doubtful value (served flagged)."""
+    inputs, dates, as_of = batch
+    clean = inputs[:, -1]
+    refused, doubtful = clean.copy(), clean.copy()
+    refused[1, INPUT_COLUMNS.index("rv")] = np.nan
+    doubtful[2, INPUT_COLUMNS.index("volume")] *= 1e7
+    for row in (clean, refused, doubtful, np.stack([clean[0], refused[1], doubtful[2]])):
+        careful, incremental = (vs.load(bundle, calibration=calibration, assets=ASSETS) for _ in range(2))
+        history = careful.history_days
+        window = inputs[:, -history:].copy()
+        window[:, -1] = row
+        expected = careful.margins(ASSETS, window, dates[:, -history:], as_of=as_of)
+        state = incremental.stream(inputs[:, :-1], dates[:, :-1], as_of=dates[0, -2])
+        before = state.sums.copy(), state.rows.copy()
+        got = state.margins(ASSETS, row, dates[:, -1], as_of=as_of)
+        _same_margins(got, expected)
+        bad = ~np.isfinite(row).all(axis=1)
+        assert got.fail_safe[bad].all() and np.array_equal(state.sums[bad], before[0][bad])
+        assert np.array_equal(state.rows[bad], before[1][bad]) and not np.array_equal(state.rows[~bad], before[1][~bad])

@@ -109,17 +109,25 @@ def _trailing_max(x: np.ndarray, window: int) -> np.ndarray:
         return np.fmax.reduce(views, axis=-1)
 
 
-def compute_features(
-    inputs: Mapping[str, np.ndarray], weekday: np.ndarray, spec: FeatureSpec = FeatureSpec(), last: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features (..., days, len(FEATURE_NAMES)) and level_t (..., days) from daily input arrays.
+# The trailing means the features read, in the order `daily_series` stacks their series:
+# name -> window (a `FeatureSpec` field). A day whose series value is NaN does not count in that mean.
+TRAILING_MEANS = {
+    "log_rv": "level_days", "log_rv_all": "level_days", "rv_week": "week_days", "rv_month": "month_days",
+    "ret_week": "week_days", "log_volume": "volume_days", "rv_level": "level_days", "log_rv_sq": "level_days",
+    "jump": "level_days",
+}
 
-    `inputs` holds the `INPUT_COLUMNS` arrays in time order along the last axis (`complete` boolean);
-    `weekday` is 0 = Monday .. 6 = Sunday. `last` keeps only the last rows of the output (serving needs
-    one model window, not the whole history it was computed from): only the rolling sums and the level
-    run over the whole history, the rest over the kept rows.
-    """
-    keep = slice(-last, None) if last else slice(None)
+
+def mean_windows(spec: FeatureSpec) -> tuple[int, ...]:
+    """Rows of each of the `TRAILING_MEANS`, in order."""
+    return tuple(getattr(spec, field) for field in TRAILING_MEANS.values())
+
+
+def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The series (len(TRAILING_MEANS), ...) whose trailing means the features read, elementwise from the
+    daily inputs (NaN where a day does not count): log RV of complete days, log RV of all days (the level's
+    fallback), RV of complete days (three times), the return, log volume, RV of complete days, squared log
+    RV of complete days, the jump share. The same rows give the day's own terms (`feature_columns`)."""
     complete = np.asarray(inputs["complete"], dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_rv_all = _log(inputs["rv"])  # incomplete days too: the level's fallback
@@ -127,23 +135,30 @@ def compute_features(
         log_rv_complete = np.where(complete, log_rv_all, np.nan)
         jump_share = _clip((rv - inputs["bv"]) / rv, 0.0, 1.0)
         log_volume = _log(inputs["volume"])
-        level_days = spec.level_days
-        means = trailing_means(
-            np.stack([log_rv_complete, log_rv_all, rv, rv, inputs["ret"], log_volume,
-                      rv, log_rv_complete ** 2, jump_share]),
-            (level_days, level_days, spec.week_days, spec.month_days, spec.week_days, spec.volume_days,
-             level_days, level_days, level_days),
-        )
-        # level_t: mean log RV of the complete days in the window; of all its days where none is complete
-        level = np.where(np.isfinite(means[0]), means[0], means[1])
-        level_change = level - _lag(level, spec.month_days)
-        max_square = _trailing_max(np.asarray(inputs["ret"], dtype=float) ** 2, level_days)
-        means, level, level_change, max_square = (a[..., keep] for a in (means, level, level_change, max_square))
-        rv, log_volume, jump_share = rv[..., keep], log_volume[..., keep], jump_share[..., keep]
-        ret, parkinson, rogers_satchell = (np.asarray(inputs[c])[..., keep] for c in ("ret", "parkinson", "rogers_satchell"))
+        return np.stack([log_rv_complete, log_rv_all, rv, rv, inputs["ret"], log_volume,
+                         rv, log_rv_complete ** 2, jump_share])
+
+
+def level_of(means: np.ndarray) -> np.ndarray:
+    """level_t from the `TRAILING_MEANS` (first axis): the mean log RV of the complete days in the window;
+    of all its days where none is complete."""
+    return np.where(np.isfinite(means[0]), means[0], means[1])
+
+
+def feature_columns(series: np.ndarray, means: np.ndarray, level: np.ndarray, level_change: np.ndarray,
+                    max_square: np.ndarray, inputs: Mapping[str, np.ndarray], weekday: np.ndarray,
+                    spec: FeatureSpec) -> np.ndarray:
+    """The features (..., len(FEATURE_NAMES)) of rows whose history enters only through their trailing
+    means (`TRAILING_MEANS` first, then the rows' shape), level_t, level_t - level_{t-month_days} and the
+    largest squared return of the level window: what `compute_features` computes on its kept rows and
+    `volmargin_serving.stream` on each newly closed day. `series` is `daily_series` of the same rows,
+    `inputs` their ret, parkinson and rogers_satchell."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rv, log_volume, jump_share = series[2], series[5], series[8]
+        ret, parkinson, rogers_satchell = (np.asarray(inputs[c]) for c in ("ret", "parkinson", "rogers_satchell"))
         scale = np.exp(0.5 * level)
         log_rv = _log(rv)
-        angle = 2 * np.pi * np.broadcast_to(weekday, complete.shape)[..., keep] / 7
+        angle = 2 * np.pi * weekday / 7
         columns = (
             log_rv - level,
             _log(means[2]) - level,
@@ -162,7 +177,31 @@ def compute_features(
             means[8],
             _log(max_square) - level,
         )
-    return np.stack(columns, axis=-1), level
+    return np.stack(columns, axis=-1)
+
+
+def compute_features(
+    inputs: Mapping[str, np.ndarray], weekday: np.ndarray, spec: FeatureSpec = FeatureSpec(), last: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (..., days, len(FEATURE_NAMES)) and level_t (..., days) from daily input arrays.
+
+    `inputs` holds the `INPUT_COLUMNS` arrays in time order along the last axis (`complete` boolean);
+    `weekday` is 0 = Monday .. 6 = Sunday. `last` keeps only the last rows of the output (serving needs
+    one model window, not the whole history it was computed from): only the rolling sums and the level
+    run over the whole history, the rest over the kept rows.
+    """
+    keep = slice(-last, None) if last else slice(None)
+    series = daily_series(inputs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = trailing_means(series, mean_windows(spec))
+        level = level_of(means)
+        level_change = level - _lag(level, spec.month_days)
+        max_square = _trailing_max(np.asarray(inputs["ret"], dtype=float) ** 2, spec.level_days)
+    kept = {c: np.asarray(inputs[c])[..., keep] for c in ("ret", "parkinson", "rogers_satchell")}
+    weekday = np.broadcast_to(weekday, series.shape[1:])[..., keep]
+    features = feature_columns(series[..., keep], means[..., keep], level[..., keep], level_change[..., keep],
+                               max_square[..., keep], kept, weekday, spec)
+    return features, level[..., keep]
 
 
 def compute_iv_features(iv: np.ndarray | None, level: np.ndarray, spec: FeatureSpec = FeatureSpec(),

@@ -9,6 +9,9 @@
     margins = runtime.margins(["BTC", "ETH"], inputs, dates, as_of=today)       # (assets, 2): long, short
     margins.initial, margins.fail_safe, margins.reason
 
+    state = runtime.stream(inputs, dates, as_of=today)  # once; then each day only the newly closed rows:
+    out, errors = state.update(rows, days, as_of=today)  # see volmargin_serving.stream
+
 A `Runtime` is immutable after loading (but for a lock-guarded memory of each asset's last good margins,
 the floor of its fail-safe margins) and ONNX Runtime sessions are thread-safe, so one runtime serves any
 number of threads. `Server` holds the current runtime and swaps in a new bundle atomically.
@@ -252,6 +255,14 @@ class Runtime:
                 return out
         return self._forecast_daily(inputs, dates, as_of, iv=iv)
 
+    def stream(self, inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64 | None = None):
+        """Incremental state started from daily inputs as for `forecast_daily` (the same checks): an
+        `AssetState` from one asset's (days, columns), a `StreamState` from a batch (assets, days,
+        columns). Each `update` then folds in one newly closed day per asset; see `volmargin_serving.stream`."""
+        from volmargin_serving.stream import AssetState, StreamState
+
+        return (AssetState if np.ndim(inputs) == 2 else StreamState)(self, inputs, dates, as_of)
+
     def _forecast_fast(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
         """Forecasts by the fast path, or None where it does not apply (other dtypes or shapes) or flags an
         asset: the careful path then forecasts or raises."""
@@ -282,6 +293,12 @@ class Runtime:
 
     def _forecast_daily(self, inputs, dates, as_of: np.datetime64, gaps: bool = True,
                         iv: np.ndarray | None = None) -> Forecasts:
+        batch, days = self._checked_history(inputs, dates, as_of, gaps)
+        return self._forecast_checked(batch, days, self._checked_iv(iv, np.shape(inputs)[:-1], self.history_days))
+
+    def _checked_history(self, inputs, dates, as_of: np.datetime64,
+                         gaps: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The last `history_days` rows (assets, days, columns) of daily inputs and their days, checked."""
         inputs = np.asarray(inputs)
         if inputs.ndim not in (2, 3) or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape ([assets,] days, {len(INPUT_COLUMNS)}) with columns "
@@ -295,7 +312,7 @@ class Runtime:
         batch = check_values("inputs", inputs[None, -n:] if inputs.ndim == 2 else inputs[:, -n:])
         days = days[..., -n:]
         check_dates(days, as_of, self.max_age, gaps)
-        return self._forecast_checked(batch, days, self._checked_iv(iv, inputs.shape[:-1], n))
+        return batch, days
 
     def _checked_iv(self, iv, shape: tuple[int, ...], rows: int) -> np.ndarray | None:
         """The last `rows` of the optional IV index as (assets, rows); None where the bundle ignores it.
@@ -392,12 +409,21 @@ class Runtime:
         forecast from its inputs with the bad rows treated as missing (where they can be); an asset
         missing from the calibration set gets margin and haircut 1 (fully collateralised). One asset's
         failure never changes another's figures. See `volmargin_serving.margins.price` for the rule."""
+        assets, as_of, terms, previous = self._margin_terms(assets, as_of, previous)
+        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        return self._price(assets, terms, forecasts, errors, doubtful, previous, as_of)
+
+    def _margin_terms(self, assets, as_of, previous) -> tuple:
+        """assets as a tuple, as_of as an instant, the calibration terms in force and checked `previous`."""
         if self.calibration is None:
             raise CalibrationError(f"{self.path}: loaded without a calibration set; margins need one")
         assets, as_of = tuple(assets), _instant(as_of)
         previous = _previous(previous, len(assets))
-        terms = self.calibration.terms(assets, as_of)
-        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        return assets, as_of, self.calibration.terms(assets, as_of), previous
+
+    def _price(self, assets: tuple[str, ...], terms, forecasts: Forecasts, errors: np.ndarray, doubtful: list,
+               previous: np.ndarray | None, as_of: np.datetime64) -> Margins:
+        """`margins.price` with this runtime's calibration and memory of last good margins, which it updates."""
         margins = price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
                         previous, self.calibration.version, doubtful=doubtful, last_good=self._recall(assets))
         self._remember(margins, as_of)
@@ -433,8 +459,7 @@ class Runtime:
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
         variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
         var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
-        doubt = [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
-                 for _ in range(len(READINGS))]
+        doubt = self._no_readings(n)
 
         def keep(index, out: Forecasts, checked: np.ndarray) -> None:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
@@ -444,9 +469,7 @@ class Runtime:
                     repair(k)
 
         def repair(k: int) -> None:
-            repaired = self._repaired(rows_in[k], dates_in[k], as_of)
-            for i in range(len(READINGS) if repaired is not None else 0):
-                doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = repaired.variance[i], repaired.var[i], repaired.es[i]
+            self._read_into(doubt, k, rows_in[k], dates_in[k], as_of)
 
         rows = np.flatnonzero(wanted)
         try:
@@ -465,6 +488,17 @@ class Runtime:
                     repair(k)
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
                 [Forecasts(*d, self.levels, self.horizon) for d in doubt])
+
+    def _no_readings(self, n: int) -> list[list[np.ndarray]]:
+        """Per `repairs.READINGS` entry, [variance, var, es] of n assets, NaN until `_read_into` fills them."""
+        return [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
+                for _ in range(len(READINGS))]
+
+    def _read_into(self, doubt: list[list[np.ndarray]], k: int, inputs, dates, as_of: np.datetime64) -> None:
+        """Asset k's forecasts under every reading of its refused or doubtful rows into `doubt`."""
+        repaired = self._repaired(inputs, dates, as_of)
+        for i in range(len(READINGS) if repaired is not None else 0):
+            doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = repaired.variance[i], repaired.var[i], repaired.es[i]
 
     def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
         """Forecasts of one refused or doubtful asset, one per `repairs.READINGS` entry, from its last
