@@ -1,6 +1,7 @@
 """Tiny nn and gbm bundles trained once per test module on a synthetic panel, shared by the tests of the
 serving fast path (tests/test_serving_graph.py) and of the incremental state (tests/test_serving_stream.py).
-A test module uses them by importing the fixtures: `from serving_fixtures import TINY, bundles, panel`."""
+A test module uses them by importing the fixtures: `from serving_fixtures import TINY, bundles, panel`
+(tests/test_serving.py takes only the model sizes, TINY, for its own panel)."""
 
 from __future__ import annotations
 
