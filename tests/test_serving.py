@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from serving_fixtures import TINY
 
 import volmargin_serving as vs
 from volmargin_serving import runtime as runtime_module
@@ -27,11 +28,6 @@ from volmargin.features.learned import INPUT_COLUMNS, daily_inputs, feature_fram
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
 from volmargin_serving.bundle import MANIFEST, sha256
-
-TINY = {
-    "nn": {"window": 8, "hidden": 8, "max_epochs": 2, "patience": 1, "batch_size": 256, "lr": 3e-3},
-    "gbm": {"n_estimators": 20, "tail_estimators": 10},
-}
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 core's bit for bit on real bars (and training's), its checks flag exactly what the careful path refuses,
 and its forecasts equal the careful path's.
 
-Tiny nn and gbm models are trained once on a synthetic panel, as in tests/test_serving.py.
+Tiny nn and gbm models are trained once on a synthetic panel (tests/serving_fixtures.py).
 """
 
 from __future__ import annotations
@@ -13,36 +13,19 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
+from serving_fixtures import TINY, bundles, panel  # noqa: F401 (fixtures)
 
 import volmargin_serving as vs
-from volmargin.data import load_bars, synthetic_market
-from volmargin.evaluation.backtest import daily_panel
-from volmargin.export import FAST_FILE, session, write_bundle
+from volmargin.data import load_bars
+from volmargin.export import FAST_FILE, session
 from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, feature_frame
 from volmargin.features.realized import daily_measures
-from volmargin.models import make_forecaster
 from volmargin.serving_graph import fast_graph, feature_graph, parity_windows
 from volmargin_serving.bundle import MANIFEST, sha256
 from volmargin_serving.features import FeatureSpec, compute_features, standardize
 from volmargin_serving.runtime import FAST_DISABLED_OPTIMIZERS
 
-TINY = {
-    "nn": {"window": 8, "hidden": 8, "max_epochs": 2, "patience": 1, "batch_size": 256, "lr": 3e-3},
-    "gbm": {"n_estimators": 20, "tail_estimators": 10},
-}
 REAL_FILES = ("binance_btcusdt_1h.csv.gz", "binance_dogeusdt_1h.csv.gz", "binance_solusdt_1h.csv.gz")
-
-
-@pytest.fixture(scope="module")
-def panel() -> dict[str, pd.DataFrame]:
-    return daily_panel(synthetic_market(n_assets=3, days=400, seed=5))
-
-
-@pytest.fixture(scope="module")
-def bundles(panel, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("models")
-    return {name: write_bundle(make_forecaster(name, **params).fit_panel(panel), panel, root)
-            for name, params in TINY.items()}
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ definition training uses, over 1,000+ real days (features within float32 roundin
 of the careful path's); a refused row raises the careful path's own error and leaves the state as it was;
 its row check is `validation.value_problems`.
 
-Tiny nn and gbm models are trained once on a synthetic panel, as in tests/test_serving_graph.py.
+Tiny nn and gbm models are trained once on a synthetic panel (tests/serving_fixtures.py).
 """
 
 from __future__ import annotations
@@ -13,36 +13,18 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+from serving_fixtures import bundles, panel  # noqa: F401 (fixtures)
 
 import volmargin_serving as vs
-from volmargin.data import load_bars, synthetic_market
-from volmargin.evaluation.backtest import daily_panel
-from volmargin.export import write_bundle
+from volmargin.data import load_bars
 from volmargin.features.realized import daily_measures
-from volmargin.models import make_forecaster
 from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, compute_features, standardize
 from volmargin_serving.outputs import postprocess, postprocess_one
 from volmargin_serving.validation import value_problems
 
-TINY = {
-    "nn": {"window": 8, "hidden": 8, "max_epochs": 2, "patience": 1, "batch_size": 256, "lr": 3e-3},
-    "gbm": {"n_estimators": 20, "tail_estimators": 10},
-}
 REAL_FILES = ("binance_btcusdt_1h.csv.gz", "binance_ethusdt_1h.csv.gz", "binance_solusdt_1h.csv.gz")
 REAL_SPAN = ("2020-09-01", "2023-12-31")  # 1,217 days, every one of them present in the three files
 COLUMN = {name: j for j, name in enumerate(INPUT_COLUMNS)}
-
-
-@pytest.fixture(scope="module")
-def panel() -> dict[str, pd.DataFrame]:
-    return daily_panel(synthetic_market(n_assets=3, days=400, seed=5))
-
-
-@pytest.fixture(scope="module")
-def bundles(panel, tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("models")
-    return {name: write_bundle(make_forecaster(name, **params).fit_panel(panel), panel, root)
-            for name, params in TINY.items()}
 
 
 def _arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

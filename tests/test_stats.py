@@ -220,6 +220,13 @@ def test_design_effect_of_independent_and_clustered_hits():
         design_effect(hits, np.arange(10))
 
 
+def test_clustered_kupiec_with_hits_spread_evenly_over_clusters():
+    """Each cluster holds exactly its share of the hits: design effect 0, the pooled test kept (no division by 0)."""
+    hits, clusters = np.tile([True, False], 20), np.repeat(np.arange(20), 2)
+    assert design_effect(hits, clusters) == 0.0
+    assert kupiec_clustered(hits, clusters, 0.01) == kupiec_pof(hits, 0.01)
+
+
 def test_clustered_kupiec_keeps_its_size_where_pooled_kupiec_does_not():
     """Books sharing each day's market move (latent correlation 0.5), each breaching 1% of days: pooled
     Kupiec rejects a correct model far more often than 5%, the clustered test about 5%."""

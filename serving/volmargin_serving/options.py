@@ -144,14 +144,13 @@ class Smile:
     """The smiles of several expiries at once: nodes of expiry g sorted by log-moneyness, w = IV^2 T.
 
     `iv(group, k)` interpolates w linearly in k between the nodes of each option's expiry and holds it
-    flat beyond them (sentinel nodes at k = +-31 repeat the outermost quotes, so no clipping is needed);
-    all expiries go through one np.interp, each shifted by its own offset."""
+    flat beyond them (sentinel nodes at k = +-_EDGE repeat the outermost quotes, so k needs no clipping to
+    each expiry's outermost nodes, only to +-_EDGE); all expiries go through one np.interp, each shifted by
+    its own offset."""
 
     years: np.ndarray  # (G,) time to expiry of each expiry group
-    k_min: np.ndarray  # (G,) outermost nodes
-    k_max: np.ndarray
     x: np.ndarray  # all nodes and sentinels, log-moneyness + _OFFSET x group, ascending
-    w: np.ndarray  # total variance at the nodes
+    w: np.ndarray  # total variance at the nodes and sentinels
 
     @classmethod
     def from_quotes(cls, group, log_moneyness, iv, years) -> "Smile":
@@ -165,17 +164,11 @@ class Smile:
         nodes, inverse = np.unique(x, return_inverse=True)
         w_nodes = np.bincount(inverse, w) / np.bincount(inverse)
         node_group = np.rint(nodes / _OFFSET).astype(np.int64)
-        k_nodes = nodes - _OFFSET * node_group
-        count = len(years)
-        k_min = np.full(count, np.nan)
-        k_max = np.full(count, np.nan)
-        np.fmin.at(k_min, node_group, k_nodes)
-        np.fmax.at(k_max, node_group, k_nodes)
         first = np.flatnonzero(np.diff(node_group, prepend=-1))
         last = np.append(first[1:], len(nodes)) - 1
         x = np.concatenate([nodes, _OFFSET * node_group[first] - _EDGE, _OFFSET * node_group[last] + _EDGE])
         order = np.argsort(x, kind="stable")
-        return cls(years, k_min, k_max, x[order], np.concatenate([w_nodes, w_nodes[first], w_nodes[last]])[order])
+        return cls(years, x[order], np.concatenate([w_nodes, w_nodes[first], w_nodes[last]])[order])
 
     @classmethod
     def from_chain(cls, group, strike, forward, iv, years) -> "Smile":

@@ -41,6 +41,7 @@ from volmargin_serving.features import (
 )
 from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts, postprocess, postprocess_one
+from volmargin_serving.runtime import _instant
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0), as in runtime._weekday
@@ -68,9 +69,7 @@ def _day_number(date, name: str = "date") -> int:
 
 
 def _today(as_of) -> int:
-    if as_of is None:
-        as_of = np.datetime64("now")
-    return _day_number(as_of if isinstance(as_of, np.datetime64) else np.datetime64(as_of), "as_of")
+    return _day_number(as_of if isinstance(as_of, np.datetime64) else _instant(as_of), "as_of")
 
 
 class StreamState:
@@ -81,7 +80,7 @@ class StreamState:
             raise BundleError(f"{runtime.path}: a model with implied-volatility features has no incremental path")
         self.runtime, spec = runtime, runtime.spec
         history = runtime.history_days
-        batch, days = runtime._checked_history(inputs, dates, np.datetime64("now") if as_of is None else as_of)
+        batch, days = runtime._checked_history(inputs, dates, _instant(as_of))
         batch, days = batch.astype(np.float64), days.astype(np.int64)
         if days.ndim == 1:
             days = np.broadcast_to(days, batch.shape[:2])
@@ -379,8 +378,7 @@ _WEEKDAY = [(float(np.sin(a)), float(np.cos(a))) for a in 2 * np.pi * np.arange(
 def _careful_error(runtime, rows: np.ndarray, days: np.ndarray, row: np.ndarray, day: int, as_of) -> InputError:
     """The careful path's error on an asset's stored rows followed by its refused one."""
     try:
-        runtime._forecast_daily(np.vstack([rows, row]), np.append(days, np.datetime64(int(day), "D")),
-                                np.datetime64("now") if as_of is None else np.datetime64(as_of))
+        runtime._forecast_daily(np.vstack([rows, row]), np.append(days, np.datetime64(int(day), "D")), _instant(as_of))
     except InputError as exc:
         return exc
     return InputError(f"row dated {np.datetime64(int(day), 'D')} refused: not the day after {days[-1]}")

@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-
 from volmargin.errors import ConfigError, VolmarginError
 from volmargin.progress import progress_counter
 

@@ -64,7 +64,7 @@ def _duration(seconds: float) -> str:
 
 
 def progress_counter(total: int | None = None, desc: str = "", unit: str = "it", enabled: bool = True,
-             leave: bool = True) -> tqdm | LogLines:
+                     leave: bool = True) -> tqdm | LogLines:
     """A progress counter for `total` steps (None: unknown): a bar on a terminal, log lines otherwise,
     nothing at all when not `enabled` (e.g. --quiet, or a library call inside other work)."""
     if not enabled:

@@ -18,12 +18,12 @@ import pandas as pd
 from volmargin.config import TrainConfig
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.backtest import daily_panel
-from volmargin.progress import bars_enabled
 from volmargin.evaluation.scoring import POOLED, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
 from volmargin.io import check_complete, read_table, staged_folder, write_atomic, write_frame
 from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
+from volmargin.progress import bars_enabled
 
 
 @dataclass(frozen=True)

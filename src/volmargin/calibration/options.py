@@ -205,7 +205,7 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
     origins = forecast_origins(data.info["day"])
     scale_apc = dataclasses.replace(apc, stress=0.0) if apc is not None else None
     margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
-    given, scales, grids = scales or {}, {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
+    given, calibrated, grids = scales or {}, {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
     day_index = _day_index(data)
     for price_model, price_frame in price.items():
         for iv_model, iv_frame in iv.items():
@@ -216,9 +216,9 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
             else:
                 scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence)
             grid = method_grid(inputs, scale, day_index, apc)
-            margins[method], scales[method] = initial_margin(data.books, grid, data.mpor_days), scale
+            margins[method], calibrated[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
-    return margins, scales, pd.concat(grids, ignore_index=True)
+    return margins, calibrated, pd.concat(grids, ignore_index=True)
 
 
 def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],

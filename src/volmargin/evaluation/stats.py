@@ -283,9 +283,11 @@ def kupiec_clustered(hits, clusters, p: float) -> TestResult:
     """Kupiec POF test for hits dependent within clusters (e.g. the books of one margin date, which share
     that date's market move): the Rao-Scott first-order correction, LR / d ~ chi2(1), d = `design_effect`.
     Pooling dependent hits into Kupiec's binomial likelihood overstates the information in them d-fold.
-    Rao and Scott (1981), "The analysis of categorical data from complex sample surveys", JASA 76(374)."""
+    Rao and Scott (1981), "The analysis of categorical data from complex sample surveys", JASA 76(374).
+    d = 0 (every cluster holds exactly its share of the hits: no dispersion to scale by) keeps the pooled test."""
     pooled = kupiec_pof(hits, p)
-    lr = pooled.statistic / design_effect(hits, clusters)
+    effect = design_effect(hits, clusters)
+    lr = pooled.statistic / effect if effect > 0 else pooled.statistic
     return TestResult(statistic=lr, pvalue=float(stats.chi2.sf(lr, 1)), exceptions=pooled.exceptions, n=pooled.n,
                       rate=pooled.rate)
 

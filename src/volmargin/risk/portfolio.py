@@ -51,8 +51,9 @@ CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 @dataclass(frozen=True)
 class Population:
     """Books as a (P, A) signed notional matrix over `assets`, each with a name and a class. A book with a
-    `hedge_leg` (asset index, -1: none) holds its other asset at notional +-1 and the hedge leg at -+ the
-    hedge ratio of each margin date (`dated_notional`); its row holds the signs, +-1 on both legs."""
+    `hedge_leg` (asset index, -1: none) holds its other asset and the hedge leg in the proportion 1 : the
+    hedge ratio of each margin date, at the book's gross (`dated_notional`); its row holds the legs' sides
+    at equal notional, which sets the sides and the gross only."""
 
     assets: tuple[str, ...]
     names: tuple[str, ...]

@@ -27,8 +27,7 @@ from volmargin.simulation.metrics import summarize
 from volmargin.simulation.paths import PathSet, bootstrap_paths, event_paths, replay_paths
 from volmargin.simulation.scenarios import SimulationSettings, run_paths
 from volmargin.simulation.solvency import (AssetCase, SolvencyTarget, Terms, asset_panel, breach_paths, breach_terms,
-                                           calibrate_solvency, calibrate_static, solvency_terms,
-                                           static_terms)
+                                           calibrate_solvency, calibrate_static, solvency_terms, static_terms)
 
 SUMMARY_COLUMNS = ["asset", "policy", "period", "kind", "paths", "bad_debt_mean", "bad_debt_p95", "bad_debt_p99",
                    "bad_debt_fund_p95", "bad_debt_fund_p99", "meets_target", "liquidations_p95",
