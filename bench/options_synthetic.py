@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--stress", type=lambda text: [float(x) for x in text.split(",")], default=[],
                         help="stressed-component fractions to compare (worst 1-day moves of 365 days), e.g. 0.5,1")
     args = parser.parse_args()
+    if args.stress and 0.0 not in args.floors:
+        parser.error("--stress adds to the scales calibrated without a floor: include 0 in --floors")
     out = args.out or Path(f"../runs/bench-options-synthetic-{args.underlying}")
     out.mkdir(parents=True, exist_ok=True)
     data = shared_data_dir()

@@ -14,6 +14,7 @@ from volmargin_serving.portfolio import (
     load_scenarios, scenario_matrix, unit_risks, write_scenarios,
 )
 
+from volmargin import progress
 from volmargin.cli import main
 from volmargin.risk import BadPositionError, UnknownAssetError
 from volmargin.risk import portfolio as pf
@@ -213,7 +214,7 @@ def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
         load_scenarios(bad)
 
 
-def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path, capsys):
+def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()
     forecasts.to_parquet(run / "forecasts.parquet")
@@ -221,7 +222,11 @@ def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path,
     args = ["portfolio", "--run", str(run), "--out", str(out), "--validation-start", "2022-06-01",
             "--scenarios", "lookback=250,min_scenarios=50",
             "--population", "n_random=4,n_baskets=2,n_alts=2,n_candidates=20,n_adversarial=3"]
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a progress line per margin date in a log file ...
+    assert main([*args, "--quiet"]) == 0
+    assert "margins:" not in capsys.readouterr().err  # ... but none with --quiet
     assert main(args) == 0
+    assert "gjr margins:" in capsys.readouterr().err
     summary = pd.read_csv(out / "summary.csv")
     required = ["portfolio_class", "model", "portfolios", "days", "breach_rate", "avg_margin", "avg_isolated_margin"]
     assert set(required) <= set(summary.columns)

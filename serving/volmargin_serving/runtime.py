@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

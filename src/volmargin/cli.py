@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the bars of the run's assets: the ewma97 filter and traded volumes (concentration)")
     portfolio.add_argument("--min-bars", type=int, default=None, help="bars a day needs to count as complete")
     portfolio.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, ...)")
+    portfolio.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     portfolio.add_argument("--models", default=None, help="comma-separated (default: every model of the run, and "
                            "ewma97, the PAIRS filter, from the bars)")
     portfolio.add_argument("--portfolios", type=Path, default=None, metavar="SPEC.csv",
@@ -577,7 +578,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     population = None
     if args.portfolios is not None:
         population = read_population(args.portfolios, tuple(sorted(forecasts["asset"].unique())))
-    tables = run_portfolio(forecasts, daily, job, args.out, population)
+    tables = run_portfolio(forecasts, daily, job, args.out, population, progress=show_progress(args))
     columns = ["portfolio_class", "model", "portfolios", "book_days", "breach_rate", "kupiec_p", "avg_margin",
                "avg_isolated_margin"]
     print(tables["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))

@@ -165,7 +165,7 @@ def stage_portfolio(run: Run) -> None:
                                              + pd.Timedelta(days=1)).date())
     job = PortfolioJob(models=models, scenarios=ScenarioConfig(**section.scenarios),
                        policy=PortfolioPolicy(**section.policy), validation_start=start, **section.population)
-    summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio")["summary"]
+    summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio", progress=run.progress)["summary"]
     pooled = summary[summary["portfolio_class"] == "ALL"]
     run.record["portfolio"] = {"models": list(models), "validation_start": start}
     print("portfolio: " + "; ".join(f"{r.model} breach {r.breach_rate:.2%}, margin {r.avg_margin:.2%} "

@@ -83,8 +83,8 @@ def _validation_start(dates: pd.DatetimeIndex, job: PortfolioJob) -> pd.Timestam
     return pd.Timestamp(year=middle.year, month=middle.month, day=1, tz="UTC")
 
 
-def _progress(desc: str):
-    bar = progress_counter(None, desc, "day", leave=False)
+def _progress(desc: str, enabled: bool = True):
+    bar = progress_counter(None, desc, "day", enabled, leave=False)
 
     def update(i: int, n: int) -> None:
         bar.total = n
@@ -109,8 +109,9 @@ def scenario_file(fhs: FHS, t: int, policy: PortfolioPolicy, model: str) -> Port
 
 
 def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,
-                  out: Path, population: pf.Population | None = None) -> dict[str, pd.DataFrame]:
-    """Run the job and write its outputs in `out`; returns the tables."""
+                  out: Path, population: pf.Population | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Run the job and write its outputs in `out`; returns the tables. `progress`: a bar on a terminal, a
+    line a minute in a log file (`volmargin.progress`)."""
     began = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     panels = _panels(forecasts, daily, job)
@@ -133,18 +134,18 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
         if not len(cal_days) or not len(val_days):
             raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
                               f"{dates[-1].date()}; both periods need dates")
-        progress = lambda: _progress(f"{panel.model} margins")  # noqa: E731 - a fresh bar per pass
+        counter = lambda: _progress(f"{panel.model} margins", progress)  # noqa: E731 - a fresh bar per pass
         classes = base.classes
         if generated:  # candidates only on the calibration dates; the adversary keeps the worst of them
-            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, progress())
+            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, counter())
             picked = pf.select_adversarial(bp_cal.columns(np.arange(len(base.names), len(books.names))),
                                            np.ones(len(cal_days), bool), job.n_adversarial)
             keep = np.concatenate([np.arange(len(base.names)), len(base.names) + picked])
             chosen = books.subset(keep)
-            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, progress()))
+            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, counter()))
             classes = np.concatenate([base.classes, np.full(len(picked), "adversarial", dtype=object)])
         else:
-            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), progress())
+            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter())
         cal_rows = np.arange(len(bp.dates)) < len(cal_days)
         val_rows = ~cal_rows
         cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target)
