@@ -36,9 +36,10 @@ def _split(panel: dict[str, pd.DataFrame]) -> WalkForwardSplit:
 
 
 def _run(panel: dict[str, pd.DataFrame], name: str) -> tuple[dict[str, pd.DataFrame], int]:
-    refits = []
+    refits, announced = [], []
     frames = panel_historical_forecasts(panel, lambda: make_forecaster(name, **TINY[name]), _split(panel), LEVELS,
-                                        on_refit=refits.append)
+                                        on_refit=refits.append, on_start=announced.append)
+    assert announced == [len(refits)]  # the progress total announced up front is the refits made
     return frames, len(refits)
 
 

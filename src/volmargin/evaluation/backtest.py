@@ -98,7 +98,7 @@ def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConf
     with progress_counter(None, f"{model} refits", "refit", progress) as bar:
         per_asset = panel_historical_forecasts(
             panel, lambda: make_forecaster(model, **params), config.split_for(model), config.levels, config.horizon,
-            on_refit=lambda _: bar.update(),
+            on_refit=lambda _: bar.update(), on_start=lambda count: setattr(bar, "total", count),
         )
     return [_label(f, asset, model) for asset, f in per_asset.items()], time.perf_counter() - began
 

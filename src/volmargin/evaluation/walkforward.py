@@ -98,18 +98,23 @@ def panel_historical_forecasts(
     levels: tuple[float, ...],
     horizon: int = 1,
     on_refit: Callable[[pd.Timestamp], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Walk-forward forecasts of a global model: one refit on all assets per block, then each asset's
     origins in that block (an asset joins once it has `min_train` days of history). Per-asset frames
-    as in `historical_forecasts`."""
+    as in `historical_forecasts`. `on_start` gets the number of refits ahead, `on_refit` each refit's origin."""
     calendar = pd.DatetimeIndex(sorted(set().union(*(d.index for d in panel.values()))))
     asset_origins = {asset: split.origins(daily.index) for asset, daily in panel.items()}
     model = make_model()
     frames: dict[str, list[pd.DataFrame]] = {asset: [] for asset in panel}
+    blocks = []
     for block in split.blocks(calendar):
         in_block = {a: o[(o >= block.origins[0]) & (o <= block.origins[-1])] for a, o in asset_origins.items()}
-        if not any(len(o) for o in in_block.values()):
-            continue
+        if any(len(o) for o in in_block.values()):
+            blocks.append((block, in_block))
+    if on_start is not None:
+        on_start(len(blocks))
+    for block, in_block in blocks:
         trains = {a: d.loc[block.train] for a, d in panel.items()}
         model.fit_panel({a: t for a, t in trains.items() if len(t)}, horizon)
         for asset, origins in in_block.items():
