@@ -1,6 +1,8 @@
 """Scale-out on Dask: same results as the single-process run, loopback only, clear errors."""
 
+import dataclasses
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -110,6 +112,35 @@ def test_largest_tasks_go_first_and_the_table_keeps_the_panel_order(panel):
     assert list(timings["asset"]) == list(expected_timings["asset"]) == [a for a in mixed for _ in range(3)]
 
 
+class _Beside(InProcess):
+    """A cluster stand-in: says it is distributed and notes whether the global models were training while
+    the per-asset tasks ran (and can fail a task)."""
+
+    distributed = True
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.saw_global_models = fail, False
+
+    def map(self, fn, *iterables, **kwargs):
+        self.saw_global_models = any(t.name == "global-models" and t.is_alive() for t in threading.enumerate())
+        if self.fail:
+            raise DataError("a cluster task failed")
+        return super().map(fn, *iterables, **kwargs)
+
+
+def test_global_models_train_beside_the_cluster_tasks_with_the_same_results(panel):
+    config = dataclasses.replace(CONFIG, models=("ewma", "gbm"), model_refit_every={"gbm": 200},
+                                 model_params={"gbm": {"n_estimators": 20, "tail_estimators": 10}})
+    expected, expected_timings = run_backtest(panel, config, progress=False)
+    beside = _Beside()
+    forecasts, timings = run_backtest(panel, config, progress=False, executor=beside)
+    assert beside.saw_global_models
+    pd.testing.assert_frame_equal(forecasts, expected, check_exact=True)
+    assert list(timings["model"]) == list(expected_timings["model"])
+    with pytest.raises(DataError, match="a cluster task failed"):  # the cluster's error, not swallowed
+        run_backtest(panel, config, progress=False, executor=_Beside(fail=True))
+
+
 def _blas_threads(_: int) -> list[int]:
     return [pool["num_threads"] for pool in threadpool_info()]
 
@@ -193,6 +224,16 @@ def test_bad_cluster_options_end_in_one_line_error_quickly(csv_files, argv, mess
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err
     assert time.perf_counter() - began < 8
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"], "--scheduler and --workers exclude each other"),
+])
+def test_run_takes_the_cluster_options_of_backtest(argv, message, tmp_path, capsys):
+    code = main(["run", "--out", str(tmp_path / "run"), *argv])  # refused before any data or training
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
 def test_address_of_a_worker_is_not_taken_for_a_scheduler(cluster):

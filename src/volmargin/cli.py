@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
     run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    _add_dask_args(run, "backtest's per-asset models (the learned models train meanwhile in this process)")
 
     export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
     export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
@@ -363,6 +364,7 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from volmargin.config import RunConfig, load_config
+    from volmargin.distributed import check_options, executor
     from volmargin.pipeline import run_pipeline
 
     from volmargin.io import preflight
@@ -375,9 +377,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, output=str(args.out))
     for name, params in cfg.learned.items():
         check_learned_params(name, params, f"learned.{name}")
+    check_options(args.scheduler, args.workers)
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
-    run = run_pipeline(cfg, args.tracking_uri, progress=show_progress(args))
+    with executor(args.scheduler, args.workers) as runner:
+        if runner.distributed:
+            print(f"backtest: per-asset models on {runner.description}; learned models in this process meanwhile")
+        run = run_pipeline(cfg, args.tracking_uri, progress=show_progress(args), executor=runner)
     print_run_summary(run.out)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in run.record["timings"].items())
     print(f"\ndone in {sum(run.record['timings'].values()):.0f} s ({timings})")

@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -46,6 +47,7 @@ class Run:
     cfg: RunConfig
     out: Path
     progress: bool = True
+    executor: Any = None  # runs the backtest's per-asset models (volmargin.distributed); None: this process
     bars: dict = field(default_factory=dict)
     panel: dict = field(default_factory=dict)
     models: dict = field(default_factory=dict)
@@ -108,7 +110,7 @@ def stage_backtest(run: Run) -> None:
     config = BacktestConfig(models=tuple(section.baselines) + learned, split=split, levels=tuple(sorted(run.cfg.levels)),
                             horizon=run.cfg.horizon, model_params={m: dict(run.cfg.learned[m]) for m in learned},
                             model_refit_every={m: section.learned_refit_every for m in learned})
-    run.forecasts, timings = run_backtest(run.panel, config, progress=run.progress)
+    run.forecasts, timings = run_backtest(run.panel, config, progress=run.progress, executor=run.executor)
     write_frame(run.forecasts, run.out / "forecasts.parquet")
     write_frame(timings, run.out / "timings.csv")
     reference = "har" if "har" in section.baselines else (section.baselines or learned)[0]
@@ -259,10 +261,11 @@ STAGES: dict[str, Callable[[Run], None]] = {
 }
 
 
-def run_pipeline(cfg: RunConfig, tracking_uri: str | None = None, progress: bool = True) -> Run:
+def run_pipeline(cfg: RunConfig, tracking_uri: str | None = None, progress: bool = True, executor: Any = None) -> Run:
     """Every stage in order under one MLflow parent run; a failing stage raises `StageError`. The folder
-    is locked for the run, its run.json says `complete: false` until the last stage is done."""
-    run = Run(cfg, Path(cfg.output), progress)
+    is locked for the run, its run.json says `complete: false` until the last stage is done. `executor`
+    (`volmargin.distributed.executor`) runs the backtest's per-asset models; the results do not depend on it."""
+    run = Run(cfg, Path(cfg.output), progress, executor)
     with output_lock(run.out):  # one writer per run folder
         return _run_all(run, tracking_uri)
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -91,6 +94,29 @@ def _work(daily: pd.DataFrame, split: WalkForwardSplit) -> int:
     return len(split.origins(daily.index)) * len(daily)
 
 
+class Background:
+    """`work()` in a daemon thread; `result()` waits for it and returns its value or raises its error. A
+    daemon, so that an error elsewhere (a failed cluster task) ends the command at once, not after it."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self._outcome: list = []
+        self._thread = threading.Thread(target=self._run, args=(work,), daemon=True, name="global-models")
+        self._thread.start()
+
+    def _run(self, work: Callable[[], Any]) -> None:
+        try:
+            self._outcome.append((True, work()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
+            self._outcome.append((False, exc))
+
+    def result(self) -> Any:
+        self._thread.join()
+        ok, value = self._outcome[0]
+        if not ok:
+            raise value
+        return value
+
+
 def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConfig, progress: bool) -> tuple[list[pd.DataFrame], float]:
     """Historical forecasts of one global model over the whole panel (one refit on all assets per block)."""
     began = time.perf_counter()
@@ -114,15 +140,25 @@ def run_backtest(
     executor = executor or InProcess()
     models = {m: make_forecaster(m, **config.model_params.get(m, {})) for m in config.models}  # fail fast
     local = [m for m, f in models.items() if not isinstance(f, GlobalForecaster)]
+    global_models = [m for m in models if m not in local]
     frames, timings = [], []
     tasks = [(asset, group) for asset in panel for group in model_groups(local, len(panel), executor.slots)]
     tasks.sort(key=lambda task: _work(panel[task[0]], config.split), reverse=True)  # largest first; stable
+    # Global models (nn, gbm) refit on every asset's history at once: one sequential chain of refits that
+    # needs the whole panel, so they stay in the driver process whatever the executor. With a cluster they
+    # run in a driver thread while the workers take the per-asset tasks (the driver only waits on those);
+    # in-process they run after them, as before. Either way the results are the same.
+    def run_globals() -> list[tuple[list[pd.DataFrame], float]]:
+        return [global_task(panel, m, config, progress) for m in global_models]
+
+    beside = Background(run_globals) if executor.distributed and global_models and tasks else None
     # Each task carries its asset's frame (not scattered in advance): a task that depends on nothing is
     # queued on the Dask scheduler and handed to whichever worker frees up first, in submission order;
     # one that depends on scattered data is pinned to the worker holding it, half the assets each.
     results = executor.map(forecast_task, [a for a, _ in tasks], [panel[a] for a, _ in tasks],
                            [g for _, g in tasks], [config] * len(tasks), desc="backtest", unit="task",
                            progress=progress)
+    global_results = beside.result() if beside else run_globals()
     done = {(asset, model): result for (asset, group), per_model in zip(tasks, results)
             for model, result in zip(group, per_model)}
     for asset in panel:  # the table's order is the panel's, whatever the order of the tasks
@@ -130,10 +166,7 @@ def run_backtest(
             frame, seconds = done[asset, model]
             frames.append(frame)
             timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
-    # Global models (nn, gbm) refit on every asset's history at once: one sequential chain of refits that
-    # needs the whole panel, so they stay in the driver process whatever the executor.
-    for model in (m for m in models if m not in local):
-        asset_frames, seconds = global_task(panel, model, config, progress)
+    for model, (asset_frames, seconds) in zip(global_models, global_results):
         frames.extend(asset_frames)
         timings.append({"asset": "ALL", "model": model, "days": sum(len(f) for f in asset_frames), "seconds": seconds})
     frames = [f for f in frames if not f.empty]
