@@ -382,7 +382,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
     with executor(args.scheduler, args.workers) as runner:
         if runner.distributed:
-            print(f"backtest: per-asset models on {runner.description}; learned models in this process meanwhile")
+            print(f"cluster: the backtest's per-asset models on {runner.description}, the learned models here")
         run = run_pipeline(cfg, args.tracking_uri, progress=show_progress(args), executor=runner)
     print_run_summary(run.out)
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in run.record["timings"].items())
