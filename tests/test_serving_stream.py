@@ -168,7 +168,8 @@ def _corruptions(row: np.ndarray, day: np.datetime64) -> dict[str, tuple[np.ndar
 
 
 def _snapshot(state) -> dict:
-    return copy.deepcopy({key: value for key, value in vars(state).items() if key != "runtime"})
+    """Every field of the state but its runtime and its model calls (bound to its own buffers)."""
+    return copy.deepcopy({key: value for key, value in vars(state).items() if key not in ("runtime", "_model")})
 
 
 def _assert_same(before: dict, after: dict) -> None:

@@ -251,6 +251,11 @@ class AssetState:
         self._rows = start.rows[0].tolist()  # raw rows as lists: an array is only built on a refusal
         # the standardized features twice over, so that the window is always one contiguous slice
         self._features = np.concatenate([start.features[0], start.features[0]])
+        # the model bound to each window's place in that buffer and to one output row (no per-call arrays)
+        window = runtime.window
+        self._raw = np.zeros((1, 1 + 4 * len(runtime.levels)), dtype=np.float32)
+        self._model = runtime.bind_model([self._features[None, slot + 1:slot + 1 + window]
+                                          for slot in range(window)], self._raw)
         self._mean, self._scale = runtime.mean.tolist(), runtime.scale.tolist()
         self._log_horizon = float(np.log(runtime.horizon))
         self._index = {name: j for j, name in enumerate(INPUT_COLUMNS)}
@@ -333,8 +338,8 @@ class AssetState:
         window = runtime.window
         slot = day % window
         self._features[slot:slot + 2 * window:window] = z  # both copies in one step
-        raw = runtime.run_model(self._features[None, slot + 1:slot + 1 + window])
-        variance, var, es = postprocess_one(raw, level + self._log_horizon, len(runtime.levels))
+        self._model[slot]()  # the window self._features[slot + 1:slot + 1 + window] -> self._raw
+        variance, var, es = postprocess_one(self._raw, level + self._log_horizon, len(runtime.levels))
         return Forecasts(variance, var, es, runtime.levels, runtime.horizon)
 
     def _feature_row(self, series: list[float], m: list[float], level: float, level_change: float,
