@@ -30,7 +30,9 @@ window whose log RVs are all equal (e.g. one complete day in it) is the square r
 
 from __future__ import annotations
 
+import datetime
 import math
+from operator import itemgetter
 
 import numpy as np
 
@@ -59,12 +61,16 @@ def _day_numbers(dates, shape: tuple[int, ...], name: str = "dates") -> np.ndarr
 
 
 _DAYS = np.dtype("datetime64[D]")
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 
 
 def _day_number(date, name: str = "date") -> int:
-    """Days since 1970-01-01 of one datetime64 date (a datetime64[D] scalar by a quick route)."""
+    """Days since 1970-01-01 of one datetime64 date (a datetime64[D] scalar by a quick route: its
+    `datetime.date`, which numpy gives for years 1 to 9999, at half the cost of a numpy view)."""
     if isinstance(date, np.datetime64) and date.dtype == _DAYS:
-        return int(date.view(np.int64))
+        value = date.item()
+        if isinstance(value, datetime.date):
+            return value.toordinal() - _EPOCH_ORDINAL
     return int(_day_numbers(date, (), name))
 
 
@@ -259,8 +265,6 @@ class AssetState:
         self._mean, self._scale = runtime.mean.tolist(), runtime.scale.tolist()
         self._log_horizon = float(np.log(runtime.horizon))
         self._index = {name: j for j, name in enumerate(INPUT_COLUMNS)}
-        self._non_negative = [j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE]
-        self._flags = [j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS]
 
     def history(self) -> tuple[np.ndarray, np.ndarray]:
         """The last `history_days` raw rows (days, columns) in time order and their dates."""
@@ -285,7 +289,7 @@ class AssetState:
         """`validation.value_problems` of one row, negated: finite, non-negative, 0/1 flags, a possible return."""
         if not all(map(math.isfinite, values)):
             return False
-        if min(values[j] for j in self._non_negative) < 0 or any(values[j] not in (0.0, 1.0) for j in self._flags):
+        if min(_NON_NEGATIVE(values)) < 0 or any(flag not in (0.0, 1.0) for flag in _FLAGS(values)):
             return False
         ret, rv = values[self._index["ret"]], values[self._index["rv"]]
         return not ret * ret > MAX_BARS_PER_DAY * rv * (1 + 1e-9)
@@ -369,6 +373,17 @@ class AssetState:
             m[8],
             _log(max_square) - level,
         ]
+
+
+def _getter(columns: list[int]):
+    """`operator.itemgetter` of `columns` that returns a tuple, even of one column."""
+    get = itemgetter(*columns)
+    return get if len(columns) > 1 else lambda values: (get(values),)
+
+
+# the row check's columns (`validation`), each set fetched from a row in one call
+_NON_NEGATIVE = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE])
+_FLAGS = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS])
 
 
 def _log(x: float) -> float:
