@@ -328,9 +328,11 @@ class AssetState:
             self._max_square = max(squares)
         self._rows[day % len(self._rows)] = values
         self.day = day
-        k = day % ring
-        if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum)
-            sums[k] = math.fsum(rings[(day - age) % ring][k] for age in range(windows[k]))
+        k = day % ring  # the newest day's slot
+        if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum: the same in any order)
+            first = k - windows[k] + 1
+            window_days = rings[first:k + 1] if first >= 0 else rings[first:] + rings[:k + 1]
+            sums[k] = math.fsum(map(itemgetter(k), window_days))
         n = len(series)
         means = [total / count if count > 0 else math.nan for total, count in zip(sums[:n], sums[n:])]
         level = means[0] if math.isfinite(means[0]) else means[1]
