@@ -239,8 +239,9 @@ class AssetState:
     Started from a one-asset `StreamState` (the careful checks and the core built it), it keeps the same
     rings as lists and applies the same steps: the checks of `validation.value_problems`, then
     `daily_series` and `feature_columns` written out for one row (tests/test_serving_stream.py holds the
-    two to the core and to each other). `update(row, date)` returns the forecast or raises the careful
-    path's `InputError`, the state unchanged."""
+    two to the core and to each other). The model runs bound to the state's own feature and output
+    buffers (`Runtime.bind_model`), so a call converts no arrays. `update(row, date)` returns the
+    forecast or raises the careful path's `InputError`, the state unchanged."""
 
     def __init__(self, runtime, inputs: np.ndarray, dates, as_of=None):
         inputs = np.asarray(inputs)
