@@ -265,7 +265,7 @@ class AssetState:
                                           for slot in range(window)], self._raw)
         self._mean, self._scale = runtime.mean.tolist(), runtime.scale.tolist()
         self._log_horizon = float(np.log(runtime.horizon))
-        self._index = {name: j for j, name in enumerate(INPUT_COLUMNS)}
+        self._sqrt_week = math.sqrt(runtime.spec.week_days)
 
     def history(self) -> tuple[np.ndarray, np.ndarray]:
         """The last `history_days` raw rows (days, columns) in time order and their dates."""
@@ -292,14 +292,13 @@ class AssetState:
             return False
         if min(_NON_NEGATIVE(values)) < 0 or any(flag not in (0.0, 1.0) for flag in _FLAGS(values)):
             return False
-        ret, rv = values[self._index["ret"]], values[self._index["rv"]]
+        ret, rv = values[_RET], values[_RV]
         return not ret * ret > MAX_BARS_PER_DAY * rv * (1 + 1e-9)
 
     def _series(self, values: list[float]) -> list[float]:
         """`features.daily_series` of one checked row."""
-        get = self._index
-        rv, bv = values[get["rv"]], values[get["bv"]]
-        complete = values[get["complete"]] > 0.5
+        rv, bv = values[_RV], values[_BV]
+        complete = values[_COMPLETE] > 0.5
         log_rv_all = _log(rv)
         rv_c = rv if complete else math.nan
         log_rv_c = log_rv_all if complete else math.nan
@@ -309,8 +308,7 @@ class AssetState:
             jump = min(max((rv - bv) / rv, 0.0), 1.0)
         else:  # numpy's (0 - bv) / 0: -inf, clipped to 0, or NaN where bv is 0 too
             jump = 0.0 if bv > 0 else math.nan
-        return [log_rv_c, log_rv_all, rv_c, rv_c, values[get["ret"]], _log(values[get["volume"]]), rv_c,
-                log_rv_c * log_rv_c, jump]
+        return [log_rv_c, log_rv_all, rv_c, rv_c, values[_RET], _log(values[_VOLUME]), rv_c, log_rv_c * log_rv_c, jump]
 
     def _advance(self, values: list[float], day: int) -> Forecasts:
         runtime, spec, ring = self.runtime, self._spec, self._ring
@@ -319,7 +317,7 @@ class AssetState:
         sums, windows, rings = self._sums, self._windows, self._terms
         for k, term in enumerate(terms):
             sums[k] += term - rings[(day - windows[k]) % ring][k]
-        ret = values[self._index["ret"]]
+        ret = values[_RET]
         rings[day % ring] = terms
         square, squares = ret * ret, self._squares
         leaving, squares[day % len(squares)] = squares[day % len(squares)], square
@@ -352,7 +350,6 @@ class AssetState:
     def _feature_row(self, series: list[float], m: list[float], level: float, level_change: float,
                      max_square: float, values: list[float], day: int, spec) -> list[float]:
         """`features.feature_columns` of one row, in its column order."""
-        get = self._index
         rv, log_volume, jump = series[2], series[5], series[8]
         scale = math.exp(0.5 * level)
         log_rv = _log(rv)
@@ -363,11 +360,11 @@ class AssetState:
             _log(m[2]) - level,
             _log(m[3]) - level,
             level_change,
-            min(max(values[get["ret"]] / scale, -clip), clip),
-            min(max(math.sqrt(spec.week_days) * m[4] / scale, -clip), clip),
+            min(max(values[_RET] / scale, -clip), clip),
+            min(max(self._sqrt_week * m[4] / scale, -clip), clip),
             jump,
-            _log(values[get["parkinson"]]) - log_rv,
-            _log(values[get["rogers_satchell"]]) - log_rv,
+            _log(values[_PARKINSON]) - log_rv,
+            _log(values[_ROGERS_SATCHELL]) - log_rv,
             log_volume - m[5],
             dow_sin,
             dow_cos,
@@ -384,6 +381,9 @@ def _getter(columns: list[int]):
     return get if len(columns) > 1 else lambda values: (get(values),)
 
 
+# where each input sits in a row
+_RET, _RV, _BV, _PARKINSON, _ROGERS_SATCHELL, _VOLUME, _COMPLETE = (
+    INPUT_COLUMNS.index(name) for name in ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "complete"))
 # the row check's columns (`validation`), each set fetched from a row in one call
 _NON_NEGATIVE = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE])
 _FLAGS = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS])
