@@ -168,7 +168,8 @@ def _corruptions(row: np.ndarray, day: np.datetime64) -> dict[str, tuple[np.ndar
 
 
 def _snapshot(state) -> dict:
-    return copy.deepcopy({key: value for key, value in vars(state).items() if key != "runtime"})
+    """Every field of the state but its runtime and its model calls (bound to its own buffers)."""
+    return copy.deepcopy({key: value for key, value in vars(state).items() if key not in ("runtime", "_model")})
 
 
 def _assert_same(before: dict, after: dict) -> None:
@@ -265,3 +266,27 @@ def test_one_asset_post_processing_is_the_shared_one():
                                  postprocess(raw, np.array([log_level]), n_levels)):
             assert got.shape == expected.shape
             np.testing.assert_allclose(got, expected, rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["gbm", "nn"])
+def test_bound_model_reads_the_buffers_as_they_are_at_each_call(bundles, name):
+    """`Runtime.bind_model` (the one-asset state's model call): the output of `run_model` on each window's
+    current contents, written into the bound output buffer; other buffers are refused."""
+    runtime = vs.load(bundles[name])
+    rng = np.random.default_rng(11)
+    window, width = runtime.window, len(runtime.mean)
+    buffer = np.zeros((2 * window, width), dtype=np.float32)
+    raw = np.zeros((1, 1 + 4 * len(runtime.levels)), dtype=np.float32)
+    calls = runtime.bind_model([buffer[None, slot + 1:slot + 1 + window] for slot in range(window)], raw)
+    for _ in range(3):  # new contents each time: the calls read the memory, not a copy made at binding
+        buffer[:] = rng.normal(size=buffer.shape)
+        for slot, call in enumerate(calls):
+            call()
+            np.testing.assert_array_equal(raw, runtime.run_model(buffer[None, slot + 1:slot + 1 + window]))
+    with pytest.raises(vs.InputDtypeError):
+        runtime.bind_model([buffer[None, :window].astype(np.float64)], raw)
+    with pytest.raises(vs.InputDtypeError):
+        runtime.bind_model([buffer[None, :window]], raw.astype(np.float64))
+    strided = np.zeros((1, window, 2 * width), dtype=np.float32)[:, :, ::2]
+    with pytest.raises(vs.InputDtypeError):  # a strided view would be read as if contiguous
+        runtime.bind_model([strided], raw)

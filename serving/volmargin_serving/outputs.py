@@ -53,11 +53,11 @@ def postprocess(raw: np.ndarray, log_level: np.ndarray, n_levels: int) -> tuple[
 
 
 def postprocess_one(raw: np.ndarray, log_level: float, n_levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`postprocess` of one asset's outputs (1, 1 + 4 n_levels) and log level, mostly in plain floats: the
-    same arithmetic in a third of the numpy calls (math.exp may differ from numpy's in the last bit)."""
+    """`postprocess` of one asset's outputs (1, 1 + 4 n_levels) and log level, in plain floats but for the
+    arrays returned: the same arithmetic in a fraction of the numpy calls (math.exp may differ from
+    numpy's in the last bit; sqrt and products are correctly rounded in both)."""
     first, *rest = raw[0].tolist()
     variance = math.exp(log_level + first)
-    tails = np.array(rest)
-    tails *= math.sqrt(variance)
-    tails = tails.reshape(1, 2, 2, n_levels)
+    volatility = math.sqrt(variance)
+    tails = np.array([x * volatility for x in rest]).reshape(1, 2, 2, n_levels)
     return np.array([variance]), tails[:, :, 0], tails[:, :, 1]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import threading
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +210,25 @@ class Runtime:
     def run_model(self, standardized: np.ndarray) -> np.ndarray:
         """The ONNX graph on standardized float32 windows (batch, window, features)."""
         return self._session.run([self._output], {self._input: standardized})[0]
+
+    def bind_model(self, windows: list[np.ndarray], raw: np.ndarray) -> list[Callable[[], None]]:
+        """One call per window of the ONNX graph, bound by ONNX Runtime's IO binding to the memory of
+        `windows` (float32 C-contiguous (batch, window, features) arrays or views, the caller's buffers)
+        and of `raw` (float32 (batch, outputs)): each call runs the graph on the window's current contents
+        into `raw`. It passes no arrays and allocates nothing: on one asset, converting `run_model`'s input
+        and output costs about as much as a small graph itself. The buffers must outlive the calls."""
+        if raw.dtype != np.float32 or not raw.flags.c_contiguous:
+            raise InputDtypeError("raw must be a C-contiguous float32 array")
+        output = ort.OrtValue.ortvalue_from_numpy(raw)  # CPU OrtValues wrap the arrays' memory: no copy
+        calls = []
+        for window in windows:
+            if window.dtype != np.float32 or not window.flags.c_contiguous:
+                raise InputDtypeError("windows must be C-contiguous float32 arrays")
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(self._input, ort.OrtValue.ortvalue_from_numpy(window))
+            binding.bind_ortvalue_output(self._output, output)
+            calls.append(partial(self._session.run_with_iobinding, binding))
+        return calls
 
     def forecast_features(self, features: np.ndarray, level: np.ndarray) -> Forecasts:
         """Forecasts from precomputed raw features (batch, window, n_features) as `compute_features`

@@ -30,7 +30,9 @@ window whose log RVs are all equal (e.g. one complete day in it) is the square r
 
 from __future__ import annotations
 
+import datetime
 import math
+from operator import itemgetter
 
 import numpy as np
 
@@ -59,12 +61,16 @@ def _day_numbers(dates, shape: tuple[int, ...], name: str = "dates") -> np.ndarr
 
 
 _DAYS = np.dtype("datetime64[D]")
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 
 
 def _day_number(date, name: str = "date") -> int:
-    """Days since 1970-01-01 of one datetime64 date (a datetime64[D] scalar by a quick route)."""
+    """Days since 1970-01-01 of one datetime64 date (a datetime64[D] scalar by a quick route: its
+    `datetime.date`, which numpy gives for years 1 to 9999, at half the cost of a numpy view)."""
     if isinstance(date, np.datetime64) and date.dtype == _DAYS:
-        return int(date.view(np.int64))
+        value = date.item()
+        if isinstance(value, datetime.date):
+            return value.toordinal() - _EPOCH_ORDINAL
     return int(_day_numbers(date, (), name))
 
 
@@ -233,8 +239,9 @@ class AssetState:
     Started from a one-asset `StreamState` (the careful checks and the core built it), it keeps the same
     rings as lists and applies the same steps: the checks of `validation.value_problems`, then
     `daily_series` and `feature_columns` written out for one row (tests/test_serving_stream.py holds the
-    two to the core and to each other). `update(row, date)` returns the forecast or raises the careful
-    path's `InputError`, the state unchanged."""
+    two to the core and to each other). The model runs bound to the state's own feature and output
+    buffers (`Runtime.bind_model`), so a call converts no arrays. `update(row, date)` returns the
+    forecast or raises the careful path's `InputError`, the state unchanged."""
 
     def __init__(self, runtime, inputs: np.ndarray, dates, as_of=None):
         inputs = np.asarray(inputs)
@@ -251,11 +258,14 @@ class AssetState:
         self._rows = start.rows[0].tolist()  # raw rows as lists: an array is only built on a refusal
         # the standardized features twice over, so that the window is always one contiguous slice
         self._features = np.concatenate([start.features[0], start.features[0]])
+        # the model bound to each window's place in that buffer and to one output row (no per-call arrays)
+        window = runtime.window
+        self._raw = np.zeros((1, 1 + 4 * len(runtime.levels)), dtype=np.float32)
+        self._model = runtime.bind_model([self._features[None, slot + 1:slot + 1 + window]
+                                          for slot in range(window)], self._raw)
         self._mean, self._scale = runtime.mean.tolist(), runtime.scale.tolist()
         self._log_horizon = float(np.log(runtime.horizon))
-        self._index = {name: j for j, name in enumerate(INPUT_COLUMNS)}
-        self._non_negative = [j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE]
-        self._flags = [j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS]
+        self._sqrt_week = math.sqrt(runtime.spec.week_days)
 
     def history(self) -> tuple[np.ndarray, np.ndarray]:
         """The last `history_days` raw rows (days, columns) in time order and their dates."""
@@ -280,16 +290,15 @@ class AssetState:
         """`validation.value_problems` of one row, negated: finite, non-negative, 0/1 flags, a possible return."""
         if not all(map(math.isfinite, values)):
             return False
-        if min(values[j] for j in self._non_negative) < 0 or any(values[j] not in (0.0, 1.0) for j in self._flags):
+        if min(_NON_NEGATIVE(values)) < 0 or any(flag not in (0.0, 1.0) for flag in _FLAGS(values)):
             return False
-        ret, rv = values[self._index["ret"]], values[self._index["rv"]]
+        ret, rv = values[_RET], values[_RV]
         return not ret * ret > MAX_BARS_PER_DAY * rv * (1 + 1e-9)
 
     def _series(self, values: list[float]) -> list[float]:
         """`features.daily_series` of one checked row."""
-        get = self._index
-        rv, bv = values[get["rv"]], values[get["bv"]]
-        complete = values[get["complete"]] > 0.5
+        rv, bv = values[_RV], values[_BV]
+        complete = values[_COMPLETE] > 0.5
         log_rv_all = _log(rv)
         rv_c = rv if complete else math.nan
         log_rv_c = log_rv_all if complete else math.nan
@@ -299,8 +308,7 @@ class AssetState:
             jump = min(max((rv - bv) / rv, 0.0), 1.0)
         else:  # numpy's (0 - bv) / 0: -inf, clipped to 0, or NaN where bv is 0 too
             jump = 0.0 if bv > 0 else math.nan
-        return [log_rv_c, log_rv_all, rv_c, rv_c, values[get["ret"]], _log(values[get["volume"]]), rv_c,
-                log_rv_c * log_rv_c, jump]
+        return [log_rv_c, log_rv_all, rv_c, rv_c, values[_RET], _log(values[_VOLUME]), rv_c, log_rv_c * log_rv_c, jump]
 
     def _advance(self, values: list[float], day: int) -> Forecasts:
         runtime, spec, ring = self.runtime, self._spec, self._ring
@@ -309,7 +317,7 @@ class AssetState:
         sums, windows, rings = self._sums, self._windows, self._terms
         for k, term in enumerate(terms):
             sums[k] += term - rings[(day - windows[k]) % ring][k]
-        ret = values[self._index["ret"]]
+        ret = values[_RET]
         rings[day % ring] = terms
         square, squares = ret * ret, self._squares
         leaving, squares[day % len(squares)] = squares[day % len(squares)], square
@@ -319,9 +327,11 @@ class AssetState:
             self._max_square = max(squares)
         self._rows[day % len(self._rows)] = values
         self.day = day
-        k = day % ring
-        if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum)
-            sums[k] = math.fsum(rings[(day - age) % ring][k] for age in range(windows[k]))
+        k = day % ring  # the newest day's slot
+        if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum: the same in any order)
+            first = k - windows[k] + 1
+            window_days = rings[first:k + 1] if first >= 0 else rings[first:] + rings[:k + 1]
+            sums[k] = math.fsum(map(itemgetter(k), window_days))
         n = len(series)
         means = [total / count if count > 0 else math.nan for total, count in zip(sums[:n], sums[n:])]
         level = means[0] if math.isfinite(means[0]) else means[1]
@@ -333,14 +343,13 @@ class AssetState:
         window = runtime.window
         slot = day % window
         self._features[slot:slot + 2 * window:window] = z  # both copies in one step
-        raw = runtime.run_model(self._features[None, slot + 1:slot + 1 + window])
-        variance, var, es = postprocess_one(raw, level + self._log_horizon, len(runtime.levels))
+        self._model[slot]()  # the window self._features[slot + 1:slot + 1 + window] -> self._raw
+        variance, var, es = postprocess_one(self._raw, level + self._log_horizon, len(runtime.levels))
         return Forecasts(variance, var, es, runtime.levels, runtime.horizon)
 
     def _feature_row(self, series: list[float], m: list[float], level: float, level_change: float,
                      max_square: float, values: list[float], day: int, spec) -> list[float]:
         """`features.feature_columns` of one row, in its column order."""
-        get = self._index
         rv, log_volume, jump = series[2], series[5], series[8]
         scale = math.exp(0.5 * level)
         log_rv = _log(rv)
@@ -351,11 +360,11 @@ class AssetState:
             _log(m[2]) - level,
             _log(m[3]) - level,
             level_change,
-            min(max(values[get["ret"]] / scale, -clip), clip),
-            min(max(math.sqrt(spec.week_days) * m[4] / scale, -clip), clip),
+            min(max(values[_RET] / scale, -clip), clip),
+            min(max(self._sqrt_week * m[4] / scale, -clip), clip),
             jump,
-            _log(values[get["parkinson"]]) - log_rv,
-            _log(values[get["rogers_satchell"]]) - log_rv,
+            _log(values[_PARKINSON]) - log_rv,
+            _log(values[_ROGERS_SATCHELL]) - log_rv,
             log_volume - m[5],
             dow_sin,
             dow_cos,
@@ -364,6 +373,20 @@ class AssetState:
             m[8],
             _log(max_square) - level,
         ]
+
+
+def _getter(columns: list[int]):
+    """`operator.itemgetter` of `columns` that returns a tuple, even of one column."""
+    get = itemgetter(*columns)
+    return get if len(columns) > 1 else lambda values: (get(values),)
+
+
+# where each input sits in a row
+_RET, _RV, _BV, _PARKINSON, _ROGERS_SATCHELL, _VOLUME, _COMPLETE = (
+    INPUT_COLUMNS.index(name) for name in ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "complete"))
+# the row check's columns (`validation`), each set fetched from a row in one call
+_NON_NEGATIVE = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE])
+_FLAGS = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS])
 
 
 def _log(x: float) -> float:
