@@ -100,7 +100,7 @@ class StreamState:
         kept = max(runtime.window, self._lag + 1)
         features, level = compute_features(columns, (days + _EPOCH_WEEKDAY) % 7, spec, last=kept)
         self.levels = self._by_day(level[:, -self._lag - 1:], days[:, -self._lag - 1:], self._lag + 1)
-        standardized = standardize(features[:, -runtime.window:], runtime.mean, runtime.scale)
+        standardized = standardize(features[:, -runtime.window:, :runtime.core_width], runtime.mean, runtime.scale)
         self.features = self._by_day(standardized, days[:, -runtime.window:], runtime.window)
         self.rows = self._by_day(batch, days, history)
         self.day = days[:, -1].copy()
@@ -219,7 +219,8 @@ class StreamState:
         features = feature_columns(series, means, level, level_change, max_square, columns,
                                    (days + _EPOCH_WEEKDAY) % 7, runtime.spec)
         window = runtime.window
-        self.features[assets, days % window] = standardize(features, runtime.mean, runtime.scale)
+        self.features[assets, days % window] = standardize(features[..., :runtime.core_width], runtime.mean,
+                                                           runtime.scale)
         ordered = self.features[assets[:, None], (days[:, None] + 1 + np.arange(window)) % window]
         raw = runtime.run_model(ordered)
         return Forecasts(*postprocess(raw, horizon_level(level, runtime.horizon), len(runtime.levels)),
@@ -300,7 +301,7 @@ class AssetState:
         else:  # numpy's (0 - bv) / 0: -inf, clipped to 0, or NaN where bv is 0 too
             jump = 0.0 if bv > 0 else math.nan
         return [log_rv_c, log_rv_all, rv_c, rv_c, values[get["ret"]], _log(values[get["volume"]]), rv_c,
-                log_rv_c * log_rv_c, jump]
+                log_rv_c * log_rv_c, jump, values[get["traded_value"]]]
 
     def _advance(self, values: list[float], day: int) -> Forecasts:
         runtime, spec, ring = self.runtime, self._spec, self._ring
@@ -329,7 +330,8 @@ class AssetState:
         level_change = level - self._levels[(day - self._lag) % lags]
         self._levels[day % lags] = level
         features = self._feature_row(series, means, level, level_change, self._max_square, values, day, spec)
-        z = [(f - m) / s if f == f else 0.0 for f, m, s in zip(features, self._mean, self._scale)]  # standardize
+        # standardize; zip stops at the model's last feature (a model without liquidity reads one column less)
+        z = [(f - m) / s if f == f else 0.0 for f, m, s in zip(features, self._mean, self._scale)]
         window = runtime.window
         slot = day % window
         self._features[slot:slot + 2 * window:window] = z  # both copies in one step
@@ -363,6 +365,7 @@ class AssetState:
             math.sqrt(max(m[7] - m[0] * m[0], 0.0)) if m[7] == m[7] and m[0] == m[0] else math.nan,
             m[8],
             _log(max_square) - level,
+            _log(m[9]),
         ]
 
 
