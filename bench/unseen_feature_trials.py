@@ -9,7 +9,9 @@ feature list from the frame, so nothing else changes):
 - `long_all`: long_level:365 plus, over the same 365 rows, the dispersion of log RV, log mean RV minus level_t
   and the log of the largest squared daily return minus level_t;
 - `market`: a market factor, BTC's (binance_btcusdt) daily log RV and log 5-day mean RV, each minus BTC's own
-  66-day level (is the market hot against its norm?), on every asset's rows, known at the same close.
+  66-day level (is the market hot against its norm?), on every asset's rows, known at the same close;
+- `liquidity:DAYS`: log of the mean traded value (volume x close, quote currency) over the last DAYS rows: thin
+  markets jump more than their recent RV says.
 
 The selection runs of the README, e.g.
     python bench/unseen_feature_trials.py long_level:365 --train-end 2021-09-30 --score-end 2021-12-31 \\
@@ -57,16 +59,23 @@ def market_columns(daily: pd.DataFrame, spec: core.FeatureSpec) -> dict[str, np.
     return {"x_market_d": log_market - means[0], "x_market_w": _log(means[1]) - means[0]}
 
 
+def liquidity_columns(daily: pd.DataFrame, days: int) -> dict[str, np.ndarray]:
+    traded = (daily["volume"] * daily["close"]).to_numpy(dtype=float)
+    return {"x_liquidity": _log(core.trailing_means(traded[None], (days,))[0])}
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
-    if kind not in ("long_level", "long_all", "market"):
-        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all or market")
+    if kind not in ("long_level", "long_all", "market", "liquidity"):
+        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market or liquidity:DAYS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
             return market_columns(daily, spec)
+        if kind == "liquidity":
+            return liquidity_columns(daily, int(days or 30))
         return long_columns(daily, level, int(days or 365), kind == "long_all")
 
     def feature_frame(daily, spec=core.FeatureSpec(), iv_features=False):
@@ -74,7 +83,7 @@ def install(trial: str) -> None:
         level = frame.pop("level")
         return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
 
-    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv")} | {"complete": [True] * 3})
+    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close")} | {"complete": [True] * 3})
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
 
     def feature_names(iv_features: bool) -> tuple[str, ...]:

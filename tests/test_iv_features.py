@@ -84,8 +84,8 @@ def test_gbm_with_iv_serves_the_library_forecast(panel, tmp_path):
     # the index matters to the model where present
     first = sorted(panel)[0]
     daily = panel[first]
-    with_iv = model.forecast(daily, daily.index[-1:], model.levels_).variance
-    without = model.forecast(daily.drop(columns=IV_COLUMN), daily.index[-1:], model.levels_).variance
+    with_iv = model.forecast(daily, daily.index[-60:], model.levels_).variance
+    without = model.forecast(daily.drop(columns=IV_COLUMN), daily.index[-60:], model.levels_).variance
     assert not np.allclose(with_iv, without)
     runtime = vs.load(write_bundle(model, panel, tmp_path))
     assert runtime.iv_features

@@ -47,7 +47,7 @@ def _corrupt(daily: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:
     out = daily.copy()
     later = out.index > cut
     out.loc[later, "ret"] = out.loc[later, "ret"] * 25 + 0.3
-    for column in (*MEASURES, "volume"):
+    for column in (*MEASURES, "volume", "traded_value"):
         out.loc[later, column] = out.loc[later, column] * 400
     return out
 
@@ -69,19 +69,25 @@ def test_features_use_only_past_rows(panel):
     cut = daily.index[500]
     clean, dirty = feature_frame(daily), feature_frame(_corrupt(daily, cut))
     pd.testing.assert_frame_equal(clean.loc[:cut], dirty.loc[:cut])
-    assert not np.allclose(clean.loc[cut:, "rv_d"].iloc[1:], dirty.loc[cut:, "rv_d"].iloc[1:])  # the test has teeth
+    for name in ("rv_d", "liquidity"):  # the test has teeth
+        assert not np.allclose(clean.loc[cut:, name].iloc[1:], dirty.loc[cut:, name].iloc[1:])
 
 
 def test_features_and_targets_are_scale_free(panel):
+    """Every feature but liquidity ignores the volatility level, the price unit and the volume unit;
+    liquidity reads the money traded, and only that (a redenomination keeps it)."""
     daily = panel["syn_b"]
     scaled = daily.copy()
     scaled["ret"] *= 3.0
     scaled[list(MEASURES)] *= 9.0  # variances scale with the square of returns
     scaled["volume"] *= 50.0
-    scaled["close"] *= 1000.0
+    scaled["close"] /= 50.0  # the same money traded in a 50x smaller price unit
     clean, other = feature_frame(daily), feature_frame(scaled)
     names = list(FEATURE_NAMES)
     pd.testing.assert_frame_equal(clean[names], other[names], check_exact=False, rtol=1e-7, atol=1e-9)
+    richer = feature_frame(daily.assign(traded_value=daily["traded_value"] * 10.0))
+    np.testing.assert_allclose(richer["liquidity"] - clean["liquidity"], np.log(10.0))
+    pd.testing.assert_frame_equal(clean.drop(columns="liquidity"), richer.drop(columns="liquidity"))
     np.testing.assert_allclose(other["level"] - clean["level"], np.log(9.0))
     targets = target_frame(daily, clean["level"], 3), target_frame(scaled, other["level"], 3)
     pd.testing.assert_frame_equal(*targets, check_exact=False, rtol=1e-7, atol=1e-9)
@@ -91,7 +97,8 @@ def test_features_and_targets_are_scale_free(panel):
 def test_scaler_is_fitted_on_training_rows_only(name, panel):
     trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
     model = make_forecaster(name, **TINY[name]).fit_panel(trains)
-    rows = np.concatenate([feature_frame(daily)[list(FEATURE_NAMES)].to_numpy() for daily in trains.values()])
+    names = list(getattr(model, "feature_names_", FEATURE_NAMES))  # the GBM reads liquidity too
+    rows = np.concatenate([feature_frame(daily)[names].to_numpy() for daily in trains.values()])
     np.testing.assert_allclose(model.scaler_.mean_, np.nanmean(rows, axis=0))
     np.testing.assert_allclose(model.scaler_.scale_, np.nanstd(rows, axis=0))
 

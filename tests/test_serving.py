@@ -269,12 +269,12 @@ def test_training_and_serving_agree_on_real_bars(shared_data, models, bundles):
         np.testing.assert_allclose(history.variance[-1], served.variance[0], rtol=1e-12)
     # every feature, the tail and jump ones included, from the serving path's own daily rows
     from volmargin_serving.bars import daily_from_bars
-    from volmargin_serving.features import FEATURE_NAMES, compute_features
+    from volmargin_serving.features import CORE_COLUMNS, compute_features
 
     rows = daily_from_bars(stamps, *ohlcv.T, min_bars=20)
     columns = {c: np.asarray(rows[c], dtype=bool if c == "complete" else float) for c in INPUT_COLUMNS}
     served_features, _ = compute_features(columns, pd.DatetimeIndex(rows["date"]).day_of_week.to_numpy())
-    trained_features = feature_frame(daily).loc[pd.DatetimeIndex(rows["date"], tz="UTC"), list(FEATURE_NAMES)]
+    trained_features = feature_frame(daily).loc[pd.DatetimeIndex(rows["date"], tz="UTC"), list(CORE_COLUMNS)]
     np.testing.assert_allclose(served_features, trained_features.to_numpy(), rtol=1e-9, atol=1e-12)
 
 

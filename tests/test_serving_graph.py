@@ -1,5 +1,5 @@
 """The serving fast path (`volmargin.serving_graph`, a bundle's `fast.onnx`): its features equal the numpy
-core's bit for bit on real bars (and training's), its checks flag exactly what the careful path refuses,
+core's on real bars (bit for bit, or one float32 step where ONNX Runtime's log and numpy's differ by an ulp) (and training's), its checks flag exactly what the careful path refuses,
 and its forecasts equal the careful path's.
 
 Tiny nn and gbm models are trained once on a synthetic panel (tests/serving_fixtures.py).
@@ -18,7 +18,7 @@ from serving_fixtures import TINY, bundles, panel  # noqa: F401 (fixtures)
 import volmargin_serving as vs
 from volmargin.data import load_bars
 from volmargin.export import FAST_FILE, session
-from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, feature_frame
+from volmargin.features.learned import CORE_COLUMNS, INPUT_COLUMNS, feature_frame
 from volmargin.features.realized import daily_measures
 from volmargin.serving_graph import fast_graph, feature_graph, parity_windows
 from volmargin_serving.bundle import MANIFEST, sha256
@@ -60,11 +60,13 @@ def _asset_windows(daily: pd.DataFrame, rows: int, step: int = 5) -> tuple[np.nd
 @pytest.mark.parametrize("window", [1, 8, 32])
 def test_graph_features_equal_numpy_and_training_on_real_bars(real_panel, window):
     """Training's features (`feature_frame`, the numpy core over each asset's whole history) and the fast
-    graph's, standardized as the model reads them: the graph equals the core on the same rows bit for bit,
+    graph's, standardized as the model reads them: the graph equals the core on the same rows within one
+    float32 step (ORT's Log and numpy's differ in the last bit of about a fifth of real RVs, which can move a
+    standardized feature across a float32 rounding boundary),
     and training up to the rounding of its longer running sums."""
     spec = FeatureSpec()
     rows = spec.history_days(window)
-    mean, scale = np.linspace(-1, 1, len(FEATURE_NAMES)), np.linspace(0.5, 2, len(FEATURE_NAMES))
+    mean, scale = np.linspace(-1, 1, len(CORE_COLUMNS)), np.linspace(0.5, 2, len(CORE_COLUMNS))
     graph = session(feature_graph(spec, mean, scale, rows, window), FAST_DISABLED_OPTIMIZERS)
     for daily in real_panel.values():
         x, days, ends = _asset_windows(daily, rows)
@@ -72,10 +74,11 @@ def test_graph_features_equal_numpy_and_training_on_real_bars(real_panel, window
                                                "bounds": np.array([days[:, -1].min(), days[:, -1].max()])})
         assert ok.all() and len(ends) > 100
         expected, expected_level = _core(x, days, spec, window, mean, scale)
-        np.testing.assert_array_equal(features, expected)  # float32, bit for bit
+        np.testing.assert_array_max_ulp(features, expected, maxulp=1)  # float32
+        assert (features == expected).mean() > 0.9999
         np.testing.assert_allclose(level[..., 0], expected_level, rtol=1e-14)  # ORT's and numpy's log may differ by an ulp
         assert (expected == 0).mean() < 0.2  # real rows: not a comparison of missing features
-        trained = standardize(feature_frame(daily)[list(FEATURE_NAMES)].to_numpy(), mean, scale)
+        trained = standardize(feature_frame(daily)[list(CORE_COLUMNS)].to_numpy(), mean, scale)
         served = trained[ends[:, None] + np.arange(1 - window, 1)]
         np.testing.assert_allclose(features, served, rtol=1e-6, atol=1e-6)
 

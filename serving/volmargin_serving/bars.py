@@ -32,7 +32,8 @@ def daily_from_bars(
     timestamps: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
     volume: np.ndarray, min_bars: int,
 ) -> dict[str, np.ndarray]:
-    """Per-UTC-day arrays: date (datetime64[D]), ret, the `MEASURES`, volume, close, n_bars, complete.
+    """Per-UTC-day arrays: date (datetime64[D]), ret, the `MEASURES`, volume, traded_value (the sum of each
+    bar's volume x close: quote currency), close, n_bars, complete.
 
     Bars must be sorted by time with positive prices (callers validate); timestamps are UTC
     datetime64 or int64 nanoseconds.
@@ -64,6 +65,7 @@ def daily_from_bars(
         "rogers_satchell": rogers_satchell,
         "yang_zhang": total((log_o - prev_c) ** 2) + k * total(co**2) + (1 - k) * rogers_satchell,
         "volume": total(np.asarray(volume, dtype=float)[1:]),
+        "traded_value": total(np.asarray(volume, dtype=float)[1:] * np.exp(log_c)),
         "close": np.exp(log_c[np.append(starts[1:], len(day)) - 1][1:]),
         "n_bars": n.astype(np.int64),
         "complete": n >= min_bars,

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from volmargin_serving.errors import BundleError, ChecksumError, SignatureError
-from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec
+from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec, model_feature_names
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -185,7 +185,7 @@ def check_manifest(manifest: dict) -> str:
         return f"fast.file: {manifest['fast']['file']!r} is the model's own file; the fast path is a graph of its own"
     features = manifest["features"]
     names = features["names"]
-    if names not in (list(FEATURE_NAMES), list(FEATURE_NAMES + IV_FEATURE_NAMES)):
+    if names not in [list(model_feature_names(liquidity, iv)) for liquidity in (False, True) for iv in (False, True)]:
         return (f"features.names: {features['names']!r} differ from this runtime's features {list(FEATURE_NAMES)}; "
                 "the bundle needs the runtime it was exported with")
     if features["inputs"] != list(INPUT_COLUMNS):

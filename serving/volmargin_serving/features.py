@@ -24,6 +24,11 @@ Features (columns of `FEATURE_NAMES`, in order):
   jump_freq: mean jump share, max_move: log of the largest squared daily return minus level_t.
 A missing input gives NaN; `standardize` puts NaN at the training mean (0 after scaling).
 
+The liquidity feature (`LIQUIDITY_FEATURE_NAMES`, computed with the others and read by the models trained
+with it, the GBM by default): log of the mean daily traded value (quote currency, e.g. USDT) over the last
+`liquidity_days` rows. The one feature that is not scale-free, on purpose: a thin market jumps more than its
+own recent variance says (chosen on unseen-asset validation folds for the GBM; it made the GRU worse there).
+
 Optional implied-volatility features (`IV_FEATURE_NAMES`, appended after the others by models trained
 with them), from a 30-day implied-volatility index such as Deribit's DVOL (annualised, in percent) whose
 value at row t is its close at the end of day t, the same instant as the day's realized measures:
@@ -41,12 +46,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INPUT_COLUMNS = ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "complete")
+INPUT_COLUMNS = ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "traded_value", "complete")
 FEATURE_NAMES = (
     "rv_d", "rv_w", "rv_m", "level_chg", "ret_d", "ret_w", "jump", "range_pk", "range_rs", "volume",
     "dow_sin", "dow_cos", "level_gap", "rv_disp", "jump_freq", "max_move",
 )
+LIQUIDITY_FEATURE_NAMES = ("liquidity",)
+CORE_COLUMNS = FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES  # what `compute_features` returns; a model reads a prefix
 IV_FEATURE_NAMES = ("iv_present", "iv_level", "iv_chg")
+
+
+def model_feature_names(liquidity: bool, iv_features: bool) -> tuple[str, ...]:
+    """A model's feature columns, in order: `FEATURE_NAMES`, liquidity if it reads it, the IV features if so."""
+    return FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES * liquidity + IV_FEATURE_NAMES * iv_features
+
+
+def core_width(names) -> int:
+    """How many of the `CORE_COLUMNS` a model with these feature names reads (always a prefix)."""
+    return len(FEATURE_NAMES) + (LIQUIDITY_FEATURE_NAMES[0] in names)
+
+
 _FLOOR = 1e-12  # zero variance or volume (a halted market) must not give log(0)
 
 
@@ -59,11 +78,12 @@ class FeatureSpec:
     month_days: int = 22
     volume_days: int = 22
     ret_clip: float = 10.0
+    liquidity_days: int = 90
 
     def history_days(self, window: int) -> int:
         """Rows of daily inputs that determine the last `window` feature rows exactly: each feature row
-        looks back at most month_days (level_chg) + level_days - 1 rows."""
-        return window + self.month_days + max(self.level_days, self.volume_days) - 1
+        looks back at most month_days (level_chg) + level_days - 1 rows, or liquidity_days - 1."""
+        return window + max(self.month_days + max(self.level_days, self.volume_days), self.liquidity_days) - 1
 
 
 def trailing_means(x: np.ndarray, windows: tuple[int, ...]) -> np.ndarray:
@@ -114,7 +134,7 @@ def _trailing_max(x: np.ndarray, window: int) -> np.ndarray:
 TRAILING_MEANS = {
     "log_rv": "level_days", "log_rv_all": "level_days", "rv_week": "week_days", "rv_month": "month_days",
     "ret_week": "week_days", "log_volume": "volume_days", "rv_level": "level_days", "log_rv_sq": "level_days",
-    "jump": "level_days",
+    "jump": "level_days", "traded_value": "liquidity_days",
 }
 
 
@@ -127,7 +147,7 @@ def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The series (len(TRAILING_MEANS), ...) whose trailing means the features read, elementwise from the
     daily inputs (NaN where a day does not count): log RV of complete days, log RV of all days (the level's
     fallback), RV of complete days (three times), the return, log volume, RV of complete days, squared log
-    RV of complete days, the jump share. The same rows give the day's own terms (`feature_columns`)."""
+    RV of complete days, the jump share, the traded value. The same rows give the day's own terms (`feature_columns`)."""
     complete = np.asarray(inputs["complete"], dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_rv_all = _log(inputs["rv"])  # incomplete days too: the level's fallback
@@ -136,7 +156,7 @@ def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         jump_share = _clip((rv - inputs["bv"]) / rv, 0.0, 1.0)
         log_volume = _log(inputs["volume"])
         return np.stack([log_rv_complete, log_rv_all, rv, rv, inputs["ret"], log_volume,
-                         rv, log_rv_complete ** 2, jump_share])
+                         rv, log_rv_complete ** 2, jump_share, inputs["traded_value"]])
 
 
 def level_of(means: np.ndarray) -> np.ndarray:
@@ -148,7 +168,7 @@ def level_of(means: np.ndarray) -> np.ndarray:
 def feature_columns(series: np.ndarray, means: np.ndarray, level: np.ndarray, level_change: np.ndarray,
                     max_square: np.ndarray, inputs: Mapping[str, np.ndarray], weekday: np.ndarray,
                     spec: FeatureSpec) -> np.ndarray:
-    """The features (..., len(FEATURE_NAMES)) of rows whose history enters only through their trailing
+    """The features (..., len(CORE_COLUMNS)) of rows whose history enters only through their trailing
     means (`TRAILING_MEANS` first, then the rows' shape), level_t, level_t - level_{t-month_days} and the
     largest squared return of the level window: what `compute_features` computes on its kept rows and
     `volmargin_serving.stream` on each newly closed day. `series` is `daily_series` of the same rows,
@@ -176,6 +196,7 @@ def feature_columns(series: np.ndarray, means: np.ndarray, level: np.ndarray, le
             np.sqrt(np.maximum(means[7] - means[0] ** 2, 0.0)),
             means[8],
             _log(max_square) - level,
+            _log(means[9]),
         )
     return np.stack(columns, axis=-1)
 
@@ -183,7 +204,7 @@ def feature_columns(series: np.ndarray, means: np.ndarray, level: np.ndarray, le
 def compute_features(
     inputs: Mapping[str, np.ndarray], weekday: np.ndarray, spec: FeatureSpec = FeatureSpec(), last: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Features (..., days, len(FEATURE_NAMES)) and level_t (..., days) from daily input arrays.
+    """Features (..., days, len(CORE_COLUMNS)) and level_t (..., days) from daily input arrays.
 
     `inputs` holds the `INPUT_COLUMNS` arrays in time order along the last axis (`complete` boolean);
     `weekday` is 0 = Monday .. 6 = Sunday. `last` keeps only the last rows of the output (serving needs

@@ -36,7 +36,8 @@ from volmargin_serving.errors import (
     UnsortedInputError,
 )
 from volmargin_serving.features import (
-    FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec, compute_features, compute_iv_features, horizon_level, standardize,
+    INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec, compute_features, compute_iv_features, core_width, horizon_level,
+    standardize,
 )
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
@@ -142,7 +143,8 @@ class Runtime:
         self.history_days = int(features["history_days"])
         self.mean = np.asarray(features["mean"], dtype=np.float64)
         self.scale = np.asarray(features["scale"], dtype=np.float64)
-        self.iv_features = len(features["names"]) > len(FEATURE_NAMES)  # takes an implied-volatility index
+        self.iv_features = IV_FEATURE_NAMES[0] in features["names"]  # takes an implied-volatility index
+        self.core_width = core_width(features["names"])  # how many of the core feature columns the model reads
         self.levels = tuple(float(x) for x in self.manifest["levels"])
         self.horizon = int(self.manifest["horizon"])
         self.max_age = np.timedelta64(max_age_days, "D")
@@ -366,6 +368,7 @@ class Runtime:
         columns = dict(zip(INPUT_COLUMNS, by_column))
         columns["complete"] = columns["complete"] > 0.5
         features, level = compute_features(columns, weekday, self.spec, last=self.window)
+        features = features[..., :self.core_width]
         if self.iv_features:  # the same core as training; no index = the rows trained with iv_present 0
             features = np.concatenate([features, compute_iv_features(iv, level, self.spec, last=self.window)], axis=-1)
         return features, level[:, -1]
@@ -388,7 +391,7 @@ class Runtime:
         columns = {name: inputs[:, i] for i, name in enumerate(INPUT_COLUMNS)}
         columns["complete"] = columns["complete"] > 0.5
         features, level = compute_features(columns, _weekday(days), self.spec)
-        standardized = standardize(features, self.mean, self.scale)
+        standardized = standardize(features[..., :self.core_width], self.mean, self.scale)
         # windows ending at rows history_days-1 .. end: (rows, window, n_features)
         ends = np.arange(self.history_days - 1, len(inputs))
         views = np.lib.stride_tricks.sliding_window_view(standardized, self.window, axis=0)

@@ -106,7 +106,7 @@ class StreamState:
         kept = max(runtime.window, self._lag + 1)
         features, level = compute_features(columns, (days + _EPOCH_WEEKDAY) % 7, spec, last=kept)
         self.levels = self._by_day(level[:, -self._lag - 1:], days[:, -self._lag - 1:], self._lag + 1)
-        standardized = standardize(features[:, -runtime.window:], runtime.mean, runtime.scale)
+        standardized = standardize(features[:, -runtime.window:, :runtime.core_width], runtime.mean, runtime.scale)
         self.features = self._by_day(standardized, days[:, -runtime.window:], runtime.window)
         self.rows = self._by_day(batch, days, history)
         self.day = days[:, -1].copy()
@@ -225,7 +225,8 @@ class StreamState:
         features = feature_columns(series, means, level, level_change, max_square, columns,
                                    (days + _EPOCH_WEEKDAY) % 7, runtime.spec)
         window = runtime.window
-        self.features[assets, days % window] = standardize(features, runtime.mean, runtime.scale)
+        self.features[assets, days % window] = standardize(features[..., :runtime.core_width], runtime.mean,
+                                                           runtime.scale)
         ordered = self.features[assets[:, None], (days[:, None] + 1 + np.arange(window)) % window]
         raw = runtime.run_model(ordered)
         return Forecasts(*postprocess(raw, horizon_level(level, runtime.horizon), len(runtime.levels)),
@@ -308,7 +309,8 @@ class AssetState:
             jump = min(max((rv - bv) / rv, 0.0), 1.0)
         else:  # numpy's (0 - bv) / 0: -inf, clipped to 0, or NaN where bv is 0 too
             jump = 0.0 if bv > 0 else math.nan
-        return [log_rv_c, log_rv_all, rv_c, rv_c, values[_RET], _log(values[_VOLUME]), rv_c, log_rv_c * log_rv_c, jump]
+        return [log_rv_c, log_rv_all, rv_c, rv_c, values[_RET], _log(values[_VOLUME]), rv_c, log_rv_c * log_rv_c, jump,
+                values[_TRADED_VALUE]]
 
     def _advance(self, values: list[float], day: int) -> Forecasts:
         runtime, spec, ring = self.runtime, self._spec, self._ring
@@ -339,7 +341,8 @@ class AssetState:
         level_change = level - self._levels[(day - self._lag) % lags]
         self._levels[day % lags] = level
         features = self._feature_row(series, means, level, level_change, self._max_square, values, day, spec)
-        z = [(f - m) / s if f == f else 0.0 for f, m, s in zip(features, self._mean, self._scale)]  # standardize
+        # standardize; zip stops at the model's last feature (a model without liquidity reads one column less)
+        z = [(f - m) / s if f == f else 0.0 for f, m, s in zip(features, self._mean, self._scale)]
         window = runtime.window
         slot = day % window
         self._features[slot:slot + 2 * window:window] = z  # both copies in one step
@@ -372,6 +375,7 @@ class AssetState:
             math.sqrt(max(m[7] - m[0] * m[0], 0.0)) if m[7] == m[7] and m[0] == m[0] else math.nan,
             m[8],
             _log(max_square) - level,
+            _log(m[9]),
         ]
 
 
@@ -382,8 +386,9 @@ def _getter(columns: list[int]):
 
 
 # where each input sits in a row
-_RET, _RV, _BV, _PARKINSON, _ROGERS_SATCHELL, _VOLUME, _COMPLETE = (
-    INPUT_COLUMNS.index(name) for name in ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "complete"))
+_RET, _RV, _BV, _PARKINSON, _ROGERS_SATCHELL, _VOLUME, _TRADED_VALUE, _COMPLETE = (
+    INPUT_COLUMNS.index(name) for name in ("ret", "rv", "bv", "parkinson", "rogers_satchell", "volume", "traded_value",
+                                           "complete"))
 # the row check's columns (`validation`), each set fetched from a row in one call
 _NON_NEGATIVE = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in NON_NEGATIVE])
 _FLAGS = _getter([j for j, name in enumerate(INPUT_COLUMNS) if name in FLAGS])

@@ -27,8 +27,9 @@ from volmargin_serving.errors import (
 )
 from volmargin_serving.features import INPUT_COLUMNS
 
-# daily measures that cannot be negative: variances, range estimators, volume (by name; others: finite only)
-NON_NEGATIVE = frozenset({"rv", "bv", "parkinson", "garman_klass", "rogers_satchell", "yang_zhang", "volume"})
+# daily measures that cannot be negative: variances, range estimators, volume, traded value (by name; others: finite only)
+NON_NEGATIVE = frozenset({"rv", "bv", "parkinson", "garman_klass", "rogers_satchell", "yang_zhang", "volume",
+                          "traded_value"})
 FLAGS = frozenset({"complete"})  # 0/1 columns
 # The day's return is the sum of its n intraday returns and rv the sum of their squares, so by Cauchy-Schwarz
 # ret^2 <= n x rv. With n at most one bar a minute, a larger return is not a number any market printed
@@ -52,7 +53,7 @@ def _return_too_large(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray
 DOUBT_RATIO = 1e4
 # Columns doubtful when far *below* their median too: a frozen feed's zero volume. Variance measures of
 # zero are real in tick-bound markets (bv and Rogers-Satchell of a token priced at 0.001 cents).
-DOUBT_LOW = frozenset({"volume"})
+DOUBT_LOW = frozenset({"volume", "traded_value"})
 
 
 def _where(index: tuple, columns: tuple[str, ...]) -> str:

@@ -40,7 +40,9 @@ from onnx import TensorProto, helper
 from volmargin_serving.bundle import MANIFEST, SCHEMA_VERSION, plain_name, resolve_key, sha256, sign_bundle
 
 from volmargin.errors import ConfigError, VolmarginError
-from volmargin.features.learned import FEATURE_NAMES, INPUT_COLUMNS, IV_COLUMN, daily_inputs, feature_frame, standardize
+from volmargin.features.learned import (
+    FEATURE_NAMES, INPUT_COLUMNS, IV_COLUMN, IV_FEATURE_NAMES, daily_inputs, feature_frame, standardize,
+)
 from volmargin.models.base import SIDES, GlobalForecaster
 from volmargin.models.neural import output_columns, pad, windows
 from volmargin.serving_graph import FAST_INPUTS, FAST_OUTPUTS, check_fast_parity, fast_graph
@@ -57,8 +59,13 @@ class ExportError(VolmarginError):
 
 
 def names_of(model: GlobalForecaster) -> tuple[str, ...]:
-    """The model's feature columns: `FEATURE_NAMES`, plus the IV features for a GBM trained with them."""
+    """The model's feature columns: `FEATURE_NAMES`, plus liquidity and the IV features for a GBM trained
+    with them."""
     return tuple(getattr(model, "feature_names_", FEATURE_NAMES))
+
+
+def reads_iv(model: GlobalForecaster) -> bool:
+    return IV_FEATURE_NAMES[0] in names_of(model)
 
 
 def window_of(model: GlobalForecaster) -> int:
@@ -167,7 +174,7 @@ def _boosting_graph(model) -> onnx.ModelProto:
 def standardized_windows(model: GlobalForecaster, daily: pd.DataFrame) -> np.ndarray:
     """(days, window, n_features) float32: the standardized window ending at every day of `daily`."""
     names = names_of(model)
-    frame = feature_frame(daily, model.feature_spec_, iv_features=len(names) > len(FEATURE_NAMES))
+    frame = feature_frame(daily, model.feature_spec_, iv_features=reads_iv(model))
     x = pad(standardize(model.scaler_, frame[list(names)].to_numpy()), window_of(model))
     return windows(x, np.arange(len(frame)), window_of(model))
 
@@ -231,7 +238,7 @@ def golden_set(model: GlobalForecaster, panel: dict[str, pd.DataFrame], history_
         es.append(np.stack([forecast.es[s] for s in SIDES], axis=1))
     golden = {"inputs": np.stack(inputs), "dates": np.stack(dates), "variance": np.concatenate(variance),
               "var": np.concatenate(var), "es": np.concatenate(es), "assets": np.array(usable)}
-    if len(names_of(model)) > len(FEATURE_NAMES):
+    if reads_iv(model):
         golden["iv"] = np.stack(iv)
     return golden
 
@@ -241,7 +248,7 @@ def fast_path(model: GlobalForecaster, proto: onnx.ModelProto,
     """The serving fast path (`volmargin.serving_graph`) for `proto` and its parity against the careful path
     on real windows of `panel`; None for models with the IV features (they serve by the careful path).
     Raises `ExportError` where the fast path differs beyond `PARITY_TOLERANCE`."""
-    if len(names_of(model)) != len(FEATURE_NAMES):
+    if reads_iv(model):
         return None
     window, spec = window_of(model), model.feature_spec_
     args = (spec, model.scaler_.mean_, model.scaler_.scale_)

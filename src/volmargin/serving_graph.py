@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from volmargin_serving.features import _FLOOR, FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec
+from volmargin_serving.features import _FLOOR, CORE_COLUMNS, FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE
 
 FAST_INPUTS = ("daily", "days", "bounds")
@@ -74,7 +74,8 @@ class _Builder:
 def _window_slots(spec: FeatureSpec) -> dict[str, tuple[int, int]]:
     """Trailing windows the features read: name -> (rows, lag in rows)."""
     return {"week": (spec.week_days, 0), "month": (spec.month_days, 0), "level": (spec.level_days, 0),
-            "volume": (spec.volume_days, 0), "level_lagged": (spec.level_days, spec.month_days)}
+            "volume": (spec.volume_days, 0), "level_lagged": (spec.level_days, spec.month_days),
+            "liquidity": (spec.liquidity_days, 0)}
 
 
 # Trailing means the features read: name -> (window slot, series, validity mask), cf. compute_features
@@ -85,8 +86,9 @@ _MEANS = {
     "log_rv_all": ("level", "log_rv_all", "all"), "log_rv_sq": ("level", "log_rv_sq", "complete"),
     "jump": ("level", "jump", "jump_valid"), "lagged_log_rv": ("level_lagged", "log_rv_c", "complete"),
     "lagged_log_rv_all": ("level_lagged", "log_rv_all", "all"),
+    "traded_value": ("liquidity", "traded_value", "all"),
 }
-_SERIES = ("log_rv_c", "log_rv_all", "rv", "ret", "log_volume", "log_rv_sq", "jump")
+_SERIES = ("log_rv_c", "log_rv_all", "rv", "ret", "log_volume", "log_rv_sq", "jump", "traded_value")
 _MASKS = ("complete", "jump_valid", "all")
 
 
@@ -116,10 +118,10 @@ def _checks(b: _Builder, daily: str, days: str, bounds: str, rows: int) -> str:
 
 
 def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, window: int) -> tuple[str, str, str]:
-    """Raw features (assets, window, len(FEATURE_NAMES)) of the last `window` rows, their validity (bool,
+    """Raw features (assets, window, len(CORE_COLUMNS)) of the last `window` rows, their validity (bool,
     same shape; False where numpy gives NaN) and level_t (assets, window, 1); cf. `compute_features`."""
-    ret, rv, bv, parkinson, rogers_satchell, volume, complete_flag = b.op("Split", daily, outputs=7, axis=2,
-                                                                          num_outputs=7)
+    ret, rv, bv, parkinson, rogers_satchell, volume, traded_value, complete_flag = b.op(
+        "Split", daily, outputs=len(INPUT_COLUMNS), axis=2, num_outputs=len(INPUT_COLUMNS))
     # The checks passed, so every input is finite and `complete` is 0 or 1: masking is a product with it
     # (x * 1 == x; x * 0 is a zero, which adds nothing to a sum), cheaper than Where.
     complete = b.op("Cast", complete_flag, to=TensorProto.BOOL)
@@ -135,7 +137,7 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     series = {
         "log_rv_c": log_rv_c, "log_rv_all": log_rv_all, "rv": b.op("Mul", rv, complete_flag), "ret": ret,
         "log_volume": b.log(volume), "log_rv_sq": b.op("Mul", log_rv_c, log_rv_c),
-        "jump": b.op("Mul", ratio, jump_mask),
+        "jump": b.op("Mul", ratio, jump_mask), "traded_value": traded_value,
     }
     masks = {"complete": complete_flag, "jump_valid": jump_mask,
              "all": b.op("Add", b.op("Sub", complete_flag, complete_flag), b.scalar(1.0))}
@@ -193,6 +195,7 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
                                      b.const(0.0))),
         "jump_freq": m["jump"],
         "max_move": b.op("Sub", b.log(max_square), level),
+        "liquidity": b.log(m["traded_value"]),
     }
     features = b.op("Concat", *columns.values(), axis=2)
     kept_complete, kept_jump = last(complete), last(jump_valid)
@@ -200,7 +203,7 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     validity = {"rv_d": kept_complete, "rv_w": k["rv_week"], "rv_m": k["rv_month"], "jump": kept_jump,
                 "range_pk": kept_complete, "range_rs": kept_complete, "level_gap": k["log_rv"],
                 "rv_disp": k["log_rv"], "jump_freq": k["jump"]}
-    valid = b.op("Concat", *(validity.get(name, always) for name in FEATURE_NAMES), axis=2)
+    valid = b.op("Concat", *(validity.get(name, always) for name in CORE_COLUMNS), axis=2)
     return features, valid, level
 
 
@@ -213,7 +216,10 @@ def _weekday_table() -> np.ndarray:
 
 
 def _standardized(b: _Builder, features: str, valid: str, mean: np.ndarray, scale: np.ndarray, model_input: str) -> str:
-    """features.standardize: (x - mean) / scale, missing at 0, as float32, under the model's input name."""
+    """features.standardize: (x - mean) / scale, missing at 0, as float32, under the model's input name; of
+    the first len(mean) core columns, the ones the model reads (`features.core_width`)."""
+    if len(mean) < len(CORE_COLUMNS):
+        features, valid = (b.rows(x, 0, len(mean), axis=2) for x in (features, valid))
     z = b.op("Div", b.op("Sub", features, b.const(mean)), b.const(scale))
     # every feature is finite here (logs of floored values, means over at least one row), so a product
     # with the mask puts the missing ones at 0 (the sign of a zero is no input to the model)
@@ -257,8 +263,8 @@ def fast_graph(model: onnx.ModelProto, spec: FeatureSpec, mean: np.ndarray, scal
                window: int, horizon: int, n_levels: int) -> onnx.ModelProto:
     """The exported `model` (standardized windows -> raw) with the checks and features merged in front and
     the post-processing behind: one graph from the last `rows` daily inputs to checked forecasts."""
-    if len(mean) != len(FEATURE_NAMES):
-        raise ValueError("the fast path computes the base features only; IV bundles use the careful path")
+    if len(mean) not in (len(FEATURE_NAMES), len(CORE_COLUMNS)):
+        raise ValueError("the fast path computes the core features only; IV bundles use the careful path")
     merged = onnx.ModelProto()
     merged.CopyFrom(model)
     graph = merged.graph
@@ -319,6 +325,7 @@ def careful_forecasts(model: onnx.ModelProto, spec: FeatureSpec, mean, scale, wi
     columns = dict(zip(INPUT_COLUMNS, np.moveaxis(daily, -1, 0)))
     columns["complete"] = columns["complete"] > 0.5
     features, level = compute_features(columns, (days + 3) % 7, spec, last=window)
+    features = features[..., :len(mean)]  # the core columns the model reads
     raw = session(model).run([OUTPUT], {INPUT: standardize(features, np.asarray(mean), np.asarray(scale))})[0]
     variance, var, es = postprocess(raw, horizon_level(level[:, -1], horizon), n_levels)
     return variance, np.stack([var, es], axis=2)

@@ -13,22 +13,23 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 from volmargin_serving import features as core
 from volmargin_serving.features import (
-    FEATURE_NAMES, INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec, compute_features, compute_iv_features, horizon_level,
+    CORE_COLUMNS, FEATURE_NAMES, INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec, compute_features, compute_iv_features,
+    horizon_level, model_feature_names,
 )
 
 from volmargin.errors import ConfigError
 from volmargin.features.realized import horizon_targets
 
-__all__ = ["FEATURE_NAMES", "INPUT_COLUMNS", "IV_FEATURE_NAMES", "IV_COLUMN", "FeatureSpec", "attach_iv", "feature_names", "feature_frame", "target_frame", "training_frame",
+__all__ = ["CORE_COLUMNS", "FEATURE_NAMES", "INPUT_COLUMNS", "IV_FEATURE_NAMES", "IV_COLUMN", "FeatureSpec", "attach_iv", "feature_names", "feature_frame", "target_frame", "training_frame",
            "standardize", "check_levels", "require_levels", "horizon_level", "daily_inputs"]
 TARGET_NAMES = ("y_var", "r_std")
 _FLOOR = 1e-12  # zero realized variance must not give log(0)
 IV_COLUMN = "iv"  # optional column of a daily frame: the implied-volatility index (annualised %) at the day's close
 
 
-def feature_names(iv_features: bool) -> tuple[str, ...]:
-    """The feature columns of a model trained with or without the implied-volatility features."""
-    return FEATURE_NAMES + IV_FEATURE_NAMES if iv_features else FEATURE_NAMES
+def feature_names(iv_features: bool, liquidity: bool = False) -> tuple[str, ...]:
+    """The feature columns of a model trained with or without the liquidity and implied-volatility features."""
+    return model_feature_names(liquidity, iv_features)
 
 
 def attach_iv(daily: pd.DataFrame, iv: pd.DataFrame) -> pd.DataFrame:
@@ -54,13 +55,13 @@ def daily_inputs(daily: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def feature_frame(daily: pd.DataFrame, spec: FeatureSpec = FeatureSpec(), iv_features: bool = False) -> pd.DataFrame:
-    """`FEATURE_NAMES` columns (plus `IV_FEATURE_NAMES` with `iv_features`, from the frame's optional
-    `IV_COLUMN`: absent = no index) and `level` on the daily index of `daily_measures`."""
+    """`CORE_COLUMNS` (plus `IV_FEATURE_NAMES` with `iv_features`, from the frame's optional `IV_COLUMN`:
+    absent = no index) and `level` on the daily index of `daily_measures`; a model reads its own names."""
     features, level = compute_features(daily_inputs(daily), daily.index.day_of_week.to_numpy(), spec)
     if iv_features:
         iv = daily[IV_COLUMN].to_numpy(dtype=float) if IV_COLUMN in daily else None
         features = np.concatenate([features, compute_iv_features(iv, level, spec)], axis=-1)
-    frame = pd.DataFrame(features, index=daily.index, columns=list(feature_names(iv_features)))
+    frame = pd.DataFrame(features, index=daily.index, columns=list(CORE_COLUMNS + IV_FEATURE_NAMES * iv_features))
     frame["level"] = level
     return frame
 

@@ -25,6 +25,10 @@ model for all assets.
 - ES = VaR x ES/VaR ratio of the training standardized losses: once divided by the forecast
   volatility, the losses are close to identically distributed, so their empirical tail's ES/VaR
   (at least 1) carries over to every origin.
+- Liquidity (`liquidity=True`, the default): the trees also read the log of the asset's mean daily traded
+  value over 90 days (`volmargin_serving.features`), chosen on unseen-asset folds: QLIKE / HAR 1.049 ->
+  1.031 (129 assets, 2021-Q4) and 0.920 -> 0.919 (29 large caps, 2021). A thin market jumps more than its
+  own recent variance says.
 VaR/ES in return units are the standardized values times the forecast volatility. LightGBM's histogram
 trees fit the 129-asset panel in seconds on one thread (`deterministic=True`, so refits repeat exactly)
 and export to ONNX through onnxmltools' converter registered with skl2onnx (`volmargin.export`).
@@ -94,6 +98,7 @@ class GBMForecaster(GlobalForecaster):
         drop_features: tuple[str, ...] = (),
         level_days: int = 66,
         iv_features: bool = False,
+        liquidity: bool = True,
         smearing: str = "conditional",
         smearing_estimators: int = 50,
         smearing_min_samples_leaf: int = 5000,
@@ -114,6 +119,7 @@ class GBMForecaster(GlobalForecaster):
         self.drop_features = drop_features
         self.level_days = level_days
         self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
+        self.liquidity = liquidity  # read the liquidity feature (log mean traded value)
         self.smearing = smearing
         self.smearing_estimators = smearing_estimators
         self.smearing_min_samples_leaf = smearing_min_samples_leaf
@@ -192,7 +198,7 @@ class GBMForecaster(GlobalForecaster):
         self.levels_ = check_levels(self.levels)
         self.horizon_ = horizon
         self.feature_spec_ = FeatureSpec(level_days=self.level_days)
-        self.feature_names_ = feature_names(self.iv_features)
+        self.feature_names_ = feature_names(self.iv_features, self.liquidity)
         rows = pd.concat([training_frame(daily, horizon, self.feature_spec_, self.iv_features).assign(asset=asset)
                           for asset, daily in trains.items()])
         self.scaler_ = StandardScaler().fit(rows[list(self.feature_names_)].to_numpy())
