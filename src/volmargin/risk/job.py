@@ -2,8 +2,8 @@
 
 Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
 daily margin components of the test population (plus adversarial candidates, of which the adversary keeps
-the worst on the calibration period), the scale and correlation weight calibrated on the margin dates
-before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+the worst on the calibration period), the scale, correlation weight and (with `concentrations`) the
+concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
 and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
 summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
 """
@@ -36,6 +36,9 @@ class PortfolioJob:
     models: tuple[str, ...] | None = None  # None: every model in the forecasts, plus ewma97 with bars
     scenarios: ScenarioConfig = ScenarioConfig()
     policy: PortfolioPolicy = PortfolioPolicy()
+    # concentration coefficients to calibrate jointly with the scale and the weight (e.g.
+    # `portfolio.CONCENTRATION_GRID`); None: the policy's coefficient, fixed
+    concentrations: tuple[float, ...] | None = None
     validation_start: str | None = None  # None: the middle margin date, rounded to a month start
     target: float = 0.01
     gross: float = 1e6
@@ -135,29 +138,32 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
             raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
                               f"{dates[-1].date()}; both periods need dates")
         counter = lambda: _progress(f"{panel.model} margins", progress)  # noqa: E731 - a fresh bar per pass
+        grid = job.concentrations or ()
         classes = base.classes
         if generated:  # candidates only on the calibration dates; the adversary keeps the worst of them
-            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, counter())
+            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, counter(), grid)
             picked = pf.select_adversarial(bp_cal.columns(np.arange(len(base.names), len(books.names))),
                                            np.ones(len(cal_days), bool), job.n_adversarial)
             keep = np.concatenate([np.arange(len(base.names)), len(base.names) + picked])
             chosen = books.subset(keep)
-            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, counter()))
+            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, counter(), grid))
             classes = np.concatenate([base.classes, np.full(len(picked), "adversarial", dtype=object)])
         else:
-            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter())
+            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter(), grid)
         cal_rows = np.arange(len(bp.dates)) < len(cal_days)
         val_rows = ~cal_rows
-        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target)
+        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target, concentrations=job.concentrations)
         calibrations.append(cal.table.assign(model=panel.model, chosen=lambda t: (t["scale"] == cal.policy.scale)
-                                             & (t["correlation_weight"] == cal.policy.correlation_weight)))
+                                             & (t["correlation_weight"] == cal.policy.correlation_weight)
+                                             & (t["concentration"] == cal.policy.concentration)))
         summaries.append(pf.summarise(bp, classes, val_rows, cal.policy, job.target, panel.horizon).assign(
             feasible=cal.feasible, validation_start=start.date()))
         stresses.append(pf.stress_replay(bp, classes, cal.policy, job.events, start))
         latest = write_scenarios(out / f"scenarios-{panel.model}.npz", scenario_file(fhs, int(days[-1]), cal.policy,
                                                                                     panel.model))
         record["models"][panel.model] = {
-            "scale": cal.policy.scale, "correlation_weight": cal.policy.correlation_weight, "feasible": cal.feasible,
+            "scale": cal.policy.scale, "correlation_weight": cal.policy.correlation_weight,
+            "concentration": cal.policy.concentration, "feasible": cal.feasible,
             "margin_dates": [str(bp.dates[0].date()), str(bp.dates[-1].date())], "validation_start": str(start.date()),
             "scenario_file": latest.name, "proxy": job.scenarios.proxy,
             "proxy_share_last_date": proxy_share(fhs.scenarios(int(days[-1])))}
