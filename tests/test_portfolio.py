@@ -270,6 +270,10 @@ def test_cli_concentration_grid_must_be_non_negative_numbers(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["portfolio", "--run", str(tmp_path), "--out", str(tmp_path / "out"), "--concentration-grid", "0,-1"])
     assert exit_.value.code == 2 and "non-negative numbers" in capsys.readouterr().err
+    from volmargin.risk.job import PortfolioJob
+
+    with pytest.raises(ConfigError, match="non-negative numbers"):  # the `volmargin run` config path
+        PortfolioJob(concentrations=(0.5, -1.0))
 
 
 def test_portfolio_serving_needs_no_training_stack(forecasts, tmp_path):

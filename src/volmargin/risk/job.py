@@ -50,6 +50,11 @@ class PortfolioJob:
     n_adversarial: int = 20
     events: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(STRESS_EVENTS))
 
+    def __post_init__(self) -> None:
+        if self.concentrations is not None and not (
+                self.concentrations and all(np.isfinite(c) and c >= 0 for c in self.concentrations)):
+            raise ConfigError(f"portfolio concentrations: expected non-negative numbers, got {self.concentrations!r}")
+
 
 def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
     """One FilterPanel per model, on the assets that every chosen model of the forecasts covers (so the
