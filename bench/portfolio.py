@@ -48,8 +48,14 @@ def report(out: Path) -> None:
     pd.set_option("display.width", 200)
     print(summary[["portfolio_class", "model", "portfolios", "book_days", "breach_rate", "kupiec_p",
                    "kupiec_p_clustered", "design_effect", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
-                   "peak_to_trough", "scale", "correlation_weight"]].to_string(index=False, float_format="%.4f"))
+                   "peak_to_trough", "scale", "correlation_weight", "concentration"]].to_string(index=False,
+                                                                                     float_format="%.4f"))
     print(f"\nvalidation from {summary['validation_start'].iloc[0]}")
+    calibration = pd.read_csv(out / "calibration.csv")
+    for row in calibration[calibration["chosen"]].itertuples():
+        print(f"{row.model}: calibrated scale {row.scale:.3f}, correlation weight {row.correlation_weight:g}, "
+              f"concentration {row.concentration:g} (calibration period: average margin {row.calibration_avg_margin:.4f}, "
+              f"worst class {row.calibration_worst_class_breach_rate:.2%})")
     for model, rows in classes.groupby("model"):
         worst = rows["breach_rate"].max()
         kupiec = (rows["kupiec_p"] > 0.05).sum()

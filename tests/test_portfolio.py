@@ -16,6 +16,7 @@ from volmargin_serving.portfolio import (
 
 from volmargin import progress
 from volmargin.cli import main
+from volmargin.errors import ConfigError
 from volmargin.risk import BadPositionError, UnknownAssetError
 from volmargin.risk import portfolio as pf
 from volmargin.risk.job import scenario_file
@@ -225,9 +226,12 @@ def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path,
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a progress line per margin date in a log file ...
     assert main([*args, "--quiet"]) == 0
     assert "margins:" not in capsys.readouterr().err  # ... but none with --quiet
-    assert main(args) == 0
+    assert main([*args, "--concentration-grid", "0,1"]) == 0
     assert "gjr margins:" in capsys.readouterr().err
     summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["concentration"]) <= {0.0, 1.0}
+    calibration = pd.read_csv(out / "calibration.csv")
+    assert set(calibration["concentration"]) == {0.0, 1.0} and calibration["chosen"].sum() == 2  # one per model
     required = ["portfolio_class", "model", "portfolios", "days", "breach_rate", "avg_margin", "avg_isolated_margin"]
     assert set(required) <= set(summary.columns)
     assert {"adversarial", "hedged_btc_eth", "hedged_alt_btc"} <= set(summary["portfolio_class"])
@@ -260,6 +264,16 @@ def test_cli_portfolio_bad_options_are_one_line_errors(forecasts, tmp_path, caps
     assert err.startswith("volmargin: error:") and text in err and "\n" not in err
     assert main(["portfolio", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert "no forecasts.parquet" in capsys.readouterr().err
+
+
+def test_cli_concentration_grid_must_be_non_negative_numbers(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["portfolio", "--run", str(tmp_path), "--out", str(tmp_path / "out"), "--concentration-grid", "0,-1"])
+    assert exit_.value.code == 2 and "non-negative numbers" in capsys.readouterr().err
+    from volmargin.risk.job import PortfolioJob
+
+    with pytest.raises(ConfigError, match="non-negative numbers"):  # the `volmargin run` config path
+        PortfolioJob(concentrations=(0.5, -1.0))
 
 
 def test_portfolio_serving_needs_no_training_stack(forecasts, tmp_path):
@@ -366,3 +380,84 @@ def test_comonotone_stress_charges_baskets_in_full_and_keeps_hedge_offsets():
     policy = PortfolioPolicy(correlation_weight=1.0, correlation_stress="comonotone")
     assert initial_margin(**hedge, policy=policy, comonotone=0.0) == pytest.approx(joint)  # never below joint
     assert initial_margin(**hedge, policy=dataclasses.replace(policy, correlation_stress="isolated")) > 1.5 * joint
+
+
+def _panel(joint: np.ndarray, loss: np.ndarray, addon_per_unit: np.ndarray, grid: tuple[float, ...]) -> pf.BookPanel:
+    """A hand-made panel: joint risks and losses (T, P), the add-on linear in the coefficient."""
+    t, p = joint.shape
+    addons = addon_per_unit[None, :, None] * np.asarray(grid)[None, None, :] * np.ones((t, 1, 1))
+    zeros = np.zeros((t, p))
+    return pf.BookPanel("m", pd.date_range("2021-01-01", periods=t, tz="UTC"), joint=joint, isolated=joint.copy(),
+                        floor=zeros, comonotone=np.full((t, p), np.nan), addon=addons[..., 0], largest=joint.copy(),
+                        largest_addon=addons[..., 0], loss=loss, alive=np.ones((t, p), bool), gross=np.ones(p),
+                        addon_grid=addons, largest_addon_grid=addons.copy(), concentrations=grid)
+
+
+def test_concentration_is_calibrated_when_it_carries_the_binding_class():
+    """Concentrated books have fatter tails than their joint risk says and a large add-on per unit of
+    coefficient; diversified books a small one. Scale alone must cover the concentrated class (the binding
+    one); with the coefficient calibrated too the add-on covers it and the scale falls for the rest."""
+    rng = np.random.default_rng(3)
+    t, p = 2000, 20
+    classes = np.array(["diversified"] * 10 + ["concentrated"] * 10, dtype=object)
+    joint = np.full((t, p), 0.05)
+    loss = rng.standard_normal((t, p)) * 0.02
+    loss[:, 10:] = rng.standard_t(3, (t, 10)) * 0.02
+    per_unit = np.where(classes == "concentrated", 0.02, 0.0005)
+    grid = (0.0, 0.5, 1.0, 2.0)
+    bp = _panel(joint, loss, per_unit, grid)
+    rows = np.arange(t) < 1000
+    fixed = pf.calibrate_books(bp, classes, rows, PortfolioPolicy(), target=0.01)
+    joint_cal = pf.calibrate_books(bp, classes, rows, PortfolioPolicy(), target=0.01, concentrations=grid)
+    assert fixed.feasible and joint_cal.feasible
+    assert set(zip(joint_cal.table["concentration"], joint_cal.table["correlation_weight"])) == \
+        {(c, w) for c in grid for w in pf.CORRELATION_GRID}
+    assert joint_cal.policy.concentration > 0 and joint_cal.policy.scale < 0.95 * fixed.policy.scale
+    counted = rows[:, None] & np.ones((1, p), bool)
+    margin = pf.margin_path(bp, joint_cal.policy)
+    hits = counted & (loss > margin)
+    assert hits.sum() <= np.floor(0.01 * counted.sum())
+    for cls in ("diversified", "concentrated"):
+        assert hits[:, classes == cls].sum() <= np.floor(0.015 * counted[:, classes == cls].sum())
+    average = lambda policy: np.mean(pf.margin_path(bp, policy)[rows])  # noqa: E731
+    assert average(joint_cal.policy) < average(fixed.policy)
+    feasible = joint_cal.table[joint_cal.table["feasible"]]
+    assert average(joint_cal.policy) == pytest.approx(feasible["calibration_avg_margin"].min())
+    # the add-on is the policy's: a margin under another coefficient differs by exactly its add-on
+    other = dataclasses.replace(joint_cal.policy, concentration=0.0)
+    np.testing.assert_allclose(margin - pf.margin_path(bp, other), bp.addon_grid[..., grid.index(joint_cal.policy.concentration)])
+    with pytest.raises(ConfigError, match="concentration 3.0 was not computed"):
+        pf.margin_path(bp, dataclasses.replace(joint_cal.policy, concentration=3.0))
+
+
+def test_concentration_stays_off_when_it_misses_the_binding_class():
+    """The add-on falls on the books that do not bind (the diversified ones) and not on the fat-tailed
+    concentrated ones: it only adds margin, so the joint calibration keeps the coefficient at 0, with the
+    scale of the fixed calibration."""
+    rng = np.random.default_rng(3)
+    t, p = 2000, 20
+    classes = np.array(["diversified"] * 10 + ["concentrated"] * 10, dtype=object)
+    loss = rng.standard_normal((t, p)) * 0.02
+    loss[:, 10:] = rng.standard_t(3, (t, 10)) * 0.02
+    grid = (0.0, 0.5, 1.0, 2.0)
+    bp = _panel(np.full((t, p), 0.05), loss, np.where(classes == "concentrated", 0.0, 0.02), grid)
+    rows = np.arange(t) < 1000
+    joint_cal = pf.calibrate_books(bp, classes, rows, PortfolioPolicy(), concentrations=grid)
+    fixed = pf.calibrate_books(bp, classes, rows, PortfolioPolicy())
+    assert joint_cal.policy.concentration == 0.0 and joint_cal.policy.scale == pytest.approx(fixed.policy.scale)
+
+
+def test_book_panel_grid_add_ons_are_those_of_each_coefficient(forecasts):
+    fhs = _fhs(forecasts)
+    pop = _population()
+    adv = np.full((len(fhs.panel.origins), len(ASSETS)), 5e7)
+    adv[:, 0] = 2e6
+    days = np.arange(450, 460)
+    bp = pf.book_panel(fhs, pop, PortfolioPolicy(concentration=0.5), adv, days, concentrations=(0.0, 2.0))
+    assert bp.concentrations == (0.0, 0.5, 2.0)
+    np.testing.assert_array_equal(bp.addon, bp.addon_grid[..., 1])
+    for c in (0.0, 2.0):
+        one = pf.book_panel(fhs, pop, PortfolioPolicy(concentration=c), adv, days)
+        np.testing.assert_allclose(bp.with_concentration(c).addon, one.addon)
+        np.testing.assert_allclose(bp.with_concentration(c).largest_addon, one.largest_addon)
+    assert (bp.with_concentration(2.0).addon[bp.alive] > bp.addon[bp.alive]).any()

@@ -24,8 +24,10 @@
   instead part of the weighted set;
 - concentration: `sum_a min(|n_a|, concentration x |n_a| sigma_a sqrt(|n_a| / ADV_a))`, the square-root-
   law cost of liquidating a position against the asset's traded volume (quote currency per day), at
-  most the position itself (charged in full without a usable volume). It is a policy setting, not
-  fitted to breaches: price data carry no liquidation cost.
+  most the position itself (charged in full without a usable volume). Price data carry no liquidation
+  cost, so its coefficient is either a policy setting or calibrated with the scale and w to the breach
+  target (`volmargin.risk.portfolio.calibrate_books`): then it stands for the extra tail risk of a book of
+  few large positions in thin assets, which the scale alone would charge to every book.
 
 The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then act on the margin rate
 (IM / gross notional) day by day, exactly as for a single position.

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -72,6 +73,21 @@ def _policy_items(text: str) -> dict:
         return {key.strip(): yaml.safe_load(value) for key, value in pairs}
     except (ValueError, yaml.YAMLError) as exc:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc
+
+
+def _coefficients(text: str) -> tuple[float, ...]:
+    """Non-negative numbers, comma-separated, or 'auto' (volmargin.risk.portfolio.CONCENTRATION_GRID)."""
+    if text.strip() == "auto":
+        from volmargin.risk.portfolio import CONCENTRATION_GRID
+
+        return CONCENTRATION_GRID
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers C1,C2,... or auto, got {text!r}")
+    return values
 
 
 def _add_dask_args(parser: argparse.ArgumentParser, unit: str) -> None:
@@ -198,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     portfolio.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                            help="margin rule, e.g. measure=es975,stress_mode=weight,concentration=0.5,buffer=0.25 "
                            "(see volmargin_serving.portfolio.PortfolioPolicy)")
+    portfolio.add_argument("--concentration-grid", type=_coefficients, default=None, metavar="C1,C2,...|auto",
+                           help="calibrate the concentration add-on's coefficient jointly with the scale and the "
+                           "correlation weight, over these values (auto: 0,0.25,0.5,1,2,4,8); default: the "
+                           "policy's concentration, fixed")
     portfolio.add_argument("--scenarios", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                            help="e.g. lookback=2500 (null: all history),proxy=median|peer:ASSET,stress_days=60")
     portfolio.add_argument("--population", type=_policy_items, default={}, metavar="KEY=VALUE,...",
@@ -578,7 +598,8 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     try:
         job = PortfolioJob(models=tuple(m for m in args.models.split(",") if m) if args.models else None,
                            scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
-                           validation_start=args.validation_start, target=args.target, **args.population)
+                           validation_start=args.validation_start, target=args.target,
+                           concentrations=args.concentration_grid, **args.population)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"portfolio options: {exc}") from exc
     population = None

@@ -166,7 +166,8 @@ def stage_portfolio(run: Run) -> None:
     start = section.validation_start or str((pd.Timestamp(run.cfg.calibration.end or run.cfg.window.train_end)
                                              + pd.Timedelta(days=1)).date())
     job = PortfolioJob(models=models, scenarios=ScenarioConfig(**section.scenarios),
-                       policy=PortfolioPolicy(**section.policy), validation_start=start, **section.population)
+                       policy=PortfolioPolicy(**section.policy), validation_start=start,
+                       concentrations=section.concentrations, **section.population)
     summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio", progress=run.progress)["summary"]
     pooled = summary[summary["portfolio_class"] == "ALL"]
     run.record["portfolio"] = {"models": list(models), "validation_start": start}

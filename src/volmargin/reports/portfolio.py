@@ -17,7 +17,8 @@ SUMMARY = {"portfolio_class": ("class", None), "model": ("model", None), "portfo
            "christoffersen_p": ("Christoffersen p (median)", "p"), "avg_margin": ("margin", "pct"),
            "avg_isolated_margin": ("isolated margins", "pct"), "offset": ("offset", "pct"),
            "max_increase_5d": ("max 5-day rise", "pct"), "peak_to_trough": ("peak / trough", "f2"),
-           "scale": ("scale", "f3"), "correlation_weight": ("corr. weight", "f2")}
+           "scale": ("scale", "f3"), "correlation_weight": ("corr. weight", "f2"),
+           "concentration": ("concentration", "f2")}
 STRESS = {"event": ("event", None), "portfolio_class": ("class", None), "model": ("model", None),
           "portfolios": ("books", "int"), "breaches": ("breaches", "int"), "avg_margin": ("margin", "pct"),
           "avg_loss": ("mean loss", "pct"), "max_shortfall": ("max shortfall", "pct"),

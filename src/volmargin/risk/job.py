@@ -2,8 +2,8 @@
 
 Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
 daily margin components of the test population (plus adversarial candidates, of which the adversary keeps
-the worst on the calibration period), the scale and correlation weight calibrated on the margin dates
-before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+the worst on the calibration period), the scale, correlation weight and (with `concentrations`) the
+concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
 and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
 summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
 """
@@ -36,6 +36,9 @@ class PortfolioJob:
     models: tuple[str, ...] | None = None  # None: every model in the forecasts, plus ewma97 with bars
     scenarios: ScenarioConfig = ScenarioConfig()
     policy: PortfolioPolicy = PortfolioPolicy()
+    # concentration coefficients to calibrate jointly with the scale and the weight (e.g.
+    # `portfolio.CONCENTRATION_GRID`); None: the policy's coefficient, fixed
+    concentrations: tuple[float, ...] | None = None
     validation_start: str | None = None  # None: the middle margin date, rounded to a month start
     target: float = 0.01
     gross: float = 1e6
@@ -46,6 +49,11 @@ class PortfolioJob:
     n_candidates: int = 200
     n_adversarial: int = 20
     events: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(STRESS_EVENTS))
+
+    def __post_init__(self) -> None:
+        if self.concentrations is not None and not (
+                self.concentrations and all(np.isfinite(c) and c >= 0 for c in self.concentrations)):
+            raise ConfigError(f"portfolio concentrations: expected non-negative numbers, got {self.concentrations!r}")
 
 
 def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
@@ -108,12 +116,23 @@ def scenario_file(fhs: FHS, t: int, policy: PortfolioPolicy, model: str) -> Port
                               fhs.move_cap(t))
 
 
-def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,
-                  out: Path, population: pf.Population | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Run the job and write its outputs in `out`; returns the tables. `progress`: a bar on a terminal, a
-    line a minute in a log file (`volmargin.progress`)."""
-    began = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class ModelPanel:
+    """One model's margin components of the books over its margin dates (`pf.BookPanel`), the books'
+    classes, which rows are the calibration period, its validation start and its scenario generator."""
+
+    fhs: FHS
+    bp: pf.BookPanel
+    classes: np.ndarray
+    cal_rows: np.ndarray
+    start: pd.Timestamp
+    last_day: int  # the grid index of the last margin date (the served scenario file's)
+
+
+def model_panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,
+                 population: pf.Population | None = None, progress: bool = True):
+    """Per model, its `ModelPanel` (a generator: one model's panel in memory at a time). The generated
+    population gets the adversarial books: of the candidates, the worst on the calibration period."""
     panels = _panels(forecasts, daily, job)
     assets = panels[0].assets
     generated = population is None
@@ -122,7 +141,6 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
     candidates = pf.adversarial_candidates(assets, job.n_candidates, job.gross, job.seed + 1) if generated else None
     books = base + candidates if generated else base
     adv = pf.rolling_adv(daily, assets, panels[0].origins) if daily else None
-    summaries, calibrations, stresses, record = [], [], [], {"models": {}}
     for panel in panels:
         fhs = FHS(panel, job.scenarios)
         days = np.flatnonzero([fhs.enough(t) for t in range(len(panel.origins))])
@@ -135,32 +153,49 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
             raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
                               f"{dates[-1].date()}; both periods need dates")
         counter = lambda: _progress(f"{panel.model} margins", progress)  # noqa: E731 - a fresh bar per pass
+        grid = job.concentrations or ()
         classes = base.classes
         if generated:  # candidates only on the calibration dates; the adversary keeps the worst of them
-            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, counter())
+            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, counter(), grid)
             picked = pf.select_adversarial(bp_cal.columns(np.arange(len(base.names), len(books.names))),
                                            np.ones(len(cal_days), bool), job.n_adversarial)
             keep = np.concatenate([np.arange(len(base.names)), len(base.names) + picked])
             chosen = books.subset(keep)
-            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, counter()))
+            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, counter(), grid))
             classes = np.concatenate([base.classes, np.full(len(picked), "adversarial", dtype=object)])
         else:
-            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter())
-        cal_rows = np.arange(len(bp.dates)) < len(cal_days)
+            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter(), grid)
+        yield ModelPanel(fhs, bp, classes, np.arange(len(bp.dates)) < len(cal_days), start, int(days[-1]))
+
+
+def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,
+                  out: Path, population: pf.Population | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Run the job and write its outputs in `out`; returns the tables. `progress`: a bar on a terminal, a
+    line a minute in a log file (`volmargin.progress`)."""
+    began = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    summaries, calibrations, stresses, record = [], [], [], {"models": {}}
+    for mp in model_panels(forecasts, daily, job, population, progress):
+        fhs, bp, classes, cal_rows, start = mp.fhs, mp.bp, mp.classes, mp.cal_rows, mp.start
+        panel, assets = fhs.panel, fhs.panel.assets
+        # the generated population's base books (the adversarial ones are picked per model), or the spec's
+        books = len(population.names) if population is not None else int((classes != "adversarial").sum())
         val_rows = ~cal_rows
-        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target)
+        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target, concentrations=job.concentrations)
         calibrations.append(cal.table.assign(model=panel.model, chosen=lambda t: (t["scale"] == cal.policy.scale)
-                                             & (t["correlation_weight"] == cal.policy.correlation_weight)))
+                                             & (t["correlation_weight"] == cal.policy.correlation_weight)
+                                             & (t["concentration"] == cal.policy.concentration)))
         summaries.append(pf.summarise(bp, classes, val_rows, cal.policy, job.target, panel.horizon).assign(
             feasible=cal.feasible, validation_start=start.date()))
         stresses.append(pf.stress_replay(bp, classes, cal.policy, job.events, start))
-        latest = write_scenarios(out / f"scenarios-{panel.model}.npz", scenario_file(fhs, int(days[-1]), cal.policy,
+        latest = write_scenarios(out / f"scenarios-{panel.model}.npz", scenario_file(fhs, mp.last_day, cal.policy,
                                                                                     panel.model))
         record["models"][panel.model] = {
-            "scale": cal.policy.scale, "correlation_weight": cal.policy.correlation_weight, "feasible": cal.feasible,
+            "scale": cal.policy.scale, "correlation_weight": cal.policy.correlation_weight,
+            "concentration": cal.policy.concentration, "feasible": cal.feasible,
             "margin_dates": [str(bp.dates[0].date()), str(bp.dates[-1].date())], "validation_start": str(start.date()),
             "scenario_file": latest.name, "proxy": job.scenarios.proxy,
-            "proxy_share_last_date": proxy_share(fhs.scenarios(int(days[-1])))}
+            "proxy_share_last_date": proxy_share(fhs.scenarios(mp.last_day))}
     summary = pd.concat(summaries, ignore_index=True)
     tables = {"summary": summary, "calibration": pd.concat(calibrations, ignore_index=True),
               "compare": compare(summary), "stress": pd.concat(stresses, ignore_index=True)}
@@ -168,7 +203,7 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
     for name, table in tables.items():
         write_frame(table, out / f"{name}.csv")
     record.update(job=json.loads(json.dumps(dataclasses.asdict(job), default=str)), assets=list(assets),
-                  books=len(base.names), generated_population=generated, seconds=round(time.perf_counter() - began, 1))
+                  books=books, generated_population=population is None, seconds=round(time.perf_counter() - began, 1))
     write_atomic(out / "portfolio.json", lambda p: p.write_text(json.dumps(record, indent=2, default=str)))
     return tables
 

@@ -1,9 +1,11 @@
 """Portfolio margin backtest: populations of test books, their daily margin components under a model's FHS
-scenarios, autocalibration of the scale and the correlation-stress weight, summaries and stress replays.
+scenarios, autocalibration of the scale, the correlation-stress weight and the concentration add-on's
+coefficient, summaries and stress replays.
 
 The margin rule is `volmargin_serving.portfolio` (the code serving runs): per margin date the books'
-joint, isolated and stressed risks (`book_components`) and the concentration add-on are computed once
-(`book_panel`); scale and blend weight then act linearly, so calibration bisects on stored components.
+joint, isolated and stressed risks (`book_components`) and the concentration add-on, for each coefficient
+of a grid, are computed once (`book_panel`); scale and blend weight then act linearly, so calibration
+bisects on stored components.
 
 Population classes (`make_population`): random long/short books, all-long and all-short baskets, hedged
 pairs (BTC vs ETH; alts vs BTC) sized as a desk hedges, by the minimum-variance hedge ratio (the beta of
@@ -44,8 +46,12 @@ CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_b
 HEDGE_WINDOW, HEDGE_MIN_DAYS, HEDGE_BOUNDS = 90, 60, (0.2, 5.0)
 SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days", "breaches", "breach_rate",
                    "kupiec_p", "kupiec_p_clustered", "design_effect", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
-                   "peak_to_trough", "scale", "correlation_weight"]
+                   "peak_to_trough", "scale", "correlation_weight", "concentration"]
 CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+# concentration coefficients the calibration may choose from (`calibrate_books(concentrations=...)`): the
+# square-root-law add-on charges a book of a few large positions in thin assets more than a diversified
+# one, so a larger coefficient can carry the concentrated books' risk and let the scale fall for the rest
+CONCENTRATION_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 @dataclass(frozen=True)
@@ -218,22 +224,38 @@ class BookPanel:
     loss: np.ndarray
     alive: np.ndarray
     gross: np.ndarray
+    # the add-on and the largest position's add-on (T, P, G) for each coefficient of `concentrations`;
+    # `addon` and `largest_addon` are those of the panel's current coefficient (`with_concentration`)
+    addon_grid: np.ndarray
+    largest_addon_grid: np.ndarray
+    concentrations: tuple[float, ...]
 
     def columns(self, keep: np.ndarray) -> "BookPanel":
-        arrays = {f.name: getattr(self, f.name)[:, keep] for f in dataclasses.fields(self)
-                  if f.name not in ("model", "dates", "gross")}
+        arrays = {name: getattr(self, name)[:, keep] for name in _by_date(self)}
         return dataclasses.replace(self, gross=self.gross[keep], **arrays)
 
     def rows(self, keep: np.ndarray) -> "BookPanel":
-        arrays = {f.name: getattr(self, f.name)[keep] for f in dataclasses.fields(self)
-                  if f.name not in ("model", "dates", "gross")}
+        arrays = {name: getattr(self, name)[keep] for name in _by_date(self)}
         return dataclasses.replace(self, dates=self.dates[keep], **arrays)
+
+    def with_concentration(self, coefficient: float) -> "BookPanel":
+        """The panel whose add-ons are those of concentration `coefficient` (one of `concentrations`)."""
+        if coefficient not in self.concentrations:
+            raise ConfigError(f"concentration {coefficient} was not computed; the panel has {self.concentrations}")
+        g = self.concentrations.index(coefficient)
+        return dataclasses.replace(self, addon=self.addon_grid[..., g], largest_addon=self.largest_addon_grid[..., g])
+
+
+def _by_date(bp: BookPanel) -> list[str]:
+    """The fields of a panel indexed (date, book, ...)."""
+    return [f.name for f in dataclasses.fields(bp) if f.name not in ("model", "dates", "gross", "concentrations")]
 
 
 def concat_rows(first: BookPanel, second: BookPanel) -> BookPanel:
-    """Two panels of the same books over consecutive date ranges, as one."""
-    arrays = {f.name: np.vstack([getattr(first, f.name), getattr(second, f.name)]) for f in dataclasses.fields(first)
-              if f.name not in ("model", "dates", "gross")}
+    """Two panels of the same books (and concentration grid) over consecutive date ranges, as one."""
+    if first.concentrations != second.concentrations:
+        raise ConfigError("panels to join must share their concentration grid")
+    arrays = {name: np.concatenate([getattr(first, name), getattr(second, name)]) for name in _by_date(first)}
     return dataclasses.replace(first, dates=first.dates.append(second.dates), **arrays)
 
 
@@ -252,15 +274,17 @@ def rolling_adv(daily: Mapping[str, pd.DataFrame], assets: tuple[str, ...], orig
 
 
 def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: np.ndarray | None = None,
-               days: np.ndarray | None = None, progress=None) -> BookPanel:
-    """Margin components of every book on every margin date index in `days` (default: all grid dates)."""
+               days: np.ndarray | None = None, progress=None, concentrations: Iterable[float] = ()) -> BookPanel:
+    """Margin components of every book on every margin date index in `days` (default: all grid dates), the
+    add-ons for each coefficient of `concentrations` and the policy's own (the panel's current one)."""
     panel = fhs.panel
     if tuple(panel.assets) != tuple(population.assets):
         raise ConfigError("population and filter panel must share the same assets, in order")
     days = np.arange(len(panel.origins)) if days is None else np.asarray(days)
+    grid = tuple(sorted({float(c) for c in concentrations} | {float(policy.concentration)}))
     shape = (len(days), len(population.notional))
-    out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "comonotone", "addon", "largest",
-                                               "largest_addon", "loss")}
+    out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "comonotone", "largest", "loss")}
+    out |= {k: np.full((*shape, len(grid)), np.nan) for k in ("addon_grid", "largest_addon_grid")}
     alive = np.zeros(shape, dtype=bool)
     for i, t in enumerate(days):
         if progress is not None:
@@ -298,24 +322,29 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
         a = None if adv is None else adv[t]
         own_unit = unit if stress_t is None else np.maximum(unit, unit_risks(stress_t.T, policy.measure))
         per_position = np.maximum(nb, 0) * own_unit[:, 0] + np.maximum(-nb, 0) * own_unit[:, 1]
-        per_addon = position_addons(nb, np.nan_to_num(sigma), a, policy.concentration)
+        per_addon = np.stack([position_addons(nb, np.nan_to_num(sigma), a, c) for c in grid], axis=-1)
         top = np.argmax(per_position, axis=1)
         realised = panel.realized[t]
         unrealised = (held[books] & np.isnan(realised)).any(1)
         loss = -(nb @ np.nan_to_num(simple_returns(realised)))
         rows = np.flatnonzero(books)
         for key, value in (("joint", joint), ("isolated", isolated), ("floor", floor), ("comonotone", como),
-                           ("addon", per_addon.sum(-1)),
+                           ("addon_grid", per_addon.sum(1)),
                            ("largest", per_position[np.arange(len(nb)), top]),
-                           ("largest_addon", per_addon[np.arange(len(nb)), top]),
+                           ("largest_addon_grid", per_addon[np.arange(len(nb)), top]),
                            ("loss", np.where(unrealised, np.nan, loss))):
             out[key][i, rows] = value
         alive[i, rows] = True
-    return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(population.notional).sum(1), **out)
+    g = grid.index(float(policy.concentration))
+    return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(population.notional).sum(1),
+                     addon=out["addon_grid"][..., g], largest_addon=out["largest_addon_grid"][..., g],
+                     concentrations=grid, **out)
 
 
 def margin_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
-    """(T, P) initial margin in currency: the rule, then the APC path tools on the margin rate."""
+    """(T, P) initial margin in currency: the rule (the add-on of the policy's concentration coefficient),
+    then the APC path tools on the margin rate."""
+    bp = bp.with_concentration(policy.concentration)
     im = initial_margin(bp.joint, bp.isolated, bp.addon, policy, bp.floor, bp.comonotone)
     if policy.buffer is None and policy.max_up is None and policy.max_down is None:
         return np.where(bp.alive, im, np.nan)
@@ -330,6 +359,7 @@ def margin_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
 
 
 def isolated_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
+    bp = bp.with_concentration(policy.concentration)
     return np.where(bp.alive, isolated_margin(bp.isolated, bp.addon, policy), np.nan)
 
 
@@ -358,16 +388,18 @@ def _breaches(bp: BookPanel, margin: np.ndarray, rows: np.ndarray) -> tuple[np.n
 class Calibration:
     policy: PortfolioPolicy
     feasible: bool
-    table: pd.DataFrame  # per correlation weight: scale, feasible, avg margin rate, worst class breach rate
+    table: pd.DataFrame  # per (concentration, correlation weight): scale, feasible, avg margin rate, worst class
 
 
 def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
                     target: float = 0.01, class_cap: float | None = None, grid: Iterable[float] = CORRELATION_GRID,
-                    bounds: tuple[float, float] = (0.1, 20.0), tolerance: float = 1e-3) -> Calibration:
-    """The (scale, correlation weight) with the smallest average margin rate such that, on `rows`, the
-    population's breaches are at most target x its realised book-days and every class's at most
-    `class_cap` (default 1.5 x target) x its own: geometric bisection on the scale (breach counts cannot
-    rise with it, APC tools included) for each weight of the grid."""
+                    bounds: tuple[float, float] = (0.1, 20.0), tolerance: float = 1e-3,
+                    concentrations: Iterable[float] | None = None) -> Calibration:
+    """The (scale, correlation weight, concentration coefficient) with the smallest average margin rate such
+    that, on `rows`, the population's breaches are at most target x its realised book-days and every
+    class's at most `class_cap` (default 1.5 x target) x its own: geometric bisection on the scale (breach
+    counts cannot rise with it, APC tools included) for each weight of `grid` and each coefficient of
+    `concentrations` (default: the policy's alone; each must be in the panel's grid, `book_panel`)."""
     labels = np.asarray(classes)
     kinds = sorted(set(labels))
     cap = 1.5 * target if class_cap is None else class_cap
@@ -385,25 +417,34 @@ def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy
         return feasible, worst, rate
 
     records = []
-    for w in grid:
-        lo, hi = bounds
-        candidate = dataclasses.replace(policy, correlation_weight=float(w))
-        feasible, _, _ = ok(dataclasses.replace(candidate, scale=hi))
-        if feasible:
-            while hi > lo * (1 + tolerance):
-                mid = float(np.sqrt(lo * hi))
-                if ok(dataclasses.replace(candidate, scale=mid))[0]:
-                    hi = mid
-                else:
-                    lo = mid
-        found, worst, rate = ok(dataclasses.replace(candidate, scale=hi))
-        records.append({"correlation_weight": float(w), "scale": hi, "feasible": found,
-                        "calibration_worst_class_breach_rate": worst, "calibration_avg_margin": rate})
+    for coefficient in (policy.concentration,) if concentrations is None else concentrations:
+        for w in grid:
+            candidate = dataclasses.replace(policy, correlation_weight=float(w), concentration=float(coefficient))
+            hi = _smallest_scale(lambda scale: ok(dataclasses.replace(candidate, scale=scale))[0], bounds, tolerance)
+            found, worst, rate = ok(dataclasses.replace(candidate, scale=hi))
+            records.append({"concentration": float(coefficient), "correlation_weight": float(w), "scale": hi,
+                            "feasible": found, "calibration_worst_class_breach_rate": worst,
+                            "calibration_avg_margin": rate})
     table = pd.DataFrame(records)
     usable = table[table["feasible"]]
-    best = (usable if len(usable) else table).sort_values("calibration_avg_margin").iloc[0]
-    chosen = dataclasses.replace(policy, scale=float(best["scale"]), correlation_weight=float(best["correlation_weight"]))
+    best = (usable if len(usable) else table).sort_values("calibration_avg_margin", kind="stable").iloc[0]
+    chosen = dataclasses.replace(policy, scale=float(best["scale"]), correlation_weight=float(best["correlation_weight"]),
+                                 concentration=float(best["concentration"]))
     return Calibration(chosen, bool(len(usable)), table)
+
+
+def _smallest_scale(feasible, bounds: tuple[float, float], tolerance: float) -> float:
+    """Geometric bisection: the smallest scale in `bounds` (to `tolerance`) that is feasible, given that
+    feasibility cannot be lost by raising the scale; the upper bound when even it is not feasible."""
+    lo, hi = bounds
+    if feasible(hi):
+        while hi > lo * (1 + tolerance):
+            mid = float(np.sqrt(lo * hi))
+            if feasible(mid):
+                hi = mid
+            else:
+                lo = mid
+    return hi
 
 
 def _rises(rate: np.ndarray, lag: int) -> float:
@@ -462,7 +503,8 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
                     "avg_margin": avg, "avg_isolated_margin": avg_iso,
                     "offset": 1 - avg / avg_iso if avg_iso else np.nan,
                     "max_increase_5d": _rises(rate, 5), "peak_to_trough": float(ptt),
-                    "scale": policy.scale, "correlation_weight": policy.correlation_weight})
+                    "scale": policy.scale, "correlation_weight": policy.correlation_weight,
+                    "concentration": policy.concentration})
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
 
 
@@ -476,6 +518,7 @@ def stress_replay(bp: BookPanel, classes: np.ndarray, policy: PortfolioPolicy, e
     loss (fractions of gross), the worst shortfall, and the median ratio of the book's margin to its largest
     single position's isolated margin (>= 1: the book never asks less than its biggest leg alone)."""
     margin = margin_path(bp, policy)
+    bp = bp.with_concentration(policy.concentration)
     largest = policy.scale * bp.largest + bp.largest_addon
     target_day = bp.dates + pd.Timedelta(days=1)
     labels = np.asarray(classes)
