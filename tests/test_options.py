@@ -299,6 +299,14 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert stressed.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the 10-12% daily moves bind
     assert '"stress": 1.0' in (tmp_path / "stress" / "run.json").read_text()
     assert main(args + ["--out", str(tmp_path / "bad"), "--stress", "nan"]) == 2
+    levers = ["--peak", "0.5", "--buffer", "0.25", "--fall-cap", "0.03"]
+    assert main(args + ["--out", str(tmp_path / "levers")] + levers) == 0
+    held = pd.read_csv(tmp_path / "levers" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    assert held.loc[key, "scale"] == plain.loc[key, "scale"]  # on top of the same calibrated scale
+    assert held.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the buffer binds on the first day
+    assert '"buffer": 0.25' in (tmp_path / "levers" / "run.json").read_text()
+    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"]):
+        assert main(args + ["--out", str(tmp_path / "bad")] + bad) == 2
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
