@@ -38,6 +38,12 @@ no more breaches than the static grid's and (b) the calibration books whose MPOR
 qualifiers the one with the least average calibration margin is selected. If none qualifies the method
 gets none (the candidate with the fewest (b) breaches, then least margin, is shown for information). The
 selected variants are then read on 2022-2025 as they are: per class, margin ratio, crash windows.
+
+`--levers --steps 16` prices the same candidates on grids of 16 price steps instead of Deribit's 8 (the
+scales still bisected on 8): a grid set wider than +-16% keeps Deribit's 4% spacing up to +-32%, and
+its 9 points are among the 17, so a book's margin can only rise. Added after reading the 2022-2025
+breaches of `--levers` (mixed random books whose loss peaks between two points of a wide grid): its
+figures are for information, not a held-out test.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from volmargin.data.options import load_chains, load_dvol
 from volmargin.data.synthetic_options import (X_MAX, fit_smile_shape, market_states, smile_points,
                                               synthetic_chain)
 from volmargin.risk.option_books import build_books
+from volmargin_serving.options import Grid
 
 SPLIT = pd.Timestamp("2022-01-01", tz="UTC")
 # Loss days (UTC) of known crypto crashes, listed before the results were seen; a book is in a window when
@@ -207,6 +214,7 @@ def main() -> None:
                         help="stressed-component fractions to compare (worst 1-day moves of 365 days), e.g. 0.5,1")
     parser.add_argument("--levers", action="store_true",
                         help="the fixed LEVERS candidates on top of the scales and the rule of the docstring")
+    parser.add_argument("--steps", type=int, default=8, help="price steps of the --levers grids (default 8)")
     args = parser.parse_args()
     if (args.stress or args.levers) and 0.0 not in args.floors:
         parser.error("--stress and --levers add to the scales calibrated without a floor: include 0 in --floors")
@@ -246,7 +254,8 @@ def main() -> None:
             margins[name], scales[name] = m[method], base_scales[method]
         grids.append(g[g["method"] != STATIC].assign(stress=fraction))
     for suffix, apc in LEVERS.items() if args.levers else ():
-        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=apc, stress=stress, scales=base_scales)
+        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=apc, stress=stress, scales=base_scales,
+                                    base=Grid(steps=args.steps))
         for method in (k for k in m if k != STATIC):
             margins[method + suffix], scales[method + suffix] = m[method], base_scales[method]
         grids.append(g[g["method"] != STATIC].assign(lever=suffix))

@@ -446,3 +446,17 @@ def test_levers_go_on_top_of_the_calibrated_scale_and_only_raise_grids(books, ap
     calm = np.asarray(pd.DatetimeIndex(books.info["day"]).normalize() == days[1])
     # a wider grid moves the 9 price points, so a single book's margin may fall: the calm day's total rises
     assert held[method][calm].sum() > plain[method][calm].sum()
+
+
+def test_a_finer_grid_keeps_its_steps_and_never_lowers_a_margin(books):
+    from volmargin.calibration.options import method_grid
+
+    inputs = pd.DataFrame({"var_long": 0.25, "var_short": 0.25, "iv_down": -0.2, "iv_up": 0.3},
+                          index=range(books.books.count))
+    day = np.zeros(books.books.count, dtype=int)
+    coarse = method_grid(inputs, 1.0, day)
+    fine = method_grid(inputs, 1.0, day, base=vo.Grid(steps=16))
+    assert (coarse.steps, fine.steps) == (8, 16)
+    wide = vo.initial_margin(books.books, coarse, books.mpor_days)
+    finer = vo.initial_margin(books.books, fine, books.mpor_days)
+    assert np.all(finer >= wide - 1e-9) and np.any(finer > wide + 1e-6)  # the 9 points are among the 17

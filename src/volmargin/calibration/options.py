@@ -108,22 +108,25 @@ def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np
     return out[np.searchsorted(days, day_index)]
 
 
-def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None) -> Grid:
-    """The grid of every book for one autocalibrated method. A book without a price forecast gets the static
-    price range, one without an IV-move forecast the static vol shocks (e.g. the first weeks of the DVOL
-    history, before the IV forecasters have 60 changes), each unscaled."""
-    base = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale)
+def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None,
+                base: Grid = DERIBIT_BTC) -> Grid:
+    """The grid of every book for one autocalibrated method (vega power, steps and extended table of `base`).
+    A book without a price forecast gets the static price range, one without an IV-move forecast the static
+    vol shocks (e.g. the first weeks of the DVOL history, before the IV forecasters have 60 changes), each
+    unscaled."""
+    forecast = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale,
+                                   base=base)
     has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
     has_iv = np.isfinite(inputs[["iv_down", "iv_up"]].to_numpy()).all(axis=1)
     fields = {}
     for name, static, known in (("range_down", DERIBIT_BTC.range_down, has_price),
                                 ("range_up", DERIBIT_BTC.range_up, has_price),
                                 ("vol_up", DERIBIT_BTC.vol_up, has_iv), ("vol_down", DERIBIT_BTC.vol_down, has_iv)):
-        value = np.where(known, np.asarray(getattr(base, name), dtype=float), static)
+        value = np.where(known, np.asarray(getattr(forecast, name), dtype=float), static)
         if apc is not None and apc.floor:
             value = np.maximum(value, apc.floor * static)
         fields[name] = value
-    grid = Grid(**fields)
+    grid = dataclasses.replace(forecast, **fields)
     if apc is not None and apc.stress:
         if not set(STRESS_COLUMNS) <= set(inputs.columns):
             raise ValueError("ApcConfig.stress needs the stressed moves in the inputs (forecast_inputs(stress=...))")
@@ -165,7 +168,8 @@ def _allowed(classes: np.ndarray, counted: np.ndarray, target: float, confidence
 
 
 def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np.ndarray, target: float = 0.01,
-                    apc: ApcConfig | None = None, confidence: float | None = 0.95) -> tuple[float, bool]:
+                    apc: ApcConfig | None = None, confidence: float | None = 0.95,
+                    base: Grid = DERIBIT_BTC) -> tuple[float, bool]:
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
     feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
@@ -175,7 +179,7 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
     day_index = _day_index(data)
 
     def ok(scale: float) -> bool:
-        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc), data.mpor_days)
+        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc, base), data.mpor_days)
         hits = np.bincount(codes[counted], (data.loss > margin)[counted], minlength=len(allowed))
         return bool(np.all(hits <= allowed))
 
@@ -215,12 +219,13 @@ def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods
 def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
                       calibrating: np.ndarray, target: float = 0.01, apc: ApcConfig | None = None,
                       risk: str = "var99", confidence: float | None = 0.95, stress: pd.DataFrame | None = None,
-                      scales: dict[str, float] | None = None,
+                      scales: dict[str, float] | None = None, base: Grid = DERIBIT_BTC,
                       ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
     """Every method calibrated on the books flagged `calibrating`: (USD margin per book by method, scale by
     method, the grid parameters of each method per day). `stress` (`stressed_moves`) feeds `apc.stress`;
     every APC component but the static floor goes on top of the scale calibrated without it; `scales` (by
-    method) skips the bisection (e.g. the same scales under several stressed fractions)."""
+    method) skips the bisection (e.g. the same scales under several stressed fractions); `base` gives the
+    autocalibrated grids their vega power, steps and extended table (e.g. more steps over a wide range)."""
     origins = forecast_origins(data.info["day"])
     scale_apc = ApcConfig(floor=apc.floor) if apc is not None and apc.floor else None  # the rest goes on top
     margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
@@ -233,8 +238,8 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
             if method in given:
                 scale, feasible = given[method], None  # not bisected here
             else:
-                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence)
-            grid = method_grid(inputs, scale, day_index, apc)
+                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence, base)
+            grid = method_grid(inputs, scale, day_index, apc, base)
             margins[method], calibrated[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
     return margins, calibrated, pd.concat(grids, ignore_index=True)
