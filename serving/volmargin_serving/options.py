@@ -276,6 +276,7 @@ class Grid:
 
 
 DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
+GRID_PARAMETERS = ("range_down", "range_up", "vol_up", "vol_down")  # those set per day from the forecasts
 
 
 def scale_grid(grid: Grid, scale) -> Grid:
@@ -467,9 +468,6 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
     (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
     return floored_grid(grid, grid_from_forecasts(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid),
                         fraction)
-
-
-GRID_PARAMETERS = ("range_down", "range_up", "vol_up", "vol_down")
 
 
 def floored_grid(grid: Grid, floor: Grid, fraction: float = 1.0) -> Grid:

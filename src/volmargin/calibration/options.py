@@ -14,12 +14,13 @@ scale then applies, unchanged, to the later (validation) days. Optional anti-pro
 applied in this order: a floor at a fraction of the static grid's; a stressed-period component, each
 parameter at least a fraction of what the worst realised 1-day moves of a look-back would set
 (`stressed_moves`, `volmargin_serving.options.stressed_grid`); a peak memory, each parameter at least a
-fraction of its own largest value over the last year (`peak_grid`); then the daily path of
-`volmargin_serving.margins.apc_step`: a buffer (held up to (1 + buffer) x target while the target falls,
+fraction of its own largest value over the last `peak_days` snapshot days (`peak_grid`); then the daily
+path of `volmargin_serving.margins.apc_step`: a buffer (held up to (1 + buffer) x target while the target falls,
 spent when it rises) and speed limits (`speed_bounds`, e.g. a cap on the daily fall). Only the static-grid
 floor is inside the scale's bisection; the others go on top of the scale calibrated without them, so they
-only add margin: inside the bisection a floor lets the scale fall until the calm days' breaches bind,
-which is how the static-grid floor lost the May 2021 coverage.
+only raise grid parameters (inside the bisection a floor lets the scale fall until the calm days' breaches
+bind, which is how the static-grid floor lost the May 2021 coverage). A raised price range moves the grid's
+price points, so a single book's margin can still fall; more `steps` (`base`) keep the points closer.
 """
 
 from __future__ import annotations
