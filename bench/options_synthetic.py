@@ -31,18 +31,19 @@ them, the fixed candidates of `LEVERS`: the stressed component at 0.5 or 1, each
 three further anti-procyclical levers on the daily grid parameters: an EMIR-style buffer of 25% (held up to
 1.25 x the target while it falls, spent when it rises), a cap of 3% a day on how fast each parameter may
 fall, or a peak memory (each parameter at least 50% or 75% of its own largest value over the last 365
-days), or the three together (buffer 25%, cap 3%, peak 50%: `_all`). The rule to pick one per method, stated before its results, reads the calibration days only
-(2021-03-25 .. 2021-12-31): a candidate qualifies when (a) each crash window of the calibration months has
-no more breaches than the static grid's and (b) the calibration books whose MPOR spot move is at least
-`BIG_DAY` (7%) in size have no more breaches in total than the static grid has on them; among the
-qualifiers the one with the least average calibration margin is selected. If none qualifies the method
+days), or the three together (buffer 25%, cap 3%, peak 50%: `_all`). The rule to pick one per method,
+stated before its results, reads the calibration days only (2021-03-25 .. 2021-12-31): a candidate
+qualifies when (a) each crash window of the calibration months has no more breaches than the static
+grid's and (b) the calibration books whose MPOR spot move is at least `BIG_DAY` (7%) in size have no
+more breaches in total than the static grid has on them; among the qualifiers the one with the least
+average calibration margin is selected. If none qualifies the method
 gets none (the candidate with the fewest (b) breaches, then least margin, is shown for information). The
 selected variants are then read on 2022-2025 as they are: per class, margin ratio, crash windows.
 
 `--levers --steps 16` prices the same candidates on grids of 16 price steps instead of Deribit's 8 (the
 scales still bisected on 8): a grid set wider than +-16% keeps Deribit's 4% spacing up to +-32%, and
 its 9 points are among the 17, so a book's margin can only rise. Added after reading the 2022-2025
-breaches of `--levers` (mixed random books whose loss peaks between two points of a wide grid): its
+breaches of `--levers` (mixed random books whose loss lies between two points of a wide grid): its
 figures are for information, not a held-out test.
 """
 
