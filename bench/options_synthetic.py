@@ -25,6 +25,26 @@ before its results and the same as the floors': the smallest fraction at which t
 breaches than the static grid in each crash window of the calibration months; none if no fraction does.
 The look-back (365 days) and the candidate fractions are fixed, not selected. The selected variants are
 then read on 2022-2025 (per class, margin ratio, crash windows).
+
+`--levers` (session of issue 13, written before its run) adds, on top of the scales calibrated without
+them, the fixed candidates of `LEVERS`: the stressed component at 0.5 or 1, each alone or with one of
+three further anti-procyclical levers on the daily grid parameters: an EMIR-style buffer of 25% (held up to
+1.25 x the target while it falls, spent when it rises), a cap of 3% a day on how fast each parameter may
+fall, or a peak memory (each parameter at least 50% or 75% of its own largest value over the last 365
+days), or the three together (buffer 25%, cap 3%, peak 50%: `_all`). The rule to pick one per method,
+stated before its results, reads the calibration days only (2021-03-25 .. 2021-12-31): a candidate
+qualifies when (a) each crash window of the calibration months has no more breaches than the static
+grid's and (b) the calibration books whose MPOR spot move is at least `BIG_DAY` (7%) in size have no
+more breaches in total than the static grid has on them; among the qualifiers the one with the least
+average calibration margin is selected. If none qualifies the method
+gets none (the candidate with the fewest (b) breaches, then least margin, is shown for information). The
+selected variants are then read on 2022-2025 as they are: per class, margin ratio, crash windows.
+
+`--levers --steps 16` prices the same candidates on grids of 16 price steps instead of Deribit's 8 (the
+scales still bisected on 8): a grid set wider than +-16% keeps Deribit's 4% spacing up to +-32%, and
+its 9 points are among the 17, so a book's margin can only rise. Added after reading the 2022-2025
+breaches of `--levers` (mixed random books whose loss lies between two points of a wide grid): its
+figures are for information, not a held-out test.
 """
 
 from __future__ import annotations
@@ -45,6 +65,7 @@ from volmargin.data.options import load_chains, load_dvol
 from volmargin.data.synthetic_options import (X_MAX, fit_smile_shape, market_states, smile_points,
                                               synthetic_chain)
 from volmargin.risk.option_books import build_books
+from volmargin_serving.options import Grid
 
 SPLIT = pd.Timestamp("2022-01-01", tz="UTC")
 # Loss days (UTC) of known crypto crashes, listed before the results were seen; a book is in a window when
@@ -63,6 +84,13 @@ CRASH_WINDOWS = {
 }
 STRESS_DAYS = 365  # look-back of the stressed-period component, fixed before any run
 BIG_MOVE = 0.10  # other loss days with |spot move| above this are listed as "any others in the data"
+BIG_DAY = 0.07  # `--levers` rule (b): calibration books whose MPOR |spot move| is at least this
+# `--levers` candidates, fixed before their run: name suffix -> APC on top of the calibrated scale
+LEVERS = {f"_s{stress:g}{suffix}": ApcConfig(stress=stress, **extra)
+          for stress in (0.5, 1.0)
+          for suffix, extra in (("", {}), ("_buf0.25", {"buffer": 0.25}), ("_cap0.03", {"max_down": 0.03}),
+                                ("_peak0.5", {"peak": 0.5}), ("_peak0.75", {"peak": 0.75}),
+                                ("_all", {"peak": 0.5, "buffer": 0.25, "max_down": 0.03}))}
 
 
 def fit_shape(data: Path):
@@ -141,6 +169,42 @@ def print_stress_selection(summary: pd.DataFrame, crashes: pd.DataFrame, fractio
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
 
 
+def big_day_breaches(books, margins: dict[str, np.ndarray], states: pd.DataFrame, calibrating: np.ndarray) -> dict:
+    """Per method: breaches on the calibration books whose MPOR |spot move| is at least `BIG_DAY`."""
+    move = mpor_moves(states).reindex(pd.DatetimeIndex(books.info["day"])).to_numpy()
+    big = calibrating & (np.abs(move) >= BIG_DAY)
+    return {method: int((books.loss > margin)[big].sum()) for method, margin in margins.items()}, int(big.sum())
+
+
+def select_levers(summary: pd.DataFrame, crashes: pd.DataFrame, big: dict[str, int], methods: list[str],
+                  out: Path) -> pd.DataFrame:
+    """The `--levers` rule per method (calibration days only), then the selected variant read on 2022-2025."""
+    calib = summary[(summary["period"] == "calibration") & (summary["portfolio_class"] == "ALL")].set_index("method")
+    v = summary[summary["period"] == "validation"]
+    later = [w for w in crashes.index if pd.Timestamp(CRASH_WINDOWS[w][1], tz="UTC") >= SPLIT]
+    rows = []
+    for method in methods:
+        names = [method + suffix for suffix in LEVERS]
+        qualified = [n for n in names if early_windows_covered(crashes, n) and big[n] <= big[STATIC]]
+        chosen = min(qualified, key=lambda n: calib.loc[n, "avg_margin"]) if qualified else None
+        shown = chosen or min(names, key=lambda n: (big[n], calib.loc[n, "avg_margin"]))
+        worse = [w for w in later if crashes.loc[w, f"breach {shown}"] > crashes.loc[w, f"breach {STATIC}"] + 1e-12]
+        classes = v[(v["method"] == shown) & (v["portfolio_class"] != "ALL")]
+        pooled = v[(v["method"] == shown) & (v["portfolio_class"] == "ALL")].iloc[0]
+        rows.append({"method": method, "selected": chosen[len(method):] if chosen else "none",
+                     "shown": shown[len(method):], "qualified": len(qualified),
+                     "big_day_breaches": big[shown], "static_big_day_breaches": big[STATIC],
+                     "calibration_margin_ratio": calib.loc[shown, "margin_ratio_to_static"],
+                     "worst_class_breach": classes["breach_rate"].max(), "pooled_breach": pooled["breach_rate"],
+                     "margin_ratio_to_static": pooled["margin_ratio_to_static"],
+                     "later_windows_worse_than_static": "; ".join(worse) or "none"})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "lever_selection.csv", index=False)
+    print("\n--levers: variant selected on the calibration days (rule in the docstring), read on 2022-2025:")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--underlying", choices=("btc", "eth"), default="btc")
@@ -149,9 +213,12 @@ def main() -> None:
                         help="APC floors to compare, fractions of the static grid's parameters (default 0)")
     parser.add_argument("--stress", type=lambda text: [float(x) for x in text.split(",")], default=[],
                         help="stressed-component fractions to compare (worst 1-day moves of 365 days), e.g. 0.5,1")
+    parser.add_argument("--levers", action="store_true",
+                        help="the fixed LEVERS candidates on top of the scales and the rule of the docstring")
+    parser.add_argument("--steps", type=int, default=8, help="price steps of the --levers grids (default 8)")
     args = parser.parse_args()
-    if args.stress and 0.0 not in args.floors:
-        parser.error("--stress adds to the scales calibrated without a floor: include 0 in --floors")
+    if (args.stress or args.levers) and 0.0 not in args.floors:
+        parser.error("--stress and --levers add to the scales calibrated without a floor: include 0 in --floors")
     out = args.out or Path(f"../runs/bench-options-synthetic-{args.underlying}")
     out.mkdir(parents=True, exist_ok=True)
     data = shared_data_dir()
@@ -187,6 +254,13 @@ def main() -> None:
             name = f"{method}_stress{fraction:g}"
             margins[name], scales[name] = m[method], base_scales[method]
         grids.append(g[g["method"] != STATIC].assign(stress=fraction))
+    for suffix, apc in LEVERS.items() if args.levers else ():
+        m, _, g = calibrate_methods(books, price, iv, calibrating, apc=apc, stress=stress, scales=base_scales,
+                                    base=Grid(steps=args.steps))
+        for method in (k for k in m if k != STATIC):
+            margins[method + suffix], scales[method + suffix] = m[method], base_scales[method]
+        grids.append(g[g["method"] != STATIC].assign(lever=suffix))
+        print(f"lever {suffix} done at {time.perf_counter() - began:.0f} s", flush=True)
     grids = pd.concat(grids, ignore_index=True)
     summary = summarise(books, margins, np.where(calibrating, "calibration", "validation"), scales)
     summary.to_csv(out / "summary.csv", index=False)
@@ -212,6 +286,10 @@ def main() -> None:
                   f"{', '.join(early) or 'none'}; later {', '.join(w for w in worse if w not in early) or 'none'}")
     if args.stress:
         print_stress_selection(summary, crashes, args.stress, out)
+    if args.levers:
+        big, count = big_day_breaches(books, margins, states, calibrating)
+        print(f"\n{count} calibration books with an MPOR |spot move| >= {BIG_DAY:.0%}; static breaches {big[STATIC]}")
+        select_levers(summary, crashes, big, list(base_scales), out)
     move = mpor_moves(states)
     labels = window_labels(move.index.normalize())
     others = move[(move.abs() > BIG_MOVE) & (labels == "")]

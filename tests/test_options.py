@@ -299,6 +299,14 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert stressed.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the 10-12% daily moves bind
     assert '"stress": 1.0' in (tmp_path / "stress" / "run.json").read_text()
     assert main(args + ["--out", str(tmp_path / "bad"), "--stress", "nan"]) == 2
+    levers = ["--peak", "0.5", "--buffer", "0.25", "--fall-cap", "0.03"]
+    assert main(args + ["--out", str(tmp_path / "levers")] + levers) == 0
+    held = pd.read_csv(tmp_path / "levers" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    assert held.loc[key, "scale"] == plain.loc[key, "scale"]  # on top of the same calibrated scale
+    assert held.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the buffer binds on the first day
+    assert '"buffer": 0.25' in (tmp_path / "levers" / "run.json").read_text()
+    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"]):
+        assert main(args + ["--out", str(tmp_path / "bad")] + bad) == 2
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
@@ -388,3 +396,67 @@ def test_stress_is_on_top_of_the_calibrated_scale_and_only_raises_margins(books)
     assert row["range_down"] >= -np.expm1(-0.15) - 1e-12 and row["vol_up"] >= np.expm1(0.3) - 1e-12
     with pytest.raises(ValueError, match="stressed moves"):
         calibrate_methods(books, price, iv, counted, apc=ApcConfig(stress=1.0))
+
+
+# ---------------------------------------------------------------- peak memory, buffer and fall cap on top
+
+
+def test_peak_grid_floors_each_parameter_at_its_share_of_the_recent_peak():
+    from volmargin_serving.options import peak_grid
+
+    today = vo.grid_from_forecasts(np.array([0.02, 0.30]), 0.02, 0.05, -0.05)
+    peak = vo.Grid(range_down=np.array([0.20, 0.20]), range_up=np.nan, vol_up=0.8, vol_down=0.3)
+    grid = peak_grid(today, peak, 0.5)
+    np.testing.assert_allclose(grid.range_down, [0.10, today.range_down[1]])  # above its share: unchanged
+    np.testing.assert_allclose(grid.range_up, today.range_up)  # NaN peak: no floor
+    np.testing.assert_allclose([grid.vol_up, grid.vol_down], [0.4, 0.15])
+
+
+def test_peak_memory_holds_the_grid_for_its_look_back_then_lets_it_fall():
+    from volmargin.calibration.options import ApcConfig, method_grid
+
+    var = np.array([0.02, 0.20, 0.02, 0.02, 0.02, 0.02])
+    inputs = pd.DataFrame({"var_long": var, "var_short": var, "iv_down": -0.1, "iv_up": 0.1})
+    day = np.arange(len(var))
+    plain = np.asarray(method_grid(inputs, 1.0, day).range_down)
+    held = np.asarray(method_grid(inputs, 1.0, day, ApcConfig(peak=0.5, peak_days=3)).range_down)
+    spike = -np.expm1(-0.20)
+    np.testing.assert_allclose(held, [plain[0], spike, 0.5 * spike, 0.5 * spike, plain[4], plain[5]])
+    capped = np.asarray(method_grid(inputs, 1.0, day, ApcConfig(max_down=0.03)).range_down)
+    np.testing.assert_allclose(capped[1:4], spike * 0.97 ** np.arange(3))  # the fall cap: 3% a day
+
+
+@pytest.mark.parametrize("apc", [{"peak": 0.5}, {"buffer": 0.25}, {"max_down": 0.03}])
+def test_levers_go_on_top_of_the_calibrated_scale_and_only_raise_grids(books, apc):
+    from volmargin.calibration.options import ApcConfig, calibrate_methods
+
+    days = pd.DatetimeIndex(books.info["day"]).normalize().unique().sort_values()
+    origin = (days - pd.Timedelta(days=1)).rename("origin")
+    var = np.r_[0.10, np.full(len(origin) - 1, 0.03)]  # a stressed first day, then calm
+    price = {"ewma": pd.DataFrame({"var99_long": var, "var99_short": var}, index=origin)}
+    iv = {"hist": pd.DataFrame({"q_lo": -0.05, "q_hi": 0.05}, index=origin)}
+    counted = np.ones(books.books.count, dtype=bool)
+    plain, plain_scales, plain_grids = calibrate_methods(books, price, iv, counted, confidence=None)
+    held, scales, grids = calibrate_methods(books, price, iv, counted, confidence=None, apc=ApcConfig(**apc))
+    assert scales == plain_scales  # bisected without the lever
+    method = "auto_ewma_hist"
+    before = plain_grids[plain_grids["method"] == method]["range_down"].to_numpy()
+    after = grids[grids["method"] == method]["range_down"].to_numpy()
+    assert np.all(after >= before - 1e-12) and after[1] > before[1] + 1e-6  # the calm day keeps part of the stress
+    calm = np.asarray(pd.DatetimeIndex(books.info["day"]).normalize() == days[1])
+    # a wider grid moves the 9 price points, so a single book's margin may fall: the calm day's total rises
+    assert held[method][calm].sum() > plain[method][calm].sum()
+
+
+def test_a_finer_grid_keeps_its_steps_and_never_lowers_a_margin(books):
+    from volmargin.calibration.options import method_grid
+
+    inputs = pd.DataFrame({"var_long": 0.25, "var_short": 0.25, "iv_down": -0.2, "iv_up": 0.3},
+                          index=range(books.books.count))
+    day = np.zeros(books.books.count, dtype=int)
+    coarse = method_grid(inputs, 1.0, day)
+    fine = method_grid(inputs, 1.0, day, base=vo.Grid(steps=16))
+    assert (coarse.steps, fine.steps) == (8, 16)
+    wide = vo.initial_margin(books.books, coarse, books.mpor_days)
+    finer = vo.initial_margin(books.books, fine, books.mpor_days)
+    assert np.all(finer >= wide - 1e-9) and np.any(finer > wide + 1e-6)  # the 9 points are among the 17

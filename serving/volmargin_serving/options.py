@@ -276,6 +276,7 @@ class Grid:
 
 
 DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
+GRID_PARAMETERS = ("range_down", "range_up", "vol_up", "vol_down")  # those set per day from the forecasts
 
 
 def scale_grid(grid: Grid, scale) -> Grid:
@@ -465,9 +466,24 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
     never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
     keeps it; NaN moves (no history yet) leave the parameter as it is."""
     (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
-    stress = grid_from_forecasts(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, fraction, base=grid)
-    return dataclasses.replace(grid, **{name: np.fmax(getattr(grid, name), getattr(stress, name))
-                                        for name in ("range_down", "range_up", "vol_up", "vol_down")})
+    return floored_grid(grid, grid_from_forecasts(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid),
+                        fraction)
+
+
+def floored_grid(grid: Grid, floor: Grid, fraction: float = 1.0) -> Grid:
+    """`grid` with each price range and vol shock at least `fraction` x `floor`'s (NaN in `floor`: no floor).
+    The one floor of the stressed-period component (`stressed_grid`) and of the peak memory (`peak_grid`)."""
+    return dataclasses.replace(grid, **{name: np.fmax(getattr(grid, name), fraction * np.asarray(getattr(floor, name)))
+                                        for name in GRID_PARAMETERS})
+
+
+def peak_grid(grid: Grid, recent_peak: Grid, fraction: float) -> Grid:
+    """The peak memory: `grid` with each parameter at least `fraction` x the largest value that parameter
+    took over a look-back (`recent_peak`, today's grid included; a service keeps the running maxima of its
+    daily grids). After a stress the grid may fall with the forecasts, but not below that share of the
+    stress until it leaves the look-back: a crash that follows a calm spell meets a grid still carrying
+    part of the last one."""
+    return floored_grid(grid, recent_peak, fraction)
 
 
 def historical_iv_quantiles(dvol_close, window: int = 365, levels=(0.01, 0.99), horizon: int = 1,

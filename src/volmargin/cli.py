@@ -238,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "realised 1-day moves of the look-back set, on top of the calibrated scale (default 0: off)")
     options.add_argument("--stress-days", type=int, default=365, metavar="DAYS",
                          help="look-back of the stressed component in calendar days (default 365)")
+    options.add_argument("--peak", type=float, default=0.0, metavar="FRACTION",
+                         help="peak memory: each grid parameter at least FRACTION x its largest value over the "
+                         "last 365 snapshot days, on top of the calibrated scale (default 0: off)")
+    options.add_argument("--buffer", type=float, default=None, metavar="FRACTION",
+                         help="APC buffer on the daily grid parameters: held up to (1 + FRACTION) x the target "
+                         "while it falls (e.g. 0.25)")
+    options.add_argument("--fall-cap", type=float, default=None, metavar="FRACTION",
+                         help="each grid parameter falls by at most FRACTION a day (e.g. 0.03)")
     return parser
 
 
@@ -628,9 +636,15 @@ def cmd_options(args: argparse.Namespace) -> int:
         raise ConfigError(f"--stress must lie in [0, 5], got {args.stress}")
     if args.stress_days < 30:
         raise ConfigError(f"--stress-days must be at least 30, got {args.stress_days}")
+    if not 0 <= args.peak <= 1:
+        raise ConfigError(f"--peak must lie in [0, 1], got {args.peak}")
+    if args.buffer is not None and not 0 <= args.buffer <= 1:
+        raise ConfigError(f"--buffer must lie in [0, 1], got {args.buffer}")
+    if args.fall_cap is not None and not 0 < args.fall_cap < 1:
+        raise ConfigError(f"--fall-cap must lie in (0, 1), got {args.fall_cap}")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target, stress=args.stress,
-                    stress_days=args.stress_days)
+                    stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap)
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

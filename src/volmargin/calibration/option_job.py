@@ -39,6 +39,17 @@ class OptionJob:
     seed: int = 0
     stress: float = 0.0  # stressed-period component (`ApcConfig.stress`), 0 = off
     stress_days: int = 365
+    peak: float = 0.0  # peak memory (`ApcConfig.peak`), 0 = off
+    buffer: float | None = None  # APC buffer on the daily grid parameters (`ApcConfig.buffer`)
+    max_down: float | None = None  # cap on each parameter's daily fall (`ApcConfig.max_down`)
+
+    @property
+    def apc(self):
+        """The APC levers on top of the calibrated scale, None when all are off."""
+        from volmargin.calibration.options import ApcConfig
+
+        apc = ApcConfig(buffer=self.buffer, max_down=self.max_down, stress=self.stress, peak=self.peak)
+        return apc if apc != ApcConfig() else None
 
 
 def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Timestamp,
@@ -113,15 +124,14 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
 
 
 def run_option_job(job: OptionJob) -> dict:
-    from volmargin.calibration.options import ApcConfig, run_option_backtest
+    from volmargin.calibration.options import run_option_backtest
     from volmargin.io import write_atomic, write_frame
     from volmargin.models.ivmoves import score_quantiles
 
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
-    apc = ApcConfig(stress=job.stress) if job.stress else None
-    summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=apc,
+    summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress)
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
@@ -133,7 +143,8 @@ def run_option_job(job: OptionJob) -> dict:
               "calibrate_until": str(job.calibrate_until.date()), "target": job.target,
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "stress": job.stress,
-              "stress_days": job.stress_days, "seconds": round(time.perf_counter() - began, 1)}
+              "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
+              "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report
 

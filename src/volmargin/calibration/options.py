@@ -10,13 +10,17 @@ No look-ahead: a snapshot taken during UTC day D uses the forecasts of origin D 
 day D - 1, both for the bars and the daily DVOL close). The scale is the smallest one (geometric bisection,
 as `volmargin.calibration.autocalibrate` does) at which every portfolio class meets the breach target on
 the calibration days; the classes are a fixed test set of typical books, not a per-class parameter. The
-scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality: the daily grid
-parameters pass through `volmargin_serving.margins.apc_step` with speed limits (`speed_bounds`) and a buffer,
-and/or are floored at a fraction of the static grid's, and/or carry a stressed-period component: each at
-least a fraction of what the worst realised 1-day moves of a look-back would set (`stressed_moves`,
-`volmargin_serving.options.stressed_grid`; `ApcConfig`). The stressed component is added on top of the
-calibrated scale (the scale is bisected without it): inside the bisection a floor lets the scale fall
-until the calm days' breaches bind, which is how the static-grid floor lost the May 2021 coverage.
+scale then applies, unchanged, to the later (validation) days. Optional anti-procyclicality (`ApcConfig`),
+applied in this order: a floor at a fraction of the static grid's; a stressed-period component, each
+parameter at least a fraction of what the worst realised 1-day moves of a look-back would set
+(`stressed_moves`, `volmargin_serving.options.stressed_grid`); a peak memory, each parameter at least a
+fraction of its own largest value over the last `peak_days` snapshot days (`peak_grid`); then the daily
+path of `volmargin_serving.margins.apc_step`: a buffer (held up to (1 + buffer) x target while the target falls,
+spent when it rises) and speed limits (`speed_bounds`, e.g. a cap on the daily fall). Only the static-grid
+floor is inside the scale's bisection; the others go on top of the scale calibrated without them, so they
+only raise grid parameters (inside the bisection a floor lets the scale fall until the calm days' breaches
+bind, which is how the static-grid floor lost the May 2021 coverage). A raised price range moves the grid's
+price points, so a single book's margin can still fall; more `steps` (`base`) keep the points closer.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import pandas as pd
 from volmargin.calibration.autocalibrate import TOLERANCE, utc
 from volmargin.risk.option_books import OptionBacktestBooks, select_books
 from volmargin_serving.margins import apc_step, speed_bounds
-from volmargin_serving.options import DERIBIT_BTC, Grid, grid_from_forecasts, initial_margin, stressed_grid
+from volmargin_serving.options import (DERIBIT_BTC, GRID_PARAMETERS, Grid, grid_from_forecasts, initial_margin,
+                                       peak_grid, stressed_grid)
 
 STATIC = "deribit_static"
 SCALE_BOUNDS = (0.05, 20.0)
@@ -45,6 +50,8 @@ class ApcConfig:
     max_down: float | None = None
     floor: float = 0.0  # each grid parameter at least this fraction of the static grid's (no path)
     stress: float = 0.0  # each at least this fraction of the grid the look-back's worst 1-day moves set
+    peak: float = 0.0  # each at least this fraction of its own largest value over the last `peak_days` days
+    peak_days: int = 365
 
     @property
     def has_path(self) -> bool:
@@ -102,29 +109,45 @@ def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np
     return out[np.searchsorted(days, day_index)]
 
 
-def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None) -> Grid:
-    """The grid of every book for one autocalibrated method. A book without a price forecast gets the static
-    price range, one without an IV-move forecast the static vol shocks (e.g. the first weeks of the DVOL
-    history, before the IV forecasters have 60 changes), each unscaled."""
-    base = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale)
+def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None,
+                base: Grid = DERIBIT_BTC) -> Grid:
+    """The grid of every book for one autocalibrated method (vega power, steps and extended table of `base`).
+    A book without a price forecast gets the static price range, one without an IV-move forecast the static
+    vol shocks (e.g. the first weeks of the DVOL history, before the IV forecasters have 60 changes), each
+    unscaled."""
+    forecast = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale,
+                                   base=base)
     has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
     has_iv = np.isfinite(inputs[["iv_down", "iv_up"]].to_numpy()).all(axis=1)
     fields = {}
     for name, static, known in (("range_down", DERIBIT_BTC.range_down, has_price),
                                 ("range_up", DERIBIT_BTC.range_up, has_price),
                                 ("vol_up", DERIBIT_BTC.vol_up, has_iv), ("vol_down", DERIBIT_BTC.vol_down, has_iv)):
-        value = np.where(known, np.asarray(getattr(base, name), dtype=float), static)
+        value = np.where(known, np.asarray(getattr(forecast, name), dtype=float), static)
         if apc is not None and apc.floor:
             value = np.maximum(value, apc.floor * static)
         fields[name] = value
-    grid = Grid(**fields)
+    grid = dataclasses.replace(forecast, **fields)
     if apc is not None and apc.stress:
         if not set(STRESS_COLUMNS) <= set(inputs.columns):
             raise ValueError("ApcConfig.stress needs the stressed moves in the inputs (forecast_inputs(stress=...))")
         moves = {name: inputs[name].to_numpy() for name in STRESS_COLUMNS}
         grid = stressed_grid(grid, (moves["fall"], moves["rise"]), (moves["iv_fall"], moves["iv_rise"]), apc.stress)
-    names = ("range_down", "range_up", "vol_up", "vol_down")
-    return dataclasses.replace(grid, **{name: _apc(np.asarray(getattr(grid, name)), day_index, apc) for name in names})
+    if apc is not None and apc.peak:
+        grid = peak_grid(grid, _recent_peak(grid, day_index, apc.peak_days), apc.peak)
+    return dataclasses.replace(grid, **{name: _apc(np.asarray(getattr(grid, name)), day_index, apc)
+                                        for name in GRID_PARAMETERS})
+
+
+def _recent_peak(grid: Grid, day_index: np.ndarray, days: int) -> Grid:
+    """Per book, each grid parameter's largest daily value over the last `days` snapshot days up to its own
+    (one snapshot a day: the synthetic chains; on the real chains' monthly blocks the window spans the gaps)."""
+    _, first = np.unique(day_index, return_index=True)
+    peaks = {}
+    for name in GRID_PARAMETERS:
+        daily = pd.Series(np.broadcast_to(np.asarray(getattr(grid, name), dtype=float), day_index.shape)[first])
+        peaks[name] = daily.rolling(days, min_periods=1).max().to_numpy()[day_index]
+    return dataclasses.replace(grid, **peaks)
 
 
 def allowed_breaches(n, target: float, confidence: float | None) -> np.ndarray:
@@ -146,7 +169,8 @@ def _allowed(classes: np.ndarray, counted: np.ndarray, target: float, confidence
 
 
 def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np.ndarray, target: float = 0.01,
-                    apc: ApcConfig | None = None, confidence: float | None = 0.95) -> tuple[float, bool]:
+                    apc: ApcConfig | None = None, confidence: float | None = 0.95,
+                    base: Grid = DERIBIT_BTC) -> tuple[float, bool]:
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
     feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
@@ -156,7 +180,7 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
     day_index = _day_index(data)
 
     def ok(scale: float) -> bool:
-        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc), data.mpor_days)
+        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc, base), data.mpor_days)
         hits = np.bincount(codes[counted], (data.loss > margin)[counted], minlength=len(allowed))
         return bool(np.all(hits <= allowed))
 
@@ -196,14 +220,15 @@ def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods
 def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
                       calibrating: np.ndarray, target: float = 0.01, apc: ApcConfig | None = None,
                       risk: str = "var99", confidence: float | None = 0.95, stress: pd.DataFrame | None = None,
-                      scales: dict[str, float] | None = None,
+                      scales: dict[str, float] | None = None, base: Grid = DERIBIT_BTC,
                       ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
     """Every method calibrated on the books flagged `calibrating`: (USD margin per book by method, scale by
-    method, the grid parameters of each method per day). `stress` (`stressed_moves`) feeds `apc.stress`,
-    which is added on top of the scale calibrated without it; `scales` (by method) skips the bisection
-    (e.g. the same scales under several stressed fractions)."""
+    method, the grid parameters of each method per day). `stress` (`stressed_moves`) feeds `apc.stress`;
+    every APC component but the static floor goes on top of the scale calibrated without it; `scales` (by
+    method) skips the bisection (e.g. the same scales under several stressed fractions); `base` gives the
+    autocalibrated grids their vega power, steps and extended table (e.g. more steps over a wide range)."""
     origins = forecast_origins(data.info["day"])
-    scale_apc = dataclasses.replace(apc, stress=0.0) if apc is not None else None
+    scale_apc = ApcConfig(floor=apc.floor) if apc is not None and apc.floor else None  # the rest goes on top
     margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
     given, calibrated, grids = scales or {}, {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
     day_index = _day_index(data)
@@ -214,8 +239,8 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
             if method in given:
                 scale, feasible = given[method], None  # not bisected here
             else:
-                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence)
-            grid = method_grid(inputs, scale, day_index, apc)
+                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence, base)
+            grid = method_grid(inputs, scale, day_index, apc, base)
             margins[method], calibrated[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
     return margins, calibrated, pd.concat(grids, ignore_index=True)
