@@ -22,6 +22,10 @@ model for all assets.
   leaves (`tail_min_samples_leaf`: a leaf's 99% quantile needs rows enough for ten exceedances; on unseen
   assets of the validation year 100-row leaves gave 1.9% long exceptions at 99%, 1,000-row leaves 1.4%).
   Quantiles are made non-crossing by a cumulative maximum over ascending levels.
+- Tail calibration (`tail_calibration=True`, the default): each tail booster is scaled by the factor (at
+  least 1) that makes a booster fitted without an asset group exceeded on that group's rows as often as its
+  level says (split-conformal by asset), chosen on unseen-asset folds: 99% exceptions long / short 1.72% /
+  1.08% -> 1.52% / 0.88% (129 assets, 2021-Q4) and 1.35% / 1.24% -> 1.22% / 1.10% (29 large caps, 2021).
 - ES = VaR x ES/VaR ratio of the training standardized losses: once divided by the forecast
   volatility, the losses are close to identically distributed, so their empirical tail's ES/VaR
   (at least 1) carries over to every origin.
@@ -115,7 +119,7 @@ class GBMForecaster(GlobalForecaster):
         level_days: int = 66,
         iv_features: bool = False,
         liquidity: bool = True,
-        tail_calibration: bool = False,
+        tail_calibration: bool = True,
         smearing: str = "conditional",
         smearing_estimators: int = 50,
         smearing_min_samples_leaf: int = 5000,
