@@ -294,3 +294,23 @@ def test_tree_thresholds_are_float32_and_decide_as_before(panel):
     plain = LGBMRegressor(n_estimators=20, verbose=-1, deterministic=True, n_jobs=1).fit(x, y)
     before = plain.predict(x)
     np.testing.assert_array_equal(float32_splits(plain).predict(x), before)
+
+
+def test_tail_calibration_scales_each_tail_to_its_out_of_fold_coverage(panel):
+    """With `tail_calibration`, each tail booster predicts its uncalibrated quantile times a factor >= 1 set
+    on held-out asset groups, and the exported graph still reproduces the model."""
+    from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "tail_folds": 2}
+    plain = make_forecaster("gbm", **params).fit_panel(trains)
+    calibrated = make_forecaster("gbm", **params, tail_calibration=True).fit_panel(trains)
+    x = parity_inputs(calibrated, panel, rows=256)[:, -1]
+    for side in ("long", "short"):
+        factors = calibrated.tail_factors_[side]
+        assert all(f >= 1.0 for f in factors) and max(factors) > 1.0  # tiny trees on 450 days: too thin out of fold
+        for j, factor in enumerate(factors):
+            np.testing.assert_allclose(calibrated.quantile_models_[side][j].predict(x),
+                                       factor * plain.quantile_models_[side][j].predict(x), rtol=1e-9, atol=1e-12)
+    check_parity(to_onnx(calibrated), reference_outputs(calibrated, parity_inputs(calibrated, panel, rows=256)),
+                 parity_inputs(calibrated, panel, rows=256))
