@@ -86,8 +86,8 @@ def install(trial: str) -> None:
     probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close")} | {"complete": [True] * 3})
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
 
-    def feature_names(iv_features: bool) -> tuple[str, ...]:
-        return plain_names(iv_features) + names
+    def feature_names(iv_features: bool, liquidity: bool = False) -> tuple[str, ...]:
+        return plain_names(iv_features, liquidity) + names
 
     learned.feature_frame = gbm.feature_frame = feature_frame
     gbm.feature_names = feature_names  # the plain frame keeps the plain names
