@@ -305,8 +305,18 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert held.loc[key, "scale"] == plain.loc[key, "scale"]  # on top of the same calibrated scale
     assert held.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the buffer binds on the first day
     assert '"buffer": 0.25' in (tmp_path / "levers" / "run.json").read_text()
-    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"]):
+    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"], ["--steps", "7"]):
         assert main(args + ["--out", str(tmp_path / "bad")] + bad) == 2
+    import volmargin.calibration.options as option_calibration
+
+    calibrate, bases = option_calibration.calibrate_methods, []
+    monkeypatch.setattr(option_calibration, "calibrate_methods",
+                        lambda *a, base, **k: bases.append(base) or calibrate(*a, base=base, **k))
+    assert main(args + ["--out", str(tmp_path / "steps"), "--steps", "16"]) == 0
+    assert [b.steps for b in bases] == [16] and '"steps": 16' in (tmp_path / "steps" / "run.json").read_text()
+    finer = pd.read_csv(tmp_path / "steps" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    static = ("ALL", "deribit_static", "validation")
+    assert finer.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid stays Deribit's
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():

@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "while it falls (e.g. 0.25)")
     options.add_argument("--fall-cap", type=float, default=None, metavar="FRACTION",
                          help="each grid parameter falls by at most FRACTION a day (e.g. 0.03)")
+    options.add_argument("--steps", type=int, default=8, metavar="N",
+                         help="price steps of the autocalibrated grids, even (default 8: Deribit's 9 points; "
+                         "wider forecast ranges leave fewer losses between points with more)")
     return parser
 
 
@@ -642,9 +645,12 @@ def cmd_options(args: argparse.Namespace) -> int:
         raise ConfigError(f"--buffer must lie in [0, 1], got {args.buffer}")
     if args.fall_cap is not None and not 0 < args.fall_cap < 1:
         raise ConfigError(f"--fall-cap must lie in (0, 1), got {args.fall_cap}")
+    if not (2 <= args.steps <= 64 and args.steps % 2 == 0):
+        raise ConfigError(f"--steps must be an even number from 2 to 64, got {args.steps}")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target, stress=args.stress,
-                    stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap)
+                    stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap,
+                    steps=args.steps)
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +42,7 @@ class OptionJob:
     peak: float = 0.0  # peak memory (`ApcConfig.peak`), 0 = off
     buffer: float | None = None  # APC buffer on the daily grid parameters (`ApcConfig.buffer`)
     max_down: float | None = None  # cap on each parameter's daily fall (`ApcConfig.max_down`)
+    steps: int = 8  # price steps of the autocalibrated grids (Deribit's 8: 9 points); more keep them closer
 
     @property
     def apc(self):
@@ -131,8 +132,11 @@ def run_option_job(job: OptionJob) -> dict:
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
+    from volmargin_serving.options import DERIBIT_BTC
+
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
-                                         risk=job.risk, confidence=job.confidence, stress=inputs.stress)
+                                         risk=job.risk, confidence=job.confidence, stress=inputs.stress,
+                                         base=replace(DERIBIT_BTC, steps=job.steps))
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
@@ -144,6 +148,7 @@ def run_option_job(job: OptionJob) -> dict:
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "stress": job.stress,
               "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
+              "steps": job.steps,
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report

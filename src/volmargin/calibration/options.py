@@ -249,16 +249,19 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
 def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame], iv: dict[str, pd.DataFrame],
                         calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
                         calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
-                        stress: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        stress: pd.DataFrame | None = None, base: Grid = DERIBIT_BTC,
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
     for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
-    grid parameters of each method per day."""
+    grid parameters of each method per day. `base` as in `calibrate_methods` (the static grid stays
+    Deribit's)."""
     days = pd.DatetimeIndex(data.info["day"])
     calibrating = np.asarray(days < utc(calibrate_until))
     if calibrate_after is not None:
         calibrating = np.asarray(days >= utc(calibrate_after))
     periods = np.where(calibrating, "calibration", "validation")
-    margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence, stress)
+    margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence, stress,
+                                               base=base)
     return summarise(data, margins, periods, scales), grids
 
 
