@@ -65,6 +65,7 @@ def names_of(model: GlobalForecaster) -> tuple[str, ...]:
 
 
 def reads_iv(model: GlobalForecaster) -> bool:
+    """Whether the model reads the implied-volatility features (its bundle then takes `iv` and has no fast path)."""
     return IV_FEATURE_NAMES[0] in names_of(model)
 
 
