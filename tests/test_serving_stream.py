@@ -266,6 +266,11 @@ def test_one_asset_post_processing_is_the_shared_one():
                                  postprocess(raw, np.array([log_level]), n_levels)):
             assert got.shape == expected.shape
             np.testing.assert_allclose(got, expected, rtol=1e-15)
+    # an absurd level (a finite rv near the float64 limit): inf as numpy gives it, not OverflowError
+    raw = np.array([[1.0, -2.0, -2.5, 2.0, 2.5]], dtype=np.float32)
+    for got, expected in zip(postprocess_one(raw, 709.0, 1), postprocess(raw, np.array([709.0]), 1)):
+        np.testing.assert_array_equal(got, expected)
+    assert np.isinf(postprocess_one(raw, 709.0, 1)[0]).all()
 
 
 @pytest.mark.parametrize("name", ["gbm", "nn"])

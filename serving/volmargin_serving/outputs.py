@@ -57,7 +57,10 @@ def postprocess_one(raw: np.ndarray, log_level: float, n_levels: int) -> tuple[n
     arrays returned: the same arithmetic in a fraction of the numpy calls (math.exp may differ from
     numpy's in the last bit; sqrt and products are correctly rounded in both)."""
     first, *rest = raw[0].tolist()
-    variance = math.exp(log_level + first)
+    try:
+        variance = math.exp(log_level + first)
+    except OverflowError:  # numpy's exp gives inf there: keep the two forms equal, never raise
+        variance = math.inf
     volatility = math.sqrt(variance)
     tails = np.array([x * volatility for x in rest]).reshape(1, 2, 2, n_levels)
     return np.array([variance]), tails[:, :, 0], tails[:, :, 1]
