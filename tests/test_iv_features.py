@@ -96,6 +96,10 @@ def test_gbm_with_iv_serves_the_library_forecast(panel, tmp_path):
         expected = model.forecast(daily, daily.index[-1:], model.levels_)
         np.testing.assert_allclose(served.variance, expected.variance, rtol=1e-4)
         np.testing.assert_allclose(served.var[:, 0], expected.var["long"], rtol=1e-4)
+        # backfills read the index too: every row's forecast is the library's
+        history = runtime.forecast_history(inputs, dates, iv=iv)
+        scored = daily.index[runtime.history_days - 1:]
+        np.testing.assert_allclose(history.variance, model.forecast(daily, scored, model.levels_).variance, rtol=1e-4)
     inputs, dates = _arrays(panel[first])
     bad = panel[first][IV_COLUMN].to_numpy().copy()
     bad[-1] = -5.0

@@ -373,11 +373,13 @@ class Runtime:
             features = np.concatenate([features, compute_iv_features(iv, level, self.spec, last=self.window)], axis=-1)
         return features, level[:, -1]
 
-    def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096) -> Forecasts:
+    def forecast_history(self, inputs: np.ndarray, dates: np.ndarray, chunk: int = 4096,
+                         iv: np.ndarray | None = None) -> Forecasts:
         """Forecasts made at every row of one asset's daily history (days, len(INPUT_COLUMNS)) that has
         `history_days` rows behind it (rows history_days-1 .. end, in order): batch scoring and backfills.
         No freshness check: the history is in the past by design; values are checked as in
-        `forecast_daily`, days may be missing (scored as they come)."""
+        `forecast_daily`, days may be missing (scored as they come). `iv` (days,): the optional
+        implied-volatility index, as for `forecast_daily`."""
         inputs = np.asarray(inputs)
         if inputs.ndim != 2 or inputs.shape[-1] != len(INPUT_COLUMNS):
             raise InputShapeError(f"inputs must have shape (days, {len(INPUT_COLUMNS)}), got {inputs.shape}")
@@ -388,10 +390,15 @@ class Runtime:
             raise InputShapeError(f"dates have shape {days.shape} for {len(inputs)} rows of inputs")
         _check_sorted("dates", days)
         inputs = check_values("inputs", inputs)
+        iv = self._checked_iv(iv, inputs.shape[:-1], len(inputs))
         columns = {name: inputs[:, i] for i, name in enumerate(INPUT_COLUMNS)}
         columns["complete"] = columns["complete"] > 0.5
         features, level = compute_features(columns, _weekday(days), self.spec)
-        standardized = standardize(features[..., :self.core_width], self.mean, self.scale)
+        features = features[..., :self.core_width]
+        if self.iv_features:  # as `_daily_features`: no index = the rows trained with iv_present 0
+            features = np.concatenate([features, compute_iv_features(None if iv is None else iv[0], level, self.spec)],
+                                      axis=-1)
+        standardized = standardize(features, self.mean, self.scale)
         # windows ending at rows history_days-1 .. end: (rows, window, n_features)
         ends = np.arange(self.history_days - 1, len(inputs))
         views = np.lib.stride_tricks.sliding_window_view(standardized, self.window, axis=0)
