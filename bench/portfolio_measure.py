@@ -41,6 +41,19 @@ from common import hourly_spot_files, shared_data_dir  # noqa: E402
 CAP, ALPHA = 0.015, 0.05
 
 
+def load_inputs(runs: list[str], alts: bool):
+    """The forecasts of the backtest run folders and the daily bars of the hourly spot files (and alts)."""
+    from volmargin.cli import load_data
+    from volmargin.evaluation.backtest import daily_panel
+
+    forecasts = pd.concat([pd.read_parquet(Path(r) / "forecasts.parquet") for r in runs], ignore_index=True)
+    forecasts = forecasts.drop_duplicates(["model", "asset", "origin"], keep="last")
+    files = [str(p) for p in hourly_spot_files()]
+    if alts:
+        files += [str(p) for p in sorted((shared_data_dir() / "alts").glob("*_1h.csv.gz"))]
+    return forecasts, daily_panel(load_data(files))
+
+
 def scored(mp, policy, target: float, fit: np.ndarray, score: np.ndarray, period: str):
     """Calibrate on the `fit` rows, summarise the `score` rows; the summary tagged with the period."""
     from volmargin.risk import portfolio as pf
@@ -123,16 +136,8 @@ def main() -> None:
     parser.add_argument("--policy", default="concentration=0.5")
     args = parser.parse_args()
     if args.run:
-        from volmargin.cli import load_data
-        from volmargin.evaluation.backtest import daily_panel
-
         began = time.process_time()
-        forecasts = pd.concat([pd.read_parquet(Path(r) / "forecasts.parquet") for r in args.run], ignore_index=True)
-        forecasts = forecasts.drop_duplicates(["model", "asset", "origin"], keep="last")
-        files = [str(p) for p in hourly_spot_files()]
-        if args.alts:
-            files += [str(p) for p in sorted((shared_data_dir() / "alts").glob("*_1h.csv.gz"))]
-        daily = daily_panel(load_data(files))
+        forecasts, daily = load_inputs(args.run, args.alts)
         args.out.mkdir(parents=True, exist_ok=True)
         for measure in args.measures.split(","):
             run_measure(measure, forecasts, daily, args).to_csv(args.out / f"measure-{measure}.csv", index=False)
