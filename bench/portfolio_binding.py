@@ -7,7 +7,8 @@ Per model and each w of `portfolio.CORRELATION_GRID`: the scale calibrated at th
 (`calibrate_books`, pooled 1%, no class above 1.5%) on the dates before the validation start, the
 calibration-period average margin and the class closest to its cap there (the binding one), with every
 class's calibration breach rate; then, for information only (the calibration does not see it), each
-class's validation breach rate and clustered Kupiec p at that (scale, w).
+class's validation breach rate and clustered Kupiec p at that (scale, w). `--leave-out adversarial`
+calibrates without that class's books (they are still scored in validation): what binds without it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("--models", default="ewma")
     parser.add_argument("--validation-start", default="2022-04-01")
     parser.add_argument("--policy", default="concentration=0.5")
+    parser.add_argument("--leave-out", default="", help="comma-separated classes the calibration does not see")
     args = parser.parse_args()
 
     from volmargin.cli import _policy_items
@@ -44,7 +47,8 @@ def main() -> None:
     for mp in model_panels(forecasts, daily, job, progress=False):
         rows = []
         for w in pf.CORRELATION_GRID:
-            cal = pf.calibrate_books(mp.bp, mp.classes, mp.cal_rows, policy, job.target, grid=(w,))
+            seen = ~np.isin(mp.classes, [c for c in args.leave_out.split(",") if c])
+            cal = pf.calibrate_books(mp.bp.columns(seen), mp.classes[seen], mp.cal_rows, policy, job.target, grid=(w,))
             fit = pf.summarise(mp.bp, mp.classes, mp.cal_rows, cal.policy, job.target, mp.fhs.panel.horizon)
             val = pf.summarise(mp.bp, mp.classes, ~mp.cal_rows, cal.policy, job.target, mp.fhs.panel.horizon)
             classes = fit[fit["portfolio_class"] != "ALL"].set_index("portfolio_class")
@@ -57,7 +61,8 @@ def main() -> None:
             row |= {f"val:{c}": r for c, r in zip(checked["portfolio_class"], checked["breach_rate"])}
             rows.append(row)
         table = pd.DataFrame(rows)
-        print(f"\n{mp.fhs.panel.model}, {args.measure}: calibration period to {mp.start.date()}, breach rates per class")
+        print(f"\n{mp.fhs.panel.model}, {args.measure}: calibration period to {mp.start.date()}, breach rates per class"
+              + (f"; calibrated without {args.leave_out}" if args.leave_out else ""))
         print(table.T.to_string(float_format=lambda x: f"{x:.4f}"))
 
 
