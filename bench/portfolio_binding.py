@@ -55,7 +55,7 @@ def main() -> None:
             checked = val[val["portfolio_class"] != "ALL"]
             row = {"w": w, "scale": cal.policy.scale, "feasible": cal.feasible,
                    "cal_avg_margin": float(fit.loc[fit["portfolio_class"] == "ALL", "avg_margin"].iloc[0]),
-                   "binding": classes["breach_rate"].idxmax(),
+                   "binding": classes.loc[classes.index.isin(mp.classes[seen]), "breach_rate"].idxmax(),
                    "val_clustered_pass": int((checked["kupiec_p_clustered"] > 0.05).sum())}
             row |= {f"cal:{c}": r for c, r in classes["breach_rate"].items()}
             row |= {f"val:{c}": r for c, r in zip(checked["portfolio_class"], checked["breach_rate"])}
