@@ -27,7 +27,6 @@ the README reports for the chosen measure.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
