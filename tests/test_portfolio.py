@@ -144,12 +144,14 @@ def test_hedged_pairs_are_sized_by_the_ratio_and_equal_pairs_kept(forecasts):
     assert not early.alive[:, hedged].any() and early.alive[:, pop.classes == "equal_btc_eth"].all()
 
 
-def test_calibration_meets_the_target_on_its_period(forecasts):
+@pytest.mark.parametrize("measure", [PortfolioPolicy().measure, "es975"])
+def test_calibration_meets_the_target_on_its_period(forecasts, measure):
     fhs = _fhs(forecasts)
     pop = _population()
-    bp = pf.book_panel(fhs, pop, PortfolioPolicy())
+    policy = PortfolioPolicy(measure=measure)
+    bp = pf.book_panel(fhs, pop, policy)
     rows = np.asarray(bp.dates < pd.Timestamp("2022-06-01", tz="UTC"))
-    cal = pf.calibrate_books(bp, pop.classes, rows, PortfolioPolicy(), target=0.01)
+    cal = pf.calibrate_books(bp, pop.classes, rows, policy, target=0.01)
     assert cal.feasible
     margin = pf.margin_path(bp, cal.policy)
     counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
