@@ -305,7 +305,10 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert held.loc[key, "scale"] == plain.loc[key, "scale"]  # on top of the same calibrated scale
     assert held.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the buffer binds on the first day
     assert '"buffer": 0.25' in (tmp_path / "levers" / "run.json").read_text()
-    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"], ["--steps", "7"]):
+    report = (tmp_path / "levers" / "report.html").read_text()
+    assert "<th>APC buffer</th><td>0.25</td>" in report and "<th>fall cap a day</th><td>0.03</td>" in report
+    assert "<th>peak memory (0: off)</th><td>0.5</td>" in report
+    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"], ["--steps", "7"], ["--spacing", "0"]):
         assert main(args + ["--out", str(tmp_path / "bad")] + bad) == 2
     import volmargin.calibration.options as option_calibration
 
@@ -317,6 +320,11 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     finer = pd.read_csv(tmp_path / "steps" / "summary.csv").set_index(["portfolio_class", "method", "period"])
     static = ("ALL", "deribit_static", "validation")
     assert finer.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid stays Deribit's
+    assert main(args + ["--out", str(tmp_path / "lattice"), "--spacing", "0.04"]) == 0
+    assert bases[-1].spacing == 0.04 and '"spacing": 0.04' in (tmp_path / "lattice" / "run.json").read_text()
+    assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in (tmp_path / "lattice" / "report.html").read_text()
+    lattice = pd.read_csv(tmp_path / "lattice" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    assert lattice.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
