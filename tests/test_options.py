@@ -322,7 +322,8 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert finer.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid stays Deribit's
     assert main(args + ["--out", str(tmp_path / "lattice"), "--spacing", "0.04"]) == 0
     assert bases[-1].spacing == 0.04 and '"spacing": 0.04' in (tmp_path / "lattice" / "run.json").read_text()
-    assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in (tmp_path / "lattice" / "report.html").read_text()
+    report = (tmp_path / "lattice" / "report.html").read_text()
+    assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in report
     lattice = pd.read_csv(tmp_path / "lattice" / "summary.csv").set_index(["portfolio_class", "method", "period"])
     assert lattice.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]
 
