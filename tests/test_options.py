@@ -305,7 +305,10 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert held.loc[key, "scale"] == plain.loc[key, "scale"]  # on top of the same calibrated scale
     assert held.loc[key, "avg_margin"] > plain.loc[key, "avg_margin"]  # the buffer binds on the first day
     assert '"buffer": 0.25' in (tmp_path / "levers" / "run.json").read_text()
-    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"], ["--steps", "7"]):
+    report = (tmp_path / "levers" / "report.html").read_text()
+    assert "<th>APC buffer</th><td>0.25</td>" in report and "<th>fall cap a day</th><td>0.03</td>" in report
+    assert "<th>peak memory (0: off)</th><td>0.5</td>" in report
+    for bad in (["--peak", "2"], ["--buffer", "-1"], ["--fall-cap", "1"], ["--steps", "7"], ["--spacing", "0"]):
         assert main(args + ["--out", str(tmp_path / "bad")] + bad) == 2
     import volmargin.calibration.options as option_calibration
 
@@ -317,6 +320,12 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     finer = pd.read_csv(tmp_path / "steps" / "summary.csv").set_index(["portfolio_class", "method", "period"])
     static = ("ALL", "deribit_static", "validation")
     assert finer.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid stays Deribit's
+    assert main(args + ["--out", str(tmp_path / "lattice"), "--spacing", "0.04"]) == 0
+    assert bases[-1].spacing == 0.04 and '"spacing": 0.04' in (tmp_path / "lattice" / "run.json").read_text()
+    report = (tmp_path / "lattice" / "report.html").read_text()
+    assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in report
+    lattice = pd.read_csv(tmp_path / "lattice" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    assert lattice.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():
@@ -470,3 +479,65 @@ def test_a_finer_grid_keeps_its_steps_and_never_lowers_a_margin(books):
     wide = vo.initial_margin(books.books, coarse, books.mpor_days)
     finer = vo.initial_margin(books.books, fine, books.mpor_days)
     assert np.all(finer >= wide - 1e-9) and np.any(finer > wide + 1e-6)  # the 9 points are among the 17
+
+
+def _put_spread_book():
+    """The 2023-03-09 shape of the synthetic backtest: short one 1-day put 5% out of the money, long three
+    7.5% out: it loses only for a fall between 5% and about 8.75%, most at 7.5%."""
+    return vo.book_from_positions([-1.0, 3.0], [47_500.0, 46_250.0], [False, False], [1.0, 1.0],
+                                  [50_000.0] * 2, [0.6, 0.6])
+
+
+def test_lattice_grid_is_deribits_at_16_percent_and_contains_its_points():
+    np.testing.assert_allclose(vo.lattice_moves(0.16, 0.16, 0.04), [np.linspace(-0.16, 0.16, 9)], atol=1e-15)
+    moves = vo.lattice_moves(np.array([0.05, 0.30]), np.array([0.17, 0.02]), 0.04)
+    np.testing.assert_allclose(moves[1], [-0.32, -0.28, -0.24, -0.2, -0.16, -0.12, -0.08, -0.04, 0, 0.04, 0.04, 0.04,
+                                          0.04, 0.04], atol=1e-12)
+    np.testing.assert_allclose(moves[0], [-0.08] * 7 + [-0.04, 0, 0.04, 0.08, 0.12, 0.16, 0.2], atol=1e-12)
+    assert np.isnan(vo.lattice_moves(np.nan, 0.1, 0.04)).any()  # a NaN range is not read as a narrow grid
+    book = _put_spread_book()
+    lattice = vo.Grid(spacing=0.04)
+    assert vo.option_margin(book, lattice).initial == pytest.approx(vo.option_margin(book).initial, rel=1e-12)
+
+
+def test_widening_a_lattice_grid_never_lowers_a_margin_the_even_grid_can():
+    book = _put_spread_book()
+    ranges = np.linspace(0.16, 0.60, 45)
+    even = [vo.option_margin(book, vo.Grid(range_down=r, range_up=r)).initial for r in ranges]
+    lattice = [vo.option_margin(book, vo.Grid(range_down=r, range_up=r, spacing=0.04)).initial for r in ranges]
+    assert np.all(np.diff(lattice) >= -1e-9)
+    assert np.min(np.diff(even)) < -0.1 * even[0]  # 9 points over +-24% miss the loss between -4% and -8%
+    assert min(lattice) >= vo.option_margin(book).initial - 1e-9  # Deribit's points are among the lattice's
+
+
+def test_lattice_margin_is_monotone_in_the_range_on_real_books(books):
+    margins = [vo.initial_margin(books.books, vo.Grid(range_down=r, range_up=r * 0.8, spacing=0.04), books.mpor_days)
+               for r in (0.10, 0.16, 0.23, 0.37)]
+    assert all(np.all(b >= a - 1e-9) for a, b in zip(margins, margins[1:]))
+    static = vo.initial_margin(books.books, vo.DERIBIT_BTC, books.mpor_days)
+    wide = vo.initial_margin(books.books, vo.Grid(range_down=0.37, range_up=0.30, spacing=0.04), books.mpor_days)
+    assert np.all(wide >= static - 1e-9) and np.any(wide > static + 1e-6)
+
+
+def test_serving_and_library_give_the_same_lattice_margin(books, two_snapshots):
+    """Books of different lattice widths in one batch (the narrower repeat their edge move) against each book
+    served alone on its own grid."""
+    from volmargin.calibration.options import method_grid
+
+    n = books.books.count
+    inputs = pd.DataFrame({"var_long": np.linspace(0.05, 0.4, n), "var_short": np.linspace(0.3, 0.02, n),
+                           "iv_down": -0.2, "iv_up": 0.3})
+    grid = method_grid(inputs, 1.0, np.zeros(n, dtype=int), base=vo.Grid(spacing=0.04))
+    batch = vo.initial_margin(books.books, grid, books.mpor_days)
+    snap = two_snapshots[two_snapshots["timestamp"] == two_snapshots["timestamp"].min()]
+    quotes = (snap["days"], snap["strike"], snap["underlying_price"], snap["mark_iv"])
+    b = books.books
+    for i in books.info.index[books.info["day"] == books.info["day"].min()][::5]:
+        legs = b.book == i
+        book = vo.book_from_positions(b.quantity[legs], b.strike[legs], b.is_call[legs], b.days[legs], b.forward[legs],
+                                      b.iv[legs], future_qty=b.future_qty[i], future_price=b.future_price[i],
+                                      smile_quotes=quotes)
+        own = vo.Grid(range_down=grid.range_down[i], range_up=grid.range_up[i], vol_up=grid.vol_up[i],
+                      vol_down=grid.vol_down[i], spacing=0.04)
+        served = vo.option_margin(book, own, books.mpor_days[i])
+        assert served.initial == pytest.approx(batch[i], rel=1e-9, abs=1e-6)

@@ -251,8 +251,11 @@ def prepare(books: Books) -> Books:
 class Grid:
     """Scenario-grid parameters per book (B,) arrays or scalars.
 
-    Core grid: `steps` + 1 price moves evenly from -range_down to +range_up (9 for Deribit's ±16%), each
-    under vol up, unchanged and down: IV x (1 + vol_up x (30/days)^p), IV, IV x (1 - vol_down x
+    Core grid: `steps` + 1 price moves evenly from -range_down to +range_up (9 for Deribit's ±16%), or, with
+    a `spacing`, a lattice (`lattice_moves`): 0 and every multiple of `spacing` out to each range rounded up
+    to the lattice, so its points never get sparser than `spacing` and a wider range only adds points (the
+    margin never falls as a range widens; at spacing 0.04 a range of at least 16% contains Deribit's 9
+    points). Each move under vol up, unchanged and down: IV x (1 + vol_up x (30/days)^p), IV, IV x (1 - vol_down x
     (30/days)^p), with p = power_short under 30 days to expiry, power_long beyond (vega power).
     Extended table: the large `extended` moves under vol up only, each loss dampened to the fraction
     (range / |move|)^2 of it (range_down for falls, range_up for rises): a loss growing like the square
@@ -273,6 +276,7 @@ class Grid:
     extended: tuple[float, ...] = (-0.66, -0.33, 0.50, 1.00, 2.00, 3.00, 4.00, 5.00)
     contingency: float = 0.0  # USD per net short contract per strike (Deribit's current S:PM has none)
     maintenance: float = 0.8
+    spacing: float | None = None  # lattice spacing of the core price moves; None: `steps` even steps
 
 
 DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
@@ -282,9 +286,7 @@ GRID_PARAMETERS = ("range_down", "range_up", "vol_up", "vol_down")  # those set 
 def scale_grid(grid: Grid, scale) -> Grid:
     """The grid with its price ranges and vol shocks multiplied by `scale` (scalar or (B,))."""
     scale = np.asarray(scale, dtype=float)
-    return Grid(grid.range_down * scale, grid.range_up * scale, grid.vol_up * scale, grid.vol_down * scale,
-                grid.power_short, grid.power_long, grid.steps, grid.extended, grid.contingency,
-                grid.maintenance)
+    return dataclasses.replace(grid, **{name: getattr(grid, name) * scale for name in GRID_PARAMETERS})
 
 
 class Cells(NamedTuple):
@@ -309,17 +311,44 @@ def _cells(grid: Grid, count: int) -> Cells:
     return _build_cells(grid, count)
 
 
-def _build_cells(grid: Grid, count: int) -> Cells:
+def lattice_moves(range_down, range_up, spacing: float) -> np.ndarray:
+    """(B, P) core price moves of a lattice grid: 0 and +-j x `spacing` for j = 1 .. ceil(range / spacing) on
+    each side (falls also capped at MAX_FALL). The batch shares P columns: a book whose rounded range is
+    narrower than the batch's widest repeats its edge move (a repeated cell changes no maximum)."""
+    down = np.minimum(np.atleast_1d(np.asarray(range_down, dtype=float)), MAX_FALL)
+    up = np.atleast_1d(np.asarray(range_up, dtype=float))
+    down, up = np.broadcast_arrays(down, up)
+    # the tolerance keeps a range on the lattice (0.16 / 0.04 = 4.000000000000001) from taking one more point
+    edge_down, edge_up = (np.ceil(r / spacing - 1e-9) * spacing for r in (down, up))
+    # at least one point a side, so that a NaN range gives NaN moves (a NaN margin, as on the even grid)
+    sides = [int(np.nanmax(np.ceil(r / spacing - 1e-9), initial=1)) for r in (down, up)]
+    steps_down, steps_up = (np.arange(1, n + 1) * spacing for n in sides)
+    falls = -np.minimum(np.minimum(steps_down[::-1][None, :], edge_down[:, None]), MAX_FALL)
+    rises = np.minimum(steps_up[None, :], edge_up[:, None])
+    return np.hstack([falls, np.zeros((len(down), 1)), rises])
+
+
+def _core_moves(grid: Grid, count: int) -> np.ndarray:
+    """(B, P) core price moves: `steps` even steps over each range, or the lattice of `grid.spacing`."""
+    down = np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,))
+    up = np.broadcast_to(np.asarray(grid.range_up, dtype=float), (count,))
+    if grid.spacing is not None:
+        return lattice_moves(down, up, grid.spacing)
     half = grid.steps // 2
     unit = np.arange(-half, half + 1) / half  # -1 .. 1
+    return np.where(unit < 0, unit * np.minimum(down, MAX_FALL)[:, None], unit * up[:, None])
+
+
+def _build_cells(grid: Grid, count: int) -> Cells:
+    core = _core_moves(grid, count)  # (B, P)
+    points = core.shape[1]
     down = np.minimum(np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,)), MAX_FALL)[:, None]
     up = np.broadcast_to(np.asarray(grid.range_up, dtype=float), (count,))[:, None]
-    core = np.where(unit < 0, unit * down, unit * up)  # (B, steps + 1)
     ext = np.asarray(grid.extended, dtype=float)
     distinct = np.hstack([core, np.broadcast_to(ext, (count, len(ext)))])  # (B, U)
-    move = np.concatenate([np.repeat(np.arange(len(unit)), 3), len(unit) + np.arange(len(ext))])
-    vol_state = np.concatenate([np.tile([0, 1, 2], len(unit)), np.zeros(len(ext), dtype=np.int64)])
-    weight = np.hstack([np.ones((count, 3 * len(unit))),
+    move = np.concatenate([np.repeat(np.arange(points), 3), points + np.arange(len(ext))])
+    vol_state = np.concatenate([np.tile([0, 1, 2], points), np.zeros(len(ext), dtype=np.int64)])
+    weight = np.hstack([np.ones((count, 3 * points)),
                         (np.where(ext < 0, down, up) / np.abs(ext)) ** 2])
     moves = distinct[:, move]
     return Cells(moves, 1.0 + moves, np.log1p(distinct), move, vol_state, weight)
@@ -455,7 +484,8 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
                 vol_up=scale * np.expm1(np.maximum(iv_up, 0.0)),
                 vol_down=scale * -np.expm1(np.minimum(iv_down, 0.0)),
                 power_short=base.power_short, power_long=base.power_long, steps=base.steps,
-                extended=base.extended, contingency=base.contingency, maintenance=base.maintenance)
+                extended=base.extended, contingency=base.contingency, maintenance=base.maintenance,
+                spacing=base.spacing)
 
 
 def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:

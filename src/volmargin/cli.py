@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--steps", type=int, default=8, metavar="N",
                          help="price steps of the autocalibrated grids, even (default 8: Deribit's 9 points; "
                          "wider forecast ranges leave fewer losses between points with more)")
+    options.add_argument("--spacing", type=float, default=None, metavar="FRACTION",
+                         help="lattice autocalibrated grids: a price point every FRACTION (e.g. 0.04, Deribit's) out "
+                         "to each range rounded up, so a wider range never lowers a margin (overrides --steps)")
     return parser
 
 
@@ -647,10 +650,12 @@ def cmd_options(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fall-cap must lie in (0, 1), got {args.fall_cap}")
     if not (2 <= args.steps <= 64 and args.steps % 2 == 0):
         raise ConfigError(f"--steps must be an even number from 2 to 64, got {args.steps}")
+    if args.spacing is not None and not 0.005 <= args.spacing <= 0.5:
+        raise ConfigError(f"--spacing must lie in [0.005, 0.5], got {args.spacing}")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target, stress=args.stress,
                     stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap,
-                    steps=args.steps)
+                    steps=args.steps, spacing=args.spacing)
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

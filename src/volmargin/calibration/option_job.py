@@ -43,6 +43,7 @@ class OptionJob:
     buffer: float | None = None  # APC buffer on the daily grid parameters (`ApcConfig.buffer`)
     max_down: float | None = None  # cap on each parameter's daily fall (`ApcConfig.max_down`)
     steps: int = 8  # price steps of the autocalibrated grids (Deribit's 8: 9 points); more keep them closer
+    spacing: float | None = None  # lattice grids instead (`Grid.spacing`): a point every `spacing` out to the range
 
     @property
     def apc(self):
@@ -136,7 +137,7 @@ def run_option_job(job: OptionJob) -> dict:
 
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress,
-                                         base=replace(DERIBIT_BTC, steps=job.steps))
+                                         base=replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing))
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def run_option_job(job: OptionJob) -> dict:
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "stress": job.stress,
               "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
-              "steps": job.steps,
+              "steps": job.steps, "spacing": job.spacing,
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report

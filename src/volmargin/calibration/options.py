@@ -20,7 +20,8 @@ spent when it rises) and speed limits (`speed_bounds`, e.g. a cap on the daily f
 floor is inside the scale's bisection; the others go on top of the scale calibrated without them, so they
 only raise grid parameters (inside the bisection a floor lets the scale fall until the calm days' breaches
 bind, which is how the static-grid floor lost the May 2021 coverage). A raised price range moves the grid's
-price points, so a single book's margin can still fall; more `steps` (`base`) keep the points closer.
+price points of an even grid, so a single book's margin can still fall; more `steps` (`base`) keep the points
+closer, and a lattice grid (`base=Grid(spacing=0.04)`) only adds points as a range widens, so there it cannot.
 """
 
 from __future__ import annotations

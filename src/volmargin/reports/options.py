@@ -11,7 +11,7 @@ from matplotlib.ticker import PercentFormatter
 
 from volmargin.io import write_atomic
 from volmargin.reports.figures import DPI, png
-from volmargin.reports.html import img, note, page, table
+from volmargin.reports.html import img, key_values, note, page, table
 
 PARAMETERS = (("range_down", "price range down"), ("range_up", "price range up"),
               ("vol_up", "vol shock up (30 days)"), ("vol_down", "vol shock down (30 days)"))
@@ -35,6 +35,18 @@ def grid_figure(grids: pd.DataFrame) -> Figure:
     return fig
 
 
+# run.json keys of the autocalibrated grid's design and anti-procyclical levers, with their report labels
+SETTINGS = (("stress", "stressed component F (0: off)"), ("stress_days", "stressed look-back, days"),
+            ("buffer", "APC buffer"), ("fall_cap", "fall cap a day"), ("peak", "peak memory (0: off)"),
+            ("steps", "price steps (even grid)"), ("spacing", "lattice spacing (none: even grid)"))
+
+
+def settings_table(record: dict) -> str:
+    """The grid design and APC levers the run used, as recorded in run.json ("none" where off)."""
+    return key_values({label: "none" if record.get(key, None) is None else record[key] for key, label in SETTINGS
+                       if key in record})
+
+
 def write_options_report(summary: pd.DataFrame, grids: pd.DataFrame, record: dict, out: Path) -> Path:
     kinds = {"portfolios": "int", "days": "int", "breaches": "int", "breach_rate": "pct", "avg_margin": "pct",
              "worst_shortfall": "pct", "scale": "f3", "margin_ratio_to_static": "f3"}
@@ -45,6 +57,9 @@ def write_options_report(summary: pd.DataFrame, grids: pd.DataFrame, record: dic
             "Breach: the realised loss to the next snapshot exceeds the initial margin. Margins and shortfalls "
             "are fractions of each book's underlying notional (spot x gross contracts).")),
         ("classes", "Per class, validation period", table(per_class.drop(columns="period"), kinds)),
+        ("settings", "Grid design and APC levers of this run", settings_table(record) + note(
+            "All but the static floor go on top of the scale calibrated without them; the static grid is always "
+            "Deribit's 9 points over +-16%.")),
         ("grids", "Grid parameters over time", img(png(grid_figure(grids)), "grid parameters per day") + note(
             "Vol shocks are the 30-day shocks; each option's shock is scaled by (30 / days)^p.")),
     ]

@@ -3,6 +3,6 @@
 
 from volmargin_serving.options import (  # noqa: F401
     DAYS_PER_YEAR, DERIBIT_BTC, Books, Grid, OptionMargin, OptionQuoteError, Smile, black76, book_from_positions,
-    contingency, grid_from_forecasts, greeks, historical_iv_quantiles, initial_margin, intrinsic, margin_fraction,
-    ndtr, npdf, option_margin, premium_btc, prepare, scale_grid, scenario_losses,
+    contingency, grid_from_forecasts, greeks, historical_iv_quantiles, initial_margin, intrinsic, lattice_moves,
+    margin_fraction, ndtr, npdf, option_margin, premium_btc, prepare, scale_grid, scenario_losses,
 )
