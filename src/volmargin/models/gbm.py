@@ -120,6 +120,7 @@ class GBMForecaster(GlobalForecaster):
         iv_features: bool = False,
         liquidity: bool = True,
         tail_calibration: bool = True,
+        tail_calibration_days: int = 0,
         smearing: str = "conditional",
         smearing_estimators: int = 50,
         smearing_min_samples_leaf: int = 5000,
@@ -142,6 +143,7 @@ class GBMForecaster(GlobalForecaster):
         self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
         self.liquidity = liquidity  # read the liquidity feature (log mean traded value)
         self.tail_calibration = tail_calibration  # scale each tail booster to its out-of-fold coverage
+        self.tail_calibration_days = tail_calibration_days  # > 0: calibrate out of time too, on the last N days
         self.smearing = smearing
         self.smearing_estimators = smearing_estimators
         self.smearing_min_samples_leaf = smearing_min_samples_leaf
@@ -206,39 +208,81 @@ class GBMForecaster(GlobalForecaster):
         deal = dict(zip(names, np.random.default_rng(self.random_state).permutation(len(names)) % self.tail_folds))
         return np.array([deal[g] for g in groups])
 
-    def _calibrate_tails(self, x: np.ndarray, losses: dict, groups: np.ndarray, weight: np.ndarray | None) -> dict:
-        """Scale each tail booster so that, fitted without an asset group, it is exceeded on that group's
-        rows as often as its level says (split-conformal, by asset): in-sample quantile boosters fit the
-        training days' extremes, and a new asset breaches them more often. Returns the factors."""
+    def _calibration_rows(self, dates: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Rows the calibration boosters are fitted on, and rows they are scored on. Out of asset only
+        (`tail_calibration_days=0`): every row for both. Out of time too: fitted on rows whose target is
+        known by the cut (the last origin minus `tail_calibration_days`), scored on the origins after it,
+        the gap between a model's training end and the days it is applied to."""
+        if not self.tail_calibration_days:
+            every = np.ones(len(dates), dtype=bool)
+            return every, every
+        cut = dates.max() - pd.Timedelta(days=self.tail_calibration_days)
+        fit, scored = np.asarray(dates + pd.Timedelta(days=self.horizon_) <= cut), np.asarray(dates > cut)
+        if self.tail_calibration_days < 0 or not fit.any() or not scored.any():
+            raise ConfigError(f"gbm.tail_calibration_days: {self.tail_calibration_days} leaves no training rows "
+                              f"before or after the calibration cut {cut.date()}; use 0 or fewer days than the window")
+        return fit, scored
+
+    def _standardized_losses(self, x: np.ndarray, y: np.ndarray, r_std: np.ndarray, groups: np.ndarray,
+                             weight: np.ndarray | None, fit: np.ndarray | None = None) -> tuple[dict, object]:
+        """Per side, the standardized losses of every row (-z for longs, +z for shorts) with z the h-day
+        return over the out-of-fold volatility forecast (smearing included) of boosters fitted on the rows
+        in `fit` only (all rows by default); and the conditional smearing booster (None for global)."""
+        fit = np.ones(len(y), dtype=bool) if fit is None else fit
+        fitted = self._out_of_fold(x, y, groups, weight, fit)
+        smearing = None
+        if self.smearing == "conditional":
+            smearing = self._smearing_fit(x[fit], (y - fitted)[fit], None if weight is None else weight[fit])
+            log_smearing = np.log(smearing.predict(x))
+        else:
+            log_smearing = np.full(len(x), self.smearing_)
+        z = r_std * np.exp(-0.5 * (fitted + log_smearing))
+        return {"long": -z, "short": z}, smearing
+
+    def _calibrate_tails(self, x: np.ndarray, y: np.ndarray, r_std: np.ndarray, losses: dict, groups: np.ndarray,
+                         dates: pd.DatetimeIndex, weight: np.ndarray | None) -> dict:
+        """Scale each tail booster so that, fitted without an asset group (and, with `tail_calibration_days`,
+        before the calibration cut), it is exceeded on that group's (later) rows as often as its level
+        says (split-conformal, by asset and time): in-sample quantile boosters fit the training days'
+        extremes, and a new asset breaches them more often. Returns the factors."""
         if self.tail_folds < 2 or len(np.unique(groups)) < 2:
             return {side: [1.0] * len(self.levels_) for side in SIDES}
+        fit, scored = self._calibration_rows(dates)
+        if self.tail_calibration_days:  # the volatility forecasts that standardize the losses: as of the cut too
+            losses, _ = self._standardized_losses(x, y, r_std, groups, weight, fit)
         fold = self._folds(groups)
         factors = {side: [] for side in SIDES}
         for side in SIDES:
             for j, level in enumerate(self.levels_):
                 ratio = np.full(len(x), np.nan)
                 for k in np.unique(fold):
-                    held = fold == k
-                    part = None if weight is None else weight[~held]
-                    q = self._quantile_fit(x[~held], losses[side][~held], level, part).predict(x[held])
+                    train, held = fit & (fold != k), scored & (fold == k)
+                    if not train.any() or not held.any():
+                        continue
+                    part = None if weight is None else weight[train]
+                    q = self._quantile_fit(x[train], losses[side][train], level, part).predict(x[held])
                     ratio[held] = np.where(q > 0, losses[side][held] / np.where(q > 0, q, 1.0), np.nan)
                 factor = float(np.nanquantile(ratio, level)) if np.isfinite(ratio).any() else 1.0
                 factors[side].append(max(factor, 1.0))  # calibration widens the tails, never narrows them
                 self.quantile_models_[side][j] = scaled_leaves(self.quantile_models_[side][j], factors[side][-1])
         return factors
 
-    def _out_of_fold(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    def _out_of_fold(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None,
+                     fit: np.ndarray) -> np.ndarray:
         """Log variance forecasts of each training row by a booster that never saw its asset (`tail_folds`
-        asset groups). The tail models learn the standardized loss from these: in-sample forecasts fit the
-        training days too well, so their standardized losses are thinner-tailed than any new day's."""
+        asset groups), fitted on the rows in `fit`. The tail models learn the standardized loss from these:
+        in-sample forecasts fit the training days too well, so their standardized losses are thinner-tailed
+        than any new day's."""
         if self.tail_folds < 2 or len(np.unique(groups)) < 2:
-            return self._log_variance(x)
+            if fit.all():
+                return self._log_variance(x)
+            return self._log_variance(x, self._variance_booster(x[fit], y[fit], None if weight is None else weight[fit]))
         fold = self._folds(groups)
         fitted = np.empty(len(y))
         for k in np.unique(fold):
-            held = fold == k
-            part = None if weight is None else weight[~held]
-            fitted[held] = self._log_variance(x[held], self._variance_booster(x[~held], y[~held], part))
+            held, train = fold == k, fit & (fold != k)
+            part = None if weight is None else weight[train]
+            fitted[held] = self._log_variance(x[held], self._variance_booster(x[train], y[train], part))
         return fitted
 
     def fit_panel(self, trains: dict[str, pd.DataFrame], horizon: int = 1) -> "GBMForecaster":
@@ -263,15 +307,13 @@ class GBMForecaster(GlobalForecaster):
             raise ConfigError(f"gbm.smearing: {self.smearing!r}; choose from {', '.join(SMEARINGS)}")
         self.variance_model_ = self._variance_booster(x, y, weight)
         self.smearing_ = float(np.log(np.average(np.exp(y - self._log_variance(x)), weights=weight)))
-        fitted = self._out_of_fold(x, y, groups, weight)
-        conditional = self.smearing == "conditional"
-        self.smearing_model_ = self._smearing_fit(x, y - fitted, weight) if conditional else None
-        z = rows["r_std"].to_numpy() * np.exp(-0.5 * (fitted + self._log_smearing(x)))
-        losses = {"long": -z, "short": z}
+        r_std = rows["r_std"].to_numpy()
+        losses, self.smearing_model_ = self._standardized_losses(x, y, r_std, groups, weight)
+        z = losses["short"]
         self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level, weight) for level in self.levels_]
                                  for side in SIDES}
         if self.tail_calibration:
-            self.tail_factors_ = self._calibrate_tails(x, losses, groups, weight)
+            self.tail_factors_ = self._calibrate_tails(x, y, r_std, losses, groups, rows.index, weight)
         var, es = empirical_tail(z, self.levels_)
         self.es_ratio_ = {side: np.maximum(es[side] / var[side], 1.0) for side in SIDES}
         return self
