@@ -116,6 +116,7 @@ class GBMForecaster(GlobalForecaster):
         weight_assets: bool = False,
         tail_min_samples_leaf: int = 1000,
         drop_features: tuple[str, ...] = (),
+        tail_drop_features: tuple[str, ...] = (),
         level_days: int = 66,
         iv_features: bool = False,
         liquidity: bool = True,
@@ -139,6 +140,7 @@ class GBMForecaster(GlobalForecaster):
         self.weight_assets = weight_assets
         self.tail_min_samples_leaf = tail_min_samples_leaf
         self.drop_features = drop_features
+        self.tail_drop_features = tail_drop_features  # features the tail boosters do not read (trials)
         self.level_days = level_days
         self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
         self.liquidity = liquidity  # read the liquidity feature (log mean traded value)
@@ -160,6 +162,12 @@ class GBMForecaster(GlobalForecaster):
         )
 
     def _quantile_fit(self, x: np.ndarray, loss: np.ndarray, level: float, weight: np.ndarray | None = None):
+        """A tail booster; the `tail_drop_features` are held at 0 while it learns, so no tree splits on them
+        and it predicts the same from the full features (in serving too)."""
+        dropped = [self.feature_names_.index(name) for name in self.tail_drop_features]
+        if dropped:
+            x = x.copy()
+            x[:, dropped] = 0.0
         return float32_splits(self._booster(self.tail_estimators, "quantile", self.tail_min_samples_leaf,
                                             alpha=level).fit(x, loss, sample_weight=weight))
 
@@ -294,9 +302,9 @@ class GBMForecaster(GlobalForecaster):
                           for asset, daily in trains.items()])
         self.scaler_ = StandardScaler().fit(rows[list(self.feature_names_)].to_numpy())
         rows = rows.dropna(subset=["y_var", "r_std"])
-        unknown = set(self.drop_features) - set(self.feature_names_)
+        unknown = (set(self.drop_features) | set(self.tail_drop_features)) - set(self.feature_names_)
         if unknown:
-            raise ConfigError(f"gbm.drop_features: unknown {sorted(unknown)}; features are {', '.join(self.feature_names_)}")
+            raise ConfigError(f"gbm.drop_features / tail_drop_features: unknown {sorted(unknown)}; features are {', '.join(self.feature_names_)}")
         x = self._inputs(rows)
         y = rows["y_var"].to_numpy()
         if self.variance_loss not in VARIANCE_LOSSES:
