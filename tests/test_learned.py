@@ -400,3 +400,25 @@ def test_out_of_time_factor_is_the_level_quantile_of_the_later_held_out_ratios(m
     assert factors["short"] == [1.0]  # 0.1 / 0.5 < 1: never narrowed
     cut = (dates.max() - pd.Timedelta(days=cut_days + 1)).value
     assert len(seen) == 4 and max(seen) <= cut
+
+
+def test_tail_boosters_do_not_read_the_tail_drop_features(panel):
+    """`tail_drop_features` keep the tail boosters off those features (the variance booster still reads them),
+    and an unknown name is refused."""
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "tail_min_samples_leaf": 50, "tail_calibration": False}
+    names = ("ret_d", "ret_w")
+
+    def split_on(booster, model) -> set[str]:
+        counts = booster.booster_.feature_importance(importance_type="split")
+        return {name for name, count in zip(model.feature_names_, counts) if count > 0}
+
+    plain = make_forecaster("gbm", **params).fit_panel(trains)
+    blind = make_forecaster("gbm", **params, tail_drop_features=names).fit_panel(trains)
+    tails = [booster for side in ("long", "short") for booster in blind.quantile_models_[side]]
+    assert set(names) & set().union(*(split_on(b, plain) for side in ("long", "short")
+                                      for b in plain.quantile_models_[side]))  # they would be read
+    assert not set(names) & set().union(*(split_on(b, blind) for b in tails))
+    assert set(names) & split_on(blind.variance_model_, blind)
+    with pytest.raises(ConfigError, match="tail_drop_features"):
+        make_forecaster("gbm", **{**TINY["gbm"], "tail_drop_features": ("nope",)}).fit_panel(trains)
