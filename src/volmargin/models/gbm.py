@@ -291,7 +291,8 @@ class GBMForecaster(GlobalForecaster):
         if self.tail_folds < 2 or len(np.unique(groups)) < 2:
             if fit.all():
                 return self._log_variance(x)
-            return self._log_variance(x, self._variance_booster(x[fit], y[fit], None if weight is None else weight[fit]))
+            part = None if weight is None else weight[fit]
+            return self._log_variance(x, self._variance_booster(x[fit], y[fit], part))
         fold = self._folds(groups)
         fitted = np.empty(len(y))
         for k in np.unique(fold):
@@ -311,7 +312,8 @@ class GBMForecaster(GlobalForecaster):
         rows = rows.dropna(subset=["y_var", "r_std"])
         unknown = (set(self.drop_features) | set(self.tail_drop_features)) - set(self.feature_names_)
         if unknown:
-            raise ConfigError(f"gbm.drop_features / tail_drop_features: unknown {sorted(unknown)}; features are {', '.join(self.feature_names_)}")
+            raise ConfigError(f"gbm.drop_features / tail_drop_features: unknown {sorted(unknown)}; "
+                              f"features are {', '.join(self.feature_names_)}")
         x = self._inputs(rows)
         y = rows["y_var"].to_numpy()
         if self.variance_loss not in VARIANCE_LOSSES:
