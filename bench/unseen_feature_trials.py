@@ -12,6 +12,9 @@ feature list from the frame, so nothing else changes):
   66-day level (is the market hot against its norm?), on every asset's rows, known at the same close;
 - `liquidity:DAYS`: log of the mean traded value (volume x close, quote currency) over the last DAYS rows: thin
   markets jump more than their recent RV says.
+- `trend:DAYS`: the asset's trailing DAYS-row log return over its own volatility (sqrt(DAYS) x the level's daily
+  volatility), and its drawdown from the highest close of the last DAYS rows in the same unit: scale-free trend
+  and bear-market state for the tails (a long breach follows a fall more often than a rally).
 
 The selection runs of the README, e.g.
     python bench/unseen_feature_trials.py long_level:365 --train-end 2021-09-30 --score-end 2021-12-31 \\
@@ -64,18 +67,29 @@ def liquidity_columns(daily: pd.DataFrame, days: int) -> dict[str, np.ndarray]:
     return {"x_liquidity": _log(core.trailing_means(traded[None], (days,))[0])}
 
 
+def trend_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str, np.ndarray]:
+    unit = np.sqrt(days) * np.exp(0.5 * level)
+    returns = np.nan_to_num(daily["ret"].to_numpy(dtype=float))
+    log_close = np.log(daily["close"].to_numpy(dtype=float))
+    high = core._trailing_max(log_close, days)
+    return {"x_trend": np.clip(days * core.trailing_means(returns[None], (days,))[0] / unit, -10.0, 10.0),
+            "x_drawdown": np.clip((log_close - high) / unit, -10.0, 0.0)}
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
-    if kind not in ("long_level", "long_all", "market", "liquidity"):
-        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market or liquidity:DAYS")
+    if kind not in ("long_level", "long_all", "market", "liquidity", "trend"):
+        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS or trend:DAYS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
             return market_columns(daily, spec)
         if kind == "liquidity":
             return liquidity_columns(daily, int(days or 30))
+        if kind == "trend":
+            return trend_columns(daily, level, int(days or 30))
         return long_columns(daily, level, int(days or 365), kind == "long_all")
 
     def feature_frame(daily, spec=core.FeatureSpec(), iv_features=False):

@@ -314,3 +314,111 @@ def test_tail_calibration_scales_each_tail_to_its_out_of_fold_coverage(panel):
                                        factor * plain.quantile_models_[side][j].predict(x), rtol=1e-9, atol=1e-12)
     check_parity(to_onnx(calibrated), reference_outputs(calibrated, parity_inputs(calibrated, panel, rows=256)),
                  parity_inputs(calibrated, panel, rows=256))
+
+
+def test_out_of_time_calibration_fits_only_rows_known_by_the_cut(panel, monkeypatch):
+    """With `tail_calibration_days`, every booster fitted for the calibration (variance, smearing, tails) sees
+    only rows whose target is known by the cut, the factors are >= 1 and scale the boosters, and a refit
+    repeats exactly."""
+    import volmargin.models.gbm as gbm
+
+    days, fitted_rows, calibrating = 60, [], []
+    plain_calibrate = gbm.GBMForecaster._calibrate_tails
+
+    def calibrate(self, x, y, r_std, losses, groups, dates, weight):
+        cut = dates.max() - pd.Timedelta(days=days)
+        late = np.asarray(dates + pd.Timedelta(days=self.horizon_) > cut)
+        calibrating.append({row.tobytes() for row in x[late]})
+        try:
+            return plain_calibrate(self, x, y, r_std, losses, groups, dates, weight)
+        finally:
+            calibrating.append(None)
+
+    def spy(method):
+        plain = getattr(gbm.GBMForecaster, method)
+
+        def wrapped(self, x, *args, **kwargs):
+            if calibrating and calibrating[-1] is not None:
+                fitted_rows.append(len(calibrating[-1] & {row.tobytes() for row in x}))
+            return plain(self, x, *args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(gbm.GBMForecaster, "_calibrate_tails", calibrate)
+    for method in ("_variance_booster", "_smearing_fit", "_quantile_fit"):
+        monkeypatch.setattr(gbm.GBMForecaster, method, spy(method))
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "tail_folds": 2, "tail_calibration_days": days, "smearing_min_samples_leaf": 100}
+    model = make_forecaster("gbm", **params).fit_panel(trains)
+    assert len(fitted_rows) == 2 + 1 + 2 * 2 * len(LEVELS)  # 2 fold variance boosters, smearing, fold x side x level
+    assert fitted_rows == [0] * len(fitted_rows)  # not one row from after the cut
+    assert all(f >= 1.0 for side in ("long", "short") for f in model.tail_factors_[side])
+    plain = make_forecaster("gbm", **{**params, "tail_calibration": False}).fit_panel(trains)
+    again = make_forecaster("gbm", **params).fit_panel(trains)
+    x = np.random.default_rng(0).normal(size=(64, len(model.feature_names_))).astype(np.float32)
+    for j, factor in enumerate(model.tail_factors_["long"]):
+        np.testing.assert_allclose(model.quantile_models_["long"][j].predict(x),
+                                   factor * plain.quantile_models_["long"][j].predict(x), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(model.predict_raw(x), again.predict_raw(x))
+    with pytest.raises(ConfigError, match="tail_calibration_days"):
+        make_forecaster("gbm", **{**params, "tail_calibration_days": 5000}).fit_panel(trains)
+
+
+def test_out_of_time_factor_is_the_level_quantile_of_the_later_held_out_ratios(monkeypatch):
+    """On a toy set, the factor is the level quantile of loss / quantile forecast over the rows after the cut
+    of each held-out asset group (floored at 1), whatever the rows before it hold."""
+    import volmargin.models.gbm as gbm
+
+    class Constant:
+        def __init__(self, value):
+            self.value = value
+
+        def predict(self, x):
+            return np.full(len(x), self.value)
+
+    assets, days, cut_days = 4, 100, 30
+    dates = pd.DatetimeIndex(np.tile(pd.date_range("2021-01-01", periods=days, tz="UTC"), assets))
+    groups = np.repeat([f"a{i}" for i in range(assets)], days)
+    late = np.asarray(dates > dates.max() - pd.Timedelta(days=cut_days))
+    rng = np.random.default_rng(3)
+    long = np.where(late, rng.exponential(1.0, len(dates)), 50.0)  # a leak of early rows would show
+    losses = {"long": long, "short": np.where(late, 0.1, 50.0)}
+    x = dates.asi8.reshape(-1, 1).astype(float)
+    seen = []
+
+    def quantile_fit(self, x_fit, loss, level, weight=None):
+        seen.append(x_fit.max())
+        return Constant(0.5)
+
+    model = gbm.GBMForecaster(tail_folds=2, tail_calibration_days=cut_days)
+    model.levels_, model.horizon_ = (0.99,), 1
+    model.quantile_models_ = {"long": [Constant(0.5)], "short": [Constant(0.5)]}
+    monkeypatch.setattr(gbm.GBMForecaster, "_quantile_fit", quantile_fit)
+    monkeypatch.setattr(gbm.GBMForecaster, "_standardized_losses", lambda self, *args, **kwargs: (losses, None))
+    monkeypatch.setattr(gbm, "scaled_leaves", lambda regressor, factor: regressor)
+    factors = model._calibrate_tails(x, np.zeros(len(x)), np.zeros(len(x)), losses, groups, dates, None)
+    assert factors["long"] == [pytest.approx(np.quantile(long[late] / 0.5, 0.99))]
+    assert factors["short"] == [1.0]  # 0.1 / 0.5 < 1: never narrowed
+    cut = (dates.max() - pd.Timedelta(days=cut_days + 1)).value
+    assert len(seen) == 4 and max(seen) <= cut
+
+
+def test_tail_boosters_do_not_read_the_tail_drop_features(panel):
+    """`tail_drop_features` keep the tail boosters off those features (the variance booster still reads them),
+    and an unknown name is refused."""
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "tail_min_samples_leaf": 50, "tail_calibration": False}
+    names = ("ret_d", "ret_w")
+
+    def split_on(booster, model) -> set[str]:
+        counts = booster.booster_.feature_importance(importance_type="split")
+        return {name for name, count in zip(model.feature_names_, counts) if count > 0}
+
+    plain = make_forecaster("gbm", **params).fit_panel(trains)
+    blind = make_forecaster("gbm", **params, tail_drop_features=names).fit_panel(trains)
+    tails = [booster for side in ("long", "short") for booster in blind.quantile_models_[side]]
+    assert set(names) & set().union(*(split_on(b, plain) for side in ("long", "short")
+                                      for b in plain.quantile_models_[side]))  # they would be read
+    assert not set(names) & set().union(*(split_on(b, blind) for b in tails))
+    assert set(names) & split_on(blind.variance_model_, blind)
+    with pytest.raises(ConfigError, match="tail_drop_features"):
+        make_forecaster("gbm", **{**TINY["gbm"], "tail_drop_features": ("nope",)}).fit_panel(trains)

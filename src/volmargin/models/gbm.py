@@ -20,12 +20,19 @@ model for all assets.
   never saw the row's asset: in-sample forecasts sit too close to the realised days, which made the tails
   too thin on new assets); one model per side and level, with fewer trees (`tail_estimators`) and large
   leaves (`tail_min_samples_leaf`: a leaf's 99% quantile needs rows enough for ten exceedances; on unseen
-  assets of the validation year 100-row leaves gave 1.9% long exceptions at 99%, 1,000-row leaves 1.4%).
+  assets of the validation year 100-row leaves gave 1.9% long exceptions at 99%, 1,000-row leaves 1.4%;
+  3,000-row leaves, chosen in session 9 on the same two unseen-asset selection runs as the calibration below,
+  gave 1.52% / 0.88% -> 1.19% / 0.86% long / short (129 assets, 2021-Q4) and 1.22% / 1.10% -> 1.05% / 0.98%
+  (29 large caps, 2021): smaller leaves let the 99% quantile follow the training window's momentum, e.g. a
+  thin long tail after up-days, which a crash out of sample breaches on many assets at once).
   Quantiles are made non-crossing by a cumulative maximum over ascending levels.
 - Tail calibration (`tail_calibration=True`, the default): each tail booster is scaled by the factor (at
   least 1) that makes a booster fitted without an asset group exceeded on that group's rows as often as its
   level says (split-conformal by asset), chosen on unseen-asset folds: 99% exceptions long / short 1.72% /
   1.08% -> 1.52% / 0.88% (129 assets, 2021-Q4) and 1.35% / 1.24% -> 1.22% / 1.10% (29 large caps, 2021).
+  `tail_calibration_days=N` calibrates out of time as well: boosters fitted on the rows known N days before
+  the training end, scored on the days after; it measures the regime of those last N days (2021: long
+  1.22% -> 1.35% / 1.30% with 90 / 180 days), so it stays off (0).
 - ES = VaR x ES/VaR ratio of the training standardized losses: once divided by the forecast
   volatility, the losses are close to identically distributed, so their empirical tail's ES/VaR
   (at least 1) carries over to every origin.
@@ -114,12 +121,14 @@ class GBMForecaster(GlobalForecaster):
         variance_loss: str = "l2",
         tail_folds: int = 4,
         weight_assets: bool = False,
-        tail_min_samples_leaf: int = 1000,
+        tail_min_samples_leaf: int = 3000,
         drop_features: tuple[str, ...] = (),
+        tail_drop_features: tuple[str, ...] = (),
         level_days: int = 66,
         iv_features: bool = False,
         liquidity: bool = True,
         tail_calibration: bool = True,
+        tail_calibration_days: int = 0,
         smearing: str = "conditional",
         smearing_estimators: int = 50,
         smearing_min_samples_leaf: int = 5000,
@@ -138,10 +147,12 @@ class GBMForecaster(GlobalForecaster):
         self.weight_assets = weight_assets
         self.tail_min_samples_leaf = tail_min_samples_leaf
         self.drop_features = drop_features
+        self.tail_drop_features = tail_drop_features  # features the tail boosters do not read (trials)
         self.level_days = level_days
         self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
         self.liquidity = liquidity  # read the liquidity feature (log mean traded value)
         self.tail_calibration = tail_calibration  # scale each tail booster to its out-of-fold coverage
+        self.tail_calibration_days = tail_calibration_days  # > 0: calibrate out of time too, on the last N days
         self.smearing = smearing
         self.smearing_estimators = smearing_estimators
         self.smearing_min_samples_leaf = smearing_min_samples_leaf
@@ -158,6 +169,12 @@ class GBMForecaster(GlobalForecaster):
         )
 
     def _quantile_fit(self, x: np.ndarray, loss: np.ndarray, level: float, weight: np.ndarray | None = None):
+        """A tail booster; the `tail_drop_features` are held at 0 while it learns, so no tree splits on them
+        and it predicts the same from the full features (in serving too)."""
+        dropped = [self.feature_names_.index(name) for name in self.tail_drop_features]
+        if dropped:
+            x = x.copy()
+            x[:, dropped] = 0.0
         return float32_splits(self._booster(self.tail_estimators, "quantile", self.tail_min_samples_leaf,
                                             alpha=level).fit(x, loss, sample_weight=weight))
 
@@ -206,39 +223,82 @@ class GBMForecaster(GlobalForecaster):
         deal = dict(zip(names, np.random.default_rng(self.random_state).permutation(len(names)) % self.tail_folds))
         return np.array([deal[g] for g in groups])
 
-    def _calibrate_tails(self, x: np.ndarray, losses: dict, groups: np.ndarray, weight: np.ndarray | None) -> dict:
-        """Scale each tail booster so that, fitted without an asset group, it is exceeded on that group's
-        rows as often as its level says (split-conformal, by asset): in-sample quantile boosters fit the
-        training days' extremes, and a new asset breaches them more often. Returns the factors."""
+    def _calibration_rows(self, dates: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Rows the calibration boosters are fitted on, and rows they are scored on. Out of asset only
+        (`tail_calibration_days=0`): every row for both. Out of time too: fitted on rows whose target is
+        known by the cut (the last origin minus `tail_calibration_days`), scored on the origins after it,
+        the gap between a model's training end and the days it is applied to."""
+        if not self.tail_calibration_days:
+            every = np.ones(len(dates), dtype=bool)
+            return every, every
+        cut = dates.max() - pd.Timedelta(days=self.tail_calibration_days)
+        fit, scored = np.asarray(dates + pd.Timedelta(days=self.horizon_) <= cut), np.asarray(dates > cut)
+        if self.tail_calibration_days < 0 or not fit.any() or not scored.any():
+            raise ConfigError(f"gbm.tail_calibration_days: {self.tail_calibration_days} leaves no training rows "
+                              f"before or after the calibration cut {cut.date()}; use 0 or fewer days than the window")
+        return fit, scored
+
+    def _standardized_losses(self, x: np.ndarray, y: np.ndarray, r_std: np.ndarray, groups: np.ndarray,
+                             weight: np.ndarray | None, fit: np.ndarray | None = None) -> tuple[dict, object]:
+        """Per side, the standardized losses of every row (-z for longs, +z for shorts) with z the h-day
+        return over the out-of-fold volatility forecast (smearing included) of boosters fitted on the rows
+        in `fit` only (all rows by default); and the conditional smearing booster (None for global)."""
+        fit = np.ones(len(y), dtype=bool) if fit is None else fit
+        fitted = self._out_of_fold(x, y, groups, weight, fit)
+        smearing = None
+        if self.smearing == "conditional":
+            smearing = self._smearing_fit(x[fit], (y - fitted)[fit], None if weight is None else weight[fit])
+            log_smearing = np.log(smearing.predict(x))
+        else:
+            log_smearing = np.full(len(x), self.smearing_)
+        z = r_std * np.exp(-0.5 * (fitted + log_smearing))
+        return {"long": -z, "short": z}, smearing
+
+    def _calibrate_tails(self, x: np.ndarray, y: np.ndarray, r_std: np.ndarray, losses: dict, groups: np.ndarray,
+                         dates: pd.DatetimeIndex, weight: np.ndarray | None) -> dict:
+        """Scale each tail booster so that, fitted without an asset group (and, with `tail_calibration_days`,
+        before the calibration cut), it is exceeded on that group's (later) rows as often as its level
+        says (split-conformal, by asset and time): in-sample quantile boosters fit the training days'
+        extremes, and a new asset breaches them more often. Returns the factors."""
         if self.tail_folds < 2 or len(np.unique(groups)) < 2:
             return {side: [1.0] * len(self.levels_) for side in SIDES}
+        fit, scored = self._calibration_rows(dates)
+        if self.tail_calibration_days:  # the volatility forecasts that standardize the losses: as of the cut too
+            losses, _ = self._standardized_losses(x, y, r_std, groups, weight, fit)
         fold = self._folds(groups)
         factors = {side: [] for side in SIDES}
         for side in SIDES:
             for j, level in enumerate(self.levels_):
                 ratio = np.full(len(x), np.nan)
                 for k in np.unique(fold):
-                    held = fold == k
-                    part = None if weight is None else weight[~held]
-                    q = self._quantile_fit(x[~held], losses[side][~held], level, part).predict(x[held])
+                    train, held = fit & (fold != k), scored & (fold == k)
+                    if not train.any() or not held.any():
+                        continue
+                    part = None if weight is None else weight[train]
+                    q = self._quantile_fit(x[train], losses[side][train], level, part).predict(x[held])
                     ratio[held] = np.where(q > 0, losses[side][held] / np.where(q > 0, q, 1.0), np.nan)
                 factor = float(np.nanquantile(ratio, level)) if np.isfinite(ratio).any() else 1.0
                 factors[side].append(max(factor, 1.0))  # calibration widens the tails, never narrows them
                 self.quantile_models_[side][j] = scaled_leaves(self.quantile_models_[side][j], factors[side][-1])
         return factors
 
-    def _out_of_fold(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    def _out_of_fold(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None,
+                     fit: np.ndarray) -> np.ndarray:
         """Log variance forecasts of each training row by a booster that never saw its asset (`tail_folds`
-        asset groups). The tail models learn the standardized loss from these: in-sample forecasts fit the
-        training days too well, so their standardized losses are thinner-tailed than any new day's."""
+        asset groups), fitted on the rows in `fit`. The tail models learn the standardized loss from these:
+        in-sample forecasts fit the training days too well, so their standardized losses are thinner-tailed
+        than any new day's."""
         if self.tail_folds < 2 or len(np.unique(groups)) < 2:
-            return self._log_variance(x)
+            if fit.all():
+                return self._log_variance(x)
+            part = None if weight is None else weight[fit]
+            return self._log_variance(x, self._variance_booster(x[fit], y[fit], part))
         fold = self._folds(groups)
         fitted = np.empty(len(y))
         for k in np.unique(fold):
-            held = fold == k
-            part = None if weight is None else weight[~held]
-            fitted[held] = self._log_variance(x[held], self._variance_booster(x[~held], y[~held], part))
+            held, train = fold == k, fit & (fold != k)
+            part = None if weight is None else weight[train]
+            fitted[held] = self._log_variance(x[held], self._variance_booster(x[train], y[train], part))
         return fitted
 
     def fit_panel(self, trains: dict[str, pd.DataFrame], horizon: int = 1) -> "GBMForecaster":
@@ -250,9 +310,10 @@ class GBMForecaster(GlobalForecaster):
                           for asset, daily in trains.items()])
         self.scaler_ = StandardScaler().fit(rows[list(self.feature_names_)].to_numpy())
         rows = rows.dropna(subset=["y_var", "r_std"])
-        unknown = set(self.drop_features) - set(self.feature_names_)
+        unknown = (set(self.drop_features) | set(self.tail_drop_features)) - set(self.feature_names_)
         if unknown:
-            raise ConfigError(f"gbm.drop_features: unknown {sorted(unknown)}; features are {', '.join(self.feature_names_)}")
+            raise ConfigError(f"gbm.drop_features / tail_drop_features: unknown {sorted(unknown)}; "
+                              f"features are {', '.join(self.feature_names_)}")
         x = self._inputs(rows)
         y = rows["y_var"].to_numpy()
         if self.variance_loss not in VARIANCE_LOSSES:
@@ -263,15 +324,13 @@ class GBMForecaster(GlobalForecaster):
             raise ConfigError(f"gbm.smearing: {self.smearing!r}; choose from {', '.join(SMEARINGS)}")
         self.variance_model_ = self._variance_booster(x, y, weight)
         self.smearing_ = float(np.log(np.average(np.exp(y - self._log_variance(x)), weights=weight)))
-        fitted = self._out_of_fold(x, y, groups, weight)
-        conditional = self.smearing == "conditional"
-        self.smearing_model_ = self._smearing_fit(x, y - fitted, weight) if conditional else None
-        z = rows["r_std"].to_numpy() * np.exp(-0.5 * (fitted + self._log_smearing(x)))
-        losses = {"long": -z, "short": z}
+        r_std = rows["r_std"].to_numpy()
+        losses, self.smearing_model_ = self._standardized_losses(x, y, r_std, groups, weight)
+        z = losses["short"]
         self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level, weight) for level in self.levels_]
                                  for side in SIDES}
         if self.tail_calibration:
-            self.tail_factors_ = self._calibrate_tails(x, losses, groups, weight)
+            self.tail_factors_ = self._calibrate_tails(x, y, r_std, losses, groups, rows.index, weight)
         var, es = empirical_tail(z, self.levels_)
         self.es_ratio_ = {side: np.maximum(es[side] / var[side], 1.0) for side in SIDES}
         return self
