@@ -264,7 +264,13 @@ class Grid:
     options whose gamma is still to come. Deribit publishes the moves and that only "a fraction" of the
     P&L counts, after "a dampener", not the formula; this quadratic dampener is our choice.
     IM = max(0, worst core loss, worst dampened extended loss) + contingency x net short contracts per
-    strike; MM = maintenance x IM."""
+    strike; MM = maintenance x IM.
+    `keep_vol` = (up, down), e.g. `DERIBIT_VOL`: two more vol states at every core move and under the
+    extended table, IV x (1 + up x scaling) and IV x (1 - down x scaling), beside the grid's own shocks.
+    A book's margin is not monotone in the vol shocks (a calendar long vol at one tenor and short at
+    another can lose more at a smaller shock), so a forecast grid whose shocks differ from static's can
+    miss static's binding cell; keeping static's shocks as extra states, on a lattice whose range is at
+    least static's, makes its cells a superset of static's: its margin is never below static's."""
 
     range_down: np.ndarray | float = 0.16
     range_up: np.ndarray | float = 0.16
@@ -277,9 +283,11 @@ class Grid:
     contingency: float = 0.0  # USD per net short contract per strike (Deribit's current S:PM has none)
     maintenance: float = 0.8
     spacing: float | None = None  # lattice spacing of the core price moves; None: `steps` even steps
+    keep_vol: tuple[float, float] | None = None  # (vol_up, vol_down) kept as extra vol states; None: none
 
 
 DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
+DERIBIT_VOL = (DERIBIT_BTC.vol_up, DERIBIT_BTC.vol_down)  # its vol shocks, for `Grid.keep_vol`
 GRID_PARAMETERS = ("range_down", "range_up", "vol_up", "vol_down")  # those set per day from the forecasts
 
 
@@ -297,7 +305,7 @@ class Cells(NamedTuple):
     growth: np.ndarray  # (B, C) 1 + move
     log_growth: np.ndarray  # (B, U) ln(1 + move) of each distinct move
     move: np.ndarray  # (C,) the distinct move of each cell
-    vol_state: np.ndarray  # (C,) 0 vol up, 1 unchanged, 2 down
+    vol_state: np.ndarray  # (C,) 0 vol up, 1 unchanged, 2 down; with `Grid.keep_vol` 3 kept up, 4 kept down
     weight: np.ndarray  # (B, C) loss weight: 1 on the core grid, the dampener on the extended table
 
 
@@ -346,10 +354,13 @@ def _build_cells(grid: Grid, count: int) -> Cells:
     up = np.broadcast_to(np.asarray(grid.range_up, dtype=float), (count,))[:, None]
     ext = np.asarray(grid.extended, dtype=float)
     distinct = np.hstack([core, np.broadcast_to(ext, (count, len(ext)))])  # (B, U)
-    move = np.concatenate([np.repeat(np.arange(points), 3), points + np.arange(len(ext))])
-    vol_state = np.concatenate([np.tile([0, 1, 2], points), np.zeros(len(ext), dtype=np.int64)])
-    weight = np.hstack([np.ones((count, 3 * points)),
-                        (np.where(ext < 0, down, up) / np.abs(ext)) ** 2])
+    core_states = [0, 1, 2, 3, 4] if grid.keep_vol is not None else [0, 1, 2]
+    ext_states = [0, 3] if grid.keep_vol is not None else [0]  # the extended table under vol up (each kind)
+    move = np.concatenate([np.repeat(np.arange(points), len(core_states)),
+                           np.tile(points + np.arange(len(ext)), len(ext_states))])
+    vol_state = np.concatenate([np.tile(core_states, points), np.repeat(ext_states, len(ext))])
+    dampener = (np.where(ext < 0, down, up) / np.abs(ext)) ** 2
+    weight = np.hstack([np.ones((count, len(core_states) * points))] + [dampener] * len(ext_states))
     moves = distinct[:, move]
     return Cells(moves, 1.0 + moves, np.log1p(distinct), move, vol_state, weight)
 
@@ -436,8 +447,10 @@ def _shock(books: Books, grid: Grid, cells: Cells, mpor_days, one: bool) -> tupl
     scaling = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
     vol_up, vol_down = (np.asarray(v, dtype=float) for v in (grid.vol_up, grid.vol_down))
     pick = lambda v: v if v.ndim == 0 or one else v[books.book]  # noqa: E731
-    factors = np.stack([1.0 + pick(vol_up) * scaling, np.ones_like(scaling),
-                        np.maximum(1.0 - pick(vol_down) * scaling, MIN_VOL_FACTOR)], axis=1)[:, cells.vol_state]
+    up_and_down = lambda up, down: [1.0 + up * scaling, np.maximum(1.0 - down * scaling, MIN_VOL_FACTOR)]  # noqa: E731
+    (up, down), unchanged = up_and_down(pick(vol_up), pick(vol_down)), np.ones_like(scaling)
+    states = [up, unchanged, down] + (up_and_down(*grid.keep_vol) if grid.keep_vol is not None else [])
+    factors = np.stack(states, axis=1)[:, cells.vol_state]
     mpor = mpor_days if np.ndim(mpor_days) == 0 else np.asarray(mpor_days, dtype=float).reshape(-1)[books.book]
     factors *= np.sqrt(np.maximum(books.days - mpor, 0.0) / DAYS_PER_YEAR * c["inv_years"])[:, None]
     np.maximum(factors, 1e-12, out=factors)
@@ -485,7 +498,7 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
                 vol_down=scale * -np.expm1(np.minimum(iv_down, 0.0)),
                 power_short=base.power_short, power_long=base.power_long, steps=base.steps,
                 extended=base.extended, contingency=base.contingency, maintenance=base.maintenance,
-                spacing=base.spacing)
+                spacing=base.spacing, keep_vol=base.keep_vol)
 
 
 def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
