@@ -95,8 +95,10 @@ def test_options_expiring_within_the_mpor_settle_at_intrinsic():
     np.testing.assert_allclose(loss[0, :27], expected, atol=1e-3)  # USD
 
 
-def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation():
-    """The fast path (per-move smile, cached shocks, signed Black-76, one exp) against the definition."""
+@pytest.mark.parametrize("keep_vol", [None, (0.5, 0.25)])
+def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation(keep_vol):
+    """The fast path (per-move smile, cached shocks, signed Black-76, one exp) against the definition, with
+    and without the kept vol states (`Grid.keep_vol`: two more states per core move, the extended table twice)."""
     rng = np.random.default_rng(3)
     days = np.array([0.5, 3.0, 3.0, 20.0, 45.0, 200.0])
     strike = np.array([48e3, 40e3, 55e3, 50e3, 70e3, 30e3])
@@ -106,13 +108,17 @@ def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation():
               rng.uniform(0.5, 1.0, 25))
     book = vo.book_from_positions(quantity, strike, is_call, days, np.full(6, 50e3), rng.uniform(0.5, 1.0, 6),
                                   future_qty=0.5, future_price=50e3, smile_quotes=quotes)
-    grid = vo.grid_from_forecasts(0.07, 0.09, 0.3, -0.2)
+    grid = vo.grid_from_forecasts(0.07, 0.09, 0.3, -0.2, base=vo.Grid(keep_vol=keep_vol))
     loss, _ = vo.scenario_losses(book, grid, mpor_days=1.0)
     half = grid.steps // 2
     core = np.r_[np.linspace(-grid.range_down, 0, half + 1), np.linspace(0, grid.range_up, half + 1)[1:]]
-    cells = [(m, v) for m in core for v in (0, 1, 2)] + [(m, 0) for m in grid.extended]
+    states, up_states = ((0, 1, 2), (0,)) if keep_vol is None else ((0, 1, 2, 3, 4), (0, 3))
+    cells = [(m, v) for m in core for v in states] + [(m, v) for v in up_states for m in grid.extended]
+    assert loss.shape == (1, len(cells))
     scaling = (30.0 / days) ** np.where(days < 30, grid.power_short, grid.power_long)
     factor = [1 + grid.vol_up * scaling, np.ones(6), np.maximum(1 - grid.vol_down * scaling, 0.1)]
+    if keep_vol is not None:
+        factor += [1 + keep_vol[0] * scaling, np.maximum(1 - keep_vol[1] * scaling, 0.1)]
     for j, (move, state) in enumerate(cells):
         forward = 50e3 * (1 + move)
         iv = book.smile.iv(book.group, np.log(strike / forward)) * factor[state]
@@ -519,15 +525,17 @@ def test_lattice_margin_is_monotone_in_the_range_on_real_books(books):
     assert np.all(wide >= static - 1e-9) and np.any(wide > static + 1e-6)
 
 
-def test_serving_and_library_give_the_same_lattice_margin(books, two_snapshots):
+@pytest.mark.parametrize("keep_vol", [None, vo.DERIBIT_VOL])
+def test_serving_and_library_give_the_same_lattice_margin(books, two_snapshots, keep_vol):
     """Books of different lattice widths in one batch (the narrower repeat their edge move) against each book
-    served alone on its own grid."""
+    served alone on its own grid, with and without the kept vol states."""
     from volmargin.calibration.options import method_grid
 
     n = books.books.count
     inputs = pd.DataFrame({"var_long": np.linspace(0.05, 0.4, n), "var_short": np.linspace(0.3, 0.02, n),
                            "iv_down": -0.2, "iv_up": 0.3})
-    grid = method_grid(inputs, 1.0, np.zeros(n, dtype=int), base=vo.Grid(spacing=0.04))
+    grid = method_grid(inputs, 1.0, np.zeros(n, dtype=int), base=vo.Grid(spacing=0.04, keep_vol=keep_vol))
+    assert grid.keep_vol == keep_vol
     batch = vo.initial_margin(books.books, grid, books.mpor_days)
     snap = two_snapshots[two_snapshots["timestamp"] == two_snapshots["timestamp"].min()]
     quotes = (snap["days"], snap["strike"], snap["underlying_price"], snap["mark_iv"])
@@ -538,6 +546,28 @@ def test_serving_and_library_give_the_same_lattice_margin(books, two_snapshots):
                                       b.iv[legs], future_qty=b.future_qty[i], future_price=b.future_price[i],
                                       smile_quotes=quotes)
         own = vo.Grid(range_down=grid.range_down[i], range_up=grid.range_up[i], vol_up=grid.vol_up[i],
-                      vol_down=grid.vol_down[i], spacing=0.04)
+                      vol_down=grid.vol_down[i], spacing=0.04, keep_vol=keep_vol)
         served = vo.option_margin(book, own, books.mpor_days[i])
         assert served.initial == pytest.approx(batch[i], rel=1e-9, abs=1e-6)
+
+
+def test_a_lattice_grid_keeping_statics_vol_shocks_never_margins_below_static(books):
+    """Ranges of at least 16% on the 4% lattice contain static's price points, and `keep_vol` static's vol
+    states: every cell of the static grid is in the grid, so no book's margin is below static's, whatever the
+    grid's own vol shocks. Without the kept states some real book (e.g. long vol at one tenor and short at
+    another) loses less under shocks other than static's and its margin falls below static's."""
+    rng = np.random.default_rng(13)
+    n = books.books.count
+    static = vo.initial_margin(books.books, vo.DERIBIT_BTC, books.mpor_days)
+    below_without = 0
+    for _ in range(4):
+        fields = {"range_down": rng.uniform(0.16, 0.5, n), "range_up": rng.uniform(0.16, 0.5, n),
+                  "vol_up": rng.uniform(0.05, 1.5, n), "vol_down": rng.uniform(0.0, 0.6, n), "spacing": 0.04}
+        kept = vo.initial_margin(books.books, vo.Grid(**fields, keep_vol=vo.DERIBIT_VOL), books.mpor_days)
+        assert np.all(kept >= static - 1e-9 * np.maximum(static, 1.0))
+        without = vo.initial_margin(books.books, vo.Grid(**fields), books.mpor_days)
+        below_without += int(np.sum(without < static - 1e-6 * np.maximum(static, 1.0)))
+    assert below_without > 0  # the kept states are what holds the floor
+    # a narrower range leaves out static's edge points: no such floor
+    narrow = vo.Grid(range_down=0.08, range_up=0.08, spacing=0.04, keep_vol=vo.DERIBIT_VOL)
+    assert np.any(vo.initial_margin(books.books, narrow, books.mpor_days) < static - 1e-6)
