@@ -328,6 +328,13 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert finer.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid stays Deribit's
     assert main(args + ["--out", str(tmp_path / "lattice"), "--spacing", "0.04"]) == 0
     assert bases[-1].spacing == 0.04 and '"spacing": 0.04' in (tmp_path / "lattice" / "run.json").read_text()
+    assert bases[-1].keep_vol is None and '"keep_vol": false' in (tmp_path / "lattice" / "run.json").read_text()
+    assert main(args + ["--out", str(tmp_path / "kept"), "--spacing", "0.04", "--keep-vol"]) == 0
+    assert bases[-1].keep_vol == vo.DERIBIT_VOL and '"keep_vol": true' in (tmp_path / "kept" / "run.json").read_text()
+    kept = pd.read_csv(tmp_path / "kept" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    assert kept.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid is unchanged
+    report = (tmp_path / "kept" / "report.html").read_text()
+    assert "<th>static vol shocks kept as extra states</th><td>True</td>" in report
     report = (tmp_path / "lattice" / "report.html").read_text()
     assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in report
     lattice = pd.read_csv(tmp_path / "lattice" / "summary.csv").set_index(["portfolio_class", "method", "period"])

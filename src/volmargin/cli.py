@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--spacing", type=float, default=None, metavar="FRACTION",
                          help="lattice autocalibrated grids: a price point every FRACTION (e.g. 0.04, Deribit's) out "
                          "to each range rounded up, so a wider range never lowers a margin (overrides --steps)")
+    options.add_argument("--keep-vol", action="store_true",
+                         help="keep the static grid's vol shocks (up 50%%, down 25%%) as extra vol states of the "
+                         "autocalibrated grids: with --spacing 0.04 and ranges >= 16%% no margin is below static's")
     return parser
 
 
@@ -655,7 +658,7 @@ def cmd_options(args: argparse.Namespace) -> int:
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target, stress=args.stress,
                     stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap,
-                    steps=args.steps, spacing=args.spacing)
+                    steps=args.steps, spacing=args.spacing, keep_vol=args.keep_vol)
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

@@ -44,6 +44,7 @@ class OptionJob:
     max_down: float | None = None  # cap on each parameter's daily fall (`ApcConfig.max_down`)
     steps: int = 8  # price steps of the autocalibrated grids (Deribit's 8: 9 points); more keep them closer
     spacing: float | None = None  # lattice grids instead (`Grid.spacing`): a point every `spacing` out to the range
+    keep_vol: bool = False  # static's vol shocks kept as extra vol states (`Grid.keep_vol`)
 
     @property
     def apc(self):
@@ -133,11 +134,12 @@ def run_option_job(job: OptionJob) -> dict:
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
-    from volmargin_serving.options import DERIBIT_BTC
+    from volmargin_serving.options import DERIBIT_BTC, DERIBIT_VOL
 
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress,
-                                         base=replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing))
+                                         base=replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing,
+                                                      keep_vol=DERIBIT_VOL if job.keep_vol else None))
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +151,7 @@ def run_option_job(job: OptionJob) -> dict:
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "stress": job.stress,
               "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
-              "steps": job.steps, "spacing": job.spacing,
+              "steps": job.steps, "spacing": job.spacing, "keep_vol": job.keep_vol,
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report
