@@ -22,6 +22,8 @@ only raise grid parameters (inside the bisection a floor lets the scale fall unt
 bind, which is how the static-grid floor lost the May 2021 coverage). A raised price range moves the grid's
 price points of an even grid, so a single book's margin can still fall; more `steps` (`base`) keep the points
 closer, and a lattice grid (`base=Grid(spacing=0.04)`) only adds points as a range widens, so there it cannot.
+The margin is not monotone in the vol shocks either; `base=Grid(spacing=0.04, keep_vol=DERIBIT_VOL)` keeps the
+static grid's shocks as extra vol states, so a grid whose ranges are at least 16% holds every static cell.
 """
 
 from __future__ import annotations
