@@ -10,7 +10,8 @@ its per-option arrays and the grid's per-option shocks are cached in it), `prepa
 same book with cold caches, as after new marks) and `book_from_positions` + `option_margin` (validation,
 smile fit and margin from raw arrays), and, for information, `option_margin` on a 4% lattice grid of Deribit's
 ranges keeping static's vol shocks beside its own (`Grid.keep_vol`: 45 core + 16 extended cells). Wall time
-and, because a shared machine's other processes inflate it, this thread's CPU time (`time.thread_time_ns`, 1 us resolution on Linux).
+and, because a shared machine's other processes inflate it, this thread's CPU time (`time.thread_time_ns`,
+1 us resolution on Linux).
 """
 
 from __future__ import annotations
