@@ -333,6 +333,7 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert bases[-1].keep_vol == vo.DERIBIT_VOL and '"keep_vol": true' in (tmp_path / "kept" / "run.json").read_text()
     kept = pd.read_csv(tmp_path / "kept" / "summary.csv").set_index(["portfolio_class", "method", "period"])
     assert kept.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]  # the static grid is unchanged
+    assert kept.loc[key, "scale"] == plain.loc[key, "scale"]  # scales of the even grid; the kept cells on top
     report = (tmp_path / "kept" / "report.html").read_text()
     assert "<th>static vol shocks kept as extra states</th><td>True</td>" in report
     report = (tmp_path / "lattice" / "report.html").read_text()
@@ -428,6 +429,27 @@ def test_stress_is_on_top_of_the_calibrated_scale_and_only_raises_margins(books)
     assert row["range_down"] >= -np.expm1(-0.15) - 1e-12 and row["vol_up"] >= np.expm1(0.3) - 1e-12
     with pytest.raises(ValueError, match="stressed moves"):
         calibrate_methods(books, price, iv, counted, apc=ApcConfig(stress=1.0))
+
+
+def test_static_baseline_and_the_grid_of_the_scales_are_choices(books):
+    """ETH's static grid is Deribit's +-18% one; `scale_base` bisects the scales on another grid than the one
+    the margins use (the even grid's scales, a lattice keeping static's vol shocks on top)."""
+    from volmargin.calibration.options import STATIC, calibrate_methods
+
+    origin = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC").rename("origin")
+    price = {"ewma": pd.DataFrame({"var99_long": 0.03, "var99_short": 0.03}, index=origin)}
+    iv = {"hist": pd.DataFrame({"q_lo": -0.05, "q_hi": 0.05}, index=origin)}
+    counted = np.ones(books.books.count, dtype=bool)
+    plain, plain_scales, _ = calibrate_methods(books, price, iv, counted, confidence=None)
+    eth, _, _ = calibrate_methods(books, price, iv, counted, confidence=None, static=vo.DERIBIT_ETH)
+    np.testing.assert_array_equal(eth[STATIC], vo.initial_margin(books.books, vo.DERIBIT_ETH, books.mpor_days))
+    assert eth[STATIC].sum() > plain[STATIC].sum()  # wider (an even grid is not monotone book by book)
+    kept = vo.Grid(spacing=0.04, keep_vol=vo.DERIBIT_VOL)
+    on_top, scales, _ = calibrate_methods(books, price, iv, counted, confidence=None, base=kept, scale_base=vo.Grid())
+    _, own_scales, _ = calibrate_methods(books, price, iv, counted, confidence=None, base=kept)
+    assert scales == plain_scales and own_scales != plain_scales
+    method = "auto_ewma_hist"
+    assert np.all(on_top[method] >= plain[method] - 1e-9)
 
 
 # ---------------------------------------------------------------- peak memory, buffer and fall cap on top

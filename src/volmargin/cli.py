@@ -251,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "wider forecast ranges leave fewer losses between points with more)")
     options.add_argument("--spacing", type=float, default=None, metavar="FRACTION",
                          help="lattice autocalibrated grids: a price point every FRACTION (e.g. 0.04, Deribit's) out "
-                         "to each range rounded up, so a wider range never lowers a margin (overrides --steps)")
+                         "to each range rounded up, so a wider range never lowers a margin (the scales are still bisected on the "
+                         "even grid of --steps; the lattice adds points on top)")
     options.add_argument("--keep-vol", action="store_true",
                          help="keep the static grid's vol shocks (up 50%%, down 25%%) as extra vol states of the "
                          "autocalibrated grids: with --spacing 0.04 and ranges >= 16%% no margin is below static's")

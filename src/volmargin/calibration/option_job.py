@@ -139,7 +139,9 @@ def run_option_job(job: OptionJob) -> dict:
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress,
                                          base=replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing,
-                                                      keep_vol=DERIBIT_VOL if job.keep_vol else None))
+                                                      keep_vol=DERIBIT_VOL if job.keep_vol else None),
+                                         # the scales of the even grid: a lattice and kept vol states add cells
+                                         scale_base=replace(DERIBIT_BTC, steps=job.steps))
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)

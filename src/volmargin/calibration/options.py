@@ -113,22 +113,20 @@ def _apc(values: np.ndarray, day_index: np.ndarray, apc: ApcConfig | None) -> np
 
 
 def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: ApcConfig | None = None,
-                base: Grid = DERIBIT_BTC) -> Grid:
+                base: Grid = DERIBIT_BTC, static: Grid = DERIBIT_BTC) -> Grid:
     """The grid of every book for one autocalibrated method (vega power, steps and extended table of `base`).
-    A book without a price forecast gets the static price range, one without an IV-move forecast the static
+    A book without a price forecast gets the `static` grid's price range, one without an IV-move forecast its
     vol shocks (e.g. the first weeks of the DVOL history, before the IV forecasters have 60 changes), each
-    unscaled."""
+    unscaled; the APC floor is a share of the same static grid."""
     forecast = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale,
                                    base=base)
     has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
     has_iv = np.isfinite(inputs[["iv_down", "iv_up"]].to_numpy()).all(axis=1)
     fields = {}
-    for name, static, known in (("range_down", DERIBIT_BTC.range_down, has_price),
-                                ("range_up", DERIBIT_BTC.range_up, has_price),
-                                ("vol_up", DERIBIT_BTC.vol_up, has_iv), ("vol_down", DERIBIT_BTC.vol_down, has_iv)):
-        value = np.where(known, np.asarray(getattr(forecast, name), dtype=float), static)
+    for name, known in (("range_down", has_price), ("range_up", has_price), ("vol_up", has_iv), ("vol_down", has_iv)):
+        value = np.where(known, np.asarray(getattr(forecast, name), dtype=float), getattr(static, name))
         if apc is not None and apc.floor:
-            value = np.maximum(value, apc.floor * static)
+            value = np.maximum(value, apc.floor * getattr(static, name))
         fields[name] = value
     grid = dataclasses.replace(forecast, **fields)
     if apc is not None and apc.stress:
@@ -173,7 +171,7 @@ def _allowed(classes: np.ndarray, counted: np.ndarray, target: float, confidence
 
 def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np.ndarray, target: float = 0.01,
                     apc: ApcConfig | None = None, confidence: float | None = 0.95,
-                    base: Grid = DERIBIT_BTC) -> tuple[float, bool]:
+                    base: Grid = DERIBIT_BTC, static: Grid = DERIBIT_BTC) -> tuple[float, bool]:
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
     feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
@@ -183,7 +181,7 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
     day_index = _day_index(data)
 
     def ok(scale: float) -> bool:
-        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc, base), data.mpor_days)
+        margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc, base, static), data.mpor_days)
         hits = np.bincount(codes[counted], (data.loss > margin)[counted], minlength=len(allowed))
         return bool(np.all(hits <= allowed))
 
@@ -224,16 +222,19 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
                       calibrating: np.ndarray, target: float = 0.01, apc: ApcConfig | None = None,
                       risk: str = "var99", confidence: float | None = 0.95, stress: pd.DataFrame | None = None,
                       scales: dict[str, float] | None = None, base: Grid = DERIBIT_BTC,
+                      static: Grid = DERIBIT_BTC, scale_base: Grid | None = None,
                       ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
     """Every method calibrated on the books flagged `calibrating`: (USD margin per book by method, scale by
     method, the grid parameters of each method per day). `stress` (`stressed_moves`) feeds `apc.stress`;
     every APC component but the static floor goes on top of the scale calibrated without it; `scales` (by
     method) skips the bisection (e.g. the same scales under several stressed fractions); `base` gives the
-    autocalibrated grids their vega power, steps and extended table (e.g. more steps over a wide range)."""
+    autocalibrated grids their vega power, steps, lattice, kept vol states and extended table; `scale_base`
+    (default `base`) the grid the scales are bisected on (e.g. Deribit's 9 even points, with a lattice and
+    kept vol states only adding cells on top); `static` is the baseline grid (Deribit's BTC or ETH)."""
     origins = forecast_origins(data.info["day"])
     scale_apc = ApcConfig(floor=apc.floor) if apc is not None and apc.floor else None  # the rest goes on top
-    margins = {STATIC: initial_margin(data.books, DERIBIT_BTC, data.mpor_days)}
-    given, calibrated, grids = scales or {}, {}, [_grid_frame(STATIC, data, DERIBIT_BTC, 1.0)]
+    margins = {STATIC: initial_margin(data.books, static, data.mpor_days)}
+    given, calibrated, grids = scales or {}, {}, [_grid_frame(STATIC, data, static, 1.0)]
     day_index = _day_index(data)
     for price_model, price_frame in price.items():
         for iv_model, iv_frame in iv.items():
@@ -242,8 +243,9 @@ def calibrate_methods(data: OptionBacktestBooks, price: dict[str, pd.DataFrame],
             if method in given:
                 scale, feasible = given[method], None  # not bisected here
             else:
-                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence, base)
-            grid = method_grid(inputs, scale, day_index, apc, base)
+                scale, feasible = calibrate_scale(data, inputs, calibrating, target, scale_apc, confidence,
+                                                  scale_base or base, static)
+            grid = method_grid(inputs, scale, day_index, apc, base, static)
             margins[method], calibrated[method] = initial_margin(data.books, grid, data.mpor_days), scale
             grids.append(_grid_frame(method, data, grid, scale).assign(feasible=feasible))
     return margins, calibrated, pd.concat(grids, ignore_index=True)
@@ -253,18 +255,18 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
                         calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
                         calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
                         stress: pd.DataFrame | None = None, base: Grid = DERIBIT_BTC,
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        scale_base: Grid | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
     for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
-    grid parameters of each method per day. `base` as in `calibrate_methods` (the static grid stays
-    Deribit's)."""
+    grid parameters of each method per day. `base` and `scale_base` as in `calibrate_methods` (the static
+    grid stays Deribit's BTC grid: the chains are BTC's)."""
     days = pd.DatetimeIndex(data.info["day"])
     calibrating = np.asarray(days < utc(calibrate_until))
     if calibrate_after is not None:
         calibrating = np.asarray(days >= utc(calibrate_after))
     periods = np.where(calibrating, "calibration", "validation")
     margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence, stress,
-                                               base=base)
+                                               base=base, scale_base=scale_base)
     return summarise(data, margins, periods, scales), grids
 
 
