@@ -1,9 +1,9 @@
 """`volmargin portfolio`: the portfolio margin job on a backtest run's forecasts and the bars.
 
 Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
-daily margin components of the test population (plus adversarial candidates, of which the adversary holds,
-on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale, correlation weight and (with `concentrations`) the
-concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+daily margin components of the test population (plus adversarial candidates, of which the adversary
+holds, on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale,
+correlation weight and (with `concentrations`) the concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
 and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
 summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
 """

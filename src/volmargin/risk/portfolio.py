@@ -260,14 +260,6 @@ def _by_date(bp: BookPanel) -> list[str]:
     return [f.name for f in dataclasses.fields(bp) if f.name not in ("model", "dates", "gross", "concentrations")]
 
 
-def concat_rows(first: BookPanel, second: BookPanel) -> BookPanel:
-    """Two panels of the same books (and concentration grid) over consecutive date ranges, as one."""
-    if first.concentrations != second.concentrations:
-        raise ConfigError("panels to join must share their concentration grid")
-    arrays = {name: np.concatenate([getattr(first, name), getattr(second, name)]) for name in _by_date(first)}
-    return dataclasses.replace(first, dates=first.dates.append(second.dates), **arrays)
-
-
 def rolling_adv(daily: Mapping[str, pd.DataFrame], assets: tuple[str, ...], origins: pd.DatetimeIndex,
                 days: int = 30) -> np.ndarray:
     """(T, A) mean daily traded value (close x base volume) over the `days` days up to each origin, NaN
