@@ -11,17 +11,18 @@ Each measure is run on its own (one process per measure list: runs can go side b
 The rule, fixed before any run (the validation period from --validation-start is not used by it):
 1. per measure and model, the scale and correlation weight are calibrated (`calibrate_books`: pooled
    breaches <= 1%, no class above 1.5%, least average margin) on the margin dates whose MPOR is realised
-   before --holdout-start (the adversarial books are picked on those dates only, as `volmargin portfolio`
-   picks them before its validation start);
+   before --holdout-start (the adversarial books as `volmargin portfolio` holds them: on each quarter the
+   candidates worst on the year before it, `portfolio.adversarial_schedule`; session 9 ran this bench with
+   the books picked on the dates before --holdout-start and scored on them too);
 2. the books are scored on the hold-out, margin dates from --holdout-start whose MPOR is realised before
    --validation-start: per class, breach rate and Kupiec p clustered by margin date;
 3. eligible: measures whose worst class on the hold-out is <= 1.5% for every model (all measures if none
    is); the winner has the most classes with clustered Kupiec p > 0.05, summed over the models, ties broken
    by the least hold-out average margin (mean over the models).
 For information only (never used by the rule) each measure is also recalibrated on every date before
---validation-start and scored on the validation period; the adversarial books there are still those
-picked before the hold-out, so these rows differ slightly from a `volmargin portfolio` run, which is what
-the README reports for the chosen measure.
+--validation-start and scored on the validation period; the quarters' blocks are cut at
+--holdout-start, not --validation-start, so these rows differ slightly from a `volmargin portfolio` run,
+which is what the README reports for the chosen measure.
 """
 
 from __future__ import annotations

@@ -463,3 +463,67 @@ def test_book_panel_grid_add_ons_are_those_of_each_coefficient(forecasts):
         np.testing.assert_allclose(bp.with_concentration(c).addon, one.addon)
         np.testing.assert_allclose(bp.with_concentration(c).largest_addon, one.largest_addon)
     assert (bp.with_concentration(2.0).addon[bp.alive] > bp.addon[bp.alive]).any()
+
+
+def _adversary_holdings(table: pd.DataFrame, job) -> tuple:
+    """The adversarial books held on each margin date (a (date, book) frame of booleans) and the panel."""
+    from volmargin.risk.job import model_panels
+
+    mp = next(model_panels(table, None, job, progress=False))
+    adversarial = mp.classes == "adversarial"
+    held = pd.DataFrame(mp.bp.alive[:, adversarial], index=mp.bp.dates, columns=np.asarray(mp.names)[adversarial])
+    return mp, held
+
+
+def _held_pairs(held: pd.DataFrame, before: pd.Timestamp) -> set:
+    rows = held[held.index < before]
+    return {(date, name) for name in rows for date in rows.index[rows[name].to_numpy()]}
+
+
+def test_adversarial_books_are_chosen_before_the_dates_they_are_scored_on(forecasts):
+    """Corrupt every forecast and realised return from a block start (less the MPOR) on: the books the
+    adversary holds up to the end of that block must not change, in calibration and in validation."""
+    from volmargin.risk.job import PortfolioJob
+
+    job = PortfolioJob(models=("ewma",), scenarios=ScenarioConfig(lookback=250, min_scenarios=50),
+                       validation_start="2022-06-01", n_random=4, n_baskets=2, n_alts=2, n_candidates=40,
+                       n_adversarial=5)
+    mp, held = _adversary_holdings(forecasts, job)
+    blocks = pf.adversary_blocks(mp.bp.dates, [mp.start])
+    assert mp.start in blocks and held.to_numpy().any()
+    scored = [b for b in blocks if held[held.index >= b].to_numpy().any()]
+    cuts = [scored[1], mp.start]  # a block of the calibration period and the validation start
+    assert cuts[0] < mp.start and held[(held.index >= cuts[0]) & (held.index < mp.start)].to_numpy().any()
+    rng = np.random.default_rng(7)
+    for cut in cuts:
+        end = blocks[blocks > cut][0] if (blocks > cut).any() else mp.bp.dates[-1] + pd.Timedelta(days=1)
+        corrupted = forecasts.copy()
+        late = (corrupted["origin"] >= cut - pd.Timedelta(days=1)).to_numpy()  # horizon 1
+        corrupted.loc[late, "realized_ret"] *= rng.choice([-5.0, 5.0], late.sum())
+        corrupted.loc[late, "variance"] *= rng.lognormal(0, 1, late.sum())
+        mp2, held2 = _adversary_holdings(corrupted, job)
+        base = mp.classes != "adversarial"
+        assert not np.allclose(mp2.bp.loss[:, mp2.classes != "adversarial"], mp.bp.loss[:, base], equal_nan=True)
+        assert _held_pairs(held2, end) == _held_pairs(held, end)
+
+
+def test_adversary_picks_the_smallest_margin_against_the_realised_tail_on_the_window_only():
+    """Two candidates, one margined at a third of the other's level for the same tail: the adversary holds it
+    on the blocks after the windows where it was so; a reversal is seen only by blocks chosen after it."""
+    dates = pd.date_range("2021-01-01", periods=600, tz="UTC")
+    loss = np.random.default_rng(0).standard_normal((len(dates), 2))
+    joint = np.ones((len(dates), 2)) * 3.0
+    joint[:, 0] = 1.0  # book 0 looks cheap against its tail ...
+    turn = np.asarray(dates >= pd.Timestamp("2021-07-01", tz="UTC"))
+    joint[turn, 0], joint[turn, 1] = 3.0, 1.0  # ... until July 2021, then book 1 does
+    bp = dataclasses.replace(_panel(joint, loss, np.zeros(2), (0.0,)), dates=dates)
+    held = pf.adversarial_schedule(bp, 1, pf.adversary_blocks(dates), n=1, min_days=30)
+
+    def block(first: str, last: str) -> np.ndarray:
+        return np.asarray((dates >= pd.Timestamp(first, tz="UTC")) & (dates < pd.Timestamp(last, tz="UTC")))
+
+    assert not held[block("2021-01-01", "2021-04-01")].any()  # no realised history before the first block
+    assert held[block("2021-04-01", "2021-10-01"), 0].all()  # Q3 2021 is chosen on data before the turn
+    assert not held[block("2021-04-01", "2021-10-01"), 1].any()
+    assert held[block("2022-07-01", "2023-01-01"), 1].all()  # chosen on the year after the turn
+    assert not held[block("2022-07-01", "2023-01-01"), 0].any()

@@ -1,9 +1,9 @@
 """`volmargin portfolio`: the portfolio margin job on a backtest run's forecasts and the bars.
 
 Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
-daily margin components of the test population (plus adversarial candidates, of which the adversary keeps
-the worst on the calibration period), the scale, correlation weight and (with `concentrations`) the
-concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+daily margin components of the test population (plus adversarial candidates, of which the adversary
+holds, on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale,
+correlation weight and (with `concentrations`) the concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
 and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
 summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
 """
@@ -127,12 +127,15 @@ class ModelPanel:
     cal_rows: np.ndarray
     start: pd.Timestamp
     last_day: int  # the grid index of the last margin date (the served scenario file's)
+    names: tuple[str, ...] = ()  # the books' names, in the panel's column order
 
 
 def model_panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,
                  population: pf.Population | None = None, progress: bool = True):
     """Per model, its `ModelPanel` (a generator: one model's panel in memory at a time). The generated
-    population gets the adversarial books: of the candidates, the worst on the calibration period."""
+    population gets the adversarial books: on each block of margin dates (quarters, cut at the validation
+    start) the candidates that were worst on the year before it (`pf.adversarial_schedule`), each scored
+    only on the blocks it was picked for, in calibration and validation alike."""
     panels = _panels(forecasts, daily, job)
     assets = panels[0].assets
     generated = population is None
@@ -153,19 +156,20 @@ def model_panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | No
             raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
                               f"{dates[-1].date()}; both periods need dates")
         counter = lambda: _progress(f"{panel.model} margins", progress)  # noqa: E731 - a fresh bar per pass
-        grid = job.concentrations or ()
-        classes = base.classes
-        if generated:  # candidates only on the calibration dates; the adversary keeps the worst of them
-            bp_cal = pf.book_panel(fhs, books, job.policy, adv, cal_days, counter(), grid)
-            picked = pf.select_adversarial(bp_cal.columns(np.arange(len(base.names), len(books.names))),
-                                           np.ones(len(cal_days), bool), job.n_adversarial)
-            keep = np.concatenate([np.arange(len(base.names)), len(base.names) + picked])
-            chosen = books.subset(keep)
-            bp = pf.concat_rows(bp_cal.columns(keep), pf.book_panel(fhs, chosen, job.policy, adv, val_days, counter(), grid))
+        bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter(),
+                           job.concentrations or ())
+        classes, names = base.classes, books.names
+        if generated:  # the adversary's books: candidates it held on some block, scored only where held
+            first = len(base.names)
+            held = pf.adversarial_schedule(bp.columns(np.arange(first, len(books.names))), panel.horizon,
+                                           pf.adversary_blocks(bp.dates, [start]), job.n_adversarial)
+            picked = np.flatnonzero(held.any(0))
+            keep = np.concatenate([np.arange(first), first + picked])
+            bp = bp.columns(keep)
+            bp = dataclasses.replace(bp, alive=np.hstack([bp.alive[:, :first], held[:, picked]]))
             classes = np.concatenate([base.classes, np.full(len(picked), "adversarial", dtype=object)])
-        else:
-            bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter(), grid)
-        yield ModelPanel(fhs, bp, classes, np.arange(len(bp.dates)) < len(cal_days), start, int(days[-1]))
+            names = books.subset(keep).names
+        yield ModelPanel(fhs, bp, classes, np.arange(len(bp.dates)) < len(cal_days), start, int(days[-1]), names)
 
 
 def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob,

@@ -11,9 +11,14 @@ Population classes (`make_population`): random long/short books, all-long and al
 pairs (BTC vs ETH; alts vs BTC) sized as a desk hedges, by the minimum-variance hedge ratio (the beta of
 the position's returns on the hedge's, over the HEDGE_WINDOW days realised by each margin date, so no
 look-ahead: `hedge_ratio`), the same pairs at equal notional as classes of their own (`equal_*`),
-concentrated single-alt books, and adversarial books:
-from random sparse candidates, those whose margin is smallest relative to their realised tail (ES 97.5%
-of realised losses) on the calibration period only (`select_adversarial`). Every book has the same gross
+concentrated single-alt books, and adversarial books, chosen out of sample as an adversary would pick
+them before it trades (`adversarial_schedule`): on each block of margin dates (calendar quarters, cut at
+the validation start) it holds, of 200 random sparse candidates, the ones whose margin was smallest
+relative to their realised tail (ES 97.5% of realised losses; `select_adversarial`) over the
+ADVERSARY_WINDOW days before the block, on margin dates whose MPOR loss was realised before the block
+starts; a book is scored only on the blocks it was picked for, so no adversarial book-day (calibration
+or validation) was seen by its selection. (Before session 9b the books were picked on the whole
+calibration period and scored on it too, so they bound the calibration by construction.) Every book has the same gross
 notional; rates are fractions of it. A book is margined on a date when every asset it holds has a
 forecast and enough scenario dates; a breach is a realised MPOR loss above the initial margin (dates
 without a realised return of a held asset are left out, never filled).
@@ -48,6 +53,10 @@ SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days"
                    "kupiec_p", "kupiec_p_clustered", "design_effect", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
                    "peak_to_trough", "scale", "correlation_weight", "concentration"]
 CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+# the adversary picks its books for each block of margin dates on the realised history of the
+# ADVERSARY_WINDOW days before the block (a year: recent regimes, the same look-back for every block), a
+# candidate needing ADVERSARY_MIN_DAYS realised days there (most alts are forecast from late 2021 only)
+ADVERSARY_WINDOW, ADVERSARY_MIN_DAYS, ADVERSARY_BLOCKS = 365, 60, "QS"
 # concentration coefficients the calibration may choose from (`calibrate_books(concentrations=...)`): the
 # square-root-law add-on charges a book of a few large positions in thin assets more than a diversified
 # one, so a larger coefficient can carry the concentrated books' risk and let the scale fall for the rest
@@ -251,14 +260,6 @@ def _by_date(bp: BookPanel) -> list[str]:
     return [f.name for f in dataclasses.fields(bp) if f.name not in ("model", "dates", "gross", "concentrations")]
 
 
-def concat_rows(first: BookPanel, second: BookPanel) -> BookPanel:
-    """Two panels of the same books (and concentration grid) over consecutive date ranges, as one."""
-    if first.concentrations != second.concentrations:
-        raise ConfigError("panels to join must share their concentration grid")
-    arrays = {name: np.concatenate([getattr(first, name), getattr(second, name)]) for name in _by_date(first)}
-    return dataclasses.replace(first, dates=first.dates.append(second.dates), **arrays)
-
-
 def rolling_adv(daily: Mapping[str, pd.DataFrame], assets: tuple[str, ...], origins: pd.DatetimeIndex,
                 days: int = 30) -> np.ndarray:
     """(T, A) mean daily traded value (close x base volume) over the `days` days up to each origin, NaN
@@ -363,19 +364,43 @@ def isolated_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:
     return np.where(bp.alive, isolated_margin(bp.isolated, bp.addon, policy), np.nan)
 
 
-def select_adversarial(bp: BookPanel, calibration_rows: np.ndarray, n: int = 20, min_days: int = 100) -> np.ndarray:
+def select_adversarial(bp: BookPanel, rows: np.ndarray, n: int = 20, min_days: int = ADVERSARY_MIN_DAYS) -> np.ndarray:
     """Column indices of the `n` candidate books with the smallest mean margin (scale 1, no blend) relative to
-    their realised tail (ES 97.5% of realised losses), both over the calibration rows only."""
-    cal = bp.rows(calibration_rows)
-    ratios = np.full(cal.joint.shape[1], np.inf)
+    their realised tail (ES 97.5% of realised losses), both over the margin dates `rows` (T,) only."""
+    seen_rows = bp.rows(np.asarray(rows, bool))
+    ratios = np.full(seen_rows.joint.shape[1], np.inf)
     for k in range(len(ratios)):
-        seen = cal.alive[:, k] & ~np.isnan(cal.loss[:, k])
+        seen = seen_rows.alive[:, k] & ~np.isnan(seen_rows.loss[:, k])
         if seen.sum() >= min_days:
-            tail = expected_shortfall(cal.loss[seen, k], 0.975)
+            tail = expected_shortfall(seen_rows.loss[seen, k], 0.975)
             if tail > 0:
-                ratios[k] = np.mean(cal.joint[seen, k]) / tail
+                ratios[k] = np.mean(seen_rows.joint[seen, k]) / tail
     ranked = np.argsort(ratios)
     return ranked[np.isfinite(ratios[ranked])][:n]
+
+
+def adversary_blocks(dates: pd.DatetimeIndex, cuts: Iterable[pd.Timestamp] = ()) -> pd.DatetimeIndex:
+    """The first dates of the adversary's blocks: calendar quarter starts within `dates`, the first date, and
+    each of `cuts` (the validation start, so that no block straddles it)."""
+    quarters = pd.date_range(dates[0].normalize(), dates[-1], freq=ADVERSARY_BLOCKS)
+    return pd.DatetimeIndex([dates[0], *quarters, *cuts]).sort_values().unique()
+
+
+def adversarial_schedule(bp: BookPanel, horizon: int, starts: pd.DatetimeIndex, n: int = 20,
+                         window: int = ADVERSARY_WINDOW, min_days: int = ADVERSARY_MIN_DAYS) -> np.ndarray:
+    """(T, P) booleans: the candidates the adversary holds on each margin date of `bp` (the candidates'
+    panel). On the block from each of `starts` to the next it holds `select_adversarial`'s picks over the
+    margin dates of the `window` days before the block whose MPOR loss (`horizon` days) is realised before
+    the block starts, so what a block's books are scored on never entered their choice."""
+    held = np.zeros(bp.alive.shape, dtype=bool)
+    ends = [*starts[1:], bp.dates[-1] + pd.Timedelta(days=1)]
+    for start, end in zip(starts, ends):
+        block = np.asarray((bp.dates >= start) & (bp.dates < end))
+        known = np.asarray((bp.dates >= start - pd.Timedelta(days=window))
+                           & (bp.dates + pd.Timedelta(days=horizon) < start))
+        if block.any() and known.any():
+            held[np.ix_(block, select_adversarial(bp, known, n, min_days))] = True
+    return held & bp.alive
 
 
 def _breaches(bp: BookPanel, margin: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
