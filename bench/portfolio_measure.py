@@ -85,15 +85,16 @@ def run_measure(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Nam
     return pd.concat(frames, ignore_index=True)
 
 
-def choose(table: pd.DataFrame) -> pd.DataFrame:
-    """Per measure, the rule's figures on the hold-out (see the module docstring), best first."""
+def choose(table: pd.DataFrame, key: str = "measure") -> pd.DataFrame:
+    """Per candidate (the values of column `key`: measures, or weight rules in portfolio_weight.py), the
+    rule's figures on the hold-out (see the module docstring), best first."""
     hold = table[(table["period"] == "holdout") & (table["portfolio_class"] != "ALL")]
     rows = []
-    for measure, per in hold.groupby("measure"):
+    for candidate, per in hold.groupby(key):
         worst = per.groupby("model")["breach_rate"].max()
         margin = table[(table["period"] == "holdout") & (table["portfolio_class"] == "ALL")
-                       & (table["measure"] == measure)]["avg_margin"].mean()
-        rows.append({"measure": measure, "eligible": bool((worst <= CAP).all()),
+                       & (table[key] == candidate)]["avg_margin"].mean()
+        rows.append({key: candidate, "eligible": bool((worst <= CAP).all()),
                      "worst_class": float(worst.max()),
                      "clustered_pass": int((per["kupiec_p_clustered"] > ALPHA).sum()),
                      "classes": len(per), "holdout_avg_margin": float(margin)})
