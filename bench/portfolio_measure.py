@@ -58,7 +58,7 @@ def scored(mp, policy, target: float, fit: np.ndarray, score: np.ndarray, period
     """Calibrate on the `fit` rows, summarise the `score` rows; the summary tagged with the period."""
     from volmargin.risk import portfolio as pf
 
-    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target)
+    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target, grid=pf.CORRELATION_GRID)
     summary = pf.summarise(mp.bp, mp.classes, score, cal.policy, target, mp.fhs.panel.horizon)
     return summary.assign(period=period, measure=policy.measure, feasible=cal.feasible)
 
