@@ -2,8 +2,10 @@
 
 Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
 daily margin components of the test population (plus adversarial candidates, of which the adversary
-holds, on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale,
-correlation weight and (with `concentrations`) the concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+holds, on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale (with the
+correlation weight fixed, or chosen from `correlation_weights`) and (with `concentrations`) the
+concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the
+summary per class on the dates from it, the stress events replayed,
 and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
 summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
 """
