@@ -58,7 +58,7 @@ def scored(mp, policy, target: float, fit: np.ndarray, score: np.ndarray, period
     """Calibrate on the `fit` rows, summarise the `score` rows; the summary tagged with the period."""
     from volmargin.risk import portfolio as pf
 
-    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target)
+    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target, grid=pf.CORRELATION_GRID)
     summary = pf.summarise(mp.bp, mp.classes, score, cal.policy, target, mp.fhs.panel.horizon)
     return summary.assign(period=period, measure=policy.measure, feasible=cal.feasible)
 
@@ -85,15 +85,16 @@ def run_measure(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Nam
     return pd.concat(frames, ignore_index=True)
 
 
-def choose(table: pd.DataFrame) -> pd.DataFrame:
-    """Per measure, the rule's figures on the hold-out (see the module docstring), best first."""
+def choose(table: pd.DataFrame, key: str = "measure") -> pd.DataFrame:
+    """Per candidate (the values of column `key`: measures, or weight rules in portfolio_weight.py), the
+    rule's figures on the hold-out (see the module docstring), best first."""
     hold = table[(table["period"] == "holdout") & (table["portfolio_class"] != "ALL")]
     rows = []
-    for measure, per in hold.groupby("measure"):
+    for candidate, per in hold.groupby(key):
         worst = per.groupby("model")["breach_rate"].max()
         margin = table[(table["period"] == "holdout") & (table["portfolio_class"] == "ALL")
-                       & (table["measure"] == measure)]["avg_margin"].mean()
-        rows.append({"measure": measure, "eligible": bool((worst <= CAP).all()),
+                       & (table[key] == candidate)]["avg_margin"].mean()
+        rows.append({key: candidate, "eligible": bool((worst <= CAP).all()),
                      "worst_class": float(worst.max()),
                      "clustered_pass": int((per["kupiec_p_clustered"] > ALPHA).sum()),
                      "classes": len(per), "holdout_avg_margin": float(margin)})

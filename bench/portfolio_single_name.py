@@ -73,7 +73,7 @@ def main() -> None:
         results = []
         for k in grid:
             bp_k = with_single_name(mp.bp, k)
-            cal = pf.calibrate_books(bp_k, mp.classes, rows, job.policy, job.target)
+            cal = pf.calibrate_books(bp_k, mp.classes, rows, job.policy, job.target, grid=pf.CORRELATION_GRID)
             chosen = cal.table[(cal.table["scale"] == cal.policy.scale)
                                & (cal.table["correlation_weight"] == cal.policy.correlation_weight)].iloc[0]
             results.append((k, cal, bp_k, chosen["calibration_avg_margin"]))

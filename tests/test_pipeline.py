@@ -26,7 +26,7 @@ learned:
 backtest: {{baselines: [ewma, har], learned_refit_every: 150}}
 calibration: {{end: 2022-06-30, recalibrate: null}}
 simulation: {{enabled: true, accounts: 100, bootstrap_paths: 1, every: YS}}
-portfolio: {{concentrations: [0, 0.5]}}
+portfolio: {{concentrations: [0, 0.5], correlation_weights: [0, 0.25]}}
 tracking: {{registered_model: tiny}}
 models_root: {root}/models
 output: {root}/run
@@ -56,7 +56,8 @@ def test_run_writes_every_output_and_records_every_stage(finished):
                  "portfolio/summary.csv", "simulation/summary.csv", "simulation/stress.csv"):
         assert (out / name).is_file(), name
     assert set(pd.read_parquet(out / "forecasts.parquet")["model"]) == {"ewma", "har", "nn", "gbm"}
-    assert set(pd.read_csv(out / "portfolio" / "calibration.csv")["concentration"]) == {0.0, 0.5}
+    calibration = pd.read_csv(out / "portfolio" / "calibration.csv")
+    assert set(calibration["concentration"]) == {0.0, 0.5} and set(calibration["correlation_weight"]) == {0.0, 0.25}
     bundle = Path(record["bundle"]["path"])
     assert bundle.parent.name == f"tiny-{record['champion']}" and (bundle / "model.onnx").is_file()
     assert Path(record["bundle"]["calibration_set"]).is_file()

@@ -144,7 +144,7 @@ def test_hedged_pairs_are_sized_by_the_ratio_and_equal_pairs_kept(forecasts):
     assert not early.alive[:, hedged].any() and early.alive[:, pop.classes == "equal_btc_eth"].all()
 
 
-@pytest.mark.parametrize("measure", [PortfolioPolicy().measure, "es975"])
+@pytest.mark.parametrize("measure", [PortfolioPolicy().measure, "var99"])
 def test_calibration_meets_the_target_on_its_period(forecasts, measure):
     fhs = _fhs(forecasts)
     pop = _population()
@@ -228,12 +228,16 @@ def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path,
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # a progress line per margin date in a log file ...
     assert main([*args, "--quiet"]) == 0
     assert "margins:" not in capsys.readouterr().err  # ... but none with --quiet
-    assert main([*args, "--concentration-grid", "0,1"]) == 0
+    # by default w is fixed at the weight chosen on the hold-out, only the scale is calibrated
+    assert set(pd.read_csv(out / "calibration.csv")["correlation_weight"]) == set(pf.CALIBRATION_WEIGHTS)
+    assert set(pd.read_csv(out / "summary.csv")["correlation_weight"]) == set(pf.CALIBRATION_WEIGHTS)
+    assert main([*args, "--concentration-grid", "0,1", "--correlation-grid", "auto"]) == 0
     assert "gjr margins:" in capsys.readouterr().err
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["concentration"]) <= {0.0, 1.0}
     calibration = pd.read_csv(out / "calibration.csv")
     assert set(calibration["concentration"]) == {0.0, 1.0} and calibration["chosen"].sum() == 2  # one per model
+    assert set(calibration["correlation_weight"]) == set(pf.CORRELATION_GRID)
     required = ["portfolio_class", "model", "portfolios", "days", "breach_rate", "avg_margin", "avg_isolated_margin"]
     assert set(required) <= set(summary.columns)
     assert {"adversarial", "hedged_btc_eth", "hedged_alt_btc"} <= set(summary["portfolio_class"])
@@ -276,6 +280,17 @@ def test_cli_concentration_grid_must_be_non_negative_numbers(tmp_path, capsys):
 
     with pytest.raises(ConfigError, match="non-negative numbers"):  # the `volmargin run` config path
         PortfolioJob(concentrations=(0.5, -1.0))
+
+
+@pytest.mark.parametrize("weights", ["0,1.5", "-0.1", "nan", "x"])
+def test_cli_correlation_grid_must_be_weights_in_0_1(tmp_path, capsys, weights):
+    with pytest.raises(SystemExit) as exit_:
+        main(["portfolio", "--run", str(tmp_path), "--out", str(tmp_path / "out"), "--correlation-grid", weights])
+    assert exit_.value.code == 2 and "in [0, 1]" in capsys.readouterr().err
+    from volmargin.risk.job import PortfolioJob
+
+    with pytest.raises(ConfigError, match=r"in \[0, 1\]"):  # the `volmargin run` config path
+        PortfolioJob(correlation_weights=(0.1, 1.5))
 
 
 def test_portfolio_serving_needs_no_training_stack(forecasts, tmp_path):
@@ -410,7 +425,8 @@ def test_concentration_is_calibrated_when_it_carries_the_binding_class():
     bp = _panel(joint, loss, per_unit, grid)
     rows = np.arange(t) < 1000
     fixed = pf.calibrate_books(bp, classes, rows, PortfolioPolicy(), target=0.01)
-    joint_cal = pf.calibrate_books(bp, classes, rows, PortfolioPolicy(), target=0.01, concentrations=grid)
+    joint_cal = pf.calibrate_books(bp, classes, rows, PortfolioPolicy(), target=0.01, concentrations=grid,
+                                   grid=pf.CORRELATION_GRID)
     assert fixed.feasible and joint_cal.feasible
     assert set(zip(joint_cal.table["concentration"], joint_cal.table["correlation_weight"])) == \
         {(c, w) for c in grid for w in pf.CORRELATION_GRID}

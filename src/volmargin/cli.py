@@ -75,6 +75,21 @@ def _policy_items(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc
 
 
+def _weights(text: str) -> tuple[float, ...]:
+    """Correlation weights in [0, 1], comma-separated, or 'auto' (volmargin.risk.portfolio.CORRELATION_GRID)."""
+    if text.strip() == "auto":
+        from volmargin.risk.portfolio import CORRELATION_GRID
+
+        return CORRELATION_GRID
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected weights W1,W2,... in [0, 1] or auto, got {text!r}")
+    return values
+
+
 def _coefficients(text: str) -> tuple[float, ...]:
     """Non-negative numbers, comma-separated, or 'auto' (volmargin.risk.portfolio.CONCENTRATION_GRID)."""
     if text.strip() == "auto":
@@ -218,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="calibrate the concentration add-on's coefficient jointly with the scale and the "
                            "correlation weight, over these values (auto: 0,0.25,0.5,1,2,4,8); default: the "
                            "policy's concentration, fixed")
+    portfolio.add_argument("--correlation-grid", type=_weights, default=None, metavar="W1,W2,...|auto",
+                           help="calibrate the correlation weight with the scale over these values, the cheapest "
+                           "feasible pair (auto: 0,0.1,0.25,0.5,0.75,1, the rule before session 9c); default: "
+                           "w fixed at 0.1, chosen on a hold-out (volmargin.risk.portfolio.CALIBRATION_WEIGHTS)")
     portfolio.add_argument("--scenarios", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                            help="e.g. lookback=2500 (null: all history),proxy=median|peer:ASSET,stress_days=60")
     portfolio.add_argument("--population", type=_policy_items, default={}, metavar="KEY=VALUE,...",
@@ -617,7 +636,9 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
         job = PortfolioJob(models=tuple(m for m in args.models.split(",") if m) if args.models else None,
                            scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
                            validation_start=args.validation_start, target=args.target,
-                           concentrations=args.concentration_grid, **args.population)
+                           concentrations=args.concentration_grid,
+                           **({"correlation_weights": args.correlation_grid} if args.correlation_grid else {}),
+                           **args.population)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"portfolio options: {exc}") from exc
     population = None

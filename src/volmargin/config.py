@@ -105,6 +105,7 @@ class PortfolioSection:
     validation_start: str | None = None  # default: the day after calibration.end
     policy: dict[str, Any] = field(default_factory=dict)  # volmargin_serving.portfolio.PortfolioPolicy fields
     concentrations: tuple[float, ...] | None = None  # concentration coefficients to calibrate (None: policy's)
+    correlation_weights: tuple[float, ...] | None = None  # weights w to calibrate (None: portfolio.CALIBRATION_WEIGHTS)
     scenarios: dict[str, Any] = field(default_factory=dict)  # volmargin.risk.scenarios.ScenarioConfig fields
     population: dict[str, Any] = field(default_factory=lambda: {"n_random": 20, "n_baskets": 5, "n_alts": 4,
                                                                 "n_candidates": 50, "n_adversarial": 10})

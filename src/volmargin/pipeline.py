@@ -167,7 +167,9 @@ def stage_portfolio(run: Run) -> None:
                                              + pd.Timedelta(days=1)).date())
     job = PortfolioJob(models=models, scenarios=ScenarioConfig(**section.scenarios),
                        policy=PortfolioPolicy(**section.policy), validation_start=start,
-                       concentrations=section.concentrations, **section.population)
+                       concentrations=section.concentrations,
+                       **({"correlation_weights": tuple(section.correlation_weights)} if section.correlation_weights else {}),
+                       **section.population)
     summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio", progress=run.progress)["summary"]
     pooled = summary[summary["portfolio_class"] == "ALL"]
     run.record["portfolio"] = {"models": list(models), "validation_start": start}

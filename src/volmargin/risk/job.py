@@ -2,8 +2,10 @@
 
 Per model (every model of the forecasts and, with bars, the PAIRS filter `ewma97`): FHS scenarios, the
 daily margin components of the test population (plus adversarial candidates, of which the adversary
-holds, on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale,
-correlation weight and (with `concentrations`) the concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the summary per class on the dates from it, the stress events replayed,
+holds, on each quarter, the worst on the year before it: `pf.adversarial_schedule`), the scale (with the
+correlation weight fixed, or chosen from `correlation_weights`) and (with `concentrations`) the
+concentration add-on's coefficient calibrated on the margin dates before `validation_start`, then the
+summary per class on the dates from it, the stress events replayed,
 and the scenario file of the last margin date for serving. Writes (atomically) in OUT:
 summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-<model>.npz.
 """
@@ -39,6 +41,9 @@ class PortfolioJob:
     # concentration coefficients to calibrate jointly with the scale and the weight (e.g.
     # `portfolio.CONCENTRATION_GRID`); None: the policy's coefficient, fixed
     concentrations: tuple[float, ...] | None = None
+    # correlation weights w to calibrate with the scale (the cheapest feasible pair wins); default: w fixed
+    # at the one chosen on a hold-out (`portfolio.CALIBRATION_WEIGHTS`)
+    correlation_weights: tuple[float, ...] = pf.CALIBRATION_WEIGHTS
     validation_start: str | None = None  # None: the middle margin date, rounded to a month start
     target: float = 0.01
     gross: float = 1e6
@@ -54,6 +59,8 @@ class PortfolioJob:
         if self.concentrations is not None and not (
                 self.concentrations and all(np.isfinite(c) and c >= 0 for c in self.concentrations)):
             raise ConfigError(f"portfolio concentrations: expected non-negative numbers, got {self.concentrations!r}")
+        if not (self.correlation_weights and all(0 <= w <= 1 for w in self.correlation_weights)):
+            raise ConfigError(f"portfolio correlation weights: expected numbers in [0, 1], got {self.correlation_weights!r}")
 
 
 def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
@@ -185,7 +192,8 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
         # the generated population's base books (the adversarial ones are picked per model), or the spec's
         books = len(population.names) if population is not None else int((classes != "adversarial").sum())
         val_rows = ~cal_rows
-        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target, concentrations=job.concentrations)
+        cal = pf.calibrate_books(bp, classes, cal_rows, job.policy, job.target, grid=job.correlation_weights,
+                                 concentrations=job.concentrations)
         calibrations.append(cal.table.assign(model=panel.model, chosen=lambda t: (t["scale"] == cal.policy.scale)
                                              & (t["correlation_weight"] == cal.policy.correlation_weight)
                                              & (t["concentration"] == cal.policy.concentration)))

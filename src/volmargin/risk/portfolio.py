@@ -52,7 +52,11 @@ HEDGE_WINDOW, HEDGE_MIN_DAYS, HEDGE_BOUNDS = 90, 60, (0.2, 5.0)
 SUMMARY_COLUMNS = ["portfolio_class", "model", "portfolios", "days", "book_days", "breaches", "breach_rate",
                    "kupiec_p", "kupiec_p_clustered", "design_effect", "kupiec_p_book_median", "christoffersen_p", "avg_margin", "avg_isolated_margin", "offset", "max_increase_5d",
                    "peak_to_trough", "scale", "correlation_weight", "concentration"]
-CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+# the correlation weights w the calibration chooses from: w fixed at 0.1, only the scale calibrated, chosen
+# with the measure es975 on a hold-out inside the calibration period over the cheapest feasible (scale, w)
+# of CORRELATION_GRID (the rule before session 9c) and w fixed at 0, 0.25 or 0.5 (bench/portfolio_weight.py)
+CALIBRATION_WEIGHTS = (0.1,)
+CORRELATION_GRID = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)  # `--correlation-grid auto`: the cheapest w of these
 # the adversary picks its books for each block of margin dates on the realised history of the
 # ADVERSARY_WINDOW days before the block (a year: recent regimes, the same look-back for every block), a
 # candidate needing ADVERSARY_MIN_DAYS realised days there (most alts are forecast from late 2021 only)
@@ -417,7 +421,7 @@ class Calibration:
 
 
 def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
-                    target: float = 0.01, class_cap: float | None = None, grid: Iterable[float] = CORRELATION_GRID,
+                    target: float = 0.01, class_cap: float | None = None, grid: Iterable[float] = CALIBRATION_WEIGHTS,
                     bounds: tuple[float, float] = (0.1, 20.0), tolerance: float = 1e-3,
                     concentrations: Iterable[float] | None = None) -> Calibration:
     """The (scale, correlation weight, concentration coefficient) with the smallest average margin rate such
