@@ -153,6 +153,7 @@ def stage_calibrate(run: Run) -> None:
 
 def stage_portfolio(run: Run) -> None:
     from volmargin.risk.job import PortfolioJob, run_portfolio
+    from volmargin.risk.portfolio import CALIBRATION_WEIGHTS
     from volmargin.risk.scenarios import ScenarioConfig
     from volmargin_serving.portfolio import PortfolioPolicy
 
@@ -168,7 +169,7 @@ def stage_portfolio(run: Run) -> None:
     job = PortfolioJob(models=models, scenarios=ScenarioConfig(**section.scenarios),
                        policy=PortfolioPolicy(**section.policy), validation_start=start,
                        concentrations=section.concentrations,
-                       **({"correlation_weights": tuple(section.correlation_weights)} if section.correlation_weights else {}),
+                       correlation_weights=tuple(section.correlation_weights or CALIBRATION_WEIGHTS),
                        **section.population)
     summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio", progress=run.progress)["summary"]
     pooled = summary[summary["portfolio_class"] == "ALL"]
