@@ -104,25 +104,27 @@ def choose(table: pd.DataFrame, key: str = "measure") -> pd.DataFrame:
     return ranked.sort_values(["considered", "clustered_pass", "holdout_avg_margin"], ascending=[False, False, True])
 
 
-def report(out: Path) -> None:
-    files = sorted(out.glob("measure-*.csv"))
+def report(out: Path, pattern: str = "measure-*.csv", key: str = "measure") -> None:
+    """Print the hold-out and validation tables of the candidates in column `key` (measures here, weight
+    rules in portfolio_weight.py) and the rule's ranking on the hold-out."""
+    files = sorted(out.glob(pattern))
     if not files:
-        sys.exit(f"{out}: no measure-*.csv (run with --run first)")
+        sys.exit(f"{out}: no {pattern} (run with --run first)")
     table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     pd.set_option("display.width", 220)
     for period in ("holdout", "validation"):
         part = table[table["period"] == period]
         print(f"\n{period}: breach rate / clustered Kupiec p per class")
         wide = part.assign(cell=[f"{b:.2%} p{p:.2f}" for b, p in zip(part["breach_rate"], part["kupiec_p_clustered"])])
-        print(wide.pivot_table(index=["measure", "model"], columns="portfolio_class", values="cell",
+        print(wide.pivot_table(index=[key, "model"], columns="portfolio_class", values="cell",
                                aggfunc="first").to_string())
-        print(part[part["portfolio_class"] == "ALL"][["measure", "model", "scale", "correlation_weight",
+        print(part[part["portfolio_class"] == "ALL"][[key, "model", "scale", "correlation_weight",
                                                        "breach_rate", "avg_margin", "feasible"]]
               .to_string(index=False, float_format="%.4f"))
-    ranked = choose(table)
-    print("\nrule on the hold-out (most classes with clustered Kupiec p > 0.05, worst class <= 1.5%, then least margin):")
+    ranked = choose(table, key)
+    print("\nrule on the hold-out (worst class <= 1.5%, most classes with clustered Kupiec p > 0.05, then least margin):")
     print(ranked.to_string(index=False, float_format="%.4f"))
-    print(f"chosen: {ranked['measure'].iloc[0]}")
+    print(f"chosen: {ranked[key].iloc[0]}")
 
 
 def main() -> None:

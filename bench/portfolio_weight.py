@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from portfolio_measure import choose, load_inputs  # noqa: E402
+import portfolio_measure  # noqa: E402
+from portfolio_measure import load_inputs  # noqa: E402
 
 # rule name -> the correlation weights the calibration may choose from (the scale is always calibrated)
 RULES: dict[str, tuple[float, ...]] = {"cheapest": (0.0, 0.1, 0.25, 0.5, 0.75, 1.0), "w=0": (0.0,),
@@ -85,24 +86,7 @@ def run_rules(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Names
 
 
 def report(out: Path) -> None:
-    files = sorted(out.glob("weights-*.csv"))
-    if not files:
-        sys.exit(f"{out}: no weights-*.csv (run with --run first)")
-    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
-    pd.set_option("display.width", 240)
-    for period in ("holdout", "validation"):
-        part = table[table["period"] == period]
-        print(f"\n{period}: breach rate / clustered Kupiec p per class")
-        wide = part.assign(cell=[f"{b:.2%} p{p:.2f}" for b, p in zip(part["breach_rate"], part["kupiec_p_clustered"])])
-        print(wide.pivot_table(index=["candidate", "model"], columns="portfolio_class", values="cell",
-                               aggfunc="first").to_string())
-        print(part[part["portfolio_class"] == "ALL"][["candidate", "model", "scale", "correlation_weight",
-                                                       "breach_rate", "avg_margin", "feasible"]]
-              .to_string(index=False, float_format="%.4f"))
-    ranked = choose(table, "candidate")
-    print("\nrule on the hold-out (worst class <= 1.5%, most classes with clustered Kupiec p > 0.05, then least margin):")
-    print(ranked.to_string(index=False, float_format="%.4f"))
-    print(f"chosen: {ranked['candidate'].iloc[0]}")
+    portfolio_measure.report(out, "weights-*.csv", "candidate")
 
 
 def main() -> None:
