@@ -127,12 +127,14 @@ def report(out: Path, pattern: str = "measure-*.csv", key: str = "measure") -> N
     print(f"chosen: {ranked[key].iloc[0]}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_main(doc: str, measures: str, run_one, stem: str, key: str) -> None:
+    """The command line of a hold-out choice: `run_one(measure, forecasts, daily, args)` per measure, written
+    to OUT/<stem>-<measure>.csv, then the tables and the rule's choice among the values of column `key`."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", nargs="+", default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--alts", action="store_true", help="add the 100 alts of ../shared/data/alts")
-    parser.add_argument("--measures", default="var99,es975,es99,var995")
+    parser.add_argument("--measures", default=measures)
     parser.add_argument("--models", default="ewma,har,ewma97")
     parser.add_argument("--holdout-start", default="2021-04-01")
     parser.add_argument("--validation-start", default="2022-04-01")
@@ -143,10 +145,10 @@ def main() -> None:
         forecasts, daily = load_inputs(args.run, args.alts)
         args.out.mkdir(parents=True, exist_ok=True)
         for measure in args.measures.split(","):
-            run_measure(measure, forecasts, daily, args).to_csv(args.out / f"measure-{measure}.csv", index=False)
+            run_one(measure, forecasts, daily, args).to_csv(args.out / f"{stem}-{measure}.csv", index=False)
         print(f"CPU {time.process_time() - began:.0f} s")
-    report(args.out)
+    report(args.out, f"{stem}-*.csv", key)
 
 
 if __name__ == "__main__":
-    main()
+    bench_main(__doc__, "var99,es975,es99,var995", run_measure, "measure", "measure")

@@ -44,7 +44,6 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import portfolio_measure  # noqa: E402
-from portfolio_measure import load_inputs  # noqa: E402
 
 # rule name -> the correlation weights the calibration may choose from (the scale is always calibrated)
 RULES: dict[str, tuple[float, ...]] = {"cheapest": (0.0, 0.1, 0.25, 0.5, 0.75, 1.0), "w=0": (0.0,),
@@ -85,30 +84,5 @@ def run_rules(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Names
     return table.assign(measure=measure, candidate=measure + " " + table["rule"])
 
 
-def report(out: Path) -> None:
-    portfolio_measure.report(out, "weights-*.csv", "candidate")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", nargs="+", default=None)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--alts", action="store_true", help="add the 100 alts of ../shared/data/alts")
-    parser.add_argument("--measures", default="var99")
-    parser.add_argument("--models", default="ewma,har,ewma97")
-    parser.add_argument("--holdout-start", default="2021-04-01")
-    parser.add_argument("--validation-start", default="2022-04-01")
-    parser.add_argument("--policy", default="concentration=0.5")
-    args = parser.parse_args()
-    if args.run:
-        began = time.process_time()
-        forecasts, daily = load_inputs(args.run, args.alts)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for measure in args.measures.split(","):
-            run_rules(measure, forecasts, daily, args).to_csv(args.out / f"weights-{measure}.csv", index=False)
-        print(f"CPU {time.process_time() - began:.0f} s")
-    report(args.out)
-
-
 if __name__ == "__main__":
-    main()
+    portfolio_measure.bench_main(__doc__, "var99", run_rules, "weights", "candidate")
