@@ -54,16 +54,20 @@ def load_inputs(runs: list[str], alts: bool):
     return forecasts, daily_panel(load_data(files))
 
 
-def scored(mp, policy, target: float, fit: np.ndarray, score: np.ndarray, period: str):
-    """Calibrate on the `fit` rows, summarise the `score` rows; the summary tagged with the period."""
+def scored(mp, policy, target: float, grid: tuple[float, ...], fit: np.ndarray, score: np.ndarray,
+           period: str) -> pd.DataFrame:
+    """Calibrate on the `fit` rows over the weights `grid`, summarise the `score` rows, tagged with the period."""
     from volmargin.risk import portfolio as pf
 
-    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target, grid=pf.CORRELATION_GRID)
+    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target, grid=grid)
     summary = pf.summarise(mp.bp, mp.classes, score, cal.policy, target, mp.fhs.panel.horizon)
     return summary.assign(period=period, measure=policy.measure, feasible=cal.feasible)
 
 
-def run_measure(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Namespace) -> pd.DataFrame:
+def run_rules(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Namespace,
+              rules: dict[str, tuple[float, ...]]) -> pd.DataFrame:
+    """Per model and weight rule (name -> the weights the calibration may choose from), calibrated before the
+    hold-out and scored on it, and calibrated before the validation start and scored after it."""
     from volmargin.cli import _policy_items
     from volmargin.risk.job import PortfolioJob, model_panels
     from volmargin_serving.portfolio import PortfolioPolicy
@@ -79,10 +83,19 @@ def run_measure(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Nam
         hold = np.asarray((mp.bp.dates >= holdout) & (realised < validation))
         before_validation = np.asarray(realised < validation)
         after = np.asarray(mp.bp.dates >= validation)
-        frames.append(scored(mp, policy, job.target, fit, hold, "holdout"))
-        frames.append(scored(mp, policy, job.target, before_validation, after, "validation"))
+        for rule, grid in rules.items():
+            for period, rows, score in (("holdout", fit, hold), ("validation", before_validation, after)):
+                frames.append(scored(mp, policy, job.target, grid, rows, score, period).assign(rule=rule))
         print(f"{measure} {mp.fhs.panel.model}: done at {time.strftime('%H:%M:%S')}", flush=True)
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    return table.assign(candidate=measure + " " + table["rule"])
+
+
+def run_measure(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Namespace) -> pd.DataFrame:
+    """The measure with the calibration choosing the cheapest feasible (scale, w) of the full weight grid."""
+    from volmargin.risk import portfolio as pf
+
+    return run_rules(measure, forecasts, daily, args, {"cheapest": pf.CORRELATION_GRID})
 
 
 def choose(table: pd.DataFrame, key: str = "measure") -> pd.DataFrame:

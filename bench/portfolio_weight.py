@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,38 +48,8 @@ RULES: dict[str, tuple[float, ...]] = {"cheapest": (0.0, 0.1, 0.25, 0.5, 0.75, 1
                                        "w=0.1": (0.1,), "w=0.25": (0.25,), "w=0.5": (0.5,)}
 
 
-def scored(mp, policy, target: float, grid: tuple[float, ...], fit: np.ndarray, score: np.ndarray,
-           period: str) -> pd.DataFrame:
-    """Calibrate on the `fit` rows over the weights `grid`, summarise the `score` rows, tagged with the period."""
-    from volmargin.risk import portfolio as pf
-
-    cal = pf.calibrate_books(mp.bp, mp.classes, fit, policy, target, grid=grid)
-    summary = pf.summarise(mp.bp, mp.classes, score, cal.policy, target, mp.fhs.panel.horizon)
-    return summary.assign(period=period, feasible=cal.feasible)
-
-
 def run_rules(measure: str, forecasts: pd.DataFrame, daily, args: argparse.Namespace) -> pd.DataFrame:
-    from volmargin.cli import _policy_items
-    from volmargin.risk.job import PortfolioJob, model_panels
-    from volmargin_serving.portfolio import PortfolioPolicy
-
-    policy = PortfolioPolicy(**{**_policy_items(args.policy), "measure": measure})
-    job = PortfolioJob(models=tuple(args.models.split(",")), policy=policy, validation_start=args.holdout_start)
-    holdout = pd.Timestamp(args.holdout_start, tz="UTC")
-    validation = pd.Timestamp(args.validation_start, tz="UTC")
-    frames = []
-    for mp in model_panels(forecasts, daily, job, progress=False):
-        realised = mp.bp.dates + pd.Timedelta(days=mp.fhs.panel.horizon)
-        fit = np.asarray(realised < holdout)  # = mp.cal_rows
-        hold = np.asarray((mp.bp.dates >= holdout) & (realised < validation))
-        before_validation = np.asarray(realised < validation)
-        after = np.asarray(mp.bp.dates >= validation)
-        for rule, grid in RULES.items():
-            for period, rows, score in (("holdout", fit, hold), ("validation", before_validation, after)):
-                frames.append(scored(mp, policy, job.target, grid, rows, score, period).assign(rule=rule))
-        print(f"{measure} {mp.fhs.panel.model}: done at {time.strftime('%H:%M:%S')}", flush=True)
-    table = pd.concat(frames, ignore_index=True)
-    return table.assign(measure=measure, candidate=measure + " " + table["rule"])
+    return portfolio_measure.run_rules(measure, forecasts, daily, args, RULES)
 
 
 if __name__ == "__main__":
