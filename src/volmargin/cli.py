@@ -75,34 +75,30 @@ def _policy_items(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc
 
 
-def _weights(text: str) -> tuple[float, ...]:
-    """Correlation weights in [0, 1], comma-separated, or 'auto' (volmargin.risk.portfolio.CORRELATION_GRID)."""
+def _grid_values(text: str, auto: str, valid, expected: str) -> tuple[float, ...]:
+    """Comma-separated numbers that pass `valid`, or 'auto': the grid `auto` of volmargin.risk.portfolio."""
     if text.strip() == "auto":
-        from volmargin.risk.portfolio import CORRELATION_GRID
+        from volmargin.risk import portfolio
 
-        return CORRELATION_GRID
+        return getattr(portfolio, auto)
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         values = ()
-    if not values or not all(0 <= v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected weights W1,W2,... in [0, 1] or auto, got {text!r}")
+    if not values or not all(valid(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected {expected} or auto, got {text!r}")
     return values
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    """Correlation weights in [0, 1], comma-separated, or 'auto' (CORRELATION_GRID)."""
+    return _grid_values(text, "CORRELATION_GRID", lambda v: 0 <= v <= 1, "weights W1,W2,... in [0, 1]")
 
 
 def _coefficients(text: str) -> tuple[float, ...]:
-    """Non-negative numbers, comma-separated, or 'auto' (volmargin.risk.portfolio.CONCENTRATION_GRID)."""
-    if text.strip() == "auto":
-        from volmargin.risk.portfolio import CONCENTRATION_GRID
-
-        return CONCENTRATION_GRID
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers C1,C2,... or auto, got {text!r}")
-    return values
+    """Non-negative numbers, comma-separated, or 'auto' (CONCENTRATION_GRID)."""
+    return _grid_values(text, "CONCENTRATION_GRID", lambda v: math.isfinite(v) and v >= 0,
+                        "non-negative numbers C1,C2,...")
 
 
 def _add_dask_args(parser: argparse.ArgumentParser, unit: str) -> None:
