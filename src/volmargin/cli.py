@@ -266,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "wider forecast ranges leave fewer losses between points with more)")
     options.add_argument("--spacing", type=float, default=None, metavar="FRACTION",
                          help="lattice autocalibrated grids: a price point every FRACTION (e.g. 0.04, Deribit's) out "
-                         "to each range rounded up, so a wider range never lowers a margin (the scales are still bisected on the "
-                         "even grid of --steps; the lattice adds points on top)")
+                         "to each range rounded up, so a wider range never lowers a margin (the scales are still "
+                         "bisected on the even grid of --steps; the lattice adds points on top)")
     options.add_argument("--keep-vol", action="store_true",
                          help="keep the static grid's vol shocks (up 50%%, down 25%%) as extra vol states of the "
                          "autocalibrated grids: with --spacing 0.04 and ranges >= 16%% no margin is below static's")
@@ -612,7 +612,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_portfolio(args: argparse.Namespace) -> int:
     from volmargin.risk.job import PortfolioJob, run_portfolio
-    from volmargin.risk.portfolio import read_population
+    from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
     from volmargin.risk.scenarios import ScenarioConfig
     from volmargin_serving.portfolio import PortfolioPolicy
 
@@ -633,7 +633,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
                            scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
                            validation_start=args.validation_start, target=args.target,
                            concentrations=args.concentration_grid,
-                           **({"correlation_weights": args.correlation_grid} if args.correlation_grid else {}),
+                           correlation_weights=args.correlation_grid or CALIBRATION_WEIGHTS,
                            **args.population)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"portfolio options: {exc}") from exc
