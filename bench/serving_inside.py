@@ -10,7 +10,8 @@ no input or output conversion) in four settings, then the update itself:
 - the fixed window, each call after one update's Python work (the update with its model call left out):
   that work evicts the graph's data and code from the caches, and the graph evicts the update's;
 - cycling windows after the Python work: both at once, as inside an update;
-- the model timed inside the update, and the whole update.
+- the model timed inside the update, the update without its model call (its Python alone), and the whole
+  update: whole minus Python is what the model adds to an update.
 Each setting runs `block` calls in turn with the others, `rounds` times, on the thread's CPU clock, so
 load swings on a shared machine hit all settings alike.
 """
@@ -57,7 +58,7 @@ def main() -> None:
 
     settings = ("fixed window", "cycling windows", "fixed window after the update's Python",
                 "cycling windows after the update's Python")
-    times: dict[str, list[int]] = {name: [] for name in (*settings, "whole update")}
+    times: dict[str, list[int]] = {name: [] for name in (*settings, "update without its model call", "whole update")}
     calls = 0
     for _ in range(args.rounds):
         for name in settings:
@@ -75,12 +76,17 @@ def main() -> None:
         state._model = model
         for _ in range(args.block):
             began = CLOCK()
+            python_work()
+            times["update without its model call"].append(CLOCK() - began)
+        for _ in range(args.block):
+            began = CLOCK()
             update()
             times["whole update"].append(CLOCK() - began)
     print(f"bundle {args.bundle} ({runtime.manifest['model']['kind']}, window {window}), one intra-op thread, "
           f"CPU clock, {args.rounds} rounds of {args.block} calls per setting")
     rows = [(f"bound graph, {name}", times[name]) for name in settings]
-    rows += [("bound graph, timed inside the update", inside), ("whole update", times["whole update"])]
+    rows += [("bound graph, timed inside the update", inside),
+             *((name, times[name]) for name in ("update without its model call", "whole update"))]
     width = max(len(label) for label, _ in rows)
     for label, spent in rows:
         p50, p99 = np.percentile(np.array(spent) / 1e3, [50, 99])
