@@ -197,6 +197,7 @@ def test_neural_warm_refit_and_short_history(panel):
     """Later fits warm-start (few epochs); an origin with fewer rows than the window still gets a
     finite forecast from its zero-padded window."""
     model = NeuralForecaster(**TINY["nn"]).fit_panel({a: d.iloc[:450] for a, d in panel.items()})
+    assert model.tail_factors_ == {"long": [1.0, 1.0], "short": [1.0, 1.0]}  # tail calibration is off by default
     before = {k: v.clone() for k, v in model.network_.state_dict().items()}
     model.fit_panel({a: d.iloc[:480] for a, d in panel.items()})
     assert model.epochs_ == TINY["nn"]["refit_epochs"]
