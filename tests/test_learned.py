@@ -3,6 +3,8 @@
 Models run with tiny settings on a small synthetic panel so the file stays fast on two CPU cores.
 """
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,9 +13,10 @@ import torch
 from volmargin.data import synthetic_market
 from volmargin.errors import ConfigError
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
-from volmargin.features.learned import FEATURE_NAMES, feature_frame, target_frame
+from volmargin.features.learned import FEATURE_NAMES, feature_frame, target_frame, training_frame
 from volmargin.features.realized import MEASURES, daily_measures
 from volmargin.models import make_forecaster
+from volmargin.models.distributions import coverage_factor
 from volmargin.models.neural import NeuralForecaster, VolNet, output_columns
 
 LEVELS = (0.975, 0.99)
@@ -106,12 +109,16 @@ def test_scaler_is_fitted_on_training_rows_only(name, panel):
 # ---------------------------------------------------------------- network
 
 
-def test_network_tails_never_cross():
+@pytest.mark.parametrize("calibrated", [False, True])
+def test_network_tails_never_cross(calibrated):
+    """Whatever the weights, and whatever tail calibration factors (a larger one on the lower level too)."""
     torch.manual_seed(0)
     network = VolNet(len(FEATURE_NAMES), n_levels=len(LEVELS), hidden=8)
     with torch.no_grad():
         for parameter in network.parameters():
             parameter.normal_(0.0, 2.0)  # adversarial weights, far from the sensible initialisation
+        if calibrated:
+            network.tail_scale.copy_(torch.tensor([[3.0, 1.0], [1.5, 1.2]]))
         out = network(5 * torch.randn(256, 16, len(FEATURE_NAMES)))
     assert out.dtype == torch.float32 and out.shape == (256, len(output_columns(LEVELS)))
     table = pd.DataFrame(out.numpy(), columns=output_columns(LEVELS))
@@ -190,6 +197,7 @@ def test_neural_warm_refit_and_short_history(panel):
     """Later fits warm-start (few epochs); an origin with fewer rows than the window still gets a
     finite forecast from its zero-padded window."""
     model = NeuralForecaster(**TINY["nn"]).fit_panel({a: d.iloc[:450] for a, d in panel.items()})
+    assert model.tail_factors_ == {"long": [1.0, 1.0], "short": [1.0, 1.0]}  # tail calibration is off by default
     before = {k: v.clone() for k, v in model.network_.state_dict().items()}
     model.fit_panel({a: d.iloc[:480] for a, d in panel.items()})
     assert model.epochs_ == TINY["nn"]["refit_epochs"]
@@ -197,6 +205,79 @@ def test_neural_warm_refit_and_short_history(panel):
     history = panel["syn_d"].iloc[:3]
     forecast = model.forecast(history, history.index, LEVELS)
     assert np.isfinite(forecast.to_frame().to_numpy()).all() and (forecast.variance > 0).all()
+
+
+def test_coverage_factor_is_the_level_quantile_of_loss_over_var_and_never_below_one():
+    """The tail calibration factor shared by the GBM and the GRU: c x VaR is exceeded on 1 - level of the rows
+    with a usable (positive, finite) VaR; VaRs already exceeded too rarely are kept (c = 1)."""
+    rng = np.random.default_rng(3)
+    var = rng.uniform(0.5, 2.0, 5000)
+    ratio = rng.standard_t(4, 5000)
+    factor = coverage_factor(ratio * var, var, 0.99)
+    assert factor == pytest.approx(np.quantile(ratio, 0.99)) and factor > 1.0
+    assert np.mean(ratio * var > factor * var) == pytest.approx(0.01, abs=2e-4)
+    unusable = np.r_[var[:100], 0.0, np.nan, -1.0]
+    assert coverage_factor(np.r_[ratio[:100] * var[:100], 50.0, 50.0, 50.0], unusable, 0.9) == pytest.approx(
+        np.quantile(ratio[:100], 0.9))
+    assert coverage_factor(0.5 * var, var, 0.99) == 1.0 and coverage_factor(var, np.zeros(5000), 0.99) == 1.0
+
+
+def _held_out_factors(model: NeuralForecaster, trains: dict[str, pd.DataFrame], every_asset: bool = False) -> dict:
+    """The tail factors recomputed the long way: the uncalibrated network's forecasts of each held-out asset's
+    rows after the validation cut (of every asset's with `every_asset`), one asset at a time."""
+    data = copy.deepcopy(model)._data(trains)
+    cut, held_out = data.validation_cut(), data.validation_assets()
+    plain = copy.deepcopy(model)
+    plain.network_.tail_scale.fill_(1.0)
+    outs, returns = [], []
+    for asset in sorted(trains if every_asset else held_out):
+        rows = training_frame(trains[asset], model.horizon_, model.feature_spec_).dropna(subset=["y_var", "r_std"])
+        rows = rows[rows.index >= cut]
+        outs.append(plain.predict_standardized(trains[asset], rows.index)[0])
+        returns.append(rows["r_std"].to_numpy())
+    out, r_std = np.concatenate(outs), np.concatenate(returns)
+    z = r_std * np.exp(-0.5 * out[:, 0])
+    var = out[:, 1:].reshape(-1, 2, 2, len(LEVELS))[:, :, 0]
+    return {side: [coverage_factor(loss, var[:, i, j], level) for j, level in enumerate(LEVELS)]
+            for i, (side, loss) in enumerate((("long", -z), ("short", z)))}
+
+
+def test_neural_tail_calibration_uses_only_held_out_assets_after_the_cut(panel, tmp_path):
+    """The GRU's tail factors are those of its held-out assets' rows after the validation cut, and only
+    theirs (every asset's rows give other factors); a warm refit recomputes them; the network, its saved
+    weights and its ONNX graph carry them; the same seed gives the same factors."""
+    from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    model = NeuralForecaster(**TINY["nn"], tail_calibration=True).fit_panel(trains)
+    expected = _held_out_factors(model, trains)
+    for side in ("long", "short"):
+        np.testing.assert_allclose(model.tail_factors_[side], expected[side], rtol=1e-5)
+    assert max(max(f) for f in model.tail_factors_.values()) > 1.0  # tiny network, one unseen asset: thin tails
+    every = _held_out_factors(model, trains, every_asset=True)
+    assert not np.allclose([every[s] for s in every], [expected[s] for s in every], rtol=1e-3)  # the test has teeth
+    again = NeuralForecaster(**TINY["nn"], tail_calibration=True).fit_panel(trains)
+    assert again.tail_factors_ == model.tail_factors_
+
+    plain = copy.deepcopy(model)
+    plain.network_.tail_scale.fill_(1.0)
+    x = parity_inputs(model, panel, rows=256)
+    calibrated, uncalibrated = model.predict_raw(x), plain.predict_raw(x)
+    columns = output_columns(LEVELS)
+    for side in ("long", "short"):
+        first = columns.index(f"var975_{side}")
+        np.testing.assert_allclose(calibrated[:, first], model.tail_factors_[side][0] * uncalibrated[:, first],
+                                   rtol=1e-6)
+    np.testing.assert_array_equal(calibrated[:, 0], uncalibrated[:, 0])  # the variance is untouched
+    check_parity(to_onnx(model), reference_outputs(model, x), x)
+    model.save(tmp_path / "nn.pt")
+    assert torch.equal(NeuralForecaster.load(tmp_path / "nn.pt").network_.tail_scale, model.network_.tail_scale)
+
+    longer = {asset: daily.iloc[:480] for asset, daily in panel.items()}
+    model.fit_panel(longer)  # warm refit
+    refit = _held_out_factors(model, longer)
+    for side in ("long", "short"):
+        np.testing.assert_allclose(model.tail_factors_[side], refit[side], rtol=1e-5)
 
 
 @pytest.mark.parametrize("loss, weighted, smearing", [("gamma", True, "global"), ("l2", False, "global"),

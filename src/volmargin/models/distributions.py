@@ -62,3 +62,14 @@ def empirical_tail(z: np.ndarray, levels: tuple[float, ...]) -> tuple[TailTable,
         var[side] = q
         es[side] = np.array([losses[losses >= v].mean() for v in q])
     return var, es
+
+
+def coverage_factor(losses: np.ndarray, var: np.ndarray, level: float) -> float:
+    """The factor c >= 1 that makes c x `var` exceeded by `losses` on a share 1 - `level` of the rows: the
+    `level` quantile of losses / var over the rows with a positive, finite VaR (split-conformal; the rows
+    must be out of fold, e.g. assets the model never saw). 1 where no row qualifies. Calibration only
+    widens the tails: a VaR exceeded less often than its level says is left as it is."""
+    usable = np.isfinite(var) & (var > 0) & np.isfinite(losses)
+    if not usable.any():
+        return 1.0
+    return max(float(np.quantile(losses[usable] / var[usable], level)), 1.0)

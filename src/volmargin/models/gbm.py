@@ -59,7 +59,7 @@ from volmargin.features.learned import (
     standardize, training_frame,
 )
 from volmargin.models.base import SIDES, Forecast, GlobalForecaster
-from volmargin.models.distributions import empirical_tail
+from volmargin.models.distributions import coverage_factor, empirical_tail
 
 VARIANCE_LOSSES = ("gamma", "l2")
 SMEARINGS = ("global", "conditional")
@@ -269,16 +269,14 @@ class GBMForecaster(GlobalForecaster):
         factors = {side: [] for side in SIDES}
         for side in SIDES:
             for j, level in enumerate(self.levels_):
-                ratio = np.full(len(x), np.nan)
+                held_out_var = np.full(len(x), np.nan)  # each row's VaR by a booster that never saw its asset
                 for k in np.unique(fold):
                     train, held = fit & (fold != k), scored & (fold == k)
                     if not train.any() or not held.any():
                         continue
                     part = None if weight is None else weight[train]
-                    q = self._quantile_fit(x[train], losses[side][train], level, part).predict(x[held])
-                    ratio[held] = np.where(q > 0, losses[side][held] / np.where(q > 0, q, 1.0), np.nan)
-                factor = float(np.nanquantile(ratio, level)) if np.isfinite(ratio).any() else 1.0
-                factors[side].append(max(factor, 1.0))  # calibration widens the tails, never narrows them
+                    held_out_var[held] = self._quantile_fit(x[train], losses[side][train], level, part).predict(x[held])
+                factors[side].append(coverage_factor(losses[side], held_out_var, level))
                 self.quantile_models_[side][j] = scaled_leaves(self.quantile_models_[side][j], factors[side][-1])
         return factors
 
