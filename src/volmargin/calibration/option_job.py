@@ -139,11 +139,11 @@ def run_option_job(job: OptionJob) -> dict:
     from volmargin_serving.options import DERIBIT_BTC, DERIBIT_VOL
 
     base = replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing, keep_vol=DERIBIT_VOL if job.keep_vol else None)
+    # the scales of the even grid unless on the grid: a lattice and kept vol states then add cells on top
+    scale_base = base if job.scales_on_grid else replace(DERIBIT_BTC, steps=job.steps)
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress, base=base,
-                                         # the even grid's scales unless on the grid: a lattice and kept vol states
-                                         # then add cells on top
-                                         scale_base=base if job.scales_on_grid else replace(DERIBIT_BTC, steps=job.steps))
+                                         scale_base=scale_base)
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
