@@ -336,6 +336,17 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert kept.loc[key, "scale"] == plain.loc[key, "scale"]  # scales of the even grid; the kept cells on top
     report = (tmp_path / "kept" / "report.html").read_text()
     assert "<th>static vol shocks kept as extra states</th><td>True</td>" in report
+    on_grid = ["--spacing", "0.04", "--keep-vol", "--scales-on", "grid"]
+    assert main(args + ["--out", str(tmp_path / "on_grid")] + on_grid) == 0
+    assert '"scales_on_grid": true' in (tmp_path / "on_grid" / "run.json").read_text()
+    report = (tmp_path / "on_grid" / "report.html").read_text()
+    assert "<th>scales bisected on the grid used (lattice, kept states)</th><td>True</td>" in report
+    own = pd.read_csv(tmp_path / "on_grid" / "summary.csv").set_index(["portfolio_class", "method", "period"])
+    assert own.loc[key, "scale"] < kept.loc[key, "scale"]  # the kept cells now count in the bisection
+    assert own.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]
+    with pytest.raises(SystemExit) as bad_choice:  # argparse's own usage error
+        main(args + ["--out", str(tmp_path / "bad"), "--scales-on", "lattice"])
+    assert bad_choice.value.code == 2
     report = (tmp_path / "lattice" / "report.html").read_text()
     assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in report
     lattice = pd.read_csv(tmp_path / "lattice" / "summary.csv").set_index(["portfolio_class", "method", "period"])

@@ -271,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--keep-vol", action="store_true",
                          help="keep the static grid's vol shocks (up 50%%, down 25%%) as extra vol states of the "
                          "autocalibrated grids: with --spacing 0.04 and ranges >= 16%% no margin is below static's")
+    options.add_argument("--scales-on", choices=("even", "grid"), default="even",
+                         help="grid the scales are bisected on: even (the 9 even points of --steps, the lattice "
+                         "and kept vol states added on top) or grid (the grid the methods run, lattice and kept "
+                         "states included; default even)")
     return parser
 
 
@@ -676,7 +680,8 @@ def cmd_options(args: argparse.Namespace) -> int:
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target, stress=args.stress,
                     stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap,
-                    steps=args.steps, spacing=args.spacing, keep_vol=args.keep_vol)
+                    steps=args.steps, spacing=args.spacing, keep_vol=args.keep_vol,
+                    scales_on_grid=args.scales_on == "grid")
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

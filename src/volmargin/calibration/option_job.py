@@ -45,6 +45,8 @@ class OptionJob:
     steps: int = 8  # price steps of the autocalibrated grids (Deribit's 8: 9 points); more keep them closer
     spacing: float | None = None  # lattice grids instead (`Grid.spacing`): a point every `spacing` out to the range
     keep_vol: bool = False  # static's vol shocks kept as extra vol states (`Grid.keep_vol`)
+    scales_on_grid: bool = False  # bisect the scales on the grid the methods run (lattice, kept states), not on
+    # the even grid of `steps` with the lattice and kept states added on top
 
     @property
     def apc(self):
@@ -136,12 +138,12 @@ def run_option_job(job: OptionJob) -> dict:
     data = inputs.books
     from volmargin_serving.options import DERIBIT_BTC, DERIBIT_VOL
 
+    base = replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing, keep_vol=DERIBIT_VOL if job.keep_vol else None)
+    # the scales of the even grid unless on the grid: a lattice and kept vol states then add cells on top
+    scale_base = base if job.scales_on_grid else replace(DERIBIT_BTC, steps=job.steps)
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
-                                         risk=job.risk, confidence=job.confidence, stress=inputs.stress,
-                                         base=replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing,
-                                                      keep_vol=DERIBIT_VOL if job.keep_vol else None),
-                                         # the scales of the even grid: a lattice and kept vol states add cells
-                                         scale_base=replace(DERIBIT_BTC, steps=job.steps))
+                                         risk=job.risk, confidence=job.confidence, stress=inputs.stress, base=base,
+                                         scale_base=scale_base)
     if not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +156,7 @@ def run_option_job(job: OptionJob) -> dict:
               "iv_models": list(job.iv_models), "stress": job.stress,
               "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
               "steps": job.steps, "spacing": job.spacing, "keep_vol": job.keep_vol,
+              "scales_on_grid": job.scales_on_grid,
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report

@@ -39,7 +39,8 @@ def grid_figure(grids: pd.DataFrame) -> Figure:
 SETTINGS = (("stress", "stressed component F (0: off)"), ("stress_days", "stressed look-back, days"),
             ("buffer", "APC buffer"), ("fall_cap", "fall cap a day"), ("peak", "peak memory (0: off)"),
             ("steps", "price steps (even grid)"), ("spacing", "lattice spacing (none: even grid)"),
-            ("keep_vol", "static vol shocks kept as extra states"))
+            ("keep_vol", "static vol shocks kept as extra states"),
+            ("scales_on_grid", "scales bisected on the grid used (lattice, kept states)"))
 
 
 def settings_table(record: dict) -> str:
