@@ -33,6 +33,12 @@ model for all assets.
   `tail_calibration_days=N` calibrates out of time as well: boosters fitted on the rows known N days before
   the training end, scored on the days after; it measures the regime of those last N days (2021: long
   1.22% -> 1.35% / 1.30% with 90 / 180 days), so it stays off (0).
+- Monotone tails (`tail_monotone=True`, off by default, a session-10 trial): the long side's loss quantile
+  cannot fall as the recent returns (ret_d, ret_w) rise and the short side's cannot fall as they fall, so no
+  thin tail is bought by a move (session 9 found the long 99% quantile falling with the trailing 5-day
+  return: the training window's momentum). LightGBM refuses monotone constraints with its quantile
+  objective, so these boosters learn under `PinballLoss` (`tail_objective='pinball'` alone: the same
+  objective unconstrained, the control).
 - ES = VaR x ES/VaR ratio of the training standardized losses: once divided by the forecast
   volatility, the losses are close to identically distributed, so their empirical tail's ES/VaR
   (at least 1) carries over to every origin.
@@ -63,6 +69,10 @@ from volmargin.models.distributions import coverage_factor, empirical_tail
 
 VARIANCE_LOSSES = ("gamma", "l2")
 SMEARINGS = ("global", "conditional")
+TAIL_OBJECTIVES = ("quantile", "pinball")
+TAIL_MONOTONE_FEATURES = ("ret_d", "ret_w")  # the recent returns, whose sign the tails must not reward
+TAIL_MONOTONE_SIGN = {"long": 1, "short": -1}  # long: the loss quantile never falls as returns rise
+_MAX_FEATURE = re.compile(r"^max_feature_idx=.*$", re.MULTILINE)
 _THRESHOLDS = re.compile(r"^threshold=(.*)$", re.MULTILINE)
 _LEAF_VALUES = re.compile(r"^leaf_value=(.*)$", re.MULTILINE)
 _TREE_SIZES = re.compile(r"^tree_sizes=.*\n", re.MULTILINE)
@@ -85,6 +95,46 @@ def float32_splits(regressor):
     text = _THRESHOLDS.sub(rounded_down, regressor.booster_.model_to_string())
     text = _TREE_SIZES.sub("", text)  # the byte sizes of the trees changed: LightGBM then reads tree by tree
     regressor._Booster = Booster(model_str=text)
+    return regressor
+
+
+class PinballLoss:
+    """A LightGBM objective: the pinball loss at `level` with Newton steps. LightGBM's own quantile objective
+    refuses `monotone_constraints` (it renews each leaf to the quantile of its rows after the tree is grown,
+    which can undo the constrained order), so the monotone tails use this one: gradient 1{y < f} - level and
+    a constant hessian equal to the density of the loss at its unconditional quantile (Siddiqui's difference
+    quotient), the pinball risk's curvature there, so each step moves a leaf by about the quantile gap."""
+
+    def __init__(self, level: float, density: float):
+        self.level = level
+        self.density = density
+
+    @classmethod
+    def fitted_to(cls, loss: np.ndarray, level: float) -> "PinballLoss":
+        band = min(level, 1.0 - level) / 2
+        low, high = np.quantile(loss, [level - band, level + band])
+        return cls(level, 2 * band / max(high - low, 1e-12))
+
+    def __call__(self, y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gradient = (y_true < y_pred).astype(np.float64) - self.level
+        return gradient, np.full_like(gradient, self.density)
+
+
+def as_quantile_booster(regressor, start: float):
+    """The regressor fitted with `PinballLoss` from 0, made a plain quantile booster: `start` (the initial
+    score) added to the first tree's leaves and the objective named `quantile`, which predicts the raw
+    score as the custom objective did, and which the ONNX converter and pickle know."""
+    from lightgbm import Booster
+
+    def shifted(match: re.Match) -> str:
+        values = np.array(match.group(1).split(), dtype=np.float64) + start
+        return "leaf_value=" + " ".join(repr(float(v)) for v in values)
+
+    text = _LEAF_VALUES.sub(shifted, regressor.booster_.model_to_string(), count=1)  # tree 0 comes first
+    text = _MAX_FEATURE.sub(r"\g<0>\nobjective=quantile", _TREE_SIZES.sub("", text), count=1)  # custom: none
+    regressor._Booster = Booster(model_str=text)
+    regressor.set_params(objective="quantile", alpha=regressor.objective.level)
+    regressor._objective = "quantile"
     return regressor
 
 
@@ -124,6 +174,8 @@ class GBMForecaster(GlobalForecaster):
         tail_min_samples_leaf: int = 3000,
         drop_features: tuple[str, ...] = (),
         tail_drop_features: tuple[str, ...] = (),
+        tail_monotone: bool = False,
+        tail_objective: str = "quantile",
         level_days: int = 66,
         iv_features: bool = False,
         liquidity: bool = True,
@@ -148,6 +200,8 @@ class GBMForecaster(GlobalForecaster):
         self.tail_min_samples_leaf = tail_min_samples_leaf
         self.drop_features = drop_features
         self.tail_drop_features = tail_drop_features  # features the tail boosters do not read (trials)
+        self.tail_monotone = tail_monotone  # long loss quantile non-decreasing in the recent returns, short mirrored
+        self.tail_objective = tail_objective  # LightGBM's quantile, or PinballLoss (implied by tail_monotone)
         self.level_days = level_days
         self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
         self.liquidity = liquidity  # read the liquidity feature (log mean traded value)
@@ -168,15 +222,27 @@ class GBMForecaster(GlobalForecaster):
             random_state=self.random_state, deterministic=True, n_jobs=1, verbose=-1, **loss,
         )
 
-    def _quantile_fit(self, x: np.ndarray, loss: np.ndarray, level: float, weight: np.ndarray | None = None):
-        """A tail booster; the `tail_drop_features` are held at 0 while it learns, so no tree splits on them
-        and it predicts the same from the full features (in serving too)."""
+    def _quantile_fit(self, x: np.ndarray, loss: np.ndarray, level: float, weight: np.ndarray | None = None,
+                      side: str = "long"):
+        """A tail booster of `side`; the `tail_drop_features` are held at 0 while it learns, so no tree splits on
+        them and it predicts the same from the full features (in serving too). With `tail_monotone`, the
+        long side's quantile cannot fall as a recent return rises and the short side's cannot fall as it
+        falls (LightGBM's monotone constraints, under `PinballLoss`)."""
         dropped = [self.feature_names_.index(name) for name in self.tail_drop_features]
         if dropped:
             x = x.copy()
             x[:, dropped] = 0.0
-        return float32_splits(self._booster(self.tail_estimators, "quantile", self.tail_min_samples_leaf,
-                                            alpha=level).fit(x, loss, sample_weight=weight))
+        if self.tail_objective == "quantile" and not self.tail_monotone:
+            return float32_splits(self._booster(self.tail_estimators, "quantile", self.tail_min_samples_leaf,
+                                                alpha=level).fit(x, loss, sample_weight=weight))
+        constraints = {}
+        if self.tail_monotone:
+            sign = [TAIL_MONOTONE_SIGN[side] * (name in TAIL_MONOTONE_FEATURES) for name in self.feature_names_]
+            constraints = {"monotone_constraints": sign, "monotone_constraints_method": "intermediate"}
+        start = float(np.quantile(loss, level))
+        booster = self._booster(self.tail_estimators, PinballLoss.fitted_to(loss, level), self.tail_min_samples_leaf,
+                                **constraints).fit(x, loss - start, sample_weight=weight)
+        return float32_splits(as_quantile_booster(booster, start))
 
     def _inputs(self, frame: pd.DataFrame) -> np.ndarray:
         """Standardized features; `drop_features` held at the training mean (0), so no tree splits on them
@@ -275,7 +341,8 @@ class GBMForecaster(GlobalForecaster):
                     if not train.any() or not held.any():
                         continue
                     part = None if weight is None else weight[train]
-                    held_out_var[held] = self._quantile_fit(x[train], losses[side][train], level, part).predict(x[held])
+                    held_out_var[held] = self._quantile_fit(x[train], losses[side][train], level, part,
+                                                            side).predict(x[held])
                 factors[side].append(coverage_factor(losses[side], held_out_var, level))
                 self.quantile_models_[side][j] = scaled_leaves(self.quantile_models_[side][j], factors[side][-1])
         return factors
@@ -320,13 +387,15 @@ class GBMForecaster(GlobalForecaster):
         weight = self._row_weights(groups)
         if self.smearing not in SMEARINGS:
             raise ConfigError(f"gbm.smearing: {self.smearing!r}; choose from {', '.join(SMEARINGS)}")
+        if self.tail_objective not in TAIL_OBJECTIVES:
+            raise ConfigError(f"gbm.tail_objective: {self.tail_objective!r}; choose from {', '.join(TAIL_OBJECTIVES)}")
         self.variance_model_ = self._variance_booster(x, y, weight)
         self.smearing_ = float(np.log(np.average(np.exp(y - self._log_variance(x)), weights=weight)))
         r_std = rows["r_std"].to_numpy()
         losses, self.smearing_model_ = self._standardized_losses(x, y, r_std, groups, weight)
         z = losses["short"]
-        self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level, weight) for level in self.levels_]
-                                 for side in SIDES}
+        self.quantile_models_ = {side: [self._quantile_fit(x, losses[side], level, weight, side)
+                                        for level in self.levels_] for side in SIDES}
         if self.tail_calibration:
             self.tail_factors_ = self._calibrate_tails(x, y, r_std, losses, groups, rows.index, weight)
         var, es = empirical_tail(z, self.levels_)
