@@ -118,6 +118,7 @@ class GBMForecaster(GlobalForecaster):
         subsample: float = 0.5,
         max_features: float = 0.5,
         min_samples_leaf: int = 100,
+        variance_num_leaves: int | None = None,
         variance_loss: str = "l2",
         tail_folds: int = 4,
         weight_assets: bool = False,
@@ -141,7 +142,8 @@ class GBMForecaster(GlobalForecaster):
         self.learning_rate = learning_rate
         self.subsample = subsample
         self.max_features = max_features
-        self.min_samples_leaf = min_samples_leaf
+        self.min_samples_leaf = min_samples_leaf  # the variance booster's leaves (tail/smearing: their own)
+        self.variance_num_leaves = variance_num_leaves  # None: num_leaves; the tail/smearing boosters keep num_leaves
         self.variance_loss = variance_loss
         self.tail_folds = tail_folds
         self.weight_assets = weight_assets
@@ -158,11 +160,12 @@ class GBMForecaster(GlobalForecaster):
         self.smearing_min_samples_leaf = smearing_min_samples_leaf
         self.random_state = random_state
 
-    def _booster(self, n_estimators: int, objective: str, min_leaf: int | None = None, **loss):
+    def _booster(self, n_estimators: int, objective: str, min_leaf: int | None = None,
+                 num_leaves: int | None = None, **loss):
         from lightgbm import LGBMRegressor
 
         return LGBMRegressor(
-            objective=objective, n_estimators=n_estimators, num_leaves=self.num_leaves,
+            objective=objective, n_estimators=n_estimators, num_leaves=num_leaves or self.num_leaves,
             learning_rate=self.learning_rate, subsample=self.subsample, subsample_freq=1,
             colsample_bytree=self.max_features, min_child_samples=min_leaf or self.min_samples_leaf,
             random_state=self.random_state, deterministic=True, n_jobs=1, verbose=-1, **loss,
@@ -188,10 +191,9 @@ class GBMForecaster(GlobalForecaster):
 
     def _variance_booster(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
         """The variance booster fitted on y = log relative RV (see the module docstring)."""
-        if self.variance_loss == "gamma":
-            booster = self._booster(self.n_estimators, "gamma").fit(x, np.exp(y), sample_weight=weight)
-            return float32_splits(booster)
-        return float32_splits(self._booster(self.n_estimators, "regression").fit(x, y, sample_weight=weight))
+        objective, target = ("gamma", np.exp(y)) if self.variance_loss == "gamma" else ("regression", y)
+        booster = self._booster(self.n_estimators, objective, num_leaves=self.variance_num_leaves)
+        return float32_splits(booster.fit(x, target, sample_weight=weight))
 
     def _row_weights(self, groups: np.ndarray) -> np.ndarray | None:
         """With `weight_assets`, every asset weighs the same in total (a two-month-old listing as much as
