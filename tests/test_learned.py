@@ -503,3 +503,20 @@ def test_tail_boosters_do_not_read_the_tail_drop_features(panel):
     assert set(names) & split_on(blind.variance_model_, blind)
     with pytest.raises(ConfigError, match="tail_drop_features"):
         make_forecaster("gbm", **{**TINY["gbm"], "tail_drop_features": ("nope",)}).fit_panel(trains)
+
+
+def test_variance_num_leaves_reaches_the_variance_booster_only(panel):
+    """`variance_num_leaves` bounds the variance booster's trees; the tail and smearing boosters keep
+    `num_leaves`."""
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "tail_min_samples_leaf": 50, "smearing_min_samples_leaf": 50, "tail_calibration": False}
+
+    def most_leaves(booster) -> int:
+        return max(tree["num_leaves"] for tree in booster.booster_.dump_model()["tree_info"])
+
+    model = make_forecaster("gbm", **params, variance_num_leaves=3).fit_panel(trains)
+    assert most_leaves(model.variance_model_) == 3
+    others = [model.smearing_model_, *(b for side in ("long", "short") for b in model.quantile_models_[side])]
+    assert max(most_leaves(b) for b in others) > 3
+    assert all(b.get_params()["num_leaves"] == 15 for b in others)
+    assert most_leaves(make_forecaster("gbm", **params).fit_panel(trains).variance_model_) > 3
