@@ -44,14 +44,9 @@ import numpy as np
 import pandas as pd
 
 from common import shared_data_dir
-from options_synthetic import (CRASH_WINDOWS, SPLIT, big_day_breaches, crash_table, fit_shape)
-from volmargin.calibration.option_job import (PRICE_MODELS, OptionJob, iv_move_forecasts, prepare_option_inputs,
-                                              price_forecasts)
+from options_synthetic import CRASH_WINDOWS, SPLIT, big_day_breaches, crash_table, synthetic_inputs
+from volmargin.calibration.option_job import OptionJob, prepare_option_inputs
 from volmargin.calibration.options import STATIC, ApcConfig, calibrate_methods, stressed_moves, summarise
-from volmargin.data import load_bars
-from volmargin.data.options import load_dvol
-from volmargin.data.synthetic_options import market_states, synthetic_chain
-from volmargin.risk.option_books import build_books
 from volmargin_serving.options import DERIBIT_BTC, DERIBIT_ETH, DERIBIT_VOL, Grid
 
 
@@ -117,14 +112,7 @@ def real_table(data: Path) -> pd.DataFrame:
 
 
 def synthetic_table(data: Path, underlying: str, static: Grid) -> tuple[pd.DataFrame, pd.DataFrame]:
-    shape = fit_shape(data)
-    bars_file = data / f"binance_{underlying}usdt_1h.csv.gz"
-    dvol = load_dvol(data / "iv" / f"deribit_{underlying}_dvol_1d.csv.gz")
-    states = market_states(load_bars(bars_file), dvol)
-    books = build_books(synthetic_chain(states, shape), revalue=shape.revalue)
-    origin_first, last = states.index[0].normalize() - pd.Timedelta(days=1), states.index[-1].normalize()
-    price, ret = price_forecasts((str(bars_file),), PRICE_MODELS, origin_first, last)
-    iv, _ = iv_move_forecasts(dvol, ret, origin_first, last, ("hist", "qreg"))
+    states, books, price, iv, ret, dvol = synthetic_inputs(data, underlying, time.perf_counter())
     calibrating = np.asarray(pd.DatetimeIndex(books.info["day"]) < SPLIT)
     margins, scales = price_candidates(books, price, iv, stressed_moves(ret, dvol["close"], 365), calibrating, static)
     summary = summarise(books, margins, np.where(calibrating, "calibration", "validation"), scales)

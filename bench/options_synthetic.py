@@ -255,6 +255,25 @@ def select_levers(summary: pd.DataFrame, crashes: pd.DataFrame, big: dict[str, i
     return table
 
 
+def synthetic_inputs(data: Path, underlying: str, began: float):
+    """The synthetic chains' market states and books, the price and IV-move forecasts over them, the daily
+    returns and DVOL: (states, books, price, iv, ret, dvol), with progress lines timed from `began`."""
+    shape = fit_shape(data)
+    bars_file = data / f"binance_{underlying}usdt_1h.csv.gz"
+    dvol = load_dvol(data / "iv" / f"deribit_{underlying}_dvol_1d.csv.gz")
+    states = market_states(load_bars(bars_file), dvol)
+    books = build_books(synthetic_chain(states, shape), revalue=shape.revalue)
+    print(f"\n{underlying.upper()}: {books.books.count} books ({len(books.books.book)} option legs) over "
+          f"{books.info['day'].nunique()} snapshot pairs {states.index[0].date()} .. {states.index[-1].date()}, "
+          f"built in {time.perf_counter() - began:.0f} s")
+    origin_first = states.index[0].normalize() - pd.Timedelta(days=1)
+    last = states.index[-1].normalize()
+    price, ret = price_forecasts((str(bars_file),), PRICE_MODELS, origin_first, last)
+    iv, _ = iv_move_forecasts(dvol, ret, origin_first, last, ("hist", "qreg"))
+    print(f"forecasts done at {time.perf_counter() - began:.0f} s", flush=True)
+    return states, books, price, iv, ret, dvol
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--underlying", choices=("btc", "eth"), default="btc")
@@ -285,19 +304,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = shared_data_dir()
     began = time.perf_counter()
-    shape = fit_shape(data)
-    bars_file = data / f"binance_{args.underlying}usdt_1h.csv.gz"
-    dvol = load_dvol(data / "iv" / f"deribit_{args.underlying}_dvol_1d.csv.gz")
-    states = market_states(load_bars(bars_file), dvol)
-    books = build_books(synthetic_chain(states, shape), revalue=shape.revalue)
-    print(f"\n{args.underlying.upper()}: {books.books.count} books ({len(books.books.book)} option legs) over "
-          f"{books.info['day'].nunique()} snapshot pairs {states.index[0].date()} .. {states.index[-1].date()}, "
-          f"built in {time.perf_counter() - began:.0f} s")
-    origin_first = states.index[0].normalize() - pd.Timedelta(days=1)
-    last = states.index[-1].normalize()
-    price, ret = price_forecasts((str(bars_file),), PRICE_MODELS, origin_first, last)
-    iv, _ = iv_move_forecasts(dvol, ret, origin_first, last, ("hist", "qreg"))
-    print(f"forecasts done at {time.perf_counter() - began:.0f} s")
+    states, books, price, iv, ret, dvol = synthetic_inputs(data, args.underlying, began)
     calibrating = np.asarray(pd.DatetimeIndex(books.info["day"]) < SPLIT)
     margins, scales, grids = {}, {}, []
     base = Grid(steps=args.steps, spacing=args.spacing, keep_vol=DERIBIT_VOL if args.keep_vol else None)
