@@ -79,7 +79,8 @@ def main() -> None:
     columns["complete"] = columns["complete"] > 0.5
     weekday = (dates.astype(np.int64) + 3) % 7
     features, level = compute_features(columns, weekday, runtime.spec, last=runtime.window)
-    window, last_level = features[None], level[-1:]  # one asset: (1, window, n_features), (1,)
+    # one asset: (1, window, n_features), (1,); a model may read a prefix of the core's columns (the GRU: no liquidity)
+    window, last_level = features[None, :, :runtime.core_width], level[-1:]
     standardized = standardize(window, runtime.mean, runtime.scale)
 
     fast = runtime._fast is not None

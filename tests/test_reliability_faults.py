@@ -27,6 +27,7 @@ from volmargin.data import load_panel, synthetic_market
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.models import make_forecaster
 from volmargin.tracking import data_fingerprint
+from volmargin.training import MODEL_FORMAT
 
 VOLMARGIN = [sys.executable, "-m", "volmargin.cli"]
 
@@ -128,7 +129,7 @@ def _train_folder(folder: Path, bar_files: list[str]) -> Path:
     (folder / "model.pkl").write_bytes(pickled)
     (folder / "train.json").write_text(json.dumps({
         "run_id": None, "tracking_uri": None, "config": dataclasses.asdict(cfg), "data": data_fingerprint(bars),
-        "model_sha256": hashlib.sha256(pickled).hexdigest()}, default=str))
+        "model_sha256": hashlib.sha256(pickled).hexdigest(), "model_format": MODEL_FORMAT}, default=str))
     pd.DataFrame([{"asset": "ALL", "model": "gbm", "qlike": 0.5}]).to_csv(folder / "eval_scores.csv", index=False)
     return folder
 

@@ -21,6 +21,7 @@ from volmargin.cli import main
 from volmargin.config import RunConfig, load_config
 from volmargin.data import load_bars, load_panel
 from volmargin.errors import ConfigError, DataError, OutputError
+from volmargin.training import MODEL_FORMAT
 
 
 def _bars(path: Path, n: int = 48, freq: str = "h") -> Path:
@@ -251,11 +252,17 @@ def test_damaged_outputs_read_back_in_one_line(capsys, tmp_path):
     train = tmp_path / "train"
     train.mkdir()
     (train / "model.pkl").write_bytes(b"\x80\x04\x95")  # a truncated pickle
-    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}}))
+    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}, "model_format": MODEL_FORMAT}))
     (train / "eval_scores.csv").write_text("asset,model,qlike\nALL,gbm,0.5\n")
     _one_line_error(capsys, ["export", "--run", str(train), "--no-tracking"], "model.pkl: cannot be loaded")
-    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}, "model_sha256": "0" * 64}))
+    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}, "model_sha256": "0" * 64,
+                                                  "model_format": MODEL_FORMAT}))
     _one_line_error(capsys, ["export", "--run", str(train), "--no-tracking"], "SHA-256 differs")
+    # a run of an older volmargin (no format, or another one) is refused before its pickle is read
+    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}}))
+    _one_line_error(capsys, ["export", "--run", str(train), "--no-tracking"], "model format unrecorded")
+    (train / "train.json").write_text(json.dumps({"config": {}, "data": {}, "model_format": MODEL_FORMAT - 1}))
+    _one_line_error(capsys, ["export", "--run", str(train), "--no-tracking"], "train again")
 
 
 def _config(tmp_path: Path, text: str | bytes) -> Path:

@@ -25,6 +25,10 @@ from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
 from volmargin.progress import bars_enabled
 
+# The shape of the pickled learned models in a `volmargin train` folder: bump it whenever a model class gains
+# or loses state (e.g. the GRU's tail_scale), so that an older run is refused in one line, not mid-export.
+MODEL_FORMAT = 2
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -172,7 +176,7 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
         write_atomic(staging / "model.pkl", lambda p: p.write_bytes(pickled))
         meta = {"run_id": run_.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
                 "config": dataclasses.asdict(cfg), "data": fingerprint, "eval_qlike": float(pooled["qlike"]),
-                "model_sha256": hashlib.sha256(pickled).hexdigest()}
+                "model_sha256": hashlib.sha256(pickled).hexdigest(), "model_format": MODEL_FORMAT}
         write_atomic(staging / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
     mlflow.log_artifact(str(out / "eval_scores.csv"))
     example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
@@ -196,6 +200,9 @@ def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
         raise ConfigError(f"{folder}/train.json: unreadable or damaged ({exc})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "data" not in meta:
         raise ConfigError(f"{folder}/train.json: not a `volmargin train` record (no config and data)")
+    if meta.get("model_format") != MODEL_FORMAT:
+        raise ConfigError(f"{folder}: trained by another volmargin version (model format "
+                          f"{meta.get('model_format', 'unrecorded')}, this one reads {MODEL_FORMAT}); train again")
     pickled = (folder / "model.pkl").read_bytes()
     recorded = meta.get("model_sha256")
     if recorded is not None and hashlib.sha256(pickled).hexdigest() != recorded:
