@@ -33,6 +33,7 @@ from volmargin.features.realized import horizon_targets
 from volmargin.models.har import _RV_FLOOR, HAR
 
 LAGS = (1, 5, 22)
+BASELINES = ("har", "ewma", "gjr")  # what `bench/unseen_assets.py` runs beside the learned models
 TAILS = [f"{kind}{level}_{side}" for kind in ("var", "es") for level in ("975", "99") for side in ("long", "short")]
 
 
@@ -86,9 +87,10 @@ def blended(rows: pd.DataFrame, har: np.ndarray, weight: float, label: str) -> p
 
 def with_blends(forecasts: pd.DataFrame, model: str, hars: dict[str, pd.DataFrame],
                 weights: list[float]) -> pd.DataFrame:
-    """The forecast table plus one model per (N, w): `{model}_har{N}_w{w}`, on the rows where every HAR exists."""
+    """The forecast table plus one model per (N, w): `{model}_har{N}_w{w}` (unseen rows), on the rows where
+    every HAR exists."""
     keys = ["asset", "origin"]
-    rows = forecasts[(forecasts["model"] == model) & (forecasts["horizon"] == 1)]
+    rows = forecasts[(forecasts["model"] == model) & (forecasts["horizon"] == 1) & (forecasts["set"] == "unseen")]
     ref = forecasts[forecasts["model"] == "har"][[*keys, "variance"]].rename(columns={"variance": "all"})
     rows = rows.merge(ref, on=keys)
     for days, table in hars.items():
@@ -138,7 +140,7 @@ def main() -> None:
     print(table.to_markdown(floatfmt=".4f"))
     print(f"\nchosen on the selection runs: {chosen}\n")
     report = runs[args.report]
-    report = report[report["model"].isin([args.model, chosen]) | ~report["model"].str.startswith(args.model)]
+    report = report[report["model"].isin([args.model, chosen, *BASELINES])]  # not the run's other learned models
     unseen = report[report["set"].isin(["unseen", "both"])].drop(columns="set")
     print(accuracy(unseen).to_markdown(index=False, floatfmt=".4f"))
     validation_start = pd.Timestamp(f"{unseen['date'].min().year + 1}-01-01", tz="UTC")
