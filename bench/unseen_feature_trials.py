@@ -15,6 +15,8 @@ feature list from the frame, so nothing else changes):
 - `trend:DAYS`: the asset's trailing DAYS-row log return over its own volatility (sqrt(DAYS) x the level's daily
   volatility), and its drawdown from the highest close of the last DAYS rows in the same unit: scale-free trend
   and bear-market state for the tails (a long breach follows a fall more often than a rally).
+- `har:DAYS`: the one-day forecast of a HAR fitted on the asset's own last DAYS rows (`unseen_har_blend.
+  windowed_har`, refitted at every row) minus level_t: stacking, the per-asset model's view as an input.
 
 The selection runs of the README, e.g.
     python bench/unseen_feature_trials.py long_level:365 --train-end 2021-09-30 --score-end 2021-12-31 \\
@@ -76,12 +78,18 @@ def trend_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str
             "x_drawdown": np.clip((log_close - high) / unit, -10.0, 0.0)}
 
 
+def har_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str, np.ndarray]:
+    from unseen_har_blend import windowed_har
+    return {"x_har": _log(windowed_har(daily, days).to_numpy()) - level}
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
-    if kind not in ("long_level", "long_all", "market", "liquidity", "trend"):
-        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS or trend:DAYS")
+    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har"):
+        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS, trend:DAYS "
+                         "or har:DAYS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
@@ -90,6 +98,8 @@ def install(trial: str) -> None:
             return liquidity_columns(daily, int(days or 30))
         if kind == "trend":
             return trend_columns(daily, level, int(days or 30))
+        if kind == "har":
+            return har_columns(daily, level, int(days or 365))
         return long_columns(daily, level, int(days or 365), kind == "long_all")
 
     def feature_frame(daily, spec=core.FeatureSpec(), iv_features=False):
@@ -97,7 +107,8 @@ def install(trial: str) -> None:
         level = frame.pop("level")
         return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
 
-    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close")} | {"complete": [True] * 3})
+    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close")} | {"complete": [True] * 3},
+                         index=pd.date_range("2020-01-01", periods=3, tz="UTC"))
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
 
     def feature_names(iv_features: bool, liquidity: bool = False) -> tuple[str, ...]:
