@@ -35,6 +35,7 @@ import pandas as pd
 from volmargin_serving import features as core
 
 import unseen_assets
+from unseen_har_blend import windowed_har
 import volmargin.features.learned as learned
 import volmargin.models.gbm as gbm
 
@@ -79,7 +80,6 @@ def trend_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str
 
 
 def har_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str, np.ndarray]:
-    from unseen_har_blend import windowed_har
     return {"x_har": _log(windowed_har(daily, days).to_numpy()) - level}
 
 

@@ -126,7 +126,8 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")]
     panel = daily_panel(load_panel([str(f) for f in all_files()]))
     days_list = [int(d) for d in args.days.split(",")]
-    check_against_library(panel["binance_btcusdt"], days_list[0])
+    for days in days_list:
+        check_against_library(panel["binance_btcusdt"], days)
     hars = {str(d): pd.concat([pd.DataFrame({"asset": a, "origin": f.index, "har": windowed_har(f, d).to_numpy()})
                                for a, f in panel.items()], ignore_index=True) for d in days_list}
     print(f"{len(panel)} assets, windowed HAR fitted in {time.perf_counter() - began:.0f} s", flush=True)
