@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import hourly_spot_files
 from unseen_assets import accuracy, all_files, margins
 from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
@@ -114,6 +115,16 @@ def ratio_to_har(forecasts: pd.DataFrame) -> pd.Series:
     return pd.Series(out)
 
 
+def by_group_and_year(forecasts: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """QLIKE / HAR's per (group, year) of the origin: the 29 large caps (top-level files) and the alts."""
+    rows = forecasts[forecasts["model"].isin([*models, "har"]) & (forecasts["realized_rv"] > 0)]
+    large = {p.name.removesuffix("_1h.csv.gz") for p in hourly_spot_files()}
+    rows = rows.assign(group=np.where(rows["asset"].isin(large), "large caps", "alts"), year=rows["origin"].dt.year,
+                       loss=qlike(rows["variance"], rows["realized_rv"]))
+    table = rows.pivot_table(index=["group", "year"], columns="model", values="loss", aggfunc="mean")
+    return table[models].div(table["har"], axis=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--select", nargs="+", type=Path, required=True)
@@ -144,6 +155,8 @@ def main() -> None:
     report = report[report["model"].isin([args.model, chosen, *BASELINES])]  # not the run's other learned models
     unseen = report[report["set"].isin(["unseen", "both"])].drop(columns="set")
     print(accuracy(unseen).to_markdown(index=False, floatfmt=".4f"))
+    print("\nQLIKE / HAR by group and year:\n")
+    print(by_group_and_year(unseen, [args.model, chosen]).to_markdown(floatfmt=".3f"))
     validation_start = pd.Timestamp(f"{unseen['date'].min().year + 1}-01-01", tz="UTC")
     for pooled in (False, True):
         frame, verdict = margins(unseen, validation_start, (args.model, chosen), pooled)
