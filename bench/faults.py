@@ -39,6 +39,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hourly_spot_files, shared_data_dir  # noqa: E402
+from volmargin.training import MODEL_FORMAT  # noqa: E402
 
 ASSETS = ("btcusdt", "ethusdt", "solusdt", "dogeusdt", "xrpusdt", "linkusdt")
 BAD = [np.nan, np.inf, -np.inf, -1.0, -1e-9, 0.5, 1e300]
@@ -226,7 +227,7 @@ def cli_cases(work: Path, bundle: Path, good_bars: list[str]) -> list[tuple[str,
     (work / "trunc" / "run.json").write_text('{"complete": true}')
     (work / "pkl").mkdir(exist_ok=True)
     (work / "pkl" / "model.pkl").write_bytes(b"\x80\x04\x95")
-    (work / "pkl" / "train.json").write_text('{"config": {}, "data": {}}')
+    (work / "pkl" / "train.json").write_text(json.dumps({"config": {}, "data": {}, "model_format": MODEL_FORMAT}))
     (work / "pkl" / "eval_scores.csv").write_text("asset,model,qlike\nALL,gbm,0.5\n")
     tampered = work / "tampered"
     if not tampered.exists():
@@ -386,7 +387,8 @@ def train_folder(folder: Path, bars: list[str]) -> None:
     pickled = pickle.dumps(model)
     (folder / "model.pkl").write_bytes(pickled)
     (folder / "train.json").write_text(json.dumps({"config": dataclasses.asdict(cfg), "data": data_fingerprint(loaded),
-                                                   "model_sha256": hashlib.sha256(pickled).hexdigest()}, default=str))
+                                                   "model_sha256": hashlib.sha256(pickled).hexdigest(),
+                                                   "model_format": MODEL_FORMAT}, default=str))
     pd.DataFrame([{"asset": "ALL", "model": "gbm", "qlike": 0.5}]).to_csv(folder / "eval_scores.csv", index=False)
 
 
