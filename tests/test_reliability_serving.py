@@ -122,15 +122,22 @@ def test_a_return_larger_than_its_days_variance_allows_is_impossible(served, run
     assert got.fail_safe[0].all() and (got.initial[0] >= clean.initial[0]).all()
 
 
-@pytest.mark.parametrize("where, column, factor", [(-1, "rv", 0.0), (-1, "volume", 1e-6), (-70, "rv", 1e8)])
+FROZEN = ("ret", "rv", "bv", "parkinson", "rogers_satchell")  # a day on which the price never moved
+
+
+@pytest.mark.parametrize("where, column, factor", [(-1, "rv", 0.0), (-1, "parkinson", 0.0), (-1, "volume", 1e-6),
+                                                   (-70, "rv", 1e8)])
 def test_doubtful_values_are_flagged_and_priced_at_least_as_given(served, runtime, clean, where, column, factor):
-    """A frozen feed's zero, a volume a millionth of the usual, a variance 10^8 times it (70 rows back it
-    only enters the level's drift, where a higher value *lowers* the forecast): possible values, so they
-    are not refused, but the margin is flagged and never below the rows as given nor the true ones."""
+    """A frozen feed (nothing moved, nothing traded), a stale price (nothing moved, volume still reported:
+    unflagged, it lowered real margins by up to 35%), a volume a millionth of the usual, a variance
+    10^8 times it (70 rows back it only enters the level's drift, where a higher value *lowers* the
+    forecast): possible values, so they are not refused, but the margin is flagged and never below the
+    rows as given nor the true ones."""
     inputs = served.inputs.copy()
     inputs[0, where, COLUMN[column]] *= factor
-    if factor == 0.0:  # a frozen feed: nothing moved, nothing traded
-        inputs[0, where, [COLUMN[c] for c in ("ret", "bv", "parkinson", "rogers_satchell", "volume")]] = 0.0
+    if factor == 0.0:
+        frozen = FROZEN + ("volume",) * (column == "rv")
+        inputs[0, where, [COLUMN[c] for c in frozen]] = 0.0
     as_given = vs.load(served.bundle).forecast_daily(inputs[0], served.dates[0], as_of=served.as_of)
     got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
     assert got.fail_safe[0].all() and got.reason[0, 0].startswith("doubtful input: row")

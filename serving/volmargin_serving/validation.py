@@ -12,7 +12,7 @@ Bad input (each its own `InputError` subclass, see `volmargin_serving.errors`):
   (`StaleInputError`).
 
 Doubtful input (`doubtful_values`, never an error): a possible value far outside the asset's own window,
-e.g. a variance 10,000 times its window median or a frozen feed's zero volume. `Runtime.margins` prices the
+e.g. a variance 10,000 times its window median or a frozen feed's zero volume or zero variance. `Runtime.margins` prices the
 asset fail-safe over every reading of such rows and of bad ones (`volmargin_serving.repairs`): the
 margin can only rise.
 """
@@ -51,9 +51,11 @@ def _return_too_large(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray
 # except on a few listing days (bench/faults.py counts them); a flag there costs nothing, as the
 # fail-safe margin is never below the margin of the rows as given.
 DOUBT_RATIO = 1e4
-# Columns doubtful when far *below* their median too: a frozen feed's zero volume. Variance measures of
-# zero are real in tick-bound markets (bv and Rogers-Satchell of a token priced at 0.001 cents).
-DOUBT_LOW = frozenset({"volume", "traded_value"})
+# Columns doubtful when far *below* their median too: a frozen feed's zero volume, or its zero realized
+# variance and range while it still reports volume (a stale price: the forecast, and the margin, would
+# fall). A whole day without one hourly move is one asset-day in the 129 assets of the shared data. Bipower
+# variation and Rogers-Satchell of zero are real in tick-bound markets (a token priced at 0.001 cents).
+DOUBT_LOW = frozenset({"volume", "traded_value", "rv", "parkinson"})
 
 
 def _where(index: tuple, columns: tuple[str, ...]) -> str:
@@ -78,7 +80,7 @@ def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) 
 def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
     """(assets, days, columns) True where a possible value lies far outside its asset's window (along
     the days axis): a variance measure or volume above `DOUBT_RATIO` x the median of its column, a
-    volume below 1 / `DOUBT_RATIO` x it, or a squared return above `DOUBT_RATIO` x the median rv."""
+    volume, rv or Parkinson variance below 1 / `DOUBT_RATIO` x it, or a squared return above `DOUBT_RATIO` x the median rv."""
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
     with np.errstate(invalid="ignore", over="ignore"):
