@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 
 import numpy as np
@@ -611,3 +612,24 @@ def test_a_lattice_grid_keeping_statics_vol_shocks_never_margins_below_static(bo
     # a narrower range leaves out static's edge points: no such floor
     narrow = vo.Grid(range_down=0.08, range_up=0.08, spacing=0.04, keep_vol=vo.DERIBIT_VOL)
     assert np.any(vo.initial_margin(books.books, narrow, books.mpor_days) < static - 1e-6)
+
+
+def test_a_loss_no_scale_covers_is_flagged_and_does_not_set_the_scale(books):
+    """A book whose loss lies outside every scale's grid used to drive the scale to its upper bound (20x,
+    margins forty times the static grid's on a held-out month); now the method is flagged infeasible and
+    the scale is the one the other books set."""
+    from volmargin.calibration.options import SCALE_BOUNDS, calibrate_scale
+
+    n = books.books.count
+    inputs = pd.DataFrame({"var_long": np.full(n, 0.05), "var_short": np.full(n, 0.05),
+                           "iv_down": np.full(n, -0.1), "iv_up": np.full(n, 0.1)})
+    counted = np.ones(n, dtype=bool)
+    clean, feasible = calibrate_scale(books, inputs, counted, target=0.01, confidence=None)
+    assert feasible
+    uncoverable = dataclasses.replace(books, loss=books.loss.copy())
+    uncoverable.loss[0] = 1e3 * books.books.notional[0]  # a loss of a thousand times the notional
+    scale, feasible = calibrate_scale(uncoverable, inputs, counted, target=0.01, confidence=None)
+    assert not feasible and scale < SCALE_BOUNDS[1] / 2
+    others = counted.copy()
+    others[0] = False
+    assert scale == pytest.approx(calibrate_scale(books, inputs, others, target=0.01, confidence=None)[0], rel=0.02)

@@ -690,6 +690,10 @@ def cmd_options(args: argparse.Namespace) -> int:
     print(f"{result['record']['books']} books over {result['record']['snapshots']} snapshots; all classes pooled "
           "(margin as a fraction of the underlying notional):")
     print(table.to_string(float_format=lambda x: f"{x:.4f}"))
+    if result["record"]["infeasible"]:
+        print(f"target out of reach on the calibration books for {', '.join(result['record']['infeasible'])}: "
+              "some losses lie outside any scale of their grid (flagged in grids.csv, 'feasible'); their scale "
+              "covers the rest")
     print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
     return 0
 

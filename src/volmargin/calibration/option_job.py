@@ -157,6 +157,7 @@ def run_option_job(job: OptionJob) -> dict:
               "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
               "steps": job.steps, "spacing": job.spacing, "keep_vol": job.keep_vol,
               "scales_on_grid": job.scales_on_grid,
+              "infeasible": sorted(grids.loc[grids["feasible"] == False, "method"].unique()),  # noqa: E712 (None: static)
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report

@@ -42,6 +42,7 @@ from volmargin_serving.options import (DERIBIT_BTC, GRID_PARAMETERS, Grid, grid_
 
 STATIC = "deribit_static"
 SCALE_BOUNDS = (0.05, 20.0)
+INFEASIBLE_LADDER = 25  # scales tried over SCALE_BOUNDS when the upper bound misses the target
 SUMMARY_COLUMNS = ["portfolio_class", "method", "period", "portfolios", "days", "breaches", "breach_rate",
                    "avg_margin", "worst_shortfall", "scale", "margin_ratio_to_static"]
 
@@ -173,25 +174,33 @@ def calibrate_scale(data: OptionBacktestBooks, inputs: pd.DataFrame, counted: np
                     apc: ApcConfig | None = None, confidence: float | None = 0.95,
                     base: Grid = DERIBIT_BTC, static: Grid = DERIBIT_BTC) -> tuple[float, bool]:
     """Smallest scale at which every class has at most target x its counted books in breach; (scale,
-    feasible). Infeasible (the upper bound misses the target) is reported, not raised."""
+    feasible). Where the upper bound misses the target, some losses lie outside the grid's shape (e.g. a
+    calendar whose near and far IVs move apart; and a very wide grid's points straddle moderate moves):
+    the method is reported infeasible, and its scale is the smallest on a ladder over the bounds that
+    leaves each class no more breaches than the ladder's best for it (or the target), refined by
+    bisection below it: never the upper bound's margins for a breach no scale removes."""
     codes, allowed, _ = _allowed(data.info["portfolio_class"].to_numpy(), counted, target, confidence)
     if apc is None or not apc.has_path:  # each book's margin is its own day's: price only the counted books
         data, inputs, codes = select_books(data, counted), inputs[counted], codes[counted]  # (calibration)
         counted = np.ones(len(codes), dtype=bool)
     day_index = _day_index(data)
 
-    def ok(scale: float) -> bool:
+    def hits(scale: float) -> np.ndarray:
         margin = initial_margin(data.books, method_grid(inputs, scale, day_index, apc, base, static), data.mpor_days)
-        hits = np.bincount(codes[counted], (data.loss > margin)[counted], minlength=len(allowed))
-        return bool(np.all(hits <= allowed))
+        return np.bincount(codes[counted], (data.loss > margin)[counted], minlength=len(allowed))
 
     lo, hi = SCALE_BOUNDS
-    if not ok(hi):
-        return hi, False
+    feasible = bool(np.all(hits(hi) <= allowed))
+    if not feasible:
+        ladder = np.geomspace(lo, hi, INFEASIBLE_LADDER)
+        counts = np.array([hits(scale) for scale in ladder])
+        allowed = np.maximum(allowed, counts.min(axis=0))
+        first = int(np.argmax((counts <= allowed).all(axis=1)))
+        lo, hi = ladder[max(first - 1, 0)], ladder[first]
     while hi > lo * (1 + TOLERANCE):
         mid = float(np.sqrt(lo * hi))
-        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
-    return hi, True
+        lo, hi = (lo, mid) if np.all(hits(mid) <= allowed) else (mid, hi)
+    return hi, feasible
 
 
 def _day_index(data: OptionBacktestBooks) -> np.ndarray:

@@ -66,6 +66,9 @@ def write_options_report(summary: pd.DataFrame, grids: pd.DataFrame, record: dic
             "Vol shocks are the 30-day shocks; each option's shock is scaled by (30 / days)^p.")),
     ]
     header = note(f"{record['books']:,} books over {record['snapshots']} snapshots; calibrated before "
-                  f"{record['calibrate_until']} to a {record['target']:.1%} breach target per class.")
+                  f"{record['calibrate_until']} to a {record['target']:.1%} breach target per class."
+                  + (f" Out of reach on the calibration books for {', '.join(record['infeasible'])}: some losses "
+                     "lie outside any scale of their grid; their scale covers the rest."
+                     if record.get("infeasible") else ""))
     html = page("volmargin: option portfolio margins", header, sections)
     return write_atomic(out, lambda p: p.write_text(html, encoding="utf-8"))
