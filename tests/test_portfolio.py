@@ -252,6 +252,12 @@ def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path,
     assert main([*args[:5], "--portfolios", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("volmargin: error:") and "row 3" in err and "'doge'" in err and "\n" not in err
+    # a book whose legs never have forecasts on one validation day: said, not left as a row of NaN
+    spec.write_text("portfolio,asset,notional\npair,binance_btcusdt,1000\npair,binance_ethusdt,-1000\n")
+    delisted = (forecasts["asset"] == "binance_ethusdt") & (forecasts["origin"] >= "2022-05-01")
+    forecasts[~delisted].to_parquet(run / "forecasts.parquet")
+    assert main([*args[:5], "--portfolios", str(spec), *args[5:9]]) == 0
+    assert "no book-day for custom: no validation day on which all of a book's assets" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("extra, text", [

@@ -647,7 +647,15 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     tables = run_portfolio(forecasts, daily, job, args.out, population, progress=show_progress(args))
     columns = ["portfolio_class", "model", "portfolios", "book_days", "breach_rate", "kupiec_p", "avg_margin",
                "avg_isolated_margin"]
-    print(tables["summary"][columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    summary = tables["summary"]
+    print(summary[columns].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    days_by_class = summary[summary["portfolio_class"] != "ALL"].groupby("portfolio_class")["book_days"].sum()
+    empty = days_by_class.index[days_by_class == 0]
+    if len(empty):
+        spans = forecasts.groupby("asset")["origin"].agg(["min", "max"])
+        print(f"no book-day for {', '.join(empty)}: no validation day on which all of a book's assets have "
+              f"forecasts (the run's assets span {spans['min'].max():%Y-%m-%d} .. {spans['max'].min():%Y-%m-%d} "
+              "together); give overlapping assets or --portfolios")
     print(f"wrote {args.out}/summary.csv, calibration.csv, compare.csv, stress.csv, portfolio.json, scenarios-*.npz")
     return 0
 
