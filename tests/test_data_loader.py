@@ -320,3 +320,18 @@ def test_real_binance_btcusdt(shared_data):
     gaps = frame.attrs["gaps"]
     assert (gaps.count, gaps.missing_bars, gaps.largest) == (28, 128, 33)
     assert gaps.largest_after == pd.Timestamp("2018-02-08T00:00:00Z")
+
+
+@pytest.mark.parametrize("header, rows", [
+    (HEADER, lambda: list(reversed(bars()))),  # newest first throughout, as many exports are
+    (HEADER.replace("timestamp", "time"), bars),
+    (HEADER.replace("timestamp", "date"), bars),
+    (HEADER, lambda: epoch_rows(bars(), 1)),  # epoch milliseconds
+    (HEADER, lambda: [[r[0] // 1000, *r[1:]] for r in epoch_rows(bars(), 1)]),  # epoch seconds
+], ids=["newest_first", "time", "date", "epoch_ms", "epoch_s"])
+def test_venue_exports_in_other_orders_and_stamps_read_as_canonical(tmp_path, header, rows):
+    path = write(tmp_path / "x.csv", csv_text(rows(), header))
+    check_frame(load_bars(path), path)
+    two_names = write(tmp_path / "y.csv", csv_text([[*r, r[0]] for r in bars()], HEADER + ",date"))
+    with pytest.raises(DataError, match="unknown column\\(s\\) date"):  # a second stamp is not guessed away
+        load_bars(two_names)

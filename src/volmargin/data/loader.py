@@ -240,9 +240,13 @@ def _is_cdd_header(fields: list[str]) -> bool:
     return any(f.startswith("unix") for f in fields)
 
 
+# other names of the timestamp column in venues' exports, taken where no column is named timestamp
+TIMESTAMP_ALIASES = ("time", "date", "datetime")
+
+
 def _parse_canonical(text: str, name: str) -> _Raw:
     header = _read_csv(text, name, nrows=0).columns
-    raw_ts = [c for c in header if c.strip().lower() == "timestamp"]
+    raw_ts = [c for c in header if c.strip().lower() in ("timestamp", *TIMESTAMP_ALIASES)]
     frame = _read_csv(text, name, dtype={c: str for c in raw_ts})
     return _parse_frame(frame, name)
 
@@ -250,6 +254,9 @@ def _parse_canonical(text: str, name: str) -> _Raw:
 def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
     """Canonical columns (Parquet, canonical CSV, in-memory): exactly timestamp + OHLCV."""
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    aliases = [c for c in TIMESTAMP_ALIASES if c in frame.columns]
+    if "timestamp" not in frame.columns and len(aliases) == 1:
+        frame = frame.rename(columns={aliases[0]: "timestamp"})
     if "timestamp" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
         frame = frame.rename_axis("timestamp").reset_index()
     expected = ("timestamp", *COLUMNS)
@@ -263,7 +270,9 @@ def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
         raise DataError(f"{name}: repeated column name(s); expected exactly {','.join(expected)}")
     _require_rows(frame, name)
     rows = np.arange(1, len(frame) + 1)
-    ts = _parse_iso(frame["timestamp"], rows, name)
+    stamps = frame["timestamp"]
+    epoch = stamps.dtype.kind in "iu" or bool(stamps.astype(str).str.fullmatch(r"\d+").all())  # epoch s, ms or us
+    ts = (_parse_epoch if epoch else _parse_iso)(stamps, rows, name)
     return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows)
 
 
@@ -424,10 +433,11 @@ def _check_order(raw: _Raw, arr: np.ndarray, name: str, *, sort: bool) -> tuple[
     back[1:] = ns[1:] < ns[:-1]
     if not back.any():
         return raw, arr
-    if not sort:
+    if not sort and not back[1:].all():  # a file newest-first throughout (an export's order) is read reversed
         pos = _first(back, raw.rows)
         raise _fail(name, raw, pos, f"timestamps not ascending: out of order next to row {raw.rows[pos - 1]} "
-                                    f"({_fmt(raw.ts[pos - 1])}); pass sort=True to sort")
+                                    f"({_fmt(raw.ts[pos - 1])}); sort the file by timestamp "
+                                    "(in Python: load_bars(..., sort=True))")
     return _Raw(raw.ts[order], raw.values.iloc[order], raw.rows[order]), arr[order]
 
 
