@@ -5,7 +5,7 @@
 1. Margins from bad data, on real data: a small boosting bundle trained on six hourly spot files up to
    2021-12-31 and calibrated with `volmargin calibrate`'s code on the rest; for each asset, on its 20
    largest-move days after 2022 and 20 others, the 150 daily rows up to that day are corrupted at random
-   (bad values, stale prices, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served
+   (bad values, stale prices, re-sent rows, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served
    margin and haircut are compared with those of the same rows uncorrupted. Inputs unusable as a whole
    (integers, too few rows) are priced by a runtime that priced the clean rows earlier that day.
    Beside it, how often clean real data is flagged doubtful: the served window of every 5th day of all
@@ -79,7 +79,7 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
         return (inputs.astype(np.int64), dates) if rng.random() < 0.5 else (inputs[-40:], dates[-40:]), False
     newest = False  # whether the newest row (the day of the move) is among the bad ones
     for _ in range(rng.integers(1, 5)):
-        kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale"])
+        kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale", "resent"])
         row = len(inputs) - 1 - rng.integers(0, 88)
         newest |= kind == "future" or (row == len(inputs) - 1 and kind != "gap")
         if kind == "value":
@@ -90,6 +90,8 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
             dates[row] = dates[row - 1]
         elif kind == "stale":  # a stale price: the day's moves all zero, its volume still reported
             inputs[row, STALE_COLUMNS] = 0.0
+        elif kind == "resent" and row > 0:  # the feed sends the day before's row again under this day's date
+            inputs[row] = inputs[row - 1]
         elif kind == "future":
             dates[-1] = as_of + np.timedelta64(int(rng.integers(1, 5)), "D")
     if rng.random() < 0.15:  # a feed that sends text: one cell that is not a number
@@ -457,7 +459,7 @@ def main() -> None:
           "folders left after the next writer")
 
     services = table[table["class"] == "service"]
-    classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window, stale prices)",
+    classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window, stale prices, re-sent rows)",
                "gaps, repeated, future dates", "unusable inputs as a whole", "wrong types (text cells, text dates)",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}

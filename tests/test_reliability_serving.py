@@ -146,6 +146,17 @@ def test_doubtful_values_are_flagged_and_priced_at_least_as_given(served, runtim
     np.testing.assert_allclose(got.forecasts.variance[0], as_given.variance[0])
 
 
+def test_a_row_resent_under_the_next_date_is_doubtful(served, runtime, clean):
+    """A feed that sends the day before's row again as the newest day: no two real consecutive days are
+    equal in every column, and the true day may have been a crash; re-sent, it lowered real margins."""
+    inputs = served.inputs.copy()
+    inputs[0, -1] = inputs[0, -2]
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "repeats row" in got.reason[0, 0] and not got.fail_safe[1:].any()
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    assert not clean.fail_safe.any()
+
+
 def test_misdated_newest_rows_are_read_as_if_their_dates_were_right(served, runtime, clean):
     """The newest day stamped tomorrow, the day before it stamped twice: one reading of the rows is the
     true window (what lets the fail-safe margin cover a crash on the misdated day; bench/faults.py

@@ -12,9 +12,9 @@ Bad input (each its own `InputError` subclass, see `volmargin_serving.errors`):
   (`StaleInputError`).
 
 Doubtful input (`doubtful_values`, never an error): a possible value far outside the asset's own window,
-e.g. a variance 10,000 times its window median or a frozen feed's zero volume or zero variance. `Runtime.margins` prices the
-asset fail-safe over every reading of such rows and of bad ones (`volmargin_serving.repairs`): the
-margin can only rise.
+e.g. a variance 10,000 times its window median, a frozen feed's zero volume or zero variance, or a row
+that repeats the one before it in every column. `Runtime.margins` prices the asset fail-safe over every
+reading of such rows and of bad ones (`volmargin_serving.repairs`): the margin can only rise.
 """
 
 from __future__ import annotations
@@ -95,7 +95,15 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
         if "ret" in columns and "rv" in columns:
             j, rv = columns.index("ret"), columns.index("rv")
             doubt[..., j] = usable[..., rv] & (np.square(batch[..., j]) > DOUBT_RATIO * median[..., rv])
+    doubt[..., 1:, :] |= _resent(batch)[..., None]
     return doubt
+
+
+def _resent(batch: np.ndarray) -> np.ndarray:
+    """(assets, days - 1) True where a row equals the row before it in every column: a feed sending the
+    day before's row again under a new date (no two consecutive days of the 129 assets of the shared data
+    are equal; the day's true moves are unknown, and a calm repeat of a crash day lowers the margin)."""
+    return (batch[..., 1:, :] == batch[..., :-1, :]).all(axis=-1)
 
 
 def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
@@ -105,6 +113,9 @@ def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
     if not doubt.any():
         return ""
     row, column = (int(i) for i in np.argwhere(doubt)[0])
+    if row > 0 and _resent(batch[row - 1:row + 1])[0]:
+        return (f"doubtful input: row {row + offset} repeats row {row + offset - 1} in every column (a feed "
+                "re-sending the day before?); priced fail-safe over every reading of it")
     return (f"doubtful input: row {row + offset}, column {columns[column]} = {batch[row, column]:g} is over "
             f"{DOUBT_RATIO:g} times from its window's median; priced fail-safe over every reading of it")
 
