@@ -105,6 +105,9 @@ def test_gbm_with_iv_serves_the_library_forecast(panel, tmp_path):
     bad[-1] = -5.0
     with pytest.raises(vs.InputError, match="iv must be > 0"):
         runtime.forecast_daily(inputs, dates, as_of=dates[-1] + 1, iv=bad)
+    bad[-1] = 0.65  # a fraction: read as 0.65%, implied far below realized
+    with pytest.raises(vs.ImpossibleInputError, match="iv is 0.65 .* annualised percent"):
+        runtime.forecast_daily(inputs, dates, as_of=dates[-1] + 1, iv=bad)
 
 
 def test_iv_features_off_keep_the_old_feature_set(panel):

@@ -141,7 +141,8 @@ def test_batched_books_equal_single_books():
 
 
 @pytest.mark.parametrize("field, value, match", [
-    ("iv", np.nan, "iv"), ("days", 0.0, "expired"), ("forward", -1.0, "forward"), ("strike", 0.0, "strike")])
+    ("iv", np.nan, "iv"), ("days", 0.0, "expired"), ("forward", -1.0, "forward"), ("strike", 0.0, "strike"),
+    ("iv", 65.0, "iv is 65.0, above 10 .*a fraction")])  # an IV in percent: read as 6,500% it zeroes a short put's margin
 def test_bad_quotes_raise_typed_errors(field, value, match):
     args = dict(quantity=[-1.0, 1.0], strike=[50_000.0, 60_000.0], is_call=[True, True], days=[30.0, 30.0],
                 forward=[50_000.0, 50_000.0], iv=[0.7, 0.7])
@@ -149,6 +150,10 @@ def test_bad_quotes_raise_typed_errors(field, value, match):
     with pytest.raises(vo.OptionQuoteError, match=f"option 1: .*{match}") as info:
         vo.book_from_positions(**args)
     assert isinstance(info.value, InputError)
+    quotes = tuple([args[key][0]] * 2 for key in ("days", "strike", "forward", "iv"))
+    quotes[["days", "strike", "forward", "iv"].index(field)][1] = value
+    with pytest.raises(vo.OptionQuoteError, match=f"smile quote 1: .*{match if field != 'days' else 'days'}"):
+        vo.book_from_positions(**{**args, field: [args[field][0]] * 2}, smile_quotes=quotes)
 
 
 def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
@@ -161,6 +166,10 @@ def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([*lines[:3], ",".join(fields), *lines[4:]]) + "\n")
     with pytest.raises(DataError, match=r"bad.csv: row 3: mark_iv .* must be > 0"):
+        load_chain(bad)
+    fields[5] = "126.64"  # in percent, as Deribit's API sends it
+    bad.write_text("\n".join([*lines[:3], ",".join(fields), *lines[4:]]) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3: mark_iv 126.64 is above 10 .*a fraction"):
         load_chain(bad)
     bad.write_text("\n".join([lines[0].replace("mark_iv", "iv"), *lines[1:]]) + "\n")
     with pytest.raises(DataError, match="missing column"):
@@ -175,6 +184,9 @@ def test_dvol_loader(tmp_path):
         load_dvol(path)
     path.write_text("timestamp,close\n2021-03-24T00:00:00Z,80\n2021-03-24T01:00:00Z,x\n")
     with pytest.raises(DataError, match=r"row 2: close 'x' is not a finite number"):
+        load_dvol(path)
+    path.write_text("timestamp,close\n2021-03-24T00:00:00Z,0.8\n2021-03-24T01:00:00Z,0.81\n")
+    with pytest.raises(DataError, match=r"row 1: close 0.8 is below 2: DVOL is annualised percent"):
         load_dvol(path)
 
 

@@ -54,6 +54,9 @@ FEATURE_NAMES = (
 LIQUIDITY_FEATURE_NAMES = ("liquidity",)
 CORE_COLUMNS = FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES  # what `compute_features` returns; a model reads a prefix
 IV_FEATURE_NAMES = ("iv_present", "iv_level", "iv_chg")
+# The lowest level an implied-volatility index (annualised, in percent) may have: DVOL has ranged 31-193;
+# an index sent as a fraction (0.65 for 65%) would read as implied far below realized.
+MIN_IV_INDEX = 2.0
 
 
 def model_feature_names(liquidity: bool, iv_features: bool) -> tuple[str, ...]:

@@ -570,11 +570,25 @@ class OptionMargin:
     losses: np.ndarray  # (C,) weighted USD loss per cell
 
 
-def _check(name: str, values: np.ndarray, positive: bool = True) -> None:
+# The highest implied volatility (a fraction a year) a quote may carry. The real chains' mark IVs lie in
+# 0.37 .. 2.23; an IV sent in percent (65 for 65%, Deribit's API unit) read as 6,500% prices options near
+# their bounds, and a short put's margin falls to zero.
+MAX_IV = 10.0
+
+
+def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "option") -> None:
     bad = ~np.isfinite(values) | ((values <= 0) if positive else False)
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise OptionQuoteError(f"option {i}: {name} is {values[i]!r}, expected a positive finite number")
+        raise OptionQuoteError(f"{what} {i}: {name} is {float(values[i])!r}, expected a positive finite number")
+
+
+def _check_iv(iv: np.ndarray, what: str = "option") -> None:
+    _check("iv", iv, what=what)
+    if np.any(iv > MAX_IV):
+        i = int(np.flatnonzero(iv > MAX_IV)[0])
+        raise OptionQuoteError(f"{what} {i}: iv is {float(iv[i])!r}, above {MAX_IV:g} ({MAX_IV:,.0%} a year); implied "
+                               "volatility is a fraction (0.65 for 65%)")
 
 
 def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty: float = 0.0,
@@ -589,15 +603,19 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
     if len({len(a) for a in (*arrays, is_call)}) != 1:
         raise OptionQuoteError("positions: quantity, strike, is_call, days, forward and iv differ in length")
     _check("quantity", quantity, positive=False)
-    for name, values in (("strike", strike), ("forward", forward), ("iv", iv)):
+    for name, values in (("strike", strike), ("forward", forward)):
         _check(name, values)
+    _check_iv(iv)
     expired = ~(days > 0)
     if np.any(expired):
         i = int(np.flatnonzero(expired)[0])
         raise OptionQuoteError(f"option {i}: expired or undated (days to expiry {days[i]!r})")
     if smile_quotes is None:
         smile_quotes = (days, strike, forward, iv)
-    q_days, q_strike, q_forward, q_iv = (np.asarray(a, dtype=float) for a in smile_quotes)
+    q_days, q_strike, q_forward, q_iv = (np.atleast_1d(np.asarray(a, dtype=float)) for a in smile_quotes)
+    for name, values in (("days", q_days), ("strike", q_strike), ("forward", q_forward)):
+        _check(name, values, what="smile quote")
+    _check_iv(q_iv, what="smile quote")
     expiries, q_group = np.unique(q_days, return_inverse=True)
     group = np.searchsorted(expiries, days)
     if np.any(group >= len(expiries)) or np.any(expiries[np.minimum(group, len(expiries) - 1)] != days):

@@ -32,12 +32,12 @@ from volmargin_serving.bars import daily_from_bars, to_nanoseconds
 from volmargin_serving.bundle import read_manifest, resolve_key, verify_files
 from volmargin_serving.calibration import CalibrationSet
 from volmargin_serving.errors import (
-    BundleError, CalibrationError, InputDtypeError, InputError, InputShapeError, NonFiniteInputError, SelfTestError,
-    UnsortedInputError,
+    BundleError, CalibrationError, ImpossibleInputError, InputDtypeError, InputError, InputShapeError,
+    NonFiniteInputError, SelfTestError, UnsortedInputError,
 )
 from volmargin_serving.features import (
-    INPUT_COLUMNS, IV_FEATURE_NAMES, FeatureSpec, compute_features, compute_iv_features, core_width, horizon_level,
-    standardize,
+    INPUT_COLUMNS, IV_FEATURE_NAMES, MIN_IV_INDEX, FeatureSpec, compute_features, compute_iv_features, core_width,
+    horizon_level, standardize,
 )
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
@@ -346,8 +346,12 @@ class Runtime:
             raise InputShapeError(f"iv has shape {iv.shape}; expected {shape}, one value per input row")
         with np.errstate(invalid="ignore"):
             bad = np.isinf(iv) | (iv <= 0)
+            fraction = iv < MIN_IV_INDEX
         if bad.any():
             raise NonFiniteInputError(f"iv must be > 0 and finite or NaN (first bad at {np.argwhere(bad)[0].tolist()})")
+        if fraction.any():
+            raise ImpossibleInputError(f"iv is {float(iv[fraction][0])!r} at {np.argwhere(fraction)[0].tolist()}, below "
+                                       f"{MIN_IV_INDEX:g}: the index is annualised percent (65 for 65%)")
         return np.atleast_2d(iv)[:, -rows:]
 
     def _forecast_checked(self, batch: np.ndarray, days: np.ndarray, iv: np.ndarray | None = None) -> Forecasts:

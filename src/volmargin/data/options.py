@@ -20,6 +20,8 @@ import pandas as pd
 
 from volmargin.data.loader import _expand, _read_bytes, _read_csv, _decode
 from volmargin.errors import DataError
+from volmargin_serving.features import MIN_IV_INDEX
+from volmargin_serving.options import MAX_IV
 
 CHAIN_COLUMNS = ("timestamp", "instrument", "expiry", "strike", "type", "mark_iv", "bid_price", "ask_price",
                  "bid_size", "ask_size", "underlying_price", "underlying_index", "open_interest", "volume",
@@ -105,6 +107,11 @@ def load_chain(path: str | Path) -> pd.DataFrame:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be >= 0")
+    high = (out["mark_iv"] > MAX_IV).to_numpy()
+    if high.any():
+        i = int(np.flatnonzero(high)[0])
+        raise _fail(name, i + 1, f"mark_iv {float(out['mark_iv'].iloc[i])!r} is above {MAX_IV:g} "
+                                 f"({MAX_IV:,.0%} a year); it must be a fraction (0.65 for 65%)")
     late = (out["expiry"] <= out["timestamp"]).to_numpy()
     if late.any():
         i = int(np.flatnonzero(late)[0])
@@ -150,6 +157,11 @@ def load_dvol(path: str | Path) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be > 0")
+        low = out[column].to_numpy() < MIN_IV_INDEX
+        if low.any():
+            i = int(np.flatnonzero(low)[0])
+            raise _fail(name, i + 1, f"{column} {float(out[column].iloc[i])!r} is below {MIN_IV_INDEX:g}: DVOL is "
+                                     "annualised percent (65 for 65%)")
     if daily:
         low, high = out["low"].to_numpy(), out["high"].to_numpy()
         bad = (low > high) | (out["close"].to_numpy() > high) | (out["close"].to_numpy() < low)
