@@ -5,7 +5,7 @@
 1. Margins from bad data, on real data: a small boosting bundle trained on six hourly spot files up to
    2021-12-31 and calibrated with `volmargin calibrate`'s code on the rest; for each asset, on its 20
    largest-move days after 2022 and 20 others, the 150 daily rows up to that day are corrupted at random
-   (bad values, stale prices, re-sent rows, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served
+   (bad values, stale prices, re-sent rows, outages, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served
    margin and haircut are compared with those of the same rows uncorrupted. Inputs unusable as a whole
    (integers, too few rows) are priced by a runtime that priced the clean rows earlier that day.
    Beside it, how often clean real data is flagged doubtful: the served window of every 5th day of all
@@ -44,6 +44,7 @@ from volmargin.training import MODEL_FORMAT  # noqa: E402
 ASSETS = ("btcusdt", "ethusdt", "solusdt", "dogeusdt", "xrpusdt", "linkusdt")
 BAD = [np.nan, np.inf, -np.inf, -1.0, -1e-9, 0.5, 1e300]
 STALE_COLUMNS = [0, 1, 2, 3, 4]  # ret, rv, bv, parkinson, rogers_satchell (checked against INPUT_COLUMNS below)
+COMPLETE_COLUMN = 7
 
 
 # ------------------------------------------------------------------ 1. margins from bad data
@@ -79,7 +80,7 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
         return (inputs.astype(np.int64), dates) if rng.random() < 0.5 else (inputs[-40:], dates[-40:]), False
     newest = False  # whether the newest row (the day of the move) is among the bad ones
     for _ in range(rng.integers(1, 5)):
-        kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale", "resent"])
+        kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale", "resent", "outage"])
         row = len(inputs) - 1 - rng.integers(0, 88)
         newest |= kind == "future" or (row == len(inputs) - 1 and kind != "gap")
         if kind == "value":
@@ -92,6 +93,9 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
             inputs[row, STALE_COLUMNS] = 0.0
         elif kind == "resent" and row > 0:  # the feed sends the day before's row again under this day's date
             inputs[row] = inputs[row - 1]
+        elif kind == "outage":  # bars missing: an incomplete day that saw part of its moves
+            inputs[row, STALE_COLUMNS[1:]] *= rng.uniform(0.05, 0.8)
+            inputs[row, COMPLETE_COLUMN] = 0.0
         elif kind == "future":
             dates[-1] = as_of + np.timedelta64(int(rng.integers(1, 5)), "D")
     if rng.random() < 0.15:  # a feed that sends text: one cell that is not a number
@@ -110,6 +114,7 @@ def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
     from volmargin_serving import margins as serving_margins
 
     assert [INPUT_COLUMNS[i] for i in STALE_COLUMNS] == ["ret", "rv", "bv", "parkinson", "rogers_satchell"]
+    assert INPUT_COLUMNS[COMPLETE_COLUMN] == "complete"
 
     if addon is not None:
         serving_margins.DOUBT_ADDON = addon
@@ -459,7 +464,7 @@ def main() -> None:
           "folders left after the next writer")
 
     services = table[table["class"] == "service"]
-    classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window, stale prices, re-sent rows)",
+    classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window, stale prices, re-sent rows, newest day cut short)",
                "gaps, repeated, future dates", "unusable inputs as a whole", "wrong types (text cells, text dates)",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}

@@ -392,3 +392,27 @@ def test_stream_margins_are_the_careful_margins_with_bad_and_doubtful_rows(bundl
         bad = ~np.isfinite(row).all(axis=1)
         assert got.fail_safe[bad].all() and np.array_equal(state.sums[bad], before[0][bad])
         assert np.array_equal(state.rows[bad], before[1][bad]) and not np.array_equal(state.rows[~bad], before[1][~bad])
+
+
+def test_an_incomplete_day_is_priced_at_the_larger_of_its_readings_in_both_paths(bundle, calibration, batch):
+    """An older incomplete day (bars missing: partial measures) is read as the model reads it (missing)
+    and as complete, and the margin takes the larger forecast; not a fail-safe (the model trained on such
+    days); the incremental state gives the same figures."""
+    inputs, dates, as_of = batch
+    inputs = inputs.copy()
+    complete = INPUT_COLUMNS.index("complete")
+    inputs[0, -4, complete] = 0.0
+    inputs[0, -4, [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]] *= 6.0  # violent
+    as_complete = inputs.copy()
+    as_complete[0, -4, complete] = 1.0
+    careful = vs.load(bundle, calibration=calibration, assets=ASSETS)
+    history = careful.history_days
+    got = careful.margins(ASSETS, inputs[:, -history:], dates[:, -history:], as_of=as_of)
+    readings = [careful.forecast_daily(x[0, -history:], dates[0, -history:], as_of=as_of) for x in (inputs, as_complete)]
+    assert readings[1].variance[0] > readings[0].variance[0]  # what the part of the day it saw says
+    np.testing.assert_allclose(got.forecasts.variance[0], max(r.variance[0] for r in readings), rtol=1e-12)
+    np.testing.assert_allclose(got.forecasts.var[0], np.fmax(readings[0].var[0], readings[1].var[0]), rtol=1e-12)
+    assert not got.fail_safe.any()
+    state = vs.load(bundle, calibration=calibration, assets=ASSETS).stream(inputs[:, :-1], dates[:, :-1],
+                                                                           as_of=dates[0, -2])
+    _same_margins(state.margins(ASSETS, inputs[:, -1], dates[:, -1], as_of=as_of), got)

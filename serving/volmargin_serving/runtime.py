@@ -497,7 +497,9 @@ class Runtime:
 
         def keep(index, out: Forecasts, checked: np.ndarray) -> None:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
-            for k, message in zip(np.atleast_1d(index), self._doubts(checked.reshape(-1, *checked.shape[-2:]))):
+            windows = checked.reshape(-1, *checked.shape[-2:])
+            for k, message, window in zip(np.atleast_1d(index), self._doubts(windows), windows):
+                self._read_incomplete_as_complete((variance, var, es), k, window, dates_in[k])
                 if message:
                     errors[k] = message
                     repair(k)
@@ -522,6 +524,23 @@ class Runtime:
                     repair(k)
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
                 [Forecasts(*d, self.levels, self.horizon) for d in doubt])
+
+    def _read_incomplete_as_complete(self, forecasts: tuple[np.ndarray, ...], k: int, inputs: np.ndarray,
+                                     dates) -> None:
+        """Asset k's (variance, var, es), in place, the larger of the model's and those with the incomplete
+        days of its window read as complete. An incomplete day's measures cover part of its moves, and the
+        model reads them as missing, which forgets the part it saw (a newest day cut short is doubtful as
+        well, `validation.doubtful_values`). Only for windows that hold an incomplete day (26 of 104,162
+        real days since 2022 are incomplete)."""
+        window = inputs[-self.history_days:]
+        complete = INPUT_COLUMNS.index("complete")
+        if (window[:, complete] > 0.5).all():
+            return
+        window = window.copy()
+        window[:, complete] = 1.0
+        read = self._forecast_checked(window[None], _as_days(dates)[None, -self.history_days:])
+        for mine, theirs in zip(forecasts, (read.variance, read.var, read.es)):
+            mine[k] = np.fmax(mine[k], theirs[0])
 
     def _no_readings(self, n: int) -> list[list[np.ndarray]]:
         """Per `repairs.READINGS` entry, [variance, var, es] of n assets, NaN until `_read_into` fills them."""

@@ -173,7 +173,8 @@ class StreamState:
         wanted = terms.known.any(axis=1)
         errors, readings = np.full(len(self), "", dtype=object), runtime._no_readings(len(self))
         served = np.flatnonzero(wanted & np.array([error is None for error in refused]))
-        for k, message in zip(served, runtime._doubts(self._stored_rows(served)) if len(served) else ()):
+        stored = self._stored_rows(served)
+        for k, message in zip(served, runtime._doubts(stored) if len(served) else ()):
             if message:
                 errors[k] = message
                 runtime._read_into(readings, k, *self.history(k), instant)
@@ -184,6 +185,9 @@ class StreamState:
                                np.append(stored_days, np.datetime64(int(days[k]), "D")), instant)
         forecasts = _spread(Forecasts(out.variance[wanted], out.var[wanted], out.es[wanted], out.levels, out.horizon),
                             np.flatnonzero(wanted), len(self), runtime)
+        incomplete = (stored[..., INPUT_COLUMNS.index("complete")] < 0.5).any(axis=-1) if len(served) else []
+        for k in served[incomplete]:
+            runtime._read_incomplete_as_complete((forecasts.variance, forecasts.var, forecasts.es), k, *self.history(k))
         doubtful = [Forecasts(*reading, runtime.levels, runtime.horizon) for reading in readings]
         return runtime._price(assets, terms, forecasts, errors, doubtful, previous, instant)
 

@@ -96,7 +96,15 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
             j, rv = columns.index("ret"), columns.index("rv")
             doubt[..., j] = usable[..., rv] & (np.square(batch[..., j]) > DOUBT_RATIO * median[..., rv])
     doubt[..., 1:, :] |= _resent(batch)[..., None]
+    if "complete" in columns:
+        doubt[..., -1, columns.index("complete")] |= _cut_short(batch, columns)
     return doubt
+
+
+def _cut_short(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
+    """(assets,) True where the newest row is an incomplete day: bars are missing (an outage, which comes
+    on crash days), so its measures cover part of its moves and the model reads them as missing."""
+    return batch[..., -1, columns.index("complete")] < 0.5
 
 
 def _resent(batch: np.ndarray) -> np.ndarray:
@@ -113,6 +121,9 @@ def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
     if not doubt.any():
         return ""
     row, column = (int(i) for i in np.argwhere(doubt)[0])
+    if row == len(batch) - 1 and columns[column] == "complete":
+        return (f"doubtful input: row {row + offset}, the newest, is an incomplete day (bars missing); priced "
+                "fail-safe over every reading of it")
     if row > 0 and _resent(batch[row - 1:row + 1])[0]:
         return (f"doubtful input: row {row + offset} repeats row {row + offset - 1} in every column (a feed "
                 "re-sending the day before?); priced fail-safe over every reading of it")
