@@ -1,0 +1,75 @@
+"""Exchange outages on crash days: does a day cut short lower the served margin? Prints the counts.
+
+    .venv/bin/python bench/outages.py [--bundle models/volmargin-crypto-gbm/1] [--next 0]
+
+For BTC, ETH, SOL, XRP and DOGE (hourly spot files of ../shared/data), on each asset's 15 largest daily
+moves from 2025-01-02, a random 6-hour hole is cut in the day's hourly bars (18 of 24 left: an incomplete
+day) and the served margin of the 150 daily rows up to that day (`--next N`: up to N days later, the
+hole N rows back) is compared with the margin of the true rows, each from a fresh runtime (no memory,
+no `previous`) with the bundle's calibration set. About a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hourly_spot_files  # noqa: E402
+
+ASSETS = ("btcusdt", "ethusdt", "solusdt", "xrpusdt", "dogeusdt")
+HOLE_HOURS, MOVES, ROWS = 6, 15, 150
+
+
+def daily_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
+    from volmargin.features.realized import daily_measures
+
+    daily = daily_measures(bars, 20)
+    columns = daily_inputs(daily)
+    return (np.column_stack([np.asarray(columns[c], float) for c in INPUT_COLUMNS]),
+            daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
+
+
+def main() -> None:
+    import volmargin_serving as vs
+    from volmargin.data import load_panel
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default="models/volmargin-crypto-gbm/1")
+    parser.add_argument("--next", type=int, default=0, help="price N days after the outage")
+    args = parser.parse_args()
+    calibration = f"{args.bundle}.calibration.json"
+    rng = np.random.default_rng(5)
+    bars = load_panel([f for f in hourly_spot_files() if any(f"binance_{a}_1h" in f.name for a in ASSETS)])
+    ratios = []
+    for asset, asset_bars in bars.items():
+        rows, dates = daily_arrays(asset_bars)
+        candidates = np.arange(np.searchsorted(dates, np.datetime64("2025-01-02")), len(rows) - args.next)
+        for moved in candidates[np.argsort(-np.abs(rows[candidates, 0]))[:MOVES]]:
+            day = pd.Timestamp(dates[moved]).tz_localize("UTC")
+            start = day + pd.Timedelta(hours=int(rng.integers(0, 24 - HOLE_HOURS + 1)))
+            kept = asset_bars[~((asset_bars.index >= start) & (asset_bars.index < start + pd.Timedelta(hours=HOLE_HOURS)))]
+            kept.attrs.update(asset_bars.attrs)
+            end = moved + args.next
+            cut, cut_dates = daily_arrays(kept.loc[:pd.Timestamp(dates[end]).tz_localize("UTC") + pd.Timedelta(hours=23)])
+            true = vs.load(args.bundle, calibration=calibration).margins(
+                [asset], [rows[end - ROWS + 1:end + 1]], [dates[end - ROWS + 1:end + 1]], as_of=dates[end])
+            served = vs.load(args.bundle, calibration=calibration).margins(
+                [asset], [cut[-ROWS:]], [cut_dates[-ROWS:]], as_of=dates[end])
+            ratios.append((asset, float((served.initial / true.initial).min())))
+    table = pd.DataFrame(ratios, columns=["asset", "ratio"])
+    lowered = table[table["ratio"] < 1 - 1e-12]
+    print(table.groupby("asset")["ratio"].agg(["count", "min", "median"]).round(3).to_string())
+    print(f"{HOLE_HOURS}-hour outages on the {MOVES} largest moves since 2025 (priced {args.next} days later): "
+          f"{len(lowered)} of {len(table)} margins below the true rows' "
+          f"(worst {1 - table['ratio'].min():.1%} lower)" if len(lowered) else
+          f"{HOLE_HOURS}-hour outages: 0 of {len(table)} margins below the true rows'")
+
+
+if __name__ == "__main__":
+    main()
