@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 
 import numpy as np
 import pytest
@@ -299,7 +300,7 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     monkeypatch.setattr(job, "price_forecasts", lambda data, models, first, last: ({"ewma": price}, ret))
     code = main(["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
                  "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "run"),
-                 "--iv-models", "hist"])
+                 "--iv-models", "hist", "--calibrate-on", "chains"])
     assert code == 0
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert {"portfolio_class", "method", "portfolios", "days", "breach_rate", "avg_margin"} <= set(summary.columns)
@@ -309,7 +310,7 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
                  "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "bad")]) == 2
     args = ["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
-            "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--iv-models", "hist"]
+            "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--iv-models", "hist", "--calibrate-on", "chains"]
     assert main(args + ["--out", str(tmp_path / "stress"), "--stress", "1"]) == 0
     stressed = pd.read_csv(tmp_path / "stress" / "summary.csv").set_index(["portfolio_class", "method", "period"])
     plain = summary.set_index(["portfolio_class", "method", "period"])
@@ -645,3 +646,35 @@ def test_a_loss_no_scale_covers_is_flagged_and_does_not_set_the_scale(books):
     others = counted.copy()
     others[0] = False
     assert scale == pytest.approx(calibrate_scale(books, inputs, others, target=0.01, confidence=None)[0], rel=0.02)
+
+
+def test_options_cli_calibrates_on_synthetic_books_before_the_cut(tmp_path, shared_data, two_snapshots):
+    """The default: scales from DVOL-priced synthetic books of the days before --calibrate-until, on the
+    smile of the real snapshots before it; what comes after the cut cannot change them."""
+    from volmargin.cli import main
+
+    def write(chain: pd.DataFrame, path):
+        out = chain.assign(type=np.where(chain["is_call"], "call", "put"))
+        for column in ("timestamp", "expiry"):
+            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out[list(CHAIN_COLUMNS)].to_csv(path, index=False)
+        return str(path)
+
+    later = two_snapshots["timestamp"] >= pd.Timestamp("2022-01-02", tz="UTC")
+    shifted = two_snapshots.assign(mark_iv=np.where(later, two_snapshots["mark_iv"] * 1.5, two_snapshots["mark_iv"]))
+    args = ["options", "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"), "--data",
+            str(shared_data / "binance_btcusdt_1h.csv.gz"), "--calibrate-until", "2022-01-02", "--models", "ewma",
+            "--iv-models", "hist", "--synthetic-days", "60"]
+    scales = []
+    for name, chain in (("real", two_snapshots), ("shifted", shifted)):
+        assert main([*args, "--chains", write(chain, tmp_path / f"{name}.csv"), "--out", str(tmp_path / name)]) == 0
+        record = json.loads((tmp_path / name / "run.json").read_text())
+        assert record["calibrate_on"] == "synthetic" and record["synthetic_books"] > 0
+        summary = pd.read_csv(tmp_path / name / "summary.csv")
+        scales.append(summary.loc[summary["method"] == "auto_ewma_hist", "scale"].iloc[0])
+    assert scales[0] == scales[1]  # the snapshots after the cut are not read
+    assert main([*args, "--chains", write(two_snapshots, tmp_path / "c.csv"), "--out", str(tmp_path / "chains"),
+                 "--calibrate-on", "chains"]) == 0
+    assert pd.read_csv(tmp_path / "chains" / "summary.csv").query("method == 'auto_ewma_hist'")["scale"].iloc[0] != scales[0]
+    assert main([*args[:5], "--calibrate-until", "2021-12-01", *args[7:], "--chains", str(tmp_path / "c.csv"),
+                 "--out", str(tmp_path / "early")]) == 2  # no snapshot before the cut to fit the smile on

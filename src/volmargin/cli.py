@@ -275,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="grid the scales are bisected on: even (the 9 even points of --steps, the lattice "
                          "and kept vol states added on top) or grid (the grid the methods run, lattice and kept "
                          "states included; default even)")
+    options.add_argument("--calibrate-on", choices=("synthetic", "chains"), default="synthetic",
+                         help="books the scales are calibrated on: synthetic (default: DVOL-priced books of the "
+                         "--synthetic-days before --calibrate-until, on the smile of the chains before it, so a "
+                         "calm month of real books does not set them) or chains (the real books before it)")
+    options.add_argument("--synthetic-days", type=int, default=365, metavar="DAYS",
+                         help="days of synthetic books before --calibrate-until (default 365)")
     return parser
 
 
@@ -685,11 +691,14 @@ def cmd_options(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must be an even number from 2 to 64, got {args.steps}")
     if args.spacing is not None and not 0.005 <= args.spacing <= 0.5:
         raise ConfigError(f"--spacing must lie in [0.005, 0.5], got {args.spacing}")
+    if not 30 <= args.synthetic_days <= 3650:
+        raise ConfigError(f"--synthetic-days must lie in [30, 3650], got {args.synthetic_days}")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
                     split(args.models), iv_models, target=args.target, stress=args.stress,
                     stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap,
                     steps=args.steps, spacing=args.spacing, keep_vol=args.keep_vol,
-                    scales_on_grid=args.scales_on == "grid")
+                    scales_on_grid=args.scales_on == "grid", calibrate_on=args.calibrate_on,
+                    synthetic_days=args.synthetic_days)
     result = run_option_job(job)
     summary = result["summary"]
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",

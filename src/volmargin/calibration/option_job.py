@@ -4,7 +4,9 @@ Steps: load and validate the chains, the DVOL files and the underlying's bars; w
 of the baseline models (`volmargin.evaluation.backtest.run_backtest`) and IV-move forecasts
 (`volmargin.models.ivmoves`) up to the last snapshot; books and realised MPOR losses
 (`volmargin.risk.option_books`); calibration before `--calibrate-until`, validation after
-(`volmargin.calibration.options`). Writes OUT/summary.csv, OUT/grids.csv (grid parameters per method and
+(`volmargin.calibration.options`). The scales are calibrated by default on a year of synthetic books before
+the cut (`volmargin.data.synthetic_options`: DVOL-priced chains on the smile shape of the real chains before
+it), so that a month of calm real books does not set them; `calibrate_on='chains'` takes the real books. Writes OUT/summary.csv, OUT/grids.csv (grid parameters per method and
 day), OUT/iv_scores.csv (pinball loss and exceedances of the IV-move forecasts), OUT/run.json and OUT/report.html
 (per-class coverage and margin, grid parameters over time).
 """
@@ -16,11 +18,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from volmargin.errors import ConfigError, DataError
 
 PRICE_MODELS = ("ewma", "gjr", "har")
+CALIBRATION_BOOKS = ("synthetic", "chains")
+MIN_SYNTHETIC_DAYS = 30  # fewer synthetic snapshot days than this before the cut cannot set a 1% scale
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class OptionJob:
     keep_vol: bool = False  # static's vol shocks kept as extra vol states (`Grid.keep_vol`)
     scales_on_grid: bool = False  # bisect the scales on the grid the methods run (lattice, kept states), not on
     # the even grid of `steps` with the lattice and kept states added on top
+    calibrate_on: str = "synthetic"  # the books the scales are calibrated on: CALIBRATION_BOOKS
+    synthetic_days: int = 365  # days of synthetic books before the cut
 
     @property
     def apc(self):
@@ -104,6 +111,7 @@ class OptionInputs:
     iv_forecasts: pd.DataFrame  # long table with the realised targets
     snapshots: int
     stress: pd.DataFrame | None = None  # worst realised moves per origin (`stressed_moves`), if job.stress
+    calibration_books: object = None  # synthetic books the scales are calibrated on (None: the real ones)
 
 
 def prepare_option_inputs(job: OptionJob) -> OptionInputs:
@@ -116,20 +124,49 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
     dvols = load_dvols(list(job.iv))
     if job.underlying not in dvols:
         raise ConfigError(f"--iv: no DVOL file of {job.underlying!r} (found {', '.join(dvols) or 'none'})")
+    dvol = dvols[job.underlying]
     first, last = chain["timestamp"].min().normalize(), chain["timestamp"].max().normalize()
+    synthetic = synthetic_books(chain, dvol, job) if job.calibrate_on == "synthetic" else None
+    if synthetic is not None:
+        first = min(first, pd.Timestamp(synthetic.info["day"].min()).normalize())
     origin_first = first - pd.Timedelta(days=1)
     price, ret = price_forecasts(job.data, job.models, origin_first, last)
-    iv, ivf = iv_move_forecasts(dvols[job.underlying], ret, origin_first, last, job.iv_models)
+    iv, ivf = iv_move_forecasts(dvol, ret, origin_first, last, job.iv_models)
     stress = None
     if job.stress:
         from volmargin.calibration.options import stressed_moves
 
-        stress = stressed_moves(ret, daily_close(dvols[job.underlying]), job.stress_days)
-    return OptionInputs(build_books(chain, job.seed), price, iv, ivf, int(chain["timestamp"].nunique()), stress)
+        stress = stressed_moves(ret, daily_close(dvol), job.stress_days)
+    return OptionInputs(build_books(chain, job.seed), price, iv, ivf, int(chain["timestamp"].nunique()), stress,
+                        synthetic)
+
+
+def synthetic_books(chain: pd.DataFrame, dvol: pd.DataFrame, job: OptionJob):
+    """Books on synthetic chains of the `synthetic_days` before the cut: the underlying's bars and DVOL, on
+    the smile shape fitted on the real snapshots before the cut (nothing after it is read)."""
+    from volmargin.data import load_panel
+    from volmargin.data.synthetic_options import fit_smile_shape, market_states, smile_points, synthetic_chain
+    from volmargin.risk.option_books import build_books, select_books
+
+    cut = job.calibrate_until
+    before = chain[chain["timestamp"] < cut]
+    if before.empty:
+        raise ConfigError(f"--calibrate-until {cut.date()}: synthetic calibration fits its smile on the chains "
+                          "before it, and there are none (or --calibrate-on chains)")
+    bar = pd.Timedelta(days=1) if "open" in dvol.columns else pd.Timedelta(hours=1)
+    shape = fit_smile_shape(smile_points(before, dvol["close"], bar))
+    bars = load_panel(list(job.data))
+    states = market_states(next(iter(bars.values())), daily_close(dvol).to_frame("close"))
+    states = states[(states.index >= cut - pd.Timedelta(days=job.synthetic_days)) & (states.index < cut)]
+    if len(states) < MIN_SYNTHETIC_DAYS:
+        raise DataError(f"--iv / --data: {len(states)} days of DVOL and bars in the {job.synthetic_days} before "
+                        f"{cut.date()}; synthetic calibration needs {MIN_SYNTHETIC_DAYS} (or --calibrate-on chains)")
+    books = build_books(synthetic_chain(states, shape), job.seed, revalue=shape.revalue)
+    return select_books(books, np.asarray(pd.DatetimeIndex(books.info["day"]) < cut))  # losses known at the cut
 
 
 def run_option_job(job: OptionJob) -> dict:
-    from volmargin.calibration.options import run_option_backtest
+    from volmargin.calibration.options import calibrate_methods, run_option_backtest
     from volmargin.io import write_atomic, write_frame
     from volmargin.models.ivmoves import score_quantiles
 
@@ -141,10 +178,19 @@ def run_option_job(job: OptionJob) -> dict:
     base = replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing, keep_vol=DERIBIT_VOL if job.keep_vol else None)
     # the scales of the even grid unless on the grid: a lattice and kept vol states then add cells on top
     scale_base = base if job.scales_on_grid else replace(DERIBIT_BTC, steps=job.steps)
+    scales, feasible = None, None
+    if inputs.calibration_books is not None:  # the scales from the synthetic books, then the real ones priced
+        synthetic = inputs.calibration_books
+        _, scales, synthetic_grids = calibrate_methods(
+            synthetic, inputs.price, inputs.iv, np.ones(synthetic.books.count, dtype=bool), job.target, job.apc,
+            job.risk, job.confidence, inputs.stress, base=base, scale_base=scale_base)
+        feasible = synthetic_grids.groupby("method")["feasible"].first()
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress, base=base,
-                                         scale_base=scale_base)
-    if not (summary["period"] == "calibration").any():
+                                         scale_base=scale_base, scales=scales)
+    if feasible is not None:
+        grids["feasible"] = grids["method"].map(feasible)
+    if scales is None and not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
     job.out.mkdir(parents=True, exist_ok=True)
     write_frame(summary, job.out / "summary.csv")
@@ -157,6 +203,8 @@ def run_option_job(job: OptionJob) -> dict:
               "stress_days": job.stress_days, "peak": job.peak, "buffer": job.buffer, "fall_cap": job.max_down,
               "steps": job.steps, "spacing": job.spacing, "keep_vol": job.keep_vol,
               "scales_on_grid": job.scales_on_grid,
+              "calibrate_on": job.calibrate_on,
+              "synthetic_books": None if scales is None else int(inputs.calibration_books.books.count),
               "infeasible": sorted(grids.loc[grids["feasible"] == False, "method"].unique()),  # noqa: E712 (None: static)
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))

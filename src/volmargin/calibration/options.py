@@ -264,18 +264,20 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
                         calibrate_until, target: float = 0.01, apc: ApcConfig | None = None,
                         calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
                         stress: pd.DataFrame | None = None, base: Grid = DERIBIT_BTC,
-                        scale_base: Grid | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        scale_base: Grid | None = None, scales: dict[str, float] | None = None,
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
     for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
     grid parameters of each method per day. `base` and `scale_base` as in `calibrate_methods` (the static
-    grid stays Deribit's BTC grid: the chains are BTC's)."""
+    grid stays Deribit's BTC grid: the chains are BTC's); `scales` (by method) calibrated elsewhere, e.g.
+    on synthetic books, skip the bisection."""
     days = pd.DatetimeIndex(data.info["day"])
     calibrating = np.asarray(days < utc(calibrate_until))
     if calibrate_after is not None:
         calibrating = np.asarray(days >= utc(calibrate_after))
     periods = np.where(calibrating, "calibration", "validation")
     margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence, stress,
-                                               base=base, scale_base=scale_base)
+                                               scales=scales, base=base, scale_base=scale_base)
     return summarise(data, margins, periods, scales), grids
 
 
