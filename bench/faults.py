@@ -5,9 +5,10 @@
 1. Margins from bad data, on real data: a small boosting bundle trained on six hourly spot files up to
    2021-12-31 and calibrated with `volmargin calibrate`'s code on the rest; for each asset, on its 20
    largest-move days after 2022 and 20 others, the 150 daily rows up to that day are corrupted at random
-   (bad values, stale prices, re-sent rows, outages, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served
-   margin and haircut are compared with those of the same rows uncorrupted. Inputs unusable as a whole
-   (integers, too few rows) are priced by a runtime that priced the clean rows earlier that day.
+   (bad values, stale prices, re-sent rows, outages, gaps, repeated and future dates) and priced by a fresh
+   runtime (no memory); the served margin and haircut are compared with those of the same rows
+   uncorrupted. Inputs unusable as a whole (integers, too few rows) are priced by a runtime that priced
+   the clean rows earlier that day.
    Beside it, how often clean real data is flagged doubtful: the served window of every 5th day of all
    hourly spot files (the 29 top-level ones and alts/) checked by `validation.doubtful_values`.
 2. The CLI on one bad-input or fault case per row (in process): exit code, one line, or a traceback.
@@ -464,7 +465,8 @@ def main() -> None:
           "folders left after the next writer")
 
     services = table[table["class"] == "service"]
-    classes = {"bad values (NaN/inf/negative/flag/absurd return)", "doubtful values (10^4 off the window, stale prices, re-sent rows, newest day cut short)",
+    classes = {"bad values (NaN/inf/negative/flag/absurd return)",
+               "doubtful values (10^4 off the window, stale prices, re-sent rows, newest day cut short)",
                "gaps, repeated, future dates", "unusable inputs as a whole", "wrong types (text cells, text dates)",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}

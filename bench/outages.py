@@ -53,10 +53,12 @@ def main() -> None:
         for moved in candidates[np.argsort(-np.abs(rows[candidates, 0]))[:MOVES]]:
             day = pd.Timestamp(dates[moved]).tz_localize("UTC")
             start = day + pd.Timedelta(hours=int(rng.integers(0, 24 - HOLE_HOURS + 1)))
-            kept = asset_bars[~((asset_bars.index >= start) & (asset_bars.index < start + pd.Timedelta(hours=HOLE_HOURS)))]
+            hole = (asset_bars.index >= start) & (asset_bars.index < start + pd.Timedelta(hours=HOLE_HOURS))
+            kept = asset_bars[~hole]
             kept.attrs.update(asset_bars.attrs)
             end = moved + args.next
-            cut, cut_dates = daily_arrays(kept.loc[:pd.Timestamp(dates[end]).tz_localize("UTC") + pd.Timedelta(hours=23)])
+            last_bar = pd.Timestamp(dates[end]).tz_localize("UTC") + pd.Timedelta(hours=23)
+            cut, cut_dates = daily_arrays(kept.loc[:last_bar])
             true = vs.load(args.bundle, calibration=calibration).margins(
                 [asset], [rows[end - ROWS + 1:end + 1]], [dates[end - ROWS + 1:end + 1]], as_of=dates[end])
             served = vs.load(args.bundle, calibration=calibration).margins(

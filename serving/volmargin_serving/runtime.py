@@ -350,8 +350,9 @@ class Runtime:
         if bad.any():
             raise NonFiniteInputError(f"iv must be > 0 and finite or NaN (first bad at {np.argwhere(bad)[0].tolist()})")
         if fraction.any():
-            raise ImpossibleInputError(f"iv is {float(iv[fraction][0])!r} at {np.argwhere(fraction)[0].tolist()}, below "
-                                       f"{MIN_IV_INDEX:g}: the index is annualised percent (65 for 65%)")
+            where = np.argwhere(fraction)[0].tolist()
+            raise ImpossibleInputError(f"iv is {float(iv[fraction][0])!r} at {where}, below {MIN_IV_INDEX:g}: the "
+                                       "index is annualised percent (65 for 65%)")
         return np.atleast_2d(iv)[:, -rows:]
 
     def _forecast_checked(self, batch: np.ndarray, days: np.ndarray, iv: np.ndarray | None = None) -> Forecasts:

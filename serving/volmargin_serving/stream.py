@@ -187,7 +187,8 @@ class StreamState:
                             np.flatnonzero(wanted), len(self), runtime)
         incomplete = (stored[..., INPUT_COLUMNS.index("complete")] < 0.5).any(axis=-1) if len(served) else []
         for k in served[incomplete]:
-            runtime._read_incomplete_as_complete((forecasts.variance, forecasts.var, forecasts.es), k, *self.history(k))
+            runtime._read_incomplete_as_complete((forecasts.variance, forecasts.var, forecasts.es), k,
+                                                 *self.history(k))
         doubtful = [Forecasts(*reading, runtime.levels, runtime.horizon) for reading in readings]
         return runtime._price(assets, terms, forecasts, errors, doubtful, previous, instant)
 

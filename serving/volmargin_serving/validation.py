@@ -80,7 +80,8 @@ def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) 
 def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
     """(assets, days, columns) True where a possible value lies far outside its asset's window (along
     the days axis): a variance measure or volume above `DOUBT_RATIO` x the median of its column, a
-    volume, rv or Parkinson variance below 1 / `DOUBT_RATIO` x it, or a squared return above `DOUBT_RATIO` x the median rv."""
+    volume, rv or Parkinson variance below 1 / `DOUBT_RATIO` x it, a squared return above `DOUBT_RATIO` x
+    the median rv, a row equal to the one before it in every column, or a newest day that is incomplete."""
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
     with np.errstate(invalid="ignore", over="ignore"):

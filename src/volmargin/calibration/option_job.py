@@ -4,10 +4,11 @@ Steps: load and validate the chains, the DVOL files and the underlying's bars; w
 of the baseline models (`volmargin.evaluation.backtest.run_backtest`) and IV-move forecasts
 (`volmargin.models.ivmoves`) up to the last snapshot; books and realised MPOR losses
 (`volmargin.risk.option_books`); calibration before `--calibrate-until`, validation after
-(`volmargin.calibration.options`). The scales are calibrated by default on a year of synthetic books before
-the cut (`volmargin.data.synthetic_options`: DVOL-priced chains on the smile shape of the real chains before
-it), so that a month of calm real books does not set them; `calibrate_on='chains'` takes the real books. Writes OUT/summary.csv, OUT/grids.csv (grid parameters per method and
-day), OUT/iv_scores.csv (pinball loss and exceedances of the IV-move forecasts), OUT/run.json and OUT/report.html
+(`volmargin.calibration.options`). The scales are calibrated by default on a year of synthetic books
+before the cut (`volmargin.data.synthetic_options`: DVOL-priced chains on the smile shape of the real
+chains before it), so that a month of calm real books does not set them; `calibrate_on='chains'` takes
+the real books. Writes OUT/summary.csv, OUT/grids.csv (grid parameters per method and day),
+OUT/iv_scores.csv (pinball loss and exceedances of the IV-move forecasts), OUT/run.json and OUT/report.html
 (per-class coverage and margin, grid parameters over time).
 """
 
@@ -24,7 +25,6 @@ import pandas as pd
 from volmargin.errors import ConfigError, DataError
 
 PRICE_MODELS = ("ewma", "gjr", "har")
-CALIBRATION_BOOKS = ("synthetic", "chains")
 MIN_SYNTHETIC_DAYS = 30  # fewer synthetic snapshot days than this before the cut cannot set a 1% scale
 
 
@@ -52,7 +52,7 @@ class OptionJob:
     keep_vol: bool = False  # static's vol shocks kept as extra vol states (`Grid.keep_vol`)
     scales_on_grid: bool = False  # bisect the scales on the grid the methods run (lattice, kept states), not on
     # the even grid of `steps` with the lattice and kept states added on top
-    calibrate_on: str = "synthetic"  # the books the scales are calibrated on: CALIBRATION_BOOKS
+    calibrate_on: str = "synthetic"  # the books the scales are calibrated on: "synthetic" or "chains" (real)
     synthetic_days: int = 365  # days of synthetic books before the cut
 
     @property
@@ -205,7 +205,7 @@ def run_option_job(job: OptionJob) -> dict:
               "scales_on_grid": job.scales_on_grid,
               "calibrate_on": job.calibrate_on,
               "synthetic_books": None if scales is None else int(inputs.calibration_books.books.count),
-              "infeasible": sorted(grids.loc[grids["feasible"] == False, "method"].unique()),  # noqa: E712 (None: static)
+              "infeasible": sorted(grids.loc[grids["feasible"].eq(False), "method"].unique()),  # static: None
               "seconds": round(time.perf_counter() - began, 1)}
     write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report

@@ -37,7 +37,8 @@ def grid_figure(grids: pd.DataFrame) -> Figure:
 
 # run.json keys of the autocalibrated grid's design and anti-procyclical levers, with their report labels
 SETTINGS = (("calibrate_on", "scales calibrated on (synthetic: a year of DVOL-priced books before the cut)"),
-            ("synthetic_books", "synthetic calibration books"), ("stress", "stressed component F (0: off)"), ("stress_days", "stressed look-back, days"),
+            ("synthetic_books", "synthetic calibration books"), ("stress", "stressed component F (0: off)"),
+            ("stress_days", "stressed look-back, days"),
             ("buffer", "APC buffer"), ("fall_cap", "fall cap a day"), ("peak", "peak memory (0: off)"),
             ("steps", "price steps (even grid)"), ("spacing", "lattice spacing (none: even grid)"),
             ("keep_vol", "static vol shocks kept as extra states"),
