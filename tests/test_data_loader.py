@@ -332,6 +332,10 @@ def test_real_binance_btcusdt(shared_data):
 def test_venue_exports_in_other_orders_and_stamps_read_as_canonical(tmp_path, header, rows):
     path = write(tmp_path / "x.csv", csv_text(rows(), header))
     check_frame(load_bars(path), path)
+    compact = write(tmp_path / "z.csv", csv_text([[r[0][:16].replace("-", "").replace("T", "").replace(":", ""), *r[1:]]
+                                                  for r in bars()]))  # 202105190000: not epoch
+    with pytest.raises(DataError, match="row 1: timestamp '202105190000' read as epoch .* before any crypto market"):
+        load_bars(compact)
     two_names = write(tmp_path / "y.csv", csv_text([[*r, r[0]] for r in bars()], HEADER + ",date"))
     with pytest.raises(DataError, match="unknown column\\(s\\) date"):  # a second stamp is not guessed away
         load_bars(two_names)

@@ -242,6 +242,7 @@ def _is_cdd_header(fields: list[str]) -> bool:
 
 # other names of the timestamp column in venues' exports, taken where no column is named timestamp
 TIMESTAMP_ALIASES = ("time", "date", "datetime")
+FIRST_MARKET = pd.Timestamp("2009-01-03", tz="UTC")  # Bitcoin's genesis block: no bar is older
 
 
 def _parse_canonical(text: str, name: str) -> _Raw:
@@ -273,6 +274,10 @@ def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
     stamps = frame["timestamp"]
     epoch = stamps.dtype.kind in "iu" or bool(stamps.astype(str).str.fullmatch(r"\d+").all())  # epoch s, ms or us
     ts = (_parse_epoch if epoch else _parse_iso)(stamps, rows, name)
+    if epoch and (early := ts < FIRST_MARKET).any():  # e.g. 202104042100 (YYYYMMDDhhmm) read as epoch ms: 1976
+        pos = _first(np.asarray(early), rows)
+        raise DataError(f"{name}: row {rows[pos]}: timestamp {stamps.iloc[pos]!r} read as epoch s/ms/us is "
+                        f"{ts[pos]:%Y-%m-%d}, before any crypto market; give ISO 8601 or epoch timestamps")
     return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows)
 
 
