@@ -208,6 +208,10 @@ def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
     flagged = PortfolioEngine(scenarios, missing).margin(**book)
     assert flagged.flagged == ("alt_a",) and normal.flagged == ()
     assert flagged.initial >= normal.initial  # the fallback is the look-back's largest volatility
+    slipped = variance.copy()
+    slipped[ASSETS.index("alt_a")] *= 1e-4  # a variance in basis points: read as given, the margin collapses
+    slip = PortfolioEngine(scenarios, slipped).margin(**book)
+    assert slip.flagged == ("alt_a",) and slip.initial == flagged.initial
     no_fallback = dataclasses.replace(scenarios, fallback_sigma=np.full(len(ASSETS), np.nan))
     full = PortfolioEngine(no_fallback, missing).margin(**book)
     assert full.initial >= 1e6  # fully collateralised leg

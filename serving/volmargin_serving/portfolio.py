@@ -281,9 +281,17 @@ def align(scenario_assets, assets, values) -> np.ndarray:
     return np.array([values[where[a]] if a in where else np.nan for a in scenario_assets])
 
 
+# A forecast volatility below this fraction of the asset's largest in the look-back (`fallback_sigma`) is a
+# unit slip (a variance in basis points, a daily figure divided again), not a calm market: the 8 models'
+# forecasts of the 129 spot assets never fell below 0.022 of their 250-day largest (GJR on DOGE). It is
+# read as no forecast: flagged, priced at the fallback, never at the slip.
+IMPLAUSIBLY_CALM = 0.01
+
+
 class PortfolioEngine:
     """Margins from a scenario file and today's per-asset variance forecasts of the MPOR (n_assets,), NaN
-    where none is usable, and optional traded volumes `adv` (quote currency per day) for the add-on."""
+    where none is usable, and optional traded volumes `adv` (quote currency per day) for the add-on. A
+    forecast volatility below `IMPLAUSIBLY_CALM` x the look-back's largest counts as unusable too."""
 
     def __init__(self, scenarios: PortfolioScenarios, variance, adv=None):
         self.scenarios, policy = scenarios, scenarios.policy
@@ -292,7 +300,9 @@ class PortfolioEngine:
         if variance.shape != (len(scenarios.assets),):
             raise BadPositionError(f"variance: expected ({len(scenarios.assets)},) forecasts, one per asset "
                                    f"of the scenario set, got shape {variance.shape}")
-        usable = np.isfinite(variance) & (variance > 0)
+        with np.errstate(invalid="ignore"):
+            calm = np.sqrt(np.abs(variance)) < IMPLAUSIBLY_CALM * scenarios.fallback_sigma
+        usable = np.isfinite(variance) & (variance > 0) & ~calm
         self.unusable = ~usable
         self.full = self.unusable & ~(np.isfinite(scenarios.fallback_sigma) & (scenarios.fallback_sigma > 0))
         self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
