@@ -85,8 +85,9 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
     with np.errstate(invalid="ignore", over="ignore"):
-        median = np.nanmedian(np.where(value_problems(batch, columns)[..., None], np.nan, batch), axis=-2,
-                              keepdims=True)
+        good = np.where(value_problems(batch, columns)[..., None], np.nan, batch)
+        none = np.isnan(good).all(axis=-2, keepdims=True)  # no good row: median 0, unusable (and no warning)
+        median = np.nanmedian(np.where(none, 0.0, good), axis=-2, keepdims=True)
         usable = np.isfinite(median) & (median > 0)
         for j, name in enumerate(columns):
             if name in NON_NEGATIVE:
