@@ -70,6 +70,9 @@ def corrupted_frames(draw):
             frame["extra"] = 1.0
         elif kind == "empty":
             frame = frame.iloc[:0]
+        # keep the value columns object (pandas may infer a str column after a concat of text cells, which
+        # then refuses a float: a generator failure, not the loader's)
+        frame = frame.astype({c: object for c in ("open", "high", "low", "close", "volume") if c in frame})
     return frame
 
 
