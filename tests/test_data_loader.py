@@ -332,6 +332,9 @@ def test_real_binance_btcusdt(shared_data):
 def test_venue_exports_in_other_orders_and_stamps_read_as_canonical(tmp_path, header, rows):
     path = write(tmp_path / "x.csv", csv_text(rows(), header))
     check_frame(load_bars(path), path)
+
+
+def test_stamps_that_are_not_epoch_or_a_second_stamp_column_are_refused(tmp_path):
     compact = write(tmp_path / "z.csv", csv_text([[r[0][:16].replace("-", "").replace("T", "").replace(":", ""), *r[1:]]
                                                   for r in bars()]))  # 202105190000: not epoch
     with pytest.raises(DataError, match="row 1: timestamp '202105190000' read as epoch .* before any crypto market"):
