@@ -52,11 +52,13 @@ def test_score_in_process_and_on_two_dask_workers_agree(trained, tmp_path, capsy
     _, bundle, data = trained
     files = sorted(str(p) for p in data.glob("*.csv.gz"))
     assert main(["score", "--bundle", str(bundle), "--data", *files, "--out", str(tmp_path / "one.parquet"), "--quiet"]) == 0
+    assert "a margin service would flag as doubtful: column `doubt`" in capsys.readouterr().out
     assert main(["score", "--bundle", str(bundle), "--data", *files, "--out", str(tmp_path / "two.parquet"), "--quiet",
                  "--workers", "2"]) == 0
     one, two = pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet")
     pd.testing.assert_frame_equal(one, two)
     assert one["asset"].nunique() == 3 and one.groupby("asset")["origin"].is_monotonic_increasing.all()
+    assert one["doubt"].map(type).eq(str).all()  # '' or the one-line doubt a margin service would raise
     assert (one["var99_long"] > one["var975_long"]).all() and (one["es99_short"] >= one["var99_short"]).all()
     assert main(["score", "--bundle", str(bundle), "--data", *files, "--out", str(tmp_path / "last.csv"), "--quiet",
                  "--latest"]) == 0

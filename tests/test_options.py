@@ -157,6 +157,22 @@ def test_bad_quotes_raise_typed_errors(field, value, match):
         vo.book_from_positions(**{**args, field: [args[field][0]] * 2}, smile_quotes=quotes)
 
 
+@pytest.mark.parametrize("inputs, match", [
+    ((np.nan, 0.05, 0.3, -0.2), "var_long = nan"),
+    ((0.05, 7.0, 0.3, -0.2), "var_short = 7 .*percent or basis points"),  # 7% sent as 7
+    ((0.05, 0.05, 35.0, -0.2), "iv_up = 35"),
+    ((np.array([0.05, -0.04]), 0.05, 0.3, -0.2), "var_long = -0.04 is negative"),
+])
+def test_an_unusable_grid_forecast_is_refused_naming_it(inputs, match):
+    """A VaR or IV-move forecast that is NaN, negative or in the wrong unit gets a typed one-line error,
+    not a grid of NaN or of 100% price moves (a VaR in percent: range_up e^7 - 1, range_down 100%)."""
+    from volmargin_serving.options import ForecastInputError
+
+    with pytest.raises(ForecastInputError, match=match):
+        vo.grid_from_forecasts(*inputs)
+    assert np.isfinite(vo.grid_from_forecasts(0.05, 0.05, 0.3, -0.2).range_up)
+
+
 def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
     lines = gzip.decompress((shared_data / CHAIN_2022_01).read_bytes()).decode().splitlines()[:6]
     good = tmp_path / "chain.csv"

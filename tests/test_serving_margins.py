@@ -416,3 +416,22 @@ def test_an_incomplete_day_is_priced_at_the_larger_of_its_readings_in_both_paths
     state = vs.load(bundle, calibration=calibration, assets=ASSETS).stream(inputs[:, :-1], dates[:, :-1],
                                                                            as_of=dates[0, -2])
     _same_margins(state.margins(ASSETS, inputs[:, -1], dates[:, -1], as_of=as_of), got)
+
+
+def test_history_doubts_flag_the_origins_a_service_would_flag(runtime, batch):
+    """`Runtime.history_doubts` (the `doubt` column of `volmargin score`) flags exactly the origins whose
+    window `Runtime.margins` serves flagged as doubtful, and names the doubtful row's date."""
+    inputs, dates, as_of = batch
+    history = inputs[0].copy()
+    spike, resent = 125, 140  # windows ending after the calibration set's first valid day (2022-04-01)
+    history[spike, INPUT_COLUMNS.index("volume")] *= 1e7
+    history[resent] = history[resent - 1]
+    doubts = runtime.history_doubts(history, dates[0])
+    n = runtime.history_days
+    assert len(doubts) == len(history) - n + 1
+    for start in (spike - n, spike - n + 1, resent - n + 1, len(history) - n):
+        window = slice(start, start + n)
+        served = runtime.margins(ASSETS[:1], history[None, window], dates[:1, window], as_of=dates[0, window][-1] + 1)
+        assert bool(doubts[start]) == served.reason[0, 0].startswith("doubtful input"), start
+    assert f"the row of {dates[0, spike]}" in doubts[spike - n + 1]
+    assert [bool(d) for d in doubts] == [start + n > spike for start in range(len(doubts))]  # resent > spike

@@ -487,19 +487,46 @@ def margin_fraction(books: Books, margin) -> np.ndarray:
 # ---------------------------------------------------------------- grids from forecasts
 
 
+# The largest log move a grid forecast may carry (a 20-fold rise, a 95% fall or a 20-fold IV over the MPOR).
+# Real 1-day 99% VaRs of BTC lie near 0.02-0.3, DVOL's log-change quantiles near -0.4 .. 0.7; a VaR sent in
+# percent (7 for 7%) or basis points would read as an e^7-fold move.
+MAX_LOG_MOVE = 3.0
+
+
 def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Grid = DERIBIT_BTC) -> Grid:
     """The autocalibrated grid of each book/day: price ranges from the log-return VaR of a long (fall)
     and a short (rise) position over the MPOR, vol shocks from the upper and lower quantiles of the
     log change of the 30-day implied volatility (DVOL) over the MPOR, all times `scale`. The vega power
-    scaling of `base` carries the 30-day shock to other expiries (DVOL is the 30-day IV)."""
+    scaling of `base` carries the 30-day shock to other expiries (DVOL is the 30-day IV). A NaN,
+    negative VaR or a move beyond `MAX_LOG_MOVE` raises `ForecastInputError` naming the input."""
+    var_long, var_short, iv_up, iv_down = (_checked_move(name, value) for name, value in
+                                           (("var_long", var_long), ("var_short", var_short),
+                                            ("iv_up", iv_up), ("iv_down", iv_down)))
+    for name, value in (("var_long", var_long), ("var_short", var_short)):
+        if (value < 0).any():
+            raise ForecastInputError(f"{name} = {value[value < 0].flat[0]:g} is negative: a VaR is the size of a loss")
+    return _grid_of_moves(var_long, var_short, iv_up, iv_down, scale, base)
+
+
+def _grid_of_moves(fall, rise, iv_up, iv_down, scale=1.0, base: Grid = DERIBIT_BTC) -> Grid:
+    """`grid_from_forecasts` without its checks: NaN moves give NaN parameters (for `stressed_grid`)."""
     scale = np.asarray(scale, dtype=float)
-    return Grid(range_down=scale * -np.expm1(-np.asarray(var_long, dtype=float)),
-                range_up=scale * np.expm1(np.asarray(var_short, dtype=float)),
-                vol_up=scale * np.expm1(np.maximum(iv_up, 0.0)),
-                vol_down=scale * -np.expm1(np.minimum(iv_down, 0.0)),
+    return Grid(range_down=scale * -np.expm1(-np.asarray(fall, dtype=float)),
+                range_up=scale * np.expm1(np.asarray(rise, dtype=float)),
+                vol_up=scale * np.expm1(np.maximum(iv_up, 0.0)), vol_down=scale * -np.expm1(np.minimum(iv_down, 0.0)),
                 power_short=base.power_short, power_long=base.power_long, steps=base.steps,
                 extended=base.extended, contingency=base.contingency, maintenance=base.maintenance,
                 spacing=base.spacing, keep_vol=base.keep_vol)
+
+
+def _checked_move(name: str, value) -> np.ndarray:
+    """A log-move forecast as a float array, refused (`ForecastInputError`) if NaN or beyond `MAX_LOG_MOVE`."""
+    value = np.asarray(value, dtype=float)
+    bad = ~(np.abs(value) <= MAX_LOG_MOVE)
+    if bad.any():
+        raise ForecastInputError(f"{name} = {value[bad].flat[0]:g} is not a log move over the MPOR within "
+                                 f"+-{MAX_LOG_MOVE:g} (NaN, or sent in percent or basis points?)")
+    return value
 
 
 def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
@@ -510,8 +537,7 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
     never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
     keeps it; NaN moves (no history yet) leave the parameter as it is."""
     (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
-    return floored_grid(grid, grid_from_forecasts(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid),
-                        fraction)
+    return floored_grid(grid, _grid_of_moves(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid), fraction)
 
 
 def floored_grid(grid: Grid, floor: Grid, fraction: float = 1.0) -> Grid:
@@ -554,6 +580,10 @@ def _log_change_quantiles(close, name: str, window: int, levels, horizon: int, m
 
 
 # ---------------------------------------------------------------- serving entry point
+
+
+class ForecastInputError(InputError):
+    """A forecast given to the option grid (VaR or IV-move quantile) that is not a usable log move."""
 
 
 class OptionQuoteError(InputError):

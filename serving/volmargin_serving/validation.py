@@ -117,19 +117,23 @@ def _resent(batch: np.ndarray) -> np.ndarray:
 
 
 def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
-                  columns: tuple[str, ...] = INPUT_COLUMNS) -> str:
+                  columns: tuple[str, ...] = INPUT_COLUMNS, dates: np.ndarray | None = None) -> str:
     """One line naming the first doubtful value of one asset's (days, columns) window, its row counted
-    from `offset` ('' if none)."""
+    from `offset`, or its date where the window's `dates` are given ('' if none)."""
     if not doubt.any():
         return ""
     row, column = (int(i) for i in np.argwhere(doubt)[0])
+
+    def name(r: int) -> str:
+        return f"row {r + offset}" if dates is None else f"the row of {dates[r]}"
+
     if row == len(batch) - 1 and columns[column] == "complete":
-        return (f"doubtful input: row {row + offset}, the newest, is an incomplete day (bars missing); priced "
+        return (f"doubtful input: {name(row)}, the newest, is an incomplete day (bars missing); priced "
                 "fail-safe over every reading of it")
     if row > 0 and _resent(batch[row - 1:row + 1])[0]:
-        return (f"doubtful input: row {row + offset} repeats row {row + offset - 1} in every column (a feed "
+        return (f"doubtful input: {name(row)} repeats {name(row - 1)} in every column (a feed "
                 "re-sending the day before?); priced fail-safe over every reading of it")
-    return (f"doubtful input: row {row + offset}, column {columns[column]} = {batch[row, column]:g} is over "
+    return (f"doubtful input: {name(row)}, column {columns[column]} = {batch[row, column]:g} is over "
             f"{DOUBT_RATIO:g} times from its window's median; priced fail-safe over every reading of it")
 
 

@@ -43,7 +43,8 @@ def runtime_from_files(files: dict[str, bytes]):
 
 
 def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest: bool = False) -> pd.DataFrame:
-    """Forecasts at every origin of one asset with enough history (or only the newest one)."""
+    """Forecasts at every origin of one asset with enough history (or only the newest one), each with
+    the doubt a margin service would have flagged on its window ('' where none)."""
     runtime = runtime_from_files(files)
     if len(daily) < runtime.history_days:
         return pd.DataFrame()
@@ -53,6 +54,7 @@ def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest
     dates = daily.index.tz_convert(None).to_numpy().astype("datetime64[D]")
     forecasts = runtime.forecast_history(inputs, dates)
     frame = pd.DataFrame(forecasts.columns())
+    frame["doubt"] = runtime.history_doubts(inputs, dates)
     frame.insert(0, "horizon", forecasts.horizon)
     frame.insert(0, "origin", daily.index[runtime.history_days - 1:])
     frame.insert(0, "asset", asset)

@@ -615,8 +615,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     with executor(args.scheduler, args.workers) as runner:
         scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=show_progress(args))
     write_frame(scored, args.out)
-    print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in {time.perf_counter() - began:.1f} s; "
-          f"wrote {args.out}")
+    flagged = int((scored["doubt"] != "").sum())
+    print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in {time.perf_counter() - began:.1f} s "
+          f"({flagged} on a window a margin service would flag as doubtful: column `doubt`); wrote {args.out}")
     return 0
 
 

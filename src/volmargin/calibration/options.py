@@ -119,7 +119,8 @@ def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: 
     A book without a price forecast gets the `static` grid's price range, one without an IV-move forecast its
     vol shocks (e.g. the first weeks of the DVOL history, before the IV forecasters have 60 changes), each
     unscaled; the APC floor is a share of the same static grid."""
-    forecast = grid_from_forecasts(inputs["var_long"], inputs["var_short"], inputs["iv_up"], inputs["iv_down"], scale,
+    known = inputs[["var_long", "var_short", "iv_up", "iv_down"]].fillna(0.0)  # unknown: the static grid's, below
+    forecast = grid_from_forecasts(known["var_long"], known["var_short"], known["iv_up"], known["iv_down"], scale,
                                    base=base)
     has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
     has_iv = np.isfinite(inputs[["iv_down", "iv_up"]].to_numpy()).all(axis=1)
