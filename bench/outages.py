@@ -6,13 +6,16 @@ For BTC, ETH, SOL, XRP and DOGE (hourly spot files of ../shared/data), on each a
 moves from 2025-01-02, a random 6-hour hole is cut in the day's hourly bars (18 of 24 left: an incomplete
 day) and the served margin of the 150 daily rows up to that day (`--next N`: up to N days later, the
 hole N rows back) is compared with the margin of the true rows, each from a fresh runtime (no memory,
-no `previous`) with the bundle's calibration set. About a minute.
+no `previous`) with the bundle's calibration set. About a minute. `--time`: also the p50 wall time of
+`Runtime.margins` on the cut rows (an incomplete day in the window: priced under two readings, and the
+fail-safe readings where doubtful) against the true rows, one warm runtime each, 30 calls per case.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", default="models/volmargin-crypto-gbm/1")
     parser.add_argument("--next", type=int, default=0, help="price N days after the outage")
+    parser.add_argument("--time", action="store_true", help="also time the margins of the cut and the true rows")
     args = parser.parse_args()
     calibration = f"{args.bundle}.calibration.json"
     rng = np.random.default_rng(5)
     bars = load_panel([f for f in hourly_spot_files() if any(f"binance_{a}_1h" in f.name for a in ASSETS)])
-    ratios = []
+    ratios, timings = [], []
     for asset, asset_bars in bars.items():
         rows, dates = daily_arrays(asset_bars)
         candidates = np.arange(np.searchsorted(dates, np.datetime64("2025-01-02")), len(rows) - args.next)
@@ -64,6 +68,9 @@ def main() -> None:
             served = vs.load(args.bundle, calibration=calibration).margins(
                 [asset], [cut[-ROWS:]], [cut_dates[-ROWS:]], as_of=dates[end])
             ratios.append((asset, float((served.initial / true.initial).min())))
+            if args.time:
+                timings.append([p50_seconds(vs.load(args.bundle, calibration=calibration), asset, r[-ROWS:], d[-ROWS:],
+                                            dates[end]) for r, d in ((cut, cut_dates), (rows[:end + 1], dates[:end + 1]))])
     table = pd.DataFrame(ratios, columns=["asset", "ratio"])
     lowered = table[table["ratio"] < 1 - 1e-12]
     print(table.groupby("asset")["ratio"].agg(["count", "min", "median"]).round(3).to_string())
@@ -71,6 +78,20 @@ def main() -> None:
           f"{len(lowered)} of {len(table)} margins below the true rows' "
           f"(worst {1 - table['ratio'].min():.1%} lower)" if len(lowered) else
           f"{HOLE_HOURS}-hour outages: 0 of {len(table)} margins below the true rows'")
+    if timings:
+        cut_time, true_time = np.median(timings, axis=0) * 1e3
+        print(f"Runtime.margins, one asset, p50 over the cases: {cut_time:.2f} ms with the outage in the window, "
+              f"{true_time:.2f} ms on the true rows ({cut_time / true_time:.1f}x)")
+
+
+def p50_seconds(runtime, asset: str, rows: np.ndarray, dates: np.ndarray, as_of, calls: int = 30) -> float:
+    runtime.margins([asset], [rows], [dates], as_of=as_of)  # warm
+    times = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        runtime.margins([asset], [rows], [dates], as_of=as_of)
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
 
 
 if __name__ == "__main__":
