@@ -173,6 +173,17 @@ def test_an_unusable_grid_forecast_is_refused_naming_it(inputs, match):
     assert np.isfinite(vo.grid_from_forecasts(0.05, 0.05, 0.3, -0.2).range_up)
 
 
+def test_days_to_expiry_sent_in_years_are_refused():
+    """Three expiries or more all within one day (a venue lists one daily expiry a day) are days sent in
+    another unit; one or two short expiries are a real book on expiry day."""
+    args = dict(quantity=[-1.0, -1.0, 1.0], strike=[45e3, 50e3, 55e3], is_call=[False, True, True],
+                forward=[50e3] * 3, iv=[0.6, 0.55, 0.6])
+    with pytest.raises(vo.OptionQuoteError, match="3 expiries all within a day .*days sent as years"):
+        vo.book_from_positions(days=[7 / 365, 30 / 365, 90 / 365], **args)
+    assert vo.book_from_positions(days=[0.2, 0.2, 0.9], **args).strike.size == 3
+    assert vo.book_from_positions(days=[7.0, 30.0, 90.0], **args).strike.size == 3
+
+
 def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
     lines = gzip.decompress((shared_data / CHAIN_2022_01).read_bytes()).decode().splitlines()[:6]
     good = tmp_path / "chain.csv"

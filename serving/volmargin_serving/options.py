@@ -604,6 +604,10 @@ class OptionMargin:
 # 0.37 .. 2.23; an IV sent in percent (65 for 65%, Deribit's API unit) read as 6,500% prices options near
 # their bounds, and a short put's margin falls to zero.
 MAX_IV = 10.0
+# A venue lists one daily expiry within a day of any moment (Deribit: 08:00 UTC), so a chain or book with this
+# many expiries all under one day has its days to expiry in another unit (years: 0.082 for 30 days), which
+# settles every option within the MPOR and prices no vega.
+MIN_EXPIRIES_FOR_UNIT_CHECK = 3
 
 
 def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "option") -> None:
@@ -647,6 +651,9 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         _check(name, values, what="smile quote")
     _check_iv(q_iv, what="smile quote")
     expiries, q_group = np.unique(q_days, return_inverse=True)
+    if len(expiries) >= MIN_EXPIRIES_FOR_UNIT_CHECK and expiries[-1] < 1.0:
+        raise OptionQuoteError(f"smile quotes: {len(expiries)} expiries all within a day ({expiries[0]:g} .. "
+                               f"{expiries[-1]:g} days to expiry); days sent as years?")
     group = np.searchsorted(expiries, days)
     if np.any(group >= len(expiries)) or np.any(expiries[np.minimum(group, len(expiries) - 1)] != days):
         raise OptionQuoteError("smile_quotes: no quote for the expiry of some option")
