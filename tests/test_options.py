@@ -13,7 +13,7 @@ from scipy.special import ndtr as scipy_ndtr
 import pandas as pd
 
 from volmargin.data.options import CHAIN_COLUMNS, load_chain, load_dvol
-from volmargin.errors import DataError
+from volmargin.errors import ConfigError, DataError
 from volmargin.risk import options as vo
 from volmargin_serving.errors import InputError
 
@@ -324,7 +324,7 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     index = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC")
     price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=index.rename("origin"))
     ret = pd.Series(np.tile([0.12, -0.1], 100), index=pd.date_range("2021-06-20", periods=200, freq="D", tz="UTC"))
-    monkeypatch.setattr(job, "price_forecasts", lambda data, models, first, last: ({"ewma": price}, ret))
+    monkeypatch.setattr(job, "price_forecasts", lambda *args: ({"ewma": price}, ret))
     code = main(["options", "--chains", str(chain_file), "--iv", str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz"),
                  "--data", "unused.csv", "--calibrate-until", "2022-01-02", "--out", str(tmp_path / "run"),
                  "--iv-models", "hist", "--calibrate-on", "chains"])
@@ -392,6 +392,43 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert "<th>lattice spacing (none: even grid)</th><td>0.04</td>" in report
     lattice = pd.read_csv(tmp_path / "lattice" / "summary.csv").set_index(["portfolio_class", "method", "period"])
     assert lattice.loc[static, "avg_margin"] == plain.loc[static, "avg_margin"]
+
+
+def test_options_cli_reads_the_underlying_from_the_chains(tmp_path, shared_data, two_snapshots, monkeypatch, capsys):
+    """ETH chains (instrument names ETH-...) are priced against Deribit's ETH grid (+-18%) with ETH's DVOL;
+    chains of two underlyings and bars of another underlying are refused in one line."""
+    import volmargin.calibration.option_job as job
+    from volmargin.cli import main
+
+    def write(chain: pd.DataFrame, name: str) -> str:
+        out = chain.assign(type=np.where(chain["is_call"], "call", "put"))
+        for column in ("timestamp", "expiry"):
+            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out[list(CHAIN_COLUMNS)].to_csv(tmp_path / name, index=False)
+        return str(tmp_path / name)
+
+    index = pd.date_range("2021-12-01", "2022-01-05", freq="D", tz="UTC")
+    price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=index.rename("origin"))
+    ret = pd.Series(np.tile([0.12, -0.1], 100), index=pd.date_range("2021-06-20", periods=200, freq="D", tz="UTC"))
+    monkeypatch.setattr(job, "price_forecasts", lambda *args: ({"ewma": price}, ret))
+    eth = two_snapshots.assign(instrument=two_snapshots["instrument"].str.replace("BTC-", "ETH-"))
+    dvols = [str(shared_data / "iv" / f"deribit_{u}_dvol_1d.csv.gz") for u in ("btc", "eth")]
+    static = {}
+    for name, chain in (("btc", two_snapshots), ("eth", eth)):
+        assert main(["options", "--chains", write(chain, f"{name}.csv"), "--iv", *dvols, "--data", "unused.csv",
+                     "--calibrate-until", "2022-01-02", "--out", str(tmp_path / name), "--iv-models", "hist",
+                     "--calibrate-on", "chains"]) == 0
+        assert json.loads((tmp_path / name / "run.json").read_text())["underlying"] == name
+        summary = pd.read_csv(tmp_path / name / "summary.csv").set_index(["portfolio_class", "method", "period"])
+        static[name] = summary.loc[("ALL", "deribit_static", "validation"), "avg_margin"]
+    assert f"ETH options: " in capsys.readouterr().out and static["eth"] > static["btc"]  # +-18% against +-16%
+    later = eth.assign(timestamp=eth["timestamp"] + pd.Timedelta(days=10), expiry=eth["expiry"] + pd.Timedelta(days=10))
+    assert main(["options", "--chains", str(tmp_path / "btc.csv"), write(later, "later.csv"), "--iv", *dvols, "--data", "unused.csv", "--calibrate-until",
+                 "2022-01-02", "--out", str(tmp_path / "mixed")]) == 2
+    assert "options on btc and eth; give the chains of one underlying" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="the bars of binance_btcusdt for options on eth"):
+        job.check_bars_underlying("binance_btcusdt", "eth")
+    job.check_bars_underlying("my_prices", "eth")  # a name that says nothing is the user's to choose
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():

@@ -289,6 +289,7 @@ class Grid:
 DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
 DERIBIT_ETH = Grid(range_down=0.18, range_up=0.18)  # ETH: the price moved across +-18%, the rest as BTC's
 DERIBIT_VOL = (DERIBIT_BTC.vol_up, DERIBIT_BTC.vol_down)  # its vol shocks, for `Grid.keep_vol`
+DERIBIT_GRIDS = {"btc": DERIBIT_BTC, "eth": DERIBIT_ETH}  # the published grid of each underlying
 GRID_PARAMETERS = ("range_down", "range_up", "vol_up", "vol_down")  # those set per day from the forecasts
 
 

@@ -705,7 +705,8 @@ def cmd_options(args: argparse.Namespace) -> int:
     table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",
                                                                 values=["breach_rate", "avg_margin"])
     table.columns = [f"{kind}_{period}" for kind, period in table.columns]
-    print(f"{result['record']['books']} books over {result['record']['snapshots']} snapshots; all classes pooled "
+    print(f"{result['record']['underlying'].upper()} options: {result['record']['books']} books over "
+          f"{result['record']['snapshots']} snapshots; all classes pooled "
           "(margin as a fraction of the underlying notional):")
     print(table.to_string(float_format=lambda x: f"{x:.4f}"))
     if result["record"]["infeasible"]:

@@ -37,7 +37,7 @@ class OptionJob:
     out: Path
     models: tuple[str, ...] = PRICE_MODELS
     iv_models: tuple[str, ...] = ("hist", "qreg")
-    underlying: str = "btc"
+    underlying: str | None = None  # None: the chains' own (their instrument names)
     target: float = 0.01
     confidence: float | None = 0.95
     risk: str = "var99"
@@ -65,9 +65,10 @@ class OptionJob:
 
 
 def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Timestamp,
-                    last: pd.Timestamp) -> tuple[dict, pd.Series]:
+                    last: pd.Timestamp, underlying: str | None = None) -> tuple[dict, pd.Series]:
     """Walk-forward VaR/ES forecasts of the price models on the bars of one underlying, origins in [first,
-    last] (model -> origin-indexed frame), and its daily log returns."""
+    last] (model -> origin-indexed frame), and its daily log returns. Bars named after another known
+    underlying than `underlying` (e.g. BTC's for ETH options) are refused."""
     from volmargin.data import load_panel
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.walkforward import WalkForwardSplit
@@ -75,6 +76,7 @@ def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Ti
     bars = load_panel(list(data))
     if len(bars) != 1:
         raise ConfigError(f"--data: expected the bars of one underlying, got {len(bars)} assets ({', '.join(bars)})")
+    check_bars_underlying(next(iter(bars)), underlying)
     panel = daily_panel(bars)
     split = WalkForwardSplit(start=first, end=last, refit_every=20)
     forecasts, _ = run_backtest(panel, BacktestConfig(models=models, split=split), progress=False)
@@ -103,6 +105,15 @@ def iv_move_forecasts(dvol: pd.DataFrame, ret: pd.Series, first: pd.Timestamp, l
     return iv, ivf[ivf["origin"] >= first]
 
 
+def check_bars_underlying(asset: str, underlying: str | None) -> None:
+    """Refuse bars whose name says another underlying of `DERIBIT_GRIDS` than the options' own."""
+    from volmargin_serving.options import DERIBIT_GRIDS
+
+    named = [u for u in DERIBIT_GRIDS if u in asset.lower()]
+    if underlying is not None and named and underlying not in named:
+        raise ConfigError(f"--data: the bars of {asset} for options on {underlying}; give the bars of {underlying}")
+
+
 @dataclass(frozen=True)
 class OptionInputs:
     books: object  # volmargin.risk.option_books.OptionBacktestBooks
@@ -112,25 +123,31 @@ class OptionInputs:
     snapshots: int
     stress: pd.DataFrame | None = None  # worst realised moves per origin (`stressed_moves`), if job.stress
     calibration_books: object = None  # synthetic books the scales are calibrated on (None: the real ones)
+    underlying: str = "btc"  # of the chains: it picks the DVOL file and the static grid
 
 
 def prepare_option_inputs(job: OptionJob) -> OptionInputs:
     """Chains, DVOL and bars loaded and validated; price and IV-move forecasts walk-forward up to the last
     snapshot; the books and their realised losses."""
-    from volmargin.data.options import load_chains, load_dvols
+    from volmargin.data.options import chain_underlying, load_chains, load_dvols
     from volmargin.risk.option_books import build_books
+    from volmargin_serving.options import DERIBIT_GRIDS
 
     chain = load_chains(list(job.chains))
+    underlying = job.underlying or chain_underlying(chain)
+    if underlying not in DERIBIT_GRIDS:
+        raise ConfigError(f"--chains: options on {underlying}, which has no published Deribit grid here "
+                          f"(known: {', '.join(DERIBIT_GRIDS)})")
     dvols = load_dvols(list(job.iv))
-    if job.underlying not in dvols:
-        raise ConfigError(f"--iv: no DVOL file of {job.underlying!r} (found {', '.join(dvols) or 'none'})")
-    dvol = dvols[job.underlying]
+    if underlying not in dvols:
+        raise ConfigError(f"--iv: no DVOL file of {underlying!r} (found {', '.join(dvols) or 'none'})")
+    dvol = dvols[underlying]
     first, last = chain["timestamp"].min().normalize(), chain["timestamp"].max().normalize()
-    synthetic = synthetic_books(chain, dvol, job) if job.calibrate_on == "synthetic" else None
+    synthetic = synthetic_books(chain, dvol, job, underlying) if job.calibrate_on == "synthetic" else None
     if synthetic is not None:
         first = min(first, pd.Timestamp(synthetic.info["day"].min()).normalize())
     origin_first = first - pd.Timedelta(days=1)
-    price, ret = price_forecasts(job.data, job.models, origin_first, last)
+    price, ret = price_forecasts(job.data, job.models, origin_first, last, underlying)
     iv, ivf = iv_move_forecasts(dvol, ret, origin_first, last, job.iv_models)
     stress = None
     if job.stress:
@@ -138,10 +155,10 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
 
         stress = stressed_moves(ret, daily_close(dvol), job.stress_days)
     return OptionInputs(build_books(chain, job.seed), price, iv, ivf, int(chain["timestamp"].nunique()), stress,
-                        synthetic)
+                        synthetic, underlying)
 
 
-def synthetic_books(chain: pd.DataFrame, dvol: pd.DataFrame, job: OptionJob):
+def synthetic_books(chain: pd.DataFrame, dvol: pd.DataFrame, job: OptionJob, underlying: str | None = None):
     """Books on synthetic chains of the `synthetic_days` before the cut: the underlying's bars and DVOL, on
     the smile shape fitted on the real snapshots before the cut (nothing after it is read)."""
     from volmargin.data import load_panel
@@ -156,6 +173,7 @@ def synthetic_books(chain: pd.DataFrame, dvol: pd.DataFrame, job: OptionJob):
     bar = pd.Timedelta(days=1) if "open" in dvol.columns else pd.Timedelta(hours=1)
     shape = fit_smile_shape(smile_points(before, dvol["close"], bar))
     bars = load_panel(list(job.data))
+    check_bars_underlying(next(iter(bars)), underlying)
     states = market_states(next(iter(bars.values())), daily_close(dvol).to_frame("close"))
     states = states[(states.index >= cut - pd.Timedelta(days=job.synthetic_days)) & (states.index < cut)]
     if len(states) < MIN_SYNTHETIC_DAYS:
@@ -173,21 +191,22 @@ def run_option_job(job: OptionJob) -> dict:
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
-    from volmargin_serving.options import DERIBIT_BTC, DERIBIT_VOL
+    from volmargin_serving.options import DERIBIT_GRIDS, DERIBIT_VOL
 
-    base = replace(DERIBIT_BTC, steps=job.steps, spacing=job.spacing, keep_vol=DERIBIT_VOL if job.keep_vol else None)
+    static = DERIBIT_GRIDS[inputs.underlying]
+    base = replace(static, steps=job.steps, spacing=job.spacing, keep_vol=DERIBIT_VOL if job.keep_vol else None)
     # the scales of the even grid unless on the grid: a lattice and kept vol states then add cells on top
-    scale_base = base if job.scales_on_grid else replace(DERIBIT_BTC, steps=job.steps)
+    scale_base = base if job.scales_on_grid else replace(static, steps=job.steps)
     scales, feasible = None, None
     if inputs.calibration_books is not None:  # the scales from the synthetic books, then the real ones priced
         synthetic = inputs.calibration_books
         _, scales, synthetic_grids = calibrate_methods(
             synthetic, inputs.price, inputs.iv, np.ones(synthetic.books.count, dtype=bool), job.target, job.apc,
-            job.risk, job.confidence, inputs.stress, base=base, scale_base=scale_base)
+            job.risk, job.confidence, inputs.stress, base=base, static=static, scale_base=scale_base)
         feasible = synthetic_grids.groupby("method")["feasible"].first()
     summary, grids = run_option_backtest(data, inputs.price, inputs.iv, job.calibrate_until, job.target, apc=job.apc,
                                          risk=job.risk, confidence=job.confidence, stress=inputs.stress, base=base,
-                                         scale_base=scale_base, scales=scales)
+                                         scale_base=scale_base, scales=scales, static=static)
     if feasible is not None:
         grids["feasible"] = grids["method"].map(feasible)
     if scales is None and not (summary["period"] == "calibration").any():
@@ -196,7 +215,7 @@ def run_option_job(job: OptionJob) -> dict:
     write_frame(summary, job.out / "summary.csv")
     write_frame(grids, job.out / "grids.csv")
     write_frame(score_quantiles(inputs.iv_forecasts), job.out / "iv_scores.csv")
-    record = {"command": "options", "snapshots": inputs.snapshots, "books": int(data.books.count),
+    record = {"command": "options", "underlying": inputs.underlying, "snapshots": inputs.snapshots, "books": int(data.books.count),
               "calibrate_until": str(job.calibrate_until.date()), "target": job.target,
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "stress": job.stress,

@@ -1,7 +1,8 @@
 """The autocalibrated option margin grid and its backtest on real option books.
 
 Methods:
-- `deribit_static`: Deribit's published BTC grid (`volmargin_serving.options.DERIBIT_BTC`).
+- `deribit_static`: Deribit's published grid of the underlying (`volmargin_serving.options.DERIBIT_GRIDS`:
+  BTC +-16%, ETH +-18%).
 - `auto_<price model>_<iv model>`: per day, the grid of `grid_from_forecasts`: price ranges from the price
   model's 99% VaR of a long (fall) and short (rise) position over the MPOR, vol shocks from the IV model's
   1% / 99% quantiles of the DVOL log change over the MPOR, all times one scale per method.
@@ -266,11 +267,11 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
                         calibrate_after=None, risk: str = "var99", confidence: float | None = 0.95,
                         stress: pd.DataFrame | None = None, base: Grid = DERIBIT_BTC,
                         scale_base: Grid | None = None, scales: dict[str, float] | None = None,
-                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        static: Grid = DERIBIT_BTC) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
     for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
-    grid parameters of each method per day. `base` and `scale_base` as in `calibrate_methods` (the static
-    grid stays Deribit's BTC grid: the chains are BTC's); `scales` (by method) calibrated elsewhere, e.g.
+    grid parameters of each method per day. `base`, `scale_base` and `static` (the baseline: Deribit's grid
+    of the chains' underlying) as in `calibrate_methods`; `scales` (by method) calibrated elsewhere, e.g.
     on synthetic books, skip the bisection."""
     days = pd.DatetimeIndex(data.info["day"])
     calibrating = np.asarray(days < utc(calibrate_until))
@@ -278,7 +279,7 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
         calibrating = np.asarray(days >= utc(calibrate_after))
     periods = np.where(calibrating, "calibration", "validation")
     margins, scales, grids = calibrate_methods(data, price, iv, calibrating, target, apc, risk, confidence, stress,
-                                               scales=scales, base=base, scale_base=scale_base)
+                                               scales=scales, base=base, static=static, scale_base=scale_base)
     return summarise(data, margins, periods, scales), grids
 
 

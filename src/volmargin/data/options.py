@@ -142,6 +142,14 @@ def load_chains(paths) -> pd.DataFrame:
     return chain
 
 
+def chain_underlying(chain: pd.DataFrame) -> str:
+    """The one underlying of loaded chains, from the instrument names (`BTC-24SEP21-56000-P` -> 'btc')."""
+    names = sorted(set(chain["instrument"].str.split("-").str[0].str.lower()))
+    if len(names) != 1:
+        raise DataError(f"--chains: options on {' and '.join(names) or 'nothing'}; give the chains of one underlying")
+    return names[0]
+
+
 def load_dvol(path: str | Path) -> pd.DataFrame:
     """One DVOL file (daily OHLC or hourly close), validated: positive finite levels, ascending unique
     timestamps, low <= open, close <= high on daily files."""
