@@ -172,9 +172,11 @@ BAD_FILES = {
     "empty file": ("", "empty file (no data rows)"),
     "header only": (HEADER + "\n", "empty file (no data rows)"),
     "missing column": (csv_text([r[:5] for r in bars()], HEADER.removesuffix(",volume")), "missing column(s) volume"),
-    "unknown column": (csv_text([[*r, 3] for r in bars()], HEADER + ",trades"), "unknown column(s) trades"),
+    "a second price column": (csv_text([[*r, r[4]] for r in bars()], HEADER + ",c"),
+                              "column(s) c beside timestamp,open,high,low,close,volume: which one holds the bars"),
     "binance column count": ("\n".join(line.rsplit(",", 1)[0] for line in binance_text(bars()).splitlines()),
-                             "Binance kline dump must have 12 columns, found 11"),
+                             "a file without a header row must have 12 columns (a Binance kline dump) or 6 or 7 "
+                             "(time, open, high, low, close, volume, then trades or not), found 11"),
     "cdd volume unresolved": (cdd_text(bars(), symbol="ETH/USD"), "cannot tell the base-asset volume column"),
 }
 
@@ -193,11 +195,14 @@ def test_missing_file(tmp_path):
         load_bars(path)
 
 
-def test_unknown_parquet_column(tmp_path):
+def test_other_columns_are_left_out_and_named(tmp_path):
     path = tmp_path / "x.parquet"
     expected_frame().assign(vwap=1.0).to_parquet(path)
-    with pytest.raises(DataError, match="unknown column\\(s\\) vwap"):
-        load_bars(path)
+    assert load_bars(path).attrs["ignored"] == ("vwap",)
+    text = write(tmp_path / "t.csv", csv_text([[*r, 3, "ETH/USDT"] for r in bars()], HEADER + ",trades,symbol"))
+    loaded = load_bars(text)
+    check_frame(loaded, text)
+    assert loaded.attrs["ignored"] == ("trades", "symbol")
 
 
 @pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\x1f\x8b" + b"junk" * 50, b"PAR1" + b"junk" * 50],
@@ -328,9 +333,16 @@ def test_real_binance_btcusdt(shared_data):
     (HEADER.replace("timestamp", "date"), bars),
     (HEADER, lambda: epoch_rows(bars(), 1)),  # epoch milliseconds
     (HEADER, lambda: [[r[0] // 1000, *r[1:]] for r in epoch_rows(bars(), 1)]),  # epoch seconds
-], ids=["newest_first", "time", "date", "epoch_ms", "epoch_s"])
+    ("ts,o,h,l,c,vol,volCcy,volCcyQuote,confirm",  # OKX's candles, newest first
+     lambda: [[*r, r[5] * r[4], r[5] * r[4], 1] for r in reversed(epoch_rows(bars(), 1))]),
+    ("startTime,openPrice,highPrice,lowPrice,closePrice,volume,turnover",  # Bybit's kline export
+     lambda: [[*r, r[5] * r[4]] for r in epoch_rows(bars(), 1)]),
+    ("open_time,open,high,low,close,volume", lambda: epoch_rows(bars(), 1)),
+    (None, lambda: [[r[0] // 1000, *r[1:], 42] for r in epoch_rows(bars(), 1)]),  # Kraken's OHLCVT, no header
+], ids=["newest_first", "time", "date", "epoch_ms", "epoch_s", "okx", "bybit", "open_time", "kraken"])
 def test_venue_exports_in_other_orders_and_stamps_read_as_canonical(tmp_path, header, rows):
-    path = write(tmp_path / "x.csv", csv_text(rows(), header))
+    text = csv_text(rows(), header) if header else "\n".join(",".join(map(str, r)) for r in rows()) + "\n"
+    path = write(tmp_path / "x.csv", text)
     check_frame(load_bars(path), path)
 
 
@@ -340,5 +352,5 @@ def test_stamps_that_are_not_epoch_or_a_second_stamp_column_are_refused(tmp_path
     with pytest.raises(DataError, match="row 1: timestamp '202105190000' read as epoch .* before any crypto market"):
         load_bars(compact)
     two_names = write(tmp_path / "y.csv", csv_text([[*r, r[0]] for r in bars()], HEADER + ",date"))
-    with pytest.raises(DataError, match="unknown column\\(s\\) date"):  # a second stamp is not guessed away
+    with pytest.raises(DataError, match="column\\(s\\) date beside"):  # a second stamp is not guessed away
         load_bars(two_names)

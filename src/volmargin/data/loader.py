@@ -64,6 +64,7 @@ class _Raw:
     ts: pd.DatetimeIndex
     values: pd.DataFrame  # the five OHLCV columns, any dtype
     rows: np.ndarray
+    ignored: tuple[str, ...] = ()  # the file's other columns, left out
 
 
 # ---------------------------------------------------------------- public API
@@ -73,7 +74,8 @@ def load_bars(path: str | Path, *, sort: bool = False, freq: str | None = None) 
     """Read one file of OHLCV bars (format recognised by content) and validate it.
 
     Returns float64 columns open, high, low, close, volume on a UTC DatetimeIndex named `timestamp`
-    (bar open times, ascending, unique) with attrs `source`, `freq` (pd.Timedelta) and `gaps` (GapReport).
+    (bar open times, ascending, unique) with attrs `source`, `freq` (pd.Timedelta), `gaps` (GapReport) and
+    `ignored` (the file's columns left out, e.g. trades or a quote volume).
     `sort=True` sorts unsorted rows instead of rejecting them; `freq` fixes the bar interval instead of
     inferring it as the most common spacing.
     """
@@ -227,8 +229,14 @@ def _parse_text(text: str, name: str) -> _Raw:
         raise DataError(f"{name}: empty file (no data rows)")
     first = _fields(lines[0])
     second = _fields(lines[1]) if len(lines) > 1 else []
-    if first[0].isdigit() or first[0] == "open_time":
+    if first[0].isdigit() and len(first) in HEADERLESS_NCOLS:
+        return _parse_headerless(text, name)
+    if (first[0].isdigit() or first[0] == "open_time") and len(first) == _BINANCE_NCOLS:
         return _parse_binance(text, name, has_header=not first[0].isdigit())
+    if first[0].isdigit():
+        raise DataError(f"{name}: a file without a header row must have {_BINANCE_NCOLS} columns (a Binance kline "
+                        f"dump) or {' or '.join(map(str, HEADERLESS_NCOLS))} (time, open, high, low, close, volume"
+                        f", then trades or not), found {len(first)}")
     if _is_cdd_header(first):
         return _parse_cdd(text, name, skip=0)
     if len(first) == 1 or _is_cdd_header(second):
@@ -241,7 +249,12 @@ def _is_cdd_header(fields: list[str]) -> bool:
 
 
 # other names of the timestamp column in venues' exports, taken where no column is named timestamp
-TIMESTAMP_ALIASES = ("time", "date", "datetime")
+TIMESTAMP_ALIASES = ("time", "date", "datetime", "ts", "open_time", "opentime", "starttime", "start_time")
+# other names of the OHLCV columns (OKX: o, h, l, c, vol; Bybit: openPrice, ...), taken where the canonical
+# name is absent; any other column (trades, quote volume, symbol) is left out and named in attrs["ignored"]
+COLUMN_ALIASES = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume", "vol": "volume",
+                  "openprice": "open", "highprice": "high", "lowprice": "low", "closeprice": "close"}
+HEADERLESS_NCOLS = (6, 7)  # time, open, high, low, close, volume[, trades] (Kraken's OHLCVT)
 FIRST_MARKET = pd.Timestamp("2009-01-03", tz="UTC")  # Bitcoin's genesis block: no bar is older
 
 
@@ -253,22 +266,28 @@ def _parse_canonical(text: str, name: str) -> _Raw:
 
 
 def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
-    """Canonical columns (Parquet, canonical CSV, in-memory): exactly timestamp + OHLCV."""
+    """Canonical columns (Parquet, canonical CSV, in-memory): timestamp + OHLCV under their names or the
+    aliases above; other columns are left out, but a second timestamp or price column is refused."""
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    if frame.columns.duplicated().any():
+        raise DataError(f"{name}: repeated column name(s); expected timestamp,{','.join(COLUMNS)}")
     aliases = [c for c in TIMESTAMP_ALIASES if c in frame.columns]
     if "timestamp" not in frame.columns and len(aliases) == 1:
         frame = frame.rename(columns={aliases[0]: "timestamp"})
     if "timestamp" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
         frame = frame.rename_axis("timestamp").reset_index()
+    renames = {a: c for a, c in COLUMN_ALIASES.items() if a in frame.columns and c not in frame.columns}
+    if len(set(renames.values())) < len(renames):  # e.g. both v and vol
+        raise DataError(f"{name}: columns {', '.join(sorted(renames))} name the same field twice")
+    frame = frame.rename(columns=renames)
     expected = ("timestamp", *COLUMNS)
     missing = [c for c in expected if c not in frame.columns]
     if missing:
         raise DataError(f"{name}: missing column(s) {', '.join(missing)}; expected {','.join(expected)}")
-    extra = [str(c) for c in frame.columns if c not in expected]
-    if extra:
-        raise DataError(f"{name}: unknown column(s) {', '.join(extra)}; expected exactly {','.join(expected)}")
-    if frame.columns.duplicated().any():
-        raise DataError(f"{name}: repeated column name(s); expected exactly {','.join(expected)}")
+    ambiguous = [str(c) for c in frame.columns if c in (*TIMESTAMP_ALIASES, *COLUMN_ALIASES)]
+    if ambiguous:
+        raise DataError(f"{name}: column(s) {', '.join(ambiguous)} beside {','.join(expected)}: which one holds the "
+                        "bars? keep one")
     _require_rows(frame, name)
     rows = np.arange(1, len(frame) + 1)
     stamps = frame["timestamp"]
@@ -278,7 +297,15 @@ def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
         pos = _first(np.asarray(early), rows)
         raise DataError(f"{name}: row {rows[pos]}: timestamp {stamps.iloc[pos]!r} read as epoch s/ms/us is "
                         f"{ts[pos]:%Y-%m-%d}, before any crypto market; give ISO 8601 or epoch timestamps")
-    return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows)
+    ignored = tuple(str(c) for c in frame.columns if c not in expected)
+    return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows, ignored)
+
+
+def _parse_headerless(text: str, name: str) -> _Raw:
+    """time, open, high, low, close, volume[, trades] without a header row (Kraken's OHLCVT export)."""
+    frame = _read_csv(text, name, header=None, dtype={0: str})
+    frame.columns = ["timestamp", *COLUMNS, "trades"][:frame.shape[1]]
+    return _parse_frame(frame, name)
 
 
 def _parse_binance(text: str, name: str, *, has_header: bool) -> _Raw:
@@ -381,7 +408,7 @@ def _validate(raw: _Raw, name: str, *, sort: bool, freq: str | pd.Timedelta | No
     interval = _check_grid(raw, name, freq)
     index = pd.DatetimeIndex(raw.ts, name="timestamp")
     frame = pd.DataFrame(arr, index=index, columns=list(COLUMNS))
-    frame.attrs.update(source=name, freq=interval, gaps=gap_report(index, interval))
+    frame.attrs.update(source=name, freq=interval, gaps=gap_report(index, interval), ignored=raw.ignored)
     return frame
 
 
@@ -443,7 +470,7 @@ def _check_order(raw: _Raw, arr: np.ndarray, name: str, *, sort: bool) -> tuple[
         raise _fail(name, raw, pos, f"timestamps not ascending: out of order next to row {raw.rows[pos - 1]} "
                                     f"({_fmt(raw.ts[pos - 1])}); sort the file by timestamp "
                                     "(in Python: load_bars(..., sort=True))")
-    return _Raw(raw.ts[order], raw.values.iloc[order], raw.rows[order]), arr[order]
+    return _Raw(raw.ts[order], raw.values.iloc[order], raw.rows[order], raw.ignored), arr[order]
 
 
 def _majority_interval(ns: np.ndarray, diffs: np.ndarray) -> pd.Timedelta:
