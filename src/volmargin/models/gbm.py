@@ -139,7 +139,6 @@ class GBMForecaster(GlobalForecaster):
         smearing_estimators: int = 50,
         smearing_min_samples_leaf: int = 5000,
         random_state: int = 0,
-        variance_monotone: tuple[str, ...] = (),
     ):
         self.levels = levels
         self.n_estimators = n_estimators
@@ -165,7 +164,6 @@ class GBMForecaster(GlobalForecaster):
         self.smearing_estimators = smearing_estimators
         self.smearing_min_samples_leaf = smearing_min_samples_leaf
         self.random_state = random_state
-        self.variance_monotone = variance_monotone  # features the variance forecast may not fall in (trials)
 
     def _booster(self, n_estimators: int, objective: str, min_leaf: int | None = None,
                  num_leaves: int | None = None, **loss):
@@ -199,12 +197,7 @@ class GBMForecaster(GlobalForecaster):
     def _variance_booster(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
         """The variance booster fitted on y = log relative RV (see the module docstring)."""
         objective, target = ("gamma", np.exp(y)) if self.variance_loss == "gamma" else ("regression", y)
-        names = getattr(self, "feature_names_", FEATURE_NAMES)
-        if unknown := set(self.variance_monotone) - set(names):
-            raise ValueError(f"variance_monotone: unknown feature(s) {', '.join(sorted(unknown))}")
-        monotone = {"monotone_constraints": [int(n in self.variance_monotone) for n in names]} \
-            if self.variance_monotone else {}
-        booster = self._booster(self.n_estimators, objective, num_leaves=self.variance_num_leaves, **monotone)
+        booster = self._booster(self.n_estimators, objective, num_leaves=self.variance_num_leaves)
         return float32_splits(booster.fit(x, target, sample_weight=weight))
 
     def _row_weights(self, groups: np.ndarray) -> np.ndarray | None:
