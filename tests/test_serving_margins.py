@@ -435,3 +435,37 @@ def test_history_doubts_flag_the_origins_a_service_would_flag(runtime, batch):
         assert bool(doubts[start]) == served.reason[0, 0].startswith("doubtful input"), start
     assert f"the row of {dates[0, spike]}" in doubts[spike - n + 1]
     assert [bool(d) for d in doubts] == [start + n > spike for start in range(len(doubts))]  # resent > spike
+
+
+def test_margins_cli_is_what_the_runtime_publishes_day_by_day(bundle, calibration, panel, runtime, tmp_path, capsys):
+    """`volmargin margins` chains `Runtime.margins` over the days (yesterday's margins as `previous`), as
+    a service calling it once a day publishes them; `--latest` is one first margin per asset."""
+    from volmargin.cli import main
+    from volmargin.data import write_synthetic_csv
+
+    files = [str(p) for p in write_synthetic_csv(tmp_path / "data", n_assets=3, days=500, seed=4)]  # the panel's bars
+    start = panel[ASSETS[0]].index[-30]
+    args = ["margins", "--bundle", str(bundle), "--data", *files, "--quiet"]  # the set beside the bundle by default
+    assert main([*args, "--start", str(start.date()), "--out", str(tmp_path / "m.parquet")]) == 0
+    assert "fail-safe (column `reason`)" in capsys.readouterr().out
+    served = pd.read_parquet(tmp_path / "m.parquet")
+    inputs, dates = _arrays(panel[ASSETS[0]])
+    n, first = runtime.history_days, len(inputs) - 30
+    previous, expected = None, []
+    for end in range(first, len(inputs)):
+        out = runtime.margins(ASSETS[:1], inputs[None, end - n + 1:end + 1], dates[None, end - n + 1:end + 1],
+                              as_of=dates[end] + 1, previous=previous)
+        previous = out.initial
+        expected += [r["initial_margin"] for r in out.rows()]
+    mine = served[served["asset"] == ASSETS[0]]
+    assert len(mine) == 60 and mine["origin"].iloc[0] == start and mine["side"].tolist()[:2] == ["long", "short"]
+    assert not mine["fail_safe"].any() and mine["initial_margin"].nunique() > 10  # the rule, day by day
+    assert mine["initial_margin"].tolist() == pytest.approx(expected, rel=1e-12)
+    assert main([*args, "--latest", "--out", str(tmp_path / "last.csv")]) == 0
+    last = pd.read_csv(tmp_path / "last.csv")
+    alone = runtime.margins(ASSETS[:1], inputs[None, -n:], dates[None, -n:], as_of=dates[-1] + 1)
+    assert len(last) == 2 * len(ASSETS)
+    assert last[last["asset"] == ASSETS[0]]["initial_margin"].tolist() == pytest.approx(alone.initial[0].tolist())
+    assert main(["margins", "--bundle", str(bundle), "--calibration", str(tmp_path / "none.json"), "--data", *files,
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "no calibration set at" in capsys.readouterr().err

@@ -26,20 +26,24 @@ def bundle_files(bundle: str | Path) -> dict[str, bytes]:
 
 
 @functools.lru_cache(maxsize=4)
-def _runtime(key: str, files: tuple[tuple[str, bytes], ...]):
-    """One verified runtime per bundle per process (a worker scores many assets with it)."""
+def _runtime(key: str, files: tuple[tuple[str, bytes], ...], calibration: bytes | None = None):
+    """One verified runtime per bundle (and calibration set) per process (a worker scores many assets)."""
     from volmargin_serving import load
 
     # the runtime holds everything in memory once loaded, so the copy is removed at once (no /tmp litter)
-    with tempfile.TemporaryDirectory(prefix=f"volmargin-bundle-{key[:12]}-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"volmargin-bundle-{key[:12]}-") as folder, \
+            tempfile.TemporaryDirectory(prefix="volmargin-calibration-") as beside:
         for name, data in files:
             (Path(folder) / name).write_bytes(data)
-        return load(folder)
+        if calibration is None:
+            return load(folder)
+        (Path(beside) / "calibration.json").write_bytes(calibration)  # outside the bundle: it holds only its files
+        return load(folder, calibration=Path(beside) / "calibration.json")
 
 
-def runtime_from_files(files: dict[str, bytes]):
+def runtime_from_files(files: dict[str, bytes], calibration: bytes | None = None):
     key = hashlib.sha256(files["manifest.json"]).hexdigest()
-    return _runtime(key, tuple(sorted(files.items())))
+    return _runtime(key, tuple(sorted(files.items())), calibration)
 
 
 def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest: bool = False) -> pd.DataFrame:
@@ -59,6 +63,50 @@ def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest
     frame.insert(0, "origin", daily.index[runtime.history_days - 1:])
     frame.insert(0, "asset", asset)
     return frame
+
+
+def serve_asset(files: dict[str, bytes], calibration: bytes, asset: str, daily: pd.DataFrame,
+                latest: bool = False, start: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The margins a service running the bundle with `calibration` would have published for one asset on
+    each day from `start` with enough history (or the newest only), each priced as of the next day from the
+    rows known then, with the day before's margins as `previous` (the policy's buffer and speed limits carry
+    over; the first day is a first margin): one row per origin and side, fail-safe flags and reasons."""
+    runtime = runtime_from_files(files, calibration)
+    n = runtime.history_days
+    first = max(n - 1, len(daily) - 1 if latest else 0, 0 if start is None else int(daily.index.searchsorted(start)))
+    if first >= len(daily):
+        return pd.DataFrame()
+    columns = daily_inputs(daily)
+    inputs = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
+    dates = daily.index.tz_convert(None).to_numpy().astype("datetime64[D]")
+    rows, previous = [], None
+    for end in range(first, len(daily)):
+        window = slice(end - n + 1, end + 1)
+        served = runtime.margins([asset], inputs[None, window], dates[None, window], as_of=dates[end] + 1,
+                                 previous=previous)
+        previous = served.initial
+        rows += [{"origin": daily.index[end], **row} for row in served.rows()]
+    return pd.DataFrame(rows)
+
+
+def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd.DataFrame],
+                executor: Executor | None = None, latest: bool = False, start: pd.Timestamp | None = None,
+                progress: bool = True) -> pd.DataFrame:
+    """`serve_asset` for every asset of `panel`, one table in asset order."""
+    executor = executor or InProcess()
+    from volmargin_serving import load
+
+    load(bundle, calibration=calibration)  # verify both here first: a bad set fails once, naming its file
+    files, document = bundle_files(bundle), Path(calibration).read_bytes()
+    assets = sorted(panel)
+    shipped = executor.scatter({**{a: panel[a] for a in assets}, "__bundle__": files, "__calibration__": document})
+    frames = executor.map(serve_asset, [shipped["__bundle__"]] * len(assets), [shipped["__calibration__"]] * len(assets),
+                          assets, [shipped[a] for a in assets], [latest] * len(assets), [start] * len(assets),
+                          desc="margins", unit="asset", progress=progress)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        raise DataError(f"no asset has the history the bundle {bundle} needs for one margin")
+    return pd.concat(frames, ignore_index=True)
 
 
 def score_panel(bundle: str | Path, panel: dict[str, pd.DataFrame], executor: Executor | None = None,

@@ -207,6 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(score, "assets")
 
+    margins = commands.add_parser("margins", help="the margins a service would publish: bar files through a bundle "
+                                  "and its calibration set, day by day, fail-safe flags included")
+    margins.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-gbm/1")
+    margins.add_argument("--calibration", type=Path, default=None,
+                         help="its calibration set (default: BUNDLE.calibration.json beside the bundle folder)")
+    _add_data_args(margins)
+    margins.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
+    margins.add_argument("--latest", action="store_true", help="only the newest day of each asset")
+    margins.add_argument("--start", type=_date, default=None, metavar="DATE",
+                         help="first day to price (default: the first with enough history)")
+    margins.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    _add_dask_args(margins, "assets")
+
     portfolio = commands.add_parser("portfolio", help="portfolio margin across assets: FHS scenarios filtered by "
                                     "each model's forecasts, calibrated and backtested on test books")
     portfolio.add_argument("--run", type=Path, nargs="+", required=True, help="backtest run folder(s) (forecasts.parquet)")
@@ -621,6 +634,33 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_margins(args: argparse.Namespace) -> int:
+    from volmargin.batch import serve_panel
+    from volmargin.distributed import check_options, executor
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.io import preflight, write_frame
+
+    check_options(args.scheduler, args.workers)
+    calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
+    if not calibration.is_file():
+        raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate` first)")
+    preflight(args.out)
+    began = time.perf_counter()
+    panel = daily_panel(load_data(args.data), args.min_bars)
+    with executor(args.scheduler, args.workers) as runner:
+        served = serve_panel(args.bundle, calibration, panel, runner, latest=args.latest, start=args.start,
+                             progress=show_progress(args))
+    write_frame(served, args.out)
+    safe = served["fail_safe"]
+    print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days in "
+          f"{time.perf_counter() - began:.1f} s; {int(safe.sum())} of {len(served)} fail-safe (column `reason`); "
+          f"wrote {args.out}")
+    for side, rows in served[~safe].groupby("side"):
+        print(f"  {side:>5}, priced by the rule: average initial margin {rows['initial_margin'].mean():.2%}, "
+              f"maintenance {rows['maintenance_margin'].mean():.2%}")
+    return 0
+
+
 def cmd_portfolio(args: argparse.Namespace) -> int:
     from volmargin.risk.job import PortfolioJob, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
@@ -718,7 +758,7 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
-            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "report": cmd_report,
+            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "margins": cmd_margins, "report": cmd_report,
             "portfolio": cmd_portfolio, "options": cmd_options, "simulate": cmd_simulate}
 
 
