@@ -63,6 +63,9 @@ def test_run_writes_every_output_and_records_every_stage(finished):
     assert Path(record["bundle"]["calibration_set"]).is_file()
     latest = pd.read_parquet(out / "latest.parquet")
     assert len(latest) == 2 and latest["variance"].gt(0).all()
+    margins = pd.read_parquet(out / "latest_margins.parquet")  # what the service publishes with the exported set
+    assert len(margins) == 4 and margins["initial_margin"].between(0, 1).all()
+    assert set(margins["calibration"]) == {json.loads(Path(record["bundle"]["calibration_set"]).read_text())["version"]}
     assert 'id="simulation"' in (out / "report.html").read_text()  # the simulate stage's section
     assert record["data"]["synthetic"] and len(record["data"]["assets"]) == 2
 

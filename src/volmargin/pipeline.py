@@ -244,11 +244,16 @@ def refit_on_all_data(run: Run, name: str):
 
 
 def stage_score(run: Run) -> None:
-    from volmargin.batch import score_panel
+    from volmargin.batch import score_panel, serve_panel
 
-    scored = score_panel(run.record["bundle"]["path"], run.panel, latest=True, progress=False)
+    bundle = run.record["bundle"]
+    scored = score_panel(bundle["path"], run.panel, latest=True, progress=False)
     write_frame(scored, run.out / "latest.parquet")
-    print(f"score: latest forecasts of {len(scored)} assets in {run.out / 'latest.parquet'}")
+    served = serve_panel(bundle["path"], bundle["calibration_set"], run.panel, latest=True, progress=False)
+    write_frame(served, run.out / "latest_margins.parquet")
+    print(f"score: latest forecasts of {len(scored)} assets in {run.out / 'latest.parquet'}; the margins a service "
+          f"would publish with the calibration set in {run.out / 'latest_margins.parquet'} "
+          f"({int(served['fail_safe'].sum())} of {len(served)} fail-safe)")
 
 
 def stage_report(run: Run) -> None:
