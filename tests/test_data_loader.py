@@ -174,6 +174,8 @@ BAD_FILES = {
     "missing column": (csv_text([r[:5] for r in bars()], HEADER.removesuffix(",volume")), "missing column(s) volume"),
     "a second price column": (csv_text([[*r, r[4]] for r in bars()], HEADER + ",c"),
                               "column(s) c beside timestamp,open,high,low,close,volume: which one holds the bars"),
+    "two volume aliases": (csv_text([[*r, r[5]] for r in bars()], HEADER.replace("volume", "v") + ",vol"),
+                           "columns v and vol both name the volume; keep one"),
     "binance column count": ("\n".join(line.rsplit(",", 1)[0] for line in binance_text(bars()).splitlines()),
                              "a file without a header row must have 12 columns (a Binance kline dump) or 6 or 7 "
                              "(time, open, high, low, close, volume, then trades or not), found 11"),

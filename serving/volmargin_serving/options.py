@@ -538,7 +538,8 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
     never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
     keeps it; NaN moves (no history yet) leave the parameter as it is."""
     (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
-    return floored_grid(grid, _grid_of_moves(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid), fraction)
+    floor = _grid_of_moves(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid)
+    return floored_grid(grid, floor, fraction)
 
 
 def floored_grid(grid: Grid, floor: Grid, fraction: float = 1.0) -> Grid:

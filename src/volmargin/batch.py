@@ -100,9 +100,10 @@ def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd
     files, document = bundle_files(bundle), Path(calibration).read_bytes()
     assets = sorted(panel)
     shipped = executor.scatter({**{a: panel[a] for a in assets}, "__bundle__": files, "__calibration__": document})
-    frames = executor.map(serve_asset, [shipped["__bundle__"]] * len(assets), [shipped["__calibration__"]] * len(assets),
-                          assets, [shipped[a] for a in assets], [latest] * len(assets), [start] * len(assets),
-                          desc="margins", unit="asset", progress=progress)
+    n = len(assets)
+    frames = executor.map(serve_asset, [shipped["__bundle__"]] * n, [shipped["__calibration__"]] * n, assets,
+                          [shipped[a] for a in assets], [latest] * n, [start] * n, desc="margins", unit="asset",
+                          progress=progress)
     frames = [f for f in frames if not f.empty]
     if not frames:
         raise DataError(f"no asset has the history the bundle {bundle} needs for one margin")

@@ -758,8 +758,8 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "backtest": cmd_backtest, "evaluate": cmd_evaluate, "train": cmd_train,
-            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "margins": cmd_margins, "report": cmd_report,
-            "portfolio": cmd_portfolio, "options": cmd_options, "simulate": cmd_simulate}
+            "export": cmd_export, "calibrate": cmd_calibrate, "score": cmd_score, "margins": cmd_margins,
+            "report": cmd_report, "portfolio": cmd_portfolio, "options": cmd_options, "simulate": cmd_simulate}
 
 
 def _interrupt(signum, frame) -> None:

@@ -215,7 +215,8 @@ def run_option_job(job: OptionJob) -> dict:
     write_frame(summary, job.out / "summary.csv")
     write_frame(grids, job.out / "grids.csv")
     write_frame(score_quantiles(inputs.iv_forecasts), job.out / "iv_scores.csv")
-    record = {"command": "options", "underlying": inputs.underlying, "snapshots": inputs.snapshots, "books": int(data.books.count),
+    record = {"command": "options", "underlying": inputs.underlying, "snapshots": inputs.snapshots,
+              "books": int(data.books.count),
               "calibrate_until": str(job.calibrate_until.date()), "target": job.target,
               "confidence": job.confidence, "risk": job.risk, "models": list(job.models),
               "iv_models": list(job.iv_models), "stress": job.stress,

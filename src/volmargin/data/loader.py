@@ -277,8 +277,9 @@ def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
     if "timestamp" not in frame.columns and isinstance(frame.index, pd.DatetimeIndex):
         frame = frame.rename_axis("timestamp").reset_index()
     renames = {a: c for a, c in COLUMN_ALIASES.items() if a in frame.columns and c not in frame.columns}
-    if len(set(renames.values())) < len(renames):  # e.g. both v and vol
-        raise DataError(f"{name}: columns {', '.join(sorted(renames))} name the same field twice")
+    for field in set(renames.values()):
+        if len(twice := [a for a, c in renames.items() if c == field]) > 1:  # e.g. both v and vol
+            raise DataError(f"{name}: columns {' and '.join(twice)} both name the {field}; keep one")
     frame = frame.rename(columns=renames)
     expected = ("timestamp", *COLUMNS)
     missing = [c for c in expected if c not in frame.columns]
