@@ -464,7 +464,7 @@ def main() -> None:
 
     services = table[table["class"] == "service"]
     classes = {"bad values (NaN/inf/negative/flag/absurd return)",
-               "doubtful values (10^4 off the window, stale prices, re-sent rows, newest day cut short)",
+               "doubtful values (10^4 off the window, stale prices, re-sent rows, a recent day cut short)",
                "gaps, repeated, future dates", "unusable inputs as a whole", "wrong types (text cells, text dates)",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}

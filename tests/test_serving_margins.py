@@ -401,10 +401,10 @@ def test_an_incomplete_day_is_priced_at_the_larger_of_its_readings_in_both_paths
     inputs, dates, as_of = batch
     inputs = inputs.copy()
     complete = INPUT_COLUMNS.index("complete")
-    inputs[0, -4, complete] = 0.0
-    inputs[0, -4, [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]] *= 6.0  # violent
+    inputs[0, -8, complete] = 0.0
+    inputs[0, -8, [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]] *= 6.0  # violent
     as_complete = inputs.copy()
-    as_complete[0, -4, complete] = 1.0
+    as_complete[0, -8, complete] = 1.0
     careful = vs.load(bundle, calibration=calibration, assets=ASSETS)
     history = careful.history_days
     got = careful.margins(ASSETS, inputs[:, -history:], dates[:, -history:], as_of=as_of)

@@ -542,8 +542,8 @@ class Runtime:
                                      dates) -> None:
         """Asset k's (variance, var, es), in place, the larger of the model's and those with the incomplete
         days of its window read as complete. An incomplete day's measures cover part of its moves, and the
-        model reads them as missing, which forgets the part it saw (a newest day cut short is doubtful as
-        well, `validation.doubtful_values`). Only for windows that hold an incomplete day (26 of 104,162
+        model reads them as missing, which forgets the part it saw (one among the last five days is doubtful
+        as well, `validation.doubtful_values`). Only for windows that hold an incomplete day (26 of 104,162
         real days since 2022 are incomplete)."""
         window = inputs[-self.history_days:]
         complete = INPUT_COLUMNS.index("complete")
