@@ -12,8 +12,8 @@ Bad input (each its own `InputError` subclass, see `volmargin_serving.errors`):
   (`StaleInputError`).
 
 Doubtful input (`doubtful_values`, never an error): a possible value far outside the asset's own window,
-e.g. a variance 10,000 times its window median, a frozen feed's zero volume or zero variance, or a row
-that repeats the one before it in every column. `Runtime.margins` prices the asset fail-safe over every
+e.g. a variance 10,000 times its window median, a frozen feed's zero volume or zero variance, a row
+that repeats the one before it in every column, or an incomplete day (an outage) among the last five. `Runtime.margins` prices the asset fail-safe over every
 reading of such rows and of bad ones (`volmargin_serving.repairs`): the margin can only rise.
 """
 
