@@ -117,11 +117,11 @@ def ageing(forecasts: pd.DataFrame, train_end: pd.Timestamp) -> pd.DataFrame:
 
 
 def margins(forecasts: pd.DataFrame, validation_start: pd.Timestamp, learned: tuple[str, ...],
-            pooled: bool = False) -> tuple[pd.DataFrame, str]:
+            pooled: bool = False, risk: str = "var99") -> tuple[pd.DataFrame, str]:
     """The calibration benchmark's validation table and each learned model's margin against the best
     baseline's; `pooled`: one scale per (model, side) over all assets, as the issue measured it, instead of
     one per (model, asset, side) from a year of that asset's days (about 3 breaches allowed)."""
-    policy = PolicyConfig(pooled=pooled)
+    policy = PolicyConfig(pooled=pooled, risk=risk)
     calibration = walk_forward_calibration(forecasts, policy, validation_start, every="YS")
     table = validation_table(margin_summary(margin_paths(forecasts, policy, calibration), policy.target_breach_rate))
     ok = table[table["worst_breach"] <= TARGET_MAX_RATE]
@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("--top-only", action="store_true", help="the 29 top-level files only (no alts/)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-unseen"))
     parser.add_argument("--reuse", action="store_true", help="re-print the tables from saved forecasts")
+    parser.add_argument("--risk", default="var99", help="the margin's risk measure (var99, es975, es99, ...)")
+    parser.add_argument("--validation-start", default=None,
+                        help="first margin validation day (default: January 1st after the first target)")
     args = parser.parse_args()
     train_end = pd.Timestamp(args.train_end, tz="UTC")
     split = AssetGroupedSplit(train_end=train_end, n_folds=args.folds, min_train=args.min_train,
@@ -189,7 +192,7 @@ def main() -> None:
         write_frame(forecasts, path)
     pd.set_option("display.width", 250)
     first = forecasts["date"].min()
-    validation_start = pd.Timestamp(f"{first.year + 1}-01-01", tz="UTC")
+    validation_start = pd.Timestamp(args.validation_start or f"{first.year + 1}-01-01", tz="UTC")
     for kind in ("unseen", "in_asset"):
         subset = forecasts[forecasts["set"].isin([kind, "both"])].drop(columns="set")
         if not subset["model"].isin(learned).any():
@@ -201,8 +204,8 @@ def main() -> None:
         print(ageing(subset, train_end).to_markdown(floatfmt=".3f"))
         if subset["origin"].max() > validation_start + pd.Timedelta(days=180):
             for pooled, unit in ((False, "per asset and side"), (True, "per side, pooled over the assets")):
-                table, verdict = margins(subset, validation_start, learned, pooled)
-                print(f"\nmargins (var99 x scale {unit}, calibrated before {validation_start.date()}, "
+                table, verdict = margins(subset, validation_start, learned, pooled, args.risk)
+                print(f"\nmargins ({args.risk} x scale {unit}, calibrated before {validation_start.date()}, "
                       f"validated after, re-calibrated yearly):\n")
                 print(table.to_markdown(floatfmt=".4f"))
                 print(verdict)
