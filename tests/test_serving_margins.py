@@ -428,7 +428,7 @@ def test_history_doubts_flag_the_origins_a_service_would_flag(runtime, batch):
     history[resent] = history[resent - 1]
     doubts = runtime.history_doubts(history, dates[0])
     n = runtime.history_days
-    assert len(doubts) == len(history) - n + 1
+    assert len(doubts) == len(history) - n + 1 and runtime.history_doubts(history, dates[0], chunk=7) == doubts
     for start in (spike - n, spike - n + 1, resent - n + 1, len(history) - n):
         window = slice(start, start + n)
         served = runtime.margins(ASSETS[:1], history[None, window], dates[:1, window], as_of=dates[0, window][-1] + 1)

@@ -412,15 +412,15 @@ class Runtime:
         return Forecasts(*postprocess(raw, horizon_level(level[ends], self.horizon), len(self.levels)),
                          self.levels, self.horizon)
 
-    def history_doubts(self, inputs: np.ndarray, dates: np.ndarray | None = None) -> list[str]:
+    def history_doubts(self, inputs: np.ndarray, dates: np.ndarray | None = None, chunk: int = 1024) -> list[str]:
         """For each forecast of `forecast_history` on the same checked inputs, the doubt a margin service
         would have raised on its window (`validation.doubtful_values`; '' where none): the forecasts it
         would have priced fail-safe and flagged. Messages name the row's date where `dates` (days,) are
-        given, else its row counted from the first row of `inputs`."""
+        given, else its row counted from the first row of `inputs`. `chunk` windows at a time (memory)."""
         inputs = np.asarray(inputs, dtype=float)
         n = self.history_days
         windows = np.lib.stride_tricks.sliding_window_view(inputs, n, axis=0).transpose(0, 2, 1)
-        doubt = doubtful_values(windows)
+        doubt = np.concatenate([doubtful_values(windows[i:i + chunk]) for i in range(0, len(windows), chunk)])
         return [doubt_message(d, w, start, dates=None if dates is None else dates[start:start + n])
                 for start, (d, w) in enumerate(zip(doubt, windows))]
 
