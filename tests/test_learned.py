@@ -280,6 +280,33 @@ def test_neural_tail_calibration_uses_only_held_out_assets_after_the_cut(panel, 
         np.testing.assert_allclose(model.tail_factors_[side], refit[side], rtol=1e-5)
 
 
+def test_a_gru_ensemble_averages_its_members_and_exports_with_parity(panel, tmp_path):
+    """`members=2`: the first member is the one-network model of the same seed, the ensemble's variance is
+    the mean of its members' and its standardized tails the mean of theirs; warm refits, saved weights and
+    the ONNX graph carry it; tail calibration with several members is refused."""
+    from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
+    from volmargin.models.neural import VolEnsemble
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    single = NeuralForecaster(**TINY["nn"]).fit_panel(trains)
+    model = NeuralForecaster(**TINY["nn"], members=2).fit_panel(trains)
+    assert isinstance(model.network_, VolEnsemble) and len(model.network_.members) == 2
+    x = parity_inputs(model, panel, rows=256)
+    with torch.no_grad():
+        first, second = (member(torch.from_numpy(x)).numpy() for member in model.network_.members)
+    np.testing.assert_array_equal(first, single.predict_raw(x))
+    out = model.predict_raw(x)
+    np.testing.assert_allclose(np.exp(out[:, 0]), (np.exp(first[:, 0]) + np.exp(second[:, 0])) / 2, rtol=1e-5)
+    np.testing.assert_allclose(out[:, 1:], (first[:, 1:] + second[:, 1:]) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first, second)  # two networks, not one twice
+    check_parity(to_onnx(model), reference_outputs(model, x), x)
+    model.fit_panel({asset: daily.iloc[:480] for asset, daily in panel.items()})  # warm: both members refit
+    model.save(tmp_path / "nn.pt")
+    np.testing.assert_array_equal(NeuralForecaster.load(tmp_path / "nn.pt").predict_raw(x), model.predict_raw(x))
+    with pytest.raises(ValueError, match="members"):
+        NeuralForecaster(**TINY["nn"], members=2, tail_calibration=True).fit_panel(trains)
+
+
 @pytest.mark.parametrize("loss, weighted, smearing", [("gamma", True, "global"), ("l2", False, "global"),
                                                       ("l2", False, "conditional"), ("gamma", False, "conditional")])
 def test_tree_variants_export_with_parity_and_are_deterministic(loss, weighted, smearing, panel):

@@ -114,6 +114,26 @@ class VolNet(nn.Module):
         return torch.cat([raw[:, :1], torch.stack([var, es], dim=2).reshape(-1, 4 * self.n_levels)], dim=1)
 
 
+class VolEnsemble(nn.Module):
+    """`VolNet`s trained from different seeds (and validation assets), averaged: the variance is the mean
+    of the members' (log-mean-exp of their m), the standardized VaR and ES the mean of theirs, then the
+    ensemble's own `tail_scale` as in `VolNet`. One network to serve and export, the members inside."""
+
+    def __init__(self, members: list[VolNet]):
+        super().__init__()
+        self.n_levels = members[0].n_levels
+        self.members = nn.ModuleList(members)
+        self.register_buffer("tail_scale", torch.ones(2, self.n_levels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = torch.stack([member(x) for member in self.members])  # (members, batch, columns)
+        m = torch.logsumexp(outs[..., 0], dim=0) - math.log(len(self.members))
+        tails = outs[..., 1:].mean(dim=0).reshape(-1, 2, 2, self.n_levels)  # (batch, side, var/es, level)
+        var = _running_max(tails[:, :, 0] * self.tail_scale)
+        es = torch.maximum(tails[:, :, 1] * self.tail_scale, var)
+        return torch.cat([m[:, None], torch.stack([var, es], dim=2).reshape(-1, 4 * self.n_levels)], dim=1)
+
+
 def _running_max(values: torch.Tensor) -> torch.Tensor:
     """Cumulative maximum over the last axis (few levels), in ops every ONNX opset has."""
     columns = [values[..., 0]]
@@ -355,6 +375,7 @@ class NeuralForecaster(GlobalForecaster):
         val_assets: float = 0.2,
         level_days: int = 66,
         seed: int = 0,
+        members: int = 1,
         num_threads: int = 1,
         enable_checkpointing: bool = False,
         enable_progress_bar: bool = False,
@@ -376,6 +397,7 @@ class NeuralForecaster(GlobalForecaster):
         self.val_assets = val_assets
         self.level_days = level_days
         self.seed = seed
+        self.members = members  # > 1: an ensemble of networks from seeds seed, seed + 1, ... (`VolEnsemble`)
         self.num_threads = num_threads
         self.enable_checkpointing = enable_checkpointing
         self.enable_progress_bar = enable_progress_bar
@@ -402,34 +424,55 @@ class NeuralForecaster(GlobalForecaster):
 
     def fit_panel(self, trains: dict[str, pd.DataFrame], horizon: int = 1) -> "NeuralForecaster":
         levels = check_levels(self.levels)
+        if self.members < 1 or (self.members > 1 and self.tail_calibration):
+            raise ValueError(f"members: {self.members!r}; at least 1, and 1 with tail_calibration (its held-out "
+                             "assets are another member's training assets)")
         warm = self._warm(levels, horizon)
         torch.set_num_threads(self.num_threads)
-        L.seed_everything(self.seed, workers=True, verbose=False)
         torch.use_deterministic_algorithms(True)
         if not warm:
             self.levels_, self.horizon_ = levels, horizon
             self.feature_spec_ = FeatureSpec(level_days=self.level_days)
-            self.network_ = VolNet(len(FEATURE_NAMES), len(levels), self.hidden, self.layers)
-        data = self._data(trains)
-        self.network_.tail_scale.fill_(1.0)  # train (and warm-refit) the uncalibrated tails
-        self.network_.train()
-        module = VolLightningModule(self.network_, levels, self.lr, self.weight_decay, self.tail_weight)
-        keep_best, history = _KeepBest(), _History()
-        with _quiet_lightning():
-            trainer = self._trainer(self.refit_epochs if warm else self.max_epochs, keep_best, history)
-            trainer.fit(module, datamodule=data)
-        self.network_.load_state_dict(keep_best.state)
+        frames = self._scaled_frames(trains)
+        networks = [] if not warm else list(self.network_.members) if self.members > 1 else [self.network_]
+        fits = []
+        for k in range(self.members):  # each member: its seed, then (first fit) its weights, then its training
+            L.seed_everything(self.seed + k, workers=True, verbose=False)
+            if not warm:
+                networks.append(VolNet(len(FEATURE_NAMES), len(levels), self.hidden, self.layers))
+            fits.append(self._train(networks[k], frames, warm, self.seed + k))
+        if not warm:
+            self.network_ = networks[0] if self.members == 1 else VolEnsemble(networks)
         self.network_.eval()
-        self.best_val_loss_, self.epochs_ = keep_best.best, trainer.current_epoch
-        self.history_ = history.rows
+        data, self.best_val_loss_, self.epochs_, self.history_ = fits[0]
         calibration = data.calibration_set() if self.tail_calibration else None
         self.tail_factors_ = self._calibrate_tails(calibration)
         return self
 
+    def _train(self, network: VolNet, frames: dict[str, pd.DataFrame], warm: bool,
+               seed: int) -> tuple[VolDataModule, float, int, list]:
+        """Train one network on the scaled frames, validation split by `seed`, keeping its best epoch's
+        weights: (its data module, best validation loss, epochs, history)."""
+        data = self._data_module(frames, seed)
+        network.tail_scale.fill_(1.0)  # train (and warm-refit) the uncalibrated tails
+        network.train()
+        module = VolLightningModule(network, self.levels_, self.lr, self.weight_decay, self.tail_weight)
+        keep_best, history = _KeepBest(), _History()
+        with _quiet_lightning():
+            trainer = self._trainer(self.refit_epochs if warm else self.max_epochs, keep_best, history)
+            trainer.fit(module, datamodule=data)
+        network.load_state_dict(keep_best.state)
+        network.eval()
+        return data, keep_best.best, trainer.current_epoch, history.rows
+
+    def _data_module(self, frames: dict[str, pd.DataFrame], seed: int) -> VolDataModule:
+        """The windows of scaled frames and their split by `seed` (set up by the trainer)."""
+        return VolDataModule(frames, self.window, self.horizon_, self.batch_size, self.val_fraction, seed,
+                             self.val_assets)
+
     def _data(self, trains: dict[str, pd.DataFrame]) -> VolDataModule:
-        """The windows and their split (set up by the trainer); refits the feature scaler on `trains`."""
-        return VolDataModule(self._scaled_frames(trains), self.window, self.horizon_, self.batch_size,
-                             self.val_fraction, self.seed, self.val_assets)
+        """The first member's data module; refits the feature scaler on `trains`."""
+        return self._data_module(self._scaled_frames(trains), self.seed)
 
     def _calibrate_tails(self, rows: _Windows | None, chunk: int = 8192) -> dict[str, list[float]]:
         """Scale each tail output (VaR and ES of a side and level) by the factor >= 1 that makes its VaR
@@ -487,7 +530,9 @@ class NeuralForecaster(GlobalForecaster):
         model = cls(**saved["params"])
         model.levels_, model.horizon_ = check_levels(model.levels), saved["horizon"]
         model.feature_spec_ = FeatureSpec(**saved["feature_spec"])
-        model.network_ = VolNet(len(FEATURE_NAMES), len(model.levels_), model.hidden, model.layers)
+        networks = [VolNet(len(FEATURE_NAMES), len(model.levels_), model.hidden, model.layers)
+                    for _ in range(model.members)]
+        model.network_ = networks[0] if model.members == 1 else VolEnsemble(networks)
         state = saved["state_dict"]
         state.setdefault("tail_scale", torch.ones(2, len(model.levels_)))  # saved before the tail calibration
         model.network_.load_state_dict(state)
