@@ -46,6 +46,14 @@ def runtime_from_files(files: dict[str, bytes], calibration: bytes | None = None
     return _runtime(key, tuple(sorted(files.items())), calibration)
 
 
+def serving_arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """One asset's daily measures as the serving runtime takes them: (days, INPUT_COLUMNS) floats and
+    datetime64[D] dates."""
+    columns = daily_inputs(daily)
+    return (np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS]),
+            daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
+
+
 def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest: bool = False) -> pd.DataFrame:
     """Forecasts at every origin of one asset with enough history (or only the newest one), each with
     the doubt a margin service would have flagged on its window ('' where none)."""
@@ -53,9 +61,7 @@ def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest
     if len(daily) < runtime.history_days:
         return pd.DataFrame()
     daily = daily.iloc[-runtime.history_days:] if latest else daily
-    columns = daily_inputs(daily)
-    inputs = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
-    dates = daily.index.tz_convert(None).to_numpy().astype("datetime64[D]")
+    inputs, dates = serving_arrays(daily)
     forecasts = runtime.forecast_history(inputs, dates)
     frame = pd.DataFrame(forecasts.columns())
     frame["doubt"] = runtime.history_doubts(inputs, dates)
@@ -76,9 +82,7 @@ def serve_asset(files: dict[str, bytes], calibration: bytes, asset: str, daily: 
     first = max(n - 1, len(daily) - 1 if latest else 0, 0 if start is None else int(daily.index.searchsorted(start)))
     if first >= len(daily):
         return pd.DataFrame()
-    columns = daily_inputs(daily)
-    inputs = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
-    dates = daily.index.tz_convert(None).to_numpy().astype("datetime64[D]")
+    inputs, dates = serving_arrays(daily)
     rows, previous = [], None
     for end in range(first, len(daily)):
         window = slice(end - n + 1, end + 1)
