@@ -1,4 +1,4 @@
-"""Tiny nn and gbm bundles trained once per test module on a synthetic panel, shared by the tests of the
+"""Tiny nn, gbm and blend bundles trained once per test module on a synthetic panel, shared by the tests of the
 serving fast path (tests/test_serving_graph.py) and of the incremental state (tests/test_serving_stream.py).
 A test module uses them by importing the fixtures: `from serving_fixtures import TINY, bundles, panel`
 (tests/test_serving.py takes only the model sizes, TINY, for its own panel)."""
@@ -12,6 +12,7 @@ TINY = {
     "nn": {"window": 8, "hidden": 8, "max_epochs": 2, "patience": 1, "batch_size": 256, "lr": 3e-3},
     "gbm": {"n_estimators": 20, "tail_estimators": 10},
 }
+TINY["blend"] = {"gbm": TINY["gbm"], "nn": TINY["nn"]}  # the two above, blended (volmargin.models.blend)
 
 
 @pytest.fixture(scope="module")

@@ -547,3 +547,40 @@ def test_variance_num_leaves_reaches_the_variance_booster_only(panel):
     assert max(most_leaves(b) for b in others) > 3
     assert all(b.get_params()["num_leaves"] == 15 for b in others)
     assert most_leaves(make_forecaster("gbm", **params).fit_panel(trains).variance_model_) > 3
+
+
+def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parity(panel):
+    """The blend's members are the models their parameters fit on their own; its variance is w f_gbm +
+    (1 - w) f_nn, its VaR and ES the GBM's scaled with the blended volatility; its graph (the GRU fed the
+    GBM-standardized window mapped to its own statistics) reproduces `predict_raw`, which equals the
+    forecasts; a weight outside [0, 1] or levels set on a member are refused, and a refit refits both."""
+    from volmargin.export import check_parity, parity_inputs, reference_outputs, standardized_windows, to_onnx
+    from volmargin.models.blend import BlendForecaster
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    gbm, nn = (make_forecaster(name, **TINY[name]).fit_panel(trains) for name in ("gbm", "nn"))
+    blend = make_forecaster("blend", weight=0.6, gbm=TINY["gbm"], nn=TINY["nn"]).fit_panel(trains)
+    daily = panel["syn_a"]
+    origins = daily.index[460:520]
+    one, tree, net = (m.forecast(daily, origins, LEVELS) for m in (blend, gbm, nn))
+    np.testing.assert_allclose(one.variance, 0.6 * tree.variance + 0.4 * net.variance, rtol=1e-12)
+    scale = np.sqrt(one.variance / tree.variance)[:, None]
+    for side in ("long", "short"):
+        np.testing.assert_allclose(one.var[side], tree.var[side] * scale, rtol=1e-12)
+        np.testing.assert_allclose(one.es[side], tree.es[side] * scale, rtol=1e-12)
+    assert not np.allclose(one.variance, tree.variance)
+    same = BlendForecaster.from_members(gbm, nn, 0.6).forecast(daily, origins, LEVELS)
+    np.testing.assert_array_equal(same.variance, one.variance)
+    x = parity_inputs(blend, panel, rows=256)
+    check_parity(to_onnx(blend), reference_outputs(blend, x), x)
+    windows = standardized_windows(blend, daily.iloc[:520])[-len(origins):]  # those ending at the origins
+    raw_variance = np.exp(blend.predict_raw(windows)[:, 0] + np.log(tree.variance) - blend.gbm_.predict_raw(
+        windows[:, -1])[:, 0])
+    np.testing.assert_allclose(raw_variance, one.variance, rtol=1e-5)  # the graph's arithmetic is the forecast's
+    weights = blend.nn_.network_.encoder.weight_hh_l0.detach().clone()
+    blend.fit_panel({asset: d.iloc[:480] for asset, d in panel.items()})  # warm refit of the GRU member
+    assert not torch.equal(weights, blend.nn_.network_.encoder.weight_hh_l0)
+    with pytest.raises(ConfigError, match="weight"):
+        make_forecaster("blend", weight=1.5, gbm=TINY["gbm"], nn=TINY["nn"]).fit_panel(trains)
+    with pytest.raises(ConfigError, match="levels"):
+        make_forecaster("blend", gbm={**TINY["gbm"], "levels": (0.99,)}, nn=TINY["nn"]).fit_panel(trains)

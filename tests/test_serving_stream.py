@@ -93,7 +93,7 @@ def _stream(runtime, inputs: np.ndarray, days: np.ndarray):
     return features, forecasts
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
 def test_state_follows_the_core_on_over_a_thousand_real_days(bundles, real, name):
     """The shared-definition test: a state whose update formulas drift from `compute_features` (training's
     features) or from the careful path fails here."""
@@ -132,7 +132,7 @@ def _edge_inputs(panel: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray
     return inputs, days
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
 def test_state_follows_the_core_through_missing_and_zero_days(bundles, panel, name):
     runtime = vs.load(bundles[name], fast=False)
     inputs, days = _edge_inputs(panel)
@@ -182,7 +182,7 @@ def _assert_same(before: dict, after: dict) -> None:
             assert value == after[key], key
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
 def test_refused_row_raises_the_careful_error_and_leaves_the_state_unchanged(bundles, panel, name):
     runtime, careful = vs.load(bundles[name]), vs.load(bundles[name], fast=False)
     inputs, days = _arrays(next(iter(panel.values())))
@@ -275,7 +275,7 @@ def test_one_asset_post_processing_is_the_shared_one():
     assert np.isinf(postprocess_one(raw, 709.0, 1)[0]).all()
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
 def test_bound_model_reads_the_buffers_as_they_are_at_each_call(bundles, name):
     """`Runtime.bind_model` (the one-asset state's model call): the output of `run_model` on each window's
     current contents, written into the bound output buffer; other buffers are refused."""

@@ -174,9 +174,9 @@ class RunConfig:
     output: str = "runs/main"
 
     def __post_init__(self) -> None:
-        unknown = set(self.learned) - {"nn", "gbm"}
+        unknown = set(self.learned) - {"nn", "gbm", "blend"}
         if not self.learned or unknown:
-            raise ConfigError(f"learned: expected a mapping with nn and/or gbm, got {sorted(self.learned)}")
+            raise ConfigError(f"learned: expected a mapping with nn, gbm and/or blend, got {sorted(self.learned)}")
         if set(self.backtest.baselines) - set(BASELINE_MODELS):
             raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
                               f"expected some of {', '.join(BASELINE_MODELS)}")

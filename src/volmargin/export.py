@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pandas as pd
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from volmargin_serving.bundle import MANIFEST, SCHEMA_VERSION, plain_name, resolve_key, sha256, sign_bundle
 
 from volmargin.errors import ConfigError, VolmarginError
@@ -80,8 +80,10 @@ def to_onnx(model: GlobalForecaster) -> onnx.ModelProto:
         proto = _network_graph(model)
     elif model.name == "gbm":
         proto = _boosting_graph(model)
+    elif model.name == "blend":
+        proto = _blend_graph(model)
     else:
-        raise ConfigError(f"model {model.name!r} cannot be exported; learned models nn and gbm can")
+        raise ConfigError(f"model {model.name!r} cannot be exported; learned models nn, gbm and blend can")
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -172,6 +174,62 @@ def _boosting_graph(model) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=opsets, producer_name="volmargin")
 
 
+def _blend_graph(model) -> onnx.ModelProto:
+    """The two members' graphs side by side under prefixes, fed from one window standardized with the GBM's
+    statistics: the GBM reads its last day, the GRU its columns mapped to its own statistics; behind them
+    the variance blend of `BlendForecaster.predict_raw` (log(w e^g + (1 - w) e^n)) and the GBM's tails."""
+    from onnx.compose import add_prefix
+
+    members = {"g_": add_prefix(_boosting_graph(model.gbm_), "g_"), "n_": add_prefix(_network_graph(model.nn_), "n_")}
+    a, b = model.network_affine()
+    w = model.weight
+    big = np.iinfo(np.int64).max
+    ints = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
+    initializers = [ints("blend_last", [-1]), ints("blend_end", [big]), ints("blend_zero", [0]),
+                    ints("blend_one", [1]), ints("blend_axis1", [1]), ints("blend_axis2", [2]),
+                    ints("blend_core", [len(FEATURE_NAMES)]), _const("blend_a", a), _const("blend_b", b),
+                    numpy_helper.from_array(np.array([w], np.float64), "blend_w"),
+                    numpy_helper.from_array(np.array([1 - w], np.float64), "blend_1mw")]
+    nodes = [
+        helper.make_node("Slice", [INPUT, "blend_last", "blend_end", "blend_axis1"], ["g_" + INPUT]),
+        helper.make_node("Slice", [INPUT, "blend_zero", "blend_core", "blend_axis2"], ["blend_core_features"]),
+        helper.make_node("Mul", ["blend_core_features", "blend_a"], ["blend_scaled"]),
+        helper.make_node("Add", ["blend_scaled", "blend_b"], ["n_" + INPUT]),
+    ]
+    for member in members.values():
+        nodes += list(member.graph.node)
+        initializers += list(member.graph.initializer)
+    g, n = "g_" + OUTPUT, "n_" + OUTPUT
+    nodes += [
+        helper.make_node("Slice", [g, "blend_zero", "blend_one", "blend_axis1"], ["blend_g0"]),
+        helper.make_node("Slice", [n, "blend_zero", "blend_one", "blend_axis1"], ["blend_n0"]),
+        # in float64: float32 Exp and Log round differently by batch position in ONNX Runtime (vectorised
+        # kernels), and one asset must get the same forecast alone as in a batch
+        helper.make_node("Cast", ["blend_g0"], ["blend_g0_64"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", ["blend_n0"], ["blend_n0_64"], to=TensorProto.DOUBLE),
+        helper.make_node("Exp", ["blend_g0_64"], ["blend_g_var"]),
+        helper.make_node("Exp", ["blend_n0_64"], ["blend_n_var"]),
+        helper.make_node("Mul", ["blend_g_var", "blend_w"], ["blend_g_part"]),
+        helper.make_node("Mul", ["blend_n_var", "blend_1mw"], ["blend_n_part"]),
+        helper.make_node("Add", ["blend_g_part", "blend_n_part"], ["blend_var"]),
+        helper.make_node("Log", ["blend_var"], ["blend_log_var_64"]),
+        helper.make_node("Cast", ["blend_log_var_64"], ["blend_log_var"], to=TensorProto.FLOAT),
+        helper.make_node("Slice", [g, "blend_one", "blend_end", "blend_axis1"], ["blend_tails"]),
+        helper.make_node("Concat", ["blend_log_var", "blend_tails"], [OUTPUT], axis=1),
+    ]
+    n_features, n_out = len(names_of(model)), 1 + 4 * len(model.levels_)
+    inputs = [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", model.window, n_features])]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", n_out])]
+    graph = helper.make_graph(nodes, "volmargin_blend", inputs, outputs, initializers)
+    opsets = {}
+    for member in members.values():
+        for opset in member.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    functions = [f for member in members.values() for f in member.functions]
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                             functions=functions, producer_name="volmargin", ir_version=members["n_"].ir_version)
+
+
 def standardized_windows(model: GlobalForecaster, daily: pd.DataFrame) -> np.ndarray:
     """(days, window, n_features) float32: the standardized window ending at every day of `daily`."""
     names = names_of(model)
@@ -189,7 +247,7 @@ def parity_inputs(model: GlobalForecaster, panel: dict[str, pd.DataFrame], rows:
 
 def reference_outputs(model: GlobalForecaster, x: np.ndarray) -> np.ndarray:
     """The trained model's own raw outputs (PyTorch or scikit-learn) for standardized windows."""
-    return np.asarray(model.predict_raw(x if model.name == "nn" else x[:, -1]), dtype=np.float64)
+    return np.asarray(model.predict_raw(x[:, -1] if model.name == "gbm" else x), dtype=np.float64)
 
 
 def session(proto: onnx.ModelProto, disabled_optimizers: tuple[str, ...] = ()):
@@ -281,7 +339,7 @@ def _manifest(model: GlobalForecaster, name: str, version: str, history_days: in
         "version": version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"kind": model.name, "class": type(model).__name__,
-                  "params": {k: v if isinstance(v, (int, float, str, bool)) else list(v)
+                  "params": {k: v if isinstance(v, (int, float, str, bool, dict)) else list(v)
                              for k, v in model.get_params().items() if v is not None and k != "logger"}},
         "features": {
             "names": list(names_of(model)), "inputs": list(INPUT_COLUMNS), "spec": vars(model.feature_spec_).copy(),

@@ -77,6 +77,9 @@ def check_learned_params(name: str, params: dict, key: str) -> None:
         if param in hints:
             _convert(f"{key}.{param}", hints[param], value)
     make_forecaster(name, **(params or {}))  # unknown names: ConfigError
+    if name == "blend":  # its members' parameters, as if configured on their own
+        for member in ("gbm", "nn"):
+            check_learned_params(member, (params or {}).get(member), f"{key}.{member}")
 
 
 def flat_params(cfg: TrainConfig) -> dict[str, str]:

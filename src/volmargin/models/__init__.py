@@ -20,7 +20,8 @@ _FACTORIES: dict[str, Callable[..., Forecaster]] = {
     "fhs": FilteredHistoricalSimulation,
 }
 # learned models import torch / scikit-learn ensembles only when asked for: name -> "module:Class"
-_LEARNED = {"nn": "volmargin.models.neural:NeuralForecaster", "gbm": "volmargin.models.gbm:GBMForecaster"}
+_LEARNED = {"nn": "volmargin.models.neural:NeuralForecaster", "gbm": "volmargin.models.gbm:GBMForecaster",
+            "blend": "volmargin.models.blend:BlendForecaster"}
 
 
 def model_names() -> tuple[str, ...]:
