@@ -584,3 +584,24 @@ def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parit
         make_forecaster("blend", weight=1.5, gbm=TINY["gbm"], nn=TINY["nn"]).fit_panel(trains)
     with pytest.raises(ConfigError, match="levels"):
         make_forecaster("blend", gbm={**TINY["gbm"], "levels": (0.99,)}, nn=TINY["nn"]).fit_panel(trains)
+
+
+def test_a_backtest_combines_the_blend_from_its_members_as_a_fitted_blend_would_forecast(panel):
+    """With the run's own gbm and nn as its members, the backtest combines their forecasts instead of refitting
+    both again; the rows equal a blend walked forward on its own. Members of other parameters: fitted."""
+    from volmargin.evaluation.backtest import BacktestConfig, derived_blend, run_backtest
+
+    blend = {"gbm": TINY["gbm"], "nn": TINY["nn"], "weight": 0.6}
+    params = {"gbm": TINY["gbm"], "nn": TINY["nn"], "blend": blend}
+    config = BacktestConfig(models=("gbm", "nn", "blend"), split=_split(panel), levels=LEVELS, model_params=params)
+    assert derived_blend(config, ["gbm", "nn", "blend"]) == "blend"
+    other = BacktestConfig(models=config.models, split=config.split, levels=LEVELS,
+                           model_params={**params, "blend": {**blend, "gbm": {**TINY["gbm"], "n_estimators": 10}}})
+    assert derived_blend(other, ["gbm", "nn", "blend"]) is None
+    table, timings = run_backtest(panel, config, progress=False)
+    walked = panel_historical_forecasts(panel, lambda: make_forecaster("blend", **blend), _split(panel), LEVELS)
+    rows = table[table["model"] == "blend"]
+    assert set(timings["model"]) == {"gbm", "nn", "blend"} and len(rows) == sum(len(f) for f in walked.values())
+    for asset, frame in walked.items():
+        got = rows[rows["asset"] == asset].set_index("origin")[_forecast_columns(frame)]
+        np.testing.assert_allclose(got.to_numpy(), frame.set_index("origin")[got.columns].to_numpy(), rtol=1e-12)

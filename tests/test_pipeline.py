@@ -23,6 +23,7 @@ window: {{train_end: 2022-03-31, min_train_days: 200}}
 learned:
   nn: {{window: 8, hidden: 8, max_epochs: 2, patience: 1, refit_epochs: 1, batch_size: 256}}
   gbm: {{n_estimators: 20, tail_estimators: 10}}
+  blend: {{weight: 0.7}}
 backtest: {{baselines: [ewma, har], learned_refit_every: 150}}
 calibration: {{end: 2022-06-30, recalibrate: null}}
 simulation: {{enabled: true, accounts: 100, bootstrap_paths: 1, every: YS}}
@@ -55,7 +56,7 @@ def test_run_writes_every_output_and_records_every_stage(finished):
                  "calibration/margin_summary.csv", "calibration/margin_paths.parquet", "calibration/stress.csv",
                  "portfolio/summary.csv", "simulation/summary.csv", "simulation/stress.csv"):
         assert (out / name).is_file(), name
-    assert set(pd.read_parquet(out / "forecasts.parquet")["model"]) == {"ewma", "har", "nn", "gbm"}
+    assert set(pd.read_parquet(out / "forecasts.parquet")["model"]) == {"ewma", "har", "nn", "gbm", "blend"}
     calibration = pd.read_csv(out / "portfolio" / "calibration.csv")
     assert set(calibration["concentration"]) == {0.0, 0.5} and set(calibration["correlation_weight"]) == {0.0, 0.25}
     bundle = Path(record["bundle"]["path"])

@@ -162,7 +162,8 @@ class RunConfig:
     # defaults: the built-in job on the synthetic market (2021-01-01 .. 2023-12-31), = training/configs/default.yaml
     data: DataConfig = field(default_factory=DataConfig)
     window: WindowConfig = field(default_factory=lambda: WindowConfig(train_end="2022-06-30"))
-    learned: dict[str, dict[str, Any]] = field(default_factory=lambda: {"nn": {"max_epochs": 10}, "gbm": {}})
+    learned: dict[str, dict[str, Any]] = field(default_factory=lambda: {"nn": {"max_epochs": 10}, "gbm": {},
+                                                                              "blend": {"weight": 0.7}})
     backtest: BacktestSection = field(default_factory=BacktestSection)
     calibration: CalibrationSection = field(default_factory=lambda: CalibrationSection(end="2022-12-31", policy=APC_POLICY))
     portfolio: PortfolioSection = field(default_factory=PortfolioSection)
@@ -177,6 +178,16 @@ class RunConfig:
         unknown = set(self.learned) - {"nn", "gbm", "blend"}
         if not self.learned or unknown:
             raise ConfigError(f"learned: expected a mapping with nn, gbm and/or blend, got {sorted(self.learned)}")
+        if "blend" in self.learned:  # members not given: the run's own gbm and nn (last, so it can reuse them)
+            blend = dict(self.learned["blend"] or {})
+            for member in ("gbm", "nn"):
+                if member not in blend:
+                    if member not in self.learned:
+                        raise ConfigError(f"learned.blend: give its {member} member's parameters (blend: {{{member}: "
+                                          f"{{...}}}}) or configure learned.{member}")
+                    blend[member] = dict(self.learned[member] or {})
+            learned = {k: v for k, v in self.learned.items() if k != "blend"} | {"blend": blend}
+            object.__setattr__(self, "learned", learned)
         if set(self.backtest.baselines) - set(BASELINE_MODELS):
             raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
                               f"expected some of {', '.join(BASELINE_MODELS)}")

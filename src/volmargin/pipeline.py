@@ -89,13 +89,31 @@ def stage_train(run: Run) -> None:
     from volmargin.tracking import tracked_run
     from volmargin.training import fit_and_evaluate, save_trained
 
+    evaluated = {}
     for name in run.cfg.learned:
         cfg = run.cfg.train_config(name)
         with tracked_run(f"train-{name}", tags={"volmargin.command": "train"}, nested=True):
-            model, forecasts = fit_and_evaluate(cfg, run.panel, run.progress)
+            if name == "blend":
+                model, forecasts = reused_blend(run, evaluated)
+            else:
+                model, forecasts = fit_and_evaluate(cfg, run.panel, run.progress)
             save_trained(cfg, model, forecasts, run.panel, run.bars)
-        run.models[name] = model
+        run.models[name], evaluated[name] = model, forecasts
         print(f"train: {name} fitted on data up to {cfg.window.train_end}; written to {cfg.output}")
+
+
+def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):
+    """The blend of the gbm and nn this stage has just trained, and its evaluation forecasts from theirs, where
+    they are its members (`learned.blend` without members of its own); else it is fitted like the others."""
+    from volmargin.models.blend import BlendForecaster, blend_table
+    from volmargin.training import fit_and_evaluate
+
+    params = run.cfg.learned["blend"]
+    if any(params[m] != run.cfg.learned.get(m) or m not in evaluated for m in ("gbm", "nn")):
+        return fit_and_evaluate(run.cfg.train_config("blend"), run.panel, run.progress)
+    model = BlendForecaster.from_members(run.models["gbm"], run.models["nn"], params.get("weight", 0.7))
+    table = blend_table(evaluated["gbm"], evaluated["nn"], model.weight, ["asset", "origin"])
+    return model, table.assign(model="blend")
 
 
 def stage_backtest(run: Run) -> None:

@@ -129,6 +129,29 @@ def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConf
     return [_label(f, asset, model) for asset, f in per_asset.items()], time.perf_counter() - began
 
 
+def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | None:
+    """'blend' where its members are the run's own gbm and nn (same parameters and refits): its forecasts are
+    then combined from theirs (`volmargin.models.blend.blend_table`) instead of refitting both again."""
+    if not {"blend", "gbm", "nn"} <= set(global_models):
+        return None
+    params = config.model_params.get("blend", {})
+    same = all(params.get(m) == config.model_params.get(m, {}) and config.split_for(m) == config.split_for("blend")
+               for m in ("gbm", "nn"))
+    return "blend" if same and "levels" not in params else None
+
+
+def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: BacktestConfig) -> tuple[list[pd.DataFrame], float]:
+    """The blend's per-asset forecast frames from its members' (`derived_blend`)."""
+    from volmargin.models.blend import blend_table
+
+    began = time.perf_counter()
+    weight = config.model_params["blend"].get("weight", 0.7)
+    members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty} for m in ("gbm", "nn")}
+    frames = [blend_table(frame, members["nn"][asset], weight, ["asset", "origin"]).assign(model="blend")
+              for asset, frame in members["gbm"].items() if asset in members["nn"]]
+    return frames, time.perf_counter() - began
+
+
 def run_backtest(
     panel: dict[str, pd.DataFrame], config: BacktestConfig, progress: bool = True, executor: Executor | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -148,8 +171,12 @@ def run_backtest(
     # needs the whole panel, so they stay in the driver process whatever the executor. With a cluster they
     # run in a driver thread while the workers take the per-asset tasks (the driver only waits on those);
     # in-process they run after them, as before. Either way the results are the same.
+    derived = derived_blend(config, global_models)
+    fitted = [m for m in global_models if m != derived]
+
     def run_globals() -> list[tuple[list[pd.DataFrame], float]]:
-        return [global_task(panel, m, config, progress) for m in global_models]
+        results = [global_task(panel, m, config, progress) for m in fitted]
+        return results + ([blend_task(dict(zip(fitted, results)), config)] if derived else [])
 
     beside = Background(run_globals) if executor.distributed and global_models and tasks else None
     # Each task carries its asset's frame (not scattered in advance): a task that depends on nothing is
@@ -166,7 +193,7 @@ def run_backtest(
             frame, seconds = done[asset, model]
             frames.append(frame)
             timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
-    for model, (asset_frames, seconds) in zip(global_models, global_results):
+    for model, (asset_frames, seconds) in zip(fitted + [derived] * bool(derived), global_results):
         frames.extend(asset_frames)
         timings.append({"asset": "ALL", "model": model, "days": sum(len(f) for f in asset_frames), "seconds": seconds})
     frames = [f for f in frames if not f.empty]

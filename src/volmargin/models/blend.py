@@ -102,29 +102,42 @@ class BlendForecaster(GlobalForecaster):
         k = len(FEATURE_NAMES)
         return g.scale_[:k] / n.scale_, (g.mean_[:k] - n.mean_) / n.scale_
 
-    def blended_log_variance(self, gbm_raw: np.ndarray, nn_raw: np.ndarray) -> np.ndarray:
-        """log(w exp(g) + (1 - w) exp(n)) of the members' log variances relative to the level."""
-        w = self.weight
-        if w in (0, 1):
-            return np.asarray(gbm_raw if w == 1 else nn_raw, dtype=np.float64)
-        return np.logaddexp(np.log(w) + gbm_raw, np.log1p(-w) + nn_raw)
-
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         """Outputs (`volmargin.models.neural.output_columns`) for windows (n, window, GBM features)
         standardized with the GBM's statistics: what the exported graph computes."""
         a, b = self.network_affine()
         gbm = np.asarray(self.gbm_.predict_raw(x[:, -1]), dtype=np.float64)
         nn = self.nn_.predict_raw((x[:, :, :len(FEATURE_NAMES)] * a + b).astype(np.float32)).astype(np.float64)
-        gbm[:, 0] = self.blended_log_variance(gbm[:, 0], nn[:, 0])
+        gbm[:, 0] = np.log(blended(np.exp(gbm[:, 0]), np.exp(nn[:, 0]), self.weight)[0])  # relative to one level
         return gbm
 
     def forecast(self, history: pd.DataFrame, origins: pd.DatetimeIndex, levels: tuple[float, ...]) -> Forecast:
         require_levels(self.levels_, levels)
         gbm = self.gbm_.forecast(history, origins, levels)
-        nn = self.nn_.forecast(history, origins, levels)
-        level = np.log(gbm.variance)  # the relative log variances share the level, so blend the absolute ones
-        variance = np.exp(self.blended_log_variance(level, np.log(nn.variance)))
-        scale = np.sqrt(variance / gbm.variance)[:, None]
-        return Forecast(origins, gbm.horizon, variance, gbm.levels, {s: v * scale for s, v in gbm.var.items()},
-                        {s: v * scale for s, v in gbm.es.items()})
+        variance, scale = blended(gbm.variance, self.nn_.forecast(history, origins, levels).variance, self.weight)
+        return Forecast(origins, gbm.horizon, variance, gbm.levels, {s: v * scale[:, None] for s, v in gbm.var.items()},
+                        {s: v * scale[:, None] for s, v in gbm.es.items()})
+
+
+def blended(gbm_variance: np.ndarray, nn_variance: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """The blend's variance w f_gbm + (1 - w) f_nn (in logs, as the graph) and the factor sqrt(blend / f_gbm)
+    that scales the GBM's VaR and ES to it."""
+    log_gbm = np.log(np.asarray(gbm_variance, dtype=np.float64))
+    log_nn = np.log(np.asarray(nn_variance, dtype=np.float64))
+    if weight in (0, 1):
+        log_blend = log_gbm if weight == 1 else log_nn
+    else:
+        log_blend = np.logaddexp(np.log(weight) + log_gbm, np.log1p(-weight) + log_nn)
+    return np.exp(log_blend), np.exp(0.5 * (log_blend - log_gbm))
+
+
+def blend_table(gbm: pd.DataFrame, nn: pd.DataFrame, weight: float, keys: list[str]) -> pd.DataFrame:
+    """The blend's rows of a forecast table from its members' rows (columns variance, var*, es*): what a
+    `BlendForecaster` whose members made these forecasts would give, on the `keys` both have."""
+    rows = gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}), on=keys)
+    variance, scale = blended(rows["variance"].to_numpy(), rows.pop("nn_variance").to_numpy(), weight)
+    tails = [c for c in rows.columns if c.startswith(("var", "es")) and c != "variance"]
+    rows[tails] = rows[tails].to_numpy() * scale[:, None]
+    rows["variance"] = variance
+    return rows
 
