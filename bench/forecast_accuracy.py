@@ -6,12 +6,14 @@ every asset's data up to that day only). Prints markdown tables: pooled QLIKE, t
 model to HAR and to GJR-GARCH with Diebold-Mariano p-values, VaR 99% exception rates and Kupiec p per
 tail, per-asset QLIKE, and wall time per model.
 
-Run: .venv/bin/python bench/forecast_accuracy.py [--out runs/bench-accuracy] [--learned-refit 60]
+Run: .venv/bin/python bench/forecast_accuracy.py [--out runs/bench-accuracy] [--learned-refit 60] \
+         [--models ewma,gjr,har,gbm,nn,blend --params '{"nn": {"members": 3}}']
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_fo
 from volmargin.evaluation.walkforward import WalkForwardSplit
 from volmargin.io import write_frame
 
-LEARNED = ("gbm", "nn")
+LEARNED = ("gbm", "nn", "blend")
 
 
 def accuracy_table(scores: pd.DataFrame, forecasts: pd.DataFrame, timings: pd.DataFrame) -> pd.DataFrame:
@@ -45,13 +47,18 @@ def main() -> None:
     parser.add_argument("--refit-every", type=int, default=20)
     parser.add_argument("--learned-refit", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-accuracy"))
+    parser.add_argument("--params", default="{}", help='JSON per learned model, e.g. {"nn": {"members": 3}}; '
+                        "blend takes the run's gbm and nn parameters, so its forecasts combine theirs")
     args = parser.parse_args()
+    params = json.loads(args.params)
+    params["blend"] = {"gbm": params.get("gbm", {}), "nn": params.get("nn", {}), **params.get("blend", {})}
     began = time.perf_counter()
     panel = daily_panel(load_panel([str(p) for p in hourly_spot_files()]))
     models = tuple(args.models.split(","))
     config = BacktestConfig(
         models=models, split=WalkForwardSplit(start=pd.Timestamp(args.start, tz="UTC"), refit_every=args.refit_every),
         model_refit_every={m: args.learned_refit for m in LEARNED if m in models},
+        model_params={m: p for m, p in params.items() if m in models},
     )
     forecasts, timings = run_backtest(panel, config)
     scores = score_forecasts(forecasts)

@@ -111,7 +111,7 @@ def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):
     params = run.cfg.learned["blend"]
     if any(params[m] != run.cfg.learned.get(m) or m not in evaluated for m in ("gbm", "nn")):
         return fit_and_evaluate(run.cfg.train_config("blend"), run.panel, run.progress)
-    model = BlendForecaster.from_members(run.models["gbm"], run.models["nn"], params.get("weight", 0.7))
+    model = BlendForecaster.from_members(run.models["gbm"], run.models["nn"], BlendForecaster(**params).weight)
     table = blend_table(evaluated["gbm"], evaluated["nn"], model.weight, ["asset", "origin"])
     return model, table.assign(model="blend")
 

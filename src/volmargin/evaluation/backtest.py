@@ -95,8 +95,9 @@ def _work(daily: pd.DataFrame, split: WalkForwardSplit) -> int:
 
 
 class Background:
-    """`work()` in a daemon thread; `result()` waits for it and returns its value or raises its error. A
-    daemon, so that an error elsewhere (a failed cluster task) ends the command at once, not after it."""
+    """`work()` in a daemon thread; `result()` waits for it and returns its value or raises its error,
+    `wait()` only waits. A daemon, so that an interrupt is never held up by it; a caller that fails while
+    it runs stops it first (`run_backtest`): a thread killed at exit inside torch aborts the interpreter."""
 
     def __init__(self, work: Callable[[], Any]) -> None:
         self._outcome: list = []
@@ -109,24 +110,53 @@ class Background:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
             self._outcome.append((False, exc))
 
-    def result(self) -> Any:
+    def wait(self) -> None:
         self._thread.join()
+
+    def result(self) -> Any:
+        self.wait()
         ok, value = self._outcome[0]
         if not ok:
             raise value
         return value
 
 
-def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConfig, progress: bool) -> tuple[list[pd.DataFrame], float]:
-    """Historical forecasts of one global model over the whole panel (one refit on all assets per block)."""
+class Stopped(Exception):
+    """A global model's refits were stopped because the backtest failed elsewhere."""
+
+
+def global_task(panel: dict[str, pd.DataFrame], model: str, config: BacktestConfig, progress: bool,
+                stop: threading.Event | None = None) -> tuple[list[pd.DataFrame], float]:
+    """Historical forecasts of one global model over the whole panel (one refit on all assets per block);
+    once `stop` is set, it ends after the refit in flight."""
     began = time.perf_counter()
     params = config.model_params.get(model, {})
     with progress_counter(None, f"{model} refits", "refit", progress) as bar:
+        def refitted(_) -> None:
+            bar.update()
+            if stop is not None and stop.is_set():
+                raise Stopped(model)
+
         per_asset = panel_historical_forecasts(
             panel, lambda: make_forecaster(model, **params), config.split_for(model), config.levels, config.horizon,
-            on_refit=lambda _: bar.update(), on_start=lambda count: setattr(bar, "total", count),
+            on_refit=refitted, on_start=lambda count: setattr(bar, "total", count),
         )
     return [_label(f, asset, model) for asset, f in per_asset.items()], time.perf_counter() - began
+
+
+def global_forecasts(panel: dict[str, pd.DataFrame], fitted: list[str], derived: str | None, config: BacktestConfig,
+                     progress: bool, stop: threading.Event | None = None) -> list[tuple[list[pd.DataFrame], float]]:
+    """`global_task` of each model of `fitted`, then the `derived` blend's. With `stop` (beside a cluster)
+    each model refits in a thread of its own: LightGBM and torch release the GIL in their numerics, so the
+    driver's core is not left idle once the workers are done; without, one after the other."""
+    if stop is None:
+        results = [global_task(panel, m, config, progress) for m in fitted]
+    else:
+        chains = [Background(lambda m=m: global_task(panel, m, config, progress, stop)) for m in fitted]
+        for chain in chains:  # every chain has ended before any error is raised
+            chain.wait()
+        results = [chain.result() for chain in chains]
+    return results + ([blend_task(dict(zip(fitted, results)), config)] if derived else [])
 
 
 def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | None:
@@ -135,7 +165,7 @@ def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | Non
     if not {"blend", "gbm", "nn"} <= set(global_models):
         return None
     params = config.model_params.get("blend", {})
-    same = all(params.get(m) == config.model_params.get(m, {}) and config.split_for(m) == config.split_for("blend")
+    same = all((params.get(m) or {}) == config.model_params.get(m, {}) and config.split_for(m) == config.split_for("blend")
                for m in ("gbm", "nn"))
     return "blend" if same and "levels" not in params else None
 
@@ -145,7 +175,7 @@ def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: Bac
     from volmargin.models.blend import blend_table
 
     began = time.perf_counter()
-    weight = config.model_params["blend"].get("weight", 0.7)
+    weight = make_forecaster("blend", **config.model_params.get("blend", {})).weight
     members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty} for m in ("gbm", "nn")}
     frames = [blend_table(frame, members["nn"][asset], weight, ["asset", "origin"]).assign(model="blend")
               for asset, frame in members["gbm"].items() if asset in members["nn"]]
@@ -167,25 +197,28 @@ def run_backtest(
     frames, timings = [], []
     tasks = [(asset, group) for asset in panel for group in model_groups(local, len(panel), executor.slots)]
     tasks.sort(key=lambda task: _work(panel[task[0]], config.split), reverse=True)  # largest first; stable
-    # Global models (nn, gbm) refit on every asset's history at once: one sequential chain of refits that
-    # needs the whole panel, so they stay in the driver process whatever the executor. With a cluster they
-    # run in a driver thread while the workers take the per-asset tasks (the driver only waits on those);
+    # Global models (nn, gbm) refit on every asset's history at once: one sequential chain of refits each
+    # that needs the whole panel, so they stay in the driver process whatever the executor. With a cluster
+    # they run in driver threads while the workers take the per-asset tasks (the driver only waits on those);
     # in-process they run after them, as before. Either way the results are the same.
     derived = derived_blend(config, global_models)
     fitted = [m for m in global_models if m != derived]
-
-    def run_globals() -> list[tuple[list[pd.DataFrame], float]]:
-        results = [global_task(panel, m, config, progress) for m in fitted]
-        return results + ([blend_task(dict(zip(fitted, results)), config)] if derived else [])
-
-    beside = Background(run_globals) if executor.distributed and global_models and tasks else None
+    stop = threading.Event()
+    beside = Background(lambda: global_forecasts(panel, fitted, derived, config, progress, stop)) \
+        if executor.distributed and global_models and tasks else None
     # Each task carries its asset's frame (not scattered in advance): a task that depends on nothing is
     # queued on the Dask scheduler and handed to whichever worker frees up first, in submission order;
     # one that depends on scattered data is pinned to the worker holding it, half the assets each.
-    results = executor.map(forecast_task, [a for a, _ in tasks], [panel[a] for a, _ in tasks],
-                           [g for _, g in tasks], [config] * len(tasks), desc="backtest", unit="task",
-                           progress=progress)
-    global_results = beside.result() if beside else run_globals()
+    try:
+        results = executor.map(forecast_task, [a for a, _ in tasks], [panel[a] for a, _ in tasks],
+                               [g for _, g in tasks], [config] * len(tasks), desc="backtest", unit="task",
+                               progress=progress)
+    except BaseException:
+        if beside is not None:  # the refits in flight end first (at most one refit each), then the error
+            stop.set()
+            beside.wait()
+        raise
+    global_results = beside.result() if beside else global_forecasts(panel, fitted, derived, config, progress)
     done = {(asset, model): result for (asset, group), per_model in zip(tasks, results)
             for model, result in zip(group, per_model)}
     for asset in panel:  # the table's order is the panel's, whatever the order of the tasks

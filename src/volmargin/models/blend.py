@@ -140,4 +140,3 @@ def blend_table(gbm: pd.DataFrame, nn: pd.DataFrame, weight: float, keys: list[s
     rows[tails] = rows[tails].to_numpy() * scale[:, None]
     rows["variance"] = variance
     return rows
-
