@@ -1,6 +1,6 @@
 """Regime-aware (conditional) margin scaling on unseen assets: a lever of issue 10 for margin at equal coverage.
 
-    python bench/margin_regime.py runs/s15-report [--validation-start 2023-01-01]
+    python bench/margin_regime.py runs/s15-report [--validation-start 2023-01-01] [--mpor-hours 8]
 
 Input: a `bench/unseen_assets.py` folder (its forecasts.parquet: baselines and learned variants, 129 assets).
 The benchmark's pooled policy (initial margin = scale x 99% VaR, one scale per model and side over all assets,
@@ -17,6 +17,9 @@ both regime variables are reported):
 - Why it could pay: a single scale must cover the regime where the model under-covers (often calm weeks
   before a jump), so it over-covers the others; with a scale per regime, the expensive high-volatility days
   can get a smaller scale while the calm days, whose margins are small, get a larger one.
+`--mpor-hours H`: the intraday MPOR of `bench/calibration.py` (the margin tested and calibrated against the
+first H hours after each origin day's close, the daily risk scaled by the square root of time), another lever
+the issue names, measured the same way.
 Prints per model and policy the validation breach rates, the average initial margin and each learned model's
 margin against the best baseline's under the same policy (the issue's measure: >= 10% less).
 """
@@ -33,6 +36,7 @@ import pandas as pd
 from calibration import validation_table
 from unseen_assets import TARGET_MAX_RATE, all_files
 from volmargin.calibration import PolicyConfig, margin_paths, margin_summary, walk_forward_calibration
+from volmargin.calibration.intraday import with_intraday_moves
 from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
 
@@ -69,9 +73,9 @@ def bucketed(rows: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
     return rows.assign(model=rows["model"] + SEP + bucket.astype(str))
 
 
-def policy_table(forecasts: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+def policy_table(forecasts: pd.DataFrame, start: pd.Timestamp, mpor_hours: int | None) -> pd.DataFrame:
     """Validation table of the pooled policy; pseudo-models model@bucket are merged back into their model."""
-    policy = PolicyConfig(pooled=True)
+    policy = PolicyConfig(pooled=True, mpor_hours=mpor_hours)
     calibration = walk_forward_calibration(forecasts, policy, start, every="YS")
     paths = margin_paths(forecasts, policy, calibration)
     paths["model"] = paths["model"].str.split(SEP).str[0]
@@ -92,18 +96,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--validation-start", default="2023-01-01")
+    parser.add_argument("--mpor-hours", type=int, default=None, help="an intraday MPOR (hours after the close)")
     args = parser.parse_args()
     began = time.perf_counter()
     start = pd.Timestamp(args.validation_start, tz="UTC")
     forecasts = pd.read_parquet(args.run / "forecasts.parquet")
     forecasts = forecasts[forecasts["set"].isin(["unseen", "both"])].drop(columns="set")
-    regime = asset_regime(daily_panel(load_panel([str(f) for f in all_files()])))
+    bars = load_panel([str(f) for f in all_files()])
+    if args.mpor_hours:
+        forecasts = with_intraday_moves(forecasts, bars, args.mpor_hours)
+    regime = asset_regime(daily_panel(bars))
     pd.set_option("display.width", 250)
-    tables = {"one scale per side": policy_table(forecasts, start)}
+    tables = {"one scale per side": policy_table(forecasts, start, args.mpor_hours)}
     for kind in ("asset", "market"):
         print(f"{kind} regime:", flush=True)
         tables[f"a scale per side and {kind} regime"] = policy_table(
-            bucketed(with_regime(forecasts, regime, kind), start), start)
+            bucketed(with_regime(forecasts, regime, kind), start), start, args.mpor_hours)
     for name, table in tables.items():
         print(f"\n## {name} (validation from {start.date()})\n")
         print(table[["breach_long", "breach_short", "avg_im_long", "avg_im_short", "avg_im", "max_5d_rise"]]
