@@ -2,7 +2,8 @@
 
     python bench/margin_regime.py runs/s15-report [--validation-start 2023-01-01] [--mpor-hours 8]
 
-Input: a `bench/unseen_assets.py` folder (its forecasts.parquet: baselines and learned variants, 129 assets).
+Input: a `bench/unseen_assets.py` folder (its forecasts.parquet: baselines and learned variants, 129 assets; the
+unseen set), or a `bench/forecast_accuracy.py` folder (the training assets' in-asset walk-forward).
 The benchmark's pooled policy (initial margin = scale x 99% VaR, one scale per model and side over all assets,
 1% breach target, calibrated on rows realised before the validation start, re-calibrated every year on all
 earlier rows) against the same with one scale per model, side and **volatility regime**.
@@ -101,7 +102,8 @@ def main() -> None:
     began = time.perf_counter()
     start = pd.Timestamp(args.validation_start, tz="UTC")
     forecasts = pd.read_parquet(args.run / "forecasts.parquet")
-    forecasts = forecasts[forecasts["set"].isin(["unseen", "both"])].drop(columns="set")
+    if "set" in forecasts:  # an unseen_assets folder: its unseen set; else (forecast_accuracy) every row
+        forecasts = forecasts[forecasts["set"].isin(["unseen", "both"])].drop(columns="set")
     bars = load_panel([str(f) for f in all_files()])
     if args.mpor_hours:
         forecasts = with_intraday_moves(forecasts, bars, args.mpor_hours)

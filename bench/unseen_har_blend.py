@@ -31,7 +31,7 @@ from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.evaluation.stats import qlike
 from volmargin.features.realized import horizon_targets
-from volmargin.models.har import _RV_FLOOR, HAR
+from volmargin.models.har import RV_FLOOR, HAR
 
 LAGS = (1, 5, 22)
 BASELINES = ("har", "ewma", "gjr")  # what `bench/unseen_assets.py` runs beside the learned models
@@ -42,9 +42,9 @@ def windowed_har(daily: pd.DataFrame, days: int) -> pd.Series:
     """At every origin t, the one-day variance forecast of `HAR().fit(daily[t - days + 1 : t + 1])`: the OLS
     of log rv_(s+1) on 1, log rv_s, log mean rv over 5 and 22 days, on the rows whose regressors and target
     lie inside those `days` rows, from cumulative sums (one pass per asset)."""
-    rv = daily["rv"].clip(lower=_RV_FLOOR)
+    rv = daily["rv"].clip(lower=RV_FLOOR)
     x = np.column_stack([np.ones(len(rv))] + [np.log(rv.rolling(lag, min_periods=lag).mean()) for lag in LAGS])
-    y = np.log(horizon_targets(daily, 1)["target_rv"].reindex(daily.index).clip(lower=_RV_FLOOR)).to_numpy()
+    y = np.log(horizon_targets(daily, 1)["target_rv"].reindex(daily.index).clip(lower=RV_FLOOR)).to_numpy()
     ok = np.isfinite(x).all(axis=1) & np.isfinite(y)
     xo, yo = np.where(ok[:, None], x, 0.0), np.where(ok, y, 0.0)
 

@@ -9,7 +9,7 @@ from sklearn.linear_model import LinearRegression
 from volmargin.features.realized import horizon_targets
 from volmargin.models.scale import ScaleForecaster
 
-_RV_FLOOR = 1e-10  # a day with zero realized variance (a halted market) must not give log(0)
+RV_FLOOR = 1e-10  # a day with zero realized variance (a halted market) must not give log(0)
 
 
 class HAR(ScaleForecaster):
@@ -26,7 +26,7 @@ class HAR(ScaleForecaster):
         self.dist = dist
 
     def _regressors(self, history: pd.DataFrame) -> pd.DataFrame:
-        rv = history["rv"].clip(lower=_RV_FLOOR)
+        rv = history["rv"].clip(lower=RV_FLOOR)
         return pd.DataFrame(
             {f"log_rv_{lag}": np.log(rv.rolling(lag, min_periods=lag).mean()) for lag in self.lags}
         )
@@ -34,7 +34,7 @@ class HAR(ScaleForecaster):
     def _fit_dynamics(self, train: pd.DataFrame) -> None:
         x = self._regressors(train)
         target = horizon_targets(train, self.horizon_)
-        y = np.log(target["target_rv"].clip(lower=_RV_FLOOR) / self.horizon_)
+        y = np.log(target["target_rv"].clip(lower=RV_FLOOR) / self.horizon_)
         rows = x.notna().all(axis=1) & y.notna()
         self.regression_ = LinearRegression().fit(x[rows].to_numpy(), y[rows].to_numpy())
         residuals = y[rows] - self.regression_.predict(x[rows].to_numpy())
