@@ -26,6 +26,7 @@ signed (`manifest.sig`, HMAC-SHA256; see `volmargin_serving.bundle`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -93,11 +94,18 @@ def _network_graph(model) -> onnx.ModelProto:
 
     example = torch.zeros(2, model.window, len(FEATURE_NAMES))
     batch = torch.export.Dim("batch")
+    # the exporter logs "torchvision is not installed" once per torchvision op it could register: noise here
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.network_.eval(), (example,), input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True,
-                                    external_data=False, verbose=False)
+        registry_log.setLevel(logging.ERROR)
+        try:
+            program = torch.onnx.export(model.network_.eval(), (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                        dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True,
+                                        external_data=False, verbose=False)
+        finally:
+            registry_log.setLevel(level)
     return program.model_proto
 
 
