@@ -88,6 +88,11 @@ def _per_asset(values, n: int, name: str) -> list:
     return list(values)
 
 
+def _take(out: Forecasts, place: np.ndarray) -> Forecasts:
+    """The forecasts of the assets at `place` (a mask or indices) of a batch."""
+    return Forecasts(out.variance[place], out.var[place], out.es[place], out.levels, out.horizon)
+
+
 def _previous(previous, n: int) -> np.ndarray | None:
     """Yesterday's initial margins (assets, 2), NaN where there is none. Invalid values raise: they are
     the service's own state, and dropping them would lift the speed limit on a falling margin."""
@@ -499,8 +504,9 @@ class Runtime:
                        wanted: np.ndarray) -> tuple[Forecasts, np.ndarray, Forecasts]:
         """Forecasts of the `wanted` assets (NaN rows for the others), each asset's input error or doubt
         ('' if none) and, for refused or doubtful assets, their forecasts under each reading of the bad
-        rows (`repairs.READINGS`; NaN where none can be made). One batch call; if the batch is refused, one call per asset, so that a bad
-        asset gets its own error and cannot change the others' figures."""
+        rows (`repairs.READINGS`; NaN where none can be made). One batch call; if the batch is refused, each
+        asset is checked alone, so that a bad asset gets its own error, and the others are forecast in the
+        batch's layout without it (`_forecast_in_place`), so that it cannot change their figures."""
         n = len(wanted)
         rows_in = _per_asset(inputs, n, "inputs")
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
@@ -522,21 +528,54 @@ class Runtime:
 
         rows = np.flatnonzero(wanted)
         try:
-            if not all(np.issubdtype(np.asarray(rows_in[k]).dtype, np.floating) for k in rows):
-                raise TypeError("an asset's inputs are not floating point")  # stacking would cast them silently
-            stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
-            keep(rows, self.forecast_daily(*stacked, as_of), stacked[0])
+            keep(rows, *self._forecast_stacked(rows_in, dates_in, rows, as_of))
         except (InputError, ValueError, TypeError):  # refused, or ragged / missing entries that cannot stack
+            def refused(k: int, exc: InputError) -> None:
+                errors[k] = f"{type(exc).__name__}: {exc}"
+                repair(k)
+
+            good = []
             for k in rows:
                 try:
                     if rows_in[k] is None:
                         raise InputError("no inputs for this asset")
-                    keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of), np.asarray(rows_in[k]))
+                    self._checked_history(rows_in[k], dates_in[k], as_of)
+                    good.append(k)
                 except InputError as exc:
-                    errors[k] = f"{type(exc).__name__}: {exc}"
-                    repair(k)
+                    refused(k, exc)
+            if good and not self._kept_in_place(good, rows, rows_in, dates_in, as_of, keep):
+                for k in good:  # ragged, as the batch was without the bad asset: one call per asset
+                    try:
+                        keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of), np.asarray(rows_in[k]))
+                    except InputError as exc:
+                        refused(k, exc)
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
                 [Forecasts(*d, self.levels, self.horizon) for d in doubt])
+
+    def _kept_in_place(self, good: list[int], rows: np.ndarray, rows_in: list, dates_in: list,
+                       as_of: np.datetime64, keep) -> bool:
+        """`keep` the forecasts of the `good` assets of a refused batch made in the batch's own layout, each
+        refused asset's place held by a copy of a good one: some ONNX Runtime kernels (Exp, Log) round an
+        element by its place in the batch, so the same rows in another layout could differ in the last bit
+        from the figures of the batch without the bad asset. False where that batch cannot be made."""
+        kept = set(good)
+        try:
+            out, checked = self._forecast_stacked(rows_in, dates_in, [k if k in kept else good[0] for k in rows], as_of)
+        except (InputError, ValueError, TypeError):
+            return False
+        place = np.isin(rows, good)
+        keep(good, _take(out, place), checked[place])
+        return True
+
+    def _forecast_stacked(self, rows_in: list, dates_in: list, rows, as_of: np.datetime64
+                          ) -> tuple[Forecasts, np.ndarray]:
+        """Forecasts of the assets `rows` in one batch call, and the stacked inputs. TypeError where an
+        asset's inputs are not floating point (stacking would cast them silently), ValueError where they
+        are ragged; InputError where the batch is refused."""
+        if not all(np.issubdtype(np.asarray(rows_in[k]).dtype, np.floating) for k in rows):
+            raise TypeError("an asset's inputs are not floating point")
+        stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
+        return self.forecast_daily(*stacked, as_of), stacked[0]
 
     def _read_incomplete_as_complete(self, forecasts: tuple[np.ndarray, ...], k: int, inputs: np.ndarray,
                                      dates) -> None:
