@@ -401,7 +401,7 @@ def test_comonotone_stress_charges_baskets_in_full_and_keeps_hedge_offsets():
     basket = np.array([4e5, 6e5, 0.0])
     assert comonotone_risk(basket, tails, "es975", 2500) == pytest.approx(isolated_risk(basket, unit), rel=1e-5)
     # float32 scenarios: a BLAS product with fused multiply-adds (AVX-512) leaves a rounding residue of
-    # about 1e-9 of the notional where the two legs cancel
+    # a few 1e-9 of the notional where the two legs cancel
     assert comonotone_risk(np.array([0.0, 1e6, -1e6]), tails, "es975", 2500) == pytest.approx(0.0, abs=1e-6 * 1e6)
     joint = book_components(np.array([0.0, 1e6, -1e6]), simple_t, unit, "es975")[0]
     assert joint > 0.02 * 1e6  # on the joint dates the two legs are decorrelated: the hedge still has risk

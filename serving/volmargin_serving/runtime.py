@@ -506,7 +506,7 @@ class Runtime:
         ('' if none) and, for refused or doubtful assets, their forecasts under each reading of the bad
         rows (`repairs.READINGS`; NaN where none can be made). One batch call; if the batch is refused, each
         asset is checked alone, so that a bad asset gets its own error, and the others are forecast in the
-        batch's layout without it (`_forecast_in_place`), so that it cannot change their figures."""
+        batch's layout without it (`_kept_in_place`), so that it cannot change their figures."""
         n = len(wanted)
         rows_in = _per_asset(inputs, n, "inputs")
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
