@@ -202,9 +202,15 @@ def test_refused_row_raises_the_careful_error_and_leaves_the_state_unchanged(bun
         _assert_same(before, _snapshot(single))
         # in a batch, only the bad asset is refused; the other is served (no future or stale day here)
         if what not in ("after as_of", "stale"):
+            clean = runtime.stream(np.stack([start[0], inputs[t - history - 5:t - 5]]),
+                                   np.stack([start[1], days[t - history - 5:t - 5] + 5]), as_of=days[t - 1])
+            served, _ = clean.update(np.stack([inputs[t], inputs[t - 5]]), np.stack([days[t], days[t]]), as_of=as_of)
             out, errors = batch.update(np.stack([row, inputs[t - 5]]), np.stack([date, days[t]]), as_of=as_of)
             assert (type(errors[0]), str(errors[0])) == (type(expected.value), str(expected.value)), what
             assert errors[1] is None and np.isnan(out.variance[0]) and np.isfinite(out.variance[1])
+            # the other asset's figures are those of the batch without the bad row, to the last bit
+            for field in ("variance", "var", "es"):
+                np.testing.assert_array_equal(getattr(out, field)[1], getattr(served, field)[1], err_msg=what)
             after = _snapshot(batch)
             for key in ("terms", "squares", "levels", "features", "rows", "day", "sums"):
                 assert np.array_equal(before_batch[key][0], after[key][0]), (what, key)

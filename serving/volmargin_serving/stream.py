@@ -232,8 +232,11 @@ class StreamState:
         window = runtime.window
         self.features[assets, days % window] = standardize(features[..., :runtime.core_width], runtime.mean,
                                                            runtime.scale)
-        ordered = self.features[assets[:, None], (days[:, None] + 1 + np.arange(window)) % window]
-        raw = runtime.run_model(ordered)
+        # the model runs on every asset's window, refused ones' as they were, and keeps the `assets`' rows: some
+        # ONNX Runtime kernels round an element by its place in the batch, so a refused asset leaves the
+        # others' figures as the whole batch would have had them, to the last bit
+        ordered = self.features[self._assets[:, None], (self.day[:, None] + 1 + np.arange(window)) % window]
+        raw = runtime.run_model(ordered)[assets]
         return Forecasts(*postprocess(raw, horizon_level(level, runtime.horizon), len(runtime.levels)),
                          runtime.levels, runtime.horizon)
 
