@@ -37,7 +37,7 @@ from volmargin.data import load_panel
 from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
 from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
 from volmargin.evaluation.splits import AssetGroupedSplit, in_asset_forecasts, unseen_asset_forecasts
-from volmargin.evaluation.stats import kupiec_pof, qlike
+from volmargin.evaluation.stats import qlike
 from volmargin.evaluation.walkforward import WalkForwardSplit
 from volmargin.io import write_frame
 from volmargin.models import make_forecaster

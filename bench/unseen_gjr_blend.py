@@ -24,11 +24,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from unseen_assets import accuracy, margins
-from unseen_har_blend import BASELINES, TAILS, by_group_and_year, ratio_to_har
+from unseen_har_blend import blended, chosen_on, print_report, ratio_to_har
 
 KEYS = ["asset", "origin"]
 LEARNED = "blend"
@@ -42,15 +40,8 @@ def with_combinations(run: Path, weights: list[float]) -> pd.DataFrame:
     learned = forecasts[forecasts["model"] == LEARNED]
     partner = forecasts[forecasts["model"] == PARTNER][[*KEYS, "variance"]].rename(columns={"variance": "partner"})
     rows = learned.merge(partner, on=KEYS)
-    combined = []
-    for w in weights:
-        if w >= 1:
-            continue
-        variance = w * rows["variance"].to_numpy() + (1 - w) * rows["partner"].to_numpy()
-        out = rows.drop(columns="partner").assign(model=f"{LEARNED}_{PARTNER}_w{w:g}")
-        out[TAILS] = rows[TAILS].to_numpy() * np.sqrt(variance / rows["variance"].to_numpy())[:, None]
-        out["variance"] = variance
-        combined.append(out)
+    combined = [blended(rows.drop(columns="partner"), rows["partner"].to_numpy(), w, f"{LEARNED}_{PARTNER}_w{w:g}")
+                for w in weights if w < 1]
     kept = forecasts.merge(rows[KEYS], on=KEYS)
     return pd.concat([kept, *combined], ignore_index=True)
 
@@ -64,23 +55,9 @@ def main() -> None:
     began = time.perf_counter()
     weights = [float(w) for w in args.weights.split(",")]
     ratios = pd.DataFrame({str(run): ratio_to_har(with_combinations(run, weights)) for run in args.select})
-    ratios = ratios.drop(index=[m for m in BASELINES if m in ratios.index])
-    table = pd.concat([ratios, ratios.mean(axis=1).rename("selection mean")], axis=1).sort_values("selection mean")
-    chosen = table["selection mean"].idxmin()
-    print("QLIKE / HAR, unseen rows, selection runs:\n")
-    print(table.to_markdown(floatfmt=".4f"))
-    print(f"\nchosen: {chosen}\n")
-    report = with_combinations(args.report, weights)
-    report = report[report["model"].isin([LEARNED, chosen, *BASELINES])].drop(columns="set")
+    chosen = chosen_on(ratios)
     print("report run (read after the choice):\n")
-    print(accuracy(report).to_markdown(index=False, floatfmt=".4f"))
-    print("\nQLIKE / HAR by group and year:\n")
-    print(by_group_and_year(report, sorted({LEARNED, chosen})).to_markdown(floatfmt=".3f"))
-    validation_start = pd.Timestamp(f"{report['date'].min().year + 1}-01-01", tz="UTC")
-    frame, verdict = margins(report, validation_start, tuple(sorted({LEARNED, chosen})), True)
-    print("\nmargins (one scale per side, pooled):\n")
-    print(frame.to_markdown(floatfmt=".4f"))
-    print(verdict)
+    print_report(with_combinations(args.report, weights), [LEARNED, chosen])
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 

@@ -125,6 +125,36 @@ def by_group_and_year(forecasts: pd.DataFrame, models: list[str]) -> pd.DataFram
     return table[models].div(table["har"], axis=0)
 
 
+def chosen_on(ratios: pd.DataFrame) -> str:
+    """Print QLIKE / HAR per candidate (rows) and selection run (columns) with their mean; return the
+    candidate with the least mean (the baselines are no candidates)."""
+    ratios = ratios.drop(index=[m for m in BASELINES if m in ratios.index])
+    table = pd.concat([ratios, ratios.mean(axis=1).rename("selection mean")], axis=1).sort_values("selection mean")
+    print("QLIKE / HAR, unseen rows, selection runs:\n")
+    print(table.to_markdown(floatfmt=".4f"))
+    chosen = table["selection mean"].idxmin()
+    print(f"\nchosen: {chosen}\n")
+    return chosen
+
+
+def print_report(report: pd.DataFrame, models: list[str], pooled: tuple[bool, ...] = (True,)) -> None:
+    """A report run's unseen rows, read after a choice: accuracy, tails, QLIKE / HAR by group and year and
+    margins (per asset and side and / or one pooled scale per side) of `models` beside the baselines (not the
+    run's other learned models)."""
+    models = sorted(set(models))
+    report = report[report["model"].isin([*models, *BASELINES])]
+    unseen = report[report["set"].isin(["unseen", "both"])].drop(columns="set")
+    print(accuracy(unseen).to_markdown(index=False, floatfmt=".4f"))
+    print("\nQLIKE / HAR by group and year:\n")
+    print(by_group_and_year(unseen, models).to_markdown(floatfmt=".3f"))
+    validation_start = pd.Timestamp(f"{unseen['date'].min().year + 1}-01-01", tz="UTC")
+    for one_scale in pooled:
+        frame, verdict = margins(unseen, validation_start, tuple(models), one_scale)
+        print(f"\nmargins ({'one scale per side, pooled' if one_scale else 'per asset and side'}):\n")
+        print(frame.to_markdown(floatfmt=".4f"))
+        print(verdict)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--select", nargs="+", type=Path, required=True)
@@ -151,18 +181,7 @@ def main() -> None:
     print("\nQLIKE / HAR, unseen rows (the report column is read after the choice):\n")
     print(table.to_markdown(floatfmt=".4f"))
     print(f"\nchosen on the selection runs: {chosen}\n")
-    report = runs[args.report]
-    report = report[report["model"].isin([args.model, chosen, *BASELINES])]  # not the run's other learned models
-    unseen = report[report["set"].isin(["unseen", "both"])].drop(columns="set")
-    print(accuracy(unseen).to_markdown(index=False, floatfmt=".4f"))
-    print("\nQLIKE / HAR by group and year:\n")
-    print(by_group_and_year(unseen, [args.model, chosen]).to_markdown(floatfmt=".3f"))
-    validation_start = pd.Timestamp(f"{unseen['date'].min().year + 1}-01-01", tz="UTC")
-    for pooled in (False, True):
-        frame, verdict = margins(unseen, validation_start, (args.model, chosen), pooled)
-        print(f"\nmargins ({'one scale per side, pooled' if pooled else 'per asset and side'}):\n")
-        print(frame.to_markdown(floatfmt=".4f"))
-        print(verdict)
+    print_report(runs[args.report], [args.model, chosen], pooled=(False, True))
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 

@@ -23,11 +23,9 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from unseen_assets import accuracy, margins
-from unseen_har_blend import BASELINES, TAILS, by_group_and_year, ratio_to_har
+from unseen_har_blend import blended, print_report, ratio_to_har
 
 KEYS = ["asset", "origin"]
 SEEDS = ("nn", "nn_s1", "nn_s2")
@@ -57,11 +55,7 @@ def with_blends(gbm_run: Path, gru_run: Path, weights: list[float]) -> pd.DataFr
     for w in weights:
         if w >= 1:
             continue
-        out = rows.drop(columns="gru").assign(model=f"gbm_gru_w{w:g}")
-        variance = w * rows["variance"].to_numpy() + (1 - w) * rows["gru"].to_numpy()
-        out[TAILS] = rows[TAILS].to_numpy() * np.sqrt(variance / rows["variance"].to_numpy())[:, None]
-        out["variance"] = variance
-        blends.append(out)
+        blends.append(blended(rows.drop(columns="gru"), rows["gru"].to_numpy(), w, f"gbm_gru_w{w:g}"))
     kept = forecasts.merge(rows[KEYS], on=KEYS)  # every model on the same rows
     return pd.concat([kept, *blends], ignore_index=True)
 
@@ -86,18 +80,8 @@ def main() -> None:
     print("QLIKE / HAR, unseen rows, selection runs:\n")
     print(table.to_markdown(floatfmt=".4f"))
     print(f"\nchosen: {chosen}; rule (>= 0.003 better than the GBM on both): {'kept' if kept else 'rejected'}\n")
-    report = with_blends(args.report_gbm, args.report_gru, weights)
-    report = report[report["model"].isin(["gbm", chosen, *BASELINES])]
-    unseen = report[report["set"].isin(["unseen", "both"])].drop(columns="set")
     print("report run (read after the choice):\n")
-    print(accuracy(unseen).to_markdown(index=False, floatfmt=".4f"))
-    print("\nQLIKE / HAR by group and year:\n")
-    print(by_group_and_year(unseen, sorted({"gbm", chosen})).to_markdown(floatfmt=".3f"))
-    validation_start = pd.Timestamp(f"{unseen['date'].min().year + 1}-01-01", tz="UTC")
-    frame, verdict = margins(unseen, validation_start, tuple(sorted({"gbm", chosen})), True)
-    print("\nmargins (one scale per side, pooled):\n")
-    print(frame.to_markdown(floatfmt=".4f"))
-    print(verdict)
+    print_report(with_blends(args.report_gbm, args.report_gru, weights), ["gbm", chosen])
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 

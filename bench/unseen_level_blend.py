@@ -24,11 +24,10 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from unseen_assets import accuracy, all_files, margins
-from unseen_har_blend import BASELINES, TAILS, by_group_and_year, ratio_to_har
+from unseen_assets import all_files
+from unseen_har_blend import blended, chosen_on, print_report, ratio_to_har
 from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
 
@@ -53,16 +52,9 @@ def with_combinations(run: Path, level: pd.DataFrame, weights: list[float]) -> p
     forecasts = pd.read_parquet(run / "forecasts.parquet")
     forecasts = forecasts[(forecasts["horizon"] == 1) & forecasts["set"].isin(["unseen", "both"])]
     rows = forecasts[forecasts["model"] == LEARNED].merge(level, on=KEYS).dropna(subset=[f"level_{n}" for n in SPANS])
-    combined = []
-    for n in SPANS:
-        for w in weights:
-            if w >= 1:
-                continue
-            variance = w * rows["variance"].to_numpy() + (1 - w) * rows[f"level_{n}"].to_numpy()
-            out = rows.drop(columns=[f"level_{m}" for m in SPANS]).assign(model=f"{LEARNED}_l{n}_w{w:g}")
-            out[TAILS] = rows[TAILS].to_numpy() * np.sqrt(variance / rows["variance"].to_numpy())[:, None]
-            out["variance"] = variance
-            combined.append(out)
+    own = rows.drop(columns=[f"level_{n}" for n in SPANS])
+    combined = [blended(own, rows[f"level_{n}"].to_numpy(), w, f"{LEARNED}_l{n}_w{w:g}")
+                for n in SPANS for w in weights if w < 1]
     kept = forecasts.merge(rows[KEYS], on=KEYS)
     return pd.concat([kept, *combined], ignore_index=True)
 
@@ -77,23 +69,9 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")]
     level = levels(daily_panel(load_panel([str(f) for f in all_files()])))
     ratios = pd.DataFrame({str(run): ratio_to_har(with_combinations(run, level, weights)) for run in args.select})
-    ratios = ratios.drop(index=[m for m in BASELINES if m in ratios.index])
-    table = pd.concat([ratios, ratios.mean(axis=1).rename("selection mean")], axis=1).sort_values("selection mean")
-    chosen = table["selection mean"].idxmin()
-    print("QLIKE / HAR, unseen rows, selection runs:\n")
-    print(table.to_markdown(floatfmt=".4f"))
-    print(f"\nchosen: {chosen}\n")
-    report = with_combinations(args.report, level, weights)
-    report = report[report["model"].isin([LEARNED, chosen, *BASELINES])].drop(columns="set")
+    chosen = chosen_on(ratios)
     print("report run (read after the choice):\n")
-    print(accuracy(report).to_markdown(index=False, floatfmt=".4f"))
-    print("\nQLIKE / HAR by group and year:\n")
-    print(by_group_and_year(report, sorted({LEARNED, chosen})).to_markdown(floatfmt=".3f"))
-    validation_start = pd.Timestamp(f"{report['date'].min().year + 1}-01-01", tz="UTC")
-    frame, verdict = margins(report, validation_start, tuple(sorted({LEARNED, chosen})), True)
-    print("\nmargins (one scale per side, pooled):\n")
-    print(frame.to_markdown(floatfmt=".4f"))
-    print(verdict)
+    print_report(with_combinations(args.report, level, weights), [LEARNED, chosen])
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 
