@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unseen_har_blend import blended, chosen_on, print_report, ratio_to_har
+from unseen_har_blend import blended, select_and_report
 
 KEYS = ["asset", "origin"]
 LEARNED = "blend"
@@ -54,10 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     began = time.perf_counter()
     weights = [float(w) for w in args.weights.split(",")]
-    ratios = pd.DataFrame({str(run): ratio_to_har(with_combinations(run, weights)) for run in args.select})
-    chosen = chosen_on(ratios)
-    print("report run (read after the choice):\n")
-    print_report(with_combinations(args.report, weights), [LEARNED, chosen])
+    select_and_report(args.select, args.report, lambda run: with_combinations(run, weights), LEARNED)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 

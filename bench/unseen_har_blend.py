@@ -137,6 +137,14 @@ def chosen_on(ratios: pd.DataFrame) -> str:
     return chosen
 
 
+def select_and_report(select: list[Path], report: Path, combine, learned: str) -> None:
+    """`combine(run)` (a forecast table with the candidates added) on each selection run, the candidate with
+    the least mean QLIKE / HAR chosen (`chosen_on`), then the report run read with it (`print_report`)."""
+    chosen = chosen_on(pd.DataFrame({str(run): ratio_to_har(combine(run)) for run in select}))
+    print("report run (read after the choice):\n")
+    print_report(combine(report), [learned, chosen])
+
+
 def print_report(report: pd.DataFrame, models: list[str], pooled: tuple[bool, ...] = (True,)) -> None:
     """A report run's unseen rows, read after a choice: accuracy, tails, QLIKE / HAR by group and year and
     margins (per asset and side and / or one pooled scale per side) of `models` beside the baselines (not the

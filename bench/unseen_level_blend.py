@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from unseen_assets import all_files
-from unseen_har_blend import blended, chosen_on, print_report, ratio_to_har
+from unseen_har_blend import blended, select_and_report
 from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
 
@@ -68,10 +68,7 @@ def main() -> None:
     began = time.perf_counter()
     weights = [float(w) for w in args.weights.split(",")]
     level = levels(daily_panel(load_panel([str(f) for f in all_files()])))
-    ratios = pd.DataFrame({str(run): ratio_to_har(with_combinations(run, level, weights)) for run in args.select})
-    chosen = chosen_on(ratios)
-    print("report run (read after the choice):\n")
-    print_report(with_combinations(args.report, level, weights), [LEARNED, chosen])
+    select_and_report(args.select, args.report, lambda run: with_combinations(run, level, weights), LEARNED)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 
