@@ -303,3 +303,26 @@ def test_bound_model_reads_the_buffers_as_they_are_at_each_call(bundles, name):
     strided = np.zeros((1, window, 2 * width), dtype=np.float32)[:, :, ::2]
     with pytest.raises(vs.InputDtypeError):  # a strided view would be read as if contiguous
         runtime.bind_model([strided], raw)
+
+
+@pytest.mark.parametrize("name", ["gbm", "blend"])
+def test_a_refused_row_leaves_the_other_assets_forecasts_to_the_last_bit(bundles, real, name):
+    """A batch of 12 real windows (three files at four offsets), one asset's row refused in turn: the
+    others' forecasts equal those of the same update without the bad row, bit for bit (the model's kernels
+    round by an element's place in the batch on some machines, so the model must see the same batch)."""
+    runtime = vs.load(bundles[name])
+    history, offsets = runtime.history_days, (0, 97, 211, 353)
+    span = history + 24
+    inputs = np.stack([real[0][i, o:o + span] for o in offsets for i in range(len(real[0]))])
+    days = real[1][:span]
+    for t in range(history, span):
+        start = (inputs[:, t - history:t], days[t - history:t])
+        clean, _ = runtime.stream(*start, as_of=days[t - 1]).update(inputs[:, t], days[t], as_of=days[t])
+        bad_rows = inputs[:, t].copy()
+        refused = t % len(inputs)
+        bad_rows[refused, COLUMN["rv"]] = np.nan
+        got, errors = runtime.stream(*start, as_of=days[t - 1]).update(bad_rows, days[t], as_of=days[t])
+        assert errors[refused] is not None and np.isnan(got.variance[refused])
+        others = np.arange(len(inputs)) != refused
+        for field in ("variance", "var", "es"):
+            np.testing.assert_array_equal(getattr(got, field)[others], getattr(clean, field)[others])
