@@ -1,4 +1,4 @@
-"""Regime-aware (conditional) margin scaling on unseen assets: a lever of issue 10 for margin at equal coverage.
+"""Regime-aware (conditional) margin scales and an intraday MPOR on saved forecasts: margin levers of issue 10.
 
     python bench/margin_regime.py runs/s15-report [--validation-start 2023-01-01] [--mpor-hours 8]
 
