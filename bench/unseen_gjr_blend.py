@@ -20,13 +20,12 @@ parameters in the calibration set, the recursion in every serving path).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from unseen_har_blend import blended, select_and_report
+from unseen_har_blend import blended, combination_args, select_and_report
 
 KEYS = ["asset", "origin"]
 LEARNED = "blend"
@@ -47,13 +46,8 @@ def with_combinations(run: Path, weights: list[float]) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--select", nargs=2, type=Path, required=True, help="the two selection runs")
-    parser.add_argument("--report", type=Path, required=True)
-    parser.add_argument("--weights", default="0.6,0.7,0.8,0.85,0.9,0.95,1")
-    args = parser.parse_args()
     began = time.perf_counter()
-    weights = [float(w) for w in args.weights.split(",")]
+    args, weights = combination_args(__doc__, "0.6,0.7,0.8,0.85,0.9,0.95,1")
     select_and_report(args.select, args.report, lambda run: with_combinations(run, weights), LEARNED)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 

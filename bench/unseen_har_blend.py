@@ -137,6 +137,16 @@ def chosen_on(ratios: pd.DataFrame) -> str:
     return chosen
 
 
+def combination_args(doc: str, weights: str) -> tuple[argparse.Namespace, list[float]]:
+    """The command line of a combination script: two selection runs, a report run and the weight grid."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--select", nargs=2, type=Path, required=True, help="the two selection runs")
+    parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument("--weights", default=weights)
+    args = parser.parse_args()
+    return args, [float(w) for w in args.weights.split(",")]
+
+
 def select_and_report(select: list[Path], report: Path, combine, learned: str) -> None:
     """`combine(run)` (a forecast table with the candidates added) on each selection run, the candidate with
     the least mean QLIKE / HAR chosen (`chosen_on`), then the report run read with it (`print_report`)."""

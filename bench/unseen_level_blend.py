@@ -20,14 +20,13 @@ is then read with every figure of `bench/unseen_assets.py`.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from unseen_assets import all_files
-from unseen_har_blend import blended, select_and_report
+from unseen_har_blend import blended, combination_args, select_and_report
 from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
 
@@ -60,13 +59,8 @@ def with_combinations(run: Path, level: pd.DataFrame, weights: list[float]) -> p
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--select", nargs=2, type=Path, required=True, help="the two selection runs")
-    parser.add_argument("--report", type=Path, required=True)
-    parser.add_argument("--weights", default="0.8,0.85,0.9,0.95,1")
-    args = parser.parse_args()
     began = time.perf_counter()
-    weights = [float(w) for w in args.weights.split(",")]
+    args, weights = combination_args(__doc__, "0.8,0.85,0.9,0.95,1")
     level = levels(daily_panel(load_panel([str(f) for f in all_files()])))
     select_and_report(args.select, args.report, lambda run: with_combinations(run, level, weights), LEARNED)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
