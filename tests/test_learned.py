@@ -14,7 +14,7 @@ import torch
 from volmargin.data import synthetic_market
 from volmargin.errors import ConfigError
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
-from volmargin.features.learned import FEATURE_NAMES, feature_frame, target_frame, training_frame
+from volmargin.features.learned import FEATURE_NAMES, FeatureSpec, feature_frame, target_frame, training_frame
 from volmargin.features.realized import MEASURES, daily_measures
 from volmargin.models import make_forecaster
 from volmargin.models.distributions import coverage_factor
@@ -71,9 +71,10 @@ def _forecast_columns(frame: pd.DataFrame) -> list[str]:
 def test_features_use_only_past_rows(panel):
     daily = panel["syn_a"]
     cut = daily.index[500]
-    clean, dirty = feature_frame(daily), feature_frame(_corrupt(daily, cut))
+    spec = FeatureSpec(long_days=121)  # every core column: the long-run level too
+    clean, dirty = feature_frame(daily, spec), feature_frame(_corrupt(daily, cut), spec)
     pd.testing.assert_frame_equal(clean.loc[:cut], dirty.loc[:cut])
-    for name in ("rv_d", "liquidity"):  # the test has teeth
+    for name in ("rv_d", "liquidity", "long_level"):  # the test has teeth
         assert not np.allclose(clean.loc[cut:, name].iloc[1:], dirty.loc[cut:, name].iloc[1:])
 
 
@@ -86,10 +87,11 @@ def test_features_and_targets_are_scale_free(panel):
     scaled[list(MEASURES)] *= 9.0  # variances scale with the square of returns
     scaled["volume"] *= 50.0
     scaled["close"] /= 50.0  # the same money traded in a 50x smaller price unit
-    clean, other = feature_frame(daily), feature_frame(scaled)
-    names = list(FEATURE_NAMES)
+    spec = FeatureSpec(long_days=121)
+    clean, other = feature_frame(daily, spec), feature_frame(scaled, spec)
+    names = list(FEATURE_NAMES) + ["long_level"]
     pd.testing.assert_frame_equal(clean[names], other[names], check_exact=False, rtol=1e-7, atol=1e-9)
-    richer = feature_frame(daily.assign(traded_value=daily["traded_value"] * 10.0))
+    richer = feature_frame(daily.assign(traded_value=daily["traded_value"] * 10.0), spec)
     np.testing.assert_allclose(richer["liquidity"] - clean["liquidity"], np.log(10.0))
     pd.testing.assert_frame_equal(clean.drop(columns="liquidity"), richer.drop(columns="liquidity"))
     np.testing.assert_allclose(other["level"] - clean["level"], np.log(9.0))
@@ -567,10 +569,12 @@ def test_variance_num_leaves_reaches_the_variance_booster_only(panel):
 
 
 def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parity(panel):
-    """The blend's members are the models their parameters fit on their own; its variance is w f_gbm +
-    (1 - w) f_nn, its VaR and ES the GBM's scaled with the blended volatility; its graph (the GRU fed the
-    GBM-standardized window mapped to its own statistics) reproduces `predict_raw`, which equals the
-    forecasts; a weight outside [0, 1] or levels set on a member are refused, and a refit refits both."""
+    """The blend's members are the models their parameters fit on their own; its variance is (1 - s)(w f_gbm +
+    (1 - w) f_nn) + s x the mean squared daily return of the last long_days days (s = long_share; 0 leaves the
+    two-member blend), its VaR and ES the GBM's scaled with the blended volatility; its graph (the GRU fed the
+    GBM-standardized window mapped to its own statistics, the long-run level its last column) reproduces
+    `predict_raw`, which equals the forecasts; a weight outside [0, 1], a long_share outside [0, 1) or levels
+    set on a member are refused, and a refit refits both."""
     from volmargin.export import check_parity, parity_inputs, reference_outputs, standardized_windows, to_onnx
     from volmargin.models.blend import BlendForecaster
 
@@ -580,7 +584,12 @@ def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parit
     daily = panel["syn_a"]
     origins = daily.index[460:520]
     one, tree, net = (m.forecast(daily, origins, LEVELS) for m in (blend, gbm, nn))
-    np.testing.assert_allclose(one.variance, 0.6 * tree.variance + 0.4 * net.variance, rtol=1e-12)
+    assert (blend.long_share, blend.long_days) == (0.05, 121)  # the defaults, chosen on unseen-asset folds
+    long = (daily["ret"] ** 2).rolling(121, min_periods=1).mean().loc[origins].to_numpy()
+    np.testing.assert_allclose(one.variance, 0.95 * (0.6 * tree.variance + 0.4 * net.variance) + 0.05 * long,
+                               rtol=1e-7)  # the level column is read in float32, as the graph reads it
+    two = BlendForecaster.from_members(gbm, nn, 0.6, long_share=0.0).forecast(daily, origins, LEVELS)
+    np.testing.assert_allclose(two.variance, 0.6 * tree.variance + 0.4 * net.variance, rtol=1e-12)
     scale = np.sqrt(one.variance / tree.variance)[:, None]
     for side in ("long", "short"):
         np.testing.assert_allclose(one.var[side], tree.var[side] * scale, rtol=1e-12)
@@ -592,13 +601,15 @@ def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parit
     check_parity(to_onnx(blend), reference_outputs(blend, x), x)
     windows = standardized_windows(blend, daily.iloc[:520])[-len(origins):]  # those ending at the origins
     raw_variance = np.exp(blend.predict_raw(windows)[:, 0] + np.log(tree.variance) - blend.gbm_.predict_raw(
-        windows[:, -1])[:, 0])
+        windows[:, -1, :-1])[:, 0])
     np.testing.assert_allclose(raw_variance, one.variance, rtol=1e-5)  # the graph's arithmetic is the forecast's
     weights = blend.nn_.network_.encoder.weight_hh_l0.detach().clone()
     blend.fit_panel({asset: d.iloc[:480] for asset, d in panel.items()})  # warm refit of the GRU member
     assert not torch.equal(weights, blend.nn_.network_.encoder.weight_hh_l0)
     with pytest.raises(ConfigError, match="weight"):
         make_forecaster("blend", weight=1.5, gbm=TINY["gbm"], nn=TINY["nn"]).fit_panel(trains)
+    with pytest.raises(ConfigError, match="long_share"):
+        make_forecaster("blend", long_share=1.0, gbm=TINY["gbm"], nn=TINY["nn"]).fit_panel(trains)
     with pytest.raises(ConfigError, match="levels"):
         make_forecaster("blend", gbm={**TINY["gbm"], "levels": (0.99,)}, nn=TINY["nn"]).fit_panel(trains)
 

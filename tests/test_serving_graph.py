@@ -63,8 +63,8 @@ def test_graph_features_equal_numpy_and_training_on_real_bars(real_panel, window
     graph's, standardized as the model reads them: the graph equals the core on the same rows within one
     float32 step (ORT's Log and numpy's differ in the last bit of about a fifth of real RVs, which can move a
     standardized feature across a float32 rounding boundary),
-    and training up to the rounding of its longer running sums."""
-    spec = FeatureSpec()
+    and training up to the rounding of its longer running sums. Every core column, the long-run level too."""
+    spec = FeatureSpec(long_days=121)
     rows = spec.history_days(window)
     mean, scale = np.linspace(-1, 1, len(CORE_COLUMNS)), np.linspace(0.5, 2, len(CORE_COLUMNS))
     graph = session(feature_graph(spec, mean, scale, rows, window), FAST_DISABLED_OPTIMIZERS)
@@ -78,7 +78,7 @@ def test_graph_features_equal_numpy_and_training_on_real_bars(real_panel, window
         assert (features == expected).mean() > 0.9999
         np.testing.assert_allclose(level[..., 0], expected_level, rtol=1e-14)  # ORT's and numpy's log may differ by an ulp
         assert (expected == 0).mean() < 0.2  # real rows: not a comparison of missing features
-        trained = standardize(feature_frame(daily)[list(CORE_COLUMNS)].to_numpy(), mean, scale)
+        trained = standardize(feature_frame(daily, spec)[list(CORE_COLUMNS)].to_numpy(), mean, scale)
         served = trained[ends[:, None] + np.arange(1 - window, 1)]
         np.testing.assert_allclose(features, served, rtol=1e-6, atol=1e-6)
 

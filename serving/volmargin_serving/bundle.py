@@ -27,7 +27,9 @@ import re
 from pathlib import Path
 
 from volmargin_serving.errors import BundleError, ChecksumError, SignatureError
-from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, FeatureSpec, model_feature_names
+from volmargin_serving.features import (
+    FEATURE_NAMES, INPUT_COLUMNS, LONG_LEVEL_FEATURE_NAMES, FeatureSpec, model_feature_names,
+)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -135,13 +137,20 @@ def plain_name(value) -> bool:
             and "\0" not in value and Path(value).name == value)
 
 
-def _spec_problem(spec) -> str:
+OPTIONAL_SPEC_KEYS = {"long_days": 0}  # added after bundles were written without it; absent = the default
+
+
+def _spec_problem(spec, names: list) -> str:
     fields = {f.name: f for f in dataclasses.fields(FeatureSpec)}
-    if not isinstance(spec, dict) or set(spec) != set(fields):
+    if not isinstance(spec, dict) or not set(fields) - set(OPTIONAL_SPEC_KEYS) <= set(spec) <= set(fields):
         return f"features.spec: expected the keys {sorted(fields)}"
+    long_days = spec.get("long_days", 0)
+    if (LONG_LEVEL_FEATURE_NAMES[0] in names) != (_int(long_days) and long_days >= 2) or long_days not in range(100_000):
+        return (f"features.spec.long_days: {long_days!r}; >= 2 where the model reads long_level "
+                "(features.names), else 0")
     for name, value in spec.items():
         default = fields[name].default
-        ok = _int(value) if isinstance(default, int) else _real(value) and value > 0
+        ok = name in OPTIONAL_SPEC_KEYS or (_int(value) if isinstance(default, int) else _real(value) and value > 0)
         if not ok:
             return f"features.spec.{name}: invalid value {value!r}"
     return ""
@@ -185,12 +194,13 @@ def check_manifest(manifest: dict) -> str:
         return f"fast.file: {manifest['fast']['file']!r} is the model's own file; the fast path is a graph of its own"
     features = manifest["features"]
     names = features["names"]
-    if names not in [list(model_feature_names(liquidity, iv)) for liquidity in (False, True) for iv in (False, True)]:
+    if names not in [list(model_feature_names(liquidity, iv, long)) for liquidity in (False, True) for iv in (False, True)
+                     for long in (False, liquidity and not iv)]:
         return (f"features.names: {features['names']!r} differ from this runtime's features {list(FEATURE_NAMES)}; "
                 "the bundle needs the runtime it was exported with")
     if features["inputs"] != list(INPUT_COLUMNS):
         return f"features.inputs: {features['inputs']!r} differ from this runtime's inputs {list(INPUT_COLUMNS)}"
-    problem = _spec_problem(features["spec"])
+    problem = _spec_problem(features["spec"], names)
     if problem:
         return problem
     if not _int(features["window"]) or features["window"] > 10_000:

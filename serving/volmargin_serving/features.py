@@ -29,6 +29,11 @@ with it, the GBM by default): log of the mean daily traded value (quote currency
 `liquidity_days` rows. The one feature that is not scale-free, on purpose: a thin market jumps more than its
 own recent variance says (chosen on unseen-asset validation folds for the GBM; it made the GRU worse there).
 
+The long-run level (`LONG_LEVEL_FEATURE_NAMES`, after liquidity, read by a blend that mixes it in): log of the
+mean squared daily return over the last `long_days` rows minus level_t. Not a model input: the blend's graph
+mixes the variance it implies, exp(level_t + long_level) a day, into its forecast (`volmargin.models.blend`):
+a frozen global model does not know a new asset's own long-run variance; this does, from rows serving has.
+
 Optional implied-volatility features (`IV_FEATURE_NAMES`, appended after the others by models trained
 with them), from a 30-day implied-volatility index such as Deribit's DVOL (annualised, in percent) whose
 value at row t is its close at the end of day t, the same instant as the day's realized measures:
@@ -52,21 +57,31 @@ FEATURE_NAMES = (
     "dow_sin", "dow_cos", "level_gap", "rv_disp", "jump_freq", "max_move",
 )
 LIQUIDITY_FEATURE_NAMES = ("liquidity",)
-CORE_COLUMNS = FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES  # what `compute_features` returns; a model reads a prefix
+LONG_LEVEL_FEATURE_NAMES = ("long_level",)
+# what `compute_features` returns; a model reads a prefix
+CORE_COLUMNS = FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES + LONG_LEVEL_FEATURE_NAMES
 IV_FEATURE_NAMES = ("iv_present", "iv_level", "iv_chg")
 # The lowest level an implied-volatility index (annualised, in percent) may have: DVOL has ranged 31-193;
 # an index sent as a fraction (0.65 for 65%) would read as implied far below realized.
 MIN_IV_INDEX = 2.0
 
 
-def model_feature_names(liquidity: bool, iv_features: bool) -> tuple[str, ...]:
-    """A model's feature columns, in order: `FEATURE_NAMES`, liquidity if it reads it, the IV features if so."""
-    return FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES * liquidity + IV_FEATURE_NAMES * iv_features
+def model_feature_names(liquidity: bool, iv_features: bool, long_level: bool = False) -> tuple[str, ...]:
+    """A model's feature columns, in order: `FEATURE_NAMES`, liquidity if it reads it, the long-run level if so
+    (a blend mixing it in), the IV features if so."""
+    return (FEATURE_NAMES + LIQUIDITY_FEATURE_NAMES * liquidity + LONG_LEVEL_FEATURE_NAMES * long_level
+            + IV_FEATURE_NAMES * iv_features)
 
 
 def core_width(names) -> int:
-    """How many of the `CORE_COLUMNS` a model with these feature names reads (always a prefix)."""
-    return len(FEATURE_NAMES) + (LIQUIDITY_FEATURE_NAMES[0] in names)
+    """How many of the `CORE_COLUMNS` a model with these feature names reads (always a prefix: a model that
+    reads the long-run level reads liquidity too)."""
+    width = len(FEATURE_NAMES) + (LIQUIDITY_FEATURE_NAMES[0] in names)
+    if LONG_LEVEL_FEATURE_NAMES[0] in names:
+        if width == len(FEATURE_NAMES):
+            raise ValueError("a model that reads long_level must read liquidity too (the core columns are a prefix)")
+        width += 1
+    return width
 
 
 _FLOOR = 1e-12  # zero variance or volume (a halted market) must not give log(0)
@@ -82,11 +97,13 @@ class FeatureSpec:
     volume_days: int = 22
     ret_clip: float = 10.0
     liquidity_days: int = 90
+    long_days: int = 0  # the long-run level's rows; 0: no model reads it (its mean then spans one row)
 
     def history_days(self, window: int) -> int:
         """Rows of daily inputs that determine the last `window` feature rows exactly: each feature row
-        looks back at most month_days (level_chg) + level_days - 1 rows, or liquidity_days - 1."""
-        return window + max(self.month_days + max(self.level_days, self.volume_days), self.liquidity_days) - 1
+        looks back at most month_days (level_chg) + level_days - 1 rows, liquidity_days - 1 or long_days - 1."""
+        return window + max(self.month_days + max(self.level_days, self.volume_days), self.liquidity_days,
+                            self.long_days) - 1
 
 
 def trailing_means(x: np.ndarray, windows: tuple[int, ...]) -> np.ndarray:
@@ -137,20 +154,21 @@ def _trailing_max(x: np.ndarray, window: int) -> np.ndarray:
 TRAILING_MEANS = {
     "log_rv": "level_days", "log_rv_all": "level_days", "rv_week": "week_days", "rv_month": "month_days",
     "ret_week": "week_days", "log_volume": "volume_days", "rv_level": "level_days", "log_rv_sq": "level_days",
-    "jump": "level_days", "traded_value": "liquidity_days",
+    "jump": "level_days", "traded_value": "liquidity_days", "ret_sq": "long_days",
 }
 
 
 def mean_windows(spec: FeatureSpec) -> tuple[int, ...]:
-    """Rows of each of the `TRAILING_MEANS`, in order."""
-    return tuple(getattr(spec, field) for field in TRAILING_MEANS.values())
+    """Rows of each of the `TRAILING_MEANS`, in order (at least one: long_days may be 0)."""
+    return tuple(max(getattr(spec, field), 1) for field in TRAILING_MEANS.values())
 
 
 def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The series (len(TRAILING_MEANS), ...) whose trailing means the features read, elementwise from the
     daily inputs (NaN where a day does not count): log RV of complete days, log RV of all days (the level's
     fallback), RV of complete days (three times), the return, log volume, RV of complete days, squared log
-    RV of complete days, the jump share, the traded value. The same rows give the day's own terms (`feature_columns`)."""
+    RV of complete days, the jump share, the traded value, the squared return. The same rows give the day's
+    own terms (`feature_columns`)."""
     complete = np.asarray(inputs["complete"], dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_rv_all = _log(inputs["rv"])  # incomplete days too: the level's fallback
@@ -159,7 +177,7 @@ def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         jump_share = _clip((rv - inputs["bv"]) / rv, 0.0, 1.0)
         log_volume = _log(inputs["volume"])
         return np.stack([log_rv_complete, log_rv_all, rv, rv, inputs["ret"], log_volume,
-                         rv, log_rv_complete ** 2, jump_share, inputs["traded_value"]])
+                         rv, log_rv_complete ** 2, jump_share, inputs["traded_value"], inputs["ret"] ** 2])
 
 
 def level_of(means: np.ndarray) -> np.ndarray:
@@ -200,6 +218,7 @@ def feature_columns(series: np.ndarray, means: np.ndarray, level: np.ndarray, le
             means[8],
             _log(max_square) - level,
             _log(means[9]),
+            _log(means[10]) - level,
         )
     return np.stack(columns, axis=-1)
 

@@ -185,7 +185,8 @@ def _boosting_graph(model) -> onnx.ModelProto:
 def _blend_graph(model) -> onnx.ModelProto:
     """The two members' graphs side by side under prefixes, fed from one window standardized with the GBM's
     statistics: the GBM reads its last day, the GRU its columns mapped to its own statistics; behind them
-    the variance blend of `BlendForecaster.predict_raw` (log(w e^g + (1 - w) e^n)) and the GBM's tails."""
+    the variance blend of `BlendForecaster.predict_raw` (log(w e^g + (1 - w) e^n), mixed with the long-run
+    level column e^l where it has one: log((1 - s)(w e^g + (1 - w) e^n) + s e^l)) and the GBM's tails."""
     from onnx.compose import add_prefix
 
     members = {"g_": add_prefix(_boosting_graph(model.gbm_), "g_"), "n_": add_prefix(_network_graph(model.nn_), "n_")}
@@ -198,8 +199,9 @@ def _blend_graph(model) -> onnx.ModelProto:
                     ints("blend_core", [len(FEATURE_NAMES)]), _const("blend_a", a), _const("blend_b", b),
                     numpy_helper.from_array(np.array([w], np.float64), "blend_w"),
                     numpy_helper.from_array(np.array([1 - w], np.float64), "blend_1mw")]
+    last_day = "g_" + INPUT if not model.long_share else "blend_last_day"
     nodes = [
-        helper.make_node("Slice", [INPUT, "blend_last", "blend_end", "blend_axis1"], ["g_" + INPUT]),
+        helper.make_node("Slice", [INPUT, "blend_last", "blend_end", "blend_axis1"], [last_day]),
         helper.make_node("Slice", [INPUT, "blend_zero", "blend_core", "blend_axis2"], ["blend_core_features"]),
         helper.make_node("Mul", ["blend_core_features", "blend_a"], ["blend_scaled"]),
         helper.make_node("Add", ["blend_scaled", "blend_b"], ["n_" + INPUT]),
@@ -219,7 +221,24 @@ def _blend_graph(model) -> onnx.ModelProto:
         helper.make_node("Exp", ["blend_n0_64"], ["blend_n_var"]),
         helper.make_node("Mul", ["blend_g_var", "blend_w"], ["blend_g_part"]),
         helper.make_node("Mul", ["blend_n_var", "blend_1mw"], ["blend_n_part"]),
-        helper.make_node("Add", ["blend_g_part", "blend_n_part"], ["blend_var"]),
+        helper.make_node("Add", ["blend_g_part", "blend_n_part"], ["blend_var" if not model.long_share else "blend_mix"]),
+    ]
+    if model.long_share:  # the last column of the last day: the long-run level, not a GBM input
+        gbm_width = len(names_of(model.gbm_))
+        initializers += [ints("blend_gbm_width", [gbm_width]),
+                         numpy_helper.from_array(np.array([model.long_share], np.float64), "blend_s"),
+                         numpy_helper.from_array(np.array([1 - model.long_share], np.float64), "blend_1ms")]
+        nodes[1:1] = [helper.make_node("Slice", [last_day, "blend_zero", "blend_gbm_width", "blend_axis2"], ["g_" + INPUT]),
+                      helper.make_node("Slice", [last_day, "blend_gbm_width", "blend_end", "blend_axis2"], ["blend_long"])]
+        nodes += [
+            helper.make_node("Flatten", ["blend_long"], ["blend_long_2d"], axis=1),
+            helper.make_node("Cast", ["blend_long_2d"], ["blend_long_64"], to=TensorProto.DOUBLE),
+            helper.make_node("Exp", ["blend_long_64"], ["blend_long_var"]),
+            helper.make_node("Mul", ["blend_long_var", "blend_s"], ["blend_long_part"]),
+            helper.make_node("Mul", ["blend_mix", "blend_1ms"], ["blend_mix_part"]),
+            helper.make_node("Add", ["blend_mix_part", "blend_long_part"], ["blend_var"]),
+        ]
+    nodes += [
         helper.make_node("Log", ["blend_var"], ["blend_log_var_64"]),
         helper.make_node("Cast", ["blend_log_var_64"], ["blend_log_var"], to=TensorProto.FLOAT),
         helper.make_node("Slice", [g, "blend_one", "blend_end", "blend_axis1"], ["blend_tails"]),

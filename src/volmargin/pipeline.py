@@ -105,14 +105,16 @@ def stage_train(run: Run) -> None:
 def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):
     """The blend of the gbm and nn this stage has just trained, and its evaluation forecasts from theirs, where
     they are its members (`learned.blend` without members of its own); else it is fitted like the others."""
-    from volmargin.models.blend import BlendForecaster, blend_table
+    from volmargin.models.blend import BlendForecaster
     from volmargin.training import fit_and_evaluate
 
     params = run.cfg.learned["blend"]
     if any(params[m] != run.cfg.learned.get(m) or m not in evaluated for m in ("gbm", "nn")):
         return fit_and_evaluate(run.cfg.train_config("blend"), run.panel, run.progress)
-    model = BlendForecaster.from_members(run.models["gbm"], run.models["nn"], BlendForecaster(**params).weight)
-    table = blend_table(evaluated["gbm"], evaluated["nn"], model.weight, ["asset", "origin"])
+    blend = BlendForecaster(**params)
+    model = BlendForecaster.from_members(run.models["gbm"], run.models["nn"], blend.weight, blend.long_share,
+                                         blend.long_days)
+    table = model.combined_table(evaluated["gbm"], evaluated["nn"], run.panel, model.horizon_)
     return model, table.assign(model="blend")
 
 

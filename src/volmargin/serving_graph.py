@@ -71,11 +71,14 @@ class _Builder:
         return self.op("Slice", x, self.const([start], np.int64), self.const([end], np.int64), self.const([axis], np.int64))
 
 
-def _window_slots(spec: FeatureSpec) -> dict[str, tuple[int, int]]:
-    """Trailing windows the features read: name -> (rows, lag in rows)."""
-    return {"week": (spec.week_days, 0), "month": (spec.month_days, 0), "level": (spec.level_days, 0),
-            "volume": (spec.volume_days, 0), "level_lagged": (spec.level_days, spec.month_days),
-            "liquidity": (spec.liquidity_days, 0)}
+def _window_slots(spec: FeatureSpec, long: bool) -> dict[str, tuple[int, int]]:
+    """Trailing windows the features read: name -> (rows, lag in rows); the long-run level's if `long`."""
+    slots = {"week": (spec.week_days, 0), "month": (spec.month_days, 0), "level": (spec.level_days, 0),
+             "volume": (spec.volume_days, 0), "level_lagged": (spec.level_days, spec.month_days),
+             "liquidity": (spec.liquidity_days, 0)}
+    if long and spec.long_days < 2:
+        raise ValueError(f"a model reading the long-run level needs long_days >= 2, got {spec.long_days}")
+    return slots | ({"long": (spec.long_days, 0)} if long else {})
 
 
 # Trailing means the features read: name -> (window slot, series, validity mask), cf. compute_features
@@ -86,9 +89,9 @@ _MEANS = {
     "log_rv_all": ("level", "log_rv_all", "all"), "log_rv_sq": ("level", "log_rv_sq", "complete"),
     "jump": ("level", "jump", "jump_valid"), "lagged_log_rv": ("level_lagged", "log_rv_c", "complete"),
     "lagged_log_rv_all": ("level_lagged", "log_rv_all", "all"),
-    "traded_value": ("liquidity", "traded_value", "all"),
+    "traded_value": ("liquidity", "traded_value", "all"), "ret_sq": ("long", "ret_sq", "all"),
 }
-_SERIES = ("log_rv_c", "log_rv_all", "rv", "ret", "log_volume", "log_rv_sq", "jump", "traded_value")
+_SERIES = ("log_rv_c", "log_rv_all", "rv", "ret", "log_volume", "log_rv_sq", "jump", "traded_value", "ret_sq")
 _MASKS = ("complete", "jump_valid", "all")
 
 
@@ -117,9 +120,11 @@ def _checks(b: _Builder, daily: str, days: str, bounds: str, rows: int) -> str:
     return b.op("Identity", ok, name="ok")
 
 
-def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, window: int) -> tuple[str, str, str]:
-    """Raw features (assets, window, len(CORE_COLUMNS)) of the last `window` rows, their validity (bool,
-    same shape; False where numpy gives NaN) and level_t (assets, window, 1); cf. `compute_features`."""
+def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, window: int,
+              long: bool) -> tuple[str, str, str]:
+    """Raw features (assets, window, `_built_width(long)`) of the last `window` rows, their validity (bool,
+    same shape; False where numpy gives NaN) and level_t (assets, window, 1); cf. `compute_features`. The
+    long-run level (the last core column) only if `long`: the one model that reads it needs long_days rows."""
     ret, rv, bv, parkinson, rogers_satchell, volume, traded_value, complete_flag = b.op(
         "Split", daily, outputs=len(INPUT_COLUMNS), axis=2, num_outputs=len(INPUT_COLUMNS))
     # The checks passed, so every input is finite and `complete` is 0 or 1: masking is a product with it
@@ -137,7 +142,7 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     series = {
         "log_rv_c": log_rv_c, "log_rv_all": log_rv_all, "rv": b.op("Mul", rv, complete_flag), "ret": ret,
         "log_volume": b.log(volume), "log_rv_sq": b.op("Mul", log_rv_c, log_rv_c),
-        "jump": b.op("Mul", ratio, jump_mask), "traded_value": traded_value,
+        "jump": b.op("Mul", ratio, jump_mask), "traded_value": traded_value, "ret_sq": b.op("Mul", ret, ret),
     }
     masks = {"complete": complete_flag, "jump_valid": jump_mask,
              "all": b.op("Add", b.op("Sub", complete_flag, complete_flag), b.scalar(1.0))}
@@ -145,7 +150,8 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     # sums[t] = cumsum[t] - cumsum[t - w] as in features.trailing_means; a zero row in front stands for "nothing
     # to subtract", and x - 0 == x, so the sums are numpy's to the bit
     cumulative = b.op("Pad", b.op("CumSum", stacked, b.const(1, np.int64)), b.const([0, 1, 0, 0, 0, 0], np.int64))
-    slots = _window_slots(spec)
+    slots = _window_slots(spec, long)
+    means = {name: mean for name, mean in _MEANS.items() if mean[0] in slots}
     kept = np.arange(rows - window, rows)
     ends = np.stack([kept + 1 - lag for _, lag in slots.values()], axis=1)  # (window, slots)
     starts = np.maximum(np.stack([kept + 1 - lag - w for w, lag in slots.values()], axis=1), 0)
@@ -154,13 +160,13 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     width = len(_SERIES) + len(_MASKS)
     flat = b.op("Reshape", sums, b.const([0, 0, len(slots) * width], np.int64))
     slot_index = {name: k for k, name in enumerate(slots)}
-    totals = [slot_index[s] * width + _SERIES.index(x) for s, x, _ in _MEANS.values()]
-    counts = [slot_index[s] * width + len(_SERIES) + _MASKS.index(m) for s, _, m in _MEANS.values()]
+    totals = [slot_index[s] * width + _SERIES.index(x) for s, x, _ in means.values()]
+    counts = [slot_index[s] * width + len(_SERIES) + _MASKS.index(m) for s, _, m in means.values()]
     count = b.op("Gather", flat, b.const(counts, np.int64), axis=2)
     mean = b.op("Div", b.op("Gather", flat, b.const(totals, np.int64), axis=2), b.op("Clip", count, b.const(1.0)))
     known = b.op("Greater", count, zero)  # numpy's mean is NaN where the window holds no valid row
-    m = dict(zip(_MEANS, b.op("Split", mean, outputs=len(_MEANS), axis=2, num_outputs=len(_MEANS))))
-    k = dict(zip(_MEANS, b.op("Split", known, outputs=len(_MEANS), axis=2, num_outputs=len(_MEANS))))
+    m = dict(zip(means, b.op("Split", mean, outputs=len(means), axis=2, num_outputs=len(means))))
+    k = dict(zip(means, b.op("Split", known, outputs=len(means), axis=2, num_outputs=len(means))))
 
     level = b.op("Where", k["log_rv"], m["log_rv"], m["log_rv_all"])
     level_change = b.op("Sub", level, b.op("Where", k["lagged_log_rv"], m["lagged_log_rv"], m["lagged_log_rv_all"]))
@@ -197,14 +203,26 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
         "max_move": b.op("Sub", b.log(max_square), level),
         "liquidity": b.log(m["traded_value"]),
     }
+    if long:
+        columns["long_level"] = b.op("Sub", b.log(m["ret_sq"]), level)
     features = b.op("Concat", *columns.values(), axis=2)
     kept_complete, kept_jump = last(complete), last(jump_valid)
     always = b.op("Cast", last(masks["all"]), to=TensorProto.BOOL)
     validity = {"rv_d": kept_complete, "rv_w": k["rv_week"], "rv_m": k["rv_month"], "jump": kept_jump,
                 "range_pk": kept_complete, "range_rs": kept_complete, "level_gap": k["log_rv"],
-                "rv_disp": k["log_rv"], "jump_freq": k["jump"]}
-    valid = b.op("Concat", *(validity.get(name, always) for name in CORE_COLUMNS), axis=2)
+                "rv_disp": k["log_rv"], "jump_freq": k["jump"]} | ({"long_level": k["ret_sq"]} if long else {})
+    valid = b.op("Concat", *(validity.get(name, always) for name in CORE_COLUMNS[:_built_width(long)]), axis=2)
     return features, valid, level
+
+
+def _built_width(long: bool) -> int:
+    """Core columns `_features` builds: all, or all but the long-run level."""
+    return len(CORE_COLUMNS) - (not long)
+
+
+def _reads_long(mean: np.ndarray) -> bool:
+    """Whether a model with these statistics reads the long-run level (the last core column)."""
+    return len(mean) == len(CORE_COLUMNS)
 
 
 def _weekday_table() -> np.ndarray:
@@ -218,7 +236,7 @@ def _weekday_table() -> np.ndarray:
 def _standardized(b: _Builder, features: str, valid: str, mean: np.ndarray, scale: np.ndarray, model_input: str) -> str:
     """features.standardize: (x - mean) / scale, missing at 0, as float32, under the model's input name; of
     the first len(mean) core columns, the ones the model reads (`features.core_width`)."""
-    if len(mean) < len(CORE_COLUMNS):
+    if len(mean) < _built_width(_reads_long(mean)):
         features, valid = (b.rows(x, 0, len(mean), axis=2) for x in (features, valid))
     z = b.op("Div", b.op("Sub", features, b.const(mean)), b.const(scale))
     # every feature is finite here (logs of floored values, means over at least one row), so a product
@@ -243,7 +261,7 @@ def feature_graph(spec: FeatureSpec, mean: np.ndarray, scale: np.ndarray, rows: 
     `features` (assets, window, n_features) float32 and `level` (assets, window, 1). For tests and profiling."""
     b = _Builder()
     _checks(b, "daily", "days", "bounds", rows)
-    features, valid, level = _features(b, "daily", "days", spec, rows, window)
+    features, valid, level = _features(b, "daily", "days", spec, rows, window, _reads_long(mean))
     _standardized(b, features, valid, mean, scale, "features")
     b.op("Identity", level, name="level")
     outputs = [helper.make_tensor_value_info("ok", TensorProto.BOOL, ["assets"]),
@@ -263,7 +281,7 @@ def fast_graph(model: onnx.ModelProto, spec: FeatureSpec, mean: np.ndarray, scal
                window: int, horizon: int, n_levels: int) -> onnx.ModelProto:
     """The exported `model` (standardized windows -> raw) with the checks and features merged in front and
     the post-processing behind: one graph from the last `rows` daily inputs to checked forecasts."""
-    if len(mean) not in (len(FEATURE_NAMES), len(CORE_COLUMNS)):
+    if len(mean) not in (len(FEATURE_NAMES), len(CORE_COLUMNS) - 1, len(CORE_COLUMNS)):
         raise ValueError("the fast path computes the core features only; IV bundles use the careful path")
     merged = onnx.ModelProto()
     merged.CopyFrom(model)
@@ -271,7 +289,7 @@ def fast_graph(model: onnx.ModelProto, spec: FeatureSpec, mean: np.ndarray, scal
     model_input, model_output = graph.input[0].name, graph.output[0].name
     b = _Builder()
     ok = _checks(b, "daily", "days", "bounds", rows)
-    features, valid, level = _features(b, "daily", "days", spec, rows, window)
+    features, valid, level = _features(b, "daily", "days", spec, rows, window, _reads_long(mean))
     _standardized(b, features, valid, np.asarray(mean, float), np.asarray(scale, float), model_input)
     front = list(b.nodes)
     b.nodes.clear()

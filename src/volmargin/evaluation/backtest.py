@@ -156,12 +156,12 @@ def global_forecasts(panel: dict[str, pd.DataFrame], fitted: list[str], derived:
         for chain in chains:  # every chain has ended before any error is raised
             chain.wait()
         results = [chain.result() for chain in chains]
-    return results + ([blend_task(dict(zip(fitted, results)), config)] if derived else [])
+    return results + ([blend_task(dict(zip(fitted, results)), config, panel)] if derived else [])
 
 
 def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | None:
     """'blend' where its members are the run's own gbm and nn (same parameters and refits): its forecasts are
-    then combined from theirs (`volmargin.models.blend.blend_table`) instead of refitting both again."""
+    then combined from theirs (`BlendForecaster.combined_table`) instead of refitting both again."""
     if not {"blend", "gbm", "nn"} <= set(global_models):
         return None
     params = config.model_params.get("blend", {})
@@ -170,14 +170,13 @@ def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | Non
     return "blend" if same and "levels" not in params else None
 
 
-def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: BacktestConfig) -> tuple[list[pd.DataFrame], float]:
+def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: BacktestConfig,
+               panel: dict[str, pd.DataFrame]) -> tuple[list[pd.DataFrame], float]:
     """The blend's per-asset forecast frames from its members' (`derived_blend`)."""
-    from volmargin.models.blend import blend_table
-
     began = time.perf_counter()
-    weight = make_forecaster("blend", **config.model_params.get("blend", {})).weight
+    blend = make_forecaster("blend", **config.model_params.get("blend", {}))
     members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty} for m in ("gbm", "nn")}
-    frames = [blend_table(frame, members["nn"][asset], weight, ["asset", "origin"]).assign(model="blend")
+    frames = [blend.combined_table(frame, members["nn"][asset], panel, config.horizon).assign(model="blend")
               for asset, frame in members["gbm"].items() if asset in members["nn"]]
     return frames, time.perf_counter() - began
 

@@ -21,7 +21,7 @@ from volmargin.errors import ConfigError
 from volmargin.features.realized import horizon_targets
 
 __all__ = ["CORE_COLUMNS", "FEATURE_NAMES", "INPUT_COLUMNS", "IV_FEATURE_NAMES", "IV_COLUMN", "FeatureSpec", "attach_iv", "feature_names", "feature_frame", "target_frame", "training_frame",
-           "standardize", "check_levels", "require_levels", "horizon_level", "daily_inputs"]
+           "standardize", "fitted_scaler", "check_levels", "require_levels", "horizon_level", "daily_inputs"]
 TARGET_NAMES = ("y_var", "r_std")
 _FLOOR = 1e-12  # zero realized variance must not give log(0)
 IV_COLUMN = "iv"  # optional column of a daily frame: the implied-volatility index (annualised %) at the day's close
@@ -95,6 +95,14 @@ def standardize(scaler: StandardScaler, features: np.ndarray) -> np.ndarray:
     """Scaled features with missing values at the training mean (0), as float32 for the models
     (the serving core's arithmetic, with the fitted scaler's statistics)."""
     return core.standardize(features, scaler.mean_, scaler.scale_)
+
+
+def fitted_scaler(mean: np.ndarray, scale: np.ndarray) -> StandardScaler:
+    """A StandardScaler with stored statistics, as if fitted."""
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_, scaler.var_ = mean, scale, scale**2
+    scaler.n_features_in_ = len(mean)
+    return scaler
 
 
 def check_levels(levels: tuple[float, ...]) -> tuple[float, ...]:

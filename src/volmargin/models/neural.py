@@ -54,7 +54,7 @@ from torch.nn import functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from volmargin.features.learned import (
-    FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, horizon_level, require_levels, standardize,
+    FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, fitted_scaler, horizon_level, require_levels, standardize,
     training_frame,
 )
 from volmargin.models.base import SIDES, Forecast, GlobalForecaster, level_tag
@@ -542,13 +542,5 @@ class NeuralForecaster(GlobalForecaster):
         state.setdefault("tail_scale", torch.ones(2, len(model.levels_)))  # saved before the tail calibration
         model.network_.load_state_dict(state)
         model.network_.eval()
-        model.scaler_ = _fitted_scaler(saved["scaler"]["mean"].numpy(), saved["scaler"]["scale"].numpy())
+        model.scaler_ = fitted_scaler(saved["scaler"]["mean"].numpy(), saved["scaler"]["scale"].numpy())
         return model
-
-
-def _fitted_scaler(mean: np.ndarray, scale: np.ndarray) -> StandardScaler:
-    """A StandardScaler with stored statistics, as if fitted."""
-    scaler = StandardScaler()
-    scaler.mean_, scaler.scale_, scaler.var_ = mean, scale, scale**2
-    scaler.n_features_in_ = len(mean)
-    return scaler
