@@ -173,3 +173,33 @@ def test_a_tampered_fast_graph_or_manifest_entry_is_refused(bundles, tmp_path):
     with pytest.raises(vs.SelfTestError, match="fast path"):
         vs.load(bundle)
     assert vs.load(bundle, fast=False)._fast is None  # the careful path alone still serves
+
+
+def test_only_the_blend_reads_the_long_run_level_and_its_manifest_says_so(bundles, tmp_path):
+    """The blend's bundle reads the long-run level (the last core column) and so needs long_days of inputs; the
+    GBM's and the GRU's do not and keep their history; a manifest whose long_days disagrees with its names is
+    refused, and one written before the field existed (no long_days key) still loads."""
+    import shutil
+
+    manifests = {name: json.loads((bundles[name] / MANIFEST).read_text()) for name in TINY}
+    blend = manifests["blend"]["features"]
+    assert blend["names"][-1] == "long_level" and blend["spec"]["long_days"] == 121
+    assert blend["history_days"] == blend["window"] + 121 - 1 == vs.load(bundles["blend"]).history_days
+    for name in ("gbm", "nn"):
+        features = manifests[name]["features"]
+        assert "long_level" not in features["names"] and features["spec"]["long_days"] == 0
+        assert features["history_days"] == features["window"] + 90 - 1  # liquidity_days, as before
+
+    def edited(name: str, edit) -> str:
+        folder = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(bundles[name], folder)
+        manifest = json.loads((folder / MANIFEST).read_text())
+        edit(manifest["features"]["spec"])
+        (folder / MANIFEST).write_text(json.dumps(manifest))
+        return folder
+
+    with pytest.raises(vs.BundleError, match="features.spec.long_days: 0"):
+        vs.load(edited("blend", lambda spec: spec.update(long_days=0)))
+    with pytest.raises(vs.BundleError, match="features.spec.long_days: 121"):
+        vs.load(edited("gbm", lambda spec: spec.update(long_days=121)))
+    assert vs.load(edited("gbm", lambda spec: spec.pop("long_days"))).history_days == manifests["gbm"]["features"]["history_days"]
