@@ -137,12 +137,15 @@ def chosen_on(ratios: pd.DataFrame) -> str:
     return chosen
 
 
-def combination_args(doc: str, weights: str) -> tuple[argparse.Namespace, list[float]]:
-    """The command line of a combination script: two selection runs, a report run and the weight grid."""
+def combination_args(doc: str, weights: str, more=None) -> tuple[argparse.Namespace, list[float]]:
+    """The command line of a combination script: two selection runs, a report run and the weight grid;
+    `more(parser)` adds a script's own options."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--select", nargs=2, type=Path, required=True, help="the two selection runs")
     parser.add_argument("--report", type=Path, required=True)
     parser.add_argument("--weights", default=weights)
+    if more is not None:
+        more(parser)
     args = parser.parse_args()
     return args, [float(w) for w in args.weights.split(",")]
 

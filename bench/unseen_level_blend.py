@@ -1,6 +1,7 @@
 """The blend's variance combined with the asset's trailing mean squared daily return, on saved forecasts (a lead).
 
     python bench/unseen_level_blend.py --select runs/s15-q4 runs/s15-2021 --report runs/s15-report
+    python bench/unseen_level_blend.py ... --spans 121 --weights 0.8,0.85,0.9,0.95,0.975,1   # session 16
 
 Why: the combination with the asset's own GJR-GARCH (`bench/unseen_gjr_blend.py`) won on the jump days, and a
 GJR whose long-run level comes from the last 121 days only did not help at all (a /tmp check in session 15): its
@@ -16,6 +17,11 @@ before any selection run was read with it and before N = 121 was looked at anywh
 w in --weights, the pair with the least mean QLIKE / HAR over the two selection runs (129 assets trained to
 2021-09-30 scored over 2021-Q4; 29 large caps trained to 2020-12-31 scored over 2021) is chosen; the report run
 is then read with every figure of `bench/unseen_assets.py`.
+
+Session 16 put the level in the product (`BlendForecaster.long_share`), with its span fixed at 121 days for
+serving's sake (a runtime holds long_days rows of inputs: 365 would keep a listing younger than a year from
+the blend) and its weight chosen by the same rule with `--spans 121` on the selection runs; the product's
+own figures come from `bench/unseen_assets.py` (README).
 """
 
 from __future__ import annotations
@@ -32,37 +38,38 @@ from volmargin.evaluation.backtest import daily_panel
 
 KEYS = ["asset", "origin"]
 LEARNED = "blend"
-SPANS = (121, 365)
 MIN_DAYS = 60
 
 
-def levels(daily: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def levels(daily: dict[str, pd.DataFrame], spans: list[int]) -> pd.DataFrame:
     """(asset, origin) -> level_N per N: mean squared daily return over the N days up to the origin."""
     frames = []
     for asset, frame in daily.items():
         squared = frame["ret"] ** 2
         frames.append(pd.DataFrame({"asset": asset, "origin": frame.index, **{
-            f"level_{n}": squared.rolling(n, min_periods=MIN_DAYS).mean().to_numpy() for n in SPANS}}))
+            f"level_{n}": squared.rolling(n, min_periods=MIN_DAYS).mean().to_numpy() for n in spans}}))
     return pd.concat(frames, ignore_index=True)
 
 
-def with_combinations(run: Path, level: pd.DataFrame, weights: list[float]) -> pd.DataFrame:
+def with_combinations(run: Path, level: pd.DataFrame, spans: list[int], weights: list[float]) -> pd.DataFrame:
     """The run's unseen one-day forecasts plus `blend_l{N}_w{w}` per span and weight < 1, on the same rows."""
     forecasts = pd.read_parquet(run / "forecasts.parquet")
     forecasts = forecasts[(forecasts["horizon"] == 1) & forecasts["set"].isin(["unseen", "both"])]
-    rows = forecasts[forecasts["model"] == LEARNED].merge(level, on=KEYS).dropna(subset=[f"level_{n}" for n in SPANS])
-    own = rows.drop(columns=[f"level_{n}" for n in SPANS])
+    rows = forecasts[forecasts["model"] == LEARNED].merge(level, on=KEYS).dropna(subset=[f"level_{n}" for n in spans])
+    own = rows.drop(columns=[f"level_{n}" for n in spans])
     combined = [blended(own, rows[f"level_{n}"].to_numpy(), w, f"{LEARNED}_l{n}_w{w:g}")
-                for n in SPANS for w in weights if w < 1]
+                for n in spans for w in weights if w < 1]
     kept = forecasts.merge(rows[KEYS], on=KEYS)
     return pd.concat([kept, *combined], ignore_index=True)
 
 
 def main() -> None:
     began = time.perf_counter()
-    args, weights = combination_args(__doc__, "0.8,0.85,0.9,0.95,1")
-    level = levels(daily_panel(load_panel([str(f) for f in all_files()])))
-    select_and_report(args.select, args.report, lambda run: with_combinations(run, level, weights), LEARNED)
+    args, weights = combination_args(__doc__, "0.8,0.85,0.9,0.95,1", lambda parser: parser.add_argument(
+        "--spans", default="121,365", help="days of the mean squared return, comma-separated"))
+    spans = [int(n) for n in args.spans.split(",")]
+    level = levels(daily_panel(load_panel([str(f) for f in all_files()])), spans)
+    select_and_report(args.select, args.report, lambda run: with_combinations(run, level, spans, weights), LEARNED)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 
