@@ -570,7 +570,7 @@ def test_variance_num_leaves_reaches_the_variance_booster_only(panel):
 
 def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parity(panel):
     """The blend's members are the models their parameters fit on their own; its variance is (1 - s)(w f_gbm +
-    (1 - w) f_nn) + s x the mean squared daily return of the last long_days days (s = long_share; 0 leaves the
+    (1 - w) f_nn) + s x the mean RV of the complete days among the last long_days (s = long_share; 0 leaves the
     two-member blend), its VaR and ES the GBM's scaled with the blended volatility; its graph (the GRU fed the
     GBM-standardized window mapped to its own statistics, the long-run level its last column) reproduces
     `predict_raw`, which equals the forecasts; a weight outside [0, 1], a long_share outside [0, 1) or levels
@@ -584,9 +584,9 @@ def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parit
     daily = panel["syn_a"]
     origins = daily.index[460:520]
     one, tree, net = (m.forecast(daily, origins, LEVELS) for m in (blend, gbm, nn))
-    assert (blend.long_share, blend.long_days) == (0.05, 121)  # the defaults, chosen on unseen-asset folds
-    long = (daily["ret"] ** 2).rolling(121, min_periods=1).mean().loc[origins].to_numpy()
-    np.testing.assert_allclose(one.variance, 0.95 * (0.6 * tree.variance + 0.4 * net.variance) + 0.05 * long,
+    assert (blend.long_share, blend.long_days) == (0.075, 121)  # the defaults, chosen on unseen-asset folds
+    long = daily["rv"].where(daily["complete"]).rolling(121, min_periods=1).mean().loc[origins].to_numpy()
+    np.testing.assert_allclose(one.variance, 0.925 * (0.6 * tree.variance + 0.4 * net.variance) + 0.075 * long,
                                rtol=1e-7)  # the level column is read in float32, as the graph reads it
     two = BlendForecaster.from_members(gbm, nn, 0.6, long_share=0.0).forecast(daily, origins, LEVELS)
     np.testing.assert_allclose(two.variance, 0.6 * tree.variance + 0.4 * net.variance, rtol=1e-12)

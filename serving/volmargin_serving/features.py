@@ -30,7 +30,7 @@ with it, the GBM by default): log of the mean daily traded value (quote currency
 own recent variance says (chosen on unseen-asset validation folds for the GBM; it made the GRU worse there).
 
 The long-run level (`LONG_LEVEL_FEATURE_NAMES`, after liquidity, read by a blend that mixes it in): log of the
-mean squared daily return over the last `long_days` rows minus level_t. Not a model input: the blend's graph
+mean RV of the complete days among the last `long_days` rows minus level_t. Not a model input: the blend's graph
 mixes the variance it implies, exp(level_t + long_level) a day, into its forecast (`volmargin.models.blend`):
 a frozen global model does not know a new asset's own long-run variance; this does, from rows serving has.
 
@@ -154,7 +154,7 @@ def _trailing_max(x: np.ndarray, window: int) -> np.ndarray:
 TRAILING_MEANS = {
     "log_rv": "level_days", "log_rv_all": "level_days", "rv_week": "week_days", "rv_month": "month_days",
     "ret_week": "week_days", "log_volume": "volume_days", "rv_level": "level_days", "log_rv_sq": "level_days",
-    "jump": "level_days", "traded_value": "liquidity_days", "ret_sq": "long_days",
+    "jump": "level_days", "traded_value": "liquidity_days", "rv_long": "long_days",
 }
 
 
@@ -167,7 +167,7 @@ def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
     """The series (len(TRAILING_MEANS), ...) whose trailing means the features read, elementwise from the
     daily inputs (NaN where a day does not count): log RV of complete days, log RV of all days (the level's
     fallback), RV of complete days (three times), the return, log volume, RV of complete days, squared log
-    RV of complete days, the jump share, the traded value, the squared return. The same rows give the day's
+    RV of complete days, the jump share, the traded value, RV of complete days. The same rows give the day's
     own terms (`feature_columns`)."""
     complete = np.asarray(inputs["complete"], dtype=bool)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -177,7 +177,7 @@ def daily_series(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         jump_share = _clip((rv - inputs["bv"]) / rv, 0.0, 1.0)
         log_volume = _log(inputs["volume"])
         return np.stack([log_rv_complete, log_rv_all, rv, rv, inputs["ret"], log_volume,
-                         rv, log_rv_complete ** 2, jump_share, inputs["traded_value"], inputs["ret"] ** 2])
+                         rv, log_rv_complete ** 2, jump_share, inputs["traded_value"], rv])
 
 
 def level_of(means: np.ndarray) -> np.ndarray:

@@ -317,9 +317,8 @@ class AssetState:
             jump = min(max((rv - bv) / rv, 0.0), 1.0)
         else:  # numpy's (0 - bv) / 0: -inf, clipped to 0, or NaN where bv is 0 too
             jump = 0.0 if bv > 0 else math.nan
-        ret = values[_RET]
-        return [log_rv_c, log_rv_all, rv_c, rv_c, ret, _log(values[_VOLUME]), rv_c, log_rv_c * log_rv_c, jump,
-                values[_TRADED_VALUE], ret * ret]
+        return [log_rv_c, log_rv_all, rv_c, rv_c, values[_RET], _log(values[_VOLUME]), rv_c, log_rv_c * log_rv_c, jump,
+                values[_TRADED_VALUE], rv_c]
 
     def _advance(self, values: list[float], day: int) -> Forecasts:
         runtime, spec, ring = self.runtime, self._spec, self._ring

@@ -89,9 +89,9 @@ _MEANS = {
     "log_rv_all": ("level", "log_rv_all", "all"), "log_rv_sq": ("level", "log_rv_sq", "complete"),
     "jump": ("level", "jump", "jump_valid"), "lagged_log_rv": ("level_lagged", "log_rv_c", "complete"),
     "lagged_log_rv_all": ("level_lagged", "log_rv_all", "all"),
-    "traded_value": ("liquidity", "traded_value", "all"), "ret_sq": ("long", "ret_sq", "all"),
+    "traded_value": ("liquidity", "traded_value", "all"), "rv_long": ("long", "rv", "complete"),
 }
-_SERIES = ("log_rv_c", "log_rv_all", "rv", "ret", "log_volume", "log_rv_sq", "jump", "traded_value", "ret_sq")
+_SERIES = ("log_rv_c", "log_rv_all", "rv", "ret", "log_volume", "log_rv_sq", "jump", "traded_value")
 _MASKS = ("complete", "jump_valid", "all")
 
 
@@ -142,7 +142,7 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
     series = {
         "log_rv_c": log_rv_c, "log_rv_all": log_rv_all, "rv": b.op("Mul", rv, complete_flag), "ret": ret,
         "log_volume": b.log(volume), "log_rv_sq": b.op("Mul", log_rv_c, log_rv_c),
-        "jump": b.op("Mul", ratio, jump_mask), "traded_value": traded_value, "ret_sq": b.op("Mul", ret, ret),
+        "jump": b.op("Mul", ratio, jump_mask), "traded_value": traded_value,
     }
     masks = {"complete": complete_flag, "jump_valid": jump_mask,
              "all": b.op("Add", b.op("Sub", complete_flag, complete_flag), b.scalar(1.0))}
@@ -204,13 +204,13 @@ def _features(b: _Builder, daily: str, days: str, spec: FeatureSpec, rows: int, 
         "liquidity": b.log(m["traded_value"]),
     }
     if long:
-        columns["long_level"] = b.op("Sub", b.log(m["ret_sq"]), level)
+        columns["long_level"] = b.op("Sub", b.log(m["rv_long"]), level)
     features = b.op("Concat", *columns.values(), axis=2)
     kept_complete, kept_jump = last(complete), last(jump_valid)
     always = b.op("Cast", last(masks["all"]), to=TensorProto.BOOL)
     validity = {"rv_d": kept_complete, "rv_w": k["rv_week"], "rv_m": k["rv_month"], "jump": kept_jump,
                 "range_pk": kept_complete, "range_rs": kept_complete, "level_gap": k["log_rv"],
-                "rv_disp": k["log_rv"], "jump_freq": k["jump"]} | ({"long_level": k["ret_sq"]} if long else {})
+                "rv_disp": k["log_rv"], "jump_freq": k["jump"]} | ({"long_level": k["rv_long"]} if long else {})
     valid = b.op("Concat", *(validity.get(name, always) for name in CORE_COLUMNS[:_built_width(long)]), axis=2)
     return features, valid, level
 

@@ -10,11 +10,11 @@ Both members read the same feature core with the same `FeatureSpec`; the GBM rea
 (liquidity) after the GRU's, so the blend takes the GBM's standardized window (window, GBM features) and
 hands the GRU its columns re-standardized to its own statistics (an affine map, inside the graph too).
 
-The long-run level: with `long_share` s > 0 the forecast is (1 - s) x that blend + s x the asset's mean squared
-daily return over its last `long_days` days (times the horizon), the tails scaled with it. A frozen global
-model does not know a new asset's own long-run variance and was short of it on the jump days; the mix put
-back what an asset's own GJR-GARCH gave there (`bench/unseen_level_blend.py`; s = 0.05 and 121 days chosen on
-unseen-asset selection folds: README "Learned models on assets they never saw"). The level is the last core
+The long-run level: with `long_share` s > 0 the forecast is (1 - s) x that blend + s x the asset's mean daily
+RV over the complete days of its last `long_days` days (times the horizon), the tails scaled with it. A frozen
+global model does not know a new asset's own long-run variance and was short of it on the jump days; the mix
+puts back some of what an asset's own GJR-GARCH gave there (`bench/unseen_level_blend.py`; s = 0.075 and 121
+days chosen on unseen-asset selection folds: README "Learned models on assets they never saw"). The level is the last core
 feature column (`features.LONG_LEVEL_FEATURE_NAMES`), read by the graph but by neither member, with
 identity statistics (missing -> 0: the asset's level variance).
 """
@@ -46,7 +46,7 @@ class BlendForecaster(GlobalForecaster):
     name = "blend"
 
     def __init__(self, weight: float = 0.7, gbm: dict | None = None, nn: dict | None = None,
-                 levels: tuple[float, ...] = (0.975, 0.99), long_share: float = 0.05, long_days: int = 121):
+                 levels: tuple[float, ...] = (0.975, 0.99), long_share: float = 0.075, long_days: int = 121):
         self.weight = weight
         self.gbm = gbm
         self.nn = nn
@@ -55,7 +55,7 @@ class BlendForecaster(GlobalForecaster):
         self.long_days = long_days
 
     @classmethod
-    def from_members(cls, gbm, nn, weight: float = 0.7, long_share: float = 0.05,
+    def from_members(cls, gbm, nn, weight: float = 0.7, long_share: float = 0.075,
                      long_days: int = 121) -> "BlendForecaster":
         """A blend of two fitted members (e.g. the ones a run has already trained): no further fitting."""
         params = [{k: v for k, v in m.get_params().items() if k != "levels"} for m in (gbm, nn)]
