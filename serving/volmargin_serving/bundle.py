@@ -145,7 +145,8 @@ def _spec_problem(spec, names: list) -> str:
     if not isinstance(spec, dict) or not set(fields) - set(OPTIONAL_SPEC_KEYS) <= set(spec) <= set(fields):
         return f"features.spec: expected the keys {sorted(fields)}"
     long_days = spec.get("long_days", 0)
-    if (LONG_LEVEL_FEATURE_NAMES[0] in names) != (_int(long_days) and long_days >= 2) or long_days not in range(100_000):
+    reads_long = LONG_LEVEL_FEATURE_NAMES[0] in names
+    if not (_int(long_days, low=2) and long_days <= 10_000 if reads_long else _int(long_days, low=0) and long_days == 0):
         return (f"features.spec.long_days: {long_days!r}; >= 2 where the model reads long_level "
                 "(features.names), else 0")
     for name, value in spec.items():
