@@ -36,12 +36,11 @@ from pathlib import Path
 import pandas as pd
 
 from unseen_assets import all_files
-from unseen_har_blend import blended, combination_args, select_and_report
+from unseen_har_blend import BASELINES, blended, combination_args, select_and_report
 from volmargin.data import load_panel
 from volmargin.evaluation.backtest import daily_panel
 
 KEYS = ["asset", "origin"]
-LEARNED = "blend"
 MIN_DAYS = 60
 
 
@@ -57,18 +56,18 @@ def levels(daily: dict[str, pd.DataFrame], spans: list[int], measures: list[str]
     return pd.concat(frames, ignore_index=True)
 
 
-def with_combinations(run: Path, level: pd.DataFrame, weights: list[float]) -> pd.DataFrame:
-    """The run's unseen one-day forecasts plus `blend_{measure}{N}_w{w}` per level column and weight < 1, on the
-    same rows (labels `blend_l{N}_w{w}` for the squared return, as session 15 printed them)."""
+def with_combinations(run: Path, level: pd.DataFrame, weights: list[float], learned: str = "blend") -> pd.DataFrame:
+    """The run's unseen one-day forecasts plus `{learned}_{measure}{N}_w{w}` per level column and weight < 1, on
+    the same rows (labels `{learned}_l{N}_w{w}` for the squared return, as session 15 printed them)."""
     forecasts = pd.read_parquet(run / "forecasts.parquet")
     forecasts = forecasts[(forecasts["horizon"] == 1) & forecasts["set"].isin(["unseen", "both"])]
     columns = [c for c in level.columns if c.startswith("level_")]
-    rows = forecasts[forecasts["model"] == LEARNED].merge(level, on=KEYS).dropna(subset=columns)
+    rows = forecasts[forecasts["model"] == learned].merge(level, on=KEYS).dropna(subset=columns)
     own = rows.drop(columns=columns)
     label = lambda column: column.removeprefix("level_").replace("ret2", "l")  # noqa: E731
-    combined = [blended(own, rows[c].to_numpy(), w, f"{LEARNED}_{label(c)}_w{w:g}") for c in columns
+    combined = [blended(own, rows[c].to_numpy(), w, f"{learned}_{label(c)}_w{w:g}") for c in columns
                 for w in weights if w < 1]
-    kept = forecasts.merge(rows[KEYS], on=KEYS)
+    kept = forecasts[forecasts["model"].isin([learned, *BASELINES])].merge(rows[KEYS], on=KEYS)  # no other candidate
     return pd.concat([kept, *combined], ignore_index=True)
 
 
@@ -77,11 +76,13 @@ def main() -> None:
     def options(parser) -> None:
         parser.add_argument("--spans", default="121,365", help="days of the level's mean, comma-separated")
         parser.add_argument("--measures", default="ret2", help="ret2 (squared daily return) and / or rv")
+        parser.add_argument("--model", default="blend", help="the learned variant combined (blend, gbm, ...)")
 
     args, weights = combination_args(__doc__, "0.8,0.85,0.9,0.95,1", options)
     level = levels(daily_panel(load_panel([str(f) for f in all_files()])), [int(n) for n in args.spans.split(",")],
                    args.measures.split(","))
-    select_and_report(args.select, args.report, lambda run: with_combinations(run, level, weights), LEARNED)
+    select_and_report(args.select, args.report, lambda run: with_combinations(run, level, weights, args.model),
+                      args.model)
     print(f"\nwall time {time.perf_counter() - began:.0f} s")
 
 

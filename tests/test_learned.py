@@ -614,6 +614,35 @@ def test_blend_averages_the_variances_keeps_the_gbm_tails_and_exports_with_parit
         make_forecaster("blend", gbm={**TINY["gbm"], "levels": (0.99,)}, nn=TINY["nn"]).fit_panel(trains)
 
 
+def test_a_blend_of_weight_one_is_the_gbm_mixed_with_the_level_and_exports_without_a_network(panel):
+    """Weight 1 (the GBM config): no GRU is fitted or put in the graph; the variance is (1 - s) f_gbm + s x the
+    mean RV of the complete days among the last long_days, the tails the GBM's scaled with it, the graph has
+    parity with `predict_raw`, and a fitted blend equals the one made from the same GBM member."""
+    from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
+    from volmargin.models.blend import BlendForecaster
+
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    gbm = make_forecaster("gbm", **TINY["gbm"]).fit_panel(trains)
+    alone = make_forecaster("blend", weight=1.0, long_share=0.1, gbm=TINY["gbm"]).fit_panel(trains)
+    assert alone.nn_ is None and alone.window == 1
+    daily = panel["syn_a"]
+    origins = daily.index[460:520]
+    one, tree = alone.forecast(daily, origins, LEVELS), gbm.forecast(daily, origins, LEVELS)
+    long = daily["rv"].where(daily["complete"]).rolling(121, min_periods=1).mean().loc[origins].to_numpy()
+    np.testing.assert_allclose(one.variance, 0.9 * tree.variance + 0.1 * long, rtol=1e-7)
+    for side in ("long", "short"):
+        np.testing.assert_allclose(one.var[side], tree.var[side] * np.sqrt(one.variance / tree.variance)[:, None],
+                                   rtol=1e-12)
+    made = BlendForecaster.from_members(gbm, None, 1.0, long_share=0.1).forecast(daily, origins, LEVELS)
+    np.testing.assert_array_equal(made.variance, one.variance)
+    proto = to_onnx(alone)
+    assert not any(node.name.startswith("n_") or node.output[0].startswith("n_") for node in proto.graph.node)
+    x = parity_inputs(alone, panel, rows=256)
+    check_parity(proto, reference_outputs(alone, x), x)
+    with pytest.raises(ConfigError, match="nn member"):
+        BlendForecaster.from_members(gbm, None, 0.7)
+
+
 def test_a_backtest_combines_the_blend_from_its_members_as_a_fitted_blend_would_forecast(panel):
     """With the run's own gbm and nn as its members, the backtest combines their forecasts instead of refitting
     both again; the rows equal a blend walked forward on its own. Members of other parameters: fitted."""

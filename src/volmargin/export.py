@@ -186,43 +186,52 @@ def _blend_graph(model) -> onnx.ModelProto:
     """The two members' graphs side by side under prefixes, fed from one window standardized with the GBM's
     statistics: the GBM reads its last day, the GRU its columns mapped to its own statistics; behind them
     the variance blend of `BlendForecaster.predict_raw` (log(w e^g + (1 - w) e^n), mixed with the long-run
-    level column e^l where it has one: log((1 - s)(w e^g + (1 - w) e^n) + s e^l)) and the GBM's tails."""
+    level column e^l where it has one: log((1 - s)(w e^g + (1 - w) e^n) + s e^l)) and the GBM's tails; with
+    weight 1 the GBM alone (no GRU in the graph)."""
     from onnx.compose import add_prefix
 
-    members = {"g_": add_prefix(_boosting_graph(model.gbm_), "g_"), "n_": add_prefix(_network_graph(model.nn_), "n_")}
-    a, b = model.network_affine()
+    members = {"g_": add_prefix(_boosting_graph(model.gbm_), "g_")}
+    if model.nn_ is not None:
+        members["n_"] = add_prefix(_network_graph(model.nn_), "n_")
     w = model.weight
     big = np.iinfo(np.int64).max
     ints = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
     initializers = [ints("blend_last", [-1]), ints("blend_end", [big]), ints("blend_zero", [0]),
-                    ints("blend_one", [1]), ints("blend_axis1", [1]), ints("blend_axis2", [2]),
-                    ints("blend_core", [len(FEATURE_NAMES)]), _const("blend_a", a), _const("blend_b", b),
-                    numpy_helper.from_array(np.array([w], np.float64), "blend_w"),
-                    numpy_helper.from_array(np.array([1 - w], np.float64), "blend_1mw")]
+                    ints("blend_one", [1]), ints("blend_axis1", [1]), ints("blend_axis2", [2])]
     last_day = "g_" + INPUT if not model.long_share else "blend_last_day"
-    nodes = [
-        helper.make_node("Slice", [INPUT, "blend_last", "blend_end", "blend_axis1"], [last_day]),
-        helper.make_node("Slice", [INPUT, "blend_zero", "blend_core", "blend_axis2"], ["blend_core_features"]),
-        helper.make_node("Mul", ["blend_core_features", "blend_a"], ["blend_scaled"]),
-        helper.make_node("Add", ["blend_scaled", "blend_b"], ["n_" + INPUT]),
-    ]
+    nodes = [helper.make_node("Slice", [INPUT, "blend_last", "blend_end", "blend_axis1"], [last_day])]
+    if model.nn_ is not None:
+        a, b = model.network_affine()
+        initializers += [ints("blend_core", [len(FEATURE_NAMES)]), _const("blend_a", a), _const("blend_b", b)]
+        nodes += [
+            helper.make_node("Slice", [INPUT, "blend_zero", "blend_core", "blend_axis2"], ["blend_core_features"]),
+            helper.make_node("Mul", ["blend_core_features", "blend_a"], ["blend_scaled"]),
+            helper.make_node("Add", ["blend_scaled", "blend_b"], ["n_" + INPUT]),
+        ]
     for member in members.values():
         nodes += list(member.graph.node)
         initializers += list(member.graph.initializer)
-    g, n = "g_" + OUTPUT, "n_" + OUTPUT
+    g = "g_" + OUTPUT
+    mix = "blend_var" if not model.long_share else "blend_mix"
     nodes += [
         helper.make_node("Slice", [g, "blend_zero", "blend_one", "blend_axis1"], ["blend_g0"]),
-        helper.make_node("Slice", [n, "blend_zero", "blend_one", "blend_axis1"], ["blend_n0"]),
         # in float64: float32 Exp and Log round differently by batch position in ONNX Runtime (vectorised
         # kernels), and one asset must get the same forecast alone as in a batch
         helper.make_node("Cast", ["blend_g0"], ["blend_g0_64"], to=TensorProto.DOUBLE),
-        helper.make_node("Cast", ["blend_n0"], ["blend_n0_64"], to=TensorProto.DOUBLE),
-        helper.make_node("Exp", ["blend_g0_64"], ["blend_g_var"]),
-        helper.make_node("Exp", ["blend_n0_64"], ["blend_n_var"]),
-        helper.make_node("Mul", ["blend_g_var", "blend_w"], ["blend_g_part"]),
-        helper.make_node("Mul", ["blend_n_var", "blend_1mw"], ["blend_n_part"]),
-        helper.make_node("Add", ["blend_g_part", "blend_n_part"], ["blend_var" if not model.long_share else "blend_mix"]),
+        helper.make_node("Exp", ["blend_g0_64"], ["blend_g_var" if model.nn_ is not None else mix]),
     ]
+    if model.nn_ is not None:
+        n = "n_" + OUTPUT
+        initializers += [numpy_helper.from_array(np.array([w], np.float64), "blend_w"),
+                         numpy_helper.from_array(np.array([1 - w], np.float64), "blend_1mw")]
+        nodes += [
+            helper.make_node("Slice", [n, "blend_zero", "blend_one", "blend_axis1"], ["blend_n0"]),
+            helper.make_node("Cast", ["blend_n0"], ["blend_n0_64"], to=TensorProto.DOUBLE),
+            helper.make_node("Exp", ["blend_n0_64"], ["blend_n_var"]),
+            helper.make_node("Mul", ["blend_g_var", "blend_w"], ["blend_g_part"]),
+            helper.make_node("Mul", ["blend_n_var", "blend_1mw"], ["blend_n_part"]),
+            helper.make_node("Add", ["blend_g_part", "blend_n_part"], [mix]),
+        ]
     if model.long_share:  # the last column of the last day: the long-run level, not a GBM input
         gbm_width = len(names_of(model.gbm_))
         initializers += [ints("blend_gbm_width", [gbm_width]),
@@ -254,7 +263,8 @@ def _blend_graph(model) -> onnx.ModelProto:
             opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
     functions = [f for member in members.values() for f in member.functions]
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-                             functions=functions, producer_name="volmargin", ir_version=members["n_"].ir_version)
+                             functions=functions, producer_name="volmargin",
+                             ir_version=max(member.ir_version for member in members.values()))
 
 
 def standardized_windows(model: GlobalForecaster, daily: pd.DataFrame) -> np.ndarray:

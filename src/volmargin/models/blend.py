@@ -17,6 +17,9 @@ puts back some of what an asset's own GJR-GARCH gave there (`bench/unseen_level_
 days chosen on unseen-asset selection folds: README "Learned models on assets they never saw"). The level is the last core
 feature column (`features.LONG_LEVEL_FEATURE_NAMES`), read by the graph but by neither member, with
 identity statistics (missing -> 0: the asset's level variance).
+
+With `weight` 1 the GRU has no part and is neither fitted nor exported: the GBM alone mixed with the level,
+what `training/configs/gbm-crypto-hourly.yaml` trains (s = 0.1, chosen for the GBM the same way).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class BlendForecaster(GlobalForecaster):
     long-run level where `long_share` > 0 (see the module's docstring).
 
     `gbm` and `nn` are the members' parameters (as in a config's `learned.gbm` / `learned.nn`); `levels`
-    is passed to both. Refits refit both (the GRU warm-starts as on its own).
+    is passed to both. Refits refit both (the GRU warm-starts as on its own). With `weight` 1 there is no GRU
+    (`nn_` is None).
     """
 
     name = "blend"
@@ -57,10 +61,12 @@ class BlendForecaster(GlobalForecaster):
     @classmethod
     def from_members(cls, gbm, nn, weight: float = 0.7, long_share: float = 0.075,
                      long_days: int = 121) -> "BlendForecaster":
-        """A blend of two fitted members (e.g. the ones a run has already trained): no further fitting."""
-        params = [{k: v for k, v in m.get_params().items() if k != "levels"} for m in (gbm, nn)]
+        """A blend of fitted members (e.g. the ones a run has already trained): no further fitting; with
+        weight 1 `nn` is not used (may be None)."""
+        params = [{k: v for k, v in m.get_params().items() if k != "levels"} if m is not None else None
+                  for m in (gbm, nn)]
         blend = cls(weight, *params, gbm.levels_, long_share, long_days)
-        blend.gbm_, blend.nn_ = gbm, nn
+        blend.gbm_, blend.nn_ = gbm, (nn if blend._with_nn else None)
         blend._check_members()
         return blend
 
@@ -72,10 +78,18 @@ class BlendForecaster(GlobalForecaster):
         if self.long_share and not (isinstance(self.long_days, int) and self.long_days >= 2):
             raise ConfigError(f"blend.long_days: {self.long_days!r}; a whole number of days >= 2")
 
+    @property
+    def _with_nn(self) -> bool:
+        """Whether the GRU has a part (weight < 1)."""
+        return self.weight < 1
+
     def _check_members(self) -> None:
         self._check_params()
         gbm, nn = self.gbm_, self.nn_
-        if gbm.feature_spec_ != nn.feature_spec_ or gbm.horizon_ != nn.horizon_ or gbm.levels_ != nn.levels_:
+        if (nn is None) == self._with_nn:
+            raise ConfigError(f"blend: weight {self.weight} needs {'an' if self._with_nn else 'no'} nn member")
+        if nn is not None and (gbm.feature_spec_ != nn.feature_spec_ or gbm.horizon_ != nn.horizon_
+                               or gbm.levels_ != nn.levels_):
             raise ConfigError("blend: the gbm and nn members must share level_days, horizon and levels")
         if tuple(gbm.feature_names_[:len(FEATURE_NAMES)]) != FEATURE_NAMES or gbm.iv_features:
             raise ConfigError("blend: the gbm member must read the core features (no iv_features)")
@@ -93,9 +107,10 @@ class BlendForecaster(GlobalForecaster):
                 raise ConfigError(f"blend.{key}.levels: set the blend's own levels; its members share them")
         if not hasattr(self, "nn_"):  # later fits refit the same members (the GRU warm-starts)
             self.gbm_ = GBMForecaster(levels=levels, **(self.gbm or {}))
-            self.nn_ = NeuralForecaster(levels=levels, **(self.nn or {}))
+            self.nn_ = NeuralForecaster(levels=levels, **(self.nn or {})) if self._with_nn else None
         self.gbm_.fit_panel(trains, horizon)
-        self.nn_.fit_panel(trains, horizon)
+        if self.nn_ is not None:
+            self.nn_.fit_panel(trains, horizon)
         self._check_members()
         return self
 
@@ -127,7 +142,7 @@ class BlendForecaster(GlobalForecaster):
 
     @property
     def window(self) -> int:
-        return self.nn_.window
+        return self.nn_.window if self.nn_ is not None else 1
 
     def network_affine(self) -> tuple[np.ndarray, np.ndarray]:
         """(a, b) with the GRU's standardized features = a x the GBM's first columns + b."""
@@ -138,14 +153,17 @@ class BlendForecaster(GlobalForecaster):
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         """Outputs (`volmargin.models.neural.output_columns`) for windows (n, window, `feature_names_`)
         standardized with `scaler_`: what the exported graph computes."""
-        a, b = self.network_affine()
         gbm = np.asarray(self.gbm_.predict_raw(x[:, -1, :len(self.gbm_.feature_names_)]), dtype=np.float64)
-        nn = self.nn_.predict_raw((x[:, :, :len(FEATURE_NAMES)] * a + b).astype(np.float32)).astype(np.float64)
+        nn = None
+        if self.nn_ is not None:
+            a, b = self.network_affine()
+            nn = np.exp(self.nn_.predict_raw((x[:, :, :len(FEATURE_NAMES)] * a + b).astype(np.float32))[:, 0]
+                        .astype(np.float64))
         long = np.exp(x[:, -1, -1].astype(np.float64)) if self.long_share else None  # relative to the level too
-        gbm[:, 0] = np.log(self.mixed(np.exp(gbm[:, 0]), np.exp(nn[:, 0]), long)[0])
+        gbm[:, 0] = np.log(self.mixed(np.exp(gbm[:, 0]), nn, long)[0])
         return gbm
 
-    def mixed(self, gbm_variance: np.ndarray, nn_variance: np.ndarray,
+    def mixed(self, gbm_variance: np.ndarray, nn_variance: np.ndarray | None,
               long_variance: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """This blend's variance from its parts (`blended`) and the factor that scales the GBM's tails to it."""
         return blended(gbm_variance, nn_variance, self.weight, long_variance, self.long_share)
@@ -167,40 +185,43 @@ class BlendForecaster(GlobalForecaster):
     def forecast(self, history: pd.DataFrame, origins: pd.DatetimeIndex, levels: tuple[float, ...]) -> Forecast:
         require_levels(self.levels_, levels)
         gbm = self.gbm_.forecast(history, origins, levels)
-        nn = self.nn_.forecast(history, origins, levels)
-        variance, scale = self.mixed(gbm.variance, nn.variance, self.long_variance(history, origins, gbm.horizon))
+        nn = self.nn_.forecast(history, origins, levels).variance if self.nn_ is not None else None
+        variance, scale = self.mixed(gbm.variance, nn, self.long_variance(history, origins, gbm.horizon))
         return Forecast(origins, gbm.horizon, variance, gbm.levels, {s: v * scale[:, None] for s, v in gbm.var.items()},
                         {s: v * scale[:, None] for s, v in gbm.es.items()})
 
-    def combined_table(self, gbm: pd.DataFrame, nn: pd.DataFrame, panel: dict[str, pd.DataFrame],
+    def combined_table(self, gbm: pd.DataFrame, nn: pd.DataFrame | None, panel: dict[str, pd.DataFrame],
                        horizon: int) -> pd.DataFrame:
         """The blend's rows of a forecast table (columns asset, origin, variance, var*, es*) from its members'
-        `horizon`-day rows: what this blend, had its members made these forecasts, would give on the rows both
-        have; `panel` (asset -> daily measures) gives the long-run level. Needs no fitted member."""
+        `horizon`-day rows (nn None with weight 1): what this blend, had its members made these forecasts, would
+        give on the rows both have; `panel` (asset -> daily measures) gives the long-run level. Needs no fitted
+        member."""
         keys = ["asset", "origin"]
-        rows = gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}), on=keys)
+        rows = gbm.assign(nn_variance=np.nan) if nn is None else \
+            gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}), on=keys)
         long = None
         if self.long_share:
             long = np.concatenate([self.long_variance(panel[asset], pd.DatetimeIndex(part["origin"]), horizon)
                                    for asset, part in rows.groupby("asset", sort=False)])
             rows = pd.concat([part for _, part in rows.groupby("asset", sort=False)], ignore_index=True)
-        variance, scale = self.mixed(rows["variance"].to_numpy(), rows.pop("nn_variance").to_numpy(), long)
+        nn_variance = rows.pop("nn_variance").to_numpy() if self._with_nn else None
+        variance, scale = self.mixed(rows["variance"].to_numpy(), nn_variance, long)
         tails = [c for c in rows.columns if c.startswith(("var", "es")) and c != "variance"]
         rows[tails] = rows[tails].to_numpy() * scale[:, None]
         rows["variance"] = variance
         return rows
 
 
-def blended(gbm_variance: np.ndarray, nn_variance: np.ndarray, weight: float, long_variance: np.ndarray | None = None,
-            long_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """The blend's variance (1 - s) (w f_gbm + (1 - w) f_nn) + s f_long (in logs, as the graph; s = long_share)
-    and the factor sqrt(blend / f_gbm) that scales the GBM's VaR and ES to it."""
+def blended(gbm_variance: np.ndarray, nn_variance: np.ndarray | None, weight: float,
+            long_variance: np.ndarray | None = None, long_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The blend's variance (1 - s) (w f_gbm + (1 - w) f_nn) + s f_long (in logs, as the graph; s = long_share;
+    f_nn unread, may be None, with w = 1) and the factor sqrt(blend / f_gbm) that scales the GBM's VaR and ES."""
     log_gbm = np.log(np.asarray(gbm_variance, dtype=np.float64))
-    log_nn = np.log(np.asarray(nn_variance, dtype=np.float64))
-    if weight in (0, 1):
-        log_blend = log_gbm if weight == 1 else log_nn
+    if weight == 1:
+        log_blend = log_gbm
     else:
-        log_blend = np.logaddexp(np.log(weight) + log_gbm, np.log1p(-weight) + log_nn)
+        log_nn = np.log(np.asarray(nn_variance, dtype=np.float64))
+        log_blend = log_nn if weight == 0 else np.logaddexp(np.log(weight) + log_gbm, np.log1p(-weight) + log_nn)
     if long_share:
         log_long = np.log(np.asarray(long_variance, dtype=np.float64))
         log_blend = np.logaddexp(np.log1p(-long_share) + log_blend, np.log(long_share) + log_long)
