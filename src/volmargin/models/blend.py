@@ -190,22 +190,19 @@ class BlendForecaster(GlobalForecaster):
         return Forecast(origins, gbm.horizon, variance, gbm.levels, {s: v * scale[:, None] for s, v in gbm.var.items()},
                         {s: v * scale[:, None] for s, v in gbm.es.items()})
 
-    def combined_table(self, gbm: pd.DataFrame, nn: pd.DataFrame | None, panel: dict[str, pd.DataFrame],
+    def combined_table(self, gbm: pd.DataFrame, nn: pd.DataFrame, panel: dict[str, pd.DataFrame],
                        horizon: int) -> pd.DataFrame:
         """The blend's rows of a forecast table (columns asset, origin, variance, var*, es*) from its members'
-        `horizon`-day rows (nn None with weight 1): what this blend, had its members made these forecasts, would
-        give on the rows both have; `panel` (asset -> daily measures) gives the long-run level. Needs no fitted
-        member."""
+        `horizon`-day rows: what this blend, had its members made these forecasts, would give on the rows both
+        have; `panel` (asset -> daily measures) gives the long-run level. Needs no fitted member."""
         keys = ["asset", "origin"]
-        rows = gbm.assign(nn_variance=np.nan) if nn is None else \
-            gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}), on=keys)
+        rows = gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}), on=keys)
         long = None
         if self.long_share:
             long = np.concatenate([self.long_variance(panel[asset], pd.DatetimeIndex(part["origin"]), horizon)
                                    for asset, part in rows.groupby("asset", sort=False)])
             rows = pd.concat([part for _, part in rows.groupby("asset", sort=False)], ignore_index=True)
-        nn_variance = rows.pop("nn_variance").to_numpy() if self._with_nn else None
-        variance, scale = self.mixed(rows["variance"].to_numpy(), nn_variance, long)
+        variance, scale = self.mixed(rows["variance"].to_numpy(), rows.pop("nn_variance").to_numpy(), long)
         tails = [c for c in rows.columns if c.startswith(("var", "es")) and c != "variance"]
         rows[tails] = rows[tails].to_numpy() * scale[:, None]
         rows["variance"] = variance
