@@ -13,6 +13,8 @@ TINY = {
     "gbm": {"n_estimators": 20, "tail_estimators": 10},
 }
 TINY["blend"] = {"gbm": TINY["gbm"], "nn": TINY["nn"]}  # the two above, blended (volmargin.models.blend)
+# the GBM config's kind of model: a blend of weight 1, the GBM alone mixed with the long-run level (bundle `gbm_level`)
+GBM_LEVEL = {"weight": 1.0, "long_share": 0.1, "gbm": TINY["gbm"]}
 
 
 @pytest.fixture(scope="module")
@@ -29,5 +31,7 @@ def bundles(panel, tmp_path_factory) -> dict:
     from volmargin.models import make_forecaster
 
     root = tmp_path_factory.mktemp("models")
-    return {name: write_bundle(make_forecaster(name, **params).fit_panel(panel), panel, root)
+    made = {name: write_bundle(make_forecaster(name, **params).fit_panel(panel), panel, root)
             for name, params in TINY.items()}
+    made["gbm_level"] = write_bundle(make_forecaster("blend", **GBM_LEVEL).fit_panel(panel), panel, root, "gbm_level")
+    return made

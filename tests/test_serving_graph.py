@@ -88,7 +88,7 @@ def _windows(panel: dict, runtime: vs.Runtime) -> tuple[np.ndarray, np.ndarray]:
     return daily, days.astype("datetime64[D]")
 
 
-@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize("name", [*TINY, "gbm_level"])
 def test_fast_path_forecasts_equal_the_careful_path(name, bundles, panel):
     runtime, careful = vs.load(bundles[name]), vs.load(bundles[name], fast=False)
     assert runtime._fast is not None and careful._fast is None

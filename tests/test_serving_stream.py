@@ -93,7 +93,7 @@ def _stream(runtime, inputs: np.ndarray, days: np.ndarray):
     return features, forecasts
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend", "gbm_level"])
 def test_state_follows_the_core_on_over_a_thousand_real_days(bundles, real, name):
     """The shared-definition test: a state whose update formulas drift from `compute_features` (training's
     features) or from the careful path fails here."""
@@ -132,7 +132,7 @@ def _edge_inputs(panel: dict[str, pd.DataFrame]) -> tuple[np.ndarray, np.ndarray
     return inputs, days
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend", "gbm_level"])
 def test_state_follows_the_core_through_missing_and_zero_days(bundles, panel, name):
     runtime = vs.load(bundles[name], fast=False)
     inputs, days = _edge_inputs(panel)
@@ -182,7 +182,7 @@ def _assert_same(before: dict, after: dict) -> None:
             assert value == after[key], key
 
 
-@pytest.mark.parametrize("name", ["gbm", "nn", "blend"])
+@pytest.mark.parametrize("name", ["gbm", "nn", "blend", "gbm_level"])
 def test_refused_row_raises_the_careful_error_and_leaves_the_state_unchanged(bundles, panel, name):
     runtime, careful = vs.load(bundles[name]), vs.load(bundles[name], fast=False)
     inputs, days = _arrays(next(iter(panel.values())))
