@@ -469,3 +469,29 @@ def test_margins_cli_is_what_the_runtime_publishes_day_by_day(bundle, calibratio
     assert main(["margins", "--bundle", str(bundle), "--calibration", str(tmp_path / "none.json"), "--data", *files,
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "no calibration set at" in capsys.readouterr().err
+
+
+def test_margins_cli_prices_a_listing_younger_than_the_window_fail_safe_and_names_it(bundle, calibration, runtime,
+                                                                                     panel, tmp_path, capsys):
+    """`--latest` (what a service publishes today) prices every asset: one with fewer days than the bundle's
+    window gets the runtime's fail-safe margin and says why; a replay, which starts at a full window, and
+    `volmargin score` name the assets they could not cover instead of dropping them silently."""
+    from volmargin.cli import main
+    from volmargin.data import write_synthetic_csv
+
+    files = sorted(str(p) for p in write_synthetic_csv(tmp_path / "data", n_assets=3, days=500, seed=4))
+    assert ASSETS[0] in files[0]
+    young = pd.read_csv(files[0]).tail(24 * (runtime.history_days - 20))  # the newest days only
+    young.to_csv(files[0], index=False)
+    args = ["--bundle", str(bundle), "--data", *files, "--quiet"]
+    assert main(["margins", *args, "--latest", "--out", str(tmp_path / "last.csv")]) == 0
+    last = pd.read_csv(tmp_path / "last.csv").set_index(["asset", "side"])
+    assert len(last) == 2 * len(ASSETS) and last.loc[ASSETS[0], "fail_safe"].all()
+    assert last.loc[ASSETS[0], "reason"].str.contains(f"the model needs {runtime.history_days}").all()
+    assert not last.drop(index=ASSETS[0])["fail_safe"].any()
+    capsys.readouterr()
+    start = panel[ASSETS[1]].index[-30].date()
+    assert main(["margins", *args, "--start", str(start), "--out", str(tmp_path / "m.csv")]) == 0
+    assert f"no margin for 1 asset(s) with less history than {bundle} needs: {ASSETS[0]}" in capsys.readouterr().out
+    assert main(["score", *args, "--out", str(tmp_path / "s.csv")]) == 0
+    assert f"no forecast for 1 asset(s) with less history than {bundle} needs: {ASSETS[0]}" in capsys.readouterr().out

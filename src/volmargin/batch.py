@@ -74,18 +74,19 @@ def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest
 def serve_asset(files: dict[str, bytes], calibration: bytes, asset: str, daily: pd.DataFrame,
                 latest: bool = False, start: pd.Timestamp | None = None) -> pd.DataFrame:
     """The margins a service running the bundle with `calibration` would have published for one asset on
-    each day from `start` with enough history (or the newest only), each priced as of the next day from the
-    rows known then, with the day before's margins as `previous` (the policy's buffer and speed limits carry
-    over; the first day is a first margin): one row per origin and side, fail-safe flags and reasons."""
+    each day from `start` with enough history (or the newest only, whatever the history: a listing younger
+    than the bundle's window is priced fail safe, as a service would price it), each priced as of the next day
+    from the rows known then, with the day before's margins as `previous` (the policy's buffer and speed limits
+    carry over; the first day is a first margin): one row per origin and side, fail-safe flags and reasons."""
     runtime = runtime_from_files(files, calibration)
     n = runtime.history_days
-    first = max(n - 1, len(daily) - 1 if latest else 0, 0 if start is None else int(daily.index.searchsorted(start)))
+    first = max(len(daily) - 1 if latest else n - 1, 0 if start is None else int(daily.index.searchsorted(start)))
     if first >= len(daily):
         return pd.DataFrame()
     inputs, dates = serving_arrays(daily)
     rows, previous = [], None
     for end in range(first, len(daily)):
-        window = slice(end - n + 1, end + 1)
+        window = slice(max(end - n + 1, 0), end + 1)
         served = runtime.margins([asset], inputs[None, window], dates[None, window], as_of=dates[end] + 1,
                                  previous=previous)
         previous = served.initial

@@ -631,7 +631,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     flagged = int((scored["doubt"] != "").sum())
     print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in {time.perf_counter() - began:.1f} s "
           f"({flagged} on a window a margin service would flag as doubtful: column `doubt`); wrote {args.out}")
+    _print_uncovered(panel, scored, args.bundle, "forecast")
     return 0
+
+
+def _print_uncovered(panel: dict, table: pd.DataFrame, bundle: Path, what: str) -> None:
+    """One line naming the assets of `panel` that got no row: too little history for the bundle's window."""
+    missing = sorted(set(panel) - set(table["asset"]))
+    if missing:
+        print(f"no {what} for {len(missing)} asset(s) with less history than {bundle} needs: "
+              f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
 
 
 def cmd_margins(args: argparse.Namespace) -> int:
@@ -655,6 +664,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
     print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days in "
           f"{time.perf_counter() - began:.1f} s; {int(safe.sum())} of {len(served)} fail-safe (column `reason`); "
           f"wrote {args.out}")
+    _print_uncovered(panel, served, args.bundle, "margin")
     for side, rows in served[~safe].groupby("side"):
         print(f"  {side:>5}, priced by the rule: average initial margin {rows['initial_margin'].mean():.2%}, "
               f"maintenance {rows['maintenance_margin'].mean():.2%}")
