@@ -636,11 +636,17 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _print_uncovered(panel: dict, table: pd.DataFrame, bundle: Path, what: str) -> None:
-    """One line naming the assets of `panel` that got no row: too little history for the bundle's window."""
+    """A line naming the assets of `panel` that got no row for too little history for the bundle's window, and
+    one for the others (a `--start` after their last day)."""
+    from volmargin_serving import load
+
+    history = load(bundle).history_days
     missing = sorted(set(panel) - set(table["asset"]))
-    if missing:
-        print(f"no {what} for {len(missing)} asset(s) with less history than {bundle} needs: "
-              f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    short = [a for a in missing if len(panel[a]) < history]
+    for names, why in ((short, f"with less history than {bundle} needs"), (sorted(set(missing) - set(short)),
+                                                                            "with no day from --start")):
+        if names:
+            print(f"no {what} for {len(names)} asset(s) {why}: {', '.join(names[:10])}{' ...' * (len(names) > 10)}")
 
 
 def cmd_margins(args: argparse.Namespace) -> int:
