@@ -1,11 +1,14 @@
 """Exchange outages on crash days: does a day cut short lower the served margin? Prints the counts.
 
-    .venv/bin/python bench/outages.py [--bundle models/volmargin-crypto-gbm/1] [--next 0]
+    .venv/bin/python bench/outages.py [--bundle BUNDLE] [--next 0]
+
+BUNDLE: a bundle with its calibration set beside it (BUNDLE.calibration.json); by default the newest one the
+main job (`volmargin run --config training/configs/crypto-hourly.yaml`) exported under models/.
 
 For BTC, ETH, SOL, XRP and DOGE (hourly spot files of ../shared/data), on each asset's 15 largest daily
 moves from 2025-01-02, a random 6-hour hole is cut in the day's hourly bars (18 of 24 left: an incomplete
-day) and the served margin of the 150 daily rows up to that day (`--next N`: up to N days later, the
-hole N rows back) is compared with the margin of the true rows, each from a fresh runtime (no memory,
+day) and the served margin of the last 150 daily rows up to that day (the bundle's `history_days` and 30
+more where that is longer; `--next N`: up to N days later, the hole N rows back) is compared with the margin of the true rows, each from a fresh runtime (no memory,
 no `previous`) with the bundle's calibration set. About a minute. `--time`: also the p50 wall time of
 `Runtime.margins` on the cut rows (an incomplete day in the window: priced under two readings, and the
 fail-safe readings where doubtful) against the true rows, one warm runtime each, 30 calls per case.
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import hourly_spot_files  # noqa: E402
 
 ASSETS = ("btcusdt", "ethusdt", "solusdt", "xrpusdt", "dogeusdt")
-HOLE_HOURS, MOVES, ROWS = 6, 15, 150
+HOLE_HOURS, MOVES, MIN_ROWS, SPARE_ROWS = 6, 15, 150, 30
 
 
 def daily_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -38,17 +41,28 @@ def daily_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
 
 
+def newest_main_job_bundle(parser: argparse.ArgumentParser) -> str:
+    """The newest models/volmargin-crypto-*/N with a calibration set (the main job exports its champion so)."""
+    found = sorted(Path("models").glob("volmargin-crypto-*/*.calibration.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        parser.error("no bundle of the main job under models/: run `volmargin run --config "
+                     "training/configs/crypto-hourly.yaml` first, or pass --bundle")
+    return str(found[-1]).removesuffix(".calibration.json")
+
+
 def main() -> None:
     import volmargin_serving as vs
     from volmargin.data import load_panel
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", default="models/volmargin-crypto-gbm/1")
+    parser.add_argument("--bundle", help="default: the main job's newest bundle under models/")
     parser.add_argument("--next", type=int, default=0, help="price N days after the outage")
     parser.add_argument("--time", action="store_true", help="also time the margins of the cut and the true rows")
     args = parser.parse_args()
+    args.bundle = args.bundle or newest_main_job_bundle(parser)
     calibration = f"{args.bundle}.calibration.json"
     rng = np.random.default_rng(5)
+    rows_sent = max(MIN_ROWS, vs.load(args.bundle).history_days + SPARE_ROWS)  # the bundle's window and some more
     bars = load_panel([f for f in hourly_spot_files() if any(f"binance_{a}_1h" in f.name for a in ASSETS)])
     ratios, timings = [], []
     for asset, asset_bars in bars.items():
@@ -64,12 +78,12 @@ def main() -> None:
             last_bar = pd.Timestamp(dates[end]).tz_localize("UTC") + pd.Timedelta(hours=23)
             cut, cut_dates = daily_arrays(kept.loc[:last_bar])
             true = vs.load(args.bundle, calibration=calibration).margins(
-                [asset], [rows[end - ROWS + 1:end + 1]], [dates[end - ROWS + 1:end + 1]], as_of=dates[end])
+                [asset], [rows[end - rows_sent + 1:end + 1]], [dates[end - rows_sent + 1:end + 1]], as_of=dates[end])
             served = vs.load(args.bundle, calibration=calibration).margins(
-                [asset], [cut[-ROWS:]], [cut_dates[-ROWS:]], as_of=dates[end])
+                [asset], [cut[-rows_sent:]], [cut_dates[-rows_sent:]], as_of=dates[end])
             ratios.append((asset, float((served.initial / true.initial).min())))
             if args.time:
-                timings.append([p50_seconds(vs.load(args.bundle, calibration=calibration), asset, r[-ROWS:], d[-ROWS:],
+                timings.append([p50_seconds(vs.load(args.bundle, calibration=calibration), asset, r[-rows_sent:], d[-rows_sent:],
                                             dates[end]) for r, d in ((cut, cut_dates), (rows[:end + 1], dates[:end + 1]))])
     table = pd.DataFrame(ratios, columns=["asset", "ratio"])
     lowered = table[table["ratio"] < 1 - 1e-12]

@@ -643,6 +643,29 @@ def test_a_blend_of_weight_one_is_the_gbm_mixed_with_the_level_and_exports_witho
         BlendForecaster.from_members(gbm, None, 0.7)
 
 
+def test_a_blend_of_weight_one_needs_no_network_in_a_run_or_a_backtest(panel):
+    """A run config with a weight-1 blend and no GRU loads (the blend takes the run's gbm parameters); the
+    backtest then combines the blend from the gbm's forecasts alone, equal to a blend walked forward on its own.
+    A blend with a GRU part still needs the GRU's parameters."""
+    from volmargin.config import RunConfig
+    from volmargin.evaluation.backtest import BacktestConfig, derived_blend, run_backtest
+
+    run = RunConfig(learned={"gbm": TINY["gbm"], "blend": {"weight": 1.0, "long_share": 0.1}})
+    assert run.learned["blend"] == {"weight": 1.0, "long_share": 0.1, "gbm": TINY["gbm"]}
+    with pytest.raises(ConfigError, match="nn member"):
+        RunConfig(learned={"gbm": TINY["gbm"], "blend": {"weight": 0.9}})
+    params = {"gbm": TINY["gbm"], "blend": run.learned["blend"]}
+    config = BacktestConfig(models=("gbm", "blend"), split=_split(panel), levels=LEVELS, model_params=params)
+    assert derived_blend(config, ["gbm", "blend"]) == "blend"
+    table, timings = run_backtest(panel, config, progress=False)
+    walked = panel_historical_forecasts(panel, lambda: make_forecaster("blend", **params["blend"]), _split(panel), LEVELS)
+    rows = table[table["model"] == "blend"]
+    assert set(timings["model"]) == {"gbm", "blend"} and len(rows) == sum(len(f) for f in walked.values())
+    for asset, frame in walked.items():
+        got = rows[rows["asset"] == asset].set_index("origin")[_forecast_columns(frame)]
+        np.testing.assert_allclose(got.to_numpy(), frame.set_index("origin")[got.columns].to_numpy(), rtol=1e-12)
+
+
 def test_a_backtest_combines_the_blend_from_its_members_as_a_fitted_blend_would_forecast(panel):
     """With the run's own gbm and nn as its members, the backtest combines their forecasts instead of refitting
     both again; the rows equal a blend walked forward on its own. Members of other parameters: fitted."""

@@ -179,8 +179,10 @@ class RunConfig:
         if not self.learned or unknown:
             raise ConfigError(f"learned: expected a mapping with nn, gbm and/or blend, got {sorted(self.learned)}")
         if "blend" in self.learned:  # members not given: the run's own gbm and nn (last, so it can reuse them)
+            from volmargin.models.blend import BlendForecaster
+
             blend = dict(self.learned["blend"] or {})
-            for member in ("gbm", "nn"):
+            for member in BlendForecaster.members(blend):
                 if member not in blend:
                     if member not in self.learned:
                         raise ConfigError(f"learned.blend: give its {member} member's parameters (blend: {{{member}: "

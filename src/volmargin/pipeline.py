@@ -109,12 +109,12 @@ def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):
     from volmargin.training import fit_and_evaluate
 
     params = run.cfg.learned["blend"]
-    if any(params[m] != run.cfg.learned.get(m) or m not in evaluated for m in ("gbm", "nn")):
+    if any(params[m] != run.cfg.learned.get(m) or m not in evaluated for m in BlendForecaster.members(params)):
         return fit_and_evaluate(run.cfg.train_config("blend"), run.panel, run.progress)
     blend = BlendForecaster(**params)
-    model = BlendForecaster.from_members(run.models["gbm"], run.models["nn"], blend.weight, blend.long_share,
+    model = BlendForecaster.from_members(run.models["gbm"], run.models.get("nn"), blend.weight, blend.long_share,
                                          blend.long_days)
-    table = model.combined_table(evaluated["gbm"], evaluated["nn"], run.panel, model.horizon_)
+    table = model.combined_table(evaluated["gbm"], evaluated.get("nn"), run.panel, model.horizon_)
     return model, table.assign(model="blend")
 
 

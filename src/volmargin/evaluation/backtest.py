@@ -26,6 +26,7 @@ from volmargin.evaluation.walkforward import WalkForwardSplit, historical_foreca
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
+from volmargin.models.blend import BlendForecaster
 from volmargin.progress import progress_counter
 
 
@@ -160,13 +161,14 @@ def global_forecasts(panel: dict[str, pd.DataFrame], fitted: list[str], derived:
 
 
 def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | None:
-    """'blend' where its members are the run's own gbm and nn (same parameters and refits): its forecasts are
-    then combined from theirs (`BlendForecaster.combined_table`) instead of refitting both again."""
-    if not {"blend", "gbm", "nn"} <= set(global_models):
-        return None
+    """'blend' where its members are the run's own gbm and nn (the gbm alone with weight 1; same parameters and
+    refits): its forecasts are then combined from theirs (`BlendForecaster.combined_table`) instead of refitting
+    both again."""
     params = config.model_params.get("blend", {})
+    if "blend" not in global_models or not set(BlendForecaster.members(params)) <= set(global_models):
+        return None
     same = all((params.get(m) or {}) == config.model_params.get(m, {}) and config.split_for(m) == config.split_for("blend")
-               for m in ("gbm", "nn"))
+               for m in BlendForecaster.members(params))
     return "blend" if same and "levels" not in params else None
 
 
@@ -174,10 +176,12 @@ def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: Bac
                panel: dict[str, pd.DataFrame]) -> tuple[list[pd.DataFrame], float]:
     """The blend's per-asset forecast frames from its members' (`derived_blend`)."""
     began = time.perf_counter()
-    blend = make_forecaster("blend", **config.model_params.get("blend", {}))
-    members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty} for m in ("gbm", "nn")}
-    frames = [blend.combined_table(frame, members["nn"][asset], panel, config.horizon).assign(model="blend")
-              for asset, frame in members["gbm"].items() if asset in members["nn"]]
+    params = config.model_params.get("blend", {})
+    blend = make_forecaster("blend", **params)
+    members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty} for m in BlendForecaster.members(params)}
+    nn = members.get("nn")
+    frames = [blend.combined_table(frame, None if nn is None else nn[asset], panel, config.horizon).assign(model="blend")
+              for asset, frame in members["gbm"].items() if nn is None or asset in nn]
     return frames, time.perf_counter() - began
 
 

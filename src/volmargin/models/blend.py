@@ -83,6 +83,12 @@ class BlendForecaster(GlobalForecaster):
         """Whether the GRU has a part (weight < 1)."""
         return self.weight < 1
 
+    @classmethod
+    def members(cls, params: dict) -> tuple[str, ...]:
+        """The members a blend of these parameters reads: the GBM, and the GRU unless its weight is 1."""
+        weight = params.get("weight", cls().weight)
+        return ("gbm", "nn") if cls(weight=weight)._with_nn else ("gbm",)
+
     def _check_members(self) -> None:
         self._check_params()
         gbm, nn = self.gbm_, self.nn_
@@ -190,19 +196,25 @@ class BlendForecaster(GlobalForecaster):
         return Forecast(origins, gbm.horizon, variance, gbm.levels, {s: v * scale[:, None] for s, v in gbm.var.items()},
                         {s: v * scale[:, None] for s, v in gbm.es.items()})
 
-    def combined_table(self, gbm: pd.DataFrame, nn: pd.DataFrame, panel: dict[str, pd.DataFrame],
+    def combined_table(self, gbm: pd.DataFrame, nn: pd.DataFrame | None, panel: dict[str, pd.DataFrame],
                        horizon: int) -> pd.DataFrame:
         """The blend's rows of a forecast table (columns asset, origin, variance, var*, es*) from its members'
-        `horizon`-day rows: what this blend, had its members made these forecasts, would give on the rows both
-        have; `panel` (asset -> daily measures) gives the long-run level. Needs no fitted member."""
+        `horizon`-day rows (`nn` None with weight 1): what this blend, had its members made these forecasts, would
+        give on the rows both have; `panel` (asset -> daily measures) gives the long-run level. Needs no fitted
+        member."""
         keys = ["asset", "origin"]
-        rows = gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}), on=keys)
+        if self._with_nn and nn is None:
+            raise ValueError(f"blend: weight {self.weight} needs the nn member's forecasts")
+        nn = nn if self._with_nn else None
+        rows = gbm.copy() if nn is None else gbm.merge(nn[[*keys, "variance"]].rename(columns={"variance": "nn_variance"}),
+                                                        on=keys)
         long = None
         if self.long_share:
             long = np.concatenate([self.long_variance(panel[asset], pd.DatetimeIndex(part["origin"]), horizon)
                                    for asset, part in rows.groupby("asset", sort=False)])
             rows = pd.concat([part for _, part in rows.groupby("asset", sort=False)], ignore_index=True)
-        variance, scale = self.mixed(rows["variance"].to_numpy(), rows.pop("nn_variance").to_numpy(), long)
+        nn_variance = rows.pop("nn_variance").to_numpy() if nn is not None else None
+        variance, scale = self.mixed(rows["variance"].to_numpy(), nn_variance, long)
         tails = [c for c in rows.columns if c.startswith(("var", "es")) and c != "variance"]
         rows[tails] = rows[tails].to_numpy() * scale[:, None]
         rows["variance"] = variance
