@@ -188,7 +188,11 @@ def main() -> None:
         parts.update({label: (lambda v=v, label=label: learned_forecasts(panel, label, *v[:2], split, levels, v[2]))
                       for label, v in variants.items()})
         frames = [_cached(args.out / f"part-{key}.parquet", produce) for key, produce in parts.items()]
-        forecasts = pd.concat(frames, ignore_index=True)
+        # the variants earlier calls left in this folder stay in its table (later benches read them from it)
+        earlier = [pd.read_parquet(part) for part in sorted(args.out.glob("part-*.parquet"))
+                   if part.stem.removeprefix("part-") not in parts]
+        learned += tuple(model for frame in earlier for model in frame["model"].unique())
+        forecasts = pd.concat(frames + earlier, ignore_index=True)
         write_frame(forecasts, path)
     pd.set_option("display.width", 250)
     first = forecasts["date"].min()
