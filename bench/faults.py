@@ -1,10 +1,12 @@
 """Bad input, tampering and faults, tried as a user and an attacker would; prints the counts.
 
     .venv/bin/python bench/faults.py [--trials 3] [--kills 3]
+    .venv/bin/python bench/faults.py --bundle BUNDLE     # section 1 alone, on an exported bundle
 
 1. Margins from bad data, on real data: a small boosting bundle trained on six hourly spot files up to
    2021-12-31 and calibrated with `volmargin calibrate`'s code on the rest; for each asset, on its 20
-   largest-move days after 2022 and 20 others, the 150 daily rows up to that day are corrupted at random
+   largest-move days after 2022 and 20 others, the 150 daily rows up to that day (the bundle's `history_days`
+   and 30 more where that is longer) are corrupted at random
    (bad values, stale prices, re-sent rows, outages, gaps, repeated and future dates) and priced by a fresh
    runtime (no memory); the served margin and haircut are compared with those of the same rows
    uncorrupted. Inputs unusable as a whole (integers, too few rows) are priced by a runtime that priced
@@ -52,7 +54,9 @@ COMPLETE_COLUMN = INPUT_COLUMNS.index("complete")
 # ------------------------------------------------------------------ 1. margins from bad data
 
 
-def real_bundle(folder: Path):
+def real_bundle(folder: Path, given: Path | None = None):
+    """A bundle, its calibration set and the six assets' daily panel: the bench's own small bundle, or `given`
+    (an exported bundle: its calibration set beside it, BUNDLE.calibration.json, or one calibrated here)."""
     from volmargin.batch import score_panel
     from volmargin.calibration import PolicyConfig
     from volmargin.calibration.bundle import calibrate_bundle
@@ -66,9 +70,14 @@ def real_bundle(folder: Path):
     files = [f for f in hourly_spot_files() if any(f"binance_{a}_" in f.name for a in ASSETS)]
     bars = load_panel(files)
     panel = daily_panel(bars)
-    train = {a: d.loc[:"2021-12-31"] for a, d in panel.items()}
-    model = make_forecaster("gbm", n_estimators=60, tail_estimators=30).fit_panel(train)
-    bundle = write_bundle(model, train, folder, provenance={"training": {"train_end": "2021-12-31"}})
+    if given is not None and Path(f"{given}.calibration.json").is_file():
+        return given, Path(f"{given}.calibration.json"), panel
+    if given is None:
+        train = {a: d.loc[:"2021-12-31"] for a, d in panel.items()}
+        model = make_forecaster("gbm", n_estimators=60, tail_estimators=30).fit_panel(train)
+        bundle = write_bundle(model, train, folder, provenance={"training": {"train_end": "2021-12-31"}})
+    else:
+        bundle = given
     policy = PolicyConfig(**APC_POLICY)  # the default policy of `volmargin run`
     scored = score_panel(bundle, panel, progress=False)
     parameters, _, _ = calibrate_bundle(bundle, scored, panel, policy, None, bars)
@@ -110,7 +119,7 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
     return (inputs, dates), newest
 
 
-def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
+def margins_from_bad_data(trials: int, addon: float | None = None, given: Path | None = None) -> dict:
     import volmargin_serving as vs
     from volmargin.features.learned import daily_inputs
     from volmargin_serving import margins as serving_margins
@@ -118,7 +127,8 @@ def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
     if addon is not None:
         serving_margins.DOUBT_ADDON = addon
     folder = Path(tempfile.mkdtemp(prefix="faults-bundle-"))
-    bundle, calibration, panel = real_bundle(folder)
+    bundle, calibration, panel = real_bundle(folder, given)
+    length = max(150, vs.load(bundle).history_days + 30)  # the rows sent: the bundle's window and more
     rng = np.random.default_rng(11)
     counts = {"cases": 0, "fail_safe": 0, "lowered": 0, "worst_shortfall": 0.0, "whole_cases": 0, "whole_lowered": 0,
               "newest_cases": 0, "newest_lowered": 0}
@@ -128,7 +138,7 @@ def margins_from_bad_data(trials: int, addon: float | None = None) -> dict:
         moves = daily["ret"].abs().sort_values(ascending=False).index
         days = list(moves[:20]) + list(rng.choice(moves[20:], 20, replace=False))
         for day in days:
-            rows = panel[asset].loc[:day].iloc[-150:]
+            rows = panel[asset].loc[:day].iloc[-length:]
             columns = daily_inputs(rows)
             inputs = np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS])
             dates = rows.index.tz_convert(None).to_numpy().astype("datetime64[D]")
@@ -410,13 +420,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=3, help="corruptions per asset and day (default 3)")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per command (default 3)")
+    parser.add_argument("--bundle", type=Path, help="section 1 only, on this exported bundle (calibrated here "
+                        "unless BUNDLE.calibration.json is beside it)")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='faults-mlflow-')}/mlflow.db"
     work = Path(tempfile.mkdtemp(prefix="faults-"))
 
     began = time.perf_counter()
-    margins = margins_from_bad_data(args.trials)
-    without_addon = margins_from_bad_data(args.trials, addon=0.0)
+    margins = margins_from_bad_data(args.trials, given=args.bundle)
+    without_addon = margins_from_bad_data(args.trials, addon=0.0, given=args.bundle)
     print(f"1. margins from bad data ({time.perf_counter() - began:.0f} s): {margins['cases']} corrupted windows of "
           f"real data, {margins['fail_safe']} priced fail-safe, lowered {margins['lowered']} "
           f"(worst shortfall {margins['worst_shortfall']:.2%}; {margins['newest_lowered']} of them with the newest row "
@@ -424,6 +436,8 @@ def main() -> None:
           f"{margins['whole_cases']}, lowered {margins['whole_lowered']}")
     print(f"   without the 25% doubt add-on: lowered {without_addon['lowered']} of {without_addon['cases']} "
           f"(worst shortfall {without_addon['worst_shortfall']:.2%})")
+    if args.bundle is not None:
+        return
     flags = doubt_flags_on_clean_data()
     print(f"   clean real data flagged doubtful: {flags['flagged']} of {flags['days']} sampled asset-days "
           f"({flags['flagged'] / max(flags['days'], 1):.2%}) of {flags['files']} files; assets: "

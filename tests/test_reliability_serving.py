@@ -122,6 +122,20 @@ def test_a_return_larger_than_its_days_variance_allows_is_impossible(served, run
     assert got.fail_safe[0].all() and (got.initial[0] >= clean.initial[0]).all()
 
 
+def test_a_return_no_hourly_day_could_make_is_doubtful(served, runtime, clean):
+    """ret^2 = 30 x rv: possible from minute bars (<= 1440 x rv), so not refused, but more than 24 hourly bars
+    allow (real hourly days reach 11): flagged, priced over its readings, never below the true rows."""
+    inputs = served.inputs.copy()
+    inputs[0, -37, COLUMN["ret"]] = -np.sqrt(30 * inputs[0, -37, COLUMN["rv"]])
+    runtime.forecast_daily(inputs[0], served.dates[0], as_of=served.as_of)  # not refused
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "larger than 24 hourly bars" in got.reason[0, 0]
+    assert not got.fail_safe[1:].any()
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    inputs[0, -37, COLUMN["ret"]] = -np.sqrt(23 * inputs[0, -37, COLUMN["rv"]])
+    assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
+
+
 FROZEN = ("ret", "rv", "bv", "parkinson", "rogers_satchell")  # a day on which the price never moved
 
 

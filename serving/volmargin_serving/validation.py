@@ -35,6 +35,11 @@ FLAGS = frozenset({"complete"})  # 0/1 columns
 # ret^2 <= n x rv. With n at most one bar a minute, a larger return is not a number any market printed
 # (e.g. -1e300, which the features would clip into a plausible-looking crash).
 MAX_BARS_PER_DAY = 1440
+# A return that 24 hourly bars could not make (ret^2 > 24 x rv) is possible from minute bars but doubtful: on the
+# 150,935 asset-days of the 129 hourly spot files ret^2 / rv reaches 11.05 (99.99%: 8.7). Unflagged, a -100%
+# return 37 days back lowered a served margin by 1.4% (bench/faults.py on the exported bundles): the features
+# clip it into a plausible crash and the model is not monotone in them.
+DOUBT_RETURN_BARS = 24
 # An incomplete day (bars missing: an outage, and outages come on crash days) among the last this many rows
 # is doubtful: the daily and weekly measures (5 days) read its partial moves as missing. On 2025's largest
 # moves of five large caps a 6-hour outage lowered the served margin in 18 of 75 cases on the day and 5, 4,
@@ -86,7 +91,7 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
     """(assets, days, columns) True where a possible value lies far outside its asset's window (along
     the days axis): a variance measure or volume above `DOUBT_RATIO` x the median of its column, a
     volume, rv or Parkinson variance below 1 / `DOUBT_RATIO` x it, a squared return above `DOUBT_RATIO` x
-    the median rv, a row equal to the one before it in every column, or a newest day that is incomplete."""
+    the median rv or above `DOUBT_RETURN_BARS` x its own day's rv, a row equal to the one before it in every column, or a newest day that is incomplete."""
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -101,7 +106,9 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
                 doubt[..., j] = usable[..., j] & ((value > DOUBT_RATIO * typical) | low)
         if "ret" in columns and "rv" in columns:
             j, rv = columns.index("ret"), columns.index("rv")
-            doubt[..., j] = usable[..., rv] & (np.square(batch[..., j]) > DOUBT_RATIO * median[..., rv])
+            squared = np.square(batch[..., j])
+            doubt[..., j] = (usable[..., rv] & (squared > DOUBT_RATIO * median[..., rv])) | (
+                squared > DOUBT_RETURN_BARS * batch[..., rv] * (1 + 1e-9))
     doubt[..., 1:, :] |= _resent(batch)[..., None]
     if "complete" in columns:
         doubt[..., -RECENT_INCOMPLETE_DAYS:, columns.index("complete")] |= _cut_short(batch, columns)
@@ -140,6 +147,11 @@ def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
     if row > 0 and _resent(batch[row - 1:row + 1])[0]:
         return (f"doubtful input: {name(row)} repeats {name(row - 1)} in every column (a feed "
                 "re-sending the day before?); priced fail-safe over every reading of it")
+    if columns[column] == "ret" and "rv" in columns and (
+            batch[row, column] ** 2 > DOUBT_RETURN_BARS * batch[row, columns.index("rv")] * (1 + 1e-9)):
+        return (f"doubtful input: {name(row)}, column ret = {batch[row, column]:g} is larger than "
+                f"{DOUBT_RETURN_BARS} hourly bars with that day's rv allow (ret^2 <= {DOUBT_RETURN_BARS} x rv); "
+                "priced fail-safe over every reading of it")
     return (f"doubtful input: {name(row)}, column {columns[column]} = {batch[row, column]:g} is over "
             f"{DOUBT_RATIO:g} times from its window's median; priced fail-safe over every reading of it")
 
