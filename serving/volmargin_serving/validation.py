@@ -91,7 +91,8 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
     """(assets, days, columns) True where a possible value lies far outside its asset's window (along
     the days axis): a variance measure or volume above `DOUBT_RATIO` x the median of its column, a
     volume, rv or Parkinson variance below 1 / `DOUBT_RATIO` x it, a squared return above `DOUBT_RATIO` x
-    the median rv or above `DOUBT_RETURN_BARS` x its own day's rv, a row equal to the one before it in every column, or a newest day that is incomplete."""
+    the median rv or above `DOUBT_RETURN_BARS` x its own day's rv, a row equal to the one before it in every
+    column, or a newest day that is incomplete."""
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
     with np.errstate(invalid="ignore", over="ignore"):

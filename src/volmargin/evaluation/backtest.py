@@ -178,10 +178,11 @@ def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: Bac
     began = time.perf_counter()
     params = config.model_params.get("blend", {})
     blend = make_forecaster("blend", **params)
-    members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty} for m in BlendForecaster.members(params)}
+    members = {m: {f["asset"].iloc[0]: f for f in results[m][0] if not f.empty}
+               for m in BlendForecaster.members(params)}
     nn = members.get("nn")
-    frames = [blend.combined_table(frame, None if nn is None else nn[asset], panel, config.horizon).assign(model="blend")
-              for asset, frame in members["gbm"].items() if nn is None or asset in nn]
+    frames = [blend.combined_table(frame, None if nn is None else nn[asset], panel, config.horizon)
+              .assign(model="blend") for asset, frame in members["gbm"].items() if nn is None or asset in nn]
     return frames, time.perf_counter() - began
 
 
