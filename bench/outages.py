@@ -8,9 +8,9 @@ main job (`volmargin run --config training/configs/crypto-hourly.yaml`) exported
 For BTC, ETH, SOL, XRP and DOGE (hourly spot files of ../shared/data), on each asset's 15 largest daily
 moves from 2025-01-02, a random 6-hour hole is cut in the day's hourly bars (18 of 24 left: an incomplete
 day) and the served margin of the last 150 daily rows up to that day (the bundle's `history_days` and 30
-more where that is longer; `--next N`: up to N days later, the hole N rows back) is compared with the margin of the true rows, each from a fresh runtime (no memory,
-no `previous`) with the bundle's calibration set. About a minute. `--time`: also the p50 wall time of
-`Runtime.margins` on the cut rows (an incomplete day in the window: priced under two readings, and the
+more where that is longer; `--next N`: up to N days later, the hole N rows back) is compared with the margin
+of the true rows, each from a fresh runtime (no memory, no `previous`) with the bundle's calibration set.
+About a minute. `--time`: also the p50 wall time of `Runtime.margins` on the cut rows (an incomplete day in the window: priced under two readings, and the
 fail-safe readings where doubtful) against the true rows, one warm runtime each, 30 calls per case.
 """
 
@@ -83,8 +83,9 @@ def main() -> None:
                 [asset], [cut[-rows_sent:]], [cut_dates[-rows_sent:]], as_of=dates[end])
             ratios.append((asset, float((served.initial / true.initial).min())))
             if args.time:
-                timings.append([p50_seconds(vs.load(args.bundle, calibration=calibration), asset, r[-rows_sent:], d[-rows_sent:],
-                                            dates[end]) for r, d in ((cut, cut_dates), (rows[:end + 1], dates[:end + 1]))])
+                timings.append([p50_seconds(vs.load(args.bundle, calibration=calibration), asset, r[-rows_sent:],
+                                            d[-rows_sent:], dates[end])
+                                for r, d in ((cut, cut_dates), (rows[:end + 1], dates[:end + 1]))])
     table = pd.DataFrame(ratios, columns=["asset", "ratio"])
     lowered = table[table["ratio"] < 1 - 1e-12]
     print(table.groupby("asset")["ratio"].agg(["count", "min", "median"]).round(3).to_string())
