@@ -10,8 +10,9 @@ moves from 2025-01-02, a random 6-hour hole is cut in the day's hourly bars (18 
 day) and the served margin of the last 150 daily rows up to that day (the bundle's `history_days` and 30
 more where that is longer; `--next N`: up to N days later, the hole N rows back) is compared with the margin
 of the true rows, each from a fresh runtime (no memory, no `previous`) with the bundle's calibration set.
-About a minute. `--time`: also the p50 wall time of `Runtime.margins` on the cut rows (an incomplete day in the window: priced under two readings, and the
-fail-safe readings where doubtful) against the true rows, one warm runtime each, 30 calls per case.
+About a minute. `--time`: also the p50 wall time of `Runtime.margins` on the cut rows (an incomplete day in
+the window: priced under two readings, and the fail-safe readings where doubtful) against the true rows, one
+warm runtime each, 30 calls per case.
 """
 
 from __future__ import annotations
