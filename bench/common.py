@@ -35,3 +35,11 @@ def percentiles(call, calls: int, warmup: int = 500, clock=time.perf_counter_ns)
         call()
         times[i] = clock() - began
     return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
+
+
+def rows_to_send(bundle) -> int:
+    """The daily rows a bench sends a bundle per asset: 150, or its `history_days` and 30 more where longer
+    (a 152-day bundle sent 150 rows refuses them all, and every margin is fail-safe)."""
+    import volmargin_serving as vs
+
+    return max(150, vs.load(bundle).history_days + 30)

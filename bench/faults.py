@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hourly_spot_files, shared_data_dir  # noqa: E402
+from common import hourly_spot_files, rows_to_send, shared_data_dir  # noqa: E402
 from volmargin.training import MODEL_FORMAT  # noqa: E402
 from volmargin_serving.features import INPUT_COLUMNS  # noqa: E402
 
@@ -128,7 +128,7 @@ def margins_from_bad_data(trials: int, addon: float | None = None, given: Path |
         serving_margins.DOUBT_ADDON = addon
     folder = Path(tempfile.mkdtemp(prefix="faults-bundle-"))
     bundle, calibration, panel = real_bundle(folder, given)
-    length = max(150, vs.load(bundle).history_days + 30)  # the rows sent: the bundle's window and more
+    length = rows_to_send(bundle)
     rng = np.random.default_rng(11)
     counts = {"cases": 0, "fail_safe": 0, "lowered": 0, "worst_shortfall": 0.0, "whole_cases": 0, "whole_lowered": 0,
               "newest_cases": 0, "newest_lowered": 0}

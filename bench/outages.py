@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hourly_spot_files  # noqa: E402
+from common import hourly_spot_files, rows_to_send  # noqa: E402
 
 ASSETS = ("btcusdt", "ethusdt", "solusdt", "xrpusdt", "dogeusdt")
-HOLE_HOURS, MOVES, MIN_ROWS, SPARE_ROWS = 6, 15, 150, 30
+HOLE_HOURS, MOVES = 6, 15
 
 
 def daily_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +63,7 @@ def main() -> None:
     args.bundle = args.bundle or newest_main_job_bundle(parser)
     calibration = f"{args.bundle}.calibration.json"
     rng = np.random.default_rng(5)
-    rows_sent = max(MIN_ROWS, vs.load(args.bundle).history_days + SPARE_ROWS)  # the bundle's window and some more
+    rows_sent = rows_to_send(args.bundle)
     bars = load_panel([f for f in hourly_spot_files() if any(f"binance_{a}_1h" in f.name for a in ASSETS)])
     ratios, timings = [], []
     for asset, asset_bars in bars.items():
