@@ -5,6 +5,7 @@ Models run with tiny settings on a small synthetic panel so the file stays fast 
 
 import copy
 import logging
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -341,7 +342,7 @@ def test_a_gru_trained_by_log_least_squares_is_smeared_to_the_mean_and_keeps_its
     """`variance_loss="log_ls"`: the variance output learns E[log RV] and the smearing factor lifts it to the
     mean, so that exp(y - m) averages 1 over the rows it was fitted on (also after a warm refit); the tails
     in return units (standardized tail x exp(m / 2)) are those of the unsmeared network; the factor travels in
-    the saved weights and the ONNX graph; a model saved before the factor existed loads with none; an unknown
+    the saved weights and the ONNX graph; a model saved or pickled before the factor existed loads with none; an unknown
     loss is refused."""
     from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
 
@@ -366,6 +367,10 @@ def test_a_gru_trained_by_log_least_squares_is_smeared_to_the_mean_and_keeps_its
     del saved["state_dict"]["smear"]
     torch.save(saved, tmp_path / "older.pt")
     assert float(NeuralForecaster.load(tmp_path / "older.pt").network_.smear) == 0.0
+    older = copy.deepcopy(plain.network_)
+    del older._buffers["smear"]  # a network pickled before the factor existed (an MLflow model's pickle)
+    with torch.no_grad():
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(older))(torch.from_numpy(x)).numpy(), unsmeared)
 
     longer = {asset: daily.iloc[:480] for asset, daily in panel.items()}
     model.fit_panel(longer)  # warm refit: trained unsmeared, smeared again

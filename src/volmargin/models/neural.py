@@ -107,6 +107,11 @@ class VolNet(nn.Module):
         self.register_buffer("smear", torch.zeros(()))  # log smearing factor (variance_loss "log_ls"); 0 in training
         self._init_output()
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "smear" not in self._buffers:  # pickled before the smearing factor (e.g. an older MLflow model)
+            self.register_buffer("smear", torch.zeros(()))
+
     def _init_output(self) -> None:
         """Start from the same forecast for every input: the level variance (m = 0) and a fat-tailed
         unit-variance law (VaR ~2, level steps 0.3, ES - VaR 0.4), so training only has to learn
