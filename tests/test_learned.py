@@ -5,7 +5,6 @@ Models run with tiny settings on a small synthetic panel so the file stays fast 
 
 import copy
 import logging
-import pickle
 
 import numpy as np
 import pandas as pd
@@ -325,59 +324,6 @@ def test_a_gru_ensemble_averages_its_members_and_exports_with_parity(panel, tmp_
     np.testing.assert_array_equal(NeuralForecaster.load(tmp_path / "nn.pt").predict_raw(x), model.predict_raw(x))
     with pytest.raises(ValueError, match="members"):
         NeuralForecaster(**TINY["nn"], members=2, tail_calibration=True).fit_panel(trains)
-
-
-def _smeared_mean(model: NeuralForecaster, trains: dict[str, pd.DataFrame]) -> float:
-    """mean exp(y - m) over the first member's training and validation rows, m the model's own forecast."""
-    data = copy.deepcopy(model)._data(trains)
-    data.setup()
-    network = model.network_ if model.members == 1 else model.network_.members[0]
-    with torch.no_grad():
-        ratios = [torch.exp(rows.targets[:, 0] - network(rows[list(range(len(rows)))][0])[:, 0])
-                  for rows in (data.train_set, data.val_set)]
-    return float(torch.cat(ratios).double().mean())
-
-
-def test_a_gru_trained_by_log_least_squares_is_smeared_to_the_mean_and_keeps_its_tails(panel, tmp_path):
-    """`variance_loss="log_ls"`: the variance output learns E[log RV] and the smearing factor lifts it to the
-    mean, so that exp(y - m) averages 1 over the rows it was fitted on (also after a warm refit); the tails
-    in return units (standardized tail x exp(m / 2)) are those of the unsmeared network; the factor travels in
-    the saved weights and the ONNX graph; a model saved or pickled before the factor existed loads with none; an unknown
-    loss is refused."""
-    from volmargin.export import check_parity, parity_inputs, reference_outputs, to_onnx
-
-    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
-    model = NeuralForecaster(**TINY["nn"], variance_loss="log_ls").fit_panel(trains)
-    smear = float(model.network_.smear)
-    assert smear > 0.05  # Jensen: the mean of a log-normal-ish RV lies above exp(E[log RV])
-    assert _smeared_mean(model, trains) == pytest.approx(1.0, rel=1e-5)
-    plain = copy.deepcopy(model)
-    plain.network_.smear.fill_(0.0)
-    assert _smeared_mean(plain, trains) == pytest.approx(np.exp(smear), rel=1e-5)  # the test has teeth
-    x = parity_inputs(model, panel, rows=256)
-    out, unsmeared = model.predict_raw(x), plain.predict_raw(x)
-    np.testing.assert_allclose(out[:, 0], unsmeared[:, 0] + smear, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(out[:, 1:] * np.exp(out[:, :1] / 2), unsmeared[:, 1:] * np.exp(unsmeared[:, :1] / 2),
-                               rtol=1e-5)
-    check_parity(to_onnx(model), reference_outputs(model, x), x)
-    model.save(tmp_path / "nn.pt")
-    np.testing.assert_array_equal(NeuralForecaster.load(tmp_path / "nn.pt").predict_raw(x), out)
-
-    saved = torch.load(tmp_path / "nn.pt", weights_only=True)
-    del saved["state_dict"]["smear"]
-    torch.save(saved, tmp_path / "older.pt")
-    assert float(NeuralForecaster.load(tmp_path / "older.pt").network_.smear) == 0.0
-    older = copy.deepcopy(plain.network_)
-    del older._buffers["smear"]  # a network pickled before the factor existed (an MLflow model's pickle)
-    with torch.no_grad():
-        np.testing.assert_array_equal(pickle.loads(pickle.dumps(older))(torch.from_numpy(x)).numpy(), unsmeared)
-
-    longer = {asset: daily.iloc[:480] for asset, daily in panel.items()}
-    model.fit_panel(longer)  # warm refit: trained unsmeared, smeared again
-    assert float(model.network_.smear) != smear
-    assert _smeared_mean(model, longer) == pytest.approx(1.0, rel=1e-5)
-    with pytest.raises(ValueError, match="variance_loss"):
-        NeuralForecaster(**TINY["nn"], variance_loss="qlik").fit_panel(trains)
 
 
 @pytest.mark.parametrize("loss, weighted, smearing", [("gamma", True, "global"), ("l2", False, "global"),

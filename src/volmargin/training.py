@@ -26,9 +26,8 @@ from volmargin.models.base import GlobalForecaster
 from volmargin.progress import bars_enabled
 
 # The shape of the pickled learned models in a `volmargin train` folder: bump it whenever a model class gains
-# or loses state (e.g. the GRU's tail_scale, then its smearing factor), so that an older run is refused in one
-# line, not mid-export.
-MODEL_FORMAT = 3
+# or loses state (e.g. the GRU's tail_scale), so that an older run is refused in one line, not mid-export.
+MODEL_FORMAT = 2
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,6 @@ Losses (summed, the tail part weighted by `tail_weight`):
   z_loss uses the detached variance forecast: the tail outputs learn the shape of the standardized
   distribution, and the variance output gets gradients from QLIKE only (the shared encoder from both).
 
-`variance_loss="log_ls"` (the GRU config since session 19) trains the variance output by least squares on y
-instead, a forecast of E[log RV], then adds Duan's smearing factor log mean exp(y - m) over the member's
-training and validation rows (`VolNet.smear`; the tails, learned relative to the unsmeared forecast, are
-divided by sqrt of the factor so that they keep their meaning in return units). The GBM learns its variance
-the same way (log least squares with smearing), and for the same reason: QLIKE's gradient on a jump day is the
-ratio of realized to forecast variance, so a few jump days steer a network that must hold on assets it never
-saw. Chosen on the unseen-asset selection runs (README, "Learned models on assets they never saw").
-
 Ensembles (`members=N`, the crypto configs use 3): N networks trained from seeds seed .. seed + N - 1 (each its
 own initial weights and held-out assets), averaged by `VolEnsemble` into one network to serve and export. On
 unseen assets the GRU's figures move more with its seed than the GBM's (QLIKE / HAR 1.011-1.023 on 2022-2025)
@@ -69,9 +61,6 @@ from volmargin.models.base import SIDES, Forecast, GlobalForecaster, level_tag
 from volmargin.models.distributions import coverage_factor
 
 
-VARIANCE_LOSSES = ("qlike", "log_ls")
-
-
 def output_columns(levels: tuple[float, ...]) -> list[str]:
     """VolNet's output columns: log_var_rel, then per side (long, short) VaR at each level (ascending)
     followed by ES at each level, all of the standardized loss."""
@@ -104,13 +93,7 @@ class VolNet(nn.Module):
             nn.Linear(hidden + n_features, hidden), nn.GELU(), nn.Linear(hidden, 1 + 4 * n_levels)
         )
         self.register_buffer("tail_scale", torch.ones(2, n_levels))
-        self.register_buffer("smear", torch.zeros(()))  # log smearing factor (variance_loss "log_ls"); 0 in training
         self._init_output()
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        if "smear" not in self._buffers:  # pickled before the smearing factor (e.g. an older MLflow model)
-            self.register_buffer("smear", torch.zeros(()))
 
     def _init_output(self) -> None:
         """Start from the same forecast for every input: the level variance (m = 0) and a fat-tailed
@@ -130,11 +113,10 @@ class VolNet(nn.Module):
         raw = self.head(torch.cat([encoded[:, -1], x[:, -1]], dim=1))
         tails = raw[:, 1:].reshape(-1, 2, 2, self.n_levels)  # (batch, side, var/es, level)
         var = torch.cumsum(F.softplus(tails[:, :, 0]), dim=2)
-        scale = self.tail_scale * torch.exp(-0.5 * self.smear)  # tails of z over the smeared variance
-        es = (var + F.softplus(tails[:, :, 1])) * scale
-        var = _running_max(var * scale)
+        es = (var + F.softplus(tails[:, :, 1])) * self.tail_scale
+        var = _running_max(var * self.tail_scale)
         es = torch.maximum(es, var)
-        return torch.cat([raw[:, :1] + self.smear, torch.stack([var, es], dim=2).reshape(-1, 4 * self.n_levels)], dim=1)
+        return torch.cat([raw[:, :1], torch.stack([var, es], dim=2).reshape(-1, 4 * self.n_levels)], dim=1)
 
 
 class VolEnsemble(nn.Module):
@@ -171,19 +153,6 @@ def qlike(y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.exp(d) - d - 1)
 
 
-def _log_smearing(network: VolNet, sets: list, chunk: int = 8192) -> float:
-    """log mean exp(y - m) over the rows of `sets`: the factor that turns a forecast of E[log RV] into one of
-    E[RV] when the residual's law does not depend on the inputs (Duan's smearing)."""
-    residuals = []
-    with torch.no_grad():
-        for rows in sets:
-            for i in range(0, len(rows), chunk):
-                x, y, _ = rows[list(range(i, min(i + chunk, len(rows))))]
-                residuals.append((y - network(x)[:, 0]).double())
-    e = torch.cat(residuals)
-    return float(torch.logsumexp(e, dim=0) - math.log(len(e)))
-
-
 def fz0(loss: torch.Tensor, var: torch.Tensor, es: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
     """Mean FZ0 joint VaR/ES loss for positive losses; `tail` = 1 - level broadcasts over the last axis."""
     return torch.mean(F.relu(loss - var) / (tail * es) + var / es + torch.log(es) - 1)
@@ -193,9 +162,8 @@ class VolLightningModule(L.LightningModule):
     """Losses, metrics and optimiser around a `VolNet`; batches are (windows, y_var, r_std)."""
 
     def __init__(self, network: VolNet, levels: tuple[float, ...], lr: float = 1e-3,
-                 weight_decay: float = 1e-4, tail_weight: float = 1.0, variance_loss: str = "qlike"):
+                 weight_decay: float = 1e-4, tail_weight: float = 1.0):
         super().__init__()
-        self.variance_loss = variance_loss
         self.network = network
         self.lr = lr
         self.weight_decay = weight_decay
@@ -212,8 +180,7 @@ class VolLightningModule(L.LightningModule):
         z = r * torch.exp(-0.5 * m.detach())
         losses = torch.stack([-z, z], dim=1)[:, :, None]  # (batch, side, 1): long loses -z, short +z
         tails = out[:, 1:].reshape(-1, 2, 2, len(self.tail))
-        variance = qlike(y, m) if self.variance_loss == "qlike" else torch.mean((y - m) ** 2)  # "log_ls"
-        return variance, fz0(losses, tails[:, :, 0], tails[:, :, 1], self.tail)
+        return qlike(y, m), fz0(losses, tails[:, :, 0], tails[:, :, 1], self.tail)
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         variance_loss, tail_loss = self._losses(batch)
@@ -408,7 +375,6 @@ class NeuralForecaster(GlobalForecaster):
         weight_decay: float = 1e-4,
         tail_weight: float = 1.0,
         tail_calibration: bool = False,
-        variance_loss: str = "qlike",
         batch_size: int = 512,
         val_fraction: float = 0.15,
         val_assets: float = 0.2,
@@ -431,7 +397,6 @@ class NeuralForecaster(GlobalForecaster):
         self.weight_decay = weight_decay
         self.tail_weight = tail_weight
         self.tail_calibration = tail_calibration  # scale each tail output to its coverage on unseen assets
-        self.variance_loss = variance_loss  # "qlike" or "log_ls": least squares on log RV, then smearing
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.val_assets = val_assets
@@ -464,8 +429,6 @@ class NeuralForecaster(GlobalForecaster):
 
     def fit_panel(self, trains: dict[str, pd.DataFrame], horizon: int = 1) -> "NeuralForecaster":
         levels = check_levels(self.levels)
-        if self.variance_loss not in VARIANCE_LOSSES:
-            raise ValueError(f"variance_loss: {self.variance_loss!r}; one of {', '.join(VARIANCE_LOSSES)}")
         if self.members < 1 or (self.members > 1 and self.tail_calibration):
             raise ValueError(f"members: {self.members!r}; at least 1, and 1 with tail_calibration (its held-out "
                              "assets are another member's training assets)")
@@ -497,18 +460,14 @@ class NeuralForecaster(GlobalForecaster):
         weights: (its data module, best validation loss, epochs, history)."""
         data = self._data_module(frames, seed)
         network.tail_scale.fill_(1.0)  # train (and warm-refit) the uncalibrated tails
-        network.smear.fill_(0.0)
         network.train()
-        module = VolLightningModule(network, self.levels_, self.lr, self.weight_decay, self.tail_weight,
-                                    self.variance_loss)
+        module = VolLightningModule(network, self.levels_, self.lr, self.weight_decay, self.tail_weight)
         keep_best, history = _KeepBest(), _History()
         with _quiet_lightning():
             trainer = self._trainer(self.refit_epochs if warm else self.max_epochs, keep_best, history)
             trainer.fit(module, datamodule=data)
         network.load_state_dict(keep_best.state)
         network.eval()
-        if self.variance_loss == "log_ls":
-            network.smear.fill_(_log_smearing(network, [data.train_set, data.val_set]))
         return data, keep_best.best, trainer.current_epoch, history.rows
 
     def _data_module(self, frames: dict[str, pd.DataFrame], seed: int) -> VolDataModule:
@@ -581,8 +540,6 @@ class NeuralForecaster(GlobalForecaster):
         model.network_ = networks[0] if model.members == 1 else VolEnsemble(networks)
         state = saved["state_dict"]
         state.setdefault("tail_scale", torch.ones(2, len(model.levels_)))  # saved before the tail calibration
-        for key in [k for k in model.network_.state_dict() if k.endswith("smear")]:
-            state.setdefault(key, torch.zeros(()))  # saved before the smearing factor
         model.network_.load_state_dict(state)
         model.network_.eval()
         model.scaler_ = fitted_scaler(saved["scaler"]["mean"].numpy(), saved["scaler"]["scale"].numpy())
