@@ -1,0 +1,85 @@
+"""A learned-model change judged the way the README's rules do: three unseen-asset selection runs, one verdict.
+
+    python bench/selection.py --variants '{"nn3": ["nn", {"members": 3}], "nn3_logls": ["nn", {"members": 3,
+        "variance_loss": "log_ls"}]}' --reference nn3 --candidate nn3_logls [--min-gain 0.003] [--root runs/selection]
+
+Until session 19 the rules read two selection runs, both in 2021; a change that passed them there (the GRU
+trained by log least squares) was neutral on the 2022-2025 report and far worse on 2020. So the selection
+reads three periods, all before the report's first target day (2022-01-01):
+
+- `2021q4`: the 129 assets trained to 2021-09-30, scored over 2021-Q4 (`--min-train 150`: the alts' first year);
+- `2021`: the 29 large caps trained to 2020-12-31, scored over 2021;
+- `2020`: the 29 large caps trained to 2019-12-31, scored over 2020 (the 22 with a year of history by then).
+
+Each run is `bench/unseen_assets.py` with `--models ''` and these variants, in its own folder under `--root`,
+whose parts are reused (a variant is fitted once per folder; its log is `run.log` there). The verdict: the
+candidate is kept if its pooled QLIKE / HAR on the unseen assets is below the reference's by at least
+`--min-gain` on every run. Write the rule and the candidates down before the first run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from unseen_har_blend import ratio_to_har
+
+BENCH = Path(__file__).resolve().parent
+RUNS = {
+    "2021q4": ["--train-end", "2021-09-30", "--score-end", "2021-12-31", "--min-train", "150"],
+    "2021": ["--train-end", "2020-12-31", "--score-end", "2021-12-31", "--top-only"],
+    "2020": ["--train-end", "2019-12-31", "--score-end", "2020-12-31", "--top-only"],
+}
+
+
+def run_selection(variants: str, root: Path, runs: list[str]) -> pd.DataFrame:
+    """QLIKE / HAR on the unseen assets, (model, run), after each run's `bench/unseen_assets.py` call."""
+    ratios = {}
+    for name in runs:
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        began = time.perf_counter()
+        with open(folder / "run.log", "w") as log:
+            subprocess.run([sys.executable, str(BENCH / "unseen_assets.py"), *RUNS[name], "--models", "",
+                            "--variants", variants, "--out", str(folder)], stdout=log, stderr=subprocess.STDOUT,
+                           check=True)
+        ratios[name] = ratio_to_har(pd.read_parquet(folder / "forecasts.parquet"))
+        print(f"  {name}: {time.perf_counter() - began:.0f} s", flush=True)
+    return pd.DataFrame(ratios)
+
+
+def verdict(ratios: pd.DataFrame, reference: str, candidate: str, min_gain: float) -> bool:
+    """Kept when the candidate's QLIKE / HAR is below the reference's by at least `min_gain` on every run."""
+    return bool((ratios.loc[reference] - ratios.loc[candidate] >= min_gain).all())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", required=True, help="JSON label -> [model, params], as bench/unseen_assets.py")
+    parser.add_argument("--reference", required=True, help="the variant as it is")
+    parser.add_argument("--candidate", required=True, help="the change")
+    parser.add_argument("--min-gain", type=float, default=0.003)
+    parser.add_argument("--root", type=Path, default=Path("runs/selection"))
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"a subset of {', '.join(RUNS)}")
+    args = parser.parse_args()
+    labels = set(json.loads(args.variants))
+    if not {args.reference, args.candidate} <= labels:
+        parser.error(f"--reference and --candidate must be labels of --variants ({', '.join(sorted(labels))})")
+    ratios = run_selection(args.variants, args.root, args.runs.split(","))
+    table = ratios.assign(mean=ratios.mean(axis=1)).sort_values("mean")
+    print("\nQLIKE / HAR, unseen assets, selection runs:\n")
+    print(table.to_markdown(floatfmt=".4f"))
+    kept = verdict(ratios, args.reference, args.candidate, args.min_gain)
+    gains = (ratios.loc[args.reference] - ratios.loc[args.candidate]).round(4).to_dict()
+    print(f"\n{args.candidate} against {args.reference}: gain per run {gains}; "
+          f"{'KEPT' if kept else 'not kept'} (>= {args.min_gain} on every run)")
+
+
+if __name__ == "__main__":
+    main()
