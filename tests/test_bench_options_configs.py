@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_modules import bench_modules
 
 
 @pytest.fixture(scope="module")
 def configs():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("options_configs")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_modules("options_configs") as (module,):
+        yield module
 
 
 def _table(configs, calibration: dict[str, float], failing: dict[str, str]) -> pd.DataFrame:

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
+from bench_modules import bench_modules
 
 from volmargin.risk import portfolio as pf
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 @pytest.fixture(scope="module")
 def benches():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("portfolio_measure"), importlib.import_module("portfolio_weight")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_modules("portfolio_measure", "portfolio_weight") as modules:
+        yield modules
 
 
 def _rows(candidate: str, period: str, classes: dict[str, tuple[float, float]], margin: float) -> list[dict]:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from bench_modules import bench_modules
 
 
 @pytest.fixture(scope="module")
 def selection():
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield importlib.import_module("selection")
-    finally:
-        sys.path.remove(str(BENCH))
+    with bench_modules("selection") as (module,):
+        yield module
 
 
 def test_a_change_is_kept_only_if_it_gains_on_every_run(selection):
