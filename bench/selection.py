@@ -1,7 +1,7 @@
 """A learned-model change judged the way the README's rules do: three unseen-asset selection runs, one verdict.
 
-    python bench/selection.py --variants '{"nn3": ["nn", {"members": 3}], "nn3_logls": ["nn", {"members": 3,
-        "variance_loss": "log_ls"}]}' --reference nn3 --candidate nn3_logls [--min-gain 0.003] [--root runs/selection]
+    python bench/selection.py --variants '{"gbm": ["gbm", {}], "gbm_rv": ["blend", {"weight": 1.0, "long_share":
+        0.1}]}' --reference gbm --candidate gbm_rv [--min-gain 0.003] [--root runs/selection]
 
 Until session 19 the rules read two selection runs, both in 2021; a change that passed them there (the GRU
 trained by log least squares) was neutral on the 2022-2025 report and far worse on 2020. So the selection
@@ -14,7 +14,8 @@ reads three periods, all before the report's first target day (2022-01-01):
 Each run is `bench/unseen_assets.py` with `--models ''` and these variants, in its own folder under `--root`,
 whose parts are reused (a variant is fitted once per folder; its log is `run.log` there). The verdict: the
 candidate is kept if its pooled QLIKE / HAR on the unseen assets is below the reference's by at least
-`--min-gain` on every run. Write the rule and the candidates down before the first run.
+`--min-gain` on every run (`--candidate a,b`: a verdict for each). Write the rule and the candidates down
+before the first run.
 """
 
 from __future__ import annotations
@@ -63,22 +64,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", required=True, help="JSON label -> [model, params], as bench/unseen_assets.py")
     parser.add_argument("--reference", required=True, help="the variant as it is")
-    parser.add_argument("--candidate", required=True, help="the change")
+    parser.add_argument("--candidate", required=True, help="the change (comma-separated: several)")
     parser.add_argument("--min-gain", type=float, default=0.003)
     parser.add_argument("--root", type=Path, default=Path("runs/selection"))
     parser.add_argument("--runs", default=",".join(RUNS), help=f"a subset of {', '.join(RUNS)}")
     args = parser.parse_args()
-    labels = set(json.loads(args.variants))
-    if not {args.reference, args.candidate} <= labels:
+    labels, candidates = set(json.loads(args.variants)), args.candidate.split(",")
+    if not {args.reference, *candidates} <= labels:
         parser.error(f"--reference and --candidate must be labels of --variants ({', '.join(sorted(labels))})")
     ratios = run_selection(args.variants, args.root, args.runs.split(","))
     table = ratios.assign(mean=ratios.mean(axis=1)).sort_values("mean")
     print("\nQLIKE / HAR, unseen assets, selection runs:\n")
     print(table.to_markdown(floatfmt=".4f"))
-    kept = verdict(ratios, args.reference, args.candidate, args.min_gain)
-    gains = (ratios.loc[args.reference] - ratios.loc[args.candidate]).round(4).to_dict()
-    print(f"\n{args.candidate} against {args.reference}: gain per run {gains}; "
-          f"{'KEPT' if kept else 'not kept'} (>= {args.min_gain} on every run)")
+    for candidate in candidates:
+        kept = verdict(ratios, args.reference, candidate, args.min_gain)
+        gains = (ratios.loc[args.reference] - ratios.loc[candidate]).round(4).to_dict()
+        print(f"\n{candidate} against {args.reference}: gain per run {gains}; "
+              f"{'KEPT' if kept else 'not kept'} (>= {args.min_gain} on every run)")
 
 
 if __name__ == "__main__":
