@@ -47,9 +47,10 @@ def run_selection(variants: str, root: Path, runs: list[str]) -> pd.DataFrame:
         folder.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         with open(folder / "run.log", "w") as log:
-            subprocess.run([sys.executable, str(BENCH / "unseen_assets.py"), *RUNS[name], "--models", "",
-                            "--variants", variants, "--out", str(folder)], stdout=log, stderr=subprocess.STDOUT,
-                           check=True)
+            done = subprocess.run([sys.executable, str(BENCH / "unseen_assets.py"), *RUNS[name], "--models", "",
+                                   "--variants", variants, "--out", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+        if done.returncode:
+            raise SystemExit(f"selection run {name} failed (exit {done.returncode}): see {folder / 'run.log'}")
         ratios[name] = ratio_to_har(pd.read_parquet(folder / "forecasts.parquet"))
         print(f"  {name}: {time.perf_counter() - began:.0f} s", flush=True)
     return pd.DataFrame(ratios)
