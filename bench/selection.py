@@ -14,7 +14,8 @@ reads three periods, all before the report's first target day (2022-01-01):
 Each run is `bench/unseen_assets.py` with `--models ''` and these variants, in its own folder under `--root`,
 whose parts are reused (a variant is fitted once per folder; its log is `run.log` there). The verdict: the
 candidate is kept if its pooled QLIKE / HAR on the unseen assets is below the reference's by at least
-`--min-gain` on every run (`--candidate a,b`: a verdict for each). Write the rule and the candidates down
+`--min-gain` on every run (`--candidate a,b`: a verdict for each). The 99% VaR exception rates and Kupiec
+shares of each run are printed beside it, for rules on the tails. Write the rule and the candidates down
 before the first run.
 """
 
@@ -29,9 +30,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from unseen_assets import accuracy
 from unseen_har_blend import ratio_to_har
 
 BENCH = Path(__file__).resolve().parent
+TAIL_COLUMNS = ("var99_long_rate", "var99_short_rate", "kupiec_ok_long", "kupiec_ok_short")
 RUNS = {
     "2021q4": ["--train-end", "2021-09-30", "--score-end", "2021-12-31", "--min-train", "150"],
     "2021": ["--train-end", "2020-12-31", "--score-end", "2021-12-31", "--top-only"],
@@ -39,9 +42,10 @@ RUNS = {
 }
 
 
-def run_selection(variants: str, root: Path, runs: list[str]) -> pd.DataFrame:
-    """QLIKE / HAR on the unseen assets, (model, run), after each run's `bench/unseen_assets.py` call."""
-    ratios = {}
+def run_selection(variants: str, root: Path, runs: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """QLIKE / HAR on the unseen assets, (model, run), and each run's tails (99% exception rates and Kupiec
+    shares per model), after each run's `bench/unseen_assets.py` call."""
+    ratios, tails = {}, {}
     for name in runs:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -51,9 +55,12 @@ def run_selection(variants: str, root: Path, runs: list[str]) -> pd.DataFrame:
                                    "--variants", variants, "--out", str(folder)], stdout=log, stderr=subprocess.STDOUT)
         if done.returncode:
             raise SystemExit(f"selection run {name} failed (exit {done.returncode}): see {folder / 'run.log'}")
-        ratios[name] = ratio_to_har(pd.read_parquet(folder / "forecasts.parquet"))
+        forecasts = pd.read_parquet(folder / "forecasts.parquet")
+        ratios[name] = ratio_to_har(forecasts)
+        unseen = forecasts[forecasts["set"].isin(["unseen", "both"]) & (forecasts["horizon"] == 1)]
+        tails[name] = accuracy(unseen.drop(columns="set")).set_index("model")[list(TAIL_COLUMNS)]
         print(f"  {name}: {time.perf_counter() - began:.0f} s", flush=True)
-    return pd.DataFrame(ratios)
+    return pd.DataFrame(ratios), tails
 
 
 def verdict(ratios: pd.DataFrame, reference: str, candidate: str, min_gain: float) -> bool:
@@ -73,10 +80,13 @@ def main() -> None:
     labels, candidates = set(json.loads(args.variants)), args.candidate.split(",")
     if not {args.reference, *candidates} <= labels:
         parser.error(f"--reference and --candidate must be labels of --variants ({', '.join(sorted(labels))})")
-    ratios = run_selection(args.variants, args.root, args.runs.split(","))
+    ratios, tails = run_selection(args.variants, args.root, args.runs.split(","))
     table = ratios.assign(mean=ratios.mean(axis=1)).sort_values("mean")
     print("\nQLIKE / HAR, unseen assets, selection runs:\n")
     print(table.to_markdown(floatfmt=".4f"))
+    print("\n99% VaR exception rates and the share of assets with Kupiec p > 0.05 (not in the verdict):\n")
+    shown = [args.reference, *candidates, "har"]
+    print(pd.concat({run: frame.reindex(shown) for run, frame in tails.items()}).to_markdown(floatfmt=".4f"))
     for candidate in candidates:
         kept = verdict(ratios, args.reference, candidate, args.min_gain)
         gains = (ratios.loc[args.reference] - ratios.loc[candidate]).round(4).to_dict()
