@@ -47,13 +47,14 @@ DOUBT_RETURN_BARS = 24
 RECENT_INCOMPLETE_DAYS = 5
 
 
-def _return_too_large(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
-    """(assets, days) True where |ret| exceeds what the row's rv allows; False where a column is absent."""
+def _return_too_large(batch: np.ndarray, columns: tuple[str, ...], bars: int = MAX_BARS_PER_DAY) -> np.ndarray:
+    """(..., days) True where |ret| exceeds what `bars` bars with the row's rv allow (ret^2 > bars x rv); False
+    where a column is absent."""
     if "ret" not in columns or "rv" not in columns:
         return np.zeros(batch.shape[:-1], dtype=bool)
     ret, rv = batch[..., columns.index("ret")], batch[..., columns.index("rv")]
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.square(ret) > MAX_BARS_PER_DAY * rv * (1 + 1e-9)
+        return np.square(ret) > bars * rv * (1 + 1e-9)
 
 
 # A value this many times above (or below) the window median of its column is doubtful: a variance
@@ -107,9 +108,8 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
                 doubt[..., j] = usable[..., j] & ((value > DOUBT_RATIO * typical) | low)
         if "ret" in columns and "rv" in columns:
             j, rv = columns.index("ret"), columns.index("rv")
-            squared = np.square(batch[..., j])
-            doubt[..., j] = (usable[..., rv] & (squared > DOUBT_RATIO * median[..., rv])) | (
-                squared > DOUBT_RETURN_BARS * batch[..., rv] * (1 + 1e-9))
+            doubt[..., j] = (usable[..., rv] & (np.square(batch[..., j]) > DOUBT_RATIO * median[..., rv])) | (
+                _return_too_large(batch, columns, DOUBT_RETURN_BARS))
     doubt[..., 1:, :] |= _resent(batch)[..., None]
     if "complete" in columns:
         doubt[..., -RECENT_INCOMPLETE_DAYS:, columns.index("complete")] |= _cut_short(batch, columns)
@@ -148,8 +148,7 @@ def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
     if row > 0 and _resent(batch[row - 1:row + 1])[0]:
         return (f"doubtful input: {name(row)} repeats {name(row - 1)} in every column (a feed "
                 "re-sending the day before?); priced fail-safe over every reading of it")
-    if columns[column] == "ret" and "rv" in columns and (
-            batch[row, column] ** 2 > DOUBT_RETURN_BARS * batch[row, columns.index("rv")] * (1 + 1e-9)):
+    if columns[column] == "ret" and _return_too_large(batch[row], columns, DOUBT_RETURN_BARS):
         return (f"doubtful input: {name(row)}, column ret = {batch[row, column]:g} is larger than "
                 f"{DOUBT_RETURN_BARS} hourly bars with that day's rv allow (ret^2 <= {DOUBT_RETURN_BARS} x rv); "
                 "priced fail-safe over every reading of it")
