@@ -15,6 +15,9 @@ feature list from the frame, so nothing else changes):
 - `trend:DAYS`: the asset's trailing DAYS-row log return over its own volatility (sqrt(DAYS) x the level's daily
   volatility), and its drawdown from the highest close of the last DAYS rows in the same unit: scale-free trend
   and bear-market state for the tails (a long breach follows a fall more often than a rally).
+- `late:HOURS`: intraday recency, the log RV of the day's last HOURS hourly bars scaled to a day (x 24 / HOURS)
+  minus level_t (how the day ended; the daily measures weigh its first and last hours alike); the daily
+  panel carries it from the hourly bars, so it would be a new serving input.
 - `har:DAYS`: the one-day forecast of a HAR fitted on the asset's own last DAYS rows (`unseen_har_blend.
   windowed_har`, refitted at every row) minus level_t: stacking, the per-asset model's view as an input.
 
@@ -83,13 +86,20 @@ def har_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str, 
     return {"x_har": _log(windowed_har(daily, days).to_numpy()) - level}
 
 
+def late_rv(bars: pd.DataFrame, hours: int) -> pd.Series:
+    """Per UTC day, the RV of the hourly bars opening in its last `hours` hours, times 24 / hours."""
+    squared = np.log(bars["close"]).diff() ** 2
+    late = squared.where(bars.index.hour >= 24 - hours)
+    return late.groupby(bars.index.floor("D")).sum(min_count=1) * 24 / hours
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
-    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har"):
-        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS, trend:DAYS "
-                         "or har:DAYS")
+    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har", "late"):
+        raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS, trend:DAYS, "
+                         "har:DAYS or late:HOURS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
@@ -100,6 +110,8 @@ def install(trial: str) -> None:
             return trend_columns(daily, level, int(days or 30))
         if kind == "har":
             return har_columns(daily, level, int(days or 365))
+        if kind == "late":
+            return {"x_late": _log(daily["late_rv"].to_numpy(dtype=float)) - level}
         return long_columns(daily, level, int(days or 365), kind == "long_all")
 
     def feature_frame(daily, spec=core.FeatureSpec(), iv_features=False):
@@ -107,7 +119,7 @@ def install(trial: str) -> None:
         level = frame.pop("level")
         return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
 
-    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close")} | {"complete": [True] * 3},
+    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close", "late_rv")} | {"complete": [True] * 3},
                          index=pd.date_range("2020-01-01", periods=3, tz="UTC"))
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
 
@@ -124,6 +136,14 @@ def install(trial: str) -> None:
             btc = panel[MARKET_ASSET]
             market = btc["rv"].where(btc["complete"])
             return {a: d.assign(market_rv=market.reindex(d.index).to_numpy()) for a, d in panel.items()}
+        unseen_assets.daily_panel = daily_panel
+    if kind == "late":
+        plain_panel = unseen_assets.daily_panel
+
+        def daily_panel(bars_panel, *args, **kwargs):
+            panel = plain_panel(bars_panel, *args, **kwargs)
+            return {a: d.assign(late_rv=late_rv(bars_panel[a], int(days or 6)).reindex(d.index).to_numpy())
+                    for a, d in panel.items()}
         unseen_assets.daily_panel = daily_panel
 
 

@@ -1,0 +1,20 @@
+"""The intraday-recency trial column of bench/unseen_feature_trials.py (`late:HOURS`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from bench_modules import bench_modules
+
+
+def test_late_rv_reads_only_the_last_hours_of_each_day_scaled_to_a_day():
+    index = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC")
+    log_close = np.zeros(48)
+    log_close[20] = 0.02  # a move up in hour 20 of the first day, back in hour 21 ...
+    log_close[30] = 0.05  # ... and one in hour 6 of the second day, back in hour 7: too early to count
+    bars = pd.DataFrame({"close": np.exp(log_close)}, index=index)
+    with bench_modules("unseen_feature_trials") as (trials,):
+        late = trials.late_rv(bars, 6)
+    assert list(late.index) == list(pd.DatetimeIndex(["2024-01-01", "2024-01-02"], tz="UTC"))
+    assert np.isclose(late.iloc[0], 2 * 0.02 ** 2 * 24 / 6)
+    assert late.iloc[1] == 0.0
