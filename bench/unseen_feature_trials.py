@@ -18,6 +18,8 @@ feature list from the frame, so nothing else changes):
 - `late:HOURS`: intraday recency, the log RV of the day's last HOURS hourly bars scaled to a day (x 24 / HOURS)
   minus level_t (how the day ended; the daily measures weigh its first and last hours alike); the daily
   panel carries it from the hourly bars, so it would be a new serving input.
+- `ewm:HOURS`: the same recency smoothly, the log of 24 x the exponentially weighted mean of the squared hourly
+  returns (half-life HOURS) at the day's last bar, minus level_t.
 - `har:DAYS`: the one-day forecast of a HAR fitted on the asset's own last DAYS rows (`unseen_har_blend.
   windowed_har`, refitted at every row) minus level_t: stacking, the per-asset model's view as an input.
 
@@ -93,13 +95,20 @@ def late_rv(bars: pd.DataFrame, hours: int) -> pd.Series:
     return late.groupby(bars.index.floor("D")).sum(min_count=1) * 24 / hours
 
 
+def ewm_rv(bars: pd.DataFrame, half_life: int) -> pd.Series:
+    """Per UTC day, 24 x the exponentially weighted mean of the squared hourly returns at its last bar."""
+    squared = np.log(bars["close"]).diff() ** 2
+    smooth = squared.ewm(halflife=half_life, ignore_na=True).mean()
+    return smooth.groupby(bars.index.floor("D")).last() * 24
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
-    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har", "late"):
+    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har", "late", "ewm"):
         raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS, trend:DAYS, "
-                         "har:DAYS or late:HOURS")
+                         "har:DAYS, late:HOURS or ewm:HOURS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
@@ -110,8 +119,8 @@ def install(trial: str) -> None:
             return trend_columns(daily, level, int(days or 30))
         if kind == "har":
             return har_columns(daily, level, int(days or 365))
-        if kind == "late":
-            return {"x_late": _log(daily["late_rv"].to_numpy(dtype=float)) - level}
+        if kind in ("late", "ewm"):
+            return {f"x_{kind}": _log(daily["late_rv"].to_numpy(dtype=float)) - level}
         return long_columns(daily, level, int(days or 365), kind == "long_all")
 
     def feature_frame(daily, spec=core.FeatureSpec(), iv_features=False):
@@ -137,12 +146,12 @@ def install(trial: str) -> None:
             market = btc["rv"].where(btc["complete"])
             return {a: d.assign(market_rv=market.reindex(d.index).to_numpy()) for a, d in panel.items()}
         unseen_assets.daily_panel = daily_panel
-    if kind == "late":
-        plain_panel = unseen_assets.daily_panel
+    if kind in ("late", "ewm"):
+        plain_panel, recent_rv = unseen_assets.daily_panel, late_rv if kind == "late" else ewm_rv
 
-        def daily_panel(bars_panel, *args, **kwargs):
+        def daily_panel(bars_panel, *args, **kwargs):  # the column is named late_rv for both kinds
             panel = plain_panel(bars_panel, *args, **kwargs)
-            return {a: d.assign(late_rv=late_rv(bars_panel[a], int(days or 6)).reindex(d.index).to_numpy())
+            return {a: d.assign(late_rv=recent_rv(bars_panel[a], int(days or 6)).reindex(d.index).to_numpy())
                     for a, d in panel.items()}
         unseen_assets.daily_panel = daily_panel
 

@@ -18,3 +18,11 @@ def test_late_rv_reads_only_the_last_hours_of_each_day_scaled_to_a_day():
     assert list(late.index) == list(pd.DatetimeIndex(["2024-01-01", "2024-01-02"], tz="UTC"))
     assert np.isclose(late.iloc[0], 2 * 0.02 ** 2 * 24 / 6)
     assert late.iloc[1] == 0.0
+
+
+def test_ewm_rv_is_a_day_of_the_smoothed_hourly_variance_at_its_last_bar():
+    index = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC")
+    bars = pd.DataFrame({"close": np.exp(0.01 * (np.arange(48) % 2))}, index=index)  # |hourly return| 0.01
+    with bench_modules("unseen_feature_trials") as (trials,):
+        smooth = trials.ewm_rv(bars, 6)
+    assert np.allclose(smooth, 24 * 0.01 ** 2)
