@@ -204,6 +204,22 @@ def test_misdated_newest_rows_are_read_as_if_their_dates_were_right(served, runt
 
 
 
+def test_the_newest_days_stamped_with_an_earlier_day_are_read_forward_from_it(served, runtime, clean):
+    """The newest two days both stamped with the day before them (what hypothesis found in session 20): the
+    given dates end two days back, too old for a reading ending there, so the rows are also read on
+    consecutive days ending as many days after it as rows came after the last one that advanced the date."""
+    dates = served.dates.copy()
+    dates[0, -2:] = dates[0, -3]
+    windows, grids = readings(served.inputs[0], dates[0], served.as_of, runtime.history_days, runtime.max_age)
+    true = served.inputs[0, -runtime.history_days:]
+    assert any(np.array_equal(w, true) and np.array_equal(g, served.dates[0, -runtime.history_days:])
+               for w, g in zip(windows, grids))
+    fresh = vs.load(served.bundle, calibration=served.calibration)  # no memory of a last good margin
+    got = fresh.margins(ASSETS, served.inputs, dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "UnsortedInputError" in got.reason[0, 0]
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+
+
 def test_the_last_good_margin_is_a_floor_of_every_fail_safe_margin(served, runtime, clean):
     runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)  # remembered
     stale_dates = served.dates - np.timedelta64(10, "D")  # no repair possible: the newest row is stale

@@ -6,7 +6,9 @@ that could be true, and `Runtime.margins` prices the asset at the largest margin
 doubt add-on of `margins.price`), never a margin of its own:
 - dating: as given (rows after as_of dropped, rows sorted, a day given twice or missing counted as
   missing), or the rows in the order given on consecutive days ending at the newest day not after
-  as_of (a feed that misdated its rows: the newest row stamped tomorrow, one day stamped twice);
+  as_of (a feed that misdated its rows: the newest row stamped tomorrow, one day stamped twice; where
+  the last rows do not advance the date, the newest days stamped with an earlier one, the window ends
+  as many days after the newest date, at most at as_of);
 - each row holding a bad or doubtful value, replaced as missing (as training treats missing data), or as
   the worst day of the window: every variance measure and volume at its window maximum, the return at
   plus or minus the largest absolute return.
@@ -47,13 +49,16 @@ def _dated_as_given(x: np.ndarray, days: np.ndarray, today: np.datetime64,
 
 def _dated_consecutive(x: np.ndarray, days: np.ndarray, today: np.datetime64,
                        length: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The last `length` rows in the order given, on consecutive days ending at min(newest date, today)."""
+    """The last `length` rows in the order given, on consecutive days ending at the newest date plus the rows
+    after the last one that advanced the date (the newest days stamped with an earlier one), at most today."""
     if not len(days):
         return None
     window = np.full((length, x.shape[1]), np.nan)
     rows = x[-length:]
     window[length - len(rows):] = rows
-    end = min(days.max(), today)
+    advanced = np.r_[True, days[1:] > np.maximum.accumulate(days)[:-1]]
+    behind = len(days) - 1 - np.flatnonzero(advanced)[-1]
+    end = min(days.max() + np.timedelta64(int(behind), "D"), today)
     return window, np.arange(end - np.timedelta64(length - 1, "D"), end + np.timedelta64(1, "D"))
 
 
