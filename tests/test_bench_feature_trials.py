@@ -1,4 +1,4 @@
-"""The intraday-recency trial column of bench/unseen_feature_trials.py (`late:HOURS`)."""
+"""The intraday-recency trial columns of bench/unseen_feature_trials.py (`late:HOURS`, `ewm:HOURS`)."""
 
 from __future__ import annotations
 
