@@ -88,11 +88,13 @@ def real_bundle(folder: Path, given: Path | None = None):
 def corrupt(rng, inputs, dates, as_of, whole: bool):
     inputs, dates = inputs.copy(), dates.copy()
     if whole:
-        return (inputs.astype(np.int64), dates) if rng.random() < 0.5 else (inputs[-40:], dates[-40:]), False
+        return (inputs.astype(np.int64), dates) if rng.random() < 0.5 else (inputs[-40:], dates[-40:]), False, []
     newest = False  # whether the newest row (the day of the move) is among the bad ones
+    applied = []  # (kind, days back) of each corruption, for the report of a lowered margin
     for _ in range(rng.integers(1, 5)):
         kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale", "resent", "outage"])
         row = len(inputs) - 1 - rng.integers(0, 88)
+        applied.append((str(kind), int(len(inputs) - 1 - row)))
         newest |= kind == "future" or (row == len(inputs) - 1 and kind != "gap")
         if kind == "value":
             inputs[row, rng.integers(0, inputs.shape[1])] = rng.choice(BAD)
@@ -116,10 +118,10 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
         inputs[row, rng.integers(0, inputs.shape[1])] = rng.choice(["n/a", "", "null"])
     if rng.random() < 0.15:  # dates sent as ISO text
         dates = dates.astype("datetime64[D]").astype(str)
-    return (inputs, dates), newest
+    return (inputs, dates), newest, applied
 
 
-def margins_from_bad_data(trials: int, addon: float | None = None, given: Path | None = None) -> dict:
+def margins_from_bad_data(trials: int, addon: float | None = None, given: Path | None = None, seed: int = 11) -> dict:
     import volmargin_serving as vs
     from volmargin.features.learned import daily_inputs
     from volmargin_serving import margins as serving_margins
@@ -129,9 +131,9 @@ def margins_from_bad_data(trials: int, addon: float | None = None, given: Path |
     folder = Path(tempfile.mkdtemp(prefix="faults-bundle-"))
     bundle, calibration, panel = real_bundle(folder, given)
     length = rows_to_send(bundle)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     counts = {"cases": 0, "fail_safe": 0, "lowered": 0, "worst_shortfall": 0.0, "whole_cases": 0, "whole_lowered": 0,
-              "newest_cases": 0, "newest_lowered": 0}
+              "newest_cases": 0, "newest_lowered": 0, "lowered_cases": []}
     assets = sorted(panel)
     for asset in assets:
         daily = panel[asset].loc["2022-04-01":]
@@ -151,7 +153,7 @@ def margins_from_bad_data(trials: int, addon: float | None = None, given: Path |
                 runtime = vs.load(bundle, calibration=calibration)
                 if whole:
                     runtime.margins([asset], [inputs], [dates], as_of=as_of)  # priced earlier that day
-                (bad_inputs, bad_dates), newest = corrupt(rng, inputs, dates, as_of, whole)
+                (bad_inputs, bad_dates), newest, applied = corrupt(rng, inputs, dates, as_of, whole)
                 got = runtime.margins([asset], [bad_inputs], [bad_dates], as_of=as_of)
                 key = "whole_" if whole else ""
                 counts[f"{key}cases"] += 1
@@ -163,6 +165,7 @@ def margins_from_bad_data(trials: int, addon: float | None = None, given: Path |
                     counts[f"{key}lowered"] += 1
                     counts["newest_lowered"] += int(newest)
                     counts["worst_shortfall"] = max(counts["worst_shortfall"], shortfall)
+                    counts["lowered_cases"].append(f"{asset} {as_of} {applied or 'unusable as a whole'} {shortfall:.2%}")
     return counts
 
 
@@ -422,18 +425,21 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per command (default 3)")
     parser.add_argument("--bundle", type=Path, help="section 1 only, on this exported bundle (calibrated here "
                         "unless BUNDLE.calibration.json is beside it)")
+    parser.add_argument("--seed", type=int, default=11, help="the draw of section 1's corruptions (default 11)")
     args = parser.parse_args()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='faults-mlflow-')}/mlflow.db"
     work = Path(tempfile.mkdtemp(prefix="faults-"))
 
     began = time.perf_counter()
-    margins = margins_from_bad_data(args.trials, given=args.bundle)
-    without_addon = margins_from_bad_data(args.trials, addon=0.0, given=args.bundle)
+    margins = margins_from_bad_data(args.trials, given=args.bundle, seed=args.seed)
+    without_addon = margins_from_bad_data(args.trials, addon=0.0, given=args.bundle, seed=args.seed)
     print(f"1. margins from bad data ({time.perf_counter() - began:.0f} s): {margins['cases']} corrupted windows of "
           f"real data, {margins['fail_safe']} priced fail-safe, lowered {margins['lowered']} "
           f"(worst shortfall {margins['worst_shortfall']:.2%}; {margins['newest_lowered']} of them with the newest row "
           f"bad, of {margins['newest_cases']} such cases); inputs unusable as a whole: "
           f"{margins['whole_cases']}, lowered {margins['whole_lowered']}")
+    for case in margins["lowered_cases"]:  # asset, day, the corruptions (kind, days back), shortfall
+        print(f"   lowered: {case}")
     print(f"   without the 25% doubt add-on: lowered {without_addon['lowered']} of {without_addon['cases']} "
           f"(worst shortfall {without_addon['worst_shortfall']:.2%})")
     if args.bundle is not None:

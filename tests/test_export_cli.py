@@ -44,7 +44,7 @@ def test_export_writes_a_registered_bundle(trained):
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     version = MlflowClient().get_model_version("tiny-gbm-onnx", "1")
     assert version.run_id == manifest["mlflow"]["run_id"]  # logged beside the training run
-    loaded = mlflow.onnx.load_model(f"models:/tiny-gbm-onnx/1")
+    loaded = mlflow.onnx.load_model("models:/tiny-gbm-onnx/1")
     assert loaded.graph.input[0].name == "features"
 
 

@@ -421,7 +421,7 @@ def test_options_cli_reads_the_underlying_from_the_chains(tmp_path, shared_data,
         assert json.loads((tmp_path / name / "run.json").read_text())["underlying"] == name
         summary = pd.read_csv(tmp_path / name / "summary.csv").set_index(["portfolio_class", "method", "period"])
         static[name] = summary.loc[("ALL", "deribit_static", "validation"), "avg_margin"]
-    assert f"ETH options: " in capsys.readouterr().out and static["eth"] > static["btc"]  # +-18% against +-16%
+    assert "ETH options: " in capsys.readouterr().out and static["eth"] > static["btc"]  # +-18% against +-16%
     later = eth.assign(timestamp=eth["timestamp"] + pd.Timedelta(days=10), expiry=eth["expiry"] + pd.Timedelta(days=10))
     assert main(["options", "--chains", str(tmp_path / "btc.csv"), write(later, "later.csv"), "--iv", *dvols, "--data", "unused.csv", "--calibrate-until",
                  "2022-01-02", "--out", str(tmp_path / "mixed")]) == 2

@@ -136,6 +136,20 @@ def test_a_return_no_hourly_day_could_make_is_doubtful(served, runtime, clean):
     assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
 
 
+def test_an_rv_the_day_s_range_cannot_make_is_doubtful(served, runtime, clean):
+    """rv = 30 x 4 ln 2 x parkinson, 69 rows back: every close-to-close return of 24 hourly bars lies within the
+    day's range, so rv <= 24 x ln(H / L)^2; flagged, priced over its readings, never below the true rows (such an
+    rv of 0.5, 470 times its window's median, lowered a served margin by 1.6% in bench/faults.py)."""
+    inputs = served.inputs.copy()
+    inputs[0, -69, COLUMN["rv"]] = 30 * 4 * np.log(2) * inputs[0, -69, COLUMN["parkinson"]]
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "within that day's range" in got.reason[0, 0]
+    assert not got.fail_safe[1:].any()
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    inputs[0, -69, COLUMN["rv"]] = 23 * 4 * np.log(2) * inputs[0, -69, COLUMN["parkinson"]]
+    assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
+
+
 FROZEN = ("ret", "rv", "bv", "parkinson", "rogers_satchell")  # a day on which the price never moved
 
 

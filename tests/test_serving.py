@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pandas as pd
 import pytest
 from serving_fixtures import TINY
