@@ -36,15 +36,20 @@ def arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spike(inputs: np.ndarray, days: int = 3, factor: float = 25.0) -> np.ndarray:
-    """Variance measures x factor and returns x sqrt(factor) on the last `days` rows (by column name)."""
+    """Variance measures x factor and returns x sqrt(factor) on the last `days` rows (by column name), the
+    traded value moved with the price (the day's average price follows the added returns, as a real move's
+    does: `validation` doubts an average price that jumps beyond the returns and ranges)."""
     from volmargin.features.learned import INPUT_COLUMNS
 
     out = inputs.copy()
+    ret, traded = INPUT_COLUMNS.index("ret"), INPUT_COLUMNS.index("traded_value")
+    added = np.cumsum(inputs[..., -days:, ret] * (np.sqrt(factor) - 1), axis=-1)
     for j, name in enumerate(INPUT_COLUMNS):
         if name in ("rv", "bv", "parkinson", "rogers_satchell"):
             out[..., -days:, j] *= factor
         elif name == "ret":
             out[..., -days:, j] *= np.sqrt(factor)
+    out[..., -days:, traded] *= np.exp(added)
     return out
 
 

@@ -125,15 +125,20 @@ def test_a_return_larger_than_its_days_variance_allows_is_impossible(served, run
 def test_a_return_no_hourly_day_could_make_is_doubtful(served, runtime, clean):
     """ret^2 = 30 x rv: possible from minute bars (<= 1440 x rv), so not refused, but more than 24 hourly bars
     allow (real hourly days reach 11): flagged, priced over its readings, never below the true rows."""
-    inputs = served.inputs.copy()
-    inputs[0, -37, COLUMN["ret"]] = -np.sqrt(30 * inputs[0, -37, COLUMN["rv"]])
+    def with_return(bars: float) -> np.ndarray:  # the average prices from that day on move with the return
+        inputs = served.inputs.copy()
+        new = -np.sqrt(bars * inputs[0, -37, COLUMN["rv"]])
+        inputs[0, -37:, COLUMN["traded_value"]] *= np.exp(new - inputs[0, -37, COLUMN["ret"]])
+        inputs[0, -37, COLUMN["ret"]] = new
+        return inputs
+
+    inputs = with_return(30)
     runtime.forecast_daily(inputs[0], served.dates[0], as_of=served.as_of)  # not refused
     got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
     assert got.fail_safe[0].all() and "larger than 24 hourly bars" in got.reason[0, 0]
     assert not got.fail_safe[1:].any()
     assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
-    inputs[0, -37, COLUMN["ret"]] = -np.sqrt(23 * inputs[0, -37, COLUMN["rv"]])
-    assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
+    assert not runtime.margins(ASSETS, with_return(23), served.dates, as_of=served.as_of).fail_safe.any()
 
 
 def test_an_rv_the_day_s_range_cannot_make_is_doubtful(served, runtime, clean):
@@ -147,6 +152,21 @@ def test_an_rv_the_day_s_range_cannot_make_is_doubtful(served, runtime, clean):
     assert not got.fail_safe[1:].any()
     assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
     inputs[0, -69, COLUMN["rv"]] = 23 * 4 * np.log(2) * inputs[0, -69, COLUMN["parkinson"]]
+    assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
+
+
+@pytest.mark.parametrize("column, factor", [("volume", 100.0), ("volume", 0.01), ("traded_value", 1e3)])
+def test_an_average_price_that_jumps_beyond_its_return_and_ranges_is_doubtful(served, runtime, clean, column, factor):
+    """traded_value / volume is the day's average price: within its range, so its move from the day before
+    is the return give or take the two days' ranges. A volume or traded value in the wrong unit breaks that
+    (a volume 100 times the true one 5 days back lowered this bundle's margin by 0.9% unflagged)."""
+    inputs = served.inputs.copy()
+    inputs[0, -5, COLUMN[column]] *= factor
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "average price" in got.reason[0, 0] and not got.fail_safe[1:].any()
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    inputs = served.inputs.copy()
+    inputs[0, :, [COLUMN["volume"], COLUMN["traded_value"]]] *= 100.0  # both in another unit: the same prices
     assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
 
 

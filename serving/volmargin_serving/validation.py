@@ -60,6 +60,21 @@ def _rv_beyond_range(batch: np.ndarray, columns: tuple[str, ...], bars: int = DO
         return rv > bars * 4 * np.log(2) * parkinson
 
 
+def _price_jump(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
+    """(..., days - 1) True where the day's average price, traded_value / volume, moved from the day before's
+    by more than the return and the two days' ranges allow: each average lies within its day's high-low range
+    and the closes too, so |d log(traded_value / volume) - ret| <= ln(H / L) + the day before's ln(H / L), with
+    ln(H / L) = sqrt(4 ln 2 x parkinson). A volume or traded value in the wrong unit breaks it (session 20: a
+    volume 100 times the true one 5 days back lowered a margin of the test bundle by 0.9%); of the 150,807 pairs
+    of real days of the 129 hourly spot files only five NBT pairs of 2023-01 (frozen highs and lows) do."""
+    ret, parkinson, volume, traded = (batch[..., columns.index(name)]
+                                      for name in ("ret", "parkinson", "volume", "traded_value"))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        move = np.diff(np.log(traded / volume), axis=-1) - ret[..., 1:]
+        ranges = np.sqrt(4 * np.log(2) * parkinson)
+        return np.abs(move) > (ranges[..., 1:] + ranges[..., :-1]) * (1 + 1e-6) + 1e-9
+
+
 def _return_too_large(batch: np.ndarray, columns: tuple[str, ...], bars: int = MAX_BARS_PER_DAY) -> np.ndarray:
     """(..., days) True where |ret| exceeds what `bars` bars with the row's rv allow (ret^2 > bars x rv); False
     where a column is absent."""
@@ -106,7 +121,8 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
     the days axis): a variance measure or volume above `DOUBT_RATIO` x the median of its column, a
     volume, rv or Parkinson variance below 1 / `DOUBT_RATIO` x it, a squared return above `DOUBT_RATIO` x
     the median rv or above `DOUBT_RETURN_BARS` x its own day's rv, an rv above what `DOUBT_RETURN_BARS` bars
-    within the day's range allow, a row equal to the one before it in every column, or a newest day that is
+    within the day's range allow, an average price (traded_value / volume) that jumped from the day before's
+    beyond its return and ranges, a row equal to the one before it in every column, or a newest day that is
     incomplete."""
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
@@ -126,6 +142,8 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
                 _return_too_large(batch, columns, DOUBT_RETURN_BARS))
         if "rv" in columns:
             doubt[..., columns.index("rv")] |= _rv_beyond_range(batch, columns)
+        if {"ret", "parkinson", "volume", "traded_value"} <= set(columns):
+            doubt[..., 1:, columns.index("traded_value")] |= _price_jump(batch, columns)
     doubt[..., 1:, :] |= _resent(batch)[..., None]
     if "complete" in columns:
         doubt[..., -RECENT_INCOMPLETE_DAYS:, columns.index("complete")] |= _cut_short(batch, columns)
@@ -168,6 +186,10 @@ def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
         return (f"doubtful input: {name(row)}, column ret = {batch[row, column]:g} is larger than "
                 f"{DOUBT_RETURN_BARS} hourly bars with that day's rv allow (ret^2 <= {DOUBT_RETURN_BARS} x rv); "
                 "priced fail-safe over every reading of it")
+    if columns[column] == "traded_value" and row > 0 and _price_jump(batch[row - 1:row + 1], columns)[0]:
+        return (f"doubtful input: {name(row)}, the day's average price (traded_value / volume) moved from "
+                f"{name(row - 1)}'s by more than its return and the two days' ranges allow (a volume or traded "
+                "value in the wrong unit?); priced fail-safe over every reading of it")
     if columns[column] == "rv" and _rv_beyond_range(batch[row], columns):
         return (f"doubtful input: {name(row)}, column rv = {batch[row, column]:g} is larger than "
                 f"{DOUBT_RETURN_BARS} hourly bars within that day's range allow (rv <= {DOUBT_RETURN_BARS} x 4 ln 2 x "
