@@ -7,7 +7,7 @@
    2021-12-31 and calibrated with `volmargin calibrate`'s code on the rest; for each asset, on its 20
    largest-move days after 2022 and 20 others, the 150 daily rows up to that day (the bundle's `history_days`
    and 30 more where that is longer) are corrupted at random
-   (bad values, stale prices, re-sent rows, outages, gaps, repeated and future dates) and priced by a fresh
+   (bad values, stale prices, re-sent rows, outages, volumes in the wrong unit, gaps, repeated and future dates) and priced by a fresh
    runtime (no memory); the served margin and haircut are compared with those of the same rows
    uncorrupted. Inputs unusable as a whole (integers, too few rows) are priced by a runtime that priced
    the clean rows earlier that day.
@@ -49,6 +49,7 @@ ASSETS = ("btcusdt", "ethusdt", "solusdt", "dogeusdt", "xrpusdt", "linkusdt")
 BAD = [np.nan, np.inf, -np.inf, -1.0, -1e-9, 0.5, 1e300]
 STALE_COLUMNS = [INPUT_COLUMNS.index(c) for c in ("ret", "rv", "bv", "parkinson", "rogers_satchell")]
 COMPLETE_COLUMN = INPUT_COLUMNS.index("complete")
+UNIT_COLUMNS = [INPUT_COLUMNS.index(c) for c in ("volume", "traded_value")]
 
 
 # ------------------------------------------------------------------ 1. margins from bad data
@@ -92,7 +93,7 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
     newest = False  # whether the newest row (the day of the move) is among the bad ones
     applied = []  # (kind, days back) of each corruption, for the report of a lowered margin
     for _ in range(rng.integers(1, 5)):
-        kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale", "resent", "outage"])
+        kind = rng.choice(["value", "value", "value", "gap", "repeat", "future", "stale", "resent", "outage", "unit"])
         row = len(inputs) - 1 - rng.integers(0, 88)
         applied.append((str(kind), int(len(inputs) - 1 - row)))
         newest |= kind == "future" or (row == len(inputs) - 1 and kind != "gap")
@@ -109,6 +110,8 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
         elif kind == "outage":  # bars missing: an incomplete day that saw part of its moves
             inputs[row, STALE_COLUMNS[1:]] *= rng.uniform(0.05, 0.8)
             inputs[row, COMPLETE_COLUMN] = 0.0
+        elif kind == "unit":  # a volume or traded value in the wrong unit (thousands, or a thousandth)
+            inputs[row, rng.choice(UNIT_COLUMNS)] *= rng.choice([1e-3, 1e3])
         elif kind == "future":
             dates[-1] = as_of + np.timedelta64(int(rng.integers(1, 5)), "D")
     if rng.random() < 0.15:  # a feed that sends text: one cell that is not a number
@@ -484,7 +487,8 @@ def main() -> None:
 
     services = table[table["class"] == "service"]
     classes = {"bad values (NaN/inf/negative/flag/absurd return)",
-               "doubtful values (10^4 off the window, stale prices, re-sent rows, a recent day cut short)",
+               "doubtful values (10^4 off the window, stale prices, re-sent rows, a recent day cut short, an rv its "
+               "range cannot make, an average price that jumps: volumes in the wrong unit)",
                "gaps, repeated, future dates", "unusable inputs as a whole", "wrong types (text cells, text dates)",
                "resealed calibration set", *table["class"].unique(), "interrupted write (SIGINT/SIGTERM)",
                "killed write (SIGKILL)"}
