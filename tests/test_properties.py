@@ -20,6 +20,7 @@ from volmargin.features.learned import INPUT_COLUMNS
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 BAD_VALUES = [np.nan, np.inf, -np.inf, -1.0, -1e-12, 0.0, 0.5, 1e300, -1e300]
+UNIT_COLUMNS = [INPUT_COLUMNS.index("volume"), INPUT_COLUMNS.index("traded_value")]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def corruptions(draw, rows: int, columns: int):
     edits = []
     for _ in range(draw(st.integers(1, 5))):
         kind = draw(st.sampled_from(["value", "value", "value", "drop_row", "future_date", "duplicate_date",
-                                     "int_dtype", "truncate", "text_cell", "text_dates"]))
+                                     "int_dtype", "truncate", "text_cell", "text_dates", "unit"]))
         edits.append((kind, draw(st.integers(1, rows)), draw(st.integers(0, columns - 1)),
                       draw(st.sampled_from(BAD_VALUES))))
     return edits
@@ -143,6 +144,10 @@ def _apply(inputs: np.ndarray, dates: np.ndarray, edits, as_of) -> tuple[np.ndar
         row = len(inputs) - min(back, len(inputs))
         if kind == "value":
             inputs[row, column] = value
+        elif kind == "unit":  # a volume (x 1000) or a traded value (/ 1000) in the wrong unit; both columns x 1000
+            # on one day keep its average price, recognisable only above DOUBT_VOLUME_RATIO (README, Reliability)
+            volume = column % 2 == 0
+            inputs[row, UNIT_COLUMNS[0 if volume else 1]] *= 1e3 if volume else 1e-3
         elif kind == "drop_row" and len(inputs) > 1:  # a gap inside the window (dropping the newest row
             row = max(row - 1, 0)                          # is a matter of freshness, `max_age_days`)
             inputs, dates = np.delete(inputs, row, axis=0), np.delete(dates, row)

@@ -170,6 +170,18 @@ def test_an_average_price_that_jumps_beyond_its_return_and_ranges_is_doubtful(se
     assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
 
 
+def test_a_volume_a_thousand_times_its_median_is_doubtful_even_at_a_steady_price(served, runtime, clean):
+    """Volume and traded value both x 5,000 on one day (a change of unit that keeps the average price): over
+    `DOUBT_VOLUME_RATIO` x the window's median volume, which no real day of the shared data reaches (300)."""
+    inputs = served.inputs.copy()
+    inputs[0, -5, [COLUMN["volume"], COLUMN["traded_value"]]] *= 5e3
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "column volume" in got.reason[0, 0] and "over 1000 times" in got.reason[0, 0]
+    assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+    inputs[0, -5, [COLUMN["volume"], COLUMN["traded_value"]]] /= 5e3 / 50  # 50 times: a busy day, not doubtful
+    assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
+
+
 FROZEN = ("ret", "rv", "bv", "parkinson", "rogers_satchell")  # a day on which the price never moved
 
 
