@@ -66,9 +66,12 @@ def _price_jump(batch: np.ndarray, columns: tuple[str, ...]) -> np.ndarray:
     and the closes too, so |d log(traded_value / volume) - ret| <= ln(H / L) + the day before's ln(H / L), with
     ln(H / L) = sqrt(4 ln 2 x parkinson). A volume or traded value in the wrong unit breaks it (session 20: a
     volume 100 times the true one 5 days back lowered a margin of the test bundle by 0.9%); of the 150,807 pairs
-    of real days of the 129 hourly spot files only five NBT pairs of 2023-01 (frozen highs and lows) do."""
-    ret, parkinson, volume, traded = (batch[..., columns.index(name)]
-                                      for name in ("ret", "parkinson", "volume", "traded_value"))
+    of real days of the 129 hourly spot files only five NBT pairs of 2023-01 (frozen highs and lows) do.
+    False where a column is absent."""
+    needed = ("ret", "parkinson", "volume", "traded_value")
+    if not set(needed) <= set(columns):
+        return np.zeros(batch.shape[:-2] + (batch.shape[-2] - 1,), dtype=bool)
+    ret, parkinson, volume, traded = (batch[..., columns.index(name)] for name in needed)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         move = np.diff(np.log(traded / volume), axis=-1) - ret[..., 1:]
         ranges = np.sqrt(4 * np.log(2) * parkinson)
@@ -125,12 +128,11 @@ def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) 
 def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
     """(assets, days, columns) True where a possible value lies far outside its asset's window (along
     the days axis): a variance measure or traded value above `DOUBT_RATIO` x the median of its column, a
-    volume above `DOUBT_VOLUME_RATIO` x it, a volume, traded value, rv or Parkinson variance below 1 /
-    `DOUBT_RATIO` x it, a squared return above `DOUBT_RATIO` x
-    the median rv or above `DOUBT_RETURN_BARS` x its own day's rv, an rv above what `DOUBT_RETURN_BARS` bars
-    within the day's range allow, an average price (traded_value / volume) that jumped from the day before's
-    beyond its return and ranges, a row equal to the one before it in every column, or a newest day that is
-    incomplete."""
+    volume above `DOUBT_VOLUME_RATIO` x it, a volume, traded value, rv or Parkinson variance below
+    1 / `DOUBT_RATIO` x it, a squared return above `DOUBT_RATIO` x the median rv or above `DOUBT_RETURN_BARS`
+    x its own day's rv, an rv above what `DOUBT_RETURN_BARS` bars within the day's range allow, an average
+    price (traded_value / volume) that jumped from the day before's beyond its return and ranges, a row equal
+    to the one before it in every column, or a newest day that is incomplete."""
     batch = np.asarray(batch, dtype=float)
     doubt = np.zeros(batch.shape, dtype=bool)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -150,7 +152,7 @@ def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS)
                 _return_too_large(batch, columns, DOUBT_RETURN_BARS))
         if "rv" in columns:
             doubt[..., columns.index("rv")] |= _rv_beyond_range(batch, columns)
-        if {"ret", "parkinson", "volume", "traded_value"} <= set(columns):
+        if "traded_value" in columns:
             doubt[..., 1:, columns.index("traded_value")] |= _price_jump(batch, columns)
     doubt[..., 1:, :] |= _resent(batch)[..., None]
     if "complete" in columns:
