@@ -7,8 +7,8 @@
    2021-12-31 and calibrated with `volmargin calibrate`'s code on the rest; for each asset, on its 20
    largest-move days after 2022 and 20 others, the 150 daily rows up to that day (the bundle's `history_days`
    and 30 more where that is longer) are corrupted at random (bad values, stale prices, re-sent rows,
-   outages, volumes in the wrong unit, gaps, repeated and future dates) and priced by a fresh runtime (no memory); the served margin and haircut are compared with those of the same rows
-   uncorrupted. Inputs unusable as a whole (integers, too few rows) are priced by a runtime that priced
+   outages, volumes in the wrong unit, gaps, repeated and future dates) and priced by a fresh runtime (no
+   memory); the served margin and haircut are compared with those of the same rows uncorrupted. Inputs unusable as a whole (integers, too few rows) are priced by a runtime that priced
    the clean rows earlier that day.
    Beside it, how often clean real data is flagged doubtful: the served window of every 5th day of all
    hourly spot files (the 29 top-level ones and alts/) checked by `validation.doubtful_values`.
