@@ -8,8 +8,9 @@
    largest-move days after 2022 and 20 others, the 150 daily rows up to that day (the bundle's `history_days`
    and 30 more where that is longer) are corrupted at random (bad values, stale prices, re-sent rows,
    outages, volumes in the wrong unit, gaps, repeated and future dates) and priced by a fresh runtime (no
-   memory); the served margin and haircut are compared with those of the same rows uncorrupted. Inputs unusable as a whole (integers, too few rows) are priced by a runtime that priced
-   the clean rows earlier that day.
+   memory); the served margin and haircut are compared with those of the same rows uncorrupted. Inputs
+   unusable as a whole (integers, too few rows) are priced by a runtime that priced the clean rows earlier
+   that day.
    Beside it, how often clean real data is flagged doubtful: the served window of every 5th day of all
    hourly spot files (the 29 top-level ones and alts/) checked by `validation.doubtful_values`.
 2. The CLI on one bad-input or fault case per row (in process): exit code, one line, or a traceback.
@@ -167,7 +168,8 @@ def margins_from_bad_data(trials: int, addon: float | None = None, given: Path |
                     counts[f"{key}lowered"] += 1
                     counts["newest_lowered"] += int(newest)
                     counts["worst_shortfall"] = max(counts["worst_shortfall"], shortfall)
-                    counts["lowered_cases"].append(f"{asset} {as_of} {applied or 'unusable as a whole'} {shortfall:.2%}")
+                    what = applied or "unusable as a whole"
+                    counts["lowered_cases"].append(f"{asset} {as_of} {what} {shortfall:.2%}")
     return counts
 
 

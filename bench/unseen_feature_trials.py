@@ -128,7 +128,8 @@ def install(trial: str) -> None:
         level = frame.pop("level")
         return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
 
-    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close", "late_rv")} | {"complete": [True] * 3},
+    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close", "late_rv")}
+                         | {"complete": [True] * 3},
                          index=pd.date_range("2020-01-01", periods=3, tz="UTC"))
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
 
