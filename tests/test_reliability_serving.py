@@ -182,6 +182,22 @@ def test_a_volume_a_thousand_times_its_median_is_doubtful_even_at_a_steady_price
     assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
 
 
+def test_a_day_without_bipower_variation_is_also_read_as_a_day_without_a_jump(served, runtime, clean):
+    """bv = 0 on the newest day of an asset with an rv: possible (a tick-bound market) or a bad value; the
+    model reads the day as all jump, less persistent, and lowered the margin (hypothesis, session 20). The
+    margin takes the larger of that reading and the one with bv = rv; not flagged, and the same in the
+    incremental state's margins."""
+    inputs = served.inputs.copy()
+    inputs[1, -1, COLUMN["bv"]] = 0.0
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert not got.fail_safe.any()
+    assert (got.initial[1] >= clean.initial[1]).all() and got.haircut[1, 0] >= clean.haircut[1, 0]
+    state = vs.load(served.bundle, calibration=served.calibration).stream(inputs[:, :-1], served.dates[:, :-1],
+                                                                           as_of=served.as_of)
+    streamed = state.margins(ASSETS, inputs[:, -1], served.dates[:, -1], as_of=served.as_of)
+    np.testing.assert_allclose(streamed.initial, got.initial, rtol=1e-9)
+
+
 FROZEN = ("ret", "rv", "bv", "parkinson", "rogers_satchell")  # a day on which the price never moved
 
 

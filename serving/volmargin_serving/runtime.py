@@ -58,6 +58,20 @@ def _weekday(days: np.ndarray) -> np.ndarray:
     return (days.astype(np.int64) + _EPOCH_WEEKDAY) % 7
 
 
+_RV, _BV, _COMPLETE = (INPUT_COLUMNS.index(name) for name in ("rv", "bv", "complete"))
+
+
+def _no_bv(windows: np.ndarray) -> np.ndarray:
+    """(..., days) True on a day with an rv but no bipower variation (bv < rv / 10^4)."""
+    return (windows[..., _BV] < windows[..., _RV] / 1e4) & (windows[..., _RV] > 0)
+
+
+def partial_days(windows: np.ndarray) -> np.ndarray:
+    """(assets,) True where an (assets, days, columns) window holds a day `Runtime._read_days_whole` reads
+    whole: an incomplete day, or one with an rv but no bipower variation."""
+    return ((windows[..., _COMPLETE] < 0.5) | _no_bv(windows)).any(axis=-1)
+
+
 def _as_days(dates: np.ndarray) -> np.ndarray:
     dates = np.asarray(dates)
     if not np.issubdtype(dates.dtype, np.datetime64):
@@ -518,7 +532,7 @@ class Runtime:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
             windows = checked.reshape(-1, *checked.shape[-2:])
             for k, message, window in zip(np.atleast_1d(index), self._doubts(windows), windows):
-                self._read_incomplete_as_complete((variance, var, es), k, window, dates_in[k])
+                self._read_days_whole((variance, var, es), k, window, dates_in[k])
                 if message:
                     errors[k] = message
                     repair(k)
@@ -577,22 +591,32 @@ class Runtime:
         stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
         return self.forecast_daily(*stacked, as_of), stacked[0]
 
-    def _read_incomplete_as_complete(self, forecasts: tuple[np.ndarray, ...], k: int, inputs: np.ndarray,
-                                     dates) -> None:
-        """Asset k's (variance, var, es), in place, the larger of the model's and those with the incomplete
-        days of its window read as complete. An incomplete day's measures cover part of its moves, and the
-        model reads them as missing, which forgets the part it saw (one among the last five days is doubtful
-        as well, `validation.doubtful_values`). Only for windows that hold an incomplete day (26 of 104,162
-        real days since 2022 are incomplete)."""
-        window = inputs[-self.history_days:]
-        complete = INPUT_COLUMNS.index("complete")
-        if (window[:, complete] > 0.5).all():
+    def _read_days_whole(self, forecasts: tuple[np.ndarray, ...], k: int, inputs: np.ndarray, dates) -> None:
+        """Asset k's (variance, var, es), in place, the larger of the model's and those with its window's
+        partial days read whole: an incomplete day as complete (its measures cover part of its moves, and the
+        model reads them as missing, which forgets the part it saw; one among the last five days is doubtful
+        as well, `validation.doubtful_values`), and a day with no bipower variation but an rv (bv < rv / 10^4)
+        as a day without a jump (bv = rv: a bv of 0 is a tick-bound market or a bad value, and the model reads
+        the day as all jump, less persistent; such a bv lowered a test-bundle margin by 0.55% in session 20's
+        property tests). Only for windows that hold such a day (26 of 104,162 real days since 2022 are
+        incomplete; 22 of the 150,936 real days of the 129 hourly spot files have no bv)."""
+        window = self._whole_days(inputs[-self.history_days:])
+        if window is None:
             return
-        window = window.copy()
-        window[:, complete] = 1.0
         read = self._forecast_checked(window[None], _as_days(dates)[None, -self.history_days:])
         for mine, theirs in zip(forecasts, (read.variance, read.var, read.es)):
             mine[k] = np.fmax(mine[k], theirs[0])
+
+    @staticmethod
+    def _whole_days(window: np.ndarray) -> np.ndarray | None:
+        """`window` (days, columns) with its partial days read whole (see `_read_days_whole`), None where it has
+        none."""
+        if not partial_days(window[None]).any():
+            return None
+        window, no_bv = window.copy(), _no_bv(window)
+        window[:, INPUT_COLUMNS.index("complete")] = 1.0
+        window[no_bv, _BV] = window[no_bv, _RV]
+        return window
 
     def _no_readings(self, n: int) -> list[list[np.ndarray]]:
         """Per `repairs.READINGS` entry, [variance, var, es] of n assets, NaN until `_read_into` fills them."""

@@ -43,7 +43,7 @@ from volmargin_serving.features import (
 )
 from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts, postprocess, postprocess_one
-from volmargin_serving.runtime import _instant
+from volmargin_serving.runtime import _instant, partial_days
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0), as in runtime._weekday
@@ -185,10 +185,8 @@ class StreamState:
                                np.append(stored_days, np.datetime64(int(days[k]), "D")), instant)
         forecasts = _spread(Forecasts(out.variance[wanted], out.var[wanted], out.es[wanted], out.levels, out.horizon),
                             np.flatnonzero(wanted), len(self), runtime)
-        incomplete = (stored[..., INPUT_COLUMNS.index("complete")] < 0.5).any(axis=-1) if len(served) else []
-        for k in served[incomplete]:
-            runtime._read_incomplete_as_complete((forecasts.variance, forecasts.var, forecasts.es), k,
-                                                 *self.history(k))
+        for k in served[partial_days(stored)] if len(served) else ():
+            runtime._read_days_whole((forecasts.variance, forecasts.var, forecasts.es), k, *self.history(k))
         doubtful = [Forecasts(*reading, runtime.levels, runtime.horizon) for reading in readings]
         return runtime._price(assets, terms, forecasts, errors, doubtful, previous, instant)
 
