@@ -614,7 +614,7 @@ class Runtime:
         if not partial_days(window[None]).any():
             return None
         window, no_bv = window.copy(), _no_bv(window)
-        window[:, INPUT_COLUMNS.index("complete")] = 1.0
+        window[:, _COMPLETE] = 1.0
         window[no_bv, _BV] = window[no_bv, _RV]
         return window
 
