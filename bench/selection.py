@@ -27,7 +27,6 @@ seed alone (session 20: 1.0233 / 1.0267 / 1.0343 on 2021-Q4), as much as the gai
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import subprocess
 import sys
@@ -69,23 +68,17 @@ def run_selection(variants: str, root: Path, runs: list[str]) -> tuple[pd.DataFr
     return pd.DataFrame(ratios), tails
 
 
-SEED_PARAMETERS = {"gbm": ("random_state",), "nn": ("seed",), "blend": ("gbm.random_state", "nn.seed")}
+SEED_PARAMETERS = {"gbm": "random_state", "nn": "seed"}  # a blend sets both in its members' params
 
 
 def with_seed(model: str, params: dict, seed: int) -> dict:
-    """A variant's params with every member's seed set to `seed`."""
+    """A variant's params with every member's seed set to `seed` (a copy)."""
+    if model == "blend":  # a member's params may be absent or None: its defaults
+        return {**params, **{member: {**(params.get(member) or {}), name: seed}
+                             for member, name in SEED_PARAMETERS.items()}}
     if model not in SEED_PARAMETERS:
-        raise SystemExit(f"--seeds: no seed parameter known for model {model!r} ({', '.join(SEED_PARAMETERS)})")
-    params = copy.deepcopy(params)
-    for path in SEED_PARAMETERS[model]:
-        *members, name = path.split(".")
-        where = params
-        for member in members:
-            if where.get(member) is None:  # absent or None: the member's defaults
-                where[member] = {}
-            where = where[member]
-        where[name] = seed
-    return params
+        raise SystemExit(f"--seeds: no seed parameter known for model {model!r} (gbm, nn, blend)")
+    return {**params, SEED_PARAMETERS[model]: seed}
 
 
 def seeded(variants: dict, seeds: list[int]) -> dict:
