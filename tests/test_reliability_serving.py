@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_fixtures import ASSETS, build
+from reliability_fixtures import ASSETS, build, spike
 
 import volmargin_serving as vs
 from volmargin.features.learned import INPUT_COLUMNS
 from volmargin_serving.bundle import MANIFEST, SIGNATURE, sign_bundle
 from volmargin_serving.calibration import HARD_MIN_RATE, seal
-from volmargin_serving.repairs import readings
+from volmargin_serving.repairs import READINGS, readings
 
 COLUMN = {name: j for j, name in enumerate(INPUT_COLUMNS)}
 KEY = b"the service's secret"
@@ -280,6 +280,22 @@ def test_the_newest_days_stamped_with_an_earlier_day_are_read_forward_from_it(se
     got = fresh.margins(ASSETS, served.inputs, dates, as_of=served.as_of)
     assert got.fail_safe[0].all() and "UnsortedInputError" in got.reason[0, 0]
     assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
+
+
+@pytest.mark.parametrize("column", ["volume", "traded_value", "bv"])
+def test_the_worst_readings_keep_the_good_cells_of_a_bad_row(served, runtime, column):
+    """A crash on the newest day alone and one bad cell in its row: the worst readings take each column's
+    largest value over every value that may be true, that row's good cells included, so the crash stays in
+    them (bench/faults.py's draw 15 priced DOGE's 2025-10-10 with a text volume 25.6% short when they did not;
+    tests/test_reliability_real.py holds the margins on real crash days)."""
+    inputs = spike(served.inputs[0], days=1, factor=16.0)  # the newest day 16 times the spike's variance
+    inputs[-1, COLUMN[column]] = np.nan
+    windows, _ = readings(inputs, served.dates[0], served.as_of, runtime.history_days, runtime.max_age)
+    worst = [w for (_, value), w in zip(READINGS, windows) if value != "missing"]
+    assert len(worst) == 4
+    for window in worst:
+        assert window[-1, COLUMN["rv"]] == inputs[-1, COLUMN["rv"]] == np.nanmax(inputs[:, COLUMN["rv"]])
+        assert abs(window[-1, COLUMN["ret"]]) == np.abs(inputs[:, COLUMN["ret"]]).max()
 
 
 def test_the_last_good_margin_is_a_floor_of_every_fail_safe_margin(served, runtime, clean):

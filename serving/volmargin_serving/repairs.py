@@ -11,7 +11,10 @@ doubt add-on of `margins.price`), never a margin of its own:
   as many days after the newest date, at most at as_of);
 - each row holding a bad or doubtful value, replaced as missing (as training treats missing data), or as
   the worst day of the window: every variance measure and volume at its window maximum, the return at
-  plus or minus the largest absolute return.
+  plus or minus the largest absolute return, each taken over every value that may be true, the bad rows'
+  own included (one bad cell on the day of a crash leaves the crash in its other cells: bench/faults.py's
+  draw 15 sent DOGE's 2025-10-10 with its volume as text, and the maxima of the other days priced it 25.6%
+  short).
 Inputs of the wrong type are read as far as they can be (`float_cells`, `calendar_days`): a cell that is
 not a number is a bad value, dates given as ISO text are dates.
 """
@@ -23,7 +26,7 @@ from itertools import product
 import numpy as np
 
 from volmargin_serving.features import INPUT_COLUMNS
-from volmargin_serving.validation import FLAGS, NON_NEGATIVE, doubtful_values, value_problems
+from volmargin_serving.validation import FLAGS, NON_NEGATIVE, doubtful_values, problem_cells
 
 DATINGS = ("as_given", "consecutive")
 VALUES = ("missing", "worst_up", "worst_down")
@@ -99,18 +102,20 @@ def calendar_days(dates) -> np.ndarray | None:
         return None
 
 
-def _worst(window: np.ndarray, bad: np.ndarray, value: str) -> np.ndarray:
-    """`window` with its `bad` rows replaced as `value` says (see the module's docstring)."""
-    out = window.copy()
+def _worst(window: np.ndarray, suspect: np.ndarray, value: str) -> np.ndarray:
+    """`window` with the rows holding a `suspect` cell (a bad or doubtful value) replaced as `value` says (see the
+    module's docstring)."""
+    out, bad = window.copy(), suspect.any(axis=-1)
     out[bad] = np.nan
     if value == "missing":
         for j, name in enumerate(INPUT_COLUMNS):
             if name in FLAGS:
                 out[bad, j] = 0.0
         return out
+    may_be_true = np.where(suspect, np.nan, window)
     with np.errstate(all="ignore"):
         for j, name in enumerate(INPUT_COLUMNS):
-            column = out[:, j]
+            column = may_be_true[:, j]
             largest = np.nanmax(np.abs(column)) if np.isfinite(column).any() else np.nan
             if name in FLAGS:
                 out[bad, j] = 1.0
@@ -138,7 +143,7 @@ def readings(inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length
     for dating, value in READINGS:
         window, grid = dated.get(dating) or next(iter(dated.values()))
         with np.errstate(invalid="ignore"):
-            bad = value_problems(window) | doubtful_values(window).any(axis=-1)
-        windows.append(_worst(window, bad, value))
+            suspect = problem_cells(window) | doubtful_values(window)
+        windows.append(_worst(window, suspect, value))
         grids.append(grid)
     return np.stack(windows), np.stack(grids)

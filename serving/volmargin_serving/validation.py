@@ -115,6 +115,12 @@ def _where(index: tuple, columns: tuple[str, ...]) -> str:
 
 def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
     """(assets, days) True where a row has a non-finite or impossible value."""
+    return problem_cells(batch, columns).any(axis=-1)
+
+
+def problem_cells(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
+    """(assets, days, columns) True where a value is non-finite or impossible: outside its column's range, or a
+    return larger than its day's rv allows (the rv may be the wrong one; the row is refused either way)."""
     bad = ~np.isfinite(batch)
     for j, name in enumerate(columns):
         with np.errstate(invalid="ignore"):
@@ -122,7 +128,9 @@ def value_problems(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) 
                 bad[..., j] |= batch[..., j] < 0
             elif name in FLAGS:
                 bad[..., j] |= (batch[..., j] != 0) & (batch[..., j] != 1)
-    return bad.any(axis=-1) | _return_too_large(batch, columns)
+    if "ret" in columns:
+        bad[..., columns.index("ret")] |= _return_too_large(batch, columns)
+    return bad
 
 
 def doubtful_values(batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
