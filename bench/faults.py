@@ -124,14 +124,15 @@ def corrupt(rng, inputs, dates, as_of, whole: bool):
     return (inputs, dates), newest, applied
 
 
-def margins_from_bad_data(trials: int, addon: float | None = None, given: Path | None = None, seed: int = 11) -> dict:
+def margins_from_bad_data(trials: int, addon: float | None = None, given: Path | None = None, seed: int = 11,
+                          scratch: Path | None = None) -> dict:
     import volmargin_serving as vs
     from volmargin.features.learned import daily_inputs
     from volmargin_serving import margins as serving_margins
 
     if addon is not None:
         serving_margins.DOUBT_ADDON = addon
-    folder = Path(tempfile.mkdtemp(prefix="faults-bundle-"))
+    folder = Path(tempfile.mkdtemp(prefix="faults-bundle-", dir=scratch))
     bundle, calibration, panel = real_bundle(folder, given)
     length = rows_to_send(bundle)
     rng = np.random.default_rng(seed)
@@ -431,12 +432,18 @@ def main() -> None:
                         "unless BUNDLE.calibration.json is beside it)")
     parser.add_argument("--seed", type=int, default=11, help="the draw of section 1's corruptions (default 11)")
     args = parser.parse_args()
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='faults-mlflow-')}/mlflow.db"
-    work = Path(tempfile.mkdtemp(prefix="faults-"))
+    with tempfile.TemporaryDirectory(prefix="faults-") as scratch:  # bundles, MLflow store, CLI cases: removed after
+        run(args, Path(scratch))
+
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
+    work = scratch / "work"
+    work.mkdir()
 
     began = time.perf_counter()
-    margins = margins_from_bad_data(args.trials, given=args.bundle, seed=args.seed)
-    without_addon = margins_from_bad_data(args.trials, addon=0.0, given=args.bundle, seed=args.seed)
+    margins = margins_from_bad_data(args.trials, given=args.bundle, seed=args.seed, scratch=scratch)
+    without_addon = margins_from_bad_data(args.trials, addon=0.0, given=args.bundle, seed=args.seed, scratch=scratch)
     print(f"1. margins from bad data ({time.perf_counter() - began:.0f} s): {margins['cases']} corrupted windows of "
           f"real data, {margins['fail_safe']} priced fail-safe, lowered {margins['lowered']} "
           f"(worst shortfall {margins['worst_shortfall']:.2%}; {margins['newest_lowered']} of them with the newest row "
