@@ -11,10 +11,12 @@ doubt add-on of `margins.price`), never a margin of its own:
   as many days after the newest date, at most at as_of);
 - each row holding a bad or doubtful value, replaced as missing (as training treats missing data), or as
   the worst day of the window: every variance measure and volume at its window maximum, the return at
-  plus or minus the largest absolute return, each taken over every value that may be true, the bad rows'
-  own included (one bad cell on the day of a crash leaves the crash in its other cells: bench/faults.py's
-  draw 15 sent DOGE's 2025-10-10 with its volume as text, and the maxima of the other days priced it 25.6%
-  short).
+  plus or minus the largest absolute return, the maxima taken either over every value that may be true,
+  the bad rows' good cells included (one bad cell on the day of a crash leaves the crash in its other
+  cells: bench/faults.py's draw 15 sent DOGE's 2025-10-10 with its volume as text, and the maxima of the
+  other days alone priced it 25.6% short), or over the rows without a bad or doubtful value (a bad row's
+  other cells may be wrong too; the model is not monotone in its inputs, so neither reading bounds the
+  other).
 Inputs of the wrong type are read as far as they can be (`float_cells`, `calendar_days`): a cell that is
 not a number is a bad value, dates given as ISO text are dates.
 """
@@ -29,7 +31,8 @@ from volmargin_serving.features import INPUT_COLUMNS
 from volmargin_serving.validation import FLAGS, NON_NEGATIVE, doubtful_values, problem_cells
 
 DATINGS = ("as_given", "consecutive")
-VALUES = ("missing", "worst_up", "worst_down")
+# `_of_others`: the maxima over the rows without a bad or doubtful value only
+VALUES = ("missing", "worst_up", "worst_down", "worst_up_of_others", "worst_down_of_others")
 READINGS = tuple(product(DATINGS, VALUES))
 
 
@@ -112,17 +115,17 @@ def _worst(window: np.ndarray, suspect: np.ndarray, value: str) -> np.ndarray:
             if name in FLAGS:
                 out[bad, j] = 0.0
         return out
-    may_be_true = np.where(suspect, np.nan, window)
+    pool = np.where(bad[:, None] if value.endswith("_of_others") else suspect, np.nan, window)
     with np.errstate(all="ignore"):
         for j, name in enumerate(INPUT_COLUMNS):
-            column = may_be_true[:, j]
+            column = pool[:, j]
             largest = np.nanmax(np.abs(column)) if np.isfinite(column).any() else np.nan
             if name in FLAGS:
                 out[bad, j] = 1.0
             elif name in NON_NEGATIVE:
                 out[bad, j] = largest
             elif name == "ret":
-                out[bad, j] = largest if value == "worst_up" else -largest
+                out[bad, j] = largest if value.startswith("worst_up") else -largest
     return out
 
 
@@ -139,11 +142,13 @@ def readings(inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length
             dated[dating] = made
     if not dated:
         return None
+    suspects = {}  # per dating: the bad or doubtful cells of its window
     windows, grids = [], []
     for dating, value in READINGS:
         window, grid = dated.get(dating) or next(iter(dated.values()))
-        with np.errstate(invalid="ignore"):
-            suspect = problem_cells(window) | doubtful_values(window)
-        windows.append(_worst(window, suspect, value))
+        if dating not in suspects:
+            with np.errstate(invalid="ignore"):
+                suspects[dating] = problem_cells(window) | doubtful_values(window)
+        windows.append(_worst(window, suspects[dating], value))
         grids.append(grid)
     return np.stack(windows), np.stack(grids)
