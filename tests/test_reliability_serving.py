@@ -286,8 +286,8 @@ def test_the_newest_days_stamped_with_an_earlier_day_are_read_forward_from_it(se
 def test_the_worst_readings_keep_the_good_cells_of_a_bad_row(served, runtime, column):
     """A crash on the newest day alone and one bad cell in its row: two of the worst readings take each
     column's largest value over every value that may be true, that row's good cells included, so the crash
-    stays in them (bench/faults.py's draw 15 priced DOGE's 2025-10-10 with a text volume 25.6% short when they did not;
-    tests/test_reliability_real.py holds the margins on real crash days)."""
+    stays in them (bench/faults.py's draw 15 priced DOGE's 2025-10-10 with a text volume 25.6% short without
+    them; tests/test_reliability_real.py holds the margins on real crash days)."""
     inputs = spike(served.inputs[0], days=1, factor=16.0)  # the newest day 16 times the spike's variance
     inputs[-1, COLUMN[column]] = np.nan
     windows, _ = readings(inputs, served.dates[0], served.as_of, runtime.history_days, runtime.max_age)
