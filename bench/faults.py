@@ -55,9 +55,10 @@ UNIT_COLUMNS = [INPUT_COLUMNS.index(c) for c in ("volume", "traded_value")]
 # ------------------------------------------------------------------ 1. margins from bad data
 
 
-def real_bundle(folder: Path, given: Path | None = None):
-    """A bundle, its calibration set and the six assets' daily panel: the bench's own small bundle, or `given`
-    (an exported bundle: its calibration set beside it, BUNDLE.calibration.json, or one calibrated here)."""
+def real_bundle(folder: Path, given: Path | None = None, assets: tuple[str, ...] = ASSETS):
+    """A bundle, its calibration set and the assets' daily panel: the bench's own small bundle (trained on the
+    assets to 2021-12-31; also tests/test_reliability_real.py's), or `given` (an exported bundle: its
+    calibration set beside it, BUNDLE.calibration.json, or one calibrated here)."""
     from volmargin.batch import score_panel
     from volmargin.calibration import PolicyConfig
     from volmargin.calibration.bundle import calibrate_bundle
@@ -68,7 +69,7 @@ def real_bundle(folder: Path, given: Path | None = None):
     from volmargin.export import write_bundle
     from volmargin.models import make_forecaster
 
-    files = [f for f in hourly_spot_files() if any(f"binance_{a}_" in f.name for a in ASSETS)]
+    files = [f for f in hourly_spot_files() if any(f"binance_{a}_" in f.name for a in assets)]
     bars = load_panel(files)
     panel = daily_panel(bars)
     if given is not None and Path(f"{given}.calibration.json").is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from bench_modules import bench_modules
 
 import volmargin_serving as vs
 from volmargin_serving.features import INPUT_COLUMNS
@@ -19,27 +20,10 @@ COLUMN = {name: j for j, name in enumerate(INPUT_COLUMNS)}
 
 @pytest.fixture(scope="module")
 def real(shared_data, tmp_path_factory):
-    """A small GBM bundle trained on BTC and DOGE to 2021-12-31 and calibrated with `volmargin run`'s policy,
-    and the two assets' daily panel."""
-    from volmargin.batch import score_panel
-    from volmargin.calibration import PolicyConfig
-    from volmargin.calibration.bundle import calibrate_bundle
-    from volmargin.calibration.parameters import write_parameter_set
-    from volmargin.config import APC_POLICY
-    from volmargin.data import load_panel
-    from volmargin.evaluation.backtest import daily_panel
-    from volmargin.export import write_bundle
-    from volmargin.models import make_forecaster
-
-    folder = tmp_path_factory.mktemp("real")
-    bars = load_panel([shared_data / f"{asset}_1h.csv.gz" for asset in ASSETS])
-    panel = daily_panel(bars)
-    train = {a: d.loc[:"2021-12-31"] for a, d in panel.items()}
-    model = make_forecaster("gbm", n_estimators=60, tail_estimators=30).fit_panel(train)
-    bundle = write_bundle(model, train, folder, provenance={"training": {"train_end": "2021-12-31"}})
-    scored = score_panel(bundle, panel, progress=False)
-    parameters, _, _ = calibrate_bundle(bundle, scored, panel, PolicyConfig(**APC_POLICY), None, bars)
-    return bundle, write_parameter_set(parameters, bundle, folder / "set.calibration.json"), panel
+    """bench/faults.py's small GBM bundle, trained on BTC and DOGE to 2021-12-31 and calibrated with `volmargin
+    run`'s policy, and the two assets' daily panel."""
+    with bench_modules("faults") as (faults,):
+        return faults.real_bundle(tmp_path_factory.mktemp("real"), assets=tuple(a.split("_")[1] for a in ASSETS))
 
 
 def _rows(daily: pd.DataFrame, day, length: int) -> tuple[np.ndarray, np.ndarray]:
