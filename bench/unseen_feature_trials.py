@@ -20,6 +20,10 @@ feature list from the frame, so nothing else changes):
   panel carries it from the hourly bars, so it would be a new serving input.
 - `ewm:HOURS`: the same recency smoothly, the log of 24 x the exponentially weighted mean of the squared hourly
   returns (half-life HOURS) at the day's last bar, minus level_t.
+- `semi:DAYS`: realized semivariance (Patton & Sheppard 2015): the day's signed jump share (RS+ - RS-) / RV and
+  the log of the mean downside semivariance RS- (sum of the negative hourly returns' squares) over the last DAYS
+  rows minus level_t (bad volatility predicts more than good); the daily panel carries RS- from the hourly bars,
+  so it would be a new serving input.
 - `har:DAYS`: the one-day forecast of a HAR fitted on the asset's own last DAYS rows (`unseen_har_blend.
   windowed_har`, refitted at every row) minus level_t: stacking, the per-asset model's view as an input.
 
@@ -102,13 +106,28 @@ def ewm_rv(bars: pd.DataFrame, half_life: int) -> pd.Series:
     return smooth.groupby(bars.index.floor("D")).last() * 24
 
 
+def downside_rv(bars: pd.DataFrame) -> pd.Series:
+    """Per UTC day, the sum of the squared negative hourly log returns (RS-; the first from the previous close)."""
+    r = np.log(bars["close"]).diff()
+    return (r.where(r < 0, 0.0) ** 2).where(r.notna()).groupby(bars.index.floor("D")).sum(min_count=1)
+
+
+def semi_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str, np.ndarray]:
+    rv, down = daily["rv"].to_numpy(dtype=float), daily["rs_neg"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(rv > 0, (rv - 2 * down) / rv, np.nan)
+    mean_down = daily["rs_neg"].rolling(days, min_periods=1).mean().to_numpy(dtype=float)
+    return {"x_sj": share, "x_semi": _log(mean_down) - level}
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
-    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har", "late", "ewm"):
+    if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har", "late", "ewm",
+                    "semi"):
         raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS, trend:DAYS, "
-                         "har:DAYS, late:HOURS or ewm:HOURS")
+                         "har:DAYS, late:HOURS, ewm:HOURS or semi:DAYS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
@@ -119,6 +138,8 @@ def install(trial: str) -> None:
             return trend_columns(daily, level, int(days or 30))
         if kind == "har":
             return har_columns(daily, level, int(days or 365))
+        if kind == "semi":
+            return semi_columns(daily, level, int(days or 5))
         if kind in ("late", "ewm"):
             return {f"x_{kind}": _log(daily["late_rv"].to_numpy(dtype=float)) - level}
         return long_columns(daily, level, int(days or 365), kind == "long_all")
@@ -128,7 +149,8 @@ def install(trial: str) -> None:
         level = frame.pop("level")
         return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
 
-    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close", "late_rv")}
+    probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close", "late_rv",
+                                                     "rs_neg")}
                          | {"complete": [True] * 3},
                          index=pd.date_range("2020-01-01", periods=3, tz="UTC"))
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
@@ -153,6 +175,14 @@ def install(trial: str) -> None:
         def daily_panel(bars_panel, *args, **kwargs):  # the column is named late_rv for both kinds
             panel = plain_panel(bars_panel, *args, **kwargs)
             return {a: d.assign(late_rv=recent_rv(bars_panel[a], int(days or 6)).reindex(d.index).to_numpy())
+                    for a, d in panel.items()}
+        unseen_assets.daily_panel = daily_panel
+    if kind == "semi":
+        plain_semi_panel = unseen_assets.daily_panel
+
+        def daily_panel(bars_panel, *args, **kwargs):
+            panel = plain_semi_panel(bars_panel, *args, **kwargs)
+            return {a: d.assign(rs_neg=downside_rv(bars_panel[a]).reindex(d.index).to_numpy())
                     for a, d in panel.items()}
         unseen_assets.daily_panel = daily_panel
 

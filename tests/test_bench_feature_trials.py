@@ -1,4 +1,4 @@
-"""The intraday-recency trial columns of bench/unseen_feature_trials.py (`late:HOURS`, `ewm:HOURS`)."""
+"""Trial columns of bench/unseen_feature_trials.py (`late:HOURS`, `ewm:HOURS`, `semi:DAYS`)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,17 @@ def test_ewm_rv_is_a_day_of_the_smoothed_hourly_variance_at_its_last_bar():
     with bench_modules("unseen_feature_trials") as (trials,):
         smooth = trials.ewm_rv(bars, 6)
     assert np.allclose(smooth, 24 * 0.01 ** 2)
+
+
+def test_downside_rv_sums_only_the_falls_of_each_day():
+    index = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC")
+    log_close = np.zeros(48)
+    log_close[10] = -0.03  # a fall of 0.03 in hour 10, back up in hour 11: only the fall counts
+    log_close[30] = 0.02  # the second day: a rise, then a fall of 0.02
+    bars = pd.DataFrame({"close": np.exp(log_close)}, index=index)
+    with bench_modules("unseen_feature_trials") as (trials,):
+        down = trials.downside_rv(bars)
+        daily = pd.DataFrame({"rv": [2 * 0.03 ** 2, 2 * 0.02 ** 2], "rs_neg": down.to_numpy()}, index=down.index)
+        columns = trials.semi_columns(daily, np.zeros(2), 5)
+    assert np.allclose(down, [0.03 ** 2, 0.02 ** 2])
+    assert np.allclose(columns["x_sj"], 0.0)  # one fall and one rise of the same size each day
