@@ -24,6 +24,9 @@ feature list from the frame, so nothing else changes):
   the log of the mean downside semivariance RS- (sum of the negative hourly returns' squares) over the last DAYS
   rows minus level_t (bad volatility predicts more than good); the daily panel carries RS- from the hourly bars,
   so it would be a new serving input.
+- `rq:DAYS`: realized quarticity in scale-free form (the HARQ idea of Bollerslev, Patton & Quaedvlieg 2016: RV is
+  a noisier measure when a few returns carry it): the log of sum r^4 / (sum r^2)^2 of the day's hourly returns,
+  and its mean over the last DAYS rows.
 - `har:DAYS`: the one-day forecast of a HAR fitted on the asset's own last DAYS rows (`unseen_har_blend.
   windowed_har`, refitted at every row) minus level_t: stacking, the per-asset model's view as an input.
 
@@ -112,6 +115,14 @@ def downside_rv(bars: pd.DataFrame) -> pd.Series:
     return (r.where(r < 0, 0.0) ** 2).where(r.notna()).groupby(bars.index.floor("D")).sum(min_count=1)
 
 
+def quarticity_ratio(bars: pd.DataFrame) -> pd.Series:
+    """Per UTC day, sum r^4 / (sum r^2)^2 of the hourly log returns (1/n when all are alike, 1 for one move)."""
+    r = np.log(bars["close"]).diff()
+    day = bars.index.floor("D")
+    fourth, second = (r**4).groupby(day).sum(min_count=1), (r**2).groupby(day).sum(min_count=1)
+    return fourth / second.where(second > 0) ** 2
+
+
 def semi_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str, np.ndarray]:
     rv, down = daily["rv"].to_numpy(dtype=float), daily["rs_neg"].to_numpy(dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -125,9 +136,9 @@ def install(trial: str) -> None:
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
     kind, _, days = trial.partition(":")
     if kind not in ("long_level", "long_all", "market", "liquidity", "trend", "har", "late", "ewm",
-                    "semi"):
+                    "semi", "rq"):
         raise SystemExit(f"unknown trial {trial!r}: long_level:DAYS, long_all, market, liquidity:DAYS, trend:DAYS, "
-                         "har:DAYS, late:HOURS, ewm:HOURS or semi:DAYS")
+                         "har:DAYS, late:HOURS, ewm:HOURS, semi:DAYS or rq:DAYS")
 
     def extra(daily: pd.DataFrame, spec: core.FeatureSpec, level: np.ndarray) -> dict[str, np.ndarray]:
         if kind == "market":
@@ -140,6 +151,10 @@ def install(trial: str) -> None:
             return har_columns(daily, level, int(days or 365))
         if kind == "semi":
             return semi_columns(daily, level, int(days or 5))
+        if kind == "rq":
+            log_ratio = np.log(daily["rq_ratio"])
+            return {"x_rq": log_ratio.to_numpy(dtype=float),
+                    "x_rq_w": log_ratio.rolling(int(days or 5), min_periods=1).mean().to_numpy(dtype=float)}
         if kind in ("late", "ewm"):
             return {f"x_{kind}": _log(daily["late_rv"].to_numpy(dtype=float)) - level}
         return long_columns(daily, level, int(days or 365), kind == "long_all")
@@ -150,7 +165,7 @@ def install(trial: str) -> None:
         return frame.assign(**extra(daily, spec, level.to_numpy()), level=level)
 
     probe = pd.DataFrame({c: [1.0] * 3 for c in ("rv", "ret", "market_rv", "volume", "close", "late_rv",
-                                                     "rs_neg")}
+                                                     "rs_neg", "rq_ratio")}
                          | {"complete": [True] * 3},
                          index=pd.date_range("2020-01-01", periods=3, tz="UTC"))
     names = tuple(extra(probe, core.FeatureSpec(), np.zeros(3)))
@@ -177,12 +192,13 @@ def install(trial: str) -> None:
             return {a: d.assign(late_rv=recent_rv(bars_panel[a], int(days or 6)).reindex(d.index).to_numpy())
                     for a, d in panel.items()}
         unseen_assets.daily_panel = daily_panel
-    if kind == "semi":
-        plain_semi_panel = unseen_assets.daily_panel
+    if kind in ("semi", "rq"):
+        plain_bar_panel = unseen_assets.daily_panel
+        column, measure = ("rs_neg", downside_rv) if kind == "semi" else ("rq_ratio", quarticity_ratio)
 
         def daily_panel(bars_panel, *args, **kwargs):
-            panel = plain_semi_panel(bars_panel, *args, **kwargs)
-            return {a: d.assign(rs_neg=downside_rv(bars_panel[a]).reindex(d.index).to_numpy())
+            panel = plain_bar_panel(bars_panel, *args, **kwargs)
+            return {a: d.assign(**{column: measure(bars_panel[a]).reindex(d.index).to_numpy()})
                     for a, d in panel.items()}
         unseen_assets.daily_panel = daily_panel
 

@@ -40,3 +40,14 @@ def test_downside_rv_sums_only_the_falls_of_each_day():
         columns = trials.semi_columns(daily, np.zeros(2), 5)
     assert np.allclose(down, [0.03 ** 2, 0.02 ** 2])
     assert np.allclose(columns["x_sj"], 0.0)  # one fall and one rise of the same size each day
+
+
+def test_quarticity_ratio_is_one_for_a_single_move_and_one_over_n_for_equal_moves():
+    index = pd.date_range("2024-01-01", periods=49, freq="h", tz="UTC")
+    log_close = np.zeros(49)
+    log_close[5:] = 0.03  # day 1: one move of 0.03 (the first return, from no previous bar, is dropped)
+    log_close[24:] += 0.01 * ((np.arange(25) + 1) % 2)  # day 2 and the first hour of day 3: every return +-0.01
+    bars = pd.DataFrame({"close": np.exp(log_close)}, index=index)
+    with bench_modules("unseen_feature_trials") as (trials,):
+        ratio = trials.quarticity_ratio(bars)
+    assert np.allclose(ratio.iloc[:2], [1.0, 1 / 24])
