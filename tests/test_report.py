@@ -20,6 +20,7 @@ from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_fo
 from volmargin.evaluation.walkforward import WalkForwardSplit
 from volmargin.reports import build_report, write_report
 from volmargin.reports.report import load_run, rank_models
+from volmargin.reports.html import FOLD_ROWS, folded, table
 
 SECTION_IDS = ["data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
                "portfolio", "provenance"]
@@ -154,3 +155,18 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     subprocess.run([CHROMIUM, *flags, "--window-size=1300,2000", f"--screenshot={shot}", out.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
+
+
+def test_long_per_asset_tables_start_folded_and_short_ones_do_not():
+    short = table(pd.DataFrame({"asset": ["a", "b"]}))
+    assert folded("Per asset", short, 2) == short
+    rows = FOLD_ROWS + 1
+    long = table(pd.DataFrame({"asset": [f"a{i}" for i in range(rows)]}))
+    html = folded("Per asset", long, rows)
+    assert html.startswith("<details><summary>Per asset") and f"({rows:,} rows" in html and long in html
+
+
+def test_data_section_totals_the_recorded_assets(run_dir):
+    section = build_report(run_dir).split('id="data"')[1].split("</section>")[0]
+    assert "In all: 12,000 bars, 0 gaps, 0 incomplete days." in section
+    assert "<details>" not in section  # one asset: the table stays open

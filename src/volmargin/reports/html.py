@@ -20,6 +20,7 @@ FORMATS = {
     "sec": lambda x: f"{x:,.1f} s",
 }
 NOT_RECORDED = '<span class="na">not recorded</span>'
+FOLD_ROWS = 20  # per-asset tables longer than this start folded, so that a 129-asset report reads top-down
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#222;
@@ -37,6 +38,7 @@ th{background:#f0f3f7;text-align:left;font-weight:600;position:sticky;top:0}th.n
 .banner{padding:8px 12px;border-radius:4px;margin:10px 0;font-weight:600}
 .synthetic{background:#fff1a8;border:1px solid #e0c200}.real{background:#e3f1e4;border:1px solid #8fc295}
 .unknown{background:#eee;border:1px solid #ccc}
+details{margin:8px 0}summary{cursor:pointer;color:#1a5fb4}
 img{max-width:100%;height:auto;display:block;margin:8px 0}pre{background:#f5f7fa;border:1px solid #e3e8ee;
  padding:10px;overflow:auto;font-size:12px;max-height:420px}
 #report-status{color:#aaa;font-size:11px;margin-top:40px}
@@ -97,6 +99,13 @@ def table(frame: pd.DataFrame, kinds: dict[str, str] | None = None, labels: dict
     body = "".join("<tr>" + "".join(td(v, kinds.get(c)) for c, v in zip(frame.columns, row)) + "</tr>"
                    for row in frame.itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def folded(summary: str, body: str, rows: int) -> str:
+    """`body` under a `<details>` line `summary` (HTML) when it has more than `FOLD_ROWS` rows; else as it is."""
+    if rows <= FOLD_ROWS:
+        return body
+    return f"<details><summary>{summary} ({rows:,} rows: click to open)</summary>{body}</details>"
 
 
 def key_values(pairs: dict[str, object]) -> str:

@@ -22,7 +22,7 @@ from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, pooled_l
 from volmargin.io import write_atomic
 from volmargin.models import BASELINES
 from volmargin.reports import figures
-from volmargin.reports.html import NOT_RECORDED, img, key_values, note, page, table
+from volmargin.reports.html import NOT_RECORDED, folded, img, key_values, note, page, table
 from volmargin.reports.portfolio import portfolio_section
 from volmargin.reports.simulation import simulation_sections
 
@@ -154,13 +154,17 @@ def data_section(run: Run) -> str:
     recorded = pd.DataFrame.from_dict(data.get("assets") or {}, orient="index")
     merged = recorded.join(coverage, how="outer").rename_axis("asset").reset_index()
     kinds = {c: "int" for c in ("bars", "gaps", "missing_bars", "incomplete_days", "forecast_days")}
+    totals = ", ".join(f"{merged[c].sum():,.0f} {c.replace('_', ' ')}" for c in ("bars", "gaps", "incomplete_days")
+                       if c in merged)
+    per_asset = table(merged, kinds, {"first": "data from", "last": "data to", "missing_bars": "missing bars",
+                                      "incomplete_days": "incomplete days", "forecast_first": "forecasts from",
+                                      "forecast_last": "forecasts to", "forecast_days": "forecast days"})
     return (f'<div class="banner {cls}">{escape(text)}</div>'
             + note(f"{len(merged)} assets; {len(f):,} forecast rows of {f['model'].nunique()} models."
+                   + (f" In all: {totals}." if totals else "")
                    + ("" if len(recorded) else " Per-asset data details (bars, gaps, incomplete days): "
                       + NOT_RECORDED + "."))
-            + table(merged, kinds, {"first": "data from", "last": "data to", "missing_bars": "missing bars",
-                                    "incomplete_days": "incomplete days", "forecast_first": "forecasts from",
-                                    "forecast_last": "forecasts to", "forecast_days": "forecast days"}))
+            + folded("Per asset: data, gaps and forecast days", per_asset, len(merged)))
 
 
 LEADERBOARD = {  # column: (label, format)
@@ -210,7 +214,7 @@ def var_section(run: Run, ranking: Ranking) -> str:
         present = [c for c in columns if c in pooled]
         parts.append(f"<h3>{side.capitalize()} tail (VaR 99%, ES 97.5%)</h3>" + table(pooled[present], kinds, columns))
     grid = _zone_grid(run.scores, list(pooled["model"]))
-    zones = table(grid, {m: "zones" for m in grid if m != "asset"})
+    zones = folded("Each asset's zones", table(grid, {m: "zones" for m in grid if m != "asset"}), len(grid))
     return (note("Pooled over assets; expected exception rate 1%. Basel zone: worst rolling 250-day window "
                  "(pooled: worst asset). ES Z2 (Acerbi-Szekely) is about 0 for a correct ES, negative when the "
                  "tail is underestimated.") + "".join(parts)
