@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import socket
@@ -70,6 +71,8 @@ def test_train_tracks_registers_and_promotes(tmp_path):
     assert run.info.status == "FINISHED"
     assert run.data.metrics["eval_qlike"] == pytest.approx(first.scores.query("asset == 'ALL'")["qlike"].iloc[0])
     assert run.data.params["model.name"] == "gbm" and len(run.data.tags["data.sha256"]) == 64
+    recorded = json.loads((first.output / "train.json").read_text())["train_seconds"]
+    assert 0 < recorded <= first.seconds and run.data.metrics["train_seconds"] == pytest.approx(recorded, abs=0.05)
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
     assert {"data_fingerprint.json", "eval_scores.csv"} <= artifacts
     # a second, deliberately weak model: it becomes challenger and the champion stays

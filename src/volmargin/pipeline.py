@@ -93,13 +93,16 @@ def stage_train(run: Run) -> None:
     for name in run.cfg.learned:
         cfg = run.cfg.train_config(name)
         with tracked_run(f"train-{name}", tags={"volmargin.command": "train"}, nested=True):
+            fitting = time.perf_counter()
             if name == "blend":
                 model, forecasts = reused_blend(run, evaluated)
             else:
                 model, forecasts = fit_and_evaluate(cfg, run.panel, run.progress)
-            save_trained(cfg, model, forecasts, run.panel, run.bars)
+            seconds = time.perf_counter() - fitting
+            save_trained(cfg, model, forecasts, run.panel, run.bars, seconds)
         run.models[name], evaluated[name] = model, forecasts
-        print(f"train: {name} fitted on data up to {cfg.window.train_end}; written to {cfg.output}")
+        print(f"train: {name} fitted on data up to {cfg.window.train_end} and evaluated after it in {seconds:.0f} s; "
+              f"written to {cfg.output}")
 
 
 def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):

@@ -148,16 +148,19 @@ def run(cfg: TrainConfig, tracking_uri: str | None = None, progress: bool = True
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
     tags = {"volmargin.command": "train", "data.sha256": data_fingerprint(bars)["sha256"]}
     with tracked_run(f"train-{cfg.model.name}", tags=tags) as run_:
+        fitting = time.perf_counter()
         model, forecasts = fit_and_evaluate(cfg, panel, progress)
-        scores, version, alias = save_trained(cfg, model, forecasts, panel, bars)
+        seconds = time.perf_counter() - fitting
+        scores, version, alias = save_trained(cfg, model, forecasts, panel, bars, seconds)
     return TrainResult(Path(cfg.output), run_.info.run_id, scores, version, alias, time.perf_counter() - began)
 
 
 def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFrame, panel: dict[str, pd.DataFrame],
-                 bars: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, str | None, str | None]:
-    """Inside an active MLflow run: log config, data fingerprint, learning curves and scores, write the
-    output folder (model.pkl, eval scores and forecasts, train.json), log and register the model and
-    promote it. Returns the scores, the registered version and the alias it got."""
+                 bars: dict[str, pd.DataFrame], train_seconds: float) -> tuple[pd.DataFrame, str | None, str | None]:
+    """Inside an active MLflow run: log config, data fingerprint, learning curves, scores and `train_seconds`
+    (the wall time of the fit and its held-out evaluation), write the output folder (model.pkl, eval scores
+    and forecasts, train.json), log and register the model and promote it. Returns the scores, the
+    registered version and the alias it got."""
     import mlflow
 
     from volmargin.tracking import data_fingerprint, log_forecaster, promote
@@ -171,6 +174,7 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
     pooled = scores[scores["asset"] == POOLED].iloc[0]
     mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if isinstance(v, (int, float)) and pd.notna(v)})
     mlflow.log_metrics({f"eval_qlike.{a}": float(q) for a, q in scores.set_index("asset")["qlike"].drop(POOLED).items()})
+    mlflow.log_metric("train_seconds", train_seconds)
     out = Path(cfg.output)
     with staged_folder(out) as staging:  # model.pkl and train.json appear together, or not at all
         write_frame(forecasts, staging / "eval_forecasts.parquet")
@@ -179,7 +183,7 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
         write_atomic(staging / "model.pkl", lambda p: p.write_bytes(pickled))
         meta = {"run_id": run_.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
                 "config": dataclasses.asdict(cfg), "data": fingerprint, "eval_qlike": float(pooled["qlike"]),
-                "model_sha256": hashlib.sha256(pickled).hexdigest(), "model_format": MODEL_FORMAT}
+                "train_seconds": round(train_seconds, 1), "model_sha256": hashlib.sha256(pickled).hexdigest(), "model_format": MODEL_FORMAT}
         write_atomic(staging / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
     mlflow.log_artifact(str(out / "eval_scores.csv"))
     example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
