@@ -131,6 +131,12 @@ def semi_columns(daily: pd.DataFrame, level: np.ndarray, days: int) -> dict[str,
     return {"x_sj": share, "x_semi": _log(mean_down) - level}
 
 
+def quarticity_columns(daily: pd.DataFrame, days: int) -> dict[str, np.ndarray]:
+    log_ratio = np.log(daily["rq_ratio"])
+    return {"x_rq": log_ratio.to_numpy(dtype=float),
+            "x_rq_w": log_ratio.rolling(days, min_periods=1).mean().to_numpy(dtype=float)}
+
+
 def install(trial: str) -> None:
     """Wrap the feature frame (and the names the GBM learns from) with the trial's columns."""
     plain_frame, plain_names = learned.feature_frame, learned.feature_names
@@ -152,9 +158,7 @@ def install(trial: str) -> None:
         if kind == "semi":
             return semi_columns(daily, level, int(days or 5))
         if kind == "rq":
-            log_ratio = np.log(daily["rq_ratio"])
-            return {"x_rq": log_ratio.to_numpy(dtype=float),
-                    "x_rq_w": log_ratio.rolling(int(days or 5), min_periods=1).mean().to_numpy(dtype=float)}
+            return quarticity_columns(daily, int(days or 5))
         if kind in ("late", "ewm"):
             return {f"x_{kind}": _log(daily["late_rv"].to_numpy(dtype=float)) - level}
         return long_columns(daily, level, int(days or 365), kind == "long_all")

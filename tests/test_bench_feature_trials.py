@@ -1,4 +1,4 @@
-"""Trial columns of bench/unseen_feature_trials.py (`late:HOURS`, `ewm:HOURS`, `semi:DAYS`)."""
+"""Trial columns of bench/unseen_feature_trials.py (`late:HOURS`, `ewm:HOURS`, `semi:DAYS`, `rq:DAYS`)."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backt
 from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit
 from volmargin.reports import build_report, write_report
-from volmargin.reports.report import load_run, rank_models
 from volmargin.reports.html import FOLD_ROWS, folded, table
+from volmargin.reports.report import load_run, rank_models
 
 SECTION_IDS = ["data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
                "portfolio", "provenance"]

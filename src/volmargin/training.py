@@ -183,7 +183,8 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
         write_atomic(staging / "model.pkl", lambda p: p.write_bytes(pickled))
         meta = {"run_id": run_.info.run_id, "tracking_uri": mlflow.get_tracking_uri(),
                 "config": dataclasses.asdict(cfg), "data": fingerprint, "eval_qlike": float(pooled["qlike"]),
-                "train_seconds": round(train_seconds, 1), "model_sha256": hashlib.sha256(pickled).hexdigest(), "model_format": MODEL_FORMAT}
+                "train_seconds": round(train_seconds, 1), "model_sha256": hashlib.sha256(pickled).hexdigest(),
+                "model_format": MODEL_FORMAT}
         write_atomic(staging / "train.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
     mlflow.log_artifact(str(out / "eval_scores.csv"))
     example = next(iter(panel.values())).loc[: cfg.window.train_end].tail(120)
