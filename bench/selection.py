@@ -22,6 +22,13 @@ before the first run.
 blend; seed 0, every model's default, keeps the plain label, so earlier parts are reused; the others are
 labelled `label#seed`) and judges the seed means. One run's QLIKE / HAR moves by 0.003-0.01 with the GBM's
 seed alone (session 20: 1.0233 / 1.0267 / 1.0343 on 2021-Q4), as much as the gains the rule asks for.
+
+`--trial TRIAL` judges a feature of `bench/unseen_feature_trials.py` (e.g. `semi:5`) in the same command: the
+candidates (and their seeds) are fitted in a process with the trial's columns installed, the other variants in
+a plain one. Give a trial's candidate a label of its own (parts are reused by label):
+
+    python bench/selection.py --trial rq:5 --variants '{"gbm": ["gbm", {}], "gbm_rq5": ["gbm", {}]}' \
+        --reference gbm --candidate gbm_rq5 --seeds 0,1,2 --root runs/selection-gbm
 """
 
 from __future__ import annotations
@@ -47,19 +54,33 @@ RUNS = {
 }
 
 
-def run_selection(variants: str, root: Path, runs: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def fitting_calls(variants: dict, candidates: list[str], trial: str | None) -> list[tuple[list[str], dict]]:
+    """(script and its first arguments, the variants it fits) for each process of one run: every variant in
+    `bench/unseen_assets.py`, or with a `trial` the candidates (every seed) in `bench/unseen_feature_trials.py
+    TRIAL` and the others in the plain script."""
+    plain = [str(BENCH / "unseen_assets.py")]
+    if trial is None:
+        return [(plain, variants)]
+    tried = {label: v for label, v in variants.items() if label.split("#")[0] in candidates}
+    others = {label: v for label, v in variants.items() if label not in tried}
+    return [(plain, others), ([str(BENCH / "unseen_feature_trials.py"), trial], tried)]
+
+
+def run_selection(calls: list[tuple[list[str], dict]], root: Path, runs: list[str]
+                  ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """QLIKE / HAR on the unseen assets, (model, run), and each run's tails (99% exception rates and Kupiec
-    shares per model), after each run's `bench/unseen_assets.py` call."""
+    shares per model), after each run's `fitting_calls` (their log: `run.log`)."""
     ratios, tails = {}, {}
     for name in runs:
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
         with open(folder / "run.log", "w") as log:
-            done = subprocess.run([sys.executable, str(BENCH / "unseen_assets.py"), *RUNS[name], "--models", "",
-                                   "--variants", variants, "--out", str(folder)], stdout=log, stderr=subprocess.STDOUT)
-        if done.returncode:
-            raise SystemExit(f"selection run {name} failed (exit {done.returncode}): see {folder / 'run.log'}")
+            for script, variants in calls:
+                done = subprocess.run([sys.executable, *script, *RUNS[name], "--models", "", "--variants",
+                                       json.dumps(variants), "--out", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+                if done.returncode:
+                    raise SystemExit(f"selection run {name} failed (exit {done.returncode}): see {folder / 'run.log'}")
         forecasts = pd.read_parquet(folder / "forecasts.parquet")
         ratios[name] = ratio_to_har(forecasts)
         unseen = forecasts[forecasts["set"].isin(["unseen", "both"]) & (forecasts["horizon"] == 1)]
@@ -107,6 +128,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(RUNS), help=f"a subset of {', '.join(RUNS)}")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of every variant; the verdict reads "
                         "their means (default 0: one fit per variant)")
+    parser.add_argument("--trial", default=None, help="a bench/unseen_feature_trials.py TRIAL (e.g. semi:5) whose "
+                        "columns the candidates read; the other variants are fitted without them")
     args = parser.parse_args()
     variants, seeds = json.loads(args.variants), [int(s) for s in args.seeds.split(",")]
     labels, candidates = set(variants), args.candidate.split(",")
@@ -114,7 +137,8 @@ def main() -> None:
         parser.error(f"--reference and --candidate must be labels of --variants ({', '.join(sorted(labels))})")
     if seeds != [0]:
         variants = seeded(variants, seeds)
-    per_seed, tails = run_selection(json.dumps(variants), args.root, args.runs.split(","))
+    calls = fitting_calls(variants, candidates, args.trial)
+    per_seed, tails = run_selection(calls, args.root, args.runs.split(","))
     if seeds != [0]:
         print("\nQLIKE / HAR per seed:\n")
         print(per_seed.to_markdown(floatfmt=".4f"))

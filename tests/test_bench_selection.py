@@ -43,3 +43,13 @@ def test_seeds_reach_every_member_and_the_verdict_reads_their_means(selection):
     assert selection.verdict(means.drop(columns="2020"), "gbm", "late", 0.003)
     with pytest.raises(SystemExit, match="no seed parameter"):
         selection.with_seed("garch", {}, 1)
+
+
+def test_a_trial_reaches_the_candidates_and_every_seed_of_them_only(selection):
+    variants = selection.seeded({"gbm": ["gbm", {}], "gbm_rq5": ["gbm", {}]}, [0, 1])
+    assert selection.fitting_calls(variants, ["gbm_rq5"], None) == [([str(selection.BENCH / "unseen_assets.py")],
+                                                                      variants)]
+    (plain, others), (tried_script, tried) = selection.fitting_calls(variants, ["gbm_rq5"], "rq:5")
+    assert plain == [str(selection.BENCH / "unseen_assets.py")] and set(others) == {"gbm", "gbm#1"}
+    assert tried_script == [str(selection.BENCH / "unseen_feature_trials.py"), "rq:5"]
+    assert set(tried) == {"gbm_rq5", "gbm_rq5#1"}
