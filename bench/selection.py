@@ -108,9 +108,11 @@ def seeded(variants: dict, seeds: list[int]) -> dict:
             for label, (model, params) in variants.items() for seed in seeds}
 
 
-def seed_means(ratios: pd.DataFrame) -> pd.DataFrame:
-    """QLIKE / HAR per variant and run, averaged over the seeds of each variant (`label#seed` rows)."""
-    return ratios.groupby(ratios.index.str.split("#").str[0]).mean()
+def seed_means(ratios: pd.DataFrame, labels: set[str]) -> pd.DataFrame:
+    """QLIKE / HAR per variant and run, averaged over the seeds of each variant this call asked for (`label#seed`
+    rows among `labels`): seed parts an earlier call left in the folder do not enter another call's means."""
+    asked = [label for label in ratios.index if "#" not in label or label in labels]
+    return ratios.loc[asked].groupby(pd.Index(asked).str.split("#").str[0]).mean()
 
 
 def verdict(ratios: pd.DataFrame, reference: str, candidate: str, min_gain: float) -> bool:
@@ -142,7 +144,7 @@ def main() -> None:
     if seeds != [0]:
         print("\nQLIKE / HAR per seed:\n")
         print(per_seed.to_markdown(floatfmt=".4f"))
-    ratios = seed_means(per_seed)
+    ratios = seed_means(per_seed, set(variants))
     table = ratios.assign(mean=ratios.mean(axis=1)).sort_values("mean")
     print(f"\nQLIKE / HAR, unseen assets, selection runs{' (seed means)' if seeds != [0] else ''}:\n")
     print(table.to_markdown(floatfmt=".4f"))

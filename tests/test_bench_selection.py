@@ -37,8 +37,11 @@ def test_seeds_reach_every_member_and_the_verdict_reads_their_means(selection):
     per_seed = pd.DataFrame({"2021q4": [1.0233, 1.0267, 1.0343, 1.0062, 1.0146, 1.0111],
                              "2020": [0.8862, 0.8938, 0.8833, 0.8867, 0.8879, 0.8865]},
                             index=["gbm", "gbm#1", "gbm#2", "late", "late#1", "late#2"])
-    means = selection.seed_means(per_seed)
+    means = selection.seed_means(per_seed, set(per_seed.index))
     assert means.loc["gbm", "2021q4"] == pytest.approx((1.0233 + 1.0267 + 1.0343) / 3)
+    # a one-seed call on a folder that holds earlier seeds' parts judges seed 0 alone
+    single = selection.seed_means(per_seed, {"gbm", "late"})
+    assert single.loc["gbm", "2021q4"] == 1.0233 and single.loc["late", "2020"] == 0.8867
     assert not selection.verdict(means, "gbm", "late", 0.003)
     assert selection.verdict(means.drop(columns="2020"), "gbm", "late", 0.003)
     with pytest.raises(SystemExit, match="no seed parameter"):
