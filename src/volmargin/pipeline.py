@@ -101,7 +101,7 @@ def stage_train(run: Run) -> None:
             seconds = time.perf_counter() - fitting
             save_trained(cfg, model, forecasts, run.panel, run.bars, seconds)
         run.models[name], evaluated[name] = model, forecasts
-        print(f"train: {name} fitted on data up to {cfg.window.train_end} and evaluated after it in {seconds:.0f} s; "
+        print(f"train: {name} fitted on data up to {cfg.window.train_end} and evaluated after it in {seconds:.1f} s; "
               f"written to {cfg.output}")
 
 
