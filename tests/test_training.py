@@ -73,6 +73,9 @@ def test_train_tracks_registers_and_promotes(tmp_path):
     assert run.data.params["model.name"] == "gbm" and len(run.data.tags["data.sha256"]) == 64
     recorded = json.loads((first.output / "train.json").read_text())["train_seconds"]
     assert 0 < recorded <= first.seconds and run.data.metrics["train_seconds"] == pytest.approx(recorded, abs=0.05)
+    # the logged model's environment names what unpickling it needs (MLflow's own inference missed lightgbm)
+    needs = Path(mlflow.pyfunc.get_model_dependencies(f"models:/volmargin-gbm/{first.model_version}")).read_text()
+    assert {"volmargin", "lightgbm", "torch", "scikit-learn"} <= {line.split("==")[0] for line in needs.split()}
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
     assert {"data_fingerprint.json", "eval_scores.csv"} <= artifacts
     # a second, deliberately weak model: it becomes challenger and the champion stays
