@@ -165,3 +165,16 @@ def test_neural_training_logs_learning_curves(tmp_path):
     curve = MlflowClient().get_metric_history(result.run_id, "val_loss")
     assert [m.step for m in curve] == [0, 1, 2]
     assert len(MlflowClient().get_metric_history(result.run_id, "train_qlike")) == 3
+
+
+def test_model_requirements_fall_back_to_mlflows_inference_without_an_installed_volmargin(monkeypatch):
+    import importlib.metadata
+
+    from volmargin.tracking import model_requirements
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    assert model_requirements()[0].startswith("volmargin==")
+    monkeypatch.setattr(importlib.metadata, "requires", missing)
+    assert model_requirements() is None

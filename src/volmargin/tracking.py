@@ -134,15 +134,19 @@ def _pyfunc_class():
     return ForecasterModel
 
 
-def model_requirements() -> list[str]:
+def model_requirements() -> list[str] | None:
     """A logged forecaster's pip requirements: volmargin and its own install requirements, pinned to the
     versions installed here. MLflow's inference would load the model in a subprocess per call (about 4 of a
-    model's 4.7 s of logging) and missed lightgbm and torch, without which a GBM or GRU cannot be unpickled."""
-    from importlib.metadata import requires, version
+    model's 4.7 s of logging) and missed lightgbm and torch, without which a GBM or GRU cannot be unpickled.
+    None (MLflow infers them) where volmargin runs from a source tree that pip never installed."""
+    from importlib.metadata import PackageNotFoundError, requires, version
 
-    names = [re.split(r"[\s;<>=!~\[]", requirement, maxsplit=1)[0] for requirement in requires("volmargin") or []
-             if "extra ==" not in requirement]
-    return [f"{name}=={version(name).split('+')[0]}" for name in ["volmargin", *names]]  # 2.13.0+cpu: ==2.13.0
+    try:
+        names = [re.split(r"[\s;<>=!~\[]", requirement, maxsplit=1)[0] for requirement in requires("volmargin") or []
+                 if "extra ==" not in requirement]
+        return [f"{name}=={version(name).split('+')[0]}" for name in ["volmargin", *names]]  # 2.13.0+cpu: ==2.13.0
+    except PackageNotFoundError:
+        return None
 
 
 def log_forecaster(forecaster, levels: tuple[float, ...], example: pd.DataFrame, registered_name: str | None = None):
