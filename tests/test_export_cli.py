@@ -46,6 +46,8 @@ def test_export_writes_a_registered_bundle(trained):
     assert version.run_id == manifest["mlflow"]["run_id"]  # logged beside the training run
     loaded = mlflow.onnx.load_model("models:/tiny-gbm-onnx/1")
     assert loaded.graph.input[0].name == "features"
+    needs = Path(mlflow.pyfunc.get_model_dependencies("models:/tiny-gbm-onnx/1")).read_text().split()
+    assert {"onnx", "onnxruntime"} <= {line.split("==")[0] for line in needs}
 
 
 def test_score_in_process_and_on_two_dask_workers_agree(trained, tmp_path, capsys):

@@ -207,6 +207,7 @@ def log_bundle(bundle: Path, run_id: str | None = None, registered_name: str | N
     with _logging_run(run_id, "export"):
         info = mlflow.onnx.log_model(onnx.load(str(bundle / "model.onnx")), name="onnx",
                                      onnx_execution_providers=["CPUExecutionProvider"],
+                                     pip_requirements=mlflow.onnx.get_default_pip_requirements(),  # not inferred
                                      registered_model_name=registered_name)
         mlflow.log_artifacts(str(bundle), artifact_path=f"bundle/{bundle.parent.name}-{bundle.name}")
     return str(info.registered_model_version) if info.registered_model_version is not None else None
