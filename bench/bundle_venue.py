@@ -10,6 +10,11 @@ markets of the same coins were: a check of the venue, not of unseen coins (`benc
 that). Prints per bundle the pooled QLIKE / HAR with its Diebold-Mariano p, the median variance / HAR's, the
 mean QLIKE of the worst 1% of days (by HAR's loss) against HAR's, the 99% VaR exception rates and QLIKE /
 HAR per perpetual.
+
+`--volume-scale 1,0.1,0.01` scores each bundle again on copies of the perpetuals whose volumes are multiplied
+by each factor: a venue with that share of Binance's turnover, or a pair quoted in another currency (an
+ETH/BTC pair's traded value is in BTC, some 1e-4.5 of its USDT value). The bundles' liquidity feature reads
+the traded value (volume x close, quote currency); every other feature is scale-free.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,12 +50,27 @@ def dm_pvalue(both: pd.DataFrame) -> float:
     return float(diebold_mariano_table(table, "har")["dm_p"].iloc[0])
 
 
+def scaled_copies(files: list[str], scale: float, folder: Path) -> list[str]:
+    """The bar files with every volume multiplied by `scale`, written into `folder` (the files as they are at 1)."""
+    if scale == 1:
+        return files
+    copies = []
+    for name in files:
+        bars = pd.read_csv(name)
+        bars["volume"] *= scale
+        copies.append(str(folder / Path(name).name))
+        bars.to_csv(copies[-1], index=False)
+    return copies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--start", default="2022-01-01")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-venue"))
+    parser.add_argument("--volume-scale", default="1", help="comma-separated volume factors (default 1)")
     args = parser.parse_args()
+    scales = [float(x) for x in args.volume_scale.split(",")]
     perps = [str(p) for p in sorted(shared_data_dir().glob("*_perp_1h.csv.gz"))]
     args.out.mkdir(parents=True, exist_ok=True)
     volmargin("backtest", "--data", *perps, "--models", "har", "--refit-every", "30", "--start", args.start,
@@ -60,23 +81,29 @@ def main() -> None:
           "{:.2%} / {:.2%}".format(*exceptions(har)))
     har = har.rename(columns={"variance": "har"})[[*KEYS, "date", "har", "realized_rv", "realized_ret"]]
     rows, per_asset = [], {}
-    for k, bundle in enumerate(args.bundles):
-        scored = args.out / f"bundle{k}.parquet"
-        volmargin("score", "--bundle", str(bundle), "--data", *perps, "--out", str(scored))
-        both = pd.read_parquet(scored).merge(har, on=KEYS)
-        loss, ref = qlike(both["variance"], both["realized_rv"]), qlike(both["har"], both["realized_rv"])
-        worst = ref >= np.quantile(ref, 0.99)
-        long, short = exceptions(both)
-        rows.append({"bundle": str(bundle), "n": len(both), "qlike / HAR": loss.mean() / ref.mean(),
-                     "DM p": dm_pvalue(both),
-                     "median var / HAR's": float(np.median(both["variance"] / both["har"])),
-                     "worst 1% days": loss[worst].mean(), "HAR's worst 1%": ref[worst].mean(),
-                     "99% long": long, "99% short": short})
-        per_asset[str(bundle)] = both.assign(loss=loss, ref=ref).groupby("asset").apply(
-            lambda g: g["loss"].mean() / g["ref"].mean(), include_groups=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        for scale in scales:
+            files = scaled_copies(perps, scale, Path(scratch))
+            for k, bundle in enumerate(args.bundles):
+                scored = args.out / (f"bundle{k}.parquet" if scale == 1 else f"bundle{k}-volume{scale:g}.parquet")
+                volmargin("score", "--bundle", str(bundle), "--data", *files, "--out", str(scored))
+                label = str(bundle) if len(scales) == 1 else f"{bundle}, volume x {scale:g}"
+                rows.append(scored_row(pd.read_parquet(scored).merge(har, on=KEYS), label, per_asset))
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4g"))
     print("\nQLIKE / HAR per perpetual:\n")
     print(pd.DataFrame(per_asset).to_markdown(floatfmt=".3f"))
+
+
+def scored_row(both: pd.DataFrame, label: str, per_asset: dict) -> dict:
+    """The figures of one bundle's scores joined with HAR's; its per-perpetual ratio goes into `per_asset`."""
+    loss, ref = qlike(both["variance"], both["realized_rv"]), qlike(both["har"], both["realized_rv"])
+    worst = ref >= np.quantile(ref, 0.99)
+    long, short = exceptions(both)
+    per_asset[label] = both.assign(loss=loss, ref=ref).groupby("asset").apply(
+        lambda g: g["loss"].mean() / g["ref"].mean(), include_groups=False)
+    return {"bundle": label, "n": len(both), "qlike / HAR": loss.mean() / ref.mean(), "DM p": dm_pvalue(both),
+            "median var / HAR's": float(np.median(both["variance"] / both["har"])),
+            "worst 1% days": loss[worst].mean(), "HAR's worst 1%": ref[worst].mean(), "99% long": long, "99% short": short}
 
 
 if __name__ == "__main__":
