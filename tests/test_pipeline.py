@@ -119,3 +119,16 @@ def test_readme_serving_example_runs_as_written(finished, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
     assert namespace["margins"].initial.shape == (1, 2)
+
+
+def test_the_blend_is_mixed_from_the_runs_members_only_when_they_are_its_own(tmp_path):
+    from types import SimpleNamespace
+
+    from volmargin.pipeline import blend_reuses_members
+
+    cfg = load_config(_config(tmp_path), RunConfig)
+    both = {"gbm": pd.DataFrame(), "nn": pd.DataFrame()}
+    assert blend_reuses_members(SimpleNamespace(cfg=cfg), both)
+    assert not blend_reuses_members(SimpleNamespace(cfg=cfg), {"gbm": pd.DataFrame()})  # its nn not trained here
+    cfg.learned["blend"] = {**cfg.learned["blend"], "gbm": {"n_estimators": 5}}  # a member of its own
+    assert not blend_reuses_members(SimpleNamespace(cfg=cfg), both)

@@ -94,26 +94,33 @@ def stage_train(run: Run) -> None:
         cfg = run.cfg.train_config(name)
         with tracked_run(f"train-{name}", tags={"volmargin.command": "train"}, nested=True):
             fitting = time.perf_counter()
-            if name == "blend":
+            reused = name == "blend" and blend_reuses_members(run, evaluated)
+            if reused:
                 model, forecasts = reused_blend(run, evaluated)
             else:
                 model, forecasts = fit_and_evaluate(cfg, run.panel, run.progress)
             seconds = time.perf_counter() - fitting
             save_trained(cfg, model, forecasts, run.panel, run.bars, seconds)
         run.models[name], evaluated[name] = model, forecasts
-        print(f"train: {name} fitted on data up to {cfg.window.train_end} and evaluated after it in {seconds:.1f} s; "
-              f"written to {cfg.output}")
+        fitted = (f"mixed from the members above (not refitted), evaluated after {cfg.window.train_end}" if reused
+                  else f"fitted on data up to {cfg.window.train_end} and evaluated after it")
+        print(f"train: {name} {fitted} in {seconds:.1f} s; written to {cfg.output}")
+
+
+def blend_reuses_members(run: Run, evaluated: dict[str, pd.DataFrame]) -> bool:
+    """Whether the blend's members are the gbm and nn this stage has just trained (`learned.blend` without
+    members of its own): then it is mixed from them instead of fitted again."""
+    from volmargin.models.blend import BlendForecaster
+
+    params = run.cfg.learned["blend"]
+    return all(params[m] == run.cfg.learned.get(m) and m in evaluated for m in BlendForecaster.members(params))
 
 
 def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):
-    """The blend of the gbm and nn this stage has just trained, and its evaluation forecasts from theirs, where
-    they are its members (`learned.blend` without members of its own); else it is fitted like the others."""
+    """The blend of the gbm and nn this stage has just trained, and its evaluation forecasts from theirs."""
     from volmargin.models.blend import BlendForecaster
-    from volmargin.training import fit_and_evaluate
 
     params = run.cfg.learned["blend"]
-    if any(params[m] != run.cfg.learned.get(m) or m not in evaluated for m in BlendForecaster.members(params)):
-        return fit_and_evaluate(run.cfg.train_config("blend"), run.panel, run.progress)
     blend = BlendForecaster(**params)
     model = BlendForecaster.from_members(run.models["gbm"], run.models.get("nn"), blend.weight, blend.long_share,
                                          blend.long_days)
