@@ -118,3 +118,49 @@ def test_log_lines_count_and_estimate(capsys):
     quiet.update()
     quiet.close()
     assert capsys.readouterr().err == ""  # short work prints nothing at all
+
+
+@pytest.fixture(scope="module")
+def damaged_runs(tmp_path_factory, synthetic_files) -> dict:
+    """Run folders whose forecasts.parquet is not a forecast table: text, a table without `variance`, no rows."""
+    root = tmp_path_factory.mktemp("damaged")
+    good = root / "good"
+    assert main(["backtest", "--data", *map(str, synthetic_files), "--models", "ewma", "--start", "2022-06-01",
+                 "--out", str(good), "--quiet", "--no-tracking"]) == 0
+    forecasts = pd.read_parquet(good / "forecasts.parquet")
+    folders = {}
+    for name, write in {"text": lambda p: p.write_text("not parquet"),
+                        "no_variance": lambda p: forecasts.drop(columns="variance").to_parquet(p),
+                        "empty": lambda p: forecasts.iloc[:0].to_parquet(p)}.items():
+        folder = root / name
+        folder.mkdir()
+        for other in ("scores.csv", "run.json"):
+            (folder / other).write_bytes((good / other).read_bytes())
+        write(folder / "forecasts.parquet")
+        folders[name] = folder
+    return folders
+
+
+@pytest.mark.parametrize("damage, message", [("text", "unreadable"), ("no_variance", "no column variance"),
+                                             ("empty", "holds no forecasts")])
+@pytest.mark.parametrize("command", ["evaluate", "report", "simulate", "portfolio"])
+def test_a_damaged_run_folder_is_one_line_naming_its_forecasts(damaged_runs, synthetic_files, tmp_path, capsys,
+                                                               command, damage, message):
+    run = damaged_runs[damage]
+    extra = {"report": ["--out", str(tmp_path / "r.html")],
+             "simulate": ["--data", str(synthetic_files[0]), "--out", str(tmp_path / "sim")],
+             "portfolio": ["--out", str(tmp_path / "pf"), "--quiet"]}.get(command, [])
+    assert main([command, "--run", str(run), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'forecasts.parquet'}" in err and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err and "internal error" not in err
+
+
+def test_simulate_names_a_damaged_run_json(damaged_runs, synthetic_files, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "forecasts.parquet").write_bytes((damaged_runs["text"].parent / "good" / "forecasts.parquet").read_bytes())
+    (run / "run.json").write_text("{truncated")
+    assert main(["simulate", "--run", str(run), "--data", str(synthetic_files[0]), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert str(run / "run.json") in err and err.count("\n") == 1

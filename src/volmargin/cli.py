@@ -408,13 +408,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from volmargin.evaluation.scoring import write_scores
-    from volmargin.io import check_complete, read_table
+    from volmargin.io import check_complete, read_forecasts
 
-    path = args.run / "forecasts.parquet"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: --run must be a folder written by `volmargin backtest`")
     check_complete(args.run)
-    forecasts = read_table(path)
+    forecasts = read_forecasts(args.run)
     if args.reference not in set(forecasts["model"]):
         raise ConfigError(f"--reference {args.reference!r} is not among the models {sorted(set(forecasts['model']))}")
     scores, dm = write_scores(forecasts, args.run, args.reference)
@@ -587,16 +584,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from volmargin.config import APC_POLICY, SimulationSection, from_dict
     from volmargin.simulation.study import headline, run_study, study_config, write_study
 
-    path = args.run / "forecasts.parquet"
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: --run must be a folder written by `volmargin run` or `backtest`")
     import datetime
+
+    from volmargin.io import read_forecasts
 
     values = {k: str(v) if isinstance(v, datetime.date) else v for k, v in args.set.items()}  # YAML reads dates
     section = from_dict(SimulationSection, values, "--set")
-    record = json.loads((args.run / "run.json").read_text()) if (args.run / "run.json").is_file() else {}
+    record = _run_record(args.run)
     calibration = record.get("calibration", {})
-    forecasts = pd.read_parquet(path)
+    forecasts = read_forecasts(args.run)
     default_start = calibration.get("validation_start") or str(
         (forecasts["origin"].min() + pd.Timedelta(days=365)).date())
     models = set(forecasts["model"])
@@ -613,6 +609,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4%}"))
     print(f"wrote {args.out}/summary.csv, stress.csv, solvency.csv in {result.seconds:.0f} s")
     return 0
+
+
+def _run_record(folder: Path) -> dict:
+    """A run folder's run.json ({} where there is none); a one-line error naming it where it is damaged."""
+    path = folder / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable JSON ({exc}); write the run again") from None
+    return record if isinstance(record, dict) else {}
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -683,12 +691,9 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     from volmargin.risk.scenarios import ScenarioConfig
     from volmargin_serving.portfolio import PortfolioPolicy
 
-    frames = []
-    for folder in args.run:
-        path = folder / "forecasts.parquet"
-        if not path.is_file():
-            raise ConfigError(f"--run {folder}: no forecasts.parquet (run `volmargin backtest` first)")
-        frames.append(pd.read_parquet(path))
+    from volmargin.io import read_forecasts
+
+    frames = [read_forecasts(folder) for folder in args.run]
     forecasts = pd.concat(frames, ignore_index=True).drop_duplicates(["model", "asset", "origin"], keep="last")
     daily = None
     if args.data:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from volmargin.errors import OutputError
+from volmargin.errors import ConfigError, OutputError
 
 MARKER = ".volmargin-output"  # in every folder volmargin writes; its presence allows replacing the folder
 RECORD = "run.json"  # carries "complete": false while a job that writes in place is under way
@@ -124,6 +124,29 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except (pa.ArrowException, OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise OutputError(f"{path}: unreadable, truncated or damaged ({' '.join(str(exc).split())[:200]}); "
                           "write it again") from None
+
+
+FORECAST_COLUMNS = ("asset", "model", "origin", "variance", "realized_rv", "realized_ret")
+
+
+def read_forecasts(folder: str | Path, option: str = "--run") -> pd.DataFrame:
+    """The forecasts.parquet of a run folder (`volmargin backtest` or `run`), for every command that reads one:
+    a one-line error naming the file when it is missing, damaged, lacks a column or holds no forecast."""
+    path = Path(folder) / "forecasts.parquet"
+    if not path.is_file():
+        raise ConfigError(f"{option} {folder}: no forecasts.parquet (a folder written by `volmargin backtest` or "
+                          "`volmargin run`)")
+    forecasts = read_table(path)
+    missing = [column for column in FORECAST_COLUMNS if column not in forecasts]
+    if missing:
+        raise OutputError(f"{path}: not a volmargin forecast table (no column {', '.join(missing)}); "
+                          "write it again with `volmargin backtest`")
+    if forecasts.empty:
+        raise OutputError(f"{path}: holds no forecasts; write it again with `volmargin backtest`")
+    if not isinstance(forecasts["origin"].dtype, pd.DatetimeTZDtype):
+        raise OutputError(f"{path}: column origin holds {forecasts['origin'].dtype}, not UTC timestamps; "
+                          "write it again with `volmargin backtest`")
+    return forecasts
 
 
 def preflight(target: str | Path, folder: bool = False) -> Path:

@@ -19,7 +19,7 @@ from arch.bootstrap import MCS
 
 from volmargin.errors import ConfigError
 from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, pooled_losses
-from volmargin.io import write_atomic
+from volmargin.io import read_forecasts, write_atomic
 from volmargin.models import BASELINES
 from volmargin.reports import figures
 from volmargin.reports.html import NOT_RECORDED, folded, img, key_values, note, page, table
@@ -74,7 +74,7 @@ def load_run(run_dir: Path) -> Run:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run_dir / 'run.json'} is not valid JSON ({exc})") from exc
     optional = {key: _read(run_dir / name) for key, name in OPTIONAL.items() if (run_dir / name).is_file()}
-    return Run(run_dir, _read(run_dir / "forecasts.parquet"), _read(run_dir / "scores.csv"),
+    return Run(run_dir, read_forecasts(run_dir), _read(run_dir / "scores.csv"),
                meta if isinstance(meta, dict) else {}, **optional)
 
 
