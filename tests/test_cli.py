@@ -50,6 +50,8 @@ def test_backtest_on_files_writes_forecasts_and_scores(synthetic_files, tmp_path
         (["--models", "ewma,lstm"], "unknown model 'lstm'"),
         (["--refit-every", "0"], "refit_every"),
         (["--levels", "0.95"], "0.99"),
+        (["--start", "2021-10-01", "--end", "2021-06-01"], "--end 2021-06-01 (last origin) is before --start"),
+        (["--horizon", "400"], "--horizon must lie in 1 .. 30 days"),
     ],
 )
 def test_bad_input_ends_in_one_line_error(argv, message, capsys, tmp_path):
@@ -164,3 +166,37 @@ def test_simulate_names_a_damaged_run_json(damaged_runs, synthetic_files, tmp_pa
     assert main(["simulate", "--run", str(run), "--data", str(synthetic_files[0]), "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
     assert str(run / "run.json") in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["backtest", "score"])
+def test_min_bars_outside_a_day_of_bars_is_one_line(synthetic_files, tmp_path, capsys, command):
+    extra = ["--bundle", str(tmp_path)] if command == "score" else ["--no-tracking"]
+    assert main([command, "--data", str(synthetic_files[0]), "--min-bars", "25", "--out", str(tmp_path / "o.csv"),
+                 *extra]) == 2
+    err = capsys.readouterr().err
+    assert "min bars 25: must lie in 1 .. 24" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):  # argparse: not a count of bars at all
+        main([command, "--data", str(synthetic_files[0]), "--min-bars", "0", *extra])
+    assert "--min-bars: must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, name, formats", [("score", "s.txt", ".parquet or .csv"),
+                                                    ("margins", "m.xlsx", ".parquet or .csv"),
+                                                    ("calibrate", "c.yaml", ".json")])
+def test_an_output_named_for_another_format_is_refused_before_any_work(tmp_path, capsys, command, name, formats):
+    bundle = tmp_path / "bundle"
+    (tmp_path / "bundle.calibration.json").write_text("{}")
+    assert main([command, "--bundle", str(bundle), "--out", str(tmp_path / name), "--no-tracking"]
+                if command == "calibrate" else [command, "--bundle", str(bundle), "--out", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert f"name it {formats}" in err and err.count("\n") == 1 and not (tmp_path / name).exists()
+
+
+def test_a_backtest_whose_targets_all_lie_past_the_data_is_one_line(synthetic_files, tmp_path, capsys):
+    last = pd.read_csv(synthetic_files[0])["timestamp"].iloc[-1][:10]
+    start = (pd.Timestamp(last) - pd.Timedelta(days=3)).date()  # origins from 4 days before the end, 10-day targets
+    assert main(["backtest", "--data", str(synthetic_files[0]), "--models", "ewma", "--start", str(start),
+                 "--horizon", "10", "--out", str(tmp_path / "bt"), "--quiet", "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "no forecast has a realized target: the 10-day horizon" in err and err.count("\n") == 1
+    assert not (tmp_path / "bt").exists()

@@ -204,6 +204,21 @@ def test_a_tampered_calibration_set_is_refused(bundle, document, tmp_path):
         vs.load(bundle, calibration=path)
 
 
+def test_a_calibration_set_with_nan_or_no_records_is_refused_naming_the_file(bundle, document, tmp_path):
+    nan = copy.deepcopy(document)
+    nan["parameters"]["records"][0]["initial_margin"] = float("nan")  # JSON has no NaN: Python writes a literal
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(nan))
+    with pytest.raises(vs.CalibrationError, match=f"{path}: calibration set is not JSON-ready"):
+        vs.load(bundle, calibration=path)
+    empty = copy.deepcopy(document)
+    empty["parameters"]["records"] = []  # sealed anew: intact, but it would serve every margin fail-safe
+    path = tmp_path / "empty.json"
+    path.write_text(json.dumps(seal(empty)))
+    with pytest.raises(vs.CalibrationError, match=f"{path}: parameters.records: expected a non-empty list"):
+        vs.load(bundle, calibration=path)
+
+
 def test_a_calibration_set_of_another_bundle_is_refused(bundle, calibration, tmp_path):
     other = _copy(bundle, tmp_path / "gbm" / "2")
     manifest = json.loads((other / MANIFEST).read_text())
@@ -469,6 +484,9 @@ def test_margins_cli_is_what_the_runtime_publishes_day_by_day(bundle, calibratio
     assert main(["margins", "--bundle", str(bundle), "--calibration", str(tmp_path / "none.json"), "--data", *files,
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "no calibration set at" in capsys.readouterr().err
+    last_day = panel[ASSETS[0]].index[-1].date()
+    assert main([*args, "--start", "2099-01-01", "--out", str(tmp_path / "late.csv")]) == 2
+    assert f"--start 2099-01-01 is after the data's last day {last_day}" in capsys.readouterr().err
 
 
 def test_margins_cli_prices_a_listing_younger_than_the_window_fail_safe_and_names_it(bundle, calibration, runtime,
@@ -495,3 +513,22 @@ def test_margins_cli_prices_a_listing_younger_than_the_window_fail_safe_and_name
     assert f"no margin for 1 asset(s) with less history than {bundle} needs: {ASSETS[0]}" in capsys.readouterr().out
     assert main(["score", *args, "--out", str(tmp_path / "s.csv")]) == 0
     assert f"no forecast for 1 asset(s) with less history than {bundle} needs: {ASSETS[0]}" in capsys.readouterr().out
+
+
+
+def test_calibrate_cli_says_which_end_of_its_window_is_wrong(bundle, panel, tmp_path, capsys):
+    from volmargin.cli import main
+    from volmargin.data import write_synthetic_csv
+
+    dated = _copy(bundle, tmp_path / "gbm" / "1")
+    manifest = json.loads((dated / MANIFEST).read_text())
+    train_end = str(panel[ASSETS[0]].index[250].date())  # what `volmargin export` records; this test bundle lacks it
+    (dated / MANIFEST).write_text(json.dumps({**manifest, "training": {"train_end": train_end}}))
+    files = [str(p) for p in write_synthetic_csv(tmp_path / "data", n_assets=3, days=500, seed=4)]
+    args = ["calibrate", "--bundle", str(dated), "--data", *files, "--out", str(tmp_path / "c.json"), "--no-tracking"]
+    assert main([*args, "--validation-start", "2019-01-01"]) == 2
+    err = capsys.readouterr().err
+    assert f"validation start 2019-01-01 leaves 0 days to calibrate on after the bundle's training end {train_end}" in err
+    assert main([*args, "--validation-start", "2099-01-01"]) == 2
+    assert "validation start 2099-01-01 is not before the data's last origin" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()

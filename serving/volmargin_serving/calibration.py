@@ -171,8 +171,8 @@ def check_parameters(parameters: Mapping, manifest: Mapping, assets: Iterable[st
     policy, records = parameters["policy"], parameters["records"]
     if not isinstance(policy, Mapping):
         raise CalibrationError(f"parameters.policy: expected an object, got {policy!r}")
-    if not isinstance(records, list) or not all(isinstance(r, Mapping) for r in records):
-        raise CalibrationError("parameters.records: expected a list of objects")
+    if not isinstance(records, list) or not records or not all(isinstance(r, Mapping) for r in records):
+        raise CalibrationError("parameters.records: expected a non-empty list of objects")
     if not isinstance(parameters["horizon"], int) or isinstance(parameters["horizon"], bool):
         raise CalibrationError(f"parameters.horizon: {parameters['horizon']!r} is not a whole number of days")
     for name, rule in POLICY_RULES.items():
@@ -237,7 +237,11 @@ def _read(path: Path, key: bytes | None = None) -> dict:
     if document["schema_version"] != SCHEMA_VERSION:
         raise CalibrationError(f"{path}: schema_version {document['schema_version']!r}; "
                                f"this runtime reads {SCHEMA_VERSION}")
-    if digest(document) != document["sha256"]:
+    try:
+        content_digest = digest(document)
+    except CalibrationError as exc:  # e.g. NaN written into a record: no JSON, so no checksum either
+        raise CalibrationError(f"{path}: {exc}") from None
+    if content_digest != document["sha256"]:
         raise CalibrationError(f"{path}: SHA-256 differs from the recorded sha256; the calibration set was altered "
                                "or damaged")
     if key is not None:

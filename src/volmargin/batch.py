@@ -110,6 +110,9 @@ def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd
                           [shipped[a] for a in assets], [latest] * n, [start] * n, desc="margins", unit="asset",
                           progress=progress)
     frames = [f for f in frames if not f.empty]
+    last = max((panel[a].index[-1] for a in assets), default=None)
+    if not frames and start is not None and last is not None and start > last:
+        raise DataError(f"--start {start.date()} is after the data's last day {last.date()}: no margin to serve")
     if not frames:
         raise DataError(f"no asset has the history the bundle {bundle} needs for one margin")
     return pd.concat(frames, ignore_index=True)

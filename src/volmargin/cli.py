@@ -55,10 +55,20 @@ def _model_days(text: str) -> dict[str, int]:
         raise argparse.ArgumentTypeError(f"expected MODEL=DAYS[,MODEL=DAYS...], got {text!r}") from exc
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="+", metavar="FILE", help="bar files, folders or globs "
                         "(CSV, CSV.gz, Parquet, Binance kline dumps); default: the built-in synthetic market")
-    parser.add_argument("--min-bars", type=int, default=None,
+    parser.add_argument("--min-bars", type=_positive_int, default=None,
                         help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
 
 
@@ -315,6 +325,7 @@ def load_data(paths: Sequence[str] | None):
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from volmargin.config import MAX_HORIZON
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.scoring import write_scores
@@ -324,8 +335,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
         raise ConfigError("--models is empty")
-    if args.horizon < 1:
-        raise ConfigError(f"--horizon must be >= 1, got {args.horizon}")
+    if not 1 <= args.horizon <= MAX_HORIZON:
+        raise ConfigError(f"--horizon must lie in 1 .. {MAX_HORIZON} days (a margin period of risk), got {args.horizon}")
+    if args.start is not None and args.end is not None and args.end < args.start - pd.Timedelta(days=1):
+        raise ConfigError(f"--end {args.end.date()} (last origin) is before --start {args.start.date()} (first target "
+                          "day): no forecast lies between them")
     if 0.99 not in args.levels or 0.975 not in args.levels:
         raise ConfigError("--levels must include 0.99 (VaR backtests) and 0.975 (ES backtest)")
     check_options(args.scheduler, args.workers)  # before loading any data
@@ -528,7 +542,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         policy = PolicyConfig(**args.policy)
     except TypeError as exc:
         raise ConfigError(f"--policy: {exc}") from None
-    preflight(args.out)
+    preflight(args.out, suffixes=(".json",))
     if not args.no_tracking:
         manifest = _bundle_manifest(args.bundle)
         _check_tracking(args.tracking_uri, manifest.get("mlflow", {}).get("tracking_uri"))
@@ -627,10 +641,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     from volmargin.batch import score_panel
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
-    from volmargin.io import preflight, write_frame
+    from volmargin.io import TABLE_SUFFIXES, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
-    preflight(args.out)
+    preflight(args.out, suffixes=TABLE_SUFFIXES)
     began = time.perf_counter()
     panel = daily_panel(load_data(args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
@@ -661,13 +675,13 @@ def cmd_margins(args: argparse.Namespace) -> int:
     from volmargin.batch import serve_panel
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
-    from volmargin.io import preflight, write_frame
+    from volmargin.io import TABLE_SUFFIXES, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
     calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
     if not calibration.is_file():
         raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate` first)")
-    preflight(args.out)
+    preflight(args.out, suffixes=TABLE_SUFFIXES)
     began = time.perf_counter()
     panel = daily_panel(load_data(args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:

@@ -19,6 +19,8 @@ import yaml
 from volmargin.errors import ConfigError
 
 
+MAX_HORIZON = 30  # days: a margin period of risk; longer leaves the models too few training targets
+
 @dataclass(frozen=True)
 class DataConfig:
     paths: tuple[str, ...] = ()  # files, folders or globs; empty = the built-in synthetic market
@@ -61,8 +63,8 @@ class TrainConfig:
     output: str = "runs/train"
 
     def __post_init__(self) -> None:
-        if self.horizon < 1:
-            raise ConfigError(f"horizon: must be >= 1, got {self.horizon}")
+        if not 1 <= self.horizon <= MAX_HORIZON:
+            raise ConfigError(f"horizon: must lie in 1 .. {MAX_HORIZON} days (a margin period of risk), got {self.horizon}")
         if not self.levels or not all(0.5 < x < 1 for x in self.levels):
             raise ConfigError(f"levels: each must lie in (0.5, 1), got {list(self.levels)}")
         if self.data.min_bars is not None and self.data.min_bars < 1:

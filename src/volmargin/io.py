@@ -104,6 +104,9 @@ def write_atomic(target: str | Path, writer: Callable[[Path], None]) -> Path:
     return Path(target)
 
 
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
 def write_frame(frame: pd.DataFrame, target: str | Path) -> Path:
     """Write a table as Parquet or CSV (by suffix), atomically."""
     target = Path(target)
@@ -149,10 +152,12 @@ def read_forecasts(folder: str | Path, option: str = "--run") -> pd.DataFrame:
     return forecasts
 
 
-def preflight(target: str | Path, folder: bool = False) -> Path:
+def preflight(target: str | Path, folder: bool = False, suffixes: tuple[str, ...] = ()) -> Path:
     """Before any work: OutputError unless `target` can be written (a regular file or absent, or for a
-    folder output an empty or volmargin folder) in a writable place."""
+    folder output an empty or volmargin folder) in a writable place, and ends in one of `suffixes` if given."""
     target = check_folder(target) if folder else check_target(target)
+    if suffixes and target.suffix not in suffixes:
+        raise OutputError(f"cannot write {target}: name it {' or '.join(suffixes)} (the format follows the name)")
     existing = next((p for p in target.parents if p.exists()), Path("."))  # staging and temp files go beside it
     if not existing.is_dir():
         raise OutputError(f"cannot write {target}: {existing} is not a folder")

@@ -81,10 +81,13 @@ def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.Dat
         forecasts = with_intraday_moves(forecasts, bars or {}, policy.mpor_hours)
     last = forecasts["origin"].max()
     start = validation_start or default_validation_start(first, last)
-    if (start - first).days < MIN_CALIBRATION_DAYS or start >= last:
-        raise ConfigError(f"calibration window {first.date()}..{(start - pd.Timedelta(days=1)).date()} is shorter than "
-                          f"{MIN_CALIBRATION_DAYS} days or validation start {start.date()} is past the data's end "
-                          f"{last.date()}; give more data after {train_end} or another --validation-start")
+    if start >= last:
+        raise ConfigError(f"validation start {start.date()} is not before the data's last origin {last.date()}; "
+                          "give more data or an earlier --validation-start")
+    if (start - first).days < MIN_CALIBRATION_DAYS:
+        raise ConfigError(f"validation start {start.date()} leaves {max((start - first).days, 0)} days to calibrate on "
+                          f"after the bundle's training end {train_end}; it needs {MIN_CALIBRATION_DAYS}: give a later "
+                          "--validation-start or more data")
     table = calibrate(forecasts, policy, start, calibration_start=first)
     parameters = parameter_set(forecasts, policy, table, manifest["name"], assets=sorted(forecasts["asset"].unique()),
                                allow_infeasible=True)

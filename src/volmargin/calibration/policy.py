@@ -63,22 +63,23 @@ class PolicyConfig:
     min_rate: float = DEFAULT_MIN_RATE  # hard floor: no initial margin below this rate, checked again at load
 
     def __post_init__(self) -> None:
-        checks = {
-            "target_breach_rate": 0 <= self.target_breach_rate < 1,
-            "maintenance_fraction": 0 < self.maintenance_fraction < 1,
-            "buffer": self.buffer is None or self.buffer >= MIN_BUFFER,
-            "stress_quantile": 0 < self.stress_quantile < 1,
-            "stress_window": self.stress_window >= 30,
-            "lookback_days": self.lookback_days >= 30,
-            "lookback_z": self.lookback_z > 0,
-            "floor_min_obs": self.floor_min_obs >= 1,
-            "max_up": self.max_up is None or self.max_up > 0,
-            "max_down": self.max_down is None or 0 < self.max_down < 1,
-            "scale_bounds": 0 < self.scale_bounds[0] < self.scale_bounds[1],
-            "liquidation_days": self.liquidation_days is None or self.liquidation_days >= 1,
-            "mpor_hours": self.mpor_hours is None or 1 <= self.mpor_hours < 24,
-            "min_rate": HARD_MIN_RATE <= self.min_rate < 1,
+        checks = {  # each field's rule; a value of the wrong type (a string, a number for a pair) fails it too
+            "target_breach_rate": lambda v: 0 <= v < 1,
+            "maintenance_fraction": lambda v: 0 < v < 1,
+            "buffer": lambda v: v is None or v >= MIN_BUFFER,
+            "stress_quantile": lambda v: 0 < v < 1,
+            "stress_window": lambda v: v >= 30,
+            "lookback_days": lambda v: v >= 30,
+            "lookback_z": lambda v: v > 0,
+            "floor_min_obs": lambda v: v >= 1,
+            "max_up": lambda v: v is None or v > 0,
+            "max_down": lambda v: v is None or 0 < v < 1,
+            "scale_bounds": lambda v: len(v) == 2 and 0 < v[0] < v[1],
+            "liquidation_days": lambda v: v is None or v >= 1,
+            "mpor_hours": lambda v: v is None or 1 <= v < 24,
+            "min_rate": lambda v: HARD_MIN_RATE <= v < 1,
         }
+        checks = {key: _holds(rule, getattr(self, key)) for key, rule in checks.items()}
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
             value = getattr(self, bad[0])
@@ -89,3 +90,11 @@ class PolicyConfig:
     @property
     def path_dependent(self) -> bool:
         return self.buffer is not None or self.max_up is not None or self.max_down is not None
+
+
+def _holds(rule, value) -> bool:
+    """`rule(value)`, False where the value is of a type the rule cannot read (NaN fails every comparison)."""
+    try:
+        return bool(rule(value))
+    except (TypeError, ValueError, IndexError):
+        return False

@@ -45,19 +45,32 @@ class BacktestConfig:
         return dataclasses.replace(self.split, refit_every=self.model_refit_every[model])
 
 
-def default_min_bars(bars: pd.DataFrame) -> int:
-    """20 of 24 hourly bars, scaled to the file's bar interval."""
+def _bars_per_day(bars: pd.DataFrame) -> float:
     per_day = pd.Timedelta(days=1) / bars.attrs.get("freq", pd.Timedelta(hours=1))
     if per_day < 2:
         raise DataError(f"{bars.attrs.get('source', 'data')}: realized measures need intraday bars, got one bar a day")
-    return math.ceil(per_day * 20 / 24)
+    return per_day
+
+
+def default_min_bars(bars: pd.DataFrame) -> int:
+    """20 of 24 hourly bars, scaled to the file's bar interval."""
+    return math.ceil(_bars_per_day(bars) * 20 / 24)
+
+
+def _checked_min_bars(bars: pd.DataFrame, min_bars: int | None) -> int:
+    """`min_bars`, or the default where None; a DataError where no day of these bars could hold that many."""
+    if min_bars is None:
+        return default_min_bars(bars)
+    per_day = _bars_per_day(bars)
+    if not 1 <= min_bars <= per_day:
+        raise DataError(f"min bars {min_bars}: must lie in 1 .. {per_day:g}, the bars a UTC day holds in "
+                        f"{bars.attrs.get('source', 'data')}")
+    return min_bars
 
 
 def daily_panel(bars_panel: dict[str, pd.DataFrame], min_bars: int | None = None) -> dict[str, pd.DataFrame]:
     """Daily measures per asset (see `volmargin.features.realized.daily_measures`)."""
-    return {
-        asset: daily_measures(bars, min_bars or default_min_bars(bars)) for asset, bars in bars_panel.items()
-    }
+    return {asset: daily_measures(bars, _checked_min_bars(bars, min_bars)) for asset, bars in bars_panel.items()}
 
 
 def _label(frame: pd.DataFrame, asset: str, model: str) -> pd.DataFrame:
@@ -236,4 +249,8 @@ def run_backtest(
     frames = [f for f in frames if not f.empty]
     if not frames:
         raise DataError("no forecasts: every asset has too little history before the start date (see --min-train)")
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(timings)
+    forecasts = pd.concat(frames, ignore_index=True)
+    if not forecasts["realized_rv"].gt(0).any():
+        raise DataError(f"no forecast has a realized target: the {config.horizon}-day horizon of every origin reaches "
+                        f"past the data's last complete day (shorten --horizon or give more data)")
+    return forecasts, pd.DataFrame(timings)
