@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,10 @@ from volmargin_serving.portfolio import (
 
 from volmargin import progress
 from volmargin.cli import main
-from volmargin.errors import ConfigError
+from volmargin.errors import ConfigError, DataError
 from volmargin.risk import BadPositionError, UnknownAssetError
 from volmargin.risk import portfolio as pf
-from volmargin.risk.job import scenario_file
+from volmargin.risk.job import PortfolioJob, scenario_file
 from volmargin.risk.scenarios import FHS, ScenarioConfig, filter_panel
 
 ASSETS = ("alt_a", "alt_late", "binance_btcusdt", "binance_ethusdt")
@@ -280,6 +281,115 @@ def test_cli_portfolio_bad_options_are_one_line_errors(forecasts, tmp_path, caps
     assert err.startswith("volmargin: error:") and text in err and "\n" not in err
     assert main(["portfolio", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert "no forecasts.parquet" in capsys.readouterr().err
+
+
+HEADER = "portfolio,asset,notional,portfolio_class\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("portfolio,asset,notional\n", "no positions (a header only)"),
+    ("portfolio,asset,notional,portf", "unknown column(s) portf"),  # a header cut mid-name
+    ("portfolio,asset,notional,extra\np1,binance_btcusdt,1000,5\n", "unknown column(s) extra"),
+    (HEADER + "p1,binance_btcusdt,1000,a\np1,binance_btcusdt,1000,a\n", "rows 2, 3 hold the same position"),
+    (HEADER + "p1,binance_btcusdt,1000,a\np1,binance_btcusdt,-1000,a\n", "rows 2, 3 hold the same position"),
+    (HEADER + "p1,binance_btcusdt,1000,a\np1,binance_ethusdt,10,b\n", "book 'p1' has several classes (a, b)"),
+    (HEADER + "p1,binance_btcusdt,1000,ALL\n", "row 2: portfolio_class 'ALL' is reserved"),
+    (HEADER + "p1,binance_btcusdt,1000,a\np2,binance_ethusdt,10,\n", "row 3: portfolio_class is empty"),
+    (HEADER + ",binance_btcusdt,1000,a\n", "row 2: portfolio is empty"),
+    (HEADER + "p1,binance_btcusdt,,a\n", "row 2: notional is empty"),
+    (HEADER + "p1,binance_btcusdt,nan,a\n", "row 2: notional 'nan' is not a finite number"),
+    (HEADER + "p1,binance_btcusdt,1000,a\np1,binance_ethusdt,-1e300,a\n", "row 3: notional -1e300 is beyond"),
+    (HEADER + "p1,binance_btcusdt,1000,a\np2,binance_btcusdt,0,a\np2,binance_ethusdt,0,a\n",
+     "book 'p2' has zero gross notional"),
+])
+def test_read_population_rejects_bad_specs_naming_the_row(tmp_path, text, message):
+    spec = tmp_path / "books.csv"
+    spec.write_text(text)
+    with pytest.raises(DataError) as error:
+        pf.read_population(spec, ASSETS)
+    assert str(error.value).startswith(f"{spec}: ") and message in str(error.value), error.value
+
+
+def test_read_population_reads_books_as_before(tmp_path):
+    spec = tmp_path / "books.csv"
+    spec.write_text("portfolio,asset,notional\n7,binance_btcusdt,1000\n7,binance_ethusdt,-800.5\nb,alt_a,5e5\n")
+    population = pf.read_population(spec, ASSETS)
+    assert population.names == ("7", "b") and list(population.classes) == ["custom", "custom"]
+    np.testing.assert_array_equal(population.notional, [[0, 0, 1000, -800.5], [5e5, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda: PortfolioPolicy(measure="foo"), "policy.measure"),
+    (lambda: PortfolioPolicy(buffer=-1.0), "policy.buffer"),  # would lower margins below the rule's
+    (lambda: PortfolioPolicy(max_down=1.5), "policy.max_down"),
+    (lambda: PortfolioPolicy(scale=np.float64(-0.5)), "policy.scale: invalid value -0.5"),
+    (lambda: PortfolioPolicy(concentration=float("inf")), "policy.concentration"),
+    (lambda: ScenarioConfig(lookback="abc"), "portfolio.lookback"),
+    (lambda: ScenarioConfig(min_scenarios=None), "portfolio.min_scenarios"),
+    (lambda: PortfolioJob(target=2.0), "portfolio target"),
+    (lambda: PortfolioJob(target=float("nan")), "portfolio target"),
+    (lambda: PortfolioJob(gross=-1.0), "population.gross"),
+    (lambda: PortfolioJob(gross="nan"), "population.gross"),
+    (lambda: PortfolioJob(seed="abc"), "population.seed"),
+    (lambda: PortfolioJob(n_random=-1), "population.n_random"),
+    (lambda: PortfolioJob(n_candidates=0), "population.n_candidates"),
+])
+def test_portfolio_settings_name_the_bad_key(make, key):
+    with pytest.raises(ValueError, match=re.escape(key)):
+        make()
+
+
+def test_a_generated_population_without_books_is_an_error(forecasts):
+    from volmargin.risk.job import model_panels
+
+    alts = forecasts[forecasts["asset"].str.startswith("alt")]  # no BTC/ETH pair, and every count 0: no book
+    job = PortfolioJob(n_random=0, n_baskets=0, n_alts=0, n_adversarial=0, scenarios=ScenarioConfig(min_scenarios=50))
+    with pytest.raises(ConfigError, match="portfolio population: no books on alt_a, alt_late"):
+        next(model_panels(alts, None, job))
+    assert pf.make_population(("alt_a",), n_random=0, n_baskets=0, n_alts=0).notional.shape == (0, 1)
+
+
+def _cli_run(forecasts: pd.DataFrame, tmp_path) -> list[str]:
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    forecasts.to_parquet(run / "forecasts.parquet")
+    return ["portfolio", "--run", str(run), "--quiet", "--validation-start", "2022-06-01",
+            "--scenarios", "lookback=250,min_scenarios=50",
+            "--population", "n_random=2,n_baskets=1,n_alts=1,n_candidates=10,n_adversarial=2"]
+
+
+@pytest.mark.parametrize("extra, text", [
+    (["--target", "-0.1"], "portfolio target"),
+    (["--policy", "measure=foo"], "policy.measure"),
+    (["--policy", "buffer=-1"], "policy.buffer"),
+    (["--population", "seed=abc"], "population.seed"),
+    (["--population", "gross=.nan"], "population.gross"),
+    (["--population", "n_random=0,n_baskets=0,n_alts=0,n_candidates=0,n_adversarial=0"], "population.n_candidates"),
+    (["--models", ",,,"], "--models is empty"),
+])
+def test_cli_portfolio_bad_values_are_one_line_errors_and_write_nothing(forecasts, tmp_path, capsys, extra, text):
+    out = tmp_path / "out"
+    assert main([*_cli_run(forecasts, tmp_path), "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("volmargin: error:") and text in err and "\n" not in err, err
+    assert not out.exists()
+
+
+def test_cli_portfolio_output_appears_whole_or_not_at_all(forecasts, tmp_path, capsys):
+    args = _cli_run(forecasts, tmp_path)
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out), "--validation-start", "2030-01-01"]) == 2  # fails before any model
+    assert not out.exists()
+    # gjr has too short a history: it fails after ewma's scenario file was written, which must not stay
+    late = forecasts[(forecasts["model"] == "ewma") | (forecasts["origin"] >= "2022-11-01")]
+    assert main([*_cli_run(late, tmp_path), "--out", str(out)]) == 2
+    assert "model gjr: no margin date has 50 scenario dates" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".out.*.staging"))
+    (tmp_path / "afile").write_text("x")
+    for target in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        assert main([*args, "--out", str(target)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("volmargin: error:") and str(tmp_path / "afile") in err and "\n" not in err, err
 
 
 def test_cli_concentration_grid_must_be_non_negative_numbers(tmp_path, capsys):

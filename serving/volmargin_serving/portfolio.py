@@ -44,12 +44,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
 
+from volmargin_serving.calibration import POLICY_RULES
 from volmargin_serving.errors import CalibrationError
-from volmargin_serving.risk import BadPositionError, Positions, pnl_measure, risk_measure, simple_returns, tail_measure
+from volmargin_serving.risk import (
+    BadPositionError, Positions, parse_measure, pnl_measure, risk_measure, simple_returns, tail_measure,
+)
 
 STRESS_MODES = ("none", "weight", "floor")
 CORRELATION_STRESSES = ("isolated", "comonotone")
@@ -90,13 +94,30 @@ class PortfolioPolicy:
     max_down: float | None = None
 
     def __post_init__(self) -> None:
-        checks = {"scale": self.scale > 0, "correlation_weight": 0 <= self.correlation_weight <= 1,
-                  "concentration": self.concentration >= 0, "maintenance_fraction": 0 < self.maintenance_fraction < 1,
-                  "stress_mode": self.stress_mode in STRESS_MODES, "stress_weight": 0 <= self.stress_weight < 1,
-                  "correlation_stress": self.correlation_stress in CORRELATION_STRESSES}
+        real = lambda v: isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v)  # noqa: E731
+        checks = {"measure": _known_measure(self.measure), "scale": real(self.scale) and self.scale > 0,
+                  "correlation_weight": real(self.correlation_weight) and 0 <= self.correlation_weight <= 1,
+                  "concentration": real(self.concentration) and self.concentration >= 0,
+                  "maintenance_fraction": real(self.maintenance_fraction) and 0 < self.maintenance_fraction < 1,
+                  "stress_mode": self.stress_mode in STRESS_MODES,
+                  "stress_weight": real(self.stress_weight) and 0 <= self.stress_weight < 1,
+                  "correlation_stress": self.correlation_stress in CORRELATION_STRESSES,
+                  # the APC tools: the rules a calibration set's policy must pass (a negative buffer lowers margins)
+                  **{k: POLICY_RULES[k](getattr(self, k)) for k in ("buffer", "max_up", "max_down")}}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"portfolio policy.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
+            value = getattr(self, bad[0])
+            raise ValueError(f"portfolio policy.{bad[0]}: invalid value "
+                             f"{value.item() if isinstance(value, np.generic) else value!r}")
+
+
+def _known_measure(spec) -> bool:
+    """A measure `risk_measure` can take: var/es at a level in (0, 1), worst<k> with k >= 1."""
+    try:
+        kind, value = parse_measure(spec)
+    except ValueError:
+        return False
+    return value >= 1 if kind == "worst" else 0 < value < 1
 
 
 def unit_risks(simple: np.ndarray, measure: str, weights=None) -> np.ndarray:

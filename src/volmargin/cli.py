@@ -700,13 +700,16 @@ def cmd_margins(args: argparse.Namespace) -> int:
 
 
 def cmd_portfolio(args: argparse.Namespace) -> int:
+    from volmargin.io import preflight, read_forecasts, staged_folder
     from volmargin.risk.job import PortfolioJob, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
     from volmargin.risk.scenarios import ScenarioConfig
     from volmargin_serving.portfolio import PortfolioPolicy
 
-    from volmargin.io import read_forecasts
-
+    models = None if args.models is None else tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if models == ():
+        raise ConfigError("--models is empty")
+    preflight(args.out, folder=True)  # before any work
     frames = [read_forecasts(folder) for folder in args.run]
     forecasts = pd.concat(frames, ignore_index=True).drop_duplicates(["model", "asset", "origin"], keep="last")
     daily = None
@@ -715,8 +718,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
 
         daily = daily_panel(load_data(args.data), args.min_bars)
     try:
-        job = PortfolioJob(models=tuple(m for m in args.models.split(",") if m) if args.models else None,
-                           scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
+        job = PortfolioJob(models=models, scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
                            validation_start=args.validation_start, target=args.target,
                            concentrations=args.concentration_grid,
                            correlation_weights=args.correlation_grid or CALIBRATION_WEIGHTS,
@@ -726,7 +728,8 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     population = None
     if args.portfolios is not None:
         population = read_population(args.portfolios, tuple(sorted(forecasts["asset"].unique())))
-    tables = run_portfolio(forecasts, daily, job, args.out, population, progress=show_progress(args))
+    with staged_folder(args.out) as staging:  # the whole folder appears at once, or the old one stays
+        tables = run_portfolio(forecasts, daily, job, staging, population, progress=show_progress(args))
     columns = ["portfolio_class", "model", "portfolios", "book_days", "breach_rate", "kupiec_p", "avg_margin",
                "avg_isolated_margin"]
     summary = tables["summary"]

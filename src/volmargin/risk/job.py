@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,35 @@ class PortfolioJob:
     events: Mapping[str, tuple[str, str]] = field(default_factory=lambda: dict(STRESS_EVENTS))
 
     def __post_init__(self) -> None:
+        self._check_population()
+        if not (_real(self.target) and 0 < self.target < 0.5):
+            raise ConfigError(f"portfolio target: a breach rate in (0, 0.5) expected, got {_plain(self.target)!r}")
         if self.concentrations is not None and not (
                 self.concentrations and all(np.isfinite(c) and c >= 0 for c in self.concentrations)):
             raise ConfigError(f"portfolio concentrations: expected non-negative numbers, got {self.concentrations!r}")
         if not (self.correlation_weights and all(0 <= w <= 1 for w in self.correlation_weights)):
             raise ConfigError(f"portfolio correlation weights: expected numbers in [0, 1], got {self.correlation_weights!r}")
+
+    def _check_population(self) -> None:
+        """The generated books' settings (`--population`, config `portfolio.population`), each key named."""
+        if not (_real(self.gross) and 0 < self.gross <= pf.MAX_NOTIONAL):
+            raise ConfigError(f"portfolio population.gross: a number in (0, {pf.MAX_NOTIONAL:g}] expected, "
+                              f"got {_plain(self.gross)!r}")
+        # the adversary needs candidates to pick from (n_adversarial=0 leaves its books out)
+        for key, least in (("seed", 0), ("n_random", 0), ("n_baskets", 0), ("n_alts", 0), ("n_candidates", 1),
+                           ("n_adversarial", 0)):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
+                raise ConfigError(f"portfolio population.{key}: an integer >= {least} expected, got {_plain(value)!r}")
+
+
+def _real(value) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds, so that messages print 0.5, not np.float64(0.5)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
@@ -150,6 +175,9 @@ def model_panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | No
         if generated else population
     candidates = pf.adversarial_candidates(assets, job.n_candidates, job.gross, job.seed + 1) if generated else None
     books = base + candidates if generated else base
+    if generated and not (len(base.names) or job.n_adversarial):
+        raise ConfigError(f"portfolio population: no books on {', '.join(assets)} (n_random, n_baskets, n_alts "
+                          "and n_adversarial give none)")
     adv = pf.rolling_adv(daily, assets, panels[0].origins) if daily else None
     for panel in panels:
         fhs = FHS(panel, job.scenarios)

@@ -65,6 +65,10 @@ ADVERSARY_WINDOW, ADVERSARY_MIN_DAYS, ADVERSARY_BLOCKS = 365, 60, "QS"
 # square-root-law add-on charges a book of a few large positions in thin assets more than a diversified
 # one, so a larger coefficient can carry the concentrated books' risk and let the scale fall for the rest
 CONCENTRATION_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# the largest |notional| a book's position may have: a typo (1e300) would overflow the float32 scenario
+# P&L to inf, and no venue holds a quadrillion of one asset
+MAX_NOTIONAL = 1e15
+SPEC_COLUMNS = ("portfolio", "asset", "notional", "portfolio_class")
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,8 @@ def make_population(assets: tuple[str, ...], gross: float = 1e6, seed: int = 0, 
             pair("alt_btc", f"short_{alt}", alt, btc, -1.0)
         add("concentrated_alt", f"long_{alt}", {alt: 1.0})
         add("concentrated_alt", f"short_{alt}", {alt: -1.0})
-    return Population(assets, tuple(names), np.array(classes, dtype=object), np.array(rows), np.array(hedges))
+    return Population(assets, tuple(names), np.array(classes, dtype=object),
+                      np.array(rows).reshape(len(rows), len(assets)), np.array(hedges, dtype=int))
 
 
 def hedge_ratio(realized: np.ndarray, t: int, horizon: int, position: int, hedge: int) -> float:
@@ -197,27 +202,65 @@ def adversarial_candidates(assets: tuple[str, ...], n: int = 200, gross: float =
 
 def read_population(path, assets: tuple[str, ...]) -> Population:
     """Books from a CSV with columns portfolio, asset, notional and optionally portfolio_class (default
-    'custom'); one row per position. Errors name the file and the row."""
+    'custom'); one row per position. Errors name the file and the row (or the book)."""
+    table = _read_spec(path)
+    fail = lambda row, problem: DataError(f"{path}: row {row + 2}: {problem}")  # noqa: E731 - row 1 the header
+    notional = pd.to_numeric(table["notional"].str.strip(), errors="coerce").to_numpy(dtype=float)
+    for row, (book, asset, text, cls, value) in enumerate(zip(table["portfolio"], table["asset"], table["notional"],
+                                                              table["portfolio_class"], notional)):
+        if not book.strip():
+            raise fail(row, "portfolio is empty")
+        if asset not in assets:
+            raise fail(row, f"asset {asset!r} has no forecasts in the run")
+        if not text.strip():
+            raise fail(row, "notional is empty")
+        if not np.isfinite(value):
+            raise fail(row, f"notional {text!r} is not a finite number")
+        if abs(value) > MAX_NOTIONAL:
+            raise fail(row, f"notional {text} is beyond +-{MAX_NOTIONAL:g}")
+        if not cls.strip():
+            raise fail(row, "portfolio_class is empty")
+        if cls == "ALL":
+            raise fail(row, "portfolio_class 'ALL' is reserved for the pooled summary row")
+    twice = table.duplicated(["portfolio", "asset"], keep=False).to_numpy()
+    if twice.any():
+        first = table[twice].iloc[0]
+        rows = np.flatnonzero(twice & (table["portfolio"] == first["portfolio"]).to_numpy()
+                              & (table["asset"] == first["asset"]).to_numpy()) + 2
+        raise DataError(f"{path}: rows {', '.join(map(str, rows))} hold the same position ({first['asset']} in "
+                        f"book {first['portfolio']!r}); give one row per position")
+    books = list(dict.fromkeys(table["portfolio"]))
+    classes = table.groupby("portfolio", sort=False)["portfolio_class"].unique()
+    mixed = classes[classes.map(len) > 1]
+    if len(mixed):
+        raise DataError(f"{path}: book {mixed.index[0]!r} has several classes ({', '.join(mixed.iloc[0])}); "
+                        "give each book one portfolio_class")
+    matrix = np.zeros((len(books), len(assets)))
+    np.add.at(matrix, (table["portfolio"].map(books.index).to_numpy(), table["asset"].map(assets.index).to_numpy()),
+              notional)
+    flat = [b for b, row in zip(books, matrix) if not np.abs(row).sum() > 0]
+    if flat:  # margin rates are fractions of the gross notional: none exists for an empty book
+        raise DataError(f"{path}: book {flat[0]!r} has zero gross notional (every position 0)")
+    return Population(tuple(assets), tuple(books), classes.reindex(books).map(lambda c: c[0]).to_numpy(dtype=object),
+                      matrix)
+
+
+def _read_spec(path) -> pd.DataFrame:
+    """The spec's cells as text (an empty cell ''), its columns checked: SPEC_COLUMNS, the class optional."""
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the portfolio spec ({exc})") from exc
-    missing = [c for c in ("portfolio", "asset", "notional") if c not in table]
+    expected = ",".join(SPEC_COLUMNS[:3]) + f"[,{SPEC_COLUMNS[3]}]"
+    missing = [c for c in SPEC_COLUMNS[:3] if c not in table]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected portfolio,asset,notional[,portfolio_class]")
-    notional = pd.to_numeric(table["notional"], errors="coerce")
-    for row, (asset, value) in enumerate(zip(table["asset"], notional), start=2):
-        if asset not in assets:
-            raise DataError(f"{path}: row {row}: asset {asset!r} has no forecasts in the run")
-        if not np.isfinite(value):
-            raise DataError(f"{path}: row {row}: notional {table['notional'].iloc[row - 2]!r} is not a finite number")
-    classes = table["portfolio_class"] if "portfolio_class" in table else pd.Series("custom", index=table.index)
-    books = list(dict.fromkeys(table["portfolio"].astype(str)))
-    matrix = np.zeros((len(books), len(assets)))
-    np.add.at(matrix, (table["portfolio"].astype(str).map(books.index).to_numpy(),
-                       table["asset"].map(assets.index).to_numpy()), notional.to_numpy())
-    first_class = classes.groupby(table["portfolio"].astype(str)).first()
-    return Population(tuple(assets), tuple(books), first_class.reindex(books).to_numpy(dtype=object), matrix)
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {expected}")
+    extra = [str(c) for c in table.columns if c not in SPEC_COLUMNS]
+    if extra:
+        raise DataError(f"{path}: unknown column(s) {', '.join(extra)}; expected {expected}")
+    if table.empty:
+        raise DataError(f"{path}: no positions (a header only); expected one row per position")
+    return table if "portfolio_class" in table else table.assign(portfolio_class="custom")
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,16 @@ class ScenarioConfig:
     move_cap: bool = True  # clip scenario moves at the largest realised |MPOR return| in the look-back
 
     def __post_init__(self) -> None:
-        if self.lookback is not None and self.lookback < 30:
-            raise ConfigError(f"portfolio.lookback: at least 30 days, got {self.lookback}")
-        if not (self.proxy == "median" or self.proxy.startswith("peer:")):
+        whole = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)  # noqa: E731
+        if self.lookback is not None and not (whole(self.lookback) and self.lookback >= 30):
+            raise ConfigError(f"portfolio.lookback: at least 30 days, got {self.lookback!r}")
+        if not (isinstance(self.proxy, str) and (self.proxy == "median" or self.proxy.startswith("peer:"))):
             raise ConfigError(f"portfolio.proxy: 'median' or 'peer:<asset>', got {self.proxy!r}")
-        if self.stress_days < 5 or self.min_scenarios < 10:
-            raise ConfigError("portfolio.stress_days >= 5 and portfolio.min_scenarios >= 10 expected")
+        for key, least in (("stress_days", 5), ("min_scenarios", 10)):
+            if not (whole(getattr(self, key)) and getattr(self, key) >= least):
+                raise ConfigError(f"portfolio.{key}: an integer >= {least} expected, got {getattr(self, key)!r}")
+        if not isinstance(self.move_cap, bool):
+            raise ConfigError(f"portfolio.move_cap: true or false expected, got {self.move_cap!r}")
 
 
 @dataclass(frozen=True)
