@@ -296,6 +296,7 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert set(summary["policy"]) == {"breach", "breach_plain", "solvency", "static", "static_solvent"} and set(summary["asset"]) == {"syn_a", "syn_b"}
     assert summary[["bad_debt_p95", "bad_debt_p99", "liquidations_p95", "avg_margin"]].notna().all().all()
     assert (out / "stress.csv").is_file() and (out / "solvency.csv").is_file()
+    assert (out / ".volmargin-output").is_file()  # written as one staged folder
     assert main([*argv[:-1], "accounts=0"]) == 2
     assert "simulation.population.accounts" in capsys.readouterr().err
     assert main([*argv[:-1], "acounts=5"]) == 2
@@ -491,3 +492,97 @@ def test_set_items_keep_flow_lists_whole():
         "accounts": 10, "haircut_factors": [0, 0.5, 1], "worst_period": None}
     with pytest.raises(argparse.ArgumentTypeError):
         _policy_items("accounts")
+
+
+# --- input validation: one-line errors naming the file, row or key ----------------------------------------------
+
+def test_simulation_keys_are_checked_at_load_and_named_as_written(tmp_path):
+    from volmargin.config import RunConfig, SimulationSection, from_dict, load_config
+
+    for key, value, message in (("validation_start", "garbage", "not a date"), ("every", "XYZ", "frequency"),
+                                ("worst_period", "XYZ", "frequency"), ("seed", -1, ">= 0"),
+                                ("insurance_fund", 0.0, "> 0")):
+        with pytest.raises(ConfigError, match=rf"^--set\.{key}: .*{message}"):
+            from_dict(SimulationSection, {key: value}, "--set")
+    config = tmp_path / "run.yaml"
+    config.write_text("simulation: {enabled: true, every: XYZ}\n")
+    with pytest.raises(ConfigError, match=r"run.yaml: simulation\.every: not a pandas frequency"):
+        load_config(config, RunConfig)
+    assert from_dict(SimulationSection, {"validation_start": "2022-03-01", "every": "YS", "seed": 3}, "--set").seed == 3
+
+
+def test_read_accounts_refuses_damaged_files_absurd_notionals_and_late_entries(tmp_path):
+    import gzip
+
+    whole = gzip.compress(b"side,notional,leverage\n" + b"long,100,5\n" * 200)
+    damaged = tmp_path / "accounts.csv.gz"
+    damaged.write_bytes(whole[:20])
+    with pytest.raises(DataError, match=r"accounts.csv.gz: cannot read"):
+        read_accounts(damaged)
+    path = tmp_path / "accounts.csv"
+    path.write_text("side,notional,leverage\nlong,100,5\nshort,1e308,5\n")  # the total overflows: NaN figures
+    with pytest.raises(DataError, match=r"accounts.csv: row 3: notional = '1e\+308'"):
+        read_accounts(path)
+    path.write_text("side,notional,leverage,entry_step\nlong,100,5,0\nshort,100,5,100000\n")
+    assert read_accounts(path).entry_step.tolist() == [0, 100000]  # the reader alone knows no path length
+    with pytest.raises(DataError, match=r"accounts.csv: row 3: entry_step = '100000': must be < 24"):
+        SimulationSettings(accounts_file=str(path)).accounts()
+
+
+def test_read_funding_refuses_damaged_empty_and_conflicting_files(tmp_path):
+    import gzip
+
+    from volmargin.simulation.funding import read_funding, study_rates
+
+    header = "timestamp,venue,symbol,funding_rate\n"
+    damaged = tmp_path / "funding.csv.gz"
+    damaged.write_bytes(gzip.compress((header + "2022-01-01T00:00:00Z,binance,BTCUSDT,0.0001\n" * 500).encode())[:-10])
+    with pytest.raises(DataError, match=r"funding.csv.gz: cannot read"):
+        read_funding(damaged)
+    path = tmp_path / "funding.csv"
+    path.write_text(header)
+    with pytest.raises(DataError, match=r"funding.csv: no funding rows"):
+        read_funding(path)
+    path.write_text(header + "2022-01-01T00:00:00Z,binance,BTCUSDT,0.0001\n"
+                    "2022-01-01T08:00:00Z,binance,BTCUSDT,0.0002\n2022-01-01T00:00:00Z,binance,ETHUSDT,0.0003\n"
+                    "2022-01-01T00:00:00Z,binance,BTCUSDT,0.0001\n")
+    assert len(study_rates(path, ["binance_btcusdt"])["binance_btcusdt"]) == 2  # an exact repeat is kept once
+    with pytest.raises(DataError, match=r"funding.csv: no funding rows of binance_solusdt"):
+        study_rates(path, ["binance_btcusdt", "binance_solusdt"])
+    path.write_text(path.read_text() + "2022-01-01T08:00:00Z,binance,BTCUSDT,0.009\n")
+    with pytest.raises(DataError, match=r"funding.csv: rows 3 and 6: binance btcusdt at 2022-01-01T08:00:00Z has two"):
+        read_funding(path)
+
+
+def test_study_refuses_a_funding_file_without_the_asset(market_bars, tmp_path):
+    from volmargin.simulation.study import run_study
+
+    path = tmp_path / "funding.csv"
+    path.write_text("timestamp,venue,symbol,funding_rate\n2021-06-01T08:00:00Z,syn,b,0.001\n")
+    cfg = StudyConfig(model="rv20", validation_start="2022-01-01", settings=SMALL, funding=str(path))
+    with pytest.raises(DataError, match=r"funding.csv: no funding rows of syn_a"):
+        run_study(simple_forecasts(market_bars), {"syn_a": market_bars["syn_a"]}, cfg)
+
+
+def test_no_nan_figure_reaches_the_summary():
+    from volmargin.simulation.study import _check_figures
+
+    row = {c: 0.0 for c in SUMMARY_COLUMNS} | {"asset": "syn_a", "policy": "static", "period": "validation",
+                                               "kind": "all", "meets_target": True}
+    _check_figures(pd.DataFrame([row], columns=SUMMARY_COLUMNS))
+    with pytest.raises(DataError, match=r"syn_a static \(validation, all paths\): bad_debt_p99 is NaN"):
+        _check_figures(pd.DataFrame([row | {"bad_debt_p99": np.nan}], columns=SUMMARY_COLUMNS))
+
+
+def test_simulate_refuses_min_bars_and_an_unusable_out_before_any_work(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "forecasts.parquet").write_bytes(b"")  # never read: both are refused first
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    argv = ["simulate", "--run", str(run), "--out", str(tmp_path / "sim")]
+    assert main([*argv, "--min-bars", "30"]) == 2
+    assert "--min-bars: simulate does not use it" in capsys.readouterr().err
+    assert main([*argv[:-1], str(taken)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "sim").exists()

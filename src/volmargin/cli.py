@@ -596,11 +596,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from volmargin.config import APC_POLICY, SimulationSection, from_dict
+    from volmargin.io import preflight, read_forecasts, staged_folder
     from volmargin.simulation.study import headline, run_study, study_config, write_study
 
+    if args.min_bars is not None:  # refused, not ignored: nothing here builds daily measures
+        raise ConfigError("--min-bars: simulate does not use it (the --run's forecasts were made with its own "
+                          "min_bars, and every simulated path needs all its hourly bars); leave it out")
+    preflight(args.out, folder=True)
     import datetime
-
-    from volmargin.io import read_forecasts
 
     values = {k: str(v) if isinstance(v, datetime.date) else v for k, v in args.set.items()}  # YAML reads dates
     section = from_dict(SimulationSection, values, "--set")
@@ -615,8 +618,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                        default_model="har" if "har" in models else record.get("champion") or sorted(models)[0])
     bars = load_data(args.data)
     result = run_study(forecasts, bars, cfg, log=print)
-    write_study(result, args.out, {"command": "simulate", "run": str(args.run), "config": dataclasses.asdict(cfg),
-                                   "seconds": round(result.seconds, 1)})
+    with staged_folder(args.out) as staging:  # the whole folder appears at once, or the old one stays
+        write_study(result, staging, {"command": "simulate", "run": str(args.run),
+                                      "config": dataclasses.asdict(cfg), "seconds": round(result.seconds, 1)})
     table = headline(result, cfg.target.max_bad_debt_fund)
     print(f"\nOut of sample from {cfg.validation_start} ({cfg.model}; bad debt as a fraction of open interest and "
           f"of the insurance fund, target p{cfg.target.quantile * 100:g} <= {cfg.target.max_bad_debt_fund:.1%} of the fund):")

@@ -150,6 +150,19 @@ class SimulationSection:
     funding: str | None = None  # a funding file, e.g. ../shared/data/funding/funding_rates_8h.csv.gz
     seed: int = 0
 
+    def validate(self, prefix: str = "simulation") -> None:
+        """The values the simulation would only reject deep inside pandas or numpy, named by the key as
+        written (`simulation.every` in a config, `--set.every` on the command line); `from_dict` calls it."""
+        key = (lambda name: f"{prefix}.{name}" if prefix else name)
+        _date(key("validation_start"), self.validation_start)
+        for name in ("every", "worst_period"):
+            _frequency(key(name), getattr(self, name))
+        if self.seed < 0:
+            raise ConfigError(f"{key('seed')}: must be >= 0, got {self.seed}")
+        if self.insurance_fund <= 0:  # the figures and the target are fractions of the fund
+            raise ConfigError(f"{key('insurance_fund')}: must be > 0 (bad debt is measured against the fund), "
+                              f"got {self.insurance_fund}")
+
 
 # the default margin policy of `volmargin run`: 99% VaR with every EMIR art. 28 tool and speed limits
 APC_POLICY = {"risk": "var99", "target_breach_rate": 0.01, "maintenance_fraction": 0.75, "buffer": 0.25,
@@ -231,6 +244,15 @@ def _date(key: str, value: str | None) -> pd.Timestamp | None:
         raise ConfigError(f"{key}: not a date: {value!r} (use YYYY-MM-DD)") from None
 
 
+def _frequency(key: str, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        pd.tseries.frequencies.to_offset(value)
+    except ValueError:
+        raise ConfigError(f"{key}: not a pandas frequency: {value!r} (e.g. QS, MS, YS)") from None
+
+
 def _convert(key: str, hint: Any, value: Any) -> Any:
     """Check `value` against a type hint of the config dataclasses and convert lists to tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -265,7 +287,10 @@ def from_dict(cls: type, values: Any, prefix: str = "") -> Any:
             where = f"{prefix}.{key}" if prefix else key
             raise ConfigError(f"{where}: unknown key; expected one of {', '.join(known)}")
     kwargs = {k: _convert(f"{prefix}.{k}" if prefix else k, hints[k], v) for k, v in values.items()}
-    return cls(**kwargs)
+    result = cls(**kwargs)
+    if hasattr(result, "validate"):  # checks whose messages need the key's prefix (the class cannot know it)
+        result.validate(prefix)
+    return result
 
 
 class _Loader(yaml.SafeLoader):

@@ -37,7 +37,7 @@ from volmargin.errors import ConfigError, OutputError
 
 MARKER = ".volmargin-output"  # in every folder volmargin writes; its presence allows replacing the folder
 RECORD = "run.json"  # carries "complete": false while a job that writes in place is under way
-RECORDS = (RECORD, "train.json")  # folders written before MARKER existed are known by these
+RECORDS = (RECORD, "train.json", "simulate.json")  # folders written before MARKER existed are known by these
 _RENAME_EXCHANGE = 2
 
 

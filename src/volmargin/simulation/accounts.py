@@ -8,13 +8,15 @@ lognormal around `leverage_median`, at least 1, and capped at 1 / initial margin
 [0, entry_window) steps (1: every account opens at the start); a share `asset_collateral` posts its
 collateral in the asset itself (coin-margined: it loses value with a long position, hedges a short).
 
-From a file (`read_accounts`): CSV or Parquet with columns side (long/short), notional (> 0), leverage
-(>= 1) and optionally entry_step (integer >= 0, default 0) and collateral (cash, the default, or asset:
-posted in the asset itself, counted at (1 - haircut) of its value); errors name the file, row and field.
+From a file (`read_accounts`): CSV or Parquet with columns side (long/short), notional (> 0 and at most
+`MAX_NOTIONAL`), leverage (>= 1) and optionally entry_step (integer >= 0, default 0, below the path's
+steps) and collateral (cash, the default, or asset: posted in the asset itself, counted at (1 - haircut)
+of its value); errors name the file, row and field.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,10 @@ import numpy as np
 import pandas as pd
 
 from volmargin.errors import ConfigError, DataError
+
+# notionals are rescaled to a total of 1; beyond a quadrillion (more than any venue's open interest) a value
+# is a unit or typing error, and near the float limit the total overflows and every figure turns NaN
+MAX_NOTIONAL = 1e15
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,15 @@ def draw_accounts(config: PopulationConfig, open_interest: float = 1.0) -> Accou
     return Accounts(side, notional, leverage, entry, in_asset).scaled(open_interest)
 
 
-def read_accounts(path: str | Path) -> Accounts:
-    """Accounts from a CSV / Parquet file (see the module docstring); one-line errors name row and field."""
+def read_accounts(path: str | Path, steps: int | None = None) -> Accounts:
+    """Accounts from a CSV / Parquet file (see the module docstring); one-line errors name row and field.
+    `steps`: the steps of the shortest path they will trade on (entry steps must fall inside it)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: accounts file not found")
     try:
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a damaged .gz
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
     missing = [c for c in ("side", "notional", "leverage") if c not in frame]
     if missing:
@@ -107,12 +114,16 @@ def read_accounts(path: str | Path) -> Accounts:
     side = frame["side"].astype(str).str.strip().str.lower()
     _first_bad(path, ~side.isin(["long", "short"]), "side", frame["side"], "must be long or short")
     notional = pd.to_numeric(frame["notional"], errors="coerce")
-    _first_bad(path, ~(np.isfinite(notional) & (notional > 0)), "notional", frame["notional"], "must be a number > 0")
+    _first_bad(path, ~(np.isfinite(notional) & (notional > 0) & (notional <= MAX_NOTIONAL)), "notional",
+               frame["notional"], f"must be a number > 0 and <= {MAX_NOTIONAL:g}")
     leverage = pd.to_numeric(frame["leverage"], errors="coerce")
     _first_bad(path, ~(np.isfinite(leverage) & (leverage >= 1)), "leverage", frame["leverage"], "must be a number >= 1")
     entry = pd.to_numeric(frame.get("entry_step", pd.Series(0, index=frame.index)), errors="coerce")
     _first_bad(path, ~(np.isfinite(entry) & (entry >= 0) & (entry == np.round(entry))), "entry_step",
                frame.get("entry_step", entry), "must be an integer >= 0")
+    if steps is not None:
+        _first_bad(path, entry >= steps, "entry_step", frame.get("entry_step", entry),
+                   f"must be < {steps}, the steps of a simulated path (hours)")
     collateral = frame.get("collateral", pd.Series("cash", index=frame.index)).astype(str).str.strip().str.lower()
     _first_bad(path, ~collateral.isin(["cash", "asset"]), "collateral", frame.get("collateral", collateral),
                "must be cash or asset")

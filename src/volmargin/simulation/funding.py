@@ -4,11 +4,15 @@ A file has columns timestamp (the settlement time, UTC), venue, symbol, funding_
 notional longs pay shorts for the interval; not annualised). An asset named `<venue>_<symbol>` (e.g.
 `binance_btcusdt`, `binance_btcusdt_perp`) takes the rows of that venue and symbol (case-insensitive). A
 path step that ends on a settlement time pays that rate; other steps, and times the file does not
-cover, pay nothing (never filled).
+cover, pay nothing (never filled). The study (`study_rates`) requires rows of every asset it simulates: a
+file that lacks one is refused rather than leaving that asset unfunded beside funded ones. The same
+venue, symbol and time twice with different rates is refused (which one holds is unknown); exact
+repeats are kept once.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +27,50 @@ def read_funding(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     try:
         frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a damaged .gz
         raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
     missing = [c for c in COLUMNS if c not in frame]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; expected {', '.join(COLUMNS)}")
+    if frame.empty:
+        raise DataError(f"{path}: no funding rows")
     stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
     rate = pd.to_numeric(frame["funding_rate"], errors="coerce")
     bad = stamps.isna() | ~np.isfinite(rate) | (rate.abs() >= 1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(f"{path}: row {row + 2}: unparsable timestamp or funding_rate {frame['funding_rate'].iloc[row]!r}")
-    return pd.DataFrame({"timestamp": stamps, "venue": frame["venue"].astype(str).str.lower(),
-                         "symbol": frame["symbol"].astype(str).str.lower(), "funding_rate": rate})
+    table = pd.DataFrame({"timestamp": stamps, "venue": frame["venue"].astype(str).str.lower(),
+                          "symbol": frame["symbol"].astype(str).str.lower(), "funding_rate": rate})
+    _check_conflicts(path, table)
+    return table
+
+
+def _check_conflicts(path: Path, table: pd.DataFrame) -> None:
+    """DataError naming the first two rows with the same venue, symbol and time but different rates."""
+    key = ["venue", "symbol", "timestamp"]
+    conflict = table.groupby(key)["funding_rate"].transform("nunique").to_numpy() > 1
+    if not conflict.any():
+        return
+    first = table.iloc[int(np.flatnonzero(conflict)[0])]
+    other = (table[key] == first[key]).all(axis=1) & (table["funding_rate"] != first["funding_rate"])
+    rows = [int(first.name) + 2, int(np.flatnonzero(other)[0]) + 2]
+    raise DataError(f"{path}: rows {rows[0]} and {rows[1]}: {first['venue']} {first['symbol']} at "
+                    f"{first['timestamp']:%Y-%m-%dT%H:%M:%SZ} has two funding rates "
+                    f"({first['funding_rate']:g} and {table['funding_rate'].iloc[rows[1] - 2]:g})")
+
+
+def study_rates(path: str | Path, assets: list[str]) -> dict[str, pd.Series]:
+    """Each asset's rates from the funding file; DataError naming the file and the first asset it has no row of."""
+    table = read_funding(path)
+    rates = {asset: asset_rates(table, asset) for asset in assets}
+    lacking = [asset for asset, r in rates.items() if r is None]
+    if lacking:
+        venue, _, symbol = lacking[0].lower().removesuffix("_perp").partition("_")
+        more = f" (nor of {', '.join(lacking[1:])})" if len(lacking) > 1 else ""
+        raise DataError(f"{path}: no funding rows of {lacking[0]} (venue {venue}, symbol {symbol}){more}; give a "
+                        "file that covers every simulated asset, or leave out funding")
+    return rates
 
 
 def asset_rates(table: pd.DataFrame, asset: str) -> pd.Series | None:

@@ -47,7 +47,7 @@ class SimulationSettings:
     def accounts(self) -> Accounts:
         """The population, notionals scaled to a total of 1 (money is in units of open interest)."""
         if self.accounts_file:
-            return read_accounts(self.accounts_file).scaled(1.0)
+            return read_accounts(self.accounts_file, steps=HOURS).scaled(1.0)  # the shortest paths: a day
         return draw_accounts(self.population, open_interest=1.0)
 
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from volmargin.calibration.autocalibrate import utc
 from volmargin.calibration.policy import PolicyConfig
-from volmargin.errors import ConfigError
-from volmargin.simulation.funding import asset_rates, read_funding
+from volmargin.errors import ConfigError, DataError
+from volmargin.simulation.funding import study_rates
 from volmargin.simulation.metrics import summarize
 from volmargin.simulation.paths import PathSet, bootstrap_paths, event_paths, replay_paths
 from volmargin.simulation.scenarios import SimulationSettings, run_paths
@@ -85,15 +85,17 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     rule = PolicyConfig(risk=breach_policy.risk, mpor_hours=breach_policy.mpor_hours)  # the bare margin rule
     start = utc(cfg.validation_start)
     summaries, stresses, blocks = [], [], []
-    funding = read_funding(cfg.funding) if cfg.funding else None
+    assets = sorted(set(forecasts["asset"]))
+    cfg.settings.accounts()  # an accounts file is read (and refused) before any path is simulated
+    funding = study_rates(cfg.funding, assets) if cfg.funding else {}
     plain = dataclasses.replace(breach_policy, buffer=None, stressed_floor=False, lookback_floor=False,
                                 max_up=None, max_down=None)
     breach = {"breach": (breach_policy, breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate))}
     if plain != breach_policy:  # the same breach-rate calibration without the APC tools: same rule as `solvency`
         breach["breach_plain"] = (plain, breach_paths(forecasts, cfg.model, plain, start, cfg.recalibrate))
-    for asset in sorted(set(forecasts["asset"])):
+    for asset in assets:
         case = asset_case(forecasts, bars[asset], asset, cfg, rule)
-        rates = None if funding is None else asset_rates(funding, asset)
+        rates = funding.get(asset)
         case = dataclasses.replace(case, paths=case.paths.with_funding(rates))
         if not len(case.paths) or not np.any(case.paths.origins[case.paths.day] < start):
             log(f"simulate: {asset}: no path before {start.date()}, left out")
@@ -117,8 +119,21 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     if not summaries:
         raise ConfigError(f"simulation: no asset has forecasts and bars with paths before {start.date()}")
     stress = pd.concat(stresses, ignore_index=True) if stresses else pd.DataFrame(columns=STRESS_COLUMNS)
-    return StudyResult(pd.DataFrame(summaries, columns=SUMMARY_COLUMNS), stress[STRESS_COLUMNS],
+    summary = pd.DataFrame(summaries, columns=SUMMARY_COLUMNS)
+    _check_figures(summary)
+    return StudyResult(summary, stress[STRESS_COLUMNS],
                        pd.concat(blocks, ignore_index=True), time.perf_counter() - began)
+
+
+def _check_figures(summary: pd.DataFrame) -> None:
+    """No NaN figure reaches summary.csv: NaN means an input or setting broke the simulation somewhere."""
+    figures = summary.select_dtypes("number")
+    if figures.isna().any().any():
+        row = summary.loc[figures.isna().any(axis=1)].iloc[0]
+        column = figures.columns[figures.loc[row.name].isna()][0]
+        raise DataError(f"simulation: {row['asset']} {row['policy']} ({row['period']}, {row['kind']} paths): "
+                        f"{column} is NaN, refused rather than written; check the settings and the accounts, funding "
+                        "and forecasts given")
 
 
 def _summaries(case: AssetCase, policy: str, terms: Terms, cfg: StudyConfig, start: pd.Timestamp) -> list[dict]:
