@@ -204,11 +204,40 @@ def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
         load_chain(bad)
 
 
+@pytest.mark.parametrize("column, value, match", [
+    (3, "39000", r"instrument BTC-1JAN22-40000-C disagrees with its strike 39000"),
+    (4, "put", r"instrument BTC-1JAN22-40000-C disagrees with its type put"),
+    (2, "2022-03-25T08:00:00Z", r"instrument BTC-1JAN22-40000-C disagrees with its expiry 2022-03-25"),
+    (1, "", r"instrument is empty"),
+    (1, "BTC-40000-C", r"instrument 'BTC-40000-C' is not a Deribit option name"),
+    ((6, 7), ("0.5", "0.003"), r"bid_price 0.5 is above ask_price 0.003 \(a crossed quote\)")])
+def test_chain_rows_that_contradict_themselves_are_refused(tmp_path, shared_data, column, value, match):
+    """The next snapshot's row of a leg is found by its name: a name that disagrees with its row's strike, type
+    or expiry would value another option; a bid above the ask is no quote."""
+    lines = gzip.decompress((shared_data / CHAIN_2022_01).read_bytes()).decode().splitlines()[:6]
+    fields = lines[3].split(",")
+    assert fields[1] == "BTC-1JAN22-40000-C"
+    for c, v in zip(*((column, value) if isinstance(column, tuple) else ((column,), (value,)))):
+        fields[c] = v
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*lines[:3], ",".join(fields), *lines[4:]]) + "\n")
+    with pytest.raises(DataError, match=rf"bad.csv: row 3: {match}"):
+        load_chain(bad)
+
+
 def test_dvol_loader(tmp_path):
     path = tmp_path / "deribit_btc_dvol_1d.csv"
     path.write_text("timestamp,open,high,low,close\n2021-03-24T00:00:00Z,80,82,79,81\n"
                     "2021-03-25T00:00:00Z,81,83,80,85\n")
-    with pytest.raises(DataError, match=r"row 2: close outside"):
+    with pytest.raises(DataError, match=r"row 2: close 85 outside \[low, high\]"):
+        load_dvol(path)
+    path.write_text("timestamp,open,high,low,close\n2021-03-24T00:00:00Z,80,82,79,81\n"
+                    "2021-03-25T00:00:00Z,9999,83,80,82\n")
+    with pytest.raises(DataError, match=r"row 2: open 9999 outside \[low, high\]"):
+        load_dvol(path)
+    path.write_text("timestamp,open,high,low,close\n2021-03-24T00:00:00Z,80,82,79,81\n"
+                    "2021-03-25T12:00:00Z,81,83,80,82\n")
+    with pytest.raises(DataError, match=r"row 2: timestamp '2021-03-25T12:00:00Z' is not at 00:00 UTC"):
         load_dvol(path)
     path.write_text("timestamp,close\n2021-03-24T00:00:00Z,80\n2021-03-24T01:00:00Z,x\n")
     with pytest.raises(DataError, match=r"row 2: close 'x' is not a finite number"):
@@ -250,6 +279,25 @@ def test_books_cover_every_class_and_their_losses_are_revaluations(books, two_sn
                   & np.isclose(nxt["days"], days - books.mpor_days[first], atol=1e-3)].iloc[0]
         value_next += vo.black76(row["underlying_price"], strike, row["days"] / 365, row["mark_iv"], is_call)
     assert books.loss[first] == pytest.approx(value_next - books.books.value[legs].sum(), rel=1e-9)  # short: -1 each
+
+
+def test_a_thin_snapshot_leaves_out_the_books_it_cannot_build(books, two_snapshots):
+    """A snapshot without puts, or with one row, gives the books it can (none needing a missing leg); a chain of
+    one snapshot gives no book, and says so in one line."""
+    from volmargin.risk.option_books import build_books
+
+    stamps = pd.DatetimeIndex(np.sort(two_snapshots["timestamp"].unique()))
+    second = (two_snapshots["timestamp"] == stamps[1]).to_numpy()
+    no_puts = build_books(two_snapshots[~(second & ~two_snapshots["is_call"].to_numpy())])
+    classes = set(no_puts.info.loc[no_puts.info["day"] == stamps[1], "portfolio_class"])
+    assert "covered_call" in classes and not classes & {"short_straddle", "short_strangle", "risk_reversal"}
+    week_call = second & two_snapshots["is_call"].to_numpy() & two_snapshots["days"].between(5, 9).to_numpy()
+    one_row = build_books(two_snapshots[~second | (np.cumsum(week_call) == 1) & week_call])
+    assert set(one_row.info.loc[one_row.info["day"] == stamps[1], "portfolio_class"]) == {
+        "covered_call", "delta_hedged_short_gamma"}  # the one call is its expiry's ATM and 25-delta call
+    assert np.all(np.isfinite(one_row.loss))
+    with pytest.raises(DataError, match="the chains give no option book"):
+        build_books(two_snapshots[two_snapshots["timestamp"] == stamps[0]])
 
 
 def test_serving_margin_equals_the_backtest_margin_of_the_same_book(books, two_snapshots):
@@ -422,13 +470,99 @@ def test_options_cli_reads_the_underlying_from_the_chains(tmp_path, shared_data,
         summary = pd.read_csv(tmp_path / name / "summary.csv").set_index(["portfolio_class", "method", "period"])
         static[name] = summary.loc[("ALL", "deribit_static", "validation"), "avg_margin"]
     assert "ETH options: " in capsys.readouterr().out and static["eth"] > static["btc"]  # +-18% against +-16%
-    later = eth.assign(timestamp=eth["timestamp"] + pd.Timedelta(days=10), expiry=eth["expiry"] + pd.Timedelta(days=10))
+    later = eth.assign(timestamp=eth["timestamp"] + pd.Timedelta(days=10))  # the names keep their expiries
+    later = later[later["expiry"] > later["timestamp"]]
     assert main(["options", "--chains", str(tmp_path / "btc.csv"), write(later, "later.csv"), "--iv", *dvols, "--data", "unused.csv", "--calibrate-until",
                  "2022-01-02", "--out", str(tmp_path / "mixed")]) == 2
     assert "options on btc and eth; give the chains of one underlying" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="the bars of binance_btcusdt for options on eth"):
         job.check_bars_underlying("binance_btcusdt", "eth")
     job.check_bars_underlying("my_prices", "eth")  # a name that says nothing is the user's to choose
+
+
+def _write_chain(chain: pd.DataFrame, path) -> str:
+    out = chain.assign(type=np.where(chain["is_call"], "call", "put"))
+    for column in ("timestamp", "expiry"):
+        out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out[list(CHAIN_COLUMNS)].to_csv(path, index=False)
+    return str(path)
+
+
+def test_options_cli_refuses_bad_inputs_before_any_work(tmp_path, shared_data, two_snapshots, capsys):
+    """One line, exit 2, nothing written: a --calibrate-until outside the snapshots (either end) or not
+    YYYY-MM-DD, a chain of one snapshot, DVOL that does not cover the snapshots, an --out that is a file."""
+    from volmargin.cli import main
+
+    chains = _write_chain(two_snapshots, tmp_path / "chain.csv")
+    dvol = str(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz")
+    base = ["options", "--data", "unused.csv", "--calibrate-on", "chains"]
+
+    def refused(*extra, chain=chains, iv=dvol, until="2022-01-02", out=tmp_path / "out") -> str:
+        assert main([*base, "--chains", chain, "--iv", iv, "--calibrate-until", until, "--out", str(out), *extra]) == 2
+        assert not (tmp_path / "out").exists()
+        return capsys.readouterr().err
+
+    assert "--calibrate-until 2023-01-01: no snapshot pair from it on to validate; give a date from 2022-01-02 to " \
+           "2022-01-02" in refused(until="2023-01-01")
+    assert "--calibrate-until 2022-01-01: no snapshot before it" in refused(until="2022-01-01")
+    one = _write_chain(two_snapshots[two_snapshots["timestamp"] == two_snapshots["timestamp"].min()], tmp_path / "one.csv")
+    assert "--chains: one snapshot (2022-01-01T05:00:46Z); the books need two" in refused(chain=one)
+    with pytest.raises(SystemExit) as usage:  # argparse's own usage error: 15/01/2022 is not guessed at
+        main([*base, "--chains", chains, "--iv", dvol, "--calibrate-until", "02/01/2022", "--out", str(tmp_path / "x")])
+    assert usage.value.code == 2 and "not a date: '02/01/2022' (use YYYY-MM-DD)" in capsys.readouterr().err
+    short = load_dvol(dvol)
+    early = tmp_path / "deribit_btc_dvol_1d.csv"
+    short[short.index <= "2021-12-24"].reset_index().to_csv(early, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    assert f"{early}: no DVOL close on 9 day(s) from 2021-12-25 to 2022-01-02" in refused(iv=str(early))
+    (tmp_path / "afile").write_text("x")
+    assert "afile exists and is not a folder" in refused(out=tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_dvol_must_cover_the_snapshots_and_their_history():
+    """Every day from the IV forecasters' 60 days of history (or the DVOL's start) before the first origin to
+    the last: a gap there would give those days the static vol shocks silently, or count a many-day change
+    as one day's."""
+    from volmargin.calibration.option_job import check_dvol_covers
+
+    hours = pd.date_range("2021-09-01", "2022-02-01", freq="h", tz="UTC")
+    hourly = pd.DataFrame({"close": 80.0}, index=hours)
+    hourly.attrs["source"] = "dvol_1h.csv"
+    first, last = pd.Timestamp("2021-12-31", tz="UTC"), pd.Timestamp("2022-01-30", tz="UTC")
+    check_dvol_covers(hourly, first, last)
+    gap = hourly[(hours < "2022-01-10") | (hours >= "2022-01-20")]
+    with pytest.raises(DataError, match=r"dvol_1h.csv: no DVOL close on 10 day\(s\) from 2022-01-10 to 2022-01-19"):
+        check_dvol_covers(gap, first, last)
+    before = hourly[(hours < "2021-11-20") | (hours >= "2021-12-01")]
+    with pytest.raises(DataError, match="from 2021-11-20 to 2021-11-30; .* need every day from 2021-11-01"):
+        check_dvol_covers(before, first, last)
+    check_dvol_covers(hourly[(hours < "2021-10-10") | (hours >= "2021-10-20")], first, last)  # history beyond 60 days
+    check_dvol_covers(hourly[hours >= "2021-12-20"], first, last)  # a young DVOL: the first days' fallback is reported
+    with pytest.raises(DataError, match="DVOL starts on 2022-01-05, after 2021-12-31"):
+        check_dvol_covers(hourly[hours >= "2022-01-05"], first, last)
+
+
+def test_static_fallback_days_and_underlying_prices_are_checked(books, two_snapshots):
+    """The days an autocalibrated grid takes the static grid's part are counted (run.json); a chain whose
+    underlying price is far from the bars' (another unit, another asset) is refused naming the snapshot."""
+    from volmargin.calibration.option_job import check_underlying_prices, static_fallback_days
+
+    days = pd.DatetimeIndex(books.info["day"]).normalize().unique() - pd.Timedelta(days=1)
+    price = pd.DataFrame({"var99_long": 0.08, "var99_short": 0.08}, index=days)
+    iv = pd.DataFrame({"q_lo": -0.1, "q_hi": 0.1}, index=days)
+    assert static_fallback_days(books, {"ewma": price}, {"hist": iv}, "var99") == {}
+    assert static_fallback_days(books, {"ewma": price}, {"hist": iv.iloc[1:]}, "var99") == {
+        "auto_ewma_hist": {"range": 0, "vol": 1, "days": 2}}
+    hours = pd.date_range("2021-12-31", "2022-01-04", freq="h", tz="UTC")
+    close = pd.Series(47_000.0, index=hours)
+    check_underlying_prices(two_snapshots, close)
+    check_underlying_prices(two_snapshots, close[hours < "2022-01-01"] * 1.5)  # within 2x; later rows unchecked
+    stamps = np.sort(two_snapshots["timestamp"].unique())
+    wrong = two_snapshots.assign(underlying_price=np.where(two_snapshots["timestamp"] == stamps[1],
+                                                           two_snapshots["underlying_price"] * 1000,
+                                                           two_snapshots["underlying_price"]))
+    with pytest.raises(DataError, match=r"--chains: snapshot 2022-01-02T05:00:\d\dZ: the underlying_price .* is 99\dx"):
+        check_underlying_prices(wrong, close)
 
 
 def test_apc_speed_limit_holds_the_grid_up_after_a_fall():

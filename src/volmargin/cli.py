@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -31,8 +32,11 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 
 def _date(text: str) -> pd.Timestamp:
+    """A YYYY-MM-DD date, UTC midnight; strictly that form (15/01/2022 would read as a guess)."""
     try:
-        return pd.Timestamp(text, tz="UTC")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            raise ValueError(text)
+        return pd.Timestamp(text.strip(), tz="UTC")
     except (ValueError, TypeError) as exc:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from exc
 
@@ -749,6 +753,19 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fallback_lines(record: dict) -> list[str]:
+    """The days whose autocalibrated grids took a static grid's part, no forecast being known at their origin."""
+    lines = []
+    for key, books in (("static_fallback_days", "snapshot"), ("synthetic_static_fallback_days", "synthetic")):
+        counts = record[key] or {}
+        for part, what in (("vol", "vol shocks (no IV-move forecast yet)"), ("range", "price range (no price forecast)")):
+            hits = [f"{method} {days[part]}" for method, days in counts.items() if days[part]]
+            if hits:
+                lines.append(f"the static grid's {what} on some of the {next(iter(counts.values()))['days']} {books} "
+                             f"days: {', '.join(hits)} (run.json: {key})")
+    return lines
+
+
 def cmd_options(args: argparse.Namespace) -> int:
     from volmargin.calibration.option_job import OptionJob, run_option_job
 
@@ -795,6 +812,8 @@ def cmd_options(args: argparse.Namespace) -> int:
         print(f"target out of reach on the calibration books for {', '.join(result['record']['infeasible'])}: "
               "some losses lie outside any scale of their grid (flagged in grids.csv, 'feasible'); their scale "
               "covers the rest")
+    for line in _fallback_lines(result["record"]):
+        print(line)
     print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
     return 0
 

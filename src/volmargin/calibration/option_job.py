@@ -26,6 +26,8 @@ from volmargin.errors import ConfigError, DataError
 
 PRICE_MODELS = ("ewma", "gjr", "har")
 MIN_SYNTHETIC_DAYS = 30  # fewer synthetic snapshot days than this before the cut cannot set a 1% scale
+MAX_SPOT_RATIO = 2.0  # an underlying price this far from the bars' is in another unit, or the bars another asset's
+IV_HISTORY_DAYS = 60  # the IV-move forecasters' first forecast needs 60 daily changes (`volmargin.models.ivmoves`)
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,12 @@ class OptionJob:
 
 
 def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Timestamp,
-                    last: pd.Timestamp, underlying: str | None = None) -> tuple[dict, pd.Series]:
+                    last: pd.Timestamp, underlying: str | None = None,
+                    chain: pd.DataFrame | None = None) -> tuple[dict, pd.Series]:
     """Walk-forward VaR/ES forecasts of the price models on the bars of one underlying, origins in [first,
     last] (model -> origin-indexed frame), and its daily log returns. Bars named after another known
-    underlying than `underlying` (e.g. BTC's for ETH options) are refused."""
+    underlying than `underlying` (e.g. BTC's for ETH options), or far from the `chain`'s underlying prices
+    (`check_underlying_prices`), are refused."""
     from volmargin.data import load_panel
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.walkforward import WalkForwardSplit
@@ -77,6 +81,8 @@ def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Ti
     if len(bars) != 1:
         raise ConfigError(f"--data: expected the bars of one underlying, got {len(bars)} assets ({', '.join(bars)})")
     check_bars_underlying(next(iter(bars)), underlying)
+    if chain is not None:
+        check_underlying_prices(chain, next(iter(bars.values()))["close"])
     panel = daily_panel(bars)
     split = WalkForwardSplit(start=first, end=last, refit_every=20)
     forecasts, _ = run_backtest(panel, BacktestConfig(models=models, split=split), progress=False)
@@ -89,6 +95,25 @@ def price_forecasts(data: tuple[str, ...], models: tuple[str, ...], first: pd.Ti
 def daily_close(dvol: pd.DataFrame) -> pd.Series:
     """A DVOL file's daily closes (a daily file's, or the last hourly close of each day, bar open labels)."""
     return dvol["close"] if "open" in dvol.columns else dvol["close"].resample("1D").last().dropna()
+
+
+def check_dvol_covers(dvol: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp) -> None:
+    """DataError naming the DVOL file unless it has a close on every day from the origin `first` (the day
+    before the first snapshot) to `last`, and on every day of the IV_HISTORY_DAYS before `first` that it
+    reaches back to: a missing origin would silently give that day's books the static grid's vol shocks,
+    and a gap before it would count a many-day change as one day's in the forecasters' history."""
+    closes = daily_close(dvol).index
+    name = dvol.attrs.get("source", "--iv")
+    if closes.empty or closes[0] > first:
+        start = "holds no close" if closes.empty else f"starts on {closes[0]:%Y-%m-%d}"
+        raise DataError(f"{name}: DVOL {start}, after {first:%Y-%m-%d} (the day before the first snapshot); "
+                        f"give DVOL from {first - pd.Timedelta(days=IV_HISTORY_DAYS):%Y-%m-%d} on")
+    needed = pd.date_range(max(closes[0], first - pd.Timedelta(days=IV_HISTORY_DAYS)), last, freq="D")
+    missing = needed.difference(closes)
+    if len(missing):
+        raise DataError(f"{name}: no DVOL close on {len(missing)} day(s) from {missing[0]:%Y-%m-%d} to "
+                        f"{missing[-1]:%Y-%m-%d}; the IV-move forecasts of the snapshots need every day from "
+                        f"{needed[0]:%Y-%m-%d} to {last:%Y-%m-%d}")
 
 
 def iv_move_forecasts(dvol: pd.DataFrame, ret: pd.Series, first: pd.Timestamp, last: pd.Timestamp,
@@ -114,6 +139,57 @@ def check_bars_underlying(asset: str, underlying: str | None) -> None:
         raise ConfigError(f"--data: the bars of {asset} for options on {underlying}; give the bars of {underlying}")
 
 
+def check_underlying_prices(chain: pd.DataFrame, close: pd.Series) -> None:
+    """DataError naming the snapshot and instrument of the first chain row whose underlying price is more
+    than MAX_SPOT_RATIO times from the bars' last close at its time (rows outside the bars' span unchecked)."""
+    stamps = pd.DatetimeIndex(chain["timestamp"])
+    at = close.sort_index().asof(stamps).to_numpy(dtype=float)
+    ratio = chain["underlying_price"].to_numpy() / at
+    inside = (stamps <= close.index.max() + pd.Timedelta(days=1)) & np.isfinite(ratio)
+    bad = inside & ((ratio > MAX_SPOT_RATIO) | (ratio < 1 / MAX_SPOT_RATIO))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"--chains: snapshot {stamps[i]:%Y-%m-%dT%H:%M:%SZ}: the underlying_price "
+                        f"{chain['underlying_price'].iloc[i]:.10g} of {chain['instrument'].iloc[i]} is {ratio[i]:.3g}x "
+                        f"the --data bars' close {at[i]:.10g} then (over {MAX_SPOT_RATIO:g}x apart: another unit, or "
+                        "bars of another asset)")
+
+
+def check_calibrate_until(chain: pd.DataFrame, cut: pd.Timestamp) -> None:
+    """Books need two snapshots; `cut` must leave snapshot pairs on both sides: calibration (or, for synthetic
+    calibration, the smile) before it, validation from it on (a pair's day is its first snapshot's)."""
+    stamps = pd.DatetimeIndex(np.sort(chain["timestamp"].unique()))
+    if len(stamps) < 2:
+        raise DataError(f"--chains: one snapshot ({stamps[0]:%Y-%m-%dT%H:%M:%SZ}); the books need two, a day apart")
+    first, last = stamps[0], stamps[-2]
+    earliest, latest = (first + pd.Timedelta(1, "ns")).ceil("D"), last.floor("D")
+    if earliest <= cut <= latest:
+        return
+    why = "no snapshot before it" if cut < earliest else "no snapshot pair from it on to validate"
+    span = (f"give a date from {earliest:%Y-%m-%d} to {latest:%Y-%m-%d}" if earliest <= latest else
+            "the chains have no date with snapshots on both sides")
+    raise ConfigError(f"--calibrate-until {cut:%Y-%m-%d}: {why}; {span} (the snapshots before it calibrate, "
+                      "those from it on validate)")
+
+
+def static_fallback_days(books, price: dict, iv: dict, risk: str) -> dict[str, dict[str, int]]:
+    """Per autocalibrated method with any: the book days whose grid takes the static grid's price range (no
+    price forecast at their origin) or vol shocks (no IV-move forecast, e.g. the first days of the DVOL
+    history), of `days` in all (`volmargin.calibration.options.method_grid`)."""
+    from volmargin.calibration.options import forecast_inputs, forecast_origins
+
+    origins = forecast_origins(pd.Series(pd.unique(books.info["day"])))
+    out = {}
+    for price_model, price_frame in price.items():
+        for iv_model, iv_frame in iv.items():
+            known = forecast_inputs(origins, price_frame, iv_frame, risk).notna()
+            counts = {"range": int((~known[["var_long", "var_short"]].all(axis=1)).sum()),
+                      "vol": int((~known[["iv_down", "iv_up"]].all(axis=1)).sum())}
+            if any(counts.values()):
+                out[f"auto_{price_model}_{iv_model}"] = {**counts, "days": len(origins)}
+    return out
+
+
 @dataclass(frozen=True)
 class OptionInputs:
     books: object  # volmargin.risk.option_books.OptionBacktestBooks
@@ -134,6 +210,7 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
     from volmargin_serving.options import DERIBIT_GRIDS
 
     chain = load_chains(list(job.chains))
+    check_calibrate_until(chain, job.calibrate_until)
     underlying = job.underlying or chain_underlying(chain)
     if underlying not in DERIBIT_GRIDS:
         raise ConfigError(f"--chains: options on {underlying}, which has no published Deribit grid here "
@@ -143,11 +220,12 @@ def prepare_option_inputs(job: OptionJob) -> OptionInputs:
         raise ConfigError(f"--iv: no DVOL file of {underlying!r} (found {', '.join(dvols) or 'none'})")
     dvol = dvols[underlying]
     first, last = chain["timestamp"].min().normalize(), chain["timestamp"].max().normalize()
+    check_dvol_covers(dvol, first - pd.Timedelta(days=1), last - pd.Timedelta(days=1))  # the snapshots' origins
     synthetic = synthetic_books(chain, dvol, job, underlying) if job.calibrate_on == "synthetic" else None
     if synthetic is not None:
         first = min(first, pd.Timestamp(synthetic.info["day"].min()).normalize())
     origin_first = first - pd.Timedelta(days=1)
-    price, ret = price_forecasts(job.data, job.models, origin_first, last, underlying)
+    price, ret = price_forecasts(job.data, job.models, origin_first, last, underlying, chain)
     iv, ivf = iv_move_forecasts(dvol, ret, origin_first, last, job.iv_models)
     stress = None
     if job.stress:
@@ -185,9 +263,10 @@ def synthetic_books(chain: pd.DataFrame, dvol: pd.DataFrame, job: OptionJob, und
 
 def run_option_job(job: OptionJob) -> dict:
     from volmargin.calibration.options import calibrate_methods, run_option_backtest
-    from volmargin.io import write_atomic, write_frame
+    from volmargin.io import preflight, staged_folder, write_atomic, write_frame
     from volmargin.models.ivmoves import score_quantiles
 
+    preflight(job.out, folder=True)  # before any work
     began = time.perf_counter()
     inputs = prepare_option_inputs(job)
     data = inputs.books
@@ -211,10 +290,8 @@ def run_option_job(job: OptionJob) -> dict:
         grids["feasible"] = grids["method"].map(feasible)
     if scales is None and not (summary["period"] == "calibration").any():
         raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair before it")
-    job.out.mkdir(parents=True, exist_ok=True)
-    write_frame(summary, job.out / "summary.csv")
-    write_frame(grids, job.out / "grids.csv")
-    write_frame(score_quantiles(inputs.iv_forecasts), job.out / "iv_scores.csv")
+    if not (summary["period"] == "validation").any():
+        raise ConfigError(f"--calibrate-until {job.calibrate_until.date()}: no snapshot pair from it on to validate")
     record = {"command": "options", "underlying": inputs.underlying, "snapshots": inputs.snapshots,
               "books": int(data.books.count),
               "calibrate_until": str(job.calibrate_until.date()), "target": job.target,
@@ -226,9 +303,16 @@ def run_option_job(job: OptionJob) -> dict:
               "calibrate_on": job.calibrate_on,
               "synthetic_books": None if scales is None else int(inputs.calibration_books.books.count),
               "infeasible": sorted(grids.loc[grids["feasible"].eq(False), "method"].unique()),  # static: None
+              "static_fallback_days": static_fallback_days(data, inputs.price, inputs.iv, job.risk),
+              "synthetic_static_fallback_days": None if scales is None else static_fallback_days(
+                  inputs.calibration_books, inputs.price, inputs.iv, job.risk),
               "seconds": round(time.perf_counter() - began, 1)}
-    write_atomic(job.out / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
     from volmargin.reports.options import write_options_report
 
-    write_options_report(summary, grids, record, job.out / "report.html")
+    with staged_folder(job.out) as staging:  # the whole folder appears at once, or the old one stays
+        write_frame(summary, staging / "summary.csv")
+        write_frame(grids, staging / "grids.csv")
+        write_frame(score_quantiles(inputs.iv_forecasts), staging / "iv_scores.csv")
+        write_atomic(staging / "run.json", lambda p: p.write_text(json.dumps(record, indent=2)))
+        write_options_report(summary, grids, record, staging / "report.html")
     return {"record": record, "summary": summary}

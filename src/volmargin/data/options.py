@@ -4,15 +4,17 @@ Like `volmargin.data.loader`, every problem raises `DataError` with one line nam
 offending data row (1-based, in file order) and field.
 
 - Chains: one row per instrument and snapshot, columns `CHAIN_COLUMNS`; `mark_iv` a fraction, bid/ask in
-  BTC per option (empty: no order on that side), `underlying_price` in USD. Returned with parsed UTC
+  BTC per option (empty: no order on that side; bid <= ask), `underlying_price` in USD; the instrument
+  name (`BTC-7JAN22-55000-C`) agrees with the row's expiry date, strike and type. Returned with parsed UTC
   `timestamp`/`expiry`, `is_call`, and `days` = (expiry - timestamp) in days.
-- DVOL: `timestamp,open,high,low,close` (daily) or `timestamp,close` (hourly), in percentage points;
+- DVOL: `timestamp,open,high,low,close` (daily, open and close within [low, high]) or `timestamp,close`
+  (hourly), in percentage points;
   returned as float columns on a UTC DatetimeIndex, with `attrs["freq"]`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,8 @@ CHAIN_COLUMNS = ("timestamp", "instrument", "expiry", "strike", "type", "mark_iv
 _REQUIRED = ("timestamp", "instrument", "expiry", "strike", "type", "mark_iv", "underlying_price")
 _POSITIVE = ("strike", "mark_iv", "underlying_price")
 _OPTIONAL_NONNEGATIVE = ("bid_price", "ask_price", "bid_size", "ask_size", "open_interest", "volume")
+# Deribit's option names: underlying, expiry date, strike ('d' a decimal point: XRP_USDC-..-0d5-P), C or P
+_NAME = r"^([A-Za-z0-9_]+)-(\d{1,2}[A-Za-z]{3}\d{2})-(\d+(?:[.d]\d+)?)-([CPcp])$"
 _NUMERIC = ("strike", "mark_iv", "bid_price", "ask_price", "bid_size", "ask_size", "underlying_price",
             "open_interest", "volume", "delta", "gamma", "vega", "theta", "rho")
 
@@ -79,6 +83,37 @@ def _numbers(frame: pd.DataFrame, column: str, name: str, required: bool) -> np.
     return values
 
 
+def _first(checks: Iterable[tuple[np.ndarray, Callable[[int], str]]]) -> tuple[int, str] | None:
+    """The earliest row any check flags, with that check's message; None if none does."""
+    hits = [(int(np.flatnonzero(bad)[0]), message) for bad, message in checks if bad.any()]
+    if not hits:
+        return None
+    row, message = min(hits, key=lambda hit: hit[0])
+    return row, message(row)
+
+
+def _check_names(out: pd.DataFrame, name: str) -> None:
+    """Each instrument name agrees with its row's expiry date, strike and type: the next snapshot's row of a
+    leg is found by its name, so a row that disagrees would be valued as another option."""
+    instrument = out["instrument"]
+    parts = instrument.str.extract(_NAME)
+    expiry = pd.to_datetime(parts[1].str.upper(), format="%d%b%y", errors="coerce", utc=True)
+    strike = pd.to_numeric(parts[2].str.replace("d", ".", regex=False), errors="coerce").to_numpy(dtype=float)
+    unnamed = (parts[0].isna() | expiry.isna()).to_numpy()
+    said = lambda i: f"instrument {instrument.iloc[i]} disagrees with its "  # noqa: E731
+    hit = _first([
+        ((instrument == "").to_numpy(), lambda i: "instrument is empty"),
+        (unnamed, lambda i: f"instrument {instrument.iloc[i]!r} is not a Deribit option name "
+                            "(e.g. BTC-7JAN22-55000-C)"),
+        (~unnamed & (expiry != out["expiry"].dt.normalize()).to_numpy(),
+         lambda i: said(i) + f"expiry {out['expiry'].iloc[i]:%Y-%m-%d}"),
+        (~unnamed & (strike != out["strike"].to_numpy()), lambda i: said(i) + f"strike {out['strike'].iloc[i]:g}"),
+        (~unnamed & ((parts[3].str.upper() == "C") != out["is_call"]).to_numpy(),
+         lambda i: said(i) + f"type {'call' if out['is_call'].iloc[i] else 'put'}")])
+    if hit is not None:
+        raise _fail(name, hit[0] + 1, hit[1])
+
+
 def load_chain(path: str | Path) -> pd.DataFrame:
     """One option-chain file, validated (see module doc)."""
     frame, name = _read(path)
@@ -100,13 +135,19 @@ def load_chain(path: str | Path) -> pd.DataFrame:
         bad = ~(out[column].to_numpy() > 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be > 0")
+            raise _fail(name, i + 1, f"{column} {float(out[column].iloc[i])!r} must be > 0")
     for column in _OPTIONAL_NONNEGATIVE:
         if column in out:
             bad = out[column].to_numpy() < 0
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be >= 0")
+                raise _fail(name, i + 1, f"{column} {float(out[column].iloc[i])!r} must be >= 0")
+    if "bid_price" in out and "ask_price" in out:
+        crossed = (out["bid_price"] > out["ask_price"]).to_numpy()  # an empty side is NaN: never crossed
+        if crossed.any():
+            i = int(np.flatnonzero(crossed)[0])
+            raise _fail(name, i + 1, f"bid_price {out['bid_price'].iloc[i]:g} is above ask_price "
+                                     f"{out['ask_price'].iloc[i]:g} (a crossed quote)")
     high = (out["mark_iv"] > MAX_IV).to_numpy()
     if high.any():
         i = int(np.flatnonzero(high)[0])
@@ -116,6 +157,7 @@ def load_chain(path: str | Path) -> pd.DataFrame:
     if late.any():
         i = int(np.flatnonzero(late)[0])
         raise _fail(name, i + 1, "expiry is not after the snapshot timestamp")
+    _check_names(out, name)
     duplicated = out.duplicated(["timestamp", "instrument"]).to_numpy()
     if duplicated.any():
         i = int(np.flatnonzero(duplicated)[0])
@@ -152,7 +194,7 @@ def chain_underlying(chain: pd.DataFrame) -> str:
 
 def load_dvol(path: str | Path) -> pd.DataFrame:
     """One DVOL file (daily OHLC or hourly close), validated: positive finite levels, ascending unique
-    timestamps, low <= open, close <= high on daily files."""
+    timestamps; on daily files, timestamps at 00:00 UTC and low <= open, close <= high."""
     frame, name = _read(path)
     daily = "open" in frame.columns
     expected = ("timestamp", "open", "high", "low", "close") if daily else ("timestamp", "close")
@@ -164,17 +206,25 @@ def load_dvol(path: str | Path) -> pd.DataFrame:
         bad = ~(out[column].to_numpy() > 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise _fail(name, i + 1, f"{column} {out[column].iloc[i]!r} must be > 0")
+            raise _fail(name, i + 1, f"{column} {float(out[column].iloc[i])!r} must be > 0")
         low = out[column].to_numpy() < MIN_IV_INDEX
         if low.any():
             i = int(np.flatnonzero(low)[0])
             raise _fail(name, i + 1, f"{column} {float(out[column].iloc[i])!r} is below {MIN_IV_INDEX:g}: DVOL is "
                                      "annualised percent (65 for 65%)")
     if daily:
+        off = index != index.normalize()  # a daily bar is labelled by its UTC day's open
+        if off.any():
+            i = int(np.flatnonzero(off)[0])
+            raise _fail(name, i + 1, f"timestamp {frame['timestamp'].iloc[i]!r} is not at 00:00 UTC, as a daily "
+                                     "DVOL bar's is")
         low, high = out["low"].to_numpy(), out["high"].to_numpy()
-        bad = (low > high) | (out["close"].to_numpy() > high) | (out["close"].to_numpy() < low)
-        if bad.any():
-            raise _fail(name, int(np.flatnonzero(bad)[0]) + 1, "close outside [low, high]")
+        outside = lambda c: (out[c].to_numpy() > high) | (out[c].to_numpy() < low)  # noqa: E731
+        hit = _first([(low > high, lambda i: "low above high"),
+                      (outside("open"), lambda i: f"open {out['open'].iloc[i]:g} outside [low, high]"),
+                      (outside("close"), lambda i: f"close {out['close'].iloc[i]:g} outside [low, high]")])
+        if hit is not None:
+            raise _fail(name, hit[0] + 1, hit[1])
     step = np.diff(index.asi8)
     if (step <= 0).any():
         raise _fail(name, int(np.flatnonzero(step <= 0)[0]) + 2, "timestamps are not strictly ascending")

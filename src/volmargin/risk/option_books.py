@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from volmargin.errors import DataError
 from volmargin_serving.options import DAYS_PER_YEAR, Books, Smile, black76, greeks, intrinsic, prepare
 
 CLASSES = ("short_straddle", "short_strangle", "risk_reversal", "calendar", "covered_call", "butterfly",
@@ -64,8 +65,9 @@ def _expiry_table(snap: pd.DataFrame) -> pd.DataFrame:
 
 
 def _nearest_expiry(expiries: pd.DataFrame, days: float, minimum: float = 0.5):
+    """The listed expiry nearest `days` among those at least `minimum` days out; None if none is."""
     live = expiries[expiries["days"] >= minimum]
-    return live.index[np.argmin(np.abs(live["days"].to_numpy() - days))]
+    return live.index[np.argmin(np.abs(live["days"].to_numpy() - days))] if len(live) else None
 
 
 def _legs_of(snap: pd.DataFrame, expiry) -> pd.DataFrame:
@@ -82,19 +84,24 @@ def _row(rows: pd.DataFrame, strike: float, is_call: bool) -> pd.Series | None:
     return None if hit.empty else hit.iloc[0]
 
 
-def _delta_row(rows: pd.DataFrame, is_call: bool, target: float) -> pd.Series:
+def _delta_row(rows: pd.DataFrame, is_call: bool, target: float) -> pd.Series | None:
     side = rows[rows["is_call"] == is_call]
+    if side.empty:  # a thin snapshot: no book needs this leg
+        return None
     delta = greeks(side["underlying_price"], side["strike"], side["days"] / DAYS_PER_YEAR, side["mark_iv"],
                    side["is_call"])["delta"]
     return side.iloc[int(np.argmin(np.abs(delta - target)))]
 
 
 def _class_books(snap: pd.DataFrame, rng: np.random.Generator) -> list[tuple[str, float, list, float, object]]:
-    """(class, tenor, [(row, quantity)], future_qty, future_expiry) for one snapshot."""
+    """(class, tenor, [(row, quantity)], future_qty, future_expiry) for one snapshot; a class whose legs the
+    snapshot does not list (e.g. no puts, or too few rows) is left out of it."""
     expiries = _expiry_table(snap)
     out = []
     for tenor in TENORS:
         expiry = _nearest_expiry(expiries, tenor)
+        if expiry is None:
+            continue
         rows, forward = _legs_of(snap, expiry), expiries.loc[expiry, "forward"]
         atm = _pick_strike(rows, forward)
         call, put = _row(rows, atm, True), _row(rows, atm, False)
@@ -107,18 +114,22 @@ def _class_books(snap: pd.DataFrame, rng: np.random.Generator) -> list[tuple[str
         if low < atm < high:
             out.append(("butterfly", tenor, [(_row(rows, low, True), 1.0), (call, -2.0),
                                              (_row(rows, high, True), 1.0)], 0.0, expiry))
-        delta = greeks(call["underlying_price"], call["strike"], call["days"] / DAYS_PER_YEAR, call["mark_iv"],
-                       True)["delta"]
-        out.append(("delta_hedged_short_gamma", tenor, [(call, -1.0)], float(delta), expiry))
+        if call is not None:
+            delta = greeks(call["underlying_price"], call["strike"], call["days"] / DAYS_PER_YEAR, call["mark_iv"],
+                           True)["delta"]
+            out.append(("delta_hedged_short_gamma", tenor, [(call, -1.0)], float(delta), expiry))
         far = _nearest_expiry(expiries, tenor + (28.0 if tenor < 30 else 60.0), minimum=tenor + 7)
-        far_rows = _legs_of(snap, far)
+        far_rows = _legs_of(snap, far) if far is not None else rows.iloc[:0]
         common = np.intersect1d(rows["strike"], far_rows["strike"])
         if far != expiry and len(common):
             strike = float(common[np.argmin(np.abs(common - forward))])
             out.append(("calendar", tenor, [(_row(rows, strike, True), -1.0), (_row(far_rows, strike, True), 1.0)],
                         0.0, expiry))
     for _ in range(RANDOM_BOOKS):
-        picks = rng.choice(len(snap), size=int(rng.integers(2, 7)), replace=False)
+        size = int(rng.integers(2, 7))
+        if size > len(snap):  # fewer rows than legs
+            continue
+        picks = rng.choice(len(snap), size=size, replace=False)
         quantity = rng.choice([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0], size=len(picks))
         out.append(("random", np.nan, [(row, q) for (_, row), q in zip(snap.iloc[picks].iterrows(), quantity)],
                     0.0, None))
@@ -178,6 +189,9 @@ def build_books(chain: pd.DataFrame, seed: int = 0, revalue: Revalue = chain_val
             for (row, q), value_next in zip(book_legs, values):
                 legs.append((book, q, row["strike"], row["is_call"], row["days"], row["underlying_price"],
                              row["mark_iv"], groups[row["expiry"]], value_next))
+    if not info:
+        raise DataError(f"the chains give no option book: books need two snapshots at most {MAX_GAP_DAYS:g} days "
+                        "apart, the later one listing every leg")
     legs_arr = np.array(legs, dtype=float)
     fut = np.array(futures, dtype=float)
     quotes = pd.concat(smile_quotes, ignore_index=True)
