@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -200,3 +201,12 @@ def test_a_backtest_whose_targets_all_lie_past_the_data_is_one_line(synthetic_fi
     err = capsys.readouterr().err
     assert "no forecast has a realized target: the 10-day horizon" in err and err.count("\n") == 1
     assert not (tmp_path / "bt").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, which takes no new file")
+def test_an_output_where_no_file_can_be_created_is_refused_before_any_work():
+    from volmargin.errors import OutputError
+    from volmargin.io import preflight
+
+    with pytest.raises(OutputError, match="cannot write /proc/volmargin-out: /proc takes no new file"):
+        preflight("/proc/volmargin-out", folder=True)  # even root, whom access() calls writable there

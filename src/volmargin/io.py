@@ -163,6 +163,11 @@ def preflight(target: str | Path, folder: bool = False, suffixes: tuple[str, ...
         raise OutputError(f"cannot write {target}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {target}: {existing} is not writable")
+    try:  # what access() cannot see: root in /proc, a read-only mount, a full inode table
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".volmargin-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {existing} takes no new file ({_why(exc)})") from None
     return target
 
 
