@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import math
+from numbers import Real
 import os
 import re
 from pathlib import Path
@@ -127,8 +128,9 @@ def _int(value, low: int = 1) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def _real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def real_number(value) -> bool:
+    """A finite real number, not a bool (numpy scalars included): what a numeric setting must be."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plain_name(value) -> bool:
@@ -151,7 +153,8 @@ def _spec_problem(spec, names: list) -> str:
                 "(features.names), else 0")
     for name, value in spec.items():
         default = fields[name].default
-        ok = name in OPTIONAL_SPEC_KEYS or (_int(value) if isinstance(default, int) else _real(value) and value > 0)
+        positive = _int(value) if isinstance(default, int) else real_number(value) and value > 0
+        ok = name in OPTIONAL_SPEC_KEYS or positive
         if not ok:
             return f"features.spec.{name}: invalid value {value!r}"
     return ""
@@ -180,7 +183,7 @@ def check_manifest(manifest: dict) -> str:
     if not _int(manifest["horizon"]) or manifest["horizon"] > 366:
         return f"horizon: {manifest['horizon']!r} is not a whole number of days in [1, 366]"
     levels = manifest["levels"]
-    if (not isinstance(levels, list) or not levels or not all(_real(x) and 0.5 < x < 1 for x in levels)
+    if (not isinstance(levels, list) or not levels or not all(real_number(x) and 0.5 < x < 1 for x in levels)
             or any(a >= b for a, b in zip(levels, levels[1:]))):
         return f"levels: {levels!r} must be ascending confidence levels in (0.5, 1)"
     if manifest["sides"] != ["long", "short"]:
@@ -212,7 +215,7 @@ def check_manifest(manifest: dict) -> str:
     for key, positive in (("mean", False), ("scale", True)):
         values = features[key]
         if (not isinstance(values, list) or len(values) != len(names)
-                or not all(_real(x) and (x > 0 or not positive) for x in values)):
+                or not all(real_number(x) and (x > 0 or not positive) for x in values)):
             return f"features.{key}: expected {len(names)} finite numbers{' > 0' if positive else ''}"
     return ""
 

@@ -32,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from volmargin_serving.bundle import MANIFEST, read_json, read_manifest, resolve_key, sha256, signature, verify_files
+from volmargin_serving.bundle import (
+    MANIFEST, read_json, read_manifest, real_number, resolve_key, sha256, signature, verify_files,
+)
 from volmargin_serving.errors import CalibrationError, SignatureError
 from volmargin_serving.margins import DEFAULT_MIN_RATE, Terms
 from volmargin_serving.outputs import SIDES, measure_name
@@ -44,24 +46,20 @@ PARAMETER_KEYS = ("model", "horizon", "policy", "records")
 POLICY_RULES = {  # the policy settings serving reads, and the values that cannot lower a margin by mistake
     "risk": lambda v: isinstance(v, str),
     "haircut_risk": lambda v: v is None or isinstance(v, str),
-    "maintenance_fraction": lambda v: _real(v) and 0 < v < 1,
-    "buffer": lambda v: v is None or (_real(v) and v >= 0),
-    "max_up": lambda v: v is None or (_real(v) and v > 0),
-    "max_down": lambda v: v is None or (_real(v) and 0 < v < 1),
+    "maintenance_fraction": lambda v: real_number(v) and 0 < v < 1,
+    "buffer": lambda v: v is None or (real_number(v) and v >= 0),
+    "max_up": lambda v: v is None or (real_number(v) and v > 0),
+    "max_down": lambda v: v is None or (real_number(v) and 0 < v < 1),
     "liquidation_days": lambda v: v is None or (isinstance(v, int) and v >= 1),
 }
 HARD_MIN_RATE = 0.005  # no calibration set may allow initial margins below 0.5% (200x leverage)
 HARD_MIN_SCALE = 0.05  # nor scale the model's risk down by more than 20x
 OPTIONAL_POLICY_RULES = {
     "mpor_hours": lambda v: v is None or (isinstance(v, int) and 1 <= v < 24),
-    "min_rate": lambda v: v is None or (_real(v) and HARD_MIN_RATE <= v < 1),
-    "scale_bounds": lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_real, v))
+    "min_rate": lambda v: v is None or (real_number(v) and HARD_MIN_RATE <= v < 1),
+    "scale_bounds": lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(real_number, v))
                                             and HARD_MIN_SCALE <= v[0] < v[1]),
 }
-
-
-def _real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def canonical(document: Mapping) -> bytes:

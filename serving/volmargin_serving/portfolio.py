@@ -44,11 +44,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from numbers import Real
 from pathlib import Path
 
 import numpy as np
 
+from volmargin_serving.bundle import real_number
 from volmargin_serving.calibration import POLICY_RULES
 from volmargin_serving.errors import CalibrationError
 from volmargin_serving.risk import (
@@ -94,13 +94,12 @@ class PortfolioPolicy:
     max_down: float | None = None
 
     def __post_init__(self) -> None:
-        real = lambda v: isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v)  # noqa: E731
-        checks = {"measure": _known_measure(self.measure), "scale": real(self.scale) and self.scale > 0,
-                  "correlation_weight": real(self.correlation_weight) and 0 <= self.correlation_weight <= 1,
-                  "concentration": real(self.concentration) and self.concentration >= 0,
-                  "maintenance_fraction": real(self.maintenance_fraction) and 0 < self.maintenance_fraction < 1,
+        checks = {"measure": _known_measure(self.measure), "scale": real_number(self.scale) and self.scale > 0,
+                  "correlation_weight": real_number(self.correlation_weight) and 0 <= self.correlation_weight <= 1,
+                  "concentration": real_number(self.concentration) and self.concentration >= 0,
+                  "maintenance_fraction": real_number(self.maintenance_fraction) and 0 < self.maintenance_fraction < 1,
                   "stress_mode": self.stress_mode in STRESS_MODES,
-                  "stress_weight": real(self.stress_weight) and 0 <= self.stress_weight < 1,
+                  "stress_weight": real_number(self.stress_weight) and 0 <= self.stress_weight < 1,
                   "correlation_stress": self.correlation_stress in CORRELATION_STRESSES,
                   # the APC tools: the rules a calibration set's policy must pass (a negative buffer lowers margins)
                   **{k: POLICY_RULES[k](getattr(self, k)) for k in ("buffer", "max_up", "max_down")}}

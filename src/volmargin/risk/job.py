@@ -17,11 +17,11 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from numbers import Real
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.bundle import real_number
 from volmargin_serving.portfolio import PortfolioPolicy, PortfolioScenarios, write_scenarios
 
 from volmargin.calibration.backtest import STRESS_EVENTS
@@ -58,7 +58,7 @@ class PortfolioJob:
 
     def __post_init__(self) -> None:
         self._check_population()
-        if not (_real(self.target) and 0 < self.target < 0.5):
+        if not (real_number(self.target) and 0 < self.target < 0.5):
             raise ConfigError(f"portfolio target: a breach rate in (0, 0.5) expected, got {_plain(self.target)!r}")
         if self.concentrations is not None and not (
                 self.concentrations and all(np.isfinite(c) and c >= 0 for c in self.concentrations)):
@@ -68,7 +68,7 @@ class PortfolioJob:
 
     def _check_population(self) -> None:
         """The generated books' settings (`--population`, config `portfolio.population`), each key named."""
-        if not (_real(self.gross) and 0 < self.gross <= pf.MAX_NOTIONAL):
+        if not (real_number(self.gross) and 0 < self.gross <= pf.MAX_NOTIONAL):
             raise ConfigError(f"portfolio population.gross: a number in (0, {pf.MAX_NOTIONAL:g}] expected, "
                               f"got {_plain(self.gross)!r}")
         # the adversary needs candidates to pick from (n_adversarial=0 leaves its books out)
@@ -77,10 +77,6 @@ class PortfolioJob:
             value = getattr(self, key)
             if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
                 raise ConfigError(f"portfolio population.{key}: an integer >= {least} expected, got {_plain(value)!r}")
-
-
-def _real(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _plain(value):
