@@ -392,6 +392,13 @@ def test_cli_portfolio_output_appears_whole_or_not_at_all(forecasts, tmp_path, c
         assert err.startswith("volmargin: error:") and str(tmp_path / "afile") in err and "\n" not in err, err
 
 
+def test_cli_portfolio_of_one_asset_is_one_line(forecasts, tmp_path, capsys):
+    one = forecasts[forecasts["asset"] == forecasts["asset"].iloc[0]]
+    assert main([*_cli_run(one, tmp_path), "--out", str(tmp_path / "out")]) == 2  # crashed in the adversary
+    err = capsys.readouterr().err.strip()
+    assert "portfolio margin needs two assets or more" in err and "\n" not in err
+
+
 def test_cli_concentration_grid_must_be_non_negative_numbers(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["portfolio", "--run", str(tmp_path), "--out", str(tmp_path / "out"), "--concentration-grid", "0,-1"])

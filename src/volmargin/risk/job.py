@@ -93,6 +93,9 @@ def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, j
     assets = tuple(sorted(set.intersection(*covered))) if covered else tuple(sorted(forecasts["asset"].unique()))
     if not assets:
         raise DataError(f"forecasts: no asset is forecast by every one of {', '.join(wanted)}")
+    if len(assets) < 2:  # a portfolio across assets needs two; one asset's margin is `volmargin calibrate`'s
+        raise DataError(f"forecasts: portfolio margin needs two assets or more forecast by every one of "
+                        f"{', '.join(wanted)}; the run has {', '.join(assets)} only (one asset: `volmargin calibrate`)")
     origins = pd.date_range(forecasts["origin"].min(), forecasts["origin"].max(), freq="D")
     panels = []
     for model in wanted:
