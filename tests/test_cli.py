@@ -210,3 +210,10 @@ def test_an_output_where_no_file_can_be_created_is_refused_before_any_work():
 
     with pytest.raises(OutputError, match="cannot write /proc/volmargin-out: /proc takes no new file"):
         preflight("/proc/volmargin-out", folder=True)  # even root, whom access() calls writable there
+
+
+def test_calibrate_names_an_unknown_policy_key_and_the_known_ones(tmp_path, capsys):
+    assert main(["calibrate", "--bundle", str(tmp_path), "--out", str(tmp_path / "c.json"), "--policy", "bufer=0.25",
+                 "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "--policy: unknown key 'bufer'; expected one of risk, target_breach_rate" in err and err.count("\n") == 1

@@ -366,6 +366,9 @@ def _cli_run(forecasts: pd.DataFrame, tmp_path) -> list[str]:
     (["--population", "gross=.nan"], "population.gross"),
     (["--population", "n_random=0,n_baskets=0,n_alts=0,n_candidates=0,n_adversarial=0"], "population.n_candidates"),
     (["--models", ",,,"], "--models is empty"),
+    (["--population", "foo=1"], "--population: unknown key 'foo'; expected one of gross, seed"),
+    (["--scenarios", "foo=1"], "--scenarios: unknown key 'foo'; expected one of lookback"),
+    (["--policy", "foo=1"], "--policy: unknown key 'foo'; expected one of measure"),
 ])
 def test_cli_portfolio_bad_values_are_one_line_errors_and_write_nothing(forecasts, tmp_path, capsys, extra, text):
     out = tmp_path / "out"

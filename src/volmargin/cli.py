@@ -89,6 +89,13 @@ def _policy_items(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc
 
 
+def _known_keys(option: str, values: dict, keys) -> None:
+    """ConfigError naming the first key of `values` that is not one of `keys`, and the keys there are."""
+    unknown = [key for key in values if key not in keys]
+    if unknown:
+        raise ConfigError(f"{option}: unknown key {unknown[0]!r}; expected one of {', '.join(keys)}")
+
+
 def _grid_values(text: str, auto: str, valid, expected: str) -> tuple[float, ...]:
     """Comma-separated numbers that pass `valid`, or 'auto': the grid `auto` of volmargin.risk.portfolio."""
     if text.strip() == "auto":
@@ -542,6 +549,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from volmargin.io import preflight
 
     check_options(args.scheduler, args.workers)
+    _known_keys("--policy", args.policy, [f.name for f in dataclasses.fields(PolicyConfig)])
     try:
         policy = PolicyConfig(**args.policy)
     except TypeError as exc:
@@ -709,7 +717,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
 
 def cmd_portfolio(args: argparse.Namespace) -> int:
     from volmargin.io import preflight, read_forecasts, staged_folder
-    from volmargin.risk.job import PortfolioJob, run_portfolio
+    from volmargin.risk.job import POPULATION_KEYS, PortfolioJob, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
     from volmargin.risk.scenarios import ScenarioConfig
     from volmargin_serving.portfolio import PortfolioPolicy
@@ -725,12 +733,14 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
         from volmargin.evaluation.backtest import daily_panel
 
         daily = daily_panel(load_data(args.data), args.min_bars)
+    _known_keys("--scenarios", args.scenarios, [f.name for f in dataclasses.fields(ScenarioConfig)])
+    _known_keys("--policy", args.policy, [f.name for f in dataclasses.fields(PortfolioPolicy)])
+    _known_keys("--population", args.population, POPULATION_KEYS)
     try:
-        job = PortfolioJob(models=models, scenarios=ScenarioConfig(**args.scenarios), policy=PortfolioPolicy(**args.policy),
-                           validation_start=args.validation_start, target=args.target,
-                           concentrations=args.concentration_grid,
-                           correlation_weights=args.correlation_grid or CALIBRATION_WEIGHTS,
-                           **args.population)
+        job = PortfolioJob(models=models, scenarios=ScenarioConfig(**args.scenarios),
+                           policy=PortfolioPolicy(**args.policy), validation_start=args.validation_start,
+                           target=args.target, concentrations=args.concentration_grid,
+                           correlation_weights=args.correlation_grid or CALIBRATION_WEIGHTS, **args.population)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"portfolio options: {exc}") from exc
     population = None

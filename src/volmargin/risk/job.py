@@ -34,6 +34,12 @@ from volmargin.risk.scenarios import FHS, FilterPanel, ScenarioConfig, day_array
 REFERENCES = ("ewma97", "gjr")
 
 
+# the generated books' counts and their least values (the adversary needs candidates to pick from;
+# n_adversarial=0 leaves its books out); with `gross`, the keys of `--population`
+POPULATION_COUNTS = {"seed": 0, "n_random": 0, "n_baskets": 0, "n_alts": 0, "n_candidates": 1, "n_adversarial": 0}
+POPULATION_KEYS = ("gross", *POPULATION_COUNTS)
+
+
 @dataclass(frozen=True)
 class PortfolioJob:
     models: tuple[str, ...] | None = None  # None: every model in the forecasts, plus ewma97 with bars
@@ -71,9 +77,7 @@ class PortfolioJob:
         if not (real_number(self.gross) and 0 < self.gross <= pf.MAX_NOTIONAL):
             raise ConfigError(f"portfolio population.gross: a number in (0, {pf.MAX_NOTIONAL:g}] expected, "
                               f"got {_plain(self.gross)!r}")
-        # the adversary needs candidates to pick from (n_adversarial=0 leaves its books out)
-        for key, least in (("seed", 0), ("n_random", 0), ("n_baskets", 0), ("n_alts", 0), ("n_candidates", 1),
-                           ("n_adversarial", 0)):
+        for key, least in POPULATION_COUNTS.items():
             value = getattr(self, key)
             if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
                 raise ConfigError(f"portfolio population.{key}: an integer >= {least} expected, got {_plain(value)!r}")
