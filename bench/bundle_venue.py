@@ -15,6 +15,10 @@ HAR per perpetual.
 by each factor: a venue with that share of Binance's turnover, or a pair quoted in another currency (an
 ETH/BTC pair's traded value is in BTC, some 1e-4.5 of its USDT value). The bundles' liquidity feature reads
 the traded value (volume x close, quote currency); every other feature is scale-free.
+
+`--bars 4h` runs everything (HAR included) on the perpetuals' hourly bars aggregated to that interval: a venue
+or data vendor whose bars are coarser than the training files' hours (the daily realized measures then sum
+fewer, longer returns).
 """
 
 from __future__ import annotations
@@ -63,25 +67,42 @@ def scaled_copies(files: list[str], scale: float, folder: Path) -> list[str]:
     return copies
 
 
+def resampled_copies(files: list[str], interval: str, folder: Path) -> list[str]:
+    """The bar files aggregated to `interval` bars (first open, highest high, lowest low, last close, summed
+    volume; a bar of no hourly bar is left out), written into `folder`."""
+    copies = []
+    for name in files:
+        bars = pd.read_csv(name, parse_dates=["timestamp"], index_col="timestamp")
+        coarse = bars.resample(interval).agg({"open": "first", "high": "max", "low": "min", "close": "last",
+                                              "volume": "sum"}).dropna(subset=["close"])
+        copies.append(str(folder / Path(name).name))
+        coarse.reset_index().to_csv(copies[-1], index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    return copies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundles", nargs="+", type=Path)
     parser.add_argument("--start", default="2022-01-01")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-venue"))
     parser.add_argument("--volume-scale", default="1", help="comma-separated volume factors (default 1)")
+    parser.add_argument("--bars", default=None, help="aggregate the hourly bars to this interval first, e.g. 4h")
     args = parser.parse_args()
     scales = [float(x) for x in args.volume_scale.split(",")]
     perps = [str(p) for p in sorted(shared_data_dir().glob("*_perp_1h.csv.gz"))]
     args.out.mkdir(parents=True, exist_ok=True)
-    volmargin("backtest", "--data", *perps, "--models", "har", "--refit-every", "30", "--start", args.start,
-              "--out", str(args.out / "har"), "--no-tracking")
-    har = pd.read_parquet(args.out / "har" / "forecasts.parquet")
-    har = har[(har["model"] == "har") & (har["realized_rv"] > 0)]
-    print(f"{len(perps)} perpetuals, HAR from {args.start}: 99% exceptions long / short "
-          "{:.2%} / {:.2%}".format(*exceptions(har)))
-    har = har.rename(columns={"variance": "har"})[[*KEYS, "date", "har", "realized_rv", "realized_ret"]]
     rows, per_asset = [], {}
     with tempfile.TemporaryDirectory() as scratch:
+        if args.bars:
+            (Path(scratch) / "coarse").mkdir()
+            perps = resampled_copies(perps, args.bars, Path(scratch) / "coarse")
+        volmargin("backtest", "--data", *perps, "--models", "har", "--refit-every", "30", "--start", args.start,
+                  "--out", str(args.out / "har"), "--no-tracking")
+        har = pd.read_parquet(args.out / "har" / "forecasts.parquet")
+        har = har[(har["model"] == "har") & (har["realized_rv"] > 0)]
+        print(f"{len(perps)} perpetuals{f' ({args.bars} bars)' if args.bars else ''}, HAR from {args.start}: "
+              "99% exceptions long / short {:.2%} / {:.2%}".format(*exceptions(har)))
+        har = har.rename(columns={"variance": "har"})[[*KEYS, "date", "har", "realized_rv", "realized_ret"]]
         for scale in scales:
             files = scaled_copies(perps, scale, Path(scratch))
             for k, bundle in enumerate(args.bundles):

@@ -134,7 +134,11 @@ def damaged_runs(tmp_path_factory, synthetic_files) -> dict:
     folders = {}
     for name, write in {"text": lambda p: p.write_text("not parquet"),
                         "no_variance": lambda p: forecasts.drop(columns="variance").to_parquet(p),
-                        "empty": lambda p: forecasts.iloc[:0].to_parquet(p)}.items():
+                        "empty": lambda p: forecasts.iloc[:0].to_parquet(p),
+                        "twice": lambda p: pd.concat([forecasts, forecasts.iloc[[3]]]).to_parquet(p),
+                        "nan": lambda p: forecasts.assign(variance=forecasts["variance"].mask(
+                            forecasts.index == 5)).to_parquet(p),
+                        "negative": lambda p: forecasts.assign(variance=-forecasts["variance"]).to_parquet(p)}.items():
         folder = root / name
         folder.mkdir()
         for other in ("scores.csv", "run.json"):
@@ -145,7 +149,9 @@ def damaged_runs(tmp_path_factory, synthetic_files) -> dict:
 
 
 @pytest.mark.parametrize("damage, message", [("text", "unreadable"), ("no_variance", "no column variance"),
-                                             ("empty", "holds no forecasts")])
+                                             ("empty", "holds no forecasts"), ("twice", "is there twice"),
+                                             ("nan", "with a variance that is not a positive number"),
+                                             ("negative", "with a variance that is not a positive number")])
 @pytest.mark.parametrize("command", ["evaluate", "report", "simulate", "portfolio"])
 def test_a_damaged_run_folder_is_one_line_naming_its_forecasts(damaged_runs, synthetic_files, tmp_path, capsys,
                                                                command, damage, message):

@@ -104,6 +104,13 @@ def test_missing_required_file_names_it_and_the_command(run_dir, tmp_path, name)
         build_report(tmp_path / "run")
 
 
+def test_a_scores_table_of_other_columns_is_named(run_dir, tmp_path):
+    shutil.copytree(run_dir, tmp_path / "run")
+    (tmp_path / "run" / "scores.csv").write_text("garbage,,,\n")  # was an internal KeyError: 'asset'
+    with pytest.raises(ConfigError, match=r"scores.csv: not a volmargin scores table \(no column asset, model"):
+        build_report(tmp_path / "run")
+
+
 def test_leaderboard_orders_by_qlike_with_dm_against_best_baseline_and_mcs(run_dir):
     ranking = rank_models(load_run(run_dir))
     table = ranking.table

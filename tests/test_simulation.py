@@ -301,6 +301,8 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert "simulation.population.accounts" in capsys.readouterr().err
     assert main([*argv[:-1], "acounts=5"]) == 2
     assert "--set.acounts: unknown key" in capsys.readouterr().err
+    assert main([*argv[:-1], "accounts=150,validation_start=2099-01-01"]) == 2  # was an empty table, exit 0
+    assert "simulation.validation_start 2099-01-01 is after the forecasts' last origin" in capsys.readouterr().err
 
 
 def test_funding_is_paid_on_settlement_steps(tmp_path):

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from volmargin.errors import ConfigError, OutputError
@@ -149,6 +150,13 @@ def read_forecasts(folder: str | Path, option: str = "--run") -> pd.DataFrame:
     if not isinstance(forecasts["origin"].dtype, pd.DatetimeTZDtype):
         raise OutputError(f"{path}: column origin holds {forecasts['origin'].dtype}, not UTC timestamps; "
                           "write it again with `volmargin backtest`")
+    variance = pd.to_numeric(forecasts["variance"], errors="coerce")
+    for problem, rows in (("twice", forecasts.duplicated(["model", "asset", "origin"])),
+                          ("with a variance that is not a positive number", ~(variance > 0) | variance.isin([np.inf]))):
+        if rows.any():
+            first = forecasts.loc[rows.to_numpy()].iloc[0]
+            raise OutputError(f"{path}: the forecast of {first['model']} for {first['asset']} at "
+                              f"{first['origin']:%Y-%m-%d} is there {problem}; write it again with `volmargin backtest`")
     return forecasts
 
 

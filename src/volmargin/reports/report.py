@@ -28,6 +28,7 @@ from volmargin.reports.simulation import simulation_sections
 
 REQUIRED = {"forecasts.parquet": "`volmargin backtest`", "scores.csv": "`volmargin backtest` (or `volmargin evaluate`)",
             "run.json": "`volmargin backtest`"}
+SCORE_COLUMNS = ("asset", "model", "n", "qlike")  # what the leaderboard reads first
 OPTIONAL = {"dm": "dm.csv", "summary": "calibration/margin_summary.csv",
             "paths": "calibration/margin_paths.parquet", "stress": "calibration/stress.csv"}
 CALIBRATION_HINT = "written by the margin calibration (`volmargin calibrate`)"
@@ -74,7 +75,12 @@ def load_run(run_dir: Path) -> Run:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run_dir / 'run.json'} is not valid JSON ({exc})") from exc
     optional = {key: _read(run_dir / name) for key, name in OPTIONAL.items() if (run_dir / name).is_file()}
-    return Run(run_dir, read_forecasts(run_dir), _read(run_dir / "scores.csv"),
+    scores = _read(run_dir / "scores.csv")
+    missing = [column for column in SCORE_COLUMNS if column not in scores]
+    if missing:
+        raise ConfigError(f"{run_dir / 'scores.csv'}: not a volmargin scores table (no column {', '.join(missing)}); "
+                          f"write it again with `volmargin evaluate --run {run_dir}`")
+    return Run(run_dir, read_forecasts(run_dir), scores,
                meta if isinstance(meta, dict) else {}, **optional)
 
 

@@ -84,6 +84,10 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     breach_policy = PolicyConfig(**cfg.breach_policy)
     rule = PolicyConfig(risk=breach_policy.risk, mpor_hours=breach_policy.mpor_hours)  # the bare margin rule
     start = utc(cfg.validation_start)
+    last = forecasts["origin"].max()
+    if start > last:  # nothing out of sample: the summary's validation rows would be empty
+        raise ConfigError(f"simulation.validation_start {start.date()} is after the forecasts' last origin "
+                          f"{last.date()}; give an earlier one (--set validation_start=YYYY-MM-DD)")
     summaries, stresses, blocks = [], [], []
     assets = sorted(set(forecasts["asset"]))
     cfg.settings.accounts()  # an accounts file is read (and refused) before any path is simulated
