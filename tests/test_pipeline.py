@@ -132,3 +132,21 @@ def test_the_blend_is_mixed_from_the_runs_members_only_when_they_are_its_own(tmp
     assert not blend_reuses_members(SimpleNamespace(cfg=cfg), {"gbm": pd.DataFrame()})  # its nn not trained here
     cfg.learned["blend"] = {**cfg.learned["blend"], "gbm": {"n_estimators": 5}}  # a member of its own
     assert not blend_reuses_members(SimpleNamespace(cfg=cfg), both)
+
+
+def test_a_bundle_refuses_bars_of_another_interval_than_it_learned_from(finished, tmp_path, capsys):
+    from volmargin.data import write_synthetic_csv
+
+    _, record, _ = finished
+    bundle = Path(record["bundle"]["path"])
+    assert json.loads((bundle / "manifest.json").read_text())["training"]["bar_seconds"] == [3600]
+    hourly = write_synthetic_csv(tmp_path / "1h", n_assets=1, days=400, seed=3)
+    coarse = tmp_path / "4h" / "syn_a_4h.csv"
+    coarse.parent.mkdir()
+    bars = pd.read_csv(hourly[0], parse_dates=["timestamp"], index_col="timestamp")
+    bars.resample("4h").agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}).dropna(
+    ).reset_index().to_csv(coarse, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    assert main(["score", "--bundle", str(bundle), "--data", str(hourly[0]), "--out", str(tmp_path / "1h.csv")]) == 0
+    assert main(["score", "--bundle", str(bundle), "--data", str(coarse), "--out", str(tmp_path / "4h.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "syn_a: 4 h bars, but the bundle learned from 1 h bars" in err and err.count("\n") == 1

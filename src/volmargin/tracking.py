@@ -82,6 +82,8 @@ def start_experiment(uri: str, experiment: str) -> str:
 
 def data_fingerprint(bars: dict[str, pd.DataFrame]) -> dict:
     """Files, date range and row count per asset, and one SHA-256 over every bar's content."""
+    from volmargin.data.loader import bar_seconds
+
     digest = hashlib.sha256()
     assets = {}
     for asset in sorted(bars):
@@ -93,6 +95,7 @@ def data_fingerprint(bars: dict[str, pd.DataFrame]) -> dict:
             "first": str(frame.index[0]),
             "last": str(frame.index[-1]),
             "rows": len(frame),
+            "bar_seconds": bar_seconds(frame),
         }
     return {"sha256": digest.hexdigest(), "assets": assets, "rows": sum(a["rows"] for a in assets.values())}
 

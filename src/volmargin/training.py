@@ -236,7 +236,15 @@ def provenance(meta: dict, scores: dict) -> dict:
     """The manifest keys a bundle takes from its training run (train.json and the held-out scores)."""
     return {
         "training": {"data_sha256": meta["data"]["sha256"], "train_end": meta["config"]["window"]["train_end"],
-                     "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()}},
+                     "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()},
+                     **_bar_seconds(meta)},
         "scores": scores,
         "mlflow": {"run_id": meta.get("run_id"), "tracking_uri": meta.get("tracking_uri")},
     }
+
+
+def _bar_seconds(meta: dict) -> dict:
+    """{"bar_seconds": the training bars' intervals} where train.json records them (since session 23): the
+    daily measures sum those bars' returns, so scoring checks that its bars are alike (`batch`)."""
+    seconds = sorted({v["bar_seconds"] for v in meta["data"]["assets"].values() if "bar_seconds" in v})
+    return {"bar_seconds": seconds} if seconds else {}

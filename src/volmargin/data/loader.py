@@ -70,6 +70,11 @@ class _Raw:
 # ---------------------------------------------------------------- public API
 
 
+def bar_seconds(bars: pd.DataFrame) -> int:
+    """The bar interval of a loaded bar frame in seconds (its `freq`; hourly where it has none: synthetic)."""
+    return int(pd.Timedelta(bars.attrs.get("freq", pd.Timedelta(hours=1))).total_seconds())
+
+
 def load_bars(path: str | Path, *, sort: bool = False, freq: str | None = None) -> pd.DataFrame:
     """Read one file of OHLCV bars (format recognised by content) and validate it.
 

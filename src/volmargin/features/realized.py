@@ -14,6 +14,8 @@ import logging
 import pandas as pd
 from volmargin_serving.bars import MEASURES, daily_from_bars
 
+from volmargin.data.loader import bar_seconds
+
 log = logging.getLogger(__name__)
 
 __all__ = ["MEASURES", "daily_measures", "horizon_targets"]
@@ -31,6 +33,7 @@ def daily_measures(bars: pd.DataFrame, min_bars: int = 20) -> pd.DataFrame:
     out = pd.DataFrame(columns, index=dates)
     incomplete = int((~out["complete"]).sum())
     out.attrs["incomplete_days"] = incomplete
+    out.attrs["bar_seconds"] = bar_seconds(bars)  # scoring checks a bundle's bars were alike
     if incomplete:
         log.info("%d of %d days have fewer than %d bars and carry no target", incomplete, len(out), min_bars)
     return out
