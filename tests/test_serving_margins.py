@@ -532,3 +532,32 @@ def test_calibrate_cli_says_which_end_of_its_window_is_wrong(bundle, panel, tmp_
     assert main([*args, "--validation-start", "2099-01-01"]) == 2
     assert "validation start 2099-01-01 is not before the data's last origin" in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
+
+
+def test_a_batch_of_no_asset_a_repeated_name_or_an_unreadable_as_of_is_a_typed_error(runtime, batch):
+    """(session 23's serving campaign) an empty batch aborted the process inside ONNX Runtime; a repeated
+    name priced one asset's rows with the other's terms; 'yesterday' or 20260101 as as_of raised numpy's
+    ValueError or read as a count of microseconds."""
+    inputs, dates, as_of = batch
+    with pytest.raises(vs.InputShapeError, match="hold no asset or no day"):
+        runtime.forecast_daily(inputs[:0], dates[:0], as_of=as_of)
+    with pytest.raises(vs.InputShapeError, match="hold no asset or no day"):
+        runtime.stream(inputs[:0], dates[:0], as_of=as_of)
+    with pytest.raises(vs.InputShapeError, match=f"asset {ASSETS[0]!r} appears twice"):
+        runtime.margins([ASSETS[0], ASSETS[0], ASSETS[2]], inputs, dates, as_of=as_of)
+    with pytest.raises(vs.InputDtypeError, match="asset names must be non-empty strings"):
+        runtime.margins(["", ASSETS[1], ASSETS[2]], inputs, dates, as_of=as_of)
+    for bad in ("yesterday", 20260101, float("nan")):
+        with pytest.raises(vs.InputDtypeError, match="as_of must be a date or instant"):
+            runtime.forecast_daily(inputs, dates, as_of=bad)
+
+
+def test_a_row_without_a_date_leaves_its_asset_fail_safe_and_the_others_as_they_were(runtime, batch):
+    inputs, dates, as_of = batch
+    clean = runtime.margins(ASSETS, inputs, dates, as_of=as_of)
+    spoiled = np.broadcast_to(dates, inputs.shape[:2]).copy()
+    spoiled[1, -1] = np.datetime64("NaT")  # raised numpy's ValueError for the whole batch
+    served = runtime.margins(ASSETS, inputs, spoiled, as_of=as_of)
+    assert served.fail_safe[1].all() and not served.fail_safe[[0, 2]].any()
+    assert (served.initial[1] >= clean.initial[1]).all()
+    assert np.array_equal(served.initial[[0, 2]], clean.initial[[0, 2]])

@@ -136,6 +136,8 @@ def readings(inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length
     repeats another's, and None where neither can."""
     today = np.datetime64(as_of, "D")
     dated = {}
+    if np.asarray(dates).dtype.kind == "M" and np.isnat(dates).any():  # a row of no date has no day: no reading
+        return None
     for dating in DATINGS:
         made = _DATED[dating](inputs, dates, today, length)
         if made is not None and made[1][-1] >= today - max_age:

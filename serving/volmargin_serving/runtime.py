@@ -90,7 +90,16 @@ def _check_floats(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def _instant(as_of: np.datetime64 | None) -> np.datetime64:
-    return np.datetime64("now") if as_of is None else np.datetime64(as_of)
+    """`as_of` as a numpy instant (None: now); InputDtypeError where it is none (e.g. 'yesterday', NaN, NaT)."""
+    if as_of is None:
+        return np.datetime64("now")
+    try:
+        instant = np.datetime64(as_of)
+    except (TypeError, ValueError):
+        instant = np.datetime64("NaT")
+    if np.isnat(instant) or isinstance(as_of, (int, float, np.number)):  # an int would read as a count of units
+        raise InputDtypeError(f"as_of must be a date or instant (numpy datetime64, datetime or ISO string), got {as_of!r}")
+    return instant
 
 
 def _per_asset(values, n: int, name: str) -> list:
@@ -119,6 +128,24 @@ def _previous(previous, n: int) -> np.ndarray | None:
     if ((previous <= 0) | (previous > 1)).any():
         raise InputError("previous margins must lie in (0, 1] (NaN: none)")
     return previous
+
+
+def _some(inputs, dates) -> None:
+    """InputShapeError for a batch of no asset or no day (ONNX Runtime aborts the process on an empty batch)."""
+    if 0 in np.shape(inputs) or 0 in np.shape(dates):
+        raise InputShapeError(f"inputs {np.shape(inputs)} and dates {np.shape(dates)} hold no asset or no day")
+
+
+def _distinct(assets: tuple) -> tuple[str, ...]:
+    """Asset names of a batch: non-empty strings, each once (a repeated name would price one asset's rows
+    with another's terms and memory)."""
+    if not assets:
+        raise InputShapeError("assets is empty: give at least one asset")
+    if not all(isinstance(a, str) and a for a in assets):
+        raise InputDtypeError(f"asset names must be non-empty strings, got {[a for a in assets if not (isinstance(a, str) and a)][:3]}")
+    if len(set(assets)) < len(assets):
+        raise InputShapeError(f"asset {next(a for a in assets if assets.count(a) > 1)!r} appears twice in one batch")
+    return assets
 
 
 def _check_sorted(name: str, values: np.ndarray) -> None:
@@ -290,6 +317,7 @@ class Runtime:
         checks, computes and post-processes everything; inputs it flags take the careful numpy path,
         which raises the typed error."""
         as_of = _instant(as_of)
+        _some(inputs, dates)
         if self._fast is not None:  # a bundle with a fast path takes no IV index (export writes none for them)
             out = self._forecast_fast(inputs, dates, as_of)
             if out is not None:
@@ -302,6 +330,7 @@ class Runtime:
         columns). Each `update` then folds in one newly closed day per asset; see `volmargin_serving.stream`."""
         from volmargin_serving.stream import AssetState, StreamState
 
+        _some(inputs, dates)
         return (AssetState if np.ndim(inputs) == 2 else StreamState)(self, inputs, dates, as_of)
 
     def _forecast_fast(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
@@ -483,7 +512,7 @@ class Runtime:
         """assets as a tuple, as_of as an instant, the calibration terms in force and checked `previous`."""
         if self.calibration is None:
             raise CalibrationError(f"{self.path}: loaded without a calibration set; margins need one")
-        assets, as_of = tuple(assets), _instant(as_of)
+        assets, as_of = _distinct(tuple(assets)), _instant(as_of)
         previous = _previous(previous, len(assets))
         return assets, as_of, self.calibration.terms(assets, as_of), previous
 
