@@ -876,3 +876,30 @@ def test_options_cli_calibrates_on_synthetic_books_before_the_cut(tmp_path, shar
     assert pd.read_csv(tmp_path / "chains" / "summary.csv").query("method == 'auto_ewma_hist'")["scale"].iloc[0] != scales[0]
     assert main([*args[:5], "--calibrate-until", "2021-12-01", *args[7:], "--chains", str(tmp_path / "c.csv"),
                  "--out", str(tmp_path / "early")]) == 2  # no snapshot before the cut to fit the smile on
+
+
+def test_serving_refuses_option_inputs_that_lowered_or_voided_the_margin():
+    """(session 23's serving campaign) is_call as text read as calls (a short put's margin fell 12x); a NaN
+    future quantity, a NaN / zero / negative grid scale, a NaN stressed fraction or an infinite worst move
+    gave NaN or lower margins without an error."""
+    from volmargin_serving import options as so
+
+    def book(is_call=(False,), **future):
+        return so.book_from_positions([-1.0], [45000.0], list(is_call), [7.0], [50000.0], [0.7], **future)
+
+    clean = so.option_margin(book()).initial
+    assert so.option_margin(book(is_call=(0,))).initial == clean  # 0/1 numbers are flags
+    for flags in (["False"], ["put"], [float("nan")]):
+        with pytest.raises(so.OptionQuoteError, match="is_call must be booleans"):
+            book(is_call=flags)
+    for future in ({"future_qty": float("nan")}, {"future_price": float("inf")}, {"future_price": 0.0}):
+        with pytest.raises(so.OptionQuoteError, match="must be finite"):
+            book(**future)
+    for scale in (float("nan"), 0.0, -1.0):
+        with pytest.raises(so.ForecastInputError, match="scale"):
+            so.grid_from_forecasts(0.08, 0.07, 0.3, -0.2, scale)
+    grid = so.grid_from_forecasts(0.08, 0.07, 0.3, -0.2)
+    with pytest.raises(so.ForecastInputError, match="fraction"):
+        so.stressed_grid(grid, (-0.3, 0.3), (-0.3, 0.5), float("nan"))
+    with pytest.raises(so.ForecastInputError, match="price_moves"):
+        so.stressed_grid(grid, (-float("inf"), 0.3), (-0.3, 0.5), 0.5)

@@ -506,7 +506,19 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
     for name, value in (("var_long", var_long), ("var_short", var_short)):
         if (value < 0).any():
             raise ForecastInputError(f"{name} = {value[value < 0].flat[0]:g} is negative: a VaR is the size of a loss")
-    return _grid_of_moves(var_long, var_short, iv_up, iv_down, scale, base)
+    return _grid_of_moves(var_long, var_short, iv_up, iv_down, _positive("scale", scale), base)
+
+
+def _positive(name: str, value, low: float = 0.0, strict: bool = True):
+    """`value` (scalar or array) when every entry is a finite number above `low` (at least, if not `strict`);
+    else ForecastInputError naming it: a NaN, zero or negative scale or fraction lowered margins silently."""
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ForecastInputError(f"{name} = {value!r} is not a number") from None
+    if not (np.isfinite(array) & ((array > low) if strict else (array >= low))).all():
+        raise ForecastInputError(f"{name} = {value!r} must be finite and {'>' if strict else '>='} {low:g}")
+    return value
 
 
 def _grid_of_moves(fall, rise, iv_up, iv_down, scale=1.0, base: Grid = DERIBIT_BTC) -> Grid:
@@ -538,6 +550,10 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
     never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
     keeps it; NaN moves (no history yet) leave the parameter as it is."""
     (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
+    for name, move in (("price_moves", fall), ("price_moves", rise), ("iv_moves", iv_fall), ("iv_moves", iv_rise)):
+        size = np.abs(np.asarray(move, dtype=float))  # NaN (no history yet) passes: it leaves its parameter as it is
+        if (size > MAX_LOG_MOVE).any():
+            raise ForecastInputError(f"{name}: a log move of {move!r} is beyond +-{MAX_LOG_MOVE:g}")
     floor = _grid_of_moves(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid)
     return floored_grid(grid, floor, fraction)
 
@@ -545,6 +561,7 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
 def floored_grid(grid: Grid, floor: Grid, fraction: float = 1.0) -> Grid:
     """`grid` with each price range and vol shock at least `fraction` x `floor`'s (NaN in `floor`: no floor).
     The one floor of the stressed-period component (`stressed_grid`) and of the peak memory (`peak_grid`)."""
+    fraction = _positive("fraction", fraction, strict=False)
     return dataclasses.replace(grid, **{name: np.fmax(getattr(grid, name), fraction * np.asarray(getattr(floor, name)))
                                         for name in GRID_PARAMETERS})
 
@@ -627,17 +644,35 @@ def _check_iv(iv: np.ndarray, what: str = "option") -> None:
                                "volatility is a fraction (0.65 for 65%)")
 
 
+def _flags(is_call) -> np.ndarray:
+    """`is_call` as booleans from booleans or 0/1 numbers: a string ('put', 'False') would read as True."""
+    values = np.atleast_1d(np.asarray(is_call))
+    if values.dtype == bool:
+        return values
+    if values.dtype.kind in "iuf" and np.isin(values, (0, 1)).all():
+        return values.astype(bool)
+    raise OptionQuoteError(f"is_call must be booleans (or 0/1), got {values[:3].tolist()} of dtype {values.dtype}")
+
+
 def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty: float = 0.0,
                         future_price: float | None = None, smile_quotes=None) -> Books:
     """One book (B = 1) from position arrays, validated. `days` > 0 to expiry, `forward` each option's
     underlying price, `iv` its mark IV (fraction). The smile of each expiry (keyed by `days`) comes
     from `smile_quotes` = (days, strike, forward, iv) arrays of the chain if given, else from the book's
     own options. Bad quotes raise `OptionQuoteError`."""
-    arrays = [np.atleast_1d(np.asarray(a, dtype=float)) for a in (quantity, strike, days, forward, iv)]
+    try:
+        arrays = [np.atleast_1d(np.asarray(a, dtype=float)) for a in (quantity, strike, days, forward, iv)]
+        future_qty = float(future_qty)
+        future_price = None if future_price is None else float(future_price)
+    except (TypeError, ValueError) as exc:
+        raise OptionQuoteError(f"positions: a numeric field holds something else ({exc})") from None
     quantity, strike, days, forward, iv = arrays
-    is_call = np.atleast_1d(np.asarray(is_call, dtype=bool))
-    if len({len(a) for a in (*arrays, is_call)}) != 1:
-        raise OptionQuoteError("positions: quantity, strike, is_call, days, forward and iv differ in length")
+    is_call = _flags(is_call)
+    if len({len(a) for a in (*arrays, is_call)}) != 1 or any(a.ndim != 1 for a in arrays) or not len(is_call):
+        raise OptionQuoteError("positions: quantity, strike, is_call, days, forward and iv must be 1-D arrays of one "
+                               "length, at least one option")
+    if not np.isfinite(future_qty) or not (future_price is None or np.isfinite(future_price) and future_price > 0):
+        raise OptionQuoteError(f"future_qty {future_qty!r} must be finite and future_price {future_price!r} positive")
     _check("quantity", quantity, positive=False)
     for name, values in (("strike", strike), ("forward", forward)):
         _check(name, values)
