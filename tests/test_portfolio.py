@@ -202,6 +202,13 @@ def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
         engine.margin(names=["alt_a"], notionals=[np.nan])
     with pytest.raises(BadPositionError, match="not finite"):
         engine.margin_batch(np.array([[np.nan, 0, 0, 0]]))
+    for huge in (1e40, -1e16):  # float32 P&L overflowed to an inf or NaN margin (session 23's campaign)
+        with pytest.raises(BadPositionError, match="beyond"):
+            engine.margin(names=["alt_a"], notionals=[huge])
+        with pytest.raises(BadPositionError, match="beyond"):
+            engine.margin_batch(np.array([[huge, 0, 0, 0]]))
+    empty = engine.margin_batch(np.zeros((1, 4)))  # no position: no margin, a rate of 0 (was NaN or 1/0)
+    assert empty.initial[0] == 0 and empty.rate[0] == 0
     book = dict(names=["alt_a", "binance_btcusdt"], notionals=[1e6, -1e6])
     normal = engine.margin(**book)
     missing = variance.copy()
@@ -213,6 +220,11 @@ def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
     slipped[ASSETS.index("alt_a")] *= 1e-4  # a variance in basis points: read as given, the margin collapses
     slip = PortfolioEngine(scenarios, slipped).margin(**book)
     assert slip.flagged == ("alt_a",) and slip.initial == flagged.initial
+    adv = np.full(len(ASSETS), 1e9)
+    concentrated = dataclasses.replace(scenarios, policy=PortfolioPolicy(concentration=1.0))
+    with_adv = PortfolioEngine(concentrated, variance, adv).margin(**book).initial
+    adv[ASSETS.index("alt_a")] = np.inf  # an infinite volume dropped the add-on: now charged as no volume
+    assert PortfolioEngine(concentrated, variance, adv).margin(**book).initial > with_adv
     no_fallback = dataclasses.replace(scenarios, fallback_sigma=np.full(len(ASSETS), np.nan))
     full = PortfolioEngine(no_fallback, missing).margin(**book)
     assert full.initial >= 1e6  # fully collateralised leg

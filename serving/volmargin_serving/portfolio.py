@@ -52,7 +52,7 @@ from volmargin_serving.bundle import real_number
 from volmargin_serving.calibration import POLICY_RULES
 from volmargin_serving.errors import CalibrationError
 from volmargin_serving.risk import (
-    BadPositionError, Positions, parse_measure, pnl_measure, risk_measure, simple_returns, tail_measure,
+    MAX_NOTIONAL, BadPositionError, Positions, parse_measure, pnl_measure, risk_measure, simple_returns, tail_measure,
 )
 
 STRESS_MODES = ("none", "weight", "floor")
@@ -135,9 +135,11 @@ def addon_coefficients(sigma: np.ndarray, adv: np.ndarray | None, coefficient: f
     FULL_CHARGE where the volume is unusable (NaN, 0: the position is charged in full); None when off."""
     if coefficient == 0 or adv is None:
         return None
+    adv = np.asarray(adv, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        per = coefficient * np.asarray(sigma, dtype=float) / np.sqrt(np.asarray(adv, dtype=float))
-    return np.where(np.isfinite(per) & (per >= 0), np.minimum(per, FULL_CHARGE), FULL_CHARGE)
+        per = coefficient * np.asarray(sigma, dtype=float) / np.sqrt(adv)
+    usable = np.isfinite(per) & (per >= 0) & np.isfinite(adv)  # an infinite volume is no volume: full charge
+    return np.where(usable, np.minimum(per, FULL_CHARGE), FULL_CHARGE)
 
 
 def addons_from_coefficients(notional: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
@@ -290,7 +292,10 @@ class PortfolioMargin:
 
     @property
     def rate(self) -> np.ndarray:
-        return self.initial / self.gross
+        """Initial margin over gross notional; 0 for a book of no position (no margin either)."""
+        gross = np.asarray(self.gross, dtype=float)
+        rate = np.divide(self.initial, gross, out=np.zeros(np.broadcast(self.initial, gross).shape), where=gross > 0)
+        return rate if rate.ndim else float(rate)
 
 
 def align(scenario_assets, assets, values) -> np.ndarray:
@@ -410,9 +415,9 @@ class PortfolioEngine:
         notional = np.asarray(notional, dtype=float)
         if notional.ndim != 2 or notional.shape[1] != len(self.scenarios.assets):
             raise BadPositionError(f"notional: expected (books, {len(self.scenarios.assets)}), got {notional.shape}")
-        if not np.isfinite(notional).all():
-            book = int(np.flatnonzero(~np.isfinite(notional).all(1))[0])
-            raise BadPositionError(f"book {book}: a notional is not finite")
+        if not (np.abs(notional) <= MAX_NOTIONAL).all():  # NaN fails it too
+            book = int(np.flatnonzero(~(np.abs(notional) <= MAX_NOTIONAL).all(1))[0])
+            raise BadPositionError(f"book {book}: a notional is not finite or beyond +-{MAX_NOTIONAL:g}")
         columns = np.flatnonzero(np.abs(notional).sum(0) > 0)
         im, isolated = self._price_blocks(notional[:, columns], columns)
         flagged = tuple(self.scenarios.assets[i] for i in columns if self.unusable[i])

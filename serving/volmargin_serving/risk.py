@@ -40,6 +40,10 @@ import numpy as np
 
 from volmargin_serving.errors import InputError
 
+# the largest |notional| of a position (quote currency): no venue holds a quadrillion of one asset, and sizes
+# near float32's range (scenario P&L is float32) overflow a margin to inf or NaN
+MAX_NOTIONAL = 1e15
+
 KINDS = ("spot", "perp")  # linear instruments valued by `linear_pnl`
 _KIND_SET = frozenset(KINDS)
 
@@ -87,9 +91,10 @@ class Positions:
         except (KeyError, TypeError):
             i = next(i for i, n in enumerate(names) if not isinstance(n, str) or n not in index)
             raise UnknownAssetError(f"position {i}: asset {names[i]!r} is not in the scenario set") from None
-        if not np.isfinite(notional).all():
-            i = int(np.flatnonzero(~np.isfinite(notional))[0])
-            raise BadPositionError(f"position {i} ({names[i]}): notional {notional[i]!r} is not finite")
+        if not (np.abs(notional) <= MAX_NOTIONAL).all():  # NaN fails it too
+            i = int(np.flatnonzero(~(np.abs(notional) <= MAX_NOTIONAL))[0])
+            raise BadPositionError(f"position {i} ({names[i]}): notional {float(notional[i])!r} is not finite or beyond "
+                                   f"+-{MAX_NOTIONAL:g}")
         if kind is None:  # all perpetuals (the default): one shared read-only array, no per-call conversion
             return cls(asset, notional, _perps(len(names)))
         if not set(kind) <= _KIND_SET:

@@ -37,7 +37,7 @@ from volmargin_serving.portfolio import (
     PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, initial_margin, isolated_margin, position_addons,
     scenario_matrix, unit_risks,
 )
-from volmargin_serving.risk import expected_shortfall, simple_returns
+from volmargin_serving.risk import MAX_NOTIONAL, expected_shortfall, simple_returns
 
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation import stats
@@ -65,9 +65,6 @@ ADVERSARY_WINDOW, ADVERSARY_MIN_DAYS, ADVERSARY_BLOCKS = 365, 60, "QS"
 # square-root-law add-on charges a book of a few large positions in thin assets more than a diversified
 # one, so a larger coefficient can carry the concentrated books' risk and let the scale fall for the rest
 CONCENTRATION_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-# the largest |notional| a book's position may have: a typo (1e300) would overflow the float32 scenario
-# P&L to inf, and no venue holds a quadrillion of one asset
-MAX_NOTIONAL = 1e15
 SPEC_COLUMNS = ("portfolio", "asset", "notional", "portfolio_class")
 
 

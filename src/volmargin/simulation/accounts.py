@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.risk import MAX_NOTIONAL  # one bound for every notional a user gives
 
 from volmargin.errors import ConfigError, DataError
 
-# notionals are rescaled to a total of 1; beyond a quadrillion (more than any venue's open interest) a value
-# is a unit or typing error, and near the float limit the total overflows and every figure turns NaN
-MAX_NOTIONAL = 1e15
 
 
 @dataclass(frozen=True)
