@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from volmargin.cli import main
 from volmargin.config import RunConfig, load_config
+from volmargin.errors import ConfigError
 from volmargin.pipeline import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,3 +151,26 @@ def test_a_bundle_refuses_bars_of_another_interval_than_it_learned_from(finished
     assert main(["score", "--bundle", str(bundle), "--data", str(coarse), "--out", str(tmp_path / "4h.csv")]) == 2
     err = capsys.readouterr().err
     assert "syn_a: 4 h bars, but the bundle learned from 1 h bars" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("change, message", [
+    ("learned: {gbm: fast}", "learned.gbm: expected a mapping of its parameters"),
+    ("learned: {gbm: {}, blend: {weight: x}}", "blend.weight: 'x'; a number in [0, 1]"),
+    ("portfolio: {policy: {foo: 1}}", "portfolio.policy.foo: unknown key; expected one of measure"),
+    ("backtest: {refit_every: 100000}", "must lie in 1 .. 36500 days"),
+])
+def test_run_config_mistakes_stop_at_load_naming_the_key(tmp_path, change, message):
+    """(session 23's config campaign: internal errors at load, or failures after training and backtest)"""
+    path = tmp_path / "bad.yaml"
+    path.write_text(change)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, RunConfig)
+
+
+def test_a_calibration_end_at_or_after_the_data_stops_at_the_data_stage(tmp_path, capsys):
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("calibration: {end: 2022-06-30", "calibration: {end: 2030-01-01"))
+    assert main(["run", "--config", str(path), "--quiet", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err  # it exported and registered a bundle validated on nothing, then crashed
+    assert "stage 'data' failed: calibration.end 2030-01-01 is not before the data ends" in err
+    assert not list((tmp_path / "models").glob("*/*"))

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,11 @@ def write_config(folder: Path, trees: int = 30, name: str = "cfg.yaml") -> Path:
         ("model: [nn]", "model: expected a mapping"),
         ("data: {paths: a.csv}", "data.paths: expected a list"),
         ("horizon: [1", "not valid YAML"),
+        # session 23's config campaign: silently wrong, or an internal error after loading
+        ("horizon: 1\nhorizon: 5", "key 'horizon' appears twice in one mapping (line 2)"),
+        ("window: {train_end: 03/04/2022}", "window.train_end: not a date: '03/04/2022' (use YYYY-MM-DD)"),
+        ("window: {min_train_days: 100000}", "window.min_train_days: must lie in 30 .. 36500"),
+        ("data: {seed: -1}", "data.seed: must be >= 0"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, message):
@@ -178,3 +184,22 @@ def test_model_requirements_fall_back_to_mlflows_inference_without_an_installed_
     assert model_requirements()[0].startswith("volmargin==")
     monkeypatch.setattr(importlib.metadata, "requires", missing)
     assert model_requirements() is None
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"n_estimators": 0}, "gbm.n_estimators: 0; expected a whole number >= 1"),
+    ({"learning_rate": float("nan")}, "gbm.learning_rate: nan; expected a number in (0, 1]"),
+    ({"subsample": 2.0}, "gbm.subsample: 2.0; expected a number in (0, 1]"),
+    ({"num_leaves": 1}, "gbm.num_leaves: 1; expected a whole number >= 2"),
+    ({"level_days": 0}, "gbm.level_days: 0; expected a whole number >= 2"),
+])
+def test_learned_parameters_out_of_range_stop_before_any_fit(params, message):
+    """(they reached LightGBM or torch: an internal error after the data had loaded)"""
+    from volmargin.training import check_learned_params
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_learned_params("gbm", params, "gbm")
+    for nn_params, nn_message in (({"max_epochs": 0}, "nn.max_epochs: 0"), ({"lr": float("nan")}, "nn.lr: nan"),
+                                  ({"patience": -1}, "nn.patience: -1"), ({"batch_size": 0}, "nn.batch_size: 0")):
+        with pytest.raises(ConfigError, match=re.escape(nn_message)):
+            check_learned_params("nn", nn_params, "nn")

@@ -518,7 +518,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         _check_tracking(args.tracking_uri, meta.get("tracking_uri"))
     try:
         cfg = from_dict(TrainConfig, meta["config"])
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{args.run}/train.json: no valid config ({exc})") from None
     bars = load_data(args.data) if args.data else load_bars(cfg)
     panel = daily_panel(bars, args.min_bars or cfg.data.min_bars)

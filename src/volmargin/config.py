@@ -7,6 +7,7 @@ A wrong key name, type or range ends in one ConfigError naming the file and the 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -70,8 +71,10 @@ class TrainConfig:
         if self.data.min_bars is not None and self.data.min_bars < 1:
             raise ConfigError(f"data.min_bars: must be >= 1, got {self.data.min_bars}")
         dates = {k: self.timestamp(k) for k in ("train_start", "train_end", "eval_end")}
-        if self.window.min_train_days < 30:
-            raise ConfigError(f"window.min_train_days: must be >= 30, got {self.window.min_train_days}")
+        if not 30 <= self.window.min_train_days <= 36_500:
+            raise ConfigError(f"window.min_train_days: must lie in 30 .. 36500, got {self.window.min_train_days}")
+        if self.data.seed < 0:
+            raise ConfigError(f"data.seed: must be >= 0, got {self.data.seed}")
         for earlier, later in (("train_start", "train_end"), ("train_end", "eval_end")):
             if dates[earlier] is not None and dates[later] is not None and dates[earlier] >= dates[later]:
                 raise ConfigError(f"window.{earlier} ({dates[earlier].date()}) must come before window.{later}")
@@ -193,6 +196,9 @@ class RunConfig:
         unknown = set(self.learned) - {"nn", "gbm", "blend"}
         if not self.learned or unknown:
             raise ConfigError(f"learned: expected a mapping with nn, gbm and/or blend, got {sorted(self.learned)}")
+        for name, params in self.learned.items():
+            if params is not None and not isinstance(params, dict):
+                raise ConfigError(f"learned.{name}: expected a mapping of its parameters (or nothing), got {params!r}")
         if "blend" in self.learned:  # members not given: the run's own gbm and nn (last, so it can reuse them)
             from volmargin.models.blend import BlendForecaster
 
@@ -208,13 +214,15 @@ class RunConfig:
         if set(self.backtest.baselines) - set(BASELINE_MODELS):
             raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
                               f"expected some of {', '.join(BASELINE_MODELS)}")
-        if min(self.backtest.refit_every, self.backtest.learned_refit_every) < 1:
-            raise ConfigError("backtest.refit_every and backtest.learned_refit_every must be >= 1")
+        if not 1 <= min(self.backtest.refit_every, self.backtest.learned_refit_every) <= max(
+                self.backtest.refit_every, self.backtest.learned_refit_every) <= 36_500:
+            raise ConfigError("backtest.refit_every and backtest.learned_refit_every must lie in 1 .. 36500 days")
         for key in ("start",):
             _date(f"backtest.{key}", getattr(self.backtest, key))
         _date("calibration.end", self.calibration.end)
         TrainConfig(data=self.data, window=self.window, horizon=self.horizon, levels=self.levels)  # same checks
         _check_policy(self.calibration.policy)
+        _check_portfolio_keys(self.portfolio)
 
 
     def train_config(self, name: str) -> TrainConfig:
@@ -235,11 +243,29 @@ def _check_policy(policy: dict[str, Any]) -> None:
         message = str(exc)
         raise ConfigError(message if message.startswith("calibration.") else f"calibration.{message}") from None
 
+def _check_portfolio_keys(section: PortfolioSection) -> None:
+    """portfolio.policy / scenarios / population at load: only the keys their classes take (an unknown one
+    failed the portfolio stage after training and backtest, in Python's words)."""
+    from volmargin_serving.portfolio import PortfolioPolicy
+
+    from volmargin.risk.job import POPULATION_KEYS
+    from volmargin.risk.scenarios import ScenarioConfig
+
+    for name, keys in (("policy", [f.name for f in dataclasses.fields(PortfolioPolicy)]),
+                       ("scenarios", [f.name for f in dataclasses.fields(ScenarioConfig)]),
+                       ("population", list(POPULATION_KEYS))):
+        unknown = [key for key in getattr(section, name) if key not in keys]
+        if unknown:
+            raise ConfigError(f"portfolio.{name}.{unknown[0]}: unknown key; expected one of {', '.join(keys)}")
+
+
 def _date(key: str, value: str | None) -> pd.Timestamp | None:
     if value is None:
         return None
     try:
-        return pd.Timestamp(str(value), tz="UTC")
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value).strip()):  # 03/04/2022 would be read month first
+            raise ValueError(value)
+        return pd.Timestamp(str(value).strip(), tz="UTC")
     except (ValueError, TypeError):
         raise ConfigError(f"{key}: not a date: {value!r} (use YYYY-MM-DD)") from None
 
@@ -294,7 +320,18 @@ def from_dict(cls: type, values: Any, prefix: str = "") -> Any:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that keeps dates as text, so a bad date is reported with its key, not by PyYAML."""
+    """Safe YAML that keeps dates as text, so a bad date is reported with its key, not by PyYAML, and refuses
+    a key given twice in one mapping (PyYAML keeps the last silently: a second `horizon:` trained another model)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping "
+                                                        f"(line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {

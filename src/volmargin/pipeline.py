@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from volmargin.config import RunConfig
-from volmargin.errors import VolmarginError
+from volmargin.errors import ConfigError, VolmarginError
 from volmargin.io import mark_incomplete, output_lock, write_atomic, write_frame
 from volmargin.progress import bars_enabled
 
@@ -70,6 +70,7 @@ def stage_data(run: Run) -> None:
     run.panel = daily_panel(run.bars, run.cfg.data.min_bars)
     for name in run.cfg.learned:
         check_window(run.cfg.train_config(name), run.panel)
+    check_calibration_end(run.cfg, run.panel)
     assets = {}
     for asset, bars in run.bars.items():
         gaps = bars.attrs.get("gaps")
@@ -83,6 +84,16 @@ def stage_data(run: Run) -> None:
                           "synthetic": synthetic, "fingerprint": fingerprint["sha256"], "assets": assets}
     print(f"data: {len(assets)} assets{' (built-in synthetic market)' if synthetic else ''}, "
           f"{sum(a['bars'] for a in assets.values()):,} bars")
+
+
+def check_calibration_end(cfg, panel: dict[str, pd.DataFrame]) -> None:
+    """At data load: calibration.end (default window.train_end) must leave data to validate on after it, else
+    the job would export a calibration set validated on nothing and fail at its summary."""
+    end = pd.Timestamp(cfg.calibration.end or cfg.window.train_end, tz="UTC")
+    last = max(d.index[-1] for d in panel.values())
+    if end >= last:
+        raise ConfigError(f"calibration.end {end.date()} is not before the data ends ({last.date()}); nothing "
+                          "would be left to validate the margins on")
 
 
 def stage_train(run: Run) -> None:

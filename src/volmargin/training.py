@@ -55,6 +55,33 @@ def load_bars(cfg: TrainConfig) -> dict[str, pd.DataFrame]:
     return kept
 
 
+# the ranges of the learned models' numeric parameters (same name, same meaning in the GBM and the GRU):
+# checked with the types at load, so a bad value stops before any fit, not deep inside LightGBM or torch
+_AT_LEAST = {1: "a whole number >= 1", 2: "a whole number >= 2", 0: "a whole number >= 0"}
+PARAMETER_RANGES = {
+    **{name: (lambda v: v >= 1, _AT_LEAST[1]) for name in (
+        "n_estimators", "tail_estimators", "smearing_estimators", "min_samples_leaf", "tail_min_samples_leaf",
+        "smearing_min_samples_leaf", "window", "hidden", "layers", "max_epochs", "refit_epochs", "batch_size",
+        "members", "num_threads")},
+    **{name: (lambda v: v >= 2, _AT_LEAST[2]) for name in ("num_leaves", "variance_num_leaves", "level_days")},
+    **{name: (lambda v: v >= 0, _AT_LEAST[0]) for name in ("patience", "random_state", "seed", "tail_folds",
+                                                            "tail_calibration_days")},
+    **{name: (lambda v: 0 < v <= 1, "a number in (0, 1]") for name in ("learning_rate", "subsample", "max_features")},
+    **{name: (lambda v: 0 < v < 1, "a number in (0, 1)") for name in ("val_fraction", "val_assets")},
+    "lr": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "weight_decay": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "tail_weight": (lambda v: 0 <= v < 1e3, "a number in [0, 1000)"),
+}
+
+
+def _within(rule, value) -> bool:
+    """`rule(value)`, False for NaN (every comparison fails) and for values it cannot compare."""
+    try:
+        return bool(rule(value))
+    except TypeError:
+        return False
+
+
 def check_learned_params(name: str, params: dict, key: str) -> None:
     """Before any work: every constructor parameter of learned model `name` exists and has the type its
     annotation asks (ConfigError naming `key`.parameter), so a wrong type never reaches a fit."""
@@ -76,6 +103,9 @@ def check_learned_params(name: str, params: dict, key: str) -> None:
     for param, value in (params or {}).items():
         if param in hints:
             _convert(f"{key}.{param}", hints[param], value)
+        rule = PARAMETER_RANGES.get(param)
+        if rule is not None and value is not None and not _within(rule[0], value):
+            raise ConfigError(f"{key}.{param}: {value!r}; expected {rule[1]}")
     make_forecaster(name, **(params or {}))  # unknown names: ConfigError
     if name == "blend":  # its members' parameters, as if configured on their own
         for member in ("gbm", "nn"):

@@ -248,7 +248,8 @@ def run_backtest(
         timings.append({"asset": "ALL", "model": model, "days": sum(len(f) for f in asset_frames), "seconds": seconds})
     frames = [f for f in frames if not f.empty]
     if not frames:
-        raise DataError("no forecasts: every asset has too little history before the start date (see --min-train)")
+        raise DataError("no forecasts: every asset has too little history before the start date, or the start is after "
+                        "the data (--min-train / window.min_train_days, --start / backtest.start)")
     forecasts = pd.concat(frames, ignore_index=True)
     if not forecasts["realized_rv"].gt(0).any():
         raise DataError(f"no forecast has a realized target: the {config.horizon}-day horizon of every origin reaches "

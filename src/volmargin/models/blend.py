@@ -71,7 +71,7 @@ class BlendForecaster(GlobalForecaster):
         return blend
 
     def _check_params(self) -> None:
-        if not 0 <= self.weight <= 1:
+        if not (isinstance(self.weight, (int, float)) and not isinstance(self.weight, bool) and 0 <= self.weight <= 1):
             raise ConfigError(f"blend.weight: {self.weight!r}; a number in [0, 1]")
         if not 0 <= self.long_share < 1:
             raise ConfigError(f"blend.long_share: {self.long_share!r}; a number in [0, 1)")
@@ -86,8 +86,9 @@ class BlendForecaster(GlobalForecaster):
     @classmethod
     def members(cls, params: dict) -> tuple[str, ...]:
         """The members a blend of these parameters reads: the GBM, and the GRU unless its weight is 1."""
-        weight = params.get("weight", cls().weight)
-        return ("gbm", "nn") if cls(weight=weight)._with_nn else ("gbm",)
+        blend = cls(weight=params.get("weight", cls().weight))
+        blend._check_params()
+        return ("gbm", "nn") if blend._with_nn else ("gbm",)
 
     def _check_members(self) -> None:
         self._check_params()
