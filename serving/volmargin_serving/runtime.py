@@ -131,9 +131,17 @@ def _previous(previous, n: int) -> np.ndarray | None:
 
 
 def _some(inputs, dates) -> None:
-    """InputShapeError for a batch of no asset or no day (ONNX Runtime aborts the process on an empty batch)."""
-    if 0 in np.shape(inputs) or 0 in np.shape(dates):
-        raise InputShapeError(f"inputs {np.shape(inputs)} and dates {np.shape(dates)} hold no asset or no day")
+    """InputShapeError for a batch of no asset or no day (ONNX Runtime aborts the process on an empty batch),
+    or dates that are not one per row of the inputs (numpy's broadcast error, deep in the features, before)."""
+    try:
+        rows, days = np.shape(inputs), np.shape(dates)
+    except ValueError:  # a ragged sequence
+        raise InputShapeError("inputs and dates must be rectangular arrays") from None
+    if 0 in rows or 0 in days:
+        raise InputShapeError(f"inputs {rows} and dates {days} hold no asset or no day")
+    if len(rows) >= 2 and days not in (rows[-2:-1], rows[:-1]):
+        shapes = f"{rows[-2:-1]}" + (f" or {rows[:-1]}" if len(rows) > 2 else "")
+        raise InputShapeError(f"dates {days} must have shape {shapes}: one per row of inputs {rows}")
 
 
 def _distinct(assets: tuple) -> tuple[str, ...]:
