@@ -903,3 +903,6 @@ def test_serving_refuses_option_inputs_that_lowered_or_voided_the_margin():
         so.stressed_grid(grid, (-0.3, 0.3), (-0.3, 0.5), float("nan"))
     with pytest.raises(so.ForecastInputError, match="price_moves"):
         so.stressed_grid(grid, (-float("inf"), 0.3), (-0.3, 0.5), 0.5)
+    for quotes in (([7.0], [45000.0, 1.0], [50000.0], [0.7]), ([7.0], [45000.0], [50000.0])):
+        with pytest.raises(so.OptionQuoteError, match="smile_quotes"):
+            so.book_from_positions([-1.0], [45000.0], [False], [7.0], [50000.0], [0.7], smile_quotes=quotes)

@@ -225,6 +225,9 @@ def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
     with_adv = PortfolioEngine(concentrated, variance, adv).margin(**book).initial
     adv[ASSETS.index("alt_a")] = np.inf  # an infinite volume dropped the add-on: now charged as no volume
     assert PortfolioEngine(concentrated, variance, adv).margin(**book).initial > with_adv
+    for bad in (adv[:2], adv[None], ["x"] * len(ASSETS)):  # numpy's ValueError / IndexError before
+        with pytest.raises(BadPositionError, match="adv: expected"):
+            PortfolioEngine(concentrated, variance, bad)
     no_fallback = dataclasses.replace(scenarios, fallback_sigma=np.full(len(ASSETS), np.nan))
     full = PortfolioEngine(no_fallback, missing).margin(**book)
     assert full.initial >= 1e6  # fully collateralised leg

@@ -552,6 +552,8 @@ def test_a_batch_of_no_asset_a_repeated_name_or_an_unreadable_as_of_is_a_typed_e
             runtime.forecast_daily(inputs, dates, as_of=bad)
     with pytest.raises(vs.InputShapeError, match=r"dates \(2, 150\) must have shape \(150,\) or \(3, 150\)"):
         runtime.forecast_daily(inputs, dates[:2], as_of=as_of)  # was numpy's broadcast error in the features
+    with pytest.raises(vs.InputShapeError, match="inputs must have one entry per asset"):
+        runtime.margins(ASSETS, 1.0, dates, as_of=as_of)  # was a TypeError
 
 
 def test_a_row_without_a_date_leaves_its_asset_fail_safe_and_the_others_as_they_were(runtime, batch):

@@ -683,7 +683,12 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         raise OptionQuoteError(f"option {i}: expired or undated (days to expiry {days[i]!r})")
     if smile_quotes is None:
         smile_quotes = (days, strike, forward, iv)
-    q_days, q_strike, q_forward, q_iv = (np.atleast_1d(np.asarray(a, dtype=float)) for a in smile_quotes)
+    try:
+        q_days, q_strike, q_forward, q_iv = (np.atleast_1d(np.asarray(a, dtype=float)) for a in smile_quotes)
+    except (TypeError, ValueError) as exc:
+        raise OptionQuoteError(f"smile_quotes: expected four 1-D arrays (days, strike, forward, iv): {exc}") from None
+    if len({a.shape for a in (q_days, q_strike, q_forward, q_iv)}) != 1 or q_days.ndim != 1:
+        raise OptionQuoteError("smile_quotes: days, strike, forward and iv must be 1-D arrays of one length")
     for name, values in (("days", q_days), ("strike", q_strike), ("forward", q_forward)):
         _check(name, values, what="smile quote")
     _check_iv(q_iv, what="smile quote")

@@ -313,6 +313,17 @@ def align(scenario_assets, assets, values) -> np.ndarray:
 IMPLAUSIBLY_CALM = 0.01
 
 
+def _per_asset_values(name: str, values, n: int) -> np.ndarray:
+    """(n,) floats, one per asset of the scenario set; BadPositionError otherwise (numpy's errors before)."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set") from None
+    if array.shape != (n,):
+        raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set, got shape {array.shape}")
+    return array
+
+
 class PortfolioEngine:
     """Margins from a scenario file and today's per-asset variance forecasts of the MPOR (n_assets,), NaN
     where none is usable, and optional traded volumes `adv` (quote currency per day) for the add-on. A
@@ -332,7 +343,7 @@ class PortfolioEngine:
         self.full = self.unusable & ~(np.isfinite(scenarios.fallback_sigma) & (scenarios.fallback_sigma > 0))
         self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
         self.sigma = np.where(self.full, 0.0, self.sigma)
-        self.adv = None if adv is None else np.asarray(adv, dtype=float)
+        self.adv = None if adv is None else _per_asset_values("adv", adv, len(scenarios.assets))
         returns = np.clip(scenarios.z * self.sigma, -scenarios.max_move, scenarios.max_move)
         if policy.stress_mode == "weight" and scenarios.stress is not None:
             returns = np.vstack([returns, scenarios.stress])

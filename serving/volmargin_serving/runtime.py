@@ -105,9 +105,9 @@ def _instant(as_of: np.datetime64 | None) -> np.datetime64:
 def _per_asset(values, n: int, name: str) -> list:
     """One entry per asset of a batch argument: the rows of an array or the items of a sequence (None:
     no data for that asset). A count that differs from the assets' is the caller's error, not an asset's."""
-    if values is None or len(values) != n:
-        got = None if values is None else len(values)
-        raise InputShapeError(f"{name} must have one entry per asset ({n}), got {got}")
+    got = None if values is None or not hasattr(values, "__len__") else len(values)
+    if got != n:
+        raise InputShapeError(f"{name} must have one entry per asset ({n}), got {got if got is not None else repr(values)}")
     return list(values)
 
 
