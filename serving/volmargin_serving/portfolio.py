@@ -320,7 +320,8 @@ def _per_asset_values(name: str, values, n: int) -> np.ndarray:
     except (TypeError, ValueError):
         raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set") from None
     if array.shape != (n,):
-        raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set, got shape {array.shape}")
+        raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set, "
+                               f"got shape {array.shape}")
     return array
 
 

@@ -98,7 +98,8 @@ def _instant(as_of: np.datetime64 | None) -> np.datetime64:
     except (TypeError, ValueError):
         instant = np.datetime64("NaT")
     if np.isnat(instant) or isinstance(as_of, (int, float, np.number)):  # an int would read as a count of units
-        raise InputDtypeError(f"as_of must be a date or instant (numpy datetime64, datetime or ISO string), got {as_of!r}")
+        raise InputDtypeError(f"as_of must be a date or instant (numpy datetime64, datetime or ISO string), "
+                              f"got {as_of!r}")
     return instant
 
 
@@ -107,7 +108,8 @@ def _per_asset(values, n: int, name: str) -> list:
     no data for that asset). A count that differs from the assets' is the caller's error, not an asset's."""
     got = None if values is None or not hasattr(values, "__len__") else len(values)
     if got != n:
-        raise InputShapeError(f"{name} must have one entry per asset ({n}), got {got if got is not None else repr(values)}")
+        raise InputShapeError(f"{name} must have one entry per asset ({n}), "
+                              f"got {got if got is not None else repr(values)}")
     return list(values)
 
 
@@ -150,7 +152,8 @@ def _distinct(assets: tuple) -> tuple[str, ...]:
     if not assets:
         raise InputShapeError("assets is empty: give at least one asset")
     if not all(isinstance(a, str) and a for a in assets):
-        raise InputDtypeError(f"asset names must be non-empty strings, got {[a for a in assets if not (isinstance(a, str) and a)][:3]}")
+        bad = [a for a in assets if not (isinstance(a, str) and a)]
+        raise InputDtypeError(f"asset names must be non-empty strings, got {bad[:3]}")
     if len(set(assets)) < len(assets):
         raise InputShapeError(f"asset {next(a for a in assets if assets.count(a) > 1)!r} appears twice in one batch")
     return assets
