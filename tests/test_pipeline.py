@@ -158,6 +158,7 @@ def test_a_bundle_refuses_bars_of_another_interval_than_it_learned_from(finished
     ("learned: {gbm: {}, blend: {weight: x}}", "blend.weight: 'x'; a number in [0, 1]"),
     ("portfolio: {policy: {foo: 1}}", "portfolio.policy.foo: unknown key; expected one of measure"),
     ("backtest: {refit_every: 100000}", "must lie in 1 .. 36500 days"),
+    ("simulation: {enabled: true, long_share: .nan}", "simulation.long_share: invalid value nan"),
 ])
 def test_run_config_mistakes_stop_at_load_naming_the_key(tmp_path, change, message):
     """(session 23's config campaign: internal errors at load, or failures after training and backtest)"""

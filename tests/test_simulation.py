@@ -298,7 +298,7 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert (out / "stress.csv").is_file() and (out / "solvency.csv").is_file()
     assert (out / ".volmargin-output").is_file()  # written as one staged folder
     assert main([*argv[:-1], "accounts=0"]) == 2
-    assert "simulation.population.accounts" in capsys.readouterr().err
+    assert "--set.accounts: invalid value 0" in capsys.readouterr().err  # at load, named as written
     assert main([*argv[:-1], "acounts=5"]) == 2
     assert "--set.acounts: unknown key" in capsys.readouterr().err
     assert main([*argv[:-1], "accounts=150,validation_start=2099-01-01"]) == 2  # was an empty table, exit 0

@@ -162,6 +162,11 @@ class SimulationSection:
             _frequency(key(name), getattr(self, name))
         if self.seed < 0:
             raise ConfigError(f"{key('seed')}: must be >= 0, got {self.seed}")
+        from volmargin.simulation.accounts import first_invalid
+
+        bad = first_invalid(vars(self))  # the population's ranges at load, not after training and backtest
+        if bad:
+            raise ConfigError(f"{key(bad)}: invalid value {getattr(self, bad)!r}")
         if self.insurance_fund <= 0:  # the figures and the target are fractions of the fund
             raise ConfigError(f"{key('insurance_fund')}: must be > 0 (bad debt is measured against the fund), "
                               f"got {self.insurance_fund}")

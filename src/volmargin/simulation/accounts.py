@@ -70,14 +70,21 @@ class PopulationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {"accounts": self.accounts >= 1, "long_share": 0 <= self.long_share <= 1,
-                  "size_sigma": self.size_sigma >= 0, "leverage_median": self.leverage_median >= 1,
-                  "leverage_sigma": self.leverage_sigma >= 0, "at_max_leverage": 0 <= self.at_max_leverage <= 1,
-                  "max_leverage": self.max_leverage >= 1, "entry_window": self.entry_window >= 1,
-                  "asset_collateral": 0 <= self.asset_collateral <= 1}
-        bad = [k for k, ok in checks.items() if not ok]
+        bad = first_invalid(vars(self))
         if bad:
-            raise ConfigError(f"simulation.population.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
+            raise ConfigError(f"simulation.population.{bad}: invalid value {getattr(self, bad)!r}")
+
+
+POPULATION_RULES = {"accounts": lambda v: v >= 1, "long_share": lambda v: 0 <= v <= 1, "size_sigma": lambda v: v >= 0,
+                    "leverage_median": lambda v: v >= 1, "leverage_sigma": lambda v: v >= 0,
+                    "at_max_leverage": lambda v: 0 <= v <= 1, "max_leverage": lambda v: v >= 1,
+                    "entry_window": lambda v: v >= 1, "asset_collateral": lambda v: 0 <= v <= 1}
+
+
+def first_invalid(values: dict) -> str | None:
+    """The first key of `values` that breaks its POPULATION_RULES rule (NaN breaks every one), else None:
+    checked on the population and, at load, on the `simulation` section's keys of the same names."""
+    return next((key for key, rule in POPULATION_RULES.items() if key in values and not rule(values[key])), None)
 
 
 def draw_accounts(config: PopulationConfig, open_interest: float = 1.0) -> Accounts:
