@@ -248,6 +248,15 @@ def _check_policy(policy: dict[str, Any]) -> None:
         message = str(exc)
         raise ConfigError(message if message.startswith("calibration.") else f"calibration.{message}") from None
 
+def holds(rule, value) -> bool:
+    """`rule(value)`, False where the value is of a type the rule cannot read (NaN fails every comparison):
+    the range checks of settings (`PolicyConfig`, the learned models' `training.PARAMETER_RANGES`)."""
+    try:
+        return bool(rule(value))
+    except (TypeError, ValueError, IndexError):
+        return False
+
+
 def _check_portfolio_keys(section: PortfolioSection) -> None:
     """portfolio.policy / scenarios / population at load: only the keys their classes take (an unknown one
     failed the portfolio stage after training and backtest, in Python's words)."""

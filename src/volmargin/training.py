@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from volmargin.config import TrainConfig
+from volmargin.config import TrainConfig, holds
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.evaluation.scoring import POOLED, score_forecasts
@@ -74,14 +74,6 @@ PARAMETER_RANGES = {
 }
 
 
-def _within(rule, value) -> bool:
-    """`rule(value)`, False for NaN (every comparison fails) and for values it cannot compare."""
-    try:
-        return bool(rule(value))
-    except TypeError:
-        return False
-
-
 def check_learned_params(name: str, params: dict, key: str) -> None:
     """Before any work: every constructor parameter of learned model `name` exists and has the type its
     annotation asks (ConfigError naming `key`.parameter), so a wrong type never reaches a fit."""
@@ -104,7 +96,7 @@ def check_learned_params(name: str, params: dict, key: str) -> None:
         if param in hints:
             _convert(f"{key}.{param}", hints[param], value)
         rule = PARAMETER_RANGES.get(param)
-        if rule is not None and value is not None and not _within(rule[0], value):
+        if rule is not None and value is not None and not holds(rule[0], value):
             raise ConfigError(f"{key}.{param}: {value!r}; expected {rule[1]}")
     make_forecaster(name, **(params or {}))  # unknown names: ConfigError
     if name == "blend":  # its members' parameters, as if configured on their own

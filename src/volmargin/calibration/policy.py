@@ -32,6 +32,7 @@ from volmargin_serving.margins import (
     DEFAULT_MIN_RATE, apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
 )
 
+from volmargin.config import holds
 from volmargin.errors import ConfigError
 
 __all__ = ["MIN_BUFFER", "PolicyConfig", "apc_step", "haircut", "liquidation_threshold", "margin_rate",
@@ -79,7 +80,7 @@ class PolicyConfig:
             "mpor_hours": lambda v: v is None or 1 <= v < 24,
             "min_rate": lambda v: HARD_MIN_RATE <= v < 1,
         }
-        checks = {key: _holds(rule, getattr(self, key)) for key, rule in checks.items()}
+        checks = {key: holds(rule, getattr(self, key)) for key, rule in checks.items()}
         bad = [key for key, ok in checks.items() if not ok]
         if bad:
             value = getattr(self, bad[0])
@@ -90,11 +91,3 @@ class PolicyConfig:
     @property
     def path_dependent(self) -> bool:
         return self.buffer is not None or self.max_up is not None or self.max_down is not None
-
-
-def _holds(rule, value) -> bool:
-    """`rule(value)`, False where the value is of a type the rule cannot read (NaN fails every comparison)."""
-    try:
-        return bool(rule(value))
-    except (TypeError, ValueError, IndexError):
-        return False
