@@ -284,7 +284,7 @@ def test_books_cover_every_class_and_their_losses_are_revaluations(books, two_sn
 def test_a_thin_snapshot_leaves_out_the_books_it_cannot_build(books, two_snapshots):
     """A snapshot without puts, or with one row, gives the books it can (none needing a missing leg); a chain of
     one snapshot gives no book, and says so in one line."""
-    from volmargin.risk.option_books import build_books
+    from volmargin.risk.option_books import CLASSES, build_books, missing_class_days
 
     stamps = pd.DatetimeIndex(np.sort(two_snapshots["timestamp"].unique()))
     second = (two_snapshots["timestamp"] == stamps[1]).to_numpy()
@@ -296,6 +296,10 @@ def test_a_thin_snapshot_leaves_out_the_books_it_cannot_build(books, two_snapsho
     assert set(one_row.info.loc[one_row.info["day"] == stamps[1], "portfolio_class"]) == {
         "covered_call", "delta_hedged_short_gamma"}  # the one call is its expiry's ATM and 25-delta call
     assert np.all(np.isfinite(one_row.loss))
+    # the classes the second day could not build are named with the days they missed (printed, in run.json)
+    missing = missing_class_days(one_row.info)
+    assert missing == {cls: 1 for cls in CLASSES if cls not in {"covered_call", "delta_hedged_short_gamma"}}
+    assert missing_class_days(books.info) == {}
     with pytest.raises(DataError, match="the chains give no option book"):
         build_books(two_snapshots[two_snapshots["timestamp"] == stamps[0]])
 
@@ -380,6 +384,7 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert {"portfolio_class", "method", "portfolios", "days", "breach_rate", "avg_margin"} <= set(summary.columns)
     assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["missing_class_days"] == {}  # full snapshots
     report = (tmp_path / "run" / "report.html").read_text()
     assert "Grid parameters over time" in report and "data:image/png;base64," in report
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",

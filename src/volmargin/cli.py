@@ -824,6 +824,9 @@ def cmd_options(args: argparse.Namespace) -> int:
               "covers the rest")
     for line in _fallback_lines(result["record"]):
         print(line)
+    if missing := result["record"]["missing_class_days"]:
+        print(f"classes left out of some of the snapshot days (too few listed legs): "
+              f"{', '.join(f'{cls} {days}' for cls, days in missing.items())} (run.json: missing_class_days)")
     print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
     return 0
 

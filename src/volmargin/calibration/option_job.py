@@ -265,6 +265,7 @@ def run_option_job(job: OptionJob) -> dict:
     from volmargin.calibration.options import calibrate_methods, run_option_backtest
     from volmargin.io import preflight, staged_folder, write_atomic, write_frame
     from volmargin.models.ivmoves import score_quantiles
+    from volmargin.risk.option_books import missing_class_days
 
     preflight(job.out, folder=True)  # before any work
     began = time.perf_counter()
@@ -303,6 +304,7 @@ def run_option_job(job: OptionJob) -> dict:
               "calibrate_on": job.calibrate_on,
               "synthetic_books": None if scales is None else int(inputs.calibration_books.books.count),
               "infeasible": sorted(grids.loc[grids["feasible"].eq(False), "method"].unique()),  # static: None
+              "missing_class_days": missing_class_days(data.info),
               "static_fallback_days": static_fallback_days(data, inputs.price, inputs.iv, job.risk),
               "synthetic_static_fallback_days": None if scales is None else static_fallback_days(
                   inputs.calibration_books, inputs.price, inputs.iv, job.risk),

@@ -206,6 +206,14 @@ def build_books(chain: pd.DataFrame, seed: int = 0, revalue: Revalue = chain_val
     return OptionBacktestBooks(books, table, -pnl, table["mpor_days"].to_numpy())
 
 
+def missing_class_days(info: pd.DataFrame) -> dict[str, int]:
+    """Per class, the snapshot days with books that hold none of it (a thin snapshot lists too few legs, or
+    a leg is missing from the next one): a class priced on fewer days than the others is named, not hidden."""
+    days = info.groupby("portfolio_class")["day"].nunique()
+    total = info["day"].nunique()
+    return {cls: int(total - days.get(cls, 0)) for cls in CLASSES if days.get(cls, 0) < total}
+
+
 def select_books(data: OptionBacktestBooks, keep: np.ndarray) -> OptionBacktestBooks:
     """The books flagged in `keep` (B,) with their legs, renumbered, on the same smile."""
     b = data.books
