@@ -911,3 +911,22 @@ def test_serving_refuses_option_inputs_that_lowered_or_voided_the_margin():
     for quotes in (([7.0], [45000.0, 1.0], [50000.0], [0.7]), ([7.0], [45000.0], [50000.0])):
         with pytest.raises(so.OptionQuoteError, match="smile_quotes"):
             so.book_from_positions([-1.0], [45000.0], [False], [7.0], [50000.0], [0.7], smile_quotes=quotes)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("models", (), "--models is empty"), ("iv_models", ("hist", "garch"), "--iv-models must be a subset"),
+    ("target", float("nan"), "--target must lie in"), ("target", 0.5, "--target must lie in"),
+    ("stress", -1.0, "--stress must lie in"), ("stress_days", 10, "--stress-days must be at least 30"),
+    ("peak", 1.5, "--peak must lie in"), ("buffer", float("nan"), "--buffer must lie in"),
+    ("max_down", 1.0, "--fall-cap must lie in"), ("steps", 9, "--steps must be an even number"),
+    ("spacing", 0.9, "--spacing must lie in"), ("synthetic_days", 5, "--synthetic-days must lie in"),
+    ("calibrate_on", "real", "--calibrate-on must be synthetic or chains")])
+def test_an_option_job_refuses_out_of_range_settings_when_made(tmp_path, field, value, message):
+    """The library's job checks its settings itself (the CLI only builds it), before any file is read."""
+    from volmargin.calibration.option_job import OptionJob
+
+    with pytest.raises(ConfigError, match=message):
+        OptionJob(("missing.csv",), ("missing.csv",), ("missing.csv",), pd.Timestamp("2022-01-02", tz="UTC"),
+                  tmp_path / "out", **{field: value})
+    OptionJob(("missing.csv",), ("missing.csv",), ("missing.csv",), pd.Timestamp("2022-01-02", tz="UTC"),
+              tmp_path / "out")  # the defaults pass

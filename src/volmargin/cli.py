@@ -780,31 +780,8 @@ def cmd_options(args: argparse.Namespace) -> int:
     from volmargin.calibration.option_job import OptionJob, run_option_job
 
     split = lambda text: tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
-    iv_models = split(args.iv_models)
-    if not iv_models or set(iv_models) - {"hist", "qreg"}:
-        raise ConfigError(f"--iv-models must be a subset of hist,qreg, got {args.iv_models!r}")
-    if not 0 < args.target < 0.5:
-        raise ConfigError(f"--target must lie in (0, 0.5), got {args.target}")
-    if not split(args.models):
-        raise ConfigError("--models is empty")
-    if not 0 <= args.stress <= 5:
-        raise ConfigError(f"--stress must lie in [0, 5], got {args.stress}")
-    if args.stress_days < 30:
-        raise ConfigError(f"--stress-days must be at least 30, got {args.stress_days}")
-    if not 0 <= args.peak <= 1:
-        raise ConfigError(f"--peak must lie in [0, 1], got {args.peak}")
-    if args.buffer is not None and not 0 <= args.buffer <= 1:
-        raise ConfigError(f"--buffer must lie in [0, 1], got {args.buffer}")
-    if args.fall_cap is not None and not 0 < args.fall_cap < 1:
-        raise ConfigError(f"--fall-cap must lie in (0, 1), got {args.fall_cap}")
-    if not (2 <= args.steps <= 64 and args.steps % 2 == 0):
-        raise ConfigError(f"--steps must be an even number from 2 to 64, got {args.steps}")
-    if args.spacing is not None and not 0.005 <= args.spacing <= 0.5:
-        raise ConfigError(f"--spacing must lie in [0.005, 0.5], got {args.spacing}")
-    if not 30 <= args.synthetic_days <= 3650:
-        raise ConfigError(f"--synthetic-days must lie in [30, 3650], got {args.synthetic_days}")
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
-                    split(args.models), iv_models, target=args.target, stress=args.stress,
+                    split(args.models), split(args.iv_models), target=args.target, stress=args.stress,
                     stress_days=args.stress_days, peak=args.peak, buffer=args.buffer, max_down=args.fall_cap,
                     steps=args.steps, spacing=args.spacing, keep_vol=args.keep_vol,
                     scales_on_grid=args.scales_on == "grid", calibrate_on=args.calibrate_on,

@@ -57,6 +57,30 @@ class OptionJob:
     calibrate_on: str = "synthetic"  # the books the scales are calibrated on: "synthetic" or "chains" (real)
     synthetic_days: int = 365  # days of synthetic books before the cut
 
+    def __post_init__(self) -> None:
+        """Each option's range, checked before any work (named by its CLI flag)."""
+        checks = [
+            (bool(self.models), "--models is empty"),
+            (bool(self.iv_models) and set(self.iv_models) <= {"hist", "qreg"},
+             f"--iv-models must be a subset of hist,qreg, got {','.join(self.iv_models)!r}"),
+            (0 < self.target < 0.5, f"--target must lie in (0, 0.5), got {self.target}"),
+            (0 <= self.stress <= 5, f"--stress must lie in [0, 5], got {self.stress}"),
+            (self.stress_days >= 30, f"--stress-days must be at least 30, got {self.stress_days}"),
+            (0 <= self.peak <= 1, f"--peak must lie in [0, 1], got {self.peak}"),
+            (self.buffer is None or 0 <= self.buffer <= 1, f"--buffer must lie in [0, 1], got {self.buffer}"),
+            (self.max_down is None or 0 < self.max_down < 1, f"--fall-cap must lie in (0, 1), got {self.max_down}"),
+            (2 <= self.steps <= 64 and self.steps % 2 == 0,
+             f"--steps must be an even number from 2 to 64, got {self.steps}"),
+            (self.spacing is None or 0.005 <= self.spacing <= 0.5,
+             f"--spacing must lie in [0.005, 0.5], got {self.spacing}"),
+            (30 <= self.synthetic_days <= 3650, f"--synthetic-days must lie in [30, 3650], got {self.synthetic_days}"),
+            (self.calibrate_on in ("synthetic", "chains"),
+             f"--calibrate-on must be synthetic or chains, got {self.calibrate_on!r}"),
+        ]
+        for ok, message in checks:  # NaN fails every comparison, so it is refused too
+            if not ok:
+                raise ConfigError(message)
+
     @property
     def apc(self):
         """The APC levers on top of the calibrated scale, None when all are off."""
