@@ -175,9 +175,22 @@ def test_simulate_names_a_damaged_run_json(damaged_runs, synthetic_files, tmp_pa
     assert str(run / "run.json") in err and err.count("\n") == 1
 
 
+def _tiny_bundle(files, root: Path) -> Path:
+    """A bundle of a small GBM on `files` (`score` reads the bundle before the bars)."""
+    from serving_fixtures import TINY
+
+    from volmargin.data import load_panel
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.export import write_bundle
+    from volmargin.models import make_forecaster
+
+    panel = daily_panel(load_panel([str(f) for f in files]))
+    return write_bundle(make_forecaster("gbm", **TINY["gbm"]).fit_panel(panel), panel, root / "models")
+
+
 @pytest.mark.parametrize("command", ["backtest", "score"])
 def test_min_bars_outside_a_day_of_bars_is_one_line(synthetic_files, tmp_path, capsys, command):
-    extra = ["--bundle", str(tmp_path)] if command == "score" else ["--no-tracking"]
+    extra = ["--bundle", str(_tiny_bundle(synthetic_files, tmp_path))] if command == "score" else ["--no-tracking"]
     assert main([command, "--data", str(synthetic_files[0]), "--min-bars", "25", "--out", str(tmp_path / "o.csv"),
                  *extra]) == 2
     err = capsys.readouterr().err

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -151,6 +152,32 @@ def test_a_bundle_refuses_bars_of_another_interval_than_it_learned_from(finished
     assert main(["score", "--bundle", str(bundle), "--data", str(coarse), "--out", str(tmp_path / "4h.csv")]) == 2
     err = capsys.readouterr().err
     assert "syn_a: 4 h bars, but the bundle learned from 1 h bars" in err and err.count("\n") == 1
+
+
+def test_finer_bars_are_scored_as_the_hourly_bars_they_make(finished, tmp_path, capsys):
+    """`score`, `margins` and `calibrate` aggregate 5-minute bars to the bundle's hourly bars (the runtime's
+    own aggregation): the same forecasts and margins as the hourly file pandas resamples from them."""
+    from volmargin.data import write_synthetic_csv
+
+    _, record, _ = finished
+    bundle = Path(record["bundle"]["path"])
+    [fine] = write_synthetic_csv(tmp_path / "5m", n_assets=1, days=400, freq="5min", seed=3)
+    hourly = tmp_path / "1h" / "syn_a_1h.csv"
+    hourly.parent.mkdir()
+    bars = pd.read_csv(fine, parse_dates=["timestamp"], index_col="timestamp")
+    bars.resample("1h").agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}).dropna(
+    ).reset_index().to_csv(hourly, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    tables = {}
+    for name, data in (("fine", fine), ("hourly", hourly)):
+        assert main(["score", "--bundle", str(bundle), "--data", str(data), "--out", str(tmp_path / f"{name}.csv")]) == 0
+        assert main(["margins", "--bundle", str(bundle), "--data", str(data), "--latest",
+                     "--out", str(tmp_path / f"{name}_margins.csv")]) == 0
+        tables[name] = (pd.read_csv(tmp_path / f"{name}.csv"), pd.read_csv(tmp_path / f"{name}_margins.csv"))
+    assert "1 asset(s) of 5 min bars aggregated to the 1 h bars the bundle learned from" in capsys.readouterr().out
+    for fine_table, hourly_table in zip(tables["fine"], tables["hourly"]):
+        numbers = hourly_table.select_dtypes("number").columns
+        assert len(fine_table) == len(hourly_table) > 0
+        np.testing.assert_allclose(fine_table[numbers].to_numpy(float), hourly_table[numbers].to_numpy(float), rtol=1e-9)
 
 
 @pytest.mark.parametrize("change, message", [

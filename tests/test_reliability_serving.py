@@ -384,6 +384,8 @@ def _set(path: str, value):
     (_set("features.names", ["rv_w", "rv_d"]), "features.names"),
     (_set("files", {"../model.onnx": "0" * 64}), "files"),
     (_set("name", "../x"), "name"),
+    (_set("training", {"bar_seconds": ["3600"]}), "training.bar_seconds"),
+    (_set("training", {"bar_seconds": 0}), "training.bar_seconds"),
 ])
 def test_every_manifest_value_is_type_and_range_checked(served, tmp_path, edit, message):
     with pytest.raises(vs.BundleError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -286,3 +286,48 @@ def test_a_panel_whose_assets_end_on_different_days_exports_a_bundle_that_loads(
     golden = np.load(bundle / "golden.npz")
     assert "syn_a" not in set(golden["assets"]) and len(golden["assets"]) == len(panel) - 1
     vs.load(bundle)  # self-tests the golden rows
+
+
+def _ohlcv(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return bars.index.tz_convert(None).to_numpy(), bars[["open", "high", "low", "close", "volume"]].to_numpy()
+
+
+def _resampled(bars: pd.DataFrame, rule: str) -> pd.DataFrame:
+    agg = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    return bars.resample(rule).agg(agg).dropna()
+
+
+def test_aggregated_bars_are_pandas_ohlcv_resampling_gaps_included():
+    from volmargin_serving.bars import aggregate_bars, bar_interval, learned_interval
+
+    fine = synthetic_market(n_assets=1, days=3, freq="5min", seed=2)["syn_a"]
+    fine = fine.drop(fine.index[[0, 5, 6, 7, 40, 100]])  # missing bars, the first hour's first one among them
+    stamps, ohlcv = _ohlcv(fine)
+    assert bar_interval(stamps) == 300
+    got = aggregate_bars(stamps, *ohlcv.T, seconds=3600)
+    expected = _resampled(fine, "1h")
+    np.testing.assert_array_equal(got[0], expected.index.tz_convert(None).to_numpy())
+    np.testing.assert_array_equal(np.column_stack(got[1:5]), expected[["open", "high", "low", "close"]].to_numpy())
+    np.testing.assert_allclose(got[5], expected["volume"].to_numpy(), rtol=1e-12)
+    assert learned_interval((3600,), 300) == 3600 and learned_interval((3600,), 3600) == 3600
+    assert learned_interval((3600,), 14_400) is None and learned_interval((3600,), 420) is None  # coarser; 7 min
+    assert learned_interval((), 14_400) == 14_400  # a bundle without the record takes bars as given
+
+
+def test_finer_bars_are_served_as_the_bars_the_model_learned_from(models, panel, tmp_path):
+    """5-minute bars give the forecast of the hourly bars they make; 4-hour bars and 7-minute bars (they do not
+    divide an hour) are an IntervalInputError naming both intervals."""
+    bundle = write_bundle(models["gbm"], panel, tmp_path, provenance={"training": {"bar_seconds": [3600]}})
+    runtime = vs.load(bundle)
+    fine = synthetic_market(n_assets=1, days=130, freq="5min", seed=5)["syn_a"]
+    as_of = np.datetime64(fine.index[-1].tz_convert(None).normalize() + pd.Timedelta(days=1), "D")
+    served = runtime.forecast_bars(*_ohlcv(fine), as_of=as_of)
+    hourly = runtime.forecast_bars(*_ohlcv(_resampled(fine, "1h")), as_of=as_of)
+    np.testing.assert_allclose(served.variance, hourly.variance, rtol=1e-9)
+    np.testing.assert_allclose(served.var, hourly.var, rtol=1e-9)
+    for rule, text in (("4h", "4 h"), ("7min", "7 min")):
+        with pytest.raises(vs.IntervalInputError, match=f"bars of {text}, but the model learned from 1 h bars"):
+            runtime.forecast_bars(*_ohlcv(_resampled(fine, rule)), as_of=as_of)
+    older = vs.load(write_bundle(models["gbm"], panel, tmp_path / "old"))  # exported before the record
+    assert older.bar_seconds == ()
+    older.forecast_bars(*_ohlcv(_resampled(fine, "4h")), as_of=as_of)  # bars as given, 5 of 6 make a day

@@ -7,17 +7,17 @@ post-processing and margin code (`volmargin_serving.features`, `.bars`, `.output
 
 from volmargin_serving.errors import (
     BundleError, CalibrationError, ChecksumError, FutureInputError, GapInputError, ImpossibleInputError, InputDtypeError,
-    InputError, InputShapeError, NonFiniteInputError, SelfTestError, ServingError, SignatureError, StaleInputError,
-    UnsortedInputError,
+    InputError, InputShapeError, IntervalInputError, NonFiniteInputError, SelfTestError, ServingError, SignatureError,
+    StaleInputError, UnsortedInputError,
 )
 from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts
 
 __all__ = [
     "BundleError", "CalibrationError", "ChecksumError", "Forecasts", "FutureInputError", "GapInputError",
-    "ImpossibleInputError", "InputDtypeError", "InputError", "InputShapeError", "Margins", "NonFiniteInputError",
-    "Runtime", "SelfTestError", "Server", "ServingError", "SignatureError", "StaleInputError", "UnsortedInputError",
-    "load",
+    "ImpossibleInputError", "InputDtypeError", "InputError", "InputShapeError", "IntervalInputError", "Margins",
+    "NonFiniteInputError", "Runtime", "SelfTestError", "Server", "ServingError", "SignatureError", "StaleInputError",
+    "UnsortedInputError", "load",
 ]
 
 

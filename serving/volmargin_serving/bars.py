@@ -9,9 +9,15 @@ Each UTC day gets its close-to-close log return and variance measures built from
   'overnight' term is the jump from the previous bar's close to this bar's open.
 A day with fewer than `min_bars` bars is marked incomplete. The first day is dropped: its first
 return has no previous close.
+
+A model learns the measures of one bar interval (a day's RV sums its bars' squared returns, so 5-minute
+bars give other measures than hourly ones). Finer bars that divide the learned interval are aggregated to
+it first (`aggregate_bars`: exact for OHLCV); coarser or other bars are refused (`learned_interval`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -26,6 +32,51 @@ def to_nanoseconds(timestamps: np.ndarray) -> np.ndarray:
     if np.issubdtype(timestamps.dtype, np.datetime64):
         return timestamps.astype("datetime64[ns]").view(np.int64)
     return timestamps.astype(np.int64, copy=False)
+
+
+def bar_interval(timestamps: np.ndarray) -> int:
+    """The bars' interval in seconds: their most common spacing (a gap or a missing bar does not change it)."""
+    steps = np.diff(to_nanoseconds(timestamps))
+    values, counts = np.unique(steps[steps > 0], return_counts=True)
+    return int(values[np.argmax(counts)] // 1_000_000_000) if len(values) else 0
+
+
+def default_min_bars(seconds: int) -> int:
+    """Bars a complete UTC day holds at least by default: 20 of 24 hourly bars, scaled to the interval."""
+    return math.ceil(86_400 / seconds * 20 / 24)
+
+
+def interval_text(seconds: int) -> str:
+    return (f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min" if seconds % 60 == 0
+            else f"{seconds} s")
+
+
+def learned_interval(learned: tuple[int, ...], interval: int) -> int | None:
+    """The interval bars of `interval` seconds are to be read at by a model that learned from bars of
+    `learned` seconds: their own if learned (or nothing is recorded), else the shortest learned interval they
+    divide (finer bars, aggregated to it); None if none (coarser bars, or intervals that do not nest)."""
+    if not learned or interval in learned or interval == 0:  # 0: fewer than two bars, nothing to read
+        return interval
+    multiples = [s for s in learned if interval > 0 and s > interval and s % interval == 0]
+    return min(multiples) if multiples else None
+
+
+def aggregate_bars(timestamps: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
+                   close: np.ndarray, volume: np.ndarray, seconds: int) -> tuple[np.ndarray, ...]:
+    """Bars of `seconds` from finer sorted bars: the bars whose open time falls in one interval (counted from
+    1970-01-01 UTC, so hours start on the hour) give its open (the first open), high (the highest), low (the
+    lowest), close (the last close) and volume (the sum), labelled by the interval's open time. Exact for
+    OHLCV: an interval's bar from its trades has these values. An interval is built from the bars it holds
+    (a venue that omits bars without trades loses nothing). Returns (timestamps as datetime64[ns], open,
+    high, low, close, volume)."""
+    step = int(seconds) * 1_000_000_000
+    bucket = to_nanoseconds(timestamps) // step
+    starts = np.flatnonzero(np.diff(bucket, prepend=bucket[:1] - 1))
+    last = np.append(starts[1:], len(bucket)) - 1
+    return ((bucket[starts] * step).astype("datetime64[ns]"), np.asarray(open_, dtype=float)[starts],
+            np.maximum.reduceat(np.asarray(high, dtype=float), starts),
+            np.minimum.reduceat(np.asarray(low, dtype=float), starts), np.asarray(close, dtype=float)[last],
+            np.add.reduceat(np.asarray(volume, dtype=float), starts))
 
 
 def daily_from_bars(

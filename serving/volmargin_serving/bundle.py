@@ -217,7 +217,17 @@ def check_manifest(manifest: dict) -> str:
         if (not isinstance(values, list) or len(values) != len(names)
                 or not all(real_number(x) and (x > 0 or not positive) for x in values)):
             return f"features.{key}: expected {len(names)} finite numbers{' > 0' if positive else ''}"
+    seconds = manifest.get("training", {}).get("bar_seconds", []) if isinstance(manifest.get("training"), dict) else []
+    if not isinstance(seconds, list) or not all(_int(s) and s <= 86_400 for s in seconds):
+        return f"training.bar_seconds: {seconds!r} must list bar intervals in seconds (1 .. 86400)"
     return ""
+
+
+def learned_bar_seconds(manifest: dict) -> tuple[int, ...]:
+    """The bar intervals (seconds) the bundle's model learned from; () where the bundle does not record
+    them (exported before session 23): such bundles take bars as given."""
+    training = manifest.get("training")
+    return tuple(training.get("bar_seconds", ())) if isinstance(training, dict) else ()
 
 
 def verify_files(folder: Path, manifest: dict) -> None:

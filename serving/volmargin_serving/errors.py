@@ -58,6 +58,11 @@ class GapInputError(InputError):
     """Missing days inside the window the model reads (a feed that skipped a day)."""
 
 
+class IntervalInputError(InputError):
+    """Intraday bars of an interval the model cannot read: coarser than the bars it learned from, or not
+    dividing them (finer bars that divide them are aggregated)."""
+
+
 class CalibrationError(BundleError):
     """The calibration set is unusable: altered, built from another bundle, or breaking a sanity rule;
     the message names the asset, side and field at fault."""

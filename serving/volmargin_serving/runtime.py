@@ -28,12 +28,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from volmargin_serving.bars import daily_from_bars, to_nanoseconds
-from volmargin_serving.bundle import read_manifest, resolve_key, verify_files
+from volmargin_serving.bars import (
+    aggregate_bars, bar_interval, daily_from_bars, default_min_bars, interval_text, learned_interval, to_nanoseconds,
+)
+from volmargin_serving.bundle import learned_bar_seconds, read_manifest, resolve_key, verify_files
 from volmargin_serving.calibration import CalibrationSet
 from volmargin_serving.errors import (
     BundleError, CalibrationError, ImpossibleInputError, InputDtypeError, InputError, InputShapeError,
-    NonFiniteInputError, SelfTestError, UnsortedInputError,
+    IntervalInputError, NonFiniteInputError, SelfTestError, UnsortedInputError,
 )
 from volmargin_serving.features import (
     INPUT_COLUMNS, IV_FEATURE_NAMES, MIN_IV_INDEX, FeatureSpec, compute_features, compute_iv_features, core_width,
@@ -204,6 +206,7 @@ class Runtime:
         self.core_width = core_width(features["names"])  # how many of the core feature columns the model reads
         self.levels = tuple(float(x) for x in self.manifest["levels"])
         self.horizon = int(self.manifest["horizon"])
+        self.bar_seconds = learned_bar_seconds(self.manifest)  # the bars' intervals the model learned from
         self.max_age = np.timedelta64(max_age_days, "D")
         self._max_age_days = int(max_age_days)
         self._session = self._open_session(self.manifest["onnx"]["file"], threads)
@@ -483,10 +486,12 @@ class Runtime:
         return [doubt_message(d, w, start, dates=None if dates is None else dates[start:start + n])
                 for start, (d, w) in enumerate(zip(doubt, windows))]
 
-    def forecast_bars(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int = 20,
+    def forecast_bars(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int | None = None,
                       as_of: np.datetime64 | None = None) -> Forecasts:
         """Forecast for one asset from its recent intraday bars (bars, 5: open, high, low, close, volume)
-        and their UTC timestamps. A day that has not ended by `as_of` (default: now) is left out."""
+        and their UTC timestamps. A day that has not ended by `as_of` (default: now) is left out. Bars finer
+        than those the model learned from are aggregated to them first; `min_bars` counts those (default:
+        20 of 24 hourly bars, scaled to their interval)."""
         ohlcv = check_bars(ohlcv)
         if ohlcv.ndim != 2 or ohlcv.shape[1] != 5:
             raise InputShapeError(f"ohlcv must have shape (bars, 5): open, high, low, close, volume; got {ohlcv.shape}")
@@ -494,11 +499,27 @@ class Runtime:
         if not np.issubdtype(stamps.dtype, np.datetime64) or stamps.shape != (len(ohlcv),):
             raise InputDtypeError(f"timestamps must be datetime64 of shape ({len(ohlcv)},), got {stamps.dtype} {stamps.shape}")
         _check_sorted("timestamps", stamps.astype("datetime64[ns]"))
+        stamps, ohlcv = self._bars_as_learned(stamps, ohlcv)
         as_of = _instant(as_of)
         ended = to_nanoseconds(stamps) < to_nanoseconds(np.asarray([as_of.astype("datetime64[D]")]))[0]
+        min_bars = default_min_bars(bar_interval(stamps) or 3600) if min_bars is None else min_bars
         daily = daily_from_bars(stamps[ended], *ohlcv[ended].T, min_bars=min_bars)
         inputs = np.column_stack([daily[c].astype(float) for c in INPUT_COLUMNS])
         return self.forecast_daily(inputs, daily["date"], as_of=as_of)
+
+    def _bars_as_learned(self, stamps: np.ndarray, ohlcv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bars at the interval the model learned from: finer bars that divide it aggregated to it
+        (`bars.aggregate_bars`); IntervalInputError for coarser ones or ones that do not divide it."""
+        interval = bar_interval(stamps)
+        target = learned_interval(self.bar_seconds, interval)
+        if target is None:
+            learned = " or ".join(interval_text(s) for s in self.bar_seconds)
+            raise IntervalInputError(f"bars of {interval_text(interval)}, but the model learned from {learned} bars (a "
+                                     f"day's realized measures sum its bars' returns): give those, or finer bars that divide them")
+        if target == interval:
+            return stamps, ohlcv
+        stamps, *columns = aggregate_bars(stamps, *ohlcv.T, seconds=target)
+        return stamps, np.column_stack(columns)
 
     def margins(self, assets: list[str], inputs, dates, as_of: np.datetime64 | None = None,
                 previous: np.ndarray | None = None) -> Margins:

@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from volmargin_serving.bars import aggregate_bars, interval_text, learned_interval
+
+from volmargin.data.loader import COLUMNS as OHLCV, bar_seconds
 from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
 from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
@@ -94,24 +97,48 @@ def serve_asset(files: dict[str, bytes], calibration: bytes, asset: str, daily: 
     return pd.DataFrame(rows)
 
 
+def bars_as_learned(bundle: str | Path, bars: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Each asset's bars at the interval the bundle learned from: finer bars that divide it aggregated to it
+    by the runtime's own `volmargin_serving.bars.aggregate_bars` (5-minute bars scored as the hourly bars they
+    make), others as given (`check_bars_alike` refuses coarser ones)."""
+    from volmargin_serving.bundle import learned_bar_seconds, read_manifest
+
+    learned = learned_bar_seconds(read_manifest(Path(bundle)))
+    out = {}
+    for asset, frame in bars.items():
+        seconds = bar_seconds(frame)
+        target = learned_interval(learned, seconds)
+        out[asset] = frame if target is None or target == seconds else _aggregated(frame, target)
+    return out
+
+
+def _aggregated(frame: pd.DataFrame, seconds: int) -> pd.DataFrame:
+    stamps, *columns = aggregate_bars(frame.index.as_unit("ns").asi8, *(frame[c].to_numpy() for c in OHLCV),
+                                      seconds=seconds)
+    out = pd.DataFrame(dict(zip(OHLCV, columns)),
+                       index=pd.DatetimeIndex(stamps, name=frame.index.name).tz_localize("UTC"))
+    out.attrs = {**frame.attrs, "freq": pd.Timedelta(seconds=seconds), "aggregated_from": bar_seconds(frame)}
+    return out
+
+
 def check_bars_alike(manifest: dict, panel: dict[str, pd.DataFrame]) -> None:
     """DataError naming the first asset whose daily measures come from bars of another interval than the
-    bundle's training bars (`training.bar_seconds`, recorded since session 23): a day's realized measures sum
-    its bars' returns, and on 4-hour bars of the six perpetuals the GBM config's bundle forecast 18% less
-    variance than HAR (median), the dangerous direction for a margin. Bundles without the record pass."""
-    learned = manifest.get("training", {}).get("bar_seconds")
+    bundle's training bars (`training.bar_seconds`, recorded since session 23; `bars_as_learned` aggregates
+    finer ones first): a day's realized measures sum its bars' returns, and on 4-hour bars of the six
+    perpetuals the GBM config's bundle forecast 18% less variance than HAR (median), the dangerous direction
+    for a margin. Bundles without the record pass."""
+    from volmargin_serving.bundle import learned_bar_seconds
+
+    learned = learned_bar_seconds(manifest)
     if not learned:
         return
     for asset, daily in panel.items():
         seconds = daily.attrs.get("bar_seconds")
         if seconds is not None and seconds not in learned:
-            learned_bars = " or ".join(f"{_interval(s)} bars" for s in learned)
-            raise DataError(f"{asset}: {_interval(seconds)} bars, but the bundle learned from {learned_bars} (a day's "
-                            f"realized measures sum its bars' returns): give {learned_bars}")
-
-
-def _interval(seconds: int) -> str:
-    return f"{seconds // 3600} h" if seconds % 3600 == 0 else f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+            learned_bars = " or ".join(f"{interval_text(s)} bars" for s in learned)
+            raise DataError(f"{asset}: {interval_text(seconds)} bars, but the bundle learned from {learned_bars} (a "
+                            f"day's realized measures sum its bars' returns): give {learned_bars}, or finer bars "
+                            "that divide them")
 
 
 def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd.DataFrame],

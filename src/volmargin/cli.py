@@ -558,7 +558,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.no_tracking:
         manifest = _bundle_manifest(args.bundle)
         _check_tracking(args.tracking_uri, manifest.get("mlflow", {}).get("tracking_uri"))
-    bars = load_data(args.data)
+    bars = _bars_for_bundle(args.bundle, args.data)
     panel = daily_panel(bars, args.min_bars)
     check_calibration_data(args.bundle, panel)
     with executor(args.scheduler, args.workers) as runner:
@@ -662,7 +662,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     check_options(args.scheduler, args.workers)
     preflight(args.out, suffixes=TABLE_SUFFIXES)
     began = time.perf_counter()
-    panel = daily_panel(load_data(args.data), args.min_bars)
+    panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
         scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=show_progress(args))
     write_frame(scored, args.out)
@@ -671,6 +671,21 @@ def cmd_score(args: argparse.Namespace) -> int:
           f"({flagged} on a window a margin service would flag as doubtful: column `doubt`); wrote {args.out}")
     _print_uncovered(panel, scored, args.bundle, "forecast")
     return 0
+
+
+def _bars_for_bundle(bundle: Path, data: list[str]) -> dict[str, pd.DataFrame]:
+    """The `--data` bars at the interval `bundle` learned from (finer bars aggregated to it, said in a line)."""
+    from volmargin.batch import bars_as_learned
+    from volmargin.data.loader import bar_seconds
+    from volmargin_serving.bars import interval_text
+
+    bars = bars_as_learned(bundle, load_data(data))
+    aggregated = {a: f.attrs["aggregated_from"] for a, f in bars.items() if "aggregated_from" in f.attrs}
+    if aggregated:
+        intervals = ", ".join(sorted({interval_text(s) for s in aggregated.values()}))
+        target = interval_text(bar_seconds(bars[next(iter(aggregated))]))
+        print(f"{len(aggregated)} asset(s) of {intervals} bars aggregated to the {target} bars the bundle learned from")
+    return bars
 
 
 def _print_uncovered(panel: dict, table: pd.DataFrame, bundle: Path, what: str) -> None:
@@ -699,7 +714,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
         raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate` first)")
     preflight(args.out, suffixes=TABLE_SUFFIXES)
     began = time.perf_counter()
-    panel = daily_panel(load_data(args.data), args.min_bars)
+    panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
         served = serve_panel(args.bundle, calibration, panel, runner, latest=args.latest, start=args.start,
                              progress=show_progress(args))

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from volmargin_serving.bars import default_min_bars as bars_default_min_bars
 
+from volmargin.data.loader import bar_seconds
 from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
 from volmargin.evaluation.walkforward import WalkForwardSplit, historical_forecasts, panel_historical_forecasts
@@ -53,8 +55,9 @@ def _bars_per_day(bars: pd.DataFrame) -> float:
 
 
 def default_min_bars(bars: pd.DataFrame) -> int:
-    """20 of 24 hourly bars, scaled to the file's bar interval."""
-    return math.ceil(_bars_per_day(bars) * 20 / 24)
+    """20 of 24 hourly bars, scaled to the file's bar interval (`volmargin_serving.bars.default_min_bars`)."""
+    _bars_per_day(bars)  # refuses daily bars
+    return bars_default_min_bars(bar_seconds(bars))
 
 
 def _checked_min_bars(bars: pd.DataFrame, min_bars: int | None) -> int:
