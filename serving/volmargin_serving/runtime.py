@@ -515,7 +515,8 @@ class Runtime:
         if target is None:
             learned = " or ".join(interval_text(s) for s in self.bar_seconds)
             raise IntervalInputError(f"bars of {interval_text(interval)}, but the model learned from {learned} bars (a "
-                                     f"day's realized measures sum its bars' returns): give those, or finer bars that divide them")
+                                     "day's realized measures sum its bars' returns): give those, or finer bars that "
+                                     "divide them")
         if target == interval:
             return stamps, ohlcv
         stamps, *columns = aggregate_bars(stamps, *ohlcv.T, seconds=target)
