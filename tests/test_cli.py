@@ -175,7 +175,7 @@ def test_simulate_names_a_damaged_run_json(damaged_runs, synthetic_files, tmp_pa
     assert str(run / "run.json") in err and err.count("\n") == 1
 
 
-def _tiny_bundle(files, root: Path) -> Path:
+def _tiny_bundle(files, root: Path, provenance: dict | None = None) -> Path:
     """A bundle of a small GBM on `files` (`score` reads the bundle before the bars)."""
     from serving_fixtures import TINY
 
@@ -185,7 +185,22 @@ def _tiny_bundle(files, root: Path) -> Path:
     from volmargin.models import make_forecaster
 
     panel = daily_panel(load_panel([str(f) for f in files]))
-    return write_bundle(make_forecaster("gbm", **TINY["gbm"]).fit_panel(panel), panel, root / "models")
+    return write_bundle(make_forecaster("gbm", **TINY["gbm"]).fit_panel(panel), panel, root / "models",
+                        provenance=provenance)
+
+
+@pytest.mark.parametrize("command", ["score", "margins", "calibrate"])
+def test_a_bundle_of_real_bars_is_never_read_on_the_synthetic_market(synthetic_files, tmp_path, capsys, command):
+    """Without --data the built-in synthetic market stands in only for a bundle that learned from it (calibrating
+    a real-data bundle on it wrote a set for syn_a .. syn_d, exit 0)."""
+    real = {"training": {"assets": {"binance_btcusdt": ["2020-01-01", "2021-12-31"]}}}
+    bundle = _tiny_bundle(synthetic_files, tmp_path, provenance=real)
+    bundle.with_name(bundle.name + ".calibration.json").write_text("{}")
+    out = tmp_path / ("c.json" if command == "calibrate" else "o.csv")
+    assert main([command, "--bundle", str(bundle), "--out", str(out),
+                 *(["--no-tracking"] if command == "calibrate" else [])]) == 2
+    err = capsys.readouterr().err
+    assert "--data: give the bars to read" in err and "binance_btcusdt" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("command", ["backtest", "score"])

@@ -116,7 +116,7 @@ def test_readme_serving_example_runs_as_written(finished, monkeypatch):
     block = re.search(r"<!-- serving-example -->\s*```python\n(.*?)```", text, re.S)
     assert block, "README has no serving example block"
     bundle = Path(record["bundle"]["path"])
-    code = block.group(1).replace("models/volmargin-gbm/1", str(bundle))
+    code = block.group(1).replace("models/volmargin-demo-gbm/1", str(bundle))
     monkeypatch.chdir(folder)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
@@ -202,3 +202,32 @@ def test_a_calibration_end_at_or_after_the_data_stops_at_the_data_stage(tmp_path
     err = capsys.readouterr().err  # it exported and registered a bundle validated on nothing, then crashed
     assert "stage 'data' failed: calibration.end 2030-01-01 is not before the data ends" in err
     assert not list((tmp_path / "models").glob("*/*"))
+
+
+def test_margins_start_where_the_set_is_in_force_and_name_the_assets_it_does_not_cover(finished, tmp_path, capsys):
+    """Without --start, `margins` replays from the day before the set's parameters come into force (earlier days
+    were all fail safe, their margins ratcheting up through `previous`); an asset the set does not cover is
+    named with the assets it does."""
+    import shutil
+
+    from volmargin.data import write_synthetic_csv
+
+    _, record, _ = finished
+    bundle = Path(record["bundle"]["path"])
+    syn_a, syn_b = write_synthetic_csv(tmp_path / "bars", n_assets=2, days=760, seed=2)
+    other = shutil.copy(syn_b, tmp_path / "bars" / "binance_xyzusdt_1h.csv.gz")
+    records = json.loads(Path(record["bundle"]["calibration_set"]).read_text())["parameters"]["records"]
+    in_force = pd.Timestamp(min(r["valid_from"] for r in records))
+    assert main(["margins", "--bundle", str(bundle), "--data", str(syn_a), str(other),
+                 "--out", str(tmp_path / "m.csv")]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "m.csv", parse_dates=["origin"], keep_default_na=False)
+    assert table["origin"].min() == in_force.ceil("D") - pd.Timedelta(days=1)
+    assert not table["reason"].str.contains("no parameters in force").any()
+    assert "1 asset(s) not in the calibration set, fully collateralised: binance_xyzusdt; the set covers 2: syn_a, " \
+           "syn_b" in out
+    early = in_force - pd.Timedelta(days=30)
+    assert main(["margins", "--bundle", str(bundle), "--data", str(syn_a), "--start", f"{early:%Y-%m-%d}",
+                 "--out", str(tmp_path / "early.csv")]) == 0
+    before = 2 * ((in_force.ceil("D") - pd.Timedelta(days=1)) - early).days  # origins priced before it, two sides
+    assert f"{before} of them before the calibration set's parameters are in force" in capsys.readouterr().out

@@ -392,6 +392,15 @@ def test_every_manifest_value_is_type_and_range_checked(served, tmp_path, edit, 
         vs.load(_edited(served.bundle, tmp_path / "edited", edit))
 
 
+def test_a_missing_bundle_folder_is_named_as_missing(tmp_path):
+    """A mistyped bundle path says it does not exist, not that a manifest is missing from it."""
+    with pytest.raises(vs.BundleError, match="no such bundle folder"):
+        vs.load(tmp_path / "models" / "nn" / "2")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(vs.BundleError, match="no manifest.json; not a volmargin bundle"):
+        vs.load(tmp_path / "empty")
+
+
 def test_the_self_test_tolerance_is_the_runtimes(served, tmp_path):
     def edit(manifest):
         manifest["golden"]["rtol"] = 1e9  # a bundle cannot loosen the check

@@ -100,6 +100,8 @@ def read_manifest(folder: Path, key: bytes | None = None) -> dict:
     """The manifest of a bundle folder, its signature verified when a `key` is given, checked against
     the schema this runtime knows (`check_manifest`)."""
     path = Path(folder) / MANIFEST
+    if not Path(folder).is_dir():
+        raise BundleError(f"{folder}: no such bundle folder")
     manifest = read_json(path, BundleError, f"{folder}: no {MANIFEST}; not a volmargin bundle")
     if key is not None:
         verify_signature(folder, key)

@@ -295,6 +295,12 @@ class CalibrationSet:
         return self.parameters["policy"]
 
     @property
+    def first_in_force(self) -> np.datetime64:
+        """The earliest instant at which any of the set's parameters are in force (before it, every asset is
+        priced fail safe)."""
+        return min(entries[0][0] for entries in self._windows.values())
+
+    @property
     def horizon(self) -> int:
         return int(self.parameters["horizon"])
 

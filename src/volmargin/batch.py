@@ -144,11 +144,18 @@ def check_bars_alike(manifest: dict, panel: dict[str, pd.DataFrame]) -> None:
 def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd.DataFrame],
                 executor: Executor | None = None, latest: bool = False, start: pd.Timestamp | None = None,
                 progress: bool = True) -> pd.DataFrame:
-    """`serve_asset` for every asset of `panel`, one table in asset order."""
+    """`serve_asset` for every asset of `panel`, one table in asset order; by default from the day before
+    the calibration set's parameters come into force (earlier days would all be fail safe, and chained by
+    `previous` their fail-safe margins only ratchet up)."""
     executor = executor or InProcess()
     from volmargin_serving import load
 
-    check_bars_alike(load(bundle, calibration=calibration).manifest, panel)  # verify here first: fails once
+    runtime = load(bundle, calibration=calibration)  # verify here first: fails once
+    check_bars_alike(runtime.manifest, panel)
+    in_force = pd.Timestamp(runtime.calibration.first_in_force).tz_localize("UTC")
+    given = start
+    if start is None and not latest:
+        start = in_force.ceil("D") - pd.Timedelta(days=1)  # an origin is priced as of the next day
     files, document = bundle_files(bundle), Path(calibration).read_bytes()
     assets = sorted(panel)
     shipped = executor.scatter({**{a: panel[a] for a in assets}, "__bundle__": files, "__calibration__": document})
@@ -159,7 +166,9 @@ def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd
     frames = [f for f in frames if not f.empty]
     last = max((panel[a].index[-1] for a in assets), default=None)
     if not frames and start is not None and last is not None and start > last:
-        raise DataError(f"--start {start.date()} is after the data's last day {last.date()}: no margin to serve")
+        what = (f"--start {start.date()} is" if given is not None else
+                f"the calibration set's parameters come into force on {in_force.date()},")
+        raise DataError(f"{what} after the data's last day {last.date()}: no margin to serve")
     if not frames:
         raise DataError(f"no asset has the history the bundle {bundle} needs for one margin")
     return pd.concat(frames, ignore_index=True)

@@ -69,9 +69,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_data_args(parser: argparse.ArgumentParser) -> None:
+SYNTHETIC_DEFAULT = "default: the built-in synthetic market"
+BUNDLE_DATA_DEFAULT = ("required unless the bundle learned from the built-in synthetic market; bars finer than the "
+                       "bundle's are aggregated to them")
+
+
+def _add_data_args(parser: argparse.ArgumentParser, default: str = SYNTHETIC_DEFAULT) -> None:
     parser.add_argument("--data", nargs="+", metavar="FILE", help="bar files, folders or globs "
-                        "(CSV, CSV.gz, Parquet, Binance kline dumps); default: the built-in synthetic market")
+                        f"(CSV, CSV.gz, Parquet, Binance kline dumps); {default}")
     parser.add_argument("--min-bars", type=_positive_int, default=None,
                         help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
 
@@ -150,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--horizon", type=int, default=1, metavar="DAYS", help="forecast horizon (default 1)")
     backtest.add_argument("--levels", type=_levels, default=(0.975, 0.99),
                           help="VaR/ES confidence levels (default 0.975,0.99)")
-    backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder")
+    backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder (default runs/backtest)")
     backtest.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     backtest.add_argument("--scheduler", default=None, metavar="ADDRESS",
                           help="run the per-asset models on an existing Dask cluster, e.g. tcp://HEAD:8786 "
@@ -184,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
     export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
-    _add_data_args(export)
+    _add_data_args(export, "default: the training run's own data (its config's files)")
     export.set_defaults(data=None)
     export.add_argument("--root", type=Path, default=Path("models"), help="bundle root folder (default models/)")
     export.add_argument("--name", default=None, help="bundle name (default: the model's name, e.g. nn)")
@@ -193,14 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-tracking", action="store_true", help="do not log or register the bundle in MLflow")
 
     calibrate = commands.add_parser("calibrate", help="calibrate margin parameters of a bundle on bar files")
-    calibrate.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-gbm/1")
-    _add_data_args(calibrate)
+    calibrate.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
+    _add_data_args(calibrate, BUNDLE_DATA_DEFAULT)
     calibrate.add_argument("--out", type=Path, required=True, help="the calibration set (.json)")
     calibrate.add_argument("--validation-start", type=_date, default=None,
                            help="first validation day (default: half-way through the data after the training end)")
     calibrate.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                            help="margin policy settings, e.g. risk=es975,buffer=0.25,max_up=0.5 or mpor_hours=8 "
-                           "for an intraday margin period of risk (see volmargin.calibration.PolicyConfig)")
+                           "for an intraday margin period of risk (see volmargin.calibration.PolicyConfig; default: "
+                           "var99 at a 1%% breach target with no anti-procyclicality tool, where the main job's "
+                           "configs turn on buffer=0.25,stressed_floor=true,lookback_floor=true,max_up=0.5,"
+                           "max_down=0.1)")
     calibrate.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the bundle's training run's)")
     calibrate.add_argument("--no-tracking", action="store_true", help="do not log the calibration set to MLflow")
     _add_dask_args(calibrate, "assets (scoring)")
@@ -212,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="liquidation and bad-debt simulation of the breach-rate, "
                                    "solvency-calibrated and static margin policies on a run's forecasts")
     simulate.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
-    _add_data_args(simulate)
+    _add_data_args(simulate, "the run's bars; default: the built-in synthetic market (a run on it)")
     simulate.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, stress.csv, solvency.csv)")
     simulate.add_argument("--set", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                           help="simulation settings, e.g. model=har,accounts=1000,bootstrap_paths=4,"
@@ -222,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="batch-score bar files through a bundle (ONNX Runtime)")
     score.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/nn/1")
-    _add_data_args(score)
+    _add_data_args(score, BUNDLE_DATA_DEFAULT)
     score.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
     score.add_argument("--latest", action="store_true", help="only the newest origin of each asset")
     score.add_argument("--quiet", action="store_true", help=QUIET_HELP)
@@ -230,10 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     margins = commands.add_parser("margins", help="the margins a service would publish: bar files through a bundle "
                                   "and its calibration set, day by day, fail-safe flags included")
-    margins.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-gbm/1")
+    margins.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
     margins.add_argument("--calibration", type=Path, default=None,
                          help="its calibration set (default: BUNDLE.calibration.json beside the bundle folder)")
-    _add_data_args(margins)
+    _add_data_args(margins, BUNDLE_DATA_DEFAULT)
     margins.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
     margins.add_argument("--latest", action="store_true", help="only the newest day of each asset")
     margins.add_argument("--start", type=_date, default=None, metavar="DATE",
@@ -246,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     portfolio.add_argument("--run", type=Path, nargs="+", required=True, help="backtest run folder(s) (forecasts.parquet)")
     portfolio.add_argument("--data", nargs="+", metavar="FILE", default=None,
                            help="the bars of the run's assets: the ewma97 filter and traded volumes (concentration)")
-    portfolio.add_argument("--min-bars", type=int, default=None, help="bars a day needs to count as complete")
+    portfolio.add_argument("--min-bars", type=int, default=None,
+                           help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
     portfolio.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, ...)")
     portfolio.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     portfolio.add_argument("--models", default=None, help="comma-separated (default: every model of the run, and "
@@ -279,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--calibrate-until", type=_date, required=True, metavar="DATE",
                          help="calibrate on the snapshots before DATE, validate on the later ones")
     options.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, grids.csv, ...)")
-    options.add_argument("--models", default="ewma,gjr,har", help="price models whose VaR sets the price range")
-    options.add_argument("--iv-models", default="hist,qreg", help="IV-move forecasters (hist, qreg)")
+    options.add_argument("--models", default="ewma,gjr,har",
+                         help="price models whose VaR sets the price range (default ewma,gjr,har)")
+    options.add_argument("--iv-models", default="hist,qreg", help="IV-move forecasters (default hist,qreg)")
     options.add_argument("--target", type=float, default=0.01, help="breach-rate target per class (default 0.01)")
     options.add_argument("--stress", type=float, default=0.0, metavar="FRACTION",
                          help="stressed-period component: each grid parameter at least FRACTION x what the worst "
@@ -679,6 +689,12 @@ def _bars_for_bundle(bundle: Path, data: list[str]) -> dict[str, pd.DataFrame]:
     from volmargin.data.loader import bar_seconds
     from volmargin_serving.bars import interval_text
 
+    if not data:  # the synthetic market only stands in for the bars of a bundle that learned from it
+        learned = sorted(_bundle_manifest(bundle).get("training", {}).get("assets", {}))
+        real = [a for a in learned if not a.startswith("syn_")]
+        if real:
+            raise ConfigError(f"--data: give the bars to read; {bundle} learned from real bars ({len(learned)} assets: "
+                              f"{', '.join(real[:3])}{' ...' * (len(real) > 3)}), not the built-in synthetic market")
     bars = bars_as_learned(bundle, load_data(data))
     aggregated = {a: f.attrs["aggregated_from"] for a, f in bars.items() if "aggregated_from" in f.attrs}
     if aggregated:
@@ -709,10 +725,12 @@ def cmd_margins(args: argparse.Namespace) -> int:
     from volmargin.io import TABLE_SUFFIXES, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
+    preflight(args.out, suffixes=TABLE_SUFFIXES)
+    _bundle_manifest(args.bundle)  # a mistyped bundle is named before its calibration set
     calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
     if not calibration.is_file():
-        raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate` first)")
-    preflight(args.out, suffixes=TABLE_SUFFIXES)
+        raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate --out "
+                          f"{calibration}` first, or give the set's file with --calibration FILE)")
     began = time.perf_counter()
     panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
     with executor(args.scheduler, args.workers) as runner:
@@ -720,14 +738,32 @@ def cmd_margins(args: argparse.Namespace) -> int:
                              progress=show_progress(args))
     write_frame(served, args.out)
     safe = served["fail_safe"]
-    print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days in "
-          f"{time.perf_counter() - began:.1f} s; {int(safe.sum())} of {len(served)} fail-safe (column `reason`); "
-          f"wrote {args.out}")
+    print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days from "
+          f"{served['origin'].min():%Y-%m-%d} in {time.perf_counter() - began:.1f} s; {int(safe.sum())} of {len(served)} "
+          f"fail-safe (column `reason`); wrote {args.out}")
+    if args.start is None and not args.latest:
+        print("  (from the day before the calibration set's parameters come into force; --start DATE to change)")
+    _print_fail_safe_causes(served, calibration)
     _print_uncovered(panel, served, args.bundle, "margin")
     for side, rows in served[~safe].groupby("side"):
         print(f"  {side:>5}, priced by the rule: average initial margin {rows['initial_margin'].mean():.2%}, "
               f"maintenance {rows['maintenance_margin'].mean():.2%}")
     return 0
+
+
+def _print_fail_safe_causes(served: pd.DataFrame, calibration: Path) -> None:
+    """Lines for the two fail-safe causes a user fixes in the call: days before the set is in force, and assets
+    the set does not cover (named after their files)."""
+    early = served["reason"].str.contains("no parameters in force", regex=False)
+    if early.any():
+        print(f"  {int(early.sum())} of them before the calibration set's parameters are in force")
+    unknown = sorted(served.loc[served["reason"].str.startswith("not in the calibration set"), "asset"].unique())
+    if unknown:
+        covered = sorted({r["asset"] for r in json.loads(calibration.read_text())["parameters"]["records"]})
+        print(f"  {len(unknown)} asset(s) not in the calibration set, fully collateralised: {', '.join(unknown[:10])}"
+              f"{' ...' * (len(unknown) > 10)}; the set covers {len(covered)}: {', '.join(covered[:10])}"
+              f"{' ...' * (len(covered) > 10)} (an asset is named after its file: binance_btcusdt_1h.csv.gz -> "
+              "binance_btcusdt)")
 
 
 def cmd_portfolio(args: argparse.Namespace) -> int:

@@ -190,7 +190,7 @@ class RunConfig:
     backtest: BacktestSection = field(default_factory=BacktestSection)
     calibration: CalibrationSection = field(default_factory=lambda: CalibrationSection(end="2022-12-31", policy=APC_POLICY))
     portfolio: PortfolioSection = field(default_factory=PortfolioSection)
-    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(registered_model="volmargin"))
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(registered_model="volmargin-demo"))
     simulation: SimulationSection = field(default_factory=SimulationSection)
     horizon: int = 1
     levels: tuple[float, ...] = (0.975, 0.99)

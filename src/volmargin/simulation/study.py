@@ -80,7 +80,8 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
                           f"{sorted(set(forecasts['model']))}")
     forecasts = forecasts[forecasts["asset"].isin(list(bars))]
     if forecasts.empty:
-        raise ConfigError(f"simulation: no forecast asset has bars (bars of {sorted(bars)})")
+        raise ConfigError(f"simulation: no forecast asset has bars (bars of {sorted(bars)}); give the run's bars "
+                          "with --data")
     breach_policy = PolicyConfig(**cfg.breach_policy)
     rule = PolicyConfig(risk=breach_policy.risk, mpor_hours=breach_policy.mpor_hours)  # the bare margin rule
     start = utc(cfg.validation_start)
