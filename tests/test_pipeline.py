@@ -231,3 +231,26 @@ def test_margins_start_where_the_set_is_in_force_and_name_the_assets_it_does_not
                  "--out", str(tmp_path / "early.csv")]) == 0
     before = 2 * ((in_force.ceil("D") - pd.Timedelta(days=1)) - early).days  # origins priced before it, two sides
     assert f"{before} of them before the calibration set's parameters are in force" in capsys.readouterr().out
+
+
+def test_set_moves_a_shipped_configs_values_checked_as_in_a_file(tmp_path, capsys):
+    """`run --set` / `train --set`: dotted keys over the config (dates stay text), every value checked as the
+    config file's are, a mistake one line naming the key."""
+    from volmargin.config import parse_overrides, with_overrides
+
+    real = load_config(REPO / "training/configs/crypto-hourly.yaml", RunConfig)
+    moved = with_overrides(real, parse_overrides(
+        "window.train_end=2024-06-30,backtest.start=2024-01-01,learned.gbm.n_estimators=300,calibration.policy.max_up=null"))
+    assert (moved.window.train_end, moved.backtest.start, moved.learned["gbm"]) == ("2024-06-30", "2024-01-01",
+                                                                                 {"n_estimators": 300})
+    assert moved.calibration.policy["max_up"] is None and moved.calibration.end == real.calibration.end
+    assert with_overrides(RunConfig(), {}) == RunConfig()
+    for text, message in (("window.train_en=2024-01-01", "window.train_en: unknown key"),
+                          ("window.train_end=03/04/2022", "not a date: '03/04/2022'"),
+                          ("horizon=0", "horizon: must lie in 1 .. 30"), ("x", "expected KEY=VALUE")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            with_overrides(real, parse_overrides(text))
+    assert main(["train", "--config", str(REPO / "training/configs/gbm-crypto-hourly.yaml"), "--set",
+                 "model.params.gbm.n_estimators=0"]) == 2
+    err = capsys.readouterr().err
+    assert "n_estimators" in err and err.count("\n") == 1

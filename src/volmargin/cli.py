@@ -69,6 +69,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
+SET_HELP = ("config values by dotted key, over the config's, e.g. window.train_end=2024-06-30,"
+            "backtest.start=2024-01-01,calibration.end=2024-12-31 to fit its dates to other data")
 SYNTHETIC_DEFAULT = "default: the built-in synthetic market"
 BUNDLE_DATA_DEFAULT = ("required unless the bundle learned from the built-in synthetic market; bars finer than the "
                        "bundle's are aggregated to them")
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a learned model from a YAML config, evaluate it, track it")
     train.add_argument("--config", type=Path, required=True, help="a YAML file (see training/configs/)")
     train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
+    train.add_argument("--set", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
     train.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
@@ -184,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bar files, folders or globs instead of the config's data.paths")
     run.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
+    run.add_argument("--set", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
     run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(run, "backtest's per-asset models (the learned models train meanwhile in this process)")
 
@@ -426,11 +430,13 @@ def log_backtest(args: argparse.Namespace, bars, scores: pd.DataFrame, meta: dic
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from volmargin.config import load_config
+    from volmargin.config import load_config, parse_overrides, with_overrides
     from volmargin.io import preflight
     from volmargin.training import check_learned_params, run
 
     cfg = load_config(args.config)
+    if args.set:
+        cfg = with_overrides(cfg, parse_overrides(args.set))
     check_learned_params(cfg.model.name, cfg.model.params, "model.params")
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
@@ -471,7 +477,7 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from volmargin.config import RunConfig, load_config
+    from volmargin.config import RunConfig, load_config, parse_overrides, with_overrides
     from volmargin.distributed import check_options, executor
     from volmargin.pipeline import run_pipeline
 
@@ -479,6 +485,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from volmargin.training import check_learned_params
 
     cfg = load_config(args.config, RunConfig) if args.config else RunConfig()
+    if args.set:
+        cfg = with_overrides(cfg, parse_overrides(args.set))
     if args.data:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=tuple(args.data), exclude=()))
     if args.out:

@@ -354,6 +354,39 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def parse_overrides(text: str) -> dict[str, Any]:
+    """`KEY=VALUE[,KEY=VALUE...]` with dotted keys (`window.train_end=2024-06-30,learned.gbm.n_estimators=300`),
+    values read as YAML scalars or flow lists the way a config file reads them (dates stay text)."""
+    pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", text) if item.strip()]  # not inside [...]
+    if not pairs or any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+        raise ConfigError(f"--set: expected KEY=VALUE[,KEY=VALUE...], got {text!r}")
+    try:
+        return {key.strip(): yaml.load(value, Loader=_Loader) for key, value in pairs}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set: not a value: {str(exc).splitlines()[0]}") from None
+
+
+def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
+    """`cfg` (a config dataclass) with each dotted key set, checked as a config file's keys are (errors name
+    the dotted key): the command line's `--set`, e.g. to move a shipped config's dates onto other data."""
+    values = dataclasses.asdict(cfg)
+    for dotted, value in overrides.items():
+        *parents, last = dotted.split(".")
+        node = values
+        for depth, key in enumerate(parents):
+            child = node.get(key) if isinstance(node, dict) else None
+            if child is None and isinstance(node, dict):
+                child = node[key] = {}  # an optional section given for the first time
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parents[:depth + 1])} is not a section")
+            node = child
+        node[last] = value
+    try:
+        return from_dict(type(cfg), values)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+
+
 def load_config(path: str | Path, kind: type = None) -> Any:
     """A `TrainConfig` (default) or `RunConfig` from YAML; errors name the file and the dotted key."""
     path = Path(path)
