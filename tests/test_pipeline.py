@@ -109,18 +109,37 @@ def test_shipped_run_configs_are_valid_and_default_is_the_built_in_job():
     assert real.calibration.end == "2021-12-31" and real.backtest.start == "2021-01-01"
 
 
-def test_readme_serving_example_runs_as_written(finished, monkeypatch):
-    """The README's code block marked `serving-example` is executed against the exported bundle."""
+def _readme_block(name: str) -> str:
+    import textwrap
+
+    block = re.search(rf"<!-- {name} -->\s*```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert block, f"README has no {name} block"
+    return textwrap.dedent(block.group(1))
+
+
+@pytest.mark.parametrize("name, assets", [("serving-example", 1), ("stream-example", 2)])
+def test_readme_serving_examples_run_as_written(finished, monkeypatch, name, assets):
+    """The README's code blocks marked `serving-example` and `stream-example` are executed against the
+    exported bundle."""
     folder, record, _ = finished
-    text = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- serving-example -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "README has no serving example block"
-    bundle = Path(record["bundle"]["path"])
-    code = block.group(1).replace("models/volmargin-demo-gbm/1", str(bundle))
+    code = _readme_block(name).replace("models/volmargin-demo-gbm/1", record["bundle"]["path"])
     monkeypatch.chdir(folder)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
-    assert namespace["margins"].initial.shape == (1, 2)
+    margins = namespace["margins"]
+    assert margins.initial.shape == (assets, 2) and not margins.fail_safe.any(), margins.reason
+
+
+def test_readme_portfolio_and_option_examples_run_as_written(finished, monkeypatch):
+    folder, record, _ = finished
+    scenarios = sorted((folder / "run" / "portfolio").glob("scenarios-*.npz"))[0]
+    namespace: dict = {}
+    exec(compile(_readme_block("portfolio-example").replace("runs/main/portfolio/scenarios-gbm.npz", str(scenarios)),
+                 "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    book = namespace["book"]
+    assert 0 < book.initial <= book.isolated and book.flagged == ()
+    exec(compile(_readme_block("options-example"), "README.md", "exec"), namespace)  # noqa: S102
+    assert 0 < namespace["auto"].initial < namespace["static"].initial
 
 
 def test_the_blend_is_mixed_from_the_runs_members_only_when_they_are_its_own(tmp_path):
