@@ -189,6 +189,19 @@ def _tiny_bundle(files, root: Path, provenance: dict | None = None) -> Path:
                         provenance=provenance)
 
 
+def test_a_second_writer_of_one_output_file_stops_at_once(synthetic_files, tmp_path, capsys):
+    """(session 24's interruption campaign) two `score`s to one --out both ran and both said `wrote`."""
+    import volmargin.io as vio
+
+    bundle = _tiny_bundle(synthetic_files, tmp_path)
+    out = tmp_path / "s.csv"
+    argv = ["score", "--bundle", str(bundle), "--data", str(synthetic_files[0]), "--out", str(out)]
+    with vio.output_lock(out):
+        assert main(argv) == 2
+    assert "is being written by volmargin process" in capsys.readouterr().err and not out.exists()
+    assert main(argv) == 0 and out.is_file()
+
+
 @pytest.mark.parametrize("command", ["score", "margins", "calibrate"])
 def test_a_bundle_of_real_bars_is_never_read_on_the_synthetic_market(synthetic_files, tmp_path, capsys, command):
     """Without --data the built-in synthetic market stands in only for a bundle that learned from it (calibrating

@@ -75,3 +75,33 @@ def test_export_and_score_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "manifest.json").write_text("{}")
     assert main(["score", "--bundle", str(tmp_path), "--out", str(tmp_path / "x.parquet"), "--quiet"]) == 2
     assert "missing keys" in capsys.readouterr().err
+
+
+def test_an_export_interrupted_while_registering_says_what_it_left(trained, tmp_path, monkeypatch, capsys):
+    """(session 24's interruption campaign) Ctrl-C after the bundle is written claimed nothing was left: the
+    bundle is whole and usable, only not registered, and the line says so."""
+    import volmargin.tracking
+
+    folder, _, _ = trained
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(volmargin.tracking, "log_bundle", interrupted)
+    root = tmp_path / "models"
+    assert main(["export", "--run", str(folder / "train"), "--root", str(root),
+                 "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted after writing {root / 'gbm' / '1'}: the bundle is complete and usable, but not registered" in err
+    import volmargin_serving as vs
+
+    vs.load(root / "gbm" / "1")
+    assert oct((root / "gbm" / "1").stat().st_mode & 0o777) == oct(0o777 & ~_umask())  # not mkdtemp's 0700
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -86,6 +86,31 @@ def test_run_is_one_mlflow_parent_with_a_child_per_stage(finished):
     assert version.status == "READY"
 
 
+def test_a_failed_stage_is_named_when_its_record_cannot_be_written(tmp_path, monkeypatch, capsys):
+    """(session 24's interruption campaign) a run folder made read-only mid-run: the error of writing run.json
+    replaced the stage's, which was then named nowhere."""
+    import volmargin.pipeline as pipeline
+    from volmargin.errors import OutputError
+
+    def broken(run) -> None:
+        raise RuntimeError("disk on fire")
+
+    save = pipeline.Run.save
+
+    def failing_save(run) -> None:
+        if "failed_stage" in run.record:
+            raise OutputError("cannot write run.json: Permission denied")
+        save(run)
+
+    monkeypatch.setitem(STAGES, "calibrate", broken)
+    monkeypatch.setattr(pipeline.Run, "save", failing_save)
+    assert main(["run", "--config", str(_config(tmp_path)), "--quiet",
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'calibrate' failed: disk on fire" in err and "run.json could not record it" in err
+    assert sum(line.startswith("volmargin: error: ") for line in err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_a_failed_stage_fails_the_command_and_keeps_earlier_outputs(tmp_path, monkeypatch, capsys):
     def broken(run) -> None:
         raise RuntimeError("disk on fire")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -107,6 +109,44 @@ def test_two_writers_of_one_output_cannot_interleave(tmp_path):
                 pass
     with vio.staged_folder(out):  # released
         pass
+
+
+def test_a_staging_folder_removed_during_the_write_replaces_nothing(tmp_path):
+    """(session 24's interruption campaign) a staging folder deleted mid-write was remade by the next file
+    written into it and swapped into place with part of the output, exit 0."""
+    out = tmp_path / "out"
+    with vio.staged_folder(out) as staging:
+        vio.write_frame(pd.DataFrame({"a": [1]}), staging / "old.csv")
+    with pytest.raises(OutputError, match="staging folder .* was removed during the write; nothing was replaced"):
+        with vio.staged_folder(out) as staging:
+            vio.write_frame(pd.DataFrame({"a": [2]}), staging / "first.csv")
+            shutil.rmtree(staging)  # e.g. a clean-up job, or the parent folder removed and remade
+            vio.write_frame(pd.DataFrame({"a": [3]}), staging / "second.csv")  # remakes the folder
+    assert sorted(p.name for p in out.iterdir()) == [vio.MARKER, "old.csv"]
+    assert not list(tmp_path.glob(".out.*.staging"))
+
+
+def test_temporary_files_of_killed_writers_are_removed_by_the_next_writer(tmp_path):
+    """A SIGKILL runs no clean-up: the next writer of the file removes the temporary files of dead processes of
+    this host (named with host and process), never those of a process still writing."""
+    target = tmp_path / "scores.parquet"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname().replace(".", "-")
+    stale = tmp_path / f".scores.parquet.{host}-{dead.pid}.abc123.tmp"
+    live = tmp_path / f".scores.parquet.{host}-{os.getpid()}.def456.tmp"
+    for path in (stale, live):
+        path.write_text("partial")
+    vio.write_frame(pd.DataFrame({"a": [1]}), target)
+    assert not stale.exists() and live.exists() and pd.read_parquet(target)["a"].tolist() == [1]
+
+
+def test_a_full_disk_while_taking_the_lock_is_one_line(tmp_path):
+    """The lock's note written to a full disk was an internal OSError (`--out` on a filesystem with 0 bytes free)."""
+    (tmp_path / ".out.csv.lock").symlink_to("/dev/full")  # its note fails there (truncate EINVAL, write ENOSPC)
+    with pytest.raises(OutputError, match="cannot write .*out.csv: "):
+        with vio.output_lock(tmp_path / "out.csv"):
+            pass
 
 
 def test_an_interrupted_run_folder_is_refused_by_readers(tmp_path):

@@ -13,12 +13,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from volmargin_serving.errors import ServingError
 
 from volmargin.errors import ConfigError, VolmarginError
+
+if TYPE_CHECKING:  # imported where used: a Ctrl-C while pandas loads is then one line, not a traceback
+    import pandas as pd
 
 DEFAULT_MODELS = "hist,ewma,garch,gjr,har,fhs"
 
@@ -33,6 +35,8 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 def _date(text: str) -> pd.Timestamp:
     """A YYYY-MM-DD date, UTC midnight; strictly that form (15/01/2022 would read as a guess)."""
+    import pandas as pd
+
     try:
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
             raise ValueError(text)
@@ -350,6 +354,8 @@ def load_data(paths: Sequence[str] | None):
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from volmargin.config import MAX_HORIZON
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
@@ -410,6 +416,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 def log_backtest(args: argparse.Namespace, bars, scores: pd.DataFrame, meta: dict) -> str:
     """One MLflow run per backtest: arguments, data fingerprint, pooled and per-asset scores, outputs."""
+    import pandas as pd
+
     import mlflow
 
     from volmargin.evaluation.scoring import POOLED
@@ -430,6 +438,8 @@ def log_backtest(args: argparse.Namespace, bars, scores: pd.DataFrame, meta: dic
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from volmargin.config import load_config, parse_overrides, with_overrides
     from volmargin.io import preflight
     from volmargin.training import check_learned_params, run
@@ -510,6 +520,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_run_summary(out: Path) -> None:
     """The two tables a risk committee asks for first: forecast accuracy and the calibrated margins."""
+    import pandas as pd
+
     scores = pd.read_csv(out / "scores.csv")
     pooled = scores[scores["asset"] == "ALL"].sort_values("qlike")
     print("\nForecast accuracy (pooled over assets, best QLIKE first):")
@@ -547,10 +559,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         from volmargin.tracking import log_bundle, resolve_tracking_uri, start_experiment
 
-        uri = resolve_tracking_uri(args.tracking_uri, meta.get("tracking_uri"))
-        mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
         name = f"{cfg.tracking.registered_model or f'volmargin-{model.name}'}-onnx"
-        version = log_bundle(bundle, meta.get("run_id"), name)
+        try:
+            uri = resolve_tracking_uri(args.tracking_uri, meta.get("tracking_uri"))
+            mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
+            version = log_bundle(bundle, meta.get("run_id"), name)
+        except KeyboardInterrupt:  # the bundle is whole; only its registration is missing
+            print(f"volmargin: interrupted after writing {bundle}: the bundle is complete and usable, but not "
+                  f"registered in MLflow as {name}", file=sys.stderr)
+            return 130
         print(f"MLflow: logged with the ONNX flavor and registered as {name} version {version}")
     return 0
 
@@ -564,7 +581,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from volmargin.evaluation.backtest import daily_panel
 
     from volmargin.calibration.bundle import check_calibration_data
-    from volmargin.io import preflight
+    from volmargin.io import output_lock, preflight
 
     check_options(args.scheduler, args.workers)
     _known_keys("--policy", args.policy, [f.name for f in dataclasses.fields(PolicyConfig)])
@@ -573,36 +590,37 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     except TypeError as exc:
         raise ConfigError(f"--policy: {exc}") from None
     preflight(args.out, suffixes=(".json",))
-    if not args.no_tracking:
-        manifest = _bundle_manifest(args.bundle)
-        _check_tracking(args.tracking_uri, manifest.get("mlflow", {}).get("tracking_uri"))
-    bars = _bars_for_bundle(args.bundle, args.data)
-    panel = daily_panel(bars, args.min_bars)
-    check_calibration_data(args.bundle, panel)
-    with executor(args.scheduler, args.workers) as runner:
-        scored = score_panel(args.bundle, panel, runner, progress=False)
-    parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start, bars)
-    path = write_parameter_set(parameters, args.bundle, args.out)
-    pooled = summary[summary["asset"] == "ALL"].set_index("side")
-    print(f"calibrated {policy.risk} x scale per asset and side to a {policy.target_breach_rate:.1%} breach target; "
-          f"validation from {table['valid_from'].iloc[0].date()}:")
-    for side, row in pooled.iterrows():
-        print(f"  {side:>5}: breach rate {row['breach_rate']:.2%} over {int(row['days'])} days, "
-              f"average initial margin {row['avg_margin']:.2%}, Basel zone {row['basel_zone']}")
-    infeasible = [f"{r['asset']}/{r['side']}" for r in parameters["records"] if not r["feasible"]]
-    if infeasible:
-        print(f"  target infeasible (flagged in the set, see 'reason'): {', '.join(infeasible)}")
-    print(f"wrote {path}")
-    if not args.no_tracking:
-        import mlflow
+    with output_lock(args.out):  # a second writer of this output stops at once
+        if not args.no_tracking:
+            manifest = _bundle_manifest(args.bundle)
+            _check_tracking(args.tracking_uri, manifest.get("mlflow", {}).get("tracking_uri"))
+        bars = _bars_for_bundle(args.bundle, args.data)
+        panel = daily_panel(bars, args.min_bars)
+        check_calibration_data(args.bundle, panel)
+        with executor(args.scheduler, args.workers) as runner:
+            scored = score_panel(args.bundle, panel, runner, progress=False)
+        parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start, bars)
+        path = write_parameter_set(parameters, args.bundle, args.out)
+        pooled = summary[summary["asset"] == "ALL"].set_index("side")
+        print(f"calibrated {policy.risk} x scale per asset and side to a {policy.target_breach_rate:.1%} breach "
+              f"target; validation from {table['valid_from'].iloc[0].date()}:")
+        for side, row in pooled.iterrows():
+            print(f"  {side:>5}: breach rate {row['breach_rate']:.2%} over {int(row['days'])} days, "
+                  f"average initial margin {row['avg_margin']:.2%}, Basel zone {row['basel_zone']}")
+        infeasible = [f"{r['asset']}/{r['side']}" for r in parameters["records"] if not r["feasible"]]
+        if infeasible:
+            print(f"  target infeasible (flagged in the set, see 'reason'): {', '.join(infeasible)}")
+        print(f"wrote {path}")
+        if not args.no_tracking:
+            import mlflow
 
-        from volmargin.tracking import log_calibration_set, resolve_tracking_uri, start_experiment
+            from volmargin.tracking import log_calibration_set, resolve_tracking_uri, start_experiment
 
-        logged = _bundle_manifest(args.bundle).get("mlflow", {})
-        mlflow.set_experiment(experiment_id=start_experiment(
-            resolve_tracking_uri(args.tracking_uri, logged.get("tracking_uri")), "volmargin"))
-        log_calibration_set(path, logged.get("run_id"))
-    return 0
+            logged = _bundle_manifest(args.bundle).get("mlflow", {})
+            mlflow.set_experiment(experiment_id=start_experiment(
+                resolve_tracking_uri(args.tracking_uri, logged.get("tracking_uri")), "volmargin"))
+            log_calibration_set(path, logged.get("run_id"))
+        return 0
 
 
 def _bundle_manifest(bundle: Path) -> dict:
@@ -614,17 +632,20 @@ def _bundle_manifest(bundle: Path) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from volmargin.io import check_complete, preflight
+    from volmargin.io import check_complete, output_lock, preflight
     from volmargin.reports import write_report
 
     check_complete(args.run)
     preflight(args.out or args.run / "report.html")
-    out = write_report(args.run, args.out or args.run / "report.html")
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained; open it in any browser)")
-    return 0
+    with output_lock(args.out or args.run / "report.html"):  # a second writer of this output stops at once
+        out = write_report(args.run, args.out or args.run / "report.html")
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, self-contained; open it in any browser)")
+        return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from volmargin.config import APC_POLICY, SimulationSection, from_dict
     from volmargin.io import preflight, read_forecasts, staged_folder
     from volmargin.simulation.study import headline, run_study, study_config, write_study
@@ -675,20 +696,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     from volmargin.batch import score_panel
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
-    from volmargin.io import TABLE_SUFFIXES, preflight, write_frame
+    from volmargin.io import TABLE_SUFFIXES, output_lock, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
     preflight(args.out, suffixes=TABLE_SUFFIXES)
-    began = time.perf_counter()
-    panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
-    with executor(args.scheduler, args.workers) as runner:
-        scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=show_progress(args))
-    write_frame(scored, args.out)
-    flagged = int((scored["doubt"] != "").sum())
-    print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in {time.perf_counter() - began:.1f} s "
-          f"({flagged} on a window a margin service would flag as doubtful: column `doubt`); wrote {args.out}")
-    _print_uncovered(panel, scored, args.bundle, "forecast")
-    return 0
+    with output_lock(args.out):  # a second writer of this output stops at once
+        began = time.perf_counter()
+        panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
+        with executor(args.scheduler, args.workers) as runner:
+            scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=show_progress(args))
+        write_frame(scored, args.out)
+        flagged = int((scored["doubt"] != "").sum())
+        print(f"scored {scored['asset'].nunique()} assets, {len(scored)} forecasts in "
+              f"{time.perf_counter() - began:.1f} s "
+              f"({flagged} on a window a margin service would flag as doubtful: column `doubt`); wrote {args.out}")
+        _print_uncovered(panel, scored, args.bundle, "forecast")
+        return 0
 
 
 def _bars_for_bundle(bundle: Path, data: list[str]) -> dict[str, pd.DataFrame]:
@@ -730,33 +753,35 @@ def cmd_margins(args: argparse.Namespace) -> int:
     from volmargin.batch import serve_panel
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
-    from volmargin.io import TABLE_SUFFIXES, preflight, write_frame
+    from volmargin.io import TABLE_SUFFIXES, output_lock, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
     preflight(args.out, suffixes=TABLE_SUFFIXES)
-    _bundle_manifest(args.bundle)  # a mistyped bundle is named before its calibration set
-    calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
-    if not calibration.is_file():
-        raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate --out "
-                          f"{calibration}` first, or give the set's file with --calibration FILE)")
-    began = time.perf_counter()
-    panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
-    with executor(args.scheduler, args.workers) as runner:
-        served = serve_panel(args.bundle, calibration, panel, runner, latest=args.latest, start=args.start,
-                             progress=show_progress(args))
-    write_frame(served, args.out)
-    safe = served["fail_safe"]
-    print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days from "
-          f"{served['origin'].min():%Y-%m-%d} in {time.perf_counter() - began:.1f} s; {int(safe.sum())} of {len(served)} "
-          f"fail-safe (column `reason`); wrote {args.out}")
-    if args.start is None and not args.latest:
-        print("  (from the day before the calibration set's parameters come into force; --start DATE to change)")
-    _print_fail_safe_causes(served, calibration)
-    _print_uncovered(panel, served, args.bundle, "margin")
-    for side, rows in served[~safe].groupby("side"):
-        print(f"  {side:>5}, priced by the rule: average initial margin {rows['initial_margin'].mean():.2%}, "
-              f"maintenance {rows['maintenance_margin'].mean():.2%}")
-    return 0
+    with output_lock(args.out):  # a second writer of this output stops at once
+        _bundle_manifest(args.bundle)  # a mistyped bundle is named before its calibration set
+        calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
+        if not calibration.is_file():
+            raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate --out "
+                              f"{calibration}` first, or give the set's file with --calibration FILE)")
+        began = time.perf_counter()
+        panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
+        with executor(args.scheduler, args.workers) as runner:
+            served = serve_panel(args.bundle, calibration, panel, runner, latest=args.latest, start=args.start,
+                                 progress=show_progress(args))
+        write_frame(served, args.out)
+        safe = served["fail_safe"]
+        print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days from "
+              f"{served['origin'].min():%Y-%m-%d} in {time.perf_counter() - began:.1f} s; {int(safe.sum())} of "
+              f"{len(served)} "
+              f"fail-safe (column `reason`); wrote {args.out}")
+        if args.start is None and not args.latest:
+            print("  (from the day before the calibration set's parameters come into force; --start DATE to change)")
+        _print_fail_safe_causes(served, calibration)
+        _print_uncovered(panel, served, args.bundle, "margin")
+        for side, rows in served[~safe].groupby("side"):
+            print(f"  {side:>5}, priced by the rule: average initial margin {rows['initial_margin'].mean():.2%}, "
+                  f"maintenance {rows['maintenance_margin'].mean():.2%}")
+        return 0
 
 
 def _print_fail_safe_causes(served: pd.DataFrame, calibration: Path) -> None:
@@ -775,6 +800,8 @@ def _print_fail_safe_causes(served: pd.DataFrame, calibration: Path) -> None:
 
 
 def cmd_portfolio(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from volmargin.io import preflight, read_forecasts, staged_folder
     from volmargin.risk.job import POPULATION_KEYS, PortfolioJob, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
@@ -878,6 +905,14 @@ def _interrupt(signum, frame) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also while the arguments are parsed or a command's libraries load
+        print("volmargin: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     import signal
 
     args = build_parser().parse_args(argv)
@@ -893,6 +928,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VolmarginError, ServingError) as exc:
         print(f"volmargin: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except Exception as exc:  # noqa: BLE001 - a last resort: a bug or an unforeseen failure, still one line
         if type(exc).__module__.split(".")[0] == "mlflow":
             print(f"volmargin: error: MLflow: {' '.join(str(exc).split())[:500]}", file=sys.stderr)
@@ -902,11 +939,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"volmargin: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
               "(rerun with -v for the traceback, and report it)", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # output piped into `head` and the like
-        return 0
-    except KeyboardInterrupt:
-        print("volmargin: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
 
 
 def threading_is_main() -> bool:

@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -186,17 +187,33 @@ def _local_client(workers: int):
 
 
 @contextmanager
+def _workers_ignore_ctrl_c():
+    """Processes started in the block inherit an ignored SIGINT (Python keeps it ignored at start-up): a
+    terminal's Ctrl-C reaches the whole process group, and each worker printed its own traceback; the driver
+    alone handles it and closes the cluster."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def _local_cluster(workers: int):
     from dask.distributed import LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-        # the scheduler's HTTP endpoint (health, metrics) would otherwise take port 8787 on every run and
-        # warn when another run holds it: a free port, on loopback like everything else
-        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        env={var: "1" for var in _THREAD_VARS},
-        silence_logs=logging.ERROR,  # no worker chatter (e.g. about tasks cancelled after an error) on stderr
-    )
+    with _workers_ignore_ctrl_c():
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+            # the scheduler's HTTP endpoint (health, metrics) would otherwise take port 8787 on every run and
+            # warn when another run holds it: a free port, on loopback like everything else
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+            env={var: "1" for var in _THREAD_VARS},
+            silence_logs=logging.ERROR,  # no worker chatter (e.g. about tasks cancelled after an error) on stderr
+        )
     try:
         yield cluster
     finally:

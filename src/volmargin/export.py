@@ -416,7 +416,7 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
     """
     from volmargin_serving.runtime import Runtime
 
-    from volmargin.io import output_lock
+    from volmargin.io import output_lock, usual_mode
 
     name = name or model.name
     check_names(name, version, root)
@@ -443,6 +443,7 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
             raise ExportError(f"{target} exists; bundles are immutable, choose another version")
         staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".staging", dir=folder))
         try:
+            usual_mode(staging, folder=True)  # mkdtemp's 0700 would hide the bundle from a service of another user
             onnx.save_model(proto, staging / "model.onnx")
             if fast is not None:
                 onnx.save_model(fast[0], staging / FAST_FILE)

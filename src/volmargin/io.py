@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,7 +49,7 @@ def _umask() -> int:
     return mask
 
 
-def _usual_mode(path: Path, folder: bool = False) -> None:
+def usual_mode(path: Path, folder: bool = False) -> None:
     """mkstemp / mkdtemp make private 0600 / 0700 paths; outputs get the usual umask-based mode."""
     os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
@@ -74,18 +75,44 @@ def check_target(target: str | Path) -> Path:
     return real
 
 
+def _writer_tag() -> str:
+    """Host and process of this writer, in its temporary files' names, so that a later writer can tell the
+    files a killed process left (SIGKILL runs no cleanup) from those of one still writing."""
+    return f"{socket.gethostname().replace('.', '-')}-{os.getpid()}"
+
+
+def _sweep_dead_writers(target: Path) -> None:
+    """Remove the temporary files of `target` that a process of this host left and no longer runs."""
+    host = socket.gethostname().replace(".", "-")
+    for tmp in target.parent.glob(f".{target.name}.{host}-*.tmp"):
+        pid = tmp.name[len(f".{target.name}.{host}-"):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = check_target(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        _sweep_dead_writers(target)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{_writer_tag()}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {_why(exc)}") from None
     os.close(fd)
     try:
-        _usual_mode(Path(tmp))
+        usual_mode(Path(tmp))
         yield Path(tmp)
         check_target(target)  # it may have become something else while we wrote
         os.replace(tmp, target)
@@ -201,13 +228,19 @@ def output_lock(target: str | Path) -> Iterator[None]:
             holder = handle.read().strip() or "another process"
             raise OutputError(f"{target} is being written by {holder}; wait for it to finish or choose "
                               "another output") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"volmargin process {os.getpid()}")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"volmargin process {os.getpid()}")
+            handle.flush()
+        except OSError as exc:  # a full disk: the lock is held all the same, its note is what failed
+            raise OutputError(f"cannot write {target}: {_why(exc)}") from None
         yield
     finally:
-        handle.close()  # releases the lock; the empty-ish lock file stays (removing it would race)
+        try:
+            handle.close()  # releases the lock; the empty-ish lock file stays (removing it would race)
+        except OSError:
+            pass  # the note could not be flushed (disk full): nothing of the output depends on it
 
 
 # ------------------------------------------------------------------ folders
@@ -267,9 +300,12 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
         except OSError as exc:
             raise OutputError(f"cannot write {target}: {_why(exc)}") from None
         try:
-            _usual_mode(staging, folder=True)
+            usual_mode(staging, folder=True)
             (staging / MARKER).touch()
             yield staging
+            if not (staging / MARKER).is_file():  # removed while written (and remade by a write into it)
+                raise OutputError(f"cannot write {target}: its staging folder {staging} was removed during the "
+                                  "write; nothing was replaced")
             check_folder(target)
             if not target.exists():
                 os.rename(staging, target)

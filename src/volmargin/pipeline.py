@@ -360,7 +360,11 @@ def _run_stage(run: Run, name: str, stage: Callable[[Run], None]) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure ends the run with the stage named
         run.record["failed_stage"] = {"stage": name, "error": f"{type(exc).__name__}: {exc}",
                                       "traceback": traceback.format_exc(limit=8)}
-        run.save()
+        recorded = "run.json records the failure"
+        try:
+            run.save()
+        except VolmarginError as save_error:  # the folder itself failed (read-only, full): still name the stage
+            recorded = f"run.json could not record it: {save_error}"
         raise StageError(f"stage '{name}' failed: {exc}. Outputs of the earlier stages are kept in {run.out} "
-                         f"(run.json records the failure)") from exc
+                         f"({recorded})") from exc
     run.save()
