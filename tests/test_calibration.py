@@ -252,6 +252,10 @@ def test_summary_figures_on_a_hand_made_path():
     assert row["mean_shortfall"] == pytest.approx(0.1) and row["max_shortfall"] == pytest.approx(0.1)
     assert row["peak_to_trough"] == pytest.approx(3.0) and row["max_increase_1d"] == pytest.approx(2.0)
     assert row["avg_margin"] == pytest.approx(0.2) and row["basel_zone"] == "green"  # 2 hits, < 250 days
+    # rises are over calendar days: across a gap in the data (a 9-day outage read as 511% "in a day") none
+    gap = paths.assign(origin=paths["origin"] + pd.to_timedelta([0, 0, 0, 9, 9, 9], unit="D"))
+    row = margin_summary(gap).iloc[0]
+    assert row["max_increase_1d"] == pytest.approx(-1 / 6) and np.isnan(row["max_increase_5d"])  # not 0.1 -> 0.3
 
 
 def test_stress_report_on_a_hand_made_frame():

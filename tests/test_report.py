@@ -22,7 +22,7 @@ from volmargin.reports import build_report, write_report
 from volmargin.reports.html import FOLD_ROWS, folded, table
 from volmargin.reports.report import load_run, rank_models
 
-SECTION_IDS = ["data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
+SECTION_IDS = ["summary", "data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
                "portfolio", "provenance"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -177,3 +177,24 @@ def test_data_section_totals_the_recorded_assets(run_dir):
     section = build_report(run_dir).split('id="data"')[1].split("</section>")[0]
     assert "In all: 12,000 bars, 0 gaps, 0 incomplete days." in section
     assert "<details>" not in section  # one asset: the table stays open
+
+
+def test_summary_answers_the_committee_from_the_tables_below(run_dir):
+    """Summary: the champion against the best baseline (the leaderboard's ratio and DM p), each side's breach rate
+    and mean margin against the cheapest baseline within the target (the calibration table's rows), caveats."""
+    run = load_run(run_dir)
+    ranking = rank_models(run)
+    html = build_report(run_dir)
+    section = html.split('id="summary"')[1].split("</section>")[0]
+    row = ranking.table.set_index("model").loc[ranking.champion]
+    assert f"with {row['ratio']:.3f}× the QLIKE of the best baseline <b>{ranking.best_baseline}</b>" in section
+    pooled = run.summary[run.summary["asset"] == POOLED].set_index(["model", "side"])
+    for side in ("long", "short"):
+        own = pooled.loc[(ranking.champion, side)]
+        assert f"{side.capitalize()}: {ranking.champion} breaches {100 * own['breach_rate']:.2f}% of days" in section
+        within = pooled.xs(side, level="side")
+        within = within[within.index.isin(["ewma", "har", "hist"]) & (within["breach_rate"] <= 0.01)]
+        if len(within):
+            cheapest = within["avg_margin"].idxmin()
+            assert f"the cheapest baseline within the target, <b>{cheapest}</b>" in section
+    assert "<h3>Caveats</h3>" in section and "The data are synthetic" in section  # the run's data kind

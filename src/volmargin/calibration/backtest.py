@@ -36,11 +36,15 @@ SUMMARY_COLUMNS = ["model", "asset", "side", "days", "breaches", "breach_rate", 
                    "basel_green_windows", "basel_windows", "avg_margin", "median_margin", "mean_shortfall",
                    "max_shortfall", "peak_to_trough", "max_increase_1d", "max_increase_5d"]
 STRESS_COLUMNS = ["event", "asset", "model", "side", "eve", "margin", "move", "breach", "shortfall", "out_of_sample"]
-STRESS_EVENTS: dict[str, tuple[str, str]] = {
+STRESS_EVENTS: dict[str, tuple[str, str]] = {  # inclusive UTC target days of each crash, in time order
     "covid-2020-03-12": ("2020-03-12", "2020-03-12"),
     "china-ban-2021-05-19": ("2021-05-19", "2021-05-19"),
     "luna-2022-05": ("2022-05-09", "2022-05-13"),
+    "celsius-3ac-2022-06": ("2022-06-13", "2022-06-18"),
     "ftx-2022-11": ("2022-11-08", "2022-11-10"),
+    "svb-usdc-2023-03": ("2023-03-09", "2023-03-11"),
+    "carry-unwind-2024-08-05": ("2024-08-04", "2024-08-05"),
+    "tariff-crash-2025-10-10": ("2025-10-10", "2025-10-10"),
 }
 
 
@@ -88,19 +92,27 @@ def path_frame(panel: Panel, policy: PolicyConfig, margin: np.ndarray,
     })
 
 
-def _rises(margin: np.ndarray, days: int) -> float:
-    return float(np.max(margin[days:] / margin[:-days]) - 1) if len(margin) > days else np.nan
+def _rises(margin: np.ndarray, origins: pd.DatetimeIndex, days: int) -> float:
+    """Largest relative rise of the margin over `days` calendar days (not rows: across a gap in the data a row
+    apart can be weeks apart); NaN where no pair of origins lies `days` apart."""
+    series = pd.Series(margin, index=origins)
+    if not series.index.is_unique:  # a pooled group of several assets: its rises are the assets' largest
+        return np.nan
+    earlier = series.reindex(origins - pd.Timedelta(days=days)).to_numpy()
+    rises = margin / earlier - 1
+    return float(np.nanmax(rises)) if np.isfinite(rises).any() else np.nan
 
 
-def _group(hits: np.ndarray, excess: np.ndarray, margin: np.ndarray, p: float, window: int) -> dict:
+def _group(hits: np.ndarray, excess: np.ndarray, margin: np.ndarray, origins: pd.DatetimeIndex, p: float,
+           window: int) -> dict:
     """Scores of one group: `hits` of its realised rows, `excess` (shortfalls) of its breaches, `margin` of
-    all its rows in time order."""
+    all its rows in time order and their `origins`."""
     out = {"days": len(hits), "breaches": int(hits.sum()), "breach_rate": hits.mean() if len(hits) else np.nan,
            "avg_margin": margin.mean(), "median_margin": np.median(margin),
            "mean_shortfall": excess.mean() if len(excess) else 0.0,
            "max_shortfall": excess.max() if len(excess) else 0.0,
            "peak_to_trough": margin.max() / margin.min(),
-           "max_increase_1d": _rises(margin, 1), "max_increase_5d": _rises(margin, 5)}
+           "max_increase_1d": _rises(margin, origins, 1), "max_increase_5d": _rises(margin, origins, 5)}
     if len(hits):
         zones = stats.basel_zones(hits, window, p)
         worst = int(zones["exceptions"].max()) if len(zones) else int(hits.sum())  # zones rise with the count
@@ -117,10 +129,11 @@ def margin_summary(paths: pd.DataFrame, target_breach_rate: float = 0.01, window
     p = target_breach_rate if 0 < target_breach_rate < 1 else 0.01
     realised, breach = rows["loss"].notna().to_numpy(), rows["breach"].to_numpy()
     shortfall, margin = rows["shortfall"].to_numpy(), rows["initial_margin"].to_numpy()
+    origins = pd.DatetimeIndex(rows["origin"])
 
     def scores(index: np.ndarray) -> dict:
         hits = breach[index[realised[index]]]
-        return _group(hits, shortfall[index[realised[index]]][hits], margin[index], p, window)
+        return _group(hits, shortfall[index[realised[index]]][hits], margin[index], origins[index], p, window)
 
     groups = rows.groupby(KEYS, sort=True).indices
     table = pd.DataFrame([{**dict(zip(KEYS, key)), **scores(i)} for key, i in groups.items()], columns=SUMMARY_COLUMNS)

@@ -35,7 +35,7 @@ def _panels(n: int, cols: int, width: float, height: float) -> tuple[Figure, lis
     for ax in axes[:n]:
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))  # the year is in the ticks or title
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, lw=0.5)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
@@ -73,6 +73,7 @@ def volatility(groups: dict[str, pd.DataFrame], models: list[str], weekly: bool)
             top = max(top, vol.max())
         ax.set_ylim(0, 1.08 * top if top > 0 else 1.0)
         ax.set_title(asset, fontsize=9)
+        ax.set_ylabel("annualised volatility", fontsize=7)
     _legend(fig, axes)
     return fig
 
@@ -100,6 +101,7 @@ def exceedances(groups: dict[str, pd.DataFrame], models: list[str]) -> Figure:
         ax.scatter(date[short_hit], ret[short_hit], marker="^", s=16, color=COLORS[1], zorder=3,
                    label="short exceedance")
         ax.set_ylim(-limits[asset], limits[asset])
+        ax.set_ylabel("daily log return", fontsize=7)
         ax.set_title(f"{asset} · {model}: {int(long_hit.sum())} long / {int(short_hit.sum())} short "
                      f"exceedances in {len(rows):,} days", fontsize=8.5)
     _legend(fig, axes)
@@ -120,6 +122,7 @@ def stress(panels: list[tuple[str, pd.DataFrame, pd.Timestamp]], models: list[st
             ax.scatter(hits["date"], hits["loss"], marker="x", s=22, color=color, zorder=3,
                        label="breach (× in the model's colour)")
         ax.axvline(eve, color="#333", lw=0.7, ls=":")
+        ax.set_ylabel("fraction of notional", fontsize=7)
         ax.set_title(title, fontsize=8.5)
     _legend(fig, axes)
     return fig

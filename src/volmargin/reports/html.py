@@ -13,7 +13,7 @@ import pandas as pd
 FORMATS = {
     "int": lambda x: f"{int(x):,}",
     "pct": lambda x: f"{100 * x:.2f}%",
-    "p": lambda x: f"{x:.3g}",
+    "p": lambda x: f"{x:.3g}" if x >= 0.001 else "&lt;0.001",  # a p-value is never printed as 0
     "f2": lambda x: f"{x:.2f}",
     "f3": lambda x: f"{x:.3f}",
     "f4": lambda x: f"{x:.4f}",
@@ -71,7 +71,7 @@ def fmt(value: object, kind: str | None) -> str:
     if kind in FORMATS:
         return FORMATS[kind](value)
     if kind == "check":
-        return "✓" if value else ""
+        return "✓" if value else "✗"  # an empty cell read as "not recorded"
     return escape(str(value))
 
 

@@ -2,8 +2,8 @@
 
 Required in the folder: forecasts.parquet, scores.csv, run.json; optional: dm.csv and the margin
 calibration outputs under calibration/ and the portfolio margin outputs under portfolio/. Sections
-(stable ids): data, leaderboard, var-backtest, volatility, exceedances, stress, calibration, portfolio,
-provenance.
+(stable ids): summary, data, leaderboard, var-backtest, volatility, exceedances, stress, calibration,
+portfolio, provenance.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 from arch.bootstrap import MCS
 
+from volmargin.calibration.backtest import STRESS_EVENTS
 from volmargin.errors import ConfigError
 from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, pooled_losses
 from volmargin.io import read_forecasts, write_atomic
 from volmargin.models import BASELINES
 from volmargin.reports import figures
-from volmargin.reports.html import NOT_RECORDED, folded, img, key_values, note, page, table
+from volmargin.reports.html import NOT_RECORDED, fmt, folded, img, key_values, note, page, table
 from volmargin.reports.portfolio import portfolio_section
 from volmargin.reports.simulation import simulation_sections
 
@@ -284,23 +285,37 @@ def _event_panels(paths: pd.DataFrame, stress: pd.DataFrame) -> list[tuple[str, 
 def stress_section(run: Run, ranking: Ranking) -> str:
     if run.stress is None or run.paths is None:
         return note(f"Not run: calibration/stress.csv and calibration/margin_paths.parquet are {CALIBRATION_HINT}.")
+    if run.stress.empty:
+        dates = pd.to_datetime(run.paths["date"], utc=True)
+        events = ", ".join(f"{name} ({first})" for name, (first, _) in STRESS_EVENTS.items())
+        return note(f"No listed stress event falls in the forecast window ({dates.min():%Y-%m-%d} to "
+                    f"{dates.max():%Y-%m-%d}); the events: {events}.")
     stress = run.stress.assign(eve=pd.to_datetime(run.stress["eve"], utc=True))
     paths = run.paths.assign(date=pd.to_datetime(run.paths["date"], utc=True))
-    summary = (stress.assign(breach=stress["breach"].astype(bool), size=stress["move"].abs())
+    recorded = {"out_of_sample": ("out_of_sample", "all")} if "out_of_sample" in stress else {}  # older runs: none
+    summary = (stress.assign(breach=stress["breach"].astype(bool), size=stress["move"].abs(),
+                             **{c: stress[c].astype(bool) for c in recorded})
                .groupby(["event", "model", "side"], sort=False)
                .agg(eve=("eve", "min"), assets=("asset", "nunique"), breaches=("breach", "sum"),
-                    median_margin=("margin", "median"), worst_move=("size", "max"), max_shortfall=("shortfall", "max"))
+                    median_margin=("margin", "median"), worst_move=("size", "max"), max_shortfall=("shortfall", "max"),
+                    **recorded)
                .reset_index())
     summary["eve"] = summary["eve"].dt.strftime("%Y-%m-%d")
-    kinds = {"assets": "int", "breaches": "int", "median_margin": "pct", "worst_move": "pct", "max_shortfall": "pct"}
+    kinds = {"assets": "int", "breaches": "int", "median_margin": "pct", "worst_move": "pct", "max_shortfall": "pct",
+             "out_of_sample": "check"}
     order = list(dict.fromkeys([ranking.champion, ranking.best_baseline, *sorted(paths["model"].unique())]))
     models = [m for m in order if m in set(paths["model"])][: len(figures.COLORS)]
     panels = _event_panels(paths[paths["model"].isin(models)], stress)
     chart = img(figures.png(figures.stress(panels, models)), "margin paths through stress events") if panels else ""
     return (note(f"Initial margin of {', '.join(models)} against the realised loss ±{EVENT_DAYS} days around each "
                  f"event (dotted: eve), for the {ASSETS_PER_EVENT} assets with the largest move per event.") + chart
-            + "<h3>Stress events</h3>" + table(summary, kinds, {"median_margin": "median margin", "worst_move":
-                                                              "largest |move|", "max_shortfall": "max shortfall"}))
+            + "<h3>Stress events</h3>"
+            + note("Per event, model and side: the assets' worst day of the event window (its move: the loss of a "
+                   "position on that side over the margin period, as a fraction), how many of them breached, and "
+                   "whether the event lies after the calibration window (✗: its scale was fitted on that very move).")
+            + table(summary, kinds, {"eve": "first eve", "median_margin": "median margin", "worst_move":
+                                     "largest |move|", "max_shortfall": "max shortfall",
+                                     "out_of_sample": "out of sample"}))
 
 
 CALIBRATION = {  # column: (label, format)
@@ -309,21 +324,145 @@ CALIBRATION = {  # column: (label, format)
     "basel_green_windows": ("green windows", "int"), "basel_windows": ("windows", "int"),
     "avg_margin": ("mean margin", "pct"), "median_margin": ("median margin", "pct"),
     "mean_shortfall": ("mean shortfall", "pct"), "max_shortfall": ("max shortfall", "pct"),
-    "peak_to_trough": ("peak to trough", "pct"), "max_increase_1d": ("max 1-day increase", "pct"),
+    "zone_counts": ("assets green / yellow / red", None),
+    "peak_to_trough": ("peak / trough", "f2"), "max_increase_1d": ("max 1-day increase", "pct"),
     "max_increase_5d": ("max 5-day increase", "pct"),
 }
+
+
+def target_breach_rate(meta: dict) -> float:
+    """The run's calibration target (the config's policy), 1% where not recorded."""
+    policy = ((meta.get("config") or {}).get("calibration") or {}).get("policy") or {}
+    value = policy.get("target_breach_rate")
+    return float(value) if isinstance(value, (int, float)) and 0 < value < 1 else 0.01
+
+
+def pooled_margins(run: Run, ranking: Ranking) -> pd.DataFrame:
+    """The calibration's pooled rows in leaderboard order, with each model and side's count of assets per
+    Basel zone (the pooled zone is the worst asset's: with 129 assets nearly always red)."""
+    summary = run.summary
+    per_asset = summary[summary["asset"] != POOLED]
+    counts = per_asset.groupby(["model", "side"])["basel_zone"].agg(
+        lambda zones: " / ".join(str(int((zones == z).sum())) for z in ("green", "yellow", "red")))
+    pooled = summary[summary["asset"] == POOLED].copy()
+    pooled["zone_counts"] = [counts.get((m, side)) for m, side in zip(pooled["model"], pooled["side"])]
+    rank = pooled["model"].map({m: i for i, m in enumerate(ranking.table["model"])}).fillna(len(ranking.table))
+    return pooled.assign(rank=rank).sort_values(["rank", "side"]).drop(columns="rank")
 
 
 def calibration_section(run: Run, ranking: Ranking) -> str:
     if run.summary is None:
         return note(f"Not run: calibration/margin_summary.csv is {CALIBRATION_HINT}.")
-    pooled = run.summary[run.summary["asset"] == POOLED]
-    rank = pooled["model"].map({m: i for i, m in enumerate(ranking.table["model"])}).fillna(len(ranking.table))
-    pooled = pooled.assign(rank=rank).sort_values(["rank", "side"])
-    return (note("Pooled rows over assets (Basel zone: worst asset); fractions as reported by the calibration, "
-                 "shown as %.")
+    pooled = pooled_margins(run, ranking)
+    target = target_breach_rate(run.meta)
+    under = pooled[pooled["breach_rate"] < target / 2]
+    over_cover = note(
+        f"<b>{len(under)} of {len(pooled)} rows breach less than half the {target:.0%} target</b>: the policy's "
+        "anti-procyclicality tools (buffer, floors, speed limits) add margin on top of the calibrated scale, and the "
+        "mean margin column is what that costs. A largest 1-day increase equal to the policy's max_up is its speed "
+        "limit binding.") if len(under) else ""
+    return (note(f"Validation (out-of-sample) rows pooled over assets; target breach rate {target:.1%} per side. "
+                 "Basel zone: the worst asset's (the counts beside it are per asset). Margins are fractions of the "
+                 "position's notional, shown as %; peak / trough is the largest margin over the smallest; increases "
+                 "are over calendar days.") + over_cover
             + table(pooled[[c for c in CALIBRATION if c in pooled]], {c: k for c, (_, k) in CALIBRATION.items() if k},
                     {c: label for c, (label, _) in CALIBRATION.items()}))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def _forecast_finding(ranking: Ranking) -> str:
+    row = ranking.table.set_index("model").loc[ranking.champion]
+    best = ranking.best_baseline
+    if ranking.champion == best:
+        return f"The champion <b>{escape(best)}</b> is the best baseline itself: no learned model beat it on QLIKE."
+    mcs = {True: "in", False: "not in"}.get(row.get("in_mcs"), "not tested for")
+    return (f"The champion <b>{escape(ranking.champion)}</b> forecasts the variance with {row['ratio']:.3f}× the QLIKE "
+            f"of the best baseline <b>{escape(best)}</b> on the common sample (Diebold-Mariano p "
+            f"{fmt(row['dm_p'], 'p')}; {mcs} the {1 - MCS_SIZE:.0%} model confidence set).")
+
+
+def _margin_findings(run: Run, ranking: Ranking, target: float) -> list[str]:
+    """Per side: the champion's validation breach rate and mean margin against the cheapest baseline that
+    stays within the target (the capital it saves at the same or better coverage)."""
+    pooled = pooled_margins(run, ranking).set_index(["model", "side"])
+    found = []
+    for side in SIDES:
+        if (ranking.champion, side) not in pooled.index:
+            continue
+        own = pooled.loc[(ranking.champion, side)]
+        within = pooled.xs(side, level="side")
+        within = within[within.index.isin(BASELINES) & (within["breach_rate"] <= target)]
+        text = (f"{side.capitalize()}: {escape(ranking.champion)} breaches {_pct(own['breach_rate'])} of days "
+                f"(target {_pct(target)}, Kupiec p {fmt(own['kupiec_p'], 'p')}) at a mean margin of "
+                f"{_pct(own['avg_margin'])}")
+        if len(within):
+            cheapest = within["avg_margin"].idxmin()
+            ratio = own["avg_margin"] / within.loc[cheapest, "avg_margin"] - 1
+            text += (f", {abs(ratio):.1%} {'less' if ratio < 0 else 'more'} than the cheapest baseline within the "
+                     f"target, <b>{escape(cheapest)}</b> ({_pct(within.loc[cheapest, 'avg_margin'])} at "
+                     f"{_pct(within.loc[cheapest, 'breach_rate'])})")
+        found.append(text + ".")
+    return found
+
+
+def _stress_finding(run: Run, champion: str) -> str | None:
+    if run.stress is None or run.stress.empty or champion not in set(run.stress["model"]):
+        return None
+    rows = run.stress[run.stress["model"] == champion]
+    by_event = rows.groupby("event", sort=False).agg(shortfall=("shortfall", "max"), breaches=("breach", "sum"),
+                                                    cases=("asset", "size"))
+    if not (by_event["shortfall"] > 0).any():
+        return (f"Stress: {escape(champion)}'s margin covered every asset and side in the {len(by_event)} listed "
+                f"event(s) of the window ({escape(', '.join(by_event.index))}).")
+    event = by_event["shortfall"].idxmax()
+    worst = by_event.loc[event]
+    sample = ""
+    if "out_of_sample" in rows:
+        sample = " (after the calibration window)" if rows.loc[rows["event"] == event, "out_of_sample"].astype(
+            bool).all() else " (<b>inside the calibration window</b>: its scale saw that move)"
+    return (f"Stress: {escape(champion)}'s worst listed event is <b>{escape(event)}</b>{sample}: "
+            f"{int(worst['breaches'])} of {int(worst['cases'])} asset-sides breached, the largest shortfall "
+            f"{_pct(worst['shortfall'])} of notional.")
+
+
+def _caveats(run: Run, ranking: Ranking, target: float) -> list[str]:
+    caveats = []
+    if data_kind(run.meta)[0] == "synthetic":
+        caveats.append("The data are synthetic: event names are calendar windows, not what happened in them.")
+    if run.summary is not None:
+        pooled = pooled_margins(run, ranking)
+        champion = pooled[pooled["model"] == ranking.champion]
+        for _, row in champion.iterrows():
+            if row["breach_rate"] > target:
+                caveats.append(f"The champion's {row['side']} margin breaches more often than the target.")
+            elif row["breach_rate"] < target / 2:
+                caveats.append(f"The champion's {row['side']} margin over-covers (under half the target): the "
+                               "anti-procyclicality tools add margin on top of the calibrated scale.")
+    if run.stress is not None and "out_of_sample" in run.stress and not run.stress["out_of_sample"].astype(bool).all():
+        inside = sorted(set(run.stress.loc[~run.stress["out_of_sample"].astype(bool), "event"]))
+        caveats.append(f"Stress events inside the calibration window ({escape(', '.join(inside))}) were seen by "
+                       "the calibration.")
+    if ranking.table["n"].nunique() > 1:
+        caveats.append("The models were scored on different samples: compare them on the common-sample columns.")
+    return caveats
+
+
+def summary_section(run: Run, ranking: Ranking) -> str:
+    """What a risk committee asks first, each finding from the tables below."""
+    target = target_breach_rate(run.meta)
+    findings = [_forecast_finding(ranking)]
+    if run.summary is not None:
+        findings += _margin_findings(run, ranking, target)
+    findings += [f for f in [_stress_finding(run, ranking.champion)] if f]
+    caveats = _caveats(run, ranking, target)
+    items = "".join(f"<li>{f}</li>" for f in findings)
+    notes = "".join(f"<li>{c}</li>" for c in caveats)
+    return (f"<ul>{items}</ul>" + (f"<h3>Caveats</h3><ul>{notes}</ul>" if notes else "")
+            + note("From the sections below: leaderboard (forecasts), margin calibration (validation rows), "
+                   "margins through stress events."))
 
 
 def provenance_section(run: Run) -> str:
@@ -353,7 +492,8 @@ def build_report(run_dir: Path) -> str:
     header = note(f"Run folder <code>{escape(run.folder.name)}</code> · {run.forecasts['asset'].nunique()} assets"
                   f" · champion <b>{escape(ranking.champion)}</b>{recorded} · best baseline "
                   f"<b>{escape(ranking.best_baseline)}</b> · data: {NOT_RECORDED if kind == 'unknown' else kind}")
-    sections = [("data", "Data covered", data_section(run)),
+    sections = [("summary", "Summary", summary_section(run, ranking)),
+                ("data", "Data covered", data_section(run)),
                 ("leaderboard", "Leaderboard", leaderboard_section(ranking)),
                 ("var-backtest", "VaR / ES backtests", var_section(run, ranking)),
                 ("volatility", "Forecast vs realized volatility", volatility_section(run, ranking)),
