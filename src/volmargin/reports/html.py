@@ -12,7 +12,7 @@ import pandas as pd
 
 FORMATS = {
     "int": lambda x: f"{int(x):,}",
-    "pct": lambda x: f"{100 * x:.2f}%",
+    "pct": lambda x: f"{round(100 * x, 2) + 0.0:.2f}%",  # + 0.0: no "-0.00%"
     "p": lambda x: f"{x:.3g}" if x >= 0.001 else "&lt;0.001",  # a p-value is never printed as 0
     "f2": lambda x: f"{x:.2f}",
     "f3": lambda x: f"{x:.3f}",

@@ -188,6 +188,10 @@ def leaderboard_section(ranking: Ranking) -> str:
     t = t[[c for c in LEADERBOARD if c in t]]
     samples = note("<b>The models were scored on different samples</b> (n differs): compare them on the "
                    "common-sample columns.") if t["n"].nunique() > 1 else ""
+    twins = t[t.duplicated("qlike", keep=False)]["model"].tolist()
+    if twins:  # e.g. fhs takes its variance from ewma: not a duplicated row
+        samples += note(f"{', '.join(twins)} have the same QLIKE: they share one variance forecast by construction "
+                        "(filtered historical simulation takes EWMA's; its VaR and ES differ).")
     best = ranking.best_baseline
     return (table(t, {c: k for c, (_, k) in LEADERBOARD.items() if k}, {c: lab for c, (lab, _) in LEADERBOARD.items()})
             + samples
@@ -308,7 +312,8 @@ def stress_section(run: Run, ranking: Ranking) -> str:
     panels = _event_panels(paths[paths["model"].isin(models)], stress)
     chart = img(figures.png(figures.stress(panels, models)), "margin paths through stress events") if panels else ""
     return (note(f"Initial margin of {', '.join(models)} against the realised loss ±{EVENT_DAYS} days around each "
-                 f"event (dotted: eve), for the {ASSETS_PER_EVENT} assets with the largest move per event.") + chart
+                 f"event (dotted: eve), for the {ASSETS_PER_EVENT} assets with the largest move per event; × marks a "
+                 "breach on any day of the plotted window, the table counts the event's own days only.") + chart
             + "<h3>Stress events</h3>"
             + note("Per event, model and side: the assets' worst day of the event window (its move: the loss of a "
                    "position on that side over the margin period, as a fraction), how many of them breached, and "
@@ -319,7 +324,7 @@ def stress_section(run: Run, ranking: Ranking) -> str:
 
 
 CALIBRATION = {  # column: (label, format)
-    "model": ("model", None), "side": ("side", None), "days": ("days", "int"), "breaches": ("breaches", "int"),
+    "model": ("model", None), "side": ("side", None), "days": ("asset-days", "int"), "breaches": ("breaches", "int"),
     "breach_rate": ("breach rate", "pct"), "kupiec_p": ("Kupiec p", "p"), "basel_zone": ("Basel zone", "zone"),
     "basel_green_windows": ("green windows", "int"), "basel_windows": ("windows", "int"),
     "avg_margin": ("mean margin", "pct"), "median_margin": ("median margin", "pct"),
