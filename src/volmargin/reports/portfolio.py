@@ -48,7 +48,9 @@ def portfolio_section(folder: Path) -> str:
             parts += ["<h3>Average margin against the references, each calibrated to the breach target</h3>",
                       note("Not at equal realised coverage: each model's validation breach rate is beside its "
                            "reference's; a ratio below 1 with a breach rate no higher than the reference's is a "
-                           "saving at the same or better coverage."),
+                           "saving at the same or better coverage. Not on identical books either: the adversary "
+                           "picks each model's own worst books, and a book-day counts only where the model has a "
+                           "forecast for every leg (the summary's book-days column)."),
                       table(compare, {"margin_ratio": "f3", "breach_rate": "pct", "reference_breach_rate": "pct"},
                             {"portfolio_class": "class", "margin_ratio": "margin ÷ reference's",
                              "breach_rate": "breach rate", "reference_breach_rate": "reference's breach rate"})]
