@@ -202,6 +202,13 @@ def test_a_second_writer_of_one_output_file_stops_at_once(synthetic_files, tmp_p
     assert main(argv) == 0 and out.is_file()
 
 
+def test_a_calibration_folder_is_named_as_a_folder(synthetic_files, tmp_path, capsys):
+    bundle = _tiny_bundle(synthetic_files, tmp_path)
+    assert main(["margins", "--bundle", str(bundle), "--calibration", str(tmp_path), "--data",
+                 str(synthetic_files[0]), "--out", str(tmp_path / "m.csv")]) == 2
+    assert "is a folder; give the calibration set's .json file" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["score", "margins", "calibrate"])
 def test_a_bundle_of_real_bars_is_never_read_on_the_synthetic_market(synthetic_files, tmp_path, capsys, command):
     """Without --data the built-in synthetic market stands in only for a bundle that learned from it (calibrating

@@ -384,7 +384,8 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert {"portfolio_class", "method", "portfolios", "days", "breach_rate", "avg_margin"} <= set(summary.columns)
     assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["missing_class_days"] == {}  # full snapshots
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["missing_class_days"] == {} and record["book_days"] == record["snapshots"] - 1  # every pair
     report = (tmp_path / "run" / "report.html").read_text()
     assert "Grid parameters over time" in report and "data:image/png;base64," in report
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",
@@ -915,12 +916,15 @@ def test_serving_refuses_option_inputs_that_lowered_or_voided_the_margin():
 
 @pytest.mark.parametrize("field, value, message", [
     ("models", (), "--models is empty"), ("iv_models", ("hist", "garch"), "--iv-models must be a subset"),
-    ("target", float("nan"), "--target must lie in"), ("target", 0.5, "--target must lie in"),
+    ("target", float("nan"), "--target must be a finite number"), ("target", 0.5, "--target must lie in"),
     ("stress", -1.0, "--stress must lie in"), ("stress_days", 10, "--stress-days must be at least 30"),
-    ("peak", 1.5, "--peak must lie in"), ("buffer", float("nan"), "--buffer must lie in"),
+    ("peak", 1.5, "--peak must lie in"), ("buffer", float("nan"), "--buffer must be a finite number"),
     ("max_down", 1.0, "--fall-cap must lie in"), ("steps", 9, "--steps must be an even number"),
     ("spacing", 0.9, "--spacing must lie in"), ("synthetic_days", 5, "--synthetic-days must lie in"),
-    ("calibrate_on", "real", "--calibrate-on must be synthetic or chains")])
+    ("calibrate_on", "real", "--calibrate-on must be synthetic or chains"),
+    ("stress_days", float("inf"), "--stress-days must be a whole number"), ("steps", 4.0, "--steps must be a whole"),
+    ("target", "0.01", "--target must be a finite number"), ("buffer", float("inf"), "--buffer must be a finite"),
+    ("iv_models", "hist", "--iv-models must be a sequence of names")])
 def test_an_option_job_refuses_out_of_range_settings_when_made(tmp_path, field, value, message):
     """The library's job checks its settings itself (the CLI only builds it), before any file is read."""
     from volmargin.calibration.option_job import OptionJob

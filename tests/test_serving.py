@@ -306,6 +306,9 @@ def test_aggregated_bars_are_pandas_ohlcv_resampling_gaps_included():
     assert bar_interval(stamps) == 300
     got = aggregate_bars(stamps, *ohlcv.T, seconds=3600)
     expected = _resampled(fine, "1h")
+    parts = fine["close"].resample("1h").count()
+    assert (parts < 10).sum() == 1  # the first hour lost 4 of its 12 bars: left out, a missing hour
+    expected = expected[parts.reindex(expected.index) >= 10]
     np.testing.assert_array_equal(got[0], expected.index.tz_convert(None).to_numpy())
     np.testing.assert_array_equal(np.column_stack(got[1:5]), expected[["open", "high", "low", "close"]].to_numpy())
     np.testing.assert_allclose(got[5], expected["volume"].to_numpy(), rtol=1e-12)
@@ -328,6 +331,20 @@ def test_finer_bars_are_served_as_the_bars_the_model_learned_from(models, panel,
     for rule, text in (("4h", "4 h"), ("7min", "7 min")):
         with pytest.raises(vs.IntervalInputError, match=f"bars of {text}, but the model learned from 1 h bars"):
             runtime.forecast_bars(*_ohlcv(_resampled(fine, rule)), as_of=as_of)
+    # (session 24's recheck) half of every hour lost: no hour is whole, so no day is measured on part of its
+    # moves (it gave forecasts and margins 29-37% lower); coarser bars in the last day are mixed intervals
+    half = fine[fine.index.minute < 30]
+    with pytest.raises(vs.InputShapeError):
+        runtime.forecast_bars(*_ohlcv(half), as_of=as_of)
+    hourly_bars = _resampled(fine, "1h")
+    recent = hourly_bars.index >= hourly_bars.index[-1] - pd.Timedelta(days=2)
+    agg = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    mixed = pd.concat([hourly_bars[~recent], hourly_bars[recent].resample("2h", origin="start").agg(agg)])
+    with pytest.raises(vs.IntervalInputError, match="mixed intervals: 1 h in most of them, 2 h in the last day"):
+        runtime.forecast_bars(*_ohlcv(mixed), as_of=as_of)
+    for wrong in (0, 25, 240, 20.5):  # counted in the model's hourly bars, whatever the input's interval
+        with pytest.raises(vs.InputShapeError, match="min_bars must be a whole number in 1 .. 24"):
+            runtime.forecast_bars(*_ohlcv(fine), min_bars=wrong, as_of=as_of)
     older = vs.load(write_bundle(models["gbm"], panel, tmp_path / "old"))  # exported before the record
     assert older.bar_seconds == ()
     older.forecast_bars(*_ohlcv(_resampled(fine, "4h")), as_of=as_of)  # bars as given, 5 of 6 make a day

@@ -502,7 +502,11 @@ class Runtime:
         stamps, ohlcv = self._bars_as_learned(stamps, ohlcv)
         as_of = _instant(as_of)
         ended = to_nanoseconds(stamps) < to_nanoseconds(np.asarray([as_of.astype("datetime64[D]")]))[0]
-        min_bars = default_min_bars(bar_interval(stamps) or 3600) if min_bars is None else min_bars
+        per_day = 86_400 // (bar_interval(stamps) or 3600)
+        min_bars = default_min_bars(86_400 // per_day) if min_bars is None else min_bars
+        if not (isinstance(min_bars, (int, np.integer)) and 1 <= min_bars <= per_day):
+            raise InputShapeError(f"min_bars must be a whole number in 1 .. {per_day} (the bars a UTC day holds at "
+                                  f"the interval the model reads), got {min_bars!r}")
         daily = daily_from_bars(stamps[ended], *ohlcv[ended].T, min_bars=min_bars)
         inputs = np.column_stack([daily[c].astype(float) for c in INPUT_COLUMNS])
         return self.forecast_daily(inputs, daily["date"], as_of=as_of)
@@ -511,6 +515,10 @@ class Runtime:
         """Bars at the interval the model learned from: finer bars that divide it aggregated to it
         (`bars.aggregate_bars`); IntervalInputError for coarser ones or ones that do not divide it."""
         interval = bar_interval(stamps)
+        newest = bar_interval(stamps[stamps >= stamps[-1] - np.timedelta64(1, "D")]) if len(stamps) else 0
+        if newest and interval and newest != interval:  # coarser bars at the recent end read as a gap-ridden day
+            raise IntervalInputError(f"bars of mixed intervals: {interval_text(interval)} in most of them, "
+                                     f"{interval_text(newest)} in the last day; give bars of one interval")
         target = learned_interval(self.bar_seconds, interval)
         if target is None:
             learned = " or ".join(interval_text(s) for s in self.bar_seconds)

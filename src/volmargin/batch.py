@@ -164,7 +164,7 @@ def serve_panel(bundle: str | Path, calibration: str | Path, panel: dict[str, pd
                           [shipped[a] for a in assets], [latest] * n, [start] * n, desc="margins", unit="asset",
                           progress=progress)
     frames = [f for f in frames if not f.empty]
-    last = max((panel[a].index[-1] for a in assets), default=None)
+    last = max((panel[a].index[-1] for a in assets if len(panel[a])), default=None)  # a file of one day: no row
     if not frames and start is not None and last is not None and start > last:
         what = (f"--start {start.date()} is" if given is not None else
                 f"the calibration set's parameters come into force on {in_force.date()},")

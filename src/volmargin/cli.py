@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a learned model from a YAML config, evaluate it, track it")
     train.add_argument("--config", type=Path, required=True, help="a YAML file (see training/configs/)")
     train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    train.add_argument("--set", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
+    train.add_argument("--set", action="append", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
     train.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bar files, folders or globs instead of the config's data.paths")
     run.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    run.add_argument("--set", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
+    run.add_argument("--set", action="append", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
     run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(run, "backtest's per-asset models (the learned models train meanwhile in this process)")
 
@@ -760,6 +760,8 @@ def cmd_margins(args: argparse.Namespace) -> int:
     with output_lock(args.out):  # a second writer of this output stops at once
         _bundle_manifest(args.bundle)  # a mistyped bundle is named before its calibration set
         calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
+        if calibration.is_dir():
+            raise ConfigError(f"--calibration: {calibration} is a folder; give the calibration set's .json file")
         if not calibration.is_file():
             raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate --out "
                               f"{calibration}` first, or give the set's file with --calibration FILE)")
@@ -888,8 +890,9 @@ def cmd_options(args: argparse.Namespace) -> int:
     for line in _fallback_lines(result["record"]):
         print(line)
     if missing := result["record"]["missing_class_days"]:
-        print(f"classes left out of some of the snapshot days (too few listed legs): "
-              f"{', '.join(f'{cls} {days}' for cls, days in missing.items())} (run.json: missing_class_days)")
+        print(f"classes left out of some of the {result['record']['book_days']} snapshot days (too few listed "
+              f"legs), days missed: {', '.join(f'{cls} {days}' for cls, days in missing.items())} (run.json: "
+              "missing_class_days; summary.csv has no row where a class has no book)")
     print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
     return 0
 
@@ -910,6 +913,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # also while the arguments are parsed or a command's libraries load
         print("volmargin: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    finally:
+        logging.captureWarnings(False)  # as it was, for a caller in the same process (tests, notebooks)
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -921,6 +926,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.verbose:  # a new SQLite store's schema set-up is not news: keep errors on one line
         for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.captureWarnings(True)  # library warnings (a GARCH fit that did not converge, ...) only with -v:
+        logging.getLogger("py.warnings").setLevel(logging.ERROR)  # the fit's result is used and scored as is
     if threading_is_main():
         signal.signal(signal.SIGTERM, _interrupt)
     try:

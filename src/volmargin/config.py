@@ -201,9 +201,10 @@ class RunConfig:
         unknown = set(self.learned) - {"nn", "gbm", "blend"}
         if not self.learned or unknown:
             raise ConfigError(f"learned: expected a mapping with nn, gbm and/or blend, got {sorted(self.learned)}")
-        for name, params in self.learned.items():
+        for name, params in list(self.learned.items()):
             if params is not None and not isinstance(params, dict):
                 raise ConfigError(f"learned.{name}: expected a mapping of its parameters (or nothing), got {params!r}")
+            self.learned[name] = params or {}  # nothing: the model's defaults
         if "blend" in self.learned:  # members not given: the run's own gbm and nn (last, so it can reuse them)
             from volmargin.models.blend import BlendForecaster
 
@@ -354,16 +355,24 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def parse_overrides(text: str) -> dict[str, Any]:
+def parse_overrides(texts: str | list[str]) -> dict[str, Any]:
     """`KEY=VALUE[,KEY=VALUE...]` with dotted keys (`window.train_end=2024-06-30,learned.gbm.n_estimators=300`),
-    values read as YAML scalars or flow lists the way a config file reads them (dates stay text)."""
-    pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", text) if item.strip()]  # not inside [...]
-    if not pairs or any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
-        raise ConfigError(f"--set: expected KEY=VALUE[,KEY=VALUE...], got {text!r}")
-    try:
-        return {key.strip(): yaml.load(value, Loader=_Loader) for key, value in pairs}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set: not a value: {str(exc).splitlines()[0]}") from None
+    values read as YAML scalars or flow lists the way a config file reads them (dates stay text); several
+    texts (`--set` given more than once) add up, and a key given twice is refused, as in a config file."""
+    values: dict[str, Any] = {}
+    for text in [texts] if isinstance(texts, str) else texts:
+        pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", text) if item.strip()]  # not in [...]
+        if not pairs or any(len(pair) != 2 or not all(part for part in pair[0].strip().split(".")) for pair in pairs):
+            raise ConfigError(f"--set: expected KEY=VALUE[,KEY=VALUE...] with keys such as window.train_end (no "
+                              f"comma inside a value but in [...]), got {text!r}")
+        for key, value in pairs:
+            if key.strip() in values:
+                raise ConfigError(f"--set: {key.strip()} is given twice")
+            try:
+                values[key.strip()] = yaml.load(value, Loader=_Loader)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--set {key.strip()}: not a value: {str(exc).splitlines()[0]}") from None
+    return values
 
 
 def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:

@@ -56,7 +56,9 @@ def check_calibration_data(bundle: Path, panel: dict[str, pd.DataFrame]) -> None
     """Before scoring: the data must go on for `MIN_CALIBRATION_DAYS` after the bundle's training end."""
     train_end = _train_end(bundle)
     first = pd.Timestamp(train_end, tz="UTC") + pd.Timedelta(days=1)
-    last = max(d.index[-1] for d in panel.values())
+    last = max((d.index[-1] for d in panel.values() if len(d)), default=None)
+    if last is None:
+        raise DataError("the data holds no whole UTC day after its first (a day needs the close before it)")
     if last < first + pd.Timedelta(days=MIN_CALIBRATION_DAYS):
         raise DataError(f"the data ends {last.date()}, before {MIN_CALIBRATION_DAYS} days after the bundle's training "
                         f"end {train_end}: calibration needs out-of-sample data; give data that goes on after it")

@@ -58,7 +58,21 @@ class OptionJob:
     synthetic_days: int = 365  # days of synthetic books before the cut
 
     def __post_init__(self) -> None:
-        """Each option's range, checked before any work (named by its CLI flag)."""
+        """Each option's type and range, checked before any work (named by its CLI flag)."""
+        from volmargin_serving.bundle import real_number
+
+        whole = {"--stress-days": self.stress_days, "--steps": self.steps, "--synthetic-days": self.synthetic_days}
+        numbers = {"--target": self.target, "--stress": self.stress, "--peak": self.peak, "--buffer": self.buffer,
+                   "--fall-cap": self.max_down, "--spacing": self.spacing}
+        for flag, value in whole.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{flag} must be a whole number, got {value!r}")
+        for flag, value in numbers.items():
+            if value is not None and not real_number(value):
+                raise ConfigError(f"{flag} must be a finite number, got {value!r}")
+        for flag, value in (("--models", self.models), ("--iv-models", self.iv_models)):
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{flag} must be a sequence of names, got {value!r}")
         checks = [
             (bool(self.models), "--models is empty"),
             (bool(self.iv_models) and set(self.iv_models) <= {"hist", "qreg"},
@@ -328,6 +342,7 @@ def run_option_job(job: OptionJob) -> dict:
               "calibrate_on": job.calibrate_on,
               "synthetic_books": None if scales is None else int(inputs.calibration_books.books.count),
               "infeasible": sorted(grids.loc[grids["feasible"].eq(False), "method"].unique()),  # static: None
+              "book_days": int(data.info["day"].nunique()),
               "missing_class_days": missing_class_days(data.info),
               "static_fallback_days": static_fallback_days(data, inputs.price, inputs.iv, job.risk),
               "synthetic_static_fallback_days": None if scales is None else static_fallback_days(

@@ -66,8 +66,9 @@ def _checked_min_bars(bars: pd.DataFrame, min_bars: int | None) -> int:
         return default_min_bars(bars)
     per_day = _bars_per_day(bars)
     if not 1 <= min_bars <= per_day:
+        aggregated = " (its bars aggregated to the bundle's interval)" if "aggregated_from" in bars.attrs else ""
         raise DataError(f"min bars {min_bars}: must lie in 1 .. {per_day:g}, the bars a UTC day holds in "
-                        f"{bars.attrs.get('source', 'data')}")
+                        f"{bars.attrs.get('source', 'data')}{aggregated}")
     return min_bars
 
 
