@@ -80,10 +80,11 @@ def aggregate_bars(timestamps: np.ndarray, open_: np.ndarray, high: np.ndarray, 
     last = np.append(starts[1:], len(bucket)) - 1
     parts = np.diff(np.append(starts, len(bucket)))
     whole = parts >= math.ceil(seconds / max(bar_interval(ns), 1) * 20 / 24)
-    return ((bucket[starts] * step).astype("datetime64[ns]")[whole], np.asarray(open_, dtype=float)[starts][whole],
-            np.maximum.reduceat(np.asarray(high, dtype=float), starts)[whole],
-            np.minimum.reduceat(np.asarray(low, dtype=float), starts)[whole],
-            np.asarray(close, dtype=float)[last][whole], np.add.reduceat(np.asarray(volume, dtype=float), starts)[whole])
+    bars = ((bucket[starts] * step).astype("datetime64[ns]"), np.asarray(open_, dtype=float)[starts],
+            np.maximum.reduceat(np.asarray(high, dtype=float), starts),
+            np.minimum.reduceat(np.asarray(low, dtype=float), starts), np.asarray(close, dtype=float)[last],
+            np.add.reduceat(np.asarray(volume, dtype=float), starts))
+    return tuple(column[whole] for column in bars)
 
 
 def daily_from_bars(

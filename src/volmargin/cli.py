@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--horizon", type=int, default=1, metavar="DAYS", help="forecast horizon (default 1)")
     backtest.add_argument("--levels", type=_levels, default=(0.975, 0.99),
                           help="VaR/ES confidence levels (default 0.975,0.99)")
-    backtest.add_argument("--out", type=Path, default=Path("runs/backtest"), help="output folder (default runs/backtest)")
+    backtest.add_argument("--out", type=Path, default=Path("runs/backtest"),
+                          help="output folder (default runs/backtest)")
     backtest.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     backtest.add_argument("--scheduler", default=None, metavar="ADDRESS",
                           help="run the per-asset models on an existing Dask cluster, e.g. tcp://HEAD:8786 "
@@ -206,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-tracking", action="store_true", help="do not log or register the bundle in MLflow")
 
     calibrate = commands.add_parser("calibrate", help="calibrate margin parameters of a bundle on bar files")
-    calibrate.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
+    calibrate.add_argument("--bundle", type=Path, required=True,
+                           help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
     _add_data_args(calibrate, BUNDLE_DATA_DEFAULT)
     calibrate.add_argument("--out", type=Path, required=True, help="the calibration set (.json)")
     calibrate.add_argument("--validation-start", type=_date, default=None,

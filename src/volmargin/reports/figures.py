@@ -35,7 +35,7 @@ def _panels(n: int, cols: int, width: float, height: float) -> tuple[Figure, lis
     for ax in axes[:n]:
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))  # the year is in the ticks or title
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator, show_offset=False))  # years: in ticks or titles
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, lw=0.5)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))

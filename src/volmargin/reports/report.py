@@ -384,8 +384,8 @@ def _forecast_finding(ranking: Ranking) -> str:
     if ranking.champion == best:
         return f"The champion <b>{escape(best)}</b> is the best baseline itself: no learned model beat it on QLIKE."
     mcs = {True: "in", False: "not in"}.get(row.get("in_mcs"), "not tested for")
-    return (f"The champion <b>{escape(ranking.champion)}</b> forecasts the variance with {row['ratio']:.3f}× the QLIKE "
-            f"of the best baseline <b>{escape(best)}</b> on the common sample (Diebold-Mariano p "
+    return (f"The champion <b>{escape(ranking.champion)}</b> forecasts the variance with {row['ratio']:.3f}× the "
+            f"QLIKE of the best baseline <b>{escape(best)}</b> on the common sample (Diebold-Mariano p "
             f"{fmt(row['dm_p'], 'p')}; {mcs} the {1 - MCS_SIZE:.0%} model confidence set).")
 
 
