@@ -307,6 +307,8 @@ def stress_section(run: Run, ranking: Ranking) -> str:
     summary["eve"] = summary["eve"].dt.strftime("%Y-%m-%d")
     kinds = {"assets": "int", "breaches": "int", "median_margin": "pct", "worst_move": "pct", "max_shortfall": "pct",
              "out_of_sample": "check"}
+    labels = {"eve": "first eve", "median_margin": "median margin", "worst_move": "largest |move|",
+              "max_shortfall": "max shortfall", "out_of_sample": "out of sample"}
     order = list(dict.fromkeys([ranking.champion, ranking.best_baseline, *sorted(paths["model"].unique())]))
     models = [m for m in order if m in set(paths["model"])][: len(figures.COLORS)]
     panels = _event_panels(paths[paths["model"].isin(models)], stress)
@@ -315,12 +317,11 @@ def stress_section(run: Run, ranking: Ranking) -> str:
                  f"event (dotted: eve), for the {ASSETS_PER_EVENT} assets with the largest move per event; × marks a "
                  "breach on any day of the plotted window, the table counts the event's own days only.") + chart
             + "<h3>Stress events</h3>"
-            + note("Per event, model and side: the assets' worst day of the event window (its move: the loss of a "
+            + note(f"Per event, model ({', '.join(models)}; every model below) and side: the assets' worst day of the event window (its move: the loss of a "
                    "position on that side over the margin period, as a fraction), how many of them breached, and "
                    "whether the event lies after the calibration window (✗: its scale was fitted on that very move).")
-            + table(summary, kinds, {"eve": "first eve", "median_margin": "median margin", "worst_move":
-                                     "largest |move|", "max_shortfall": "max shortfall",
-                                     "out_of_sample": "out of sample"}))
+            + table(summary[summary["model"].isin(models)], kinds, labels)
+            + folded(f"Every model ({summary['model'].nunique()})", table(summary, kinds, labels), len(summary)))
 
 
 CALIBRATION = {  # column: (label, format)
