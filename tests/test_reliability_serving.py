@@ -182,6 +182,20 @@ def test_a_volume_a_thousand_times_its_median_is_doubtful_even_at_a_steady_price
     assert not runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).fail_safe.any()
 
 
+def test_a_window_without_any_volume_is_doubtful(served, runtime, clean):
+    """(session 24's recheck) volume and traded value 0 on every day (a feed without volume, e.g. an index
+    price): read as the thinnest of markets it lowered margins by up to 10.6%; now flagged, priced with the
+    fail-safe add-on, never below the margins of the true volumes here. One silent day is not doubtful."""
+    inputs = served.inputs.copy()
+    inputs[0, :, [COLUMN["volume"], COLUMN["traded_value"]]] = 0.0
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all() and "is 0 on every day of the window" in got.reason[0, 0]
+    assert not got.fail_safe[1:].any() and (got.initial[0] >= clean.initial[0]).all()
+    inputs = served.inputs.copy()
+    inputs[0, -3, [COLUMN["volume"], COLUMN["traded_value"]]] = 0.0  # one day without trades: below the median
+    assert "is 0 on every day" not in runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of).reason[0, 0]
+
+
 def test_a_day_without_bipower_variation_is_also_read_as_a_day_without_a_jump(served, runtime, clean):
     """bv = 0 on the newest day of an asset with an rv: possible (a tick-bound market) or a bad value; the
     model reads the day as all jump, less persistent, and lowered the margin (hypothesis, session 20). The
