@@ -281,7 +281,8 @@ def _event_panels(paths: pd.DataFrame, stress: pd.DataFrame) -> list[tuple[str, 
             window = near[near["asset"] == asset]
             if window.empty:
                 continue
-            side = window.groupby("side")["loss"].max().idxmax()  # the side the event hurt
+            hit = rows[rows["asset"] == asset]
+            side = hit.loc[hit["move"].idxmax(), "side"]  # the side the event's own days hurt most
             panels.append((f"{event} · {asset} · {side}", window[window["side"] == side].sort_values("date"), eve))
     return panels
 
