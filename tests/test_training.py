@@ -39,6 +39,8 @@ def write_config(folder: Path, trees: int = 30, name: str = "cfg.yaml") -> Path:
         ("data: {pathz: [a.csv]}", "data.pathz: unknown key"),
         ("horizon: one", "horizon: expected int, got str"),
         ("levels: [0.99, 1.2]", "levels: each must lie in (0.5, 1)"),
+        # session 25: accepted, then scoring failed after the fit (KeyError 'var975_long')
+        ("levels: [0.95, 0.99]", "levels: must include 0.99 (VaR backtests) and 0.975 (ES backtest)"),
         ("window: {train_end: 2021-13-45}", "window.train_end: not a date"),
         ("window: {train_start: 2022-01-01, train_end: 2021-01-01}", "must come before window.train_end"),
         ("data: {min_bars: 0}", "data.min_bars: must be >= 1"),

@@ -358,7 +358,7 @@ def load_data(paths: Sequence[str] | None):
 def cmd_backtest(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from volmargin.config import MAX_HORIZON
+    from volmargin.config import MAX_HORIZON, levels_problem
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.scoring import write_scores
@@ -373,8 +373,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.start is not None and args.end is not None and args.end < args.start - pd.Timedelta(days=1):
         raise ConfigError(f"--end {args.end.date()} (last origin) is before --start {args.start.date()} (first target "
                           "day): no forecast lies between them")
-    if 0.99 not in args.levels or 0.975 not in args.levels:
-        raise ConfigError("--levels must include 0.99 (VaR backtests) and 0.975 (ES backtest)")
+    if problem := levels_problem(args.levels):
+        raise ConfigError(f"--levels {problem}")
     check_options(args.scheduler, args.workers)  # before loading any data
     preflight(args.out, folder=True)
     if not args.no_tracking:

@@ -53,6 +53,18 @@ class TrackingConfig:
     registered_model: str | None = None  # default: volmargin-<model name>
 
 
+SCORED_LEVELS = (0.975, 0.99)  # every run scores the 99% VaR and the 97.5% ES (volmargin.evaluation.scoring)
+
+
+def levels_problem(levels: tuple[float, ...]) -> str | None:
+    """Why `levels` cannot be forecast and scored, or None."""
+    if not levels or not all(0.5 < x < 1 for x in levels):
+        return f"each must lie in (0.5, 1), got {list(levels)}"
+    if any(x not in levels for x in SCORED_LEVELS):
+        return f"must include 0.99 (VaR backtests) and 0.975 (ES backtest), got {list(levels)}"
+    return None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -66,8 +78,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.horizon <= MAX_HORIZON:
             raise ConfigError(f"horizon: must lie in 1 .. {MAX_HORIZON} days (a margin period of risk), got {self.horizon}")
-        if not self.levels or not all(0.5 < x < 1 for x in self.levels):
-            raise ConfigError(f"levels: each must lie in (0.5, 1), got {list(self.levels)}")
+        if problem := levels_problem(self.levels):
+            raise ConfigError(f"levels: {problem}")
         if self.data.min_bars is not None and self.data.min_bars < 1:
             raise ConfigError(f"data.min_bars: must be >= 1, got {self.data.min_bars}")
         dates = {k: self.timestamp(k) for k in ("train_start", "train_end", "eval_end")}
