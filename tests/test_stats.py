@@ -125,11 +125,12 @@ def test_dm_matches_hand_bartlett(ar_losses, lags):
 def test_dm_default_lags(ar_losses):
     assert default_dm_lags(500) == 5  # floor(4 * 5^(2/9)) = floor(5.72)
     assert default_dm_lags(100) == 4
-    assert default_dm_lags(500, horizon=3) == 2
+    assert default_dm_lags(500, horizon=3) == 5  # the plug-in's 5 beats 2 (h - 1)
+    assert default_dm_lags(500, horizon=20) == 38  # twice the MA(h-1) order of overlapping targets
     a, b = ar_losses
     assert diebold_mariano(a, b).statistic == pytest.approx(_nw_bartlett_dm(a - b, 5), rel=1e-10)
-    h3 = diebold_mariano(a, b, horizon=3).statistic
-    assert h3 == pytest.approx(_nw_bartlett_dm(a - b, 2), rel=1e-10)
+    h10 = diebold_mariano(a, b, horizon=10).statistic
+    assert h10 == pytest.approx(_nw_bartlett_dm(a - b, 18), rel=1e-10)
 
 
 def test_dm_zero_lags_is_plain_t(ar_losses):

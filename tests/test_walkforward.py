@@ -93,6 +93,25 @@ def test_pooled_basel_zone_is_the_worst_assets_and_windows_add_up():
     assert scores.loc[(POOLED, "good"), "basel_windows_long"] == 2 * 151
 
 
+def test_pooled_tests_allow_for_exceptions_on_the_same_dates():
+    """(session 25's audit: the pooled Kupiec p treated every asset-day as independent; crypto exceptions
+    cluster on dates, so it rejected far too often) Two assets with the same returns breach on the same
+    days: a design effect of about 2, the clustered statistic half the pooled one; Christoffersen's pooled
+    p-value is the median asset's, not the test of their series end to end."""
+    table = _forecast_table(n=500)
+    a = table["asset"] == "a"
+    for model in ("good", "bad"):
+        columns = ["realized_ret", "realized_rv", "variance", "var99_long", "var99_short"]
+        table.loc[~a & (table["model"] == model), columns] = table.loc[a & (table["model"] == model), columns].to_numpy()
+    table.loc[:, "var99_long"] *= 0.8  # enough exceptions to test
+    scores = score_forecasts(table).set_index(["asset", "model"])
+    pooled, single = scores.loc[(POOLED, "good")], scores.loc[("a", "good")]
+    assert pooled["design_effect_long"] == pytest.approx(2.0, rel=0.01)
+    assert pooled["kupiec_p_clustered_long"] > pooled["kupiec_p_long"]
+    assert pooled["kupiec_p_clustered_long"] == pytest.approx(single["kupiec_p_long"], rel=0.05)  # one asset's evidence
+    assert pooled["christoffersen_p_long"] == pytest.approx(single["christoffersen_p_long"])
+
+
 def test_refit_every_none_fits_once():
     blocks = list(WalkForwardSplit(start=pd.Timestamp("2021-06-01", tz="UTC"), refit_every=None).blocks(INDEX))
     assert len(blocks) == 1 and blocks[0].origins[-1] == INDEX[-1]

@@ -82,7 +82,8 @@ def score_forecasts(
     per_asset = pd.DataFrame(rows)
     for model, group in forecasts.groupby("model", sort=True):
         pooled = {"asset": POOLED, "model": model, **score_group(group, var_levels, es_level)}
-        rows.append({**pooled, **_pooled_basel(per_asset[per_asset["model"] == model])})
+        own = per_asset[per_asset["model"] == model]
+        rows.append({**pooled, **_pooled_basel(own), **_pooled_dependence(group, var_levels, own)})
     scores = pd.DataFrame(rows)
     leading = [c for c in LEADING_COLUMNS if c in scores]
     return scores[leading + [c for c in scores if c not in leading]]
@@ -97,6 +98,28 @@ def _pooled_basel(per_asset: pd.DataFrame) -> dict:
         pooled[column] = max(zones, key=stats.ZONES.index) if len(zones) else None
     for column in [c for c in per_asset if c.startswith("basel_") and "windows" in c]:
         pooled[column] = int(per_asset[column].sum())
+    return pooled
+
+
+def _pooled_dependence(frame: pd.DataFrame, var_levels: tuple[float, ...], per_asset: pd.DataFrame) -> dict:
+    """The pooled row's tests that respect the dependence between assets: crypto exceptions fall on the same
+    days (a design effect of 4-5 by date on the large caps), so Kupiec's binomial test of the pooled hits is
+    also given with its variance inflated by their clustering on dates (`kupiec_p_clustered_*`,
+    `design_effect_*`), and the Christoffersen p-value is the median of the assets' own (their series end
+    to end would test transitions from one asset to the next)."""
+    frame = scorable(frame)
+    if len(frame) < 2:
+        return {}
+    pooled, dates = {}, pd.factorize(frame["date" if "date" in frame else "origin"])[0]
+    for level in var_levels:
+        tag = level_tag(level)
+        for side in SIDES:
+            suffix = side if level == var_levels[0] else f"{tag}_{side}"
+            hits = side_losses(frame, side) > frame[f"var{tag}_{side}"].to_numpy()
+            pooled[f"kupiec_p_clustered_{suffix}"] = stats.kupiec_clustered(hits, dates, 1.0 - level).pvalue
+            pooled[f"design_effect_{suffix}"] = stats.design_effect(hits, dates)
+            if f"christoffersen_p_{suffix}" in per_asset:
+                pooled[f"christoffersen_p_{suffix}"] = float(per_asset[f"christoffersen_p_{suffix}"].median())
     return pooled
 
 
@@ -117,8 +140,9 @@ def diebold_mariano_table(forecasts: pd.DataFrame, reference: str, loss: str = "
     if reference not in daily:
         return pd.DataFrame()
     rows = []
+    horizon = int(forecasts["horizon"].max()) if "horizon" in forecasts else 1  # overlapping targets: more lags
     for model in daily.columns.drop(reference):
-        result = stats.diebold_mariano(daily[model].to_numpy(), daily[reference].to_numpy())
+        result = stats.diebold_mariano(daily[model].to_numpy(), daily[reference].to_numpy(), horizon=horizon)
         rows.append(
             {
                 "model": model,

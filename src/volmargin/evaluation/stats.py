@@ -191,15 +191,15 @@ def mincer_zarnowitz(sigma2, rv, log: bool = True) -> MZResult:
 def default_dm_lags(n: int, horizon: int = 1) -> int:
     """HAC truncation lag used by :func:`diebold_mariano` when ``lags`` is None.
 
-    ``horizon > 1``: ``horizon - 1`` -- an optimal h-step forecast error is MA(h-1), so its
-    autocovariances vanish beyond lag h-1 (Diebold & Mariano 1995).
-    ``horizon == 1``: the Newey-West (1994) plug-in rule ``floor(4 (n/100)^(2/9))``, since
-    realized-loss differentials are typically autocorrelated even for one-step forecasts
-    (volatility persistence), where the textbook zero lags would overstate significance.
+    The Newey-West (1994) plug-in rule ``floor(4 (n/100)^(2/9))``, since realized-loss differentials
+    are typically autocorrelated even for one-step forecasts (volatility persistence), where the
+    textbook zero lags would overstate significance; for ``horizon > 1`` at least ``2 (horizon - 1)``:
+    overlapping h-day targets make the differential MA(h-1) (Diebold & Mariano 1995), and Bartlett
+    weights at lag h-1 alone undercount it (a nominal 5% test rejected 13% of MA(19) nulls at n = 1826,
+    10% with twice the lags; 25% with the plug-in's 7).
     """
-    if horizon > 1:
-        return horizon - 1
-    return int(np.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))
+    plug_in = int(np.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))
+    return max(plug_in, 2 * (horizon - 1))
 
 
 def diebold_mariano(loss_a, loss_b, horizon: int = 1, lags: int | None = None) -> DMResult:

@@ -218,16 +218,19 @@ def var_section(run: Run, ranking: Ranking) -> str:
     for side in SIDES:
         columns = {"model": "model", "n": "days", f"var99_{side}_exceptions": "exceptions",
                    f"var99_{side}_rate": "rate", f"kupiec_p_{side}": "Kupiec p",
+                   f"kupiec_p_clustered_{side}": "Kupiec p, by date", f"design_effect_{side}": "design effect",
                    f"christoffersen_p_{side}": "Christoffersen p", f"basel_zone_{side}": "Basel zone",
                    f"basel_green_windows_{side}": "green windows", f"basel_windows_{side}": "windows",
                    f"es975_z2_{side}": "ES97.5 Z2"}
-        kinds = dict(zip(columns, [None, "int", "int", "pct", "p", "p", "zone", "int", "int", "f3"]))
+        kinds = dict(zip(columns, [None, "int", "int", "pct", "p", "p", "f2", "p", "zone", "int", "int", "f3"]))
         present = [c for c in columns if c in pooled]
         parts.append(f"<h3>{side.capitalize()} tail (VaR 99%, ES 97.5%)</h3>" + table(pooled[present], kinds, columns))
     grid = _zone_grid(run.scores, list(pooled["model"]))
     zones = folded("Each asset's zones", table(grid, {m: "zones" for m in grid if m != "asset"}), len(grid))
-    return (note("Pooled over assets; expected exception rate 1%. Basel zone: worst rolling 250-day window "
-                 "(pooled: worst asset). ES Z2 (Acerbi-Szekely) is about 0 for a correct ES, negative when the "
+    return (note("Pooled over assets; expected exception rate 1%. Kupiec p treats every asset-day as independent; "
+                 "exceptions fall on the same days across assets, so \"by date\" divides its statistic by the "
+                 "design effect of that clustering (Rao-Scott). Christoffersen p: the median asset's. Basel zone: "
+                 "worst rolling 250-day window (pooled: worst asset). ES Z2 (Acerbi-Szekely) is about 0 for a correct ES, negative when the "
                  "tail is underestimated.") + "".join(parts)
             + "<h3>Basel zone per asset (L = long, S = short)</h3>" + zones)
 
