@@ -330,7 +330,8 @@ def test_sanity_rules_on_the_set():
 
 @pytest.mark.parametrize("change", [{"buffer": 0.1}, {"maintenance_fraction": 1.0}, {"max_down": 1.0},
                                     {"scale_bounds": (2.0, 1.0)}, {"max_up": float("nan")}, {"max_up": "nan"},
-                                    {"scale_bounds": 5}, {"scale_bounds": (0.1, 1.0, 2.0)}])
+                                    {"scale_bounds": 5}, {"scale_bounds": (0.1, 1.0, 2.0)},
+                                    {"scale_bounds": (0.01, 10.0)}])  # below the runtime's HARD_MIN_SCALE
 def test_bad_policy_settings(change):
     with pytest.raises(ConfigError, match=f"policy.{next(iter(change))}"):
         PolicyConfig(**change)

@@ -348,6 +348,8 @@ def test_read_population_reads_books_as_before(tmp_path):
     (lambda: PortfolioJob(seed="abc"), "population.seed"),
     (lambda: PortfolioJob(n_random=-1), "population.n_random"),
     (lambda: PortfolioJob(n_candidates=0), "population.n_candidates"),
+    # session 25: the single-asset policy refused a buffer under EMIR's 25%, the portfolio's took it
+    (lambda: PortfolioJob(policy=PortfolioPolicy(buffer=0.1)), "portfolio policy.buffer: invalid value 0.1 (EMIR"),
 ])
 def test_portfolio_settings_name_the_bad_key(make, key):
     with pytest.raises(ValueError, match=re.escape(key)):
@@ -391,6 +393,13 @@ def test_cli_portfolio_bad_values_are_one_line_errors_and_write_nothing(forecast
     err = capsys.readouterr().err.strip()
     assert err.startswith("volmargin: error:") and text in err and "\n" not in err, err
     assert not out.exists()
+
+
+def test_a_key_given_twice_in_policy_is_refused_as_in_set(forecasts, tmp_path, capsys):
+    """(session 25: the last of a repeated key won silently, where `--set` refused it; one parser now)"""
+    with pytest.raises(SystemExit) as stop:
+        main([*_cli_run(forecasts, tmp_path), "--out", str(tmp_path / "out"), "--policy", "scale=1.2,scale=1.5"])
+    assert stop.value.code == 2 and "argument --policy: scale is given twice" in capsys.readouterr().err
 
 
 def test_cli_portfolio_output_appears_whole_or_not_at_all(forecasts, tmp_path, capsys):

@@ -25,6 +25,9 @@ from volmargin_serving.outputs import SIDES, Forecasts
 
 FULL = 1.0  # rate of a fully collateralised position: an unknown asset's margin and haircut
 DEFAULT_MIN_RATE = 0.01  # policy `min_rate` of calibration sets that do not set one: no margin below 1%
+# EMIR RTS 153/2013 art. 28(1)(a): an APC buffer, where used, of at least 25%; the library's policies
+# (single-asset and portfolio) refuse less, serving reads any non-negative buffer (none lowers a margin)
+MIN_BUFFER = 0.25
 # Add-on on margins priced from repaired doubtful inputs: a learned model is not monotone in its inputs, so
 # no repair bounds the margin the true rows would have given; 25% (the size of EMIR's APC buffer) covers
 # the worst shortfall measured (5%, bench/faults.py), with room.

@@ -88,16 +88,14 @@ def _add_data_args(parser: argparse.ArgumentParser, default: str = SYNTHETIC_DEF
 
 
 def _policy_items(text: str) -> dict:
-    """KEY=VALUE pairs, values parsed as YAML scalars (0.25, true, null, es975) or flow lists ([0, 0.5])."""
-    import re
-
-    import yaml
+    """KEY=VALUE pairs read as `--set` reads them (`config.parse_overrides`: YAML scalars such as 0.25, true,
+    null, es975, flow lists such as [0, 0.5]; a key given twice refused)."""
+    from volmargin.config import parse_overrides
 
     try:
-        pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", text) if item]  # no split inside [...]
-        return {key.strip(): yaml.safe_load(value) for key, value in pairs}
-    except (ValueError, yaml.YAMLError) as exc:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE[,KEY=VALUE...], got {text!r}") from exc
+        return parse_overrides(text, option=None) if text.strip() else {}
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _known_keys(option: str, values: dict, keys) -> None:

@@ -367,23 +367,26 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def parse_overrides(texts: str | list[str]) -> dict[str, Any]:
+def parse_overrides(texts: str | list[str], option: str | None = "--set") -> dict[str, Any]:
     """`KEY=VALUE[,KEY=VALUE...]` with dotted keys (`window.train_end=2024-06-30,learned.gbm.n_estimators=300`),
-    values read as YAML scalars or flow lists the way a config file reads them (dates stay text); several
-    texts (`--set` given more than once) add up, and a key given twice is refused, as in a config file."""
+    values read as YAML scalars or flow lists the way a config file reads them (dates stay text; a list is
+    `data.paths=[my/bars/]`); several texts (`--set` given more than once) add up, and a key given twice is
+    refused, as in a config file. Errors start with `option` (None: argparse names it)."""
+    lead = f"{option}: " if option else ""
     values: dict[str, Any] = {}
     for text in [texts] if isinstance(texts, str) else texts:
         pairs = [item.split("=", 1) for item in re.split(r",(?![^\[]*\])", text) if item.strip()]  # not in [...]
         if not pairs or any(len(pair) != 2 or not all(part for part in pair[0].strip().split(".")) for pair in pairs):
-            raise ConfigError(f"--set: expected KEY=VALUE[,KEY=VALUE...] with keys such as window.train_end (no "
-                              f"comma inside a value but in [...]), got {text!r}")
+            raise ConfigError(f"{lead}expected KEY=VALUE[,KEY=VALUE...] (keys dotted as window.train_end where "
+                              f"they name a config's; no comma inside a value but in [...]), got {text!r}")
         for key, value in pairs:
             if key.strip() in values:
-                raise ConfigError(f"--set: {key.strip()} is given twice")
+                raise ConfigError(f"{lead}{key.strip()} is given twice")
             try:
                 values[key.strip()] = yaml.load(value, Loader=_Loader)
             except yaml.YAMLError as exc:
-                raise ConfigError(f"--set {key.strip()}: not a value: {str(exc).splitlines()[0]}") from None
+                raise ConfigError(f"{option or ''} {key.strip()}: not a value: {str(exc).splitlines()[0]}".strip()
+                                  ) from None
     return values
 
 

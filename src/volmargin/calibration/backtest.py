@@ -26,6 +26,7 @@ import pandas as pd
 from volmargin.calibration.autocalibrate import utc
 from volmargin.calibration.panel import KEYS, Panel, build_panel, initial_margin
 from volmargin.calibration.policy import PolicyConfig, liquidation_threshold
+from volmargin.data.events import STRESS_EVENTS
 from volmargin.errors import ConfigError
 from volmargin.evaluation import stats
 from volmargin.evaluation.scoring import POOLED
@@ -36,16 +37,6 @@ SUMMARY_COLUMNS = ["model", "asset", "side", "days", "breaches", "breach_rate", 
                    "basel_green_windows", "basel_windows", "avg_margin", "median_margin", "mean_shortfall",
                    "max_shortfall", "peak_to_trough", "max_increase_1d", "max_increase_5d"]
 STRESS_COLUMNS = ["event", "asset", "model", "side", "eve", "margin", "move", "breach", "shortfall", "out_of_sample"]
-STRESS_EVENTS: dict[str, tuple[str, str]] = {  # inclusive UTC target days of each crash, in time order
-    "covid-2020-03-12": ("2020-03-12", "2020-03-12"),
-    "china-ban-2021-05-19": ("2021-05-19", "2021-05-19"),
-    "luna-2022-05": ("2022-05-09", "2022-05-13"),
-    "celsius-3ac-2022-06": ("2022-06-13", "2022-06-18"),
-    "ftx-2022-11": ("2022-11-08", "2022-11-10"),
-    "svb-usdc-2023-03": ("2023-03-09", "2023-03-11"),
-    "carry-unwind-2024-08-05": ("2024-08-04", "2024-08-05"),
-    "tariff-crash-2025-10-10": ("2025-10-10", "2025-10-10"),
-}
 
 
 def scale_matrix(panel: Panel, calibration: pd.DataFrame) -> np.ndarray:

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from volmargin_serving.calibration import HARD_MIN_RATE
+from volmargin_serving.calibration import HARD_MIN_RATE, HARD_MIN_SCALE
 from volmargin_serving.margins import (
-    DEFAULT_MIN_RATE, apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
+    DEFAULT_MIN_RATE, MIN_BUFFER, apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
 )
 
 from volmargin.config import holds
@@ -37,8 +37,6 @@ from volmargin.errors import ConfigError
 
 __all__ = ["MIN_BUFFER", "PolicyConfig", "apc_step", "haircut", "liquidation_threshold", "margin_rate",
            "rate_from_log", "speed_bounds"]
-
-MIN_BUFFER = 0.25  # EMIR RTS 153/2013 art. 28(1)(a)
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ class PolicyConfig:
             "floor_min_obs": lambda v: v >= 1,
             "max_up": lambda v: v is None or v > 0,
             "max_down": lambda v: v is None or 0 < v < 1,
-            "scale_bounds": lambda v: len(v) == 2 and 0 < v[0] < v[1],
+            "scale_bounds": lambda v: len(v) == 2 and HARD_MIN_SCALE <= v[0] < v[1],
             "liquidation_days": lambda v: v is None or v >= 1,
             "mpor_hours": lambda v: v is None or 1 <= v < 24,
             "min_rate": lambda v: HARD_MIN_RATE <= v < 1,
@@ -86,6 +84,8 @@ class PolicyConfig:
             value = getattr(self, bad[0])
             hint = f" (EMIR RTS art. 28(1)(a) asks >= {MIN_BUFFER})" if bad[0] == "buffer" else ""
             hint = f" (the runtime refuses sets below {HARD_MIN_RATE})" if bad[0] == "min_rate" else hint
+            hint = (f" (the runtime refuses sets that scale below {HARD_MIN_SCALE})" if bad[0] == "scale_bounds"
+                    else hint)
             raise ConfigError(f"policy.{bad[0]}: invalid value {value!r}{hint}")
 
     @property

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from arch.bootstrap import MCS
 
-from volmargin.calibration.backtest import STRESS_EVENTS
+from volmargin.data.events import STRESS_EVENTS
 from volmargin.errors import ConfigError
 from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, pooled_losses
 from volmargin.io import read_forecasts, write_atomic

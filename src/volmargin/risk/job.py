@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from volmargin_serving.bundle import real_number
+from volmargin_serving.margins import MIN_BUFFER
 from volmargin_serving.portfolio import PortfolioPolicy, PortfolioScenarios, write_scenarios
 
-from volmargin.calibration.backtest import STRESS_EVENTS
+from volmargin.data.events import STRESS_EVENTS
 from volmargin.errors import ConfigError, DataError
 from volmargin.io import write_atomic, write_frame
 from volmargin.progress import progress_counter
@@ -64,6 +65,9 @@ class PortfolioJob:
 
     def __post_init__(self) -> None:
         self._check_population()
+        if self.policy.buffer is not None and self.policy.buffer < MIN_BUFFER:  # as the single-asset policy
+            raise ConfigError(f"portfolio policy.buffer: invalid value {self.policy.buffer!r} (EMIR RTS art. "
+                              f"28(1)(a) asks >= {MIN_BUFFER})")
         if not (real_number(self.target) and 0 < self.target < 0.5):
             raise ConfigError(f"portfolio target: a breach rate in (0, 0.5) expected, got {_plain(self.target)!r}")
         if self.concentrations is not None and not (

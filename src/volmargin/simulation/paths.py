@@ -8,7 +8,7 @@
   from the `lookback_days` before the origin only, then scaled by the model's forecast daily volatility
   (sqrt(variance / 24) per hour). Blocks keep intraday clustering and fat tails; the forecast sets the
   level. A missing hour in a drawn block counts as no move.
-- Stress events (`volmargin.calibration.STRESS_EVENTS`): the hourly path from the close of the eve (the
+- Stress events (`volmargin.data.events.STRESS_EVENTS`): the hourly path from the close of the eve (the
   day before the event's first day) to the end of its last day, replayed with the margins set on the eve.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from volmargin.calibration.backtest import STRESS_EVENTS
+from volmargin.data.events import STRESS_EVENTS
 from volmargin.errors import DataError
 
 HOURS = 24
