@@ -271,3 +271,18 @@ def test_calibrate_names_an_unknown_policy_key_and_the_known_ones(tmp_path, caps
                  "--no-tracking"]) == 2
     err = capsys.readouterr().err
     assert "--policy: unknown key 'bufer'; expected one of risk, target_breach_rate" in err and err.count("\n") == 1
+
+
+def test_help_keeps_examples_whole_and_describes_every_command(capsys):
+    """(session 25's new-user walk: argparse broke copy-paste examples mid-word; commands had no description)"""
+    from volmargin.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse keeps them nowhere public
+    for name, command in commands.items():
+        text = command.format_help()
+        assert command.description and command.description.rstrip(".").lower() in " ".join(text.split()).lower()
+        long_words = [w for action in command._actions for w in (action.help or "").split() if len(w) > 30]
+        assert all(word in text for word in long_words), name
+    assert "window.train_end=2024-06-30,backtest.start=2024-01-01,calibration.end=2024-12-31" in commands[
+        "run"].format_help()

@@ -29,9 +29,12 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
     data = folder / "data"
     write_synthetic_csv(data, n_assets=3, days=600, seed=5)
     config = folder / "cfg.yaml"
-    config.write_text(CONFIG.format(data=data, out=folder / "train"))
+    config.write_text(CONFIG.format(data=folder / "elsewhere", out=folder / "other"))
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    assert main(["train", "--config", str(config), "--quiet", "--tracking-uri", uri]) == 0
+    # --data and --out over the config's (session 25: train had neither, where run has both)
+    assert main(["train", "--config", str(config), "--data", str(data), "--out", str(folder / "train"), "--quiet",
+                 "--tracking-uri", uri]) == 0
+    assert not (folder / "other").exists()
     assert main(["export", "--run", str(folder / "train"), "--root", str(folder / "models"), "--tracking-uri", uri]) == 0
     return folder, folder / "models" / "gbm" / "1", data
 

@@ -240,6 +240,18 @@ def test_run_config_mistakes_stop_at_load_naming_the_key(tmp_path, change, messa
         load_config(path, RunConfig)
 
 
+def test_a_data_pattern_matching_nothing_names_the_folder_and_the_way_out(tmp_path, capsys, monkeypatch):
+    """(session 25's new-user walk: a shipped config run from a clone not beside ../shared/data)"""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "cfg.yaml"
+    path.write_text("data: {paths: [../nowhere/*_1h.csv.gz]}")
+    assert main(["run", "--config", str(path), "--quiet", "--out", str(tmp_path / "o"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"no files match this pattern (relative to {tmp_path})" in err and err.count("\n") == 1
+    assert "--data FILES replaces the config's data.paths. Nothing else ran in" in err
+
+
 def test_a_calibration_end_at_or_after_the_data_stops_at_the_data_stage(tmp_path, capsys):
     path = _config(tmp_path)
     path.write_text(path.read_text().replace("calibration: {end: 2022-06-30", "calibration: {end: 2030-01-01"))

@@ -1,4 +1,5 @@
-"""Command-line interface: `volmargin backtest ...`. Errors in the user's input end in one line."""
+"""The volmargin command line (`volmargin COMMAND --help` for each command). Errors in the user's input end in
+one line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,12 +140,34 @@ def _add_dask_args(parser: argparse.ArgumentParser, unit: str) -> None:
                         help=f"or split the {unit} over a local Dask cluster of N single-threaded processes on 127.0.0.1")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="volmargin", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    commands = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = ("Learn volatility and tail forecasts, backtest them against the baselines, calibrate margins, export "
+               "the champion to an ONNX bundle and serve margins from it. Start with `volmargin run` (the main "
+               "job); `volmargin COMMAND --help` describes each command.")
 
-    backtest = commands.add_parser("backtest", help="walk-forward forecasts and scores of several models")
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help wrapped at spaces only: an example such as window.train_end=2023-12-31 stays whole to copy."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_long_words=False, break_on_hyphens=False)
+
+
+def _command(commands, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` opens with its one-line summary (the list of commands shows it too)."""
+    return commands.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                               formatter_class=_HelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="volmargin", description=DESCRIPTION, formatter_class=_HelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    backtest = _command(commands, "backtest", "walk-forward forecasts and scores of several models")
     _add_data_args(backtest)
     backtest.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default {DEFAULT_MODELS})")
     backtest.add_argument("--start", type=_date, default=None, help="first target date (default: as early as "
@@ -173,17 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
                           "else sqlite mlflow.db in this folder)")
     backtest.add_argument("--no-tracking", action="store_true", help="do not log the run to MLflow")
 
-    train = commands.add_parser("train", help="train a learned model from a YAML config, evaluate it, track it")
+    train = _command(commands, "train", "train a learned model from a YAML config, evaluate it, track it")
     train.add_argument("--config", type=Path, required=True, help="a YAML file (see training/configs/)")
+    train.add_argument("--data", nargs="+", metavar="FILE", default=None,
+                       help="bar files, folders or globs instead of the config's data.paths")
+    train.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
     train.add_argument("--set", action="append", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
     train.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
-    evaluate = commands.add_parser("evaluate", help="re-score a backtest's saved forecasts (no refit)")
+    evaluate = _command(commands, "evaluate", "re-score a backtest's saved forecasts (no refit)")
     evaluate.add_argument("--run", type=Path, required=True, help="a backtest output folder")
     evaluate.add_argument("--reference", default="har", help="model the Diebold-Mariano tests compare against")
 
-    run = commands.add_parser("run", help="the main job: data, training, backtest, calibration, export, scoring, report")
+    run = _command(commands, "run", "the main job: data, training, backtest, calibration, portfolio, "
+                   "simulation (where enabled), export, scoring, report")
     run.add_argument("--config", type=Path, default=None,
                      help="a run config (see training/configs/); default: the built-in synthetic-market job")
     run.add_argument("--data", nargs="+", metavar="FILE", default=None,
@@ -194,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(run, "backtest's per-asset models (the learned models train meanwhile in this process)")
 
-    export = commands.add_parser("export", help="export a trained model to an ONNX bundle in models/ and register it")
+    export = _command(commands, "export", "export a trained model to an ONNX bundle in models/ and register it")
     export.add_argument("--run", type=Path, required=True, help="a `volmargin train` output folder (model.pkl, train.json)")
     _add_data_args(export, "default: the training run's own data (its config's files)")
     export.set_defaults(data=None)
@@ -204,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the training run's)")
     export.add_argument("--no-tracking", action="store_true", help="do not log or register the bundle in MLflow")
 
-    calibrate = commands.add_parser("calibrate", help="calibrate margin parameters of a bundle on bar files")
+    calibrate = _command(commands, "calibrate", "calibrate margin parameters of a bundle on bar files")
     calibrate.add_argument("--bundle", type=Path, required=True,
                            help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
     _add_data_args(calibrate, BUNDLE_DATA_DEFAULT)
@@ -221,11 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--no-tracking", action="store_true", help="do not log the calibration set to MLflow")
     _add_dask_args(calibrate, "assets (scoring)")
 
-    report = commands.add_parser("report", help="write the model-comparison report of a run as one HTML file")
+    report = _command(commands, "report", "write the model-comparison report of a run as one HTML file")
     report.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
     report.add_argument("--out", type=Path, default=None, help="HTML file (default: RUN/report.html)")
 
-    simulate = commands.add_parser("simulate", help="liquidation and bad-debt simulation of the breach-rate, "
+    simulate = _command(commands, "simulate", "liquidation and bad-debt simulation of the breach-rate, "
                                    "solvency-calibrated and static margin policies on a run's forecasts")
     simulate.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
     _add_data_args(simulate, "the run's bars; default: the built-in synthetic market (a run on it)")
@@ -236,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--policy", type=_policy_items, default=None, metavar="KEY=VALUE,...",
                           help="today's breach-rate policy (default: the run's, else the `volmargin run` default)")
 
-    score = commands.add_parser("score", help="batch-score bar files through a bundle (ONNX Runtime)")
+    score = _command(commands, "score", "batch-score bar files through a bundle (ONNX Runtime)")
     score.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/nn/1")
     _add_data_args(score, BUNDLE_DATA_DEFAULT)
     score.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
@@ -244,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(score, "assets")
 
-    margins = commands.add_parser("margins", help="the margins a service would publish: bar files through a bundle "
+    margins = _command(commands, "margins", "the margins a service would publish: bar files through a bundle "
                                   "and its calibration set, day by day, fail-safe flags included")
     margins.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
     margins.add_argument("--calibration", type=Path, default=None,
@@ -257,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     margins.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     _add_dask_args(margins, "assets")
 
-    portfolio = commands.add_parser("portfolio", help="portfolio margin across assets: FHS scenarios filtered by "
+    portfolio = _command(commands, "portfolio", "portfolio margin across assets: FHS scenarios filtered by "
                                     "each model's forecasts, calibrated and backtested on test books")
     portfolio.add_argument("--run", type=Path, nargs="+", required=True, help="backtest run folder(s) (forecasts.parquet)")
     portfolio.add_argument("--data", nargs="+", metavar="FILE", default=None,
@@ -289,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     portfolio.add_argument("--population", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                            help="generated books: n_random, n_baskets, n_alts, n_candidates, n_adversarial, gross, seed")
 
-    options = commands.add_parser("options", help="option books on real chains: static Deribit grid vs autocalibrated grids")
+    options = _command(commands, "options", "option books on real chains: static Deribit grid vs autocalibrated grids")
     options.add_argument("--chains", nargs="+", required=True, metavar="FILE", help="option-chain files, folders or globs")
     options.add_argument("--iv", nargs="+", required=True, metavar="FILE", help="DVOL files (daily or hourly)")
     options.add_argument("--data", nargs="+", required=True, metavar="FILE", help="bar files of the underlying")
@@ -437,16 +465,28 @@ def log_backtest(args: argparse.Namespace, bars, scores: pd.DataFrame, meta: dic
         return run.info.run_id
 
 
+def _data_and_out(cfg, args: argparse.Namespace):
+    """A train or run config with the command line's `--set`, then `--data` (replacing data.paths and the
+    exclude patterns written for them) and `--out` over it."""
+    from volmargin.config import parse_overrides, with_overrides
+
+    if args.set:
+        cfg = with_overrides(cfg, parse_overrides(args.set))
+    if args.data:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=tuple(args.data), exclude=()))
+    if args.out:
+        cfg = dataclasses.replace(cfg, output=str(args.out))
+    return cfg
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from volmargin.config import load_config, parse_overrides, with_overrides
+    from volmargin.config import load_config
     from volmargin.io import preflight
     from volmargin.training import check_learned_params, run
 
-    cfg = load_config(args.config)
-    if args.set:
-        cfg = with_overrides(cfg, parse_overrides(args.set))
+    cfg = _data_and_out(load_config(args.config), args)
     check_learned_params(cfg.model.name, cfg.model.params, "model.params")
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
@@ -487,20 +527,14 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from volmargin.config import RunConfig, load_config, parse_overrides, with_overrides
+    from volmargin.config import RunConfig, load_config
     from volmargin.distributed import check_options, executor
     from volmargin.pipeline import run_pipeline
 
     from volmargin.io import preflight
     from volmargin.training import check_learned_params
 
-    cfg = load_config(args.config, RunConfig) if args.config else RunConfig()
-    if args.set:
-        cfg = with_overrides(cfg, parse_overrides(args.set))
-    if args.data:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, paths=tuple(args.data), exclude=()))
-    if args.out:
-        cfg = dataclasses.replace(cfg, output=str(args.out))
+    cfg = _data_and_out(load_config(args.config, RunConfig) if args.config else RunConfig(), args)
     for name, params in cfg.learned.items():
         check_learned_params(name, params, f"learned.{name}")
     check_options(args.scheduler, args.workers)

@@ -408,7 +408,8 @@ def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     try:
         return from_dict(type(cfg), values)
     except ConfigError as exc:
-        raise ConfigError(f"--set: {exc}") from None
+        hint = " (a list on the command line: KEY=[a,b])" if "expected a list" in str(exc) else ""
+        raise ConfigError(f"--set: {exc}{hint}") from None
 
 
 def load_config(path: str | Path, kind: type = None) -> Any:

@@ -365,6 +365,7 @@ def _run_stage(run: Run, name: str, stage: Callable[[Run], None]) -> None:
             run.save()
         except VolmarginError as save_error:  # the folder itself failed (read-only, full): still name the stage
             recorded = f"run.json could not record it: {save_error}"
-        raise StageError(f"stage '{name}' failed: {exc}. Outputs of the earlier stages are kept in {run.out} "
-                         f"({recorded})") from exc
+        hint = "; --data FILES replaces the config's data.paths" if name == "data" else ""
+        kept = "Outputs of the earlier stages are kept" if run.record["timings"] else "Nothing else ran"
+        raise StageError(f"stage '{name}' failed: {exc}{hint}. {kept} in {run.out} ({recorded})") from exc
     run.save()

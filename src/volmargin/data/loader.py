@@ -150,7 +150,8 @@ def _expand_one(item: str | Path) -> list[Path]:
     if _GLOB_CHARS.search(str(item)):
         found = sorted(Path(p) for p in glob.glob(str(item)) if Path(p).is_file())
         if not found:
-            raise DataError(f"{item}: no files match this pattern")
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"  # configs' paths are relative
+            raise DataError(f"{item}: no files match this pattern{where}")
         return found
     return [path]
 
