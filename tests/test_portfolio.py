@@ -699,3 +699,16 @@ def test_adversary_picks_the_smallest_margin_against_the_realised_tail_on_the_wi
     assert not held[block("2021-04-01", "2021-10-01"), 1].any()
     assert held[block("2022-07-01", "2023-01-01"), 1].all()  # chosen on the year after the turn
     assert not held[block("2022-07-01", "2023-01-01"), 0].any()
+
+
+def test_the_printed_digest_is_one_line_per_model_with_its_worst_class():
+    """(session 25: `portfolio` printed every class x model, 100 rows on a 10-model run)"""
+    from volmargin.cli import portfolio_digest
+
+    rows = [("ALL", "m", 0.010), ("a", "m", 0.012), ("b", "m", 0.008), ("c", "m", float("nan")),
+            ("ALL", "k", 0.020), ("a", "k", 0.015), ("b", "k", 0.030)]
+    summary = pd.DataFrame(rows, columns=["portfolio_class", "model", "breach_rate"]).assign(
+        portfolios=5, book_days=100, kupiec_p_clustered=0.5, avg_margin=0.05, avg_isolated_margin=0.07)
+    digest = portfolio_digest(summary).set_index("model")
+    assert list(digest.index) == ["m", "k"] and digest.loc["m", "breach_rate"] == 0.010
+    assert (digest.loc["m", "worst_class"], digest.loc["k", "worst_class"]) == ("a", "b")
