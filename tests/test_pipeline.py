@@ -137,8 +137,9 @@ def test_shipped_run_configs_are_valid_and_default_is_the_built_in_job():
 def _readme_block(name: str) -> str:
     import textwrap
 
-    block = re.search(rf"<!-- {name} -->\s*```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    assert block, f"README has no {name} block"
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]  # the README or the docs it links
+    block = re.search(rf"<!-- {name} -->\s*```python\n(.*?)```", "\n".join(p.read_text() for p in docs), re.S)
+    assert block, f"README and docs/ have no {name} block"
     return textwrap.dedent(block.group(1))
 
 
@@ -153,6 +154,25 @@ def test_readme_serving_examples_run_as_written(finished, monkeypatch, name, ass
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
     margins = namespace["margins"]
     assert margins.initial.shape == (assets, 2) and not margins.fail_safe.any(), margins.reason
+
+
+def test_readme_bars_example_gives_the_margins_of_the_cli(finished, monkeypatch, tmp_path):
+    """The README's `bars-example` (a service's own hourly bars -> daily rows -> margins) on the run's
+    synthetic market written to files, against `volmargin margins --latest` on the same files."""
+    from volmargin.data import write_synthetic_csv
+
+    folder, record, _ = finished
+    monkeypatch.chdir(tmp_path)
+    write_synthetic_csv(tmp_path / "my" / "bars", n_assets=2, days=760, seed=2, freq="1h")
+    bundle = record["bundle"]["path"]
+    code = _readme_block("bars-example").replace("models/volmargin-crypto-blend/1", bundle)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    margins = namespace["margins"]
+    assert margins.initial.shape == (2, 2) and not margins.fail_safe.any(), margins.reason
+    assert main(["margins", "--bundle", bundle, "--data", "my/bars", "--latest", "--out", "cli.csv"]) == 0
+    cli = pd.read_csv("cli.csv").pivot(index="asset", columns="side", values="initial_margin")
+    np.testing.assert_allclose(margins.initial, cli.loc[namespace["names"], ["long", "short"]].to_numpy(), rtol=1e-9)
 
 
 def test_readme_portfolio_and_option_examples_run_as_written(finished, monkeypatch):

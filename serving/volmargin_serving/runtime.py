@@ -489,9 +489,17 @@ class Runtime:
     def forecast_bars(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int | None = None,
                       as_of: np.datetime64 | None = None) -> Forecasts:
         """Forecast for one asset from its recent intraday bars (bars, 5: open, high, low, close, volume)
-        and their UTC timestamps. A day that has not ended by `as_of` (default: now) is left out. Bars finer
-        than those the model learned from are aggregated to them first; `min_bars` counts those (default:
-        20 of 24 hourly bars, scaled to their interval)."""
+        and their UTC timestamps: `forecast_daily` of its `daily_inputs`."""
+        inputs, dates = self.daily_inputs(timestamps, ohlcv, min_bars, as_of)
+        return self.forecast_daily(inputs, dates, as_of=as_of)
+
+    def daily_inputs(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int | None = None,
+                     as_of: np.datetime64 | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One asset's daily input rows (days, `INPUT_COLUMNS`) and their dates (datetime64[D]) from its
+        intraday bars (bars, 5: open, high, low, close, volume) and their UTC timestamps, as `forecast_daily`
+        and `margins` take them (stack several assets' last `history_days` rows). A day that has not ended
+        by `as_of` (default: now) is left out. Bars finer than those the model learned from are aggregated to
+        them first; `min_bars` counts those (default: 20 of 24 hourly bars, scaled to their interval)."""
         ohlcv = check_bars(ohlcv)
         if ohlcv.ndim != 2 or ohlcv.shape[1] != 5:
             raise InputShapeError(f"ohlcv must have shape (bars, 5): open, high, low, close, volume; got {ohlcv.shape}")
@@ -508,8 +516,7 @@ class Runtime:
             raise InputShapeError(f"min_bars must be a whole number in 1 .. {per_day} (the bars a UTC day holds at "
                                   f"the interval the model reads), got {min_bars!r}")
         daily = daily_from_bars(stamps[ended], *ohlcv[ended].T, min_bars=min_bars)
-        inputs = np.column_stack([daily[c].astype(float) for c in INPUT_COLUMNS])
-        return self.forecast_daily(inputs, daily["date"], as_of=as_of)
+        return np.column_stack([daily[c].astype(float) for c in INPUT_COLUMNS]), daily["date"]
 
     def _bars_as_learned(self, stamps: np.ndarray, ohlcv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Bars at the interval the model learned from: finer bars that divide it aggregated to it
@@ -755,6 +762,9 @@ class Server:
 
     def forecast_bars(self, *args, **kwargs) -> Forecasts:
         return self._runtime.forecast_bars(*args, **kwargs)
+
+    def daily_inputs(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+        return self._runtime.daily_inputs(*args, **kwargs)
 
     def margins(self, *args, **kwargs) -> Margins:
         return self._runtime.margins(*args, **kwargs)
