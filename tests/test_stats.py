@@ -463,3 +463,18 @@ def test_nonpositive_variance_raises():
 def test_pandas_series_accepted():
     s = pd.Series([1.0, 2.0, 3.0])
     assert qlike(s, s).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_max_rise_counts_calendar_days_not_rows():
+    """(session 25: the portfolio counted 5 margined rows, across a gap weeks apart; the calibration 5 days)"""
+    from volmargin.evaluation.stats import max_rise
+
+    dates = pd.DatetimeIndex(["2024-01-01", "2024-01-02", "2024-01-06", "2024-01-07", "2024-03-01", "2024-03-06"])
+    margin = np.array([1.0, 1.0, 1.1, 1.3, 5.0, 6.0])
+    assert max_rise(margin, dates, 5) == pytest.approx(0.3)  # 01-02 -> 01-07 (five rows on: 01-01 -> 03-06, 5.0)
+    assert max_rise(margin, dates, 1) == pytest.approx(0.2 / 1.1)  # 01-07 -> 03-01, a row apart, is not a day
+    paths = np.column_stack([margin, [1.0, 1.0, 1.0, 2.0, 1.0, np.nan]])
+    assert max_rise(paths, dates, 5) == pytest.approx(1.0)  # the worst path; a NaN day is not margined
+    assert np.isnan(max_rise(margin, dates, 30))
+    with pytest.raises(ValueError, match="unique"):
+        max_rise(margin, dates[[0, 0, 1, 2, 3, 4]], 1)

@@ -84,14 +84,9 @@ def path_frame(panel: Panel, policy: PolicyConfig, margin: np.ndarray,
 
 
 def _rises(margin: np.ndarray, origins: pd.DatetimeIndex, days: int) -> float:
-    """Largest relative rise of the margin over `days` calendar days (not rows: across a gap in the data a row
-    apart can be weeks apart); NaN where no pair of origins lies `days` apart."""
-    series = pd.Series(margin, index=origins)
-    if not series.index.is_unique:  # a pooled group of several assets: its rises are the assets' largest
-        return np.nan
-    earlier = series.reindex(origins - pd.Timedelta(days=days)).to_numpy()
-    rises = margin / earlier - 1
-    return float(np.nanmax(rises)) if np.isfinite(rises).any() else np.nan
+    """`stats.max_rise` of one asset's margin path; NaN for a pooled group of several assets (its rises are the
+    assets' largest)."""
+    return stats.max_rise(margin, origins, days) if pd.Index(origins).is_unique else np.nan
 
 
 def _group(hits: np.ndarray, excess: np.ndarray, margin: np.ndarray, origins: pd.DatetimeIndex, p: float,

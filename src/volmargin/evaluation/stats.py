@@ -415,6 +415,24 @@ def acerbi_szekely_z2(loss, var, es, alpha: float = 0.025) -> float:
     return float(1.0 - np.sum(tail / e) / (len(lo) * alpha))
 
 
+# --------------------------------------------------------------------------- procyclicality
+
+
+def max_rise(margin, dates, days: int) -> float:
+    """Largest relative rise of a margin path over `days` calendar days, margin[t] / margin[t - days] - 1 over
+    the dates that have both (not rows: across a gap in the data a row apart can be weeks apart); `margin`
+    (T,) or (T, K) paths on the T unique `dates`, the largest over them; NaN where no pair lies `days` apart
+    (and for NaN margins: a day not margined)."""
+    values = np.asarray(margin, dtype=float)
+    index = pd.DatetimeIndex(dates)
+    if not index.is_unique or len(index) != len(values):
+        raise ValueError(f"dates must be unique, one per row of the margin ({len(index)} for {len(values)})")
+    earlier_at = index.get_indexer(index - pd.Timedelta(days=days))
+    found = earlier_at >= 0
+    rises = values[found] / values[earlier_at[found]] - 1
+    return float(np.nanmax(rises)) if np.isfinite(rises).any() else np.nan
+
+
 # --------------------------------------------------------------------------- convenience
 
 

@@ -516,16 +516,6 @@ def _smallest_scale(feasible, bounds: tuple[float, float], tolerance: float) -> 
     return hi
 
 
-def _rises(rate: np.ndarray, lag: int) -> float:
-    """Largest relative rise of each book's margin rate over `lag` consecutive margined dates, max over books."""
-    worst = np.nan
-    for k in range(rate.shape[1]):
-        path = rate[:, k][~np.isnan(rate[:, k])]
-        if len(path) > lag:
-            worst = np.fmax(worst, np.max(path[lag:] / path[:-lag]) - 1)
-    return float(worst)
-
-
 def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: PortfolioPolicy,
               target: float = 0.01, horizon: int = 1) -> pd.DataFrame:
     """One row per class (and 'ALL'), columns SUMMARY_COLUMNS, over the margin dates `rows`.
@@ -537,8 +527,9 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
     its variance inflation (1: independent book-days); kupiec_p_book_median and christoffersen_p are the medians
     over the class's books (>= 50 realised days) of each book's own Kupiec POF and Christoffersen
     conditional-coverage p-values. Margin figures are fractions of gross notional over margined book-days;
-    offset = 1 - avg_margin / avg_isolated_margin; procyclicality: the largest 5-day relative rise of a
-    book's margin rate and the largest peak-to-trough ratio, worst book."""
+    offset = 1 - avg_margin / avg_isolated_margin; procyclicality: the largest rise of a book's margin rate over
+    5 calendar days (`stats.max_rise`, as the single-asset calibration's) and the largest peak-to-trough ratio,
+    worst book."""
     margin = margin_path(bp, policy)
     iso = isolated_path(bp, policy)
     counted, hits = _breaches(bp, margin, rows)
@@ -571,7 +562,7 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
                     "christoffersen_p": float(np.median(cc)) if cc else np.nan,
                     "avg_margin": avg, "avg_isolated_margin": avg_iso,
                     "offset": 1 - avg / avg_iso if avg_iso else np.nan,
-                    "max_increase_5d": _rises(rate, 5), "peak_to_trough": float(ptt),
+                    "max_increase_5d": stats.max_rise(rate, bp.dates, 5), "peak_to_trough": float(ptt),
                     "scale": policy.scale, "correlation_weight": policy.correlation_weight,
                     "concentration": policy.concentration})
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS)
