@@ -22,7 +22,6 @@ from volmargin.features.realized import horizon_targets
 
 __all__ = ["CORE_COLUMNS", "FEATURE_NAMES", "INPUT_COLUMNS", "IV_FEATURE_NAMES", "IV_COLUMN", "FeatureSpec", "attach_iv", "feature_names", "feature_frame", "target_frame", "training_frame",
            "standardize", "fitted_scaler", "check_levels", "require_levels", "horizon_level", "daily_inputs"]
-TARGET_NAMES = ("y_var", "r_std")
 _FLOOR = 1e-12  # zero realized variance must not give log(0)
 IV_COLUMN = "iv"  # optional column of a daily frame: the implied-volatility index (annualised %) at the day's close
 

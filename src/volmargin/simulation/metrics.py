@@ -18,9 +18,6 @@ import pandas as pd
 from volmargin.simulation.engine import SimulationResult
 
 PATH_METRICS = ["bad_debt", "bad_debt_fund", "liquidated", "fund_drawdown", "cascade", "move", "unconverged"]
-SUMMARY_METRICS = ["paths", "bad_debt_mean", "bad_debt_p95", "bad_debt_p99", "bad_debt_fund_p95",
-                   "bad_debt_fund_p99", "liquidations_p95", "liquidations_p99", "fund_drawdown_p99",
-                   "cascade_mean", "cascade_p99", "unconverged"]
 
 
 def path_metrics(result: SimulationResult) -> pd.DataFrame:
