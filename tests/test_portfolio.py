@@ -190,6 +190,33 @@ def test_serving_computes_the_library_margin(forecasts, tmp_path, policy):
     assert one.maintenance == pytest.approx(policy.maintenance_fraction * library[k], rel=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["weight", "floor"])
+def test_serving_and_library_assemble_the_day_scenarios_alike(forecasts, mode):
+    """One assembly (`day_scenarios`) in book_panel and PortfolioEngine: an empty stressed window is no
+    stress in both (serving's floor mode raised on it), the stress weights are the library's bits."""
+    fhs = _fhs(forecasts, lookback=300)
+    t = len(fhs.panel.origins) - 1
+    policy = PortfolioPolicy(measure="worst6", stress_mode=mode, stress_weight=0.3)
+    scenarios = scenario_file(fhs, t, policy, "ewma")
+    variance = fhs.panel.sigma[t] ** 2
+    engine = PortfolioEngine(scenarios, variance)
+    returns = vp.scenario_returns(scenarios.z, engine.sigma, scenarios.max_move)
+    simple_t, weights, stress_t = vp.day_scenarios(returns, scenarios.stress, policy)
+    np.testing.assert_array_equal(engine.simple_t, simple_t)
+    if mode == "weight":
+        n, m = len(scenarios.z), len(scenarios.stress)
+        expected = np.r_[np.full(n, (1 - 0.3) / n), np.full(m, 0.3 / m)]  # book_panel's weights, to the bit
+        np.testing.assert_array_equal(engine.weights, expected)
+        np.testing.assert_array_equal(weights, expected)
+        assert stress_t is None and engine.stress_t is None
+    else:
+        np.testing.assert_array_equal(engine.stress_t, stress_t)
+    book = np.random.default_rng(0).normal(0, 1e6, (20, len(ASSETS)))
+    empty = PortfolioEngine(dataclasses.replace(scenarios, stress=scenarios.stress[:0]), variance)
+    plain = PortfolioEngine(dataclasses.replace(scenarios, policy=PortfolioPolicy(measure="worst6")), variance)
+    np.testing.assert_array_equal(empty.margin_batch(book).initial, plain.margin_batch(book).initial)
+
+
 def test_serving_bad_positions_and_missing_forecasts(forecasts, tmp_path):
     fhs = _fhs(forecasts)
     t = len(fhs.panel.origins) - 1

@@ -125,6 +125,12 @@ def unit_risks(simple: np.ndarray, measure: str, weights=None) -> np.ndarray:
     return np.stack([risk_measure(-simple_t, measure, weights), risk_measure(simple_t, measure, weights)], axis=1)
 
 
+def stressed_unit_risks(unit: np.ndarray, stress_t: np.ndarray | None, measure: str) -> np.ndarray:
+    """Unit risks `unit` (n_assets, 2) floored by those of the stressed simple returns `stress_t` (n_assets,
+    n_stress) when the stress is a floor (None: `unit`): each position's own margin under that floor."""
+    return unit if stress_t is None else np.maximum(unit, unit_risks(stress_t.T, measure))
+
+
 def isolated_risk(notional: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """Sum over positions of each one's own risk: (..., n_assets) notionals, (n_assets, 2) unit risks."""
     return np.maximum(notional, 0) @ unit[:, 0] + np.maximum(-notional, 0) @ unit[:, 1]
@@ -173,8 +179,7 @@ def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray
     if stress_t is None:
         return joint, isolated_risk(notional, unit), np.zeros_like(joint)
     floor = risk_measure(-(notional.astype(stress_t.dtype) @ stress_t).astype(float), measure)
-    unit = np.maximum(unit, unit_risks(stress_t.T, measure))
-    return joint, isolated_risk(notional, unit), floor
+    return joint, isolated_risk(notional, stressed_unit_risks(unit, stress_t, measure)), floor
 
 
 def comonotone_tails(simple_t: np.ndarray) -> np.ndarray:
@@ -209,6 +214,46 @@ def isolated_margin(isolated, addon, policy: PortfolioPolicy) -> np.ndarray:
     return policy.scale * np.asarray(isolated) + addon
 
 
+# --------------------------------------------------------------------------- one margin date's scenario set
+# The assembly below runs in calibration (`volmargin.risk.portfolio.book_panel`) and in serving
+# (`PortfolioEngine`) alike, so the stress weighting and the move cap cannot differ between them.
+
+
+def scenario_returns(z: np.ndarray, sigma: np.ndarray, max_move: float) -> np.ndarray:
+    """FHS scenario log returns: standardised returns z (n_scenarios, n_assets) x today's volatility sigma
+    (n_assets,), clipped at +-max_move (the largest move realised in the look-back; inf: no cap)."""
+    return np.clip(z * sigma, -max_move, max_move)
+
+
+def scenario_weights(n: int, stress: np.ndarray | None, policy: PortfolioPolicy,
+                     weights: np.ndarray | None = None) -> np.ndarray | None:
+    """Weights of a date's scenario set: `weights` of its n scenarios (None: equal), unless the policy
+    weights the stressed scenarios in; then the n scenarios share 1 - stress_weight (in proportion to
+    `weights`) and the stressed rows, appended after them, stress_weight equally."""
+    if policy.stress_mode != "weight" or stress is None or not len(stress):
+        return weights
+    s = policy.stress_weight
+    # equal weights as (1 - s) / n, one rounding: serving's former (1 - s) x (1 / n) differed from the
+    # library's in the last bit for about a quarter of the n
+    base = np.full(n, (1 - s) / n) if weights is None else (1 - s) * weights
+    return np.concatenate([base, np.full(len(stress), s / len(stress))])
+
+
+def day_scenarios(returns: np.ndarray, stress: np.ndarray | None, policy: PortfolioPolicy,
+                  weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The scenario set of one margin date as the margin rule reads it, from its scenario log returns
+    (n_scenarios, n_assets) with `weights` (None: equal) and the raw stressed returns (n_stress, n_assets;
+    None or empty: no stress): (simple_t, weights, stress_t), the simple returns (n_assets, n) with their
+    weights (None: equal), the stressed rows appended when the policy weights them in, and the stressed
+    simple returns (n_assets, n_stress) when they are a floor (else None)."""
+    stressed = stress is not None and len(stress) > 0
+    full_weights = scenario_weights(len(returns), stress, policy, weights)
+    if stressed and policy.stress_mode == "weight":
+        returns = np.vstack([returns, stress])
+    stress_t = scenario_matrix(stress) if stressed and policy.stress_mode == "floor" else None
+    return scenario_matrix(returns), full_weights, stress_t
+
+
 # --------------------------------------------------------------------------- the shipped scenario set
 
 
@@ -232,11 +277,7 @@ class PortfolioScenarios:
 
     def full_weights(self) -> np.ndarray | None:
         """Scenario weights including the stressed scenarios when the policy weights them in."""
-        if self.policy.stress_mode != "weight" or self.stress is None or not len(self.stress):
-            return self.weights
-        base = np.full(len(self.z), 1 / len(self.z)) if self.weights is None else self.weights
-        s = self.policy.stress_weight
-        return np.concatenate([(1 - s) * base, np.full(len(self.stress), s / len(self.stress))])
+        return scenario_weights(len(self.z), self.stress, self.policy, self.weights)
 
 
 def write_scenarios(path: str | Path, scenarios: PortfolioScenarios) -> Path:
@@ -345,15 +386,10 @@ class PortfolioEngine:
         self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
         self.sigma = np.where(self.full, 0.0, self.sigma)
         self.adv = None if adv is None else _per_asset_values("adv", adv, len(scenarios.assets))
-        returns = np.clip(scenarios.z * self.sigma, -scenarios.max_move, scenarios.max_move)
-        if policy.stress_mode == "weight" and scenarios.stress is not None:
-            returns = np.vstack([returns, scenarios.stress])
-        self.weights = scenarios.full_weights()
-        self.simple_t = scenario_matrix(returns)  # (n_assets, n_scenarios)
+        returns = scenario_returns(scenarios.z, self.sigma, scenarios.max_move)
+        # simple_t (n_assets, n_scenarios); stress_t (n_assets, n_stress) or None: `book_panel`'s assembly
+        self.simple_t, self.weights, self.stress_t = day_scenarios(returns, scenarios.stress, policy, scenarios.weights)
         self.unit = unit_risks(self.simple_t.T, policy.measure, self.weights)
-        self.stress_t = None
-        if policy.stress_mode == "floor" and scenarios.stress is not None:
-            self.stress_t = scenario_matrix(scenarios.stress)
         self.index = {a: i for i, a in enumerate(scenarios.assets)}
         self.any_unusable, self.any_full = bool(self.unusable.any()), bool(self.full.any())
         self.coef = addon_coefficients(self.sigma, self.adv, policy.concentration)

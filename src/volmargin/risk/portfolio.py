@@ -2,10 +2,11 @@
 scenarios, autocalibration of the scale, the correlation-stress weight and the concentration add-on's
 coefficient, summaries and stress replays.
 
-The margin rule is `volmargin_serving.portfolio` (the code serving runs): per margin date the books'
-joint, isolated and stressed risks (`book_components`) and the concentration add-on, for each coefficient
-of a grid, are computed once (`book_panel`); scale and blend weight then act linearly, so calibration
-bisects on stored components.
+The margin rule is `volmargin_serving.portfolio` (the code serving runs): per margin date the scenario set
+is assembled as serving assembles it (`day_scenarios`: move cap, stressed rows weighted in or kept as a
+floor), the books' joint, isolated and stressed risks (`book_components`) and the concentration add-on, for
+each coefficient of a grid, are computed once (`book_panel`); scale and blend weight then act linearly, so
+calibration bisects on stored components.
 
 Population classes (`make_population`): random long/short books, all-long and all-short baskets, hedged
 pairs (BTC vs ETH; alts vs BTC) sized as a desk hedges, by the minimum-variance hedge ratio (the beta of
@@ -34,8 +35,8 @@ import numpy as np
 import pandas as pd
 from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.portfolio import (
-    PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, initial_margin, isolated_margin, position_addons,
-    scenario_matrix, unit_risks,
+    PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, day_scenarios, initial_margin, isolated_margin,
+    position_addons, scenario_returns, stressed_unit_risks, unit_risks,
 )
 from volmargin_serving.risk import MAX_NOTIONAL, expected_shortfall, simple_returns
 
@@ -340,50 +341,60 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
         live = np.isfinite(sigma) & (sigma > 0)
         n = dated_notional(population, panel.realized, t, panel.horizon)
         held = n != 0
-        books = ~(held & ~live).any(1) & np.isfinite(n).all(1)
+        books = ~(held & ~live).any(1) & np.isfinite(n).all(1)  # margined: a forecast for every asset held
         if not books.any():
             continue
-        z, _ = fhs.standardized(t)
-        cap = fhs.move_cap(t)
-        returns = np.clip(np.where(live, z * np.where(live, sigma, 0.0), 0.0), -cap, cap)
-        weights, stress_t = None, None
-        if policy.stress_mode != "none":
-            stress = fhs.raw[fhs.stress_rows(t)]
-            stress = np.where(live, np.nan_to_num(stress), 0.0)
-            if policy.stress_mode == "weight" and len(stress):
-                s = policy.stress_weight
-                weights = np.concatenate([np.full(len(returns), (1 - s) / len(returns)),
-                                          np.full(len(stress), s / len(stress))])
-                returns = np.vstack([returns, stress])
-            elif policy.stress_mode == "floor" and len(stress):
-                stress_t = scenario_matrix(stress)
-        simple_t = scenario_matrix(returns)
-        unit = unit_risks(simple_t.T, policy.measure, weights)
         nb = n[books]
-        joint, isolated, floor = book_components(nb, simple_t, unit, policy.measure, weights, stress_t)
-        como = np.full(len(nb), np.nan)
-        if policy.correlation_stress == "comonotone":
-            como = comonotone_risk(nb, comonotone_tails(simple_t), policy.measure, simple_t.shape[1])
-        a = None if adv is None else adv[t]
-        own_unit = unit if stress_t is None else np.maximum(unit, unit_risks(stress_t.T, policy.measure))
-        per_position = np.maximum(nb, 0) * own_unit[:, 0] + np.maximum(-nb, 0) * own_unit[:, 1]
-        per_addon = np.stack([position_addons(nb, np.nan_to_num(sigma), a, c) for c in grid], axis=-1)
-        top = np.argmax(per_position, axis=1)
-        realised = panel.realized[t]
-        unrealised = (held[books] & np.isnan(realised)).any(1)
-        loss = -(nb @ np.nan_to_num(simple_returns(realised)))
+        values = _day_components(nb, *_day_scenarios(fhs, t, live, policy), policy, np.nan_to_num(sigma),
+                                 None if adv is None else adv[t], grid)
+        values["loss"] = _realised_loss(nb, held[books], panel.realized[t])
         rows = np.flatnonzero(books)
-        for key, value in (("joint", joint), ("isolated", isolated), ("floor", floor), ("comonotone", como),
-                           ("addon_grid", per_addon.sum(1)),
-                           ("largest", per_position[np.arange(len(nb)), top]),
-                           ("largest_addon_grid", per_addon[np.arange(len(nb)), top]),
-                           ("loss", np.where(unrealised, np.nan, loss))):
+        for key, value in values.items():
             out[key][i, rows] = value
         alive[i, rows] = True
     g = grid.index(float(policy.concentration))
     return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(population.notional).sum(1),
                      addon=out["addon_grid"][..., g], largest_addon=out["largest_addon_grid"][..., g],
                      concentrations=grid, **out)
+
+
+def _day_scenarios(fhs: FHS, t: int, live: np.ndarray,
+                   policy: PortfolioPolicy) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """`day_scenarios` (serving's assembly) of margin date t: the look-back's z x today's forecast, clipped
+    at the move cap, and the stressed window's raw returns; an asset without a forecast (not `live`) moves 0
+    in both (no book margined on t holds it)."""
+    z, _ = fhs.standardized(t)
+    returns = scenario_returns(np.where(live, z, 0.0), np.where(live, fhs.panel.sigma[t], 0.0), fhs.move_cap(t))
+    stress = None
+    if policy.stress_mode != "none":
+        stress = np.where(live, np.nan_to_num(fhs.raw[fhs.stress_rows(t)]), 0.0)
+    return day_scenarios(returns, stress, policy)
+
+
+def _day_components(nb: np.ndarray, simple_t: np.ndarray, weights: np.ndarray | None, stress_t: np.ndarray | None,
+                    policy: PortfolioPolicy, sigma: np.ndarray, adv: np.ndarray | None,
+                    grid: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Margin components of books `nb` (P, A) on one date's scenario set: joint, isolated, floor and
+    comonotone risks, the add-on for each coefficient of `grid`, and the largest position's own risk and
+    add-on (the position whose stressed-floored own risk is largest)."""
+    unit = unit_risks(simple_t.T, policy.measure, weights)
+    joint, isolated, floor = book_components(nb, simple_t, unit, policy.measure, weights, stress_t)
+    como = np.full(len(nb), np.nan)
+    if policy.correlation_stress == "comonotone":
+        como = comonotone_risk(nb, comonotone_tails(simple_t), policy.measure, simple_t.shape[1])
+    own_unit = stressed_unit_risks(unit, stress_t, policy.measure)
+    per_position = np.maximum(nb, 0) * own_unit[:, 0] + np.maximum(-nb, 0) * own_unit[:, 1]
+    per_addon = np.stack([position_addons(nb, sigma, adv, c) for c in grid], axis=-1)
+    top, books = np.argmax(per_position, axis=1), np.arange(len(nb))
+    return {"joint": joint, "isolated": isolated, "floor": floor, "comonotone": como,
+            "addon_grid": per_addon.sum(1), "largest": per_position[books, top],
+            "largest_addon_grid": per_addon[books, top]}
+
+
+def _realised_loss(nb: np.ndarray, held: np.ndarray, realised: np.ndarray) -> np.ndarray:
+    """The books' realised MPOR loss, NaN where a held asset's return is not realised (never filled)."""
+    loss = -(nb @ np.nan_to_num(simple_returns(realised)))
+    return np.where((held & np.isnan(realised)).any(1), np.nan, loss)
 
 
 def margin_path(bp: BookPanel, policy: PortfolioPolicy) -> np.ndarray:

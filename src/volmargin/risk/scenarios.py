@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.portfolio import scenario_returns
 from volmargin_serving.risk import ScenarioSet
 
 from volmargin.errors import ConfigError, DataError
@@ -183,7 +184,7 @@ class FHS:
         rows = self.rows(t)
         dates = day_array(self.panel.origins[rows])
         cap = self.move_cap(t)
-        return ScenarioSet(self.panel.assets, np.clip(self.z[rows] * self.panel.sigma[t], -cap, cap), dates, None,
+        return ScenarioSet(self.panel.assets, scenario_returns(self.z[rows], self.panel.sigma[t], cap), dates, None,
                            self.z_proxied[rows])
 
     def stress(self, t: int) -> ScenarioSet:
