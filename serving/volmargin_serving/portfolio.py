@@ -163,12 +163,6 @@ def position_addons(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | N
     return addons_from_coefficients(notional, addon_coefficients(sigma, adv, coefficient))
 
 
-def concentration_addon(notional: np.ndarray, sigma: np.ndarray, adv: np.ndarray | None,
-                        coefficient: float) -> np.ndarray:
-    """Sum of `position_addons`: the concentration add-on of books (..., k) -> (...)."""
-    return position_addons(notional, sigma, adv, coefficient).sum(-1)
-
-
 def book_components(notional: np.ndarray, simple_t: np.ndarray, unit: np.ndarray, measure: str, weights=None,
                     stress_t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(joint, isolated, floor) risks of books (..., k) against the scenarios' simple returns `simple_t`
