@@ -38,6 +38,16 @@ def test_black76_parity_and_expiry():
     np.testing.assert_allclose(vo.black76(f, k, -1.0, s, False), np.maximum(k - f, 0), atol=1e-3)
 
 
+def test_greeks_of_an_expired_option_are_finite():
+    """(session 25's audit: gamma and theta were NaN at zero time to expiry, 0 / 0)"""
+    g = vo.greeks(np.full(4, 100.0), np.array([90.0, 110.0, 100.0, 100.0]), np.array([0.0, 0.0, -1.0, 0.1]),
+                  np.full(4, 0.5), np.array([True, True, False, True]))
+    assert all(np.isfinite(v).all() for v in g.values())
+    np.testing.assert_allclose(g["delta"][:3], [1.0, 0.0, -0.5], atol=1e-9)  # in, out of, at the money
+    assert not g["gamma"][:3].any() and not g["vega"][:3].any() and not g["theta"][:3].any()
+    assert g["gamma"][3] > 0 and g["vega"][3] > 0 and g["theta"][3] < 0
+
+
 def test_premium_within_bid_ask_and_greeks_match_the_chain(chain):
     years = chain["days"] / vo.DAYS_PER_YEAR
     args = (chain["underlying_price"], chain["strike"], years, chain["mark_iv"], chain["is_call"])

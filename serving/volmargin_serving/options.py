@@ -121,13 +121,16 @@ def premium_btc(forward, strike, years, sigma, is_call) -> np.ndarray:
 
 def greeks(forward, strike, years, sigma, is_call) -> dict[str, np.ndarray]:
     """Black-76 Greeks in Deribit's units: delta, gamma (per USD), vega (USD per vol point), theta
-    (USD per calendar day)."""
+    (USD per calendar day, the instantaneous rate: within a day of expiry it can exceed the option's value,
+    where Deribit's theta is nearer the day's actual decay). An expired option (years <= 0) has the intrinsic
+    delta (0 or +-1; at the money the limit, +-1/2) and no gamma, vega or theta."""
     forward, strike = np.asarray(forward, dtype=float), np.asarray(strike, dtype=float)
     years, sigma = np.asarray(years, dtype=float), np.asarray(sigma, dtype=float)
-    root = np.sqrt(years)
-    sd = sigma * root
+    live = years > 0
+    root = np.sqrt(np.where(live, years, 1.0))  # expired: any positive stand-in, their Greeks are set below
+    sd = np.where(live, sigma * root, 1e-12)
     d1 = np.log(forward / strike) / sd + 0.5 * sd
-    density = npdf(d1)
+    density = np.where(live, npdf(d1), 0.0)
     return {
         "delta": np.where(is_call, ndtr(d1), ndtr(d1) - 1.0),
         "gamma": density / (forward * sd),
