@@ -207,3 +207,17 @@ def test_learned_parameters_out_of_range_stop_before_any_fit(params, message):
                                   ({"patience": -1}, "nn.patience: -1"), ({"batch_size": 0}, "nn.batch_size: 0")):
         with pytest.raises(ConfigError, match=re.escape(nn_message)):
             check_learned_params("nn", nn_params, "nn")
+
+
+def test_mlflow_registry_notices_are_dropped_other_stderr_kept(capsys):
+    """(session 25: `make demo` printed MLflow's two registry lines per model beside volmargin's own)"""
+    import sys
+
+    from volmargin.tracking import _registry_notices_dropped
+
+    with _registry_notices_dropped():
+        print("Successfully registered model 'x'.", file=sys.stderr)
+        print("Registered model 'x' already exists. Creating a new version of this model...", file=sys.stderr)
+        print("Created version '2' of model 'x'.", file=sys.stderr)
+        print("a warning worth reading", file=sys.stderr)
+    assert capsys.readouterr().err == "a warning worth reading\n"

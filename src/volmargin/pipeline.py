@@ -111,11 +111,12 @@ def stage_train(run: Run) -> None:
             else:
                 model, forecasts = fit_and_evaluate(cfg, run.panel, run.progress)
             seconds = time.perf_counter() - fitting
-            save_trained(cfg, model, forecasts, run.panel, run.bars, seconds)
+            _, version, alias = save_trained(cfg, model, forecasts, run.panel, run.bars, seconds)
         run.models[name], evaluated[name] = model, forecasts
         fitted = (f"mixed from the members above (not refitted), evaluated after {cfg.window.train_end}" if reused
                   else f"fitted on data up to {cfg.window.train_end} and evaluated after it")
-        print(f"train: {name} {fitted} in {seconds:.1f} s; written to {cfg.output}")
+        registered = f"; registered as {cfg.tracking.registered_model} version {version} ({alias})" if version else ""
+        print(f"train: {name} {fitted} in {seconds:.1f} s; written to {cfg.output}{registered}")
 
 
 def blend_reuses_members(run: Run, evaluated: dict[str, pd.DataFrame]) -> bool:

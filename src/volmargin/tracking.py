@@ -8,13 +8,15 @@ aliases (`challenger`, then `champion` when it beats the current champion), neve
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import pandas as pd
@@ -167,16 +169,34 @@ def log_forecaster(forecaster, levels: tuple[float, ...], example: pd.DataFrame,
         counts = example_in.select_dtypes("integer").columns  # as doubles, so a missing count cannot break the schema
         example_in[counts] = example_in[counts].astype(float)
         example_out = forecaster.forecast(example, example.index[-1:], levels).to_frame().reset_index(drop=True)
-        return mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model_class(),
-            artifacts={"forecaster": str(path)},
-            model_config={"forecast_levels": list(levels)},
-            signature=infer_signature(example_in, example_out),
-            input_example=example_in,
-            pip_requirements=model_requirements(),
-            registered_model_name=registered_name,
-        )
+        with _registry_notices_dropped():
+            return mlflow.pyfunc.log_model(
+                name="model",
+                python_model=model_class(),
+                artifacts={"forecaster": str(path)},
+                model_config={"forecast_levels": list(levels)},
+                signature=infer_signature(example_in, example_out),
+                input_example=example_in,
+                pip_requirements=model_requirements(),
+                registered_model_name=registered_name,
+            )
+
+
+REGISTRY_NOTICES = ("Successfully registered model", "Created version", "Registered model ")
+
+
+@contextmanager
+def _registry_notices_dropped() -> Iterator[None]:
+    """MLflow prints its own registry notices to stderr ("Successfully registered model ...", "Registered
+    model ... already exists ...", "Created version ..."; `eprint`, not logging); volmargin's own output names
+    the version, so those are dropped and any other stderr output of the call is passed on."""
+    buffer = io.StringIO()
+    try:
+        with redirect_stderr(buffer):
+            yield
+    finally:
+        lines = buffer.getvalue().splitlines(keepends=True)
+        sys.stderr.write("".join(line for line in lines if not line.startswith(REGISTRY_NOTICES)))
 
 
 def promote(name: str, version: str | int, score: float, lower_is_better: bool = True) -> str:
@@ -207,7 +227,7 @@ def log_bundle(bundle: Path, run_id: str | None = None, registered_name: str | N
     import mlflow
     import onnx
 
-    with _logging_run(run_id, "export"):
+    with _logging_run(run_id, "export"), _registry_notices_dropped():
         info = mlflow.onnx.log_model(onnx.load(str(bundle / "model.onnx")), name="onnx",
                                      onnx_execution_providers=["CPUExecutionProvider"],
                                      pip_requirements=mlflow.onnx.get_default_pip_requirements(),  # not inferred
