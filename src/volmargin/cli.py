@@ -716,7 +716,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     print(f"\nOut of sample from {cfg.validation_start} ({cfg.model}; bad debt as a fraction of open interest and "
           f"of the insurance fund, target p{cfg.target.quantile * 100:g} <= {cfg.target.max_bad_debt_fund:.1%} of the fund):")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4%}"))
-    print(f"wrote {args.out}/summary.csv, stress.csv, solvency.csv in {result.seconds:.0f} s")
+    print(f"wrote {args.out}/summary.csv, stress.csv, solvency.csv, simulate.json in {result.seconds:.0f} s")
     return 0
 
 
@@ -943,7 +943,8 @@ def cmd_options(args: argparse.Namespace) -> int:
         print(f"classes left out of some of the {result['record']['book_days']} snapshot days (too few listed "
               f"legs), days missed: {', '.join(f'{cls} {days}' for cls, days in missing.items())} (run.json: "
               "missing_class_days; summary.csv has no row where a class has no book)")
-    print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, report.html in {result['record']['seconds']:.0f} s")
+    print(f"wrote {args.out}/summary.csv, grids.csv, iv_scores.csv, run.json, report.html in "
+          f"{result['record']['seconds']:.0f} s")
     return 0
 
 
