@@ -821,7 +821,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
         _print_fail_safe_causes(served, calibration)
         _print_uncovered(panel, served, args.bundle, "margin")
         for side, rows in served[~safe].groupby("side"):
-            print(f"  {side:>5}, priced by the rule: average initial margin {rows['initial_margin'].mean():.2%}, "
+            print(f"  {side:>5}, not fail-safe: average initial margin {rows['initial_margin'].mean():.2%}, "
                   f"maintenance {rows['maintenance_margin'].mean():.2%}")
         return 0
 
