@@ -556,15 +556,16 @@ def print_run_summary(out: Path) -> None:
     """The two tables a risk committee asks for first: forecast accuracy and the calibrated margins."""
     import pandas as pd
 
+    from volmargin.evaluation.scoring import POOLED
     from volmargin.reports.report import target_breach_rate
 
     scores = pd.read_csv(out / "scores.csv")
-    pooled = scores[scores["asset"] == "ALL"].sort_values("qlike")
+    pooled = scores[scores["asset"] == POOLED].sort_values("qlike")
     print("\nForecast accuracy (pooled over assets, best QLIKE first):")
     print(pooled[["model", "n", "qlike", "var99_long_rate", "var99_short_rate"]].to_string(
         index=False, float_format=lambda x: f"{x:.4f}"))
     margins = pd.read_csv(out / "calibration" / "margin_summary.csv")
-    table = margins[margins["asset"] == "ALL"].pivot(index="model", columns="side", values=["breach_rate", "avg_margin"])
+    table = margins[margins["asset"] == POOLED].pivot(index="model", columns="side", values=["breach_rate", "avg_margin"])
     table.columns = [f"{kind}_{side}" for kind, side in table.columns]
     target = target_breach_rate(json.loads((out / "run.json").read_text()))
     table["within_target"] = (table[["breach_rate_long", "breach_rate_short"]] <= target).all(axis=1)
@@ -619,6 +620,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from volmargin.calibration.parameters import write_parameter_set
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import daily_panel
+    from volmargin.evaluation.scoring import POOLED
 
     from volmargin.calibration.bundle import check_calibration_data
     from volmargin.io import output_lock, preflight
@@ -641,7 +643,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             scored = score_panel(args.bundle, panel, runner, progress=False)
         parameters, table, summary = calibrate_bundle(args.bundle, scored, panel, policy, args.validation_start, bars)
         path = write_parameter_set(parameters, args.bundle, args.out)
-        pooled = summary[summary["asset"] == "ALL"].set_index("side")
+        pooled = summary[summary["asset"] == POOLED].set_index("side")
         print(f"calibrated {policy.risk} x scale per asset and side to a {policy.target_breach_rate:.1%} breach "
               f"target; validation from {table['valid_from'].iloc[0].date()}:")
         for side, row in pooled.iterrows():
@@ -844,6 +846,7 @@ def _print_fail_safe_causes(served: pd.DataFrame, calibration: Path) -> None:
 def cmd_portfolio(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from volmargin.evaluation.scoring import POOLED
     from volmargin.io import preflight, read_forecasts, staged_folder
     from volmargin.risk.job import POPULATION_KEYS, PortfolioJob, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
@@ -878,7 +881,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
         tables = run_portfolio(forecasts, daily, job, staging, population, progress=show_progress(args))
     summary = tables["summary"]
     print(portfolio_digest(summary).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    days_by_class = summary[summary["portfolio_class"] != "ALL"].groupby("portfolio_class")["book_days"].sum()
+    days_by_class = summary[summary["portfolio_class"] != POOLED].groupby("portfolio_class")["book_days"].sum()
     empty = days_by_class.index[days_by_class == 0]
     if len(empty):
         spans = forecasts.groupby("asset")["origin"].agg(["min", "max"])
@@ -892,8 +895,10 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
 def portfolio_digest(summary: "pd.DataFrame") -> "pd.DataFrame":
     """One line per model of a portfolio summary: all classes pooled (Kupiec clustered by date, books of one day
     sharing its move) and the worst class's breach rate; summary.csv has every class."""
-    pooled = summary[summary["portfolio_class"] == "ALL"].set_index("model")
-    classes = summary[(summary["portfolio_class"] != "ALL") & summary["breach_rate"].notna()]  # NaN: no book-day
+    from volmargin.evaluation.scoring import POOLED
+
+    pooled = summary[summary["portfolio_class"] == POOLED].set_index("model")
+    classes = summary[(summary["portfolio_class"] != POOLED) & summary["breach_rate"].notna()]  # NaN: no book-day
     worst = classes.loc[classes.groupby("model")["breach_rate"].idxmax()].set_index("model")
     columns = ["portfolios", "book_days", "breach_rate", "kupiec_p_clustered", "avg_margin", "avg_isolated_margin"]
     digest = pooled[[c for c in columns if c in pooled]].assign(
@@ -916,6 +921,7 @@ def _fallback_lines(record: dict) -> list[str]:
 
 def cmd_options(args: argparse.Namespace) -> int:
     from volmargin.calibration.option_job import OptionJob, run_option_job
+    from volmargin.evaluation.scoring import POOLED
 
     split = lambda text: tuple(x.strip() for x in text.split(",") if x.strip())  # noqa: E731
     job = OptionJob(tuple(args.chains), tuple(args.iv), tuple(args.data), args.calibrate_until, args.out,
@@ -926,7 +932,7 @@ def cmd_options(args: argparse.Namespace) -> int:
                     synthetic_days=args.synthetic_days)
     result = run_option_job(job)
     summary = result["summary"]
-    table = summary[summary["portfolio_class"] == "ALL"].pivot(index="method", columns="period",
+    table = summary[summary["portfolio_class"] == POOLED].pivot(index="method", columns="period",
                                                                 values=["breach_rate", "avg_margin"])
     table.columns = [f"{kind}_{period}" for kind, period in table.columns]
     print(f"{result['record']['underlying'].upper()} options: {result['record']['books']} books over "

@@ -32,6 +32,7 @@ import pandas as pd
 
 from volmargin.config import RunConfig
 from volmargin.errors import ConfigError, VolmarginError
+from volmargin.evaluation.scoring import POOLED
 from volmargin.io import mark_incomplete, output_lock, write_atomic, write_frame
 from volmargin.progress import bars_enabled
 
@@ -157,7 +158,7 @@ def stage_backtest(run: Run) -> None:
     write_frame(timings, run.out / "timings.csv")
     reference = "har" if "har" in section.baselines else (section.baselines or learned)[0]
     run.scores, _ = write_scores(run.forecasts, run.out, reference)
-    pooled = run.scores[(run.scores["asset"] == "ALL") & run.scores["model"].isin(learned)]
+    pooled = run.scores[(run.scores["asset"] == POOLED) & run.scores["model"].isin(learned)]
     run.record["champion"] = str(pooled.sort_values("qlike")["model"].iloc[0])
     print(f"backtest: {run.forecasts['model'].nunique()} models, {len(run.forecasts):,} forecasts; "
           f"champion {run.record['champion']}")
@@ -214,7 +215,7 @@ def stage_portfolio(run: Run) -> None:
                        correlation_weights=tuple(section.correlation_weights or CALIBRATION_WEIGHTS),
                        **section.population)
     summary = run_portfolio(run.forecasts, run.panel, job, run.out / "portfolio", progress=run.progress)["summary"]
-    pooled = summary[summary["portfolio_class"] == "ALL"]
+    pooled = summary[summary["portfolio_class"] == POOLED]
     run.record["portfolio"] = {"models": list(models), "validation_start": start}
     print("portfolio: " + "; ".join(f"{r.model} breach {r.breach_rate:.2%}, margin {r.avg_margin:.2%} "
                                     f"(isolated {r.avg_isolated_margin:.2%})" for r in pooled.itertuples())

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from volmargin.calibration.autocalibrate import TOLERANCE, utc
+from volmargin.evaluation.scoring import POOLED
 from volmargin.risk.option_books import OptionBacktestBooks, select_books
 from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.options import (DERIBIT_BTC, GRID_PARAMETERS, Grid, grid_from_forecasts, initial_margin,
@@ -217,7 +218,7 @@ def summarise(data: OptionBacktestBooks, margins: dict[str, np.ndarray], periods
     rows = []
     for method, margin in margins.items():
         f = frame.assign(margin=margin / data.books.notional, static=margins[STATIC] / data.books.notional)
-        f = pd.concat([f, f.assign(portfolio_class="ALL")])
+        f = pd.concat([f, f.assign(portfolio_class=POOLED)])
         for (cls, period), g in f.groupby(["portfolio_class", "period"], sort=False):
             breach = g["loss"] > g["margin"]
             rows.append({"portfolio_class": cls, "method": method, "period": period, "portfolios": len(g),

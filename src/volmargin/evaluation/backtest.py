@@ -24,6 +24,7 @@ from volmargin_serving.bars import default_min_bars as bars_default_min_bars
 from volmargin.data.loader import bar_seconds
 from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
+from volmargin.evaluation.scoring import POOLED
 from volmargin.evaluation.walkforward import WalkForwardSplit, historical_forecasts, panel_historical_forecasts
 from volmargin.features.realized import daily_measures
 from volmargin.models import make_forecaster
@@ -249,7 +250,7 @@ def run_backtest(
             timings.append({"asset": asset, "model": model, "days": len(frame), "seconds": seconds})
     for model, (asset_frames, seconds) in zip(fitted + [derived] * bool(derived), global_results):
         frames.extend(asset_frames)
-        timings.append({"asset": "ALL", "model": model, "days": sum(len(f) for f in asset_frames), "seconds": seconds})
+        timings.append({"asset": POOLED, "model": model, "days": sum(len(f) for f in asset_frames), "seconds": seconds})
     frames = [f for f in frames if not f.empty]
     if not frames:
         raise DataError("no forecasts: every asset has too little history before the start date, or the start is after "

@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from volmargin.evaluation.scoring import POOLED
 from volmargin.io import write_atomic
 from volmargin.reports.figures import DPI, png
 from volmargin.reports.html import img, key_values, note, page, table
@@ -54,8 +55,8 @@ def settings_table(record: dict) -> str:
 def write_options_report(summary: pd.DataFrame, grids: pd.DataFrame, record: dict, out: Path) -> Path:
     kinds = {"portfolios": "int", "days": "int", "breaches": "int", "breach_rate": "pct", "avg_margin": "pct",
              "worst_shortfall": "pct", "scale": "f3", "margin_ratio_to_static": "f3"}
-    pooled = summary[summary["portfolio_class"] == "ALL"].drop(columns="portfolio_class")
-    per_class = summary[(summary["portfolio_class"] != "ALL") & (summary["period"] == "validation")]
+    pooled = summary[summary["portfolio_class"] == POOLED].drop(columns="portfolio_class")
+    per_class = summary[(summary["portfolio_class"] != POOLED) & (summary["period"] == "validation")]
     sections = [
         ("pooled", "All classes pooled", table(pooled, kinds) + note(
             "Breach: the realised loss to the next snapshot exceeds the initial margin. Margins and shortfalls "

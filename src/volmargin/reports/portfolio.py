@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from volmargin.evaluation.scoring import POOLED
 from volmargin.reports.html import note, table
 
 SUMMARY = {"portfolio_class": ("class", None), "model": ("model", None), "portfolios": ("books", "int"),
@@ -43,7 +44,7 @@ def portfolio_section(folder: Path) -> str:
              _table(summary, SUMMARY)]
     if (folder / "compare.csv").is_file():
         compare = pd.read_csv(folder / "compare.csv")
-        compare = compare[compare["portfolio_class"] == "ALL"]
+        compare = compare[compare["portfolio_class"] == POOLED]
         if len(compare):
             parts += ["<h3>Average margin against the references, each calibrated to the breach target</h3>",
                       note("Not at equal realised coverage: each model's validation breach rate is beside its "

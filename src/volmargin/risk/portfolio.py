@@ -42,6 +42,7 @@ from volmargin_serving.risk import MAX_NOTIONAL, expected_shortfall, simple_retu
 
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation import stats
+from volmargin.evaluation.scoring import POOLED
 from volmargin.risk.scenarios import FHS
 
 CLASSES = ("random_ls", "all_long", "all_short", "hedged_btc_eth", "hedged_alt_btc", "equal_btc_eth",
@@ -218,7 +219,7 @@ def read_population(path, assets: tuple[str, ...]) -> Population:
             raise fail(row, f"notional {text} is beyond +-{MAX_NOTIONAL:g}")
         if not cls.strip():
             raise fail(row, "portfolio_class is empty")
-        if cls == "ALL":
+        if cls == POOLED:
             raise fail(row, "portfolio_class 'ALL' is reserved for the pooled summary row")
     twice = table.duplicated(["portfolio", "asset"], keep=False).to_numpy()
     if twice.any():
@@ -546,8 +547,8 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
     counted, hits = _breaches(bp, margin, rows)
     labels = np.asarray(classes)
     out = []
-    for cls in [*sorted(set(labels)), "ALL"]:
-        cols = np.ones(len(labels), bool) if cls == "ALL" else labels == cls
+    for cls in [*sorted(set(labels)), POOLED]:
+        cols = np.ones(len(labels), bool) if cls == POOLED else labels == cls
         live = bp.alive[:, cols] & rows[:, None]
         c, h = counted[:, cols], hits[:, cols]
         day = np.broadcast_to(np.arange(len(c))[:, None] // horizon, c.shape)  # the cluster of each book-day
