@@ -198,3 +198,23 @@ def test_summary_answers_the_committee_from_the_tables_below(run_dir):
             cheapest = within["avg_margin"].idxmin()
             assert f"the cheapest baseline within the target, <b>{cheapest}</b>" in section
     assert "<h3>Caveats</h3>" in section and "The data are synthetic" in section  # the run's data kind
+
+
+def test_exceedance_panels_show_the_champions_worst_assets_beside_the_longest():
+    """(session 25: a 129-asset report showed the four assets with most forecast days, alphabetical among ties)"""
+    from types import SimpleNamespace
+
+    from volmargin.reports.report import _exceedance_assets
+
+    days = {"a": 400, "b": 400, "c": 300, "d": 300, "e": 200, "f": 100}
+    forecasts = pd.DataFrame([(a, 0.1) for a, n in days.items() for _ in range(n)], columns=["asset", "realized_rv"])
+    breaches = {"a": 1, "b": 2, "c": 0, "d": 9, "e": 8, "f": 1}  # per side, so the rate is 2 x this / n
+    scores = pd.DataFrame([{"asset": a, "model": "gbm", "n": days[a], "var99_long_exceptions": k,
+                            "var99_short_exceptions": k} for a, k in breaches.items()]
+                          + [{"asset": POOLED, "model": "gbm", "n": 1700, "var99_long_exceptions": 21,
+                              "var99_short_exceptions": 21}])
+    run = SimpleNamespace(forecasts=forecasts, scores=scores)
+    shown, how = _exceedance_assets(run, "gbm", 4)
+    assert shown == ["a", "b", "e", "d"]  # e: 16 of 200, d: 18 of 300
+    assert "where gbm's VaR was exceeded most often" in how
+    assert _exceedance_assets(run, "other", 4)[0] == ["a", "b", "c", "d"]  # no scores of its own: the longest

@@ -240,6 +240,21 @@ def _largest_assets(forecasts: pd.DataFrame, limit: int) -> list[str]:
     return sorted(rows.index, key=lambda a: (-rows[a], a))[:limit]
 
 
+def _exceedance_assets(run: Run, champion: str, limit: int) -> tuple[list[str], str]:
+    """Half the panels for the assets with most forecast days, half for those where the champion's 99% VaR was
+    exceeded most often (its worst, what a risk committee asks about); the note's words for the choice."""
+    longest = _largest_assets(run.forecasts, limit)
+    own = run.scores[(run.scores["model"] == champion) & (run.scores["asset"] != POOLED) & (run.scores["n"] > 0)]
+    if len(run.forecasts["asset"].unique()) <= limit or own.empty:
+        return longest, "most forecast days"
+    rate = (own["var99_long_exceptions"] + own["var99_short_exceptions"]) / own["n"]
+    worst = list(own.assign(rate=rate).sort_values(["rate", "asset"], ascending=[False, True])["asset"])
+    shown = longest[: limit - limit // 2]
+    shown += [a for a in worst if a not in shown][: limit - len(shown)]
+    return shown, (f"{limit - limit // 2} with most forecast days, then those where {champion}'s VaR was exceeded "
+                   "most often")
+
+
 def _groups(forecasts: pd.DataFrame, assets: list[str], models: list[str]) -> dict[str, pd.DataFrame]:
     rows = forecasts[forecasts["asset"].isin(assets) & forecasts["model"].isin(models)]
     groups = dict(tuple(rows.groupby("asset")))
@@ -265,12 +280,12 @@ def volatility_section(run: Run, ranking: Ranking) -> str:
 
 def exceedance_section(run: Run, ranking: Ranking) -> str:
     models = list(dict.fromkeys([ranking.champion, ranking.best_baseline]))
-    assets = _largest_assets(run.forecasts, MAX_EXCEEDANCE_ASSETS)
+    assets, how = _exceedance_assets(run, ranking.champion, MAX_EXCEEDANCE_ASSETS)
     fig = figures.exceedances(_groups(run.forecasts, assets, models), models)
     return (note(f"Realized daily return against the 99% VaR of the champion ({ranking.champion}) and the best "
                  f"baseline ({ranking.best_baseline}): a long exceedance is a loss below −VaR long, a short one a "
                  f"gain above +VaR short. The y range covers every return; VaR spikes beyond it are clipped. "
-                 f"{_shown(assets, run.forecasts['asset'].nunique(), 'most forecast days')}")
+                 f"{_shown(assets, run.forecasts['asset'].nunique(), how)}")
             + img(figures.png(fig), "VaR exceedances"))
 
 
