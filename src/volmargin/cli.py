@@ -82,11 +82,13 @@ BUNDLE_DATA_DEFAULT = ("required unless the bundle learned from the built-in syn
                        "bundle's are aggregated to them")
 
 
-def _add_data_args(parser: argparse.ArgumentParser, default: str = SYNTHETIC_DEFAULT) -> None:
+def _add_data_args(parser: argparse.ArgumentParser, default: str = SYNTHETIC_DEFAULT, min_bars: bool = True) -> None:
+    """--data, and --min-bars (where the command builds daily measures; else hidden and refused with a reason)."""
     parser.add_argument("--data", nargs="+", metavar="FILE", help="bar files, folders or globs "
                         f"(CSV, CSV.gz, Parquet, Binance kline dumps); {default}")
     parser.add_argument("--min-bars", type=_positive_int, default=None,
-                        help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
+                        help="bars a day needs to count as complete (default: 20 of 24 hourly bars)" if min_bars
+                        else argparse.SUPPRESS)
 
 
 def _policy_items(text: str) -> dict:
@@ -256,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = _command(commands, "simulate", "liquidation and bad-debt simulation of the breach-rate, "
                                    "solvency-calibrated and static margin policies on a run's forecasts")
     simulate.add_argument("--run", type=Path, required=True, help="a `volmargin run` or `backtest` output folder")
-    _add_data_args(simulate, "the run's bars; default: the built-in synthetic market (a run on it)")
-    simulate.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, stress.csv, solvency.csv)")
+    _add_data_args(simulate, "the run's bars; default: the built-in synthetic market (a run on it)", min_bars=False)
+    simulate.add_argument("--out", type=Path, required=True,
+                          help="output folder (summary.csv, stress.csv, solvency.csv, simulate.json)")
     simulate.add_argument("--set", type=_policy_items, default={}, metavar="KEY=VALUE,...",
                           help="simulation settings, e.g. model=har,accounts=1000,bootstrap_paths=4,"
                           "max_bad_debt_fund=0.01,liquidation=partial (see volmargin.config.SimulationSection)")
@@ -572,7 +575,9 @@ def print_run_summary(out: Path) -> None:
     order = table.assign(outside=~table["within_target"], mean=table[["avg_margin_long", "avg_margin_short"]].mean(1))
     print(f"\nCalibrated initial margin, out of sample (breach rate and average margin rate per side; models "
           f"within the {target:.1%} breach target on both sides first, each group cheapest first):")
-    print(table.loc[order.sort_values(["outside", "mean"]).index].to_string(float_format=lambda x: f"{x:.2%}"))
+    rates = {c: (lambda x: f"{x:.3%}") for c in ("breach_rate_long", "breach_rate_short")}  # 1.005% is not 1%
+    print(table.loc[order.sort_values(["outside", "mean"]).index].to_string(
+        formatters=rates, float_format=lambda x: f"{x:.2%}"))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
