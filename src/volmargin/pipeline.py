@@ -275,8 +275,9 @@ def stage_export(run: Run) -> None:
 
 def refit_on_all_data(run: Run, name: str):
     """The champion refitted with its configured parameters on every asset's data up to the last day: a
-    frozen model ages (see the README's ageing table), so what is exported learns from everything known at
-    export time. Its held-out scores are those of the train stage's model, fitted to window.train_end."""
+    frozen model ages (docs/unseen-assets.md, "Ageing and retraining"), so what is exported learns from
+    everything known at export time. Its held-out scores are those of the train stage's model, fitted to
+    window.train_end."""
     from volmargin.models import make_forecaster
 
     model = make_forecaster(name, **run.cfg.learned[name])

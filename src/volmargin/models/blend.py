@@ -2,7 +2,7 @@
 
 The two learned models err differently (trees on one day's features, a recurrent network on a window),
 and on assets neither saw their average beats either (`bench/unseen_learned_blend.py`, rule fixed before
-its run; README "Learned models on assets they never saw"). The blend forecasts the variance
+its run; docs/unseen-assets.md "The GBM and the GRU blended"). The blend forecasts the variance
 w f_gbm + (1 - w) f_gru and keeps the GBM's standardized tails (VaR and ES scale with the blended
 volatility), whose calibration on unseen assets the GRU's lack.
 
@@ -14,9 +14,9 @@ The long-run level: with `long_share` s > 0 the forecast is (1 - s) x that blend
 RV over the complete days of its last `long_days` days (times the horizon), the tails scaled with it. A frozen
 global model does not know a new asset's own long-run variance and was short of it on the jump days; the mix
 puts back some of what an asset's own GJR-GARCH gave there (`bench/unseen_level_blend.py`; s = 0.075 and 121
-days chosen on unseen-asset selection folds: README "Learned models on assets they never saw"). The level is the last core
-feature column (`features.LONG_LEVEL_FEATURE_NAMES`), read by the graph but by neither member, with
-identity statistics (missing -> 0: the asset's level variance).
+days chosen on unseen-asset selection folds: docs/unseen-assets.md "The long-run level is in the product since
+session 16"). The level is the last core feature column (`features.LONG_LEVEL_FEATURE_NAMES`), read by the graph
+but by neither member, with identity statistics (missing -> 0: the asset's level variance).
 
 With `weight` 1 the GRU has no part and is neither fitted nor exported: the GBM alone mixed with the level,
 what `training/configs/gbm-crypto-hourly.yaml` trains (s = 0.1, chosen for the GBM the same way).

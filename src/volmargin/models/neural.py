@@ -21,7 +21,7 @@ Losses (summed, the tail part weighted by `tail_weight`):
 Ensembles (`members=N`, the crypto configs use 3): N networks trained from seeds seed .. seed + N - 1 (each its
 own initial weights and held-out assets), averaged by `VolEnsemble` into one network to serve and export. On
 unseen assets the GRU's figures move more with its seed than the GBM's (QLIKE / HAR 1.011-1.023 on 2022-2025)
-and the average of three beat every seed (1.005; README, "The GRU's seed spread").
+and the average of three beat every seed (1.005; docs/unseen-assets.md, "The GRU's seed spread, and bagging it").
 
 Tail calibration (`tail_calibration=True`; off by default): after training, each tail output (VaR and ES of
 a side and level) is multiplied by the factor >= 1 that makes its VaR exceeded on the held-out assets' rows

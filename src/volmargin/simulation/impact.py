@@ -31,7 +31,7 @@ from volmargin.errors import ConfigError, DataError
 
 # Y of the square-root law, against spot-bar volume: the next-minute slope fitted on the January 2021
 # liquidation minutes (1.1; the contemporaneous slope, 3.8, is an upper bound: moves cause liquidations
-# too); metaorder studies find 0.5-1. bench/simulation.py re-measures both (README "Liquidation simulation").
+# too); metaorder studies find 0.5-1. bench/simulation.py re-measures both (docs/simulation.md "Impact model").
 DEFAULT_IMPACT = 1.1
 
 
