@@ -331,7 +331,13 @@ def test_sanity_rules_on_the_set():
 @pytest.mark.parametrize("change", [{"buffer": 0.1}, {"maintenance_fraction": 1.0}, {"max_down": 1.0},
                                     {"scale_bounds": (2.0, 1.0)}, {"max_up": float("nan")}, {"max_up": "nan"},
                                     {"scale_bounds": 5}, {"scale_bounds": (0.1, 1.0, 2.0)},
-                                    {"scale_bounds": (0.01, 10.0)}])  # below the runtime's HARD_MIN_SCALE
+                                    {"scale_bounds": (0.01, 10.0)},  # below the runtime's HARD_MIN_SCALE
+                                    # session 25's recheck: an inf passed every comparison (buffer=inf calibrated
+                                    # to the lowest scale and served margins 8x lower); types were not checked
+                                    {"buffer": float("inf")}, {"scale_bounds": (0.05, float("inf"))},
+                                    {"lookback_z": float("inf")}, {"max_up": float("inf")}, {"stressed_floor": 2},
+                                    {"pooled": "no"}, {"stress_window": 30.5}, {"risk": "foo"},
+                                    {"mpor_hours": 8.5}])
 def test_bad_policy_settings(change):
     with pytest.raises(ConfigError, match=f"policy.{next(iter(change))}"):
         PolicyConfig(**change)

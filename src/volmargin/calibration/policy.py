@@ -25,8 +25,11 @@ the backtest and the serving runtime all apply the same code.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from numbers import Integral
 
+from volmargin_serving.bundle import real_number
 from volmargin_serving.calibration import HARD_MIN_RATE, HARD_MIN_SCALE
 from volmargin_serving.margins import (
     DEFAULT_MIN_RATE, MIN_BUFFER, apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
@@ -37,6 +40,10 @@ from volmargin.errors import ConfigError
 
 __all__ = ["MIN_BUFFER", "PolicyConfig", "apc_step", "haircut", "liquidation_threshold", "margin_rate",
            "rate_from_log", "speed_bounds"]
+
+
+def _whole(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -62,21 +69,27 @@ class PolicyConfig:
     min_rate: float = DEFAULT_MIN_RATE  # hard floor: no initial margin below this rate, checked again at load
 
     def __post_init__(self) -> None:
+        num, whole = real_number, _whole  # finite numbers only: an inf passed every comparison below
         checks = {  # each field's rule; a value of the wrong type (a string, a number for a pair) fails it too
-            "target_breach_rate": lambda v: 0 <= v < 1,
-            "maintenance_fraction": lambda v: 0 < v < 1,
-            "buffer": lambda v: v is None or v >= MIN_BUFFER,
-            "stress_quantile": lambda v: 0 < v < 1,
-            "stress_window": lambda v: v >= 30,
-            "lookback_days": lambda v: v >= 30,
-            "lookback_z": lambda v: v > 0,
-            "floor_min_obs": lambda v: v >= 1,
-            "max_up": lambda v: v is None or v > 0,
-            "max_down": lambda v: v is None or 0 < v < 1,
-            "scale_bounds": lambda v: len(v) == 2 and HARD_MIN_SCALE <= v[0] < v[1],
-            "liquidation_days": lambda v: v is None or v >= 1,
-            "mpor_hours": lambda v: v is None or 1 <= v < 24,
-            "min_rate": lambda v: HARD_MIN_RATE <= v < 1,
+            "risk": lambda v: isinstance(v, str) and re.fullmatch(r"(var|es)\d+", v) is not None,
+            "haircut_risk": lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"(var|es)\d+", v)),
+            "target_breach_rate": lambda v: num(v) and 0 <= v < 1,
+            "maintenance_fraction": lambda v: num(v) and 0 < v < 1,
+            "buffer": lambda v: v is None or (num(v) and v >= MIN_BUFFER),
+            "stressed_floor": lambda v: isinstance(v, bool),
+            "stress_quantile": lambda v: num(v) and 0 < v < 1,
+            "stress_window": lambda v: whole(v) and v >= 30,
+            "lookback_floor": lambda v: isinstance(v, bool),
+            "lookback_days": lambda v: whole(v) and v >= 30,
+            "lookback_z": lambda v: num(v) and v > 0,
+            "floor_min_obs": lambda v: whole(v) and v >= 1,
+            "max_up": lambda v: v is None or (num(v) and v > 0),
+            "max_down": lambda v: v is None or (num(v) and 0 < v < 1),
+            "pooled": lambda v: isinstance(v, bool),
+            "scale_bounds": lambda v: len(v) == 2 and all(map(num, v)) and HARD_MIN_SCALE <= v[0] < v[1],
+            "liquidation_days": lambda v: v is None or (whole(v) and v >= 1),
+            "mpor_hours": lambda v: v is None or (whole(v) and 1 <= v < 24),
+            "min_rate": lambda v: num(v) and HARD_MIN_RATE <= v < 1,
         }
         checks = {key: holds(rule, getattr(self, key)) for key, rule in checks.items()}
         bad = [key for key, ok in checks.items() if not ok]
