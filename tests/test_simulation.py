@@ -301,6 +301,11 @@ def test_simulate_command_writes_the_summary(market_bars, tmp_path, capsys):
     assert "--set.accounts: invalid value 0" in capsys.readouterr().err  # at load, named as written
     assert main([*argv[:-1], "acounts=5"]) == 2
     assert "--set.acounts: unknown key" in capsys.readouterr().err
+    # session 25's recheck: an infinite oracle delay gave no bad debt at all, 2e6 accounts no end
+    assert main([*argv[:-1], "accounts=150,oracle_delay=.inf"]) == 2
+    assert "--set.oracle_delay: invalid value inf (a finite number)" in capsys.readouterr().err
+    assert main([*argv[:-1], "accounts=2000000"]) == 2
+    assert "--set.accounts: at most 1,000,000 here" in capsys.readouterr().err
     assert main([*argv[:-1], "accounts=150,validation_start=2099-01-01"]) == 2  # was an empty table, exit 0
     assert "simulation.validation_start 2099-01-01 is after the forecasts' last origin" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ A wrong key name, type or range ends in one ConfigError naming the file and the 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -128,6 +129,11 @@ class PortfolioSection:
                                                                 "n_candidates": 50, "n_adversarial": 10})
 
 
+# sizes past which a simulation would not end (or not fit in memory) on one machine
+SIMULATION_LIMITS = {"accounts": 1_000_000, "bootstrap_paths": 1_000, "oracle_delay": 24, "oracle_cadence": 24,
+                     "entry_window": 24}
+
+
 @dataclass(frozen=True)
 class SimulationSection:
     """The optional simulate stage (volmargin.simulation.study): liquidations and bad debt of the breach-rate,
@@ -174,6 +180,13 @@ class SimulationSection:
             _frequency(key(name), getattr(self, name))
         if self.seed < 0:
             raise ConfigError(f"{key('seed')}: must be >= 0, got {self.seed}")
+        for name, value in vars(self).items():  # an inf passes every range check below (oracle_delay=inf: no bad debt)
+            values = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v) for v in values):
+                raise ConfigError(f"{key(name)}: invalid value {value!r} (a finite number)")
+        for name, most in SIMULATION_LIMITS.items():
+            if getattr(self, name) > most:
+                raise ConfigError(f"{key(name)}: at most {most:,} here, got {getattr(self, name)!r}")
         from volmargin.simulation.accounts import first_invalid
 
         bad = first_invalid(vars(self))  # the population's ranges at load, not after training and backtest

@@ -14,6 +14,8 @@ fund; bad debt is the fund paying an account's negative cash back to zero.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,9 +95,9 @@ class EngineConfig:
     insurance_fund: float = 0.02  # initial fund, as a fraction of the open interest of the population
 
     def __post_init__(self) -> None:
-        checks = {"oracle_delay": self.oracle_delay >= 0, "oracle_cadence": self.oracle_cadence >= 1,
+        checks = {"oracle_delay": 0 <= self.oracle_delay <= 24, "oracle_cadence": self.oracle_cadence >= 1,
                   "liquidation": self.liquidation in LIQUIDATION_MODES, "max_rounds": self.max_rounds >= 1,
-                  "insurance_fund": self.insurance_fund >= 0}
+                  "insurance_fund": 0 <= self.insurance_fund < math.inf}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"simulation.{bad[0]}: invalid value {getattr(self, bad[0])!r}")
