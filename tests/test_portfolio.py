@@ -416,7 +416,10 @@ def _cli_run(forecasts: pd.DataFrame, tmp_path) -> list[str]:
 ])
 def test_cli_portfolio_bad_values_are_one_line_errors_and_write_nothing(forecasts, tmp_path, capsys, extra, text):
     out = tmp_path / "out"
-    assert main([*_cli_run(forecasts, tmp_path), "--out", str(out), *extra]) == 2
+    base = _cli_run(forecasts, tmp_path)
+    if extra[0] == "--population" and "n_random" in extra[1]:  # in place of the base's population, not beside it
+        base = base[:base.index("--population")]
+    assert main([*base, "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("volmargin: error:") and text in err and "\n" not in err, err
     assert not out.exists()
@@ -427,6 +430,15 @@ def test_a_key_given_twice_in_policy_is_refused_as_in_set(forecasts, tmp_path, c
     with pytest.raises(SystemExit) as stop:
         main([*_cli_run(forecasts, tmp_path), "--out", str(tmp_path / "out"), "--policy", "scale=1.2,scale=1.5"])
     assert stop.value.code == 2 and "argument --policy: scale is given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # across two --policy options too (the last one won silently)
+        main([*_cli_run(forecasts, tmp_path), "--out", str(tmp_path / "out"), "--policy", "scale=1.2",
+              "--policy", "max_up=0.5,scale=1.5"])
+    assert "argument --policy: scale is given twice" in capsys.readouterr().err
+    from volmargin.cli import build_parser
+
+    args = build_parser().parse_args(["portfolio", "--run", "r", "--out", "o", "--policy", "buffer=0.25",
+                                      "--policy", "max_up=0.5"])
+    assert args.policy == {"buffer": 0.25, "max_up": 0.5}  # they add up
 
 
 def test_cli_portfolio_output_appears_whole_or_not_at_all(forecasts, tmp_path, capsys):

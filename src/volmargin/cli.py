@@ -102,6 +102,18 @@ def _policy_items(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _MergeItems(argparse.Action):
+    """KEY=VALUE options given more than once add up, as `--set` does; a key given twice is refused (the last
+    would have won silently)."""
+
+    def __call__(self, parser, namespace, values: dict, option_string=None) -> None:
+        merged = dict(getattr(namespace, self.dest) or {})
+        twice = [key for key in values if key in merged]
+        if twice:
+            parser.error(f"argument {option_string}: {twice[0]} is given twice")
+        setattr(namespace, self.dest, {**merged, **values})
+
+
 def _known_keys(option: str, values: dict, keys) -> None:
     """ConfigError naming the first key of `values` that is not one of `keys`, and the keys there are."""
     unknown = [key for key in values if key not in keys]
@@ -241,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--out", type=Path, required=True, help="the calibration set (.json)")
     calibrate.add_argument("--validation-start", type=_date, default=None,
                            help="first validation day (default: half-way through the data after the training end)")
-    calibrate.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+    calibrate.add_argument("--policy", type=_policy_items, action=_MergeItems, default={}, metavar="KEY=VALUE,...",
                            help="margin policy settings, e.g. risk=es975,buffer=0.25,max_up=0.5 or mpor_hours=8 "
                            "for an intraday margin period of risk (see volmargin.calibration.PolicyConfig; default: "
                            "var99 at a 1%% breach target with no anti-procyclicality tool, where the main job's "
@@ -261,10 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(simulate, "the run's bars; default: the built-in synthetic market (a run on it)", min_bars=False)
     simulate.add_argument("--out", type=Path, required=True,
                           help="output folder (summary.csv, stress.csv, solvency.csv, simulate.json)")
-    simulate.add_argument("--set", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+    simulate.add_argument("--set", type=_policy_items, action=_MergeItems, default={}, metavar="KEY=VALUE,...",
                           help="simulation settings, e.g. model=har,accounts=1000,bootstrap_paths=4,"
                           "max_bad_debt_fund=0.01,liquidation=partial (see volmargin.config.SimulationSection)")
-    simulate.add_argument("--policy", type=_policy_items, default=None, metavar="KEY=VALUE,...",
+    simulate.add_argument("--policy", type=_policy_items, action=_MergeItems, default=None, metavar="KEY=VALUE,...",
                           help="today's breach-rate policy (default: the run's, else the `volmargin run` default)")
 
     score = _command(commands, "score", "batch-score bar files through a bundle (ONNX Runtime)")
@@ -304,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     portfolio.add_argument("--validation-start", type=_date, default=None,
                            help="first validation margin date (default: the middle margin date's month)")
     portfolio.add_argument("--target", type=float, default=0.01, help="breach-rate target per class (default 0.01)")
-    portfolio.add_argument("--policy", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+    portfolio.add_argument("--policy", type=_policy_items, action=_MergeItems, default={}, metavar="KEY=VALUE,...",
                            help="margin rule, e.g. measure=es975,stress_mode=weight,concentration=0.5,buffer=0.25 "
                            "(see volmargin_serving.portfolio.PortfolioPolicy)")
     portfolio.add_argument("--concentration-grid", type=_coefficients, default=None, metavar="C1,C2,...|auto",
@@ -315,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="calibrate the correlation weight with the scale over these values, the cheapest "
                            "feasible pair (auto: 0,0.1,0.25,0.5,0.75,1, the rule before session 9c); default: "
                            "w fixed at 0.1, chosen on a hold-out (volmargin.risk.portfolio.CALIBRATION_WEIGHTS)")
-    portfolio.add_argument("--scenarios", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+    portfolio.add_argument("--scenarios", type=_policy_items, action=_MergeItems, default={}, metavar="KEY=VALUE,...",
                            help="e.g. lookback=2500 (null: all history),proxy=median|peer:ASSET,stress_days=60")
-    portfolio.add_argument("--population", type=_policy_items, default={}, metavar="KEY=VALUE,...",
+    portfolio.add_argument("--population", type=_policy_items, action=_MergeItems, default={}, metavar="KEY=VALUE,...",
                            help="generated books: n_random, n_baskets, n_alts, n_candidates, n_adversarial, gross, seed")
 
     options = _command(commands, "options", "option books on real chains: static Deribit grid vs autocalibrated grids")
