@@ -319,13 +319,14 @@ def test_set_moves_a_shipped_configs_values_checked_as_in_a_file(tmp_path, capsy
     moved = with_overrides(real, parse_overrides(
         "window.train_end=2024-06-30,backtest.start=2024-01-01,learned.gbm.n_estimators=300,calibration.policy.max_up=null"))
     assert (moved.window.train_end, moved.backtest.start, moved.learned["gbm"]) == ("2024-06-30", "2024-01-01",
-                                                                                 {"n_estimators": 300})
+                                                                                 {"n_estimators": 300,
+                                                                                  "levels": (0.975, 0.99)})
     assert moved.calibration.policy["max_up"] is None and moved.calibration.end == real.calibration.end
     assert with_overrides(RunConfig(), {}) == RunConfig()
     # --set given twice adds up (the first was dropped); a key given twice is refused, as in a file
     twice = with_overrides(real, parse_overrides(["window.train_end=2024-06-30", "horizon=2"]))
     assert (twice.window.train_end, twice.horizon) == ("2024-06-30", 2)
-    assert with_overrides(RunConfig(), parse_overrides("learned.gbm=null")).learned["gbm"] == {}  # the defaults
+    assert with_overrides(RunConfig(), parse_overrides("learned.gbm=null")).learned["gbm"] == {"levels": (0.975, 0.99)}
     for text, message in (("horizon=2,horizon=1", "horizon is given twice"), ("a..b=1", "expected KEY=VALUE"),
                           ("window.train_en=2024-01-01", "window.train_en: unknown key"),
                           ("window.train_end=03/04/2022", "not a date: '03/04/2022'"),

@@ -221,3 +221,22 @@ def test_mlflow_registry_notices_are_dropped_other_stderr_kept(capsys):
         print("Created version '2' of model 'x'.", file=sys.stderr)
         print("a warning worth reading", file=sys.stderr)
     assert capsys.readouterr().err == "a warning worth reading\n"
+
+
+def test_config_levels_reach_the_learned_model(tmp_path):
+    """(session 25's recheck: `levels: [0.975, 0.99, 0.999]` passed the config, then failed after the fit and
+    the model's registration, the models keeping their default levels)"""
+    from volmargin.config import RunConfig
+
+    path = write_config(tmp_path, trees=20)
+    path.write_text(path.read_text() + "levels: [0.99, 0.975, 0.995]\n")
+    result = training.run(load_config(path), progress=False)
+    model, _, _ = training.load_trained(result.output)
+    assert tuple(model.levels_) == (0.975, 0.99, 0.995)
+    run = path.parent / "run.yaml"
+    run.write_text("levels: [0.975, 0.99, 0.999]\nlearned: {gbm: {}, nn: {levels: [0.99, 0.975]}}")
+    with pytest.raises(ConfigError, match=re.escape("learned.nn.levels: [0.99, 0.975] differ from levels")):
+        load_config(run, RunConfig)
+    run.write_text("levels: [0.975, 0.99, 0.999]\nlearned: {gbm: {}, blend: {weight: 1.0}}")
+    assert {k: p["levels"] for k, p in load_config(run, RunConfig).learned.items()} == {
+        "gbm": (0.975, 0.99, 0.999), "blend": (0.975, 0.99, 0.999)}

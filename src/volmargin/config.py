@@ -63,7 +63,23 @@ def levels_problem(levels: tuple[float, ...]) -> str | None:
         return f"each must lie in (0.5, 1), got {list(levels)}"
     if any(x not in levels for x in SCORED_LEVELS):
         return f"must include 0.99 (VaR backtests) and 0.975 (ES backtest), got {list(levels)}"
+    if len(set(levels)) != len(levels):
+        return f"each at most once, got {list(levels)}"
     return None
+
+
+LEARNED_MODELS = ("nn", "gbm", "blend")  # the models with tail outputs per level (`volmargin.models._LEARNED`)
+
+
+def pass_levels(params: dict, levels: tuple[float, ...], key: str) -> None:
+    """A learned model's parameters with the config's `levels` (a model forecasts the levels it was trained
+    on; with other levels than its default it failed after the fit); its own `levels`, if given, must agree."""
+    wanted = tuple(sorted(float(x) for x in levels))
+    given = params.get("levels")
+    if given is not None and (not isinstance(given, (list, tuple)) or tuple(sorted(given)) != wanted):
+        raise ConfigError(f"{key}.levels: {given!r} differ from levels {list(wanted)}; leave it out (the config's "
+                          "levels are passed on)")
+    params["levels"] = wanted
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"horizon: must lie in 1 .. {MAX_HORIZON} days (a margin period of risk), got {self.horizon}")
         if problem := levels_problem(self.levels):
             raise ConfigError(f"levels: {problem}")
+        if self.model.name in LEARNED_MODELS and isinstance(self.model.params, dict):
+            pass_levels(self.model.params, self.levels, "model.params")
         if self.data.min_bars is not None and self.data.min_bars < 1:
             raise ConfigError(f"data.min_bars: must be >= 1, got {self.data.min_bars}")
         dates = {k: self.timestamp(k) for k in ("train_start", "train_end", "eval_end")}
@@ -242,6 +260,9 @@ class RunConfig:
                     blend[member] = dict(self.learned[member] or {})
             learned = {k: v for k, v in self.learned.items() if k != "blend"} | {"blend": blend}
             object.__setattr__(self, "learned", learned)
+        if not levels_problem(self.levels):
+            for name, params in self.learned.items():
+                pass_levels(params, self.levels, f"learned.{name}")
         if set(self.backtest.baselines) - set(BASELINE_MODELS):
             raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
                               f"expected some of {', '.join(BASELINE_MODELS)}")

@@ -126,7 +126,9 @@ def blend_reuses_members(run: Run, evaluated: dict[str, pd.DataFrame]) -> bool:
     from volmargin.models.blend import BlendForecaster
 
     params = run.cfg.learned["blend"]
-    return all(params[m] == run.cfg.learned.get(m) and m in evaluated for m in BlendForecaster.members(params))
+    plain = lambda member: {k: v for k, v in (member or {}).items() if k != "levels"}  # noqa: E731 - the run's, all
+    return all(plain(params[m]) == plain(run.cfg.learned.get(m)) and m in evaluated
+               for m in BlendForecaster.members(params))
 
 
 def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):
