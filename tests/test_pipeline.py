@@ -251,6 +251,8 @@ def test_finer_bars_are_scored_as_the_hourly_bars_they_make(finished, tmp_path, 
     ("backtest: {refit_every: 100000}", "must lie in 1 .. 36500 days"),
     ("simulation: {enabled: true, long_share: .nan}", "simulation.long_share: invalid value nan"),
     ("levels: [0.95, 0.99]", "levels: must include 0.99 (VaR backtests) and 0.975 (ES backtest)"),  # session 25
+    ("portfolio: {policy: {buffer: 0.1}}", "portfolio policy.buffer: invalid value 0.1 (EMIR"),  # after the backtest
+    ("portfolio: {population: {n_random: -3}}", "population.n_random"),
 ])
 def test_run_config_mistakes_stop_at_load_naming_the_key(tmp_path, change, message):
     """(session 23's config campaign: internal errors at load, or failures after training and backtest)"""

@@ -305,11 +305,11 @@ def holds(rule, value) -> bool:
 
 
 def _check_portfolio_keys(section: PortfolioSection) -> None:
-    """portfolio.policy / scenarios / population at load: only the keys their classes take (an unknown one
-    failed the portfolio stage after training and backtest, in Python's words)."""
+    """portfolio.policy / scenarios / population at load: only the keys their classes take, with values
+    they accept (either failed the portfolio stage after training and backtest)."""
     from volmargin_serving.portfolio import PortfolioPolicy
 
-    from volmargin.risk.job import POPULATION_KEYS
+    from volmargin.risk.job import POPULATION_KEYS, PortfolioJob
     from volmargin.risk.scenarios import ScenarioConfig
 
     for name, keys in (("policy", [f.name for f in dataclasses.fields(PortfolioPolicy)]),
@@ -318,6 +318,12 @@ def _check_portfolio_keys(section: PortfolioSection) -> None:
         unknown = [key for key in getattr(section, name) if key not in keys]
         if unknown:
             raise ConfigError(f"portfolio.{name}.{unknown[0]}: unknown key; expected one of {', '.join(keys)}")
+    try:  # the values, as the stage will build them
+        PortfolioJob(policy=PortfolioPolicy(**section.policy), scenarios=ScenarioConfig(**section.scenarios),
+                     **section.population)
+    except (TypeError, ValueError, OverflowError) as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith("portfolio") else f"portfolio: {message}") from None
 
 
 def _date(key: str, value: str | None) -> pd.Timestamp | None:
