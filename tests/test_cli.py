@@ -138,7 +138,9 @@ def damaged_runs(tmp_path_factory, synthetic_files) -> dict:
                         "twice": lambda p: pd.concat([forecasts, forecasts.iloc[[3]]]).to_parquet(p),
                         "nan": lambda p: forecasts.assign(variance=forecasts["variance"].mask(
                             forecasts.index == 5)).to_parquet(p),
-                        "negative": lambda p: forecasts.assign(variance=-forecasts["variance"]).to_parquet(p)}.items():
+                        "negative": lambda p: forecasts.assign(variance=-forecasts["variance"]).to_parquet(p),
+                        "nan_var": lambda p: forecasts.assign(var99_long=forecasts["var99_long"].mask(
+                            forecasts.index % 3 == 0)).to_parquet(p)}.items():
         folder = root / name
         folder.mkdir()
         for other in ("scores.csv", "run.json"):
@@ -151,7 +153,9 @@ def damaged_runs(tmp_path_factory, synthetic_files) -> dict:
 @pytest.mark.parametrize("damage, message", [("text", "unreadable"), ("no_variance", "no column variance"),
                                              ("empty", "holds no forecasts"), ("twice", "is there twice"),
                                              ("nan", "with a variance that is not a positive number"),
-                                             ("negative", "with a variance that is not a positive number")])
+                                             ("negative", "with a variance that is not a positive number"),
+                                             # session 25's recheck: `evaluate` ended in an internal error
+                                             ("nan_var", "with a VaR or ES that is not a finite number")])
 @pytest.mark.parametrize("command", ["evaluate", "report", "simulate", "portfolio"])
 def test_a_damaged_run_folder_is_one_line_naming_its_forecasts(damaged_runs, synthetic_files, tmp_path, capsys,
                                                                command, damage, message):

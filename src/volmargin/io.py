@@ -178,8 +178,11 @@ def read_forecasts(folder: str | Path, option: str = "--run") -> pd.DataFrame:
         raise OutputError(f"{path}: column origin holds {forecasts['origin'].dtype}, not UTC timestamps; "
                           "write it again with `volmargin backtest`")
     variance = pd.to_numeric(forecasts["variance"], errors="coerce")
+    tails = [c for c in forecasts if c.startswith(("var", "es")) and c != "variance"]  # var99_long, es975_short...
+    tail = forecasts[tails].apply(pd.to_numeric, errors="coerce") if tails else pd.DataFrame(index=forecasts.index)
     for problem, rows in (("twice", forecasts.duplicated(["model", "asset", "origin"])),
-                          ("with a variance that is not a positive number", ~(variance > 0) | variance.isin([np.inf]))):
+                          ("with a variance that is not a positive number", ~(variance > 0) | variance.isin([np.inf])),
+                          ("with a VaR or ES that is not a finite number", ~np.isfinite(tail).all(axis=1))):
         if rows.any():
             first = forecasts.loc[rows.to_numpy()].iloc[0]
             raise OutputError(f"{path}: the forecast of {first['model']} for {first['asset']} at "
