@@ -84,6 +84,10 @@ def test_future_rows_and_gaps_inside_the_window_are_refused(served, runtime):
     with pytest.raises(vs.ImpossibleInputError, match="high < low"):
         bars = np.array([[10.0, 9.0, 11.0, 10.0, 1.0]] * 30)
         runtime.forecast_bars(np.arange(30).astype("datetime64[h]"), bars, as_of=np.datetime64("1970-01-03"))
+    stamps = np.arange(30).astype("datetime64[h]").astype("datetime64[ns]")
+    stamps[-1] = np.datetime64("NaT")  # session 25's recheck: read as sorted through the int64 overflow
+    with pytest.raises(vs.InputDtypeError, match="NaT"):
+        runtime.daily_inputs(stamps, np.array([[10.0, 11.0, 9.0, 10.0, 1.0]] * 30))
 
 
 def test_negative_variance_is_never_served(served, runtime, clean):

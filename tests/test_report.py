@@ -218,3 +218,5 @@ def test_exceedance_panels_show_the_champions_worst_assets_beside_the_longest():
     assert shown == ["a", "b", "e", "d"]  # e: 16 of 200, d: 18 of 300
     assert "where gbm's VaR was exceeded most often" in how
     assert _exceedance_assets(run, "other", 4)[0] == ["a", "b", "c", "d"]  # no scores of its own: the longest
+    calm = SimpleNamespace(forecasts=forecasts, scores=scores.assign(var99_long_exceptions=0, var99_short_exceptions=0))
+    assert _exceedance_assets(calm, "gbm", 4) == (["a", "b", "c", "d"], "most forecast days")  # none exceeded

@@ -478,3 +478,14 @@ def test_max_rise_counts_calendar_days_not_rows():
     assert np.isnan(max_rise(margin, dates, 30))
     with pytest.raises(ValueError, match="unique"):
         max_rise(margin, dates[[0, 0, 1, 2, 3, 4]], 1)
+
+
+def test_clustered_kupiec_is_never_stricter_than_the_pooled():
+    """(session 25's recheck: an estimated design effect just under 1 made the clustered p smaller)"""
+    from volmargin.evaluation.stats import design_effect, kupiec_clustered
+
+    hits = np.zeros(1000, dtype=bool)
+    hits[::50] = True  # one hit in each of 20 clusters of 50: less dispersed than independent hits
+    clusters = np.arange(1000) // 50
+    assert design_effect(hits, clusters) < 1
+    assert kupiec_clustered(hits, clusters, 0.01).pvalue == kupiec_pof(hits, 0.01).pvalue

@@ -41,6 +41,8 @@ def write_config(folder: Path, trees: int = 30, name: str = "cfg.yaml") -> Path:
         ("levels: [0.99, 1.2]", "levels: each must lie in (0.5, 1)"),
         # session 25: accepted, then scoring failed after the fit (KeyError 'var975_long')
         ("levels: [0.95, 0.99]", "levels: must include 0.99 (VaR backtests) and 0.975 (ES backtest)"),
+        ("levels: [0.975, 0.99, 0.99]", "levels: each at most once"),
+        ("levels: [0.975, 0.99, 0.9999999]", "levels: at most 4 decimals each"),  # column names: var99, var9995
         ("window: {train_end: 2021-13-45}", "window.train_end: not a date"),
         ("window: {train_start: 2022-01-01, train_end: 2021-01-01}", "must come before window.train_end"),
         ("data: {min_bars: 0}", "data.min_bars: must be >= 1"),
@@ -196,6 +198,7 @@ def test_model_requirements_fall_back_to_mlflows_inference_without_an_installed_
     ({"level_days": 0}, "gbm.level_days: 0; expected a whole number >= 2"),
     # session 25: accepted, then trained on an implied-volatility column no config-driven job fills
     ({"iv_features": True}, "gbm.iv_features: the config-driven jobs read no implied-volatility index"),
+    ({"iv_features": "no"}, "gbm.iv_features: expected bool"),
 ])
 def test_learned_parameters_out_of_range_stop_before_any_fit(params, message):
     """(they reached LightGBM or torch: an internal error after the data had loaded)"""

@@ -162,6 +162,9 @@ def _distinct(assets: tuple) -> tuple[str, ...]:
 
 
 def _check_sorted(name: str, values: np.ndarray) -> None:
+    # NaT is the int64 minimum: after a date it read as sorted through the difference's overflow
+    if np.issubdtype(values.dtype, np.datetime64) and np.isnat(values).any():
+        raise InputDtypeError(f"{name} hold NaT (not a time)")
     if values.shape[-1] > 1 and not (np.diff(values.astype(np.int64), axis=-1) > 0).all():
         raise UnsortedInputError(f"{name} must be strictly increasing along the time axis (unsorted or duplicate rows)")
 

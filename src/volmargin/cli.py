@@ -217,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="bar files, folders or globs instead of the config's data.paths")
     train.add_argument("--out", type=Path, default=None, help="output folder instead of the config's output")
     train.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (overrides the config)")
-    train.add_argument("--set", action="append", default=None, metavar="KEY=VALUE,...", help=SET_HELP)
+    train.add_argument("--set", action="append", default=None, metavar="KEY=VALUE,...",
+                       help="config values by dotted key, over the config's, e.g. window.train_end=2024-06-30,"
+                            "model.params.n_estimators=300")
     train.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     evaluate = _command(commands, "evaluate", "re-score a backtest's saved forecasts (no refit)")
@@ -889,7 +891,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
                            policy=PortfolioPolicy(**args.policy), validation_start=args.validation_start,
                            target=args.target, concentrations=args.concentration_grid,
                            correlation_weights=args.correlation_grid or CALIBRATION_WEIGHTS, **args.population)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"portfolio options: {exc}") from exc
     population = None
     if args.portfolios is not None:

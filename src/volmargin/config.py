@@ -65,6 +65,8 @@ def levels_problem(levels: tuple[float, ...]) -> str | None:
         return f"must include 0.99 (VaR backtests) and 0.975 (ES backtest), got {list(levels)}"
     if len(set(levels)) != len(levels):
         return f"each at most once, got {list(levels)}"
+    if any(round(x, 4) != x for x in levels):  # column names carry a level in 4 digits (var99, var9995)
+        return f"at most 4 decimals each, got {list(levels)}"
     return None
 
 

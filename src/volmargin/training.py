@@ -92,7 +92,7 @@ def check_learned_params(name: str, params: dict, key: str) -> None:
         hints = typing.get_type_hints(init)
     except Exception:  # noqa: BLE001 - unresolvable annotations: only the names are checked
         hints = {}
-    if (params or {}).get("iv_features"):
+    if (params or {}).get("iv_features") is True:  # other values: the type check below names them
         raise ConfigError(f"{key}.iv_features: the config-driven jobs read no implied-volatility index, so the model "
                           "would learn from a missing column; train it with the library (attach_iv, see "
                           "bench/dvol_features.py)")

@@ -284,10 +284,11 @@ def kupiec_clustered(hits, clusters, p: float) -> TestResult:
     that date's market move): the Rao-Scott first-order correction, LR / d ~ chi2(1), d = `design_effect`.
     Pooling dependent hits into Kupiec's binomial likelihood overstates the information in them d-fold.
     Rao and Scott (1981), "The analysis of categorical data from complex sample surveys", JASA 76(374).
-    d = 0 (every cluster holds exactly its share of the hits: no dispersion to scale by) keeps the pooled test."""
+    d <= 1 (hits no more clustered than independent ones; 0: every cluster holds exactly its share) keeps the
+    pooled test: an estimated d just under 1 would otherwise make the clustered test stricter than the pooled."""
     pooled = kupiec_pof(hits, p)
     effect = design_effect(hits, clusters)
-    lr = pooled.statistic / effect if effect > 0 else pooled.statistic
+    lr = pooled.statistic / max(effect, 1.0)
     return TestResult(statistic=lr, pvalue=float(stats.chi2.sf(lr, 1)), exceptions=pooled.exceptions, n=pooled.n,
                       rate=pooled.rate)
 

@@ -248,6 +248,8 @@ def _exceedance_assets(run: Run, champion: str, limit: int) -> tuple[list[str], 
     if len(run.forecasts["asset"].unique()) <= limit or own.empty:
         return longest, "most forecast days"
     rate = (own["var99_long_exceptions"] + own["var99_short_exceptions"]) / own["n"]
+    if not (rate > 0).any():  # no exception anywhere: no worst asset to show
+        return longest, "most forecast days"
     worst = list(own.assign(rate=rate).sort_values(["rate", "asset"], ascending=[False, True])["asset"])
     shown = longest[: limit - limit // 2]
     shown += [a for a in worst if a not in shown][: limit - len(shown)]
