@@ -651,7 +651,7 @@ def test_a_blend_of_weight_one_needs_no_network_in_a_run_or_a_backtest(panel):
     from volmargin.evaluation.backtest import BacktestConfig, derived_blend, run_backtest
 
     run = RunConfig(learned={"gbm": TINY["gbm"], "blend": {"weight": 1.0, "long_share": 0.1}})
-    assert run.learned["blend"] == {"weight": 1.0, "long_share": 0.1, "gbm": TINY["gbm"]}
+    assert run.learned["blend"] == {"weight": 1.0, "long_share": 0.1, "gbm": TINY["gbm"], "levels": (0.975, 0.99)}
     with pytest.raises(ConfigError, match="nn member"):
         RunConfig(learned={"gbm": TINY["gbm"], "blend": {"weight": 0.9}})
     params = {"gbm": TINY["gbm"], "blend": run.learned["blend"]}

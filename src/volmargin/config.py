@@ -73,15 +73,15 @@ def levels_problem(levels: tuple[float, ...]) -> str | None:
 LEARNED_MODELS = ("nn", "gbm", "blend")  # the models with tail outputs per level (`volmargin.models._LEARNED`)
 
 
-def pass_levels(params: dict, levels: tuple[float, ...], key: str) -> None:
-    """A learned model's parameters with the config's `levels` (a model forecasts the levels it was trained
-    on; with other levels than its default it failed after the fit); its own `levels`, if given, must agree."""
+def with_levels(params: dict, levels: tuple[float, ...], key: str) -> dict:
+    """A copy of a learned model's parameters with the config's `levels` (a model forecasts the levels it was
+    trained on; with other levels than its default it failed after the fit); its own, if given, must agree."""
     wanted = tuple(sorted(float(x) for x in levels))
     given = params.get("levels")
     if given is not None and (not isinstance(given, (list, tuple)) or tuple(sorted(given)) != wanted):
         raise ConfigError(f"{key}.levels: {given!r} differ from levels {list(wanted)}; leave it out (the config's "
                           "levels are passed on)")
-    params["levels"] = wanted
+    return {**params, "levels": wanted}
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class TrainConfig:
         if problem := levels_problem(self.levels):
             raise ConfigError(f"levels: {problem}")
         if self.model.name in LEARNED_MODELS and isinstance(self.model.params, dict):
-            pass_levels(self.model.params, self.levels, "model.params")
+            params = with_levels(self.model.params, self.levels, "model.params")
+            object.__setattr__(self, "model", dataclasses.replace(self.model, params=params))
         if self.data.min_bars is not None and self.data.min_bars < 1:
             raise ConfigError(f"data.min_bars: must be >= 1, got {self.data.min_bars}")
         dates = {k: self.timestamp(k) for k in ("train_start", "train_end", "eval_end")}
@@ -259,12 +260,12 @@ class RunConfig:
                     if member not in self.learned:
                         raise ConfigError(f"learned.blend: give its {member} member's parameters (blend: {{{member}: "
                                           f"{{...}}}}) or configure learned.{member}")
-                    blend[member] = dict(self.learned[member] or {})
+                    blend[member] = {k: v for k, v in (self.learned[member] or {}).items() if k != "levels"}
             learned = {k: v for k, v in self.learned.items() if k != "blend"} | {"blend": blend}
             object.__setattr__(self, "learned", learned)
         if not levels_problem(self.levels):
-            for name, params in self.learned.items():
-                pass_levels(params, self.levels, f"learned.{name}")
+            object.__setattr__(self, "learned", {name: with_levels(params, self.levels, f"learned.{name}")
+                                                 for name, params in self.learned.items()})
         if set(self.backtest.baselines) - set(BASELINE_MODELS):
             raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
                               f"expected some of {', '.join(BASELINE_MODELS)}")

@@ -126,9 +126,8 @@ def blend_reuses_members(run: Run, evaluated: dict[str, pd.DataFrame]) -> bool:
     from volmargin.models.blend import BlendForecaster
 
     params = run.cfg.learned["blend"]
-    plain = lambda member: {k: v for k, v in (member or {}).items() if k != "levels"}  # noqa: E731 - the run's, all
-    return all(plain(params[m]) == plain(run.cfg.learned.get(m)) and m in evaluated
-               for m in BlendForecaster.members(params))
+    trained = {m: run.cfg.learned[m] for m in evaluated if m in run.cfg.learned}
+    return BlendForecaster.made_of(params, trained, run.cfg.levels)
 
 
 def reused_blend(run: Run, evaluated: dict[str, pd.DataFrame]):

@@ -185,9 +185,10 @@ def derived_blend(config: BacktestConfig, global_models: list[str]) -> str | Non
     params = config.model_params.get("blend", {})
     if "blend" not in global_models or not set(BlendForecaster.members(params)) <= set(global_models):
         return None
-    same = all((params.get(m) or {}) == config.model_params.get(m, {}) and config.split_for(m) == config.split_for("blend")
-               for m in BlendForecaster.members(params))
-    return "blend" if same and "levels" not in params else None
+    same_splits = all(config.split_for(m) == config.split_for("blend") for m in BlendForecaster.members(params))
+    made_of = BlendForecaster.made_of(params, {m: config.model_params.get(m, {}) for m in global_models},
+                                      config.levels)
+    return "blend" if same_splits and made_of else None
 
 
 def blend_task(results: dict[str, tuple[list[pd.DataFrame], float]], config: BacktestConfig,

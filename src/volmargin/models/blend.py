@@ -90,6 +90,17 @@ class BlendForecaster(GlobalForecaster):
         blend._check_params()
         return ("gbm", "nn") if blend._with_nn else ("gbm",)
 
+    @classmethod
+    def made_of(cls, params: dict, member_params: dict, levels: tuple[float, ...]) -> bool:
+        """Whether a blend of `params` is the blend of the models of `member_params` (name -> parameters)
+        forecasting `levels`: each member configured alike (the levels a config passes on aside) and every
+        one of them, the blend included, at those levels."""
+        plain = lambda p: {k: v for k, v in (p or {}).items() if k != "levels"}  # noqa: E731
+        at = lambda p: tuple(sorted((p or {}).get("levels") or levels)) == tuple(sorted(levels))  # noqa: E731
+        members = cls.members(params)
+        return at(params) and all(m in member_params and plain(params.get(m)) == plain(member_params[m])
+                                  and at(member_params[m]) for m in members)
+
     def _check_members(self) -> None:
         self._check_params()
         gbm, nn = self.gbm_, self.nn_
