@@ -329,6 +329,9 @@ def test_set_moves_a_shipped_configs_values_checked_as_in_a_file(tmp_path, capsy
     twice = with_overrides(real, parse_overrides(["window.train_end=2024-06-30", "horizon=2"]))
     assert (twice.window.train_end, twice.horizon) == ("2024-06-30", 2)
     assert with_overrides(RunConfig(), parse_overrides("learned.gbm=null")).learned["gbm"] == {"levels": (0.975, 0.99)}
+    # session 25's recheck: YAML 1.1 read 1e-3 and 1e9 as text ("invalid value '1e9'")
+    assert parse_overrides("a=1e-3,b=1e9,c=1.5e3,d=.5e2,e=es975") == {"a": 0.001, "b": 1e9, "c": 1500.0, "d": 50.0,
+                                                                       "e": "es975"}
     for text, message in (("horizon=2,horizon=1", "horizon is given twice"), ("a..b=1", "expected KEY=VALUE"),
                           ("window.train_en=2024-01-01", "window.train_en: unknown key"),
                           ("window.train_end=03/04/2022", "not a date: '03/04/2022'"),
