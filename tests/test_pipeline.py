@@ -332,10 +332,13 @@ def test_set_moves_a_shipped_configs_values_checked_as_in_a_file(tmp_path, capsy
     # session 25's recheck: YAML 1.1 read 1e-3 and 1e9 as text ("invalid value '1e9'")
     assert parse_overrides("a=1e-3,b=1e9,c=1.5e3,d=.5e2,e=es975") == {"a": 0.001, "b": 1e9, "c": 1500.0, "d": 50.0,
                                                                        "e": "es975"}
+    # session 26: YAML 1.1 read 1:30 as 90 (base 60) and 0365 as 245 (octal); both stay text, the key says so
+    assert parse_overrides("a=1:30,b=0365,c=-.5,d=1_000,e=0") == {"a": "1:30", "b": "0365", "c": -0.5, "d": 1000, "e": 0}
     for text, message in (("horizon=2,horizon=1", "horizon is given twice"), ("a..b=1", "expected KEY=VALUE"),
                           ("window.train_en=2024-01-01", "window.train_en: unknown key"),
                           ("window.train_end=03/04/2022", "not a date: '03/04/2022'"),
-                          ("horizon=0", "horizon: must lie in 1 .. 30"), ("x", "expected KEY=VALUE")):
+                          ("horizon=0", "horizon: must lie in 1 .. 30"), ("x", "expected KEY=VALUE"),
+                          ("horizon=1:30", "horizon: expected int, got str '1:30'")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             with_overrides(real, parse_overrides(text))
     assert main(["train", "--config", str(REPO / "training/configs/gbm-crypto-hourly.yaml"), "--set",

@@ -375,6 +375,8 @@ def test_read_population_reads_books_as_before(tmp_path):
     (lambda: PortfolioJob(seed="abc"), "population.seed"),
     (lambda: PortfolioJob(n_random=-1), "population.n_random"),
     (lambda: PortfolioJob(n_candidates=0), "population.n_candidates"),
+    # session 26: the counts had no upper bound
+    (lambda: PortfolioJob(n_random=10**9), "population.n_random: an integer in [0, 10,000] expected, got 1000000000"),
     # session 25: the single-asset policy refused a buffer under EMIR's 25%, the portfolio's took it
     (lambda: PortfolioJob(policy=PortfolioPolicy(buffer=0.1)), "portfolio policy.buffer: invalid value 0.1 (EMIR"),
 ])

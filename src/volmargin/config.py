@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from volmargin.errors import ConfigError
+from volmargin.simulation.engine import MAX_ORACLE_DELAY
 
 
 MAX_HORIZON = 30  # days: a margin period of risk; longer leaves the models too few training targets
@@ -151,7 +152,7 @@ class PortfolioSection:
 
 
 # sizes past which a simulation would not end (or not fit in memory) on one machine
-SIMULATION_LIMITS = {"accounts": 1_000_000, "bootstrap_paths": 1_000, "oracle_delay": 24, "oracle_cadence": 24,
+SIMULATION_LIMITS = {"accounts": 1_000_000, "bootstrap_paths": 1_000, "oracle_delay": MAX_ORACLE_DELAY, "oracle_cadence": 24,
                      "entry_window": 24}
 
 
@@ -404,13 +405,21 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_NUMBERS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _Loader.yaml_implicit_resolvers = {
-    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    first: [r for r in resolvers if r[0] not in ("tag:yaml.org,2002:timestamp", *_NUMBERS)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-# YAML 1.1 reads 1e-3 and 1e9 (no dot) as text: read them as the numbers anyone means by them
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+.0123456789"))
+# numbers as anyone means them, not as YAML 1.1 reads them: 1:30 (base 60: 90) and 0365 (octal: 245) stay text,
+# so the key that wants a number says so; 1e-3 and 1e9 (no dot; text in YAML 1.1) are floats
+_Loader.add_implicit_resolver(_NUMBERS[0], re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+                              list("-+0123456789"))
+_Loader.add_implicit_resolver(_NUMBERS[1], re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?
+                                                      |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?
+                                                      |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+                              list("-+.0123456789"))
+_Loader.add_implicit_resolver(_NUMBERS[1], re.compile(r"^[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
 
 
 def parse_overrides(texts: str | list[str], option: str | None = "--set") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ REFERENCES = ("ewma97", "gjr")
 # n_adversarial=0 leaves its books out); with `gross`, the keys of `--population`
 POPULATION_COUNTS = {"seed": 0, "n_random": 0, "n_baskets": 0, "n_alts": 0, "n_candidates": 1, "n_adversarial": 0}
 POPULATION_KEYS = ("gross", *POPULATION_COUNTS)
+MAX_BOOKS = 10_000  # books of one kind past which a calibration would not end (each is re-margined every day)
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,10 @@ class PortfolioJob:
             raise ConfigError(f"portfolio population.gross: a number in (0, {pf.MAX_NOTIONAL:g}] expected, "
                               f"got {_plain(self.gross)!r}")
         for key, least in POPULATION_COUNTS.items():
-            value = getattr(self, key)
-            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= least):
-                raise ConfigError(f"portfolio population.{key}: an integer >= {least} expected, got {_plain(value)!r}")
+            value, most = getattr(self, key), (math.inf if key == "seed" else MAX_BOOKS)
+            if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and least <= value <= most):
+                bounds = f">= {least}" if key == "seed" else f"in [{least}, {most:,}]"
+                raise ConfigError(f"portfolio population.{key}: an integer {bounds} expected, got {_plain(value)!r}")
 
 
 def _plain(value):
