@@ -551,6 +551,31 @@ def test_tail_boosters_do_not_read_the_tail_drop_features(panel):
         make_forecaster("gbm", **{**TINY["gbm"], "tail_drop_features": ("nope",)}).fit_panel(trains)
 
 
+def test_monotone_features_only_raise_the_variance_forecast(panel):
+    """`monotone` makes the variance booster non-decreasing in the named features (every other input held,
+    on random rows); the plain booster is not; an unknown name is refused."""
+    trains = {asset: daily.iloc[:450] for asset, daily in panel.items()}
+    params = {**TINY["gbm"], "min_samples_leaf": 20, "tail_calibration": False}
+    names = ("rv_d", "rv_w", "rv_m")
+
+    def falls(model) -> int:
+        """(row, feature) probes along which the variance booster's prediction falls somewhere."""
+        x = np.random.default_rng(0).standard_normal((200, len(model.feature_names_))).astype(np.float32)
+        count = 0
+        for name in names:
+            column, steps = model.feature_names_.index(name), []
+            for value in np.linspace(-4, 4, 33, dtype=np.float32):
+                x[:, column] = value
+                steps.append(model.variance_model_.predict(x))
+            count += int((np.diff(steps, axis=0) < 0).any(axis=0).sum())
+        return count
+
+    assert falls(make_forecaster("gbm", **params).fit_panel(trains)) > 0
+    assert falls(make_forecaster("gbm", **params, monotone=names).fit_panel(trains)) == 0
+    with pytest.raises(ConfigError, match="monotone"):
+        make_forecaster("gbm", **{**TINY["gbm"], "monotone": ("nope",)}).fit_panel(trains)
+
+
 def test_variance_num_leaves_reaches_the_variance_booster_only(panel):
     """`variance_num_leaves` bounds the variance booster's trees; the tail and smearing boosters keep
     `num_leaves`."""

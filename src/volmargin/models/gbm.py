@@ -130,6 +130,7 @@ class GBMForecaster(GlobalForecaster):
         tail_min_samples_leaf: int = 3000,
         drop_features: tuple[str, ...] = (),
         tail_drop_features: tuple[str, ...] = (),
+        monotone: tuple[str, ...] = (),
         level_days: int = 66,
         iv_features: bool = False,
         liquidity: bool = True,
@@ -155,6 +156,7 @@ class GBMForecaster(GlobalForecaster):
         self.tail_min_samples_leaf = tail_min_samples_leaf
         self.drop_features = drop_features
         self.tail_drop_features = tail_drop_features  # features the tail boosters do not read (trials)
+        self.monotone = monotone  # features the variance forecast may only rise with (LightGBM constraints)
         self.level_days = level_days
         self.iv_features = iv_features  # DVOL features (volmargin_serving.features); NaN-tolerant where absent
         self.liquidity = liquidity  # read the liquidity feature (log mean traded value)
@@ -197,7 +199,9 @@ class GBMForecaster(GlobalForecaster):
     def _variance_booster(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None):
         """The variance booster fitted on y = log relative RV (see the module docstring)."""
         objective, target = ("gamma", np.exp(y)) if self.variance_loss == "gamma" else ("regression", y)
-        booster = self._booster(self.n_estimators, objective, num_leaves=self.variance_num_leaves)
+        rising = {"monotone_constraints": [int(name in self.monotone) for name in self.feature_names_],
+                  "monotone_constraints_method": "intermediate"} if self.monotone else {}
+        booster = self._booster(self.n_estimators, objective, num_leaves=self.variance_num_leaves, **rising)
         return float32_splits(booster.fit(x, target, sample_weight=weight))
 
     def _row_weights(self, groups: np.ndarray) -> np.ndarray | None:
@@ -315,9 +319,9 @@ class GBMForecaster(GlobalForecaster):
                           for asset, daily in trains.items()])
         self.scaler_ = StandardScaler().fit(rows[list(self.feature_names_)].to_numpy())
         rows = rows.dropna(subset=["y_var", "r_std"])
-        unknown = (set(self.drop_features) | set(self.tail_drop_features)) - set(self.feature_names_)
+        unknown = (set(self.drop_features) | set(self.tail_drop_features) | set(self.monotone)) - set(self.feature_names_)
         if unknown:
-            raise ConfigError(f"gbm.drop_features / tail_drop_features: unknown {sorted(unknown)}; "
+            raise ConfigError(f"gbm.drop_features / tail_drop_features / monotone: unknown {sorted(unknown)}; "
                               f"features are {', '.join(self.feature_names_)}")
         x = self._inputs(rows)
         y = rows["y_var"].to_numpy()
