@@ -368,3 +368,133 @@ def test_real_btc_eth_ewma_walk_forward(shared_data):
     assert {"covid-2020-03-12", "luna-2022-05", "ftx-2022-11"} <= set(report["event"])
     assert report.query("event == 'covid-2020-03-12' and side == 'long'")["move"].min() > 0.3  # BTC fell ~40%
     assert len(parameter_set(forecasts, policy, blocks, "ewma", assets=["btc", "eth"])["records"]) == 4
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+# Each test below fails on a change to the code that the suite let through (a mutation audit of the
+# calibration): the scale a unit publishes, the summary's tests, the floors, the speed limits.
+
+def test_an_asset_never_realised_before_the_cut_gets_the_pooled_scale_and_is_not_published():
+    """Asset d has forecasts before the validation start but no realised row: its unit has 0 calibration
+    days, is infeasible (never published) and carries the model's pooled scale, not the bisection's leftover
+    (0.1, a tenth of the pooled scale, when the stand-in was skipped)."""
+    market = t_market()
+    start = utc("2022-09-01")
+    market.loc[(market["asset"] == "d") & (market["origin"] < start), ["realized_ret", "realized_rv"]] = np.nan
+    cal = calibrate(market, PolicyConfig(), start).set_index(["asset", "side"])
+    for side in ("long", "short"):
+        own, pooled = cal.loc[("d", side)], cal.loc[(POOLED, side)]
+        assert own["calibration_days"] == 0 and not own["feasible"] and "no realised row" in own["reason"]
+        assert own["scale"] == pooled["scale"]
+    with pytest.raises(ConfigError, match="d/long: calibration infeasible"):
+        parameter_set(market, PolicyConfig(), cal.reset_index(), "m")
+
+
+def test_backtest_and_published_scales_are_each_assets_own():
+    """The backtest's margins and the parameter set use each asset's own calibrated scale, not the pooled one."""
+    market = t_market()
+    cal = calibrate(market, PolicyConfig(), "2022-09-01")
+    own = cal[cal["asset"] != POOLED].set_index(["asset", "side"])["scale"]
+    paths = margin_paths(market, PolicyConfig(), cal).set_index(["model", "asset", "side", "origin"])
+    for (asset, side), scale in own.items():
+        risk = market[market["asset"] == asset].set_index("origin")[f"var99_{side}"]
+        expected = -np.expm1(-scale * risk) if side == "long" else np.expm1(scale * risk)
+        got = paths.loc[("m", asset, side), "initial_margin"]
+        np.testing.assert_allclose(got.to_numpy(), np.clip(expected, 0.01, 1.0).to_numpy(), rtol=1e-12)
+    records = parameter_set(market, PolicyConfig(), cal, "m")["records"]
+    assert {(r["asset"], r["side"]): r["scale"] for r in records} == pytest.approx(own.to_dict(), rel=1e-12)
+
+
+def _constant_paths(loss: np.ndarray, margin: float = 0.1) -> pd.DataFrame:
+    paths = pd.DataFrame({"model": "m", "asset": "a", "side": "long", "initial_margin": margin, "loss": loss,
+                          "origin": pd.date_range("2024-01-01", periods=len(loss), tz="UTC"), "calibrated": True})
+    paths["breach"] = paths["loss"] > margin
+    paths["shortfall"] = np.where(paths["breach"], paths["loss"] - margin, 0.0)
+    return paths
+
+
+def test_the_summary_basel_zone_is_the_worst_window_not_the_last():
+    """Ten breaches in the first 250 days, then 300 quiet days: red (the last window alone is green)."""
+    from volmargin.evaluation.stats import worst_basel_zone
+
+    loss = np.zeros(550)
+    loss[10:20] = 0.5
+    paths = _constant_paths(loss)
+    summary = margin_summary(paths)
+    assert summary.iloc[0]["basel_zone"] == "red" == worst_basel_zone(paths["breach"].to_numpy())
+    assert summary.query("asset == 'ALL'")["basel_zone"].item() == "red"
+
+
+def test_the_summary_tests_coverage_at_the_policy_target():
+    """Kupiec p and the Basel zone of the summary are at p = the target breach rate, not a fixed 1%."""
+    from volmargin.evaluation.stats import kupiec_pof
+
+    loss = np.zeros(400)
+    loss[::40] = 0.5  # 2.5% of days
+    paths = _constant_paths(loss)
+    row = margin_summary(paths, target_breach_rate=0.025).iloc[0]
+    assert row["kupiec_p"] == pytest.approx(kupiec_pof(paths["breach"].to_numpy(), 0.025).pvalue)
+    assert row["kupiec_p"] > 0.9 and row["basel_zone"] == "green"
+
+
+def test_path_maintenance_and_liquidation_follow_the_policy():
+    policy = PolicyConfig(maintenance_fraction=0.75)
+    paths = margin_paths(table(0.05, np.zeros(50)), policy, fixed(1.0))
+    im, mm = paths["initial_margin"], paths["maintenance_margin"]
+    np.testing.assert_allclose(mm, 0.75 * im, rtol=1e-12)
+    long = paths["side"] == "long"
+    np.testing.assert_allclose(paths.loc[long, "liquidation_threshold"], ((im - mm) / (1 - mm))[long], rtol=1e-12)
+
+
+def test_the_min_rate_floors_the_backtested_margin():
+    """The runtime's hard floor holds in the backtest too (else scales are fitted on margins never served)."""
+    paths = margin_paths(table(0.0001, np.zeros(50)), PolicyConfig(min_rate=0.02), fixed(1.0))
+    np.testing.assert_allclose(paths["initial_margin"], 0.02, rtol=1e-12)
+
+
+def test_two_floors_combine_to_the_larger():
+    """With the stressed and the look-back floors both on, the margin is at least each floor's alone."""
+    ret = np.random.default_rng(1).normal(0, 0.02, 600)
+    ret[200:203] = -0.3
+    frame = table(0.01, ret, rv=np.full(600, 0.05**2))
+    settings = dict(floor_min_obs=100, stress_window=250, lookback_z=2.0)
+    both = path(margin_paths(frame, PolicyConfig(stressed_floor=True, lookback_floor=True, **settings), fixed(1.0)))
+    for one in (dict(stressed_floor=True), dict(lookback_floor=True)):
+        assert (both >= path(margin_paths(frame, PolicyConfig(**one, **settings), fixed(1.0))) - 1e-15).all()
+
+
+def test_the_speed_limit_allows_a_rise_of_several_days_across_a_gap():
+    """After a 4-day gap the margin may rise by (1 + max_up)^4, not by one day's allowance."""
+    risk = np.r_[np.full(100, 0.02), np.full(100, 0.2)]
+    frame = table(risk, np.zeros(200)).drop(index=[97, 98, 99])  # origins 96 -> 100, where the risk jumps
+    paths = margin_paths(frame, PolicyConfig(max_up=0.1), fixed(1.0))
+    margin, origins = path(paths), paths.loc[paths["side"] == "long", "origin"].reset_index(drop=True)
+    k = origins.searchsorted(utc("2020-01-01") + pd.Timedelta(days=100))
+    assert margin[k] / margin[k - 1] == pytest.approx(1.1 ** 4)
+
+
+def test_the_policy_refuses_degenerate_targets_and_floors():
+    """A breach target of 100% (a typo for 1%), a quantile of 1, a floor from no data, no maintenance."""
+    for change in ({"target_breach_rate": 1.0}, {"stress_quantile": 1.0}, {"floor_min_obs": 0},
+                   {"maintenance_fraction": 0.0}):
+        with pytest.raises(ConfigError, match=f"policy.{next(iter(change))}"):
+            PolicyConfig(**change)
+
+
+def test_a_buffered_calm_margin_is_capped_at_full_collateral():
+    from volmargin.calibration import apc_step
+
+    assert apc_step(np.array([0.9]), np.array([np.nan]), 0.25)[0] == 1.0  # not 1.125
+    assert apc_step(np.array([0.9]), np.array([0.95]), 0.25)[0] == pytest.approx(0.95)
+
+
+def test_the_stress_report_picks_the_breaching_day_not_the_largest_move():
+    """In a 2-day event window the largest move is covered by its margin and the smaller one breaches."""
+    origins = pd.to_datetime(["2022-05-08", "2022-05-09"], utc=True)
+    paths = pd.DataFrame({"model": "m", "asset": "a", "side": "long", "origin": origins,
+                          "date": origins + pd.Timedelta(days=1), "initial_margin": [0.40, 0.10],
+                          "loss": [0.30, 0.20], "calibrated": True})
+    paths["breach"] = paths["loss"] > paths["initial_margin"]
+    paths["shortfall"] = np.where(paths["breach"], paths["loss"] - paths["initial_margin"], 0.0)
+    row = stress_report(paths, {"luna": ("2022-05-09", "2022-05-10")}).iloc[0]
+    assert row["breach"] and row["move"] == 0.20 and row["shortfall"] == pytest.approx(0.10)

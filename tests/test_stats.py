@@ -489,3 +489,38 @@ def test_clustered_kupiec_is_never_stricter_than_the_pooled():
     clusters = np.arange(1000) // 50
     assert design_effect(hits, clusters) < 1
     assert kupiec_clustered(hits, clusters, 0.01).pvalue == kupiec_pof(hits, 0.01).pvalue
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+
+def test_clustered_kupiec_keeps_the_pooled_test_for_a_design_effect_between_0_and_1():
+    """Clusters of 50 holding 1 or 2 hits alternately (d about 0.18): dividing by d would make the clustered
+    test stricter than the pooled one; it equals the pooled test."""
+    clusters = np.repeat(np.arange(20), 50)
+    hits = np.zeros(1000, dtype=bool)
+    for c in range(20):
+        hits[c * 50: c * 50 + (1 if c % 2 else 2)] = True
+    assert 0 < design_effect(hits, clusters) < 1
+    assert kupiec_clustered(hits, clusters, 0.01).pvalue == kupiec_pof(hits, 0.01).pvalue
+
+
+def test_christoffersen_hand_value_with_unequal_transitions():
+    """A series that starts with a hit: n01 != n10."""
+    h = np.array([1, 0, 0, 0, 1, 1, 0, 0, 0, 0], dtype=bool)
+    n00, n01, n10, n11 = 5, 1, 2, 1
+    pi01, pi11, pi = n01 / (n00 + n01), n11 / (n10 + n11), (n01 + n11) / 9
+    ll0 = (n00 + n10) * math.log(1 - pi) + (n01 + n11) * math.log(pi)
+    ll1 = n00 * math.log(1 - pi01) + n01 * math.log(pi01) + n10 * math.log(1 - pi11) + n11 * math.log(pi11)
+    assert christoffersen(h, 0.1).lr_ind == pytest.approx(-2 * (ll0 - ll1), rel=1e-12)
+
+
+def test_max_rise_counts_a_rise_from_the_first_day():
+    from volmargin.evaluation.stats import max_rise
+
+    assert max_rise(np.array([1.0, 2.0, 2.0]), pd.date_range("2024-01-01", periods=3, tz="UTC"), 1) == pytest.approx(1.0)
+
+
+def test_fractional_hits_are_refused():
+    """0.5 is not a hit indicator (it would be read as a hit)."""
+    with pytest.raises(ValueError, match="0/1"):
+        kupiec_pof([0.0, 0.5, 1.0], 0.01)

@@ -115,3 +115,60 @@ def test_pooled_tests_allow_for_exceptions_on_the_same_dates():
 def test_refit_every_none_fits_once():
     blocks = list(WalkForwardSplit(start=pd.Timestamp("2021-06-01", tz="UTC"), refit_every=None).blocks(INDEX))
     assert len(blocks) == 1 and blocks[0].origins[-1] == INDEX[-1]
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+
+def test_dm_compares_models_only_on_the_targets_both_forecast():
+    """'good' lacks asset b on the first 300 dates: there both models' daily loss is asset a's alone."""
+    from volmargin.evaluation.scoring import pooled_losses
+    from volmargin.evaluation.stats import qlike
+
+    table = _forecast_table()
+    early = table["date"] < pd.Timestamp("2022-01-01", tz="UTC") + pd.Timedelta(days=300)
+    table = table[~((table["model"] == "good") & (table["asset"] == "b") & early)]
+    daily = pooled_losses(table)
+    bad_a = table[(table["model"] == "bad") & (table["asset"] == "a")].set_index("date")
+    loss_a = qlike(bad_a["variance"].to_numpy(), bad_a["realized_rv"].to_numpy())
+    first = daily.index < pd.Timestamp("2022-01-01", tz="UTC") + pd.Timedelta(days=300)
+    np.testing.assert_allclose(daily.loc[first, "bad"].to_numpy(), loss_a[:300], rtol=1e-12)
+
+
+def test_the_dm_table_widens_the_hac_lags_for_overlapping_targets():
+    """A table of 10-day targets gets the lags of horizon 10 (2 (h - 1) = 18), not the 1-day plug-in."""
+    from volmargin.evaluation.scoring import pooled_losses
+    from volmargin.evaluation.stats import diebold_mariano
+
+    table = _forecast_table().assign(horizon=10)
+    daily = pooled_losses(table)
+    row = diebold_mariano_table(table, reference="bad").set_index("model").loc["good"]
+    assert row["dm_stat"] == pytest.approx(diebold_mariano(daily["good"], daily["bad"], horizon=10).statistic, rel=1e-12)
+    assert row["dm_stat"] != pytest.approx(diebold_mariano(daily["good"], daily["bad"]).statistic, rel=1e-6)
+
+
+def test_the_pooled_christoffersen_p_is_the_median_assets():
+    """Two assets of different evidence: the pooled p is their median (here their mean), not the larger."""
+    table = _forecast_table(n=500)
+    table.loc[table["asset"] == "a", "var99_long"] *= 0.7
+    scores = score_forecasts(table).set_index(["asset", "model"])
+    p_a, p_b = (scores.loc[(asset, "good"), "christoffersen_p_long"] for asset in ("a", "b"))
+    assert p_a != pytest.approx(p_b)
+    assert scores.loc[(POOLED, "good"), "christoffersen_p_long"] == pytest.approx((p_a + p_b) / 2)
+
+
+def test_a_forecaster_is_never_handed_rows_after_its_last_origin(garch_daily):
+    """The walk-forward hands `forecast` the history up to its block's last origin only (the models are
+    causal per origin today, so nothing would leak yet: this holds the guard the module promises)."""
+    from volmargin.evaluation.walkforward import historical_forecasts
+    from volmargin.models.scale import EWMA
+
+    seen = []
+
+    class Spy(EWMA):
+        def forecast(self, history, origins, levels):
+            seen.append((history.index[-1], origins[-1]))
+            return super().forecast(history, origins, levels)
+
+    split = WalkForwardSplit(start=garch_daily.index[1000], refit_every=30, min_train=500)
+    historical_forecasts(garch_daily, Spy, split, (0.99,))
+    assert len(seen) > 5 and all(last == origin for last, origin in seen)
