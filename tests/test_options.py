@@ -944,3 +944,98 @@ def test_an_option_job_refuses_out_of_range_settings_when_made(tmp_path, field, 
                   tmp_path / "out", **{field: value})
     OptionJob(("missing.csv",), ("missing.csv",), ("missing.csv",), pd.Timestamp("2022-01-02", tz="UTC"),
               tmp_path / "out")  # the defaults pass
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+import volmargin_serving.options as vso  # noqa: E402
+
+
+def test_an_unquoted_expiry_is_refused_not_priced_on_another_smile():
+    quotes = ([30.0, 30.0], [45e3, 55e3], [50e3, 50e3], [0.6, 0.7])
+    with pytest.raises(vso.OptionQuoteError, match="no quote for the expiry"):
+        vso.book_from_positions([-1.0], [50e3], [True], [10.0], [50e3], [0.6], smile_quotes=quotes)
+
+
+def test_the_extended_table_weights_are_the_squared_range_ratio_of_each_side():
+    """Dampener (range_down / |move|)^2 for falls, (range_up / move)^2 for rises; core cells weigh 1."""
+    book = vso.book_from_positions([-1.0], [50e3], [True], [30.0], [50e3], [0.6])
+    grid = vso.Grid(range_down=0.10, range_up=0.20)
+    _, weight = vso.scenario_losses(book, grid)
+    ext = np.asarray(grid.extended)
+    np.testing.assert_allclose(weight[0, :27], 1.0)
+    np.testing.assert_allclose(weight[0, 27:], (np.where(ext < 0, 0.10, 0.20) / np.abs(ext)) ** 2, rtol=1e-12)
+
+
+def test_the_vol_down_shock_is_floored_at_a_tenth_of_the_iv():
+    """Near expiry 1 - vol_down x (30 / days)^p falls below 0: the IV is held at MIN_VOL_FACTOR of its level."""
+    book = vso.book_from_positions([1.0], [50e3], [True], [2.0], [50e3], [0.6])
+    loss, _ = vso.scenario_losses(book, vso.Grid(vol_down=0.9), mpor_days=1.0)
+    cell = 4 * 3 + 2  # move 0 (the 5th of 9), vol state 2 (down)
+    expected = book.value[0] - vso.black76(50e3, 50e3, 1.0 / 365, 0.6 * vso.MIN_VOL_FACTOR, True)
+    assert loss[0, cell] == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_a_book_that_gains_in_every_cell_has_zero_margin_not_a_negative_one():
+    """A short far-OTM put expiring within the MPOR keeps its premium in every cell: IM 0, never negative."""
+    book = vso.book_from_positions([-1.0], [15e3], [False], [0.5], [50e3], [8.0])
+    loss, _ = vso.scenario_losses(book, vso.DERIBIT_BTC, mpor_days=1.0)
+    assert (loss < 0).all()
+    assert vso.option_margin(book).initial == 0.0 and vso.initial_margin(book, vso.DERIBIT_BTC)[0] == 0.0
+
+
+def test_a_fall_range_beyond_100_percent_is_capped_and_the_margin_finite():
+    """A scaled forecast grid can ask for a fall beyond -100%: the core moves stop at -MAX_FALL."""
+    grid = vso.grid_from_forecasts(2.0, 0.1, 0.3, -0.2, scale=1.5)
+    assert grid.range_down > 1.0
+    book = vso.book_from_positions([-1.0], [40e3], [False], [30.0], [50e3], [0.6])
+    capped = vso.Grid(**{**grid.__dict__, "range_down": vso.MAX_FALL})
+    margin = vso.option_margin(book, grid).initial
+    assert np.isfinite(margin) and margin == pytest.approx(vso.option_margin(book, capped).initial, rel=1e-12)
+
+
+def test_the_contingency_charges_net_short_contracts_per_strike_only():
+    book = vso.book_from_positions([-2.0, 1.0, 3.0], [50e3, 50e3, 60e3], [True] * 3, [30.0] * 3, [50e3] * 3,
+                                   [0.6, 0.6, 0.65])
+    grid = vso.Grid(contingency=10.0)
+    np.testing.assert_allclose(vso.contingency(book, grid), [10.0])  # net -1 at 50k; +3 at 60k offsets nothing
+    assert vso.option_margin(book, grid).initial == pytest.approx(vso.option_margin(book).initial + 10.0, rel=1e-12)
+
+
+def test_the_notional_counts_a_futures_leg_larger_than_the_options():
+    book = vso.book_from_positions([-1.0], [50e3], [True], [30.0], [50e3], [0.6], future_qty=3.0, future_price=50e3)
+    margin = vso.option_margin(book)
+    assert book.notional[0] == pytest.approx(150e3) and margin.fraction == pytest.approx(margin.initial / 150e3)
+
+
+def test_futures_legs_hedge_delta_and_enter_the_realised_loss(books, two_snapshots):
+    """delta_hedged_short_gamma holds futures of -(sum q delta) (> 0) against its short call, and every book
+    with a futures leg loses -(sum q (V1 - V0)) - future_qty (F1 - F0), F1 the next snapshot's forward of
+    the leg's expiry."""
+    b, info = books.books, books.info
+    stamps = np.sort(two_snapshots["timestamp"].unique())
+    hedged = info.index[info["portfolio_class"] == "delta_hedged_short_gamma"]
+    assert len(hedged)
+    for i in hedged:
+        legs = b.book == i
+        delta = vso.greeks(b.forward[legs], b.strike[legs], b.days[legs] / 365, b.iv[legs], b.is_call[legs])["delta"]
+        assert b.future_qty[i] == pytest.approx(-(b.quantity[legs] * delta).sum(), rel=1e-9) and b.future_qty[i] > 0
+    nxt = two_snapshots[two_snapshots["timestamp"] == stamps[1]]
+    for i in info.index[(b.future_qty != 0) & (info["day"] == stamps[0]).to_numpy()]:
+        legs = np.flatnonzero(b.book == i)
+        rows = [nxt[(nxt["strike"] == b.strike[j]) & (nxt["is_call"] == b.is_call[j])
+                    & np.isclose(nxt["days"], b.days[j] - books.mpor_days[i], atol=1e-3)] for j in legs]
+        value_next = np.array([vso.black76(r["underlying_price"].iloc[0], b.strike[j], r["days"].iloc[0] / 365,
+                                           r["mark_iv"].iloc[0], b.is_call[j]) for r, j in zip(rows, legs)])
+        f1 = float(np.median(nxt[nxt["expiry"] == rows[0]["expiry"].iloc[0]]["underlying_price"]))
+        expected = -(b.quantity[legs] @ (value_next - b.value[legs])) - b.future_qty[i] * (f1 - b.future_price[i])
+        assert books.loss[i] == pytest.approx(expected, rel=1e-9, abs=1e-6)
+
+
+def test_snapshots_further_apart_than_the_gap_make_no_book(two_snapshots):
+    from volmargin.risk.option_books import MAX_GAP_DAYS, build_books
+
+    stamps = np.sort(two_snapshots["timestamp"].unique())
+    apart = two_snapshots[two_snapshots["timestamp"].isin([stamps[0], stamps[2]])]
+    assert (stamps[2] - stamps[0]) / pd.Timedelta(days=1) > MAX_GAP_DAYS
+    with pytest.raises(DataError, match="the chains give no option book"):
+        build_books(apart)

@@ -753,3 +753,81 @@ def test_the_printed_digest_is_one_line_per_model_with_its_worst_class():
     digest = portfolio_digest(summary).set_index("model")
     assert list(digest.index) == ["m", "k"] and digest.loc["m", "breach_rate"] == 0.010
     assert (digest.loc["m", "worst_class"], digest.loc["k", "worst_class"]) == ("a", "b")
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+
+def _engine_scenarios(policy=PortfolioPolicy(), stress=None, z=None) -> vp.PortfolioScenarios:
+    z = np.random.default_rng(0).standard_normal((1000, 2)) if z is None else z
+    return vp.PortfolioScenarios(("a", "b"), z, np.arange(len(z)).astype("datetime64[D]"), None, stress,
+                                 np.array([0.05, 0.05]), policy)
+
+
+def test_an_asset_without_a_forecast_is_priced_at_its_fallback_not_at_zero():
+    """A missing forecast (NaN) prices the position at the fallback volatility, flagged, exactly as if that
+    were the forecast; never at zero volatility."""
+    scenarios = _engine_scenarios()
+    missing = PortfolioEngine(scenarios, np.array([np.nan, 1e-4])).margin(names=["a"], notionals=[1e6])
+    at_fallback = PortfolioEngine(scenarios, np.array([0.05 ** 2, 1e-4])).margin(names=["a"], notionals=[1e6])
+    assert missing.flagged == ("a",) and missing.initial > 0
+    assert missing.initial == pytest.approx(at_fallback.initial, rel=1e-6)
+
+
+def test_the_stress_floor_binds_when_the_stressed_loss_exceeds_the_joint():
+    """stress_mode='floor': IM = scale x max(blend, the stressed scenarios' measure), one book and a batch."""
+    policy = PortfolioPolicy(scale=1.5, stress_mode="floor")
+    engine = PortfolioEngine(_engine_scenarios(policy, np.full((40, 2), -0.5)), np.array([1e-4, 1e-4]))
+    floor = 1e6 * -np.expm1(-0.5)
+    assert engine.margin(names=["a"], notionals=[1e6]).initial == pytest.approx(1.5 * floor, rel=1e-5)
+    assert engine.margin_batch(np.array([[1e6, 0.0]])).initial[0] == pytest.approx(1.5 * floor, rel=1e-5)
+
+
+@pytest.mark.parametrize("stress_mode", ["none", "floor"])
+def test_a_book_that_gains_in_every_scenario_has_zero_margin(stress_mode):
+    """A long position in an asset that rises in every scenario: IM 0, never negative (before session 26
+    the floor mode gave -1,119.86: a stressed floor that is itself a gain was not clamped)."""
+    z = np.abs(np.random.default_rng(1).standard_normal((1000, 2))) + 0.1
+    stress = np.full((10, 2), 0.05) if stress_mode == "floor" else None
+    engine = PortfolioEngine(_engine_scenarios(PortfolioPolicy(stress_mode=stress_mode), stress, z),
+                             np.array([1e-4, 1e-4]))
+    single = engine.margin(names=["a"], notionals=[1e6])
+    assert single.initial == 0.0 and single.maintenance == 0.0
+    assert engine.margin_batch(np.array([[1e6, 0.0]])).initial[0] == 0.0
+
+
+def test_the_concentration_addon_is_at_most_the_position():
+    """A thin asset, or one without a usable volume (NaN ADV: charged in full), costs the position itself."""
+    addon = vp.position_addons(np.array([1e6, -2e6, 1e3]), np.array([0.05] * 3), np.array([1.0, np.nan, 1e12]), 1.0)
+    assert addon[0] == pytest.approx(1e6) and addon[1] == pytest.approx(2e6)
+    assert addon[2] == pytest.approx(0.05 * 1e3 * np.sqrt(1e3 / 1e12))
+
+
+def test_the_realised_loss_is_the_fall_of_the_book_value(forecasts):
+    """bp.loss = -(n @ (e^r - 1)) of the realised MPOR log returns, NaN where a held asset's return is not
+    realised (never filled with 0); a book holding an asset before its first forecast is not margined."""
+    fhs = _fhs(forecasts)
+    notional = np.zeros((2, len(ASSETS)))
+    notional[0, 0] = 1e6  # long alt_a
+    notional[1, 0], notional[1, 1] = -5e5, 5e5  # short alt_a, long alt_late
+    population = pf.Population(ASSETS, ("long", "ls"), np.array(["x", "x"], dtype=object), notional)
+    days = np.arange(300, 500)
+    bp = pf.book_panel(fhs, population, PortfolioPolicy(), days=days)
+    realised = fhs.panel.realized[days]
+    listed = np.isfinite(fhs.panel.sigma[days, 1])
+    assert not bp.alive[~listed, 1].any() and bp.alive[listed, 1].any()
+    expected = -(notional @ np.expm1(np.nan_to_num(realised)).T).T
+    expected[np.isnan(realised[:, 0])] = np.nan
+    expected[np.isnan(realised[:, 1]), 1] = np.nan
+    assert np.isnan(expected[bp.alive]).any()  # an unrealised day of a held asset is in the window
+    np.testing.assert_allclose(bp.loss[bp.alive], expected[bp.alive], rtol=1e-12)
+
+
+def test_the_calibration_allows_the_floor_of_target_times_book_days():
+    """150 book-days at a 1% target allow floor(1.5) = 1 breach: the scale sits at the 2nd largest loss per
+    unit of joint risk, not the 3rd."""
+    loss = np.linspace(0.1, 1.0, 150)[:, None]
+    bp = _panel(np.ones((150, 1)), loss, np.zeros(1), (0.0,))
+    cal = pf.calibrate_books(bp, np.array(["only"], dtype=object), np.ones(150, bool), PortfolioPolicy(),
+                             target=0.01, tolerance=1e-6)
+    second, third = np.sort(loss[:, 0])[-2], np.sort(loss[:, 0])[-3]
+    assert cal.feasible and cal.policy.scale == pytest.approx(second, rel=1e-5) and cal.policy.scale > third * 1.001

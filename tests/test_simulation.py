@@ -593,3 +593,53 @@ def test_simulate_refuses_min_bars_and_an_unusable_out_before_any_work(tmp_path,
     assert main([*argv[:-1], str(taken)]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "sim").exists()
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+
+def test_partial_liquidation_counts_the_penalty():
+    """Long 10x, IM 10%, MM 5%, penalty 1%: at 0.94 the equity is 40 on 940. Closing f of it with
+    40 - 0.01 f 940 = 0.1 (1 - f) 940 leaves exactly 10% after the penalty."""
+    result = simulate(one(1.0), market([[0.0, np.log(0.94)]]), MarginTerms.constant(0.1, 0.05, 0.01), NO_IMPACT,
+                      EngineConfig(liquidation="partial"))
+    f = (0.1 - 40 / 940) / 0.09
+    assert result.liquidated.sum() == pytest.approx(f * 940)
+    assert result.penalties.sum() == pytest.approx(0.01 * f * 940)
+    assert result.open_equity[0] == pytest.approx(0.1 * (1 - f) * 940)
+
+
+def test_partial_mode_closes_an_asset_collateral_account_in_full():
+    """The gap of test_asset_collateral_is_haircut_and_falls_with_a_long in partial mode: the account whose
+    collateral falls with its long is closed in full, the 40 of negative equity bad debt."""
+    terms = MarginTerms.constant(0.1, 0.05, 0.0).with_haircut(0.2)
+    gap = simulate(in_asset(1.0), market([[0.0, np.log(0.8)]]), terms, NO_IMPACT, EngineConfig(liquidation="partial"))
+    assert gap.liquidations.sum() == 1 and gap.bad_debt.sum() == pytest.approx(40.0)
+    assert gap.account_qty[0] == 0 and gap.account_collateral[0] == 0 and not gap.unconverged.any()
+
+
+def test_a_fractional_oracle_delay_interpolates_the_log_price():
+    """Price 1 -> 0.8 at step 1: with a delay of 0.25 the oracle reads 0.8^0.75 = 0.846 there (a long's trigger
+    is 0.9 / 0.95 = 0.947: liquidated at once), with 0.9 it reads 0.8^0.1 = 0.978 (a step later)."""
+    path, terms = market([[0.0, np.log(0.8), np.log(0.8)]]), MarginTerms.constant(0.1, 0.05, 0.0)
+    early = simulate(one(1.0), path, terms, NO_IMPACT, EngineConfig(oracle_delay=0.25))
+    late = simulate(one(1.0), path, terms, NO_IMPACT, EngineConfig(oracle_delay=0.9))
+    assert early.liquidations[0].tolist() == [1, 0] and late.liquidations[0].tolist() == [0, 1]
+
+
+def test_the_price_is_the_exogenous_path_plus_the_cumulative_impact():
+    """Impact persists: every later step's price carries the impact of the earlier liquidation flow."""
+    paths = crash_paths(10)
+    accounts = draw_accounts(PopulationConfig(accounts=1000, seed=0, entry_window=1), open_interest=5e6)
+    result = simulate(accounts, market(paths, volume=2e6, sigma=0.02), MarginTerms.constant(0.1, 0.05, 0.01, 10),
+                      SquareRootImpact(1.0))
+    assert result.impact.min() < 0
+    np.testing.assert_allclose(result.log_price, paths + result.impact, atol=1e-12)
+
+
+def test_the_insurance_fund_starts_at_its_share_of_open_interest():
+    accounts = draw_accounts(PopulationConfig(accounts=200, seed=0), open_interest=5e6)
+    result = simulate(accounts, market(np.zeros((2, 5))), MarginTerms.constant(0.1, 0.05, 0.01, 2), NO_IMPACT,
+                      EngineConfig(insurance_fund=0.03))
+    np.testing.assert_allclose(result.open_interest, 5e6)
+    np.testing.assert_allclose(result.fund_start, 0.03 * 5e6)
+    np.testing.assert_allclose(result.fund[:, 0], 0.03 * 5e6)

@@ -265,7 +265,9 @@ class Grid:
     of the move (a delta-gamma book) weighs the same there as at the edge of the core range, so the
     table binds only where losses accelerate beyond the core range, i.e. far out-of-the-money short
     options whose gamma is still to come. Deribit publishes the moves and that only "a fraction" of the
-    P&L counts, after "a dampener", not the formula; this quadratic dampener is our choice.
+    P&L counts, after "a dampener", not the formula; this quadratic dampener is our choice. Where a range is
+    wider than an extended move (a forecast grid past 33% down or 50% up) the weight exceeds 1: that move lies
+    inside the core range and its loss counts more than once, an over-charge kept as measured (not capped).
     IM = max(0, worst core loss, worst dampened extended loss) + contingency x net short contracts per
     strike; MM = maintenance x IM.
     `keep_vol` = (up, down), e.g. `DERIBIT_VOL`: two more vol states at every core move and under the

@@ -122,7 +122,8 @@ def _known_measure(spec) -> bool:
 def unit_risks(simple: np.ndarray, measure: str, weights=None) -> np.ndarray:
     """(n_assets, 2) risk of a unit long (loses -simple) and a unit short (loses +simple) per asset."""
     simple_t = np.asarray(simple, dtype=float).T
-    return np.stack([risk_measure(-simple_t, measure, weights), risk_measure(simple_t, measure, weights)], axis=1)
+    risks = np.stack([risk_measure(-simple_t, measure, weights), risk_measure(simple_t, measure, weights)], axis=1)
+    return np.maximum(risks, 0.0)  # a position that gains in the tail margins 0 alone, never a credit to others
 
 
 def stressed_unit_risks(unit: np.ndarray, stress_t: np.ndarray | None, measure: str) -> np.ndarray:
@@ -200,7 +201,7 @@ def initial_margin(joint, isolated, addon, policy: PortfolioPolicy, floor=0.0, c
         blend = joint + w * np.maximum(np.asarray(comonotone) - joint, 0.0)
     else:
         blend = (1 - w) * np.asarray(joint) + w * np.asarray(isolated)
-    return policy.scale * np.maximum(blend, floor) + addon
+    return policy.scale * np.maximum(np.maximum(blend, floor), 0.0) + addon  # a stressed floor may be a gain
 
 
 def isolated_margin(isolated, addon, policy: PortfolioPolicy) -> np.ndarray:
