@@ -355,6 +355,7 @@ def _every_record(field, value, **also):
     (lambda p: p["policy"].update(scale_bounds=[1e-9, 10.0]), "policy.scale_bounds: invalid value"),
     (lambda p: p.update(horizon="1"), "parameters.horizon"),
     (lambda p: p.update(policy=["x"]), "parameters.policy: expected an object"),
+    (lambda p: p["policy"].update(buffer=-0.5), "policy.buffer"),  # would cut every first margin below the rule
 ])
 def test_a_resealed_set_cannot_lower_margins_below_the_hard_floors(served, tmp_path, change, message):
     with pytest.raises(vs.CalibrationError, match=message):
@@ -482,3 +483,112 @@ def test_inputs_of_the_wrong_type_are_read_as_far_as_they_can_be(served, runtime
     assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
     assert not got.fail_safe[1:].any()
     np.testing.assert_array_equal(got.initial[1:], clean.initial[1:])
+
+
+# ------------------------------------------------------------------ session 26's mutation audit
+# Each test below fails on a change to the serving code that the suite let through.
+
+def test_a_fail_safe_margin_with_no_reading_is_never_below_yesterdays(served, tmp_path):
+    """Stale rows (no reading can be made), no memory, a policy without a down speed limit: the fail-safe
+    margin still holds `previous` (with max_down = 0.2 the readings' bound, 0.8 x previous, times the 25%
+    add-on equals previous and hid a lost candidate)."""
+    runtime = vs.load(served.bundle, calibration=_variant(served, tmp_path, lambda p: p["policy"].update(max_down=None)))
+    previous = np.full((3, 2), 0.6)
+    got = runtime.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of,
+                          previous=previous)
+    assert got.fail_safe.all() and "StaleInputError" in got.reason[0, 0]
+    assert (got.initial >= previous).all()
+
+
+def test_a_speed_limited_margin_is_lifted_to_min_rate_where_the_floor_is_lower(served, tmp_path):
+    """Floors of 0 and a previous margin far below min_rate: the up speed limit holds the rule at 1.5e-3; the
+    served margin is still at least the policy's min_rate."""
+    runtime = vs.load(served.bundle, calibration=_variant(served, tmp_path, _every_record("floor", 0.0)))
+    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 1e-3))
+    assert not got.fail_safe.any() and (got.initial >= runtime.calibration.policy.get("min_rate", 0.01)).all()
+
+
+def test_a_doubtful_margin_is_never_below_the_rule_on_the_rows_as_given():
+    """Doubtful but possible rows: the rule on them as given (log-return VaR 0.2) floors the fail-safe
+    margin, even where every repaired reading (VaR 0.05) gives less."""
+    from volmargin_serving.margins import Terms, price
+
+    def forecasts(x):
+        tails = np.full((1, 2, 2), float(x))
+        return vs.Forecasts(np.array([0.01]), tails, tails.copy(), (0.975, 0.99), 1)
+
+    full = lambda v: np.full((1, 2), v)  # noqa: E731
+    terms = Terms(full(1.0), full(0.0), full(0.02), full(0.01), np.ones((1, 2), bool), np.full((1, 2), "", dtype=object))
+    policy = {"risk": "var99", "haircut_risk": None, "maintenance_fraction": 0.75, "buffer": None, "max_up": None,
+              "max_down": None, "liquidation_days": None, "min_rate": 0.01}
+    got = price(("x",), terms, forecasts(0.2), np.array(["doubtful input: ..."], dtype=object), policy, 1,
+                doubtful=[forecasts(0.05)] * 3)
+    assert got.fail_safe.all() and got.initial[0, 0] >= -np.expm1(-0.2) and got.initial[0, 1] >= np.expm1(0.2)
+
+
+def test_liquidation_thresholds_by_side_on_hand_values():
+    from volmargin_serving.margins import liquidation_threshold
+
+    got = liquidation_threshold([0.2, 0.2], [0.15, 0.15], np.array(["long", "short"]))
+    np.testing.assert_allclose(got, [0.05 / 0.85, 0.05 / 1.15], rtol=1e-12)
+
+
+def test_a_previous_margin_of_zero_is_refused(served, runtime):
+    """0 is no margin in force (NaN is): read as one, the up speed limit would pin every margin at min_rate."""
+    with pytest.raises(vs.InputError, match="previous margins"):
+        runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.zeros((3, 2)))
+
+
+def test_a_doubtful_margin_carries_the_add_on_over_every_reading(served, runtime):
+    """Each reading of the doubtful rows, priced by the rule and raised by the 25% add-on (at most 1), floors
+    the fail-safe margin (1.25 written out, so the test does not move with the constant)."""
+    from volmargin_serving.margins import price
+
+    inputs = served.inputs.copy()
+    inputs[0, -70, COLUMN["rv"]] *= 1e8
+    got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0].all()
+    repaired = runtime._repaired(inputs[0], served.dates[0], served.as_of)
+    terms, no_errors = runtime.calibration.terms(ASSETS, served.as_of), np.full(len(ASSETS), "", dtype=object)
+    for i in range(len(repaired.variance)):
+        one = vs.Forecasts(np.repeat(repaired.variance[i:i + 1], 3), np.repeat(repaired.var[i:i + 1], 3, axis=0),
+                           np.repeat(repaired.es[i:i + 1], 3, axis=0), repaired.levels, repaired.horizon)
+        rule = price(tuple(ASSETS), terms, one, no_errors, runtime.calibration.policy, runtime.calibration.horizon)
+        assert (got.initial[0] >= np.minimum(1.25 * rule.initial[0], 1.0) - 1e-12).all()
+
+
+def test_a_backfill_for_an_earlier_day_does_not_replace_the_newest_good_margin(served, runtime):
+    """The memory of last good margins keeps the newest as_of: pricing an earlier, calmer day afterwards (a
+    backfill) does not lower the floor of later fail-safe margins."""
+    newest = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    calm = runtime.margins(ASSETS, served.inputs[:, :-3], served.dates[:, :-3], as_of=served.as_of - 3)
+    assert not newest.fail_safe.any() and not calm.fail_safe.any() and (calm.initial < newest.initial).any()
+    stale = runtime.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of)
+    assert stale.fail_safe.all() and (stale.initial >= newest.initial - 1e-12).all()
+
+
+def test_a_calibration_set_signed_with_another_key_is_refused(served, tmp_path):
+    signed = _copy(served.bundle, tmp_path / "signed")
+    sign_bundle(signed, KEY)
+    forged = tmp_path / "forged.calibration.json"
+    forged.write_text(json.dumps(seal(json.loads(served.calibration.read_text()), b"another key")))
+    with pytest.raises(vs.SignatureError, match="does not verify"):
+        vs.load(signed, calibration=forged, key=KEY)
+
+
+def test_a_batch_with_one_stale_asset_is_refused(served):
+    dates = served.dates.copy()
+    dates[1] -= np.timedelta64(10, "D")
+    with pytest.raises(vs.StaleInputError):
+        vs.load(served.bundle).forecast_daily(served.inputs, dates, as_of=served.as_of)
+
+
+def test_the_incremental_state_refuses_a_stale_next_day_and_a_flag_of_one_half(served):
+    runtime = vs.load(served.bundle)
+    state = runtime.stream(served.inputs[:, :-1], served.dates[:, :-1], as_of=served.as_of - 1)
+    _, errors = state.update(served.inputs[:, -1], served.dates[:, -1], as_of=served.as_of + 10)
+    assert all(isinstance(error, vs.StaleInputError) for error in errors)
+    rows = served.inputs[:, -1].copy()
+    rows[1, COLUMN["complete"]] = 0.5
+    _, errors = state.update(rows, served.dates[:, -1], as_of=served.as_of)
+    assert errors[0] is None and errors[2] is None and isinstance(errors[1], vs.ImpossibleInputError)
