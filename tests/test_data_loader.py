@@ -356,3 +356,34 @@ def test_stamps_that_are_not_epoch_or_a_second_stamp_column_are_refused(tmp_path
     two_names = write(tmp_path / "y.csv", csv_text([[*r, r[0]] for r in bars()], HEADER + ",date"))
     with pytest.raises(DataError, match="column\\(s\\) date beside"):  # a second stamp is not guessed away
         load_bars(two_names)
+
+
+# ----------------------------------------------------------------------------- session 26's mutation audit
+import volmargin.data.loader  # noqa: E402
+
+
+@pytest.mark.parametrize("close", [110.0, 90.0], ids=["above_high", "below_low"])
+def test_close_outside_the_bar_range_is_refused(tmp_path, close):
+    path = write(tmp_path / "bad.csv", csv_text(with_cell(3, 4, close)))  # row 3: open 102, high 104, low 101
+    with pytest.raises(DataError, match=rf"row 3 \({ts(3)}\): open 102.0 or close {close} outside"):
+        load_bars(path)
+
+
+def test_a_minority_of_coarser_rows_does_not_set_the_interval(tmp_path):
+    """10 rows on the hour and 12 at :15/:30/:45: the 1h phase holds fewer than half the rows, so the file is
+    15-minute bars with gaps, not hourly bars with rows off the grid."""
+    hours = pd.date_range("2021-05-19", periods=10, freq="h", tz="UTC")
+    quarters = [h + pd.Timedelta(minutes=m) for h in hours[:4] for m in (15, 30, 45)]
+    stamps = sorted([*hours, *quarters])
+    rows = [[t.strftime("%Y-%m-%dT%H:%M:%SZ"), 100.0, 102.0, 99.0, 101.0, 1.0] for t in stamps]
+    frame = load_bars(write(tmp_path / "mixed.csv", csv_text(rows)))
+    assert frame.attrs["freq"] == pd.Timedelta("15min") and len(frame) == 22
+
+
+def test_a_gzip_bomb_is_refused_by_its_ratio(tmp_path, monkeypatch):
+    monkeypatch.setattr(volmargin.data.loader, "MAX_RATIO", 2)  # a 2 MB limit for files under 1 MB: the rule, cheaply
+    text = csv_text(bars()) + "#" * (3 << 20)
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_bars(path)
