@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import math
 import os
 import pickle
 import re
@@ -199,18 +200,28 @@ def _registry_notices_dropped() -> Iterator[None]:
         sys.stderr.write("".join(line for line in lines if not line.startswith(REGISTRY_NOTICES)))
 
 
+# what the registry answers for a missing alias (a SQLite store: INVALID_PARAMETER_VALUE; a server: RESOURCE_DOES_NOT_EXIST)
+NO_SUCH_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def promote(name: str, version: str | int, score: float, lower_is_better: bool = True) -> str:
-    """Alias the new version `challenger`; make it `champion` when there is none or it scores better.
+    """Alias the new version `challenger`; make it `champion` when there is none or it scores strictly
+    better (a NaN or infinite score never does; a registry error other than a missing alias is raised).
 
     The score is read from each version's run metric `eval_qlike`. Returns the alias that ended on it.
     """
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     client.set_registered_model_alias(name, CHALLENGER, str(version))
+    if not math.isfinite(score):  # a score that compares with nothing never takes the champion
+        return CHALLENGER
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # no champion yet
+    except MlflowException as exc:  # no champion yet; any other registry error must not crown an untested model
+        if exc.error_code not in NO_SUCH_ALIAS:
+            raise
         champion = None
     if champion is not None:
         best = client.get_run(champion.run_id).data.metrics.get("eval_qlike")

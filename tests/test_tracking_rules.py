@@ -1,0 +1,63 @@
+"""The MLflow rules: a champion only on a strictly better finite score, never on a registry error; a data
+fingerprint that changes with any bar."""
+import math
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from volmargin.data import synthetic_market
+from volmargin.tracking import CHALLENGER, CHAMPION, data_fingerprint, promote
+
+
+def _version(client, name, qlike):
+    """A registered version whose run logged eval_qlike (None: no metric), without logging a real model."""
+    with mlflow.start_run() as run:
+        if qlike is not None:
+            mlflow.log_metric("eval_qlike", qlike)
+    try:
+        client.create_registered_model(name)
+    except Exception:
+        pass
+    return client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id).version
+
+
+@pytest.mark.parametrize("score, alias", [(0.90, CHAMPION), (1.00, CHALLENGER), (1.10, CHALLENGER),
+                                          (math.nan, CHALLENGER), (math.inf, CHALLENGER)])
+def test_promotion_needs_a_strictly_better_finite_score(score, alias):
+    client = MlflowClient()
+    first = _version(client, "m", 1.0)
+    assert promote("m", first, 1.0) == CHAMPION
+    second = _version(client, "m", score)
+    assert promote("m", second, score) == alias
+    assert client.get_model_version_by_alias("m", CHAMPION).version == (second if alias == CHAMPION else first)
+    assert client.get_model_version_by_alias("m", CHALLENGER).version == second
+
+
+def test_a_failing_registry_lookup_promotes_nothing(monkeypatch):
+    """Only 'no champion alias' makes a new version champion; any other registry error (a server that
+    times out, a permission error) must not hand the champion alias to an untested model."""
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    first = _version(client, "m", 1.0)
+    assert promote("m", first, 1.0) == CHAMPION
+    second = _version(client, "m", 2.0)
+
+    def unavailable(self, name, alias):
+        raise MlflowException("registry unavailable", error_code="TEMPORARILY_UNAVAILABLE")
+
+    monkeypatch.setattr(MlflowClient, "get_model_version_by_alias", unavailable)
+    with pytest.raises(MlflowException):
+        promote("m", second, 2.0)
+    monkeypatch.undo()
+    assert client.get_model_version_by_alias("m", CHAMPION).version == first
+
+
+def test_the_data_fingerprint_changes_with_any_bar():
+    bars = synthetic_market(n_assets=2, days=60, seed=0)
+    before = data_fingerprint(bars)["sha256"]
+    asset = sorted(bars)[-1]
+    changed = {**bars, asset: bars[asset].copy()}
+    changed[asset].iloc[-1, changed[asset].columns.get_loc("close")] *= 1.001  # the last bar of the last asset
+    assert data_fingerprint(changed)["sha256"] != before
