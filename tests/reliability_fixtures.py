@@ -7,6 +7,8 @@ the published margin would lower the margin most.
 
 from __future__ import annotations
 
+import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,3 +76,34 @@ def build(folder: Path) -> Served:
     pairs = [arrays(panel[a].iloc[-150:]) for a in ASSETS]
     dates = np.stack([d for _, d in pairs])
     return Served(bundle, calibration, panel, spike(np.stack([i for i, _ in pairs])), dates, dates[0, -1])
+
+
+def copy_bundle(bundle: Path, target: Path) -> Path:
+    """A copy of the bundle's files in a new folder `target`."""
+    target.mkdir(parents=True)
+    for path in bundle.iterdir():
+        (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def edit_manifest(bundle: Path, target: Path, edit) -> Path:
+    """A copy of the bundle whose manifest `edit(manifest)` changed (not re-signed)."""
+    from volmargin_serving.bundle import MANIFEST
+
+    folder = copy_bundle(bundle, target)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    edit(manifest)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def resealed_set(served: Served, folder: Path, change) -> Path:
+    """The served calibration set with `change(parameters)` applied and resealed: its checksum alone cannot
+    stop such an edit."""
+    from volmargin_serving.calibration import seal
+
+    document = copy.deepcopy(json.loads(served.calibration.read_text()))
+    change(document["parameters"])
+    path = folder / "variant.calibration.json"
+    path.write_text(json.dumps(seal(document)))
+    return path

@@ -3,17 +3,15 @@ is never lower than without it, calibration sets have hard floors, manifests are
 
 from __future__ import annotations
 
-import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_fixtures import ASSETS, build, spike
+from reliability_fixtures import ASSETS, build, spike, copy_bundle, edit_manifest, resealed_set
 
 import volmargin_serving as vs
 from volmargin.features.learned import INPUT_COLUMNS
-from volmargin_serving.bundle import MANIFEST, SIGNATURE, sign_bundle
+from volmargin_serving.bundle import SIGNATURE, sign_bundle
 from volmargin_serving.calibration import HARD_MIN_RATE, seal
 from volmargin_serving.repairs import READINGS, readings
 
@@ -35,21 +33,6 @@ def runtime(served):
 def clean(served):
     return vs.load(served.bundle, calibration=served.calibration).margins(ASSETS, served.inputs, served.dates,
                                                                           as_of=served.as_of)
-
-
-def _copy(bundle: Path, target: Path) -> Path:
-    target.mkdir(parents=True)
-    for path in bundle.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
-    return target
-
-
-def _edited(bundle: Path, target: Path, edit) -> Path:
-    folder = _copy(bundle, target)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    edit(manifest)
-    (folder / MANIFEST).write_text(json.dumps(manifest))
-    return folder
 
 
 # ------------------------------------------------------------------ class 1: bad inputs
@@ -283,7 +266,6 @@ def test_misdated_newest_rows_are_read_as_if_their_dates_were_right(served, runt
     assert (got.initial[0] >= clean.initial[0]).all() and got.haircut[0, 0] >= clean.haircut[0, 0]
 
 
-
 def test_the_newest_days_stamped_with_an_earlier_day_are_read_forward_from_it(served, runtime, clean):
     """The newest two days both stamped with the day before them (what hypothesis found in session 20): the
     given dates end two days back, too old for a reading ending there, so the rows are also read on
@@ -333,14 +315,6 @@ def test_the_last_good_margin_is_a_floor_of_every_fail_safe_margin(served, runti
 # ------------------------------------------------------------------ class 1: hard floors of calibration sets
 
 
-def _variant(served, folder: Path, change) -> Path:
-    document = copy.deepcopy(json.loads(served.calibration.read_text()))
-    change(document["parameters"])
-    path = folder / "variant.calibration.json"
-    path.write_text(json.dumps(seal(document)))  # resealed: the checksum alone cannot stop this
-    return path
-
-
 def _every_record(field, value, **also):
     def change(parameters):
         for record in parameters["records"]:
@@ -359,7 +333,7 @@ def _every_record(field, value, **also):
 ])
 def test_a_resealed_set_cannot_lower_margins_below_the_hard_floors(served, tmp_path, change, message):
     with pytest.raises(vs.CalibrationError, match=message):
-        vs.load(served.bundle, calibration=_variant(served, tmp_path, change))
+        vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
 
 
 def test_served_margins_never_go_below_the_policys_min_rate(served, tmp_path):
@@ -368,7 +342,7 @@ def test_served_margins_never_go_below_the_policys_min_rate(served, tmp_path):
         for record in parameters["records"]:
             record["initial_margin"] = max(record["initial_margin"], 0.3)
             record["maintenance_margin"] = 0.75 * record["initial_margin"]
-    runtime = vs.load(served.bundle, calibration=_variant(served, tmp_path, change))
+    runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
     got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
     assert not got.fail_safe.any() and (got.initial >= 0.3).all()
 
@@ -408,7 +382,7 @@ def _set(path: str, value):
 ])
 def test_every_manifest_value_is_type_and_range_checked(served, tmp_path, edit, message):
     with pytest.raises(vs.BundleError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        vs.load(_edited(served.bundle, tmp_path / "edited", edit))
+        vs.load(edit_manifest(served.bundle, tmp_path / "edited", edit))
 
 
 def test_a_missing_bundle_folder_is_named_as_missing(tmp_path):
@@ -425,11 +399,11 @@ def test_the_self_test_tolerance_is_the_runtimes(served, tmp_path):
         manifest["golden"]["rtol"] = 1e9  # a bundle cannot loosen the check
         manifest["features"]["mean"][0] += 0.5
     with pytest.raises(vs.SelfTestError, match="limit 1e-05"):
-        vs.load(_edited(served.bundle, tmp_path / "edited", edit))
+        vs.load(edit_manifest(served.bundle, tmp_path / "edited", edit))
 
 
 def test_a_signed_bundle_is_verified_as_a_whole(served, tmp_path):
-    signed = _copy(served.bundle, tmp_path / "signed")
+    signed = copy_bundle(served.bundle, tmp_path / "signed")
     sign_bundle(signed, KEY)
     calibration = json.loads(served.calibration.read_text())
     unsigned_set = tmp_path / "unsigned.calibration.json"
@@ -439,7 +413,7 @@ def test_a_signed_bundle_is_verified_as_a_whole(served, tmp_path):
     vs.load(signed, calibration=signed_set, key=KEY)
     vs.load(signed)  # without a key, the signature is not required
     # a relabelled level passes every range check: only the signature catches it
-    relabelled = _edited(signed, tmp_path / "relabelled", _set("levels", [0.95, 0.99]))
+    relabelled = edit_manifest(signed, tmp_path / "relabelled", _set("levels", [0.95, 0.99]))
     vs.load(relabelled)
     with pytest.raises(vs.SignatureError, match="does not verify"):
         vs.load(relabelled, key=KEY)
@@ -492,7 +466,7 @@ def test_a_fail_safe_margin_with_no_reading_is_never_below_yesterdays(served, tm
     """Stale rows (no reading can be made), no memory, a policy without a down speed limit: the fail-safe
     margin still holds `previous` (with max_down = 0.2 the readings' bound, 0.8 x previous, times the 25%
     add-on equals previous and hid a lost candidate)."""
-    runtime = vs.load(served.bundle, calibration=_variant(served, tmp_path, lambda p: p["policy"].update(max_down=None)))
+    runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, lambda p: p["policy"].update(max_down=None)))
     previous = np.full((3, 2), 0.6)
     got = runtime.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of,
                           previous=previous)
@@ -503,7 +477,7 @@ def test_a_fail_safe_margin_with_no_reading_is_never_below_yesterdays(served, tm
 def test_a_speed_limited_margin_is_lifted_to_min_rate_where_the_floor_is_lower(served, tmp_path):
     """Floors of 0 and a previous margin far below min_rate: the up speed limit holds the rule at 1.5e-3; the
     served margin is still at least the policy's min_rate."""
-    runtime = vs.load(served.bundle, calibration=_variant(served, tmp_path, _every_record("floor", 0.0)))
+    runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, _every_record("floor", 0.0)))
     got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 1e-3))
     assert not got.fail_safe.any() and (got.initial >= runtime.calibration.policy.get("min_rate", 0.01)).all()
 
@@ -568,7 +542,7 @@ def test_a_backfill_for_an_earlier_day_does_not_replace_the_newest_good_margin(s
 
 
 def test_a_calibration_set_signed_with_another_key_is_refused(served, tmp_path):
-    signed = _copy(served.bundle, tmp_path / "signed")
+    signed = copy_bundle(served.bundle, tmp_path / "signed")
     sign_bundle(signed, KEY)
     forged = tmp_path / "forged.calibration.json"
     forged.write_text(json.dumps(seal(json.loads(served.calibration.read_text()), b"another key")))

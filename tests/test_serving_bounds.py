@@ -2,47 +2,20 @@
 not yet over, `forecast_features` on non-finite inputs (session 26's mutation audit)."""
 from __future__ import annotations
 
-import copy
-import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_fixtures import ASSETS, build
+from reliability_fixtures import ASSETS, build, copy_bundle, edit_manifest, resealed_set
 
 import volmargin_serving as vs
 from volmargin_serving.bundle import MANIFEST
-from volmargin_serving.calibration import seal
 from volmargin_serving.features import INPUT_COLUMNS
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     return build(tmp_path_factory.mktemp("mutF"))
-
-
-def _copy(bundle: Path, target: Path) -> Path:
-    target.mkdir(parents=True)
-    for path in bundle.iterdir():
-        (target / path.name).write_bytes(path.read_bytes())
-    return target
-
-
-def _edited(bundle: Path, target: Path, edit) -> Path:
-    folder = _copy(bundle, target)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    edit(manifest)
-    (folder / MANIFEST).write_text(json.dumps(manifest))
-    return folder
-
-
-def _variant(served, folder: Path, change) -> Path:
-    document = copy.deepcopy(json.loads(served.calibration.read_text()))
-    change(document["parameters"])
-    path = folder / "variant.calibration.json"
-    path.write_text(json.dumps(seal(document)))
-    return path
 
 
 # ---------------------------------------------------------------- manifest values checked only far from their bounds
@@ -69,12 +42,12 @@ def _spec_value_zero(m):
 ])
 def test_manifest_values_just_past_their_bounds_are_refused(served, tmp_path, edit, message):
     with pytest.raises(vs.BundleError, match=message):
-        vs.load(_edited(served.bundle, tmp_path / "edited", edit))
+        vs.load(edit_manifest(served.bundle, tmp_path / "edited", edit))
 
 
 def test_a_bundle_file_that_is_a_symlink_is_refused(served, tmp_path):
     """A listed file may not point outside the bundle: its content could change after the checksum."""
-    folder = _copy(served.bundle, tmp_path / "linked")
+    folder = copy_bundle(served.bundle, tmp_path / "linked")
     outside = tmp_path / "outside.onnx"
     outside.write_bytes((folder / "model.onnx").read_bytes())
     (folder / "model.onnx").unlink()
@@ -102,7 +75,7 @@ def _scale_above_bounds(parameters):
 ])
 def test_a_resealed_set_past_a_sanity_rule_is_refused(served, tmp_path, change, message):
     with pytest.raises(vs.CalibrationError, match=message):
-        vs.load(served.bundle, calibration=_variant(served, tmp_path, change))
+        vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -112,7 +85,7 @@ def test_a_resealed_set_past_a_sanity_rule_is_refused(served, tmp_path, change, 
 def test_a_resealed_set_with_a_negative_floor_or_a_full_maintenance_fraction_is_refused(served, tmp_path, change,
                                                                                        message):
     with pytest.raises(vs.CalibrationError, match=message):
-        vs.load(served.bundle, calibration=_variant(served, tmp_path, change))
+        vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
 
 
 # ---------------------------------------------------------------- the batch state and days not yet over

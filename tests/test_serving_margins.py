@@ -409,25 +409,28 @@ def test_stream_margins_are_the_careful_margins_with_bad_and_doubtful_rows(bundl
         assert np.array_equal(state.rows[bad], before[1][bad]) and not np.array_equal(state.rows[~bad], before[1][~bad])
 
 
-def test_an_incomplete_day_is_priced_at_the_larger_of_its_readings_in_both_paths(bundle, calibration, batch):
+@pytest.mark.parametrize("factor", [6.0, 0.05], ids=["violent", "quiet"])
+def test_an_incomplete_day_is_priced_at_the_larger_of_its_readings_in_both_paths(bundle, calibration, batch, factor):
     """An older incomplete day (bars missing: partial measures) is read as the model reads it (missing)
     and as complete, and the margin takes the larger forecast; not a fail-safe (the model trained on such
-    days); the incremental state gives the same figures."""
+    days); the incremental state gives the same figures. A violent partial day read whole raises the
+    forecast; a quiet one (session 26's mutation audit: only the violent case was tested) would lower it, and
+    the model's own reading is kept."""
     inputs, dates, as_of = batch
     inputs = inputs.copy()
     complete = INPUT_COLUMNS.index("complete")
     inputs[0, -8, complete] = 0.0
-    inputs[0, -8, [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]] *= 6.0  # violent
+    inputs[0, -8, [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]] *= factor
     as_complete = inputs.copy()
     as_complete[0, -8, complete] = 1.0
     careful = vs.load(bundle, calibration=calibration, assets=ASSETS)
     history = careful.history_days
     got = careful.margins(ASSETS, inputs[:, -history:], dates[:, -history:], as_of=as_of)
     readings = [careful.forecast_daily(x[0, -history:], dates[0, -history:], as_of=as_of) for x in (inputs, as_complete)]
-    assert readings[1].variance[0] > readings[0].variance[0]  # what the part of the day it saw says
+    assert (readings[1].variance[0] > readings[0].variance[0]) == (factor > 1)  # what the part it saw says
     np.testing.assert_allclose(got.forecasts.variance[0], max(r.variance[0] for r in readings), rtol=1e-12)
     np.testing.assert_allclose(got.forecasts.var[0], np.fmax(readings[0].var[0], readings[1].var[0]), rtol=1e-12)
-    assert not got.fail_safe.any()
+    assert not got.fail_safe[1:].any() and (factor < 1 or not got.fail_safe.any())  # a quiet day may be doubtful
     state = vs.load(bundle, calibration=calibration, assets=ASSETS).stream(inputs[:, :-1], dates[:, :-1],
                                                                            as_of=dates[0, -2])
     _same_margins(state.margins(ASSETS, inputs[:, -1], dates[:, -1], as_of=as_of), got)
@@ -565,25 +568,3 @@ def test_a_row_without_a_date_leaves_its_asset_fail_safe_and_the_others_as_they_
     assert served.fail_safe[1].all() and not served.fail_safe[[0, 2]].any()
     assert (served.initial[1] >= clean.initial[1]).all()
     assert np.array_equal(served.initial[[0, 2]], clean.initial[[0, 2]])
-
-
-def test_a_quiet_incomplete_day_keeps_the_forecast_as_the_model_reads_it(bundle, calibration, batch):
-    """The other direction of the larger-of-its-readings rule: a partial day that saw little (its measures a
-    twentieth of the usual) read as complete would lower the forecast; the margin keeps the model's reading."""
-    inputs, dates, as_of = batch
-    inputs = inputs.copy()
-    complete = INPUT_COLUMNS.index("complete")
-    inputs[0, -8, complete] = 0.0
-    inputs[0, -8, [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]] *= 0.05  # quiet
-    as_complete = inputs.copy()
-    as_complete[0, -8, complete] = 1.0
-    careful = vs.load(bundle, calibration=calibration, assets=ASSETS)
-    history = careful.history_days
-    got = careful.margins(ASSETS, inputs[:, -history:], dates[:, -history:], as_of=as_of)
-    readings = [careful.forecast_daily(x[0, -history:], dates[0, -history:], as_of=as_of) for x in (inputs, as_complete)]
-    assert readings[1].variance[0] < readings[0].variance[0]  # read whole, the quiet part would lower it
-    np.testing.assert_allclose(got.forecasts.variance[0], readings[0].variance[0], rtol=1e-12)
-    np.testing.assert_allclose(got.forecasts.var[0], np.fmax(readings[0].var[0], readings[1].var[0]), rtol=1e-12)
-    state = vs.load(bundle, calibration=calibration, assets=ASSETS).stream(inputs[:, :-1], dates[:, :-1],
-                                                                           as_of=dates[0, -2])
-    _same_margins(state.margins(ASSETS, inputs[:, -1], dates[:, -1], as_of=as_of), got)

@@ -54,6 +54,12 @@ def write_config(folder: Path, trees: int = 30, name: str = "cfg.yaml") -> Path:
         ("window: {train_end: 03/04/2022}", "window.train_end: not a date: '03/04/2022' (use YYYY-MM-DD)"),
         ("window: {min_train_days: 100000}", "window.min_train_days: must lie in 30 .. 36500"),
         ("data: {seed: -1}", "data.seed: must be >= 0"),
+        # session 26's mutation audit: the boundaries themselves
+        ("levels: [0.975, 0.99, 1.0]", "levels: each must lie in (0.5, 1)"),
+        ("window: {min_train_days: 29}", "window.min_train_days: must lie in 30 .. 36500"),
+        ("window: {train_end: 2022-06-30, eval_end: 2022-06-30}",
+         "window.train_end (2022-06-30) must come before window.eval_end"),
+        ("horizon: true", "horizon: expected int, got bool"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, message):
