@@ -4,6 +4,7 @@ when it is absent, so a user's own clone still passes."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,10 @@ def _shared_data_dir() -> Path:
 def isolated_mlflow(tmp_path_factory, monkeypatch):
     """Every test tracks into its own temporary SQLite store, never into the repository."""
     folder = tmp_path_factory.mktemp("mlflow")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    if "mlflow" in sys.modules:  # a URI an earlier test set with mlflow.set_tracking_uri wins over the variable
+        sys.modules["mlflow"].set_tracking_uri(uri)
     return folder
 
 

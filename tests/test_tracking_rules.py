@@ -12,7 +12,7 @@ from volmargin.tracking import CHALLENGER, CHAMPION, data_fingerprint, promote
 
 def _version(client, name, qlike):
     """A registered version whose run logged eval_qlike (None: no metric), without logging a real model."""
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=mlflow.set_experiment("promotion").experiment_id) as run:
         if qlike is not None:
             mlflow.log_metric("eval_qlike", qlike)
     try:
