@@ -4,9 +4,10 @@ realized variance it forecasts (an oracle share), read as a curve of QLIKE / HAR
     python bench/margin_headroom.py [--forecasts runs/unseen-s26/forecasts.parquet] [--model gbmcfg]
 
 Reads a forecasts table of `bench/unseen_assets.py` (the unseen-asset rows of `--model`, or a baseline's own
-refits with `--model har`, beside the baselines). For each oracle share w the model's variance becomes var^(1 - w) rv^w, with rv the realized variance
-of the day it forecasts (look-ahead, on purpose: w = 1 knows each day's variance exactly), and every VaR / ES
-is scaled by the same volatility ratio (the model's standardized tails kept). Each mix then goes through the
+refits with `--model har`, beside the baselines). For each oracle share w the model's variance becomes
+var^(1 - w) rv^w, with rv the realized variance of the day it forecasts (look-ahead, on purpose: w = 1 knows
+each day's variance exactly), and every VaR / ES is scaled by the same volatility ratio (the model's
+standardized tails kept). Each mix then goes through the
 issue's margin benchmark (`unseen_assets.margins`: 99% VaR, one pooled scale per side, 1% breach target,
 calibrated on the first year, validated after it): QLIKE / HAR on the same rows, and the average initial
 margin against the best baseline's. A diagnostic of the target, not a model: nothing here can serve.

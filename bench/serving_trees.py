@@ -107,7 +107,8 @@ def branch_free(table: dict, width: int) -> onnx.ModelProto:
         at = p + "at"
     nodes += [helper.make_node("Gather", ["value", at], ["leaves"]),
               helper.make_node("MatMul", ["leaves", "indicator"], ["y"])]
-    graph = helper.make_graph(nodes, "branch_free", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+    graph = helper.make_graph(nodes, "branch_free",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_ensembles])],
                               [numpy_helper.from_array(v, k) for k, v in constants.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])

@@ -152,8 +152,8 @@ class PortfolioSection:
 
 
 # sizes past which a simulation would not end (or not fit in memory) on one machine
-SIMULATION_LIMITS = {"accounts": 1_000_000, "bootstrap_paths": 1_000, "oracle_delay": MAX_ORACLE_DELAY, "oracle_cadence": 24,
-                     "entry_window": 24}
+SIMULATION_LIMITS = {"accounts": 1_000_000, "bootstrap_paths": 1_000, "oracle_delay": MAX_ORACLE_DELAY,
+                     "oracle_cadence": 24, "entry_window": 24}
 
 
 @dataclass(frozen=True)
@@ -412,8 +412,9 @@ _Loader.yaml_implicit_resolvers = {
 }
 # numbers as anyone means them, not as YAML 1.1 reads them: 1:30 (base 60: 90) and 0365 (octal: 245) stay text,
 # so the key that wants a number says so; 1e-3 and 1e9 (no dot; text in YAML 1.1) are floats
-_Loader.add_implicit_resolver(_NUMBERS[0], re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
-                              list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    _NUMBERS[0], re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
 _Loader.add_implicit_resolver(_NUMBERS[1], re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+][0-9]+)?
                                                       |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?
                                                       |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),

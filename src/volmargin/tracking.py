@@ -200,7 +200,8 @@ def _registry_notices_dropped() -> Iterator[None]:
         sys.stderr.write("".join(line for line in lines if not line.startswith(REGISTRY_NOTICES)))
 
 
-# what the registry answers for a missing alias (a SQLite store: INVALID_PARAMETER_VALUE; a server: RESOURCE_DOES_NOT_EXIST)
+# what the registry answers for a missing alias (a SQLite store: INVALID_PARAMETER_VALUE; a server:
+# RESOURCE_DOES_NOT_EXIST)
 NO_SUCH_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 

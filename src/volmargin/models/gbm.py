@@ -319,7 +319,8 @@ class GBMForecaster(GlobalForecaster):
                           for asset, daily in trains.items()])
         self.scaler_ = StandardScaler().fit(rows[list(self.feature_names_)].to_numpy())
         rows = rows.dropna(subset=["y_var", "r_std"])
-        unknown = (set(self.drop_features) | set(self.tail_drop_features) | set(self.monotone)) - set(self.feature_names_)
+        named = set(self.drop_features) | set(self.tail_drop_features) | set(self.monotone)
+        unknown = named - set(self.feature_names_)
         if unknown:
             raise ConfigError(f"gbm.drop_features / tail_drop_features / monotone: unknown {sorted(unknown)}; "
                               f"features are {', '.join(self.feature_names_)}")

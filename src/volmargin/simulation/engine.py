@@ -96,7 +96,8 @@ class EngineConfig:
     insurance_fund: float = 0.02  # initial fund, as a fraction of the open interest of the population
 
     def __post_init__(self) -> None:
-        checks = {"oracle_delay": 0 <= self.oracle_delay <= MAX_ORACLE_DELAY, "oracle_cadence": self.oracle_cadence >= 1,
+        checks = {"oracle_delay": 0 <= self.oracle_delay <= MAX_ORACLE_DELAY,
+                  "oracle_cadence": self.oracle_cadence >= 1,
                   "liquidation": self.liquidation in LIQUIDATION_MODES, "max_rounds": self.max_rounds >= 1,
                   "insurance_fund": 0 <= self.insurance_fund < math.inf}
         bad = [k for k, ok in checks.items() if not ok]
