@@ -495,9 +495,14 @@ def test_a_doubtful_margin_is_never_below_the_rule_on_the_rows_as_given():
     terms = Terms(full(1.0), full(0.0), full(0.02), full(0.01), np.ones((1, 2), bool), np.full((1, 2), "", dtype=object))
     policy = {"risk": "var99", "haircut_risk": None, "maintenance_fraction": 0.75, "buffer": None, "max_up": None,
               "max_down": None, "liquidation_days": None, "min_rate": 0.01}
-    got = price(("x",), terms, forecasts(0.2), np.array(["doubtful input: ..."], dtype=object), policy, 1,
-                doubtful=[forecasts(0.05)] * 3)
+    doubt, none = np.array(["doubtful input: ..."], dtype=object), np.array([""], dtype=object)
+    got = price(("x",), terms, forecasts(0.2), doubt, policy, 1, doubtful=[forecasts(0.05)] * 3)
     assert got.fail_safe.all() and got.initial[0, 0] >= -np.expm1(-0.2) and got.initial[0, 1] >= np.expm1(0.2)
+    # the haircut too: at least the rows' as given, and each reading's with the 25% add-on (below 1)
+    assert (got.haircut >= price(("x",), terms, forecasts(0.2), none, policy, 1).haircut).all()
+    read = price(("x",), terms, forecasts(0.05), doubt, policy, 1, doubtful=[forecasts(0.2)] * 3)
+    assert (read.haircut >= np.minimum(1.25 * price(("x",), terms, forecasts(0.2), none, policy, 1).haircut,
+                                       np.nextafter(1.0, 0))).all()
 
 
 def test_liquidation_thresholds_by_side_on_hand_values():
