@@ -3,18 +3,23 @@ same forecast from the training library and from a serving bundle (with and with
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import volmargin_serving as vs
+from volmargin.calibration import PolicyConfig, parameter_set, walk_forward_calibration, write_parameter_set
 from volmargin.data import synthetic_market
 from volmargin.data.options import load_dvol
 from volmargin.evaluation.backtest import daily_panel
+from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
 from volmargin.export import write_bundle
 from volmargin.features.learned import INPUT_COLUMNS, IV_COLUMN, attach_iv, daily_inputs, feature_frame
 from volmargin.models import make_forecaster
 from volmargin_serving.features import IV_FEATURE_NAMES, FeatureSpec, compute_iv_features
+from volmargin_serving.repairs import READINGS, carried
 
 
 def _arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -113,3 +118,186 @@ def test_gbm_with_iv_serves_the_library_forecast(panel, tmp_path):
 def test_iv_features_off_keep_the_old_feature_set(panel):
     frame = feature_frame(panel[sorted(panel)[0]])
     assert not set(IV_FEATURE_NAMES) & set(frame.columns)
+
+
+# --- the index through margins, the config-driven jobs and the bundle commands (session 27) ---
+
+POLICY = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2)
+
+
+def _leading_iv(daily: pd.DataFrame) -> pd.Series:
+    """An index that knows the next day's realized variance, so that a tiny model reads it on every day."""
+    return 100 * np.sqrt(365 * daily["rv"].shift(-1).fillna(daily["rv"]).clip(lower=1e-6))
+
+
+@pytest.fixture(scope="module")
+def led() -> dict[str, pd.DataFrame]:
+    """`panel`'s market with a leading index on its first two assets."""
+    led = daily_panel(synthetic_market(n_assets=3, days=400, seed=5))
+    return {name: daily.assign(**{IV_COLUMN: _leading_iv(daily)}) if name != "syn_c" else daily
+            for name, daily in led.items()}
+
+
+@pytest.fixture(scope="module")
+def iv_model(led):
+    return make_forecaster("gbm", n_estimators=20, tail_estimators=10, iv_features=True).fit_panel(led)
+
+
+@pytest.fixture(scope="module")
+def iv_runtime(iv_model, led, tmp_path_factory) -> vs.Runtime:
+    """The IV model's bundle with a calibration set from its walk-forward forecasts."""
+    bundle = write_bundle(iv_model, led, tmp_path_factory.mktemp("iv-models"))
+    frames = panel_historical_forecasts(
+        led, lambda: make_forecaster("gbm", n_estimators=20, tail_estimators=10, iv_features=True),
+        WalkForwardSplit(min_train=150, refit_every=None), (0.975, 0.99))
+    forecasts = pd.concat([f.assign(asset=a, model="gbm") for a, f in frames.items()], ignore_index=True)
+    blocks = walk_forward_calibration(forecasts, POLICY, forecasts["origin"].min() + pd.Timedelta(days=30), "MS")
+    parameters = parameter_set(forecasts, POLICY, blocks, "gbm", assets=sorted(led))
+    calibration = write_parameter_set(parameters, bundle, bundle.with_name("calibration.json"))
+    return vs.load(bundle, calibration=calibration)
+
+
+def _margin_batch(panel, end: int = 0) -> tuple[list, np.ndarray, np.ndarray, list, np.datetime64]:
+    """150 days of inputs of every asset ending `end` days before the last, their index and the next day."""
+    assets, window = sorted(panel), slice(-150 - end, len(next(iter(panel.values()))) - end)
+    arrays = [_arrays(panel[a].iloc[window]) for a in assets]
+    iv = [panel[a][IV_COLUMN].to_numpy()[window] if IV_COLUMN in panel[a] else None for a in assets]
+    dates = np.stack([d for _, d in arrays])
+    return assets, np.stack([i for i, _ in arrays]), dates, iv, dates[0, -1] + np.timedelta64(1, "D")
+
+
+def test_margins_read_the_index_as_forecast_daily_does(iv_runtime, led):
+    """(session 27: `margins` took no index, so a bundle trained with DVOL priced every asset without it)"""
+    differs = []
+    for end in range(0, 60, 6):
+        assets, inputs, dates, iv, as_of = _margin_batch(led, end)
+        served = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=iv)
+        stacked = np.stack([np.full(150, np.nan) if x is None else x for x in iv])
+        expected = iv_runtime.forecast_daily(inputs, dates, as_of=as_of, iv=stacked)
+        np.testing.assert_array_equal(served.forecasts.variance, expected.variance)
+        without = iv_runtime.margins(assets, inputs, dates, as_of=as_of)
+        np.testing.assert_array_equal(served.initial[2], without.initial[2])  # the asset without an index
+        differs.append(not np.allclose(served.forecasts.variance[:2], without.forecasts.variance[:2]))
+        if end == 0:  # the set's parameters are in force from its last month only
+            assert not served.fail_safe.any()
+    assert sum(differs) >= 8, differs
+
+
+def test_batch_margins_of_a_panel_read_its_index(iv_runtime, led):
+    """`volmargin margins` (batch.serve_asset) gives the margins the runtime gives with the index."""
+    from volmargin.batch import bundle_files, serve_asset
+
+    files, document = bundle_files(iv_runtime.path), iv_runtime.calibration.path.read_bytes()
+    differs = []
+    for end in range(3):  # days the set's parameters are in force
+        assets, inputs, dates, iv, as_of = _margin_batch(led, end)
+        expected = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=iv)
+        for k, asset in enumerate(assets):
+            rows = serve_asset(files, document, asset, led[asset].iloc[:len(led[asset]) - end], latest=True)
+            np.testing.assert_allclose(rows["initial_margin"], expected.initial[k], rtol=1e-9)
+        differs.append(not np.allclose(expected.initial, iv_runtime.margins(assets, inputs, dates, as_of=as_of).initial))
+    assert any(differs)
+
+
+@pytest.mark.parametrize("bad", [-5.0, np.inf, 0.65, "shape"])
+def test_a_bad_index_is_read_as_none_and_flagged_never_lower(iv_runtime, led, bad):
+    assets, inputs, dates, iv, as_of = _margin_batch(led)
+    good = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=iv)
+    broken, missing = list(iv), list(iv)
+    if bad == "shape":
+        broken[0], missing[0] = iv[0][1:], None
+    else:
+        broken[0], missing[0] = iv[0].copy(), iv[0].copy()
+        broken[0][-1], missing[0][-1] = bad, np.nan
+    served = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=broken)
+    clean = vs.load(iv_runtime.path, calibration=iv_runtime.calibration.path).margins(
+        assets, inputs, dates, as_of=as_of, iv=missing)  # a fresh runtime: no memory of `good`
+    assert served.fail_safe[0].all() and "iv" in served.reason[0, 0] and "read as no index" in served.reason[0, 0] \
+        or bad == "shape" and "InputShapeError: iv has shape" in served.reason[0, 0]
+    assert (served.initial[0] >= clean.initial[0]).all()  # never below the margin without the bad index
+    assert (served.initial[0] >= good.initial[0]).all()  # nor below the last good one (the runtime's memory)
+    np.testing.assert_array_equal(served.initial[1:], good.initial[1:])  # the others untouched
+    assert not served.fail_safe[1:].any()
+
+
+def test_the_index_moves_with_its_rows_in_the_readings_of_bad_rows():
+    days = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-11"))
+    iv = np.arange(10.0, 20.0)
+    as_of = days[-1] + 1
+    placed = carried(iv, days, as_of, 5, np.timedelta64(3, "D"))
+    assert placed.shape == (len(READINGS), 5)
+    for row in placed:  # dated as given or consecutively, the rows and their index are the last five
+        np.testing.assert_array_equal(row, iv[-5:])
+    twice = days.copy()
+    twice[-1] = twice[-2]  # the newest row stamped with yesterday: as given, that day is unknown
+    placed = carried(iv, twice, as_of, 5, np.timedelta64(3, "D"))
+    by_dating = dict(zip([d for d, _ in READINGS], placed))
+    assert np.isnan(by_dating["as_given"][-1])
+    np.testing.assert_array_equal(by_dating["consecutive"], iv[-5:])
+
+
+DVOL_CONFIG = """
+data: {{paths: ["{data}/*.csv.gz"], iv: {{"syn_a*": "{dvol}"}}}}
+window: {{train_end: 2022-06-30, min_train_days: 200}}
+model: {{name: gbm, params: {{n_estimators: 20, tail_estimators: 10, iv_features: true}}}}
+tracking: {{registered_model: tiny-iv-gbm}}
+output: {out}
+"""
+
+
+def _write_dvol(path, daily: pd.DataFrame) -> None:
+    """A daily DVOL file of `_leading_iv`."""
+    close = _leading_iv(daily)
+    pd.DataFrame({"timestamp": close.index.strftime("%Y-%m-%dT%H:%M:%SZ"), "open": close, "high": close,
+                  "low": close, "close": close}).to_csv(path, index=False)
+
+
+def test_config_jobs_train_export_and_score_with_the_index(tmp_path, capsys):
+    """data.iv: `train` learns from the index, `export` checks parity with it, `score --iv` reads it."""
+    from volmargin.cli import main
+    from volmargin.data import write_synthetic_csv
+    from volmargin.training import load_trained
+
+    data = tmp_path / "data"
+    write_synthetic_csv(data, n_assets=3, days=600, seed=5)
+    dvol = tmp_path / "dvol.csv"
+    _write_dvol(dvol, daily_panel(synthetic_market(n_assets=3, days=600, seed=5))["syn_a"])
+    config = tmp_path / "cfg.yaml"
+    config.write_text(DVOL_CONFIG.format(data=data, dvol=dvol, out=tmp_path / "train"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["train", "--config", str(config), "--quiet", "--tracking-uri", uri]) == 0
+    assert main(["export", "--run", str(tmp_path / "train"), "--root", str(tmp_path / "models"),
+                 "--tracking-uri", uri]) == 0
+    bundle = tmp_path / "models" / "gbm" / "1"
+    model, _, _ = load_trained(tmp_path / "train")
+    scored = {}
+    for option in ([], ["--iv", f"syn_a*={dvol}"]):
+        out = tmp_path / f"scores{len(option)}.csv"
+        assert main(["score", "--bundle", str(bundle), "--data", str(data), "--out", str(out), "--quiet",
+                     *option]) == 0
+        scored[bool(option)] = pd.read_csv(out).query("asset == 'syn_a'")["variance"].to_numpy()
+    assert "reads an implied-volatility index; without --iv" in capsys.readouterr().out
+    daily = attach_iv(daily_panel(synthetic_market(n_assets=3, days=600, seed=5))["syn_a"], load_dvol(dvol))
+    origins = daily.index[-len(scored[True]):]
+    np.testing.assert_allclose(scored[True], model.forecast(daily, origins, model.levels_).variance, rtol=1e-4)
+    assert not np.allclose(scored[False], scored[True])
+
+
+@pytest.mark.parametrize("iv, message", [
+    ({"syn_z*": "x.csv"}, "data.iv: 'syn_z*' matches no asset of the data"),
+    ({"syn_*": "x.csv", "*_a": "y.csv"}, "data.iv: asset syn_a matches both 'syn_*' and '*_a'"),
+])
+def test_index_patterns_that_miss_or_overlap_stop_with_one_line(panel, iv, message):
+    from volmargin.errors import ConfigError
+    from volmargin.training import with_iv_index
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        with_iv_index(panel, iv)
+
+
+def test_an_index_option_without_its_pattern_stops_with_one_line(tmp_path, capsys):
+    from volmargin.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["score", "--bundle", str(tmp_path), "--out", str(tmp_path / "s.csv"), "--iv", "dvol.csv"])
+    assert stop.value.code == 2 and "expected PATTERN=FILE" in capsys.readouterr().err

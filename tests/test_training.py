@@ -203,7 +203,7 @@ def test_model_requirements_fall_back_to_mlflows_inference_without_an_installed_
     ({"num_leaves": 1}, "gbm.num_leaves: 1; expected a whole number >= 2"),
     ({"level_days": 0}, "gbm.level_days: 0; expected a whole number >= 2"),
     # session 25: accepted, then trained on an implied-volatility column no config-driven job fills
-    ({"iv_features": True}, "gbm.iv_features: the config-driven jobs read no implied-volatility index"),
+    ({"iv_features": True}, "gbm.iv_features: no implied-volatility index is configured"),
     ({"iv_features": "no"}, "gbm.iv_features: expected bool"),
 ])
 def test_learned_parameters_out_of_range_stop_before_any_fit(params, message):

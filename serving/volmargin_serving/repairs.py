@@ -129,20 +129,37 @@ def _worst(window: np.ndarray, suspect: np.ndarray, value: str) -> np.ndarray:
     return out
 
 
+def _datings(x: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length: int,
+             max_age: np.timedelta64) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """Per dating that makes a fresh window of `x` (rows, columns), the window and its days; None if none."""
+    today = np.datetime64(as_of, "D")
+    if np.asarray(dates).dtype.kind == "M" and np.isnat(dates).any():  # a row of no date has no day: no reading
+        return None
+    dated = {}
+    for dating in DATINGS:
+        made = _DATED[dating](x, dates, today, length)
+        if made is not None and made[1][-1] >= today - max_age:
+            dated[dating] = made
+    return dated or None
+
+
+def carried(values: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length: int,
+            max_age: np.timedelta64) -> np.ndarray | None:
+    """(len(READINGS), length): a value per row that is no input of the checks (the implied-volatility index)
+    placed as each of `readings` places the rows; None where no reading can be made."""
+    dated = _datings(np.asarray(values, dtype=float)[:, None], dates, as_of, length, max_age)
+    if dated is None:
+        return None
+    return np.stack([(dated.get(dating) or next(iter(dated.values())))[0][:, 0] for dating, _ in READINGS])
+
+
 def readings(inputs: np.ndarray, dates: np.ndarray, as_of: np.datetime64, length: int,
              max_age: np.timedelta64) -> tuple[np.ndarray, np.ndarray] | None:
     """(len(READINGS), length, columns) windows of one asset's (rows, columns) float inputs and their
     (len(READINGS), length) dates; a dating that cannot make a window (no row, or its newest too old)
     repeats another's, and None where neither can."""
-    today = np.datetime64(as_of, "D")
-    dated = {}
-    if np.asarray(dates).dtype.kind == "M" and np.isnat(dates).any():  # a row of no date has no day: no reading
-        return None
-    for dating in DATINGS:
-        made = _DATED[dating](inputs, dates, today, length)
-        if made is not None and made[1][-1] >= today - max_age:
-            dated[dating] = made
-    if not dated:
+    dated = _datings(inputs, dates, as_of, length, max_age)
+    if dated is None:
         return None
     suspects = {}  # per dating: the bad or doubtful cells of its window
     windows, grids = [], []

@@ -43,7 +43,7 @@ from volmargin_serving.features import (
 )
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
-from volmargin_serving.repairs import READINGS, calendar_days, float_cells, readings
+from volmargin_serving.repairs import READINGS, calendar_days, carried, float_cells, readings
 from volmargin_serving.validation import check_bars, check_dates, check_values, doubt_message, doubtful_values
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
@@ -103,6 +103,29 @@ def _instant(as_of: np.datetime64 | None) -> np.datetime64:
         raise InputDtypeError(f"as_of must be a date or instant (numpy datetime64, datetime or ISO string), "
                               f"got {as_of!r}")
     return instant
+
+
+def _iv_array(iv) -> np.ndarray:
+    """The IV index as floats; InputDtypeError where it is not numbers."""
+    try:
+        return np.asarray(iv, dtype=float)
+    except (TypeError, ValueError):
+        raise InputDtypeError(f"iv must be numbers (annualised %, NaN where there is no index), got {iv!r:.80}") from None
+
+
+def _bad_iv(iv: np.ndarray) -> tuple[np.ndarray, InputError | None]:
+    """The cells of an IV index that are not a possible level (infinite, <= 0, or below `MIN_IV_INDEX`, a
+    fraction given for a percentage) and the error naming the first; NaN is no index, not a bad one."""
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(iv) | (iv <= 0)
+        fraction = ~bad & (iv < MIN_IV_INDEX)
+    if bad.any():
+        return bad | fraction, NonFiniteInputError(f"iv must be > 0 and finite or NaN (first bad at "
+                                                   f"{np.argwhere(bad)[0].tolist()})")
+    if fraction.any():
+        return fraction, ImpossibleInputError(f"iv is {float(iv[fraction][0])!r} at {np.argwhere(fraction)[0].tolist()}, "
+                                              f"below {MIN_IV_INDEX:g}: the index is annualised percent (65 for 65%)")
+    return bad, None
 
 
 def _per_asset(values, n: int, name: str) -> list:
@@ -406,19 +429,41 @@ class Runtime:
         NaN is a missing index (the model's own case); infinity, zero or a negative level is a bad one."""
         if iv is None or not self.iv_features:
             return None
-        iv = np.asarray(iv, dtype=float)
+        iv = _iv_array(iv)
         if iv.shape != shape:
             raise InputShapeError(f"iv has shape {iv.shape}; expected {shape}, one value per input row")
-        with np.errstate(invalid="ignore"):
-            bad = np.isinf(iv) | (iv <= 0)
-            fraction = iv < MIN_IV_INDEX
-        if bad.any():
-            raise NonFiniteInputError(f"iv must be > 0 and finite or NaN (first bad at {np.argwhere(bad)[0].tolist()})")
-        if fraction.any():
-            where = np.argwhere(fraction)[0].tolist()
-            raise ImpossibleInputError(f"iv is {float(iv[fraction][0])!r} at {where}, below {MIN_IV_INDEX:g}: the "
-                                       "index is annualised percent (65 for 65%)")
+        bad, error = _bad_iv(iv)
+        if error is not None:
+            raise error
         return np.atleast_2d(iv)[:, -rows:]
+
+    def _iv_each(self, iv, rows_in: list) -> tuple[list, list[str]]:
+        """Per asset of a `margins` batch, its IV index aligned with its rows (None: no index) and the problem
+        with the rows the model reads ('' if none). A bad level is read as no index (NaN), the case the model
+        was trained on, and the asset is flagged: its fail-safe margin is then never below the one without it."""
+        n = len(rows_in)
+        if iv is None or not self.iv_features:
+            return [None] * n, [""] * n
+        ivs, problems = [], []
+        for values, rows in zip(_per_asset(iv, n, "iv"), rows_in):
+            try:
+                if values is None or not hasattr(rows, "__len__"):  # no index, or no rows: the inputs' own error
+                    ivs.append(None)
+                    problems.append("")
+                    continue
+                values = _iv_array(values)
+                if values.shape != (len(rows),):
+                    raise InputShapeError(f"iv has shape {values.shape}; expected ({len(rows)},), one value per "
+                                          "input row")
+            except InputError as exc:
+                ivs.append(None)
+                problems.append(f"{type(exc).__name__}: {exc}")
+                continue
+            bad, error = _bad_iv(values[-self.history_days:])
+            ivs.append(values if error is None else np.where(np.r_[np.zeros(len(values) - len(bad), bool), bad],
+                                                             np.nan, values))
+            problems.append("" if error is None else f"{type(error).__name__}: {error} (read as no index)")
+        return ivs, problems
 
     def _forecast_checked(self, batch: np.ndarray, days: np.ndarray, iv: np.ndarray | None = None) -> Forecasts:
         """Forecasts from the last `history_days` rows (assets, days, columns) and their dates."""
@@ -541,7 +586,7 @@ class Runtime:
         return stamps, np.column_stack(columns)
 
     def margins(self, assets: list[str], inputs, dates, as_of: np.datetime64 | None = None,
-                previous: np.ndarray | None = None) -> Margins:
+                previous: np.ndarray | None = None, iv=None) -> Margins:
         """Margin figures per asset and side from daily inputs as for `forecast_daily`: an array (assets,
         days, len(INPUT_COLUMNS)) or a sequence of per-asset (days, len(INPUT_COLUMNS)) arrays (None: no
         data), with dates (days,) shared, (assets, days) or a sequence. Meant to be called once a day:
@@ -554,9 +599,14 @@ class Runtime:
         `previous`, the last margin this runtime priced normally for it, and the rule applied to a
         forecast from its inputs with the bad rows treated as missing (where they can be); an asset
         missing from the calibration set gets margin and haircut 1 (fully collateralised). One asset's
-        failure never changes another's figures. See `volmargin_serving.margins.price` for the rule."""
+        failure never changes another's figures. See `volmargin_serving.margins.price` for the rule.
+
+        `iv` (only bundles trained with the IV features read it): per asset its implied-volatility index
+        aligned with its inputs, as for `forecast_daily` (an array (assets, days) or a sequence; None or NaN
+        where an asset has none). A bad level (infinite, <= 0, a fraction for a percentage) in the rows the
+        model reads is read as no index and the asset priced fail safe, never below its margin without it."""
         assets, as_of, terms, previous = self._margin_terms(assets, as_of, previous)
-        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1))
+        forecasts, errors, doubtful = self._forecast_each(inputs, dates, as_of, terms.known.any(axis=1), iv)
         return self._price(assets, terms, forecasts, errors, doubtful, previous, as_of)
 
     def _margin_terms(self, assets, as_of, previous) -> tuple:
@@ -594,8 +644,8 @@ class Runtime:
                 if stored is None or stored[0] <= as_of:
                     self._last_good[asset] = (as_of, margins.initial[k].copy(), float(margins.haircut[k, 0]))
 
-    def _forecast_each(self, inputs, dates, as_of: np.datetime64,
-                       wanted: np.ndarray) -> tuple[Forecasts, np.ndarray, Forecasts]:
+    def _forecast_each(self, inputs, dates, as_of: np.datetime64, wanted: np.ndarray,
+                       iv=None) -> tuple[Forecasts, np.ndarray, Forecasts]:
         """Forecasts of the `wanted` assets (NaN rows for the others), each asset's input error or doubt
         ('' if none) and, for refused or doubtful assets, their forecasts under each reading of the bad
         rows (`repairs.READINGS`; NaN where none can be made). One batch call; if the batch is refused, each
@@ -604,6 +654,7 @@ class Runtime:
         n = len(wanted)
         rows_in = _per_asset(inputs, n, "inputs")
         dates_in = [dates] * n if isinstance(dates, np.ndarray) and dates.ndim == 1 else _per_asset(dates, n, "dates")
+        ivs, iv_problems = self._iv_each(iv, rows_in)
         variance, errors = np.full(n, np.nan), np.full(n, "", dtype=object)
         var, es = (np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))
         doubt = self._no_readings(n)
@@ -612,17 +663,17 @@ class Runtime:
             variance[index], var[index], es[index] = out.variance, out.var, out.es
             windows = checked.reshape(-1, *checked.shape[-2:])
             for k, message, window in zip(np.atleast_1d(index), self._doubts(windows), windows):
-                self._read_days_whole((variance, var, es), k, window, dates_in[k])
+                self._read_days_whole((variance, var, es), k, window, dates_in[k], ivs[k])
                 if message:
                     errors[k] = message
                     repair(k)
 
         def repair(k: int) -> None:
-            self._read_into(doubt, k, rows_in[k], dates_in[k], as_of)
+            self._read_into(doubt, k, rows_in[k], dates_in[k], as_of, ivs[k])
 
         rows = np.flatnonzero(wanted)
         try:
-            keep(rows, *self._forecast_stacked(rows_in, dates_in, rows, as_of))
+            keep(rows, *self._forecast_stacked(rows_in, dates_in, ivs, rows, as_of))
         except (InputError, ValueError, TypeError):  # refused, or ragged / missing entries that cannot stack
             def refused(k: int, exc: InputError) -> None:
                 errors[k] = f"{type(exc).__name__}: {exc}"
@@ -637,16 +688,19 @@ class Runtime:
                     good.append(k)
                 except InputError as exc:
                     refused(k, exc)
-            if good and not self._kept_in_place(good, rows, rows_in, dates_in, as_of, keep):
+            if good and not self._kept_in_place(good, rows, rows_in, dates_in, ivs, as_of, keep):
                 for k in good:  # ragged, as the batch was without the bad asset: one call per asset
                     try:
-                        keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of), np.asarray(rows_in[k]))
+                        keep([k], self.forecast_daily(rows_in[k], dates_in[k], as_of, iv=ivs[k]),
+                             np.asarray(rows_in[k]))
                     except InputError as exc:
                         refused(k, exc)
+        for k in np.flatnonzero(wanted):  # an asset's own input error, where it has one, comes first
+            errors[k] = errors[k] or iv_problems[k]
         return (Forecasts(variance, var, es, self.levels, self.horizon), errors,
                 [Forecasts(*d, self.levels, self.horizon) for d in doubt])
 
-    def _kept_in_place(self, good: list[int], rows: np.ndarray, rows_in: list, dates_in: list,
+    def _kept_in_place(self, good: list[int], rows: np.ndarray, rows_in: list, dates_in: list, ivs: list,
                        as_of: np.datetime64, keep) -> bool:
         """`keep` the forecasts of the `good` assets of a refused batch made in the batch's own layout, each
         refused asset's place held by a copy of a good one: some ONNX Runtime kernels (Exp, Log) round an
@@ -654,14 +708,15 @@ class Runtime:
         from the figures of the batch without the bad asset. False where that batch cannot be made."""
         kept = set(good)
         try:
-            out, checked = self._forecast_stacked(rows_in, dates_in, [k if k in kept else good[0] for k in rows], as_of)
+            out, checked = self._forecast_stacked(rows_in, dates_in, ivs, [k if k in kept else good[0] for k in rows],
+                                                  as_of)
         except (InputError, ValueError, TypeError):
             return False
         place = np.isin(rows, good)
         keep(good, _take(out, place), checked[place])
         return True
 
-    def _forecast_stacked(self, rows_in: list, dates_in: list, rows, as_of: np.datetime64
+    def _forecast_stacked(self, rows_in: list, dates_in: list, ivs: list, rows, as_of: np.datetime64
                           ) -> tuple[Forecasts, np.ndarray]:
         """Forecasts of the assets `rows` in one batch call, and the stacked inputs. TypeError where an
         asset's inputs are not floating point (stacking would cast them silently), ValueError where they
@@ -669,9 +724,12 @@ class Runtime:
         if not all(np.issubdtype(np.asarray(rows_in[k]).dtype, np.floating) for k in rows):
             raise TypeError("an asset's inputs are not floating point")
         stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
-        return self.forecast_daily(*stacked, as_of), stacked[0]
+        iv = None if all(ivs[k] is None for k in rows) else np.stack(
+            [np.full(len(rows_in[k]), np.nan) if ivs[k] is None else ivs[k] for k in rows])
+        return self.forecast_daily(*stacked, as_of, iv=iv), stacked[0]
 
-    def _read_days_whole(self, forecasts: tuple[np.ndarray, ...], k: int, inputs: np.ndarray, dates) -> None:
+    def _read_days_whole(self, forecasts: tuple[np.ndarray, ...], k: int, inputs: np.ndarray, dates,
+                         iv: np.ndarray | None = None) -> None:
         """Asset k's (variance, var, es), in place, the larger of the model's and those with its window's
         partial days read whole: an incomplete day as complete (its measures cover part of its moves, and the
         model reads them as missing, which forgets the part it saw; one among the last five days is doubtful
@@ -683,7 +741,8 @@ class Runtime:
         window = self._whole_days(inputs[-self.history_days:])
         if window is None:
             return
-        read = self._forecast_checked(window[None], _as_days(dates)[None, -self.history_days:])
+        read = self._forecast_checked(window[None], _as_days(dates)[None, -self.history_days:],
+                                      None if iv is None else iv[None, -self.history_days:])
         for mine, theirs in zip(forecasts, (read.variance, read.var, read.es)):
             mine[k] = np.fmax(mine[k], theirs[0])
 
@@ -703,13 +762,14 @@ class Runtime:
         return [[np.full(n, np.nan), *(np.full((n, len(SIDES), len(self.levels)), np.nan) for _ in range(2))]
                 for _ in range(len(READINGS))]
 
-    def _read_into(self, doubt: list[list[np.ndarray]], k: int, inputs, dates, as_of: np.datetime64) -> None:
+    def _read_into(self, doubt: list[list[np.ndarray]], k: int, inputs, dates, as_of: np.datetime64,
+                   iv: np.ndarray | None = None) -> None:
         """Asset k's forecasts under every reading of its refused or doubtful rows into `doubt`."""
-        repaired = self._repaired(inputs, dates, as_of)
+        repaired = self._repaired(inputs, dates, as_of, iv)
         for i in range(len(READINGS) if repaired is not None else 0):
             doubt[i][0][k], doubt[i][1][k], doubt[i][2][k] = repaired.variance[i], repaired.var[i], repaired.es[i]
 
-    def _repaired(self, inputs, dates, as_of: np.datetime64) -> Forecasts | None:
+    def _repaired(self, inputs, dates, as_of: np.datetime64, iv: np.ndarray | None = None) -> Forecasts | None:
         """Forecasts of one refused or doubtful asset, one per `repairs.READINGS` entry, from its last
         `history_days` days; None where no reading can be made (unusable shape or dates, stale data).
         Only ever candidates for a higher fail-safe margin, never margins of their own."""
@@ -717,7 +777,11 @@ class Runtime:
         if x is None or days is None or x.ndim != 2 or x.shape[1] != len(INPUT_COLUMNS) or days.shape != (len(x),):
             return None
         made = readings(x, days, as_of, self.history_days, self.max_age)
-        return None if made is None else self._forecast_checked(*made)
+        if made is None:
+            return None
+        # the IV index dated as each reading dates the rows (a row's index moves with it)
+        return self._forecast_checked(*made, None if iv is None else carried(iv, days, as_of, self.history_days,
+                                                                             self.max_age))
 
     def _doubts(self, inputs: np.ndarray) -> list[str]:
         """Per asset of checked (assets, rows, columns) inputs, the doubt about the rows the model reads

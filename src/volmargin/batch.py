@@ -20,7 +20,7 @@ from volmargin_serving.bars import aggregate_bars, interval_text, learned_interv
 from volmargin.data.loader import COLUMNS as OHLCV, bar_seconds
 from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
-from volmargin.features.learned import INPUT_COLUMNS, daily_inputs
+from volmargin.features.learned import INPUT_COLUMNS, IV_COLUMN, daily_inputs
 
 
 def bundle_files(bundle: str | Path) -> dict[str, bytes]:
@@ -57,6 +57,11 @@ def serving_arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
 
 
+def index_of(daily: pd.DataFrame) -> np.ndarray | None:
+    """One asset's implied-volatility index (`IV_COLUMN`, from `data.iv`), None where it has none."""
+    return daily[IV_COLUMN].to_numpy(dtype=float) if IV_COLUMN in daily else None
+
+
 def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest: bool = False) -> pd.DataFrame:
     """Forecasts at every origin of one asset with enough history (or only the newest one), each with
     the doubt a margin service would have flagged on its window ('' where none)."""
@@ -65,7 +70,7 @@ def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest
         return pd.DataFrame()
     daily = daily.iloc[-runtime.history_days:] if latest else daily
     inputs, dates = serving_arrays(daily)
-    forecasts = runtime.forecast_history(inputs, dates)
+    forecasts = runtime.forecast_history(inputs, dates, iv=index_of(daily))
     frame = pd.DataFrame(forecasts.columns())
     frame["doubt"] = runtime.history_doubts(inputs, dates)
     frame.insert(0, "horizon", forecasts.horizon)
@@ -87,11 +92,12 @@ def serve_asset(files: dict[str, bytes], calibration: bytes, asset: str, daily: 
     if first >= len(daily):
         return pd.DataFrame()
     inputs, dates = serving_arrays(daily)
+    iv = index_of(daily)
     rows, previous = [], None
     for end in range(first, len(daily)):
         window = slice(max(end - n + 1, 0), end + 1)
         served = runtime.margins([asset], inputs[None, window], dates[None, window], as_of=dates[end] + 1,
-                                 previous=previous)
+                                 previous=previous, iv=None if iv is None else [iv[window]])
         previous = served.initial
         rows += [{"origin": daily.index[end], **row} for row in served.rows()]
     return pd.DataFrame(rows)

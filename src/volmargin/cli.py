@@ -82,13 +82,27 @@ BUNDLE_DATA_DEFAULT = ("required unless the bundle learned from the built-in syn
                        "bundle's are aggregated to them")
 
 
-def _add_data_args(parser: argparse.ArgumentParser, default: str = SYNTHETIC_DEFAULT, min_bars: bool = True) -> None:
-    """--data, and --min-bars (where the command builds daily measures; else hidden and refused with a reason)."""
+def _add_data_args(parser: argparse.ArgumentParser, default: str = SYNTHETIC_DEFAULT, min_bars: bool = True,
+                   iv: bool = False) -> None:
+    """--data, and --min-bars (where the command builds daily measures; else hidden and refused with a reason);
+    --iv where a bundle reads the daily measures (for bundles trained with an implied-volatility index)."""
     parser.add_argument("--data", nargs="+", metavar="FILE", help="bar files, folders or globs "
                         f"(CSV, CSV.gz, Parquet, Binance kline dumps); {default}")
     parser.add_argument("--min-bars", type=_positive_int, default=None,
                         help="bars a day needs to count as complete (default: 20 of 24 hourly bars)" if min_bars
                         else argparse.SUPPRESS)
+    if iv:
+        parser.add_argument("--iv", nargs="+", type=_pattern_file, default=[], metavar="PATTERN=FILE",
+                            help="implied-volatility index files for bundles trained with one (data.iv), by asset-name "
+                            "pattern, e.g. '*btc*=iv/deribit_btc_dvol_1d.csv.gz'; other bundles ignore them")
+
+
+def _pattern_file(text: str) -> tuple[str, str]:
+    """PATTERN=FILE of --iv."""
+    pattern, equals, path = text.partition("=")
+    if not equals or not pattern or not path:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected PATTERN=FILE, e.g. '*btc*=deribit_btc_dvol_1d.csv.gz'")
+    return pattern, path
 
 
 def _policy_items(text: str) -> dict:
@@ -251,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = _command(commands, "calibrate", "calibrate margin parameters of a bundle on bar files")
     calibrate.add_argument("--bundle", type=Path, required=True,
                            help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
-    _add_data_args(calibrate, BUNDLE_DATA_DEFAULT)
+    _add_data_args(calibrate, BUNDLE_DATA_DEFAULT, iv=True)
     calibrate.add_argument("--out", type=Path, required=True, help="the calibration set (.json)")
     calibrate.add_argument("--validation-start", type=_date, default=None,
                            help="first validation day (default: half-way through the data after the training end)")
@@ -283,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = _command(commands, "score", "batch-score bar files through a bundle (ONNX Runtime)")
     score.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/nn/1")
-    _add_data_args(score, BUNDLE_DATA_DEFAULT)
+    _add_data_args(score, BUNDLE_DATA_DEFAULT, iv=True)
     score.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
     score.add_argument("--latest", action="store_true", help="only the newest origin of each asset")
     score.add_argument("--quiet", action="store_true", help=QUIET_HELP)
@@ -294,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     margins.add_argument("--bundle", type=Path, required=True, help="a bundle folder, e.g. models/volmargin-demo-gbm/1")
     margins.add_argument("--calibration", type=Path, default=None,
                          help="its calibration set (default: BUNDLE.calibration.json beside the bundle folder)")
-    _add_data_args(margins, BUNDLE_DATA_DEFAULT)
+    _add_data_args(margins, BUNDLE_DATA_DEFAULT, iv=True)
     margins.add_argument("--out", type=Path, required=True, help="output table (.parquet or .csv)")
     margins.add_argument("--latest", action="store_true", help="only the newest day of each asset")
     margins.add_argument("--start", type=_date, default=None, metavar="DATE",
@@ -504,7 +518,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from volmargin.training import check_learned_params, run
 
     cfg = _data_and_out(load_config(args.config), args)
-    check_learned_params(cfg.model.name, cfg.model.params, "model.params")
+    check_learned_params(cfg.model.name, cfg.model.params, "model.params", bool(cfg.data.iv))
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
     result = run(cfg, tracking_uri=args.tracking_uri, progress=show_progress(args))
@@ -553,7 +567,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _data_and_out(load_config(args.config, RunConfig) if args.config else RunConfig(), args)
     for name, params in cfg.learned.items():
-        check_learned_params(name, params, f"learned.{name}")
+        check_learned_params(name, params, f"learned.{name}", bool(cfg.data.iv))
     check_options(args.scheduler, args.workers)
     preflight(cfg.output, folder=True)
     _check_tracking(args.tracking_uri, cfg.tracking.uri)
@@ -598,7 +612,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from volmargin.config import TrainConfig, from_dict
     from volmargin.evaluation.backtest import daily_panel
     from volmargin.export import write_bundle
-    from volmargin.training import load_bars, load_trained, provenance
+    from volmargin.training import load_bars, load_trained, provenance, with_iv_index
 
     from volmargin.export import check_names
 
@@ -611,7 +625,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except (KeyError, TypeError, ConfigError) as exc:
         raise ConfigError(f"{args.run}/train.json: no valid config ({exc})") from None
     bars = load_data(args.data) if args.data else load_bars(cfg)
-    panel = daily_panel(bars, args.min_bars or cfg.data.min_bars)
+    panel = with_iv_index(daily_panel(bars, args.min_bars or cfg.data.min_bars), cfg.data.iv)
     bundle = write_bundle(model, panel, args.root, args.name, args.version, provenance(meta, scores))
     print(f"wrote bundle {bundle} (parity and golden self-test passed)")
     if not args.no_tracking:
@@ -655,8 +669,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if not args.no_tracking:
             manifest = _bundle_manifest(args.bundle)
             _check_tracking(args.tracking_uri, manifest.get("mlflow", {}).get("tracking_uri"))
-        bars = _bars_for_bundle(args.bundle, args.data)
-        panel = daily_panel(bars, args.min_bars)
+        bars, panel = _bundle_data(args)
         check_calibration_data(args.bundle, panel)
         with executor(args.scheduler, args.workers) as runner:
             scored = score_panel(args.bundle, panel, runner, progress=False)
@@ -763,7 +776,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     preflight(args.out, suffixes=TABLE_SUFFIXES)
     with output_lock(args.out):  # a second writer of this output stops at once
         began = time.perf_counter()
-        panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
+        _, panel = _bundle_data(args)
         with executor(args.scheduler, args.workers) as runner:
             scored = score_panel(args.bundle, panel, runner, latest=args.latest, progress=show_progress(args))
         write_frame(scored, args.out)
@@ -773,6 +786,22 @@ def cmd_score(args: argparse.Namespace) -> int:
               f"({flagged} on a window a margin service would flag as doubtful: column `doubt`); wrote {args.out}")
         _print_uncovered(panel, scored, args.bundle, "forecast")
         return 0
+
+
+def _bundle_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The bars of `--data` for `--bundle` and their daily measures, with the `--iv` index where the bundle
+    reads one."""
+    from volmargin.evaluation.backtest import daily_panel
+    from volmargin.training import with_iv_index
+    from volmargin_serving.features import IV_FEATURE_NAMES
+
+    bars = _bars_for_bundle(args.bundle, args.data)
+    panel = daily_panel(bars, args.min_bars)
+    if IV_FEATURE_NAMES[0] not in _bundle_manifest(args.bundle).get("features", {}).get("names", ()):
+        return bars, panel
+    if not args.iv:
+        print(f"{args.bundle} reads an implied-volatility index; without --iv every asset is read as having none")
+    return bars, with_iv_index(panel, dict(args.iv), "--iv")
 
 
 def _bars_for_bundle(bundle: Path, data: list[str]) -> dict[str, pd.DataFrame]:
@@ -827,7 +856,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
             raise ConfigError(f"--calibration: no calibration set at {calibration} (run `volmargin calibrate --out "
                               f"{calibration}` first, or give the set's file with --calibration FILE)")
         began = time.perf_counter()
-        panel = daily_panel(_bars_for_bundle(args.bundle, args.data), args.min_bars)
+        _, panel = _bundle_data(args)
         with executor(args.scheduler, args.workers) as runner:
             served = serve_panel(args.bundle, calibration, panel, runner, latest=args.latest, start=args.start,
                                  progress=show_progress(args))

@@ -32,6 +32,15 @@ class DataConfig:
     synthetic_assets: int = 4
     synthetic_days: int = 1095
     seed: int = 0
+    # asset-name pattern -> implied-volatility index file (Deribit DVOL), e.g. {"*btc*": iv/deribit_btc_dvol_1d.csv.gz}:
+    # the daily frames of the assets a pattern matches carry the index, for models with `iv_features: true`
+    iv: dict[str, str] = field(default_factory=dict)
+
+    def validate(self, prefix: str = "data") -> None:
+        for pattern, path in self.iv.items():
+            if not isinstance(pattern, str) or not isinstance(path, str) or not pattern or not path:
+                raise ConfigError(f"{prefix}.iv: expected asset-name patterns mapped to DVOL files, got "
+                                  f"{pattern!r}: {path!r}")
 
 
 @dataclass(frozen=True)

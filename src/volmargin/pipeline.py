@@ -63,12 +63,10 @@ class Run:
 
 
 def stage_data(run: Run) -> None:
-    from volmargin.evaluation.backtest import daily_panel
     from volmargin.tracking import data_fingerprint
-    from volmargin.training import check_window, load_bars
+    from volmargin.training import check_window, daily_data
 
-    run.bars = load_bars(run.cfg)
-    run.panel = daily_panel(run.bars, run.cfg.data.min_bars)
+    run.bars, run.panel = daily_data(run.cfg)
     for name in run.cfg.learned:
         check_window(run.cfg.train_config(name), run.panel)
     check_calibration_end(run.cfg, run.panel)
@@ -82,7 +80,8 @@ def stage_data(run: Run) -> None:
     fingerprint = data_fingerprint(run.bars)
     synthetic = not run.cfg.data.paths
     run.record["data"] = {"source": "built-in synthetic market" if synthetic else ", ".join(run.cfg.data.paths),
-                          "synthetic": synthetic, "fingerprint": fingerprint["sha256"], "assets": assets}
+                          "synthetic": synthetic, "fingerprint": fingerprint["sha256"], "assets": assets,
+                          "iv": dict(run.cfg.data.iv)}
     print(f"data: {len(assets)} assets{' (built-in synthetic market)' if synthetic else ''}, "
           f"{sum(a['bars'] for a in assets.values()):,} bars")
 

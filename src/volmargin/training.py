@@ -8,6 +8,7 @@ import fnmatch
 import hashlib
 import json
 import pickle
+import re
 import time
 import typing
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.backtest import daily_panel
 from volmargin.evaluation.scoring import POOLED, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
+from volmargin.features.learned import attach_iv
 from volmargin.io import check_complete, read_table, staged_folder, write_atomic, write_frame
 from volmargin.models import make_forecaster
 from volmargin.models.base import GlobalForecaster
@@ -55,6 +57,33 @@ def load_bars(cfg: TrainConfig) -> dict[str, pd.DataFrame]:
     return kept
 
 
+def daily_data(cfg: TrainConfig) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The config's bars and their daily measures, with the implied-volatility index of `data.iv`."""
+    bars = load_bars(cfg)
+    return bars, with_iv_index(daily_panel(bars, cfg.data.min_bars), cfg.data.iv)
+
+
+def with_iv_index(panel: dict[str, pd.DataFrame], files: dict[str, str], key: str = "data.iv"
+                  ) -> dict[str, pd.DataFrame]:
+    """Each asset's daily measures with the index of the one pattern of `files` (asset-name glob -> DVOL file,
+    read by the validated loader) its name matches (`attach_iv`); assets that match none have no index.
+    ConfigError where a pattern matches no asset (a typo would train without the index) or an asset two."""
+    from volmargin.data.options import load_dvol
+
+    if not files:
+        return panel
+    matches = {asset: [p for p in files if fnmatch.fnmatch(asset, p)] for asset in panel}
+    for pattern in files:
+        if not any(pattern in hits for hits in matches.values()):
+            raise ConfigError(f"{key}: {pattern!r} matches no asset of the data (e.g. {', '.join(sorted(panel)[:3])})")
+    for asset, hits in matches.items():
+        if len(hits) > 1:
+            raise ConfigError(f"{key}: asset {asset} matches both {hits[0]!r} and {hits[1]!r}; give it one index")
+    indexes = {p: load_dvol(path) for p, path in files.items()}
+    return {asset: attach_iv(daily, indexes[matches[asset][0]]) if matches[asset] else daily
+            for asset, daily in panel.items()}
+
+
 # the ranges of the learned models' numeric parameters (same name, same meaning in the GBM and the GRU):
 # checked with the types at load, so a bad value stops before any fit, not deep inside LightGBM or torch
 _AT_LEAST = {1: "a whole number >= 1", 2: "a whole number >= 2", 0: "a whole number >= 0"}
@@ -74,9 +103,10 @@ PARAMETER_RANGES = {
 }
 
 
-def check_learned_params(name: str, params: dict, key: str) -> None:
+def check_learned_params(name: str, params: dict, key: str, iv_index: bool = False) -> None:
     """Before any work: every constructor parameter of learned model `name` exists and has the type its
-    annotation asks (ConfigError naming `key`.parameter), so a wrong type never reaches a fit."""
+    annotation asks (ConfigError naming `key`.parameter), so a wrong type never reaches a fit; `iv_features`
+    only where the config maps assets to an implied-volatility index (`iv_index`, data.iv)."""
     from volmargin.config import _convert
     from volmargin.models import _LEARNED
     from volmargin.models import make_forecaster
@@ -92,10 +122,10 @@ def check_learned_params(name: str, params: dict, key: str) -> None:
         hints = typing.get_type_hints(init)
     except Exception:  # noqa: BLE001 - unresolvable annotations: only the names are checked
         hints = {}
-    if (params or {}).get("iv_features") is True:  # other values: the type check below names them
-        raise ConfigError(f"{key}.iv_features: the config-driven jobs read no implied-volatility index, so the model "
-                          "would learn from a missing column; train it with the library (attach_iv, see "
-                          "bench/dvol_features.py)")
+    if (params or {}).get("iv_features") is True and not iv_index:  # other values: the type check names them
+        raise ConfigError(f"{key}.iv_features: no implied-volatility index is configured, so the model would learn "
+                          "from a missing column; map assets to DVOL files in data.iv (e.g. data.iv: "
+                          "{'*btc*': iv/deribit_btc_dvol_1d.csv.gz})")
     for param, value in (params or {}).items():
         if param in hints:
             _convert(f"{key}.{param}", hints[param], value)
@@ -105,13 +135,14 @@ def check_learned_params(name: str, params: dict, key: str) -> None:
     make_forecaster(name, **(params or {}))  # unknown names: ConfigError
     if name == "blend":  # its members' parameters, as if configured on their own
         for member in ("gbm", "nn"):
-            check_learned_params(member, (params or {}).get(member), f"{key}.{member}")
+            check_learned_params(member, (params or {}).get(member), f"{key}.{member}", iv_index)
 
 
 def flat_params(cfg: TrainConfig) -> dict[str, str]:
     """Config as dotted MLflow params (values as short strings)."""
     def walk(prefix: str, value) -> dict:
-        if isinstance(value, dict):
+        # a mapping keyed by names becomes dotted params; one keyed by patterns (data.iv's '*btc*') is one param
+        if isinstance(value, dict) and all(re.fullmatch(r"[\w\-. :/]+", str(key)) for key in value):
             return {k: v for key, sub in value.items() for k, v in walk(f"{prefix}.{key}" if prefix else key, sub).items()}
         return {prefix: str(value)[:500]}
     return walk("", dataclasses.asdict(cfg))
@@ -167,8 +198,7 @@ def run(cfg: TrainConfig, tracking_uri: str | None = None, progress: bool = True
     from volmargin.tracking import data_fingerprint, resolve_tracking_uri, start_experiment, tracked_run
 
     began = time.perf_counter()
-    bars = load_bars(cfg)
-    panel = daily_panel(bars, cfg.data.min_bars)
+    bars, panel = daily_data(cfg)
     check_window(cfg, panel)
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
