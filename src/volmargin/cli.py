@@ -652,7 +652,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from volmargin.calibration.bundle import calibrate_bundle
     from volmargin.calibration.parameters import write_parameter_set
     from volmargin.distributed import check_options, executor
-    from volmargin.evaluation.backtest import daily_panel
     from volmargin.evaluation.scoring import POOLED
 
     from volmargin.calibration.bundle import check_calibration_data
@@ -769,7 +768,6 @@ def _run_record(folder: Path) -> dict:
 def cmd_score(args: argparse.Namespace) -> int:
     from volmargin.batch import score_panel
     from volmargin.distributed import check_options, executor
-    from volmargin.evaluation.backtest import daily_panel
     from volmargin.io import TABLE_SUFFIXES, output_lock, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
@@ -842,7 +840,6 @@ def _print_uncovered(panel: dict, table: pd.DataFrame, bundle: Path, what: str) 
 def cmd_margins(args: argparse.Namespace) -> int:
     from volmargin.batch import serve_panel
     from volmargin.distributed import check_options, executor
-    from volmargin.evaluation.backtest import daily_panel
     from volmargin.io import TABLE_SUFFIXES, output_lock, preflight, write_frame
 
     check_options(args.scheduler, args.workers)
