@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from volmargin.errors import ConfigError
+from volmargin.evaluation import stats
 from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit
 
@@ -172,3 +173,28 @@ def test_a_forecaster_is_never_handed_rows_after_its_last_origin(garch_daily):
     split = WalkForwardSplit(start=garch_daily.index[1000], refit_every=30, min_train=500)
     historical_forecasts(garch_daily, Spy, split, (0.99,))
     assert len(seen) > 5 and all(last == origin for last, origin in seen)
+
+
+def test_coverage_tests_at_longer_horizons_read_targets_that_do_not_overlap():
+    """(session 27) Exact 5-day 99% VaR of iid returns, forecast every day: one bad day enters five overlapping
+    targets, so the exceptions come in runs and Christoffersen's test of every row rejects the exact model; the
+    p-values read origins five days apart, the exception count every row."""
+    rng, n, h = np.random.default_rng(3), 6000, 5
+    sigma = 0.02 * np.exp(0.3 * np.sin(np.arange(n + h) / 50))  # a known, moving daily volatility
+    daily = rng.normal(0, sigma)
+    windows = np.lib.stride_tricks.sliding_window_view(daily[1:], h)[:n]  # the h days after each origin
+    scale = np.sqrt(np.lib.stride_tricks.sliding_window_view(sigma[1:] ** 2, h)[:n].sum(axis=1))
+    table = pd.DataFrame({
+        "asset": "a", "model": "exact", "origin": pd.date_range("2010-01-01", periods=n, tz="UTC"), "horizon": h,
+        "variance": scale ** 2, "realized_rv": (windows ** 2).sum(axis=1), "realized_ret": windows.sum(axis=1),
+        **{f"var99_{s}": 2.3263 * scale for s in ("long", "short")},
+        **{f"var975_{s}": 1.9600 * scale for s in ("long", "short")},
+        **{f"es975_{s}": 2.3378 * scale for s in ("long", "short")},
+    })
+    row = score_forecasts(table).set_index("asset").loc["a"]
+    every = stats.var_backtest(-table["realized_ret"], table["var99_long"], 0.99)
+    assert every["christoffersen_p"] < 0.01  # the overlap alone
+    assert row["christoffersen_p_long"] > 0.05 and row["kupiec_p_long"] > 0.05
+    assert row["var99_long_exceptions"] == every["exceptions"]
+    pooled = score_forecasts(table).set_index("asset").loc[POOLED]
+    assert pooled["kupiec_p_clustered_long"] > 0.05

@@ -34,10 +34,25 @@ def scorable(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[ok & (frame["variance"] > 0)]
 
 
+def coverage_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the coverage tests' p-values read: all at horizon 1; at horizon h > 1 the origins h days apart
+    (day number divisible by h), whose h-day targets do not overlap. Overlapping targets share days, so their
+    exceptions come in runs: Christoffersen's test would reject a model for the overlap itself, and the
+    binomial variance of Kupiec's would be too small. Exception counts and rates read every row."""
+    horizon = int(frame["horizon"].max()) if "horizon" in frame and len(frame) else 1
+    if horizon <= 1:
+        return frame
+    origins = pd.DatetimeIndex(frame["origin"])
+    days = (origins.tz_convert(None) if origins.tz is not None else origins).to_numpy().astype("datetime64[D]")
+    return frame[days.astype(np.int64) % horizon == 0]
+
+
 def score_group(frame: pd.DataFrame, var_levels: tuple[float, ...], es_level: float) -> dict:
     """Every score of one (asset, model) group, or of a pooled group (tests then run on the
-    concatenation of the assets' series in asset order)."""
+    concatenation of the assets' series in asset order). The coverage tests' p-values read
+    `coverage_rows`."""
     frame = scorable(frame)
+    sparse = coverage_rows(frame)
     sigma2, rv = frame["variance"].to_numpy(), frame["realized_rv"].to_numpy()
     row: dict = {"n": len(frame)}
     if len(frame) < 2:
@@ -49,11 +64,12 @@ def score_group(frame: pd.DataFrame, var_levels: tuple[float, ...], es_level: fl
         tag = level_tag(level)
         for side in SIDES:
             result = stats.var_backtest(side_losses(frame, side), frame[f"var{tag}_{side}"].to_numpy(), level)
+            tested = result if sparse is frame else _tests_of(sparse, tag, side, level)
             row[f"var{tag}_{side}_exceptions"] = result["exceptions"]
             row[f"var{tag}_{side}_rate"] = result["rate"]
             suffix = side if level == var_levels[0] else f"{tag}_{side}"
-            row[f"kupiec_p_{suffix}"] = result["kupiec_p"]
-            row[f"christoffersen_p_{suffix}"] = result["christoffersen_p"]
+            row[f"kupiec_p_{suffix}"] = tested["kupiec_p"]
+            row[f"christoffersen_p_{suffix}"] = tested["christoffersen_p"]
             row[f"basel_zone_{suffix}"] = result["basel_zone"]
             row[f"basel_windows_{suffix}"] = result["basel_windows"]
             row[f"basel_green_windows_{suffix}"] = result["basel_green_windows"]
@@ -66,6 +82,13 @@ def score_group(frame: pd.DataFrame, var_levels: tuple[float, ...], es_level: fl
             alpha=1 - es_level,
         )
     return row
+
+
+def _tests_of(rows: pd.DataFrame, tag: str, side: str, level: float) -> dict:
+    """Kupiec and Christoffersen p-values of `rows` (NaN where fewer than two)."""
+    if len(rows) < 2:
+        return {"kupiec_p": np.nan, "christoffersen_p": np.nan}
+    return stats.var_backtest(side_losses(rows, side), rows[f"var{tag}_{side}"].to_numpy(), level)
 
 
 def score_forecasts(
@@ -107,7 +130,7 @@ def _pooled_dependence(frame: pd.DataFrame, var_levels: tuple[float, ...], per_a
     also given with its variance inflated by their clustering on dates (`kupiec_p_clustered_*`,
     `design_effect_*`), and the Christoffersen p-value is the median of the assets' own (their series end
     to end would test transitions from one asset to the next)."""
-    frame = scorable(frame)
+    frame = coverage_rows(scorable(frame))
     if len(frame) < 2:
         return {}
     pooled, dates = {}, pd.factorize(frame["date" if "date" in frame else "origin"])[0]
