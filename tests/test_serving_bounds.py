@@ -9,8 +9,10 @@ import pytest
 from reliability_fixtures import ASSETS, build, copy_bundle, edit_manifest, resealed_set
 
 import volmargin_serving as vs
+import volmargin_serving.calibration as vc
 from volmargin_serving.bundle import MANIFEST
 from volmargin_serving.features import INPUT_COLUMNS
+from volmargin_serving.outputs import measure_name
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +139,51 @@ def test_daily_inputs_leave_out_the_day_of_as_of_even_with_most_of_its_bars(serv
                              np.full(len(stamps), 10.0)])
     inputs, dates = runtime.daily_inputs(stamps, ohlcv, as_of=np.datetime64("2024-01-10T22:30"))
     assert dates[-1] == np.datetime64("2024-01-09") and len(dates) == len(inputs)
+
+
+# --- calibration records: the 0.5% hard minimum as a number, the in-force window's ends (session 27)
+
+_MINIMAL_MANIFEST = {"horizon": 1, "levels": [0.99]}
+
+
+def _minimal_params(**record) -> dict:
+    base = {"model": "m", "asset": "a", "initial_margin": 0.05, "maintenance_margin": 0.03, "haircut": 0.1,
+            "scale": 1.0, "floor": 0.01, "valid_from": "2024-01-01T00:00:00+00:00", "valid_to": None}
+    records = [{**base, "side": side, **record} for side in ("long", "short")]
+    policy = {"risk": measure_name("var", 0.99), "haircut_risk": None, "maintenance_fraction": 0.75, "buffer": None,
+              "max_up": None, "max_down": None, "liquidation_days": None}
+    return {"model": "m", "horizon": 1, "policy": policy, "records": records}
+
+
+def test_the_minimal_parameter_set_passes():
+    vc.check_parameters(_minimal_params(), _MINIMAL_MANIFEST, ["a"])
+
+
+@pytest.mark.parametrize("min_rate", [0.004, 0.002])  # literal: below the documented 0.5% hard floor (200x leverage)
+def test_a_policy_min_rate_below_half_a_percent_is_refused(min_rate):
+    parameters = _minimal_params()
+    parameters["policy"]["min_rate"] = min_rate
+    with pytest.raises(vs.CalibrationError, match="policy.min_rate"):
+        vc.check_parameters(parameters, _MINIMAL_MANIFEST)
+
+
+def _set_of(parameters: dict) -> vc.CalibrationSet:
+    windows: dict = {}
+    for r in parameters["records"]:
+        end = None if r.get("valid_to") is None else vc.instant(r["valid_to"])
+        windows.setdefault((r["asset"], r["side"]), []).append((vc.instant(r["valid_from"]), end, r))
+    return vc.CalibrationSet(None, "v", parameters, windows)
+
+
+def test_a_record_is_in_force_from_valid_from_up_to_but_excluding_valid_to():
+    s = _set_of(_minimal_params(valid_to="2024-02-01T00:00:00+00:00"))
+    assert s.record("a", "long", vc.instant("2024-01-01T00:00:00+00:00"))[1] == ""
+    assert s.record("a", "long", vc.instant("2024-01-31T23:59:59+00:00"))[1] == ""
+    record, issue = s.record("a", "long", vc.instant("2024-02-01T00:00:00+00:00"))
+    assert record is not None and "no parameters in force" in issue
+
+
+def test_first_in_force_is_the_earliest_start():
+    parameters = _minimal_params()
+    parameters["records"][1]["valid_from"] = "2024-03-01T00:00:00+00:00"
+    assert _set_of(parameters).first_in_force == vc.instant("2024-01-01T00:00:00+00:00")

@@ -300,15 +300,42 @@ def load_scenarios(path: str | Path) -> PortfolioScenarios:
             arrays = {k: data[k] for k in data.files if k != "header"}
     except (OSError, ValueError, KeyError) as exc:
         raise CalibrationError(f"{path}: not a portfolio scenario file ({exc})") from exc
-    if header.get("schema") != SCENARIO_SCHEMA:
-        raise CalibrationError(f"{path}: scenario schema {header.get('schema')!r}, expected {SCENARIO_SCHEMA}")
-    z = arrays["z"]
-    if z.ndim != 2 or z.shape[1] != len(header["assets"]) or not np.isfinite(z).all():
-        raise CalibrationError(f"{path}: z must be a finite (scenarios, {len(header['assets'])}) matrix")
-    return PortfolioScenarios(tuple(header["assets"]), z, arrays["dates"], arrays.get("weights"), arrays.get("stress"),
-                              arrays["fallback_sigma"], PortfolioPolicy(**header["policy"]), header["model"],
-                              header["as_of"], header.get("meta", {}),
-                              float("inf") if header.get("max_move") is None else float(header["max_move"]))
+    if not isinstance(header, dict) or header.get("schema") != SCENARIO_SCHEMA:
+        schema = header.get("schema") if isinstance(header, dict) else None
+        raise CalibrationError(f"{path}: scenario schema {schema!r}, expected {SCENARIO_SCHEMA}")
+    try:
+        assets, policy = tuple(header["assets"]), PortfolioPolicy(**header["policy"])
+        max_move = float("inf") if header.get("max_move") is None else float(header["max_move"])
+        scenarios = PortfolioScenarios(assets, arrays["z"], arrays["dates"], arrays.get("weights"),
+                                       arrays.get("stress"), arrays["fallback_sigma"], policy, header["model"],
+                                       header["as_of"], header.get("meta", {}), max_move)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"{path}: not a portfolio scenario file ({type(exc).__name__}: {exc})") from None
+    if problem := _scenario_problem(scenarios):
+        raise CalibrationError(f"{path}: {problem}")
+    return scenarios
+
+
+def _scenario_problem(s: PortfolioScenarios) -> str | None:
+    """What makes a loaded scenario set unusable (a margin from it could be NaN or too low), or None: every
+    array the margin rule reads, in the shape and range the library writes."""
+    n, m = (s.z.shape if s.z.ndim == 2 else (0, -1))
+    checks = (
+        (len(set(s.assets)) == len(s.assets) > 0 and all(isinstance(a, str) for a in s.assets),
+         "assets must be distinct names"),
+        (s.z.ndim == 2 and m == len(s.assets) and n > 0 and np.isfinite(s.z).all(),
+         f"z must be a finite (scenarios, {len(s.assets)}) matrix"),
+        (np.shape(s.dates) == (n,), f"dates must hold one date per scenario ({n})"),
+        (s.weights is None or (np.shape(s.weights) == (n,) and np.isfinite(s.weights).all() and (s.weights >= 0).all()
+                               and abs(float(np.sum(s.weights)) - 1) < 1e-6),
+         f"weights must be {n} non-negative numbers that sum to 1"),
+        (s.stress is None or (s.stress.ndim == 2 and s.stress.shape[1] == len(s.assets) and np.isfinite(s.stress).all()),
+         f"stress must be a finite (rows, {len(s.assets)}) matrix"),
+        (np.shape(s.fallback_sigma) == (len(s.assets),) and not (np.asarray(s.fallback_sigma, float) < 0).any()
+         and not np.isinf(s.fallback_sigma).any(), "fallback_sigma must be one volatility >= 0 (or NaN) per asset"),
+        (s.max_move > 0, "max_move must be > 0"),
+    )
+    return next((message for ok, message in checks if not ok), None)
 
 
 # --------------------------------------------------------------------------- serving

@@ -1,0 +1,157 @@
+"""The serving portfolio engine's rules that its parity tests with the library do not hold (session 27's
+mutation audit): full collateralisation in both paths and both sides, netting, the batch's maintenance and
+flags, the stress floor of the isolated sum, the policy's bounds, and a scenario file checked at load."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pytest
+import volmargin_serving.portfolio as vp
+from volmargin_serving.errors import CalibrationError
+from volmargin_serving.portfolio import PortfolioEngine, PortfolioPolicy, load_scenarios, write_scenarios
+
+
+def _scenarios(policy=PortfolioPolicy(), stress=None, z=None, fallback=(0.05, 0.05)) -> vp.PortfolioScenarios:
+    z = np.random.default_rng(0).standard_normal((1000, 2)) if z is None else z
+    return vp.PortfolioScenarios(("a", "b"), z, np.arange(len(z)).astype("datetime64[D]"), None, stress,
+                                 np.asarray(fallback, dtype=float), policy)
+
+
+# --- P32 / P26 / P27 / P25: an asset with no forecast and no usable fallback is fully collateralised
+
+@pytest.mark.parametrize("fallback", [np.nan, 0.0])
+@pytest.mark.parametrize("notional", [1e6, -1e6])
+def test_a_leg_without_forecast_or_fallback_is_fully_collateralised_in_both_paths(fallback, notional):
+    """No usable forecast for 'a' and a fallback that is NaN or 0: the position in 'a', long or short, is
+    charged its whole notional in the one-book path and in the batch path, in IM and in the isolated sum."""
+    engine = PortfolioEngine(_scenarios(fallback=(fallback, 0.05)), np.array([np.nan, 1e-4]))
+    one = engine.margin(names=["a"], notionals=[notional])
+    batch = engine.margin_batch(np.array([[notional, 0.0]]))
+    for m in (one.initial, one.isolated, batch.initial[0], batch.isolated[0]):
+        assert m >= abs(notional)
+    assert one.flagged == ("a",) and batch.flagged == ("a",)
+
+
+# --- P30: netting of two opposite positions in one asset
+
+def test_two_opposite_positions_in_one_asset_net_to_nothing():
+    """A long and an equal short in the same asset are one flat position: IM and isolated sum 0, with the
+    blend weight on the isolated sum (w = 1) too; a long and a smaller short are the net long."""
+    engine = PortfolioEngine(_scenarios(PortfolioPolicy(correlation_weight=1.0)), np.array([1e-4, 1e-4]))
+    flat = engine.margin(names=["a", "a"], notionals=[1e6, -1e6])
+    assert flat.initial == 0.0 and flat.isolated == 0.0 and flat.gross == 2e6
+    net = engine.margin(names=["a", "a"], notionals=[1e6, -4e5])
+    alone = engine.margin(names=["a"], notionals=[6e5])
+    assert net.initial == pytest.approx(alone.initial, rel=1e-6)
+    assert net.isolated == pytest.approx(alone.isolated, rel=1e-6)
+
+
+# --- P31: the batch's maintenance margin
+
+def test_batch_maintenance_is_the_policy_fraction_of_the_initial_margin():
+    policy = PortfolioPolicy(maintenance_fraction=0.6)
+    engine = PortfolioEngine(_scenarios(policy), np.array([1e-4, 4e-4]))
+    books = np.array([[1e6, -5e5], [0.0, 2e6], [-3e5, 0.0]])
+    batch = engine.margin_batch(books)
+    assert (batch.initial > 0).all()
+    np.testing.assert_allclose(batch.maintenance, 0.6 * batch.initial, rtol=1e-12)
+
+
+# --- P33: the batch names the flagged assets it holds
+
+def test_batch_flags_the_held_assets_priced_at_their_fallback():
+    engine = PortfolioEngine(_scenarios(), np.array([np.nan, 1e-4]))
+    assert engine.margin_batch(np.array([[1e6, 1e6]])).flagged == ("a",)
+    assert engine.margin_batch(np.array([[0.0, 1e6]])).flagged == ()
+
+
+# --- P08 / P14: with a stress floor, each position's isolated margin is floored by its stressed loss
+
+def test_the_isolated_sum_is_floored_by_each_positions_stressed_loss():
+    """stress_mode='floor' with the stressed rows at -50% for 'a' and +50% for 'b': a long in 'a' alone has
+    isolated margin scale x its stressed loss; a long basket a + b has its stressed joint loss offset by b's
+    gain, but its isolated sum (and with w = 1 its IM) still charges a's stressed loss in full."""
+    stress = np.tile([-0.5, 0.5], (40, 1))
+    policy = PortfolioPolicy(scale=1.5, stress_mode="floor", correlation_weight=1.0)
+    engine = PortfolioEngine(_scenarios(policy, stress), np.array([1e-4, 1e-4]))
+    a_loss = 1e6 * -np.expm1(-0.5)
+    single = engine.margin(names=["a"], notionals=[1e6])
+    assert single.isolated == pytest.approx(1.5 * a_loss, rel=1e-5)
+    b_alone = engine.margin(names=["b"], notionals=[1e6]).isolated
+    basket = engine.margin(names=["a", "b"], notionals=[1e6, 1e6])
+    assert basket.isolated == pytest.approx(1.5 * a_loss + b_alone, rel=1e-5)
+    assert basket.initial == pytest.approx(basket.isolated, rel=1e-5)  # w = 1: IM is the isolated sum
+    assert engine.margin_batch(np.array([[1e6, 1e6]])).isolated[0] == pytest.approx(basket.isolated, rel=1e-5)
+
+
+# --- P06: a leg that gains in its own tail is no credit to the other legs' isolated margins
+
+def test_a_leg_that_gains_in_every_scenario_is_no_credit_in_the_isolated_sum():
+    """'a' rises in every scenario, 'b' is ordinary: a long in 'a' margins 0 alone, so a long a + long b
+    book's isolated sum (and with w = 1 its IM) is b's own margin, not b's less a's gain."""
+    rng = np.random.default_rng(1)
+    z = np.c_[np.abs(rng.standard_normal(1000)) + 0.1, rng.standard_normal(1000)]
+    engine = PortfolioEngine(_scenarios(PortfolioPolicy(correlation_weight=1.0), z=z), np.array([1e-4, 1e-4]))
+    b_alone = engine.margin(names=["b"], notionals=[1e6])
+    both = engine.margin(names=["a", "b"], notionals=[1e6, 1e6])
+    assert b_alone.isolated > 0
+    assert both.isolated == pytest.approx(b_alone.isolated, rel=1e-6)
+    assert both.initial == pytest.approx(b_alone.initial, rel=1e-6)
+
+
+# --- P23: a scenario file with a non-finite standardised return is refused at load
+
+def test_a_scenario_file_with_a_nan_return_is_refused(tmp_path):
+    z = np.random.default_rng(0).standard_normal((200, 2))
+    z[17, 1] = np.nan
+    path = write_scenarios(tmp_path / "s.npz", _scenarios(z=z))
+    with pytest.raises(CalibrationError, match="finite"):
+        load_scenarios(path)
+
+
+# --- P01..P05: the portfolio policy's bounds
+
+@pytest.mark.parametrize("change", [dict(scale=0.0), dict(correlation_weight=1.5), dict(maintenance_fraction=1.0),
+                                    dict(stress_weight=1.0), dict(measure="worst0")])
+def test_portfolio_policy_bounds(change):
+    with pytest.raises(ValueError, match=f"policy.{next(iter(change))}"):
+        PortfolioPolicy(**change)
+
+
+# --- P22: stressed rows weighted into a weighted scenario set keep the total mass at 1
+
+def test_weighted_stress_rows_share_the_mass_with_a_weighted_set():
+    n = 100
+    weights = np.r_[np.full(50, 0.015), np.full(50, 0.005)]
+    policy = PortfolioPolicy(stress_mode="weight", stress_weight=0.2)
+    full = vp.scenario_weights(n, np.zeros((4, 2)), policy, weights)
+    assert full.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(full[:n], 0.8 * weights)
+    np.testing.assert_allclose(full[n:], 0.05)
+
+
+
+
+# --- a scenario file is checked whole at load (session 27: only z was, so a short weights array or a negative
+# fallback volatility served NaN or a lower margin)
+
+@pytest.mark.parametrize("field, value, message", [
+    ("weights", np.full(199, 1 / 199), "weights must be 200 non-negative numbers that sum to 1"),
+    ("weights", np.full(200, 1 / 100), "weights must be 200 non-negative numbers that sum to 1"),
+    ("fallback_sigma", np.array([0.05, -0.05]), "fallback_sigma must be one volatility >= 0"),
+    ("fallback_sigma", np.array([0.05]), "fallback_sigma must be one volatility >= 0"),
+    ("stress", np.array([[-0.5, np.nan]]), "stress must be a finite (rows, 2) matrix"),
+    ("stress", np.array([[-0.5, 0.1, 0.2]]), "stress must be a finite (rows, 2) matrix"),
+    ("dates", np.arange(10).astype("datetime64[D]"), "dates must hold one date per scenario (200)"),
+    ("max_move", 0.0, "max_move must be > 0"),
+])
+def test_a_scenario_file_with_a_bad_array_is_refused(tmp_path, field, value, message):
+    z = np.random.default_rng(0).standard_normal((200, 2))
+    good = write_scenarios(tmp_path / "good.npz", _scenarios(z=z))
+    assert load_scenarios(good).z.shape == (200, 2)
+    bad = dataclasses.replace(_scenarios(z=z), **{field: value})
+    with pytest.raises(CalibrationError, match=re.escape(message)):
+        load_scenarios(write_scenarios(tmp_path / "bad.npz", bad))
