@@ -247,3 +247,34 @@ def test_address_of_a_worker_is_not_taken_for_a_scheduler(cluster):
     with pytest.raises(ConfigError, match="not as a Dask scheduler: it is a Worker"):
         with executor(scheduler=worker, timeout=3):
             pass
+
+
+# --- session 27's mutation audit: an empty scheduler address, workers of another version
+
+def test_an_empty_scheduler_address_is_refused_not_run_in_process():
+    from volmargin.distributed import check_options, executor
+
+    with pytest.raises(ConfigError, match="--scheduler is empty"):
+        check_options("  ", None)
+    with pytest.raises(ConfigError, match="--scheduler is empty"):
+        with executor(scheduler=""):
+            pass
+
+
+def test_workers_of_another_volmargin_version_are_refused():
+    from volmargin import __version__
+    from volmargin.distributed import _check_workers
+
+    class Cluster:
+        def __init__(self, versions):
+            self.versions = versions
+
+        def wait_for_workers(self, n, timeout):
+            assert n >= 1
+
+        def run(self, fn):
+            return self.versions
+
+    _check_workers(Cluster({"tcp://w1:1": __version__}), "tcp://head:8786", 1)
+    with pytest.raises(ConfigError, match=r"another volmargin version than this one .*tcp://w2:1 has 0\.0\.1"):
+        _check_workers(Cluster({"tcp://w1:1": __version__, "tcp://w2:1": "0.0.1"}), "tcp://head:8786", 1)

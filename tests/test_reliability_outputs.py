@@ -10,10 +10,12 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -43,7 +45,19 @@ def _one_line_error(capsys, argv: list[str], match: str) -> None:
 # ------------------------------------------------------------------ class 3: unsafe writes
 
 
-def test_only_regular_files_are_ever_replaced(tmp_path):
+def test_only_regular_files_are_ever_replaced(tmp_path, monkeypatch):
+    """(session 27: a regression of `check_target`, run as root, replaced the machine's /dev/full with a CSV;
+    every rename outside tmp_path now fails the test before it happens)"""
+    renames = {name: getattr(os, name) for name in ("replace", "rename")}
+
+    def inside_tmp_only(name):
+        def rename(source, destination, *args, **kwargs):
+            assert Path(destination).resolve().is_relative_to(tmp_path.resolve()), f"{name} onto {destination}"
+            return renames[name](source, destination, *args, **kwargs)
+        return rename
+
+    for name in renames:
+        monkeypatch.setattr(vio.os, name, inside_tmp_only(name))
     frame = pd.DataFrame({"a": [1]})
     fifo = tmp_path / "fifo.csv"
     os.mkfifo(fifo)
@@ -352,3 +366,130 @@ def test_calibrating_on_data_that_ends_before_the_training_end_is_refused_before
     bundle = write_bundle(model, panel, tmp_path / "models", provenance={"training": {"train_end": "2022-01-31"}})
     with pytest.raises(DataError, match="before 180 days after the bundle's training end 2022-01-31"):
         check_calibration_data(bundle, panel)
+
+
+# --- session 27's mutation audit of io.py: what no test held
+
+def _forecasts(**change) -> pd.DataFrame:
+    frame = pd.DataFrame({"asset": "a", "model": "m", "origin": pd.date_range("2024-01-01", periods=3, tz="UTC"),
+                          "variance": 1e-4, "realized_rv": 1e-4, "realized_ret": 0.0, "var99_long": 0.03,
+                          "es975_short": 0.035})
+    for column, value in change.items():
+        frame.loc[1, column] = value
+    return frame
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"variance": 0.0}, "with a variance that is not a positive number"),  # a zero margin downstream
+    ({"variance": np.inf}, "with a variance that is not a positive number"),
+    ({"es975_short": np.nan}, "with a VaR or ES that is not a finite number"),
+    ({"es975_short": -np.inf}, "with a VaR or ES that is not a finite number"),
+])
+def test_a_forecast_table_with_a_zero_or_infinite_variance_or_a_bad_es_is_refused(tmp_path, change, message):
+    _forecasts().to_parquet(tmp_path / "forecasts.parquet")
+    assert len(vio.read_forecasts(tmp_path)) == 3
+    _forecasts(**change).to_parquet(tmp_path / "forecasts.parquet")
+    with pytest.raises(OutputError, match=f"the forecast of m for a at 2024-01-02 is there {message}"):
+        vio.read_forecasts(tmp_path)
+
+
+def test_a_forecast_table_whose_origins_are_not_utc_timestamps_is_refused(tmp_path):
+    frame = _forecasts()
+    frame.assign(origin=frame["origin"].dt.strftime("%Y-%m-%d")).to_parquet(tmp_path / "forecasts.parquet")
+    with pytest.raises(OutputError, match="column origin holds .*, not UTC timestamps"):
+        vio.read_forecasts(tmp_path)
+
+
+# ------------------------------------------------------------------ io: temporary files and dead writers
+
+
+def test_a_write_stopped_by_an_error_or_interrupt_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "t.csv"
+
+    def interrupted(path):
+        path.write_text("half")
+        raise KeyboardInterrupt
+
+    def disk_full(path):
+        path.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(KeyboardInterrupt):
+        vio.write_atomic(target, interrupted)
+    with pytest.raises(OutputError, match="No space left on device"):
+        vio.write_atomic(target, disk_full)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_target_that_became_a_fifo_during_the_write_is_not_replaced(tmp_path):
+    target = tmp_path / "t.csv"
+    with pytest.raises(OutputError, match="not a regular file"):
+        with vio.atomic_path(target) as tmp:
+            tmp.write_text("a\n1\n")
+            os.mkfifo(target)
+    assert target.is_fifo() and [p.name for p in tmp_path.iterdir()] == ["t.csv"]
+
+
+def test_temporary_files_of_another_users_live_process_are_kept(tmp_path, monkeypatch):
+    """os.kill(pid, 0) on another user's live process raises PermissionError: that writer is alive."""
+    host = socket.gethostname().replace(".", "-")
+    theirs = tmp_path / f".t.csv.{host}-4242.abc.tmp"
+    theirs.write_text("partial")
+
+    def kill(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(vio.os, "kill", kill)
+    vio.write_frame(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert theirs.exists()
+
+
+# ------------------------------------------------------------------ io: locks and folder swaps
+
+
+def test_a_lock_held_by_another_process_excludes_this_one(tmp_path):
+    out = tmp_path / "out.csv"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, volmargin.io as v\n"
+        f"with v.output_lock({str(out)!r}):\n"
+        "    print('held', flush=True); time.sleep(30)\n")], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match=f"being written by volmargin process {holder.pid}"):
+            with vio.output_lock(out):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with vio.output_lock(out):  # released with its process
+        pass
+
+
+def test_a_swap_killed_between_its_two_renames_is_undone_by_the_next_writer(tmp_path):
+    out = tmp_path / "out"
+    with vio.staged_folder(out) as staging:
+        (staging / "a.csv").write_text("old")
+    os.rename(out, tmp_path / ".out.k1ll3d.old")  # what a SIGKILL after `os.replace(target, old)` leaves
+    with pytest.raises(RuntimeError):
+        with vio.staged_folder(out):
+            raise RuntimeError("the next writer fails too")
+    assert (out / "a.csv").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+
+
+def test_a_folder_is_replaced_by_two_renames_where_the_kernel_cannot_exchange(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with vio.staged_folder(out) as staging:
+        (staging / "a.csv").write_text("old")
+    monkeypatch.setattr(vio, "_exchange", lambda a, b: False)  # no renameat2 (old kernel, some filesystems)
+    with vio.staged_folder(out) as staging:
+        (staging / "b.csv").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [vio.MARKER, "b.csv"] and (out / "b.csv").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.lock", "out"]
+
+
+def test_a_damaged_run_record_is_not_taken_for_a_complete_run(tmp_path):
+    (tmp_path / "run.json").write_text('{"complete": fal')  # cut short: it may have said false
+    with pytest.raises(OutputError, match="run.json: unreadable or damaged"):
+        vio.check_complete(tmp_path)
