@@ -1039,3 +1039,186 @@ def test_snapshots_further_apart_than_the_gap_make_no_book(two_snapshots):
     assert (stamps[2] - stamps[0]) / pd.Timedelta(days=1) > MAX_GAP_DAYS
     with pytest.raises(DataError, match="the chains give no option book"):
         build_books(apart)
+
+
+# --- session 27's mutation audit of serving/volmargin_serving/options.py: Deribit's parameters pinned as
+# numbers (the tests above read them from the module, so a wrong constant moved both sides), the shock
+# cache per MPOR, the contingency in the batch, inputs that would be broadcast or read as a reversed shock
+
+
+def _calendar():
+    return vso.book_from_positions([-1.0, 1.0], [50e3, 55e3], [True, True], [3.0, 30.0], [50e3, 50e3], [0.6, 0.65])
+
+
+def test_a_prepared_book_priced_at_two_mpors_gets_each_mpors_margin():
+    """The per-book shock cache is keyed by grid and MPOR: a served book priced at a 1-day then a 2.5-day
+    MPOR gets the 2.5-day margin of a fresh book, not the 1-day shocks again."""
+    book = _calendar()
+    one_day = vso.option_margin(book, vso.DERIBIT_BTC, 1.0).initial
+    reused = vso.option_margin(book, vso.DERIBIT_BTC, 2.5).initial
+    fresh = vso.option_margin(_calendar(), vso.DERIBIT_BTC, 2.5).initial
+    assert reused == pytest.approx(fresh, rel=1e-12)
+    assert abs(fresh - one_day) > 1.0  # USD: the MPOR matters for this book
+
+
+def test_forecast_vol_shocks_are_clamped_at_zero_never_reversed():
+    """An upper IV-move quantile below 0 (or a lower one above 0) gives no vol shock, not a reversed one:
+    a negative vol_up would lower the IV in the 'vol up' state and cut a short-vol book's margin."""
+    grid = vso.grid_from_forecasts(0.05, 0.05, -0.2, 0.2)
+    assert grid.vol_up == 0.0 and grid.vol_down == 0.0
+    short = vso.book_from_positions([-1.0, -1.0], [50e3, 50e3], [True, False], [30.0, 30.0], [50e3] * 2, [0.6] * 2)
+    long = vso.book_from_positions([1.0, 1.0], [50e3, 50e3], [True, False], [30.0, 30.0], [50e3] * 2, [0.6] * 2)
+    flat = vso.grid_from_forecasts(0.05, 0.05, 0.0, 0.0)
+    for book in (short, long):
+        assert vso.option_margin(book, grid).initial == pytest.approx(vso.option_margin(book, flat).initial, rel=1e-12)
+
+
+def test_the_batch_margin_carries_the_contingency_like_the_served_one():
+    """`initial_margin` (the backtest's batch) adds the contingency as `option_margin` (serving) does."""
+    book = vso.book_from_positions([-2.0, 1.0], [50e3, 60e3], [True, True], [30.0, 30.0], [50e3] * 2, [0.6, 0.65])
+    grid = vso.Grid(contingency=10.0)
+    batch = vso.initial_margin(book, grid)[0]
+    assert batch == pytest.approx(vso.option_margin(book, grid).initial, rel=1e-12)
+    assert batch == pytest.approx(vso.initial_margin(book, vso.DERIBIT_BTC)[0] + 20.0, rel=1e-12)
+
+
+def test_the_vol_down_floor_is_a_tenth_of_the_iv_in_numbers():
+    """As test_the_vol_down_shock_is_floored_at_a_tenth_of_the_iv, with the floor written as a number
+    (0.6 x 0.1 = 0.06), so a change of MIN_VOL_FACTOR is seen."""
+    book = vso.book_from_positions([1.0], [50e3], [True], [2.0], [50e3], [0.6])
+    loss, _ = vso.scenario_losses(book, vso.Grid(vol_down=0.9), mpor_days=1.0)
+    expected = book.value[0] - vso.black76(50e3, 50e3, 1.0 / 365, 0.06, True)
+    assert loss[0, 4 * 3 + 2] == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_a_fall_range_beyond_100_percent_stops_at_minus_95_percent():
+    """The capped fall is -95% (the underlying never below 5% of its level), written as a number."""
+    book = vso.book_from_positions([-1.0], [40e3], [False], [30.0], [50e3], [0.6])
+    wide = vso.option_margin(book, vso.Grid(range_down=2.0, range_up=0.1)).initial
+    assert wide == pytest.approx(vso.option_margin(book, vso.Grid(range_down=0.95, range_up=0.1)).initial, rel=1e-12)
+    # a short put of strike 40k loses at least its intrinsic value at F = 2.5k, less today's value
+    assert wide >= 40e3 - 0.05 * 50e3 - book.value[0] - 1e-6
+    np.testing.assert_allclose(vso.lattice_moves(2.0, 0.1, 0.05)[0, 0], -0.95)
+
+
+def test_a_lattice_fall_rounded_up_past_95_percent_stops_at_minus_95_percent():
+    """On a 4% lattice a 95% fall rounds up to 96%: the lattice's edge is still -95%."""
+    moves = vso.lattice_moves(np.array([2.0, 0.94]), 0.1, 0.04)
+    np.testing.assert_allclose(moves.min(axis=1), [-0.95, -0.95])
+
+
+def test_the_vega_power_scaling_floors_the_days_to_expiry_at_one_hour():
+    """An option 0.02 days (29 minutes) from expiry, priced over a shorter MPOR (0.01 day): its vol-up shock is
+    scaled by (30 / (1/24))^0.3, the days floored at MIN_DAYS = 1 hour, neither unfloored nor floored at a day."""
+    book = vso.book_from_positions([-1.0], [50e3], [True], [0.02], [50e3], [0.6])
+    loss, _ = vso.scenario_losses(book, vso.DERIBIT_BTC, mpor_days=0.01)
+    iv_up = 0.6 * (1 + 0.5 * (30 * 24) ** 0.3)
+    expected = vso.black76(50e3, 50e3, 0.01 / 365, iv_up, True) - book.value[0]
+    assert loss[0, 4 * 3 + 0] == pytest.approx(float(expected), rel=1e-9)  # move 0, vol up
+
+
+def test_the_smile_of_a_chain_is_anchored_on_each_expirys_median_forward():
+    """Rows of one expiry read at slightly different moments (one stale forward at 58k): the smile's
+    log-moneyness is taken against the median forward (50k), so each quote's IV is read back at ln(K / 50k)."""
+    quotes = ([30.0] * 3, [45e3, 50e3, 55e3], [49e3, 50e3, 58e3], [0.8, 0.6, 0.7])
+    book = vso.book_from_positions([-1.0], [50e3], [True], [30.0], [50e3], [0.6], smile_quotes=quotes)
+    np.testing.assert_allclose(book.smile.iv([0, 0, 0], np.log(np.array([45e3, 50e3, 55e3]) / 50e3)), [0.8, 0.6, 0.7],
+                               rtol=1e-9)  # nodes are rounded to 1e-10 in k
+
+
+def test_maintenance_is_the_grids_fraction_of_the_initial_margin():
+    book = vso.book_from_positions([-1.0], [50e3], [True], [30.0], [50e3], [0.6])
+    margin = vso.option_margin(book, vso.Grid(maintenance=0.5))
+    assert margin.maintenance == pytest.approx(0.5 * margin.initial, rel=1e-12) and margin.initial > 0
+
+
+def test_a_negative_short_side_var_is_refused_like_a_long_side_one():
+    """var_short < 0 would make range_up negative: the 'rise' cells become falls and a short call or short
+    future is never charged for a rise."""
+    with pytest.raises(vso.ForecastInputError, match="var_short = -0.04 is negative"):
+        vso.grid_from_forecasts(0.05, np.array([0.05, -0.04]), 0.3, -0.2)
+
+
+def test_a_zero_close_is_refused_not_read_as_an_infinite_fall():
+    close = np.exp(np.cumsum(np.full(40, 0.01)))
+    with pytest.raises(vso.OptionQuoteError, match="positive finite"):
+        vso.worst_log_changes(np.r_[close, 0.0], name="spot")
+    with pytest.raises(vso.OptionQuoteError, match="positive finite"):
+        vso.historical_iv_quantiles(np.r_[close * 60, 0.0, close * 60], min_obs=30)
+
+
+def test_the_minimum_number_of_changes_is_exact():
+    close = np.exp(np.arange(31) * 0.01)  # 30 changes
+    np.testing.assert_allclose(vso.worst_log_changes(close, min_obs=30), [0.01, 0.01])
+    with pytest.raises(vso.OptionQuoteError, match="29 changes, at least 30"):
+        vso.worst_log_changes(close[1:], min_obs=30)
+
+
+def test_the_contingency_nets_contracts_within_a_book_not_across_books():
+    """In a batch, book 0 is net short 2 contracts at 50k and book 1 net long 4 there: book 0 pays for its 2,
+    book 1 nothing (netting the strike across books would charge neither)."""
+    smile = vso.Smile.from_quotes([0] * 4, np.zeros(4), [0.7] * 4, np.array([30.0]) / 365)
+    batch = vso.prepare(vso.Books(
+        np.array([0, 0, 1, 1]), np.array([-1.0, -1.0, 2.0, 2.0]), np.full(4, 50e3), np.array([True, False] * 2),
+        np.full(4, 30.0), np.full(4, 50e3), np.full(4, 0.7), np.zeros(4, dtype=np.int64), smile, np.zeros(2),
+        np.full(2, 50e3), np.array([100e3, 200e3])))
+    grid = vso.Grid(contingency=10.0)
+    np.testing.assert_allclose(vso.contingency(batch, grid), [20.0, 0.0])
+    np.testing.assert_allclose(vso.initial_margin(batch, grid) - vso.initial_margin(batch, vso.DERIBIT_BTC), [20.0, 0.0])
+
+
+@pytest.mark.parametrize("days, power", [(7.0, 0.30), (60.0, 0.13)])
+def test_the_vega_power_is_deribits_on_each_side_of_30_days(days, power):
+    """Vol-up cell at move 0 of a short ATM call, with Deribit's published powers written as numbers:
+    IV x (1 + 0.5 x (30 / days)^0.30) under 30 days, ^0.13 beyond."""
+    book = vso.book_from_positions([-1.0], [50e3], [True], [days], [50e3], [0.6])
+    loss, _ = vso.scenario_losses(book, vso.DERIBIT_BTC, mpor_days=1.0)
+    iv_up = 0.6 * (1 + 0.5 * (30 / days) ** power)
+    expected = vso.black76(50e3, 50e3, (days - 1) / 365, iv_up, True) - book.value[0]
+    assert loss[0, 4 * 3 + 0] == pytest.approx(float(expected), rel=1e-9)
+
+
+def test_the_extended_table_is_deribits_published_moves():
+    book = vso.book_from_positions([-1.0], [50e3], [True], [30.0], [50e3], [0.6])
+    _, weight = vso.scenario_losses(book, vso.DERIBIT_BTC)
+    moves = np.array([0.66, 0.33, 0.50, 1.0, 2.0, 3.0, 4.0, 5.0])
+    np.testing.assert_allclose(weight[0, 27:], (0.16 / moves) ** 2, rtol=1e-12)
+
+
+def test_an_is_call_of_another_length_is_refused_not_broadcast():
+    """is_call=[False] for two options would price both as puts (a short call margined as a short put)."""
+    with pytest.raises(vso.OptionQuoteError, match="one length"):
+        vso.book_from_positions([-1.0, -1.0], [45e3, 55e3], [False], [30.0, 30.0], [50e3, 50e3], [0.6, 0.6])
+
+
+def test_a_zero_fraction_is_no_floor_not_an_error():
+    """fraction 0 switches the stressed / peak floor off; below 0 or NaN is refused."""
+    grid = vso.grid_from_forecasts(0.05, 0.05, 0.1, -0.1)
+    off = vso.peak_grid(grid, vso.Grid(range_down=0.5, range_up=0.5, vol_up=1.0, vol_down=0.5), 0.0)
+    assert all(getattr(off, name) == getattr(grid, name) for name in vso.GRID_PARAMETERS)
+    with pytest.raises(vso.ForecastInputError, match="fraction"):
+        vso.peak_grid(grid, grid, -0.1)
+
+
+def test_the_notional_counts_gross_contracts_of_a_short_or_spread_book():
+    """margin_fraction is against spot x gross contracts: 2 for a short straddle, 2 for a call spread."""
+    for quantity in ([-1.0, -1.0], [1.0, -1.0]):
+        book = vso.book_from_positions(quantity, [50e3, 55e3], [True, True], [30.0, 30.0], [50e3, 50e3], [0.6, 0.6])
+        margin = vso.option_margin(book)
+        assert book.notional[0] == pytest.approx(100e3) and margin.fraction == pytest.approx(margin.initial / 100e3)
+
+
+def test_a_log_move_beyond_3_is_refused_and_3_is_accepted():
+    """MAX_LOG_MOVE = 3 (a 20-fold move over the MPOR): a VaR of 4 (e^4 = 55-fold, or 4% sent as 4) is refused."""
+    assert np.isfinite(vso.grid_from_forecasts(3.0, 3.0, 3.0, -3.0).range_up)
+    for bad in ((4.0, 0.05, 0.3, -0.2), (0.05, 0.05, 0.3, -4.0)):
+        with pytest.raises(vso.ForecastInputError, match="within \\+-3"):
+            vso.grid_from_forecasts(*bad)
+
+
+def test_the_kept_vol_extended_table_is_dampened_as_the_grids_own():
+    book = vso.book_from_positions([-1.0], [50e3], [True], [30.0], [50e3], [0.6])
+    _, weight = vso.scenario_losses(book, vso.Grid(keep_vol=vso.DERIBIT_VOL))
+    damp = (0.16 / np.abs(np.asarray(vso.DERIBIT_BTC.extended))) ** 2
+    assert weight.shape == (1, 9 * 5 + 2 * 8)
+    np.testing.assert_allclose(weight[0, 45:], np.r_[damp, damp], rtol=1e-12)
