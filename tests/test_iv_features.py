@@ -220,6 +220,17 @@ def test_a_bad_index_is_read_as_none_and_flagged_never_lower(iv_runtime, led, ba
     assert not served.fail_safe[1:].any()
 
 
+def test_a_bad_index_before_the_rows_the_model_reads_changes_nothing(iv_runtime, led):
+    assets, inputs, dates, iv, as_of = _margin_batch(led)
+    early = [None if x is None else x.copy() for x in iv]
+    early[0][0] = -5.0  # 150 rows given, the model reads the last history_days
+    assert iv_runtime.history_days < 150
+    good = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=iv)
+    served = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=early)
+    assert not served.fail_safe.any()
+    np.testing.assert_array_equal(served.initial, good.initial)
+
+
 def test_the_index_moves_with_its_rows_in_the_readings_of_bad_rows():
     days = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-11"))
     iv = np.arange(10.0, 20.0)

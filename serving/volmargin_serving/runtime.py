@@ -459,9 +459,9 @@ class Runtime:
                 ivs.append(None)
                 problems.append(f"{type(exc).__name__}: {exc}")
                 continue
-            bad, error = _bad_iv(values[-self.history_days:])
-            ivs.append(values if error is None else np.where(np.r_[np.zeros(len(values) - len(bad), bool), bad],
-                                                             np.nan, values))
+            bad, _ = _bad_iv(values)  # read as no index wherever they are; flagged where the model reads them
+            _, error = _bad_iv(values[-self.history_days:])
+            ivs.append(np.where(bad, np.nan, values) if bad.any() else values)
             problems.append("" if error is None else f"{type(error).__name__}: {error} (read as no index)")
         return ivs, problems
 

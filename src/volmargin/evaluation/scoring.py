@@ -40,7 +40,7 @@ def coverage_rows(frame: pd.DataFrame) -> pd.DataFrame:
     exceptions come in runs: Christoffersen's test would reject a model for the overlap itself, and the
     binomial variance of Kupiec's would be too small. Exception counts and rates read every row."""
     horizon = int(frame["horizon"].max()) if "horizon" in frame and len(frame) else 1
-    if horizon <= 1:
+    if horizon <= 1 or "origin" not in frame:
         return frame
     origins = pd.DatetimeIndex(frame["origin"])
     days = (origins.tz_convert(None) if origins.tz is not None else origins).to_numpy().astype("datetime64[D]")
