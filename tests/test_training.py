@@ -218,6 +218,16 @@ def test_learned_parameters_out_of_range_stop_before_any_fit(params, message):
             check_learned_params("nn", nn_params, "nn")
 
 
+def test_the_index_needs_data_iv_and_a_gbm_of_its_own():
+    """(session 27) iv_features with data.iv configured passes; a blend's gbm member with it stops before the
+    data load, where the blend's fit refused it after."""
+    from volmargin.training import check_learned_params
+
+    check_learned_params("gbm", {"iv_features": True}, "gbm", iv_index=True)
+    with pytest.raises(ConfigError, match=re.escape("learned.blend.gbm.iv_features: a blend's gbm member reads")):
+        check_learned_params("blend", {"weight": 1.0, "gbm": {"iv_features": True}}, "learned.blend", iv_index=True)
+
+
 def test_mlflow_registry_notices_are_dropped_other_stderr_kept(capsys):
     """(session 25: `make demo` printed MLflow's two registry lines per model beside volmargin's own)"""
     import sys

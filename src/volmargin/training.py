@@ -134,6 +134,9 @@ def check_learned_params(name: str, params: dict, key: str, iv_index: bool = Fal
             raise ConfigError(f"{key}.{param}: {value!r}; expected {rule[1]}")
     make_forecaster(name, **(params or {}))  # unknown names: ConfigError
     if name == "blend":  # its members' parameters, as if configured on their own
+        if ((params or {}).get("gbm") or {}).get("iv_features") is True:  # else refused by the fit, after the data
+            raise ConfigError(f"{key}.gbm.iv_features: a blend's gbm member reads the core features only; train "
+                              "the gbm alone with iv_features")
         for member in ("gbm", "nn"):
             check_learned_params(member, (params or {}).get(member), f"{key}.{member}", iv_index)
 
