@@ -59,3 +59,46 @@ def test_an_eight_hour_mpor_is_calibrated_to_its_target(bars):
 def test_serving_scales_the_risk_to_the_mpor_as_the_library_does():
     assert mpor_factor(None, 1) == 1.0 and mpor_factor(6, 1) == pytest.approx(0.5)
     assert mpor_factor(12, 2) == pytest.approx(0.5)
+
+
+# --- session 27's mutation audit: a window with a missing bar, the origin day's last bar, the bar interval,
+# multi-day forecasts
+
+
+def _hourly_bars(days=5, seed=0):
+    idx = pd.date_range("2024-01-01", periods=24 * days, freq="1h", tz="UTC")
+    close = 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, 0.01, len(idx))))
+    return pd.DataFrame({"close": close}, index=idx)
+
+
+def test_intraday_rv_of_a_window_with_a_missing_bar_is_nan():
+    bars = _hourly_bars()
+    origin = pd.Timestamp("2024-01-02", tz="UTC")
+    gappy = bars.drop(origin + pd.Timedelta(days=1, hours=3))
+    moves = intraday_moves(gappy, 8)
+    assert np.isnan(moves.loc[origin, "realized_ret"]) and np.isnan(moves.loc[origin, "realized_rv"])
+
+
+def test_intraday_move_needs_the_origin_days_last_bar():
+    bars = _hourly_bars()
+    origin = pd.Timestamp("2024-01-02", tz="UTC")
+    gappy = bars.drop(origin + pd.Timedelta(hours=23))  # the close the move is measured from
+    assert np.isnan(intraday_moves(gappy, 8).loc[origin, "realized_ret"])
+
+
+def test_intraday_hours_must_be_a_multiple_of_the_bar_interval():
+    bars = _hourly_bars().resample("4h").last()
+    bars.attrs["freq"] = pd.Timedelta(hours=4)
+    with pytest.raises(ConfigError, match="mpor_hours"):
+        intraday_moves(bars, 6)
+    assert not intraday_moves(bars, 8)["realized_ret"].dropna().empty
+
+
+def test_intraday_moves_refuse_multi_day_forecasts():
+    bars = {"a": _hourly_bars()}
+    forecasts = pd.DataFrame({"asset": "a", "origin": pd.Timestamp("2024-01-02", tz="UTC"), "horizon": [5],
+                              "realized_ret": [0.0], "realized_rv": [0.0]})
+    with pytest.raises(ConfigError, match="horizon 1"):
+        with_intraday_moves(forecasts, bars, 8)
+    ok = with_intraday_moves(forecasts.assign(horizon=1), bars, 8)
+    assert np.isfinite(ok["realized_ret"]).all()

@@ -1222,3 +1222,143 @@ def test_the_kept_vol_extended_table_is_dampened_as_the_grids_own():
     damp = (0.16 / np.abs(np.asarray(vso.DERIBIT_BTC.extended))) ** 2
     assert weight.shape == (1, 9 * 5 + 2 * 8)
     np.testing.assert_allclose(weight[0, 45:], np.r_[damp, damp], rtol=1e-12)
+
+
+# --- session 27's mutation audit of the option calibration: no look-ahead into validation books, long and
+# short forecasts to their sides of the grid, the summary's breaches in numbers, DVOL and price checks
+
+
+@pytest.fixture(scope="module")
+def four_snapshots(shared_data):
+    """Books of the first four snapshots of the real 2022-01 chain: three book days."""
+    from volmargin.data.options import load_chain
+    from volmargin.risk.option_books import build_books
+
+    chain = load_chain(shared_data / "options/deribit_btc_options_eod_202201.csv.gz")
+    stamps = np.sort(chain["timestamp"].unique())[:4]  # three snapshot pairs: three book days
+    return build_books(chain[chain["timestamp"].isin(stamps)].reset_index(drop=True))
+
+
+def _flat_forecasts(books):
+    """The same price VaR and IV-move quantiles at every origin of `books`."""
+    from volmargin.calibration.options import forecast_origins
+
+    origins = pd.DatetimeIndex(sorted(set(forecast_origins(books.info["day"]))))
+    price = pd.DataFrame({"var99_long": 0.05, "var99_short": 0.05}, index=origins)
+    iv = pd.DataFrame({"q_lo": -0.1, "q_hi": 0.1}, index=origins)
+    return {"m": price}, {"h": iv}
+
+
+def test_validation_losses_never_move_the_calibrated_scale(four_snapshots):
+    """No look-ahead: the scale is fit on the days before the cut only; the validation days' losses,
+    however large, leave it (and every calibration row of the summary) unchanged."""
+    from volmargin.calibration.options import run_option_backtest
+
+    books = four_snapshots
+    days = pd.DatetimeIndex(books.info["day"])
+    cut = (days.min() + pd.Timedelta(days=1)).normalize()
+    assert (days < cut).any() and (days >= cut).any()
+    price, iv = _flat_forecasts(books)
+    summary, _ = run_option_backtest(books, price, iv, cut, confidence=None)
+    stressed = dataclasses.replace(books, loss=np.where(np.asarray(days >= cut), books.loss * 5, books.loss))
+    summary5, _ = run_option_backtest(stressed, price, iv, cut, confidence=None)
+    cal, cal5 = (s[s["period"] == "calibration"].reset_index(drop=True) for s in (summary, summary5))
+    pd.testing.assert_frame_equal(cal, cal5)
+    assert summary.loc[summary["method"] == "auto_m_h", "scale"].nunique() == 1
+    assert (summary5.loc[summary5["method"] == "auto_m_h", "scale"] ==
+            summary.loc[summary["method"] == "auto_m_h", "scale"].iloc[0]).all()
+
+
+def test_calibrate_scale_counts_only_the_flagged_books(four_snapshots):
+    from volmargin.calibration.options import calibrate_scale
+    from volmargin.risk.option_books import select_books
+
+    books = four_snapshots
+    n = books.books.count
+    inputs = pd.DataFrame({"var_long": np.full(n, 0.05), "var_short": np.full(n, 0.05),
+                           "iv_down": np.full(n, -0.1), "iv_up": np.full(n, 0.1)})
+    days = pd.DatetimeIndex(books.info["day"])
+    counted = np.asarray(days == days.min())
+    loud = dataclasses.replace(books, loss=np.where(counted, books.loss, books.loss * 5))
+    scale, _ = calibrate_scale(loud, inputs, counted, confidence=None)
+    alone, _ = calibrate_scale(select_books(books, counted), inputs[counted].reset_index(drop=True),
+                               np.ones(counted.sum(), dtype=bool), confidence=None)
+    assert scale == pytest.approx(alone, rel=1e-12)
+
+
+def test_long_var_sets_the_fall_range_and_short_var_the_rise_range():
+    """A long position loses on a fall: var_long -> range_down, var_short -> range_up; q_lo -> vol_down,
+    q_hi -> vol_up. Asymmetric forecasts so a swap shows."""
+    from volmargin.calibration.options import forecast_inputs, forecast_origins, method_grid
+
+    day = pd.Timestamp("2024-03-02 08:00", tz="UTC")
+    origins = forecast_origins(pd.Series([day]))
+    assert origins[0] == pd.Timestamp("2024-03-01", tz="UTC")
+    price = pd.DataFrame({"var99_long": [0.10], "var99_short": [0.05], "es975_long": [0.2], "es975_short": [0.1]},
+                         index=origins)
+    iv = pd.DataFrame({"q_lo": [-0.20], "q_hi": [0.30]}, index=origins)
+    inputs = forecast_inputs(origins, price, iv, "var99")
+    grid = method_grid(inputs, 1.0, np.zeros(1, dtype=int))
+    assert np.asarray(grid.range_down).item() == pytest.approx(-np.expm1(-0.10))
+    assert np.asarray(grid.range_up).item() == pytest.approx(np.expm1(0.05))
+    assert np.asarray(grid.vol_up).item() == pytest.approx(np.expm1(0.30))
+    assert np.asarray(grid.vol_down).item() == pytest.approx(-np.expm1(-0.20))
+
+
+def test_a_half_missing_iv_forecast_takes_both_static_vol_shocks():
+    from volmargin.calibration.options import method_grid
+    from volmargin_serving.options import DERIBIT_BTC
+
+    inputs = pd.DataFrame({"var_long": [0.1], "var_short": [0.1], "iv_down": [-0.2], "iv_up": [np.nan]})
+    grid = method_grid(inputs, 1.0, np.zeros(1, dtype=int))
+    assert np.asarray(grid.vol_up).item() == pytest.approx(DERIBIT_BTC.vol_up)  # not a zero shock
+    assert np.asarray(grid.vol_down).item() == pytest.approx(DERIBIT_BTC.vol_down)
+
+
+def test_summary_breaches_per_class_and_pooled_in_numbers():
+    """loss > margin is a breach (equal is not), per class and pooled ('ALL'); the worst shortfall is 0
+    without a breach; days count distinct days; the ratio is the method's average margin over static's."""
+    from types import SimpleNamespace
+
+    from volmargin.calibration.options import STATIC, summarise
+    from volmargin.evaluation.scoring import POOLED
+
+    d1, d2 = pd.Timestamp("2024-01-01 08:00", tz="UTC"), pd.Timestamp("2024-01-02 08:00", tz="UTC")
+    info = pd.DataFrame({"day": [d1, d1, d2, d2], "portfolio_class": ["long", "short", "long", "short"]})
+    notional = np.array([100.0, 100.0, 100.0, 100.0])
+    data = SimpleNamespace(info=info, loss=np.array([5.0, 3.0, 2.0, 1.0]), books=SimpleNamespace(notional=notional))
+    margins = {STATIC: np.array([4.0, 3.0, 4.0, 4.0]), "auto": np.array([8.0, 6.0, 8.0, 8.0])}
+    periods = np.array(["calibration"] * 4)
+    s = summarise(data, margins, periods, {"auto": 1.5}).set_index(["method", "portfolio_class"])
+    assert s.loc[(STATIC, "long"), "breaches"] == 1 and s.loc[(STATIC, "short"), "breaches"] == 0  # 3 == 3: no
+    assert s.loc[(STATIC, POOLED), "breaches"] == 1 and s.loc[(STATIC, POOLED), "portfolios"] == 4
+    assert s.loc[(STATIC, POOLED), "breach_rate"] == pytest.approx(0.25)
+    assert s.loc[(STATIC, "long"), "worst_shortfall"] == pytest.approx(0.01)
+    assert s.loc[("auto", POOLED), "worst_shortfall"] == 0.0
+    assert s.loc[("auto", "long"), "days"] == 2 and s.loc[("auto", POOLED), "days"] == 2
+    assert s.loc[("auto", POOLED), "margin_ratio_to_static"] == pytest.approx(30 / 15)
+    assert s.loc[("auto", POOLED), "avg_margin"] == pytest.approx(0.075)
+    assert s.loc[("auto", POOLED), "scale"] == 1.5
+
+
+def test_dvol_starting_the_day_after_the_first_origin_is_refused():
+    from volmargin.calibration.option_job import check_dvol_covers
+
+    hours = pd.date_range("2021-09-01", "2022-02-01", freq="h", tz="UTC")
+    hourly = pd.DataFrame({"close": 80.0}, index=hours)
+    first, last = pd.Timestamp("2021-12-31", tz="UTC"), pd.Timestamp("2022-01-30", tz="UTC")
+    check_dvol_covers(hourly[hours >= "2021-12-31"], first, last)  # starts on the first origin: fine
+    with pytest.raises(DataError, match="DVOL starts on 2022-01-01, after 2021-12-31"):
+        check_dvol_covers(hourly[hours >= "2022-01-01"], first, last)
+
+
+def test_an_underlying_price_far_below_the_bars_is_refused_too():
+    from volmargin.calibration.option_job import check_underlying_prices
+
+    stamps = pd.DatetimeIndex(["2022-01-02 08:00", "2022-01-03 08:00"], tz="UTC")
+    close = pd.Series(40000.0, index=pd.date_range("2022-01-01", "2022-01-04", freq="h", tz="UTC"))
+    chain = pd.DataFrame({"timestamp": stamps, "instrument": ["BTC-A", "BTC-B"],
+                          "underlying_price": [40000.0, 40000.0]})
+    check_underlying_prices(chain, close)
+    with pytest.raises(DataError, match="BTC-B"):
+        check_underlying_prices(chain.assign(underlying_price=[40000.0, 40.0]), close)  # 1000x below: mBTC

@@ -269,8 +269,8 @@ def run_option_backtest(data: OptionBacktestBooks, price: dict[str, pd.DataFrame
                         stress: pd.DataFrame | None = None, base: Grid = DERIBIT_BTC,
                         scale_base: Grid | None = None, scales: dict[str, float] | None = None,
                         static: Grid = DERIBIT_BTC) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Calibrate every method on the books of days < `calibrate_until` (and >= `calibrate_after` if given,
-    for the reverse check), then summarise calibration and validation days. Returns (summary, grids): the
+    """Calibrate every method on the books of days < `calibrate_until` (with `calibrate_after`, the reverse
+    check: on those of days >= it instead), then summarise calibration and validation days. Returns (summary, grids): the
     grid parameters of each method per day. `base`, `scale_base` and `static` (the baseline: Deribit's grid
     of the chains' underlying) as in `calibrate_methods`; `scales` (by method) calibrated elsewhere, e.g.
     on synthetic books, skip the bisection."""
