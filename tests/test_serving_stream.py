@@ -18,6 +18,7 @@ from serving_fixtures import bundles, panel  # noqa: F401 (fixtures)
 import volmargin_serving as vs
 from volmargin.data import load_bars
 from volmargin.features.realized import daily_measures
+from volmargin.serving_graph import parity_windows
 from volmargin_serving.features import FEATURE_NAMES, INPUT_COLUMNS, compute_features, standardize
 from volmargin_serving.outputs import postprocess, postprocess_one
 from volmargin_serving.validation import value_problems
@@ -326,3 +327,89 @@ def test_a_refused_row_leaves_the_other_assets_forecasts_to_the_last_bit(bundles
         others = np.arange(len(inputs)) != refused
         for field in ("variance", "var", "es"):
             np.testing.assert_array_equal(getattr(got, field)[others], getattr(clean, field)[others])
+
+
+# --- session 27's mutation audit of the incremental state and the fast graph: a stale row in the batch state,
+# yesterday's row at the age limit, running sums after a huge day, returns just past the bound
+
+ONE = np.timedelta64(1, "D")
+
+
+def test_both_states_refuse_a_stale_row_and_serve_yesterday_s_row_at_the_age_limit(bundles, panel):
+    """max_age_days = 1: a row dated as_of's day or the day before is served (the usual case: yesterday closed,
+    as_of is now), as the careful path serves it; one 5 days old is the careful path's StaleInputError,
+    in the one-asset state and in the batch state alike."""
+    runtime = vs.load(bundles["gbm"])
+    inputs, days = _arrays(next(iter(panel.values())))
+    history, t = runtime.history_days, runtime.history_days + 20
+    start = (inputs[t - history:t], days[t - history:t])
+    for as_of in (days[t] + ONE, (days[t] + ONE).astype("datetime64[s]") + np.timedelta64(13, "h")):
+        careful = runtime.forecast_daily(np.vstack([start[0], inputs[t]]), np.append(start[1], days[t]), as_of=as_of)
+        single = runtime.stream(*start, as_of=days[t - 1]).update(inputs[t], days[t], as_of=as_of)
+        np.testing.assert_allclose(single.variance, careful.variance, rtol=1e-9)
+        out, errors = runtime.stream(start[0][None], start[1], as_of=days[t - 1]).update(inputs[t][None], days[t],
+                                                                                          as_of=as_of)
+        assert errors == [None]
+        np.testing.assert_allclose(out.variance, careful.variance, rtol=1e-9)
+    stale = days[t] + 5 * ONE
+    with pytest.raises(vs.StaleInputError):
+        runtime.stream(*start, as_of=days[t - 1]).update(inputs[t], days[t], as_of=stale)
+    batch = runtime.stream(start[0][None], start[1], as_of=days[t - 1])
+    before = batch.day.copy()
+    out, errors = batch.update(inputs[t][None], days[t], as_of=stale)
+    assert isinstance(errors[0], vs.StaleInputError) and np.isnan(out.variance).all()
+    assert (batch.day == before).all()
+
+
+@pytest.mark.parametrize("name", ["gbm", "nn"])
+def test_running_sums_forget_a_huge_day_once_it_left_every_window(bundles, panel, name):
+    """A day a trillion times the usual rv and traded value leaves a residue of ~1e-4 of the usual sums
+    when it is subtracted again; the periodic re-basing clears it: once the day is out of every window and
+    every sum re-based, the forecast is the careful path's on the same rows."""
+    runtime = vs.load(bundles[name], fast=False)
+    inputs, days = _arrays(next(iter(panel.values())))
+    inputs = inputs.copy()
+    history = runtime.history_days
+    spike = history + 3
+    for column in ("rv", "bv", "parkinson", "rogers_satchell", "traded_value"):
+        inputs[spike, COLUMN[column]] *= 1e12
+    single = runtime.stream(inputs[:history], days[:history], as_of=days[history - 1])
+    batch = runtime.stream(inputs[None, :history], days[:history], as_of=days[history - 1])
+    end = spike + max(history, 2 * single._ring) + 2
+    assert end < len(days)
+    for t in range(history, end):
+        one = single.update(inputs[t], days[t], as_of=days[t])
+        many, errors = batch.update(inputs[None, t], days[t], as_of=days[t])
+        assert errors == [None]
+    careful = runtime.forecast_daily(inputs[end - history:end], days[end - history:end], as_of=days[end - 1])
+    for got in (one, many):
+        for field in ("variance", "var", "es"):
+            np.testing.assert_allclose(getattr(got, field), getattr(careful, field), rtol=1e-9, err_msg=field)
+
+
+def test_a_return_just_beyond_the_bound_and_a_tiny_negative_value_are_refused_on_every_path(bundles, panel):
+    """ret^2 = 1440 rv (1 + 2e-8) (beyond validation's 1e-9 slack) and bv = -1e-300 or -5e-324 are
+    refused by the careful path; the fast graph flags them (ok False) and both incremental states refuse them."""
+    runtime = vs.load(bundles["gbm"])
+    history = runtime.history_days
+    daily, days = parity_windows(panel, history + 1, count=8)
+    x, d = daily[0], days[0].astype("datetime64[D]")
+    bad_rows = []
+    row = x[-1].copy()
+    row[COLUMN["ret"]] = np.sqrt(1440 * row[COLUMN["rv"]]) * (1 + 1e-8)
+    bad_rows.append(row)
+    for value in (-1e-300, -5e-324):
+        row = x[-1].copy()
+        row[COLUMN["bv"]] = value
+        bad_rows.append(row)
+    for row in bad_rows:
+        window = np.vstack([x[1:-1], row])
+        with pytest.raises(vs.ImpossibleInputError):
+            runtime._forecast_daily(window, d[1:], d[-1])
+        ok = runtime._run_fast(window[None], d[1:].astype(np.int64)[None], int(d[-1].astype(np.int64)) - 1,
+                               int(d[-1].astype(np.int64)))[0]
+        assert not ok[0], row
+        with pytest.raises(vs.ImpossibleInputError):
+            runtime.stream(x[:-1], d[:-1], as_of=d[-2]).update(row, d[-1], as_of=d[-1])
+        _, errors = runtime.stream(x[None, :-1], d[:-1], as_of=d[-2]).update(row[None], d[-1], as_of=d[-1])
+        assert isinstance(errors[0], vs.ImpossibleInputError)
