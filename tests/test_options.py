@@ -1362,3 +1362,28 @@ def test_an_underlying_price_far_below_the_bars_is_refused_too():
     check_underlying_prices(chain, close)
     with pytest.raises(DataError, match="BTC-B"):
         check_underlying_prices(chain.assign(underlying_price=[40000.0, 40.0]), close)  # 1000x below: mBTC
+
+
+def test_synthetic_calibration_books_read_no_bar_or_dvol_after_the_cut(tmp_path, shared_data, two_snapshots):
+    """(session 27's audit: reading market states past the cut and keeping the books made of them passed every
+    test) The synthetic books a scale is calibrated on are the same whether the bars and DVOL after the cut
+    exist or not."""
+    from volmargin.calibration.option_job import OptionJob, synthetic_books
+    from volmargin.data import load_bars
+    from volmargin.data.options import load_dvol
+
+    cut = pd.Timestamp("2022-01-02", tz="UTC")
+    bars = load_bars(shared_data / "binance_btcusdt_1h.csv.gz")
+    bars = bars[(bars.index >= cut - pd.Timedelta(days=120)) & (bars.index < cut + pd.Timedelta(days=40))]
+    dvol = load_dvol(shared_data / "iv" / "deribit_btc_dvol_1d.csv.gz")
+    dvol.index = dvol.index.tz_localize("UTC") if dvol.index.tz is None else dvol.index
+    made = []
+    for end in (cut + pd.Timedelta(days=40), cut):
+        path = tmp_path / f"binance_btcusdt_{end.day}_1h.csv"
+        bars[bars.index < end].set_axis(bars.index[bars.index < end].strftime("%Y-%m-%dT%H:%M:%SZ").rename(
+            "timestamp")).to_csv(path)
+        job = OptionJob((), (), (str(path),), cut, tmp_path / "out", ("ewma",), ("hist",), synthetic_days=60)
+        made.append(synthetic_books(two_snapshots, dvol[dvol.index < end], job, "btc"))
+    assert made[0].books.count == made[1].books.count > 0
+    np.testing.assert_array_equal(made[0].loss, made[1].loss)
+    assert (pd.DatetimeIndex(made[0].info["day"]) < cut).all()
