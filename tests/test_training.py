@@ -76,7 +76,9 @@ def test_shipped_configs_are_valid():
     train = [p for p in paths if "\nmodel:" in p.read_text()]
     assert len(train) >= 3
     for path in train:
-        assert load_config(path).model.name
+        cfg = load_config(path)
+        training.check_learned_params(cfg.model.name, cfg.model.params, "model.params", bool(cfg.data.iv))
+    assert any(load_config(p).data.iv for p in train)  # gbm-dvol-hourly.yaml: the index from configs
 
 
 def test_train_tracks_registers_and_promotes(tmp_path):
