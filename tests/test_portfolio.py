@@ -831,3 +831,24 @@ def test_the_calibration_allows_the_floor_of_target_times_book_days():
                              target=0.01, tolerance=1e-6)
     second, third = np.sort(loss[:, 0])[-2], np.sort(loss[:, 0])[-3]
     assert cal.feasible and cal.policy.scale == pytest.approx(second, rel=1e-5) and cal.policy.scale > third * 1.001
+
+
+def test_each_books_coverage_tests_read_margin_dates_a_horizon_apart(forecasts):
+    """(session 27) A book's Kupiec and Christoffersen p-values at an MPOR of h days read its margin dates h apart:
+    overlapping MPORs share days, so their breaches come in runs that the tests would read as clustering."""
+    from volmargin.evaluation import stats
+
+    fhs, pop, policy = _fhs(forecasts), _population(), PortfolioPolicy(scale=0.6)  # breaches to test
+    bp = pf.book_panel(fhs, pop, policy)
+    rows = np.ones(len(bp.dates), bool)
+    counted, hits = pf._breaches(bp, pf.margin_path(bp, policy), rows)
+    for horizon in (1, 3):
+        summary = pf.summarise(bp, pop.classes, rows, policy, horizon=horizon).set_index("portfolio_class")
+        spaced = np.arange(len(bp.dates)) % horizon == 0
+        series = [hits[counted[:, k] & spaced, k] for k in range(hits.shape[1])]
+        series = [s for s in series if len(s) >= 50]
+        assert len(series) >= 5 and sum(s.sum() for s in series) > 0
+        assert summary.loc["ALL", "christoffersen_p"] == pytest.approx(
+            np.median([stats.christoffersen(s, 0.01).p_cc for s in series]))
+        assert summary.loc["ALL", "kupiec_p_book_median"] == pytest.approx(
+            np.median([stats.kupiec_pof(s, 0.01).pvalue for s in series]))
