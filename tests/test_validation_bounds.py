@@ -53,6 +53,18 @@ def test_a_variance_is_doubtful_just_past_doubt_ratio_times_its_median(ratio, do
     assert bool(doubtful_values(w[None])[0, -10, C["rv"]]) is doubtful
 
 
+@pytest.mark.parametrize("ratio, doubtful", [(1.02 * DOUBT_RATIO, True), (0.98 * DOUBT_RATIO, False)])
+def test_a_squared_return_is_doubtful_just_past_doubt_ratio_times_the_median_rv(ratio, doubtful):
+    """(left untested by session 26's audit) The day's own rv is large enough for the return (no other rule
+    fires on the return), so only the window's median rv can doubt it."""
+    w = _calm_window()
+    for name in ("rv", "parkinson"):
+        w[-10, C[name]] = 0.5 * DOUBT_RATIO * np.median(w[:, C[name]])
+    w[-10, C["ret"]] = -np.sqrt(ratio * np.median(w[:, C["rv"]]))
+    assert not value_problems(w[None]).any()
+    assert bool(doubtful_values(w[None])[0, -10, C["ret"]]) is doubtful
+
+
 def test_a_day_without_any_move_is_doubtful_through_its_rv():
     """A frozen price with volume: ret, rv, bv and rogers_satchell 0, the range (parkinson) as usual; only
     the rv's place in DOUBT_LOW flags it (a zero rv lowers the forecast and the margin)."""
