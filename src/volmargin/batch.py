@@ -20,7 +20,7 @@ from volmargin_serving.bars import aggregate_bars, interval_text, learned_interv
 from volmargin.data.loader import COLUMNS as OHLCV, bar_seconds
 from volmargin.distributed import Executor, InProcess
 from volmargin.errors import DataError
-from volmargin.features.learned import INPUT_COLUMNS, IV_COLUMN, daily_inputs
+from volmargin.features.learned import INPUT_COLUMNS, daily_inputs, index_of
 
 
 def bundle_files(bundle: str | Path) -> dict[str, bytes]:
@@ -55,11 +55,6 @@ def serving_arrays(daily: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     columns = daily_inputs(daily)
     return (np.column_stack([columns[c].astype(float) for c in INPUT_COLUMNS]),
             daily.index.tz_convert(None).to_numpy().astype("datetime64[D]"))
-
-
-def index_of(daily: pd.DataFrame) -> np.ndarray | None:
-    """One asset's implied-volatility index (`IV_COLUMN`, from `data.iv`), None where it has none."""
-    return daily[IV_COLUMN].to_numpy(dtype=float) if IV_COLUMN in daily else None
 
 
 def score_asset(files: dict[str, bytes], asset: str, daily: pd.DataFrame, latest: bool = False) -> pd.DataFrame:

@@ -44,6 +44,11 @@ def attach_iv(daily: pd.DataFrame, iv: pd.DataFrame) -> pd.DataFrame:
     return daily.assign(**{IV_COLUMN: closes.reindex(daily.index).to_numpy(dtype=float)})
 
 
+def index_of(daily: pd.DataFrame) -> np.ndarray | None:
+    """A daily frame's implied-volatility index (`IV_COLUMN`), None where it has none."""
+    return daily[IV_COLUMN].to_numpy(dtype=float) if IV_COLUMN in daily else None
+
+
 def _log(x: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(x, _FLOOR))
 
@@ -58,7 +63,7 @@ def feature_frame(daily: pd.DataFrame, spec: FeatureSpec = FeatureSpec(), iv_fea
     absent = no index) and `level` on the daily index of `daily_measures`; a model reads its own names."""
     features, level = compute_features(daily_inputs(daily), daily.index.day_of_week.to_numpy(), spec)
     if iv_features:
-        iv = daily[IV_COLUMN].to_numpy(dtype=float) if IV_COLUMN in daily else None
+        iv = index_of(daily)
         features = np.concatenate([features, compute_iv_features(iv, level, spec)], axis=-1)
     frame = pd.DataFrame(features, index=daily.index, columns=list(CORE_COLUMNS + IV_FEATURE_NAMES * iv_features))
     frame["level"] = level

@@ -538,7 +538,8 @@ def summarise(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy: Port
     = margin dates, `horizon` consecutive dates per cluster so overlapping MPORs share one), design_effect
     its variance inflation (1: independent book-days); kupiec_p_book_median and christoffersen_p are the medians
     over the class's books (>= 50 realised days) of each book's own Kupiec POF and Christoffersen
-    conditional-coverage p-values, on margin dates `horizon` apart (overlapping MPORs breach in runs). Margin figures are fractions of gross notional over margined book-days;
+    conditional-coverage p-values, on margin dates `horizon` apart (overlapping MPORs breach in runs). Margin
+    figures are fractions of gross notional over margined book-days;
     offset = 1 - avg_margin / avg_isolated_margin; procyclicality: the largest rise of a book's margin rate over
     5 calendar days (`stats.max_rise`, as the single-asset calibration's) and the largest peak-to-trough ratio,
     worst book."""
