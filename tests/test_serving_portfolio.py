@@ -68,6 +68,17 @@ def test_batch_flags_the_held_assets_priced_at_their_fallback():
     assert engine.margin_batch(np.array([[0.0, 1e6]])).flagged == ()
 
 
+def test_batch_flags_only_the_books_that_hold_a_flagged_asset():
+    """A book without the asset that has no usable forecast is not flagged because another book holds it."""
+    engine = PortfolioEngine(_scenarios(), np.array([np.nan, 1e-4]))
+    batch = engine.margin_batch(np.array([[1e6, 1e6], [0.0, 1e6], [-2e6, 0.0], [0.0, 0.0]]))
+    assert batch.flagged == ("a",)
+    np.testing.assert_array_equal(batch.book_flagged, [True, False, True, False])
+    assert engine.margin(names=["a"], notionals=[1e6]).book_flagged is True
+    assert engine.margin(names=["b"], notionals=[1e6]).book_flagged is False
+    assert PortfolioEngine(_scenarios(), np.array([1e-4, 1e-4])).margin_batch(np.ones((2, 2))).book_flagged.sum() == 0
+
+
 # --- P08 / P14: with a stress floor, each position's isolated margin is floored by its stressed loss
 
 def test_the_isolated_sum_is_floored_by_each_positions_stressed_loss():

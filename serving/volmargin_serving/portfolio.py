@@ -345,13 +345,15 @@ def _scenario_problem(s: PortfolioScenarios) -> str | None:
 class PortfolioMargin:
     """Margins of books (scalars for one book, (n_books,) arrays for a batch), in currency: initial,
     maintenance, the isolated sum (each position margined alone), gross notional; `flagged` names the
-    assets held whose forecast was unusable (priced conservatively)."""
+    assets held whose forecast was unusable (priced conservatively), in a batch those any book holds;
+    `book_flagged` says which books hold one (a bool for one book, (n_books,) for a batch)."""
 
     initial: np.ndarray
     maintenance: np.ndarray
     isolated: np.ndarray
     gross: np.ndarray
     flagged: tuple[str, ...]
+    book_flagged: np.ndarray | bool = False
 
     @property
     def rate(self) -> np.ndarray:
@@ -478,7 +480,8 @@ class PortfolioEngine:
         flagged = ()
         if self.any_unusable:
             flagged = tuple(self.scenarios.assets[i] for i in columns[(notional != 0) & self.unusable[columns]])
-        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, positions.gross, flagged)
+        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, positions.gross, flagged,
+                               bool(flagged))
 
     def margin_batch(self, notional) -> PortfolioMargin:
         """Margins of many books: notional (n_books, n_assets) aligned with the scenario set's assets."""
@@ -490,8 +493,10 @@ class PortfolioEngine:
             raise BadPositionError(f"book {book}: a notional is not finite or beyond +-{MAX_NOTIONAL:g}")
         columns = np.flatnonzero(np.abs(notional).sum(0) > 0)
         im, isolated = self._price_blocks(notional[:, columns], columns)
-        flagged = tuple(self.scenarios.assets[i] for i in columns if self.unusable[i])
-        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.abs(notional).sum(1), flagged)
+        held_unusable = (notional[:, columns] != 0) & self.unusable[columns]
+        flagged = tuple(self.scenarios.assets[i] for i in columns[held_unusable.any(0)])
+        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.abs(notional).sum(1), flagged,
+                               held_unusable.any(1))
 
     def _price_blocks(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IM and isolated-margin sums of books (n_books, k), BATCH_BLOCK books at a time: each block's
