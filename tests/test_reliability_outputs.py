@@ -172,6 +172,26 @@ def test_an_interrupted_run_folder_is_refused_by_readers(tmp_path):
     vio.check_complete(out)
 
 
+def test_a_job_writing_in_place_refuses_a_user_folder_or_a_link_to_one(tmp_path):
+    """`mark_incomplete` (the in-place `run` job) writes only into an empty or volmargin folder, and never
+    through a symlink: a link to the user's folder would put run.json and the outputs among their files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    with pytest.raises(OutputError, match="did not write"):
+        vio.mark_incomplete(mine, {"command": "run"})
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "empty", target_is_directory=True)
+    (tmp_path / "empty").mkdir()
+    for folder in (link, mine):
+        with pytest.raises(OutputError):
+            vio.mark_incomplete(folder, {"command": "run"})
+        with pytest.raises(OutputError):
+            with vio.staged_folder(folder):
+                pass
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and not any((tmp_path / "empty").iterdir())
+
+
 def test_export_names_cannot_leave_the_root(tmp_path):
     from volmargin.export import write_bundle
 
