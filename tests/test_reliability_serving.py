@@ -330,6 +330,11 @@ def _every_record(field, value, **also):
     (lambda p: p.update(horizon="1"), "parameters.horizon"),
     (lambda p: p.update(policy=["x"]), "parameters.policy: expected an object"),
     (lambda p: p["policy"].update(buffer=-0.5), "policy.buffer"),  # would cut every first margin below the rule
+    (_every_record("peak_margin", 0.0), "peak_margin = 0.0 is outside"),
+    (_every_record("peak_margin", 1.5), "peak_margin = 1.5 is outside"),
+    (_every_record("peak_margin", "high"), "peak_margin = 'high' is not a number"),
+    (_every_record("peak_haircut", -0.1), "peak_haircut = -0.1 is outside"),
+    (_every_record("peak_haircut", 1.0), "peak_haircut = 1.0 is outside"),
 ])
 def test_a_resealed_set_cannot_lower_margins_below_the_hard_floors(served, tmp_path, change, message):
     with pytest.raises(vs.CalibrationError, match=message):
@@ -472,6 +477,39 @@ def test_a_fail_safe_margin_with_no_reading_is_never_below_yesterdays(served, tm
                           previous=previous)
     assert got.fail_safe.all() and "StaleInputError" in got.reason[0, 0]
     assert (got.initial >= previous).all()
+
+
+def _peaks(served, field: str = "peak_margin") -> np.ndarray:
+    records = json.loads(served.calibration.read_text())["parameters"]["records"]
+    peak = {(r["asset"], r["side"]): r[field] for r in records}
+    return np.array([[peak[a, side] for side in ("long", "short")] for a in ASSETS])
+
+
+def test_a_first_call_that_can_read_nothing_is_priced_at_the_peak_margin(served, runtime, clean, tmp_path):
+    """Stale rows (no reading), no `previous`, nothing remembered: the published margin of a calm calibration
+    day sits below what the clean rows give after a spike, so the record's peak margin floors the fail safe."""
+    stale = served.dates - np.timedelta64(10, "D")
+    got = runtime.margins(ASSETS, served.inputs, stale, as_of=served.as_of)
+    assert got.fail_safe.all() and (got.initial >= _peaks(served)).all() and (got.initial >= clean.initial).all()
+    assert (got.haircut >= _peaks(served, "peak_haircut")).all() and (got.haircut >= clean.haircut).all()
+    older = _every_record("peak_margin", None, peak_haircut=None)  # a set written before the peaks
+    old = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, older)).margins(
+        ASSETS, served.inputs, stale, as_of=served.as_of)
+    assert old.fail_safe.all() and (old.initial < clean.initial).any() and (old.haircut < clean.haircut).any()
+
+
+def test_the_peak_margin_stays_out_of_a_fail_safe_margin_that_has_a_reading_or_a_memory(served, clean):
+    """`previous`, a remembered margin or a reading of the rows is today's evidence: the peak is not added."""
+    peak, stale = _peaks(served), served.dates - np.timedelta64(10, "D")
+    runtime = vs.load(served.bundle, calibration=served.calibration)
+    with_previous = runtime.margins(ASSETS, served.inputs, stale, as_of=served.as_of, previous=clean.initial)
+    assert with_previous.fail_safe.all() and (with_previous.initial < peak).all()
+    peak_cut = _peaks(served, "peak_haircut")
+    assert (with_previous.haircut >= peak_cut).all()  # `previous` holds margins, no haircut: that one reads nothing
+    runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)  # priced normally: remembered
+    remembered = runtime.margins(ASSETS, served.inputs, stale, as_of=served.as_of)
+    assert remembered.fail_safe.all() and (remembered.initial < peak).all() and (remembered.haircut < peak_cut).all()
+    np.testing.assert_array_equal(remembered.initial, with_previous.initial)
 
 
 def test_a_speed_limited_margin_is_lifted_to_min_rate_where_the_floor_is_lower(served, tmp_path):

@@ -135,6 +135,11 @@ def _check_record(record: Mapping) -> None:
         _fail(record, "maintenance_margin", f"= {maintenance!r} is not below initial_margin = {initial!r}")
     if not 0 <= cut < 1:
         _fail(record, "haircut", f"= {cut!r} is outside [0, 1)")
+    # optional (sets written before them have none); only ever a further candidate of a fail-safe maximum
+    if record.get("peak_margin") is not None and not 0 < _number(record, "peak_margin") <= 1:
+        _fail(record, "peak_margin", f"= {record['peak_margin']!r} is outside (0, 1]")
+    if record.get("peak_haircut") is not None and not 0 <= _number(record, "peak_haircut") < 1:
+        _fail(record, "peak_haircut", f"= {record['peak_haircut']!r} is outside [0, 1)")
     start = _when(record, "valid_from")
     if record.get("valid_to") is not None and not start < _when(record, "valid_to"):
         _fail(record, "valid_to", f"= {record['valid_to']} is not after valid_from = {record['valid_from']}")
@@ -322,12 +327,14 @@ class CalibrationSet:
         """The calibrated terms of a batch at `as_of` (see `volmargin_serving.margins.Terms`)."""
         assets = list(assets)
         shape = (len(assets), len(SIDES))
-        values = {name: np.full(shape, np.nan) for name in ("scale", "floor", "initial_margin", "haircut")}
+        values = {name: np.full(shape, np.nan) for name in ("scale", "floor", "initial_margin", "haircut", "peak_margin",
+                                                            "peak_haircut")}
         known, issue = np.zeros(shape, dtype=bool), np.full(shape, "", dtype=object)
         for k, asset in enumerate(assets):
             for i, side in enumerate(SIDES):
                 record, issue[k, i] = self.record(asset, side, as_of)
                 known[k, i] = record is not None
-                for name, array in values.items():
-                    array[k, i] = np.nan if record is None else float(record[name])
-        return Terms(values["scale"], values["floor"], values["initial_margin"], values["haircut"], known, issue)
+                for name, array in values.items():  # peak_margin: optional (sets written before it have none)
+                    array[k, i] = np.nan if record is None or record.get(name) is None else float(record[name])
+        return Terms(values["scale"], values["floor"], values["initial_margin"], values["haircut"], known, issue,
+                     values["peak_margin"], values["peak_haircut"])

@@ -98,7 +98,9 @@ class Terms:
     """Calibrated parameters of a batch of assets, (assets, 2) arrays with sides long/short.
 
     `known` is False where the calibration set has no record of the asset and side (other arrays NaN
-    there); `issue` says why a known record cannot be used as is ('' when it is in force)."""
+    there); `issue` says why a known record cannot be used as is ('' when it is in force); `peak` and
+    `peak_haircut` are the largest initial margin and haircut of the record's calibrated path (NaN where
+    a set has none)."""
 
     scale: np.ndarray
     floor: np.ndarray
@@ -106,6 +108,8 @@ class Terms:
     haircut: np.ndarray  # published haircut
     known: np.ndarray
     issue: np.ndarray
+    peak: np.ndarray | None = None
+    peak_haircut: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,9 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
     (assets, 2) initial and (assets,) haircuts), the rule on `forecasts` where it gives a number (inputs
     doubtful but possible, as given) and, with `DOUBT_ADDON`, the rule on each of `doubtful` (forecasts
     under each reading of the bad rows, `repairs.READINGS`, NaN where none); its haircut is the largest
-    of the published one, the last good one and those from `forecasts` and `doubtful`.
+    of the published one, the last good one and those from `forecasts` and `doubtful`. Where none of
+    `previous`, `last_good` and the readings gives a number (a first call that can read nothing), the
+    published margin says nothing of today's volatility, so the record's `peak` margin counts too.
     """
     columns = forecasts.columns()
     side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
@@ -205,7 +211,11 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
                                                                          np.full(len(side), np.nan))
     candidates = [terms.initial, floor_rate(side, terms.scale, terms.floor), previous, good_initial,
                   np.full(side.shape, min_rate(policy)), np.where(np.isfinite(computed), computed, np.nan)]
-    candidates += [(1 + DOUBT_ADDON) * _rule(d, terms, policy, horizon, previous) for d in doubtful or ()]
+    readings = [(1 + DOUBT_ADDON) * _rule(d, terms, policy, horizon, previous) for d in doubtful or ()]
+    candidates += readings
+    if terms.peak is not None:
+        blind = ~np.isfinite(np.fmax.reduce(np.stack([previous, good_initial, computed, *readings]), axis=0))
+        candidates.append(np.where(blind, terms.peak, np.nan))
     fallback = np.minimum(np.fmax.reduce(np.stack(candidates), axis=0), FULL)
     initial = np.where(fail, np.where(terms.known, fallback, FULL), computed)
     maintenance = float(policy["maintenance_fraction"]) * initial
@@ -225,13 +235,16 @@ def _haircuts(terms: Terms, columns: Mapping[str, np.ndarray], policy: Mapping, 
               fail: np.ndarray, last_good: np.ndarray, doubtful: list[Mapping[str, np.ndarray]]) -> np.ndarray:
     """(assets, 2) haircut of each asset (the same on both sides): from today's long-side forecast where
     the long side is priced normally, else the largest of the asset's published haircuts, its last good
-    haircut and the doubtful forecast's (FULL if the asset is unknown)."""
+    haircut and the doubtful forecast's, and on a first call that reads nothing its peak haircut (FULL if
+    the asset is unknown)."""
     fresh = _fresh_haircut(columns, terms, policy, horizon)
     published = np.fmax.reduce(np.where(terms.known, terms.haircut, np.nan), axis=1)
-    fallback = np.fmax.reduce([published, last_good, fresh])  # fresh: the doubtful rows as given
-    for columns_d in doubtful:
-        fallback = np.fmax(fallback, np.minimum((1 + DOUBT_ADDON) * _fresh_haircut(columns_d, terms, policy, horizon),
-                                                np.nextafter(1.0, 0)))
+    readings = [np.minimum((1 + DOUBT_ADDON) * _fresh_haircut(columns_d, terms, policy, horizon), np.nextafter(1.0, 0))
+                for columns_d in doubtful]
+    fallback = np.fmax.reduce([published, last_good, fresh, *readings])  # fresh: the doubtful rows as given
+    if terms.peak_haircut is not None:  # a first call that reads nothing: as for the margin, the path's peak
+        blind = ~np.isfinite(np.fmax.reduce([last_good, fresh, *readings]))
+        fallback = np.where(blind, np.fmax(fallback, np.fmax.reduce(terms.peak_haircut, axis=1)), fallback)
     fallback = np.where(np.isnan(published), FULL, fallback)
     usable = ~fail[:, 0] & np.isfinite(fresh)
     return np.repeat(np.where(usable, fresh, fallback)[:, None], len(SIDES), axis=1)

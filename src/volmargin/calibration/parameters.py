@@ -44,6 +44,8 @@ class ParameterRecord:
     haircut: float  # of the asset as collateral (the same on both sides)
     scale: float  # calibrated, in force at as_of
     floor: float  # log-return APC floor at as_of; serving never goes below its rate (`margins.floor_rate`)
+    peak_margin: float  # the largest initial margin of the path: serving's floor when it can read nothing
+    peak_haircut: float  # the largest haircut of the path, likewise
     valid_from: str
     valid_to: str | None
     feasible: bool
@@ -111,7 +113,8 @@ def parameter_set(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd
             model, asset, side, as_of.isoformat(), initial, maintenance,
             float(liquidation_threshold(initial, maintenance, side)),
             float(haircut(panel.haircut_risk[last[long_k], long_k], scales[last[long_k], long_k], ratio)),
-            float(scales[t, k]), float(panel.floor[t, k]), unit["valid_from"].isoformat(),
+            float(scales[t, k]), float(panel.floor[t, k]), float(np.nanmax(margin[:, k])),
+            float(np.nanmax(haircut(panel.haircut_risk[:, long_k], scales[:, long_k], ratio))), unit["valid_from"].isoformat(),
             None if pd.isna(unit["valid_to"]) else unit["valid_to"].isoformat(), feasible,
             reason, unit["calibration_breach_rate"], unit["calibration_avg_margin"],
             val_rate.get((asset, side)), val_avg.get((asset, side)), dataclasses.asdict(policy)))
