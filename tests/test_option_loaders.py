@@ -68,3 +68,21 @@ def test_non_positive_underlying_and_negative_quotes_are_refused(tmp_path, share
     fields[column] = value
     with pytest.raises(DataError, match=rf"row 4: {match}"):
         load_chain(_write(tmp_path, [*lines[:4], ",".join(fields), *lines[5:]]))
+
+
+# session 28's mutation audit: a negative bid and a zero strike with a consistent name were accepted by a
+# change to the checks that no test caught
+@pytest.mark.parametrize("column, value, match", [
+    (6, "-0.0005", r"bid_price -0.0005 must be >= 0"),
+    ((1, 3), ("BTC-1JAN22-0-P", "0"), r"strike 0.0 must be > 0")])
+def test_a_negative_bid_and_a_zero_strike_are_refused(tmp_path, shared_data, column, value, match):
+    import gzip
+    lines = gzip.decompress((shared_data / "options/deribit_btc_options_eod_202201.csv.gz").read_bytes()).decode()
+    lines = lines.splitlines()[:6]
+    fields = lines[4].split(",")
+    for c, v in zip(*((column, value) if isinstance(column, tuple) else ((column,), (value,)))):
+        fields[c] = v
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join([*lines[:4], ",".join(fields), *lines[5:]]) + "\n")
+    with pytest.raises(DataError, match=rf"row 4: {match}"):
+        load_chain(path)

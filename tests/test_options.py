@@ -1387,3 +1387,86 @@ def test_synthetic_calibration_books_read_no_bar_or_dvol_after_the_cut(tmp_path,
     assert made[0].books.count == made[1].books.count > 0
     np.testing.assert_array_equal(made[0].loss, made[1].loss)
     assert (pd.DatetimeIndex(made[0].info["day"]) < cut).all()
+
+
+# ------------------------------------------------------------------ session 28's mutation audit: option books
+# Each test below fails on a change to the code that the suite let through (one class turned into another, an
+# expiring leg settled at the old spot or dropped).
+
+@pytest.fixture(scope="module")
+def chain2(shared_data):
+    chain = load_chain(shared_data / "options/deribit_btc_options_eod_202201.csv.gz")
+    stamps = np.sort(chain["timestamp"].unique())[:2]
+    return chain[chain["timestamp"].isin(stamps)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def books2(chain2):
+    from volmargin.risk.option_books import build_books
+
+    return build_books(chain2)
+
+
+def _books_of(books, cls):
+    b = books.books
+    for i in books.info.index[books.info["portfolio_class"] == cls]:
+        legs = b.book == i
+        delta = vso.greeks(b.forward[legs], b.strike[legs], b.days[legs] / 365, b.iv[legs], b.is_call[legs])["delta"]
+        yield i, b.quantity[legs], b.is_call[legs], b.strike[legs], b.days[legs], np.asarray(delta)
+
+
+def test_each_class_holds_its_documented_legs(books2, chain2):
+    """The module doc's table, leg by leg: long/short, call/put, 25-delta or ATM, futures leg, calendar gap."""
+    b = books2.books
+    first = chain2[chain2["timestamp"] == chain2["timestamp"].min()]
+    listed = np.sort(first["days"].unique())
+    seen = set()
+    for cls in ("short_straddle", "short_strangle", "risk_reversal", "covered_call", "butterfly", "calendar",
+                "delta_hedged_short_gamma"):
+        for i, q, call, k, days, delta in _books_of(books2, cls):
+            seen.add(cls)
+            tenor = books2.info.loc[i, "tenor"]
+            near = days.min()
+            live = listed[listed >= 0.5]
+            assert abs(near - tenor) == pytest.approx(np.abs(live - tenor).min()), (cls, tenor, near)
+            if cls == "short_straddle":
+                assert list(q) == [-1.0, -1.0] and set(call) == {True, False} and k[0] == k[1]
+                assert abs(delta[call][0] - 0.5) < 0.15
+            if cls in ("short_strangle", "risk_reversal"):
+                assert len(q) == 2 and set(call) == {True, False}
+                assert q[call][0] == (1.0 if cls == "risk_reversal" else -1.0) and q[~call][0] == -1.0
+                assert abs(delta[call][0] - 0.25) < 0.1 and abs(delta[~call][0] + 0.25) < 0.1
+            if cls == "covered_call":
+                assert list(q) == [-1.0] and call.all() and abs(delta[0] - 0.25) < 0.1 and b.future_qty[i] == 1.0
+            if cls == "butterfly":
+                order = np.argsort(k)
+                assert call.all() and list(q[order]) == [1.0, -2.0, 1.0]
+                fwd = b.forward[b.book == i][0]
+                assert 0.85 < k[order][0] / fwd < 0.95 and 1.05 < k[order][2] / fwd < 1.15
+            if cls == "calendar":
+                assert call.all() and k[0] == k[1]
+                assert q[np.argmin(days)] == -1.0 and q[np.argmax(days)] == 1.0
+                gap = days.max() - days.min()
+                assert (14 <= gap <= 42) if tenor < 30 else (28 <= gap <= 90), (tenor, gap)
+            if cls == "delta_hedged_short_gamma":
+                assert list(q) == [-1.0] and call.all() and b.future_qty[i] == pytest.approx(delta[0])
+    assert seen == {"short_straddle", "short_strangle", "risk_reversal", "covered_call", "butterfly", "calendar",
+                    "delta_hedged_short_gamma"}
+
+
+def test_a_leg_expiring_within_the_mpor_settles_at_intrinsic_on_the_next_spot(chain2, books2):
+    """2022-01-01 05:00 -> 2022-01-02 05:00: the 1JAN22 08:00 options expire in between; each is worth its
+    intrinsic value at the next snapshot's nearest-expiry median underlying, and books holding one are kept."""
+    from volmargin.risk.option_books import chain_values
+    stamps = np.sort(chain2["timestamp"].unique())
+    snap, nxt = (chain2[chain2["timestamp"] == s] for s in stamps)
+    expiring = snap[snap["expiry"] <= stamps[1]]
+    assert len(expiring) > 10 and expiring["is_call"].nunique() == 2
+    near = nxt[nxt["expiry"] == nxt["expiry"].min()]
+    spot_next = float(near["underlying_price"].median())
+    assert abs(spot_next - float(snap["underlying_price"].median())) > 50  # the old spot would settle elsewhere
+    expected = vso.intrinsic(spot_next, expiring["strike"].to_numpy(), expiring["is_call"].to_numpy())
+    np.testing.assert_allclose(chain_values(expiring, nxt), expected, rtol=1e-12)
+    b = books2.books
+    held = np.unique(b.book[b.days < books2.mpor_days[b.book]])
+    assert len(held) > 0 and np.isfinite(books2.loss[held]).all()  # random books hold expiring legs, kept

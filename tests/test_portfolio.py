@@ -852,3 +852,87 @@ def test_each_books_coverage_tests_read_margin_dates_a_horizon_apart(forecasts):
             np.median([stats.christoffersen(s, 0.01).p_cc for s in series]))
         assert summary.loc["ALL", "kupiec_p_book_median"] == pytest.approx(
             np.median([stats.kupiec_pof(s, 0.01).pvalue for s in series]))
+
+
+# ------------------------------------------------------------------ session 28's mutation audit: FHS scenarios, the job
+# Each test below fails on a change the suite let through (yesterday's sigma, a look-back one row longer, a move
+# cap blind to crashes, a stress window of 61 days, a mean proxy, no square-root-of-time, a calibration MPOR
+# reaching into validation, a fallback reading tomorrow's forecast).
+
+def _toy_fhs(realized, sigma, **cfg):
+    from volmargin.risk.scenarios import FHS, FilterPanel, ScenarioConfig
+    origins = pd.date_range("2021-01-01", periods=len(realized), freq="D", tz="UTC")
+    panel = FilterPanel("m", ("a", "b"), origins, 1, np.asarray(sigma, float), np.asarray(realized, float))
+    return FHS(panel, ScenarioConfig(**{"lookback": 50, "min_scenarios": 20, "stress_days": 10, **cfg}))
+
+
+def _toy(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    sigma = np.full((n, 2), 0.02) * rng.uniform(0.5, 2.0, (n, 1))
+    return rng.normal(0, 0.01, (n, 2)), sigma
+
+
+def test_scenarios_are_lookback_z_times_todays_sigma_over_exactly_lookback_dates():
+    realized, sigma = _toy()
+    fhs = _toy_fhs(realized, sigma, move_cap=False)
+    t = 100
+    rows = fhs.rows(t)
+    np.testing.assert_array_equal(rows, np.arange(t - 1 - 50 + 1, t - 1 + 1))  # s + h <= t, exactly `lookback`
+    np.testing.assert_allclose(fhs.scenarios(t).returns, realized[rows] / sigma[rows] * sigma[t], rtol=1e-12)
+    assert len(fhs.rows(20)) == 20 and fhs.enough(20) and not fhs.enough(19)  # exactly min_scenarios is enough
+
+
+def test_the_move_cap_is_the_largest_fall_when_a_crash_is_the_largest_move():
+    realized, sigma = _toy()
+    realized[80, 0] = -0.30  # a crash, larger than any rise
+    fhs = _toy_fhs(realized, sigma)
+    assert fhs.move_cap(100) == pytest.approx(0.30)
+
+
+def test_the_stress_window_is_stress_days_long_and_needs_half_of_them():
+    realized, sigma = _toy()
+    realized[60:63] = -0.2  # the worst stretch, mid-history
+    fhs = _toy_fhs(realized, sigma)
+    rows = fhs.stress_rows(110)
+    assert len(rows) == 10 and {60, 61, 62} <= set(rows)
+    early = realized.copy()
+    early[60:63] = realized[0:3]
+    early[1] = -0.2  # a crash on day 1: the first window scored has stress_days // 2 days
+    rows = _toy_fhs(early, sigma).stress_rows(110)
+    assert 1 in rows and len(rows) >= 5
+
+
+def test_a_median_proxy_is_the_rows_median_and_an_empty_row_is_no_proxy():
+    from volmargin.risk.scenarios import proxied_returns
+    values = np.array([[0.01, 0.02, 0.09, np.nan], [np.nan] * 4])
+    filled, proxied = proxied_returns(values, ("a", "b", "c", "d"), "median")
+    assert filled[0, 3] == pytest.approx(0.02) and np.isnan(filled[1]).all()
+    np.testing.assert_array_equal(proxied, [[False, False, False, True], [False] * 4])
+
+
+def test_the_ewma_filter_scales_to_the_horizon_by_the_square_root_of_time(garch_daily):
+    from volmargin.risk.scenarios import ewma_panel
+    one = ewma_panel({"a": garch_daily, "b": garch_daily}, horizon=1)
+    two = ewma_panel({"a": garch_daily, "b": garch_daily}, horizon=2)
+    ok = np.isfinite(one.sigma)
+    assert ok.sum() > 1000
+    np.testing.assert_allclose(two.sigma[ok], np.sqrt(2) * one.sigma[ok], rtol=1e-12)
+
+
+def test_calibration_mpors_end_before_the_validation_start_and_the_fallback_reads_no_later_sigma():
+    from volmargin.risk.job import model_panels
+    from volmargin_serving.portfolio import PortfolioPolicy
+
+    table = _forecasts()
+    job = PortfolioJob(models=("ewma",), scenarios=ScenarioConfig(lookback=250, min_scenarios=50),
+                       validation_start="2022-06-01", n_random=4, n_baskets=2, n_alts=2, n_candidates=40,
+                       n_adversarial=5)
+    mp = next(model_panels(table, None, job, progress=False))
+    cal_dates = mp.bp.dates[mp.cal_rows]
+    assert (cal_dates + pd.Timedelta(days=mp.fhs.panel.horizon) < mp.start).all()
+    assert cal_dates.max() == mp.start - pd.Timedelta(days=2)  # the day before the start: its MPOR crosses it
+    fhs = FHS(filter_panel(table, "ewma"), ScenarioConfig(lookback=250, min_scenarios=50))
+    t = 500
+    before = scenario_file(fhs, t, PortfolioPolicy(), "ewma").fallback_sigma
+    fhs.panel.sigma[t + 1:] = 10.0  # a later forecast, however large, is not today's fallback
+    np.testing.assert_array_equal(scenario_file(fhs, t, PortfolioPolicy(), "ewma").fallback_sigma, before)
