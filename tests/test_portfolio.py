@@ -936,3 +936,25 @@ def test_calibration_mpors_end_before_the_validation_start_and_the_fallback_read
     before = scenario_file(fhs, t, PortfolioPolicy(), "ewma").fallback_sigma
     fhs.panel.sigma[t + 1:] = 10.0  # a later forecast, however large, is not today's fallback
     np.testing.assert_array_equal(scenario_file(fhs, t, PortfolioPolicy(), "ewma").fallback_sigma, before)
+
+
+def test_compare_divides_each_models_margin_by_the_references():
+    """A model needing twice the reference's margin at equal coverage reads 2, never 0.5."""
+    from volmargin.risk.job import compare
+
+    summary = pd.DataFrame({"portfolio_class": ["random", "random", "random"], "model": ["ewma97", "gjr", "gbm"],
+                            "avg_margin": [0.10, 0.05, 0.20], "breach_rate": [0.01, 0.02, 0.005]})
+    got = compare(summary).set_index(["model", "reference"])
+    assert got.loc[("gbm", "ewma97"), "margin_ratio"] == pytest.approx(2.0)
+    assert got.loc[("gbm", "gjr"), "margin_ratio"] == pytest.approx(4.0)
+    assert got.loc[("gbm", "gjr"), "reference_breach_rate"] == 0.02 and got.loc[("gbm", "gjr"), "breach_rate"] == 0.005
+
+
+def test_the_models_are_compared_on_the_assets_every_one_forecasts():
+    """An asset one model lacks leaves the job: each model's books hold the same assets."""
+    from volmargin.risk.job import _panels
+
+    table = _forecasts()
+    table = table[~((table["model"] == "gjr") & (table["asset"] == ASSETS[0]))]
+    panels = _panels(table, None, PortfolioJob(models=("ewma", "gjr")))
+    assert [p.assets for p in panels] == [tuple(sorted(ASSETS[1:]))] * 2
