@@ -643,3 +643,172 @@ def test_the_insurance_fund_starts_at_its_share_of_open_interest():
     np.testing.assert_allclose(result.open_interest, 5e6)
     np.testing.assert_allclose(result.fund_start, 0.03 * 5e6)
     np.testing.assert_allclose(result.fund[:, 0], 0.03 * 5e6)
+
+
+# ------------------------------------------------------------------ session 28's mutation audit
+# Each test below fails on a change to the simulator that the suite let through: a short liquidated past
+# bankruptcy, funding that never liquidates, an unflagged cut cascade, linear impact, run_paths' liquidity,
+# volatility or haircut, a look-ahead in the solvency window, the headline statistics' levels, the haircut
+# factor, the bootstrap's standardisation, a block's start date, bad inputs accepted, the long share.
+
+def test_short_is_liquidated_at_maintenance_before_bankruptcy():
+    # short 1000 at 10x: cash 1100, liquidation price 1100 / (1000 x 1.05) = 1.0476, bankruptcy 1.1
+    terms = MarginTerms.constant(0.1, 0.05, 0.01)
+    hit = simulate(one(-1.0), Market(np.array([[0.0, np.log(1.05)]]), 1e6, 0.01), terms, NO_IMPACT)
+    assert hit.liquidations.sum() == 1 and hit.bad_debt.sum() == 0  # equity 50 on 1050: 4.8% < 5%
+    assert hit.penalties.sum() == pytest.approx(10.5) and hit.account_cash[0] == pytest.approx(50 - 10.5)
+    held = simulate(one(-1.0), Market(np.array([[0.0, np.log(1.04)]]), 1e6, 0.01), terms, NO_IMPACT)
+    assert held.liquidations.sum() == 0  # equity 60 on 1040: 5.8%
+
+
+def test_funding_that_eats_the_margin_liquidates():
+    # long 1000 at 10x on a flat path: a 6% funding payment at step 1 leaves equity 40 < maintenance 50
+    result = simulate(one(1.0), Market(np.zeros((1, 3)), 1e6, 0.01, np.array([[0.06, 0.0]])),
+                      MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT)
+    assert result.liquidations[0].tolist() == [1, 0]
+
+
+def test_a_cascade_cut_at_max_rounds_is_flagged():
+    accounts = draw_accounts(PopulationConfig(accounts=1000, seed=0), open_interest=5e6)
+    crash, terms = Market(crash_paths(10), 2e6, 0.02), MarginTerms.constant(0.1, 0.05, 0.01, 10)
+    full = simulate(accounts, crash, terms, SquareRootImpact(1.0), EngineConfig(max_rounds=50))
+    assert full.rounds.max() > 1 and not full.unconverged.any()
+    cut = simulate(accounts, crash, terms, SquareRootImpact(1.0), EngineConfig(max_rounds=1))
+    assert cut.unconverged.any()
+
+
+def test_impact_is_the_square_root_law():
+    impact = SquareRootImpact(1.5)
+    # a sell of a quarter of the step's volume at 2% volatility: -1.5 x 0.02 x sqrt(0.25)
+    np.testing.assert_allclose(impact.log_impact([-2.5e5, 1e6, 0.0], 1e6, 0.02), [-0.015, 0.03, 0.0])
+    # in the engine: one long of 1000 liquidated at 0.94 sells 940 against a step volume of 4000
+    result = simulate(one(1.0), Market(np.array([[0.0, np.log(0.94)]]), 4000.0, 0.02),
+                      MarginTerms.constant(0.1, 0.05, 0.0), SquareRootImpact(1.0))
+    assert result.impact[0, 1] == pytest.approx(-0.02 * np.sqrt(940 / 4000))
+
+
+def test_run_paths_is_simulate_with_the_documented_liquidity_and_haircut():
+    from volmargin.simulation.metrics import path_metrics
+    from volmargin.simulation.paths import PathSet
+    from volmargin.simulation.scenarios import SimulationSettings, run_paths
+
+    accounts = draw_accounts(PopulationConfig(accounts=300, seed=1, asset_collateral=0.5), open_interest=1.0)
+    log_price = crash_paths(6)
+    origins = pd.date_range("2021-01-01", periods=3, tz="UTC")
+    paths = PathSet("x", np.full(6, "replay", dtype=object), np.repeat(np.arange(3), 2), origins, log_price)
+    initial = np.array([[0.08, 0.1], [0.1, 0.12], [0.06, 0.08]])
+    variance, haircut = np.array([0.03, 0.05, 0.04]) ** 2, np.array([0.1, 0.3, 0.2])
+    settings = SimulationSettings(open_interest=0.5)
+    got = run_paths(paths, initial, 0.6 * initial, 0.01, variance, settings, accounts, haircut)
+    day = paths.day
+    market = Market(log_price, 1.0 / (24 * 0.5), np.sqrt(variance[day] / 24))
+    terms = MarginTerms(initial[day], 0.6 * initial[day], np.full(6, 0.01), haircut[day])
+    want = path_metrics(simulate(accounts, market, terms, SquareRootImpact(settings.impact), settings.engine))
+    assert want["cascade"].max() > 0 and want["bad_debt"].max() > 0
+    pd.testing.assert_frame_equal(got.drop(columns=["kind", "origin"]), want)
+
+
+def test_calibration_window_reads_only_realised_paths_of_the_window():
+    from volmargin.simulation.paths import PathSet
+    from volmargin.simulation.solvency import AssetCase, SolvencyTarget, calibration_window
+
+    origins = pd.date_range("2020-01-01", "2021-12-31", tz="UTC")
+    paths = PathSet("x", np.full(len(origins), "replay", dtype=object), np.arange(len(origins)), origins,
+                    np.zeros((len(origins), 25)))
+    panel = type("P", (), {"horizon": 1, "origins": origins})()
+    case = AssetCase("x", panel, np.ones(len(origins)), paths)
+    start = pd.Timestamp("2021-06-01", tz="UTC")
+    window = calibration_window(case, start, SolvencyTarget(window_days=120))
+    ends = window.starts + pd.Timedelta(hours=24)
+    assert ends.max() == start  # the last path used ends at the block start, none after it
+    assert window.origins[window.day].min() == start - pd.Timedelta(days=120)
+
+
+def test_path_metrics_and_summary_levels():
+    from volmargin.simulation.engine import SimulationResult
+    from volmargin.simulation.metrics import path_metrics, summarize
+
+    z2, z = np.zeros((2, 4)), np.zeros(2)
+    result = SimulationResult(
+        open_interest=np.array([100.0, 100.0]), deposits=z, fund_start=np.array([10.0, 0.0]),
+        bad_debt=np.array([[0, 0, 5.0, 0], [1.0, 0, 0, 0]]), penalties=np.array([[3.0, 0, 0, 0], [0, 0, 0, 0]]),
+        liquidated=z2, liquidations=z2, log_price=np.zeros((2, 5)),
+        impact=np.array([[0, -0.05, -0.02, -0.03, -0.03], [0, 0, 0, 0, 0]]), rounds=z2.astype(int),
+        unconverged=np.zeros(2, bool), account_cash=z, account_qty=z, account_collateral=z,
+        collateral_deposited=z, market_cash=z, market_qty=z, open_equity=z)
+    m = path_metrics(result)
+    assert m["fund_drawdown"][0] == pytest.approx(0.5)  # from the peak 13 to 8, over the starting fund 10
+    assert m["cascade"][0] == pytest.approx(0.05)  # the largest move, not the last
+    assert m["bad_debt_fund"][1] == np.inf  # bad debt without a fund is never solvent
+    frame = pd.DataFrame({c: np.linspace(0, 1, 101) for c in ["bad_debt", "bad_debt_fund", "liquidated",
+                                                                "fund_drawdown", "cascade"]})
+    stats = summarize(frame.assign(unconverged=False))
+    for key, level in (("bad_debt_p95", .95), ("bad_debt_p99", .99), ("bad_debt_fund_p95", .95),
+                       ("bad_debt_fund_p99", .99), ("liquidations_p95", .95), ("liquidations_p99", .99),
+                       ("fund_drawdown_p99", .99), ("cascade_p99", .99)):
+        assert stats[key] == pytest.approx(level), key
+
+
+def test_collateral_haircut_is_the_factor_times_the_long_margin():
+    from volmargin.simulation.scenarios import collateral_haircut
+
+    np.testing.assert_allclose(collateral_haircut(np.array([[0.1, 0.2], [0.8, 0.1]]), 1.5), [0.15, 0.95])
+
+
+def test_standardised_returns_use_only_the_variance_before_the_hour():
+    from volmargin.simulation.paths import standardised_returns
+
+    ret = np.r_[0.0, np.tile([0.001, -0.001], 100), 0.1]  # a 100-sigma hour after 200 calm ones
+    z = standardised_returns(pd.Series(np.cumsum(ret)))
+    assert z[-1] == pytest.approx(100.0, rel=0.01)
+
+
+def test_solvency_terms_switch_on_the_block_start():
+    from volmargin.simulation.scenarios import SimulationSettings
+    from volmargin.simulation.solvency import rule_margin, solvency_terms
+    from volmargin.simulation.study import StudyConfig, asset_case
+
+    bars = synthetic_market(n_assets=1, days=200, seed=4)
+    asset = next(iter(bars))
+    settings = SimulationSettings(population=PopulationConfig(accounts=50), bootstrap_paths=0)
+    rule = PolicyConfig()
+    case = asset_case(simple_forecasts(bars), bars[asset], asset, StudyConfig(model="rv20", settings=settings), rule)
+    switch = case.origins[100]
+    blocks = pd.DataFrame({"valid_from": [case.origins[50], switch], "scale": [1.0, 2.0],
+                           "maintenance_fraction": [0.5, 0.5], "penalty": [0.01, 0.01], "haircut_factor": [1.0, 1.0]})
+    terms = solvency_terms(case, rule, blocks)
+    np.testing.assert_allclose(terms.initial[100], rule_margin(case, rule, 2.0)[100])
+    np.testing.assert_allclose(terms.initial[99], rule_margin(case, rule, 1.0)[99])
+
+
+def test_more_bad_inputs_are_refused(tmp_path):
+    from volmargin.simulation.funding import read_funding
+
+    flat = Market(np.zeros((1, 3)), 1e6, 0.01)
+    with pytest.raises(ConfigError, match="penalty"):
+        simulate(one(1.0), flat, MarginTerms.constant(0.1, 0.05, 1.0), NO_IMPACT)
+    with pytest.raises(ConfigError, match="haircut"):
+        simulate(one(1.0), flat, MarginTerms.constant(0.1, 0.05, 0.0).with_haircut(1.0), NO_IMPACT)
+    for volume, sigma in ((-1e6, 0.01), (1e6, -0.01)):
+        with pytest.raises(ConfigError, match="market"):
+            simulate(one(1.0), Market(np.zeros((1, 3)), volume, sigma), MarginTerms.constant(0.1, 0.05, 0.0),
+                     SquareRootImpact(1.0))
+    late = Accounts(np.array([1.0]), np.array([1000.0]), np.array([5.0]), np.array([2]))
+    with pytest.raises(ConfigError, match="entry_step"):
+        simulate(late, flat, MarginTerms.constant(0.1, 0.05, 0.0), NO_IMPACT)
+    path = tmp_path / "funding.csv"
+    path.write_text("timestamp,venue,symbol,funding_rate\n2022-01-01T08:00:00Z,binance,BTCUSDT,1.5\n")
+    with pytest.raises(DataError, match="row 2"):
+        read_funding(path)
+    book = tmp_path / "book.csv"
+    book.write_text("side,notional,leverage,entry_step\nlong,100,5,1.5\n")
+    with pytest.raises(DataError, match="row 2: entry_step"):
+        read_accounts(book)
+    book.write_text("side,notional,leverage,collateral\nlong,100,5,gold\n")
+    with pytest.raises(DataError, match="row 2: collateral"):
+        read_accounts(book)
+
+
+def test_long_share_is_the_share_of_longs():
+    accounts = draw_accounts(PopulationConfig(accounts=20000, long_share=0.8, seed=0))
+    assert np.mean(accounts.side > 0) == pytest.approx(0.8, abs=0.01)
