@@ -498,3 +498,108 @@ def test_the_stress_report_picks_the_breaching_day_not_the_largest_move():
     paths["shortfall"] = np.where(paths["breach"], paths["loss"] - paths["initial_margin"], 0.0)
     row = stress_report(paths, {"luna": ("2022-05-09", "2022-05-10")}).iloc[0]
     assert row["breach"] and row["move"] == 0.20 and row["shortfall"] == pytest.approx(0.10)
+
+
+# ------------------------------------------------------------------ session 28's mutation audit
+# Each test below fails on a change the suite let through: a fall limit alone ignored, a frozen margin or a
+# week-long stress window accepted, a block's scale a day late, the path's dates, the 5-day increase, the sides
+# swapped, the haircut measure ignored, a 5-day stressed floor that looks ahead, a haircut per side.
+
+def test_a_fall_limit_alone_holds_the_margin_back_as_serving_does():
+    """max_down without buffer or max_up is still a path-dependent rule: the backtest margin may fall by at
+    most 10% a day, and it is the path the serving runtime prices day by day."""
+    risk = np.r_[np.full(10, 0.2), np.full(20, 0.02)]
+    policy = PolicyConfig(max_down=0.1)
+    margin = path(margin_paths(table(risk, np.zeros(30)), policy, fixed(1.0)))
+    assert (margin[1:] / margin[:-1] >= 0.9 - 1e-12).all()
+    previous, served = None, []
+    for x in risk:
+        previous = margin_rate(np.array([x]), "long", 1.0, previous=previous, max_down=0.1)
+        served.append(previous[0])
+    assert served == pytest.approx(margin, rel=1e-12)
+
+
+@pytest.mark.parametrize("change", [{"max_up": 0.0}, {"stress_window": 5}])
+def test_a_frozen_margin_or_a_week_long_stress_window_is_refused(change):
+    """max_up = 0 forbids every rise (the margin frozen at its first value through a crash); a stressed
+    window of a few days is no stress period (the policy asks >= 30 days)."""
+    with pytest.raises(ConfigError, match=f"policy.{next(iter(change))}"):
+        PolicyConfig(**change)
+
+
+def test_a_new_blocks_scale_applies_from_its_valid_from_origin_on():
+    """Two blocks, scale 1 from 2000 and scale 2 from 2020-01-11: the origin 2020-01-11 itself is priced
+    with the new block's scale (not a day late)."""
+    frame = table(0.05, np.zeros(20))
+    blocks = pd.concat([fixed(1.0).assign(valid_to=pd.Timestamp("2020-01-11", tz="UTC")),
+                        fixed(2.0, start="2020-01-11")], ignore_index=True)
+    margin = path(margin_paths(frame, PolicyConfig(), blocks))
+    np.testing.assert_allclose(margin[:10], 1 - np.exp(-0.05), rtol=1e-12)
+    np.testing.assert_allclose(margin[10:], 1 - np.exp(-0.10), rtol=1e-12)
+
+
+def test_path_dates_are_the_tables_dates_not_origin_plus_horizon():
+    """A 5-day table whose `date` is origin + 1 day (the layout `realized_forecasts` writes): the path keeps
+    it, so the stress report matches an event by the same date as the forecast table."""
+    frame = table(0.05, np.zeros(20), horizon=5)
+    paths = margin_paths(frame, PolicyConfig(), fixed(1.0))
+    assert (paths["date"] - paths["origin"] == pd.Timedelta(days=1)).all()
+
+
+def test_the_5_day_increase_spans_5_days():
+    """A margin rising 10% a day: max_increase_1d = 10%, max_increase_5d = 1.1^5 - 1 (not 1.1^4 - 1)."""
+    margin = 0.05 * 1.1 ** np.arange(12)
+    paths = pd.DataFrame({"model": "m", "asset": "a", "side": "long", "initial_margin": margin, "loss": 0.0,
+                          "origin": pd.date_range("2024-01-01", periods=12, tz="UTC"), "calibrated": True})
+    paths["breach"], paths["shortfall"] = False, 0.0
+    row = margin_summary(paths).iloc[0]
+    assert row["max_increase_1d"] == pytest.approx(0.1) and row["max_increase_5d"] == pytest.approx(1.1**5 - 1)
+
+
+def test_each_side_is_margined_on_its_own_risk_column():
+    """Long and short forecasts differ (a skewed model): the long margin comes from var99_long only, the
+    short from var99_short only; the suite's tables give both sides one risk, so a swap went unseen."""
+    frame = table(0.05, np.zeros(30)).assign(var99_long=0.02, var99_short=0.08)
+    paths = margin_paths(frame, PolicyConfig(), fixed(1.0))
+    np.testing.assert_allclose(path(paths, "long"), -np.expm1(-0.02), rtol=1e-12)
+    np.testing.assert_allclose(path(paths, "short"), np.expm1(0.08), rtol=1e-12)
+
+
+def test_the_haircut_uses_the_policys_haircut_measure():
+    """haircut_risk = es99 with es99_long 1.5 x var99_long: the published haircut is 1 - e^(-scale x es99_long)
+    of the last row, not the margin measure's (the suite's tables gave every measure one value)."""
+
+    market = t_market(n=700, assets=("a",))
+    market["es99_long"] = 1.5 * market["var99_long"]
+    policy = PolicyConfig(haircut_risk="es99")
+    cal = calibrate(market, policy, "2021-01-01")
+    record = next(r for r in parameter_set(market, policy, cal, "m")["records"] if r["side"] == "long")
+    last = market.iloc[-1]
+    assert record["haircut"] == pytest.approx(-np.expm1(-record["scale"] * last["es99_long"]), rel=1e-12)
+
+
+def test_the_stressed_floor_of_a_5_day_mpor_waits_for_the_crash_to_be_realised():
+    """Horizon 5: the crash targets of origins 200-202 are realised at the ends of days 205-207; the 99%
+    quantile needs all three, so the floor binds from origin 207 on, not from 203 (a 4-day look-ahead the
+    1-day tests cannot see)."""
+    rng = np.random.default_rng(1)
+    ret = rng.normal(0, 0.02, 600)
+    ret[200:203] = -0.3
+    frame = table(0.08, ret, horizon=5)
+    policy = PolicyConfig(stressed_floor=True, stress_window=250, floor_min_obs=100)
+    plain, floored = (path(margin_paths(frame, p, fixed(1.0))) for p in (PolicyConfig(), policy))
+    assert floored[:207] == pytest.approx(plain[:207])
+    assert (floored[207:] > 1.5 * plain[207:]).all()
+
+
+def test_an_assets_haircut_is_the_same_on_both_sides():
+    """The haircut is the asset's (long-side measure, long-side scale), published alike on both records."""
+
+    market = t_market(n=700, assets=("a", "b"))
+    cal = calibrate(market, PolicyConfig(), "2021-01-01")
+    records = parameter_set(market, PolicyConfig(), cal, "m")["records"]
+    cuts = {(r["asset"], r["side"]): r["haircut"] for r in records}
+    scales = {(r["asset"], r["side"]): r["scale"] for r in records}
+    assert scales[("a", "long")] != scales[("a", "short")]  # else the test proves nothing
+    for asset in ("a", "b"):
+        assert cuts[(asset, "short")] == cuts[(asset, "long")]
