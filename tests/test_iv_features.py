@@ -3,6 +3,7 @@ same forecast from the training library and from a serving bundle (with and with
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -280,6 +281,9 @@ def test_config_jobs_train_export_and_score_with_the_index(tmp_path, capsys):
     assert main(["export", "--run", str(tmp_path / "train"), "--root", str(tmp_path / "models"),
                  "--tracking-uri", uri]) == 0
     bundle = tmp_path / "models" / "gbm" / "1"
+    golden = json.loads((bundle / "manifest.json").read_text())["golden"]["file"]
+    with np.load(bundle / golden) as archive:  # the export's parity check and the load's self-test read the index
+        assert "iv" in archive and np.isfinite(archive["iv"]).any()
     model, _, _ = load_trained(tmp_path / "train")
     scored = {}
     for option in ([], ["--iv", f"syn_a*={dvol}"]):
@@ -312,3 +316,125 @@ def test_an_index_option_without_its_pattern_stops_with_one_line(tmp_path, capsy
     with pytest.raises(SystemExit) as stop:
         main(["score", "--bundle", str(tmp_path), "--out", str(tmp_path / "s.csv"), "--iv", "dvol.csv"])
     assert stop.value.code == 2 and "expected PATTERN=FILE" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ session 28's mutation audit
+# Each test below fails on a change the suite let through: the index cut to the model's window (iv_chg lost),
+# an index one row off accepted, a bad level before the last row unflagged, fail-safe readings made without
+# the index, every pattern's assets given the first pattern's index, the pooled clustered Kupiec at h > 1
+# reading overlapping rows.
+
+def _spy(runtime, monkeypatch) -> list[np.ndarray]:
+    """Every standardized window the runtime's model is run on."""
+    calls, run = [], runtime.run_model
+    monkeypatch.setattr(runtime, "run_model", lambda x: (calls.append(np.array(x)), run(x))[1])
+    return calls
+
+
+def _iv_columns(runtime) -> list[int]:
+    names = list(runtime.manifest["features"]["names"])
+    return [names.index(n) for n in IV_FEATURE_NAMES]
+
+
+# forecast_daily cut the index to `window` rows instead of `history_days`: iv_chg read as missing
+def test_forecast_daily_feeds_the_model_the_library_iv_features(iv_runtime, led, monkeypatch):
+    calls = _spy(iv_runtime, monkeypatch)
+    name = "syn_a"
+    inputs, dates = _arrays(led[name])
+    iv_runtime.forecast_daily(inputs, dates, as_of=dates[-1] + 1, iv=led[name][IV_COLUMN].to_numpy())
+    expected = feature_frame(led[name], iv_runtime.spec, iv_features=True)[list(IV_FEATURE_NAMES)].to_numpy()[-1]
+    cols = _iv_columns(iv_runtime)
+    mean, scale = iv_runtime.mean[cols], iv_runtime.scale[cols]
+    assert np.isfinite(expected).all()
+    np.testing.assert_allclose(calls[-1][0, -1, cols], ((expected - mean) / scale).astype(np.float32), rtol=1e-5)
+
+
+# forecast_daily accepted an index one row longer or shorter than the inputs (read shifted a day)
+@pytest.mark.parametrize("shift", [1, -1])
+def test_forecast_daily_refuses_an_index_not_one_per_input_row(iv_runtime, led, shift):
+    inputs, dates = _arrays(led["syn_a"])
+    iv = led["syn_a"][IV_COLUMN].to_numpy()
+    iv = np.r_[iv, 60.0] if shift > 0 else iv[1:]
+    with pytest.raises(vs.InputShapeError, match="iv has shape"):
+        iv_runtime.forecast_daily(inputs, dates, as_of=dates[-1] + 1, iv=iv)
+
+
+# a bad level flagged only on the last row (or only in the last `window` rows)
+@pytest.mark.parametrize("back", [6, 2])
+def test_a_bad_index_on_a_row_the_model_reads_before_the_last_is_flagged(iv_runtime, led, back):
+    assets, inputs, dates, iv, as_of = _margin_batch(led)
+    broken = [None if x is None else x.copy() for x in iv]
+    broken[0][-back] = -5.0  # row -6: the week-ago index that iv_chg of the last row reads
+    served = iv_runtime.margins(assets, inputs, dates, as_of=as_of, iv=broken)
+    assert served.fail_safe[0].all() and "read as no index" in served.reason[0, 0]
+    assert not served.fail_safe[1:].any()
+
+
+def _present_everywhere(calls, runtime) -> None:
+    col = _iv_columns(runtime)[0]
+    one = np.float32((1.0 - runtime.mean[col]) / runtime.scale[col])
+    assert calls and all((c[:, -1, col] == one).all() for c in calls), [c[:, -1, col] for c in calls]
+
+
+# the reading with partial days read whole dropped the index
+def test_the_whole_day_reading_of_a_partial_day_reads_the_index(iv_runtime, led, monkeypatch):
+    assets, inputs, dates, iv, as_of = _margin_batch(led)
+    inputs = inputs.copy()
+    inputs[0, -3, INPUT_COLUMNS.index("complete")] = 0.0  # a partial day among the rows the model reads
+    calls = _spy(iv_runtime, monkeypatch)
+    iv_runtime.margins(assets[:1], inputs[:1], dates[:1], as_of=as_of, iv=iv[:1])
+    assert len(calls) >= 2  # the model's forecast and the whole-day reading
+    _present_everywhere(calls, iv_runtime)
+
+
+# the readings of a refused asset's rows (fail-safe candidates) dropped the index
+def test_the_readings_of_refused_rows_read_the_index(iv_runtime, led, monkeypatch):
+    assets, inputs, dates, iv, as_of = _margin_batch(led)
+    inputs = inputs.copy()
+    inputs[0, -2, INPUT_COLUMNS.index("rv")] = -1.0  # a bad value: the asset is refused and its rows read
+    calls = _spy(iv_runtime, monkeypatch)
+    served = iv_runtime.margins(assets[:1], inputs[:1], dates[:1], as_of=as_of, iv=iv[:1])
+    assert served.fail_safe[0].all() and len(calls) >= 1
+    _present_everywhere(calls, iv_runtime)
+
+
+# every matched asset got the first pattern's index
+def test_each_pattern_gives_its_own_assets_their_own_index(tmp_path):
+    from volmargin.training import with_iv_index
+
+    panel = daily_panel(synthetic_market(n_assets=3, days=60, seed=5))
+    files = {}
+    for k, name in enumerate(("syn_a", "syn_b")):
+        days = panel[name].index
+        level = 40.0 + 20.0 * k
+        path = tmp_path / f"deribit_{name}_dvol_1d.csv"
+        pd.DataFrame({"timestamp": days.strftime("%Y-%m-%dT%H:%M:%SZ"), **{c: level for c in
+                      ("open", "high", "low", "close")}}).to_csv(path, index=False)
+        files[f"{name}*"] = str(path)
+    attached = with_iv_index(panel, files)
+    assert (attached["syn_a"][IV_COLUMN] == 40.0).all() and (attached["syn_b"][IV_COLUMN] == 60.0).all()
+    assert IV_COLUMN not in attached["syn_c"]
+
+
+# the pooled row's clustered Kupiec test read every (overlapping) row at h > 1
+def test_the_pooled_clustered_kupiec_reads_origins_h_days_apart():
+    from volmargin.evaluation import stats
+    from volmargin.evaluation.scoring import POOLED, coverage_rows, score_forecasts, scorable
+
+    rng, n, h = np.random.default_rng(3), 3000, 5
+    sigma = 0.02 * np.exp(0.3 * np.sin(np.arange(n + h) / 50))
+    daily = rng.normal(0, sigma)
+    windows = np.lib.stride_tricks.sliding_window_view(daily[1:], h)[:n]
+    scale = 0.9 * np.sqrt(np.lib.stride_tricks.sliding_window_view(sigma[1:] ** 2, h)[:n].sum(axis=1))
+    table = pd.DataFrame({
+        "asset": "a", "model": "m", "origin": pd.date_range("2010-01-01", periods=n, tz="UTC"), "horizon": h,
+        "variance": scale ** 2, "realized_rv": (windows ** 2).sum(axis=1), "realized_ret": windows.sum(axis=1),
+        **{f"var99_{s}": 2.3263 * scale for s in ("long", "short")},
+        **{f"var975_{s}": 1.9600 * scale for s in ("long", "short")},
+        **{f"es975_{s}": 2.3378 * scale for s in ("long", "short")},
+    })
+    pooled = score_forecasts(table).set_index("asset").loc[POOLED]
+    rows = coverage_rows(scorable(table))
+    hits = -rows["realized_ret"].to_numpy() > rows["var99_long"].to_numpy()
+    expected = stats.kupiec_clustered(hits, pd.factorize(rows["origin"])[0], 0.01).pvalue
+    assert pooled["kupiec_p_clustered_long"] == pytest.approx(expected, rel=1e-12)

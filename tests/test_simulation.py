@@ -812,3 +812,14 @@ def test_more_bad_inputs_are_refused(tmp_path):
 def test_long_share_is_the_share_of_longs():
     accounts = draw_accounts(PopulationConfig(accounts=20000, long_share=0.8, seed=0))
     assert np.mean(accounts.side > 0) == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize("rate", ["1.5", "-1"])
+def test_read_funding_refuses_a_rate_of_a_whole_position_or_more(tmp_path, rate):
+    from volmargin.simulation.funding import read_funding
+
+    path = tmp_path / "funding.csv"
+    path.write_text("timestamp,venue,symbol,funding_rate\n2022-01-01T00:00:00Z,binance,BTCUSDT,0.0001\n"
+                    f"2022-01-01T08:00:00Z,binance,BTCUSDT,{rate}\n")
+    with pytest.raises(DataError, match=rf"funding.csv: row 3: funding_rate {float(rate)} is not a fraction"):
+        read_funding(path)

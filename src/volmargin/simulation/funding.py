@@ -36,10 +36,11 @@ def read_funding(path: str | Path) -> pd.DataFrame:
         raise DataError(f"{path}: no funding rows")
     stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
     rate = pd.to_numeric(frame["funding_rate"], errors="coerce")
-    bad = stamps.isna() | ~np.isfinite(rate) | (rate.abs() >= 1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}: row {row + 2}: unparsable timestamp or funding_rate {frame['funding_rate'].iloc[row]!r}")
+    for name, bad, why in (("timestamp", stamps.isna(), "is not a time"),  # NaN and inf fail the rate's bound
+                           ("funding_rate", ~(rate.abs() < 1), "is not a fraction of the position in (-1, 1)")):
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{path}: row {row + 2}: {name} {frame[name].iloc[row]} {why}")
     table = pd.DataFrame({"timestamp": stamps, "venue": frame["venue"].astype(str).str.lower(),
                           "symbol": frame["symbol"].astype(str).str.lower(), "funding_rate": rate})
     _check_conflicts(path, table)
