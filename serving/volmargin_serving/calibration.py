@@ -327,8 +327,8 @@ class CalibrationSet:
         """The calibrated terms of a batch at `as_of` (see `volmargin_serving.margins.Terms`)."""
         assets = list(assets)
         shape = (len(assets), len(SIDES))
-        values = {name: np.full(shape, np.nan) for name in ("scale", "floor", "initial_margin", "haircut", "peak_margin",
-                                                            "peak_haircut")}
+        names = ("scale", "floor", "initial_margin", "haircut", "peak_margin", "peak_haircut")
+        values = {name: np.full(shape, np.nan) for name in names}
         known, issue = np.zeros(shape, dtype=bool), np.full(shape, "", dtype=object)
         for k, asset in enumerate(assets):
             for i, side in enumerate(SIDES):

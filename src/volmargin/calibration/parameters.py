@@ -114,7 +114,8 @@ def parameter_set(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd
             float(liquidation_threshold(initial, maintenance, side)),
             float(haircut(panel.haircut_risk[last[long_k], long_k], scales[last[long_k], long_k], ratio)),
             float(scales[t, k]), float(panel.floor[t, k]), float(np.nanmax(margin[:, k])),
-            float(np.nanmax(haircut(panel.haircut_risk[:, long_k], scales[:, long_k], ratio))), unit["valid_from"].isoformat(),
+            float(np.nanmax(haircut(panel.haircut_risk[:, long_k], scales[:, long_k], ratio))),
+            unit["valid_from"].isoformat(),
             None if pd.isna(unit["valid_to"]) else unit["valid_to"].isoformat(), feasible,
             reason, unit["calibration_breach_rate"], unit["calibration_avg_margin"],
             val_rate.get((asset, side)), val_avg.get((asset, side)), dataclasses.asdict(policy)))
