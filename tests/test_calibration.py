@@ -603,3 +603,71 @@ def test_an_assets_haircut_is_the_same_on_both_sides():
     assert scales[("a", "long")] != scales[("a", "short")]  # else the test proves nothing
     for asset in ("a", "b"):
         assert cuts[(asset, "short")] == cuts[(asset, "long")]
+
+
+# session 28, second wave of the audit: serving's rule at a min_rate target, the published validation breach
+# rate, a block starting on the last origin, the peaks of each side's path
+
+
+def test_margin_rate_buffers_a_min_rate_target_as_the_backtest_does():
+    """Risk far below min_rate: the target is min_rate, so the buffered first margin is 1.25 x min_rate, as
+    the backtest's path gives; serving's `margin_rate` must floor the target before the buffer and speed
+    limits, not only lift the result (the parity test above never went below min_rate)."""
+    risk = np.array([0.001, 0.001, 0.02, 0.001, 0.001])
+    policy = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2)  # min_rate: the default 0.01
+    paths = margin_paths(table(risk, np.zeros(len(risk))), policy, fixed(1.0))
+    for side in ("long", "short"):
+        previous, served = None, []
+        for x in risk:
+            previous = margin_rate(np.array([x]), side, 1.0, previous=previous, buffer=0.25, max_up=0.5,
+                                   max_down=0.2, min_rate=policy.min_rate)
+            served.append(previous[0])
+        assert served == pytest.approx(path(paths, side), rel=1e-12)
+    assert path(paths, "long")[0] == pytest.approx(1.25 * policy.min_rate)
+
+
+def test_the_validation_breach_rate_counts_realised_rows_only():
+    """The newest 3 targets of t_market are not realised: the published validation_breach_rate is the breach
+    rate of the calibrated rows WITH a loss, not diluted by the unrealised ones (counted as no breach)."""
+    market = t_market(n=700, assets=("a",))
+    cal = calibrate(market, PolicyConfig(), "2021-01-01")
+    records = {r["side"]: r for r in parameter_set(market, PolicyConfig(), cal, "m")["records"]}
+    paths = margin_paths(market, PolicyConfig(), cal)
+    for side in ("long", "short"):
+        rows = paths[(paths["asset"] == "a") & (paths["side"] == side) & paths["calibrated"]]
+        assert rows["loss"].isna().sum() == 3 and rows["breach"].sum() > 0
+        assert records[side]["validation_breach_rate"] == pytest.approx(
+            rows.loc[rows["loss"].notna(), "breach"].mean(), rel=1e-12)
+
+
+def test_a_block_starting_on_the_last_origin_is_the_one_published():
+    """The last origin (2021-12-01) is the start of a monthly block: the records carry that block (valid from
+    the as_of, open-ended), not the previous one, whose window ends at as_of (not in force when served)."""
+    market = t_market(n=701, assets=("a",))
+    assert market["origin"].max() == utc("2021-12-01")
+    blocks = walk_forward_calibration(market, PolicyConfig(), "2021-06-01", every="MS")
+    assert (blocks["valid_from"] == utc("2021-12-01")).any()
+    for r in parameter_set(market, PolicyConfig(), blocks, "m")["records"]:
+        assert r["as_of"] == r["valid_from"] == "2021-12-01T00:00:00+00:00" and r["valid_to"] is None
+
+
+def test_peak_margin_and_haircut_are_the_largest_of_each_sides_own_path():
+    """Short risk 1.5 x long (a skewed model): each record's peak_margin is the largest initial margin of
+    ITS side's path (above the last one), its peak_haircut the largest long-side haircut of the path with
+    the liquidation-days ratio; the fixture of the serving test has near-symmetric sides."""
+    market = t_market(n=700, assets=("a",))
+    market["var99_short"] = 1.5 * market["var99_short"]
+    policy = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2, liquidation_days=4)
+    cal = calibrate(market, policy, "2021-01-01")
+    records = {r["side"]: r for r in parameter_set(market, policy, cal, "m")["records"]}
+    paths = margin_paths(market, policy, cal)
+    for side in ("long", "short"):
+        margins = paths.loc[(paths["asset"] == "a") & (paths["side"] == side), "initial_margin"]
+        assert records[side]["peak_margin"] == pytest.approx(margins.max(), rel=1e-12)
+        assert records[side]["peak_margin"] > records[side]["initial_margin"]
+    assert records["short"]["peak_margin"] > records["long"]["peak_margin"]
+    long_scale = cal.loc[(cal["asset"] == "a") & (cal["side"] == "long"), "scale"].iloc[0]
+    peak_cut = -np.expm1(-long_scale * market["var99_long"].max() * 2)  # sqrt(4 / 1)
+    for side in ("long", "short"):
+        assert records[side]["peak_haircut"] == pytest.approx(peak_cut, rel=1e-12)
+        assert records[side]["peak_haircut"] > records[side]["haircut"]

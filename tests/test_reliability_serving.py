@@ -609,3 +609,61 @@ def test_the_incremental_state_refuses_a_stale_next_day_and_a_flag_of_one_half(s
     rows[1, COLUMN["complete"]] = 0.5
     _, errors = state.update(rows, served.dates[:, -1], as_of=served.as_of)
     assert errors[0] is None and errors[2] is None and isinstance(errors[1], vs.ImpossibleInputError)
+
+
+# session 28, second wave of the audit: the haircut judged on the long side, the liquidation horizon, the cap
+# at full collateral, the default min_rate of a set without one
+
+
+def test_only_the_long_record_out_of_force_still_gives_the_fail_safe_haircut(served, tmp_path):
+    """The haircut is the long side's: the long record of ASSETS[0] has expired (its short one is in force),
+    so the asset's haircut is the fail-safe one, at least the published 0.9, not the fresh figure of the
+    expired long scale (the short side being priced normally must not make the long-side figure usable)."""
+    as_of = str(np.datetime64(served.as_of, "s") - np.timedelta64(1, "D")) + "+00:00"
+
+    def change(parameters):
+        for r in parameters["records"]:
+            if r["asset"] == ASSETS[0] and r["side"] == "long":
+                r.update(valid_to=as_of, haircut=0.9)
+
+    runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
+    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0, 0] and not got.fail_safe[0, 1] and "no parameters in force" in got.reason[0, 0]
+    assert (got.haircut[0] >= 0.9).all()
+
+
+def test_the_served_haircut_scales_to_the_liquidation_days(served, clean, tmp_path):
+    """liquidation_days = 4 x the MPOR: the served haircut is 1 - e^(-2 s x) = 1 - (1 - h)^2 of the one at
+    liquidation_days = None (square-root of time, as `parameter_set` publishes it); the suite's serving sets
+    never set liquidation_days, so serving could ignore it and publish a haircut half as long."""
+    horizon = json.loads(served.calibration.read_text())["parameters"]["horizon"]
+    longer = vs.load(served.bundle, calibration=resealed_set(
+        served, tmp_path, lambda p: p["policy"].update(liquidation_days=4 * horizon)))
+    got = longer.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    assert not got.fail_safe.any() and not clean.fail_safe.any()
+    np.testing.assert_allclose(got.haircut, 1 - (1 - clean.haircut) ** 2, rtol=1e-12)
+
+
+def test_a_fail_safe_margin_never_exceeds_full_collateral(served, tmp_path):
+    """previous = 1 (full), stale rows, max_down = 0.1: each doubtful reading's bound is 1.25 x 0.9 x 1 > 1;
+    the fail-safe margin is capped at FULL (a margin rate above 1 is no margin a venue can publish)."""
+    tighter = resealed_set(served, tmp_path, lambda p: p["policy"].update(max_down=0.1))
+    runtime = vs.load(served.bundle, calibration=tighter)
+    got = runtime.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of,
+                          previous=np.ones((3, 2)))
+    assert got.fail_safe.all()
+    np.testing.assert_array_equal(got.initial, 1.0)
+    assert (got.maintenance < got.initial).all()
+
+
+def test_a_set_without_min_rate_is_held_to_the_default_min_rate(served, tmp_path):
+    """A set written before `min_rate` existed (policy min_rate None) is held to DEFAULT_MIN_RATE (1%) as the
+    load check holds its records, also where a speed limit holds the rule below it."""
+    def change(parameters):
+        parameters["policy"]["min_rate"] = None
+        for record in parameters["records"]:
+            record["floor"] = 0.0
+
+    runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
+    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 1e-3))
+    assert not got.fail_safe.any() and (got.initial >= 0.01).all()

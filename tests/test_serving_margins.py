@@ -568,3 +568,41 @@ def test_a_row_without_a_date_leaves_its_asset_fail_safe_and_the_others_as_they_
     assert served.fail_safe[1].all() and not served.fail_safe[[0, 2]].any()
     assert (served.initial[1] >= clean.initial[1]).all()
     assert np.array_equal(served.initial[[0, 2]], clean.initial[[0, 2]])
+
+
+def test_a_served_margin_moves_one_days_speed_limit_from_previous(runtime, batch, clean, parameters):
+    """`previous` half / 1.6 x today's clean margin: the up limit (50%) or down limit (20%) of ONE day binds
+    (the existing test's previous = 0.8 x clean binds neither, so a rule run with days=2 went unseen)."""
+    inputs, dates, as_of = batch
+    floors = np.array([[_floor_rate(_record(parameters, a, s)) for s in SIDES] for a in ASSETS])
+    for factor, bound in ((0.5, 1.5), (1.6, 0.8)):  # max_up = 0.5, max_down = 0.2 (POLICY)
+        previous = factor * clean.initial
+        served = runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=previous)
+        limited = np.maximum(bound * previous, floors)
+        binding = limited > floors * (1 + 1e-9)  # where the floor does not hide the speed limit
+        assert binding.sum() >= 2 and not served.fail_safe.any()
+        np.testing.assert_allclose(served.initial[binding], limited[binding], rtol=1e-12)
+
+
+def test_a_bundle_is_calibrated_on_its_out_of_sample_forecasts_only(bundle, panel, tmp_path):
+    """`calibrate_bundle` reads the forecasts made after the bundle's training end only: rows up to that day,
+    however wrong, change nothing (in-sample forecasts fit the training data and would understate the scale)."""
+    from volmargin.batch import score_panel
+    from volmargin.calibration.bundle import calibrate_bundle
+
+    dated = _copy(bundle, tmp_path / "gbm" / "1")
+    manifest = json.loads((dated / MANIFEST).read_text())
+    train_end = panel[ASSETS[0]].index[250]
+    (dated / MANIFEST).write_text(json.dumps({**manifest, "training": {"train_end": str(train_end.date())}}))
+    scored = score_panel(dated, panel, progress=False)
+    spoiled = scored.copy()
+    inside = spoiled["origin"] <= train_end + pd.Timedelta(hours=23)
+    risk = [c for c in spoiled if c == "variance" or c.startswith(("var", "es"))]
+    spoiled.loc[inside, risk] *= 0.01
+    assert inside.sum() >= 3 * 30
+    start = train_end + pd.Timedelta(days=200)
+    clean, table, _ = calibrate_bundle(dated, scored, panel, POLICY, start)
+    again, _, _ = calibrate_bundle(dated, spoiled, panel, POLICY, start)
+    assert again["records"] == clean["records"]
+    days = table.loc[table["asset"].isin(ASSETS), "calibration_days"]  # per asset (the pooled rows add them up)
+    assert (days > 0).all() and (days <= 199).all()
