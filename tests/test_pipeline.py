@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -16,6 +17,7 @@ from mlflow import MlflowClient
 from volmargin.cli import main
 from volmargin.config import RunConfig, load_config
 from volmargin.errors import ConfigError
+from volmargin.evaluation.scoring import POOLED
 from volmargin.pipeline import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -345,3 +347,86 @@ def test_set_moves_a_shipped_configs_values_checked_as_in_a_file(tmp_path, capsy
                  "model.params.gbm.n_estimators=0"]) == 2
     err = capsys.readouterr().err
     assert "n_estimators" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ session 28's mutation audit
+# Each test below fails on a change the suite let through.
+
+
+def test_the_exported_champion_is_the_best_learned_model_on_pooled_qlike(finished):
+    """run.json's champion, the bundle, its manifest and its calibration set all name the learned model with the
+    lowest pooled backtest QLIKE; the bundle was refitted up to the last day; validation starts after calibration.end."""
+    folder, record, _ = finished
+    out = folder / "run"
+    scores = pd.read_csv(out / "scores.csv")
+    pooled = scores[(scores["asset"] == POOLED) & scores["model"].isin(["nn", "gbm", "blend"])]
+    best = pooled.loc[pooled["qlike"].idxmin(), "model"]
+    assert record["champion"] == best
+    bundle = Path(record["bundle"]["path"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["model"]["kind"] == best
+    last = max(v["last"] for v in record["data"]["assets"].values())
+    assert manifest["training"]["train_end"] == last and manifest["training"]["refit_on_all_data"]
+    assert manifest["training"]["evaluated_model_train_end"] == "2022-03-31"
+    parameters = json.loads(Path(record["bundle"]["calibration_set"]).read_text())["parameters"]
+    assert parameters["model"] == best and {r["model"] for r in parameters["records"]} == {best}
+    assert record["calibration"]["validation_start"] == "2022-07-01"  # calibration.end 2022-06-30, not train_end
+    assert record["portfolio"]["validation_start"] == "2022-07-01" and record["portfolio"]["models"][0] == best
+
+
+def test_the_export_refit_learns_from_every_day_of_every_asset(monkeypatch):
+    import volmargin.models as models
+    from volmargin.pipeline import refit_on_all_data
+
+    seen = {}
+
+    class Spy:
+        def fit_panel(self, panel, horizon):
+            seen.update(last=max(d.index[-1] for d in panel.values()), rows=sum(map(len, panel.values())), h=horizon)
+
+    monkeypatch.setattr(models, "make_forecaster", lambda name, **params: Spy())
+    days = pd.date_range("2022-01-01", periods=10, tz="UTC")
+    panel = {"a": pd.DataFrame({"ret": 0.0}, index=days), "b": pd.DataFrame({"ret": 0.0}, index=days[:7])}
+    cfg = SimpleNamespace(learned={"gbm": {}}, horizon=2, window=SimpleNamespace(train_end="2022-01-05"))
+    _, end = refit_on_all_data(SimpleNamespace(cfg=cfg, panel=panel, progress=False), "gbm")
+    assert end == "2022-01-10" and seen == {"last": days[-1], "rows": 17, "h": 2}
+
+
+def test_the_champion_is_the_learned_model_with_the_lowest_pooled_qlike_not_a_baseline_nor_a_single_assets(
+        monkeypatch, tmp_path):
+    import volmargin.evaluation.backtest as backtest
+    import volmargin.evaluation.scoring as scoring
+    from volmargin.config import RunConfig
+    from volmargin.pipeline import Run, stage_backtest
+
+    rows = [("har", POOLED, 0.30, 0.1), ("gbm", POOLED, 0.42, 0.1), ("nn", POOLED, 0.40, 0.9),
+            ("blend", POOLED, 0.41, 0.1), ("gbm", "syn_a", 0.20, 0.1), ("nn", "syn_a", 0.50, 0.1)]
+    scores = pd.DataFrame(rows, columns=["model", "asset", "qlike", "mse_log"])
+    forecasts = pd.DataFrame({"model": ["har", "gbm", "nn", "blend"]})
+    monkeypatch.setattr(backtest, "run_backtest", lambda *a, **k: (forecasts, pd.DataFrame()))
+    monkeypatch.setattr(scoring, "write_scores", lambda *a, **k: (scores, pd.DataFrame()))
+    monkeypatch.setattr("volmargin.pipeline.write_frame", lambda *a, **k: None)
+    run = Run(RunConfig(), tmp_path, progress=False)
+    stage_backtest(run)
+    assert run.record["champion"] == "nn"  # not har (a baseline), gbm (best on one asset), blend (best MSE log)
+
+
+# ----------------------------------------------------------------------------- run summary printed after `run`
+def test_run_summary_flags_within_target_on_both_sides_and_lists_those_first_cheapest_first(tmp_path, capsys):
+    from volmargin.cli.learning import print_run_summary
+
+    (tmp_path / "calibration").mkdir()
+    pd.DataFrame({"asset": POOLED, "model": ["a", "b"], "n": 100, "qlike": [0.5, 0.4],
+                  "var99_long_rate": 0.01, "var99_short_rate": 0.01}).to_csv(tmp_path / "scores.csv", index=False)
+    rows = {"at_target": (0.010, 0.009, 0.10, 0.10),  # exactly at the target counts as within
+            "one_side_over": (0.011, 0.005, 0.01, 0.01),  # cheapest, but the long side breaches too often
+            "costly": (0.004, 0.004, 0.20, 0.20)}
+    pd.DataFrame([{"model": m, "asset": POOLED, "side": side, "breach_rate": r[i], "avg_margin": r[i + 2]}
+                  for m, r in rows.items() for i, side in enumerate(("long", "short"))]
+                 ).to_csv(tmp_path / "calibration" / "margin_summary.csv", index=False)
+    (tmp_path / "run.json").write_text(json.dumps({"config": {"calibration": {"policy": {"target_breach_rate": 0.01}}}}))
+    print_run_summary(tmp_path)
+    text = capsys.readouterr().out.split("Calibrated initial margin")[1]
+    lines = [line.split() for line in text.splitlines() if line.split() and line.split()[0] in rows]
+    assert [(line[0], line[-1]) for line in lines] == [("at_target", "True"), ("costly", "True"),
+                                                       ("one_side_over", "False")]

@@ -667,3 +667,18 @@ def test_a_set_without_min_rate_is_held_to_the_default_min_rate(served, tmp_path
     runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
     got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 1e-3))
     assert not got.fail_safe.any() and (got.initial >= 0.01).all()
+
+
+def test_a_set_fitted_to_another_models_forecasts_is_refused(served, tmp_path):
+    """Sealed for this bundle but fitted to HAR's forecasts (a job that calibrated the wrong model): the scales
+    would price the GBM's forecasts with a rule nobody backtested, so the set is refused at load."""
+    def har(parameters):
+        parameters["model"] = "har"
+        for record in parameters["records"]:
+            record["model"] = "har"
+    with pytest.raises(vs.CalibrationError, match="fitted to 'har'.s forecasts, this bundle is"):
+        vs.load(served.bundle, calibration=resealed_set(served, tmp_path, har))
+    (tmp_path / "one").mkdir()
+    one = resealed_set(served, tmp_path / "one", lambda p: p["records"][0].update(model="ewma"))
+    with pytest.raises(vs.CalibrationError, match="fitted to 'ewma'"):
+        vs.load(served.bundle, calibration=one)

@@ -220,3 +220,76 @@ def test_exceedance_panels_show_the_champions_worst_assets_beside_the_longest():
     assert _exceedance_assets(run, "other", 4)[0] == ["a", "b", "c", "d"]  # no scores of its own: the longest
     calm = SimpleNamespace(forecasts=forecasts, scores=scores.assign(var99_long_exceptions=0, var99_short_exceptions=0))
     assert _exceedance_assets(calm, "gbm", 4) == (["a", "b", "c", "d"], "most forecast days")  # none exceeded
+
+
+# ------------------------------------------------------------------ session 28's mutation audit
+# Each test below fails on a change the suite let through.
+
+
+# ----------------------------------------------------------------------------- report
+def test_the_report_reads_the_runs_own_breach_target():
+    from volmargin.reports.report import target_breach_rate
+
+    assert target_breach_rate({"config": {"calibration": {"policy": {"target_breach_rate": 0.005}}}}) == 0.005
+    assert target_breach_rate({}) == 0.01
+
+
+def test_exceedance_panels_count_long_losses_and_short_gains():
+    from volmargin.reports import figures
+
+    frame = pd.DataFrame({"date": pd.date_range("2022-01-01", periods=4, tz="UTC"), "model": "m",
+                          "realized_ret": [-0.05, 0.05, 0.06, 0.0], "var99_long": 0.04, "var99_short": 0.055})
+    title = figures.exceedances({"a": frame}, ["m"]).axes[0].get_title()
+    assert "1 long / 1 short exceedances in 4 days" in title
+
+
+@pytest.fixture(scope="module")
+def controlled_run(tmp_path_factory):
+    """test_report's run folder with a hand-made pooled margin summary: the champion gbm over the target long,
+    a different cheapest in-target baseline per side, and gbm cheapest of all on the short side."""
+    from volmargin.data import synthetic_market
+    from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
+    from volmargin.evaluation.walkforward import WalkForwardSplit
+
+    panel = daily_panel(synthetic_market(n_assets=2, days=500))
+    frame, _ = run_backtest(panel, BacktestConfig(models=("ewma", "har", "hist"),
+                                                  split=WalkForwardSplit(min_train=200, refit_every=50)), progress=False)
+    forecasts = pd.concat([frame, frame[frame["model"] == "har"].assign(model="gbm")], ignore_index=True)
+    folder = write_run(tmp_path_factory.mktemp("controlled"), forecasts, {"champion": "gbm"})
+    rows = {("gbm", "long"): (0.020, 0.10), ("gbm", "short"): (0.008, 0.05),
+            ("har", "long"): (0.009, 0.12), ("har", "short"): (0.012, 0.08),
+            ("ewma", "long"): (0.010, 0.15), ("ewma", "short"): (0.007, 0.11),
+            ("hist", "long"): (0.011, 0.05), ("hist", "short"): (0.004, 0.13)}
+    pd.DataFrame([{"model": m, "asset": POOLED, "side": s, "days": 1000, "breaches": round(1000 * b),
+                   "breach_rate": b, "kupiec_p": 0.5, "basel_zone": "green", "avg_margin": a}
+                  for (m, s), (b, a) in rows.items()]).to_csv(folder / "calibration" / "margin_summary.csv", index=False)
+    return folder
+
+
+def test_summary_compares_each_side_with_that_sides_cheapest_baseline_within_target(controlled_run):
+    from volmargin.reports import build_report
+
+    html = build_report(controlled_run)
+    summary = html.split('id="summary"')[1].split("</section>")[0]
+    items = {li.split(":")[0]: li for li in summary.split("<li>")[1:]}
+    assert "gbm breaches 2.00% of days" in items["Long"] and "within the target, <b>har</b>" in items["Long"]
+    assert "gbm breaches 0.80% of days" in items["Short"] and "within the target, <b>ewma</b>" in items["Short"]
+    assert "The champion's long margin breaches more often than the target." in summary
+    calibration = html.split('id="calibration"')[1].split("</section>")[0]
+    assert "<b>1 of 8 rows breach less than half the 1% target</b>" in calibration
+
+
+def test_var_tables_show_each_sides_own_columns(controlled_run):
+    from volmargin.reports import build_report
+    from volmargin.reports.html import fmt
+
+    scores = pd.read_csv(controlled_run / "scores.csv")
+    pooled = scores[scores["asset"] == POOLED].set_index("model")
+    section = build_report(controlled_run).split('id="var-backtest"')[1].split("</section>")[0]
+    long, short = section.split("<h3>Short tail")[0], section.split("<h3>Short tail")[1].split("<h3>Basel zone")[0]
+    for model, row in pooled.iterrows():
+        for column in ("var99_{}_rate", "var99_{}_exceptions"):
+            lv, sv = row[column.format("long")], row[column.format("short")]
+            if lv != sv:
+                kind = "pct" if "rate" in column else "int"
+                assert f">{fmt(lv, kind)}</td>" in long and f">{fmt(sv, kind)}</td>" in short, (model, column)

@@ -3,10 +3,12 @@ fingerprint that changes with any bar."""
 import math
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from volmargin.data import synthetic_market
+from volmargin.evaluation.scoring import POOLED
 from volmargin.tracking import CHALLENGER, CHAMPION, data_fingerprint, promote
 
 
@@ -61,3 +63,38 @@ def test_the_data_fingerprint_changes_with_any_bar():
     changed = {**bars, asset: bars[asset].copy()}
     changed[asset].iloc[-1, changed[asset].columns.get_loc("close")] *= 1.001  # the last bar of the last asset
     assert data_fingerprint(changed)["sha256"] != before
+
+
+# ------------------------------------------------------------------ session 28's mutation audit
+# Each test below fails on a change the suite let through.
+
+
+# ----------------------------------------------------------------------------- MLflow promotion input
+def test_a_trained_model_is_promoted_on_its_pooled_eval_qlike(tmp_path, monkeypatch):
+    import volmargin.tracking as tracking
+    from mlflow import MlflowClient
+    from test_training import write_config
+    from volmargin import training
+    from volmargin.config import load_config
+
+    given = []
+    promote = tracking.promote
+    monkeypatch.setattr(tracking, "promote", lambda name, version, score, *a: given.append(score) or promote(
+        name, version, score, *a))
+    result = training.run(load_config(write_config(tmp_path, trees=10)), progress=False)
+    metric = MlflowClient().get_run(result.run_id).data.metrics["eval_qlike"]
+    assert given == [pytest.approx(metric)]
+    assert metric == pytest.approx(result.scores.query(f"asset == '{POOLED}'")["qlike"].iloc[0])
+
+
+def test_the_data_fingerprint_changes_with_the_timestamps_and_the_asset_names():
+    from volmargin.data import synthetic_market
+    from volmargin.tracking import data_fingerprint
+
+    bars = synthetic_market(n_assets=2, days=60, seed=0)
+    before = data_fingerprint(bars)["sha256"]
+    first = sorted(bars)[0]
+    shifted = {**bars, first: bars[first].set_axis(bars[first].index + pd.Timedelta(hours=1))}
+    renamed = {(a + "x" if a == first else a): f for a, f in bars.items()}
+    assert data_fingerprint(shifted)["sha256"] != before
+    assert data_fingerprint(renamed)["sha256"] != before

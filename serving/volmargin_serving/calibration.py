@@ -167,8 +167,9 @@ def check_records(records: Iterable[Mapping], assets: Iterable[str] | None = Non
 
 
 def check_parameters(parameters: Mapping, manifest: Mapping, assets: Iterable[str] | None = None) -> None:
-    """A parameter set serving can price with this bundle: its policy settings, the bundle's MPOR and
-    risk measures, a positive scale and a non-negative floor per record, and the sanity rules."""
+    """A parameter set serving can price with this bundle: fitted to its model (named as the bundle or its
+    model kind), its policy settings, the bundle's MPOR and risk measures, a positive scale and a non-negative
+    floor per record, and the sanity rules."""
     if not isinstance(parameters, Mapping) or any(k not in parameters for k in PARAMETER_KEYS):
         raise CalibrationError(f"parameters: expected the keys {PARAMETER_KEYS}")
     policy, records = parameters["policy"], parameters["records"]
@@ -176,6 +177,12 @@ def check_parameters(parameters: Mapping, manifest: Mapping, assets: Iterable[st
         raise CalibrationError(f"parameters.policy: expected an object, got {policy!r}")
     if not isinstance(records, list) or not records or not all(isinstance(r, Mapping) for r in records):
         raise CalibrationError("parameters.records: expected a non-empty list of objects")
+    names = {str(n) for n in (manifest.get("name"), (manifest.get("model") or {}).get("kind")) if n is not None}
+    fitted = {str(m) for m in (parameters["model"], *(r.get("model") for r in records)) if m is not None}
+    if names and not fitted <= names:
+        other = sorted(fitted - names)[0]
+        raise CalibrationError(f"parameters.model: the scales were fitted to {other!r}'s forecasts, this bundle is "
+                               f"{' / '.join(sorted(names))}; calibrate this bundle's own forecasts")
     if not isinstance(parameters["horizon"], int) or isinstance(parameters["horizon"], bool):
         raise CalibrationError(f"parameters.horizon: {parameters['horizon']!r} is not a whole number of days")
     for name, rule in POLICY_RULES.items():
