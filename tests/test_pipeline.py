@@ -3,6 +3,7 @@ and the README's serving example (run as written against the bundle the pipeline
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -355,13 +356,18 @@ def test_set_moves_a_shipped_configs_values_checked_as_in_a_file(tmp_path, capsy
 
 def test_the_exported_champion_is_the_best_learned_model_on_pooled_qlike(finished):
     """run.json's champion, the bundle, its manifest and its calibration set all name the learned model with the
-    lowest pooled backtest QLIKE; the bundle was refitted up to the last day; validation starts after calibration.end."""
+    lowest pooled QLIKE on the forecasts realised before the margins' validation (calibration.end 2022-06-30);
+    the bundle was refitted up to the last day; validation starts after calibration.end."""
+    from volmargin.evaluation.scoring import score_forecasts
+
     folder, record, _ = finished
     out = folder / "run"
-    scores = pd.read_csv(out / "scores.csv")
-    pooled = scores[(scores["asset"] == POOLED) & scores["model"].isin(["nn", "gbm", "blend"])]
+    forecasts = pd.read_parquet(out / "forecasts.parquet")
+    early = forecasts[forecasts["model"].isin(["nn", "gbm", "blend"])
+                      & (forecasts["origin"] + pd.Timedelta(days=1) < pd.Timestamp("2022-07-01", tz="UTC"))]
+    pooled = score_forecasts(early).query(f"asset == '{POOLED}'")
     best = pooled.loc[pooled["qlike"].idxmin(), "model"]
-    assert record["champion"] == best
+    assert record["champion"] == best and record["champion_selected_on"].startswith("pooled QLIKE on origins before")
     bundle = Path(record["bundle"]["path"])
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model"]["kind"] == best
@@ -392,23 +398,40 @@ def test_the_export_refit_learns_from_every_day_of_every_asset(monkeypatch):
     assert end == "2022-01-10" and seen == {"last": days[-1], "rows": 17, "h": 2}
 
 
-def test_the_champion_is_the_learned_model_with_the_lowest_pooled_qlike_not_a_baseline_nor_a_single_assets(
-        monkeypatch, tmp_path):
-    import volmargin.evaluation.backtest as backtest
-    import volmargin.evaluation.scoring as scoring
-    from volmargin.config import RunConfig
-    from volmargin.pipeline import Run, stage_backtest
+def _scored_table(factors: dict[str, tuple[float, float]], cut: str = "2022-12-31") -> pd.DataFrame:
+    """Two assets' forecasts, every model's variance `factor` x the realized one: the first factor on origins up
+    to `cut`, the second after it (QLIKE is least where the factor is 1)."""
+    rng = np.random.default_rng(0)
+    origins = pd.date_range("2022-01-01", "2023-12-31", tz="UTC")
+    frames = []
+    for asset in ("a", "b"):
+        rv = 4e-4 * np.exp(rng.normal(0, 0.5, len(origins)))
+        ret = np.sqrt(rv) * rng.standard_normal(len(origins))
+        for model, (before, after) in factors.items():
+            variance = rv * np.where(origins <= pd.Timestamp(cut, tz="UTC"), before, after)
+            sigma = np.sqrt(variance)
+            frames.append(pd.DataFrame({
+                "asset": asset, "model": model, "origin": origins, "date": origins + pd.Timedelta(days=1), "horizon": 1,
+                "variance": variance, "realized_rv": rv, "realized_ret": ret,
+                **{f"var99_{s}": 2.33 * sigma for s in ("long", "short")},
+                **{f"var975_{s}": 1.96 * sigma for s in ("long", "short")},
+                **{f"es975_{s}": 2.34 * sigma for s in ("long", "short")}}))
+    return pd.concat(frames, ignore_index=True)
 
-    rows = [("har", POOLED, 0.30, 0.1), ("gbm", POOLED, 0.42, 0.1), ("nn", POOLED, 0.40, 0.9),
-            ("blend", POOLED, 0.41, 0.1), ("gbm", "syn_a", 0.20, 0.1), ("nn", "syn_a", 0.50, 0.1)]
-    scores = pd.DataFrame(rows, columns=["model", "asset", "qlike", "mse_log"])
-    forecasts = pd.DataFrame({"model": ["har", "gbm", "nn", "blend"]})
-    monkeypatch.setattr(backtest, "run_backtest", lambda *a, **k: (forecasts, pd.DataFrame()))
-    monkeypatch.setattr(scoring, "write_scores", lambda *a, **k: (scores, pd.DataFrame()))
-    monkeypatch.setattr("volmargin.pipeline.write_frame", lambda *a, **k: None)
-    run = Run(RunConfig(), tmp_path, progress=False)
-    stage_backtest(run)
-    assert run.record["champion"] == "nn"  # not har (a baseline), gbm (best on one asset), blend (best MSE log)
+
+def test_the_champion_is_chosen_before_the_margins_validation_starts_among_the_learned_models():
+    """nn is best on the calibration year, gbm on the validation year and on the whole: the champion is nn,
+    chosen on no day its margins are reported on; har (a baseline, best of all) never is."""
+    from volmargin.pipeline import select_champion
+
+    table = _scored_table({"har": (1.0, 1.0), "nn": (1.1, 3.0), "gbm": (2.0, 1.0)})
+    cfg = RunConfig()
+    cfg = dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, end="2022-12-31"))
+    champion, chosen_on = select_champion(SimpleNamespace(cfg=cfg, forecasts=table), ("nn", "gbm"))
+    assert champion == "nn" and "origins before 2022-12-31" in chosen_on
+    late = dataclasses.replace(cfg, calibration=dataclasses.replace(cfg.calibration, end="2021-06-30"))
+    champion, chosen_on = select_champion(SimpleNamespace(cfg=late, forecasts=table), ("nn", "gbm"))
+    assert champion == "gbm" and "every forecast" in chosen_on  # no learned forecast before: said so
 
 
 # ----------------------------------------------------------------------------- run summary printed after `run`

@@ -9,8 +9,8 @@ Stages (each an MLflow child run under one parent run, each timed):
    then portfolio: margins of test books across assets (FHS filtered by the champion and the references),
    calibrated and validated like the single-asset margins (`volmargin.risk.job`);
 4b. simulate (optional, config `simulation`): liquidation and bad-debt simulation of the policies;
-5. export: the champion (the learned model with the best backtest QLIKE), refitted on all data up to the
-   last day, as an ONNX bundle, registered, with its calibration set beside it;
+5. export: the champion (the learned model with the best backtest QLIKE before the margins' validation
+   starts, `select_champion`), refitted on all data up to the last day, as an ONNX bundle, registered, with its calibration set beside it;
 6. score: the latest date of every asset through the bundle (what the margin service would publish);
 7. report: the self-contained HTML model-comparison report.
 `run.json` is rewritten after every stage, so a failed stage leaves the earlier outputs and a readable
@@ -158,10 +158,26 @@ def stage_backtest(run: Run) -> None:
     write_frame(timings, run.out / "timings.csv")
     reference = "har" if "har" in section.baselines else (section.baselines or learned)[0]
     run.scores, _ = write_scores(run.forecasts, run.out, reference)
-    pooled = run.scores[(run.scores["asset"] == POOLED) & run.scores["model"].isin(learned)]
-    run.record["champion"] = str(pooled.sort_values("qlike")["model"].iloc[0])
+    run.record["champion"], run.record["champion_selected_on"] = select_champion(run, learned)
     print(f"backtest: {run.forecasts['model'].nunique()} models, {len(run.forecasts):,} forecasts; "
-          f"champion {run.record['champion']}")
+          f"champion {run.record['champion']} ({run.record['champion_selected_on']})")
+
+
+def select_champion(run: Run, learned: tuple[str, ...]) -> tuple[str, str]:
+    """The learned model with the lowest pooled QLIKE on the forecasts whose targets are realised before the
+    margins' validation starts (the day after `calibration.end`), so that the choice reads none of the days its
+    margins are then reported on; on every forecast (said so) where no learned forecast lies before it."""
+    from volmargin.evaluation.scoring import score_forecasts
+
+    first = pd.Timestamp(run.cfg.calibration.end or run.cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+    rows = run.forecasts[run.forecasts["model"].isin(learned)]
+    early = rows[rows["origin"] + pd.Timedelta(days=run.cfg.horizon) < first]
+    chosen_on = f"pooled QLIKE on origins before {(first - pd.Timedelta(days=run.cfg.horizon)).date()}"
+    if early.empty or early["model"].nunique() < rows["model"].nunique():
+        early, chosen_on = rows, "pooled QLIKE on every forecast: none before the validation start"
+    scores = score_forecasts(early)
+    pooled = scores[scores["asset"] == POOLED].sort_values("qlike")
+    return str(pooled["model"].iloc[0]), chosen_on
 
 
 def stage_calibrate(run: Run) -> None:
