@@ -10,7 +10,8 @@ Stages (each an MLflow child run under one parent run, each timed):
    calibrated and validated like the single-asset margins (`volmargin.risk.job`);
 4b. simulate (optional, config `simulation`): liquidation and bad-debt simulation of the policies;
 5. export: the champion (the learned model with the best backtest QLIKE before the margins' validation
-   starts, `select_champion`), refitted on all data up to the last day, as an ONNX bundle, registered, with its calibration set beside it;
+   starts, `select_champion`), refitted on all data up to the last day, as an ONNX bundle, registered, with
+   its calibration set beside it;
 6. score: the latest date of every asset through the bundle (what the margin service would publish);
 7. report: the self-contained HTML model-comparison report.
 `run.json` is rewritten after every stage, so a failed stage leaves the earlier outputs and a readable
@@ -86,10 +87,15 @@ def stage_data(run: Run) -> None:
           f"{sum(a['bars'] for a in assets.values()):,} bars")
 
 
+def validation_start(cfg) -> pd.Timestamp:
+    """The first day the margins are validated on: the day after calibration.end (default window.train_end)."""
+    return pd.Timestamp(cfg.calibration.end or cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+
+
 def check_calibration_end(cfg, panel: dict[str, pd.DataFrame]) -> None:
     """At data load: calibration.end (default window.train_end) must leave data to validate on after it, else
     the job would export a calibration set validated on nothing and fail at its summary."""
-    end = pd.Timestamp(cfg.calibration.end or cfg.window.train_end, tz="UTC")
+    end = validation_start(cfg) - pd.Timedelta(days=1)
     last = max(d.index[-1] for d in panel.values())
     if end >= last:
         raise ConfigError(f"calibration.end {end.date()} is not before the data ends ({last.date()}); nothing "
@@ -169,7 +175,7 @@ def select_champion(run: Run, learned: tuple[str, ...]) -> tuple[str, str]:
     margins are then reported on; on every forecast (said so) where no learned forecast lies before it."""
     from volmargin.evaluation.scoring import score_forecasts
 
-    first = pd.Timestamp(run.cfg.calibration.end or run.cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+    first = validation_start(run.cfg)
     rows = run.forecasts[run.forecasts["model"].isin(learned)]
     early = rows[rows["origin"] + pd.Timedelta(days=run.cfg.horizon) < first]
     chosen_on = f"pooled QLIKE on origins before {(first - pd.Timedelta(days=run.cfg.horizon)).date()}"
@@ -188,7 +194,7 @@ def stage_calibrate(run: Run) -> None:
 
     section = run.cfg.calibration
     policy = PolicyConfig(**section.policy)
-    first = pd.Timestamp(section.end or run.cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+    first = validation_start(run.cfg)
     forecasts = run.forecasts if policy.mpor_hours is None else with_intraday_moves(run.forecasts, run.bars,
                                                                                     policy.mpor_hours)
     if section.recalibrate:
@@ -223,8 +229,7 @@ def stage_portfolio(run: Run) -> None:
     available = set(run.forecasts["model"])
     models = section.models or tuple(dict.fromkeys(m for m in (run.record["champion"], "ewma97", "gjr")
                                                    if m in available or m == "ewma97"))
-    start = section.validation_start or str((pd.Timestamp(run.cfg.calibration.end or run.cfg.window.train_end)
-                                             + pd.Timedelta(days=1)).date())
+    start = section.validation_start or str(validation_start(run.cfg).date())
     job = PortfolioJob(models=models, scenarios=ScenarioConfig(**section.scenarios),
                        policy=PortfolioPolicy(**section.policy), validation_start=start,
                        concentrations=section.concentrations,
@@ -247,7 +252,7 @@ def stage_simulate(run: Run) -> None:
         return
     from volmargin.simulation.study import headline, run_study, study_config, write_study
 
-    first = pd.Timestamp(run.cfg.calibration.end or run.cfg.window.train_end, tz="UTC") + pd.Timedelta(days=1)
+    first = validation_start(run.cfg)
     models = set(run.forecasts["model"])
     cfg = study_config(section, str(first.date()), run.cfg.calibration.policy, run.cfg.calibration.recalibrate,
                        default_model="har" if "har" in models else run.record["champion"])
