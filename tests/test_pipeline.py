@@ -447,7 +447,8 @@ def test_run_summary_flags_within_target_on_both_sides_and_lists_those_first_che
     pd.DataFrame([{"model": m, "asset": POOLED, "side": side, "breach_rate": r[i], "avg_margin": r[i + 2]}
                   for m, r in rows.items() for i, side in enumerate(("long", "short"))]
                  ).to_csv(tmp_path / "calibration" / "margin_summary.csv", index=False)
-    (tmp_path / "run.json").write_text(json.dumps({"config": {"calibration": {"policy": {"target_breach_rate": 0.01}}}}))
+    record = {"config": {"calibration": {"policy": {"target_breach_rate": 0.01}}}}
+    (tmp_path / "run.json").write_text(json.dumps(record))
     print_run_summary(tmp_path)
     text = capsys.readouterr().out.split("Calibrated initial margin")[1]
     lines = [line.split() for line in text.splitlines() if line.split() and line.split()[0] in rows]

@@ -252,17 +252,18 @@ def controlled_run(tmp_path_factory):
     from volmargin.evaluation.walkforward import WalkForwardSplit
 
     panel = daily_panel(synthetic_market(n_assets=2, days=500))
-    frame, _ = run_backtest(panel, BacktestConfig(models=("ewma", "har", "hist"),
-                                                  split=WalkForwardSplit(min_train=200, refit_every=50)), progress=False)
+    config = BacktestConfig(models=("ewma", "har", "hist"), split=WalkForwardSplit(min_train=200, refit_every=50))
+    frame, _ = run_backtest(panel, config, progress=False)
     forecasts = pd.concat([frame, frame[frame["model"] == "har"].assign(model="gbm")], ignore_index=True)
     folder = write_run(tmp_path_factory.mktemp("controlled"), forecasts, {"champion": "gbm"})
     rows = {("gbm", "long"): (0.020, 0.10), ("gbm", "short"): (0.008, 0.05),
             ("har", "long"): (0.009, 0.12), ("har", "short"): (0.012, 0.08),
             ("ewma", "long"): (0.010, 0.15), ("ewma", "short"): (0.007, 0.11),
             ("hist", "long"): (0.011, 0.05), ("hist", "short"): (0.004, 0.13)}
-    pd.DataFrame([{"model": m, "asset": POOLED, "side": s, "days": 1000, "breaches": round(1000 * b),
-                   "breach_rate": b, "kupiec_p": 0.5, "basel_zone": "green", "avg_margin": a}
-                  for (m, s), (b, a) in rows.items()]).to_csv(folder / "calibration" / "margin_summary.csv", index=False)
+    summary = pd.DataFrame([{"model": m, "asset": POOLED, "side": s, "days": 1000, "breaches": round(1000 * b),
+                             "breach_rate": b, "kupiec_p": 0.5, "basel_zone": "green", "avg_margin": a}
+                            for (m, s), (b, a) in rows.items()])
+    summary.to_csv(folder / "calibration" / "margin_summary.csv", index=False)
     return folder
 
 
