@@ -543,6 +543,28 @@ def test_a_doubtful_margin_is_never_below_the_rule_on_the_rows_as_given():
                                        np.nextafter(1.0, 0))).all()
 
 
+def test_a_forecast_of_nan_is_flagged_and_held_even_where_a_previous_margin_is_given():
+    """A missing forecast (NaN risk) with no input error: the speed limit around `previous` must not turn it into
+    a priced margin (it gave the floor, 0.01, under a previous of 0.3, unflagged); it is flagged and held."""
+    from volmargin_serving.margins import Terms, price
+
+    def forecasts(x):
+        tails = np.full((1, 2, 2), float(x))
+        return vs.Forecasts(np.array([0.01]), tails, tails.copy(), (0.975, 0.99), 1)
+
+    full = lambda v: np.full((1, 2), v)  # noqa: E731
+    terms = Terms(full(1.0), full(0.0), full(0.02), full(0.01), np.ones((1, 2), bool), np.full((1, 2), "", dtype=object))
+    none = np.array([""], dtype=object)
+    for max_down in (None, 0.1):
+        policy = {"risk": "var99", "haircut_risk": None, "maintenance_fraction": 0.75, "buffer": None, "max_up": 0.5,
+                  "max_down": max_down, "liquidation_days": None, "min_rate": 0.01}
+        got = price(("x",), terms, forecasts(np.nan), none, policy, 1, previous=full(0.3))
+        assert got.fail_safe.all() and (got.reason == "the forecast gives no usable margin").all()
+        assert (got.initial >= 0.3).all()
+        priced = price(("x",), terms, forecasts(0.05), none, policy, 1, previous=full(0.3))
+        assert not priced.fail_safe.any()
+
+
 def test_liquidation_thresholds_by_side_on_hand_values():
     from volmargin_serving.margins import liquidation_threshold
 

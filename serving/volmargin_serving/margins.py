@@ -163,15 +163,18 @@ def min_rate(policy: Mapping) -> float:
 
 
 def _rule(forecasts: Forecasts, terms: Terms, policy: Mapping, horizon: int, previous: np.ndarray) -> np.ndarray:
-    """(assets, 2) initial margins of the rule on `forecasts`, lifted to the floor rate and minimum rate."""
+    """(assets, 2) initial margins of the rule on `forecasts`, lifted to the floor rate and minimum rate; NaN
+    where the forecast's risk measure is not finite (the speed limit around `previous` would otherwise turn
+    a missing forecast into a number that looks priced)."""
     columns = forecasts.columns()
     side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
     risk = np.stack([columns[f"{policy['risk']}_{s}"] for s in SIDES], axis=1) * mpor_factor(
         policy.get("mpor_hours"), horizon)
     lowest = np.maximum(floor_rate(side, terms.scale, terms.floor), min_rate(policy))
     with np.errstate(invalid="ignore", over="ignore"):
-        return np.maximum(margin_rate(risk, side, terms.scale, terms.floor, previous, 1, policy["buffer"],
+        rule = np.maximum(margin_rate(risk, side, terms.scale, terms.floor, previous, 1, policy["buffer"],
                                       policy["max_up"], policy["max_down"], min_rate(policy)), lowest)
+    return np.where(np.isfinite(risk), rule, np.nan)
 
 
 def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: np.ndarray, policy: Mapping,
