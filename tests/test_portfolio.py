@@ -958,3 +958,16 @@ def test_the_models_are_compared_on_the_assets_every_one_forecasts():
     table = table[~((table["model"] == "gjr") & (table["asset"] == ASSETS[0]))]
     panels = _panels(table, None, PortfolioJob(models=("ewma", "gjr")))
     assert [p.assets for p in panels] == [tuple(sorted(ASSETS[1:]))] * 2
+
+
+def test_cli_portfolio_names_the_assets_of_data_that_the_run_lacks(forecasts, tmp_path, capsys):
+    """Bars alone cannot bring an asset into the books (they are priced from the run's forecasts): an asset of
+    --data that the run has no forecast of is named, not dropped in silence."""
+    from volmargin.data.synthetic import write_synthetic_csv
+
+    bars = tmp_path / "bars"
+    for path, asset in zip(write_synthetic_csv(bars, n_assets=5, days=700), [*ASSETS, "extra_coin"]):
+        path.rename(bars / f"{asset}_1h.csv.gz")
+    args = _cli_run(forecasts, tmp_path)
+    assert main([*args, "--out", str(tmp_path / "out"), "--models", "ewma", "--data", str(bars)]) == 0
+    assert "--data: 1 asset(s) not in the run's forecasts, left out: extra_coin" in capsys.readouterr().out

@@ -55,8 +55,9 @@ def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ConfigError(f"MLflow tracking server {uri} does not answer within {timeout:g} s ({reason}); "
-                              "start it, fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-tracking where "
-                              "the command has it") from None
+                              "start it, point --tracking-uri / MLFLOW_TRACKING_URI / tracking.uri elsewhere "
+                              "(none set: the local store sqlite:///mlflow.db), or pass --no-tracking (backtest, "
+                              "export, calibrate)") from None
     elif uri.startswith("sqlite:///") or uri.startswith("file:") or "://" not in uri:
         path = Path(uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:"))
         folder = path.parent if uri.startswith("sqlite:") else path if path.is_dir() else path.parent

@@ -87,6 +87,10 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
         from volmargin.evaluation.backtest import daily_panel
 
         daily = daily_panel(load_data(args.data), args.min_bars)
+        unused = sorted(set(daily) - set(forecasts["asset"]))
+        if unused:  # a book is priced from the run's forecasts: bars alone cannot bring an asset in
+            print(f"--data: {len(unused)} asset(s) not in the run's forecasts, left out: {', '.join(unused[:10])}"
+                  f"{' ...' * (len(unused) > 10)}")
     check_known_keys("--scenarios", args.scenarios, [f.name for f in dataclasses.fields(ScenarioConfig)])
     check_known_keys("--policy", args.policy, [f.name for f in dataclasses.fields(PortfolioPolicy)])
     check_known_keys("--population", args.population, POPULATION_KEYS)

@@ -170,7 +170,8 @@ def cmd_margins(args: argparse.Namespace) -> int:
                                  progress=show_progress(args))
         write_frame(served, args.out)
         safe = served["fail_safe"]
-        print(f"margins of {served['asset'].nunique()} assets on {served['origin'].nunique()} days from "
+        days = served["origin"].nunique()
+        print(f"margins of {served['asset'].nunique()} assets on {days} day{'s' * (days != 1)} from "
               f"{served['origin'].min():%Y-%m-%d} in {time.perf_counter() - began:.1f} s; {int(safe.sum())} of "
               f"{len(served)} "
               f"fail-safe (column `reason`); wrote {args.out}")

@@ -199,7 +199,8 @@ def model_panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | No
         cal_days, val_days = days[dates + pd.Timedelta(days=panel.horizon) < start], days[dates >= start]
         if not len(cal_days) or not len(val_days):
             raise ConfigError(f"validation_start {start.date()}: margin dates run {dates[0].date()} .. "
-                              f"{dates[-1].date()}; both periods need dates")
+                              f"{dates[-1].date()} (the first needs {job.scenarios.min_scenarios} scenario dates "
+                              "of forecasts before it); both periods need dates")
         counter = lambda: _progress(f"{panel.model} margins", progress)  # noqa: E731 - a fresh bar per pass
         bp = pf.book_panel(fhs, books, job.policy, adv, np.concatenate([cal_days, val_days]), counter(),
                            job.concentrations or ())
