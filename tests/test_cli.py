@@ -171,14 +171,15 @@ def test_a_damaged_run_folder_is_one_line_naming_its_forecasts(damaged_runs, syn
 
 @pytest.mark.parametrize("command", ["evaluate", "report", "simulate", "portfolio"])
 def test_a_run_folder_that_does_not_exist_is_one_line_saying_so(synthetic_files, tmp_path, capsys, command):
-    """Not a 'forecasts.parquet not found' about a folder the user mistyped: the folder itself is named."""
+    """Not a 'forecasts.parquet not found' about a folder the user mistyped: the folder itself is named, and
+    the command does not create it (`report` wrote its lock file into a new folder of that name)."""
     run = tmp_path / "nope"
-    extra = {"report": ["--out", str(tmp_path / "r.html")],
-             "simulate": ["--data", str(synthetic_files[0]), "--out", str(tmp_path / "sim")],
+    extra = {"simulate": ["--data", str(synthetic_files[0]), "--out", str(tmp_path / "sim")],
              "portfolio": ["--out", str(tmp_path / "pf"), "--quiet"]}.get(command, [])
     assert main([command, "--run", str(run), *extra]) == 2
     err = capsys.readouterr().err
     assert str(run) in err and ("no such folder" in err or "no forecasts.parquet" in err) and err.count("\n") == 1
+    assert not run.exists()
 
 
 def test_simulate_names_a_damaged_run_json(damaged_runs, synthetic_files, tmp_path, capsys):

@@ -311,7 +311,7 @@ def test_cli_mistakes_end_in_one_line(capsys, tmp_path):
         (["backtest", "--data", bars, "--no-tracking", "--out", str(tmp_path / "mine")], "did not write"),
         (["backtest", "--data", str(tmp_path / "loop.csv"), "--no-tracking", "--out", str(tmp_path / "bt")],
          "cannot resolve"),
-        (["evaluate", "--run", str(tmp_path / "nothing")], "no forecasts.parquet"),
+        (["evaluate", "--run", str(tmp_path / "nothing")], "nothing: no such folder"),
     ]
     for argv, match in cases:
         _one_line_error(capsys, argv, match)

@@ -342,8 +342,11 @@ def mark_incomplete(folder: str | Path, record: dict) -> None:
 
 
 def check_complete(folder: str | Path) -> Path:
-    """OutputError if `folder`'s run.json says the job that wrote it did not finish."""
+    """ConfigError if `folder` does not exist (before a command creates anything beside it), OutputError if its
+    run.json says the job that wrote it did not finish."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"--run {folder}: no such folder (one written by a volmargin job)")
     path = folder / RECORD
     if not path.is_file():
         return folder

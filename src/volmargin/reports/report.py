@@ -68,8 +68,6 @@ def _read(path: Path) -> pd.DataFrame:
 
 def load_run(run_dir: Path) -> Run:
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"--run {run_dir}: no such folder (a run folder written by `volmargin backtest` or `run`)")
     for name, writer in REQUIRED.items():
         if not (run_dir / name).is_file():
             raise ConfigError(f"{run_dir / name} not found: the report needs {name}, which {writer} writes")
