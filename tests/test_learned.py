@@ -14,7 +14,8 @@ import torch
 from volmargin.data import synthetic_market
 from volmargin.errors import ConfigError
 from volmargin.evaluation.walkforward import WalkForwardSplit, panel_historical_forecasts
-from volmargin.features.learned import FEATURE_NAMES, FeatureSpec, feature_frame, target_frame, training_frame
+from volmargin.features.learned import (FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, require_levels,
+                                       target_frame, training_frame)
 from volmargin.features.realized import MEASURES, daily_measures
 from volmargin.models import make_forecaster
 from volmargin.models.distributions import coverage_factor
@@ -710,3 +711,27 @@ def test_a_backtest_combines_the_blend_from_its_members_as_a_fitted_blend_would_
     for asset, frame in walked.items():
         got = rows[rows["asset"] == asset].set_index("origin")[_forecast_columns(frame)]
         np.testing.assert_allclose(got.to_numpy(), frame.set_index("origin")[got.columns].to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("levels", [(0.3,), (0.5,), (1.0,), (0.99, 0.99), (0.99, 0.975), ()])
+def test_check_levels_refuses_levels_outside_half_to_one_unsorted_or_repeated(levels):
+    with pytest.raises(ConfigError, match="levels"):
+        check_levels(levels)
+
+
+def test_check_levels_keeps_good_levels_and_require_levels_refuses_others():
+    assert check_levels((0.975, 0.99)) == (0.975, 0.99)
+    require_levels((0.975, 0.99), (0.975, 0.99))
+    with pytest.raises(ConfigError, match="trained levels"):
+        require_levels((0.975, 0.99), (0.99,))
+
+
+def test_targets_at_h_days_are_relative_to_h_times_the_level():
+    """Constant daily RV v and return m, level log v: the 3-day RV is 3v, so y_var = 0 and r_std = 3m / sqrt(3v)."""
+    index = pd.date_range("2024-01-01", periods=10, freq="D", tz="UTC")
+    v, m = 1e-4, 0.01
+    daily = pd.DataFrame({"rv": v, "ret": m, "complete": True}, index=index)
+    targets = target_frame(daily, pd.Series(np.log(v), index=index), 3).dropna()
+    assert len(targets) == 7
+    np.testing.assert_allclose(targets["y_var"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(targets["r_std"], 3 * m / np.sqrt(3 * v), rtol=1e-12)

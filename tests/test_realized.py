@@ -93,3 +93,31 @@ def test_real_btc_daily_measures(shared_data):
     # range estimators track realized variance on real data
     ok = daily["rv"] > 0
     assert np.corrcoef(np.log(daily.loc[ok, "rv"]), np.log(daily.loc[ok, "parkinson"]))[0, 1] > 0.85
+
+
+def test_yang_zhang_counts_the_jump_from_the_previous_close_to_the_open():
+    """Bars whose open is not the previous close (a gap in trading, a venue restart): Yang-Zhang's overnight
+    term is the squared jump from the previous bar's close to this bar's open (every other test has none)."""
+    rng = np.random.default_rng(1)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 72)))
+    gaps = np.where(np.arange(72) % 2 == 0, 1.004, 0.996)
+    opens = np.concatenate([[closes[0]], closes[:-1]]) * gaps
+    index = pd.date_range("2024-01-01", periods=72, freq="h", tz="UTC", name="timestamp")
+    bars = pd.DataFrame({"open": opens, "high": np.maximum(opens, closes) * 1.002,
+                         "low": np.minimum(opens, closes) * 0.998, "close": closes, "volume": 1.0}, index=index)
+    bars.attrs["freq"] = pd.Timedelta(hours=1)
+    day = bars.loc["2024-01-02"]
+    o, h, low, c = (np.log(day[k].to_numpy()) for k in ("open", "high", "low", "close"))
+    overnight = np.sum((o - np.log(bars["close"].to_numpy()[23:47])) ** 2)
+    assert overnight > 1e-4  # 24 jumps of 0.4%
+    rs = np.sum((h - c) * (h - o) + (low - c) * (low - o))
+    k = 0.34 / (1.34 + 25 / 23)
+    row = daily_measures(bars).loc["2024-01-02"]
+    assert row["yang_zhang"] == pytest.approx(overnight + k * np.sum((c - o) ** 2) + (1 - k) * rs, rel=1e-10)
+
+
+def test_horizon_targets_refuse_a_horizon_below_one():
+    index = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
+    daily = pd.DataFrame({"rv": 1.0, "ret": 0.0, "complete": True}, index=index)
+    with pytest.raises(ValueError, match="horizon"):
+        horizon_targets(daily, horizon=0)

@@ -62,8 +62,29 @@ def test_a_scored_asset_never_enters_its_training_fold_nor_later_rows(panel):
         assert not scored & set(fit)  # the fold's model never saw the assets it scores
         assert max(fit.values()) <= TRAIN_END  # nor a row after the training end
     for frame in out.values():
-        assert frame["origin"].min() >= TRAIN_END
+        assert frame["origin"].min() == TRAIN_END  # scored from the training end on (its target is the day after)
         assert np.isfinite(frame["variance"]).all()
     Recorder.fits = []
     in_asset = in_asset_forecasts(panel, Recorder, split, (0.99,))
     assert set(Recorder.fits[0]) == set(panel) and sorted(in_asset) == sorted(panel)
+    assert max(Recorder.fits[0].values()) <= TRAIN_END  # the in-asset comparison learns no scored day either
+
+
+class HistorySpy(Recorder):
+    """Records the last row of every history it is asked to forecast from, beside the last origin asked for."""
+
+    name = "history_spy"
+    seen: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+
+    def forecast(self, history, origins, levels):
+        HistorySpy.seen.append((history.index[-1], origins[-1]))
+        return super().forecast(history, origins, levels)
+
+
+def test_the_unseen_asset_scorer_hands_a_model_no_row_after_its_last_origin(panel):
+    """No look-ahead through the history: a model that does not trim it itself must not be given later rows."""
+    HistorySpy.seen = []
+    split = AssetGroupedSplit(train_end=TRAIN_END, n_folds=2, min_train=200,
+                              score_end=pd.Timestamp("2022-06-30", tz="UTC"))
+    unseen_asset_forecasts(panel, HistorySpy, split, (0.99,))
+    assert HistorySpy.seen and all(last_row == last_origin for last_row, last_origin in HistorySpy.seen)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from volmargin.data.synthetic_options import (X_MAX, SmileShape, fit_smile_shape, market_states, smile_points,
-                                              synthetic_chain)
+from volmargin.data.synthetic_options import (MIN_RATIO, X_MAX, SmileShape, fit_smile_shape, market_states,
+                                              smile_points, synthetic_chain)
 from volmargin.risk import options as vo
 
 SHAPE = SmileShape(days=np.array([1.0, 7.0, 30.0, 250.0]), term=np.array([0.9, 0.87, 0.9, 0.97]),
@@ -126,3 +126,50 @@ def test_apc_floor_holds_each_parameter_above_its_share_of_the_static_grid():
         assert values[0] == pytest.approx(0.5 * getattr(static, name))  # a calm day: held at the floor
         assert values[1] > 0.5 * getattr(static, name)  # a stressed day: its own forecast
     assert not ApcConfig(floor=0.5).has_path and ApcConfig(max_down=0.1).has_path
+
+
+def test_term_is_interpolated_linearly_in_log_tenor():
+    mid = np.sqrt(7.0 * 30.0)  # halfway between the 7- and 30-day buckets in ln T
+    assert SHAPE.iv(mid, 0.0, 100.0) == pytest.approx((0.87 + 0.9) / 2, rel=1e-12)
+
+
+def test_the_smile_is_flat_beyond_x_max_and_never_below_the_floor():
+    assert SHAPE.ratio(30.0, 3 * X_MAX) == pytest.approx(SHAPE.ratio(30.0, X_MAX))
+    assert SHAPE.ratio(30.0, -3 * X_MAX) == pytest.approx(SHAPE.ratio(30.0, -X_MAX))
+    steep = SmileShape(days=np.array([1.0, 30.0]), term=np.ones(2), skew=np.full(2, -0.5), curvature=np.zeros(2))
+    assert steep.ratio(30.0, X_MAX) == MIN_RATIO  # 1 - 0.5 x 4 = -1: floored
+    assert np.isfinite(steep.iv(30.0, 1.0, 60.0))
+
+
+def _flat_hours(periods: int) -> tuple[pd.DatetimeIndex, pd.DataFrame]:
+    hours = pd.date_range("2022-05-01", periods=periods, freq="h", tz="UTC", name="timestamp")
+    close = pd.Series(30_000.0, index=hours)
+    return hours, pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "volume": 1.0})
+
+
+def test_smile_points_read_the_dvol_bar_that_ended_at_the_snapshot_not_the_one_opening_there():
+    hours, bars = _flat_hours(72)
+    daily = pd.date_range("2022-05-01", periods=3, freq="D", tz="UTC", name="timestamp")
+    states = market_states(bars, pd.DataFrame({"close": 50.0}, index=daily))
+    chain = synthetic_chain(states.iloc[:1], SHAPE).assign(bid_price=1.0, ask_price=1.0)
+    stamp = chain["timestamp"].iloc[0]
+    dvol = pd.Series(50.0, index=hours)
+    dvol[dvol.index >= stamp] = 80.0  # bars opening at or after the snapshot are not known then
+    points = smile_points(chain, dvol, pd.Timedelta(hours=1))
+    np.testing.assert_allclose(points["atm_over_dvol"], points["atm_iv"] / 0.5)
+
+
+def test_the_fit_leaves_out_marks_without_a_two_sided_quote():
+    x = np.linspace(-3, 3, 25)
+    good = pd.DataFrame({"timestamp": 0, "expiry": 0, "days": 30.0, "x": x, "ratio": 1 - 0.1 * x + 0.1 * x**2,
+                         "atm_over_dvol": 0.9, "quoted": True})
+    stale = good.assign(ratio=5.0, quoted=False)  # stale wing marks: no bid or no ask
+    shape = fit_smile_shape(pd.concat([good, stale], ignore_index=True))
+    np.testing.assert_allclose([shape.skew[0], shape.curvature[0]], [-0.1, 0.1], atol=1e-9)
+
+
+def test_a_day_without_a_dvol_close_gets_no_snapshot():
+    _, bars = _flat_hours(96)
+    daily = pd.date_range("2022-05-01", periods=4, freq="D", tz="UTC", name="timestamp")
+    states = market_states(bars, pd.DataFrame({"close": [50.0, np.nan, 55.0, 60.0]}, index=daily))
+    assert pd.Timestamp("2022-05-03", tz="UTC") not in states.index and len(states) == 3
