@@ -123,3 +123,76 @@ def test_baseline_parameters_reach_the_model_and_the_documented_defaults_hold(ga
     with pytest.raises(ConfigError, match="lam"):
         make_forecaster("ewma", lam=1.0).fit(data)
     assert "nu" not in make_forecaster("garch", dist="normal").fit(data).params_.index
+
+
+def test_fhs_on_gjr_uses_the_gjr_filter_and_its_h_day_variance_path(garch_daily):
+    """fhs(filter='gjr') filters with GJR-GARCH (o=1), and at h = 5 its variance is the GJR's 5-day path,
+    not 5 x the 1-day variance nor the 1-day variance."""
+    train = garch_daily.iloc[:1000]
+    origins = train.index[-20:]
+    fhs = make_forecaster("fhs", filter="gjr").fit(train, horizon=5)
+    gjr = make_forecaster("gjr").fit(train, horizon=5)
+    assert "gamma[1]" in fhs.filter_.params_.index
+    np.testing.assert_allclose(fhs.one_day_variance(train), gjr.one_day_variance(train), rtol=1e-10)
+    np.testing.assert_allclose(fhs.forecast(train, origins, (0.99,)).variance,
+                               gjr.forecast(train, origins, (0.99,)).variance, rtol=1e-10)
+    one_day = gjr.one_day_variance(train).loc[origins].to_numpy()
+    assert not np.allclose(gjr.forecast(train, origins, (0.99,)).variance, 5 * one_day, rtol=1e-3)  # teeth
+
+
+def test_ewma_starts_from_the_first_days_only_and_reads_no_later_return(garch_daily):
+    """s2_0 = lam * mean(r^2 of the first init_days) + (1 - lam) r_0^2; on a short history the seed matters, and
+    corrupting later returns must not move an earlier forecast."""
+    data = garch_daily.iloc[:40]
+    r2 = data["ret"].to_numpy() ** 2
+    model = make_forecaster("ewma", lam=0.9, init_days=30)
+    path = model.one_day_variance(data).to_numpy()
+    assert path[0] == pytest.approx(0.9 * r2[:30].mean() + 0.1 * r2[0], rel=1e-12)
+    dirty = data.copy()
+    dirty.iloc[35:, dirty.columns.get_loc("ret")] = 0.5
+    np.testing.assert_allclose(model.one_day_variance(dirty).to_numpy()[:35], path[:35], rtol=1e-12)
+
+
+def test_hist_volatility_waits_for_a_full_window(garch_daily):
+    data = garch_daily.iloc[:100]
+    path = make_forecaster("hist", window=30).one_day_variance(data)
+    assert path.iloc[:29].isna().all() and np.isfinite(path.iloc[29])
+
+
+def test_fitted_student_t_shape_maximises_the_likelihood_of_every_finite_residual():
+    """The MLE reads every finite residual, the extremes included (they set the tail): the likelihood of the
+    whole sample is at its maximum at the fitted shape."""
+    from volmargin.models.distributions import fit_params, make_distribution
+
+    rng = np.random.default_rng(0)
+    z = np.r_[rng.standard_normal(2000), [8, -8, 7, -7, 9, -9, 6.5, -6.5]]
+    z = z / z.std()
+    dist = make_distribution("t")
+    nu = fit_params(dist, np.r_[z, np.nan])[0]
+    loglik = lambda v: float(dist.loglikelihood(np.array([v]), z, np.ones_like(z)))  # noqa: E731
+    assert loglik(nu) >= max(loglik(nu - 0.05), loglik(nu + 0.05))
+    assert 4 < nu < 9
+
+
+def test_coverage_factor_ignores_rows_without_a_finite_loss():
+    from volmargin.models.distributions import coverage_factor
+
+    rng = np.random.default_rng(3)
+    var = rng.uniform(0.5, 2.0, 1000)
+    losses = rng.standard_t(4, 1000) * var
+    expected = coverage_factor(losses, var, 0.99)
+    assert expected > 1.0
+    assert coverage_factor(np.r_[losses, np.nan, np.inf], np.r_[var, 1.0, 1.0], 0.99) == pytest.approx(expected)
+
+
+def test_a_forecast_refuses_variance_or_tails_of_the_wrong_shape():
+    from volmargin.models import Forecast
+
+    origins = pd.date_range("2024-01-01", periods=2, tz="UTC")
+    good = {"long": np.ones((2, 1)), "short": np.ones((2, 1))}
+    Forecast(origins, 1, np.ones(2), (0.99,), good, good)
+    with pytest.raises(ValueError, match="variance"):
+        Forecast(origins, 1, np.ones(3), (0.99,), good, good)
+    bad = {"long": np.ones((2, 1)), "short": np.ones((2, 2))}  # a level too many on one side
+    with pytest.raises(ValueError, match="short"):
+        Forecast(origins, 1, np.ones(2), (0.99,), good, bad)

@@ -72,3 +72,108 @@ def test_iv_vol_of_vol_is_the_mean_absolute_daily_change():
     f = iv_features(close)
     change = np.log(close).diff()
     assert f["vol_of_vol_20d"].iloc[-1] == pytest.approx(change.abs().iloc[-20:].mean())
+
+
+# session 29's audit: the underlying returns' feature, refit cadence, minimum rows, the crossing guard, scores
+def _underlying(close, seed=2):
+    rng = np.random.default_rng(seed)
+    return pd.Series(rng.standard_t(4, len(close)) * 0.03, index=close.index)
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_qreg_with_underlying_returns_reads_no_later_return_and_iv_forecasts_pass_them(horizon):
+    """The rv_20d feature: corrupting the underlying's returns after the origin leaves the forecast there
+    unchanged; iv_forecasts' qreg is learned_quantiles with the same underlying returns (not without them)."""
+    from volmargin.models.ivmoves import iv_forecasts, learned_quantiles
+
+    close = _dvol(260)
+    ret = _underlying(close)
+    cut = 200
+    dirty = ret.copy()
+    dirty.iloc[cut + 1:] = 0.5
+    a = learned_quantiles(close, ret, horizon=horizon, refit_every=1000, start=close.index[cut], end=close.index[cut])
+    b = learned_quantiles(close, dirty, horizon=horizon, refit_every=1000, start=close.index[cut], end=close.index[cut])
+    assert np.isfinite(a.iloc[cut]).all()
+    pd.testing.assert_frame_equal(a, b)
+    table = iv_forecasts(close, ret, horizon=horizon, start=close.index[cut], end=close.index[cut], models=("qreg",))
+    np.testing.assert_allclose(table[["q_lo", "q_hi"]].to_numpy(), a.iloc[[cut]].to_numpy())
+    plain = learned_quantiles(close, None, horizon=horizon, refit_every=1000, start=close.index[cut],
+                              end=close.index[cut])
+    assert not np.allclose(plain.iloc[cut], a.iloc[cut])  # the underlying feature matters: the test has teeth
+
+
+def test_qreg_refits_exactly_every_refit_every_days():
+    """Origin start + k (k < refit_every) uses the model fitted at start; origin start + refit_every a fresh fit."""
+    from volmargin.models.ivmoves import learned_quantiles
+
+    close = _dvol(260)
+    s, every = 150, 10
+    run = learned_quantiles(close, refit_every=every, start=close.index[s])
+    stale = learned_quantiles(close, refit_every=10**6, start=close.index[s], end=close.index[s + every])
+    fresh = learned_quantiles(close, refit_every=10**6, start=close.index[s + every], end=close.index[s + every])
+    np.testing.assert_allclose(run.iloc[s : s + every].to_numpy(), stale.iloc[s : s + every].to_numpy())
+    np.testing.assert_allclose(run.iloc[s + every].to_numpy(), fresh.iloc[s + every].to_numpy())
+    assert not np.allclose(stale.iloc[s + every], fresh.iloc[s + every])  # a refit changes it: the test has teeth
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_qreg_waits_for_min_train_realised_rows(horizon):
+    """The first forecast is at the first origin with `min_train` usable rows whose targets are realised."""
+    from volmargin.models.ivmoves import iv_features, learned_quantiles
+
+    close = _dvol(200)
+    q = learned_quantiles(close, horizon=horizon, refit_every=1000, min_train=60)
+    usable = np.flatnonzero(iv_features(close).notna().all(axis=1).to_numpy())
+    first = usable[59] + horizon  # the 60th usable row's target is realised `horizon` days later
+    assert q.iloc[:first].isna().all().all() and q.iloc[first].notna().all()
+
+
+def test_qreg_quantiles_never_cross_even_where_the_regressions_do(monkeypatch):
+    """The no-crossing guard: a regressor whose 1% quantile lies above its 99% one is reordered."""
+    import sklearn.linear_model
+    from sklearn.base import BaseEstimator, RegressorMixin
+
+    from volmargin.models.ivmoves import learned_quantiles
+
+    class Crossing(RegressorMixin, BaseEstimator):
+        def __init__(self, quantile=0.5, alpha=1.0, solver="highs"):
+            self.quantile, self.alpha, self.solver = quantile, alpha, solver
+
+        def fit(self, x, y):
+            self.fitted_ = True
+            return self
+
+        def predict(self, x):
+            return np.full(len(x), 0.5 - self.quantile)  # 0.01 -> 0.49, 0.99 -> -0.49
+
+    monkeypatch.setattr(sklearn.linear_model, "QuantileRegressor", Crossing)
+    q = learned_quantiles(_dvol(260), refit_every=1000, start=_dvol(260).index[150]).dropna()
+    assert len(q) > 0
+    np.testing.assert_allclose(q["q0.01"], -0.49)
+    np.testing.assert_allclose(q["q0.99"], 0.49)
+
+
+def test_iv_features_are_the_documented_windows():
+    """change_5d is the 5-day log change; vol of vol and rv_20d need 10 of their 20 days."""
+    from volmargin.models.ivmoves import iv_features
+
+    close = _dvol(100)
+    ret = _underlying(close)
+    f = iv_features(close, ret)
+    log = np.log(close)
+    assert f["change_5d"].iloc[-1] == pytest.approx(log.iloc[-1] - log.iloc[-6])
+    assert f["vol_of_vol_20d"].iloc[:10].isna().all() and np.isfinite(f["vol_of_vol_20d"].iloc[10])
+    assert f["rv_20d"].iloc[:9].isna().all() and np.isfinite(f["rv_20d"].iloc[9])
+    assert f["rv_20d"].iloc[-1] == pytest.approx(np.log(np.sqrt((ret.iloc[-20:] ** 2).mean() * 365) + 1e-6))
+
+
+def test_iv_scores_count_only_realised_rows_and_strict_exceedances():
+    """Unrealised rows (NaN target) are left out of n and the rates; a target equal to a quantile is no exceedance."""
+    from volmargin.models.ivmoves import score_quantiles
+
+    y = [np.nan, -0.1, -0.3, 0.1, 0.3, np.nan]
+    table = pd.DataFrame({"model": "qreg", "q_lo": -0.1, "q_hi": 0.1, "target": y})
+    row = score_quantiles(table).iloc[0]
+    assert row["n"] == 4
+    assert row["below_lo_rate"] == 0.25 and row["above_hi_rate"] == 0.25
+    assert np.isfinite(row["pinball_0.01"]) and np.isfinite(row["pinball_0.99"])
