@@ -9,6 +9,7 @@ from volmargin.calibration import (
     CALIBRATION_COLUMNS, PATH_COLUMNS, STRESS_COLUMNS, SUMMARY_COLUMNS, PolicyConfig, calibrate, margin_paths,
     margin_rate, margin_summary, parameter_set, stress_report, validate_parameters, walk_forward_calibration,
 )
+from volmargin.calibration.autocalibrate import realised_before
 from volmargin.errors import ConfigError
 from volmargin.evaluation.scoring import POOLED
 
@@ -671,3 +672,136 @@ def test_peak_margin_and_haircut_are_the_largest_of_each_sides_own_path():
     for side in ("long", "short"):
         assert records[side]["peak_haircut"] == pytest.approx(peak_cut, rel=1e-12)
         assert records[side]["peak_haircut"] > records[side]["haircut"]
+
+
+# session 29's audit: records where assets end on different days, blocks, h-day realisation
+def test_each_assets_record_is_set_at_its_own_last_origin_when_assets_end_on_different_days():
+    """Asset b's forecasts stop (after a week of falls) on 2021-09-20, a's go on to 2021-11-30 (monthly blocks from
+    2021-01-01): b's
+    records are as of its own last origin, with the margin of its path there, the scale of the block in force
+    then (from 2021-09-01) and the haircut of that row; a's are as of 2021-11-30; the set's as_of is the latest."""
+    market = t_market(n=700, assets=("a", "b"))
+    market = market[(market["asset"] == "a") | (market["origin"] <= utc("2021-09-20"))].reset_index(drop=True)
+    crash = (market["asset"] == "b") & market["origin"].between(utc("2021-09-05"), utc("2021-09-12"))
+    market.loc[crash, "realized_ret"] = -2 * market.loc[crash, "var99_long"]  # b's later blocks need more scale
+    policy = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2)
+    blocks = walk_forward_calibration(market, policy, "2021-01-01", every="MS")
+    params = parameter_set(market, policy, blocks, "m", assets=["a", "b"])
+    paths = margin_paths(market, policy, blocks)
+    records = {(r["asset"], r["side"]): r for r in params["records"]}
+    ends = {"a": utc("2021-11-30"), "b": utc("2021-09-20")}
+    assert params["as_of"] == ends["a"].isoformat()
+    for (asset, side), record in records.items():
+        own = paths[(paths["asset"] == asset) & (paths["side"] == side)]
+        assert record["as_of"] == ends[asset].isoformat() == own["origin"].max().isoformat()
+        assert record["initial_margin"] == pytest.approx(own["initial_margin"].iloc[-1], rel=1e-12)
+        in_force = blocks[blocks["valid_from"] <= ends[asset]]["valid_from"].max()
+        row = blocks[(blocks["valid_from"] == in_force) & (blocks["asset"] == asset) & (blocks["side"] == side)]
+        assert record["valid_from"] == in_force.isoformat()
+        assert record["scale"] == pytest.approx(row["scale"].iloc[0], rel=1e-12)
+        long_scale = blocks[(blocks["valid_from"] == in_force) & (blocks["asset"] == asset)
+                            & (blocks["side"] == "long")]["scale"].iloc[0]
+        last_risk = market[(market["asset"] == asset) & (market["origin"] == ends[asset])]["var99_long"].iloc[0]
+        assert record["haircut"] == pytest.approx(-np.expm1(-long_scale * last_risk), rel=1e-12)
+    assert records[("b", "long")]["scale"] != pytest.approx(
+        blocks[(blocks["valid_from"] == utc("2021-11-01")) & (blocks["asset"] == "b")
+               & (blocks["side"] == "long")]["scale"].iloc[0], rel=1e-6)  # else the scale check proves nothing
+
+
+def test_origins_before_the_first_block_use_the_first_blocks_scale_not_the_last():
+    """Blocks from 2020-01-11 (scale 1) and 2020-01-16 (scale 2): the ten in-sample origins before 2020-01-11
+    are priced with the first block's scale and flagged not calibrated."""
+    frame = table(0.05, np.zeros(20))
+    blocks = pd.concat([fixed(1.0, start="2020-01-11").assign(valid_to=utc("2020-01-16")),
+                        fixed(2.0, start="2020-01-16")], ignore_index=True)
+    paths = margin_paths(frame, PolicyConfig(), blocks)
+    margin = path(paths)
+    np.testing.assert_allclose(margin[:15], -np.expm1(-0.05), rtol=1e-12)
+    np.testing.assert_allclose(margin[15:], -np.expm1(-0.10), rtol=1e-12)
+    assert paths.loc[paths["side"] == "long", "calibrated"].tolist() == [False] * 10 + [True] * 10
+
+
+def test_a_5_day_row_is_seen_by_the_calibrator_only_once_its_5_days_are_realised():
+    """horizon 5, validation start 2020-01-20: the last row seen has origin 2020-01-14 (its MPOR ends on the
+    19th), not 2020-01-18 (one day's horizon: four days of look-ahead)."""
+    frame = table(0.05, np.zeros(30), horizon=5)
+    seen = realised_before(frame, utc("2020-01-20"))
+    assert seen["origin"].max() == utc("2020-01-14")
+    cal = calibrate(frame, PolicyConfig(), "2020-01-20")
+    assert (cal.loc[cal["asset"] == "a", "calibration_days"] == 14).all()
+
+
+def test_the_haircut_scales_from_the_mpor_to_the_liquidation_days_by_their_ratio():
+    """horizon 5, liquidation_days 10: the haircut's risk is sqrt(10 / 5) x the 5-day measure (not sqrt(10))."""
+    market = t_market(n=700, assets=("a",)).assign(horizon=5)
+    policy = PolicyConfig(liquidation_days=10)
+    cal = calibrate(market, policy, "2021-01-01")
+    record = next(r for r in parameter_set(market, policy, cal, "m")["records"] if r["side"] == "long")
+    last = market.iloc[-1]
+    assert record["haircut"] == pytest.approx(-np.expm1(-record["scale"] * last["var99_long"] * np.sqrt(2)), rel=1e-12)
+
+
+def test_the_published_validation_average_margin_is_of_the_out_of_sample_rows_only():
+    """Quarterly blocks from 2021-01-01: every row from the first block's start on is out of sample (not only
+    those of the last block), and none before it."""
+    from volmargin.calibration import walk_forward_calibration
+
+    market = t_market(n=700, assets=("a",))
+    policy = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2)
+    cal = walk_forward_calibration(market, policy, "2021-01-01", every="QS")
+    assert cal["valid_from"].nunique() > 1
+    records = {r["side"]: r for r in parameter_set(market, policy, cal, "m")["records"]}
+    paths = margin_paths(market, policy, cal)
+    for side in ("long", "short"):
+        rows = paths[(paths["side"] == side) & paths["calibrated"]]
+        assert len(rows) < (paths["side"] == side).sum()  # else the test proves nothing
+        assert records[side]["validation_avg_margin"] == pytest.approx(rows["initial_margin"].mean(), rel=1e-12)
+
+
+def test_a_pooled_policy_publishes_feasible_records_with_the_pooled_scale():
+    market = t_market(n=700, assets=("a", "b"))
+    policy = PolicyConfig(pooled=True)
+    cal = calibrate(market, policy, "2021-01-01")
+    records = parameter_set(market, policy, cal, "m", assets=["a", "b"])["records"]
+    assert len(records) == 4 and all(r["feasible"] and r["reason"] == "" for r in records)
+    for r in records:
+        assert r["scale"] == cal.loc[(cal["asset"] == "ALL") & (cal["side"] == r["side"]), "scale"].iloc[0]
+
+
+def test_a_block_without_a_scale_for_a_column_is_refused_naming_it():
+    """Asset b has no row in the block and there is no pooled stand-in: a ConfigError names m/b/long, not a
+    NaN margin path (which would read as no breach at all)."""
+    from volmargin.errors import ConfigError
+
+    frame = pd.concat([table(0.05, np.zeros(10)), table(0.05, np.zeros(10), asset="b")], ignore_index=True)
+    blocks = fixed(1.0, asset="a")
+    with pytest.raises(ConfigError, match="no scale for m/b/long in the block from 2000-01-01"):
+        margin_paths(frame, PolicyConfig(), blocks)
+
+
+def test_a_stress_window_includes_its_last_day():
+    """A window's (first, last) days are inclusive: the breach dated on the last day is the one reported."""
+    from volmargin.calibration import stress_report
+
+    origins = pd.to_datetime(["2022-05-08", "2022-05-09"], utc=True)
+    paths = pd.DataFrame({"model": "m", "asset": "a", "side": "long", "origin": origins,
+                          "date": origins + pd.Timedelta(days=1), "initial_margin": 0.1, "loss": [0.05, 0.3],
+                          "calibrated": True})
+    paths["breach"] = paths["loss"] > paths["initial_margin"]
+    paths["shortfall"] = np.where(paths["breach"], paths["loss"] - paths["initial_margin"], 0.0)
+    row = stress_report(paths, {"e": ("2022-05-09", "2022-05-10")}).iloc[0]
+    assert row["eve"] == utc("2022-05-09") and row["breach"] and row["shortfall"] == pytest.approx(0.2)
+
+
+def test_calibration_start_counts_rows_by_the_day_their_target_is_realised_in_every_block():
+    """horizon 5, calibration_start 2020-02-01, start 2020-03-01: the rows counted are those realised in February
+    (origins 2020-01-27 .. 2020-02-24: 29), not those with origins in February (24); walk_forward_calibration
+    passes the calibration start on to each block."""
+    from volmargin.calibration import walk_forward_calibration
+
+    frame = table(0.05, np.zeros(120), horizon=5)
+    cal = calibrate(frame, PolicyConfig(), "2020-03-01", calibration_start="2020-02-01")
+    assert (cal.loc[cal["asset"] == "a", "calibration_days"] == 29).all()
+    blocks = walk_forward_calibration(frame, PolicyConfig(), "2020-03-01", every="MS", calibration_start="2020-02-01")
+    first = blocks[(blocks["valid_from"] == utc("2020-03-01")) & (blocks["asset"] == "a")]
+    assert (first["calibration_days"] == 29).all()
