@@ -553,7 +553,8 @@ def test_a_forecast_of_nan_is_flagged_and_held_even_where_a_previous_margin_is_g
         return vs.Forecasts(np.array([0.01]), tails, tails.copy(), (0.975, 0.99), 1)
 
     full = lambda v: np.full((1, 2), v)  # noqa: E731
-    terms = Terms(full(1.0), full(0.0), full(0.02), full(0.01), np.ones((1, 2), bool), np.full((1, 2), "", dtype=object))
+    terms = Terms(full(1.0), full(0.0), full(0.02), full(0.01), np.ones((1, 2), bool),
+                  np.full((1, 2), "", dtype=object))
     none = np.array([""], dtype=object)
     for max_down in (None, 0.1):
         policy = {"risk": "var99", "haircut_risk": None, "maintenance_fraction": 0.75, "buffer": None, "max_up": 0.5,
@@ -704,3 +705,116 @@ def test_a_set_fitted_to_another_models_forecasts_is_refused(served, tmp_path):
     one = resealed_set(served, tmp_path / "one", lambda p: p["records"][0].update(model="ewma"))
     with pytest.raises(vs.CalibrationError, match="fitted to 'ewma'"):
         vs.load(served.bundle, calibration=one)
+
+
+# session 29's audit: previous above 1, the memory of last good margins (one side, same day, swaps),
+# the oldest row's doubt, the unfinished day's bars, repeated stamps, error families
+@pytest.mark.parametrize("value", [1.5, 12.0])  # 12: a margin given in percent
+def test_a_previous_margin_above_full_collateral_is_refused(served, runtime, value):
+    """R04: previous = 12 (12% written as percent) would pin every margin at full collateral via the down
+    speed limit, silently."""
+    previous = np.full((len(ASSETS), 2), 0.05)
+    previous[1, 0] = value
+    with pytest.raises(vs.InputError, match=r"previous margins must lie in \(0, 1\]"):
+        runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=previous)
+    previous[1, 0] = 1.0  # full collateral itself is a margin
+    runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=previous)
+
+
+def test_a_margin_with_one_side_fail_safe_is_not_remembered_as_good(served, tmp_path):
+    """R20: the memory keeps margins priced normally on both sides; an asset whose long record has expired
+    (long side fail-safe at the published 0.9) must not leave 0.9 as a 'last good' floor that a swap carries
+    to a runtime whose set is in force."""
+    as_of = str(np.datetime64(served.as_of, "s") - np.timedelta64(1, "D")) + "+00:00"
+
+    def change(parameters):
+        for r in parameters["records"]:
+            if r["asset"] == ASSETS[0] and r["side"] == "long":
+                r.update(valid_to=as_of, initial_margin=0.9, haircut=0.9)
+
+    server = vs.Server(served.bundle, calibration=resealed_set(served, tmp_path, change))
+    got = server.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    assert got.fail_safe[0, 0] and not got.fail_safe[0, 1] and not got.fail_safe[1:].any()
+    assert ASSETS[0] not in server.runtime._last_good and ASSETS[1] in server.runtime._last_good
+    server.swap(served.bundle, calibration=served.calibration)
+    clean = vs.load(served.bundle, calibration=served.calibration).margins(ASSETS, served.inputs, served.dates,
+                                                                           as_of=served.as_of)
+    stale = server.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of)
+    assert stale.fail_safe.all() and stale.initial[0, 0] < 0.9 and clean.initial[0, 0] < 0.9
+
+
+def test_a_second_pricing_of_the_same_day_replaces_the_remembered_margin(served, runtime):
+    """R21: the memory keeps the newest as_of, and at an equal as_of the latest call (a re-run with the day's
+    corrected rows): a first, calmer pricing must not stay the floor of later fail-safe margins."""
+    first = runtime.margins(ASSETS, served.inputs[:, :-1], served.dates[:, :-1], as_of=served.as_of)
+    second = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    assert not first.fail_safe.any() and not second.fail_safe.any() and (first.initial < second.initial).any()
+    for asset, initial in zip(ASSETS, second.initial):
+        np.testing.assert_array_equal(runtime._last_good[asset][1], initial)
+
+
+def test_a_swap_keeps_the_last_good_margins_as_floors(served):
+    """R22: test_the_last_good_margin_is_a_floor_of_every_fail_safe_margin's swap check cannot fail (with no
+    memory and no reading the stale call is priced at the peak margin, above the clean one anyway); with
+    yesterday's low margins as `previous` the peak margin stays out, and only the memory holds the margin up."""
+    server = vs.Server(served.bundle, calibration=served.calibration)
+    clean = server.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    assert not clean.fail_safe.any()
+    server.swap(served.bundle, calibration=served.calibration)
+    low = np.full((len(ASSETS), 2), 0.02)
+    stale = server.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of,
+                           previous=low)
+    assert stale.fail_safe.all()
+    assert (stale.initial >= clean.initial - 1e-12).all(), "a swap forgot the last good margins"
+    assert (stale.haircut >= clean.haircut - 1e-12).all()
+
+
+def test_a_doubtful_value_in_the_oldest_row_the_model_reads_is_flagged(served, runtime):
+    """R26: the doubt covers every row the model reads, the oldest included (row -history_days), and no row
+    before it."""
+    rv, n = INPUT_COLUMNS.index("rv"), runtime.history_days
+    for row, flagged in ((-n, True), (-n - 1, False)):
+        inputs = served.inputs.copy()
+        inputs[0, row, rv] *= 1e8
+        got = runtime.margins(ASSETS, inputs, served.dates, as_of=served.as_of)
+        assert bool(got.fail_safe[0].all()) is flagged, (row, got.reason[0])
+        assert not got.fail_safe[1:].any()
+
+
+def test_a_bar_opening_at_as_of_s_midnight_does_not_make_a_row_for_the_unfinished_day(served):
+    """R28: bars are stamped at their open; the 00:00 bar of as_of's day belongs to a day that has not ended,
+    so daily_inputs ends at the day before as_of (with `<=` it made a one-bar row dated as_of's day)."""
+    runtime = vs.load(served.bundle)
+    day = np.datetime64("2024-03-10")
+    stamps = np.arange(np.datetime64("2024-02-01T00:00"), np.datetime64(day, "m") + np.timedelta64(1, "m"),
+                       np.timedelta64(60, "m")).astype("datetime64[ns]")
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(stamps))))
+    open_ = np.r_[close[0], close[:-1]]
+    ohlcv = np.column_stack([open_, np.maximum(open_, close) * 1.001, np.minimum(open_, close) * 0.999, close,
+                             np.full(len(stamps), 10.0)])
+    assert stamps[-1] == np.datetime64(day, "ns")
+    inputs, dates = runtime.daily_inputs(stamps, ohlcv, as_of=np.datetime64("2024-03-10T12:00"))
+    assert dates[-1] == day - 1 and len(dates) == len(inputs) and (dates < day).all()
+
+
+def test_a_repeated_bar_stamp_or_history_date_is_refused(served):
+    """R08: 'strictly increasing': a bar resent under the same stamp (its moves counted twice in the day's
+    measures) and a history with one date twice are refused, not read."""
+    runtime = vs.load(served.bundle)
+    stamps = np.arange(np.datetime64("2024-02-01T00:00"), np.datetime64("2024-02-05T00:00"),
+                       np.timedelta64(60, "m")).astype("datetime64[ns]")
+    ohlcv = np.tile([100.0, 101.0, 99.0, 100.5, 10.0], (len(stamps), 1))
+    stamps[10] = stamps[9]
+    with pytest.raises(vs.UnsortedInputError, match="timestamps must be strictly increasing"):
+        runtime.daily_inputs(stamps, ohlcv, as_of=np.datetime64("2024-02-06"))
+    dates = served.dates[0].copy()
+    dates[-2] = dates[-3]
+    with pytest.raises(vs.UnsortedInputError, match="dates must be strictly increasing"):
+        runtime.forecast_history(served.inputs[0], dates)
+
+
+def test_error_classes_keep_their_documented_family():
+    """E02: a service that catches ChecksumError (an altered bundle) must also catch a bad signature."""
+    assert issubclass(vs.SignatureError, vs.ChecksumError) and issubclass(vs.ChecksumError, vs.BundleError)
+    assert issubclass(vs.StaleInputError, vs.InputError) and issubclass(vs.InputError, ValueError)

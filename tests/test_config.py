@@ -1,0 +1,62 @@
+"""Config checks at load: ranges, dates, patterns, levels and simulation limits (session 29's mutation audit: each
+test fails on a change the suite let through)."""
+
+import pytest
+
+from volmargin.config import RunConfig, load_config
+from volmargin.errors import ConfigError
+
+
+@pytest.mark.parametrize("text, message", [
+    ("horizon: 31", "horizon: must lie in 1 .. 30"),                       # C02: the upper bound
+    ("backtest: {refit_every: 0}", "must lie in 1 .. 36500 days"),        # C03: the lower bound
+    ("backtest: {start: 03/04/2022}", "backtest.start: not a date"),      # C04
+    ("calibration: {end: 2022-13-45}", "calibration.end: not a date"),    # C05
+    ("data: {iv: {'*btc*': 5}}", "data.iv: expected asset-name patterns"),  # C06
+    ("learned: {}", "learned: expected a mapping with nn, gbm and/or blend"),  # C11: no model at all
+    ("backtest: {baselines: [ewma, garh]}", "backtest.baselines: unknown ['garh']"),  # C10
+])
+def test_run_config_ranges_and_dates_stop_at_load(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path, RunConfig)
+    assert message in str(error.value)
+
+
+def test_a_whole_number_for_a_float_key_is_read_as_a_float(tmp_path):
+    """C01: `leverage_median: 4` (YAML int) for a float key is 4.0, not 'expected float, got int'."""
+    path = tmp_path / "run.yaml"
+    path.write_text("simulation: {leverage_median: 4, insurance_fund: 1}\n")
+    cfg = load_config(path, RunConfig)
+    assert cfg.simulation.leverage_median == 4.0 and isinstance(cfg.simulation.leverage_median, float)
+    assert cfg.simulation.insurance_fund == 1.0
+
+
+def test_an_infinite_simulation_setting_is_refused_at_load():
+    """C07: insurance_fund = inf passes `> 0` and makes every bad-debt ratio 0 (the solvency target always met)."""
+    from volmargin.config import SimulationSection, from_dict
+
+    for key in ("insurance_fund", "max_bad_debt_fund", "impact"):
+        with pytest.raises(ConfigError, match=rf"^--set\.{key}: invalid value inf \(a finite number\)"):
+            from_dict(SimulationSection, {key: float("inf")}, "--set")
+
+
+@pytest.mark.parametrize("key, most", [("accounts", 1_000_000), ("bootstrap_paths", 1_000)])
+def test_simulation_sizes_stop_one_past_their_limit(key, most):
+    """C08: the limits themselves (at the limit: accepted; one past: refused)."""
+    from volmargin.config import SimulationSection, from_dict
+
+    assert getattr(from_dict(SimulationSection, {key: most}, "--set"), key) == most
+    with pytest.raises(ConfigError, match=rf"--set\.{key}: at most"):
+        from_dict(SimulationSection, {key: most + 1}, "--set")
+
+
+def test_a_learned_models_own_levels_that_differ_from_the_configs_are_refused(tmp_path):
+    """C09: the config's levels would silently replace them."""
+    path = tmp_path / "run.yaml"
+    path.write_text("learned: {gbm: {levels: [0.95, 0.99]}}\n")
+    with pytest.raises(ConfigError, match=r"learned.gbm.levels: \[0.95, 0.99\] differ from levels \[0.975, 0.99\]"):
+        load_config(path, RunConfig)
+    path.write_text("learned: {gbm: {levels: [0.99, 0.975]}}\n")  # the same levels in another order: accepted
+    assert load_config(path, RunConfig).learned["gbm"]["levels"] == (0.975, 0.99)
