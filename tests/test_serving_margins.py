@@ -436,6 +436,34 @@ def test_an_incomplete_day_is_priced_at_the_larger_of_its_readings_in_both_paths
     _same_margins(state.margins(ASSETS, inputs[:, -1], dates[:, -1], as_of=as_of), got)
 
 
+@pytest.mark.parametrize("own_partial", [False, True])
+def test_a_refused_row_leaves_the_other_assets_incomplete_days_read_whole_in_the_stream(bundle, calibration, batch,
+                                                                                      own_partial):
+    """Session 29's red team: with one asset's new row refused, the stream read the others' incomplete days by
+    that asset's rows (a variable reused): their violent partial days were not read whole (margins 0.95x the
+    careful path's, unflagged), or, where the refused asset had one too, numpy's broadcast error."""
+    inputs, dates, as_of = batch
+    inputs = inputs.copy()
+    measures = [INPUT_COLUMNS.index(c) for c in ("rv", "bv", "parkinson", "rogers_satchell")]
+    for k in (1, 2):
+        inputs[k, -8, INPUT_COLUMNS.index("complete")] = 0.0
+        inputs[k, -8, measures] *= 6.0
+    if own_partial:
+        inputs[0, -20, INPUT_COLUMNS.index("complete")] = 0.0
+    row = inputs[:, -1].copy()
+    row[0, INPUT_COLUMNS.index("rv")] = np.nan
+    careful = vs.load(bundle, calibration=calibration, assets=ASSETS)
+    history = careful.history_days
+    window = inputs[:, -history:].copy()
+    window[:, -1] = row
+    expected = careful.margins(ASSETS, window, dates[:, -history:], as_of=as_of)
+    state = vs.load(bundle, calibration=calibration, assets=ASSETS).stream(inputs[:, :-1], dates[:, :-1],
+                                                                           as_of=dates[0, -2])
+    got = state.margins(ASSETS, row, dates[:, -1], as_of=as_of)
+    _same_margins(got, expected)
+    assert got.fail_safe[0].all() and not got.fail_safe[1:].any()
+
+
 def test_history_doubts_flag_the_origins_a_service_would_flag(runtime, batch):
     """`Runtime.history_doubts` (the `doubt` column of `volmargin score`) flags exactly the origins whose
     window `Runtime.margins` serves flagged as doubtful, and names the doubtful row's date."""

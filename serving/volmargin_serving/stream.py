@@ -180,9 +180,9 @@ class StreamState:
                 runtime._read_into(readings, k, *self.history(k), instant)
         for k in np.flatnonzero(wanted & np.array([error is not None for error in refused])):
             errors[k] = f"{type(refused[k]).__name__}: {refused[k]}"
-            stored, stored_days = self.history(k)
-            runtime._read_into(readings, k, np.vstack([stored, rows[k]]),
-                               np.append(stored_days, np.datetime64(int(days[k]), "D")), instant)
+            kept, kept_days = self.history(k)  # not `stored`: that holds the served assets' rows, read below
+            runtime._read_into(readings, k, np.vstack([kept, rows[k]]),
+                               np.append(kept_days, np.datetime64(int(days[k]), "D")), instant)
         forecasts = _spread(Forecasts(out.variance[wanted], out.var[wanted], out.es[wanted], out.levels, out.horizon),
                             np.flatnonzero(wanted), len(self), runtime)
         for k in served[partial_days(stored)] if len(served) else ():
