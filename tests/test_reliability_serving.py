@@ -566,6 +566,22 @@ def test_a_forecast_of_nan_is_flagged_and_held_even_where_a_previous_margin_is_g
         assert not priced.fail_safe.any()
 
 
+def test_a_haircut_that_rounds_to_one_is_served_just_below_one_not_dropped_for_the_published_one():
+    """Session 29's red team: variances x1e6 (consistent, possible) made the haircut round to exactly 1, which
+    was dropped as unusable, and the calm published haircut (5%) was served instead of nearly 100%."""
+    from volmargin_serving.margins import Terms, price
+
+    tails = np.full((1, 2, 2), 80.0)  # a 99% loss of 80 in log-return units: 1 - e^-80 rounds to 1
+    forecasts = vs.Forecasts(np.array([1e3]), tails, tails.copy(), (0.975, 0.99), 1)
+    full = lambda v: np.full((1, 2), v)  # noqa: E731
+    terms = Terms(full(1.0), full(0.0), full(0.02), full(0.05), np.ones((1, 2), bool),
+                  np.full((1, 2), "", dtype=object))
+    policy = {"risk": "var99", "haircut_risk": None, "maintenance_fraction": 0.75, "buffer": None, "max_up": None,
+              "max_down": None, "liquidation_days": None, "min_rate": 0.01}
+    got = price(("x",), terms, forecasts, np.array([""], dtype=object), policy, 1)
+    assert not got.fail_safe.any() and (got.haircut == np.nextafter(1.0, 0)).all()
+
+
 def test_liquidation_thresholds_by_side_on_hand_values():
     from volmargin_serving.margins import liquidation_threshold
 

@@ -231,7 +231,8 @@ def _fresh_haircut(columns: Mapping[str, np.ndarray], terms: Terms, policy: Mapp
     ratio = (policy["liquidation_days"] or horizon) / horizon
     with np.errstate(invalid="ignore", over="ignore"):
         fresh = haircut(columns[f"{policy['haircut_risk'] or policy['risk']}_long"], terms.scale[:, 0], ratio)
-    return np.where(np.isfinite(fresh) & (fresh >= 0) & (fresh < 1), fresh, np.nan)
+    fresh = np.minimum(fresh, np.nextafter(1.0, 0))  # a loss that rounds to 100% is all but the whole value
+    return np.where(np.isfinite(fresh) & (fresh >= 0), fresh, np.nan)
 
 
 def _haircuts(terms: Terms, columns: Mapping[str, np.ndarray], policy: Mapping, horizon: int,
