@@ -166,3 +166,27 @@ def test_a_scenario_file_with_a_bad_array_is_refused(tmp_path, field, value, mes
     bad = dataclasses.replace(_scenarios(z=z), **{field: value})
     with pytest.raises(CalibrationError, match=re.escape(message)):
         load_scenarios(write_scenarios(tmp_path / "bad.npz", bad))
+
+
+# --- session 29's red team: a forecast whose moves overflow, a measure of gains
+
+@pytest.mark.parametrize("variance", [1e2, 1e4])
+def test_a_variance_whose_moves_overflow_is_fully_collateralised_flagged_never_nan(variance):
+    """A 1e6 short in an asset forecast at a variance of 1e4: the float32 P&L went to inf - inf and the margin was
+    NaN, unflagged (at 1e2 it was 1.6e17). Moves beyond a 10^12-fold price are no price: the position is fully
+    collateralised and flagged in both paths, the other asset priced as before."""
+    calm = PortfolioEngine(_scenarios(), np.array([1e-2, 4e-4]))
+    engine = PortfolioEngine(_scenarios(), np.array([variance, 4e-4]))
+    one = engine.margin(names=["a", "b"], notionals=[-1e6, 5e5])
+    batch = engine.margin_batch(np.array([[-1e6, 5e5]]))
+    assert one.flagged == ("a",) and batch.flagged == ("a",) and batch.book_flagged.all()
+    for m in (one.initial, batch.initial[0]):
+        assert np.isfinite(m) and m >= 1e6
+    assert engine.margin(names=["b"], notionals=[5e5]).initial == calm.margin(names=["b"], notionals=[5e5]).initial
+
+
+@pytest.mark.parametrize("measure", ["var42", "es100", "var5"])
+def test_a_measure_below_the_median_is_refused(measure):
+    """var42 margined a plain long at 0; es100 reads as the 10% ES (three digits are a level of 0.xyz)."""
+    with pytest.raises(ValueError, match="policy.measure"):
+        PortfolioPolicy(measure=measure)

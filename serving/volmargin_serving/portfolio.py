@@ -111,12 +111,13 @@ class PortfolioPolicy:
 
 
 def _known_measure(spec) -> bool:
-    """A measure `risk_measure` can take: var/es at a level in (0, 1), worst<k> with k >= 1."""
+    """A measure of losses a margin can rest on: var/es at a level in (0.5, 1) (below, a quantile of gains: var42
+    margined a plain long at 0), worst<k> with k >= 1."""
     try:
         kind, value = parse_measure(spec)
     except ValueError:
         return False
-    return value >= 1 if kind == "worst" else 0 < value < 1
+    return value >= 1 if kind == "worst" else 0.5 < value < 1
 
 
 def unit_risks(simple: np.ndarray, measure: str, weights=None) -> np.ndarray:
@@ -376,6 +377,9 @@ def align(scenario_assets, assets, values) -> np.ndarray:
 # forecasts of the 129 spot assets never fell below 0.022 of their 250-day largest (GJR on DOGE). It is
 # read as no forecast: flagged, priced at the fallback, never at the slip.
 IMPLAUSIBLY_CALM = 0.01
+# A scenario log move beyond this (a 10^12-fold price) is no price at all: from a variance forecast that large
+# the float32 P&L of a short overflows to inf - inf = NaN. Such an asset is fully collateralised, flagged.
+WILD_LOG_MOVE = float(np.log(1e12))
 
 
 def _per_asset_values(name: str, values, n: int) -> np.ndarray:
@@ -411,6 +415,11 @@ class PortfolioEngine:
         self.sigma = np.where(self.full, 0.0, self.sigma)
         self.adv = None if adv is None else _per_asset_values("adv", adv, len(scenarios.assets))
         returns = scenario_returns(scenarios.z, self.sigma, scenarios.max_move)
+        wild = np.abs(returns).max(axis=0, initial=0.0) > WILD_LOG_MOVE
+        if wild.any():
+            self.unusable, self.full = self.unusable | wild, self.full | wild
+            self.sigma = np.where(wild, 0.0, self.sigma)
+            returns = scenario_returns(scenarios.z, self.sigma, scenarios.max_move)
         # simple_t (n_assets, n_scenarios); stress_t (n_assets, n_stress) or None: `book_panel`'s assembly
         self.simple_t, self.weights, self.stress_t = day_scenarios(returns, scenarios.stress, policy, scenarios.weights)
         self.unit = unit_risks(self.simple_t.T, policy.measure, self.weights)
