@@ -153,7 +153,9 @@ def test_batched_books_equal_single_books():
 
 @pytest.mark.parametrize("field, value, match", [
     ("iv", np.nan, "iv"), ("days", 0.0, "expired"), ("forward", -1.0, "forward"), ("strike", 0.0, "strike"),
-    ("iv", 65.0, "iv is 65.0, above 10 .*a fraction")])  # an IV in percent: read as 6,500% it zeroes a short put's margin
+    ("iv", 65.0, "iv is 65.0, above 10 .*a fraction"),  # an IV in percent: read as 6,500% it zeroes a short put's margin
+    # session 29's red team: an IV of 1e-300 priced a NaN margin; days in minutes a 0.8% one
+    ("iv", 1e-300, "iv is 1e-300, below"), ("days", 43_200.0, "beyond 3660 .*minutes or seconds")])
 def test_bad_quotes_raise_typed_errors(field, value, match):
     args = dict(quantity=[-1.0, 1.0], strike=[50_000.0, 60_000.0], is_call=[True, True], days=[30.0, 30.0],
                 forward=[50_000.0, 50_000.0], iv=[0.7, 0.7])
@@ -181,6 +183,27 @@ def test_an_unusable_grid_forecast_is_refused_naming_it(inputs, match):
     with pytest.raises(ForecastInputError, match=match):
         vo.grid_from_forecasts(*inputs)
     assert np.isfinite(vo.grid_from_forecasts(0.05, 0.05, 0.3, -0.2).range_up)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda book: vo.option_margin(book, mpor_days=float("nan")), "mpor_days = nan must be finite and > 0"),
+    (lambda book: vo.option_margin(book, mpor_days=0.0), "mpor_days = 0.0 must be finite"),
+    (lambda book: vo.option_margin(book, mpor_days=[1.0, 2.0]), r"mpor_days: \(2,\) values for 1 book"),
+    (lambda book: vo.option_margin(book, vo.grid_from_forecasts([0.1, 0.2], [0.1, 0.2], 0.1, -0.1)),
+     "grid range_down: 2 values for 1 book"),
+    (lambda book: vo.grid_from_forecasts("x", 0.1, 0.1, -0.1), "var_long = 'x' is not a number"),
+])
+def test_an_unusable_mpor_or_grid_shape_is_a_typed_error(call, match):
+    """Session 29's red team: a NaN MPOR priced a NaN margin (0 or -1 a margin), a grid of two days for one book
+    or a forecast in text ended in numpy's own errors."""
+    from volmargin_serving.options import ForecastInputError
+
+    book = vo.book_from_positions([-1.0], [50_000.0], [False], [30.0], [50_000.0], [0.6])
+    with pytest.raises(ForecastInputError, match=match):
+        call(book)
+    assert vo.option_margin(book, mpor_days="1").initial == vo.option_margin(book).initial > 0
+    with pytest.raises(vo.OptionQuoteError, match="1-D"):
+        vo.book_from_positions([-1.0], [50_000.0], [[False]], [30.0], [50_000.0], [0.6])
 
 
 def test_days_to_expiry_sent_in_years_are_refused():

@@ -390,6 +390,11 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     and Black-76's signed form s (F' N(s d1) - K N(s d2)) sums over a book's options as a matrix product."""
     books = books if books.cache is not None else prepare(books)
     b, c = books.count, books.cache
+    mpor_days = _checked_mpor(mpor_days, b)
+    for name in GRID_PARAMETERS:
+        if np.size(getattr(grid, name)) not in (1, b):
+            raise ForecastInputError(f"grid {name}: {np.size(getattr(grid, name))} values for {b} book(s); one, or "
+                                     "one per book")
     cells = _cells(grid, b)
     one = b == 1
     per_option = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
@@ -480,6 +485,17 @@ def contingency(books: Books, grid: Grid) -> np.ndarray:
     return grid.contingency * np.bincount(owner, np.maximum(-net, 0.0), minlength=books.count)
 
 
+def _checked_mpor(mpor_days, count: int):
+    """The MPOR in days as a float or (count,) floats, each finite and positive; ForecastInputError otherwise (a
+    NaN priced a NaN margin, 0 or a negative one a margin)."""
+    days = np.asarray(_positive("mpor_days", mpor_days), dtype=float)
+    if days.ndim == 0:
+        return float(days)
+    if days.shape != (count,):
+        raise ForecastInputError(f"mpor_days: {days.shape} values for {count} book(s); one, or one per book")
+    return days
+
+
 def initial_margin(books: Books, grid: Grid, mpor_days: float = 1.0) -> np.ndarray:
     """(B,) initial margin in USD of each book: see `Grid`."""
     loss, weight = scenario_losses(books, grid, mpor_days)
@@ -539,7 +555,10 @@ def _grid_of_moves(fall, rise, iv_up, iv_down, scale=1.0, base: Grid = DERIBIT_B
 
 def _checked_move(name: str, value) -> np.ndarray:
     """A log-move forecast as a float array, refused (`ForecastInputError`) if NaN or beyond `MAX_LOG_MOVE`."""
-    value = np.asarray(value, dtype=float)
+    try:
+        value = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ForecastInputError(f"{name} = {value!r} is not a number") from None
     bad = ~(np.abs(value) <= MAX_LOG_MOVE)
     if bad.any():
         raise ForecastInputError(f"{name} = {value[bad].flat[0]:g} is not a log move over the MPOR within "
@@ -628,6 +647,11 @@ class OptionMargin:
 # 0.37 .. 2.23; an IV sent in percent (65 for 65%, Deribit's API unit) read as 6,500% prices options near
 # their bounds, and a short put's margin falls to zero.
 MAX_IV = 10.0
+# The lowest: an IV of 1e-300 passed as positive and priced a NaN margin (its variance underflows to 0).
+MIN_IV = 1e-4
+# The longest time to expiry a quote may carry: ten years. Days sent in minutes or seconds (43,200 or 2.6
+# million for 30 days) read as centuries: a short put's margin fell to 0.8% or 0 of its 30-day margin.
+MAX_DAYS = 3660.0
 # A venue lists one daily expiry within a day of any moment (Deribit: 08:00 UTC), so a chain or book with this
 # many expiries all under one day has its days to expiry in another unit (years: 0.082 for 30 days), which
 # settles every option within the MPOR and prices no vega.
@@ -643,15 +667,27 @@ def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "op
 
 def _check_iv(iv: np.ndarray, what: str = "option") -> None:
     _check("iv", iv, what=what)
+    if np.any(iv < MIN_IV):
+        i = int(np.flatnonzero(iv < MIN_IV)[0])
+        raise OptionQuoteError(f"{what} {i}: iv is {float(iv[i])!r}, below {MIN_IV:g} a year")
     if np.any(iv > MAX_IV):
         i = int(np.flatnonzero(iv > MAX_IV)[0])
         raise OptionQuoteError(f"{what} {i}: iv is {float(iv[i])!r}, above {MAX_IV:g} ({MAX_IV:,.0%} a year); implied "
                                "volatility is a fraction (0.65 for 65%)")
 
 
+def _check_days(days: np.ndarray, what: str = "option") -> None:
+    if np.any(days > MAX_DAYS):
+        i = int(np.flatnonzero(days > MAX_DAYS)[0])
+        raise OptionQuoteError(f"{what} {i}: days to expiry {float(days[i])!r} is beyond {MAX_DAYS:g} (ten years); "
+                               "days sent in hours, minutes or seconds?")
+
+
 def _flags(is_call) -> np.ndarray:
     """`is_call` as booleans from booleans or 0/1 numbers: a string ('put', 'False') would read as True."""
     values = np.atleast_1d(np.asarray(is_call))
+    if values.ndim != 1:
+        raise OptionQuoteError(f"is_call must be a 1-D array, got shape {values.shape}")
     if values.dtype == bool:
         return values
     if values.dtype.kind in "iuf" and np.isin(values, (0, 1)).all():
@@ -686,6 +722,7 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
     if np.any(expired):
         i = int(np.flatnonzero(expired)[0])
         raise OptionQuoteError(f"option {i}: expired or undated (days to expiry {days[i]!r})")
+    _check_days(days)
     if smile_quotes is None:
         smile_quotes = (days, strike, forward, iv)
     try:
@@ -696,6 +733,7 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         raise OptionQuoteError("smile_quotes: days, strike, forward and iv must be 1-D arrays of one length")
     for name, values in (("days", q_days), ("strike", q_strike), ("forward", q_forward)):
         _check(name, values, what="smile quote")
+    _check_days(q_days, what="smile quote")
     _check_iv(q_iv, what="smile quote")
     expiries, q_group = np.unique(q_days, return_inverse=True)
     if len(expiries) >= MIN_EXPIRIES_FOR_UNIT_CHECK and expiries[-1] < 1.0:
