@@ -834,3 +834,38 @@ def test_error_classes_keep_their_documented_family():
     """E02: a service that catches ChecksumError (an altered bundle) must also catch a bad signature."""
     assert issubclass(vs.SignatureError, vs.ChecksumError) and issubclass(vs.ChecksumError, vs.BundleError)
     assert issubclass(vs.StaleInputError, vs.InputError) and issubclass(vs.InputError, ValueError)
+
+
+# session 29's red team: inputs of the wrong kind end in a typed one-line error, not numpy's
+
+@pytest.mark.parametrize("previous", [[["n/a", "n/a"]] * 3, "none", {"a": [0.1, 0.1]}, [[0.1], [0.1, 0.2], [0.1, 0.1]]])
+def test_a_previous_margin_that_is_not_numbers_is_a_typed_error(served, runtime, previous):
+    with pytest.raises(vs.InputDtypeError, match="previous must be an array of numbers"):
+        runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=previous)
+
+
+def test_assets_given_as_a_set_or_one_string_are_refused(served, runtime):
+    """A set has no order to pair with the rows: its names were priced with other assets' rows, unflagged."""
+    for assets in (set(ASSETS), frozenset(ASSETS), "syn"):
+        with pytest.raises(vs.InputDtypeError, match="a sequence of names in the rows' order"):
+            runtime.margins(assets, served.inputs, served.dates, as_of=served.as_of)
+    assert not runtime.margins(list(ASSETS), served.inputs, served.dates, as_of=served.as_of).fail_safe.any()
+
+
+def test_half_precision_inputs_and_sub_nanosecond_times_are_typed_errors(served, runtime):
+    """float16 was accepted and summed in half precision (overflowing to inf, then float32's largest number);
+    an as_of or dates in picoseconds ended in numpy's OverflowError."""
+    with np.errstate(over="ignore"):  # the volumes overflow float16: one more reason to refuse it
+        half_inputs = served.inputs.astype(np.float16)
+    half = runtime.margins(ASSETS, half_inputs, served.dates, as_of=served.as_of)
+    assert half.fail_safe.all() and all("float32 or float64" in r for r in half.reason.ravel())
+    with pytest.raises(vs.InputDtypeError, match="float32 or float64"):
+        runtime.forecast_daily(half_inputs, served.dates, as_of=served.as_of)
+    with pytest.raises(vs.InputDtypeError, match="float32 or float64"):
+        runtime.stream(served.inputs[:, :-1], served.dates[:, :-1], as_of=served.as_of - 1).update(
+            half_inputs[:, -1], served.dates[:, -1], as_of=served.as_of)
+    with pytest.raises(vs.InputDtypeError, match="as_of must be a date"):
+        runtime.margins(ASSETS, served.inputs, served.dates, as_of=np.datetime64("1970-01-01T01", "ps"))
+    with pytest.raises(vs.InputDtypeError, match="dates must be numpy datetime64"):
+        runtime.forecast_daily(served.inputs, np.zeros(served.dates.shape, dtype="datetime64[ps]"),
+                               as_of=served.as_of)

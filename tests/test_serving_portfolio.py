@@ -190,3 +190,15 @@ def test_a_measure_below_the_median_is_refused(measure):
     """var42 margined a plain long at 0; es100 reads as the 10% ES (three digits are a level of 0.xyz)."""
     with pytest.raises(ValueError, match="policy.measure"):
         PortfolioPolicy(measure=measure)
+
+
+@pytest.mark.parametrize("call", [
+    lambda engine: engine.margin(names=None, notionals=[1.0]),
+    lambda engine: PortfolioEngine(_scenarios(), ["x", "y"]),
+    lambda engine: engine.margin_batch([["a", "b"]]),
+    lambda engine: engine.margin("a"),
+])
+def test_positions_and_forecasts_that_are_not_numbers_are_typed_errors(call):
+    """Session 29's red team: numpy's TypeError / ValueError / AttributeError before."""
+    with pytest.raises(vp.BadPositionError):
+        call(PortfolioEngine(_scenarios(), np.array([1e-4, 4e-4])))

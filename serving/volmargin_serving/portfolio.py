@@ -402,10 +402,7 @@ class PortfolioEngine:
     def __init__(self, scenarios: PortfolioScenarios, variance, adv=None):
         self.scenarios, policy = scenarios, scenarios.policy
         self.policy = policy
-        variance = np.asarray(variance, dtype=float)
-        if variance.shape != (len(scenarios.assets),):
-            raise BadPositionError(f"variance: expected ({len(scenarios.assets)},) forecasts, one per asset "
-                                   f"of the scenario set, got shape {variance.shape}")
+        variance = _per_asset_values("variance", variance, len(scenarios.assets))
         with np.errstate(invalid="ignore"):
             calm = np.sqrt(np.abs(variance)) < IMPLAUSIBLY_CALM * scenarios.fallback_sigma
         usable = np.isfinite(variance) & (variance > 0) & ~calm
@@ -481,6 +478,8 @@ class PortfolioEngine:
         validated (UnknownAssetError, BadPositionError)."""
         if positions is None:
             positions = Positions.from_names(self.index, names, notionals, kinds)
+        elif not isinstance(positions, Positions):
+            raise BadPositionError(f"positions: expected a Positions (or names=, notionals=), got {positions!r:.60}")
         columns, notional = positions.asset, positions.notional
         if len(columns) > 1 and np.bincount(columns).max() > 1:  # several positions in one asset: net them
             columns, inverse = np.unique(columns, return_inverse=True)
@@ -494,7 +493,10 @@ class PortfolioEngine:
 
     def margin_batch(self, notional) -> PortfolioMargin:
         """Margins of many books: notional (n_books, n_assets) aligned with the scenario set's assets."""
-        notional = np.asarray(notional, dtype=float)
+        try:
+            notional = np.asarray(notional, dtype=float)
+        except (TypeError, ValueError):
+            raise BadPositionError("notional: expected (books, assets) numbers") from None
         if notional.ndim != 2 or notional.shape[1] != len(self.scenarios.assets):
             raise BadPositionError(f"notional: expected (books, {len(self.scenarios.assets)}), got {notional.shape}")
         if not (np.abs(notional) <= MAX_NOTIONAL).all():  # NaN fails it too

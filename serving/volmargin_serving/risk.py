@@ -76,7 +76,10 @@ class Positions:
     def from_names(cls, universe, names, notionals, kinds=None) -> "Positions":
         """Validated positions from asset names (`universe`: the asset names, or a name -> index dict);
         raises UnknownAssetError / BadPositionError naming the first offending position."""
-        names = [names] if isinstance(names, str) else list(names)
+        try:
+            names = [names] if isinstance(names, str) else list(names)
+        except TypeError:
+            raise BadPositionError(f"positions: names must be a list of asset names, got {names!r:.60}") from None
         try:
             notional = np.asarray(notionals, dtype=float).reshape(-1)
         except (TypeError, ValueError) as exc:

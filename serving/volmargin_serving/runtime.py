@@ -44,7 +44,8 @@ from volmargin_serving.features import (
 from volmargin_serving.margins import Margins, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
 from volmargin_serving.repairs import READINGS, calendar_days, carried, float_cells, readings
-from volmargin_serving.validation import check_bars, check_dates, check_values, doubt_message, doubtful_values
+from volmargin_serving.validation import (check_bars, check_dates, check_values, doubt_message, doubtful_values,
+                                         served_float)
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
@@ -74,16 +75,20 @@ def partial_days(windows: np.ndarray) -> np.ndarray:
     return ((windows[..., _COMPLETE] < 0.5) | _no_bv(windows)).any(axis=-1)
 
 
+# datetime64 units finer than nanoseconds span a few hours around 1970: a day does not convert to them
+_TOO_FINE = ("ps", "fs", "as")
+
+
 def _as_days(dates: np.ndarray) -> np.ndarray:
     dates = np.asarray(dates)
-    if not np.issubdtype(dates.dtype, np.datetime64):
+    if not np.issubdtype(dates.dtype, np.datetime64) or np.datetime_data(dates.dtype)[0] in _TOO_FINE:
         raise InputDtypeError(f"dates must be numpy datetime64 (UTC days), got dtype {dates.dtype}")
     return dates.astype("datetime64[D]")
 
 
 def _check_floats(name: str, values: np.ndarray) -> np.ndarray:
     values = np.asarray(values)
-    if not np.issubdtype(values.dtype, np.floating):
+    if not served_float(values.dtype):
         raise InputDtypeError(f"{name} must be float32 or float64, got dtype {values.dtype}")
     if not np.isfinite(values).all():
         where = np.argwhere(~np.isfinite(values))[0].tolist()
@@ -99,7 +104,8 @@ def _instant(as_of: np.datetime64 | None) -> np.datetime64:
         instant = np.datetime64(as_of)
     except (TypeError, ValueError):
         instant = np.datetime64("NaT")
-    if np.isnat(instant) or isinstance(as_of, (int, float, np.number)):  # an int would read as a count of units
+    too_fine = np.datetime_data(instant.dtype)[0] in _TOO_FINE
+    if np.isnat(instant) or isinstance(as_of, (int, float, np.number)) or too_fine:  # an int: a count of units
         raise InputDtypeError(f"as_of must be a date or instant (numpy datetime64, datetime or ISO string), "
                               f"got {as_of!r}")
     return instant
@@ -148,7 +154,10 @@ def _previous(previous, n: int) -> np.ndarray | None:
     the service's own state, and dropping them would lift the speed limit on a falling margin."""
     if previous is None:
         return None
-    previous = np.asarray(previous, dtype=float)
+    try:
+        previous = np.asarray(previous, dtype=float)
+    except (TypeError, ValueError):  # text, a mapping, a ragged list
+        raise InputDtypeError("previous must be an array of numbers (assets, 2): long, short per asset") from None
     if previous.shape != (n, len(SIDES)):
         raise InputShapeError(f"previous must have shape ({n}, {len(SIDES)}): long, short per asset; "
                               f"got {previous.shape}")
@@ -325,7 +334,7 @@ class Runtime:
         if features.ndim != 3 or features.shape[1:] != (self.window, len(self.mean)):
             raise InputShapeError(f"features must have shape (batch, {self.window}, {len(self.mean)}), "
                                   f"got {features.shape}")
-        if not np.issubdtype(features.dtype, np.floating):
+        if not served_float(features.dtype):
             raise InputDtypeError(f"features must be floating point, got dtype {features.dtype}")
         if np.isinf(features).any():  # NaN is a missing feature (as in training); infinity is a bad one
             raise NonFiniteInputError(f"features has infinite values (first at index {np.argwhere(np.isinf(features))[0].tolist()})")
@@ -377,7 +386,8 @@ class Runtime:
         """Forecasts by the fast path, or None where it does not apply (other dtypes or shapes) or flags an
         asset: the careful path then forecasts or raises."""
         if not (isinstance(inputs, np.ndarray) and isinstance(dates, np.ndarray) and inputs.dtype == np.float64
-                and dates.dtype.kind == "M" and inputs.ndim in (2, 3)):  # kind M: datetime64
+                and dates.dtype.kind == "M" and inputs.ndim in (2, 3)  # kind M: datetime64
+                and np.datetime_data(dates.dtype)[0] not in _TOO_FINE):
             return None
         n = self.history_days
         if (inputs.shape[-1] != len(INPUT_COLUMNS) or inputs.shape[-2] < n or dates.shape[-1] != inputs.shape[-2]
@@ -613,6 +623,9 @@ class Runtime:
         """assets as a tuple, as_of as an instant, the calibration terms in force and checked `previous`."""
         if self.calibration is None:
             raise CalibrationError(f"{self.path}: loaded without a calibration set; margins need one")
+        if isinstance(assets, (set, frozenset, str)):  # no order to pair with the rows, or one name's letters
+            raise InputDtypeError("assets must be a sequence of names in the rows' order, got a "
+                                  f"{type(assets).__name__}")
         assets, as_of = _distinct(tuple(assets)), _instant(as_of)
         previous = _previous(previous, len(assets))
         return assets, as_of, self.calibration.terms(assets, as_of), previous
@@ -721,7 +734,7 @@ class Runtime:
         """Forecasts of the assets `rows` in one batch call, and the stacked inputs. TypeError where an
         asset's inputs are not floating point (stacking would cast them silently), ValueError where they
         are ragged; InputError where the batch is refused."""
-        if not all(np.issubdtype(np.asarray(rows_in[k]).dtype, np.floating) for k in rows):
+        if not all(served_float(np.asarray(rows_in[k]).dtype) for k in rows):
             raise TypeError("an asset's inputs are not floating point")
         stacked = np.stack([rows_in[k] for k in rows]), np.stack([dates_in[k] for k in rows])
         iv = None if all(ivs[k] is None for k in rows) else np.stack(

@@ -44,7 +44,7 @@ from volmargin_serving.features import (
 from volmargin_serving.margins import Margins
 from volmargin_serving.outputs import Forecasts, postprocess, postprocess_one
 from volmargin_serving.runtime import _instant, partial_days
-from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, value_problems
+from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, served_float, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0), as in runtime._weekday
 
@@ -197,7 +197,7 @@ class StreamState:
 
     def _checked_rows(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows)
-        if not np.issubdtype(rows.dtype, np.floating):
+        if not served_float(rows.dtype):
             raise InputDtypeError(f"rows must be float32 or float64, got dtype {rows.dtype}")
         if rows.shape != (len(self), len(INPUT_COLUMNS)):
             raise InputShapeError(f"rows must have shape ({len(self)}, {len(INPUT_COLUMNS)}), got {rows.shape}")

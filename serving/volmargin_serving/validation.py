@@ -234,10 +234,15 @@ def doubt_message(doubt: np.ndarray, batch: np.ndarray, offset: int = 0,
             f"{ratio:g} times from its window's median; priced fail-safe over every reading of it")
 
 
+def served_float(dtype) -> bool:
+    """A float dtype the runtime reads: float32, float64 or wider (float16's sums overflow at 65,504)."""
+    return np.issubdtype(dtype, np.floating) and np.dtype(dtype).itemsize >= 4
+
+
 def check_values(name: str, batch: np.ndarray, columns: tuple[str, ...] = INPUT_COLUMNS) -> np.ndarray:
     """Floating-point daily inputs (assets, days, columns) with no bad value; raises naming the first."""
     batch = np.asarray(batch)
-    if not np.issubdtype(batch.dtype, np.floating):
+    if not served_float(batch.dtype):
         raise InputDtypeError(f"{name} must be float32 or float64, got dtype {batch.dtype}")
     finite = np.isfinite(batch)
     if not finite.all():
@@ -281,7 +286,7 @@ def check_dates(days: np.ndarray, as_of: np.datetime64, max_age: np.timedelta64,
 def check_bars(ohlcv: np.ndarray) -> np.ndarray:
     """Intraday bars (bars, 5: open, high, low, close, volume) a market could have printed."""
     ohlcv = np.asarray(ohlcv)
-    if not np.issubdtype(ohlcv.dtype, np.floating):
+    if not served_float(ohlcv.dtype):
         raise InputDtypeError(f"ohlcv must be float32 or float64, got dtype {ohlcv.dtype}")
     if not np.isfinite(ohlcv).all():
         raise NonFiniteInputError(f"ohlcv has NaN or infinite values (first at bar {np.argwhere(~np.isfinite(ohlcv))[0][0]})")
