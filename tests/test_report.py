@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,11 +17,11 @@ from volmargin.data import synthetic_market
 from volmargin.errors import ConfigError
 from volmargin.evaluation import stats
 from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
-from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, score_forecasts
+from volmargin.evaluation.scoring import POOLED, diebold_mariano_table, pooled_losses, score_forecasts
 from volmargin.evaluation.walkforward import WalkForwardSplit
-from volmargin.reports import build_report, write_report
-from volmargin.reports.html import FOLD_ROWS, folded, table
-from volmargin.reports.report import load_run, rank_models
+from volmargin.reports import build_report, figures, write_report
+from volmargin.reports.html import FOLD_ROWS, fmt, folded, table
+from volmargin.reports.report import Ranking, load_run, rank_models
 
 SECTION_IDS = ["summary", "data", "leaderboard", "var-backtest", "volatility", "exceedances", "stress", "calibration",
                "portfolio", "provenance"]
@@ -294,3 +295,268 @@ def test_var_tables_show_each_sides_own_columns(controlled_run):
             if lv != sv:
                 kind = "pct" if "rate" in column else "int"
                 assert f">{fmt(lv, kind)}</td>" in long and f">{fmt(sv, kind)}</td>" in short, (model, column)
+
+
+# session 29's mutation audit: the numbers a reader acts on (each test fails on a change the suite let through)
+# ------------------------------------------------------------------ leaderboard: ratio, common QLIKE, champion
+def test_ratio_is_each_models_common_qlike_over_the_best_baselines(run_dir):
+    run = load_run(run_dir)
+    ranking = rank_models(run)
+    daily = pooled_losses(run.forecasts)
+    t = ranking.table.set_index("model")
+    for model in t.index:
+        assert t.loc[model, "qlike_common"] == pytest.approx(daily[model].mean())
+        assert t.loc[model, "ratio"] == pytest.approx(daily[model].mean() / daily[ranking.best_baseline].mean())
+    worse = t[t["qlike_common"] > t.loc[ranking.best_baseline, "qlike_common"]]
+    assert len(worse) and (worse["ratio"] > 1).all()  # a model worse than the best baseline reads > 1
+
+
+def test_without_a_recorded_champion_the_best_qlike_is_named_and_flagged(forecasts, tmp_path):
+    bare = write_run(tmp_path / "bare", forecasts, {}, calibration=False)
+    scores = pd.read_csv(bare / "scores.csv")
+    learned = (scores["asset"] == POOLED) & (scores["model"] == "gbm")
+    scores.loc[learned, "qlike"] = -9.0  # the learned model ranks first
+    scores.to_csv(bare / "scores.csv", index=False)
+    ranking = rank_models(load_run(bare))
+    assert ranking.champion == "gbm" != ranking.best_baseline  # the best QLIKE, learned or not
+    t = ranking.table.set_index("model")
+    assert t.loc[ranking.champion, "role"].startswith("champion")
+    assert "DM reference" in t.loc[ranking.best_baseline, "role"]
+    html = build_report(bare)
+    assert f"champion <b>{ranking.champion}</b> (not recorded: best QLIKE)" in html
+
+
+def test_recorded_champion_is_not_flagged_as_unrecorded(run_dir):
+    assert "(not recorded: best QLIKE)" not in build_report(run_dir).split("<nav>")[0]
+
+
+def test_forecast_finding_states_the_champions_mcs_membership():
+    from volmargin.reports.report import _forecast_finding
+
+    def finding(in_mcs):
+        table = pd.DataFrame({"model": ["gbm", "har"], "ratio": [0.95, 1.0], "dm_p": [0.02, np.nan],
+                              "in_mcs": [in_mcs, True]})
+        return _forecast_finding(Ranking(table, "har", "gbm", "gbm", 300))
+
+    assert "; in the 90% model confidence set" in finding(True)
+    assert "; not in the 90% model confidence set" in finding(False)
+    assert "0.950× the QLIKE of the best baseline <b>har</b>" in finding(True)
+
+
+# ------------------------------------------------------------------ VaR tables and the Basel zone grid, per side
+def test_var_tables_and_zone_grid_keep_long_and_short_apart():
+    from volmargin.reports.report import var_section
+
+    pooled = pd.DataFrame({"model": ["m"], "n": [500],
+                           "kupiec_p_long": [0.0123], "kupiec_p_short": [0.456],
+                           "basel_zone_long": ["red"], "basel_zone_short": ["green"],
+                           "christoffersen_p_long": [0.0234], "christoffersen_p_short": [0.789]})
+    scores = pd.DataFrame({"asset": ["a", POOLED], "model": ["m", "m"],
+                           "basel_zone_long": ["red", "red"], "basel_zone_short": ["green", "green"]})
+    html = var_section(SimpleNamespace(scores=scores), SimpleNamespace(table=pooled))
+    long, rest = html.split("<h3>Short tail")
+    short, grid = rest.split("<h3>Basel zone per asset")
+    assert "0.0123" in long and "0.456" in short and "0.0234" in long and "0.789" in short
+    assert 'class="zone-red"' in long and 'class="zone-green"' in short
+    assert 'zone-red" title="red">L<' in grid and 'zone-green" title="green">S<' in grid
+
+
+# ------------------------------------------------------------------ annualised volatility
+def test_annualised_volatility_is_sqrt_365_variance_per_day():
+    dates = pd.date_range("2022-01-03", periods=14, tz="UTC")  # two whole weeks, Monday to Sunday
+    var = np.r_[np.full(7, 0.0004), np.full(7, 0.0016)]
+    frame = pd.DataFrame({"date": dates, "variance": 5 * var, "horizon": 5})  # a 5-day variance
+    daily = figures.annualised(frame, "variance", weekly=False)
+    assert daily.to_numpy() == pytest.approx(np.sqrt(365 * var))
+    weekly = figures.annualised(frame, "variance", weekly=True)
+    assert weekly.to_numpy() == pytest.approx(np.sqrt(365 * np.array([0.0004, 0.0016])))
+
+
+@pytest.mark.parametrize("days, weekly", [(300, False), (402, True)])
+def test_volatility_panel_uses_weekly_means_only_for_long_spans(days, weekly, monkeypatch):
+    from volmargin.reports import report
+
+    seen = []
+    monkeypatch.setattr(report.figures, "volatility", lambda groups, models, w: seen.append(w) or figures.Figure())
+    f = pd.DataFrame({"date": pd.date_range("2021-01-01", periods=days, tz="UTC"), "asset": "a", "model": "ewma",
+                      "variance": 1e-3, "realized_rv": 1e-3, "horizon": 1})
+    ranking = SimpleNamespace(best_baseline="ewma", best_learned=None, champion="ewma",
+                              table=pd.DataFrame({"model": ["ewma"]}))
+    section = report.volatility_section(SimpleNamespace(forecasts=f), ranking)
+    assert seen == [weekly] and ("weekly means" in section) == weekly
+
+
+# ------------------------------------------------------------------ stress panel and stress findings
+def _stress_run(out_of_sample):
+    eve = pd.Timestamp("2022-03-09", tz="UTC")
+    moves = {("a", "long"): 0.02, ("a", "short"): -0.02, ("b", "long"): -0.10, ("b", "short"): 0.10,
+             ("c", "long"): 0.09, ("c", "short"): -0.09, ("d", "long"): 0.30, ("d", "short"): -0.30}
+    stress = pd.DataFrame([{"event": "crash", "asset": a, "model": "m", "side": s, "eve": eve, "margin": 0.08,
+                            "move": mv, "breach": mv > 0.08, "shortfall": max(mv - 0.08, 0.0),
+                            "out_of_sample": out_of_sample.get(a, True)} for (a, s), mv in moves.items()])
+    calm = stress.assign(event="calm", move=0.01, breach=False, shortfall=0.0, out_of_sample=True)
+    dates = pd.date_range(eve - pd.Timedelta(days=5), periods=10, tz="UTC")
+    paths = pd.DataFrame([{"model": "m", "asset": a, "side": s, "date": d, "initial_margin": 0.08, "loss": 0.0,
+                           "breach": False} for a in "abcd" for s in ("long", "short") for d in dates])
+    return SimpleNamespace(stress=pd.concat([stress, calm], ignore_index=True), paths=paths, summary=None,
+                           meta={})
+
+
+def test_stress_panels_show_the_largest_moves_on_the_side_they_hurt():
+    from volmargin.reports.report import _event_panels
+
+    run = _stress_run({})
+    titles = [t for t, _, _ in _event_panels(run.paths, run.stress[run.stress["event"] == "crash"])]
+    assert titles == ["crash · d · long", "crash · b · short", "crash · c · long"]
+
+
+def test_stress_findings_name_the_worst_event_and_whether_it_was_in_sample():
+    from volmargin.reports.report import _caveats, _stress_finding, stress_section
+
+    run = _stress_run({"b": False})  # one asset of the crash inside the calibration window
+    text = _stress_finding(run, "m")
+    assert "worst listed event is <b>crash</b>" in text and "inside the calibration window" in text
+    assert "3 of 8 asset-sides breached" in text and "22.00% of notional" in text
+    ranking = SimpleNamespace(champion="m", table=pd.DataFrame({"model": ["m"], "n": [1]}))
+    assert any("(crash) were seen by the calibration" in c for c in _caveats(run, ranking, 0.01))
+    section = stress_section(run, ranking=SimpleNamespace(champion="m", best_baseline="m"))
+    rows = section.split("<h3>Stress events</h3>")[1].split("</table>")[0].split("<tr>")
+    crash = [r for r in rows if r.startswith("<td>crash</td>")]
+    assert len(crash) == 2 and all("✗" in r for r in crash)  # out of sample only when every asset is
+    long = next(r for r in crash if "<td>long</td>" in r)
+    assert ">2</td>" in long and ">22.00%</td>" in long  # breaches (c and d: a count) and the max shortfall (d)
+    clean = _stress_run({})
+    assert "(after the calibration window)" in _stress_finding(clean, "m")
+    assert not any("seen by the calibration" in c for c in _caveats(clean, ranking, 0.01))
+
+
+# ------------------------------------------------------------------ margin findings and caveats
+def _margin_run(rows):
+    summary = pd.DataFrame([{"model": m, "asset": POOLED, "side": s, "breach_rate": b, "kupiec_p": 0.5,
+                             "basel_zone": "green", "avg_margin": a} for (m, s), (b, a) in rows.items()])
+    table = pd.DataFrame({"model": list(dict.fromkeys(m for m, _ in rows)), "n": 1})
+    return SimpleNamespace(summary=summary, stress=None, meta={}), SimpleNamespace(champion="gbm", table=table)
+
+
+def test_margin_finding_says_less_or_more_than_the_cheapest_baseline():
+    from volmargin.reports.report import _margin_findings
+
+    run, ranking = _margin_run({("gbm", "long"): (0.009, 0.08), ("gbm", "short"): (0.009, 0.15),
+                                ("har", "long"): (0.009, 0.10), ("har", "short"): (0.010, 0.12)})
+    long, short = _margin_findings(run, ranking, 0.01)
+    assert "20.0% less than the cheapest baseline within the target, <b>har</b>" in long
+    assert "25.0% more than the cheapest baseline within the target, <b>har</b>" in short  # a baseline at the target
+
+
+def test_caveats_flag_over_cover_only_under_half_the_target():
+    from volmargin.reports.report import _caveats
+
+    run, ranking = _margin_run({("gbm", "long"): (0.006, 0.1), ("gbm", "short"): (0.004, 0.1)})
+    caveats = " ".join(_caveats(run, ranking, 0.01))
+    assert "short margin over-covers" in caveats and "long margin over-covers" not in caveats
+
+
+# ------------------------------------------------------------------ number formats
+def test_number_formats_of_rates_p_values_and_checks():
+    assert fmt(0.0123, "pct") == "1.23%"
+    assert fmt(0.0, "p") == "&lt;0.001" and fmt(0.0004, "p") == "&lt;0.001" and fmt(0.0123, "p") == "0.0123"
+    assert fmt(True, "check") == "✓" and fmt(False, "check") == "✗"
+
+
+# ------------------------------------------------------------------ option, simulation and portfolio reports
+def test_option_report_per_class_section_shows_the_validation_period(tmp_path):
+    from volmargin.reports.options import write_options_report
+
+    summary = pd.DataFrame([{"portfolio_class": c, "method": "auto", "period": p, "breach_rate": r}
+                            for c in (POOLED, "calls") for p, r in (("calibration", 0.0411), ("validation", 0.0622))])
+    grids = pd.DataFrame({"method": "auto", "day": ["2022-01-01"], "range_down": 0.1, "range_up": 0.1,
+                          "vol_up": 0.2, "vol_down": 0.2})
+    record = {"books": 10, "snapshots": 5, "calibrate_until": "2022-01-01", "target": 0.005}
+    html = write_options_report(summary, grids, record, tmp_path / "r.html").read_text()
+    classes = html.split('id="classes"')[1].split("</section>")[0]
+    assert "6.22%" in classes and "4.11%" not in classes
+    assert "to a 0.5% breach target per class" in html
+
+
+def test_simulation_section_shows_the_validation_period(tmp_path):
+    from volmargin.reports.simulation import simulation_sections
+
+    folder = tmp_path / "simulation"
+    folder.mkdir()
+    pd.DataFrame([{"asset": "a", "policy": "p", "period": p, "kind": k, "bad_debt_p99": v}
+                  for p, v in (("calibration", 0.0311), ("validation", 0.0522)) for k in ("all", "real")]
+                 ).to_csv(folder / "summary.csv", index=False)
+    pd.DataFrame([{"event": "e", "asset": "a", "policy": "p", "initial_long": 0.1, "initial_short": 0.3}]
+                 ).to_csv(folder / "stress.csv", index=False)
+    (_, _, body), = simulation_sections(tmp_path)
+    assert "5.22%" in body and "3.11%" not in body
+    assert "20.00%" in body  # the eve margin: the mean of the long and short initial margins
+
+
+def test_portfolio_comparison_shows_the_pooled_rows(tmp_path):
+    from volmargin.reports.portfolio import portfolio_section
+
+    pd.DataFrame([{"portfolio_class": POOLED, "model": "gbm", "breach_rate": 0.01}]).to_csv(tmp_path / "summary.csv",
+                                                                                           index=False)
+    pd.DataFrame([{"portfolio_class": c, "model": "gbm", "reference": "ewma", "margin_ratio": r}
+                  for c, r in ((POOLED, 0.811), ("calls", 0.977))]).to_csv(tmp_path / "compare.csv", index=False)
+    html = portfolio_section(tmp_path)
+    assert "0.811" in html and "0.977" not in html
+
+
+# ------------------------------------------------------------------ model confidence set
+def test_mcs_excludes_a_clearly_worse_model_and_twins_share_the_result():
+    from volmargin.reports.report import model_confidence_set
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(1.0, 0.1, 200)
+    daily = pd.DataFrame({"a": a, "twin": a, "worse": a + 0.5, "close": a + rng.normal(0, 0.1, 200)})
+    mcs = model_confidence_set(daily).set_index("model")
+    assert bool(mcs.loc["a", "in_mcs"]) and bool(mcs.loc["twin", "in_mcs"])
+    assert not bool(mcs.loc["worse", "in_mcs"]) and mcs.loc["worse", "mcs_p"] < 0.1
+    assert mcs.loc["twin", "mcs_p"] == mcs.loc["a", "mcs_p"]
+    short = model_confidence_set(daily.head(19)).set_index("model")  # under 2 blocks of 10: no result
+    assert short["mcs_p"].isna().all()
+
+
+def test_a_dm_csv_missing_a_model_or_of_another_loss_is_recomputed(run_dir, tmp_path):
+    import shutil
+
+    from volmargin.evaluation.scoring import diebold_mariano_table
+
+    folder = tmp_path / "run"
+    shutil.copytree(run_dir, folder)
+    run = load_run(run_dir)
+    best = rank_models(run).best_baseline
+    fresh = diebold_mariano_table(run.forecasts, best)
+    expected = fresh.set_index("model")["dm_p"]
+    for stale in (fresh[fresh["model"] != "gbm"], diebold_mariano_table(run.forecasts, best, loss="mse_log")):
+        stale.to_csv(folder / "dm.csv", index=False)
+        got = rank_models(load_run(folder)).table.set_index("model")["dm_p"]
+        assert got[expected.index].to_numpy() == pytest.approx(expected.to_numpy())
+
+
+def test_calibration_zone_counts_are_green_yellow_red_per_side():
+    from volmargin.reports.report import pooled_margins
+
+    rows = [("a", "long", "green"), ("b", "long", "green"), ("c", "long", "red"), ("a", "short", "yellow"),
+            ("b", "short", "red"), ("c", "short", "red"), (POOLED, "long", "red"), (POOLED, "short", "red")]
+    summary = pd.DataFrame([{"model": "m", "asset": a, "side": s, "basel_zone": z} for a, s, z in rows])
+    out = pooled_margins(SimpleNamespace(summary=summary), SimpleNamespace(table=pd.DataFrame({"model": ["m"]})))
+    assert out.set_index("side")["zone_counts"].to_dict() == {"long": "2 / 0 / 1", "short": "0 / 1 / 2"}
+
+
+def test_an_out_of_range_breach_target_falls_back_to_one_percent():
+    from volmargin.reports.report import target_breach_rate
+
+    for bad in (1, 5, 0, -0.01):  # e.g. a target written in percent
+        assert target_breach_rate({"config": {"calibration": {"policy": {"target_breach_rate": bad}}}}) == 0.01
+
+
+def test_a_champion_baseline_other_than_the_best_is_compared_with_it():
+    from volmargin.reports.report import _forecast_finding
+
+    table = pd.DataFrame({"model": ["har", "ewma"], "ratio": [1.0, 1.042], "dm_p": [np.nan, 0.3],
+                          "in_mcs": [True, True]})
+    text = _forecast_finding(Ranking(table, "har", None, "ewma", 300))
+    assert "1.042× the QLIKE of the best baseline <b>har</b>" in text
