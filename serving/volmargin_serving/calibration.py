@@ -334,14 +334,13 @@ class CalibrationSet:
         """The calibrated terms of a batch at `as_of` (see `volmargin_serving.margins.Terms`)."""
         assets = list(assets)
         shape = (len(assets), len(SIDES))
-        names = ("scale", "floor", "initial_margin", "haircut", "peak_margin", "peak_haircut")
+        names = ("scale", "floor", "initial_margin", "haircut")
         values = {name: np.full(shape, np.nan) for name in names}
         known, issue = np.zeros(shape, dtype=bool), np.full(shape, "", dtype=object)
         for k, asset in enumerate(assets):
             for i, side in enumerate(SIDES):
                 record, issue[k, i] = self.record(asset, side, as_of)
                 known[k, i] = record is not None
-                for name, array in values.items():  # peak_margin: optional (sets written before it have none)
-                    array[k, i] = np.nan if record is None or record.get(name) is None else float(record[name])
-        return Terms(values["scale"], values["floor"], values["initial_margin"], values["haircut"], known, issue,
-                     values["peak_margin"], values["peak_haircut"])
+                for name, array in values.items():
+                    array[k, i] = np.nan if record is None else float(record[name])
+        return Terms(values["scale"], values["floor"], values["initial_margin"], values["haircut"], known, issue)

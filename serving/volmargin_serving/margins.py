@@ -98,9 +98,7 @@ class Terms:
     """Calibrated parameters of a batch of assets, (assets, 2) arrays with sides long/short.
 
     `known` is False where the calibration set has no record of the asset and side (other arrays NaN
-    there); `issue` says why a known record cannot be used as is ('' when it is in force); `peak` and
-    `peak_haircut` are the largest initial margin and haircut of the record's calibrated path (NaN where
-    a set has none)."""
+    there); `issue` says why a known record cannot be used as is ('' when it is in force)."""
 
     scale: np.ndarray
     floor: np.ndarray
@@ -108,8 +106,6 @@ class Terms:
     haircut: np.ndarray  # published haircut
     known: np.ndarray
     issue: np.ndarray
-    peak: np.ndarray | None = None
-    peak_haircut: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +175,8 @@ def _rule(forecasts: Forecasts, terms: Terms, policy: Mapping, horizon: int, pre
 
 def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: np.ndarray, policy: Mapping,
           horizon: int, previous: np.ndarray | None = None, calibration: str = "",
-          doubtful: list[Forecasts] | None = None, last_good: tuple[np.ndarray, np.ndarray] | None = None) -> Margins:
+          doubtful: list[Forecasts] | None = None, last_good: tuple[np.ndarray, np.ndarray] | None = None,
+          priced_today: np.ndarray | None = None) -> Margins:
     """Margins of a batch from its forecasts, the calibrated terms and the policy of the calibration set.
 
     Rule per asset and side: `margin_rate(risk, side, scale, floor, previous, days=1, buffer, max_up,
@@ -194,9 +191,14 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
     (assets, 2) initial and (assets,) haircuts), the rule on `forecasts` where it gives a number (inputs
     doubtful but possible, as given) and, with `DOUBT_ADDON`, the rule on each of `doubtful` (forecasts
     under each reading of the bad rows, `repairs.READINGS`, NaN where none); its haircut is the largest
-    of the published one, the last good one and those from `forecasts` and `doubtful`. Where none of
-    `previous`, `last_good` and the readings gives a number (a first call that can read nothing), the
-    published margin says nothing of today's volatility, so the record's `peak` margin counts too.
+    of the published one, the last good one and those from `forecasts` and `doubtful`.
+
+    A call that reads nothing of today's market (no forecast of its rows as given, no reading of them, and
+    no good margin priced for this same day: `priced_today` (assets,)) cannot know today's volatility, so
+    nothing it holds bounds the rule's margin but the up speed limit on `previous`: it is priced at
+    previous x (1 + max_up) where the policy has one and `previous` is given, else at `FULL`, and its haircut
+    (which no speed limit bounds) at `FULL`. A calm published, previous or remembered margin would fall
+    below the clean rows' margin after a spike (session 29's red team: 0.74-0.80x on a first call).
     """
     columns = forecasts.columns()
     side = np.broadcast_to(np.array(SIDES), terms.scale.shape)
@@ -216,15 +218,26 @@ def price(assets: tuple[str, ...], terms: Terms, forecasts: Forecasts, errors: n
                   np.full(side.shape, min_rate(policy)), np.where(np.isfinite(computed), computed, np.nan)]
     readings = [(1 + DOUBT_ADDON) * _rule(d, terms, policy, horizon, previous) for d in doubtful or ()]
     candidates += readings
-    if terms.peak is not None:
-        blind = ~np.isfinite(np.fmax.reduce(np.stack([previous, good_initial, computed, *readings]), axis=0))
-        candidates.append(np.where(blind, terms.peak, np.nan))
+    today = np.isfinite(np.fmax.reduce(np.stack([computed, *readings]), axis=0))
+    if priced_today is not None:
+        today |= np.asarray(priced_today, dtype=bool)[:, None]
+    candidates.append(np.where(today, np.nan, _unread_bound(previous, policy)))
     fallback = np.minimum(np.fmax.reduce(np.stack(candidates), axis=0), FULL)
     initial = np.where(fail, np.where(terms.known, fallback, FULL), computed)
     maintenance = float(policy["maintenance_fraction"]) * initial
-    cuts = _haircuts(terms, columns, policy, horizon, fail, good_haircut, [d.columns() for d in doubtful or ()])
+    cuts = _haircuts(terms, columns, policy, horizon, fail, good_haircut, [d.columns() for d in doubtful or ()],
+                     today.any(axis=1))
     return Margins(tuple(assets), initial, maintenance, liquidation_threshold(initial, maintenance, side),
                    cuts, fail, reason, forecasts, calibration)
+
+
+def _unread_bound(previous: np.ndarray, policy: Mapping) -> np.ndarray:
+    """The most the rule can give a side whose rows were not read: `previous` x (1 + max_up) (`_rule` prices
+    one day on), FULL where there is no `previous` or no up speed limit."""
+    max_up = policy.get("max_up")
+    with np.errstate(invalid="ignore"):
+        bound = previous * (1 + max_up) if max_up is not None else np.full(previous.shape, np.nan)
+    return np.where(np.isfinite(bound), np.minimum(bound, FULL), FULL)
 
 
 def _fresh_haircut(columns: Mapping[str, np.ndarray], terms: Terms, policy: Mapping, horizon: int) -> np.ndarray:
@@ -236,19 +249,17 @@ def _fresh_haircut(columns: Mapping[str, np.ndarray], terms: Terms, policy: Mapp
 
 
 def _haircuts(terms: Terms, columns: Mapping[str, np.ndarray], policy: Mapping, horizon: int,
-              fail: np.ndarray, last_good: np.ndarray, doubtful: list[Mapping[str, np.ndarray]]) -> np.ndarray:
+              fail: np.ndarray, last_good: np.ndarray, doubtful: list[Mapping[str, np.ndarray]],
+              today: np.ndarray) -> np.ndarray:
     """(assets, 2) haircut of each asset (the same on both sides): from today's long-side forecast where
     the long side is priced normally, else the largest of the asset's published haircuts, its last good
-    haircut and the doubtful forecast's, and on a first call that reads nothing its peak haircut (FULL if
-    the asset is unknown)."""
+    haircut and the doubtful forecast's; FULL if the asset is unknown or nothing of today was read (`today`
+    (assets,), see `price`)."""
     fresh = _fresh_haircut(columns, terms, policy, horizon)
     published = np.fmax.reduce(np.where(terms.known, terms.haircut, np.nan), axis=1)
     readings = [np.minimum((1 + DOUBT_ADDON) * _fresh_haircut(columns_d, terms, policy, horizon), np.nextafter(1.0, 0))
                 for columns_d in doubtful]
     fallback = np.fmax.reduce([published, last_good, fresh, *readings])  # fresh: the doubtful rows as given
-    if terms.peak_haircut is not None:  # a first call that reads nothing: as for the margin, the path's peak
-        blind = ~np.isfinite(np.fmax.reduce([last_good, fresh, *readings]))
-        fallback = np.where(blind, np.fmax(fallback, np.fmax.reduce(terms.peak_haircut, axis=1)), fallback)
-    fallback = np.where(np.isnan(published), FULL, fallback)
+    fallback = np.where(np.isnan(published) | ~today, FULL, fallback)
     usable = ~fail[:, 0] & np.isfinite(fresh)
     return np.repeat(np.where(usable, fresh, fallback)[:, None], len(SIDES), axis=1)

@@ -633,19 +633,24 @@ class Runtime:
     def _price(self, assets: tuple[str, ...], terms, forecasts: Forecasts, errors: np.ndarray, doubtful: list,
                previous: np.ndarray | None, as_of: np.datetime64) -> Margins:
         """`margins.price` with this runtime's calibration and memory of last good margins, which it updates."""
+        *last_good, priced_today = self._recall(assets, as_of)
         margins = price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
-                        previous, self.calibration.version, doubtful=doubtful, last_good=self._recall(assets))
+                        previous, self.calibration.version, doubtful=doubtful, last_good=tuple(last_good),
+                        priced_today=priced_today)
         self._remember(margins, as_of)
         return margins
 
-    def _recall(self, assets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """The last normally priced initial margins (assets, 2) and haircuts (assets,), NaN where none."""
+    def _recall(self, assets: tuple[str, ...], as_of: np.datetime64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last normally priced initial margins (assets, 2) and haircuts (assets,), NaN where none, and
+        (assets,) True where they were priced for `as_of`'s own day (a reading of that day's market)."""
         initial, cut = np.full((len(assets), len(SIDES)), np.nan), np.full(len(assets), np.nan)
+        today, day = np.zeros(len(assets), dtype=bool), np.datetime64(as_of, "D")
         with self._memory_lock:
             for k, asset in enumerate(assets):
                 if asset in self._last_good:
-                    _, initial[k], cut[k] = self._last_good[asset]
-        return initial, cut
+                    priced, initial[k], cut[k] = self._last_good[asset]
+                    today[k] = np.datetime64(priced, "D") == day
+        return initial, cut, today
 
     def _remember(self, margins: Margins, as_of: np.datetime64) -> None:
         """Keep each asset's margins priced normally (no side fail-safe) at the newest as_of seen."""

@@ -44,7 +44,7 @@ class ParameterRecord:
     haircut: float  # of the asset as collateral (the same on both sides)
     scale: float  # calibrated, in force at as_of
     floor: float  # log-return APC floor at as_of; serving never goes below its rate (`margins.floor_rate`)
-    peak_margin: float  # the largest initial margin of the path: serving's floor when it can read nothing
+    peak_margin: float  # the largest initial margin of the calibrated path (for the reader: the stress it saw)
     peak_haircut: float  # the largest haircut of the path, likewise
     valid_from: str
     valid_to: str | None
