@@ -513,3 +513,50 @@ def test_a_damaged_run_record_is_not_taken_for_a_complete_run(tmp_path):
     (tmp_path / "run.json").write_text('{"complete": fal')  # cut short: it may have said false
     with pytest.raises(OutputError, match="run.json: unreadable or damaged"):
         vio.check_complete(tmp_path)
+
+
+# session 29's red team: the lock file, glob characters in a name, a user's run.json
+
+def test_a_lock_file_planted_as_a_link_is_refused_and_its_target_untouched(tmp_path):
+    """The lock's note was written through a symbolic link: a link planted beside an output had volmargin (run as
+    root on a shared folder) empty and overwrite the file it points to."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / ".out.csv.lock").symlink_to(victim)
+    with pytest.raises(OutputError, match="its lock file is a symbolic link"):
+        with vio.output_lock(tmp_path / "out.csv"):
+            pass
+    assert victim.read_text() == "precious"
+    os.mkfifo(tmp_path / ".other.csv.lock")
+    with pytest.raises(OutputError, match="is not a regular file"):
+        with vio.output_lock(tmp_path / "other.csv"):
+            pass
+
+
+def test_an_output_name_with_glob_characters_leaves_other_outputs_staging_alone(tmp_path):
+    """`exp[1]`'s recovery matched `exp1`'s staging and `.old` folders as a glob pattern and removed them; `exp`'s
+    would match `exp.1`'s. Each output's recovery now touches only its own."""
+    others = [tmp_path / ".exp1.abcd1234.staging", tmp_path / ".exp.1.abcd1234.old"]
+    for folder in others:
+        folder.mkdir()
+    for name in ("exp[1]", "exp"):
+        with vio.staged_folder(tmp_path / name) as staging:
+            (staging / "a.txt").write_text("x")
+    assert all(folder.is_dir() for folder in others)
+    stale = tmp_path / ".exp.abcd1234.staging"  # exp's own: removed by its next writer
+    stale.mkdir()
+    with vio.staged_folder(tmp_path / "exp") as staging:
+        (staging / "a.txt").write_text("y")
+    assert not stale.exists() and all(folder.is_dir() for folder in others)
+
+
+def test_a_users_folder_holding_a_run_json_is_not_replaced(tmp_path):
+    """Only volmargin's marker proves a folder is its output: a file the user named run.json (or train.json) made
+    `backtest --out` replace the folder and delete the user's other files."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run.json").write_text("{}")
+    (mine / "notes.txt").write_text("the user's own file")
+    with pytest.raises(OutputError, match="holds files volmargin did not write"):
+        vio.check_folder(mine)
+    assert (mine / "notes.txt").read_text() == "the user's own file"

@@ -390,6 +390,27 @@ def test_every_manifest_value_is_type_and_range_checked(served, tmp_path, edit, 
         vs.load(edit_manifest(served.bundle, tmp_path / "edited", edit))
 
 
+def _rename_output(manifest):
+    manifest["onnx"]["outputs"][0]["name"] = "y"
+
+
+@pytest.mark.parametrize("edit", [_rename_output, _set("levels", [0.9, 0.975, 0.99])], ids=["output", "levels"])
+def test_a_manifest_edited_where_no_key_checks_it_fails_the_self_test_typed(served, tmp_path, edit):
+    """Session 29's red team: an output name or a count of levels the graph does not have (or another graph
+    file, where no fast graph names it) broke the golden path in ONNX Runtime or numpy, and load ended in their
+    errors (the CLI: internal error)."""
+    with pytest.raises(vs.SelfTestError, match="golden self-test failed"):
+        vs.load(edit_manifest(served.bundle, tmp_path / "edited", edit))
+
+
+def test_the_default_calibration_set_of_a_bundle_given_as_dot_is_beside_its_folder(served, monkeypatch):
+    from volmargin_serving.calibration import calibration_beside
+
+    assert calibration_beside(served.bundle) == served.calibration
+    monkeypatch.chdir(served.bundle)
+    assert calibration_beside(".") == served.calibration.resolve()
+
+
 def test_a_missing_bundle_folder_is_named_as_missing(tmp_path):
     """A mistyped bundle path says it does not exist, not that a manifest is missing from it."""
     with pytest.raises(vs.BundleError, match="no such bundle folder"):

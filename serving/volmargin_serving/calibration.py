@@ -62,6 +62,15 @@ OPTIONAL_POLICY_RULES = {
 }
 
 
+def calibration_beside(bundle: str | Path) -> Path:
+    """A bundle folder's default calibration set: `<folder>.calibration.json` beside the folder (`.` given
+    from inside it names the folder itself)."""
+    bundle = Path(bundle)
+    if bundle.name in ("", ".", ".."):
+        bundle = bundle.resolve()
+    return bundle.with_name(f"{bundle.name}.calibration.json")
+
+
 def canonical(document: Mapping) -> bytes:
     """The bytes the checksum covers: sorted keys, no whitespace, no NaN (JSON has none)."""
     try:

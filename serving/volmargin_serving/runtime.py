@@ -35,7 +35,7 @@ from volmargin_serving.bundle import learned_bar_seconds, read_manifest, resolve
 from volmargin_serving.calibration import CalibrationSet
 from volmargin_serving.errors import (
     BundleError, CalibrationError, ImpossibleInputError, InputDtypeError, InputError, InputShapeError,
-    IntervalInputError, NonFiniteInputError, SelfTestError, UnsortedInputError,
+    IntervalInputError, NonFiniteInputError, SelfTestError, ServingError, UnsortedInputError,
 )
 from volmargin_serving.features import (
     INPUT_COLUMNS, IV_FEATURE_NAMES, MIN_IV_INDEX, FeatureSpec, compute_features, compute_iv_features, core_width,
@@ -265,7 +265,18 @@ class Runtime:
 
     def _self_test(self) -> None:
         """Golden inputs through the whole path (features, ONNX, post-processing) must give the golden
-        outputs recorded at export; this also warms the session up."""
+        outputs recorded at export; this also warms the session up. Any failure is a SelfTestError: a manifest
+        edited where no key checks it (an output name, the count of levels, another graph file) or a replaced
+        golden file breaks the path anywhere in ONNX Runtime or numpy."""
+        try:
+            self._golden_check()
+        except ServingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever breaks the golden path unfits the bundle
+            raise SelfTestError(f"{self.path}: the golden self-test failed ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:200]})") from None
+
+    def _golden_check(self) -> None:
         try:
             with np.load(self.path / self.manifest["golden"]["file"], allow_pickle=False) as archive:
                 golden = {name: archive[name] for name in ("inputs", "dates", "variance", "var", "es")}

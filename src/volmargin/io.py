@@ -13,8 +13,8 @@
   from interleaving: the second stops at once with one line.
 - Temporary files and staging folders are removed on any error or interrupt (the CLI turns SIGTERM
   into one), and stale ones a SIGKILL left behind are removed by the next writer of that output.
-A folder is only replaced or written into if it is empty or a volmargin output (it holds `MARKER`,
-`run.json` or `train.json`), so `--out .` cannot wipe a folder of the user's own files.
+A folder is only replaced or written into if it is empty or a volmargin output (it holds `MARKER`; a
+`run.json` alone may be the user's own), so `--out .` cannot wipe a folder of the user's own files.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from volmargin.errors import ConfigError, OutputError
 
 MARKER = ".volmargin-output"  # in every folder volmargin writes; its presence allows replacing the folder
 RECORD = "run.json"  # carries "complete": false while a job that writes in place is under way
-RECORDS = (RECORD, "train.json", "simulate.json")  # folders written before MARKER existed are known by these
 _RENAME_EXCHANGE = 2
 
 
@@ -81,10 +80,21 @@ def _writer_tag() -> str:
     return f"{socket.gethostname().replace('.', '-')}-{os.getpid()}"
 
 
+def _siblings(target: Path, start: str, suffix: str, dots: int = 0) -> list[Path]:
+    """`target`'s own hidden files `.{name}.{start}<token>{suffix}`, their token holding `dots` dots, compared as
+    text, not as a glob pattern: a name with glob characters (`exp[1]`) matched another output's (`exp1`) and
+    removed its staging folder; the dots keep `exp`'s apart from `exp.1`'s."""
+    prefix = f".{target.name}.{start}"
+    if not target.parent.is_dir():
+        return []
+    return [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(suffix)
+            and p.name[len(prefix):len(p.name) - len(suffix)].count(".") == dots]
+
+
 def _sweep_dead_writers(target: Path) -> None:
     """Remove the temporary files of `target` that a process of this host left and no longer runs."""
     host = socket.gethostname().replace(".", "-")
-    for tmp in target.parent.glob(f".{target.name}.{host}-*.tmp"):
+    for tmp in _siblings(target, f"{host}-", ".tmp", dots=1):  # <pid>.<random>
         pid = tmp.name[len(f".{target.name}.{host}-"):].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
@@ -220,9 +230,15 @@ def output_lock(target: str | Path) -> Iterator[None]:
     lock = target.parent / f".{target.name}.lock"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a+")
+        # never through a link (a planted one would have the note overwrite a file elsewhere), never a device
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as exc:
-        raise OutputError(f"cannot write {target}: {_why(exc)}") from None
+        why = "its lock file is a symbolic link" if exc.errno == errno.ELOOP else _why(exc)
+        raise OutputError(f"cannot write {target}: {why} ({lock})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OutputError(f"cannot write {target}: its lock file {lock} is not a regular file")
+    handle = os.fdopen(descriptor, "r+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -255,7 +271,8 @@ def check_folder(target: str | Path) -> Path:
     try:
         if target.is_symlink() or (target.exists() and not target.is_dir()):
             raise OutputError(f"{target} exists and is not a folder; give a folder path for this output")
-        if target.is_dir() and any(target.iterdir()) and not any((target / n).exists() for n in (MARKER, *RECORDS)):
+        # only the marker proves it: a user's folder holding a file named run.json was replaced before
+        if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
             raise OutputError(f"{target} holds files volmargin did not write; give a new or empty folder "
                               "(volmargin replaces only its own output folders)")
     except OSError as exc:
@@ -283,11 +300,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _recover(target: Path) -> None:
     """Undo an interrupted two-rename swap (target gone, its old copy kept) and drop stale staging."""
-    leftovers = sorted(target.parent.glob(f".{target.name}.*.old"))
+    leftovers = sorted(_siblings(target, "", ".old"))
     if leftovers and not target.exists():
         os.rename(leftovers[-1], target)
         leftovers = leftovers[:-1]
-    for stale in [*leftovers, *target.parent.glob(f".{target.name}.*.staging")]:
+    for stale in [*leftovers, *_siblings(target, "", ".staging")]:
         shutil.rmtree(stale, ignore_errors=True)
 
 

@@ -272,6 +272,7 @@ def stage_export(run: Run) -> None:
     from volmargin.export import write_bundle
     from volmargin.tracking import log_bundle, log_calibration_set
     from volmargin.training import load_trained, provenance
+    from volmargin_serving.calibration import calibration_beside
 
     champion = run.record["champion"]
     cfg = run.cfg.train_config(champion)
@@ -284,7 +285,7 @@ def stage_export(run: Run) -> None:
     policy = PolicyConfig(**run.cfg.calibration.policy)
     parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
                                allow_infeasible=True)
-    calibration_file = write_parameter_set(parameters, bundle, bundle.with_name(f"{bundle.name}.calibration.json"))
+    calibration_file = write_parameter_set(parameters, bundle, calibration_beside(bundle))
     version = log_bundle(bundle, meta["run_id"], f"{cfg.tracking.registered_model}-onnx")
     log_calibration_set(calibration_file, meta["run_id"])
     run.record["bundle"] = {"name": bundle.parent.name, "version": bundle.name, "path": str(bundle),

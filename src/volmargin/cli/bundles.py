@@ -149,6 +149,8 @@ def _print_uncovered(panel: dict, table: pd.DataFrame, bundle: Path, what: str) 
 
 
 def cmd_margins(args: argparse.Namespace) -> int:
+    from volmargin_serving.calibration import calibration_beside
+
     from volmargin.batch import serve_panel
     from volmargin.distributed import check_options, executor
     from volmargin.io import TABLE_SUFFIXES, output_lock, preflight, write_frame
@@ -157,7 +159,7 @@ def cmd_margins(args: argparse.Namespace) -> int:
     preflight(args.out, suffixes=TABLE_SUFFIXES)
     with output_lock(args.out):  # a second writer of this output stops at once
         _bundle_manifest(args.bundle)  # a mistyped bundle is named before its calibration set
-        calibration = args.calibration or args.bundle.with_name(args.bundle.name + ".calibration.json")
+        calibration = args.calibration or calibration_beside(args.bundle)
         if calibration.is_dir():
             raise ConfigError(f"--calibration: {calibration} is a folder; give the calibration set's .json file")
         if not calibration.is_file():
