@@ -387,3 +387,28 @@ def test_a_gzip_bomb_is_refused_by_its_ratio(tmp_path, monkeypatch):
     path.write_bytes(gzip.compress(text.encode()))
     with pytest.raises(DataError, match="decompression bomb"):
         load_bars(path)
+
+
+# session 29's red team: numbers a CSV can hide
+
+def test_an_unquoted_thousands_separator_is_refused_and_a_trailing_comma_is_not(tmp_path):
+    """`5,053.49` unquoted made a row one field longer than the header; pandas dropped the extra field with a
+    warning and the volume read as 5 (a model's variances x0.52-x1.71). A comma ending every row is an empty
+    last field and still reads."""
+    head = "timestamp,open,high,low,close,volume\n"
+    stamps = [f"2022-01-01T{h:02d}:00:00Z" for h in range(3)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(head + "".join(f"{t},1,2,0.5,1.5,{v}\n" for t, v in zip(stamps, ["5,053.49", "943.8", "485.2"])))
+    with pytest.raises(DataError, match="bad.csv: a row holds more fields than the header .*thousands separator"):
+        load_bars(bad)
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text(head + "".join(f"{t},1,2,0.5,1.5,9.5,\n" for t in stamps))
+    assert load_bars(trailing)["volume"].tolist() == [9.5] * 3
+
+
+def test_true_or_false_is_not_a_volume(tmp_path):
+    path = tmp_path / "bool.csv"
+    path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"2022-01-01T{h:02d}:00:00Z,1,2,0.5,1.5,{b}\n" for h, b in enumerate(["True", "False", "True"])))
+    with pytest.raises(DataError, match="bool.csv: row 1 .*non-numeric volume 'True'"):
+        load_bars(path)

@@ -524,7 +524,7 @@ def test_read_accounts_refuses_damaged_files_absurd_notionals_and_late_entries(t
     whole = gzip.compress(b"side,notional,leverage\n" + b"long,100,5\n" * 200)
     damaged = tmp_path / "accounts.csv.gz"
     damaged.write_bytes(whole[:20])
-    with pytest.raises(DataError, match=r"accounts.csv.gz: cannot read"):
+    with pytest.raises(DataError, match=r"accounts.csv.gz: unreadable gzip file"):
         read_accounts(damaged)
     path = tmp_path / "accounts.csv"
     path.write_text("side,notional,leverage\nlong,100,5\nshort,1e308,5\n")  # the total overflows: NaN figures
@@ -544,7 +544,7 @@ def test_read_funding_refuses_damaged_empty_and_conflicting_files(tmp_path):
     header = "timestamp,venue,symbol,funding_rate\n"
     damaged = tmp_path / "funding.csv.gz"
     damaged.write_bytes(gzip.compress((header + "2022-01-01T00:00:00Z,binance,BTCUSDT,0.0001\n" * 500).encode())[:-10])
-    with pytest.raises(DataError, match=r"funding.csv.gz: cannot read"):
+    with pytest.raises(DataError, match=r"funding.csv.gz: unreadable gzip file"):
         read_funding(damaged)
     path = tmp_path / "funding.csv"
     path.write_text(header)
@@ -823,3 +823,32 @@ def test_read_funding_refuses_a_rate_of_a_whole_position_or_more(tmp_path, rate)
                     f"2022-01-01T08:00:00Z,binance,BTCUSDT,{rate}\n")
     with pytest.raises(DataError, match=rf"funding.csv: row 3: funding_rate {float(rate)} is not a fraction"):
         read_funding(path)
+
+
+def test_funding_times_in_epoch_and_rates_in_percent_are_read_or_refused(tmp_path):
+    """Session 29's red team: epoch times were read as nanoseconds since 1970 (no path funded, rc 0) and rates
+    sent in percent (0.01 for 0.01%) were taken as 1% of the position a settlement."""
+    from volmargin.simulation.funding import read_funding
+
+    path = tmp_path / "funding.csv"
+    seconds = [1640995200, 1641024000]  # 2022-01-01T00:00Z and 08:00Z
+    path.write_text("timestamp,venue,symbol,funding_rate\n" + "".join(
+        f"{s},binance,BTCUSDT,0.0001\n" for s in seconds))
+    table = read_funding(path)
+    assert list(table["timestamp"]) == [pd.Timestamp("2022-01-01T00:00Z"), pd.Timestamp("2022-01-01T08:00Z")]
+    path.write_text("timestamp,venue,symbol,funding_rate\n" + "".join(
+        f"{s},binance,BTCUSDT,0.01\n" for s in seconds))
+    with pytest.raises(DataError, match="median .funding_rate. is 0.01, above 0.002 .*in percent"):
+        read_funding(path)
+
+
+def test_a_damaged_portfolio_spec_is_one_line_naming_it(tmp_path):
+    """A truncated or corrupt .csv.gz spec ended in 'internal error: EOFError' without the file's name."""
+    import gzip
+
+    from volmargin.risk.portfolio import read_population
+
+    spec = tmp_path / "spec.csv.gz"
+    spec.write_bytes(gzip.compress(b"portfolio,asset,notional\n" + b"a,binance_btcusdt,1000\n" * 200)[:-12])
+    with pytest.raises(DataError, match="spec.csv.gz: unreadable gzip file"):
+        read_population(spec, ("binance_btcusdt",))

@@ -12,6 +12,7 @@ import io
 import os
 import re
 import stat
+import warnings
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -213,13 +214,41 @@ def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+_TRAILING_COMMA = re.compile(r",[ \t]*(?=\r?\n|\Z)")
+
+
 def _read_csv(text: str, name: str, **kwargs) -> pd.DataFrame:
+    """pandas' CSV reader with its errors as one line; a row longer than the header is refused (pandas drops its
+    extra fields with a warning: an unquoted 5,053.49 read as volume 5), unless every row ends in a comma."""
     try:
-        return pd.read_csv(io.StringIO(text), index_col=False, **kwargs)
+        try:
+            return _read_csv_strict(text, **kwargs)
+        except pd.errors.ParserWarning:
+            stripped = _TRAILING_COMMA.sub("", text)
+            if stripped == text:
+                raise
+            return _read_csv_strict(stripped, **kwargs)  # a trailing comma on each row: an empty last field
+    except pd.errors.ParserWarning:
+        raise DataError(f"{name}: a row holds more fields than the header (an unquoted thousands separator, as in "
+                        "5,053.49?); give one value per column") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: empty file (no data rows)") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{name}: malformed CSV ({_one_line(exc)})") from None
+
+
+def read_csv_file(path: str | Path, **kwargs) -> pd.DataFrame:
+    """A user's CSV file (plain or gzip) as pandas reads it with `kwargs`, through this module's checks: a
+    regular file, a gzip that is whole and not a bomb, UTF-8 text, no row longer than its header; DataError
+    naming the file otherwise. The readers of specs, funding and accounts files share it with the bars."""
+    name = str(path)
+    return _read_csv(_decode(_read_bytes(Path(path), name), name), name, **kwargs)
+
+
+def _read_csv_strict(text: str, **kwargs) -> pd.DataFrame:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return pd.read_csv(io.StringIO(text), index_col=False, **kwargs)
 
 
 # ---------------------------------------------------------------- formats
@@ -297,15 +326,23 @@ def _parse_frame(frame: pd.DataFrame, name: str) -> _Raw:
                         "bars? keep one")
     _require_rows(frame, name)
     rows = np.arange(1, len(frame) + 1)
-    stamps = frame["timestamp"]
+    ts = parse_timestamps(frame["timestamp"], name, rows)
+    ignored = tuple(str(c) for c in frame.columns if c not in expected)
+    return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows, ignored)
+
+
+def parse_timestamps(stamps: pd.Series, name: str, rows: np.ndarray | None = None) -> pd.DatetimeIndex:
+    """A column of times as UTC: ISO 8601 (naive means UTC) or epoch s, ms or us (told apart per value);
+    DataError naming the row (`rows`: each value's row number) of the first that is neither, or epoch before
+    any crypto market. Every reader of user files takes its times from here."""
+    rows = np.arange(1, len(stamps) + 1) if rows is None else rows
     epoch = stamps.dtype.kind in "iu" or bool(stamps.astype(str).str.fullmatch(r"\d+").all())  # epoch s, ms or us
     ts = (_parse_epoch if epoch else _parse_iso)(stamps, rows, name)
     if epoch and (early := ts < FIRST_MARKET).any():  # e.g. 202104042100 (YYYYMMDDhhmm) read as epoch ms: 1976
         pos = _first(np.asarray(early), rows)
         raise DataError(f"{name}: row {rows[pos]}: timestamp {stamps.iloc[pos]!r} read as epoch s/ms/us is "
                         f"{ts[pos]:%Y-%m-%d}, before any crypto market; give ISO 8601 or epoch timestamps")
-    ignored = tuple(str(c) for c in frame.columns if c not in expected)
-    return _Raw(ts, frame[list(COLUMNS)].reset_index(drop=True), rows, ignored)
+    return ts
 
 
 def _parse_headerless(text: str, name: str) -> _Raw:
@@ -424,6 +461,8 @@ def _numeric(raw: _Raw, name: str) -> np.ndarray:
     out = np.empty((len(raw.rows), len(COLUMNS)))
     for j, col in enumerate(COLUMNS):
         series = raw.values[col]
+        if pd.api.types.is_bool_dtype(series.dtype):  # True / False: numeric to pandas, no price or volume
+            raise _fail(name, raw, 0, f"non-numeric {col} {str(series.iloc[0])!r}")
         if pd.api.types.is_numeric_dtype(series.dtype):
             out[:, j] = series.to_numpy(dtype=float, na_value=np.nan)
             continue

@@ -40,6 +40,7 @@ from volmargin_serving.portfolio import (
 )
 from volmargin_serving.risk import MAX_NOTIONAL, expected_shortfall, simple_returns
 
+from volmargin.data.loader import read_csv_file
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation import stats
 from volmargin.evaluation.scoring import POOLED
@@ -246,10 +247,7 @@ def read_population(path, assets: tuple[str, ...]) -> Population:
 
 def _read_spec(path) -> pd.DataFrame:
     """The spec's cells as text (an empty cell ''), its columns checked: SPEC_COLUMNS, the class optional."""
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read the portfolio spec ({exc})") from exc
+    table = read_csv_file(path, dtype=str, keep_default_na=False)
     expected = ",".join(SPEC_COLUMNS[:3]) + f"[,{SPEC_COLUMNS[3]}]"
     missing = [c for c in SPEC_COLUMNS[:3] if c not in table]
     if missing:

@@ -16,7 +16,6 @@ of its value); errors name the file, row and field.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 from volmargin_serving.risk import MAX_NOTIONAL  # one bound for every notional a user gives
 
+from volmargin.data.loader import read_csv_file
 from volmargin.errors import ConfigError, DataError
 
 
@@ -107,10 +107,13 @@ def read_accounts(path: str | Path, steps: int | None = None) -> Accounts:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: accounts file not found")
-    try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except (OSError, ValueError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a damaged .gz
-        raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    if path.suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read: {str(exc).splitlines()[0]}") from None
+    else:
+        frame = read_csv_file(path)
     missing = [c for c in ("side", "notional", "leverage") if c not in frame]
     if missing:
         raise DataError(f"{path}: missing columns {missing}; expected side, notional, leverage[, entry_step]")
