@@ -235,6 +235,11 @@ def test_chain_loader_names_file_row_and_field(tmp_path, shared_data):
     bad.write_text("\n".join([lines[0].replace("mark_iv", "iv"), *lines[1:]]) + "\n")
     with pytest.raises(DataError, match="missing column"):
         load_chain(bad)
+    fields = lines[3].split(",")  # session 29's red team: a date-only expiry read as 00:00, 8 hours short
+    fields[2] = fields[2][:10]
+    bad.write_text("\n".join([*lines[:3], ",".join(fields), *lines[4:]]) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv: row 3: expiry '20\d\d-\d\d-\d\d' has no time of day"):
+        load_chain(bad)
 
 
 @pytest.mark.parametrize("column, value, match", [

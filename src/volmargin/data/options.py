@@ -66,6 +66,11 @@ def _times(frame: pd.DataFrame, column: str, name: str) -> pd.DatetimeIndex:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise _fail(name, i + 1, f"{column} {frame[column].iloc[i]!r} is not an ISO 8601 time")
+    dated_only = text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").to_numpy()
+    if dated_only.any():  # read as 00:00 UTC: an option expiring at Deribit's 08:00 would be 8 hours short
+        i = int(np.flatnonzero(dated_only)[0])
+        raise _fail(name, i + 1, f"{column} {frame[column].iloc[i]!r} has no time of day (Deribit's options expire "
+                    "at 08:00 UTC); give the full ISO 8601 time")
     return pd.DatetimeIndex(parsed)
 
 
