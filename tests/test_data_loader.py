@@ -412,3 +412,17 @@ def test_true_or_false_is_not_a_volume(tmp_path):
         f"2022-01-01T{h:02d}:00:00Z,1,2,0.5,1.5,{b}\n" for h, b in enumerate(["True", "False", "True"])))
     with pytest.raises(DataError, match="bool.csv: row 1 .*non-numeric volume 'True'"):
         load_bars(path)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("timestamp;open;high;low;close;volume\n2022-01-01T00:00:00Z;1;2;0.5;1.5;9\n", "separated by ';', not commas"),
+    ("timestamp\topen\thigh\tlow\tclose\tvolume\n2022-01-01T00:00:00Z\t1\t2\t0.5\t1.5\t9\n", r"separated by '\\t'"),
+    ("# exported by my desk\ntimestamp,open,high,low,close,volume\n2022-01-01T00:00:00Z,1,2,0.5,1.5,9\n",
+     "a comment line above the header"),
+])
+def test_a_separator_or_a_comment_line_is_named_not_read_as_another_format(tmp_path, text, match):
+    """Session 29's red team: these read as a CryptoDataDownload file and the error named its missing columns."""
+    path = tmp_path / "bars.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=match):
+        load_bars(path)

@@ -274,6 +274,10 @@ def _parse_text(text: str, name: str) -> _Raw:
                         f", then trades or not), found {len(first)}")
     if _is_cdd_header(first):
         return _parse_cdd(text, name, skip=0)
+    if len(first) == 1 and (separator := next((s for s in (";", "\t", "|") if s in lines[0]), None)):
+        raise DataError(f"{name}: the header is separated by {separator!r}, not commas; give comma-separated values")
+    if lines[0].lstrip().startswith("#"):
+        raise DataError(f"{name}: a comment line above the header ({lines[0][:40]!r}); remove it")
     if len(first) == 1 or _is_cdd_header(second):
         return _parse_cdd(text, name, skip=1)  # CryptoDataDownload: a URL/text line before the header
     return _parse_canonical(text, name)
