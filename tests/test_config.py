@@ -60,3 +60,34 @@ def test_a_learned_models_own_levels_that_differ_from_the_configs_are_refused(tm
         load_config(path, RunConfig)
     path.write_text("learned: {gbm: {levels: [0.99, 0.975]}}\n")  # the same levels in another order: accepted
     assert load_config(path, RunConfig).learned["gbm"]["levels"] == (0.975, 0.99)
+
+
+def test_set_levels_moves_every_learned_models_levels_with_it():
+    """Session 29's red team: `--set levels=...` was always refused, naming learned.nn.levels, a key the user never
+    set (the config's levels had been passed into each model's parameters); a model's own differing levels are
+    still refused."""
+    from volmargin.config import with_overrides
+
+    cfg = with_overrides(RunConfig(), {"levels": [0.975, 0.99, 0.995]})
+    assert cfg.levels == (0.975, 0.99, 0.995)
+    assert all(params["levels"] == (0.975, 0.99, 0.995) for params in cfg.learned.values())
+    with pytest.raises(ConfigError, match="learned.gbm.levels"):
+        with_overrides(RunConfig(), {"levels": [0.975, 0.99, 0.995], "learned.gbm.levels": [0.95, 0.99]})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"calibration.recalibrate": "0D"}, "calibration.recalibrate: '0D' does not move forward"),
+    ({"calibration.recalibrate": "nonsense"}, "calibration.recalibrate: not a pandas frequency"),
+    ({"portfolio.concentrations": [-1.0]}, "portfolio concentrations"),
+    ({"portfolio.correlation_weights": [float("nan")]}, "portfolio correlation weights"),
+    ({"calibration.policy.stressed_floor": True, "calibration.policy.floor_min_obs": 1000},
+     "policy.floor_min_obs: 1000 is more than stress_window 250"),
+    ({"calibration.policy.target_breach_rate": 0.5}, "policy.target_breach_rate: invalid value 0.5"),
+])
+def test_run_settings_that_failed_after_training_stop_at_load(overrides, message):
+    """Session 29's red team: each was accepted at load and failed (or ran meaningless) after training and the
+    backtest."""
+    from volmargin.config import with_overrides
+
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(RunConfig(), overrides)

@@ -278,12 +278,15 @@ def test_cli_portfolio_writes_summary_and_rejects_bad_specs(forecasts, tmp_path,
     # by default w is fixed at the weight chosen on the hold-out, only the scale is calibrated
     assert set(pd.read_csv(out / "calibration.csv")["correlation_weight"]) == set(pf.CALIBRATION_WEIGHTS)
     assert set(pd.read_csv(out / "summary.csv")["correlation_weight"]) == set(pf.CALIBRATION_WEIGHTS)
-    assert main([*args, "--concentration-grid", "0,1", "--correlation-grid", "auto"]) == 0
+    # without bars there are no traded volumes: a concentration add-on would add nothing (session 29's red team)
+    assert main([*args, "--concentration-grid", "0,1", "--correlation-grid", "auto"]) == 2
+    assert "a concentration add-on reads the assets' traded volumes" in capsys.readouterr().err
+    assert main([*args, "--concentration-grid", "0", "--correlation-grid", "auto"]) == 0
     assert "gjr margins:" in capsys.readouterr().err
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["concentration"]) <= {0.0, 1.0}
+    assert set(summary["concentration"]) == {0.0}
     calibration = pd.read_csv(out / "calibration.csv")
-    assert set(calibration["concentration"]) == {0.0, 1.0} and calibration["chosen"].sum() == 2  # one per model
+    assert set(calibration["concentration"]) == {0.0} and calibration["chosen"].sum() == 2  # one per model
     assert set(calibration["correlation_weight"]) == set(pf.CORRELATION_GRID)
     required = ["portfolio_class", "model", "portfolios", "days", "breach_rate", "avg_margin", "avg_isolated_margin"]
     assert set(required) <= set(summary.columns)

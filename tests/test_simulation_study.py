@@ -344,3 +344,21 @@ def test_bootstrap_leaves_out_origins_without_a_positive_variance():
     origins = pd.date_range("2021-02-10", periods=4, tz="UTC")
     paths = bootstrap_paths("x", bars, origins, [0.0, 0.03**2, np.nan, -1e-4], 2)
     assert paths.day.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--policy", "nosuch=1"], "--policy: unknown key 'nosuch'"),
+    (["--policy", "stressed_floor=true,floor_min_obs=1000"], "policy.floor_min_obs: 1000 is more than"),
+    (["--set", "every=0D"], "every: '0D' does not move forward"),
+    (["--set", "every=-1D"], "every: '-1D' does not move forward"),
+])
+def test_simulate_refuses_a_policy_or_frequency_it_cannot_use_in_one_line(tmp_path, capsys, extra, message):
+    """Session 29's red team: internal errors (TypeError, ValueError, ZeroDivisionError), or -1D recalibrating
+    once in silence."""
+    from volmargin.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["simulate", "--run", str(run), "--out", str(tmp_path / "s"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -285,6 +285,7 @@ class RunConfig:
         for key in ("start",):
             _date(f"backtest.{key}", getattr(self.backtest, key))
         _date("calibration.end", self.calibration.end)
+        _frequency("calibration.recalibrate", self.calibration.recalibrate)
         TrainConfig(data=self.data, window=self.window, horizon=self.horizon, levels=self.levels)  # same checks
         _check_policy(self.calibration.policy)
         _check_portfolio_keys(self.portfolio)
@@ -331,9 +332,12 @@ def _check_portfolio_keys(section: PortfolioSection) -> None:
         unknown = [key for key in getattr(section, name) if key not in keys]
         if unknown:
             raise ConfigError(f"portfolio.{name}.{unknown[0]}: unknown key; expected one of {', '.join(keys)}")
+    grids = {"concentrations": section.concentrations}
+    if section.correlation_weights is not None:
+        grids["correlation_weights"] = section.correlation_weights
     try:  # the values, as the stage will build them
         PortfolioJob(policy=PortfolioPolicy(**section.policy), scenarios=ScenarioConfig(**section.scenarios),
-                     **section.population)
+                     **section.population, **grids)
     except (TypeError, ValueError, OverflowError) as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith("portfolio") else f"portfolio: {message}") from None
@@ -354,9 +358,11 @@ def _frequency(key: str, value: str | None) -> None:
     if value is None:
         return
     try:
-        pd.tseries.frequencies.to_offset(value)
+        offset = pd.tseries.frequencies.to_offset(value)
     except ValueError:
         raise ConfigError(f"{key}: not a pandas frequency: {value!r} (e.g. QS, MS, YS)") from None
+    if offset.n <= 0:  # 0D divided by zero; -1D calibrated once, in silence
+        raise ConfigError(f"{key}: {value!r} does not move forward; give a positive frequency (e.g. QS, MS, 90D)")
 
 
 def _convert(key: str, hint: Any, value: Any) -> Any:
@@ -459,6 +465,11 @@ def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     """`cfg` (a config dataclass) with each dotted key set, checked as a config file's keys are (errors name
     the dotted key): the command line's `--set`, e.g. to move a shipped config's dates onto other data."""
     values = dataclasses.asdict(cfg)
+    if "levels" in overrides:  # the config's levels, passed into each model's parameters, follow the new ones
+        models = [*values.get("learned", {}).values(), values.get("model", {}).get("params", {})]
+        for params in models:
+            if tuple(params.get("levels") or ()) == tuple(getattr(cfg, "levels", ())):
+                params.pop("levels")
     for dotted, value in overrides.items():
         *parents, last = dotted.split(".")
         node = values

@@ -73,7 +73,7 @@ class PolicyConfig:
         checks = {  # each field's rule; a value of the wrong type (a string, a number for a pair) fails it too
             "risk": lambda v: isinstance(v, str) and re.fullmatch(r"(var|es)\d+", v) is not None,
             "haircut_risk": lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"(var|es)\d+", v)),
-            "target_breach_rate": lambda v: num(v) and 0 <= v < 1,
+            "target_breach_rate": lambda v: num(v) and 0 <= v < 0.5,  # 30% breaches at 0.5 read as "green"
             "maintenance_fraction": lambda v: num(v) and 0 < v < 1,
             "buffer": lambda v: v is None or (num(v) and v >= MIN_BUFFER),
             "stressed_floor": lambda v: isinstance(v, bool),
@@ -100,6 +100,11 @@ class PolicyConfig:
             hint = (f" (the runtime refuses sets that scale below {HARD_MIN_SCALE})" if bad[0] == "scale_bounds"
                     else hint)
             raise ConfigError(f"policy.{bad[0]}: invalid value {value!r}{hint}")
+        for on, window, name in ((self.stressed_floor, self.stress_window, "stress_window"),
+                                 (self.lookback_floor, self.lookback_days, "lookback_days")):
+            if on and self.floor_min_obs > window:  # a rolling window of fewer rows than that never fills
+                raise ConfigError(f"policy.floor_min_obs: {self.floor_min_obs} is more than {name} {window} (the "
+                                  "floor would never apply)")
 
     @property
     def path_dependent(self) -> bool:

@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     portfolio.add_argument("--run", type=Path, nargs="+", required=True, help="backtest run folder(s) (forecasts.parquet)")
     portfolio.add_argument("--data", nargs="+", metavar="FILE", default=None,
                            help="the bars of the run's assets: the ewma97 filter and traded volumes (concentration)")
-    portfolio.add_argument("--min-bars", type=int, default=None,
+    portfolio.add_argument("--min-bars", type=_positive_int, default=None,
                            help="bars a day needs to count as complete (default: 20 of 24 hourly bars)")
     portfolio.add_argument("--out", type=Path, required=True, help="output folder (summary.csv, ...)")
     portfolio.add_argument("--quiet", action="store_true", help=QUIET_HELP)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # imported where used: a Ctrl-C while pandas loads is then on
 def cmd_simulate(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from volmargin.calibration import PolicyConfig
     from volmargin.config import APC_POLICY, SimulationSection, from_dict
     from volmargin.io import preflight, read_forecasts, staged_folder
     from volmargin.simulation.study import headline, run_study, study_config, write_study
@@ -32,14 +33,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     values = {k: str(v) if isinstance(v, datetime.date) else v for k, v in args.set.items()}  # YAML reads dates
     section = from_dict(SimulationSection, values, "--set")
+    if args.policy is not None:  # its keys and values checked before any work
+        check_known_keys("--policy", args.policy, [f.name for f in dataclasses.fields(PolicyConfig)])
+        PolicyConfig(**args.policy)
     record = _run_record(args.run)
     calibration = record.get("calibration", {})
     forecasts = read_forecasts(args.run)
     default_start = calibration.get("validation_start") or str(
         (forecasts["origin"].min() + pd.Timedelta(days=365)).date())
     models = set(forecasts["model"])
-    cfg = study_config(section, default_start, args.policy if args.policy is not None
-                       else calibration.get("policy", APC_POLICY),
+    policy = args.policy if args.policy is not None else calibration.get("policy", APC_POLICY)
+    cfg = study_config(section, default_start, policy,
                        default_model="har" if "har" in models else record.get("champion") or sorted(models)[0])
     bars = load_data(args.data)
     result = run_study(forecasts, bars, cfg, log=print)

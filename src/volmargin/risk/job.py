@@ -75,7 +75,7 @@ class PortfolioJob:
         if self.concentrations is not None and not (
                 self.concentrations and all(np.isfinite(c) and c >= 0 for c in self.concentrations)):
             raise ConfigError(f"portfolio concentrations: expected non-negative numbers, got {self.concentrations!r}")
-        if not (self.correlation_weights and all(0 <= w <= 1 for w in self.correlation_weights)):
+        if not (self.correlation_weights and all(real_number(w) and 0 <= w <= 1 for w in self.correlation_weights)):
             raise ConfigError(f"portfolio correlation weights: expected numbers in [0, 1], got {self.correlation_weights!r}")
 
     def _check_population(self) -> None:
@@ -222,6 +222,9 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
                   out: Path, population: pf.Population | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
     """Run the job and write its outputs in `out`; returns the tables. `progress`: a bar on a terminal, a
     line a minute in a log file (`volmargin.progress`)."""
+    if not daily and (job.policy.concentration > 0 or any(c > 0 for c in job.concentrations or ())):
+        raise ConfigError("a concentration add-on reads the assets' traded volumes: give the bars (--data), or "
+                          "leave the concentration at 0 (without them it would add nothing, in silence)")
     began = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     summaries, calibrations, stresses, record = [], [], [], {"models": {}}
