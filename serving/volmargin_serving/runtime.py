@@ -644,10 +644,10 @@ class Runtime:
     def _price(self, assets: tuple[str, ...], terms, forecasts: Forecasts, errors: np.ndarray, doubtful: list,
                previous: np.ndarray | None, as_of: np.datetime64) -> Margins:
         """`margins.price` with this runtime's calibration and memory of last good margins, which it updates."""
-        *last_good, priced_today = self._recall(assets, as_of)
+        good_initial, good_haircut, priced_today = self._recall(assets, as_of)
         margins = price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
-                        previous, self.calibration.version, doubtful=doubtful, last_good=tuple(last_good),
-                        priced_today=priced_today)
+                        previous, self.calibration.version, doubtful=doubtful,
+                        last_good=(good_initial, good_haircut), priced_today=priced_today)
         self._remember(margins, as_of)
         return margins
 
