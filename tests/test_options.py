@@ -402,7 +402,7 @@ def test_calibrated_scale_meets_the_target_and_is_the_smallest(books):
     assert allowed_breaches(1000, 0.01, 0.95) == 4 and allowed_breaches(120, 0.01, 0.95) == 0
 
 
-def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, monkeypatch):
+def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, monkeypatch, capsys):
     import volmargin.calibration.option_job as job
     from volmargin.cli import main
 
@@ -424,6 +424,9 @@ def test_options_cli_writes_the_summary(tmp_path, shared_data, two_snapshots, mo
     assert set(summary["method"]) == {"deribit_static", "auto_ewma_hist"}
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["missing_class_days"] == {} and record["book_days"] == record["snapshots"] - 1  # every pair
+    # session 29's red team: a calibration on a few book-days ran without a word (12% validation breaches)
+    fitted = record["calibration_book_days"]
+    assert 0 < fitted < 100 and f"calibrated on {fitted} book-days: at a 1.0% target" in capsys.readouterr().out
     report = (tmp_path / "run" / "report.html").read_text()
     assert "Grid parameters over time" in report and "data:image/png;base64," in report
     assert main(["options", "--chains", str(tmp_path / "missing.csv"), "--iv", str(chain_file), "--data", "x",

@@ -343,6 +343,8 @@ def run_option_job(job: OptionJob) -> dict:
               "synthetic_books": None if scales is None else int(inputs.calibration_books.books.count),
               "infeasible": sorted(grids.loc[grids["feasible"].eq(False), "method"].unique()),  # static: None
               "book_days": int(data.info["day"].nunique()),
+              "calibration_book_days": int(inputs.calibration_books.books.count) if scales is not None else int(
+                  (pd.DatetimeIndex(data.info["day"]) < job.calibrate_until).sum()),
               "missing_class_days": missing_class_days(data.info),
               "static_fallback_days": static_fallback_days(data, inputs.price, inputs.iv, job.risk),
               "synthetic_static_fallback_days": None if scales is None else static_fallback_days(

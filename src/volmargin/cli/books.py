@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -176,6 +177,11 @@ def cmd_options(args: argparse.Namespace) -> int:
               "covers the rest")
     for line in _fallback_lines(result["record"]):
         print(line)
+    fitted, fewest = result["record"]["calibration_book_days"], math.ceil(1 / job.target)
+    if fitted < fewest:  # a breach rate of 1 in 1 / target cannot be seen on fewer rows
+        print(f"calibrated on {fitted} book-days: at a {job.target:.1%} target fewer than {fewest} cannot show a "
+              "breach rate, so the scales rest on too little (move --calibrate-until later, or --calibrate-on "
+              "synthetic)")
     if missing := result["record"]["missing_class_days"]:
         print(f"classes left out of some of the {result['record']['book_days']} snapshot days (too few listed "
               f"legs), days missed: {', '.join(f'{cls} {days}' for cls, days in missing.items())} (run.json: "
