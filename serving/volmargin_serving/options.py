@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -355,6 +356,10 @@ def _core_moves(grid: Grid, count: int) -> np.ndarray:
 
 
 def _build_cells(grid: Grid, count: int) -> Cells:
+    for name in GRID_PARAMETERS:  # here, not per call: a served grid of scalars is cached
+        if np.size(getattr(grid, name)) not in (1, count):
+            raise ForecastInputError(f"grid {name}: {np.size(getattr(grid, name))} values for {count} book(s); one, "
+                                     "or one per book")
     core = _core_moves(grid, count)  # (B, P)
     points = core.shape[1]
     down = np.minimum(np.broadcast_to(np.asarray(grid.range_down, dtype=float), (count,)), MAX_FALL)[:, None]
@@ -391,10 +396,6 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     books = books if books.cache is not None else prepare(books)
     b, c = books.count, books.cache
     mpor_days = _checked_mpor(mpor_days, b)
-    for name in GRID_PARAMETERS:
-        if np.size(getattr(grid, name)) not in (1, b):
-            raise ForecastInputError(f"grid {name}: {np.size(getattr(grid, name))} values for {b} book(s); one, or "
-                                     "one per book")
     cells = _cells(grid, b)
     one = b == 1
     per_option = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
@@ -488,6 +489,8 @@ def contingency(books: Books, grid: Grid) -> np.ndarray:
 def _checked_mpor(mpor_days, count: int):
     """The MPOR in days as a float or (count,) floats, each finite and positive; ForecastInputError otherwise (a
     NaN priced a NaN margin, 0 or a negative one a margin)."""
+    if type(mpor_days) is float and 0 < mpor_days < math.inf:  # the served call's: no array to build
+        return mpor_days
     days = np.asarray(_positive("mpor_days", mpor_days), dtype=float)
     if days.ndim == 0:
         return float(days)
