@@ -426,3 +426,11 @@ def test_a_separator_or_a_comment_line_is_named_not_read_as_another_format(tmp_p
     path.write_text(text)
     with pytest.raises(DataError, match=match):
         load_bars(path)
+
+
+def test_a_one_bar_file_is_refused_without_naming_an_option_the_cli_lacks(tmp_path):
+    path = write(tmp_path / "one.csv", csv_text(bars(n=1)))
+    with pytest.raises(DataError, match=r"one.csv: a single row .*at least two bars") as error:
+        load_bars(path)
+    assert "freq" not in str(error.value)
+    assert len(load_bars(path, freq="1h")) == 1

@@ -548,7 +548,7 @@ def _check_grid(raw: _Raw, name: str, freq: str | pd.Timedelta | None) -> pd.Tim
     elif len(diffs):
         interval = _majority_interval(raw.ts.asi8, diffs)
     else:
-        raise DataError(f"{name}: a single row cannot show the bar interval; pass freq")
+        raise DataError(f"{name}: a single row cannot show the bar interval; a bar file needs at least two bars")
     off = np.zeros(len(raw.rows), dtype=bool)
     off[1:] = diffs % interval.value != 0
     if off.any():
