@@ -340,7 +340,9 @@ def test_study_pays_funding_where_the_file_covers_the_asset(market_bars, tmp_pat
     bars = {"syn_a": market_bars["syn_a"]}
     target = SolvencyTarget(every="YS", maintenance_fractions=(0.6,))
     base = StudyConfig(model="rv20", validation_start="2022-01-01", settings=SMALL, target=target)
-    plain = run_study(forecasts, bars, base)
+    said = []
+    plain = run_study(forecasts, bars, base, log=said.append)
+    assert said[0] == "simulate: no bars given for syn_b (--data): left out"  # not dropped in silence
     funded = run_study(forecasts, bars, dataclasses.replace(base, funding=str(path)))
     key = ["asset", "policy", "period", "kind"]
     a, b = (r.summary.set_index(key)["liquidations_p95"] for r in (plain, funded))
@@ -735,7 +737,7 @@ def test_path_metrics_and_summary_levels():
         liquidated=z2, liquidations=z2, log_price=np.zeros((2, 5)),
         impact=np.array([[0, -0.05, -0.02, -0.03, -0.03], [0, 0, 0, 0, 0]]), rounds=z2.astype(int),
         unconverged=np.zeros(2, bool), account_cash=z, account_qty=z, account_collateral=z,
-        collateral_deposited=z, market_cash=z, market_qty=z, open_equity=z)
+        collateral_deposited=z, market_cash=z, market_qty=z, open_equity=z, open_shortfall=z)
     m = path_metrics(result)
     assert m["fund_drawdown"][0] == pytest.approx(0.5)  # from the peak 13 to 8, over the starting fund 10
     assert m["cascade"][0] == pytest.approx(0.05)  # the largest move, not the last
@@ -852,3 +854,41 @@ def test_a_damaged_portfolio_spec_is_one_line_naming_it(tmp_path):
     spec.write_bytes(gzip.compress(b"portfolio,asset,notional\n" + b"a,binance_btcusdt,1000\n" * 200)[:-12])
     with pytest.raises(DataError, match="spec.csv.gz: unreadable gzip file"):
         read_population(spec, ("binance_btcusdt",))
+
+
+@pytest.mark.parametrize("config", [EngineConfig(oracle_delay=1), EngineConfig(oracle_cadence=5)])
+def test_an_account_left_underwater_by_a_lagging_oracle_is_bad_debt(config):
+    from volmargin.simulation.metrics import path_metrics
+
+    # a 10x long, a 50% fall in the last hour: the oracle has not shown it yet, the loss is owed all the same
+    crash = market(np.r_[np.zeros(24), np.log(0.5)][None, :])
+    terms = MarginTerms.constant(0.1, 0.05, 0.01)
+    late = simulate(one(1.0), crash, terms, NO_IMPACT, config)
+    prompt = simulate(one(1.0), crash, terms, NO_IMPACT)
+    assert late.liquidations.sum() == 0 and prompt.liquidations.sum() == 1
+    assert late.open_shortfall[0] == pytest.approx(400.0) and prompt.open_shortfall[0] == 0
+    metrics, owed = path_metrics(late), path_metrics(prompt)
+    assert metrics["bad_debt"][0] == pytest.approx(owed["bad_debt"][0]) == pytest.approx(0.4)
+    assert metrics["fund_drawdown"][0] == pytest.approx(owed["fund_drawdown"][0])
+
+
+def test_a_lagging_oracle_never_checks_an_account_on_a_price_from_before_it_opened():
+    # a 20x long opened after a 10% rise, the price flat after: a stale oracle must not liquidate it
+    rise = market(np.r_[np.zeros(10), np.full(15, np.log(1.1))][None, :])
+    terms = MarginTerms.constant(0.05, 0.03, 0.01)
+    for config in (EngineConfig(oracle_delay=2), EngineConfig(oracle_delay=1.5), EngineConfig(oracle_cadence=6)):
+        assert simulate(one(1.0, leverage=20.0, entry=10), rise, terms, NO_IMPACT, config).liquidations.sum() == 0
+    # once the oracle has read its entry, a fall below maintenance liquidates it, two steps late as before
+    fall = market(np.r_[np.zeros(10), np.full(5, np.log(1.1)), np.full(10, np.log(1.0))][None, :])
+    prompt = simulate(one(1.0, leverage=20.0, entry=10), fall, terms, NO_IMPACT)
+    late = simulate(one(1.0, leverage=20.0, entry=10), fall, terms, NO_IMPACT, EngineConfig(oracle_delay=2))
+    assert np.flatnonzero(prompt.liquidations[0]).tolist() == [14]
+    assert np.flatnonzero(late.liquidations[0]).tolist() == [16]
+
+
+def test_funding_does_not_wake_an_account_the_oracle_has_not_read():
+    rise = np.r_[np.zeros(10), np.full(15, np.log(1.1))][None, :]
+    paid = market(rise, funding=np.full((1, 24), 1e-4))
+    terms = MarginTerms.constant(0.05, 0.03, 0.01)
+    result = simulate(one(1.0, leverage=20.0, entry=10), paid, terms, NO_IMPACT, EngineConfig(oracle_delay=2))
+    assert result.liquidations.sum() == 0

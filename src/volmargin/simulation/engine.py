@@ -127,6 +127,8 @@ class SimulationResult:
     market_cash: np.ndarray  # (P,)
     market_qty: np.ndarray  # (P,)
     open_equity: np.ndarray  # (P,) equity of the positions still open, at the last price
+    open_shortfall: np.ndarray  # (P,) their negative equity at the last price: bad debt an oracle that lags
+    # (or a cascade cut at max_rounds) has not closed yet, owed by the fund all the same
     fund: np.ndarray = field(init=False)  # (P, T+1) insurance fund balance
 
     def __post_init__(self) -> None:
@@ -176,11 +178,16 @@ class _Engine:
         self.unconverged = np.zeros(p, dtype=bool)
         self.impact_path = np.zeros((p, t + 1))
         self.max_long, self.min_short = np.full(p, -np.inf), np.full(p, np.inf)
+        self.waiting = np.zeros(n, dtype=bool)  # opened, but the oracle has read no price since their entry
 
     # --- oracle ------------------------------------------------------------------------------------
+    def read_time(self, t: int) -> float:
+        """The (fractional) step whose price the oracle shows at step t: its last update minus the delay."""
+        return max(self.cfg.oracle_cadence * (t // self.cfg.oracle_cadence) - self.cfg.oracle_delay, 0.0)
+
     def oracle(self, t: int, rows: np.ndarray) -> np.ndarray:
         """Oracle price at step t on `rows`: the simulated price at the last update time minus the delay."""
-        read = max(self.cfg.oracle_cadence * (t // self.cfg.oracle_cadence) - self.cfg.oracle_delay, 0.0)
+        read = self.read_time(t)
         lo = int(np.floor(read))
         hi = min(lo + 1, t)
         w = read - lo
@@ -219,7 +226,23 @@ class _Engine:
             self.market_cash += (qty * price).sum(1)
             self.market_qty -= qty.sum(1)
         if opened:
+            self.hold_unread(t)
             self.refresh_extremes(np.arange(len(price)))
+
+    def hold_unread(self, t: int) -> None:
+        """Accounts opened at a step the next oracle does not read yet wait: a lagging oracle would check them
+        against a price from before they opened (a long opened after a rise liquidated on the pre-rise price)."""
+        self.waiting |= (self.acc.entry_step == t) & (self.read_time(t + 1) < t)
+        self.trigger[:, self.waiting] = np.where(self.long[self.waiting], -np.inf, np.inf)
+
+    def release_read(self, t: int) -> None:
+        """Waiting accounts whose entry step the oracle of step t has read are checked from now on."""
+        ready = self.waiting & (self.acc.entry_step <= self.read_time(t))
+        if ready.any():
+            self.waiting &= ~ready
+            rows, cols = np.nonzero(np.broadcast_to(ready, self.trigger.shape))
+            self.set_trigger(rows, cols)
+            self.refresh_extremes(np.arange(len(self.s)))
 
     @staticmethod
     def liquidation_price(qty, cash, mm, long, counted=0.0) -> np.ndarray:
@@ -311,6 +334,7 @@ class _Engine:
         self.market_cash += payment.sum(1)
         self.trigger = self.liquidation_price(self.qty, self.cash, self.terms.maintenance[:, self.side_index],
                                               self.long[None, :], (1.0 - self.terms.haircut[:, None]) * self.coll)
+        self.trigger[:, self.waiting] = np.where(self.long[self.waiting], -np.inf, np.inf)
         self.refresh_extremes(np.arange(len(self.s)))
 
     # --- the loop ----------------------------------------------------------------------------------------
@@ -323,6 +347,7 @@ class _Engine:
             self.flow[:] = 0.0
             if self.funding is not None and np.any(self.funding[:, t - 1] != 0):
                 self.pay_funding(t)
+            self.release_read(t)
             for k in range(self.cfg.max_rounds + 1):
                 oracle = self.oracle(t, every)
                 rows = np.flatnonzero((oracle < self.max_long) | (oracle > self.min_short))
@@ -346,10 +371,12 @@ class _Engine:
 
     def result(self) -> SimulationResult:
         last = np.exp(self.s[:, -1])[:, None]
+        equity = self.cash + (self.qty + self.coll) * last
         return SimulationResult(
             open_interest=self.oi, deposits=self.deposits, fund_start=self.fund0, bad_debt=self.bad_debt,
             penalties=self.penalties, liquidated=self.liquidated, liquidations=self.events, log_price=self.s,
             impact=self.impact_path, rounds=self.rounds, unconverged=self.unconverged,
             account_cash=self.cash.sum(1), account_qty=self.qty.sum(1), account_collateral=self.coll.sum(1),
             collateral_deposited=self.coll_deposited, market_cash=self.market_cash, market_qty=self.market_qty,
-            open_equity=(self.cash + (self.qty + self.coll) * last).sum(1, where=self.qty != 0))
+            open_equity=equity.sum(1, where=self.qty != 0),
+            open_shortfall=np.maximum(-equity, 0.0).sum(1, where=self.qty != 0))

@@ -1,6 +1,7 @@
 """Solvency metrics of simulated paths, the way parameter-risk providers report them.
 
-Per path (24 h, or an event's length): `bad_debt` (absorbed by the insurance fund, a fraction of the open
+Per path (24 h, or an event's length): `bad_debt` (absorbed by the insurance fund, with the negative equity of
+positions still open at the path's end, which a lagging oracle has not closed yet; a fraction of the open
 interest), `bad_debt_fund` (the same as a fraction of the fund at the start), `liquidated` (notional
 closed by liquidation, fraction of open interest), `fund_drawdown` (largest fall of the fund from its
 running peak, fraction of the starting fund: penalties first raise it), `cascade` (the largest log-price
@@ -22,11 +23,12 @@ PATH_METRICS = ["bad_debt", "bad_debt_fund", "liquidated", "fund_drawdown", "cas
 
 def path_metrics(result: SimulationResult) -> pd.DataFrame:
     oi, fund0 = result.open_interest, result.fund_start
-    bad = result.bad_debt.sum(1)
-    peak = np.maximum.accumulate(result.fund, axis=1)
+    bad = result.bad_debt.sum(1) + result.open_shortfall  # what is still open and underwater is owed too
+    fund = np.hstack([result.fund, (result.fund[:, -1] - result.open_shortfall)[:, None]])
+    peak = np.maximum.accumulate(fund, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         bad_fund = np.where(fund0 > 0, bad / fund0, np.where(bad > 0, np.inf, 0.0))
-        drawdown = np.where(fund0 > 0, (peak - result.fund).max(1) / fund0, 0.0)
+        drawdown = np.where(fund0 > 0, (peak - fund).max(1) / fund0, 0.0)
     return pd.DataFrame({
         "bad_debt": bad / oi, "bad_debt_fund": bad_fund, "liquidated": result.liquidated.sum(1) / oi,
         "fund_drawdown": drawdown, "cascade": np.abs(result.impact).max(1),

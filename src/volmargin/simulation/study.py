@@ -78,6 +78,9 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     if cfg.model not in set(forecasts["model"]):
         raise ConfigError(f"simulation.model: {cfg.model!r} is not among the forecasts' models "
                           f"{sorted(set(forecasts['model']))}")
+    without_bars = sorted(set(forecasts["asset"]) - set(bars))
+    if without_bars:
+        log(f"simulate: no bars given for {', '.join(without_bars)} (--data): left out")
     forecasts = forecasts[forecasts["asset"].isin(list(bars))]
     if forecasts.empty:
         raise ConfigError(f"simulation: no forecast asset has bars (bars of {sorted(bars)}); give the run's bars "
