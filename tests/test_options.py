@@ -155,7 +155,9 @@ def test_batched_books_equal_single_books():
     ("iv", np.nan, "iv"), ("days", 0.0, "expired"), ("forward", -1.0, "forward"), ("strike", 0.0, "strike"),
     ("iv", 65.0, "iv is 65.0, above 10 .*a fraction"),  # an IV in percent: read as 6,500% it zeroes a short put's margin
     # session 29's red team: an IV of 1e-300 priced a NaN margin; days in minutes a 0.8% one
-    ("iv", 1e-300, "iv is 1e-300, below"), ("days", 43_200.0, "beyond 3660 .*minutes or seconds")])
+    ("iv", 1e-300, "iv is 1e-300, below"), ("days", 43_200.0, "beyond 3660 .*minutes or seconds"),
+    ("strike", np.nan, "strike is nan, expected a positive finite number"),
+    ("quantity", np.nan, "quantity is nan, expected a finite number$")])  # a short is negative: not "positive"
 def test_bad_quotes_raise_typed_errors(field, value, match):
     args = dict(quantity=[-1.0, 1.0], strike=[50_000.0, 60_000.0], is_call=[True, True], days=[30.0, 30.0],
                 forward=[50_000.0, 50_000.0], iv=[0.7, 0.7])
@@ -163,6 +165,8 @@ def test_bad_quotes_raise_typed_errors(field, value, match):
     with pytest.raises(vo.OptionQuoteError, match=f"option 1: .*{match}") as info:
         vo.book_from_positions(**args)
     assert isinstance(info.value, InputError)
+    if field == "quantity":  # smile quotes carry no quantity
+        return
     quotes = tuple([args[key][0]] * 2 for key in ("days", "strike", "forward", "iv"))
     quotes[["days", "strike", "forward", "iv"].index(field)][1] = value
     with pytest.raises(vo.OptionQuoteError, match=f"smile quote 1: .*{match if field != 'days' else 'days'}"):
@@ -736,6 +740,15 @@ def test_peak_grid_floors_each_parameter_at_its_share_of_the_recent_peak():
     np.testing.assert_allclose([grid.vol_up, grid.vol_down], [0.4, 0.15])
 
 
+def test_a_model_quantile_on_the_wrong_side_of_zero_gives_the_backtest_no_shock():
+    from volmargin.calibration.options import method_grid
+
+    inputs = pd.DataFrame({"var_long": 0.05, "var_short": 0.05, "iv_down": [-0.1, 0.02], "iv_up": [-0.03, 0.1]})
+    grid = method_grid(inputs, 1.0, np.arange(2))
+    np.testing.assert_allclose(grid.vol_up, [0.0, np.expm1(0.1)])
+    np.testing.assert_allclose(grid.vol_down, [-np.expm1(-0.1), 0.0])
+
+
 def test_peak_memory_holds_the_grid_for_its_look_back_then_lets_it_fall():
     from volmargin.calibration.options import ApcConfig, method_grid
 
@@ -1094,8 +1107,13 @@ def test_a_prepared_book_priced_at_two_mpors_gets_each_mpors_margin():
 
 def test_forecast_vol_shocks_are_clamped_at_zero_never_reversed():
     """An upper IV-move quantile below 0 (or a lower one above 0) gives no vol shock, not a reversed one:
-    a negative vol_up would lower the IV in the 'vol up' state and cut a short-vol book's margin."""
-    grid = vso.grid_from_forecasts(0.05, 0.05, -0.2, 0.2)
+    a negative vol_up would lower the IV in the 'vol up' state and cut a short-vol book's margin. The serving
+    entry refuses such a quantile (a size sent as iv_down); the backtest's grids clamp a model's at zero."""
+    with pytest.raises(vso.ForecastInputError, match=r"iv_up = -0.2: .*iv_up >= 0 >= iv_down"):
+        vso.grid_from_forecasts(0.05, 0.05, -0.2, -0.1)
+    with pytest.raises(vso.ForecastInputError, match=r"iv_down = 0.2: .*signed"):
+        vso.grid_from_forecasts(0.05, 0.05, 0.1, 0.2)
+    grid = vso._grid_of_moves(0.05, 0.05, -0.2, 0.2)
     assert grid.vol_up == 0.0 and grid.vol_down == 0.0
     short = vso.book_from_positions([-1.0, -1.0], [50e3, 50e3], [True, False], [30.0, 30.0], [50e3] * 2, [0.6] * 2)
     long = vso.book_from_positions([1.0, 1.0], [50e3, 50e3], [True, False], [30.0, 30.0], [50e3] * 2, [0.6] * 2)

@@ -523,13 +523,20 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
     and a short (rise) position over the MPOR, vol shocks from the upper and lower quantiles of the
     log change of the 30-day implied volatility (DVOL) over the MPOR, all times `scale`. The vega power
     scaling of `base` carries the 30-day shock to other expiries (DVOL is the 30-day IV). A NaN,
-    negative VaR or a move beyond `MAX_LOG_MOVE` raises `ForecastInputError` naming the input."""
+    negative VaR, an IV move on the wrong side of 0 or a move beyond `MAX_LOG_MOVE` raises
+    `ForecastInputError` naming the input."""
     var_long, var_short, iv_up, iv_down = (_checked_move(name, value) for name, value in
                                            (("var_long", var_long), ("var_short", var_short),
                                             ("iv_up", iv_up), ("iv_down", iv_down)))
     for name, value in (("var_long", var_long), ("var_short", var_short)):
         if (value < 0).any():
             raise ForecastInputError(f"{name} = {value[value < 0].flat[0]:g} is negative: a VaR is the size of a loss")
+    # the IV moves are signed quantiles (historical_iv_quantiles' order reversed): a size sent as iv_down
+    # (+0.15) read as a quantile above 0 gave no vol-down shock, a long-vega book a tenth of its margin
+    for name, value, wrong in (("iv_up", iv_up, iv_up < 0), ("iv_down", iv_down, iv_down > 0)):
+        if wrong.any():
+            raise ForecastInputError(f"{name} = {value[wrong].flat[0]:g}: the IV moves are the signed upper and lower "
+                                     "quantiles of the log IV change, iv_up >= 0 >= iv_down")
     return _grid_of_moves(var_long, var_short, iv_up, iv_down, _positive("scale", scale), base)
 
 
@@ -665,7 +672,8 @@ def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "op
     bad = ~np.isfinite(values) | ((values <= 0) if positive else False)
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise OptionQuoteError(f"{what} {i}: {name} is {float(values[i])!r}, expected a positive finite number")
+        expected = "a positive finite number" if positive else "a finite number"
+        raise OptionQuoteError(f"{what} {i}: {name} is {float(values[i])!r}, expected {expected}")
 
 
 def _check_iv(iv: np.ndarray, what: str = "option") -> None:

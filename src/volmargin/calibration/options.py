@@ -122,6 +122,8 @@ def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: 
     vol shocks (e.g. the first weeks of the DVOL history, before the IV forecasters have 60 changes), each
     unscaled; the APC floor is a share of the same static grid."""
     known = inputs[["var_long", "var_short", "iv_up", "iv_down"]].fillna(0.0)  # unknown: the static grid's, below
+    # a forecast quantile on the wrong side of 0 (IV all but sure to rise, say) gives no shock, never a reversed one
+    known = known.assign(iv_up=known["iv_up"].clip(lower=0.0), iv_down=known["iv_down"].clip(upper=0.0))
     forecast = grid_from_forecasts(known["var_long"], known["var_short"], known["iv_up"], known["iv_down"], scale,
                                    base=base)
     has_price = np.isfinite(inputs[["var_long", "var_short"]].to_numpy()).all(axis=1)
