@@ -222,6 +222,30 @@ def test_serving_margin_rate_reproduces_the_path():
         assert served == pytest.approx(path(paths, side), rel=1e-12)
 
 
+def test_a_speed_limit_never_holds_the_backtested_margin_below_a_floor_that_jumped():
+    """Session 30's red team: the backtest applied the speed limit after the floor and stayed under the floor
+    rate for days after a crash, where serving lifts the margin to it: the calibration fitted another rule."""
+    from volmargin.calibration.panel import build_panel
+    from volmargin_serving.margins import floor_rate
+
+    rng = np.random.default_rng(0)
+    ret = rng.normal(0, 0.01, 400)
+    ret[300:305] = -0.15  # a calm forecaster (3% every day): the floor alone carries the crash
+    frame = table(0.03, ret)
+    policy = PolicyConfig(stressed_floor=True, stress_window=250, floor_min_obs=100, max_up=0.5, max_down=0.1)
+    floor = build_panel(frame, policy).floor[:, 0]  # columns: long, short
+    margin = path(margin_paths(frame, policy, fixed(1.0)))
+    lowest = np.maximum(floor_rate("long", 1.0, floor), policy.min_rate)
+    assert (margin >= lowest - 1e-15).all()
+    assert (margin[1:] / margin[:-1] > 1.5 + 1e-9).any()  # the floor outran the speed limit: lifted to it
+    previous, served = None, []
+    for t in range(len(margin)):  # serving's rule (`margins._rule`), fed its own previous margin
+        rule = margin_rate(0.03, "long", 1.0, floor[t], previous, 1, None, 0.5, 0.1, policy.min_rate)
+        previous = np.maximum(rule, lowest[t])
+        served.append(float(previous))
+    assert served == pytest.approx(margin, rel=1e-12)
+
+
 # ------------------------------------------------------------------ backtest tables
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from volmargin_serving.margins import mpor_factor
+from volmargin_serving.margins import floor_rate, mpor_factor
 
 from volmargin.calibration.policy import PolicyConfig, apc_step, rate_from_log, speed_bounds
 from volmargin.errors import ConfigError, DataError
@@ -123,9 +123,12 @@ def initial_margin(panel: Panel, policy: PolicyConfig, scale, bounds: tuple | No
     if not policy.path_dependent:
         return target
     low, high = bounds or speed_bounds(panel.gap, policy.max_up, policy.max_down)
+    # a speed limit can hold the margin below a floor that jumped; it is lifted to it, as serving's rule is
+    lowest = np.broadcast_to(np.maximum(floor_rate(np.where(panel.long, "long", "short"), scale, panel.floor),
+                                        policy.min_rate), target.shape)
     present = ~np.isnan(target)
     margin, previous = np.full_like(target, np.nan), np.full(target.shape[1], np.nan)
     for t in range(len(target)):
-        margin[t] = apc_step(target[t], previous, policy.buffer, low[t], high[t])
+        margin[t] = np.maximum(apc_step(target[t], previous, policy.buffer, low[t], high[t]), lowest[t])
         np.copyto(previous, margin[t], where=present[t])
     return margin

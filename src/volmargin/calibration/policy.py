@@ -14,7 +14,8 @@ Anti-procyclicality (APC) tools, each switchable, as EMIR RTS 153/2013 art. 28(1
   quantile, as Basel's stressed VaR takes its worst 12 months): a crash stays in the floor for good;
 - (c) a long look-back floor: `scale x z x sqrt(mean realised MPOR variance over lookback_days)`;
 - speed limits (not an art. 28 option, a common CCP practice): the margin may rise / fall by at most
-  `max_up` / `max_down` per day, relative to the previous margin.
+  `max_up` / `max_down` per day, relative to the previous margin; never below the floors' own rate: where a
+  floor jumps past the limit (a crash realised), the margin is lifted to it.
 Floors (b), (c) are in log-return units like the risk, so `target = rate(scale x max(risk, floor))`: the
 margin is monotone in the scale, which is what lets the calibrator bisect on it.
 
