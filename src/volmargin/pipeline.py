@@ -57,6 +57,7 @@ class Run:
     scores: pd.DataFrame | None = None
     calibration: pd.DataFrame | None = None
     margin_forecasts: pd.DataFrame | None = None  # the forecasts with realised moves over the MPOR
+    margin_history: pd.DataFrame | None = None  # every day's realised move: the APC floors' history
     record: dict = field(default_factory=dict)
 
     def save(self) -> None:
@@ -191,20 +192,24 @@ def stage_calibrate(run: Run) -> None:
                                        walk_forward_calibration)
 
     from volmargin.calibration.intraday import with_intraday_moves
+    from volmargin.calibration.panel import realised_history
 
     section = run.cfg.calibration
     policy = PolicyConfig(**section.policy)
     first = validation_start(run.cfg)
     forecasts = run.forecasts if policy.mpor_hours is None else with_intraday_moves(run.forecasts, run.bars,
                                                                                     policy.mpor_hours)
+    # an intraday MPOR's floors read the table's own moves: the history holds whole days
+    history = None if policy.mpor_hours is not None else realised_history(run.panel, run.cfg.horizon)
     if section.recalibrate:
-        run.calibration = walk_forward_calibration(forecasts, policy, first, every=section.recalibrate)
+        run.calibration = walk_forward_calibration(forecasts, policy, first, every=section.recalibrate,
+                                                   history=history)
     else:
         from volmargin.calibration import calibrate
 
-        run.calibration = calibrate(forecasts, policy, first)
-    run.margin_forecasts = forecasts
-    paths = margin_paths(forecasts, policy, run.calibration)
+        run.calibration = calibrate(forecasts, policy, first, history=history)
+    run.margin_forecasts, run.margin_history = forecasts, history
+    paths = margin_paths(forecasts, policy, run.calibration, history)
     folder = run.out / "calibration"
     write_frame(run.calibration, folder / "calibration.csv")
     write_frame(paths, folder / "margin_paths.parquet")
@@ -284,7 +289,7 @@ def stage_export(run: Run) -> None:
     bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=record)
     policy = PolicyConfig(**run.cfg.calibration.policy)
     parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
-                               allow_infeasible=True)
+                               allow_infeasible=True, history=run.margin_history)
     calibration_file = write_parameter_set(parameters, bundle, calibration_beside(bundle))
     version = log_bundle(bundle, meta["run_id"], f"{cfg.tracking.registered_model}-onnx")
     log_calibration_set(calibration_file, meta["run_id"])
