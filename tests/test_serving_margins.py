@@ -493,7 +493,11 @@ def test_margins_cli_is_what_the_runtime_publishes_day_by_day(bundle, calibratio
     start = panel[ASSETS[0]].index[-30]
     args = ["margins", "--bundle", str(bundle), "--data", *files, "--quiet"]  # the set beside the bundle by default
     assert main([*args, "--start", str(start.date()), "--out", str(tmp_path / "m.parquet")]) == 0
-    assert "fail-safe (column `reason`)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "fail-safe (column `reason`)" in said
+    # days before the set's as_of are its replay, not the set a service held then (session 30's red team)
+    as_of = pd.Timestamp(json.loads(calibration.read_text())["parameters"]["as_of"])
+    assert as_of > start and f"before the set's as_of {as_of:%Y-%m-%d} are priced with the set as of then" in said
     served = pd.read_parquet(tmp_path / "m.parquet")
     inputs, dates = _arrays(panel[ASSETS[0]])
     n, first = runtime.history_days, len(inputs) - 30

@@ -179,12 +179,26 @@ def cmd_margins(args: argparse.Namespace) -> int:
               f"fail-safe (column `reason`); wrote {args.out}")
         if args.start is None and not args.latest:
             print("  (from the day before the calibration set's parameters come into force; --start DATE to change)")
+        _print_replay_note(served, calibration)
         _print_fail_safe_causes(served, calibration)
         _print_uncovered(panel, served, args.bundle, "margin")
         for side, rows in served[~safe].groupby("side"):
             print(f"  {side:>5}, not fail-safe: average initial margin {rows['initial_margin'].mean():.2%}, "
                   f"maintenance {rows['maintenance_margin'].mean():.2%}")
         return 0
+
+
+def _print_replay_note(served: pd.DataFrame, calibration: Path) -> None:
+    """A line where days before the set's as_of are replayed: they are priced with the set as it stands at its
+    as_of (its APC floors and published margins may know later moves), not with the set a service held then."""
+    import pandas as pd
+
+    as_of = pd.Timestamp(json.loads(calibration.read_text())["parameters"]["as_of"])
+    earlier = served["origin"] < as_of
+    if earlier.any():
+        print(f"  {earlier.sum() // 2:,} asset-days before the set's as_of {as_of:%Y-%m-%d} are priced with the set as "
+              "of then (its floors may know later moves); the walk-forward path without look-ahead is the run's "
+              "calibration/margin_paths.parquet")
 
 
 def _print_fail_safe_causes(served: pd.DataFrame, calibration: Path) -> None:
