@@ -434,3 +434,13 @@ def test_a_one_bar_file_is_refused_without_naming_an_option_the_cli_lacks(tmp_pa
         load_bars(path)
     assert "freq" not in str(error.value)
     assert len(load_bars(path, freq="1h")) == 1
+
+
+def test_a_column_named_twice_in_a_users_csv_is_refused(tmp_path):
+    """Session 30's red team: an accounts file with `notional` twice was read with the first, in silence."""
+    from volmargin.data.loader import read_csv_file
+
+    path = write(tmp_path / "accounts.csv", "side,notional,leverage,Notional\nlong,1,2,3\n")
+    with pytest.raises(DataError, match=r"accounts.csv: column 'notional' appears more than once"):
+        read_csv_file(path)
+    assert list(read_csv_file(write(tmp_path / "ok.csv", "side,notional\nlong,1\n")).columns) == ["side", "notional"]

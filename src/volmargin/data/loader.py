@@ -7,6 +7,7 @@ data row (1-based, in file order) and its timestamp. Gaps are reported in `attrs
 from __future__ import annotations
 
 import glob
+import csv
 import gzip
 import io
 import os
@@ -242,7 +243,12 @@ def read_csv_file(path: str | Path, **kwargs) -> pd.DataFrame:
     regular file, a gzip that is whole and not a bomb, UTF-8 text, no row longer than its header; DataError
     naming the file otherwise. The readers of specs, funding and accounts files share it with the bars."""
     name = str(path)
-    return _read_csv(_decode(_read_bytes(Path(path), name), name), name, **kwargs)
+    text = _decode(_read_bytes(Path(path), name), name)
+    header = [field.strip().lower() for field in next(csv.reader(io.StringIO(text.lstrip())), [])]
+    twice = sorted({field for field in header if field and header.count(field) > 1})
+    if twice:  # pandas renames the second to `x.1` and readers take the first in silence
+        raise DataError(f"{name}: column {twice[0]!r} appears more than once in the header; give each column once")
+    return _read_csv(text, name, **kwargs)
 
 
 def _read_csv_strict(text: str, **kwargs) -> pd.DataFrame:
