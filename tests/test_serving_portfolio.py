@@ -202,3 +202,17 @@ def test_positions_and_forecasts_that_are_not_numbers_are_typed_errors(call):
     """Session 29's red team: numpy's TypeError / ValueError / AttributeError before."""
     with pytest.raises(vp.BadPositionError):
         call(PortfolioEngine(_scenarios(), np.array([1e-4, 4e-4])))
+
+
+# --- session 30's red team: fixes
+
+def test_a_concentration_policy_without_volumes_is_a_typed_error_not_a_dropped_addon():
+    """A file calibrated with the add-on (concentration 0.5) served with adv=None priced without it, in silence
+    (lower than with any volume, even an unlimited one); the library's job refuses the same. NaN volumes are
+    charged in full; a policy without the add-on needs no volumes."""
+    concentrated = _scenarios(PortfolioPolicy(concentration=0.5))
+    with pytest.raises(vp.BadPositionError, match=r"^adv: .*concentration add-on \(0.5\)"):
+        PortfolioEngine(concentrated, np.array([1e-4, 1e-4]))
+    full = PortfolioEngine(concentrated, np.array([1e-4, 1e-4]), np.array([np.nan, 1e9]))
+    assert full.margin(names=["a"], notionals=[1e6]).initial >= 1e6
+    assert PortfolioEngine(_scenarios(), np.array([1e-4, 1e-4])).margin(names=["a"], notionals=[1e6]).initial > 0

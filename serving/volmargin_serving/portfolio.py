@@ -396,8 +396,9 @@ def _per_asset_values(name: str, values, n: int) -> np.ndarray:
 
 class PortfolioEngine:
     """Margins from a scenario file and today's per-asset variance forecasts of the MPOR (n_assets,), NaN
-    where none is usable, and optional traded volumes `adv` (quote currency per day) for the add-on. A
-    forecast volatility below `IMPLAUSIBLY_CALM` x the look-back's largest counts as unusable too."""
+    where none is usable, and traded volumes `adv` (quote currency per day; NaN where none) for the add-on,
+    required when the policy's concentration is > 0. A forecast volatility below `IMPLAUSIBLY_CALM` x the
+    look-back's largest counts as unusable too."""
 
     def __init__(self, scenarios: PortfolioScenarios, variance, adv=None):
         self.scenarios, policy = scenarios, scenarios.policy
@@ -411,6 +412,10 @@ class PortfolioEngine:
         self.sigma = np.where(usable, np.sqrt(np.where(usable, variance, 1.0)), scenarios.fallback_sigma)
         self.sigma = np.where(self.full, 0.0, self.sigma)
         self.adv = None if adv is None else _per_asset_values("adv", adv, len(scenarios.assets))
+        if self.adv is None and policy.concentration > 0:  # as the library's job: no add-on dropped in silence
+            raise BadPositionError(f"adv: the scenario file's policy charges a concentration add-on "
+                                   f"({policy.concentration:g}) on traded volumes; give adv, one per asset "
+                                   "(NaN where none: that asset's positions are charged in full)")
         returns = scenario_returns(scenarios.z, self.sigma, scenarios.max_move)
         wild = np.abs(returns).max(axis=0, initial=0.0) > WILD_LOG_MOVE
         if wild.any():
