@@ -216,3 +216,36 @@ def test_a_concentration_policy_without_volumes_is_a_typed_error_not_a_dropped_a
     full = PortfolioEngine(concentrated, np.array([1e-4, 1e-4]), np.array([np.nan, 1e9]))
     assert full.margin(names=["a"], notionals=[1e6]).initial >= 1e6
     assert PortfolioEngine(_scenarios(), np.array([1e-4, 1e-4])).margin(names=["a"], notionals=[1e6]).initial > 0
+
+
+def _hedge_scenarios(rho=0.9, n=1000, seed=3) -> vp.PortfolioScenarios:
+    rng = np.random.default_rng(seed)
+    common = rng.standard_t(4, n)
+    z = np.c_[common + 0.3 * rng.standard_t(4, n), rho * common + np.sqrt(1 - rho ** 2) * rng.standard_t(4, n)]
+    return _scenarios(PortfolioPolicy(scale=0.95, correlation_weight=0.1), z=z / z.std(0), fallback=(0.08, 0.12))
+
+
+def test_a_missing_forecast_on_a_hedge_leg_never_lowers_the_margin():
+    """The red team's book: long 1e6 'a', a small short 1e5 'b' against it, forecasts at 30% of the fallback.
+    'b''s forecast missing priced the leg at its (larger) fallback, which offset more of the long: the
+    flagged margin was 12% lower than at the true forecast. Swept over hedge sizes, sides and true forecasts
+    up to the fallback, with either leg missing, one book and batch: flagged >= clean, flags kept."""
+    scenarios = _hedge_scenarios()
+    fallback = scenarios.fallback_sigma
+    for leg in (0, 1):
+        for share in (0.05, 0.3, 0.6, 1.0):
+            true = (share * fallback) ** 2
+            missing = true.copy()
+            missing[leg] = np.nan
+            clean, flagged = PortfolioEngine(scenarios, true), PortfolioEngine(scenarios, missing)
+            books = np.array([[1e6, h] for h in (-1e5, -3e5, -7e5, -1e6, -1.5e6, 2e5)]
+                             + [[-1e6, h] for h in (1e5, 8e5, 1.2e6)])
+            batch = flagged.margin_batch(books)
+            assert batch.book_flagged.all() and batch.flagged == ("ab"[leg],)
+            assert (batch.initial >= clean.margin_batch(books).initial * (1 - 1e-9)).all(), (leg, share)
+            for row, im in zip(books, batch.initial):
+                one = flagged.margin(names=["a", "b"], notionals=row)
+                assert one.initial == pytest.approx(im, rel=1e-6) and one.flagged == ("ab"[leg],)
+                assert one.maintenance == pytest.approx(0.75 * one.initial)
+    unflagged = PortfolioEngine(scenarios, (0.3 * fallback) ** 2).margin_batch(np.array([[1e6, -1e5]]))
+    assert not unflagged.book_flagged.any()  # books without a bad leg are priced as before

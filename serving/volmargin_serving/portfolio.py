@@ -37,7 +37,9 @@ The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then ac
 today's variance forecasts (`align` puts a runtime's forecasts in the file's asset order) and traded
 volumes -> margins of one book (`margin`) or many (`margin_batch`).
 An asset without a usable forecast (NaN, <= 0) is priced at its fallback volatility, the largest forecast
-of the calibration look-back, and flagged; without one its positions are fully collateralised.
+of the calibration look-back, and flagged; without one its positions are fully collateralised. A book holding
+such a leg is charged at least the joint margin of its other legs plus the flagged legs' own margins (a hedge
+leg priced jointly at the larger fallback would offset more and lower the margin).
 """
 
 from __future__ import annotations
@@ -492,7 +494,11 @@ class PortfolioEngine:
         im, isolated = self._price_one(notional, columns)
         flagged = ()
         if self.any_unusable:
-            flagged = tuple(self.scenarios.assets[i] for i in columns[(notional != 0) & self.unusable[columns]])
+            bad = (notional != 0) & self.unusable[columns]
+            flagged = tuple(self.scenarios.assets[i] for i in columns[bad])
+            if bad.any():
+                im_clean, iso_clean = self._price_one(np.where(bad, 0.0, notional), columns)
+                im = max(im, im_clean + isolated - iso_clean)  # see `_flagged_bound`
         return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, positions.gross, flagged,
                                bool(flagged))
 
@@ -510,9 +516,22 @@ class PortfolioEngine:
         columns = np.flatnonzero(np.abs(notional).sum(0) > 0)
         im, isolated = self._price_blocks(notional[:, columns], columns)
         held_unusable = (notional[:, columns] != 0) & self.unusable[columns]
+        if rows := np.flatnonzero(held_unusable.any(1)).tolist():
+            im[rows] = self._flagged_bound(notional[rows][:, columns], columns, held_unusable[rows], im[rows],
+                                           isolated[rows])
         flagged = tuple(self.scenarios.assets[i] for i in columns[held_unusable.any(0)])
         return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.abs(notional).sum(1), flagged,
                                held_unusable.any(1))
+
+    def _flagged_bound(self, notional: np.ndarray, columns: np.ndarray, bad: np.ndarray, im: np.ndarray,
+                       isolated: np.ndarray) -> np.ndarray:
+        """IM of books (m, k) holding legs `bad` (m, k) without a usable forecast: at least the joint IM of
+        their other legs plus each bad leg's own (isolated) margin at its fallback. Priced jointly at the
+        fallback, a bad hedge leg's larger volatility offsets more of the book's risk and lowered the margin
+        below that at the true forecast; by subadditivity (ES) the sum bounds the book at any forecast up to
+        the fallback, so a missing input never lowers a margin."""
+        im_clean, iso_clean = self._price_blocks(np.where(bad, 0.0, notional), columns)
+        return np.maximum(im, im_clean + isolated - iso_clean)  # isolated sums are additive over the legs
 
     def _price_blocks(self, notional: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """IM and isolated-margin sums of books (n_books, k), BATCH_BLOCK books at a time: each block's
