@@ -249,3 +249,49 @@ def test_a_missing_forecast_on_a_hedge_leg_never_lowers_the_margin():
                 assert one.maintenance == pytest.approx(0.75 * one.initial)
     unflagged = PortfolioEngine(scenarios, (0.3 * fallback) ** 2).margin_batch(np.array([[1e6, -1e5]]))
     assert not unflagged.book_flagged.any()  # books without a bad leg are priced as before
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: dataclasses.replace(s, policy=dataclasses.replace(s.policy, scale=1e-9)),
+     "policy.scale 1e-09 is below the runtime's least scale 0.05"),
+    (lambda s: dataclasses.replace(s, max_move=1e-9), "max_move must be > 0, at least 0.001"),
+    (lambda s: dataclasses.replace(s, z=np.zeros_like(s.z)), "z must move every asset"),
+    (lambda s: dataclasses.replace(s, z=np.c_[s.z[:, :1], np.zeros(len(s.z))]), "z must move every asset"),
+    (lambda s: dataclasses.replace(s, z=s.z[:1], dates=s.dates[:1]), "z holds 1 scenarios; a calibration uses at least 10"),
+    (lambda s: dataclasses.replace(s, fallback_sigma=np.array([1e-300, 0.05])), "fallback_sigma must be one volatility"),
+    (lambda s: dataclasses.replace(s, policy=dataclasses.replace(s.policy, measure="worst9999")),
+     "policy.measure worst9999: worst<k> needs k <= the 200 scenarios"),
+])
+def test_a_scenario_file_that_prices_near_zero_is_refused_at_load(tmp_path, change, message):
+    """Session 30's red team: a resealed scale of 1e-9, a move cap of 1e-9, all-zero z, one scenario, a fallback
+    of 1e-300 all loaded and priced a 1e6 long at ~0; worst9999 loaded and failed later with a bare ValueError."""
+    good = _scenarios(z=np.random.default_rng(0).standard_normal((200, 2)))
+    assert load_scenarios(write_scenarios(tmp_path / "good.npz", good)).z.shape == (200, 2)
+    with pytest.raises(CalibrationError, match=re.escape(message)):
+        load_scenarios(write_scenarios(tmp_path / "bad.npz", change(good)))
+    for none in (0.0, np.nan):  # no fallback at all stays allowed: such a leg is fully collateralised
+        load_scenarios(write_scenarios(tmp_path / "none.npz", dataclasses.replace(good, fallback_sigma=np.array([none, 0.05]))))
+
+
+def test_with_a_service_key_a_scenario_file_must_be_signed(tmp_path, monkeypatch):
+    """As calibration sets: with VOLMARGIN_BUNDLE_KEY set, an unsigned, altered or foreign-key file is refused."""
+    from volmargin_serving.errors import SignatureError
+
+    good = _scenarios(z=np.random.default_rng(0).standard_normal((200, 2)))
+    unsigned = write_scenarios(tmp_path / "unsigned.npz", good)
+    signed = write_scenarios(tmp_path / "signed.npz", good, key="k1")
+    monkeypatch.setenv("VOLMARGIN_BUNDLE_KEY", "k1")
+    assert load_scenarios(signed).policy == good.policy
+    with pytest.raises(SignatureError, match="no signature"):
+        load_scenarios(unsigned)
+    with pytest.raises(SignatureError, match="does not verify"):
+        load_scenarios(signed, key="k2")
+    with np.load(signed) as data:  # a resealed scale: the header changes, the signature does not
+        arrays = dict(data)
+    arrays["header"] = np.array(str(arrays["header"]).replace('"scale": 1.0', '"scale": 0.5'))
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(SignatureError, match="does not verify"):
+        load_scenarios(tmp_path / "edited.npz")
+    assert load_scenarios(write_scenarios(tmp_path / "env.npz", good)).z.shape == (200, 2)  # signed with the env key
+    monkeypatch.delenv("VOLMARGIN_BUNDLE_KEY")
+    assert load_scenarios(signed).z.shape == load_scenarios(unsigned).z.shape == (200, 2)  # no key: not required

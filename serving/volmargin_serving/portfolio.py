@@ -44,15 +44,16 @@ leg priced jointly at the larger fallback would offset more and lower the margin
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from volmargin_serving.bundle import real_number
-from volmargin_serving.calibration import POLICY_RULES
-from volmargin_serving.errors import CalibrationError
+from volmargin_serving.bundle import real_number, resolve_key, signature
+from volmargin_serving.calibration import HARD_MIN_SCALE, POLICY_RULES
+from volmargin_serving.errors import CalibrationError, SignatureError
 from volmargin_serving.risk import (
     MAX_NOTIONAL, BadPositionError, Positions, parse_measure, pnl_measure, risk_measure, simple_returns, tail_measure,
 )
@@ -71,6 +72,12 @@ SCENARIO_DTYPE = np.float32
 # books priced per block by `PortfolioEngine.margin_batch`: a (128, 2,500) float32 P&L block is 1.3 MB, in
 # cache; a whole batch's P&L (10,000 books: 100 MB) was page-faulted in, as much system time as work
 BATCH_BLOCK = 128
+# a scenario file below these floors prices books near 0 (session 30's red team: a resealed scale of 1e-9, a move
+# cap of 1e-9, one scenario all loaded): the least scenario count a calibration may use
+# (`volmargin.risk.scenarios.ScenarioConfig.min_scenarios`), a move cap far below any market's largest move in a
+# look-back (0.1%), and a fallback volatility below a stablecoin's (1e-5 a day) unless it is none (0 / NaN)
+MIN_SCENARIOS, MIN_MOVE_CAP, MIN_FALLBACK_SIGMA = 10, 1e-3, 1e-5
+SIGNATURE_ARRAY = "signature"  # hex HMAC-SHA256 of the file's content under the service key (`_content`)
 
 
 def scenario_matrix(returns) -> np.ndarray:
@@ -278,8 +285,9 @@ class PortfolioScenarios:
         return scenario_weights(len(self.z), self.stress, self.policy, self.weights)
 
 
-def write_scenarios(path: str | Path, scenarios: PortfolioScenarios) -> Path:
-    """Write a scenario file (.npz, no pickle); written beside and renamed, so readers never see half."""
+def write_scenarios(path: str | Path, scenarios: PortfolioScenarios, key: bytes | str | None = None) -> Path:
+    """Write a scenario file (.npz, no pickle); written beside and renamed, so readers never see half. Signed
+    with the service key (`key`, else VOLMARGIN_BUNDLE_KEY) when there is one, as calibration sets are."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.npz")
     header = {"schema": SCENARIO_SCHEMA, "assets": list(scenarios.assets), "policy": asdict(scenarios.policy),
@@ -291,18 +299,40 @@ def write_scenarios(path: str | Path, scenarios: PortfolioScenarios) -> Path:
         arrays["weights"] = scenarios.weights
     if scenarios.stress is not None:
         arrays["stress"] = scenarios.stress
-    np.savez(tmp, header=np.array(json.dumps(header)), **arrays)
+    header_text = json.dumps(header)
+    if (secret := resolve_key(key)) is not None:
+        arrays[SIGNATURE_ARRAY] = np.array(signature(_content(header_text, arrays), secret))
+    np.savez(tmp, header=np.array(header_text), **arrays)
     tmp.replace(path)
     return path
 
 
-def load_scenarios(path: str | Path) -> PortfolioScenarios:
+def _content(header: str, arrays: dict[str, np.ndarray]) -> bytes:
+    """What a scenario file's signature covers: the header and every array's name, dtype, shape and bytes."""
+    parts = [header.encode()]
+    for name in sorted(k for k in arrays if k != SIGNATURE_ARRAY):
+        a = np.ascontiguousarray(arrays[name])
+        parts += [name.encode(), a.dtype.str.encode(), repr(a.shape).encode(), a.tobytes()]
+    return b"\0".join(parts)
+
+
+def load_scenarios(path: str | Path, key: bytes | str | None = None) -> PortfolioScenarios:
+    """A scenario file, checked whole (`_scenario_problem`); with a service key (`key`, else
+    VOLMARGIN_BUNDLE_KEY) its signature must verify (SignatureError), as a calibration set's."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
+            header_text = str(data["header"])
+            header = json.loads(header_text)
             arrays = {k: data[k] for k in data.files if k != "header"}
     except (OSError, ValueError, KeyError) as exc:
         raise CalibrationError(f"{path}: not a portfolio scenario file ({exc})") from exc
+    if (secret := resolve_key(key)) is not None:
+        recorded = arrays.get(SIGNATURE_ARRAY)
+        if recorded is None:
+            raise SignatureError(f"{path}: no signature; this service requires signed scenario files (a key is set)")
+        if not hmac.compare_digest(str(recorded), signature(_content(header_text, arrays), secret)):
+            raise SignatureError(f"{path}: signature does not verify with the service's key; the file was altered "
+                                 "or signed with another key")
     if not isinstance(header, dict) or header.get("schema") != SCENARIO_SCHEMA:
         schema = header.get("schema") if isinstance(header, dict) else None
         raise CalibrationError(f"{path}: scenario schema {schema!r}, expected {SCENARIO_SCHEMA}")
@@ -323,20 +353,29 @@ def _scenario_problem(s: PortfolioScenarios) -> str | None:
     """What makes a loaded scenario set unusable (a margin from it could be NaN or too low), or None: every
     array the margin rule reads, in the shape and range the library writes."""
     n, m = (s.z.shape if s.z.ndim == 2 else (0, -1))
+    kind, k = parse_measure(s.policy.measure)
+    fallback = np.asarray(s.fallback_sigma, float)
     checks = (
         (len(set(s.assets)) == len(s.assets) > 0 and all(isinstance(a, str) for a in s.assets),
          "assets must be distinct names"),
         (s.z.ndim == 2 and m == len(s.assets) and n > 0 and np.isfinite(s.z).all(),
          f"z must be a finite (scenarios, {len(s.assets)}) matrix"),
+        (n >= MIN_SCENARIOS, f"z holds {n} scenarios; a calibration uses at least {MIN_SCENARIOS}"),
+        (n > 0 and (s.z != 0).any(0).all(), "z must move every asset in some scenario (a column of zeros prices 0)"),
         (np.shape(s.dates) == (n,), f"dates must hold one date per scenario ({n})"),
         (s.weights is None or (np.shape(s.weights) == (n,) and np.isfinite(s.weights).all() and (s.weights >= 0).all()
                                and abs(float(np.sum(s.weights)) - 1) < 1e-6),
          f"weights must be {n} non-negative numbers that sum to 1"),
         (s.stress is None or (s.stress.ndim == 2 and s.stress.shape[1] == len(s.assets) and np.isfinite(s.stress).all()),
          f"stress must be a finite (rows, {len(s.assets)}) matrix"),
-        (np.shape(s.fallback_sigma) == (len(s.assets),) and not (np.asarray(s.fallback_sigma, float) < 0).any()
-         and not np.isinf(s.fallback_sigma).any(), "fallback_sigma must be one volatility >= 0 (or NaN) per asset"),
-        (s.max_move > 0, "max_move must be > 0"),
+        (fallback.shape == (len(s.assets),) and not np.isinf(fallback).any()
+         and not ((fallback < MIN_FALLBACK_SIGMA) & (fallback != 0)).any(),
+         f"fallback_sigma must be one volatility >= 0 per asset: at least {MIN_FALLBACK_SIGMA:g}, or 0 / NaN "
+         "(none: fully collateralised)"),
+        (s.max_move >= MIN_MOVE_CAP, f"max_move must be > 0, at least {MIN_MOVE_CAP:g}, got {s.max_move:g}"),
+        (s.policy.scale >= HARD_MIN_SCALE,
+         f"policy.scale {s.policy.scale:g} is below the runtime's least scale {HARD_MIN_SCALE} (as calibration sets)"),
+        (kind != "worst" or k <= n, f"policy.measure {s.policy.measure}: worst<k> needs k <= the {n} scenarios"),
     )
     return next((message for ok, message in checks if not ok), None)
 

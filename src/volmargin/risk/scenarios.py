@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from volmargin_serving.portfolio import scenario_returns
+from volmargin_serving.portfolio import MIN_SCENARIOS, scenario_returns
 from volmargin_serving.risk import ScenarioSet
 
 from volmargin.errors import ConfigError, DataError
@@ -49,7 +49,7 @@ class ScenarioConfig:
             raise ConfigError(f"portfolio.lookback: at least 30 days, got {self.lookback!r}")
         if not (isinstance(self.proxy, str) and (self.proxy == "median" or self.proxy.startswith("peer:"))):
             raise ConfigError(f"portfolio.proxy: 'median' or 'peer:<asset>', got {self.proxy!r}")
-        for key, least in (("stress_days", 5), ("min_scenarios", 10)):
+        for key, least in (("stress_days", 5), ("min_scenarios", MIN_SCENARIOS)):
             if not (whole(getattr(self, key)) and getattr(self, key) >= least):
                 raise ConfigError(f"portfolio.{key}: an integer >= {least} expected, got {getattr(self, key)!r}")
         if not isinstance(self.move_cap, bool):
