@@ -974,3 +974,20 @@ def test_cli_portfolio_names_the_assets_of_data_that_the_run_lacks(forecasts, tm
     args = _cli_run(forecasts, tmp_path)
     assert main([*args, "--out", str(tmp_path / "out"), "--models", "ewma", "--data", str(bars)]) == 0
     assert "--data: 1 asset(s) not in the run's forecasts, left out: extra_coin" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rows, row", [
+    ("b,binance_btcusdt,1e6,big\nb,binance_ethusdt,-4e5,big\nc,binance_btcusdt,1e-320,tiny\n", 4),
+    ("b,binance_btcusdt,1e6,big\nb,binance_ethusdt,-4e-5,big\n", 3),
+    ("c,binance_btcusdt,1e-320,tiny\nc,binance_ethusdt,-4e-321,tiny\n", 2),
+])
+def test_read_population_refuses_notionals_too_small_to_price(tmp_path, rows, row):
+    """Session 30's red team: a subnormal book beside a normal one priced at ~0 in float32 and "breached" on every
+    loss day (the calibrated scale rose 1.22 -> 5.79). A nonzero notional below 1e-9 of the file's largest, or
+    1e-12, is refused naming file and row; 0 stays a position of none."""
+    spec = tmp_path / "books.csv"
+    spec.write_text(HEADER + rows)
+    with pytest.raises(DataError, match=re.escape(f"{spec}: row {row}: notional ") + ".* is below 1e-09 of the file"):
+        pf.read_population(spec, ASSETS)
+    spec.write_text(HEADER + "b,binance_btcusdt,1e6,big\nb,binance_ethusdt,0,big\nc,alt_a,1e-3,small\n")
+    assert pf.read_population(spec, ASSETS).notional[1, 0] == 1e-3

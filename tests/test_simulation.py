@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -892,3 +893,15 @@ def test_funding_does_not_wake_an_account_the_oracle_has_not_read():
     terms = MarginTerms.constant(0.05, 0.03, 0.01)
     result = simulate(one(1.0, leverage=20.0, entry=10), paid, terms, NO_IMPACT, EngineConfig(oracle_delay=2))
     assert result.liquidations.sum() == 0
+
+
+def test_read_accounts_refuses_notionals_too_small_to_rescale(tmp_path):
+    """Session 30's red team: relative notionals of 1e-320 overflowed when rescaled; a notional below 1e-9 of the
+    file's largest (or 1e-12) is refused naming file, row and field."""
+    path = tmp_path / "accounts.csv"
+    for rows, row in (("long,100,5\nshort,1e-320,2\n", 3), ("long,1e-320,5\n", 2), ("long,1,5\nshort,1e-10,2\n", 3)):
+        path.write_text("side,notional,leverage\n" + rows)
+        with pytest.raises(DataError, match=re.escape(f"{path}: row {row}: notional = ") + ".*at least 1e-09"):
+            read_accounts(path)
+    path.write_text("side,notional,leverage\nlong,1,5\nshort,1e-6,2\n")
+    assert read_accounts(path).notional.tolist() == [1, 1e-6]

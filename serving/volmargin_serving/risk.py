@@ -43,6 +43,17 @@ from volmargin_serving.errors import InputError
 # the largest |notional| of a position (quote currency): no venue holds a quadrillion of one asset, and sizes
 # near float32's range (scenario P&L is float32) overflow a margin to inf or NaN
 MAX_NOTIONAL = 1e15
+# the least |notional| of a position a user's file may give (0 aside): MIN_NOTIONAL_SHARE of the file's largest,
+# and MIN_NOTIONAL absolute. Below, float32 P&L rounds the position to 0 (a 1e-320 book "breached" on every loss
+# day and lifted a calibrated scale 5x) and rescaling relative sizes overflows.
+MIN_NOTIONAL_SHARE, MIN_NOTIONAL = 1e-9, 1e-12
+
+
+def tiny_notionals(notional) -> np.ndarray:
+    """Which of a file's finite `notional`s are nonzero but below the least (see MIN_NOTIONAL_SHARE)."""
+    size = np.abs(np.asarray(notional, dtype=float))
+    floor = max(MIN_NOTIONAL, MIN_NOTIONAL_SHARE * float(np.max(size, initial=0.0, where=np.isfinite(size))))
+    return (size > 0) & (size < floor)
 
 KINDS = ("spot", "perp")  # linear instruments valued by `linear_pnl`
 _KIND_SET = frozenset(KINDS)

@@ -38,7 +38,8 @@ from volmargin_serving.portfolio import (
     PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, day_scenarios, initial_margin, isolated_margin,
     position_addons, scenario_returns, stressed_unit_risks, unit_risks,
 )
-from volmargin_serving.risk import MAX_NOTIONAL, expected_shortfall, simple_returns
+from volmargin_serving.risk import MAX_NOTIONAL, MIN_NOTIONAL, MIN_NOTIONAL_SHARE, expected_shortfall, simple_returns, \
+    tiny_notionals
 
 from volmargin.data.loader import read_csv_file
 from volmargin.errors import ConfigError, DataError
@@ -222,6 +223,10 @@ def read_population(path, assets: tuple[str, ...]) -> Population:
             raise fail(row, "portfolio_class is empty")
         if cls == POOLED:
             raise fail(row, "portfolio_class 'ALL' is reserved for the pooled summary row")
+    if (tiny := tiny_notionals(notional)).any():
+        row = int(np.flatnonzero(tiny)[0])
+        raise fail(row, f"notional {table['notional'].iloc[row].strip()} is below {MIN_NOTIONAL_SHARE:g} of the "
+                        f"file's largest |notional| (or {MIN_NOTIONAL:g}); give 0 for no position")
     twice = table.duplicated(["portfolio", "asset"], keep=False).to_numpy()
     if twice.any():
         first = table[twice].iloc[0]

@@ -9,7 +9,7 @@ lognormal around `leverage_median`, at least 1, and capped at 1 / initial margin
 collateral in the asset itself (coin-margined: it loses value with a long position, hedges a short).
 
 From a file (`read_accounts`): CSV or Parquet with columns side (long/short), notional (> 0 and at most
-`MAX_NOTIONAL`), leverage (>= 1) and optionally entry_step (integer >= 0, default 0, below the path's
+`MAX_NOTIONAL`, at least `MIN_NOTIONAL_SHARE` of the file's largest and `MIN_NOTIONAL`), leverage (>= 1) and optionally entry_step (integer >= 0, default 0, below the path's
 steps) and collateral (cash, the default, or asset: posted in the asset itself, counted at (1 - haircut)
 of its value); errors name the file, row and field.
 """
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from volmargin_serving.risk import MAX_NOTIONAL  # one bound for every notional a user gives
+from volmargin_serving.risk import (  # one bound for every notional a user gives
+    MAX_NOTIONAL, MIN_NOTIONAL, MIN_NOTIONAL_SHARE, tiny_notionals,
+)
 
 from volmargin.data.loader import read_csv_file
 from volmargin.errors import ConfigError, DataError
@@ -124,6 +126,8 @@ def read_accounts(path: str | Path, steps: int | None = None) -> Accounts:
     notional = pd.to_numeric(frame["notional"], errors="coerce")
     _first_bad(path, ~(np.isfinite(notional) & (notional > 0) & (notional <= MAX_NOTIONAL)), "notional",
                frame["notional"], f"must be a number > 0 and <= {MAX_NOTIONAL:g}")
+    _first_bad(path, tiny_notionals(notional), "notional", frame["notional"],
+               f"must be at least {MIN_NOTIONAL_SHARE:g} of the file's largest notional (and {MIN_NOTIONAL:g})")
     leverage = pd.to_numeric(frame["leverage"], errors="coerce")
     _first_bad(path, ~(np.isfinite(leverage) & (leverage >= 1)), "leverage", frame["leverage"], "must be a number >= 1")
     entry = pd.to_numeric(frame.get("entry_step", pd.Series(0, index=frame.index)), errors="coerce")
