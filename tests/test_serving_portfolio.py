@@ -295,3 +295,15 @@ def test_with_a_service_key_a_scenario_file_must_be_signed(tmp_path, monkeypatch
     assert load_scenarios(write_scenarios(tmp_path / "env.npz", good)).z.shape == (200, 2)  # signed with the env key
     monkeypatch.delenv("VOLMARGIN_BUNDLE_KEY")
     assert load_scenarios(signed).z.shape == load_scenarios(unsigned).z.shape == (200, 2)  # no key: not required
+
+
+@pytest.mark.parametrize("assets, values, message", [
+    (["a", "a"], [0.05 ** 2, 0.0001 ** 2], "align: asset 'a' is listed twice"),
+    (["a", "b"], [0.0025], "align: values: expected (2,) numbers, one per asset listed, got shape (1,)"),
+    (["a"], [0.0025, 0.0016], "align: values: expected (1,) numbers, one per asset listed, got shape (2,)"),
+])
+def test_align_refuses_an_asset_twice_or_values_that_do_not_match_the_names(assets, values, message):
+    """Session 30's red team: a stale row after a fresh one won in silence; a short list raised numpy's IndexError."""
+    with pytest.raises(vp.BadPositionError, match=re.escape(message)):
+        vp.align(("a", "b"), assets, values)
+    np.testing.assert_array_equal(vp.align(("a", "b", "c"), ["b", "a"], [2.0, 1.0]), [1.0, 2.0, np.nan])

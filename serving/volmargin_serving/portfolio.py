@@ -407,9 +407,14 @@ class PortfolioMargin:
 
 def align(scenario_assets, assets, values) -> np.ndarray:
     """Per-asset `values` of `assets` (e.g. the variance of a runtime's `Forecasts` for a batch) in the
-    scenario set's asset order; NaN for an asset the batch lacks (then priced conservatively, flagged)."""
+    scenario set's asset order; NaN for an asset the batch lacks (then priced conservatively, flagged).
+    BadPositionError for an asset given twice (which value is today's?) or one value per asset not given."""
+    assets = list(assets)
+    if len(set(assets)) < len(assets):
+        twice = next(a for i, a in enumerate(assets) if a in assets[:i])
+        raise BadPositionError(f"align: asset {twice!r} is listed twice; give one value per asset")
+    values = _per_asset_values("align: values", values, len(assets), "asset listed")
     where = {a: i for i, a in enumerate(assets)}
-    values = np.asarray(values, dtype=float)
     return np.array([values[where[a]] if a in where else np.nan for a in scenario_assets])
 
 
@@ -423,14 +428,14 @@ IMPLAUSIBLY_CALM = 0.01
 WILD_LOG_MOVE = float(np.log(1e12))
 
 
-def _per_asset_values(name: str, values, n: int) -> np.ndarray:
-    """(n,) floats, one per asset of the scenario set; BadPositionError otherwise (numpy's errors before)."""
+def _per_asset_values(name: str, values, n: int, of: str = "asset of the scenario set") -> np.ndarray:
+    """(n,) floats, one per `of`; BadPositionError otherwise (numpy's errors before)."""
     try:
         array = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
-        raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set") from None
+        raise BadPositionError(f"{name}: expected ({n},) numbers, one per {of}") from None
     if array.shape != (n,):
-        raise BadPositionError(f"{name}: expected ({n},) numbers, one per asset of the scenario set, "
+        raise BadPositionError(f"{name}: expected ({n},) numbers, one per {of}, "
                                f"got shape {array.shape}")
     return array
 
