@@ -991,3 +991,19 @@ def test_read_population_refuses_notionals_too_small_to_price(tmp_path, rows, ro
         pf.read_population(spec, ASSETS)
     spec.write_text(HEADER + "b,binance_btcusdt,1e6,big\nb,binance_ethusdt,0,big\nc,alt_a,1e-3,small\n")
     assert pf.read_population(spec, ASSETS).notional[1, 0] == 1e-3
+
+
+def test_cli_portfolio_reads_a_spec_on_the_assets_every_model_covers(forecasts, tmp_path, capsys):
+    """Session 30's red team: one model lacking an asset that a valid spec does not even hold made the job refuse
+    it ("population and filter panel must share the same assets, in order", naming neither). The spec is read
+    against the assets every model covers; one holding the missing asset is refused naming file, row, asset."""
+    table = forecasts[~((forecasts["model"] == "gjr") & (forecasts["asset"] == "alt_a"))]
+    spec = tmp_path / "books.csv"
+    spec.write_text(HEADER + "b,binance_btcusdt,1e6,pair\nb,binance_ethusdt,-4e5,pair\n")
+    args = [*_cli_run(table, tmp_path), "--out", str(tmp_path / "out"), "--portfolios", str(spec)]
+    assert main(args) == 0
+    assert set(pd.read_csv(tmp_path / "out" / "summary.csv")["model"]) == {"ewma", "gjr"}
+    spec.write_text(HEADER + "b,binance_btcusdt,1e6,pair\nb,alt_a,-4e5,pair\n")
+    assert main([*args[:-4], "--out", str(tmp_path / "out2"), "--portfolios", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}: row 3: asset 'alt_a' has no forecasts in the run from every model compared" in err, err

@@ -77,7 +77,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
 
     from volmargin.evaluation.scoring import POOLED
     from volmargin.io import preflight, read_forecasts, staged_folder
-    from volmargin.risk.job import POPULATION_KEYS, PortfolioJob, run_portfolio
+    from volmargin.risk.job import POPULATION_KEYS, PortfolioJob, common_assets, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
     from volmargin.risk.scenarios import ScenarioConfig
 
@@ -108,7 +108,8 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
         raise ConfigError(f"portfolio options: {exc}") from exc
     population = None
     if args.portfolios is not None:
-        population = read_population(args.portfolios, tuple(sorted(forecasts["asset"].unique())))
+        # the books' universe: the assets every model covers (the panels'), not every asset of the forecasts
+        population = read_population(args.portfolios, common_assets(forecasts, daily, job))
     with staged_folder(args.out) as staging:  # the whole folder appears at once, or the old one stays
         tables = run_portfolio(forecasts, daily, job, staging, population, progress=show_progress(args))
     summary = tables["summary"]

@@ -95,13 +95,20 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
-    """One FilterPanel per model, on the assets that every chosen model of the forecasts covers (so the
-    models are compared on the same books) and one daily grid."""
-    available = sorted(forecasts["model"].unique())
+def common_assets(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> tuple[str, ...]:
+    """The assets that every chosen model of the forecasts covers (the books' universe, so the models are
+    compared on the same books); a `--portfolios` spec is read against them."""
+    available = set(forecasts["model"].unique())
     wanted = job.models or (*available, *(["ewma97"] if daily else []))
     covered = [set(forecasts.loc[forecasts["model"] == m, "asset"]) for m in wanted if m in available]
-    assets = tuple(sorted(set.intersection(*covered))) if covered else tuple(sorted(forecasts["asset"].unique()))
+    return tuple(sorted(set.intersection(*covered))) if covered else tuple(sorted(forecasts["asset"].unique()))
+
+
+def _panels(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> list[FilterPanel]:
+    """One FilterPanel per model, on `common_assets` and one daily grid."""
+    available = sorted(forecasts["model"].unique())
+    wanted = job.models or (*available, *(["ewma97"] if daily else []))
+    assets = common_assets(forecasts, daily, job)
     if not assets:
         raise DataError(f"forecasts: no asset is forecast by every one of {', '.join(wanted)}")
     if len(assets) < 2:  # a portfolio across assets needs two; one asset's margin is `volmargin calibrate`'s

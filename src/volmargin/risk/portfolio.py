@@ -212,7 +212,7 @@ def read_population(path, assets: tuple[str, ...]) -> Population:
         if not book.strip():
             raise fail(row, "portfolio is empty")
         if asset not in assets:
-            raise fail(row, f"asset {asset!r} has no forecasts in the run")
+            raise fail(row, f"asset {asset!r} has no forecasts in the run from every model compared")
         if not text.strip():
             raise fail(row, "notional is empty")
         if not np.isfinite(value):
