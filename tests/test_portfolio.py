@@ -1007,3 +1007,35 @@ def test_cli_portfolio_reads_a_spec_on_the_assets_every_model_covers(forecasts, 
     assert main([*args[:-4], "--out", str(tmp_path / "out2"), "--portfolios", str(spec)]) == 2
     err = capsys.readouterr().err
     assert f"{spec}: row 3: asset 'alt_a' has no forecasts in the run from every model compared" in err, err
+
+
+@pytest.mark.parametrize("policy", [
+    PortfolioPolicy(scale=1.1, correlation_weight=0.1, buffer=0.25),
+    PortfolioPolicy(scale=1.1, correlation_weight=0.1, buffer=0.25, max_up=0.05, max_down=0.02),
+])
+def test_serving_given_the_previous_rate_follows_the_library_margin_path(forecasts, policy):
+    """Session 30's red team: the scale calibrated with the APC buffer / speed limits was served without them
+    (the engine kept no path). Given each day's rate in force (`previous`, NaN on the first), one book and a
+    batch reproduce the library's `margin_path` day by day; without it a policy with tools is a typed error."""
+    fhs = _fhs(forecasts, lookback=300)
+    pop = _population()
+    days = np.arange(len(fhs.panel.origins) - 30, len(fhs.panel.origins))
+    bp = pf.book_panel(fhs, pop, policy, days=days)
+    assert bp.alive.all()
+    library = pf.margin_path(bp, policy)
+    assert (library > pf.margin_path(bp, dataclasses.replace(policy, buffer=None, max_up=None, max_down=None))).any()
+    previous = np.full(len(pop.names), np.nan)
+    k = int(np.flatnonzero(pop.classes == "random_ls")[0])
+    for i, t in enumerate(days):
+        engine = PortfolioEngine(scenario_file(fhs, t, policy, "ewma"), fhs.panel.sigma[t] ** 2)
+        books = pf.dated_notional(pop, fhs.panel.realized, t, fhs.panel.horizon)
+        served = engine.margin_batch(books, previous)
+        np.testing.assert_allclose(served.initial, library[i], rtol=1e-6)
+        one = engine.margin(names=[ASSETS[j] for j in np.flatnonzero(books[k])], notionals=books[k][books[k] != 0],
+                            previous=previous[k])
+        assert one.initial == pytest.approx(library[i, k], rel=1e-6)
+        previous = served.rate
+    with pytest.raises(BadPositionError, match="previous: the scenario file's policy has APC tools"):
+        engine.margin_batch(books)
+    with pytest.raises(BadPositionError, match="previous: a margin rate in force"):
+        engine.margin(names=["alt_a"], notionals=[1e6], previous=-0.1)

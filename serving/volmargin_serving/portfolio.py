@@ -31,7 +31,8 @@
   few large positions in thin assets, which the scale alone would charge to every book.
 
 The APC path tools (buffer, speed limits) of `volmargin_serving.margins` then act on the margin rate
-(IM / gross notional) day by day, exactly as for a single position.
+(IM / gross notional) day by day, exactly as for a single position: in serving from the book's rate in force,
+`previous` (NaN for a first margin), which a policy with any of them requires.
 
 `PortfolioEngine` is the serving side: a calibrated scenario file (`write_scenarios` / `load_scenarios`),
 today's variance forecasts (`align` puts a runtime's forecasts in the file's asset order) and traded
@@ -54,6 +55,7 @@ import numpy as np
 from volmargin_serving.bundle import real_number, resolve_key, signature
 from volmargin_serving.calibration import HARD_MIN_SCALE, POLICY_RULES
 from volmargin_serving.errors import CalibrationError, SignatureError
+from volmargin_serving.margins import apc_step, speed_bounds
 from volmargin_serving.risk import (
     MAX_NOTIONAL, BadPositionError, Positions, parse_measure, pnl_measure, risk_measure, simple_returns, tail_measure,
 )
@@ -524,9 +526,10 @@ class PortfolioEngine:
                                        None if self.tails_t is None else self.tails_t[columns])
         return float(im), float(iso)
 
-    def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None) -> PortfolioMargin:
+    def margin(self, positions: Positions | None = None, *, names=None, notionals=None, kinds=None,
+               previous: float | None = None) -> PortfolioMargin:
         """Margin of one book: `Positions` (asset indices into the scenario set) or names/notionals/kinds,
-        validated (UnknownAssetError, BadPositionError)."""
+        validated (UnknownAssetError, BadPositionError); `previous`: its margin rate in force (see `_apc`)."""
         if positions is None:
             positions = Positions.from_names(self.index, names, notionals, kinds)
         elif not isinstance(positions, Positions):
@@ -543,11 +546,13 @@ class PortfolioEngine:
             if bad.any():
                 im_clean, iso_clean = self._price_one(np.where(bad, 0.0, notional), columns)
                 im = max(im, im_clean + isolated - iso_clean)  # see `_flagged_bound`
+        im = float(self._apc(np.array([im]), np.array([positions.gross]), previous, 1)[0])
         return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, positions.gross, flagged,
                                bool(flagged))
 
-    def margin_batch(self, notional) -> PortfolioMargin:
-        """Margins of many books: notional (n_books, n_assets) aligned with the scenario set's assets."""
+    def margin_batch(self, notional, previous=None) -> PortfolioMargin:
+        """Margins of many books: notional (n_books, n_assets) aligned with the scenario set's assets;
+        `previous` (n_books,): their margin rates in force (see `_apc`)."""
         try:
             notional = np.asarray(notional, dtype=float)
         except (TypeError, ValueError):
@@ -564,8 +569,29 @@ class PortfolioEngine:
             im[rows] = self._flagged_bound(notional[rows][:, columns], columns, held_unusable[rows], im[rows],
                                            isolated[rows])
         flagged = tuple(self.scenarios.assets[i] for i in columns[held_unusable.any(0)])
-        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, np.abs(notional).sum(1), flagged,
+        gross = np.abs(notional).sum(1)
+        im = self._apc(im, gross, previous, len(notional))
+        return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, gross, flagged,
                                held_unusable.any(1))
+
+    def _apc(self, im: np.ndarray, gross: np.ndarray, previous, n: int) -> np.ndarray:
+        """IM after the policy's APC tools on the margin rate, from `previous`, the books' rates in force (NaN:
+        a first margin), as the library's `margin_path` steps a day: the scale was calibrated with them, so a
+        policy with any tool requires `previous` (BadPositionError), never serves the bare rule in silence."""
+        p = self.policy
+        if p.buffer is None and p.max_up is None and p.max_down is None:
+            return im
+        if previous is None:
+            raise BadPositionError(f"previous: the scenario file's policy has APC tools (buffer {p.buffer}, max_up "
+                                   f"{p.max_up}, max_down {p.max_down}); give the margin rate in force (NaN: a first "
+                                   "margin)")
+        previous = _per_asset_values("previous", np.reshape(previous, -1) if np.ndim(previous) == 0 else previous, n,
+                                     "book (NaN: a first margin)")
+        if not (np.isnan(previous) | ((previous >= 0) & np.isfinite(previous))).all():
+            raise BadPositionError("previous: a margin rate in force is a number >= 0 (or NaN: a first margin)")
+        rate = np.divide(im, gross, out=np.zeros_like(im), where=gross > 0)
+        step = apc_step(rate, previous, p.buffer, *speed_bounds(np.ones(n), p.max_up, p.max_down))
+        return step * gross
 
     def _flagged_bound(self, notional: np.ndarray, columns: np.ndarray, bad: np.ndarray, im: np.ndarray,
                        isolated: np.ndarray) -> np.ndarray:
