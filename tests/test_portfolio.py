@@ -1039,3 +1039,28 @@ def test_serving_given_the_previous_rate_follows_the_library_margin_path(forecas
         engine.margin_batch(books)
     with pytest.raises(BadPositionError, match="previous: a margin rate in force"):
         engine.margin(names=["alt_a"], notionals=[1e6], previous=-0.1)
+
+
+def test_book_days_charged_in_full_for_a_missing_volume_do_not_count_as_covered(forecasts):
+    """Session 30's red team: --data bars covering the assets unevenly (one asset without volumes for months)
+    charged its positions in full through the add-on; counted as covered, those book-days lowered the calibrated
+    scale (0.949 -> 0.743), under target once served with volumes. The calibration leaves them out: it is that of
+    the same panel with those book-days not margined at all."""
+    fhs = _fhs(forecasts)
+    pop = _population()
+    days = np.arange(300, len(fhs.panel.origins))
+    adv = np.full((len(fhs.panel.origins), len(ASSETS)), 5e8)
+    adv[300:500, ASSETS.index("binance_ethusdt")] = np.nan  # the bars of one asset start late
+    policy = PortfolioPolicy(concentration=0.5)
+    bp = pf.book_panel(fhs, pop, policy, adv, days, concentrations=(0.0, 0.5))
+    rows = np.asarray(bp.dates < pd.Timestamp("2022-09-01", tz="UTC"))
+    assert (bp.no_volume & bp.alive & rows[:, None]).sum() > 500
+    got = pf.calibrate_books(bp, pop.classes, rows, policy, concentrations=(0.0, 0.5))
+    left_out = dataclasses.replace(bp, alive=bp.alive & ~bp.no_volume)
+    expected = pf.calibrate_books(left_out, pop.classes, rows, policy, concentrations=(0.0, 0.5))
+    pd.testing.assert_frame_equal(got.table, expected.table)
+    assert got.policy == expected.policy
+    # without an add-on to choose, a missing volume costs nothing: every book-day counts as before
+    fixed = pf.calibrate_books(bp, pop.classes, rows, PortfolioPolicy())
+    assert fixed.policy == pf.calibrate_books(dataclasses.replace(bp, no_volume=None), pop.classes, rows,
+                                              PortfolioPolicy()).policy

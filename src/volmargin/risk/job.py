@@ -95,7 +95,8 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def common_assets(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None, job: PortfolioJob) -> tuple[str, ...]:
+def common_assets(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | None,
+                  job: PortfolioJob) -> tuple[str, ...]:
     """The assets that every chosen model of the forecasts covers (the books' universe, so the models are
     compared on the same books); a `--portfolios` spec is read against them."""
     available = set(forecasts["model"].unique())
@@ -249,6 +250,8 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
         summaries.append(pf.summarise(bp, classes, val_rows, cal.policy, job.target, panel.horizon).assign(
             feasible=cal.feasible, validation_start=start.date()))
         stresses.append(pf.stress_replay(bp, classes, cal.policy, job.events, start))
+        counted = bp.alive & ~np.isnan(bp.loss) & cal_rows[:, None]
+        without_volume = int((counted & ~pf.calibration_rows(bp, cal_rows, cal.table["concentration"])).sum())
         latest = write_scenarios(out / f"scenarios-{panel.model}.npz", scenario_file(fhs, mp.last_day, cal.policy,
                                                                                     panel.model))
         record["models"][panel.model] = {
@@ -256,6 +259,8 @@ def run_portfolio(forecasts: pd.DataFrame, daily: Mapping[str, pd.DataFrame] | N
             "concentration": cal.policy.concentration, "feasible": cal.feasible,
             "margin_dates": [str(bp.dates[0].date()), str(bp.dates[-1].date())], "validation_start": str(start.date()),
             "scenario_file": latest.name, "proxy": job.scenarios.proxy,
+            # calibration book-days left out: an asset held without a usable traded volume (`pf.calibration_rows`)
+            "calibration_book_days_without_volume": without_volume,
             "proxy_share_last_date": proxy_share(fhs.scenarios(mp.last_day))}
     summary = pd.concat(summaries, ignore_index=True)
     tables = {"summary": summary, "calibration": pd.concat(calibrations, ignore_index=True),

@@ -287,6 +287,9 @@ class BookPanel:
     addon_grid: np.ndarray
     largest_addon_grid: np.ndarray
     concentrations: tuple[float, ...]
+    # (T, P): the book holds an asset without a usable traded volume that day (None: no volumes given), so a
+    # concentration add-on charges that position in full: coverage by a missing input, not by the rule
+    no_volume: np.ndarray | None = None
 
     def columns(self, keep: np.ndarray) -> "BookPanel":
         arrays = {name: getattr(self, name)[:, keep] for name in _by_date(self)}
@@ -306,7 +309,8 @@ class BookPanel:
 
 def _by_date(bp: BookPanel) -> list[str]:
     """The fields of a panel indexed (date, book, ...)."""
-    return [f.name for f in dataclasses.fields(bp) if f.name not in ("model", "dates", "gross", "concentrations")]
+    return [f.name for f in dataclasses.fields(bp)
+            if f.name not in ("model", "dates", "gross", "concentrations") and getattr(bp, f.name) is not None]
 
 
 def rolling_adv(daily: Mapping[str, pd.DataFrame], assets: tuple[str, ...], origins: pd.DatetimeIndex,
@@ -336,6 +340,7 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
     out = {k: np.full(shape, np.nan) for k in ("joint", "isolated", "floor", "comonotone", "largest", "loss")}
     out |= {k: np.full((*shape, len(grid)), np.nan) for k in ("addon_grid", "largest_addon_grid")}
     alive = np.zeros(shape, dtype=bool)
+    no_volume = None if adv is None else np.zeros(shape, dtype=bool)
     for i, t in enumerate(days):
         if progress is not None:
             progress(i, len(days))
@@ -356,10 +361,12 @@ def book_panel(fhs: FHS, population: Population, policy: PortfolioPolicy, adv: n
         for key, value in values.items():
             out[key][i, rows] = value
         alive[i, rows] = True
+        if adv is not None:  # as `addon_coefficients`: a NaN, 0 or infinite volume is none
+            no_volume[i, rows] = (held[books] & ~(np.isfinite(adv[t]) & (adv[t] > 0))).any(1)
     g = grid.index(float(policy.concentration))
     return BookPanel(panel.model, panel.origins[days], alive=alive, gross=np.abs(population.notional).sum(1),
                      addon=out["addon_grid"][..., g], largest_addon=out["largest_addon_grid"][..., g],
-                     concentrations=grid, **out)
+                     concentrations=grid, no_volume=no_volume, **out)
 
 
 def _day_scenarios(fhs: FHS, t: int, live: np.ndarray,
@@ -483,11 +490,13 @@ def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy
     that, on `rows`, the population's breaches are at most target x its realised book-days and every
     class's at most `class_cap` (default 1.5 x target) x its own: geometric bisection on the scale (breach
     counts cannot rise with it, APC tools included) for each weight of `grid` and each coefficient of
-    `concentrations` (default: the policy's alone; each must be in the panel's grid, `book_panel`)."""
+    `concentrations` (default: the policy's alone; each must be in the panel's grid, `book_panel`). With an
+    add-on, book-days holding an asset without a usable volume are left out (`calibration_rows`)."""
     labels = np.asarray(classes)
     kinds = sorted(set(labels))
     cap = 1.5 * target if class_cap is None else class_cap
-    counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
+    coefficients = (policy.concentration,) if concentrations is None else tuple(concentrations)
+    counted = calibration_rows(bp, rows, coefficients)
     days = {c: counted[:, labels == c].sum() for c in kinds}
     allowed = {c: np.floor(cap * d + 1e-9) for c, d in days.items()}
     allowed_all = np.floor(target * counted.sum() + 1e-9)
@@ -501,7 +510,7 @@ def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy
         return feasible, worst, rate
 
     records = []
-    for coefficient in (policy.concentration,) if concentrations is None else concentrations:
+    for coefficient in coefficients:
         for w in grid:
             candidate = dataclasses.replace(policy, correlation_weight=float(w), concentration=float(coefficient))
             hi = _smallest_scale(lambda scale: ok(dataclasses.replace(candidate, scale=scale))[0], bounds, tolerance)
@@ -515,6 +524,17 @@ def calibrate_books(bp: BookPanel, classes: np.ndarray, rows: np.ndarray, policy
     chosen = dataclasses.replace(policy, scale=float(best["scale"]), correlation_weight=float(best["correlation_weight"]),
                                  concentration=float(best["concentration"]))
     return Calibration(chosen, bool(len(usable)), table)
+
+
+def calibration_rows(bp: BookPanel, rows: np.ndarray, concentrations: Iterable[float]) -> np.ndarray:
+    """(T, P) book-days a calibration counts on margin dates `rows`: margined and realised, less, when a
+    concentration add-on may be chosen, those holding an asset without a usable volume. Their add-on is the
+    whole position only because the volume is missing (bars that cover the assets unevenly): counted, they
+    passed as covered and lowered the scale, which then served books with volumes under the target."""
+    counted = bp.alive & ~np.isnan(bp.loss) & rows[:, None]
+    if bp.no_volume is not None and any(c > 0 for c in concentrations):
+        counted &= ~bp.no_volume
+    return counted
 
 
 def _smallest_scale(feasible, bounds: tuple[float, float], tolerance: float) -> float:
