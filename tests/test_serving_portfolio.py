@@ -257,8 +257,10 @@ def test_a_missing_forecast_on_a_hedge_leg_never_lowers_the_margin():
     (lambda s: dataclasses.replace(s, max_move=1e-9), "max_move must be > 0, at least 0.001"),
     (lambda s: dataclasses.replace(s, z=np.zeros_like(s.z)), "z must move every asset"),
     (lambda s: dataclasses.replace(s, z=np.c_[s.z[:, :1], np.zeros(len(s.z))]), "z must move every asset"),
-    (lambda s: dataclasses.replace(s, z=s.z[:1], dates=s.dates[:1]), "z holds 1 scenarios; a calibration uses at least 10"),
-    (lambda s: dataclasses.replace(s, fallback_sigma=np.array([1e-300, 0.05])), "fallback_sigma must be one volatility"),
+    (lambda s: dataclasses.replace(s, z=s.z[:1], dates=s.dates[:1]),
+     "z holds 1 scenarios; a calibration uses at least 10"),
+    (lambda s: dataclasses.replace(s, fallback_sigma=np.array([1e-300, 0.05])),
+     "fallback_sigma must be one volatility"),
     (lambda s: dataclasses.replace(s, policy=dataclasses.replace(s.policy, measure="worst9999")),
      "policy.measure worst9999: worst<k> needs k <= the 200 scenarios"),
 ])
@@ -270,7 +272,8 @@ def test_a_scenario_file_that_prices_near_zero_is_refused_at_load(tmp_path, chan
     with pytest.raises(CalibrationError, match=re.escape(message)):
         load_scenarios(write_scenarios(tmp_path / "bad.npz", change(good)))
     for none in (0.0, np.nan):  # no fallback at all stays allowed: such a leg is fully collateralised
-        load_scenarios(write_scenarios(tmp_path / "none.npz", dataclasses.replace(good, fallback_sigma=np.array([none, 0.05]))))
+        without = dataclasses.replace(good, fallback_sigma=np.array([none, 0.05]))
+        load_scenarios(write_scenarios(tmp_path / "none.npz", without))
 
 
 def test_with_a_service_key_a_scenario_file_must_be_signed(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ lognormal around `leverage_median`, at least 1, and capped at 1 / initial margin
 collateral in the asset itself (coin-margined: it loses value with a long position, hedges a short).
 
 From a file (`read_accounts`): CSV or Parquet with columns side (long/short), notional (> 0 and at most
-`MAX_NOTIONAL`, at least `MIN_NOTIONAL_SHARE` of the file's largest and `MIN_NOTIONAL`), leverage (>= 1) and optionally entry_step (integer >= 0, default 0, below the path's
+`MAX_NOTIONAL`, at least `MIN_NOTIONAL_SHARE` of the file's largest and `MIN_NOTIONAL`),
+leverage (>= 1) and optionally entry_step (integer >= 0, default 0, below the path's
 steps) and collateral (cash, the default, or asset: posted in the asset itself, counted at (1 - haircut)
 of its value); errors name the file, row and field.
 """
