@@ -58,15 +58,17 @@ def main() -> None:
     names = [scenarios.assets[i] for i in picked]
     notionals = rng.choice([-1, 1], size) * rng.lognormal(11, 1, size)
     positions = Positions.from_names(scenarios.assets, names, notionals)
-    p50, p99 = percentiles(lambda: engine.margin(names=names, notionals=notionals), args.calls)
-    q50, q99 = percentiles(lambda: engine.margin(positions), args.calls)
+    policy = scenarios.policy  # a file with APC tools needs the margin rate in force (NaN: a first margin)
+    first = np.nan if (policy.buffer, policy.max_up, policy.max_down) != (None, None, None) else None
+    p50, p99 = percentiles(lambda: engine.margin(names=names, notionals=notionals, previous=first), args.calls)
+    q50, q99 = percentiles(lambda: engine.margin(positions, previous=first), args.calls)
     books = np.zeros((args.batch, n_assets))
     for row in books:
         cols = rng.choice(n_assets, size, replace=False)
         row[cols] = rng.choice([-1, 1], size) * rng.lognormal(11, 1, size)
-    engine.margin_batch(books[:100])
+    engine.margin_batch(books[:100], None if first is None else np.full(100, np.nan))
     began, cpu = time.perf_counter(), time.process_time()
-    engine.margin_batch(books)
+    engine.margin_batch(books, None if first is None else np.full(len(books), np.nan))
     rate, cpu_rate = args.batch / (time.perf_counter() - began), args.batch / (time.process_time() - cpu)
     print(f"scenario set: {n_assets} assets x {len(scenarios.z)} scenarios ({scenarios.model}), measure "
           f"{scenarios.policy.measure}, stress {scenarios.policy.stress_mode}, correlation stress "

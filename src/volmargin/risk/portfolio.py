@@ -38,8 +38,9 @@ from volmargin_serving.portfolio import (
     PortfolioPolicy, book_components, comonotone_risk, comonotone_tails, day_scenarios, initial_margin, isolated_margin,
     position_addons, scenario_returns, stressed_unit_risks, unit_risks,
 )
-from volmargin_serving.risk import MAX_NOTIONAL, MIN_NOTIONAL, MIN_NOTIONAL_SHARE, expected_shortfall, simple_returns, \
-    tiny_notionals
+from volmargin_serving.risk import (
+    MAX_NOTIONAL, MIN_NOTIONAL, MIN_NOTIONAL_SHARE, expected_shortfall, simple_returns, tiny_notionals,
+)
 
 from volmargin.data.loader import read_csv_file
 from volmargin.errors import ConfigError, DataError
