@@ -560,3 +560,37 @@ def test_a_users_folder_holding_a_run_json_is_not_replaced(tmp_path):
     with pytest.raises(OutputError, match="holds files volmargin did not write"):
         vio.check_folder(mine)
     assert (mine / "notes.txt").read_text() == "the user's own file"
+
+
+@pytest.mark.parametrize("command", ["simulate", "portfolio"])
+def test_an_interrupted_run_is_refused_by_simulate_and_portfolio(tmp_path, capsys, command):
+    """Session 30's red team: both read the forecasts of a run killed (or still being written) in silence."""
+    from volmargin.cli import main
+
+    out = tmp_path / "run"
+    vio.mark_incomplete(out, {"command": "run"})
+    pd.DataFrame({"a": [1]}).to_parquet(out / "forecasts.parquet")  # an earlier run's, left in the folder
+    assert main([command, "--run", str(out), "--out", str(tmp_path / "o")]) == 2
+    assert "is incomplete (the job that writes it was interrupted or is still running)" in capsys.readouterr().err
+
+
+def test_a_stage_left_off_removes_an_earlier_runs_outputs_of_it(tmp_path, capsys):
+    """Session 30's red team: a run with the simulation off kept the last run's simulation/ and portfolio/, and
+    its report showed them as its own."""
+    from types import SimpleNamespace
+
+    from volmargin.pipeline import stage_portfolio, stage_simulate
+
+    off = SimpleNamespace(enabled=False)
+    run = SimpleNamespace(out=tmp_path, cfg=SimpleNamespace(portfolio=off, simulation=off))
+    for folder in ("portfolio", "simulation"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "summary.csv").write_text("old")
+    keep = tmp_path / "calibration"
+    keep.mkdir()
+    stage_portfolio(run)
+    stage_simulate(run)
+    assert not (tmp_path / "portfolio").exists() and not (tmp_path / "simulation").exists() and keep.is_dir()
+    assert "an earlier run's simulation/ removed" in capsys.readouterr().out
+    stage_simulate(run)  # nothing left to remove: no note
+    assert "removed" not in capsys.readouterr().out

@@ -229,7 +229,7 @@ def stage_portfolio(run: Run) -> None:
 
     section = run.cfg.portfolio
     if not section.enabled:
-        print("portfolio: off (portfolio.enabled: false)")
+        print("portfolio: off (portfolio.enabled: false)" + _drop_stale(run, "portfolio"))
         return
     available = set(run.forecasts["model"])
     models = section.models or tuple(dict.fromkeys(m for m in (run.record["champion"], "ewma97", "gjr")
@@ -248,12 +248,27 @@ def stage_portfolio(run: Run) -> None:
           + f"; validated from {start}")
 
 
+def _drop_stale(run: Run, folder: str) -> str:
+    """Remove an earlier run's outputs of a stage this run leaves off (the report showed them as this run's);
+    the folder is this run's own, locked and marked incomplete. A note for the stage's line, '' if none."""
+    import shutil
+
+    path = run.out / folder
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+    else:
+        return ""
+    return f"; an earlier run's {folder}/ removed"
+
+
 def stage_simulate(run: Run) -> None:
     """Optional (config `simulation.enabled`): liquidations and bad debt of the breach-rate, solvency-calibrated
     and static policies, written to simulation/ (volmargin.simulation.study)."""
     section = run.cfg.simulation
     if not section.enabled:
-        print("simulate: off (set simulation.enabled: true in the config to run it)")
+        print("simulate: off (set simulation.enabled: true in the config to run it)" + _drop_stale(run, "simulation"))
         return
     from volmargin.simulation.study import headline, run_study, study_config, write_study
 

@@ -23,7 +23,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     from volmargin.calibration import PolicyConfig
     from volmargin.config import APC_POLICY, SimulationSection, from_dict
-    from volmargin.io import preflight, read_forecasts, staged_folder
+    from volmargin.io import check_complete, preflight, read_forecasts, staged_folder
     from volmargin.simulation.study import headline, run_study, study_config, write_study
 
     if args.min_bars is not None:  # refused, not ignored: nothing here builds daily measures
@@ -37,7 +37,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.policy is not None:  # its keys and values checked before any work
         check_known_keys("--policy", args.policy, [f.name for f in dataclasses.fields(PolicyConfig)])
         PolicyConfig(**args.policy)
-    record = _run_record(args.run)
+    record = _run_record(check_complete(args.run))  # not a run interrupted, or being written
     calibration = record.get("calibration", {})
     forecasts = read_forecasts(args.run)
     default_start = calibration.get("validation_start") or str(
@@ -76,7 +76,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     from volmargin_serving.portfolio import PortfolioPolicy
 
     from volmargin.evaluation.scoring import POOLED
-    from volmargin.io import preflight, read_forecasts, staged_folder
+    from volmargin.io import check_complete, preflight, read_forecasts, staged_folder
     from volmargin.risk.job import POPULATION_KEYS, PortfolioJob, common_assets, run_portfolio
     from volmargin.risk.portfolio import CALIBRATION_WEIGHTS, read_population
     from volmargin.risk.scenarios import ScenarioConfig
@@ -85,7 +85,7 @@ def cmd_portfolio(args: argparse.Namespace) -> int:
     if models == ():
         raise ConfigError("--models is empty")
     preflight(args.out, folder=True)  # before any work
-    frames = [read_forecasts(folder) for folder in args.run]
+    frames = [read_forecasts(check_complete(folder)) for folder in args.run]  # no run interrupted or being written
     forecasts = pd.concat(frames, ignore_index=True).drop_duplicates(["model", "asset", "origin"], keep="last")
     daily = None
     if args.data:
