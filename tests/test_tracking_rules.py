@@ -98,3 +98,45 @@ def test_the_data_fingerprint_changes_with_the_timestamps_and_the_asset_names():
     renamed = {(a + "x" if a == first else a): f for a, f in bars.items()}
     assert data_fingerprint(shifted)["sha256"] != before
     assert data_fingerprint(renamed)["sha256"] != before
+
+
+def test_a_new_sqlite_store_is_made_whole_once_by_two_first_commands_at_once(tmp_path):
+    """Session 30's red team: two commands starting on a new store both migrated it (duplicate column, or a
+    store broken for good)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    code = ("import sys; from volmargin.tracking import start_experiment; "
+            f"print(start_experiment('sqlite:///{db}', 'e'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-300:] for _, err in outs]
+    assert {out.strip().splitlines()[-1] for out, _ in outs} == {"1"}  # one experiment, made once
+    assert not list(tmp_path.glob(".mlflow.db.*.new"))
+
+
+def test_a_store_creation_stopped_midway_leaves_no_store_and_a_damaged_one_is_one_line(tmp_path, monkeypatch):
+    """Ctrl-C while MLflow migrated a new store left a half-made mlflow.db every later command failed on."""
+    import mlflow.store.tracking.sqlalchemy_store as store_module
+
+    from volmargin.errors import ConfigError
+    from volmargin.tracking import start_experiment
+
+    db = tmp_path / "mlflow.db"
+
+    def interrupted(uri, artifacts):
+        (tmp_path / uri.removeprefix("sqlite:///")).write_bytes(b"half a schema")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "SqlAlchemyStore", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            start_experiment(f"sqlite:///{db}", "e")
+    assert not db.exists() and not list(tmp_path.glob(".mlflow.db.*.new"))
+    assert start_experiment(f"sqlite:///{db}", "e") == "1"  # the next command makes it whole
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match=r"MLflow tracking store sqlite:///.*broken.db is damaged \(.*move the file"):
+        start_experiment(f"sqlite:///{broken}", "e")

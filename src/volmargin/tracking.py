@@ -72,16 +72,50 @@ def start_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at `uri` and return the experiment id (a local SQLite store keeps its artifacts in
     `mlruns/` beside the database file; a server decides for itself)."""
     import mlflow
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from volmargin.errors import ConfigError
 
     check_tracking_uri(uri)
-    mlflow.set_tracking_uri(uri)
-    found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=artifacts)
+    try:
+        if artifacts is not None:
+            _create_sqlite_store(Path(uri.removeprefix("sqlite:///")), artifacts)
+        mlflow.set_tracking_uri(uri)
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        return mlflow.create_experiment(experiment, artifact_location=artifacts)
+    except (SQLAlchemyError, CommandError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"MLflow tracking store {uri} is damaged ({first}); move the file aside to start a new "
+                          "store, or point --tracking-uri / MLFLOW_TRACKING_URI elsewhere") from None
+
+
+def _create_sqlite_store(path: Path, artifacts: str) -> None:
+    """A new SQLite store made whole under a lock, then renamed into place: MLflow migrates a new database's
+    schema in many steps, and a Ctrl-C between them, or a second command migrating it at the same time,
+    left a store every later command failed on (`_alembic_tmp_experiments already exists`)."""
+    import fcntl
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if path.exists():
+        return
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second first command waits, then finds the store made
+        if path.exists():
+            return
+        staging = path.with_name(f".{path.name}.{os.getpid()}.new")
+        staging.unlink(missing_ok=True)
+        try:
+            SqlAlchemyStore(f"sqlite:///{staging}", artifacts).engine.dispose()
+            os.replace(staging, path)
+        finally:
+            staging.unlink(missing_ok=True)
 
 
 def data_fingerprint(bars: dict[str, pd.DataFrame]) -> dict:
