@@ -1,5 +1,7 @@
 """Parity must refuse every kind of wrong graph: small errors, errors in the tail columns only, NaN outputs,
 and a GBM graph without the non-crossing max over levels."""
+import json
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,33 @@ def test_a_bundle_whose_golden_self_test_fails_never_appears(gbm_case, tmp_path,
         export.write_bundle(model, panel, tmp_path)
     assert not (tmp_path / "gbm" / "1").exists()
     assert not [p for p in (tmp_path / "gbm").iterdir() if not p.name.endswith(".lock")]
+
+
+def test_a_bundle_appears_with_its_calibration_set_already_beside_it(gbm_case, tmp_path, monkeypatch):
+    """Session 30's red team: a run killed between the bundle's rename and its calibration set left a bundle no
+    service could price with. The set is written (against the staging folder: the same manifest) first."""
+    import os
+    from pathlib import Path
+
+    import volmargin.calibration.parameters as parameters
+    import volmargin.export as export
+    from volmargin_serving.calibration import calibration_beside
+
+    model, panel, _, _ = gbm_case
+    events, rename = [], os.rename
+
+    def write_set(document, bundle, target):
+        events.append(("set", Path(bundle).name, Path(target)))
+        Path(target).write_text(json.dumps(document))
+        return Path(target)
+
+    def renamed(source, target):
+        events.append(("rename", Path(source).name, Path(target)))
+        return rename(source, target)
+
+    monkeypatch.setattr(parameters, "write_parameter_set", write_set)
+    monkeypatch.setattr(export.os, "rename", renamed)
+    bundle = export.write_bundle(model, panel, tmp_path, calibration={"records": []})
+    kinds = [(kind, target) for kind, _, target in events]
+    assert kinds == [("set", calibration_beside(bundle)), ("rename", bundle)]
+    assert events[0][1].endswith(".staging") and json.loads(calibration_beside(bundle).read_text()) == {"records": []}

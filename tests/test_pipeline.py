@@ -87,6 +87,8 @@ def test_run_is_one_mlflow_parent_with_a_child_per_stage(finished):
     assert {run.info.run_name for run in children} == set(STAGES)
     version = client.get_model_version(record["bundle"]["registered_model"], record["bundle"]["registered_version"])
     assert version.status == "READY"
+    bundle = Path(record["bundle"]["path"])  # the folder it is: the two version numbers can differ
+    assert version.tags["volmargin.bundle"] == f"{bundle.parent.name}/{bundle.name}"
 
 
 def test_a_failed_stage_is_named_when_its_record_cannot_be_written(tmp_path, monkeypatch, capsys):

@@ -408,11 +408,14 @@ def check_names(name: str | None, version: str | None, root: str | Path) -> None
 
 
 def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: str | Path = "models",
-                 name: str | None = None, version: str | None = None, provenance: dict | None = None) -> Path:
+                 name: str | None = None, version: str | None = None, provenance: dict | None = None,
+                 calibration: dict | None = None) -> Path:
     """Export, check parity, write and self-test a bundle; returns models/<name>/<version>.
 
     `panel` (asset -> daily measures, real data) feeds the parity check and the golden set;
-    `provenance` adds keys to the manifest (e.g. training, scores, mlflow).
+    `provenance` adds keys to the manifest (e.g. training, scores, mlflow); `calibration` (parameters as
+    `parameter_set` returns them) is written as the bundle's calibration set beside it before the bundle
+    appears, so a bundle is never seen (or left by a kill) without the set it was exported with.
     """
     from volmargin_serving.runtime import Runtime
 
@@ -456,6 +459,11 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
             if key is not None:
                 sign_bundle(staging, key)
             Runtime(staging, key=key)  # verifies checksums and runs the golden self-test before the bundle appears
+            if calibration is not None:  # bound to the manifest's hash, the staging folder's is the bundle's
+                from volmargin.calibration.parameters import write_parameter_set
+                from volmargin_serving.calibration import calibration_beside
+
+                write_parameter_set(calibration, staging, calibration_beside(target))
             os.rename(staging, target)  # atomic; fails rather than replacing a non-empty version
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -288,7 +288,6 @@ def stage_simulate(run: Run) -> None:
 
 def stage_export(run: Run) -> None:
     from volmargin.calibration import PolicyConfig, parameter_set
-    from volmargin.calibration.parameters import write_parameter_set
     from volmargin.export import write_bundle
     from volmargin.tracking import log_bundle, log_calibration_set
     from volmargin.training import load_trained, provenance
@@ -301,11 +300,12 @@ def stage_export(run: Run) -> None:
     record = provenance(meta, scores)
     record["training"].update(train_end=data_end, refit_on_all_data=True,
                               evaluated_model_train_end=meta["config"]["window"]["train_end"])
-    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=record)
     policy = PolicyConfig(**run.cfg.calibration.policy)
     parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
                                allow_infeasible=True, history=run.margin_history)
-    calibration_file = write_parameter_set(parameters, bundle, calibration_beside(bundle))
+    bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=record,
+                          calibration=parameters)  # the set written beside it before the bundle appears
+    calibration_file = calibration_beside(bundle)
     version = log_bundle(bundle, meta["run_id"], f"{cfg.tracking.registered_model}-onnx")
     log_calibration_set(calibration_file, meta["run_id"])
     run.record["bundle"] = {"name": bundle.parent.name, "version": bundle.name, "path": str(bundle),

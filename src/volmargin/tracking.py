@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+BUNDLE_TAG = "volmargin.bundle"  # on a registered ONNX model version: the bundle folder it is, <name>/<version>
 
 
 def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = None) -> str:
@@ -280,7 +281,13 @@ def log_bundle(bundle: Path, run_id: str | None = None, registered_name: str | N
                                      pip_requirements=mlflow.onnx.get_default_pip_requirements(),  # not inferred
                                      registered_model_name=registered_name)
         mlflow.log_artifacts(str(bundle), artifact_path=f"bundle/{bundle.parent.name}-{bundle.name}")
-    return str(info.registered_model_version) if info.registered_model_version is not None else None
+    if info.registered_model_version is None:
+        return None
+    version = str(info.registered_model_version)
+    # the registry counts registrations, the folder counts exports (a killed run's bundle never registered)
+    mlflow.MlflowClient().set_model_version_tag(registered_name, version, BUNDLE_TAG,
+                                                f"{bundle.parent.name}/{bundle.name}")
+    return version
 
 
 def log_calibration_set(path: Path, run_id: str | None = None) -> None:
