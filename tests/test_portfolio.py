@@ -325,7 +325,7 @@ def test_cli_portfolio_bad_options_are_one_line_errors(forecasts, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("volmargin: error:") and text in err and "\n" not in err
     assert main(["portfolio", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
-    assert "no forecasts.parquet" in capsys.readouterr().err
+    assert "nowhere: no such folder (one written by a volmargin job)" in capsys.readouterr().err
 
 
 HEADER = "portfolio,asset,notional,portfolio_class\n"
