@@ -135,7 +135,13 @@ def test_a_store_creation_stopped_midway_leaves_no_store_and_a_damaged_one_is_on
         with pytest.raises(KeyboardInterrupt):
             start_experiment(f"sqlite:///{db}", "e")
     assert not db.exists() and not list(tmp_path.glob(".mlflow.db.*.new"))
+    (tmp_path / ".mlflow.db.999999.new").write_bytes(b"a killed creator's")
+    db.touch()  # an empty file is no store either
     assert start_experiment(f"sqlite:///{db}", "e") == "1"  # the next command makes it whole
+    assert db.stat().st_size > 0 and not list(tmp_path.glob(".mlflow.db.*.new"))
+    (tmp_path / "folder.db").mkdir()
+    with pytest.raises(ConfigError, match=r"folder.db: a folder; give a database file"):
+        start_experiment(f"sqlite:///{tmp_path / 'folder.db'}", "e")
     broken = tmp_path / "broken.db"
     broken.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match=r"MLflow tracking store sqlite:///.*broken.db is damaged \(.*move the file"):

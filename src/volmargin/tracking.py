@@ -7,6 +7,7 @@ aliases (`challenger`, then `champion` when it beats the current champion), neve
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import logging
@@ -74,6 +75,7 @@ def start_experiment(uri: str, experiment: str) -> str:
     `mlruns/` beside the database file; a server decides for itself)."""
     import mlflow
     from alembic.util.exc import CommandError
+    from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
     from volmargin.errors import ConfigError
@@ -89,7 +91,12 @@ def start_experiment(uri: str, experiment: str) -> str:
         found = mlflow.get_experiment_by_name(experiment)
         if found is not None:
             return found.experiment_id
-        return mlflow.create_experiment(experiment, artifact_location=artifacts)
+        try:
+            return mlflow.create_experiment(experiment, artifact_location=artifacts)
+        except MlflowException:  # a command started at the same time made it first
+            if (found := mlflow.get_experiment_by_name(experiment)) is None:
+                raise
+            return found.experiment_id
     except (SQLAlchemyError, CommandError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"MLflow tracking store {uri} is damaged ({first}); move the file aside to start a new "
@@ -104,14 +111,22 @@ def _create_sqlite_store(path: Path, artifacts: str) -> None:
 
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    if path.exists():
+    from volmargin.errors import ConfigError
+
+    def made() -> bool:  # an empty file (touched, or left by a tool) is no store: made anew
+        if path.is_dir():
+            raise ConfigError(f"MLflow tracking store sqlite:///{path}: a folder; give a database file")
+        return path.exists() and path.stat().st_size > 0
+
+    if made():
         return
     with open(path.with_name(f".{path.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second first command waits, then finds the store made
-        if path.exists():
+        if made():
             return
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.new"):  # a killed creator's (the lock is ours)
+            stale.unlink(missing_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}.new")
-        staging.unlink(missing_ok=True)
         try:
             SqlAlchemyStore(f"sqlite:///{staging}", artifacts).engine.dispose()
             os.replace(staging, path)
