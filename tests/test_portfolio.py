@@ -1039,6 +1039,11 @@ def test_serving_given_the_previous_rate_follows_the_library_margin_path(forecas
         engine.margin_batch(books)
     with pytest.raises(BadPositionError, match="previous: a margin rate in force"):
         engine.margin(names=["alt_a"], notionals=[1e6], previous=-0.1)
+    with pytest.raises(BadPositionError, match=r"previous: a margin rate in force is a number in \[0, 1\]"):
+        engine.margin(names=["alt_a"], notionals=[1e6], previous=1.5)
+    # session 30's second red team: an empty book's rate of 0, passed back, capped every later margin at 0
+    first = engine.margin(names=["alt_a"], notionals=[1e6], previous=np.nan).initial
+    assert first > 0 and engine.margin(names=["alt_a"], notionals=[1e6], previous=0.0).initial == pytest.approx(first)
 
 
 def test_book_days_charged_in_full_for_a_missing_volume_do_not_count_as_covered(forecasts):

@@ -594,3 +594,30 @@ def test_a_stage_left_off_removes_an_earlier_runs_outputs_of_it(tmp_path, capsys
     assert "an earlier run's simulation/ removed" in capsys.readouterr().out
     stage_simulate(run)  # nothing left to remove: no note
     assert "removed" not in capsys.readouterr().out
+
+
+def test_a_stage_that_runs_starts_from_an_empty_folder(tmp_path, monkeypatch, capsys):
+    """Session 30's second red team: an earlier champion's scenarios-<model>.npz stayed in portfolio/ beside this
+    run's files, loadable by name as this run's calibration."""
+    from types import SimpleNamespace
+
+    import volmargin.risk.job as job
+
+    section = SimpleNamespace(enabled=True, models=("har",), validation_start="2022-01-01", scenarios={}, policy={},
+                              concentrations=None, correlation_weights=None, population={})
+    run = SimpleNamespace(out=tmp_path, cfg=SimpleNamespace(portfolio=section), progress=False, panel={},
+                          forecasts=pd.DataFrame({"model": ["har"]}), record={"champion": "har"})
+    (tmp_path / "portfolio").mkdir()
+    (tmp_path / "portfolio" / "scenarios-ewma.npz").write_text("an earlier run's")
+    seen = []
+
+    def portfolio(forecasts, panel, job_, out, progress=False):
+        seen.append(sorted(p.name for p in out.iterdir()) if out.exists() else [])
+        return {"summary": pd.DataFrame({"portfolio_class": ["ALL"], "model": ["har"], "breach_rate": [0.01],
+                                         "avg_margin": [0.1], "avg_isolated_margin": [0.2]})}
+
+    monkeypatch.setattr(job, "run_portfolio", portfolio)
+    from volmargin.pipeline import stage_portfolio
+
+    stage_portfolio(run)
+    assert seen == [[]] and not (tmp_path / "portfolio" / "scenarios-ewma.npz").exists()

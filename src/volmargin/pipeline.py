@@ -228,8 +228,9 @@ def stage_portfolio(run: Run) -> None:
     from volmargin_serving.portfolio import PortfolioPolicy
 
     section = run.cfg.portfolio
+    stale = _drop_stale(run, "portfolio")  # an earlier run's files (another model's scenario file) never stay
     if not section.enabled:
-        print("portfolio: off (portfolio.enabled: false)" + _drop_stale(run, "portfolio"))
+        print("portfolio: off (portfolio.enabled: false)" + stale)
         return
     available = set(run.forecasts["model"])
     models = section.models or tuple(dict.fromkeys(m for m in (run.record["champion"], "ewma97", "gjr")
@@ -249,8 +250,9 @@ def stage_portfolio(run: Run) -> None:
 
 
 def _drop_stale(run: Run, folder: str) -> str:
-    """Remove an earlier run's outputs of a stage this run leaves off (the report showed them as this run's);
-    the folder is this run's own, locked and marked incomplete. A note for the stage's line, '' if none."""
+    """Remove an earlier run's outputs of a stage before it runs, or when this run leaves it off (the report
+    showed them as this run's; a scenario file of an earlier champion stayed beside this run's); the folder is
+    this run's own, locked and marked incomplete. A note for the stage's line, '' if nothing was there."""
     import shutil
 
     path = run.out / folder
@@ -267,8 +269,9 @@ def stage_simulate(run: Run) -> None:
     """Optional (config `simulation.enabled`): liquidations and bad debt of the breach-rate, solvency-calibrated
     and static policies, written to simulation/ (volmargin.simulation.study)."""
     section = run.cfg.simulation
+    stale = _drop_stale(run, "simulation")  # an earlier run's files never stay beside this run's
     if not section.enabled:
-        print("simulate: off (set simulation.enabled: true in the config to run it)" + _drop_stale(run, "simulation"))
+        print("simulate: off (set simulation.enabled: true in the config to run it)" + stale)
         return
     from volmargin.simulation.study import headline, run_study, study_config, write_study
 

@@ -157,11 +157,12 @@ def asset_panel(forecasts: pd.DataFrame, model: str, asset: str, rule: PolicyCon
 # --- the reference policies ---------------------------------------------------------------------------
 
 def breach_paths(forecasts: pd.DataFrame, model: str, policy: PolicyConfig, first_validation_start,
-                 every: str) -> pd.DataFrame:
-    """Today's breach-rate calibration of `model` on every asset of the table and its margin paths."""
+                 every: str, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Today's breach-rate calibration of `model` on every asset of the table and its margin paths (`history`:
+    the APC floors' realised moves, as `volmargin run` gives them, `calibration.panel.realised_history`)."""
     rows = forecasts[forecasts["model"] == model]
-    calibration = walk_forward_calibration(rows, policy, first_validation_start, every=every)
-    return margin_paths(rows, policy, calibration)
+    calibration = walk_forward_calibration(rows, policy, first_validation_start, every=every, history=history)
+    return margin_paths(rows, policy, calibration, history)
 
 
 def breach_terms(paths: pd.DataFrame, case: AssetCase, policy: PolicyConfig, penalty: float) -> Terms:
