@@ -387,6 +387,36 @@ def test_running_sums_forget_a_huge_day_once_it_left_every_window(bundles, panel
             np.testing.assert_allclose(getattr(got, field), getattr(careful, field), rtol=1e-9, err_msg=field)
 
 
+@pytest.mark.parametrize("name", ["gbm", "nn"])
+def test_a_day_in_the_wrong_unit_leaves_no_trace_once_it_left_the_window(bundles, panel, name):
+    """Session 30's red team: a day's traded value x1e20 (wei for ether) left the running sums at 0 or below for up
+    to 90 days after it left every window, until their periodic re-base: forecasts 8% off the careful path's,
+    unflagged. A sum is re-based at once when the term leaving it dwarfs what is left."""
+    runtime = vs.load(bundles[name], fast=False)
+    inputs, days = _arrays(next(iter(panel.values())))
+    inputs = inputs.copy()
+    history = runtime.history_days
+    spike = history + 3
+    inputs[spike, COLUMN["traded_value"]] *= 1e20
+    inputs[spike, COLUMN["rv"]] *= 1e10
+    inputs[spike, COLUMN["bv"]] *= 1e10
+    single = runtime.stream(inputs[:history], days[:history], as_of=days[history - 1])
+    batch = runtime.stream(inputs[None, :history], days[:history], as_of=days[history - 1])
+    end = spike + 2 * single._ring
+    assert end < len(days)
+    for t in range(history, end):
+        one = single.update(inputs[t], days[t], as_of=days[t])
+        many, _ = batch.update(inputs[None, t], days[t], as_of=days[t])
+        if t >= spike + single._ring:  # out of every mean's window: every day from then on, not only after re-bases
+            exact = batch.sums.copy()
+            batch._rebase(np.arange(1))  # every sum from its ring: what the running sums must hold
+            np.testing.assert_allclose(exact, batch.sums, rtol=1e-9, err_msg=str(days[t]))
+            np.testing.assert_allclose(single._sums, batch.sums[0], rtol=1e-9, err_msg=str(days[t]))
+            careful = runtime.forecast_daily(inputs[t - history + 1:t + 1], days[t - history + 1:t + 1], as_of=days[t])
+            for got in (one, many):  # the core's cumulative sums carry the spike's rounding: ~1e-7 of a feature
+                np.testing.assert_allclose(got.variance, careful.variance, rtol=1e-6, err_msg=str(days[t]))
+
+
 def test_a_return_just_beyond_the_bound_and_a_tiny_negative_value_are_refused_on_every_path(bundles, panel):
     """ret^2 = 1440 rv (1 + 2e-8) (beyond validation's 1e-9 slack) and bv = -1e-300 or -5e-324 are
     refused by the careful path; the fast graph flags them (ok False) and both incremental states refuse them."""

@@ -47,6 +47,10 @@ from volmargin_serving.runtime import _instant, partial_days
 from volmargin_serving.validation import FLAGS, MAX_BARS_PER_DAY, NON_NEGATIVE, served_float, value_problems
 
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0), as in runtime._weekday
+# A running sum is re-based from its ring at once when the term leaving it is this many times what is left: the
+# leaving term's rounding (1e-16 of it) stays in the sum, and after a day in the wrong unit (traded value x1e20)
+# the sum stayed 0 or negative for up to 90 days, 113 sd off the core's feature (session 30's red team)
+CANCEL_RATIO = 1e6
 
 
 def _day_numbers(dates, shape: tuple[int, ...], name: str = "dates") -> np.ndarray:
@@ -219,6 +223,9 @@ class StreamState:
         due = slot < len(self._windows)  # re-base sum k on days numbered k modulo the ring: one sum a day at most
         if due.any():
             self._rebase(assets[due], slot[due])
+        cancelled, k = np.nonzero(np.abs(leaving) > CANCEL_RATIO * np.abs(self.sums[assets]))
+        if len(k):
+            self._rebase(assets[cancelled], k)
         means = _means(self.sums[assets])
         level = level_of(means)
         lags = self._lag + 1
@@ -323,8 +330,12 @@ class AssetState:
         series = self._series(values)
         terms = [x if x == x else 0.0 for x in series] + [1.0 if x == x else 0.0 for x in series]
         sums, windows, rings = self._sums, self._windows, self._terms
+        cancelled = []
         for k, term in enumerate(terms):
-            sums[k] += term - rings[(day - windows[k]) % ring][k]
+            leaving = rings[(day - windows[k]) % ring][k]
+            sums[k] += term - leaving
+            if abs(leaving) > CANCEL_RATIO * abs(sums[k]):
+                cancelled.append(k)
         ret = values[_RET]
         rings[day % ring] = terms
         square, squares = ret * ret, self._squares
@@ -335,10 +346,10 @@ class AssetState:
             self._max_square = max(squares)
         self._rows[day % len(self._rows)] = values
         self.day = day
-        k = day % ring  # the newest day's slot
-        if k < len(sums):  # re-base sum k, as `StreamState` does, exactly (fsum: the same in any order)
-            first = k - windows[k] + 1
-            window_days = rings[first:k + 1] if first >= 0 else rings[first:] + rings[:k + 1]
+        slot = day % ring  # the newest day's slot
+        for k in (slot, *cancelled) if slot < len(sums) else cancelled:  # re-base sum k, as `StreamState` does,
+            first = slot - windows[k] + 1  # exactly (fsum: the same in any order)
+            window_days = rings[first:slot + 1] if first >= 0 else rings[first:] + rings[:slot + 1]
             sums[k] = math.fsum(map(itemgetter(k), window_days))
         n = len(series)
         means = [total / count if count > 0 else math.nan for total, count in zip(sums[:n], sums[n:])]
