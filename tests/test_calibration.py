@@ -829,3 +829,26 @@ def test_calibration_start_counts_rows_by_the_day_their_target_is_realised_in_ev
     blocks = walk_forward_calibration(frame, PolicyConfig(), "2020-03-01", every="MS", calibration_start="2020-02-01")
     first = blocks[(blocks["valid_from"] == utc("2020-03-01")) & (blocks["asset"] == "a")]
     assert (first["calibration_days"] == 29).all()
+
+
+def test_at_an_mpor_of_h_days_the_coverage_tests_read_origins_h_days_apart():
+    """Session 30's red team: at horizon 5 the margin summary's Kupiec p and Basel zones read every overlapping
+    row (gbm long p 3e-6 where the non-overlapping origins give 0.2); breach counts and rates still read all."""
+    from volmargin.evaluation import stats
+    from volmargin.evaluation.scoring import coverage_mask
+
+    origins = pd.date_range("2021-01-01", periods=1500, freq="D", tz="UTC")
+    hit = np.zeros(len(origins), dtype=bool)
+    for start in (100, 400, 700, 1000, 1300):  # one 5-day loss seen by the five overlapping windows ending in it
+        hit[start:start + 5] = True
+    paths = pd.DataFrame({"model": "m", "asset": "a", "side": "long", "origin": origins,
+                          "date": origins + pd.Timedelta(days=1), "initial_margin": 0.1, "maintenance_margin": 0.075,
+                          "liquidation_threshold": 0.03, "loss": np.where(hit, 0.2, 0.01), "breach": hit,
+                          "shortfall": np.where(hit, 0.1, 0.0), "calibrated": True})[PATH_COLUMNS]
+    every, apart = (margin_summary(paths, horizon=h).set_index("asset").loc["a"] for h in (1, 5))
+    assert every["breaches"] == apart["breaches"] == 25 and every["breach_rate"] == apart["breach_rate"]
+    thinned = hit[coverage_mask(origins, 5)]
+    assert len(thinned) == 300 and thinned.sum() == 5
+    assert apart["kupiec_p"] == pytest.approx(stats.kupiec_pof(thinned, 0.01).pvalue)
+    assert every["kupiec_p"] < 0.05 < apart["kupiec_p"]  # the overlap alone rejected a 1.7% rate
+    assert apart["basel_windows"] == 300 - 250 + 1 and every["basel_windows"] == 1500 - 250 + 1

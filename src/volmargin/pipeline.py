@@ -213,7 +213,8 @@ def stage_calibrate(run: Run) -> None:
     folder = run.out / "calibration"
     write_frame(run.calibration, folder / "calibration.csv")
     write_frame(paths, folder / "margin_paths.parquet")
-    write_frame(margin_summary(paths, policy.target_breach_rate), folder / "margin_summary.csv")
+    horizon = 1 if policy.mpor_hours is not None else run.cfg.horizon  # an intraday MPOR ends within the day
+    write_frame(margin_summary(paths, policy.target_breach_rate, horizon=horizon), folder / "margin_summary.csv")
     write_frame(stress_report(paths), folder / "stress.csv")
     run.record["calibration"] = {"policy": dataclasses.asdict(policy), "validation_start": str(first.date())}
     mpor = f"{policy.mpor_hours} h" if policy.mpor_hours else f"{run.cfg.horizon} d"

@@ -29,7 +29,7 @@ from volmargin.calibration.policy import PolicyConfig, liquidation_threshold
 from volmargin.data.events import STRESS_EVENTS
 from volmargin.errors import ConfigError
 from volmargin.evaluation import stats
-from volmargin.evaluation.scoring import POOLED
+from volmargin.evaluation.scoring import POOLED, coverage_mask
 
 PATH_COLUMNS = ["model", "asset", "side", "origin", "date", "initial_margin", "maintenance_margin",
                 "liquidation_threshold", "loss", "breach", "shortfall", "calibrated"]
@@ -91,37 +91,43 @@ def _rises(margin: np.ndarray, origins: pd.DatetimeIndex, days: int) -> float:
     return stats.max_rise(margin, origins, days) if pd.Index(origins).is_unique else np.nan
 
 
-def _group(hits: np.ndarray, excess: np.ndarray, margin: np.ndarray, origins: pd.DatetimeIndex, p: float,
-           window: int) -> dict:
-    """Scores of one group: `hits` of its realised rows, `excess` (shortfalls) of its breaches, `margin` of
-    all its rows in time order and their `origins`."""
+def _group(hits: np.ndarray, tested: np.ndarray, excess: np.ndarray, margin: np.ndarray, origins: pd.DatetimeIndex,
+           p: float, window: int) -> dict:
+    """Scores of one group: `hits` of its realised rows, `tested` those the coverage tests read (non-overlapping
+    targets, `scoring.coverage_mask`), `excess` (shortfalls) of its breaches, `margin` of all its rows in time
+    order and their `origins`."""
     out = {"days": len(hits), "breaches": int(hits.sum()), "breach_rate": hits.mean() if len(hits) else np.nan,
            "avg_margin": margin.mean(), "median_margin": np.median(margin),
            "mean_shortfall": excess.mean() if len(excess) else 0.0,
            "max_shortfall": excess.max() if len(excess) else 0.0,
            "peak_to_trough": margin.max() / margin.min(),
            "max_increase_1d": _rises(margin, origins, 1), "max_increase_5d": _rises(margin, origins, 5)}
-    if len(hits):
-        zones = stats.basel_zones(hits, window, p)
-        worst = int(zones["exceptions"].max()) if len(zones) else int(hits.sum())  # zones rise with the count
-        out.update(kupiec_p=stats.kupiec_pof(hits, p).pvalue, basel_zone=stats.basel_zone(worst, window, p),
+    if len(tested):
+        zones = stats.basel_zones(tested, window, p)
+        worst = int(zones["exceptions"].max()) if len(zones) else int(tested.sum())  # zones rise with the count
+        out.update(kupiec_p=stats.kupiec_pof(tested, p).pvalue, basel_zone=stats.basel_zone(worst, window, p),
                    basel_green_windows=int((zones["zone"] == "green").sum()), basel_windows=len(zones))
     return out
 
 
 def margin_summary(paths: pd.DataFrame, target_breach_rate: float = 0.01, window: int = 250,
-                   out_of_sample: bool = True) -> pd.DataFrame:
+                   out_of_sample: bool = True, horizon: int = 1) -> pd.DataFrame:
     """One row per (model, asset, side) and a pooled row per (model, side) with asset 'ALL'; columns
-    SUMMARY_COLUMNS. Only `calibrated` (out-of-sample) rows unless `out_of_sample` is False."""
+    SUMMARY_COLUMNS. Only `calibrated` (out-of-sample) rows unless `out_of_sample` is False. Breach counts and
+    rates read every row; at an MPOR of `horizon` > 1 days the Kupiec p-value and Basel zones read origins
+    `horizon` days apart, as the forecast scores' do (overlapping targets' breaches come in runs)."""
     rows = paths[paths["calibrated"]] if out_of_sample else paths
     p = target_breach_rate if 0 < target_breach_rate < 1 else 0.01
     realised, breach = rows["loss"].notna().to_numpy(), rows["breach"].to_numpy()
     shortfall, margin = rows["shortfall"].to_numpy(), rows["initial_margin"].to_numpy()
     origins = pd.DatetimeIndex(rows["origin"])
+    apart = coverage_mask(origins, horizon)
 
     def scores(index: np.ndarray) -> dict:
-        hits = breach[index[realised[index]]]
-        return _group(hits, shortfall[index[realised[index]]][hits], margin[index], origins[index], p, window)
+        seen = index[realised[index]]
+        hits = breach[seen]
+        return _group(hits, breach[seen[apart[seen]]], shortfall[seen][hits], margin[index], origins[index], p,
+                      window)
 
     groups = rows.groupby(KEYS, sort=True).indices
     table = pd.DataFrame([{**dict(zip(KEYS, key)), **scores(i)} for key, i in groups.items()], columns=SUMMARY_COLUMNS)

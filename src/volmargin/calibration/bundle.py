@@ -96,5 +96,7 @@ def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.Dat
     table = calibrate(forecasts, policy, start, calibration_start=first, history=history)
     parameters = parameter_set(forecasts, policy, table, manifest["name"], assets=sorted(forecasts["asset"].unique()),
                                allow_infeasible=True, history=history)
-    summary = margin_summary(margin_paths(forecasts, policy, table, history), policy.target_breach_rate)
+    horizon = 1 if policy.mpor_hours is not None else int(forecasts["horizon"].iloc[0])
+    summary = margin_summary(margin_paths(forecasts, policy, table, history), policy.target_breach_rate,
+                             horizon=horizon)
     return parameters, table, summary

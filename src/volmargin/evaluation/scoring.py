@@ -42,9 +42,17 @@ def coverage_rows(frame: pd.DataFrame) -> pd.DataFrame:
     horizon = int(frame["horizon"].max()) if "horizon" in frame and len(frame) else 1
     if horizon <= 1 or "origin" not in frame:
         return frame
-    origins = pd.DatetimeIndex(frame["origin"])
+    return frame[coverage_mask(frame["origin"], horizon)]
+
+
+def coverage_mask(origins, horizon: int) -> np.ndarray:
+    """True at the origins `coverage_rows` keeps: every one at horizon 1, else those whose day number is
+    divisible by `horizon` (non-overlapping h-day targets)."""
+    origins = pd.DatetimeIndex(origins)
+    if horizon <= 1:
+        return np.ones(len(origins), dtype=bool)
     days = (origins.tz_convert(None) if origins.tz is not None else origins).to_numpy().astype("datetime64[D]")
-    return frame[days.astype(np.int64) % horizon == 0]
+    return days.astype(np.int64) % horizon == 0
 
 
 def score_group(frame: pd.DataFrame, var_levels: tuple[float, ...], es_level: float) -> dict:
