@@ -79,3 +79,22 @@ def test_served_margins_are_the_service_day_by_day_carrying_its_previous_margins
     young = {ASSETS[0]: served.panel[ASSETS[0]].iloc[-(n + 2):]}
     first = serve_panel(served.bundle, served.calibration, young, start=young[ASSETS[0]].index[0], progress=False)
     assert list(first["origin"].unique()) == list(young[ASSETS[0]].index[n - 1:])
+
+
+def test_a_scored_window_holding_a_missing_day_carries_the_services_refusal(served):
+    """Session 30's red team: `score` priced the windows holding a missing day with no doubt ("0 on a window a
+    margin service would flag"), where `Runtime.margins` refuses every one (GapInputError, fail safe)."""
+    import volmargin_serving as vs
+    from reliability_fixtures import ASSETS
+
+    from volmargin.batch import score_panel
+
+    n = vs.load(served.bundle).history_days
+    daily = served.panel[ASSETS[0]]
+    gap = daily.index[-20]
+    scored = score_panel(served.bundle, {ASSETS[0]: daily.drop(index=gap)}, progress=False)
+    holding = (scored["origin"] > gap) & (scored["origin"] <= gap + pd.Timedelta(days=n))
+    assert holding.sum() == 19
+    before = (gap - pd.Timedelta(days=1)).date()
+    assert scored.loc[holding, "doubt"].str.startswith(f"dates skip 1 day(s) after {before}").all()
+    assert not scored.loc[~holding, "doubt"].str.contains("dates skip").any()

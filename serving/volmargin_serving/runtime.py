@@ -34,7 +34,7 @@ from volmargin_serving.bars import (
 from volmargin_serving.bundle import learned_bar_seconds, read_manifest, resolve_key, verify_files
 from volmargin_serving.calibration import CalibrationSet
 from volmargin_serving.errors import (
-    BundleError, CalibrationError, ImpossibleInputError, InputDtypeError, InputError, InputShapeError,
+    BundleError, CalibrationError, GapInputError, ImpossibleInputError, InputDtypeError, InputError, InputShapeError,
     IntervalInputError, NonFiniteInputError, SelfTestError, ServingError, UnsortedInputError,
 )
 from volmargin_serving.features import (
@@ -191,6 +191,16 @@ def _distinct(assets: tuple) -> tuple[str, ...]:
     if len(set(assets)) < len(assets):
         raise InputShapeError(f"asset {next(a for a in assets if assets.count(a) > 1)!r} appears twice in one batch")
     return assets
+
+
+def _gap_in(dates: np.ndarray) -> str:
+    """The careful path's refusal of a window whose dates skip a day (`validation.check_dates`), '' if none: a
+    service refuses such a window (fail safe), so a scored table must not call it fine."""
+    try:
+        check_dates(_as_days(dates), np.datetime64(_as_days(dates)[-1]), np.timedelta64(1 << 40, "D"))
+    except GapInputError as exc:
+        return str(exc)
+    return ""
 
 
 def _check_sorted(name: str, values: np.ndarray) -> None:
@@ -547,13 +557,15 @@ class Runtime:
         """For each forecast of `forecast_history` on the same checked inputs, the doubt a margin service
         would have raised on its window (`validation.doubtful_values`; '' where none): the forecasts it
         would have priced fail-safe and flagged. Messages name the row's date where `dates` (days,) are
-        given, else its row counted from the first row of `inputs`. `chunk` windows at a time (memory)."""
+        given, else its row counted from the first row of `inputs`; with `dates`, a window whose dates skip a day
+        is the service's refusal (`GapInputError`'s message). `chunk` windows at a time (memory)."""
         inputs = np.asarray(inputs, dtype=float)
         n = self.history_days
         windows = np.lib.stride_tricks.sliding_window_view(inputs, n, axis=0).transpose(0, 2, 1)
         doubt = np.concatenate([doubtful_values(windows[i:i + chunk]) for i in range(0, len(windows), chunk)])
-        return [doubt_message(d, w, start, dates=None if dates is None else dates[start:start + n])
+        said = [doubt_message(d, w, start, dates=None if dates is None else dates[start:start + n])
                 for start, (d, w) in enumerate(zip(doubt, windows))]
+        return said if dates is None else [_gap_in(dates[start:start + n]) or text for start, text in enumerate(said)]
 
     def forecast_bars(self, timestamps: np.ndarray, ohlcv: np.ndarray, min_bars: int | None = None,
                       as_of: np.datetime64 | None = None) -> Forecasts:
