@@ -852,3 +852,43 @@ def test_at_an_mpor_of_h_days_the_coverage_tests_read_origins_h_days_apart():
     assert apart["kupiec_p"] == pytest.approx(stats.kupiec_pof(thinned, 0.01).pvalue)
     assert every["kupiec_p"] < 0.05 < apart["kupiec_p"]  # the overlap alone rejected a 1.7% rate
     assert apart["basel_windows"] == 300 - 250 + 1 and every["basel_windows"] == 1500 - 250 + 1
+
+
+# session 30's mutation audit of parameter_set
+
+def test_a_record_carries_the_policys_maintenance_fraction_and_each_sides_liquidation_threshold():
+    """maintenance_fraction 0.5 (not the default 0.75): each published record's maintenance margin is 0.5 x its
+    initial margin, and its liquidation threshold is that side's: long (m_i - m_m) / (1 - m_m), short
+    (m_i - m_m) / (1 + m_m) (a constant 0.75, or the long formula on both sides, passed every test)."""
+    market = t_market(n=700, assets=("a",))
+    policy = PolicyConfig(maintenance_fraction=0.5, buffer=0.25, max_up=0.5)
+    records = parameter_set(market, policy, calibrate(market, policy, "2021-01-01"), "m")["records"]
+    assert {r["side"] for r in records} == {"long", "short"}
+    for r in records:
+        initial, maintenance = r["initial_margin"], r["maintenance_margin"]
+        assert maintenance == pytest.approx(0.5 * initial, rel=1e-12)
+        sign = -1 if r["side"] == "long" else 1
+        threshold = (initial - maintenance) / (1 + sign * maintenance)
+        assert r["liquidation_threshold"] == pytest.approx(threshold, rel=1e-12)
+
+
+def test_an_asset_that_ended_before_every_block_gets_the_first_blocks_record_not_the_last():
+    """Asset b's forecasts stop on 2020-12-20, before the first monthly block (2021-01-01): its records come from
+    the first block (the one its path was priced with), as `scale_matrix` does for origins before every block,
+    not from the last block (index -1 when the clamp to 0 was dropped), which would publish b as in force,
+    open-ended, from 2021-11-01."""
+    market = t_market(n=700, assets=("a", "b"))
+    market = market[(market["asset"] == "a") | (market["origin"] <= utc("2020-12-20"))].reset_index(drop=True)
+    policy = PolicyConfig(buffer=0.25, max_up=0.5, max_down=0.2)
+    blocks = walk_forward_calibration(market, policy, "2021-01-01", every="MS")
+    assert blocks["valid_from"].nunique() > 1  # else first and last block are one
+    first = blocks["valid_from"].min()
+    records = {(r["asset"], r["side"]): r for r in parameter_set(market, policy, blocks, "m")["records"]}
+    for side in ("long", "short"):
+        b = records[("b", side)]
+        assert b["as_of"] == utc("2020-12-20").isoformat()
+        assert b["valid_from"] == first.isoformat()
+        row = blocks[(blocks["valid_from"] == first) & (blocks["asset"] == "b") & (blocks["side"] == side)].iloc[0]
+        assert b["valid_to"] == row["valid_to"].isoformat()
+        assert b["scale"] == pytest.approx(row["scale"], rel=1e-12)
+        assert records[("a", side)]["valid_to"] is None  # a's are the last block's

@@ -3,7 +3,9 @@ test fails on a change the suite let through)."""
 
 import pytest
 
-from volmargin.config import RunConfig, load_config
+from volmargin.config import (
+    SIMULATION_LIMITS, DataConfig, RunConfig, SimulationSection, TrainConfig, from_dict, load_config,
+)
 from volmargin.errors import ConfigError
 
 
@@ -91,3 +93,37 @@ def test_run_settings_that_failed_after_training_stop_at_load(overrides, message
 
     with pytest.raises(ConfigError, match=message):
         with_overrides(RunConfig(), overrides)
+
+
+# session 30's mutation audit of the load checks
+
+@pytest.mark.parametrize("key", ["oracle_delay", "oracle_cadence", "entry_window"])
+def test_every_simulation_limit_stops_one_past_it(key):
+    """test_config.py's C08 pins accounts and bootstrap_paths only: the other limits could be dropped (an oracle
+    cadence or entry window of days, silently; an oracle delay refused only at the simulate stage, after training)."""
+    most = SIMULATION_LIMITS[key]
+    assert getattr(from_dict(SimulationSection, {key: most}, "--set"), key) == most
+    with pytest.raises(ConfigError, match=rf"--set\.{key}: at most"):
+        from_dict(SimulationSection, {key: most + 1}, "--set")
+
+
+@pytest.mark.parametrize("levels", [[0.3, 0.975, 0.99], [0.5, 0.975, 0.99]])
+def test_a_level_at_or_below_one_half_is_refused(levels):
+    """The lower bound of (0.5, 1): a 30% 'VaR' (a gain on most days) was accepted when it was dropped."""
+    with pytest.raises(ConfigError, match=r"levels: each must lie in \(0.5, 1\)"):
+        TrainConfig(levels=tuple(levels))
+    TrainConfig(levels=(0.95, 0.975, 0.99))  # the check keeps real levels
+
+
+@pytest.mark.parametrize("iv", [{"": "iv/btc.csv.gz"}, {"*btc*": ""}])
+def test_an_empty_iv_pattern_or_file_is_refused(iv):
+    """An empty pattern matches no asset (the index silently never joined); an empty file name is the folder '.'."""
+    with pytest.raises(ConfigError, match="data.iv: expected asset-name patterns mapped to DVOL files"):
+        from_dict(DataConfig, {"iv": iv}, "data")
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_for_a_number_key_is_refused(value):
+    """`long_share: yes` (YAML's true) was read as 1.0 (every account long) once the bool guard was dropped."""
+    with pytest.raises(ConfigError, match=r"--set\.long_share: expected float, got bool"):
+        from_dict(SimulationSection, {"long_share": value}, "--set")
