@@ -36,6 +36,20 @@ def test_promotion_needs_a_strictly_better_finite_score(score, alias):
     assert client.get_model_version_by_alias("m", CHALLENGER).version == second
 
 
+def test_a_champion_is_compared_only_with_versions_scored_on_the_same_horizon_and_assets():
+    """Session 30's red team: a 5-day model's naturally lower QLIKE took the 1-day model's champion alias (and a
+    synthetic market's model a real one's): scores of another horizon or market are not compared."""
+    client = MlflowClient()
+    name = "m-compared"
+    daily = "horizon=1; assets=a,b"
+    assert promote(name, _version(client, name, 1.0), 1.0, compared=daily) == CHAMPION
+    five_days = _version(client, name, 0.5)
+    assert promote(name, five_days, 0.5, compared="horizon=5; assets=a,b") == CHALLENGER
+    better = _version(client, name, 0.9)
+    assert promote(name, better, 0.9, compared=daily) == CHAMPION
+    assert client.get_model_version(name, five_days).tags["volmargin.compared_on"] == "horizon=5; assets=a,b"
+
+
 def test_a_failing_registry_lookup_promotes_nothing(monkeypatch):
     """Only 'no champion alias' makes a new version champion; any other registry error (a server that
     times out, a permission error) must not hand the champion alias to an untested model."""
@@ -79,11 +93,12 @@ def test_a_trained_model_is_promoted_on_its_pooled_eval_qlike(tmp_path, monkeypa
 
     given = []
     promote = tracking.promote
-    monkeypatch.setattr(tracking, "promote", lambda name, version, score, *a: given.append(score) or promote(
-        name, version, score, *a))
+    monkeypatch.setattr(tracking, "promote", lambda name, version, score, *a, **k: given.append((score, k)) or promote(
+        name, version, score, *a, **k))
     result = training.run(load_config(write_config(tmp_path, trees=10)), progress=False)
     metric = MlflowClient().get_run(result.run_id).data.metrics["eval_qlike"]
-    assert given == [pytest.approx(metric)]
+    assert [score for score, _ in given] == [pytest.approx(metric)]
+    assert given[0][1]["compared"].startswith("horizon=1; assets=")  # compared on its horizon and assets only
     assert metric == pytest.approx(result.scores.query(f"asset == '{POOLED}'")["qlike"].iloc[0])
 
 

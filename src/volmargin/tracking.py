@@ -25,6 +25,7 @@ import pandas as pd
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 BUNDLE_TAG = "volmargin.bundle"  # on a registered ONNX model version: the bundle folder it is, <name>/<version>
+COMPARE_TAG = "volmargin.compared_on"  # on a registered model version: what its eval_qlike compares with
 
 
 def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = None) -> str:
@@ -256,16 +257,20 @@ def _registry_notices_dropped() -> Iterator[None]:
 NO_SUCH_ALIAS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
-def promote(name: str, version: str | int, score: float, lower_is_better: bool = True) -> str:
+def promote(name: str, version: str | int, score: float, lower_is_better: bool = True, compared: str = "") -> str:
     """Alias the new version `challenger`; make it `champion` when there is none or it scores strictly
     better (a NaN or infinite score never does; a registry error other than a missing alias is raised).
 
-    The score is read from each version's run metric `eval_qlike`. Returns the alias that ended on it.
+    The score is read from each version's run metric `eval_qlike`. `compared` (tagged on the version,
+    `COMPARE_TAG`) says what its score is comparable with, e.g. the horizon and the assets: a champion tagged
+    otherwise is not compared, the new version stays challenger (a 5-day model's lower QLIKE took a 1-day
+    model's alias, a synthetic market's a real one's). Returns the alias that ended on it.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
+    client.set_model_version_tag(name, str(version), COMPARE_TAG, compared)
     client.set_registered_model_alias(name, CHALLENGER, str(version))
     if not math.isfinite(score):  # a score that compares with nothing never takes the champion
         return CHALLENGER
@@ -276,6 +281,8 @@ def promote(name: str, version: str | int, score: float, lower_is_better: bool =
             raise
         champion = None
     if champion is not None:
+        if champion.tags.get(COMPARE_TAG, compared) != compared:  # scores of another horizon or market
+            return CHALLENGER
         best = client.get_run(champion.run_id).data.metrics.get("eval_qlike")
         if best is not None and (score >= best if lower_is_better else score <= best):
             return CHALLENGER

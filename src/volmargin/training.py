@@ -250,7 +250,8 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
     name = cfg.tracking.registered_model or f"volmargin-{cfg.model.name}"
     info = log_forecaster(model, tuple(sorted(cfg.levels)), example, registered_name=name)
     version = str(info.registered_model_version) if info.registered_model_version is not None else None
-    alias = promote(name, version, float(pooled["qlike"])) if version else None
+    compared = f"horizon={cfg.horizon}; assets={','.join(sorted(panel))}"  # QLIKEs compare within these only
+    alias = promote(name, version, float(pooled["qlike"]), compared=compared) if version else None
     return scores, version, alias
 
 
