@@ -13,6 +13,8 @@ import pandas as pd
 FORMATS = {
     "int": lambda x: f"{int(x):,}",
     "pct": lambda x: f"{round(100 * x, 2) + 0.0:.2f}%",  # + 0.0: no "-0.00%"
+    # a breach rate to 3 decimals: 1.0046% printed as 1.00% read as the 1% target it misses
+    "rate": lambda x: f"{round(100 * x, 3) + 0.0:.3f}%",
     "p": lambda x: f"{x:.3g}" if x >= 0.001 else "&lt;0.001",  # a p-value is never printed as 0
     "f2": lambda x: f"{x:.2f}",
     "f3": lambda x: f"{x:.3f}",

@@ -12,7 +12,7 @@ from volmargin.evaluation.scoring import POOLED
 from volmargin.reports.html import note, table
 
 SUMMARY = {"portfolio_class": ("class", None), "model": ("model", None), "portfolios": ("books", "int"),
-           "book_days": ("book-days", "int"), "breach_rate": ("breach rate", "pct"), "kupiec_p": ("Kupiec p (pooled)", "p"),
+           "book_days": ("book-days", "int"), "breach_rate": ("breach rate", "rate"), "kupiec_p": ("Kupiec p (pooled)", "p"),
            "kupiec_p_clustered": ("Kupiec p (clustered by date)", "p"), "design_effect": ("design effect", "f2"),
            "kupiec_p_book_median": ("Kupiec p (median book)", "p"),
            "christoffersen_p": ("Christoffersen p (median)", "p"), "avg_margin": ("margin", "pct"),

@@ -347,7 +347,7 @@ def stress_section(run: Run, ranking: Ranking) -> str:
 
 CALIBRATION = {  # column: (label, format)
     "model": ("model", None), "side": ("side", None), "days": ("asset-days", "int"), "breaches": ("breaches", "int"),
-    "breach_rate": ("breach rate", "pct"), "kupiec_p": ("Kupiec p", "p"), "basel_zone": ("Basel zone", "zone"),
+    "breach_rate": ("breach rate", "rate"), "kupiec_p": ("Kupiec p", "p"), "basel_zone": ("Basel zone", "zone"),
     "basel_green_windows": ("green windows", "int"), "basel_windows": ("windows", "int"),
     "avg_margin": ("mean margin", "pct"), "median_margin": ("median margin", "pct"),
     "mean_shortfall": ("mean shortfall", "pct"), "max_shortfall": ("max shortfall", "pct"),
@@ -422,7 +422,7 @@ def _margin_findings(run: Run, ranking: Ranking, target: float) -> list[str]:
         own = pooled.loc[(ranking.champion, side)]
         within = pooled.xs(side, level="side")
         within = within[within.index.isin(BASELINES) & (within["breach_rate"] <= target)]
-        text = (f"{side.capitalize()}: {escape(ranking.champion)} breaches {_pct(own['breach_rate'])} of days "
+        text = (f"{side.capitalize()}: {escape(ranking.champion)} breaches {fmt(own['breach_rate'], 'rate')} of days "
                 f"(target {_pct(target)}, Kupiec p {fmt(own['kupiec_p'], 'p')}) at a mean margin of "
                 f"{_pct(own['avg_margin'])}")
         if len(within):
@@ -430,7 +430,7 @@ def _margin_findings(run: Run, ranking: Ranking, target: float) -> list[str]:
             ratio = own["avg_margin"] / within.loc[cheapest, "avg_margin"] - 1
             text += (f", {abs(ratio):.1%} {'less' if ratio < 0 else 'more'} than the cheapest baseline within the "
                      f"target, <b>{escape(cheapest)}</b> ({_pct(within.loc[cheapest, 'avg_margin'])} at "
-                     f"{_pct(within.loc[cheapest, 'breach_rate'])})")
+                     f"{fmt(within.loc[cheapest, 'breach_rate'], 'rate')})")
         found.append(text + ".")
     return found
 
