@@ -444,3 +444,6 @@ def test_a_column_named_twice_in_a_users_csv_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"accounts.csv: column 'notional' appears more than once"):
         read_csv_file(path)
     assert list(read_csv_file(write(tmp_path / "ok.csv", "side,notional\nlong,1\n")).columns) == ["side", "notional"]
+    close_twice = csv_text([row + [row[4] * 2] for row in bars()], header=HEADER + ",close")
+    with pytest.raises(DataError, match=r"x.csv: column 'close' appears more than once"):  # a bar file too
+        load_bars(write(tmp_path / "x.csv", close_twice))

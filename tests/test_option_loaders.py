@@ -86,3 +86,12 @@ def test_a_negative_bid_and_a_zero_strike_are_refused(tmp_path, shared_data, col
     path.write_text("\n".join([*lines[:4], ",".join(fields), *lines[5:]]) + "\n")
     with pytest.raises(DataError, match=rf"row 4: {match}"):
         load_chain(path)
+
+
+def test_a_column_named_twice_in_any_case_is_one_line(tmp_path, shared_data):
+    """Session 30's red team: a chain with mark_iv and Mark_IV ended in an AttributeError (an internal error)."""
+    lines = _lines(shared_data)
+    header = lines[0].split(",")
+    twice = [lines[0] + "," + header[header.index("mark_iv")].upper()] + [line + ",0.5" for line in lines[1:]]
+    with pytest.raises(DataError, match=r"column 'mark_iv' appears more than once in the header"):
+        load_chain(_write(tmp_path, twice))

@@ -244,11 +244,17 @@ def read_csv_file(path: str | Path, **kwargs) -> pd.DataFrame:
     naming the file otherwise. The readers of specs, funding and accounts files share it with the bars."""
     name = str(path)
     text = _decode(_read_bytes(Path(path), name), name)
+    check_header(text, name)
+    return _read_csv(text, name, **kwargs)
+
+
+def check_header(text: str, name: str) -> None:
+    """DataError where a CSV's header names a column twice (case and spaces aside): pandas renames the second to
+    `x.1`, and a reader took the first in silence (or failed on the pair, an internal error)."""
     header = [field.strip().lower() for field in next(csv.reader(io.StringIO(text.lstrip())), [])]
     twice = sorted({field for field in header if field and header.count(field) > 1})
-    if twice:  # pandas renames the second to `x.1` and readers take the first in silence
+    if twice:
         raise DataError(f"{name}: column {twice[0]!r} appears more than once in the header; give each column once")
-    return _read_csv(text, name, **kwargs)
 
 
 def _read_csv_strict(text: str, **kwargs) -> pd.DataFrame:
@@ -304,6 +310,7 @@ FIRST_MARKET = pd.Timestamp("2009-01-03", tz="UTC")  # Bitcoin's genesis block: 
 
 
 def _parse_canonical(text: str, name: str) -> _Raw:
+    check_header(text, name)
     header = _read_csv(text, name, nrows=0).columns
     raw_ts = [c for c in header if c.strip().lower() in ("timestamp", *TIMESTAMP_ALIASES)]
     frame = _read_csv(text, name, dtype={c: str for c in raw_ts})

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from volmargin.data.loader import _expand, _read_bytes, _read_csv, _decode
+from volmargin.data.loader import _decode, _expand, _read_bytes, _read_csv, check_header
 from volmargin.errors import DataError
 from volmargin_serving.features import MIN_IV_INDEX
 from volmargin_serving.options import MAX_IV
@@ -43,7 +43,9 @@ def _fail(name: str, row: int, message: str) -> DataError:
 
 def _read(path: str | Path) -> tuple[pd.DataFrame, str]:
     name = str(path)
-    frame = _read_csv(_decode(_read_bytes(Path(path), name), name), name, dtype=str, keep_default_na=False)
+    text = _decode(_read_bytes(Path(path), name), name)
+    check_header(text, name)
+    frame = _read_csv(text, name, dtype=str, keep_default_na=False)
     if frame.empty:
         raise DataError(f"{name}: empty file (no data rows)")
     frame.columns = [str(c).strip().lower() for c in frame.columns]
