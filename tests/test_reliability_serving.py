@@ -802,6 +802,28 @@ def test_a_swap_keeps_the_last_good_margins_as_floors(served):
     assert (stale.haircut >= clean.haircut - 1e-12).all()
 
 
+def test_what_a_call_on_the_old_runtime_remembers_after_a_swap_is_kept(served):
+    """Session 30's red team: a swap copied the memory of last good margins, so a call still running on the old
+    runtime when the swap happened remembered into a memory no one read again."""
+    server = vs.Server(served.bundle, calibration=served.calibration)
+    old = server.swap(served.bundle, calibration=served.calibration)  # a call in flight holds the old runtime
+    clean = old.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)  # ... and ends after the swap
+    assert not clean.fail_safe.any()
+    low = np.full((len(ASSETS), 2), 0.02)
+    stale = server.margins(ASSETS, served.inputs, served.dates - np.timedelta64(10, "D"), as_of=served.as_of,
+                           previous=low)
+    assert stale.fail_safe.all() and (stale.initial >= clean.initial - 1e-12).all()
+
+
+def test_a_float16_row_is_refused_by_the_one_asset_state_as_by_every_path(served):
+    """Session 30's red team: `AssetState.update` took a float16 row that `StreamState` and `forecast_daily` refuse."""
+    runtime = vs.load(served.bundle)
+    n = runtime.history_days
+    state = runtime.stream(served.inputs[0, :n], served.dates[0, :n], as_of=served.dates[0, n - 1])
+    with pytest.raises(vs.InputDtypeError, match="float32 or float64, got dtype float16"):
+        state.update(np.ones(len(INPUT_COLUMNS), dtype=np.float16), served.dates[0, n], as_of=served.dates[0, n])
+
+
 def test_a_doubtful_value_in_the_oldest_row_the_model_reads_is_flagged(served, runtime):
     """R26: the doubt covers every row the model reads, the oldest included (row -history_days), and no row
     before it."""

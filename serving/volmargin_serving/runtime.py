@@ -857,8 +857,9 @@ class Server:
                 raise CalibrationError(f"swap to {folder}: this server prices margins; give the calibration set "
                                        "built from the new bundle")
             fresh = Runtime(folder, calibration=calibration, **self._options)
-            with self._runtime._memory_lock:  # the last good margins stay floors of fail-safe margins
-                fresh._last_good.update(self._runtime._last_good)
+            # the last good margins stay floors of fail-safe margins: one memory, shared, so that what a call
+            # still running on the old runtime remembers after the swap is not lost (a copy taken here was)
+            fresh._last_good, fresh._memory_lock = self._runtime._last_good, self._runtime._memory_lock
             old, self._runtime = self._runtime, fresh
         return old
 

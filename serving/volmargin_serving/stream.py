@@ -289,7 +289,7 @@ class AssetState:
     def update(self, row: np.ndarray, date, as_of=None) -> Forecasts:
         """Fold in the newly closed day `row` (len(INPUT_COLUMNS),) dated `date` and forecast from it."""
         row = np.asarray(row)
-        if row.dtype.kind != "f":
+        if not served_float(row.dtype):  # float16 too, as every other path (summed in half precision)
             raise InputDtypeError(f"row must be float32 or float64, got dtype {row.dtype}")
         if row.shape != (len(INPUT_COLUMNS),):
             raise InputShapeError(f"row must have shape ({len(INPUT_COLUMNS)},), got {row.shape}")
