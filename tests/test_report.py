@@ -568,3 +568,15 @@ def test_a_breach_rate_just_over_its_target_does_not_print_as_the_target():
     from volmargin.reports.html import fmt
 
     assert fmt(22 / 2190, "rate") == "1.005%" and fmt(0.01, "rate") == "1.000%" and fmt(-0.0, "rate") == "0.000%"
+
+
+def test_the_exceedance_plot_names_the_h_day_return_it_plots():
+    """Session 30's red team: at a horizon of 5 days the axis read 'daily log return' over 5-day returns."""
+    from volmargin.reports import figures
+
+    dates = pd.date_range("2022-01-01", periods=40, tz="UTC")
+    rows = pd.DataFrame({"model": "har", "date": dates, "horizon": 5, "realized_ret": np.linspace(-0.1, 0.1, 40),
+                         "var99_long": 0.08, "var99_short": 0.08})
+    for horizon, label in ((5, "5-day log return"), (1, "daily log return")):
+        fig = figures.exceedances({"syn_a": rows.assign(horizon=horizon)}, ["har"])
+        assert fig.axes[0].get_ylabel() == label

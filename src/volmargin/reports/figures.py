@@ -101,7 +101,8 @@ def exceedances(groups: dict[str, pd.DataFrame], models: list[str]) -> Figure:
         ax.scatter(date[short_hit], ret[short_hit], marker="^", s=16, color=COLORS[1], zorder=3,
                    label="short exceedance")
         ax.set_ylim(-limits[asset], limits[asset])
-        ax.set_ylabel("daily log return", fontsize=7)
+        horizon = int(rows["horizon"].max()) if "horizon" in rows and len(rows) else 1
+        ax.set_ylabel("daily log return" if horizon == 1 else f"{horizon}-day log return", fontsize=7)
         ax.set_title(f"{asset} · {model}: {int(long_hit.sum())} long / {int(short_hit.sum())} short "
                      f"exceedances in {len(rows):,} days", fontsize=8.5)
     _legend(fig, axes)

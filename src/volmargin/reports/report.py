@@ -284,7 +284,9 @@ def exceedance_section(run: Run, ranking: Ranking) -> str:
     models = list(dict.fromkeys([ranking.champion, ranking.best_baseline]))
     assets, how = _exceedance_assets(run, ranking.champion, MAX_EXCEEDANCE_ASSETS)
     fig = figures.exceedances(_groups(run.forecasts, assets, models), models)
-    return (note(f"Realized daily return against the 99% VaR of the champion ({ranking.champion}) and the best "
+    horizon = int(run.forecasts["horizon"].max()) if "horizon" in run.forecasts else 1
+    span = "daily" if horizon == 1 else f"{horizon}-day"
+    return (note(f"Realized {span} return against the 99% VaR of the champion ({ranking.champion}) and the best "
                  f"baseline ({ranking.best_baseline}): a long exceedance is a loss below −VaR long, a short one a "
                  f"gain above +VaR short. The y range covers every return; VaR spikes beyond it are clipped. "
                  f"{_shown(assets, run.forecasts['asset'].nunique(), how)}")
@@ -328,7 +330,7 @@ def stress_section(run: Run, ranking: Ranking) -> str:
     summary["eve"] = summary["eve"].dt.strftime("%Y-%m-%d")
     kinds = {"assets": "int", "breaches": "int", "median_margin": "pct", "worst_move": "pct", "max_shortfall": "pct",
              "out_of_sample": "check"}
-    labels = {"eve": "first eve", "median_margin": "median margin", "worst_move": "largest |move|",
+    labels = {"eve": "first eve", "median_margin": "median margin", "worst_move": "|move| on the worst day",
               "max_shortfall": "max shortfall", "out_of_sample": "out of sample"}
     order = list(dict.fromkeys([ranking.champion, ranking.best_baseline, *sorted(paths["model"].unique())]))
     models = [m for m in order if m in set(paths["model"])][: len(figures.COLORS)]
