@@ -118,9 +118,11 @@ def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation(keep_vol):
     quantity = np.array([-2.0, 1.0, -1.0, 3.0, -1.0, 2.0])
     quotes = (np.repeat(np.unique(days), 5), np.tile([35e3, 45e3, 50e3, 56e3, 80e3], 5), np.full(25, 50e3),
               rng.uniform(0.5, 1.0, 25))
-    book = vo.book_from_positions(quantity, strike, is_call, days, np.full(6, 50e3), rng.uniform(0.5, 1.0, 6),
+    marks = rng.uniform(0.5, 1.0, 6)  # off the smile: the scenarios move each mark along it (sticky moneyness)
+    book = vo.book_from_positions(quantity, strike, is_call, days, np.full(6, 50e3), marks,
                                   future_qty=0.5, future_price=50e3, smile_quotes=quotes)
     grid = vo.grid_from_forecasts(0.07, 0.09, 0.3, -0.2, base=vo.Grid(keep_vol=keep_vol))
+    today = book.smile.iv(book.group, np.log(strike / 50e3))
     loss, _ = vo.scenario_losses(book, grid, mpor_days=1.0)
     half = grid.steps // 2
     core = np.r_[np.linspace(-grid.range_down, 0, half + 1), np.linspace(0, grid.range_up, half + 1)[1:]]
@@ -133,7 +135,7 @@ def test_scenario_losses_equal_a_cell_by_cell_black76_revaluation(keep_vol):
         factor += [1 + keep_vol[0] * scaling, np.maximum(1 - keep_vol[1] * scaling, 0.1)]
     for j, (move, state) in enumerate(cells):
         forward = 50e3 * (1 + move)
-        iv = book.smile.iv(book.group, np.log(strike / forward)) * factor[state]
+        iv = marks * book.smile.iv(book.group, np.log(strike / forward)) / today * factor[state]
         value = np.where(days > 1, vo.black76(forward, strike, (days - 1) / 365, iv, is_call),
                          vo.intrinsic(forward, strike, is_call))
         expected = -(quantity @ (value - book.value) + 0.5 * 50e3 * move)
@@ -1519,3 +1521,46 @@ def test_a_leg_expiring_within_the_mpor_settles_at_intrinsic_on_the_next_spot(ch
     b = books2.books
     held = np.unique(b.book[b.days < books2.mpor_days[b.book]])
     assert len(held) > 0 and np.isfinite(books2.loss[held]).all()  # random books hold expiring legs, kept
+
+
+def _short_put(iv: float, smile_iv: float | None = None, extra: dict | None = None):
+    """A short 30-day 80k put on a 90k forward; smile quotes flat at `smile_iv` (None: the book's own marks)."""
+    legs = {"quantity": [-1.0], "strike": [80e3], "is_call": [False], "days": [30.0], "forward": [90e3], "iv": [iv]}
+    for key, value in (extra or {}).items():
+        legs[key] = legs[key] + [value]
+    quotes = None if smile_iv is None else ([30.0] * 3, [60e3, 90e3, 120e3], [90e3] * 3, [smile_iv] * 3)
+    return vso.book_from_positions(**legs, smile_quotes=quotes)
+
+
+def test_a_mark_off_the_smile_moves_along_the_smile_from_the_mark():
+    """Session 30's red team: a mark of 0.9 over smile quotes flat at 0.6 valued the put today at 0.9 and in every
+    cell at 0.6, a gain everywhere: 0.69x the margin (a mark of 5: 0.07x). The scenarios now move the mark along
+    the smile's shape, so a flat smile at any level gives the flat book's margin at the mark."""
+    for mark in (0.66, 0.9, 5.0):
+        off, flat = (vso.option_margin(_short_put(mark, smile)).initial for smile in (0.6, mark))
+        assert off == pytest.approx(flat, rel=1e-9), mark
+
+
+def test_a_leg_of_no_size_does_not_quote_the_books_own_smile():
+    """Session 30's red team: with no smile quotes, a call of quantity 0 (or 1e-9) at an IV of 1e-4 bent the smile
+    built from the book's legs and halved the short put's margin (8,111 -> 4,129)."""
+    alone = vso.option_margin(_short_put(0.6)).initial
+    for size in (0.0, 1e-9):
+        leg = {"quantity": size, "strike": 95e3, "is_call": True, "days": 30.0, "forward": 90e3, "iv": 1e-4}
+        assert vso.option_margin(_short_put(0.6, extra=leg)).initial == pytest.approx(alone, rel=1e-9), size
+
+
+def test_a_var_of_zero_and_a_stressed_move_of_the_wrong_sign_are_refused():
+    """Session 30's red team: grid_from_forecasts(0, 0, 0, 0) gave a short straddle no margin (a missing value
+    sent as 0), and stressed_grid took falls sent as sizes, or the pair swapped, dropping its floor in silence."""
+    for var in (0.0, 1e-9):
+        with pytest.raises(vso.ForecastInputError, match="var_long = .*below 1e-05 over the MPOR is no forecast"):
+            vso.grid_from_forecasts(var, 0.05, 0.1, -0.1)
+    grid = vso.grid_from_forecasts(0.03, 0.03, 0.1, -0.1)
+    for price_moves, iv_moves in (((0.2, 0.15), (-0.3, 0.4)), ((0.15, -0.2), (-0.3, 0.4)),
+                                  ((-0.2, 0.15), (0.3, 0.4))):
+        with pytest.raises(vso.ForecastInputError, match="signed log moves, fall <= 0 <= rise"):
+            vso.stressed_grid(grid, price_moves, iv_moves, 0.5)
+    stressed = vso.stressed_grid(grid, (-0.2, 0.15), (-0.3, 0.4), 0.5)
+    assert stressed.range_down == pytest.approx(0.5 * -np.expm1(-0.2))
+    assert vso.stressed_grid(grid, (np.nan, np.nan), (np.nan, np.nan), 0.5).range_down == grid.range_down

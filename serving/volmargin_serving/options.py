@@ -238,8 +238,13 @@ def prepare(books: Books) -> Books:
     sign = np.where(books.is_call, 1.0, -1.0)
     log_kf = np.log(books.strike / books.forward)
     signed_forward, signed_strike = books.quantity * sign * books.forward, books.quantity * sign * books.strike
+    smile_x = np.clip(log_kf, -_MAX_K, _MAX_K) + _OFFSET * group
+    # the scenarios' IVs move along the smile from the option's own mark (sqrt(w) x mark / smile's IV today): a mark
+    # off the smile was valued today at the mark and in every cell at the smile, a gain in every cell (session 30's
+    # red team: a short put's margin 0.69x with a mark of 0.9 over a smile of 0.6)
+    mark_ratio = books.iv * np.sqrt(smile.years[group] / np.interp(smile_x, smile.x, smile.w))
     cache = {
-        "log_kf": log_kf[:, None], "smile_x": (np.clip(log_kf, -_MAX_K, _MAX_K) + _OFFSET * group)[:, None],
+        "log_kf": log_kf[:, None], "smile_x": smile_x[:, None], "mark_ratio": mark_ratio[:, None],
         "inv_years": (1.0 / smile.years[group]), "days": np.maximum(books.days, MIN_DAYS),
         "neg_sign": -sign[:, None], "half_sign": 0.5 * sign[:, None],
         "f_over_k": (books.forward / books.strike)[:, None],
@@ -402,6 +407,7 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     # per distinct move: ln(K / F') = ln(K / F) - ln(1 + s) and the smile's IV^2 T there (sticky moneyness)
     log_growth = per_option(cells.log_growth)
     root_w = np.sqrt(np.interp(c["smile_x"] - log_growth, books.smile.x, books.smile.w))
+    root_w *= c["mark_ratio"]
     k_over_root_w = c["log_kf"] - log_growth
     k_over_root_w /= root_w
     # per cell: sd = sqrt(w) x shock; s d1, s d2 = -s k / sd +- s sd / 2
@@ -531,6 +537,9 @@ def grid_from_forecasts(var_long, var_short, iv_up, iv_down, scale=1.0, base: Gr
     for name, value in (("var_long", var_long), ("var_short", var_short)):
         if (value < 0).any():
             raise ForecastInputError(f"{name} = {value[value < 0].flat[0]:g} is negative: a VaR is the size of a loss")
+        if (value < MIN_VAR).any():  # 0 for a missing value gave a short straddle no margin at all
+            raise ForecastInputError(f"{name} = {value[value < MIN_VAR].flat[0]:g}: a VaR below {MIN_VAR:g} over the "
+                                     "MPOR is no forecast (a missing value sent as 0?)")
     # the IV moves are signed quantiles (historical_iv_quantiles' order reversed): a size sent as iv_down
     # (+0.15) read as a quantile above 0 gave no vol-down shock, a long-vega book a tenth of its margin
     for name, value, wrong in (("iv_up", iv_up, iv_up < 0), ("iv_down", iv_down, iv_down > 0)):
@@ -584,10 +593,14 @@ def stressed_grid(grid: Grid, price_moves, iv_moves, fraction: float) -> Grid:
     never falls below a fraction of the last stress, as a CCP's stressed VaR or stressed-period weight
     keeps it; NaN moves (no history yet) leave the parameter as it is."""
     (fall, rise), (iv_fall, iv_rise) = price_moves, iv_moves
-    for name, move in (("price_moves", fall), ("price_moves", rise), ("iv_moves", iv_fall), ("iv_moves", iv_rise)):
-        size = np.abs(np.asarray(move, dtype=float))  # NaN (no history yet) passes: it leaves its parameter as it is
-        if (size > MAX_LOG_MOVE).any():
+    for name, move, sign in (("price_moves", fall, -1), ("price_moves", rise, 1), ("iv_moves", iv_fall, -1),
+                             ("iv_moves", iv_rise, 1)):
+        move = np.asarray(move, dtype=float)  # NaN (no history yet) passes: it leaves its parameter as it is
+        if (np.abs(move) > MAX_LOG_MOVE).any():
             raise ForecastInputError(f"{name}: a log move of {move!r} is beyond +-{MAX_LOG_MOVE:g}")
+        if (sign * move < 0).any():  # a fall sent as a size, or the pair swapped, dropped the stressed floor
+            raise ForecastInputError(f"{name}: (largest fall, largest rise) are signed log moves, fall <= 0 <= rise; "
+                                     f"got {'a fall' if sign < 0 else 'a rise'} of {move!r}")
     floor = _grid_of_moves(-np.asarray(fall, dtype=float), rise, iv_rise, iv_fall, base=grid)
     return floored_grid(grid, floor, fraction)
 
@@ -666,6 +679,11 @@ MAX_DAYS = 3660.0
 # many expiries all under one day has its days to expiry in another unit (years: 0.082 for 30 days), which
 # settles every option within the MPOR and prices no vega.
 MIN_EXPIRIES_FOR_UNIT_CHECK = 3
+# The least VaR forecast over the MPOR `grid_from_forecasts` takes: far below any market's (a stablecoin's daily
+# 99% VaR is ~1e-4), so below it the value is missing, not small.
+MIN_VAR = 1e-5
+# A leg held at less than this share of the book's largest quantity does not quote the book's fallback smile.
+MIN_QUOTED_SHARE = 1e-6
 
 
 def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "option") -> None:
@@ -734,8 +752,9 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         i = int(np.flatnonzero(expired)[0])
         raise OptionQuoteError(f"option {i}: expired or undated (days to expiry {days[i]!r})")
     _check_days(days)
-    if smile_quotes is None:
-        smile_quotes = (days, strike, forward, iv)
+    if smile_quotes is None:  # the book's own marks, of the legs it holds: a leg of no size is no quote to trust
+        held = np.abs(quantity) > MIN_QUOTED_SHARE * np.abs(quantity).max() if np.any(quantity) else slice(None)
+        smile_quotes = (days[held], strike[held], forward[held], iv[held])
     try:
         q_days, q_strike, q_forward, q_iv = (np.atleast_1d(np.asarray(a, dtype=float)) for a in smile_quotes)
     except (TypeError, ValueError) as exc:

@@ -121,7 +121,9 @@ def method_grid(inputs: pd.DataFrame, scale: float, day_index: np.ndarray, apc: 
     A book without a price forecast gets the `static` grid's price range, one without an IV-move forecast its
     vol shocks (e.g. the first weeks of the DVOL history, before the IV forecasters have 60 changes), each
     unscaled; the APC floor is a share of the same static grid."""
-    known = inputs[["var_long", "var_short", "iv_up", "iv_down"]].fillna(0.0)  # unknown: the static grid's, below
+    # unknown: any valid stand-in, replaced by the static grid's parameters below
+    known = inputs[["var_long", "var_short", "iv_up", "iv_down"]].fillna({"var_long": 1.0, "var_short": 1.0,
+                                                                          "iv_up": 0.0, "iv_down": 0.0})
     # a forecast quantile on the wrong side of 0 (IV all but sure to rise, say) gives no shock, never a reversed one
     known = known.assign(iv_up=known["iv_up"].clip(lower=0.0), iv_down=known["iv_down"].clip(upper=0.0))
     forecast = grid_from_forecasts(known["var_long"], known["var_short"], known["iv_up"], known["iv_down"], scale,
