@@ -998,7 +998,7 @@ import volmargin_serving.options as vso  # noqa: E402
 
 def test_an_unquoted_expiry_is_refused_not_priced_on_another_smile():
     quotes = ([30.0, 30.0], [45e3, 55e3], [50e3, 50e3], [0.6, 0.7])
-    with pytest.raises(vso.OptionQuoteError, match="no quote for the expiry"):
+    with pytest.raises(vso.OptionQuoteError, match=r"option 0: smile_quotes hold no quote for its expiry \(10 days\)"):
         vso.book_from_positions([-1.0], [50e3], [True], [10.0], [50e3], [0.6], smile_quotes=quotes)
 
 

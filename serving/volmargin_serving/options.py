@@ -770,8 +770,10 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         raise OptionQuoteError(f"smile quotes: {len(expiries)} expiries all within a day ({expiries[0]:g} .. "
                                f"{expiries[-1]:g} days to expiry); days sent as years?")
     group = np.searchsorted(expiries, days)
-    if np.any(group >= len(expiries)) or np.any(expiries[np.minimum(group, len(expiries) - 1)] != days):
-        raise OptionQuoteError("smile_quotes: no quote for the expiry of some option")
+    unquoted = (group >= len(expiries)) | (expiries[np.minimum(group, len(expiries) - 1)] != days)
+    if np.any(unquoted):
+        i = int(np.flatnonzero(unquoted)[0])
+        raise OptionQuoteError(f"option {i}: smile_quotes hold no quote for its expiry ({days[i]:g} days)")
     smile = Smile.from_chain(q_group, q_strike, q_forward, q_iv, expiries / DAYS_PER_YEAR)
     spot = float(np.median(forward)) if future_price is None else float(future_price)
     notional = spot * max(float(np.abs(quantity).sum()), abs(future_qty), 1e-12)
