@@ -330,11 +330,11 @@ class AssetState:
         series = self._series(values)
         terms = [x if x == x else 0.0 for x in series] + [1.0 if x == x else 0.0 for x in series]
         sums, windows, rings = self._sums, self._windows, self._terms
-        cancelled = []
+        cancelled, n = [], len(series)
         for k, term in enumerate(terms):
             leaving = rings[(day - windows[k]) % ring][k]
             sums[k] += term - leaving
-            if abs(leaving) > CANCEL_RATIO * abs(sums[k]):
+            if k < n and abs(leaving) > CANCEL_RATIO * abs(sums[k]):  # counts (0 / 1 terms) cannot cancel
                 cancelled.append(k)
         ret = values[_RET]
         rings[day % ring] = terms
@@ -351,7 +351,6 @@ class AssetState:
             first = slot - windows[k] + 1  # exactly (fsum: the same in any order)
             window_days = rings[first:slot + 1] if first >= 0 else rings[first:] + rings[:slot + 1]
             sums[k] = math.fsum(map(itemgetter(k), window_days))
-        n = len(series)
         means = [total / count if count > 0 else math.nan for total, count in zip(sums[:n], sums[n:])]
         level = means[0] if math.isfinite(means[0]) else means[1]
         lags = self._lag + 1
