@@ -143,34 +143,15 @@ def test_calibration_data_must_go_on_180_days_after_the_training_end_in_some_ass
     check_calibration_data(bundle, {"syn_a": cut["syn_a"], "syn_b": panel["syn_b"].loc[:"2021-09-01"]})
 
 
-def test_a_bundles_floors_read_the_data_before_its_training_end(panel, tmp_path):
-    """Session 30's red team: the stressed and look-back floors read only the out-of-sample rows, so a crash in
-    the data before the training end never reached the served floor. A crash before TRAIN_END now does."""
-    policy = PolicyConfig(stressed_floor=True, lookback_floor=True, floor_min_obs=30)
-    crashed = {asset: daily.copy() for asset, daily in panel.items()}
-    days = crashed["syn_a"].index[100:110]  # ten days of 15% falls in 2021-04, long before the training end
-    crashed["syn_a"].loc[days, "ret"] = -0.15
-    crashed["syn_a"].loc[days, "rv"] = np.maximum(crashed["syn_a"].loc[days, "rv"], 0.15 ** 2)
-    start = pd.Timestamp("2022-01-01", tz="UTC")
-    floors = {}
-    for name, data in (("calm", panel), ("crashed", crashed)):
-        parameters, _, _ = calibrate_bundle(manifest_bundle(tmp_path / name), scored_table(panel), data, policy, start)
-        floors[name] = {(r["asset"], r["side"]): r["floor"] for r in parameters["records"]}
-    assert floors["crashed"][("syn_a", "long")] > 0.14  # ten 15% days hold the 99% quantile of a 250-day window
-    assert floors["crashed"][("syn_a", "long")] > 1.5 * floors["calm"][("syn_a", "long")]
-    assert floors["crashed"][("syn_b", "long")] == floors["calm"][("syn_b", "long")]  # each asset its own history
-
-
-def test_floors_from_history_equal_those_of_a_table_that_spans_it(panel):
-    """A panel of the later rows with the realised history has the floors a panel of every row has there."""
-    from volmargin.calibration.panel import build_panel, realised_history
-
-    policy = PolicyConfig(stressed_floor=True, lookback_floor=True, floor_min_obs=30)
-    every = realized_forecasts(scored_table(panel), panel, "m")
-    later = every[every["origin"] >= FIRST]
-    history = realised_history(panel, 1).query("origin >= @every.origin.min()")  # the days `every` spans
-    full, tail = build_panel(every, policy), build_panel(later, policy, history)
-    rows = full.origins >= FIRST
-    assert (tail.origins == full.origins[rows]).all() and (full.floor[rows] > 0).all()
-    np.testing.assert_allclose(tail.floor, full.floor[rows], rtol=1e-12)
-    assert not np.allclose(build_panel(later, policy).floor, tail.floor)  # without it: the rows' own only
+# session 30's second mutation audit (s30m2)
+def test_a_bundles_summary_at_a_five_day_mpor_reads_origins_five_days_apart(panel, tmp_path):
+    policy = PolicyConfig()
+    scored = scored_table(panel, horizon=5)
+    _, table, summary = calibrate_bundle(manifest_bundle(tmp_path / "b"), scored, panel, policy,
+                                         pd.Timestamp("2022-01-01", tz="UTC"))
+    forecasts = realized_forecasts(scored.query("origin >= @FIRST"), panel, "m")
+    paths = margin_paths(forecasts, policy, table)
+    pd.testing.assert_frame_equal(summary, margin_summary(paths, policy.target_breach_rate, horizon=5))
+    every_row = margin_summary(paths, policy.target_breach_rate)
+    assert not summary["kupiec_p"].equals(every_row["kupiec_p"])  # the test tells the two readings apart
+    assert (summary["breaches"] == every_row["breaches"]).all()  # counts and rates still read every row

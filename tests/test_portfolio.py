@@ -1069,3 +1069,19 @@ def test_book_days_charged_in_full_for_a_missing_volume_do_not_count_as_covered(
     fixed = pf.calibrate_books(bp, pop.classes, rows, PortfolioPolicy())
     assert fixed.policy == pf.calibrate_books(dataclasses.replace(bp, no_volume=None), pop.classes, rows,
                                               PortfolioPolicy()).policy
+
+
+# session 30's second mutation audit (s30m2)
+def test_a_zero_or_infinite_volume_is_no_volume_in_the_panel(forecasts):
+    fhs = _fhs(forecasts)
+    pop = _population()
+    days = np.arange(300, 340)
+    eth = ASSETS.index("binance_ethusdt")
+    seen = {}
+    for bad in (np.nan, 0.0, np.inf, 5e8):
+        adv = np.full((len(fhs.panel.origins), len(ASSETS)), 5e8)
+        adv[:, eth] = bad
+        seen[bad] = pf.book_panel(fhs, pop, PortfolioPolicy(concentration=0.5), adv, days).no_volume
+    assert seen[np.nan].any() and not seen[np.nan].all() and not seen[5e8].any()
+    np.testing.assert_array_equal(seen[0.0], seen[np.nan])  # a zero volume: the add-on charges it in full
+    np.testing.assert_array_equal(seen[np.inf], seen[np.nan])

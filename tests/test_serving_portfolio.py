@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import volmargin_serving.portfolio as vp
-from volmargin_serving.errors import CalibrationError
+from volmargin_serving.errors import CalibrationError, SignatureError
 from volmargin_serving.portfolio import PortfolioEngine, PortfolioPolicy, load_scenarios, write_scenarios
 
 
@@ -337,3 +337,41 @@ def test_align_refuses_an_asset_twice_or_values_that_do_not_match_the_names(asse
     with pytest.raises(vp.BadPositionError, match=re.escape(message)):
         vp.align(("a", "b"), assets, values)
     np.testing.assert_array_equal(vp.align(("a", "b", "c"), ["b", "a"], [2.0, 1.0]), [1.0, 2.0, np.nan])
+
+
+# session 30's second mutation audit (s30m2)
+def _two_hundred_scenarios() -> vp.PortfolioScenarios:
+    z = np.random.default_rng(0).standard_normal((200, 2))
+    return vp.PortfolioScenarios(("a", "b"), z, np.arange(200).astype("datetime64[D]"), None, None,
+                                 np.array([0.05, 0.05]), PortfolioPolicy())
+
+
+@pytest.mark.parametrize("array", ["z", "fallback_sigma"])
+def test_an_edited_array_of_a_signed_scenario_file_does_not_verify(tmp_path, monkeypatch, array):
+    """The header alone signed let a file with its z shrunk 1000x (margins ~0) or a lowered fallback load under
+    the service key; the signature covers every array's bytes too."""
+    signed = write_scenarios(tmp_path / "signed.npz", _two_hundred_scenarios(), key="k1")
+    with np.load(signed) as data:
+        arrays = dict(data)
+    assert array in arrays
+    arrays[array] = arrays[array] * 1e-3  # same name, dtype and shape: only the bytes differ
+    np.savez(tmp_path / "edited.npz", **arrays)
+    monkeypatch.setenv("VOLMARGIN_BUNDLE_KEY", "k1")
+    assert load_scenarios(signed).z.shape == (200, 2)
+    with pytest.raises(SignatureError, match="does not verify"):
+        load_scenarios(tmp_path / "edited.npz")
+
+
+def test_worst_k_with_k_equal_to_the_scenario_count_loads(tmp_path):
+    """worst<k> needs k <= the scenarios: k equal to their count (the mean of every scenario's loss) is a valid
+    file, one more is refused."""
+    import dataclasses
+
+    from volmargin_serving.errors import CalibrationError
+
+    good = _two_hundred_scenarios()
+    every = dataclasses.replace(good, policy=dataclasses.replace(good.policy, measure="worst200"))
+    assert load_scenarios(write_scenarios(tmp_path / "every.npz", every)).policy.measure == "worst200"
+    beyond = dataclasses.replace(good, policy=dataclasses.replace(good.policy, measure="worst201"))
+    with pytest.raises(CalibrationError, match="worst<k> needs k <= the 200 scenarios"):
+        load_scenarios(write_scenarios(tmp_path / "beyond.npz", beyond))

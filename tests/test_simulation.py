@@ -905,29 +905,3 @@ def test_read_accounts_refuses_notionals_too_small_to_rescale(tmp_path):
             read_accounts(path)
     path.write_text("side,notional,leverage\nlong,1,5\nshort,1e-6,2\n")
     assert read_accounts(path).notional.tolist() == [1, 1e-6]
-
-
-def test_the_breach_policy_reads_the_floors_history_as_the_run_does(market_bars, monkeypatch):
-    """Session 30's red team: simulate's `breach` policy floored on the forecast rows only, where `volmargin run`
-    reads every day of the bars; its margins differed from the run's by up to 28%."""
-    import volmargin.simulation.study as study
-    from volmargin.calibration.panel import realised_history
-    from volmargin.evaluation.backtest import daily_panel
-
-    seen = []
-    real = study.breach_paths
-
-    def spy(forecasts, model, policy, start, every, history=None):
-        seen.append((policy.stressed_floor, history))
-        return real(forecasts, model, policy, start, every, history)
-
-    monkeypatch.setattr(study, "breach_paths", spy)
-    forecasts = simple_forecasts(market_bars)
-    bars = {"syn_a": market_bars["syn_a"]}
-    policy = {"risk": "var99", "stressed_floor": True, "floor_min_obs": 30}
-    cfg = StudyConfig(model="rv20", validation_start="2022-01-01", settings=SMALL,
-                      target=SolvencyTarget(every="YS", maintenance_fractions=(0.6,)), breach_policy=policy)
-    study.run_study(forecasts, bars, cfg)
-    (floored, history), (plain, none) = seen
-    assert floored and not plain and none is None
-    pd.testing.assert_frame_equal(history, realised_history(daily_panel(bars), 1))

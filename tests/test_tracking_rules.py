@@ -161,3 +161,35 @@ def test_a_store_creation_stopped_midway_leaves_no_store_and_a_damaged_one_is_on
     broken.write_bytes(b"this is not a database" * 100)
     with pytest.raises(ConfigError, match=r"MLflow tracking store sqlite:///.*broken.db is damaged \(.*move the file"):
         start_experiment(f"sqlite:///{broken}", "e")
+
+
+# session 30's second mutation audit (s30m2)
+def test_an_untagged_champion_from_before_the_tag_is_still_compared():
+    """A store made before session 30 holds a champion without the tag: a strictly better new version takes the
+    alias (a worse one does not); treating the missing tag as another horizon froze the legacy champion for good."""
+    client = MlflowClient()
+    name = "m-legacy"
+    legacy = _version(client, name, 1.0)
+    client.set_registered_model_alias(name, CHAMPION, legacy)  # as an older volmargin left it: no tag
+    daily = "horizon=1; assets=a,b"
+    assert promote(name, _version(client, name, 1.1), 1.1, compared=daily) == CHALLENGER
+    better = _version(client, name, 0.9)
+    assert promote(name, better, 0.9, compared=daily) == CHAMPION
+    assert client.get_model_version_by_alias(name, CHAMPION).version == better
+
+
+def test_an_experiment_made_by_another_command_meanwhile_is_used_not_an_error(tmp_path, monkeypatch):
+    """Two first commands at once: the other one creates the experiment between this one's lookup and its create
+    (MLflow raises RESOURCE_ALREADY_EXISTS); this command gets the experiment the other made."""
+    from volmargin.tracking import start_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    real = mlflow.create_experiment
+    made = []
+
+    def raced(name, artifact_location=None):
+        made.append(real(name, artifact_location=artifact_location))  # the other command, first
+        return real(name, artifact_location=artifact_location)  # ours: already exists
+
+    monkeypatch.setattr(mlflow, "create_experiment", raced)
+    assert start_experiment(uri, "raced") == made[0]

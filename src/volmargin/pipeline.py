@@ -57,7 +57,6 @@ class Run:
     scores: pd.DataFrame | None = None
     calibration: pd.DataFrame | None = None
     margin_forecasts: pd.DataFrame | None = None  # the forecasts with realised moves over the MPOR
-    margin_history: pd.DataFrame | None = None  # every day's realised move: the APC floors' history
     record: dict = field(default_factory=dict)
 
     def save(self) -> None:
@@ -192,24 +191,20 @@ def stage_calibrate(run: Run) -> None:
                                        walk_forward_calibration)
 
     from volmargin.calibration.intraday import with_intraday_moves
-    from volmargin.calibration.panel import realised_history
 
     section = run.cfg.calibration
     policy = PolicyConfig(**section.policy)
     first = validation_start(run.cfg)
     forecasts = run.forecasts if policy.mpor_hours is None else with_intraday_moves(run.forecasts, run.bars,
                                                                                     policy.mpor_hours)
-    # an intraday MPOR's floors read the table's own moves: the history holds whole days
-    history = None if policy.mpor_hours is not None else realised_history(run.panel, run.cfg.horizon)
     if section.recalibrate:
-        run.calibration = walk_forward_calibration(forecasts, policy, first, every=section.recalibrate,
-                                                   history=history)
+        run.calibration = walk_forward_calibration(forecasts, policy, first, every=section.recalibrate)
     else:
         from volmargin.calibration import calibrate
 
-        run.calibration = calibrate(forecasts, policy, first, history=history)
-    run.margin_forecasts, run.margin_history = forecasts, history
-    paths = margin_paths(forecasts, policy, run.calibration, history)
+        run.calibration = calibrate(forecasts, policy, first)
+    run.margin_forecasts = forecasts
+    paths = margin_paths(forecasts, policy, run.calibration)
     folder = run.out / "calibration"
     write_frame(run.calibration, folder / "calibration.csv")
     write_frame(paths, folder / "margin_paths.parquet")
@@ -306,7 +301,7 @@ def stage_export(run: Run) -> None:
                               evaluated_model_train_end=meta["config"]["window"]["train_end"])
     policy = PolicyConfig(**run.cfg.calibration.policy)
     parameters = parameter_set(run.margin_forecasts, policy, run.calibration, champion, assets=sorted(run.panel),
-                               allow_infeasible=True, history=run.margin_history)
+                               allow_infeasible=True)
     bundle = write_bundle(model, run.panel, run.cfg.models_root, cfg.tracking.registered_model, provenance=record,
                           calibration=parameters)  # the set written beside it before the bundle appears
     calibration_file = calibration_beside(bundle)

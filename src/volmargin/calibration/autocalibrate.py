@@ -91,19 +91,17 @@ def _twice(panel: Panel) -> Panel:
     return dataclasses.replace(panel, columns=panel.columns.append(panel.columns), **arrays)
 
 
-def calibrate(forecasts: pd.DataFrame, policy: PolicyConfig, validation_start, calibration_start=None,
-              history: pd.DataFrame | None = None) -> pd.DataFrame:
+def calibrate(forecasts: pd.DataFrame, policy: PolicyConfig, validation_start, calibration_start=None) -> pd.DataFrame:
     """Scales per unit from the rows realised before `validation_start` (breaches counted on rows realised
     on or after `calibration_start`, if given; earlier rows still warm up the path and floors).
     One row per unit, columns CALIBRATION_COLUMNS, valid_to open (NaT). Rows with asset 'ALL' hold each
     (model, side)'s pooled scale: the calibration itself when `policy.pooled`, else the stand-in for assets
-    without calibration rows (absent before `validation_start` or without a realised row). `history`: the
-    floors' realised moves (`panel.realised_history`)."""
+    without calibration rows (absent before `validation_start` or without a realised row)."""
     start = utc(validation_start)
     seen = realised_before(forecasts, start)
     if seen.empty:
         raise ConfigError(f"validation_start: no forecast row is realised before {start.date()}")
-    panel = build_panel(seen, policy, history)
+    panel = build_panel(seen, policy)
     counted = ~np.isnan(panel.loss)
     if calibration_start is not None:
         counted &= np.asarray(panel.known >= utc(calibration_start))[:, None]
@@ -139,15 +137,13 @@ def _table(units: pd.MultiIndex, fit: _Fit, policy: PolicyConfig) -> pd.DataFram
 
 
 def walk_forward_calibration(forecasts: pd.DataFrame, policy: PolicyConfig, first_validation_start,
-                             every: str = "QS", calibration_start=None, history: pd.DataFrame | None = None,
-                             ) -> pd.DataFrame:
+                             every: str = "QS", calibration_start=None) -> pd.DataFrame:
     """Re-calibrate at `first_validation_start` and then at every `every` (pandas offset alias: 'YS', 'QS',
     'MS', ...) on all rows realised before each block start (expanding window); each block's parameters
     are valid from its start to the next block's (valid_from, valid_to)."""
     first = utc(first_validation_start)
     starts = pd.DatetimeIndex([first]).union(pd.date_range(first, forecasts["origin"].max(), freq=every))
     ends = [*starts[1:], pd.NaT]
-    tables = [calibrate(forecasts, policy, s, calibration_start, history).assign(valid_to=e)
-              for s, e in zip(starts, ends)]
+    tables = [calibrate(forecasts, policy, s, calibration_start).assign(valid_to=e) for s, e in zip(starts, ends)]
     table = pd.concat(tables, ignore_index=True)
     return table.assign(valid_to=pd.to_datetime(table["valid_to"], utc=True))

@@ -57,11 +57,9 @@ def scale_matrix(panel: Panel, calibration: pd.DataFrame) -> np.ndarray:
     return per_block[row_block]
 
 
-def margin_paths(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd.DataFrame,
-                 history: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Daily margin path per (model, asset, side), columns PATH_COLUMNS, sorted by model, asset, side, origin
-    (`history`: the floors' realised moves, `panel.realised_history`)."""
-    panel = build_panel(forecasts, policy, history)
+def margin_paths(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd.DataFrame) -> pd.DataFrame:
+    """Daily margin path per (model, asset, side), columns PATH_COLUMNS, sorted by model, asset, side, origin."""
+    panel = build_panel(forecasts, policy)
     margin = initial_margin(panel, policy, scale_matrix(panel, calibration))
     return path_frame(panel, policy, margin, calibration["valid_from"].min())
 

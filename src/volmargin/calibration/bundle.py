@@ -15,7 +15,6 @@ import pandas as pd
 from volmargin.calibration.autocalibrate import calibrate
 from volmargin.calibration.backtest import margin_paths, margin_summary
 from volmargin.calibration.intraday import with_intraday_moves
-from volmargin.calibration.panel import realised_history
 from volmargin.calibration.parameters import parameter_set
 from volmargin.calibration.policy import PolicyConfig
 from volmargin.errors import ConfigError, DataError
@@ -91,12 +90,10 @@ def calibrate_bundle(bundle: Path, scored: pd.DataFrame, panel: dict[str, pd.Dat
         raise ConfigError(f"validation start {start.date()} leaves {max((start - first).days, 0)} days to calibrate on "
                           f"after the bundle's training end {train_end}; it needs {MIN_CALIBRATION_DAYS}: give a later "
                           "--validation-start or more data")
-    # the floors read every day of the data, before the training end too (an intraday MPOR: the table's moves)
-    history = None if policy.mpor_hours is not None else realised_history(panel, int(forecasts["horizon"].iloc[0]))
-    table = calibrate(forecasts, policy, start, calibration_start=first, history=history)
+    table = calibrate(forecasts, policy, start, calibration_start=first)
     parameters = parameter_set(forecasts, policy, table, manifest["name"], assets=sorted(forecasts["asset"].unique()),
-                               allow_infeasible=True, history=history)
+                               allow_infeasible=True)
     horizon = 1 if policy.mpor_hours is not None else int(forecasts["horizon"].iloc[0])
-    summary = margin_summary(margin_paths(forecasts, policy, table, history), policy.target_breach_rate,
+    summary = margin_summary(margin_paths(forecasts, policy, table), policy.target_breach_rate,
                              horizon=horizon)
     return parameters, table, summary

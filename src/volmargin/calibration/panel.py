@@ -8,9 +8,12 @@ Causality: row t's target is realised at the end of day origin + horizon (the MP
 floors at origin t use realised rows whose origin is at most t - horizon: each rolling statistic (and its
 running maximum) is shifted by `horizon` days on the daily grid. Nothing later is read; tests corrupt it.
 
-The floors read the realised moves of `history` where given (`realised_history`: every day of the data,
-before the forecasts' first origin too): a stressed floor that only saw the forecast table forgot every
-crash before the backtest's start or the bundle's training end.
+The floors read the realised moves of the forecast rows given, and nothing before their first origin: the
+backtest's start in `volmargin run`, the day after the bundle's training end in `volmargin calibrate`. Read
+from every day of the data (session 30), the crashes of earlier years held the floors above every forecast in
+calm years; since the floor is multiplied by the calibrated scale too, the calibration shrank the scale to
+0.23 and every model's margin became one constant share of the floor (the README's quick start: every model
+breached its long side 2.47% out of sample, against 1.19% for the blend): reverted.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from volmargin_serving.margins import floor_rate, mpor_factor
 
 from volmargin.calibration.policy import PolicyConfig, apc_step, rate_from_log, speed_bounds
 from volmargin.errors import ConfigError, DataError
-from volmargin.features.realized import horizon_targets
 from volmargin.models.base import SIDES
 
 KEYS = ["model", "asset", "side"]
@@ -76,18 +78,8 @@ def _check(forecasts: pd.DataFrame, policy: PolicyConfig) -> list[str]:
     return needed
 
 
-def realised_history(panel: dict[str, pd.DataFrame], horizon: int) -> pd.DataFrame:
-    """The realised `horizon`-day move after every day of each asset's daily inputs (columns asset, origin,
-    realized_ret, realized_rv; NaN where a day of the window is missing or incomplete): the floors' history."""
-    frames = [horizon_targets(daily, horizon).rename(columns={"target_ret": "realized_ret", "target_rv": "realized_rv"})
-              .rename_axis("origin").reset_index().assign(asset=asset) for asset, daily in panel.items() if len(daily)]
-    columns = ["asset", "origin", "realized_ret", "realized_rv"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
-
-
-def build_panel(forecasts: pd.DataFrame, policy: PolicyConfig, history: pd.DataFrame | None = None) -> Panel:
-    """Wide daily panel of the policy's risk measure, realised losses and causal APC floors (read from
-    `history` too where given, see the module docstring)."""
+def build_panel(forecasts: pd.DataFrame, policy: PolicyConfig) -> Panel:
+    """Wide daily panel of the policy's risk measure, realised losses and causal APC floors."""
     needed = _check(forecasts, policy)
     horizon = int(_single("horizon", forecasts["horizon"]))
     offset = _single("date - origin", forecasts["date"] - forecasts["origin"])
@@ -97,35 +89,14 @@ def build_panel(forecasts: pd.DataFrame, policy: PolicyConfig, history: pd.DataF
     pairs = wide[needed[0]].columns
     ret, rv = wide["realized_ret"].to_numpy(), wide["realized_rv"].to_numpy()
     loss_log = np.hstack([-ret, ret])  # long loses on a fall, short on a rise
-    seen_ret, seen_rv, lead = _with_history(ret, rv, pairs.get_level_values("asset"), grid, history)
     columns = pd.MultiIndex.from_tuples([(*p, s) for s in SIDES for p in pairs], names=KEYS)
     long = columns.get_level_values("side") == "long"
     hc = wide[f"{policy.haircut_risk or policy.risk}_long"][pairs].to_numpy()
     risk = np.hstack([wide[f"{policy.risk}_{s}"][pairs].to_numpy() for s in SIDES]) * mpor_factor(
         policy.mpor_hours, horizon)
     panel = Panel(grid, columns, horizon, offset, risk, rate_from_log(loss_log, long),
-                  _floors(np.hstack([-seen_ret, seen_ret]), np.hstack([seen_rv, seen_rv]), policy, horizon)[lead:],
-                  _gaps(~np.isnan(risk)), np.hstack([hc, hc]))
+                  _floors(loss_log, np.hstack([rv, rv]), policy, horizon), _gaps(~np.isnan(risk)), np.hstack([hc, hc]))
     return _reorder(panel, columns.argsort())
-
-
-def _with_history(ret: np.ndarray, rv: np.ndarray, assets: pd.Index, grid: pd.DatetimeIndex,
-                  history: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray, int]:
-    """The realised moves of each column on a daily grid that starts at the history's first origin (`lead`
-    days before `grid`) and ends with `grid`: the table's own rows where it has them, the history's elsewhere."""
-    if history is None or history.empty:
-        return ret, rv, 0
-    history = history[history["origin"] <= grid[-1]]
-    days = pd.date_range(min(history["origin"].min(), grid[0]), grid[-1], freq="D")
-    lead = len(days) - len(grid)
-    wide = history.pivot(index="origin", columns="asset", values=["realized_ret", "realized_rv"]).reindex(days)
-
-    def column(name: str, own: np.ndarray) -> np.ndarray:
-        seen = np.array(wide[name].reindex(columns=assets), dtype=float)  # a copy: written below
-        seen[lead:] = np.where(np.isnan(own), seen[lead:], own)
-        return seen
-
-    return column("realized_ret", ret), column("realized_rv", rv), lead
 
 
 def _reorder(panel: Panel, order: np.ndarray) -> Panel:

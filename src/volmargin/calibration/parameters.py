@@ -80,15 +80,14 @@ def _json(value):
 
 
 def parameter_set(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd.DataFrame, model: str,
-                  assets: Iterable[str] | None = None, allow_infeasible: bool = False,
-                  history: pd.DataFrame | None = None) -> dict:
+                  assets: Iterable[str] | None = None, allow_infeasible: bool = False) -> dict:
     """JSON-ready parameter set of `model`: one record per asset and side at the latest origin, checked by
     `validate_parameters` (against `assets` if given). Raises ConfigError for an infeasible calibration
     unless `allow_infeasible`."""
     frame, cal = forecasts[forecasts["model"] == model], calibration[calibration["model"] == model]
     if frame.empty or cal.empty:
         raise ConfigError(f"model: no forecasts or calibration for {model!r}")
-    panel = build_panel(frame, policy, history)
+    panel = build_panel(frame, policy)
     scales = scale_matrix(panel, cal)
     margin = initial_margin(panel, policy, scales)
     paths = path_frame(panel, policy, margin, cal["valid_from"].min())

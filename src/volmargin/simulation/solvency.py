@@ -157,12 +157,11 @@ def asset_panel(forecasts: pd.DataFrame, model: str, asset: str, rule: PolicyCon
 # --- the reference policies ---------------------------------------------------------------------------
 
 def breach_paths(forecasts: pd.DataFrame, model: str, policy: PolicyConfig, first_validation_start,
-                 every: str, history: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Today's breach-rate calibration of `model` on every asset of the table and its margin paths (`history`:
-    the APC floors' realised moves, as `volmargin run` gives them, `calibration.panel.realised_history`)."""
+                 every: str) -> pd.DataFrame:
+    """Today's breach-rate calibration of `model` on every asset of the table and its margin paths."""
     rows = forecasts[forecasts["model"] == model]
-    calibration = walk_forward_calibration(rows, policy, first_validation_start, every=every, history=history)
-    return margin_paths(rows, policy, calibration, history)
+    calibration = walk_forward_calibration(rows, policy, first_validation_start, every=every)
+    return margin_paths(rows, policy, calibration)
 
 
 def breach_terms(paths: pd.DataFrame, case: AssetCase, policy: PolicyConfig, penalty: float) -> Terms:

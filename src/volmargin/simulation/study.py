@@ -98,9 +98,7 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     funding = study_rates(cfg.funding, assets) if cfg.funding else {}
     plain = dataclasses.replace(breach_policy, buffer=None, stressed_floor=False, lookback_floor=False,
                                 max_up=None, max_down=None)
-    history = _floor_history(bars, forecasts, breach_policy)
-    breach = {"breach": (breach_policy, breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate,
-                                                     history))}
+    breach = {"breach": (breach_policy, breach_paths(forecasts, cfg.model, breach_policy, start, cfg.recalibrate))}
     if plain != breach_policy:  # the same breach-rate calibration without the APC tools: same rule as `solvency`
         breach["breach_plain"] = (plain, breach_paths(forecasts, cfg.model, plain, start, cfg.recalibrate))
     for asset in assets:
@@ -133,17 +131,6 @@ def run_study(forecasts: pd.DataFrame, bars: dict[str, pd.DataFrame], cfg: Study
     _check_figures(summary)
     return StudyResult(summary, stress[STRESS_COLUMNS],
                        pd.concat(blocks, ignore_index=True), time.perf_counter() - began)
-
-
-def _floor_history(bars: dict[str, pd.DataFrame], forecasts: pd.DataFrame, policy: PolicyConfig) -> pd.DataFrame | None:
-    """The realised moves of every day of the bars, which the run's APC floors read (`volmargin run`'s
-    `realised_history`); None where the policy has no floor or an intraday MPOR (the table's own moves)."""
-    if policy.mpor_hours is not None or not (policy.stressed_floor or policy.lookback_floor):
-        return None
-    from volmargin.calibration.panel import realised_history
-    from volmargin.evaluation.backtest import daily_panel
-
-    return realised_history(daily_panel(bars), int(forecasts["horizon"].iloc[0]))
 
 
 def _check_figures(summary: pd.DataFrame) -> None:
