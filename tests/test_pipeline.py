@@ -446,8 +446,10 @@ def test_run_summary_flags_within_target_on_both_sides_and_lists_those_first_che
     rows = {"at_target": (0.010, 0.009, 0.10, 0.10),  # exactly at the target counts as within
             "one_side_over": (0.011, 0.005, 0.01, 0.01),  # cheapest, but the long side breaches too often
             "costly": (0.004, 0.004, 0.20, 0.20)}
+    per_asset = [{"model": "at_target", "asset": a, "side": "long", "breach_rate": rate, "kupiec_p": p}
+                 for a, rate, p in (("x", 0.030, 0.001), ("y", 0.012, 0.6), ("z", 0.002, 0.001))]  # x: over, rejected
     pd.DataFrame([{"model": m, "asset": POOLED, "side": side, "breach_rate": r[i], "avg_margin": r[i + 2]}
-                  for m, r in rows.items() for i, side in enumerate(("long", "short"))]
+                  for m, r in rows.items() for i, side in enumerate(("long", "short"))] + per_asset
                  ).to_csv(tmp_path / "calibration" / "margin_summary.csv", index=False)
     record = {"config": {"calibration": {"policy": {"target_breach_rate": 0.01}}}}
     (tmp_path / "run.json").write_text(json.dumps(record))
@@ -456,3 +458,4 @@ def test_run_summary_flags_within_target_on_both_sides_and_lists_those_first_che
     lines = [line.split() for line in text.splitlines() if line.split() and line.split()[0] in rows]
     assert [(line[0], line[-1]) for line in lines] == [("at_target", "True"), ("costly", "True"),
                                                        ("one_side_over", "False")]
+    assert lines[0][-4:-1] == ["1", "of", "3"]  # a pooled rate within the target beside one asset far over it
