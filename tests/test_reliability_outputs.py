@@ -486,6 +486,30 @@ def test_a_lock_held_by_another_process_excludes_this_one(tmp_path):
         pass
 
 
+def test_an_export_waits_its_turn_for_the_models_folder(tmp_path):
+    """Session 30's red team: two runs sharing a models folder could fail at the export, after all their work,
+    because the other held its lock; an export now waits (`export.EXPORT_WAIT`), another output does not."""
+    from volmargin.export import EXPORT_WAIT
+
+    out = tmp_path / "models" / "gbm"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, volmargin.io as v\n"
+        f"with v.output_lock({str(out)!r}):\n"
+        "    print('held', flush=True); time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match="being written by"):
+            with vio.output_lock(out, wait=0.2):
+                pass
+        with vio.output_lock(out, wait=30):  # granted once the holder is done
+            assert holder.poll() is not None or holder.wait(timeout=5) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert EXPORT_WAIT >= 60
+
+
 def test_a_swap_killed_between_its_two_renames_is_undone_by_the_next_writer(tmp_path):
     out = tmp_path / "out"
     with vio.staged_folder(out) as staging:

@@ -53,6 +53,7 @@ INPUT, OUTPUT = "features", "raw"
 PARITY_TOLERANCE = 1e-5
 GOLDEN_ASSETS = 4
 FAST_FILE = "fast.onnx"
+EXPORT_WAIT = 600.0  # seconds an export waits for another export of the same name to finish
 
 
 class ExportError(VolmarginError):
@@ -437,7 +438,9 @@ def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create {folder}: {exc.strerror or exc}") from None
-    with output_lock(folder):  # two exports of one name cannot take the same version
+    # two exports of one name cannot take the same version; the second waits its turn (two runs sharing a
+    # models folder failed at the export after all their work), up to EXPORT_WAIT seconds
+    with output_lock(folder, wait=EXPORT_WAIT):
         for stale in folder.glob(".*.staging"):  # left by an export that was killed
             shutil.rmtree(stale, ignore_errors=True)
         version = str(version or next_version(folder))

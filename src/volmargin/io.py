@@ -28,6 +28,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -223,9 +224,9 @@ def preflight(target: str | Path, folder: bool = False, suffixes: tuple[str, ...
 
 
 @contextmanager
-def output_lock(target: str | Path) -> Iterator[None]:
+def output_lock(target: str | Path, wait: float = 0.0) -> Iterator[None]:
     """Hold an exclusive lock on `target` (a file or folder, existing or not) for the block; OutputError
-    at once if another process holds it."""
+    if another process holds it for more than `wait` seconds (0: at once)."""
     target = Path(target)
     lock = target.parent / f".{target.name}.lock"
     try:
@@ -240,13 +241,19 @@ def output_lock(target: str | Path) -> Iterator[None]:
         raise OutputError(f"cannot write {target}: its lock file {lock} is not a regular file")
     handle = os.fdopen(descriptor, "r+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise OutputError(f"{target} is being written by {holder}; wait for it to finish or choose "
-                              "another output") from None
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise OutputError(f"{target} is being written by {holder}; wait for it to finish or choose "
+                                  "another output") from None
         try:
             handle.seek(0)
             handle.truncate()
