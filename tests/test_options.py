@@ -1564,3 +1564,19 @@ def test_a_var_of_zero_and_a_stressed_move_of_the_wrong_sign_are_refused():
     stressed = vso.stressed_grid(grid, (-0.2, 0.15), (-0.3, 0.4), 0.5)
     assert stressed.range_down == pytest.approx(0.5 * -np.expm1(-0.2))
     assert vso.stressed_grid(grid, (np.nan, np.nan), (np.nan, np.nan), 0.5).range_down == grid.range_down
+
+
+def test_sizes_and_prices_beyond_any_market_are_refused_not_priced_nan():
+    """Session 30's red team: a future of 1e308 contracts priced a NaN margin, a forward of 1e308 an infinite one,
+    and a smile quote e^31 off its forward bled into the next expiry's smile."""
+    args = dict(quantity=[-1.0], strike=[80e3], is_call=[False], days=[7.0], forward=[90e3], iv=[0.6])
+    for change, match in ((dict(future_qty=1e308), "future_qty 1e\\+308 must be finite, at most 1e\\+09"),
+                          (dict(forward=[1e308]), "option 0: forward is 1e\\+308, above 1e\\+12"),
+                          (dict(quantity=[-1e12]), "option 0: quantity is 1000000000000.0, above 1e\\+09"),
+                          (dict(strike=[1e-8]), "option 0: strike 1e-08 is e\\^24 times off the forward")):
+        with pytest.raises(vso.OptionQuoteError, match=match):
+            vso.book_from_positions(**{**args, **change})
+    quotes = ([7.0, 7.0], [80e3, 1e-10], [90e3, 90e3], [0.6, 0.6])
+    with pytest.raises(vso.OptionQuoteError, match="smile quote 1: strike 1e-10 is e\\^24 times off"):
+        vso.book_from_positions(**args, smile_quotes=quotes)
+    assert np.isfinite(vso.option_margin(vso.book_from_positions(**args, future_qty=1e6)).initial)

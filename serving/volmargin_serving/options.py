@@ -684,6 +684,9 @@ MIN_EXPIRIES_FOR_UNIT_CHECK = 3
 MIN_VAR = 1e-5
 # A leg held at less than this share of the book's largest quantity does not quote the book's fallback smile.
 MIN_QUOTED_SHARE = 1e-6
+# The largest price (strike, forward, future price, USD) and size (contracts, futures) a book may give: a forward
+# of 1e308 priced an infinite margin, a future of 1e308 contracts a NaN one (session 30's red team).
+MAX_PRICE, MAX_SIZE = 1e12, 1e9
 
 
 def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "option") -> None:
@@ -692,6 +695,21 @@ def _check(name: str, values: np.ndarray, positive: bool = True, what: str = "op
         i = int(np.flatnonzero(bad)[0])
         expected = "a positive finite number" if positive else "a finite number"
         raise OptionQuoteError(f"{what} {i}: {name} is {float(values[i])!r}, expected {expected}")
+
+
+def _check_at_most(name: str, values: np.ndarray, most: float, what: str = "option") -> None:
+    if np.any(values > most):
+        i = int(np.flatnonzero(values > most)[0])
+        raise OptionQuoteError(f"{what} {i}: {name} is {float(values[i])!r}, above {most:g}")
+
+
+def _check_moneyness(strike: np.ndarray, forward: np.ndarray, what: str = "option") -> None:
+    """|ln(K / F)| within the smile's reach (`_MAX_K`): beyond it a quote was read on another expiry's smile."""
+    far = np.abs(np.log(strike / forward)) > _MAX_K
+    if np.any(far):
+        i = int(np.flatnonzero(far)[0])
+        raise OptionQuoteError(f"{what} {i}: strike {float(strike[i])!r} is e^{_MAX_K:g} times off the forward "
+                               f"{float(forward[i])!r} or more")
 
 
 def _check_iv(iv: np.ndarray, what: str = "option") -> None:
@@ -741,11 +759,15 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
     if len({len(a) for a in (*arrays, is_call)}) != 1 or any(a.ndim != 1 for a in arrays) or not len(is_call):
         raise OptionQuoteError("positions: quantity, strike, is_call, days, forward and iv must be 1-D arrays of one "
                                "length, at least one option")
-    if not np.isfinite(future_qty) or not (future_price is None or np.isfinite(future_price) and future_price > 0):
-        raise OptionQuoteError(f"future_qty {future_qty!r} must be finite and future_price {future_price!r} positive")
+    if not (abs(future_qty) <= MAX_SIZE) or not (future_price is None or 0 < future_price <= MAX_PRICE):
+        raise OptionQuoteError(f"future_qty {future_qty!r} must be finite, at most {MAX_SIZE:g} contracts, and "
+                               f"future_price {future_price!r} positive, at most {MAX_PRICE:g}")
     _check("quantity", quantity, positive=False)
+    _check_at_most("quantity", np.abs(quantity), MAX_SIZE)
     for name, values in (("strike", strike), ("forward", forward)):
         _check(name, values)
+        _check_at_most(name, values, MAX_PRICE)
+    _check_moneyness(strike, forward)
     _check_iv(iv)
     expired = ~(days > 0)
     if np.any(expired):
@@ -763,6 +785,7 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         raise OptionQuoteError("smile_quotes: days, strike, forward and iv must be 1-D arrays of one length")
     for name, values in (("days", q_days), ("strike", q_strike), ("forward", q_forward)):
         _check(name, values, what="smile quote")
+    _check_moneyness(q_strike, q_forward, what="smile quote")
     _check_days(q_days, what="smile quote")
     _check_iv(q_iv, what="smile quote")
     expiries, q_group = np.unique(q_days, return_inverse=True)
