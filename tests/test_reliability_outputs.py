@@ -467,15 +467,21 @@ def test_temporary_files_of_another_users_live_process_are_kept(tmp_path, monkey
 # ------------------------------------------------------------------ io: locks and folder swaps
 
 
-def test_a_lock_held_by_another_process_excludes_this_one(tmp_path):
-    out = tmp_path / "out.csv"
+def _lock_holder(target, seconds: float) -> subprocess.Popen:
+    """Another process holding `target`'s output lock for `seconds`, once it has printed 'held'."""
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time, volmargin.io as v\n"
-        f"with v.output_lock({str(out)!r}):\n"
-        "    print('held', flush=True); time.sleep(30)\n")], stdout=subprocess.PIPE, text=True,
+        f"with v.output_lock({str(target)!r}):\n"
+        f"    print('held', flush=True); time.sleep({seconds})\n")], stdout=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_lock_held_by_another_process_excludes_this_one(tmp_path):
+    out = tmp_path / "out.csv"
+    holder = _lock_holder(out, 30)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OutputError, match=f"being written by volmargin process {holder.pid}"):
             with vio.output_lock(out):
                 pass
@@ -492,13 +498,8 @@ def test_an_export_waits_its_turn_for_the_models_folder(tmp_path):
     from volmargin.export import EXPORT_WAIT
 
     out = tmp_path / "models" / "gbm"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time, volmargin.io as v\n"
-        f"with v.output_lock({str(out)!r}):\n"
-        "    print('held', flush=True); time.sleep(1.5)\n")], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    holder = _lock_holder(out, 1.5)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(OutputError, match="being written by"):
             with vio.output_lock(out, wait=0.2):
                 pass
