@@ -206,6 +206,24 @@ def test_positions_and_forecasts_that_are_not_numbers_are_typed_errors(call):
 
 # --- session 30's red team: fixes
 
+@pytest.mark.parametrize("volume", [np.nan, 0.0, np.inf])
+def test_a_held_asset_without_a_usable_volume_is_charged_in_full_and_flagged(volume):
+    """Under a concentration add-on a position in an asset whose traded volume is NaN, 0 or infinite is
+    charged its whole notional; it was not flagged (session 30's note): it is now, in both paths, and only
+    the books that hold it; without the add-on a missing volume changes nothing and flags nothing."""
+    engine = PortfolioEngine(_scenarios(PortfolioPolicy(concentration=0.5)), np.array([1e-4, 1e-4]),
+                             adv=np.array([volume, 1e9]))
+    one = engine.margin(names=["a", "b"], notionals=[1e6, -5e5])
+    assert one.initial >= 1e6 and one.flagged == ("a",) and one.book_flagged is True
+    assert engine.margin(names=["b"], notionals=[1e6]).flagged == ()
+    batch = engine.margin_batch(np.array([[1e6, -5e5], [0.0, 1e6]]))
+    assert batch.flagged == ("a",)
+    np.testing.assert_array_equal(batch.book_flagged, [True, False])
+    plain = PortfolioEngine(_scenarios(), np.array([1e-4, 1e-4]), adv=np.array([volume, 1e9]))
+    assert plain.margin(names=["a"], notionals=[1e6]).flagged == ()
+    assert not plain.margin_batch(np.array([[1e6, 0.0]])).book_flagged.any()
+
+
 def test_a_concentration_policy_without_volumes_is_a_typed_error_not_a_dropped_addon():
     """A file calibrated with the add-on (concentration 0.5) served with adv=None priced without it, in silence
     (lower than with any volume, even an unlimited one); the library's job refuses the same. NaN volumes are

@@ -389,7 +389,8 @@ def _scenario_problem(s: PortfolioScenarios) -> str | None:
 class PortfolioMargin:
     """Margins of books (scalars for one book, (n_books,) arrays for a batch), in currency: initial,
     maintenance, the isolated sum (each position margined alone), gross notional; `flagged` names the
-    assets held whose forecast was unusable (priced conservatively), in a batch those any book holds;
+    assets held whose forecast or, under a concentration add-on, traded volume was unusable (priced
+    conservatively: the volume's absence charges the position in full), in a batch those any book holds;
     `book_flagged` says which books hold one (a bool for one book, (n_books,) for a batch)."""
 
     initial: np.ndarray
@@ -477,6 +478,9 @@ class PortfolioEngine:
         self.any_unusable, self.any_full = bool(self.unusable.any()), bool(self.full.any())
         self._es_twin = self._twin_for_var(variance)
         self.coef = addon_coefficients(self.sigma, self.adv, policy.concentration)
+        # held there, a position is charged in full for want of a volume: flagged, as a missing forecast is
+        self.no_volume = (np.zeros(len(scenarios.assets), dtype=bool) if self.coef is None
+                          else ~(np.isfinite(self.adv) & (self.adv > 0)))
         # the one-book kernel's tables: unit risks as [long, short] pairs, the measure of a P&L vector
         self._unit_flat = self.unit.ravel()
         self._joint = pnl_measure(policy.measure, self.simple_t.shape[1], self.weights)
@@ -540,10 +544,10 @@ class PortfolioEngine:
             columns, inverse = np.unique(columns, return_inverse=True)
             notional = np.bincount(inverse, weights=notional, minlength=len(columns))
         im, isolated = self._price_one(notional, columns)
-        flagged = ()
+        held = notional != 0
+        flagged = tuple(self.scenarios.assets[i] for i in columns[held & (self.unusable | self.no_volume)[columns]])
         if self.any_unusable:
-            bad = (notional != 0) & self.unusable[columns]
-            flagged = tuple(self.scenarios.assets[i] for i in columns[bad])
+            bad = held & self.unusable[columns]
             if bad.any():
                 im_clean, iso_clean = self._price_one(np.where(bad, 0.0, notional), columns)
                 im = max(im, im_clean + isolated - iso_clean)  # see `_flagged_bound`
@@ -573,11 +577,12 @@ class PortfolioEngine:
                                            isolated[rows])
             if self._es_twin is not None:
                 im[rows] = np.maximum(im[rows], self._es_twin.margin_batch(notional[rows]).initial)
-        flagged = tuple(self.scenarios.assets[i] for i in columns[held_unusable.any(0)])
+        held_flagged = held_unusable | ((notional[:, columns] != 0) & self.no_volume[columns])
+        flagged = tuple(self.scenarios.assets[i] for i in columns[held_flagged.any(0)])
         gross = np.abs(notional).sum(1)
         im = self._apc(im, gross, previous, len(notional))
         return PortfolioMargin(im, self.policy.maintenance_fraction * im, isolated, gross, flagged,
-                               held_unusable.any(1))
+                               held_flagged.any(1))
 
     def _apc(self, im: np.ndarray, gross: np.ndarray, previous, n: int) -> np.ndarray:
         """IM after the policy's APC tools on the margin rate, from `previous`, the books' rates in force (NaN:
