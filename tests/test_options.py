@@ -15,6 +15,7 @@ import pandas as pd
 from volmargin.data.options import CHAIN_COLUMNS, load_chain, load_dvol
 from volmargin.errors import ConfigError, DataError
 from volmargin.risk import options as vo
+from volmargin_serving import options as vso
 from volmargin_serving.errors import InputError
 
 CHAIN_2022_01 = "options/deribit_btc_options_eod_202201.csv.gz"
@@ -1580,3 +1581,58 @@ def test_sizes_and_prices_beyond_any_market_are_refused_not_priced_nan():
     with pytest.raises(vso.OptionQuoteError, match="smile quote 1: strike 1e-10 is e\\^24 times off"):
         vso.book_from_positions(**args, smile_quotes=quotes)
     assert np.isfinite(vso.option_margin(vso.book_from_positions(**args, future_qty=1e6)).initial)
+
+
+# --- session 31's red team: the MPOR, a dust leg's mark, a closed leg
+
+def _short_strangle(**extra):
+    return vo.book_from_positions(quantity=[-1, -1], strike=[46_000, 34_000], is_call=[True, False], days=[30, 30],
+                                  forward=[40_000, 40_000], iv=[0.60, 0.68], **extra)
+
+
+@pytest.mark.parametrize("grid", [vo.DERIBIT_BTC, vo.grid_from_forecasts(0.08, 0.07, 0.25, -0.15, 1.2)])
+def test_a_longer_mpor_never_lowers_a_margin_on_the_same_grid(grid):
+    """Priced 10 days ahead on a 1-day grid a short strangle's margin was 0.72x its 1-day one: the options' decay
+    counted, the moves stayed a day's. Beyond MPOR_SLACK x the grid's MPOR the moves widen by the square root of
+    time; within it (the chains' snapshot drift) the grid is as given. The library's batch prices the same."""
+    book = _short_strangle()
+    margins = [vo.option_margin(book, grid, mpor_days=m).initial for m in (1.0, 2.0, 3.0, 5.0, 10.0)]
+    assert margins == sorted(margins) and margins[-1] > 1.5 * margins[0]
+    assert vso.grid_for_mpor(grid, 1.4) is grid
+    wide = vso.grid_for_mpor(grid, 4.0)
+    assert np.allclose([wide.range_down, wide.vol_up], [2 * np.asarray(grid.range_down), 2 * np.asarray(grid.vol_up)])
+    assert vo.option_margin(book, dataclasses.replace(grid, mpor_days=5.0), mpor_days=5.0).initial < margins[3]
+    assert vo.initial_margin(book, grid, 5.0)[0] == pytest.approx(margins[3], rel=1e-12)
+    with pytest.raises(vso.ForecastInputError, match="grid mpor_days"):
+        vo.option_margin(book, dataclasses.replace(grid, mpor_days=0.0))
+
+
+@pytest.mark.parametrize("dust_iv", [0.55, 0.2, 3.0])
+def test_a_dust_legs_mark_never_lowers_a_book_priced_on_its_own_smile(dust_iv):
+    """Without smile quotes the smile is the book's own marks: a 0.01-contract short call beside 100 short puts bent
+    it and cut the book's margin 15% at its real mark, 49% at one off the market. Such a book is margined at least as
+    with every leg at its own mark; with the chain's quotes the smile is the market's and no bound applies."""
+    puts = dict(quantity=[-100], strike=[35_000.0], is_call=[False], days=[18.0], forward=[42_000.0], iv=[0.9])
+    alone = vo.option_margin(vo.book_from_positions(**puts)).initial
+    dust = {k: v + [x] for (k, v), x in zip(puts.items(), (-0.01, 42_000.0, True, 18.0, 42_000.0, dust_iv))}
+    book = vo.book_from_positions(**dust)
+    assert book.own_smile and vo.option_margin(book).initial >= alone - 0.01 * 42_000 * 0.2
+    # the bound is the book with every leg at its own mark, kept across re-margining
+    assert vo.option_margin(book).initial == vo.option_margin(book).initial
+    quotes = ([18.0, 18.0, 18.0], [35_000.0, 42_000.0, 50_000.0], [42_000.0] * 3, [0.9, 0.7, 0.6])
+    chain = vo.book_from_positions(**dust, smile_quotes=quotes)
+    assert not chain.own_smile
+    loss, weight = vo.scenario_losses(chain, vo.DERIBIT_BTC)
+    assert vo.option_margin(chain).initial == pytest.approx(max((loss * weight).max(), 0.0), rel=1e-12)
+
+
+def test_a_closed_leg_in_an_expiry_without_quotes_is_no_reason_to_refuse_the_book():
+    """A leg of quantity 0 on an expiry the smile quotes (here the book's own) no longer hold refused the whole
+    book; it adds nothing, so it is dropped before that check, and an open leg there is still refused by its index."""
+    alone = vo.book_from_positions([-1], [36_000], [False], [30], [40_000], [0.65])
+    closed = vo.book_from_positions([-1, 0], [36_000, 52_000], [False, True], [30, 90], [40_000, 40_000], [0.65, 0.6])
+    assert vo.option_margin(closed).initial == vo.option_margin(alone).initial > 0
+    quotes = ([30.0], [36_000.0], [40_000.0], [0.65])
+    with pytest.raises(vo.OptionQuoteError, match=r"^option 2: smile_quotes hold no quote for its expiry \(90 days\)"):
+        vo.book_from_positions([-1, 0, 1], [36_000, 52_000, 52_000], [False, True, True], [30, 90, 90],
+                               [40_000] * 3, [0.65, 0.6, 0.6], smile_quotes=quotes)

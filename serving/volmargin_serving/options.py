@@ -221,6 +221,7 @@ class Books:
     future_price: np.ndarray
     notional: np.ndarray
     value: np.ndarray = field(default=None)  # (M,) USD value per option now, filled by `prepare`
+    own_smile: bool = False  # the smile is of the book's own marks (no smile quotes): see `option_margin`
     cache: dict = field(default=None, repr=False, compare=False)  # per-option arrays (`prepare`), shocks per grid
 
     @property
@@ -281,7 +282,8 @@ class Grid:
     A book's margin is not monotone in the vol shocks (a calendar long vol at one tenor and short at
     another can lose more at a smaller shock), so a forecast grid whose shocks differ from static's can
     miss static's binding cell; keeping static's shocks as extra states, on a lattice whose range is at
-    least static's, makes its cells a superset of static's: its margin is never below static's."""
+    least static's, makes its cells a superset of static's: its margin is never below static's.
+    `mpor_days` is the MPOR the moves cover: priced at a longer one, they widen (`grid_for_mpor`)."""
 
     range_down: np.ndarray | float = 0.16
     range_up: np.ndarray | float = 0.16
@@ -295,6 +297,7 @@ class Grid:
     maintenance: float = 0.8
     spacing: float | None = None  # lattice spacing of the core price moves; None: `steps` even steps
     keep_vol: tuple[float, float] | None = None  # (vol_up, vol_down) kept as extra vol states; None: none
+    mpor_days: float = 1.0  # the MPOR its moves cover (see `grid_for_mpor`)
 
 
 DERIBIT_BTC = Grid()  # Deribit's published BTC parameters
@@ -308,6 +311,22 @@ def scale_grid(grid: Grid, scale) -> Grid:
     """The grid with its price ranges and vol shocks multiplied by `scale` (scalar or (B,))."""
     scale = np.asarray(scale, dtype=float)
     return dataclasses.replace(grid, **{name: getattr(grid, name) * scale for name in GRID_PARAMETERS})
+
+
+# Snapshot times drift by hours (the real chains' pairs lie 0.96 to 1.04 days apart), so an MPOR within this factor
+# of the grid's is the grid's (the backtest pairs no snapshots further apart than this either)
+MPOR_SLACK = 1.5
+
+
+def grid_for_mpor(grid: Grid, mpor_days) -> Grid:
+    """`grid` for books valued `mpor_days` (scalar or (B,)) ahead: where that is more than `MPOR_SLACK` x the
+    MPOR its moves cover, its price ranges and vol shocks times sqrt(mpor_days / grid.mpor_days), the square root
+    of time; never narrowed. Without it a 10-day MPOR on a 1-day grid priced a short strangle at 0.72x its
+    1-day margin: the options' decay over 10 days counted, the moves stayed a day's (session 31's red team)."""
+    ratio = np.asarray(mpor_days, dtype=float) / _positive("grid mpor_days", grid.mpor_days)
+    if not (ratio > MPOR_SLACK).any():
+        return grid
+    return scale_grid(grid, np.where(ratio > MPOR_SLACK, np.sqrt(ratio), 1.0))
 
 
 class Cells(NamedTuple):
@@ -401,6 +420,7 @@ def scenario_losses(books: Books, grid: Grid, mpor_days: float = 1.0) -> tuple[n
     books = books if books.cache is not None else prepare(books)
     b, c = books.count, books.cache
     mpor_days = _checked_mpor(mpor_days, b)
+    grid = grid_for_mpor(grid, mpor_days)
     cells = _cells(grid, b)
     one = b == 1
     per_option = (lambda a: a) if one else (lambda a: a[books.book])  # noqa: E731
@@ -569,7 +589,7 @@ def _grid_of_moves(fall, rise, iv_up, iv_down, scale=1.0, base: Grid = DERIBIT_B
                 vol_up=scale * np.expm1(np.maximum(iv_up, 0.0)), vol_down=scale * -np.expm1(np.minimum(iv_down, 0.0)),
                 power_short=base.power_short, power_long=base.power_long, steps=base.steps,
                 extended=base.extended, contingency=base.contingency, maintenance=base.maintenance,
-                spacing=base.spacing, keep_vol=base.keep_vol)
+                spacing=base.spacing, keep_vol=base.keep_vol, mpor_days=base.mpor_days)
 
 
 def _checked_move(name: str, value) -> np.ndarray:
@@ -774,7 +794,12 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         i = int(np.flatnonzero(expired)[0])
         raise OptionQuoteError(f"option {i}: expired or undated (days to expiry {days[i]!r})")
     _check_days(days)
-    if smile_quotes is None:  # the book's own marks, of the legs it holds: a leg of no size is no quote to trust
+    leg = np.arange(len(quantity))
+    if np.any(quantity) and not np.all(quantity):  # a closed leg adds nothing, and needs no quote of its expiry
+        leg = np.flatnonzero(quantity)
+        quantity, strike, is_call, days, forward, iv = (a[leg] for a in (quantity, strike, is_call, days, forward, iv))
+    own_smile = smile_quotes is None
+    if own_smile:  # the book's own marks, of the legs it holds: a leg of no size is no quote to trust
         held = np.abs(quantity) > MIN_QUOTED_SHARE * np.abs(quantity).max() if np.any(quantity) else slice(None)
         smile_quotes = (days[held], strike[held], forward[held], iv[held])
     try:
@@ -796,17 +821,40 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
     unquoted = (group >= len(expiries)) | (expiries[np.minimum(group, len(expiries) - 1)] != days)
     if np.any(unquoted):
         i = int(np.flatnonzero(unquoted)[0])
-        raise OptionQuoteError(f"option {i}: smile_quotes hold no quote for its expiry ({days[i]:g} days)")
+        raise OptionQuoteError(f"option {leg[i]}: smile_quotes hold no quote for its expiry ({days[i]:g} days)")
     smile = Smile.from_chain(q_group, q_strike, q_forward, q_iv, expiries / DAYS_PER_YEAR)
     spot = float(np.median(forward)) if future_price is None else float(future_price)
     notional = spot * max(float(np.abs(quantity).sum()), abs(future_qty), 1e-12)
     books = Books(np.zeros(len(strike), dtype=np.int64), quantity, strike, is_call, days, forward, iv, group,
-                  smile, np.array([float(future_qty)]), np.array([spot]), np.array([notional]))
+                  smile, np.array([float(future_qty)]), np.array([spot]), np.array([notional]), own_smile=own_smile)
     return prepare(books)
 
 
+def _own_marks(books: Books) -> Books:
+    """The book with every option on a smile of its own mark alone (each leg sticky at its mark), for the bound
+    of `option_margin` on a book without smile quotes."""
+    legs = np.arange(len(books.strike))
+    smile = Smile.from_chain(legs, books.strike, books.forward, books.iv, books.days / DAYS_PER_YEAR)
+    return prepare(dataclasses.replace(books, group=legs, smile=smile, own_smile=False, value=None, cache=None))
+
+
 def option_margin(books: Books, grid: Grid = DERIBIT_BTC, mpor_days: float = 1.0) -> OptionMargin:
-    """The margin of one prepared book (see `book_from_positions`) on `grid`."""
+    """The margin of one prepared book (see `book_from_positions`) on `grid`. A book built without smile quotes
+    takes its smile from its own marks, and a leg's mark bends the smile that moves the other legs' IVs: there
+    its margin is at least that with every leg at its own mark (a short put's margin fell 15% with a 0.01-contract
+    call beside it, 49% with that call's mark off the market; session 31's red team)."""
+    margin = _margin_on(books, grid, mpor_days)
+    if books.own_smile:
+        twin = books.cache.get("own_marks") if books.cache is not None else None
+        if twin is None:
+            twin = _own_marks(books)
+            if books.cache is not None:
+                books.cache["own_marks"] = twin
+        margin = max(margin, _margin_on(twin, grid, mpor_days), key=lambda m: m.initial)
+    return margin
+
+
+def _margin_on(books: Books, grid: Grid, mpor_days) -> OptionMargin:
     loss, weight = scenario_losses(books, grid, mpor_days)
     weighted = (loss * weight)[0]
     worst = int(np.argmax(weighted))
