@@ -100,7 +100,11 @@ def _group(hits: np.ndarray, tested: np.ndarray, excess: np.ndarray, margin: np.
            "max_shortfall": excess.max() if len(excess) else 0.0,
            "peak_to_trough": margin.max() / margin.min(),
            "max_increase_1d": _rises(margin, origins, 1), "max_increase_5d": _rises(margin, origins, 5)}
-    if len(tested):
+    if len(tested) and p == 0:  # a zero-breach target: any breach rejects it with certainty, and is red
+        zones = np.lib.stride_tricks.sliding_window_view(tested, window).any(1) if len(tested) >= window else []
+        out.update(kupiec_p=float(not tested.any()), basel_zone="red" if tested.any() else "green",
+                   basel_green_windows=int(np.size(zones) - np.sum(zones)), basel_windows=int(np.size(zones)))
+    elif len(tested):
         zones = stats.basel_zones(tested, window, p)
         worst = int(zones["exceptions"].max()) if len(zones) else int(tested.sum())  # zones rise with the count
         out.update(kupiec_p=stats.kupiec_pof(tested, p).pvalue, basel_zone=stats.basel_zone(worst, window, p),
@@ -115,7 +119,9 @@ def margin_summary(paths: pd.DataFrame, target_breach_rate: float = 0.01, window
     rates read every row; at an MPOR of `horizon` > 1 days the Kupiec p-value and Basel zones read origins
     `horizon` days apart, as the forecast scores' do (overlapping targets' breaches come in runs)."""
     rows = paths[paths["calibrated"]] if out_of_sample else paths
-    p = target_breach_rate if 0 < target_breach_rate < 1 else 0.01
+    if not 0 <= target_breach_rate < 1:
+        raise ValueError(f"target_breach_rate: {target_breach_rate!r} is not a share in [0, 1)")
+    p = float(target_breach_rate)  # 0 was tested at 1% (session 31's red team): an exact test there now, see `_group`
     realised, breach = rows["loss"].notna().to_numpy(), rows["breach"].to_numpy()
     shortfall, margin = rows["shortfall"].to_numpy(), rows["initial_margin"].to_numpy()
     origins = pd.DatetimeIndex(rows["origin"])

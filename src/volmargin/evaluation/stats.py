@@ -220,8 +220,11 @@ def diebold_mariano(loss_a, loss_b, horizon: int = 1, lags: int | None = None) -
     d, n = a - b, len(a)
     if np.all(d == 0):
         return DMResult(statistic=0.0, pvalue=1.0, mean_diff=0.0, n=n)
-    if np.ptp(d) == 0:
+    # constant up to the rounding of a - b (a against a + 0.1 gave DM -8e15, p 0): no variance to test with
+    if np.ptp(d) <= 64 * np.finfo(float).eps * max(np.abs(a).max(), np.abs(b).max()):
         raise ValueError(f"loss differential is constant ({d[0]!r}): DM variance is zero")
+    if lags is not None and (int(lags) != lags or lags < 0):
+        raise ValueError(f"lags: must be a non-negative integer, got {lags!r}")
     lags = default_dm_lags(n, horizon) if lags is None else int(lags)
     if not 0 <= lags < n:
         raise ValueError(f"lags must be in [0, n-1] = [0, {n - 1}], got {lags}")
