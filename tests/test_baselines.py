@@ -196,3 +196,56 @@ def test_a_forecast_refuses_variance_or_tails_of_the_wrong_shape():
     bad = {"long": np.ones((2, 1)), "short": np.ones((2, 2))}  # a level too many on one side
     with pytest.raises(ValueError, match="short"):
         Forecast(origins, 1, np.ones(2), (0.99,), good, bad)
+
+
+# --- session 31's red team on the baselines
+
+def test_a_garch_forecast_never_reads_a_backcast_of_days_after_its_first_origin(garch_daily):
+    """arch starts the variance recursion from a backcast of the first 75 returns it is given: on a 30-day rolling
+    window those lay after the block's first origins (a VaR of 2020-03-10 1.5-1.8x the one of the history cut
+    there). A forecast whose first origin has fewer days before it is refused; 75 or more forecast as before, and
+    the run's config and the CLI refuse such windows up front."""
+    from volmargin.config import RunConfig, from_dict
+    from volmargin.errors import ConfigError
+
+    model = make_forecaster("gjr").fit(garch_daily.iloc[:300])
+    origins = garch_daily.index[[40, 41, 42]]
+    with pytest.raises(ConfigError, match=r"gjr: 41 days of history up to the first origin .*fewer than the 75"):
+        model.forecast(garch_daily.iloc[:120], origins, (0.99,))
+    fine = model.forecast(garch_daily.iloc[:120], garch_daily.index[[74, 80]], (0.99,))
+    cut = model.forecast(garch_daily.iloc[:81], garch_daily.index[[74, 80]], (0.99,))
+    np.testing.assert_allclose(fine.variance, cut.variance, rtol=1e-12)  # no later day read
+    with pytest.raises(ConfigError, match="window.min_train_days 60: the garch and gjr baselines need at least 75"):
+        from_dict(RunConfig, {"window": {"min_train_days": 60}})
+    from_dict(RunConfig, {"window": {"min_train_days": 60}, "backtest": {"baselines": ["ewma", "har"]}})
+
+
+@pytest.mark.parametrize("nu", [300.0, 343.0, 371.0, 500.0])
+def test_student_t_es_is_finite_at_every_shape_arch_can_fit(nu):
+    """arch fits up to 500 degrees of freedom; its partial moment overflows gamma() past ~342, so the ES came out
+    NaN and a BTC backtest stopped. The ES is then the mean of the tail's quantiles: between the normal's and a
+    fatter t's, continuous across the overflow."""
+    from arch.univariate import Normal, StudentsT
+
+    from volmargin.models.distributions import parametric_tail
+
+    _, es = parametric_tail(StudentsT(), np.array([nu]), (0.99, 0.975))
+    _, normal = parametric_tail(Normal(), np.array([]), (0.99, 0.975))
+    _, fatter = parametric_tail(StudentsT(), np.array([100.0]), (0.99, 0.975))
+    assert np.all(np.isfinite(es["long"])) and np.all(normal["long"] < es["long"]) and np.all(es["long"] < fatter["long"])
+    _, below = parametric_tail(StudentsT(), np.array([341.0]), (0.99,))
+    _, above = parametric_tail(StudentsT(), np.array([343.0]), (0.99,))
+    assert above["long"][0] == pytest.approx(below["long"][0], rel=1e-4)
+
+
+def test_fhs_on_a_price_that_never_moved_is_a_one_line_error_naming_the_asset(garch_daily):
+    """A pegged or halted price gives residuals 0 / 0 only: FHS stopped a multi-asset backtest with an internal
+    IndexError. Now a DataError that names the asset and the model."""
+    from volmargin.errors import DataError
+    from volmargin.evaluation.backtest import BacktestConfig, forecast_task
+    from volmargin.evaluation.walkforward import WalkForwardSplit
+
+    frozen = garch_daily.assign(ret=0.0, rv=0.0)
+    config = BacktestConfig(models=("fhs",), split=WalkForwardSplit(refit_every=100, min_train=365), levels=(0.99,))
+    with pytest.raises(DataError, match=r"^pegged, fhs: no finite standardized residual .* never moved"):
+        forecast_task("pegged", frozen, ("fhs",), config)

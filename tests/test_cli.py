@@ -53,6 +53,8 @@ def test_backtest_on_files_writes_forecasts_and_scores(synthetic_files, tmp_path
         (["--levels", "0.95"], "0.99"),
         (["--start", "2021-10-01", "--end", "2021-06-01"], "--end 2021-06-01 (last origin) is before --start"),
         (["--horizon", "400"], "--horizon must lie in 1 .. 30 days"),
+        (["--models", "ewma,gjr", "--window", "30"], "--window / --min-train 30: garch and gjr need at least 75 days"),
+        (["--models", "garch", "--min-train", "60"], "--window / --min-train 60: garch and gjr need at least 75 days"),
     ],
 )
 def test_bad_input_ends_in_one_line_error(argv, message, capsys, tmp_path):

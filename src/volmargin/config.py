@@ -128,6 +128,9 @@ class TrainConfig:
 
 
 BASELINE_MODELS = ("hist", "ewma", "garch", "gjr", "har", "fhs")
+# arch starts a variance recursion from a backcast of the first 75 returns it is given: a GARCH forecast needs that
+# much history before its first origin, or the backcast reads days after it
+ARCH_BACKCAST_DAYS = 75
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,10 @@ class RunConfig:
         if set(self.backtest.baselines) - set(BASELINE_MODELS):
             raise ConfigError(f"backtest.baselines: unknown {sorted(set(self.backtest.baselines) - set(BASELINE_MODELS))}; "
                               f"expected some of {', '.join(BASELINE_MODELS)}")
+        if {"garch", "gjr"} & set(self.backtest.baselines) and self.window.min_train_days < ARCH_BACKCAST_DAYS:
+            raise ConfigError(f"window.min_train_days {self.window.min_train_days}: the garch and gjr baselines need at "
+                              f"least {ARCH_BACKCAST_DAYS} days (arch's backcast reads the first {ARCH_BACKCAST_DAYS} "
+                              "days of a forecast's history)")
         if not 1 <= min(self.backtest.refit_every, self.backtest.learned_refit_every) <= max(
                 self.backtest.refit_every, self.backtest.learned_refit_every) <= 36_500:
             raise ConfigError("backtest.refit_every and backtest.learned_refit_every must lie in 1 .. 36500 days")

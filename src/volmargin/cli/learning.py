@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # imported where used: a Ctrl-C while pandas loads is then on
 def cmd_backtest(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from volmargin.config import MAX_HORIZON, levels_problem
+    from volmargin.config import ARCH_BACKCAST_DAYS, MAX_HORIZON, levels_problem
     from volmargin.distributed import check_options, executor
     from volmargin.evaluation.backtest import BacktestConfig, daily_panel, run_backtest
     from volmargin.evaluation.scoring import write_scores
@@ -33,6 +33,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if not models:
         raise ConfigError("--models is empty")
+    short = [days for days in (args.window, args.min_train) if days is not None and days < ARCH_BACKCAST_DAYS]
+    if short and {"garch", "gjr"} & set(models):
+        raise ConfigError(f"--window / --min-train {min(short)}: garch and gjr need at least {ARCH_BACKCAST_DAYS} days "
+                          f"(arch's backcast reads the first {ARCH_BACKCAST_DAYS} days of a forecast's history; fewer "
+                          "would read the future)")
     if not 1 <= args.horizon <= MAX_HORIZON:
         raise ConfigError(f"--horizon must lie in 1 .. {MAX_HORIZON} days (a margin period of risk), got {args.horizon}")
     if args.start is not None and args.end is not None and args.end < args.start - pd.Timedelta(days=1):

@@ -23,7 +23,7 @@ from volmargin_serving.bars import default_min_bars as bars_default_min_bars
 
 from volmargin.data.loader import bar_seconds
 from volmargin.distributed import Executor, InProcess
-from volmargin.errors import DataError
+from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.scoring import POOLED
 from volmargin.evaluation.walkforward import WalkForwardSplit, historical_forecasts, panel_historical_forecasts
 from volmargin.features.realized import daily_measures
@@ -92,8 +92,11 @@ def forecast_task(asset: str, daily: pd.DataFrame, models: tuple[str, ...], conf
     for model in models:
         began = time.perf_counter()
         params = config.model_params.get(model, {})
-        frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split_for(model),
-                                     config.levels, config.horizon)
+        try:
+            frame = historical_forecasts(daily, lambda: make_forecaster(model, **params), config.split_for(model),
+                                         config.levels, config.horizon)
+        except (ConfigError, DataError) as exc:  # one line that names the asset and the model
+            raise type(exc)(f"{asset}, {model}: {exc}") from None
         results.append((_label(frame, asset, model), time.perf_counter() - began))
     return results
 

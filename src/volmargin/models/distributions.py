@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 from arch.univariate import Normal, StudentsT
 from arch.univariate.distribution import Distribution
+from scipy.integrate import quad
 from scipy.optimize import minimize_scalar
 
-from volmargin.errors import ConfigError
+from volmargin.errors import ConfigError, DataError
 
 TailTable = dict[str, np.ndarray]
 _NU_BOUNDS = (2.1, 100.0)
@@ -47,14 +48,22 @@ def parametric_tail(dist: Distribution, params: np.ndarray, levels: tuple[float,
         tail = 1.0 - level
         q = float(np.squeeze(dist.ppf(tail, params)))
         var[j] = -q
-        es[j] = -dist.partial_moment(1, q, params) / tail
+        with np.errstate(over="ignore", invalid="ignore"):
+            es[j] = -dist.partial_moment(1, q, params) / tail
+        if not np.isfinite(es[j]):  # arch's Student-t moment overflows gamma() past ~342 degrees of freedom (its
+            # GARCH fits reach 500: a NaN ES stopped a BTC backtest; session 31): the mean of the tail's quantiles
+            es[j] = -quad(lambda u: float(np.squeeze(dist.ppf(u, params))), 0.0, tail, limit=200)[0] / tail
     # lower tail of z hits longs; by symmetry the upper tail (shorts) is the mirror image
     return {"long": var, "short": var.copy()}, {"long": es, "short": es.copy()}
 
 
 def empirical_tail(z: np.ndarray, levels: tuple[float, ...]) -> tuple[TailTable, TailTable]:
-    """VaR and ES of standardized losses per side from a sample (filtered historical simulation)."""
+    """VaR and ES of standardized losses per side from a sample (filtered historical simulation); a
+    `DataError` where it holds no finite value (a price that never moved: every residual 0 / 0)."""
     z = z[np.isfinite(z)]
+    if not len(z):
+        raise DataError("no finite standardized residual to simulate from: the training returns never moved "
+                        "(a pegged or halted price?)")
     var: TailTable = {}
     es: TailTable = {}
     for side, losses in (("long", -z), ("short", z)):

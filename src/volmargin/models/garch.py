@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from arch import arch_model
 
+from volmargin.config import ARCH_BACKCAST_DAYS
+from volmargin.errors import ConfigError
 from volmargin.models.scale import ScaleForecaster
 
 _SCALE = 100.0  # arch's optimiser expects returns in percent
@@ -50,5 +52,12 @@ class Garch(ScaleForecaster):
         return self._fixed_forecast(history, history.index[0], 1)["h.1"]
 
     def horizon_variance(self, history: pd.DataFrame, origins: pd.DatetimeIndex) -> np.ndarray:
+        # the backcast must precede the first origin: a 30-day rolling window's read the days after it (a VaR of
+        # 2020-03-10 1.5-1.8x the one of the history cut there, from the crash of 03-12; session 31's red team)
+        known = history.index.get_loc(origins[0]) + 1
+        if known < min(ARCH_BACKCAST_DAYS, len(history)):
+            raise ConfigError(f"{self.name}: {known} days of history up to the first origin {origins[0].date()}, fewer "
+                              f"than the {ARCH_BACKCAST_DAYS} arch's backcast reads, so it would read days after it; "
+                              f"train on at least {ARCH_BACKCAST_DAYS} days")
         path = self._fixed_forecast(history, origins[0], self.horizon_)
         return path.loc[origins].sum(axis=1).to_numpy()
