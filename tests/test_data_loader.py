@@ -265,6 +265,27 @@ def test_gap_report(tmp_path):
     assert str(GapReport(0, 0, 0, None)) == "no gaps"
 
 
+def test_the_interval_a_file_name_declares_fixes_the_grid(tmp_path):
+    """A 30-minute feed that lost every hh:30 bar looked like complete hourly bars (each high-low half its hour):
+    margins 18% lower, unflagged. The name's token fixes the interval, so the lost bars are gaps (and their hours
+    incomplete); a name declaring coarser bars than the rows hold names the first row off its grid; a name without
+    a token, or a month, still infers the interval from the rows."""
+    from volmargin.evaluation.backtest import daily_panel
+
+    half_hours = bars(96, "30min")
+    lossy = write(tmp_path / "venue_btcusdt_30m.csv", csv_text(half_hours[::2]))
+    frame = load_bars(lossy)
+    assert frame.attrs["freq"] == pd.Timedelta("30min") and frame.attrs["gaps"].missing_bars == 47
+    assert not daily_panel({"venue": frame})["venue"]["complete"].any()
+    untokened = load_bars(write(tmp_path / "venue.csv", csv_text(half_hours[::2])))
+    assert daily_panel({"venue": untokened})["venue"]["complete"].all()  # what it was read as before
+    with pytest.raises(DataError, match=r"btc_1h\.csv: row 2 .*off the 1h bar grid.*the 1h bars its name declares"):
+        load_bars(write(tmp_path / "btc_1h.csv", csv_text(half_hours)))
+    for name in ("btc.csv", "btc_1mo.csv"):
+        assert load_bars(write(tmp_path / name, csv_text(half_hours[::2]))).attrs["freq"] == pd.Timedelta("1h")
+    assert load_bars(lossy, freq="1h").attrs["freq"] == pd.Timedelta("1h")  # an explicit freq still rules
+
+
 # ---------------------------------------------------------------- asset names and panels
 
 

@@ -54,8 +54,23 @@ def test_a_bundle_file_that_is_a_symlink_is_refused(served, tmp_path):
     outside.write_bytes((folder / "model.onnx").read_bytes())
     (folder / "model.onnx").unlink()
     os.symlink(outside, folder / "model.onnx")  # same bytes: the SHA-256 matches
-    with pytest.raises(vs.ChecksumError, match="model.onnx"):
+    with pytest.raises(vs.ChecksumError, match="model.onnx is a symbolic link"):
         vs.load(folder)
+
+
+def test_a_manifest_that_is_a_symlink_is_refused_by_the_runtime_and_the_batch_commands(served, tmp_path):
+    """A symbolic manifest loaded (every file it lists had to be regular) and `score` / `margins` stopped with an
+    internal KeyError (their copy of the bundle skipped it): refused in one line everywhere (session 31)."""
+    from volmargin.batch import bundle_files
+
+    folder = copy_bundle(served.bundle, tmp_path / "linked")
+    outside = tmp_path / "outside.json"
+    outside.write_bytes((folder / MANIFEST).read_bytes())
+    (folder / MANIFEST).unlink()
+    os.symlink(outside, folder / MANIFEST)
+    for call in (lambda: vs.load(folder), lambda: bundle_files(folder)):
+        with pytest.raises(vs.BundleError, match=r"manifest.json: is a symbolic link"):
+            call()
 
 
 # ---------------------------------------------------------------- calibration sets resealed past a rule

@@ -102,6 +102,8 @@ def read_manifest(folder: Path, key: bytes | None = None) -> dict:
     path = Path(folder) / MANIFEST
     if not Path(folder).is_dir():
         raise BundleError(f"{folder}: no such bundle folder")
+    if path.is_symlink():  # as every file it lists (`verify_files`)
+        raise BundleError(f"{path}: is a symbolic link; a bundle's files must be regular files")
     manifest = read_json(path, BundleError, f"{folder}: no {MANIFEST}; not a volmargin bundle")
     if key is not None:
         verify_signature(folder, key)
@@ -241,7 +243,9 @@ def verify_files(folder: Path, manifest: dict) -> None:
         raise ChecksumError(f"{folder}: files not in the manifest: {extra}")
     for name, expected in manifest["files"].items():
         path = folder / name
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink():  # a link can be re-pointed after the check (a ConfigMap mounts links: copy them in)
+            raise ChecksumError(f"{folder}: {name} is a symbolic link; a bundle's files must be regular files")
+        if not path.is_file():
             raise ChecksumError(f"{folder}: {name} is listed in the manifest but missing")
         if sha256(path) != expected:
             raise ChecksumError(f"{path}: SHA-256 differs from the manifest; the bundle was altered or damaged")

@@ -24,7 +24,11 @@ from volmargin.features.learned import INPUT_COLUMNS, daily_inputs, index_of
 
 
 def bundle_files(bundle: str | Path) -> dict[str, bytes]:
-    """The bundle folder's files as bytes (verified when a task loads them)."""
+    """The bundle folder's files as bytes (verified when a task loads them); a symbolic manifest is refused
+    as the runtime refuses it (skipped, it was an internal KeyError)."""
+    from volmargin_serving.bundle import read_manifest
+
+    read_manifest(Path(bundle))
     return {p.name: p.read_bytes() for p in sorted(Path(bundle).iterdir()) if p.is_file() and not p.is_symlink()}
 
 
