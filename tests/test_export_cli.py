@@ -16,7 +16,7 @@ from volmargin.data import write_synthetic_csv
 
 CONFIG = """
 data: {{paths: ["{data}/*.csv.gz"]}}
-window: {{train_end: 2022-06-30, min_train_days: 200}}
+window: {{train_start: 2021-01-15, train_end: 2022-06-30, min_train_days: 200}}
 model: {{name: gbm, params: {{n_estimators: 20, tail_estimators: 10}}}}
 tracking: {{registered_model: tiny-gbm}}
 output: {out}
@@ -44,6 +44,7 @@ def test_export_writes_a_registered_bundle(trained):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["mlflow"]["run_id"] and manifest["scores"]["qlike"] > 0
     assert manifest["training"]["train_end"] == "2022-06-30" and len(manifest["training"]["assets"]) == 3
+    assert manifest["training"]["train_start"] == "2021-01-15"  # the files' spans alone hid it (session 31)
     mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
     version = MlflowClient().get_model_version("tiny-gbm-onnx", "1")
     assert version.run_id == manifest["mlflow"]["run_id"]  # logged beside the training run

@@ -295,7 +295,9 @@ def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
 def provenance(meta: dict, scores: dict) -> dict:
     """The manifest keys a bundle takes from its training run (train.json and the held-out scores)."""
     return {
-        "training": {"data_sha256": meta["data"]["sha256"], "train_end": meta["config"]["window"]["train_end"],
+        # `assets` spans each file; the model learned from train_start (None: the file's start) to train_end
+        "training": {"data_sha256": meta["data"]["sha256"], "train_start": meta["config"]["window"].get("train_start"),
+                     "train_end": meta["config"]["window"]["train_end"],
                      "assets": {a: [v["first"], v["last"]] for a, v in meta["data"]["assets"].items()},
                      **_bar_seconds(meta)},
         "scores": scores,
