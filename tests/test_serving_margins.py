@@ -161,7 +161,8 @@ def test_served_margins_equal_the_library_rule_on_the_same_forecast(clean, model
             assert clean.liquidation[k, i] == pytest.approx(
                 liquidation_threshold(clean.initial[k, i], clean.maintenance[k, i], side), rel=1e-12)
         long = _record(parameters, asset, "long")
-        cut = haircut(forecast.var["long"][:, model.levels_.index(0.99)], long["scale"])[0]
+        cut = max(haircut(forecast.var["long"][:, model.levels_.index(0.99)], long["scale"])[0],
+                  clean.initial[k, 0])  # at least the long margin (session 31)
         assert clean.haircut[k] == pytest.approx([cut, cut], rel=1e-5)
     rows = clean.rows()
     assert len(rows) == 6 and json.loads(json.dumps(rows)) == rows
@@ -178,13 +179,17 @@ def test_previous_margins_drive_the_buffer_and_speed_limits(runtime, batch, clea
             rule = margin_rate(risk[k, i], side, r["scale"], r["floor"], previous[k, i], buffer=0.25, max_up=0.5,
                                max_down=0.2)
             assert served.initial[k, i] == pytest.approx(max(rule, _floor_rate(r)), rel=1e-12)
-    tiny = np.full((3, 2), 1e-3)  # the speed limit holds the rule at 1.5e-3, under the floor
+    tiny = np.full((3, 2), 0.01)  # the speed limit holds the rule at 0.015, under the floor (the least previous taken: the minimum rate)
     floors = np.array([[_floor_rate(_record(parameters, a, s)) for s in SIDES] for a in ASSETS])
     scales = np.array([[_record(parameters, a, s)["scale"] for s in SIDES] for a in ASSETS])
     held = margin_rate(risk, np.array(SIDES), scales, 0.0, tiny, buffer=0.25, max_up=0.5, max_down=0.2)
-    assert (held < floors).all()
+    under = held < floors
+    assert under.sum() >= 3
     lifted = runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=tiny)
-    assert np.allclose(lifted.initial, floors, rtol=1e-12) and not lifted.fail_safe.any()
+    assert np.allclose(lifted.initial[under], floors[under], rtol=1e-12) and not lifted.fail_safe.any()
+    assert (lifted.initial >= np.maximum(floors, 0.01)).all()
+    with pytest.raises(vs.InputError, match=r"previous margins of syn_a: .* below the policy's minimum rate 0.01"):
+        runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=tiny / 10)  # a slip: none this policy published
     with pytest.raises(vs.InputShapeError):
         runtime.margins(ASSETS, inputs, dates, as_of=as_of, previous=tiny[:2])
 

@@ -41,7 +41,7 @@ from volmargin_serving.features import (
     INPUT_COLUMNS, IV_FEATURE_NAMES, MIN_IV_INDEX, FeatureSpec, compute_features, compute_iv_features, core_width,
     horizon_level, standardize,
 )
-from volmargin_serving.margins import Margins, price
+from volmargin_serving.margins import Margins, larger, min_rate, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
 from volmargin_serving.repairs import READINGS, calendar_days, carried, float_cells, readings
 from volmargin_serving.validation import (check_bars, check_dates, check_values, doubt_message, doubtful_values,
@@ -240,6 +240,7 @@ class Runtime:
         self.calibration = None if calibration is None else CalibrationSet.read(calibration, self.path,
                                                                                 self.manifest, assets, key)
         self._last_good: dict[str, tuple[np.datetime64, np.ndarray, float]] = {}
+        self._day_before: dict[str, tuple[np.datetime64, np.ndarray]] = {}  # the one before, of an earlier day
         self._memory_lock = threading.Lock()
         features = self.manifest["features"]
         self.spec = FeatureSpec(**features["spec"])
@@ -624,7 +625,9 @@ class Runtime:
         days, len(INPUT_COLUMNS)) or a sequence of per-asset (days, len(INPUT_COLUMNS)) arrays (None: no
         data), with dates (days,) shared, (assets, days) or a sequence. Meant to be called once a day:
         `previous` (assets, 2) holds yesterday's initial margins (NaN: none) for the policy's buffer and
-        speed limits; without it each margin is a first margin (`margin_rate` with no previous).
+        speed limits; without it each margin is a first margin (`margin_rate` with no previous). Either way a
+        margin is at least the one chained from the margins this runtime priced for the day before (`_chained`),
+        and a `previous` below the policy's minimum rate is refused.
 
         Fail safe, never lower: an asset whose inputs are refused (any `InputError`), that has no
         parameters in force at `as_of` or whose forecast is unusable gets, with `fail_safe` set and the
@@ -651,15 +654,26 @@ class Runtime:
                                   f"{type(assets).__name__}")
         assets, as_of = _distinct(tuple(assets)), _instant(as_of)
         previous = _previous(previous, len(assets))
+        lowest = min_rate(self.calibration.policy)
+        if previous is not None and (previous < lowest).any():  # no margin this policy published: a unit slip
+            k = int(np.flatnonzero((previous < lowest).any(axis=1))[0])
+            raise InputError(f"previous margins of {assets[k]}: {previous[k].tolist()} below the policy's minimum rate "
+                             f"{lowest:g}; none this policy published (sent in another unit?)")
         return assets, as_of, self.calibration.terms(assets, as_of), previous
 
     def _price(self, assets: tuple[str, ...], terms, forecasts: Forecasts, errors: np.ndarray, doubtful: list,
                previous: np.ndarray | None, as_of: np.datetime64) -> Margins:
         """`margins.price` with this runtime's calibration and memory of last good margins, which it updates."""
         good_initial, good_haircut, priced_today = self._recall(assets, as_of)
-        margins = price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
-                        previous, self.calibration.version, doubtful=doubtful,
-                        last_good=(good_initial, good_haircut), priced_today=priced_today)
+
+        def priced(previous_margins: np.ndarray | None) -> Margins:
+            return price(assets, terms, forecasts, errors, self.calibration.policy, self.calibration.horizon,
+                         previous_margins, self.calibration.version, doubtful=doubtful,
+                         last_good=(good_initial, good_haircut), priced_today=priced_today)
+
+        margins = priced(previous)
+        if (chained := self._chained(assets, as_of, previous)) is not None:
+            margins = larger(margins, priced(chained), self.calibration.policy)
         self._remember(margins, as_of)
         return margins
 
@@ -675,6 +689,24 @@ class Runtime:
                     today[k] = np.datetime64(priced, "D") == day
         return initial, cut, today
 
+    def _chained(self, assets: tuple[str, ...], as_of: np.datetime64,
+                 previous: np.ndarray | None) -> np.ndarray | None:
+        """`previous`, at least the margins this runtime priced normally for the day before `as_of`'s, where that
+        raises it (else None): the margins are then priced with it too and the larger kept. A `previous` sent
+        lower, or none (a restarted caller), had dropped the buffer and the fall limit: 20% under the chained margin
+        in a day, unflagged (session 31's red team). A larger previous never lowers `apc_step`'s margin."""
+        yesterday = np.datetime64(as_of, "D") - np.timedelta64(1, "D")
+        known = np.full((len(assets), len(SIDES)), np.nan)
+        with self._memory_lock:
+            for k, asset in enumerate(assets):
+                for kept in (self._last_good.get(asset), self._day_before.get(asset)):
+                    if kept is not None and np.datetime64(kept[0], "D") == yesterday:
+                        known[k] = kept[1]
+                        break
+        chained = known if previous is None else np.fmax(previous, known)
+        same = np.isnan(known).all() if previous is None else np.array_equal(chained, previous, equal_nan=True)
+        return None if same else chained
+
     def _remember(self, margins: Margins, as_of: np.datetime64) -> None:
         """Keep each asset's margins priced normally (no side fail-safe) at the newest as_of seen."""
         with self._memory_lock:
@@ -682,6 +714,8 @@ class Runtime:
                 if margins.fail_safe[k].any():
                     continue
                 stored = self._last_good.get(asset)
+                if stored is not None and np.datetime64(stored[0], "D") < np.datetime64(as_of, "D"):
+                    self._day_before[asset] = stored[:2]  # yesterday's, for a re-pricing of today (`_chained`)
                 if stored is None or stored[0] <= as_of:
                     self._last_good[asset] = (as_of, margins.initial[k].copy(), float(margins.haircut[k, 0]))
 
@@ -860,6 +894,7 @@ class Server:
             # the last good margins stay floors of fail-safe margins: one memory, shared, so that what a call
             # still running on the old runtime remembers after the swap is not lost (a copy taken here was)
             fresh._last_good, fresh._memory_lock = self._runtime._last_good, self._runtime._memory_lock
+            fresh._day_before = self._runtime._day_before
             old, self._runtime = self._runtime, fresh
         return old
 

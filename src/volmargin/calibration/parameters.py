@@ -26,7 +26,7 @@ from volmargin_serving.errors import BundleError
 
 from volmargin.calibration.backtest import path_frame, scale_matrix
 from volmargin.calibration.panel import build_panel, initial_margin
-from volmargin.calibration.policy import PolicyConfig, haircut, liquidation_threshold
+from volmargin.calibration.policy import PolicyConfig, haircut, haircut_of_margin, liquidation_threshold
 from volmargin.errors import ConfigError
 from volmargin.evaluation.scoring import POOLED
 from volmargin.io import write_atomic
@@ -112,9 +112,10 @@ def parameter_set(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd
         records.append(ParameterRecord(
             model, asset, side, as_of.isoformat(), initial, maintenance,
             float(liquidation_threshold(initial, maintenance, side)),
-            float(haircut(panel.haircut_risk[last[long_k], long_k], scales[last[long_k], long_k], ratio)),
+            _collateral_haircut(panel.haircut_risk[last[long_k], long_k], scales[last[long_k], long_k],
+                                margin[last[long_k], long_k], ratio),
             float(scales[t, k]), float(panel.floor[t, k]), float(np.nanmax(margin[:, k])),
-            float(np.nanmax(haircut(panel.haircut_risk[:, long_k], scales[:, long_k], ratio))),
+            _collateral_haircut(panel.haircut_risk[:, long_k], scales[:, long_k], margin[:, long_k], ratio),
             unit["valid_from"].isoformat(),
             None if pd.isna(unit["valid_to"]) else unit["valid_to"].isoformat(), feasible,
             reason, unit["calibration_breach_rate"], unit["calibration_avg_margin"],
@@ -125,6 +126,13 @@ def parameter_set(forecasts: pd.DataFrame, policy: PolicyConfig, calibration: pd
     validate_parameters(records, assets)
     return _json({"model": model, "horizon": panel.horizon, "as_of": max(r.as_of for r in records),
                   "policy": dataclasses.asdict(policy), "records": [dataclasses.asdict(r) for r in records]})
+
+
+def _collateral_haircut(risk_long, scale, initial_long, ratio: float) -> float:
+    """The largest haircut over the rows given: the rule's on the haircut measure, at least the long initial
+    margin's (`haircut_of_margin`, as serving prices it), below 1."""
+    cut = np.fmax(haircut(risk_long, scale, ratio), haircut_of_margin(initial_long, ratio))
+    return float(min(np.nanmax(cut), np.nextafter(1.0, 0)))
 
 
 def write_parameter_set(parameters: dict, bundle: str | Path, target: str | Path) -> Path:

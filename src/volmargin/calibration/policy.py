@@ -33,13 +33,14 @@ from numbers import Integral
 from volmargin_serving.bundle import real_number
 from volmargin_serving.calibration import HARD_MIN_RATE, HARD_MIN_SCALE
 from volmargin_serving.margins import (
-    DEFAULT_MIN_RATE, MIN_BUFFER, apc_step, haircut, liquidation_threshold, margin_rate, rate_from_log, speed_bounds,
+    DEFAULT_MIN_RATE, MIN_BUFFER, apc_step, haircut, haircut_of_margin, liquidation_threshold, margin_rate,
+    rate_from_log, speed_bounds,
 )
 
 from volmargin.config import holds
 from volmargin.errors import ConfigError
 
-__all__ = ["MIN_BUFFER", "PolicyConfig", "apc_step", "haircut", "liquidation_threshold", "margin_rate",
+__all__ = ["MIN_BUFFER", "PolicyConfig", "apc_step", "haircut", "haircut_of_margin", "liquidation_threshold", "margin_rate",
            "rate_from_log", "speed_bounds"]
 
 
