@@ -57,3 +57,22 @@ def test_an_interval_holding_exactly_20_24ths_of_its_bars_is_kept_and_one_fewer_
 def test_finer_bars_go_to_the_shortest_learned_interval_they_divide():
     assert learned_interval((3600, 14_400), 300) == 3600
     assert learned_interval((14_400, 3600), 900) == 3600
+
+
+def test_bars_whose_file_declares_their_interval_are_whole_only_with_their_bars(tmp_path):
+    """A 30-minute feed that lost every hh:30 bar: read on its name's grid, then aggregated to the bundle's hour, the
+    interval was re-inferred from the spacing (an hour) and every hour counted whole, the old reading's margins
+    (session 31's red team on its own fix). The loader's interval rules: no hour is whole, every day incomplete."""
+    from volmargin.batch import _aggregated
+    from volmargin.data.loader import load_bars
+
+    stamps = pd.date_range("2023-01-01", periods=96, freq="30min", tz="UTC")[::2]
+    prices = np.linspace(100.0, 110.0, len(stamps))
+    frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%dT%H:%M:%SZ"), "open": prices, "high": prices + 1,
+                          "low": prices - 1, "close": prices, "volume": 1.0})
+    frame.to_csv(tmp_path / "venue_30m.csv", index=False)
+    frame.to_csv(tmp_path / "venue.csv", index=False)
+    assert _aggregated(load_bars(tmp_path / "venue_30m.csv"), 3600).empty
+    hourly = load_bars(tmp_path / "venue.csv")  # no name: read as the hourly bars its spacing shows
+    assert len(aggregate_bars(hourly.index.asi8, *(hourly[c].to_numpy() for c in
+                                                   ("open", "high", "low", "close", "volume")), seconds=3600)[0]) == 48

@@ -276,7 +276,7 @@ def test_summary_figures_on_a_hand_made_path():
     assert (row["days"], row["breaches"], row["breach_rate"]) == (4, 2, 0.5)
     assert row["mean_shortfall"] == pytest.approx(0.1) and row["max_shortfall"] == pytest.approx(0.1)
     assert row["peak_to_trough"] == pytest.approx(3.0) and row["max_increase_1d"] == pytest.approx(2.0)
-    assert row["avg_margin"] == pytest.approx(0.2) and row["basel_zone"] == "green"  # 2 hits, < 250 days
+    assert row["avg_margin"] == pytest.approx(0.2) and row["basel_zone"] == "red"  # 2 hits in 4 days: judged on 4
     # rises are over calendar days: across a gap in the data (a 9-day outage read as 511% "in a day") none
     gap = paths.assign(origin=paths["origin"] + pd.to_timedelta([0, 0, 0, 9, 9, 9], unit="D"))
     row = margin_summary(gap).iloc[0]

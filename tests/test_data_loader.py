@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from volmargin.data import GapReport, asset_name, load_bars, load_panel
+from volmargin.data.loader import name_interval
 from volmargin.errors import DataError
 
 HEADER = "timestamp,open,high,low,close,volume"
@@ -284,6 +285,22 @@ def test_the_interval_a_file_name_declares_fixes_the_grid(tmp_path):
     for name in ("btc.csv", "btc_1mo.csv"):
         assert load_bars(write(tmp_path / name, csv_text(half_hours[::2]))).attrs["freq"] == pd.Timedelta("1h")
     assert load_bars(lossy, freq="1h").attrs["freq"] == pd.Timedelta("1h")  # an explicit freq still rules
+
+
+@pytest.mark.parametrize("name, interval", [
+    ("BTCUSDT-30m-2024-01.csv", "30min"), ("btcusdt-30m.csv", "30min"), ("btcusdt_30m_2024.csv", "30min"),
+    ("PAIR-30m.parquet", "30min"), ("btc_4H.csv", "4h"), ("eth_15min.csv.gz", "15min"), ("x_1w.csv", "7D"),
+    ("BTCUSDT_1M.csv", None), ("btc_1mo.csv", None), ("binance_1inchusdt.csv", None), ("btc.csv", None),
+])
+def test_the_interval_tokens_real_file_names_carry(name, interval):
+    """Binance's dumps put the interval between hyphens (1M there is a month, no fixed length)."""
+    assert name_interval(name) == (None if interval is None else pd.Timedelta(interval))
+
+
+@pytest.mark.parametrize("name", ["btc_0h.csv", "btc_99999999999d.csv", "btc_1000000000000000000s.csv"])
+def test_a_name_declaring_no_possible_bar_is_one_line(name):
+    with pytest.raises(DataError, match=rf"^{name}: its name declares bars of .*; a bar lasts more than 0"):
+        name_interval(name)
 
 
 # ---------------------------------------------------------------- asset names and panels

@@ -1636,3 +1636,15 @@ def test_a_closed_leg_in_an_expiry_without_quotes_is_no_reason_to_refuse_the_boo
     with pytest.raises(vo.OptionQuoteError, match=r"^option 2: smile_quotes hold no quote for its expiry \(90 days\)"):
         vo.book_from_positions([-1, 0, 1], [36_000, 52_000, 52_000], [False, True, True], [30, 90, 90],
                                [40_000] * 3, [0.65, 0.6, 0.6], smile_quotes=quotes)
+
+
+@pytest.mark.parametrize("dust_iv", [0.55, 0.6, 0.65, 1.0])
+def test_a_dust_leg_beside_two_material_legs_quotes_nothing(dust_iv):
+    """100 short puts and 100 short calls on their own marks' smile: a 0.0001-contract call between them bent it,
+    8-16% off the margin, and the own-marks bound alone did not hold (session 31's red team on its own fix). A leg
+    under 1% of the largest quantity quotes nothing now."""
+    legs = dict(quantity=[-100, -100], strike=[35_000.0, 50_000.0], is_call=[False, True], days=[18.0, 18.0],
+                forward=[42_000.0] * 2, iv=[0.8, 0.6])
+    base = vo.option_margin(vo.book_from_positions(**legs)).initial
+    dust = {k: v + [x] for (k, v), x in zip(legs.items(), (-0.0001, 42_000.0, True, 18.0, 42_000.0, dust_iv))}
+    assert vo.option_margin(vo.book_from_positions(**dust)).initial >= base - 0.0001 * 42_000

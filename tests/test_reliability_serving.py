@@ -535,10 +535,10 @@ def test_a_reading_or_a_margin_priced_the_same_day_keeps_a_fail_safe_margin_at_i
 
 
 def test_a_speed_limited_margin_is_lifted_to_min_rate_where_the_floor_is_lower(served, tmp_path):
-    """Floors of 0 and a previous margin at min_rate: the up speed limit holds the rule at 0.015; the
+    """Floors of 0 and a previous margin far below min_rate: the up speed limit holds the rule at 1.5e-3; the
     served margin is still at least the policy's min_rate."""
     runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, _every_record("floor", 0.0)))
-    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 0.01))
+    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 1e-3))
     assert not got.fail_safe.any() and (got.initial >= runtime.calibration.policy.get("min_rate", 0.01)).all()
 
 
@@ -726,7 +726,7 @@ def test_a_set_without_min_rate_is_held_to_the_default_min_rate(served, tmp_path
             record["floor"] = 0.0
 
     runtime = vs.load(served.bundle, calibration=resealed_set(served, tmp_path, change))
-    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 0.01))
+    got = runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=np.full((3, 2), 1e-3))
     assert not got.fail_safe.any() and (got.initial >= 0.01).all()
 
 
@@ -913,8 +913,8 @@ def test_half_precision_inputs_and_sub_nanosecond_times_are_typed_errors(served,
 def test_a_margin_never_falls_below_the_one_chained_from_yesterdays_priced_by_the_same_runtime(served):
     """The buffer and fall limit read only the caller's `previous`: one sent lower (a slip) or none (a restarted
     caller) priced 20% under the chained margin in a day, unflagged (session 31's red team). The runtime prices
-    with the margins it priced for the day before too and keeps the larger, also when today is priced again; a
-    `previous` of the caller's that is higher still rules."""
+    with the margins it priced for the day before too and keeps the larger, also when today is priced again or
+    the days came out of order; a `previous` of the caller's that is higher still rules."""
     runtime = vs.load(served.bundle, calibration=served.calibration)
     before = runtime.margins(ASSETS, served.inputs[:, :-1], served.dates[:, :-1], as_of=served.as_of - 1)
     assert not before.fail_safe.any()
@@ -934,3 +934,8 @@ def test_a_margin_never_falls_below_the_one_chained_from_yesterdays_priced_by_th
     high = np.minimum(1.3 * before.initial, 1.0)
     assert (runtime.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=high).initial
             >= fresh(high).initial - 1e-15).all()
+    backfilled = vs.load(served.bundle, calibration=served.calibration)  # today first (a restart), then yesterday
+    backfilled.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of)
+    backfilled.margins(ASSETS, served.inputs[:, :-1], served.dates[:, :-1], as_of=served.as_of - 1)
+    got = backfilled.margins(ASSETS, served.inputs, served.dates, as_of=served.as_of, previous=low)
+    assert (got.initial >= chained.initial - 1e-15).all()

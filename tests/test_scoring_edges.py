@@ -106,3 +106,13 @@ def test_a_model_constant_on_one_asset_is_scored_with_no_mincer_zarnowitz_r2():
     scores = score_forecasts(table).set_index(["asset", "model"])
     assert np.isnan(scores.loc[("a", "m"), "mz_r2"]) and np.isfinite(scores.loc[("a", "m"), "qlike"])
     assert np.isfinite(scores.loc[("a", "ref"), "mz_r2"])
+
+
+def test_a_sample_shorter_than_the_basel_window_is_judged_on_its_own_length():
+    """At h = 10, 1,100 daily origins leave 110 non-overlapping ones: judged against the 250-day thresholds, a VaR
+    breached 4-5x its target read green (session 31's red team on its own fix); now against 110 rows' thresholds."""
+    hits = np.zeros(110, dtype=bool)
+    hits[[5, 30, 60, 85, 100]] = True  # 4.5%, where 1% is expected
+    assert stats.worst_basel_zone(hits, 250, 0.01) != "green"
+    assert stats.worst_basel_zone(hits, 250, 0.01) == stats.basel_zone(5, 110, 0.01)
+    assert stats.worst_basel_zone(np.zeros(110, dtype=bool), 250, 0.01) == "green"

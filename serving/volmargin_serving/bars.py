@@ -62,15 +62,17 @@ def learned_interval(learned: tuple[int, ...], interval: int) -> int | None:
 
 
 def aggregate_bars(timestamps: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray,
-                   close: np.ndarray, volume: np.ndarray, seconds: int) -> tuple[np.ndarray, ...]:
+                   close: np.ndarray, volume: np.ndarray, seconds: int,
+                   bar_seconds: int | None = None) -> tuple[np.ndarray, ...]:
     """Bars of `seconds` from finer sorted bars: the bars whose open time falls in one interval (counted from
     1970-01-01 UTC, so hours start on the hour) give its open (the first open), high (the highest), low (the
     lowest), close (the last close) and volume (the sum), labelled by the interval's open time. Exact for
     OHLCV: an interval's bar from its trades has these values. An interval holding fewer than 20 / 24 of its
     bars is left out, a missing bar (as an hour is of a day: `default_min_bars`): its range and moves are
     partly unknown, and a day of such hours must count as incomplete, not as measured on part of its moves
-    (a feed that lost half of every hour gave margins 29-37% lower). Returns (timestamps as datetime64[ns],
-    open, high, low, close, volume)."""
+    (a feed that lost half of every hour gave margins 29-37% lower). `bar_seconds`: the given bars' interval
+    where known (a file's name declares it), else their most common spacing (a feed that lost every other bar
+    then reads as whole). Returns (timestamps as datetime64[ns], open, high, low, close, volume)."""
     ns = to_nanoseconds(timestamps)
     if not len(ns):
         return (ns.astype("datetime64[ns]"), *(np.empty(0) for _ in range(5)))
@@ -79,7 +81,8 @@ def aggregate_bars(timestamps: np.ndarray, open_: np.ndarray, high: np.ndarray, 
     starts = np.flatnonzero(np.diff(bucket, prepend=bucket[:1] - 1))
     last = np.append(starts[1:], len(bucket)) - 1
     parts = np.diff(np.append(starts, len(bucket)))
-    whole = parts >= math.ceil(seconds / max(bar_interval(ns), 1) * 20 / 24)
+    interval = bar_seconds or bar_interval(ns)
+    whole = parts >= math.ceil(seconds / max(interval, 1) * 20 / 24)
     bars = ((bucket[starts] * step).astype("datetime64[ns]"), np.asarray(open_, dtype=float)[starts],
             np.maximum.reduceat(np.asarray(high, dtype=float), starts),
             np.minimum.reduceat(np.asarray(low, dtype=float), starts), np.asarray(close, dtype=float)[last],

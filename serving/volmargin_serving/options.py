@@ -703,7 +703,8 @@ MIN_EXPIRIES_FOR_UNIT_CHECK = 3
 # 99% VaR is ~1e-4), so below it the value is missing, not small.
 MIN_VAR = 1e-5
 # A leg held at less than this share of the book's largest quantity does not quote the book's fallback smile.
-MIN_QUOTED_SHARE = 1e-6
+# (1e-6 until session 31: a 0.0001-contract leg beside 100-contract ones still bent their smile, 8-16% off the margin)
+MIN_QUOTED_SHARE = 0.01
 # The largest price (strike, forward, future price, USD) and size (contracts, futures) a book may give: a forward
 # of 1e308 priced an infinite margin, a future of 1e308 contracts a NaN one (session 30's red team).
 MAX_PRICE, MAX_SIZE = 1e12, 1e9
@@ -800,7 +801,7 @@ def book_from_positions(quantity, strike, is_call, days, forward, iv, future_qty
         quantity, strike, is_call, days, forward, iv = (a[leg] for a in (quantity, strike, is_call, days, forward, iv))
     own_smile = smile_quotes is None
     if own_smile:  # the book's own marks, of the legs it holds: a leg of no size is no quote to trust
-        held = np.abs(quantity) > MIN_QUOTED_SHARE * np.abs(quantity).max() if np.any(quantity) else slice(None)
+        held = np.abs(quantity) >= MIN_QUOTED_SHARE * np.abs(quantity).max() if np.any(quantity) else slice(None)
         smile_quotes = (days[held], strike[held], forward[held], iv[held])
     try:
         q_days, q_strike, q_forward, q_iv = (np.atleast_1d(np.asarray(a, dtype=float)) for a in smile_quotes)

@@ -41,7 +41,7 @@ from volmargin_serving.features import (
     INPUT_COLUMNS, IV_FEATURE_NAMES, MIN_IV_INDEX, FeatureSpec, compute_features, compute_iv_features, core_width,
     horizon_level, standardize,
 )
-from volmargin_serving.margins import Margins, larger, min_rate, price
+from volmargin_serving.margins import Margins, larger, price
 from volmargin_serving.outputs import SIDES, Forecasts, postprocess
 from volmargin_serving.repairs import READINGS, calendar_days, carried, float_cells, readings
 from volmargin_serving.validation import (check_bars, check_dates, check_values, doubt_message, doubtful_values,
@@ -51,6 +51,7 @@ _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
 _CHUNK = 64  # assets per feature computation in a batch (see forecast_daily)
 # The golden self-test's tolerance is the runtime's, never the bundle's: a manifest cannot loosen it.
 SELF_TEST_RTOL = 1e-5
+MEMORY_DAYS = 3  # days of normally priced margins kept per asset, to chain a re-priced or backfilled day from
 # ONNX Runtime's NoopElimination drops a Mul by a float64 constant that is 1 in float32 (the 1 + 1e-9 of
 # the return check, `validation._return_too_large`): the fast graph would then accept a return numpy refuses.
 FAST_DISABLED_OPTIMIZERS = ("NoopElimination",)
@@ -240,7 +241,8 @@ class Runtime:
         self.calibration = None if calibration is None else CalibrationSet.read(calibration, self.path,
                                                                                 self.manifest, assets, key)
         self._last_good: dict[str, tuple[np.datetime64, np.ndarray, float]] = {}
-        self._day_before: dict[str, tuple[np.datetime64, np.ndarray]] = {}  # the one before, of an earlier day
+        # per asset, the margins priced normally on each of its last MEMORY_DAYS days (`_chained`)
+        self._by_day: dict[str, dict[np.datetime64, np.ndarray]] = {}
         self._memory_lock = threading.Lock()
         features = self.manifest["features"]
         self.spec = FeatureSpec(**features["spec"])
@@ -627,7 +629,7 @@ class Runtime:
         `previous` (assets, 2) holds yesterday's initial margins (NaN: none) for the policy's buffer and
         speed limits; without it each margin is a first margin (`margin_rate` with no previous). Either way a
         margin is at least the one chained from the margins this runtime priced for the day before (`_chained`),
-        and a `previous` below the policy's minimum rate is refused.
+        whatever the order the days are priced in.
 
         Fail safe, never lower: an asset whose inputs are refused (any `InputError`), that has no
         parameters in force at `as_of` or whose forecast is unusable gets, with `fail_safe` set and the
@@ -654,11 +656,6 @@ class Runtime:
                                   f"{type(assets).__name__}")
         assets, as_of = _distinct(tuple(assets)), _instant(as_of)
         previous = _previous(previous, len(assets))
-        lowest = min_rate(self.calibration.policy)
-        if previous is not None and (previous < lowest).any():  # no margin this policy published: a unit slip
-            k = int(np.flatnonzero((previous < lowest).any(axis=1))[0])
-            raise InputError(f"previous margins of {assets[k]}: {previous[k].tolist()} below the policy's minimum rate "
-                             f"{lowest:g}; none this policy published (sent in another unit?)")
         return assets, as_of, self.calibration.terms(assets, as_of), previous
 
     def _price(self, assets: tuple[str, ...], terms, forecasts: Forecasts, errors: np.ndarray, doubtful: list,
@@ -699,10 +696,7 @@ class Runtime:
         known = np.full((len(assets), len(SIDES)), np.nan)
         with self._memory_lock:
             for k, asset in enumerate(assets):
-                for kept in (self._last_good.get(asset), self._day_before.get(asset)):
-                    if kept is not None and np.datetime64(kept[0], "D") == yesterday:
-                        known[k] = kept[1]
-                        break
+                known[k] = self._by_day.get(asset, {}).get(yesterday, known[k])
         chained = known if previous is None else np.fmax(previous, known)
         same = np.isnan(known).all() if previous is None else np.array_equal(chained, previous, equal_nan=True)
         return None if same else chained
@@ -713,9 +707,11 @@ class Runtime:
             for k, asset in enumerate(margins.assets):
                 if margins.fail_safe[k].any():
                     continue
+                days = self._by_day.setdefault(asset, {})
+                days[np.datetime64(as_of, "D")] = margins.initial[k].copy()  # in any order: backfills, restarts
+                for old in sorted(days)[:-MEMORY_DAYS]:
+                    del days[old]
                 stored = self._last_good.get(asset)
-                if stored is not None and np.datetime64(stored[0], "D") < np.datetime64(as_of, "D"):
-                    self._day_before[asset] = stored[:2]  # yesterday's, for a re-pricing of today (`_chained`)
                 if stored is None or stored[0] <= as_of:
                     self._last_good[asset] = (as_of, margins.initial[k].copy(), float(margins.haircut[k, 0]))
 
@@ -894,7 +890,7 @@ class Server:
             # the last good margins stay floors of fail-safe margins: one memory, shared, so that what a call
             # still running on the old runtime remembers after the swap is not lost (a copy taken here was)
             fresh._last_good, fresh._memory_lock = self._runtime._last_good, self._runtime._memory_lock
-            fresh._day_before = self._runtime._day_before
+            fresh._by_day = self._runtime._by_day
             old, self._runtime = self._runtime, fresh
         return old
 

@@ -119,7 +119,7 @@ def bars_as_learned(bundle: str | Path, bars: dict[str, pd.DataFrame]) -> dict[s
 
 def _aggregated(frame: pd.DataFrame, seconds: int) -> pd.DataFrame:
     stamps, *columns = aggregate_bars(frame.index.as_unit("ns").asi8, *(frame[c].to_numpy() for c in OHLCV),
-                                      seconds=seconds)
+                                      seconds=seconds, bar_seconds=bar_seconds(frame))  # the loader's, not re-inferred
     out = pd.DataFrame(dict(zip(OHLCV, columns)),
                        index=pd.DatetimeIndex(stamps, name=frame.index.name).tz_localize("UTC"))
     out.attrs = {**frame.attrs, "freq": pd.Timedelta(seconds=seconds), "aggregated_from": bar_seconds(frame)}

@@ -106,8 +106,7 @@ def _group(hits: np.ndarray, tested: np.ndarray, excess: np.ndarray, margin: np.
                    basel_green_windows=int(np.size(zones) - np.sum(zones)), basel_windows=int(np.size(zones)))
     elif len(tested):
         zones = stats.basel_zones(tested, window, p)
-        worst = int(zones["exceptions"].max()) if len(zones) else int(tested.sum())  # zones rise with the count
-        out.update(kupiec_p=stats.kupiec_pof(tested, p).pvalue, basel_zone=stats.basel_zone(worst, window, p),
+        out.update(kupiec_p=stats.kupiec_pof(tested, p).pvalue, basel_zone=stats.worst_basel_zone(tested, window, p),
                    basel_green_windows=int((zones["zone"] == "green").sum()), basel_windows=len(zones))
     return out
 

@@ -33,6 +33,11 @@ Panel = dict[str, pd.DataFrame]
 
 _BINANCE_NCOLS = 12
 _FREQ_TOKEN = re.compile(r"_\d+(?:s|m|min|h|d|w|mo)$")
+# an interval in a file name: a count and a unit between separators (m minutes, M months as Binance writes them)
+_INTERVAL_TOKEN = re.compile(r"(?:^|[-_])(\d+)(min|mo|[smhdwSHDWM])(?=$|[-_.])")
+_INTERVAL_UNITS = {"s": "s", "m": "min", "min": "min", "h": "h", "d": "d", "w": "w"}
+_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_LONGEST_BAR_SECONDS = 604_800
 _GLOB_CHARS = re.compile(r"[*?\[]")
 MAX_DECOMPRESSED = 4 << 30  # bytes a gzip file may expand to (the largest real hourly file is ~10 MB)
 MAX_RATIO = 1000  # and at most this many times its compressed size: more is a decompression bomb
@@ -105,16 +110,21 @@ def load_bars(path: str | Path, *, sort: bool = False, freq: str | None = None) 
 
 
 def name_interval(path: str | Path) -> pd.Timedelta | None:
-    """The bar interval a file's name declares by its trailing token (_30m, _1h, _1d), None where it declares none
-    (or months, no fixed length). Inferred from the spacing instead, a 30-minute feed that lost every hh:30 bar
-    read as complete hourly bars, each high-low half its hour, and priced margins 18% lower (session 31)."""
-    name = Path(path).name.lower()
+    """The bar interval a file's name declares by its last interval token (_30m, -1h-, _4H, _1d; Binance's dumps
+    BTCUSDT-30m-2024-01.csv), None where it declares none or months (1M, 1mo: no fixed length). Inferred from
+    the spacing instead, a 30-minute feed that lost every hh:30 bar read as complete hourly bars, each high-low
+    half its hour, and priced margins 18% lower (session 31)."""
+    stem = Path(path).name
     for suffix in (".gz", ".csv", ".parquet"):
-        name = name.removesuffix(suffix)
-    token = _FREQ_TOKEN.search(name)
-    if token is None or token.group().endswith("mo"):
+        stem = stem.removesuffix(suffix).removesuffix(suffix.upper())
+    tokens = _INTERVAL_TOKEN.findall(stem)
+    if not tokens or tokens[-1][1] in ("M", "mo"):
         return None
-    return pd.Timedelta(token.group()[1:].replace("min", "m").replace("m", "min"))
+    count, unit = int(tokens[-1][0]), _INTERVAL_UNITS[tokens[-1][1].lower()]
+    if not 0 < count * _UNIT_SECONDS[unit] <= _LONGEST_BAR_SECONDS:
+        raise DataError(f"{path}: its name declares bars of {tokens[-1][0]}{tokens[-1][1]}; a bar lasts more than "
+                        "0 and at most a week (rename the file)")
+    return pd.Timedelta(count * _UNIT_SECONDS[unit], unit="s")
 
 
 def validate_bars(frame: pd.DataFrame, *, source: str, sort: bool = False,

@@ -389,12 +389,13 @@ def worst_basel_zone(hits, window: int = 250, p: float = 0.01) -> str:
     """Worst zone (green < yellow < red) over all rolling windows of :func:`basel_zones`.
 
     With fewer than ``window`` observations, the single window of what there is is judged
-    by its raw exception count against the ``window``-day thresholds (no rescaling).
+    by its exception count against the thresholds of its own length (against the ``window``-day
+    ones, the 110 non-overlapping origins of a 10-day VaR breached 4x its target read green).
     """
     h = _as_hits(hits)
     window = _positive_int(window, "window")
     if len(h) < window:
-        return basel_zone(int(h.sum()), window, p)
+        return basel_zone(int(h.sum()), max(len(h), 1), p)
     zones = basel_zones(h, window, p)["zone"]
     return max(zones, key=ZONES.index)
 

@@ -230,7 +230,8 @@ def var_section(run: Run, ranking: Ranking) -> str:
     return (note("Pooled over assets; expected exception rate 1%. Kupiec p treats every asset-day as independent; "
                  "exceptions fall on the same days across assets, so \"by date\" divides its statistic by the "
                  "design effect of that clustering (Rao-Scott). Christoffersen p: the median asset's. Basel zone: "
-                 "worst rolling 250-day window (pooled: worst asset). ES Z2 (Acerbi-Szekely) is about 0 for a correct ES, negative when the "
+                 "worst rolling 250-day window, or the whole sample judged on its own length where shorter "
+                 "(at a horizon of h days, of origins h days apart; pooled: worst asset). ES Z2 (Acerbi-Szekely) is about 0 for a correct ES, negative when the "
                  "tail is underestimated.") + "".join(parts)
             + "<h3>Basel zone per asset (L = long, S = short)</h3>" + zones)
 
