@@ -242,6 +242,17 @@ def test_a_bundle_of_real_bars_is_never_read_on_the_synthetic_market(synthetic_f
     assert "--data: give the bars to read" in err and "binance_btcusdt" in err and err.count("\n") == 1
 
 
+def test_a_bundle_of_another_synthetic_market_is_never_read_on_the_built_in_one(synthetic_files, tmp_path, capsys):
+    """A bundle that learned from another synthetic market (seed 7, two assets) was calibrated on seed 0's prices
+    under the same asset names, in silence: its manifest's data fingerprint must be the built-in market's."""
+    other = {"training": {"assets": {"syn_a": ["2021-01-01", "2023-12-31"]}, "data_sha256": "0" * 64}}
+    bundle = _tiny_bundle(synthetic_files, tmp_path, provenance=other)
+    assert main(["calibrate", "--bundle", str(bundle), "--out", str(tmp_path / "c.json"), "--no-tracking"]) == 2
+    err = capsys.readouterr().err
+    assert "learned from another synthetic market (its data fingerprint differs)" in err
+    assert err.count("\n") == 1 and not (tmp_path / "c.json").exists()
+
+
 @pytest.mark.parametrize("command", ["backtest", "score"])
 def test_min_bars_outside_a_day_of_bars_is_one_line(synthetic_files, tmp_path, capsys, command):
     extra = ["--bundle", str(_tiny_bundle(synthetic_files, tmp_path))] if command == "score" else ["--no-tracking"]

@@ -76,9 +76,17 @@ def test_score_in_process_and_on_two_dask_workers_agree(trained, tmp_path, capsy
 def test_export_and_score_errors_are_one_line(tmp_path, capsys):
     assert main(["export", "--run", str(tmp_path)]) == 2
     assert "--run must be a `volmargin train` output folder" in capsys.readouterr().err
-    (tmp_path / "manifest.json").write_text("{}")
-    assert main(["score", "--bundle", str(tmp_path), "--out", str(tmp_path / "x.parquet"), "--quiet"]) == 2
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    assert main(["score", "--bundle", str(bundle), "--out", str(tmp_path / "x.parquet"), "--quiet"]) == 2
     assert "missing keys" in capsys.readouterr().err
+    # an output inside a bundle folder: refused before its lock file is made there (that file broke the bundle)
+    for command, out in (("score", bundle / "x.parquet"), ("calibrate", bundle / "c.json")):
+        extra = ["--no-tracking"] if command == "calibrate" else ["--quiet"]
+        assert main([command, "--bundle", str(bundle), "--out", str(out), *extra]) == 2
+        assert "is a model bundle, which holds only its own files" in capsys.readouterr().err
+        assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json"]
 
 
 def test_an_export_interrupted_while_registering_says_what_it_left(trained, tmp_path, monkeypatch, capsys):

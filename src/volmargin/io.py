@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from volmargin_serving.bundle import MANIFEST
 
 from volmargin.errors import ConfigError, OutputError
 
@@ -205,6 +206,10 @@ def preflight(target: str | Path, folder: bool = False, suffixes: tuple[str, ...
     """Before any work: OutputError unless `target` can be written (a regular file or absent, or for a
     folder output an empty or volmargin folder) in a writable place, and ends in one of `suffixes` if given."""
     target = check_folder(target) if folder else check_target(target)
+    inside = next((p for p in Path(os.path.abspath(target)).parents if (p / MANIFEST).is_file()), None)
+    if inside is not None:  # even a failed write leaves a lock file there, and the bundle's files are checked
+        raise OutputError(f"cannot write {target}: {inside} is a model bundle, which holds only its own files; "
+                          "write beside it")
     if suffixes and target.suffix not in suffixes:
         raise OutputError(f"cannot write {target}: name it {' or '.join(suffixes)} (the format follows the name)")
     existing = next((p for p in target.parents if p.exists()), Path("."))  # staging and temp files go beside it
