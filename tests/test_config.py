@@ -127,3 +127,16 @@ def test_a_boolean_for_a_number_key_is_refused(value):
     """`long_share: yes` (YAML's true) was read as 1.0 (every account long) once the bool guard was dropped."""
     with pytest.raises(ConfigError, match=r"--set\.long_share: expected float, got bool"):
         from_dict(SimulationSection, {"long_share": value}, "--set")
+
+
+def test_a_mapping_set_on_the_command_line_overlays_its_section_key_by_key():
+    """`--set 'calibration.policy={buffer: 0.5}'` replaced the whole policy: its floors and speed limits were gone
+    and the margins fell 30% (session 31's red team). A mapping overlays a mapping; other keys stay."""
+    from volmargin.config import APC_POLICY, parse_overrides, with_overrides
+
+    cfg = with_overrides(RunConfig(), parse_overrides("calibration.policy={buffer: 0.5}"))
+    assert cfg.calibration.policy["buffer"] == 0.5
+    assert {k: v for k, v in cfg.calibration.policy.items() if k != "buffer"} == {
+        k: v for k, v in RunConfig().calibration.policy.items() if k != "buffer"}
+    assert cfg.calibration.policy["max_up"] == APC_POLICY["max_up"] is not None  # the speed limits kept
+    assert with_overrides(RunConfig(), {"calibration.policy.buffer": 0.5}).calibration.policy == cfg.calibration.policy
