@@ -646,3 +646,22 @@ def test_a_stage_that_runs_starts_from_an_empty_folder(tmp_path, monkeypatch, ca
 
     stage_portfolio(run)
     assert seen == [[]] and not (tmp_path / "portfolio" / "scenarios-ewma.npz").exists()
+
+
+def test_a_failed_re_run_leaves_no_earlier_runs_published_files(tmp_path):
+    """A re-run into the same folder that failed left the earlier run's report.html, latest.parquet and
+    latest_margins.parquet, the files a service reads without run.json: old margins, no warning (session 31's
+    red team). They are removed as the run starts."""
+    from volmargin.config import RunConfig, from_dict
+    from volmargin.errors import VolmarginError
+    from volmargin.io import mark_incomplete
+    from volmargin.pipeline import PUBLISHED, run_pipeline
+
+    out = tmp_path / "run"
+    mark_incomplete(out, {"command": "run"})  # an earlier run's folder
+    for name in PUBLISHED:
+        (out / name).write_text("an earlier run's")
+    cfg = from_dict(RunConfig, {"data": {"paths": [str(tmp_path / "missing.csv")]}, "output": str(out)})
+    with pytest.raises(VolmarginError, match="stage 'data' failed"):
+        run_pipeline(cfg, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False)
+    assert not any((out / name).exists() for name in PUBLISHED)

@@ -245,6 +245,10 @@ def stage_portfolio(run: Run) -> None:
           + f"; validated from {start}")
 
 
+# the files a service or a reader opens without run.json: written by the last stages (score, report)
+PUBLISHED = ("latest.parquet", "latest_margins.parquet", "report.html")
+
+
 def _drop_stale(run: Run, folder: str) -> str:
     """Remove an earlier run's outputs of a stage before it runs, or when this run leaves it off (the report
     showed them as this run's; a scenario file of an earlier champion stayed beside this run's); the folder is
@@ -371,6 +375,8 @@ def _run_all(run: Run, tracking_uri: str | None) -> Run:
 
     cfg = run.cfg
     mark_incomplete(run.out, {"command": "run"})  # readers refuse the folder until the last stage is done
+    for published in PUBLISHED:  # a service reads these alone: an earlier run's never stay beside a failed one's
+        _drop_stale(run, published)
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
     run.record.update(config=dataclasses.asdict(cfg), timings={}, mlflow={"tracking_uri": uri, "stages": {}},
