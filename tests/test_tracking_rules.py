@@ -100,6 +100,14 @@ def test_a_trained_model_is_promoted_on_its_pooled_eval_qlike(tmp_path, monkeypa
     assert [score for score, _ in given] == [pytest.approx(metric)]
     assert given[0][1]["compared"].startswith("horizon=1; assets=")  # compared on its horizon and assets only
     assert metric == pytest.approx(result.scores.query(f"asset == '{POOLED}'")["qlike"].iloc[0])
+    # and on its held-out rows: the data and the evaluation window (session 31: a shorter window's QLIKE took the
+    # alias); every numeric score logged, numpy's ints too (the exception counts were dropped)
+    cfg = load_config(write_config(tmp_path, trees=10))
+    fingerprint = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/data_fingerprint.json")["sha256"]
+    assert f"evaluated={cfg.window.train_end}..{cfg.window.eval_end or 'end'}" in given[0][1]["compared"]
+    assert f"data={fingerprint[:16]}" in given[0][1]["compared"]
+    metrics = MlflowClient().get_run(result.run_id).data.metrics
+    assert metrics["eval_n"] > 0 and "eval_var99_long_exceptions" in metrics
 
 
 def test_the_data_fingerprint_changes_with_the_timestamps_and_the_asset_names():

@@ -7,6 +7,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
+import numbers
 import pickle
 import re
 import time
@@ -231,7 +232,7 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
     _log_learning_curves(model)
     scores = score_forecasts(forecasts)
     pooled = scores[scores["asset"] == POOLED].iloc[0]
-    mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if isinstance(v, (int, float)) and pd.notna(v)})
+    mlflow.log_metrics({f"eval_{k}": float(v) for k, v in pooled.items() if _number(v) and pd.notna(v)})
     mlflow.log_metrics({f"eval_qlike.{a}": float(q) for a, q in scores.set_index("asset")["qlike"].drop(POOLED).items()})
     mlflow.log_metric("train_seconds", train_seconds)
     out = Path(cfg.output)
@@ -250,9 +251,18 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
     name = cfg.tracking.registered_model or f"volmargin-{cfg.model.name}"
     info = log_forecaster(model, tuple(sorted(cfg.levels)), example, registered_name=name)
     version = str(info.registered_model_version) if info.registered_model_version is not None else None
-    compared = f"horizon={cfg.horizon}; assets={','.join(sorted(panel))}"  # QLIKEs compare within these only
+    # QLIKEs compare on the same held-out rows only: another evaluation window or market made a model champion
+    # for a QLIKE of other days (session 31's red team); a retrain on newer data stays challenger until compared
+    compared = (f"horizon={cfg.horizon}; assets={','.join(sorted(panel))}; data={fingerprint['sha256'][:16]}; "
+                f"evaluated={cfg.window.train_end}..{cfg.window.eval_end or 'end'}")
     alias = promote(name, version, float(pooled["qlike"]), compared=compared) if version else None
     return scores, version, alias
+
+
+def _number(value) -> bool:
+    """A score that is a number, numpy's too (a count of exceptions is a numpy int: it was dropped from MLflow
+    and written to the manifest as text)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
@@ -289,7 +299,7 @@ def load_trained(folder: Path) -> tuple[GlobalForecaster, dict, dict]:
         raise ConfigError(f"{folder}/eval_scores.csv: no pooled ({POOLED}) row")
     pooled = pooled.iloc[0].drop(["asset", "model"], errors="ignore")
     return model, meta, {
-        k: (float(v) if isinstance(v, (int, float)) else str(v)) for k, v in pooled.items() if pd.notna(v)}
+        k: (float(v) if _number(v) else str(v)) for k, v in pooled.items() if pd.notna(v)}
 
 
 def provenance(meta: dict, scores: dict) -> dict:
