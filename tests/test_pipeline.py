@@ -459,3 +459,22 @@ def test_run_summary_flags_within_target_on_both_sides_and_lists_those_first_che
     assert [(line[0], line[-1]) for line in lines] == [("at_target", "True"), ("costly", "True"),
                                                        ("one_side_over", "False")]
     assert lines[0][-4:-1] == ["1", "of", "3"]  # a pooled rate within the target beside one asset far over it
+
+
+def test_a_runs_window_train_start_bounds_every_stage_and_eval_end_is_refused(tmp_path):
+    """`window.train_start` reached only the train stage: the backtest, calibration and the exported refit read
+    every day, and the manifest said train_start (session 31's red teams). The run's data starts there now;
+    `window.eval_end`, which meant nothing to a run, is refused at load."""
+    from volmargin.config import RunConfig, from_dict
+    from volmargin.errors import ConfigError
+    from volmargin.pipeline import Run, stage_data
+
+    cfg = from_dict(RunConfig, {"window": {"train_start": "2021-07-01", "train_end": "2022-06-30",
+                                           "min_train_days": 120}})
+    run = Run(cfg, tmp_path, progress=False)
+    stage_data(run)
+    start = pd.Timestamp("2021-07-01", tz="UTC")
+    assert all(d.index[0] >= start for d in run.panel.values()) and all(b.index[0] >= start for b in run.bars.values())
+    assert all(d.attrs.get("bar_seconds") == 3600 for d in run.panel.values())
+    with pytest.raises(ConfigError, match="window.eval_end: `volmargin run` reads its data to the end"):
+        from_dict(RunConfig, {"window": {"eval_end": "2023-06-30"}})

@@ -257,6 +257,9 @@ class RunConfig:
     output: str = "runs/main"
 
     def __post_init__(self) -> None:
+        if self.window.eval_end is not None:  # the run's backtest, calibration and export read every day after it
+            raise ConfigError("window.eval_end: `volmargin run` reads its data to the end (it was ignored but by the "
+                              "train stage); end the data there instead, or use `volmargin train`")
         unknown = set(self.learned) - {"nn", "gbm", "blend"}
         if not self.learned or unknown:
             raise ConfigError(f"learned: expected a mapping with nn, gbm and/or blend, got {sorted(self.learned)}")

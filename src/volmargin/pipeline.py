@@ -68,6 +68,10 @@ def stage_data(run: Run) -> None:
     from volmargin.training import check_window, daily_data
 
     run.bars, run.panel = daily_data(run.cfg)
+    if run.cfg.window.train_start is not None:  # every stage starts there, the export's refit too (it read all the
+        start = pd.Timestamp(run.cfg.window.train_start, tz="UTC")  # data, its manifest said otherwise: session 31)
+        run.bars = {a: b.loc[start:] for a, b in run.bars.items()}  # (slices keep the loader's attrs)
+        run.panel = {a: d.loc[start:] for a, d in run.panel.items()}
     for name in run.cfg.learned:
         check_window(run.cfg.train_config(name), run.panel)
     check_calibration_end(run.cfg, run.panel)
