@@ -98,3 +98,30 @@ def test_a_scored_window_holding_a_missing_day_carries_the_services_refusal(serv
     before = (gap - pd.Timedelta(days=1)).date()
     assert scored.loc[holding, "doubt"].str.startswith(f"dates skip 1 day(s) after {before}").all()
     assert not scored.loc[~holding, "doubt"].str.contains("dates skip").any()
+
+
+def test_a_replay_does_not_depend_on_what_the_process_priced_before(served, tmp_path):
+    """Each worker caches one runtime per bundle and set, and the runtime remembered every asset's margins across
+    commands: a what-if replay (a month's moves x5) lifted the next replay of the real data up to 1.69x on a
+    long-lived cluster, through the fall limit (session 31's red team). Each replay now starts with no memory."""
+    from reliability_fixtures import ASSETS, resealed_set
+
+    from volmargin.batch import _runtime, serve_panel
+
+    def speed_limits(parameters):
+        parameters["policy"].update(buffer=0.25, max_up=0.5, max_down=0.1)
+
+    calibration = resealed_set(served, tmp_path, speed_limits)
+    asset = ASSETS[0]
+    daily = served.panel[asset]
+    start = daily.index[-8]
+    alone = serve_panel(served.bundle, calibration, {asset: daily}, start=start, progress=False)
+    _runtime.cache_clear()  # a worker that has priced nothing yet
+    wild = daily.copy()
+    moves = [c for c in wild.columns if c not in ("ret", "volume", "traded_value", "close", "n_bars", "complete")]
+    wild.loc[wild.index[-40:], "ret"] *= 5
+    wild.loc[wild.index[-40:], moves] *= 25
+    what_if = serve_panel(served.bundle, calibration, {asset: wild.iloc[:-8]}, latest=True, progress=False)
+    assert (what_if["initial_margin"].to_numpy() > 2 * alone["initial_margin"].iloc[:2].to_numpy()).all()
+    again = serve_panel(served.bundle, calibration, {asset: daily}, start=start, progress=False)
+    pd.testing.assert_frame_equal(again, alone)

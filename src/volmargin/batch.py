@@ -85,7 +85,7 @@ def serve_asset(files: dict[str, bytes], calibration: bytes, asset: str, daily: 
     than the bundle's window is priced fail safe, as a service would price it), each priced as of the next day
     from the rows known then, with the day before's margins as `previous` (the policy's buffer and speed limits
     carry over; the first day is a first margin): one row per origin and side, fail-safe flags and reasons."""
-    runtime = runtime_from_files(files, calibration)
+    runtime = runtime_from_files(files, calibration).with_fresh_memory()  # the replay's own memory only
     n = runtime.history_days
     first = max(len(daily) - 1 if latest else n - 1, 0 if start is None else int(daily.index.searchsorted(start)))
     if first >= len(daily):
