@@ -2,8 +2,10 @@
 
 import dataclasses
 import sys
+import tempfile
 import threading
 import time
+import warnings
 
 import cloudpickle
 import pandas as pd
@@ -191,6 +193,37 @@ def test_worker_data_error_surfaces_with_its_message(cluster):
         cluster[0].map(default_min_bars, [daily_bars], progress=False)
     assert type(caught.value) is DataError
     assert cluster[0].map(_slow_identity, [1], [0.0], progress=False) == [1]  # the cluster still works
+
+
+def _warns_as_arch_does(x):
+    """A library that turns its warnings on inside its own call (arch's fit does), as a task on a worker."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a fit that did not converge")
+    return x
+
+
+def test_workers_print_no_library_warning_nor_a_failed_tasks_traceback(capfd):
+    """With --workers 2 a backtest printed 30 lines of GARCH warnings, and a bad asset 98 lines with "Compute
+    Failed" and a worker traceback before its one-line error; one process prints nothing or that line (session
+    31's red team). A cluster of its own: its workers write to the captured stderr."""
+    daily_bars = pd.DataFrame({"close": [1.0, 1.1]}, index=pd.date_range("2024-01-01", periods=2, tz="UTC"))
+    daily_bars.attrs.update(freq=pd.Timedelta(days=1), source="btc_1d.csv")
+    with executor(workers=1) as ex:
+        assert ex.map(_warns_as_arch_does, [1, 2], progress=False) == [1, 2]
+        with pytest.raises(DataError):
+            ex.map(default_min_bars, [daily_bars], progress=False)
+        time.sleep(0.5)  # the worker's own stderr
+    err = capfd.readouterr().err
+    assert "did not converge" not in err and "Compute Failed" not in err and "Traceback" not in err
+
+
+def test_a_local_cluster_leaves_no_scratch_space(tmp_path, monkeypatch):
+    """Every --workers run left dask-scratch-space/ (lock files; worker folders after a kill) in the temp folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with executor(workers=1) as ex:
+        assert ex.map(_slow_identity, [1], [0.0], progress=False) == [1]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_local_cluster_listens_on_loopback_only(cluster):

@@ -27,9 +27,11 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -203,21 +205,26 @@ def _workers_ignore_ctrl_c():
 
 @contextmanager
 def _local_cluster(workers: int):
+    import dask
     from dask.distributed import LocalCluster
 
-    with _workers_ignore_ctrl_c():
+    scratch = tempfile.mkdtemp(prefix="volmargin-dask-")  # its lock files and worker folders go with it
+    with _workers_ignore_ctrl_c(), dask.config.set({"temporary-directory": scratch}):
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
             # the scheduler's HTTP endpoint (health, metrics) would otherwise take port 8787 on every run and
             # warn when another run holds it: a free port, on loopback like everything else
             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             env={var: "1" for var in _THREAD_VARS},
-            silence_logs=logging.ERROR,  # no worker chatter (e.g. about tasks cancelled after an error) on stderr
+            # no worker chatter on stderr, not even "Compute Failed" with a traceback: the driver re-raises a
+            # task's error as its one line (`_raise_task_error`)
+            silence_logs=logging.CRITICAL, local_directory=scratch,
         )
     try:
         yield cluster
     finally:
         cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @contextmanager
@@ -355,6 +362,10 @@ def _run_single_threaded(fn: Callable[..., T], *args) -> T:
     OpenMP reads OMP_NUM_THREADS when it loads); a worker process only ever runs such tasks."""
     for var in _THREAD_VARS:
         os.environ[var] = "1"
+    # library warnings (a GARCH fit that did not converge) print on the driver with -v only; a worker has no -v,
+    # and arch turns its own warnings on inside its fit, so they go to a logger that drops them, as the CLI's do
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
     with single_threaded():
         return fn(*args)
 
