@@ -140,3 +140,16 @@ def test_a_mapping_set_on_the_command_line_overlays_its_section_key_by_key():
         k: v for k, v in RunConfig().calibration.policy.items() if k != "buffer"}
     assert cfg.calibration.policy["max_up"] == APC_POLICY["max_up"] is not None  # the speed limits kept
     assert with_overrides(RunConfig(), {"calibration.policy.buffer": 0.5}).calibration.policy == cfg.calibration.policy
+
+
+# session 31's red team: values accepted at load that a stage read wrongly, or refused only after the work
+
+@pytest.mark.parametrize("value", ["05/06/2022", "garbage"])
+def test_a_portfolio_validation_start_that_is_not_a_date_is_refused_at_load(value):
+    """05/06/2022 was read month first by the portfolio stage (and recorded as given); 'garbage' failed there,
+    after training and backtest, in pandas' words."""
+    from volmargin.config import with_overrides
+
+    with pytest.raises(ConfigError, match=r"portfolio.validation_start: not a date: .* \(use YYYY-MM-DD\)"):
+        with_overrides(RunConfig(), {"portfolio.validation_start": value})
+    assert with_overrides(RunConfig(), {"portfolio.validation_start": "2022-05-06"}).portfolio.validation_start

@@ -342,6 +342,7 @@ def _check_portfolio_keys(section: PortfolioSection) -> None:
         unknown = [key for key in getattr(section, name) if key not in keys]
         if unknown:
             raise ConfigError(f"portfolio.{name}.{unknown[0]}: unknown key; expected one of {', '.join(keys)}")
+    _date("portfolio.validation_start", section.validation_start)  # the stage read 05/06/2022 month first
     grids = {"concentrations": section.concentrations}
     if section.correlation_weights is not None:
         grids["correlation_weights"] = section.correlation_weights
