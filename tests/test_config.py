@@ -153,3 +153,15 @@ def test_a_portfolio_validation_start_that_is_not_a_date_is_refused_at_load(valu
     with pytest.raises(ConfigError, match=r"portfolio.validation_start: not a date: .* \(use YYYY-MM-DD\)"):
         with_overrides(RunConfig(), {"portfolio.validation_start": value})
     assert with_overrides(RunConfig(), {"portfolio.validation_start": "2022-05-06"}).portfolio.validation_start
+
+
+@pytest.mark.parametrize("key, value", [("calibration.recalibrate", "h"), ("calibration.recalibrate", "30min"),
+                                        ("simulation.every", "12h"), ("simulation.worst_period", "bh")])
+def test_a_frequency_shorter_than_a_day_is_refused_at_load(key, value):
+    """Daily forecasts re-calibrated every hour: the calibrate stage never ended ('D' already took 24 s on two
+    assets and nine months)."""
+    from volmargin.config import with_overrides
+
+    with pytest.raises(ConfigError, match=rf"{key}: '{value}' is shorter than a day"):
+        with_overrides(RunConfig(), {key: value})
+    assert with_overrides(RunConfig(), {key: "D"})  # a day is the shortest accepted

@@ -374,6 +374,9 @@ def _frequency(key: str, value: str | None) -> None:
         raise ConfigError(f"{key}: not a pandas frequency: {value!r} (e.g. QS, MS, YS)") from None
     if offset.n <= 0:  # 0D divided by zero; -1D calibrated once, in silence
         raise ConfigError(f"{key}: {value!r} does not move forward; give a positive frequency (e.g. QS, MS, 90D)")
+    monday = pd.Timestamp("2024-01-01")  # a step from a Monday midnight: business hours (bh) step within the day
+    if monday + offset - monday < pd.Timedelta(days=1):  # hourly re-calibration of daily forecasts never ended
+        raise ConfigError(f"{key}: {value!r} is shorter than a day; give a daily or longer one (e.g. QS, MS, 90D)")
 
 
 def _convert(key: str, hint: Any, value: Any) -> Any:
