@@ -373,6 +373,8 @@ def test_bad_policy_settings(change):
 def test_missing_risk_column_names_it(market):
     with pytest.raises(ConfigError, match="es99_long"):
         calibrate(market.drop(columns=["es99_long"]), PolicyConfig(risk="es99"), "2022-09-01")
+    with pytest.raises(ConfigError, match=r"^policy.haircut_risk: forecast columns \['var95_long', 'var95_short'\]"):
+        calibrate(market, PolicyConfig(haircut_risk="var95"), "2022-09-01")  # it was named policy.risk
 
 
 # ------------------------------------------------------------------ real data

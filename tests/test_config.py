@@ -165,3 +165,39 @@ def test_a_frequency_shorter_than_a_day_is_refused_at_load(key, value):
     with pytest.raises(ConfigError, match=rf"{key}: '{value}' is shorter than a day"):
         with_overrides(RunConfig(), {key: value})
     assert with_overrides(RunConfig(), {key: "D"})  # a day is the shortest accepted
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"calibration.policy.risk": "var95"}, r"calibration.policy.risk: 'var95' is not forecast at the levels"),
+    ({"calibration.policy.haircut_risk": "var95"},  # the calibrate stage named policy.risk for it
+     r"calibration.policy.haircut_risk: 'var95' is not forecast at the levels"),
+    ({"simulation.quantile": 1.5}, r"simulation.quantile: invalid value 1.5"),
+    ({"simulation.max_change": 0}, r"simulation.max_change: invalid value 0.0"),
+    ({"simulation.impact": -1}, r"simulation.impact: invalid value -1.0"),
+    ({"simulation.open_interest": 0}, r"simulation.open_interest: invalid value 0.0"),
+    ({"simulation.penalty": 1}, r"simulation.penalty: invalid value 1.0"),
+    ({"simulation.maintenance_fractions": []}, r"simulation.maintenance_fractions: invalid value \(\)"),
+    ({"simulation.haircut_factors": [-1.0]}, r"simulation.haircut_factors: invalid value \(-1.0,\)"),
+    ({"simulation.model": "nosuch"}, r"simulation.model: 'nosuch' is not a model of the run"),
+    ({"portfolio.models": ["gbm", "nosuch"]}, r"portfolio.models: 'nosuch' is not a model of the run"),  # "--models"
+])
+def test_run_values_refused_after_training_and_backtest_stop_at_load(overrides, message):
+    """Each passed the loader and was refused by its stage only after training and backtest (~20 min on
+    crypto-hourly.yaml); the message names the run config's key."""
+    from volmargin.config import with_overrides
+
+    with pytest.raises(ConfigError, match=rf"^--set: {message}"):
+        with_overrides(RunConfig(), overrides)
+
+
+def test_the_run_accepts_the_measures_models_and_simulation_values_it_forecasts():
+    """The load checks keep what the stages take: a measure at a configured level, a baseline or learned model,
+    ewma97 (built from the bars), a key of the simulation under its `volmargin simulate --set` name."""
+    from volmargin.config import with_overrides
+
+    cfg = with_overrides(RunConfig(), {"levels": [0.95, 0.975, 0.99], "calibration.policy.risk": "var95",
+                                       "calibration.policy.haircut_risk": "es975", "simulation.model": "gbm",
+                                       "portfolio.models": ["har", "ewma97", "blend"], "simulation.quantile": 0.95})
+    assert cfg.calibration.policy["risk"] == "var95" and cfg.simulation.model == "gbm"
+    with pytest.raises(ConfigError, match=r"^--set\.max_change: invalid value 0.0"):
+        from_dict(SimulationSection, {"max_change": 0}, "--set")

@@ -229,6 +229,12 @@ class SimulationSection:
         if self.insurance_fund <= 0:  # the figures and the target are fractions of the fund
             raise ConfigError(f"{key('insurance_fund')}: must be > 0 (bad debt is measured against the fund), "
                               f"got {self.insurance_fund}")
+        from volmargin.simulation.study import study_config
+
+        try:  # the simulation's own checks (impact, open_interest, penalty, quantile, max_change, the grids) at load
+            study_config(self, "2000-01-01", {})
+        except ConfigError as exc:  # they name simulation[.solvency].KEY; the key as written is this section's
+            raise ConfigError(re.sub(r"^simulation\.(solvency\.)?", key(""), str(exc))) from None
 
 
 # the default margin policy of `volmargin run`: 99% VaR with every EMIR art. 28 tool and speed limits
@@ -297,8 +303,9 @@ class RunConfig:
         _date("calibration.end", self.calibration.end)
         _frequency("calibration.recalibrate", self.calibration.recalibrate)
         TrainConfig(data=self.data, window=self.window, horizon=self.horizon, levels=self.levels)  # same checks
-        _check_policy(self.calibration.policy)
+        _check_policy(self.calibration.policy, self.levels)
         _check_portfolio_keys(self.portfolio)
+        _check_model_names(self)
 
 
     def train_config(self, name: str) -> TrainConfig:
@@ -309,15 +316,35 @@ class RunConfig:
                            horizon=self.horizon, levels=self.levels, output=str(Path(self.output) / f"train-{name}"))
 
 
-def _check_policy(policy: dict[str, Any]) -> None:
-    """calibration.policy at load, not after training and backtest: known keys, types, ranges."""
+def _check_policy(policy: dict[str, Any], levels: tuple[float, ...]) -> None:
+    """calibration.policy at load, not after training and backtest: known keys, types, ranges, and measures
+    (risk, haircut_risk) among the columns the run forecasts at its levels."""
+    from volmargin.calibration.panel import missing_risk
     from volmargin.calibration.policy import PolicyConfig
+    from volmargin.models.base import SIDES, level_tag
 
     try:
-        from_dict(PolicyConfig, policy, "calibration.policy")
+        config = from_dict(PolicyConfig, policy, "calibration.policy")
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith("calibration.") else f"calibration.{message}") from None
+    stems = [f"{kind}{level_tag(level)}" for kind in ("var", "es") for level in sorted(levels)]
+    if found := missing_risk(config, [f"{stem}_{side}" for stem in stems for side in SIDES]):
+        raise ConfigError(f"calibration.policy.{found[0]}: {getattr(config, found[0])!r} is not forecast at the "
+                          f"levels {list(levels)}; expected one of {', '.join(stems)}")
+
+
+def _check_model_names(cfg: RunConfig) -> None:
+    """simulation.model and portfolio.models at load: a name the run does not forecast failed their stages after
+    training and backtest (ewma97, the PAIRS filter, is built from the bars by the portfolio stage)."""
+    models = (*cfg.backtest.baselines, *cfg.learned)
+    if cfg.simulation.model is not None and cfg.simulation.model not in models:
+        raise ConfigError(f"simulation.model: {cfg.simulation.model!r} is not a model of the run; expected one of "
+                          f"{', '.join(models)}")
+    unknown = [m for m in cfg.portfolio.models or () if m not in (*models, "ewma97")]
+    if unknown:
+        raise ConfigError(f"portfolio.models: {unknown[0]!r} is not a model of the run; expected some of "
+                          f"{', '.join(models)}, ewma97")
 
 def holds(rule, value) -> bool:
     """`rule(value)`, False where the value is of a type the rule cannot read (NaN fails every comparison):

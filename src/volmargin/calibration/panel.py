@@ -63,12 +63,22 @@ def _single(column: str, values: pd.Series):
     return unique[0]
 
 
+def missing_risk(policy: PolicyConfig, columns) -> tuple[str, list[str]] | None:
+    """The first of the policy's keys risk, haircut_risk whose forecast columns are not all among `columns`, and
+    the missing columns; None where both are there (the run config checks its levels' columns at load)."""
+    for key, stem in (("risk", policy.risk), ("haircut_risk", policy.haircut_risk or policy.risk)):
+        missing = [f"{stem}_{side}" for side in SIDES if f"{stem}_{side}" not in columns]
+        if missing:
+            return key, missing
+    return None
+
+
 def _check(forecasts: pd.DataFrame, policy: PolicyConfig) -> list[str]:
     stems = [policy.risk, policy.haircut_risk or policy.risk]
     needed = list(dict.fromkeys(f"{stem}_{side}" for stem in stems for side in SIDES))
-    missing = [c for c in needed if c not in forecasts]
-    if missing:
-        raise ConfigError(f"policy.risk: forecast columns {missing} missing; the table has {list(forecasts.columns)}")
+    if found := missing_risk(policy, forecasts.columns):
+        raise ConfigError(f"policy.{found[0]}: forecast columns {found[1]} missing; the table has "
+                          f"{list(forecasts.columns)}")
     if forecasts.empty:
         raise DataError("forecasts: no rows")
     dup = forecasts.duplicated(["model", "asset", "origin"])
