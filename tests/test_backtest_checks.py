@@ -185,3 +185,20 @@ def test_zero_or_negative_workers_are_refused_without_starting_a_cluster():
         with pytest.raises(ConfigError, match=f"--workers must be >= 1, got {workers}"):
             check_options(None, workers)
     check_options(None, 1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--min-train", "100000"], "argument --min-train: at most 36500 days, got 100000"),
+    (["--refit-every", "100000000"], "argument --refit-every: at most 36500 days, got 100000000"),
+    (["--window", "100000000"], "argument --window: at most 36500 days, got 100000000"),
+    (["--model-refit", "hist=100000000"], "argument --model-refit: at most 36500 days, got 100000000"),
+    (["--model-refit", "hist=5,hist=6"], "argument --model-refit: hist is given twice"),  # the last won silently
+])
+def test_backtest_day_counts_past_a_century_and_a_model_refit_twice_are_refused(argv, message, tmp_path, capsys):
+    """Session 31's red team: these day counts ended in 'internal error: OutOfBounds...' (pandas' dates overflow),
+    after the data was read; the run config caps its day counts at 36500 too."""
+    from volmargin.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["backtest", "--models", "hist", *argv, "--out", str(tmp_path / "o"), "--quiet", "--no-tracking"])
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -48,14 +48,6 @@ def _levels(text: str) -> tuple[float, ...]:
     return levels
 
 
-def _model_days(text: str) -> dict[str, int]:
-    try:
-        pairs = dict(item.split("=") for item in text.split(",") if item)
-        return {model.strip(): int(days) for model, days in pairs.items()}
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected MODEL=DAYS[,MODEL=DAYS...], got {text!r}") from exc
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -64,6 +56,32 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+MAX_DAYS = 36_500  # as the run config's day counts: more overflowed pandas' dates ("internal error: OutOfBounds")
+
+
+def _days(text: str) -> int:
+    """A whole number of days, at most MAX_DAYS (the lower bounds are the walk-forward split's, in its words)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
+    if value > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_DAYS} days, got {value}")
+    return value
+
+
+def _model_days(text: str) -> dict[str, int]:
+    """MODEL=DAYS[,MODEL=DAYS...] of --model-refit: each model once, each count of days as `_days` reads it."""
+    try:
+        pairs = [(model.strip(), int(days)) for model, days in (item.split("=") for item in text.split(",") if item)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected MODEL=DAYS[,MODEL=DAYS...], got {text!r}") from exc
+    names = [model for model, _ in pairs]
+    if len(set(names)) < len(names):  # the last would have won silently
+        raise argparse.ArgumentTypeError(f"{next(m for m in names if names.count(m) > 1)} is given twice")
+    return {model: _days(str(days)) for model, days in pairs}
 
 
 SET_HELP = ("config values by dotted key, over the config's, e.g. window.train_end=2024-06-30,"
@@ -196,12 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--start", type=_date, default=None, help="first target date (default: as early as "
                           "--min-train allows)")
     backtest.add_argument("--end", type=_date, default=None, help="last forecast origin (default: end of data)")
-    backtest.add_argument("--refit-every", type=int, default=20, metavar="DAYS", help="refit cadence (default 20)")
+    backtest.add_argument("--refit-every", type=_days, default=20, metavar="DAYS", help="refit cadence (default 20)")
     backtest.add_argument("--model-refit", type=_model_days, default={}, metavar="MODEL=DAYS,...",
                           help="per-model refit cadence, e.g. nn=60,gbm=60 (learned models refit slower)")
-    backtest.add_argument("--window", type=int, default=None, metavar="DAYS",
+    backtest.add_argument("--window", type=_days, default=None, metavar="DAYS",
                           help="rolling training window (default: expanding)")
-    backtest.add_argument("--min-train", type=int, default=365, metavar="DAYS",
+    backtest.add_argument("--min-train", type=_days, default=365, metavar="DAYS",
                           help="history an asset needs before its first forecast (default 365)")
     backtest.add_argument("--horizon", type=int, default=1, metavar="DAYS", help="forecast horizon (default 1)")
     backtest.add_argument("--levels", type=_levels, default=(0.975, 0.99),
