@@ -297,6 +297,17 @@ def test_backtest_checks_the_tracking_server_before_any_work(capsys, tmp_path):
     assert time.monotonic() - started < 15 and not (tmp_path / "bt").exists()
 
 
+@pytest.mark.parametrize("uri", ["garbage://x", "FOLDER", "file://FOLDER"])
+def test_a_tracking_uri_mlflow_cannot_open_is_refused_before_any_work(capsys, tmp_path, uri):
+    """Session 31's red team: an unknown scheme, or a folder store (refused by MLflow 3), passed the check and
+    `backtest` failed on MLflow after all its work and outputs."""
+    (tmp_path / "store").mkdir()
+    uri = uri.replace("FOLDER", str(tmp_path / "store"))
+    _one_line_error(capsys, ["backtest", "--data", str(_bars(tmp_path / "a.csv")), "--tracking-uri", uri,
+                             "--out", str(tmp_path / "bt")], f"MLflow tracking URI {uri!r}: not a store MLflow opens")
+    assert not (tmp_path / "bt").exists()
+
+
 # ------------------------------------------------------------------ class 5: one line, and early
 
 

@@ -38,8 +38,9 @@ SERVICE_TIMEOUT = 10.0  # seconds an MLflow server has to answer before a comman
 
 def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
     """Before any work: an http(s) tracking server must answer its /health endpoint within `timeout` s,
-    a local store's folder must be writable; ConfigError naming the URI otherwise. Also bounds MLflow's
-    own HTTP timeout and retries (unless set), so a server that dies mid-run fails in seconds, not minutes."""
+    a SQLite store's folder must be writable, any other URI but databricks is refused; ConfigError naming
+    the URI otherwise. Also bounds MLflow's own HTTP timeout and retries (unless set), so a server that dies
+    mid-run fails in seconds, not minutes."""
     import urllib.error
     import urllib.request
 
@@ -61,13 +62,16 @@ def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
                               "start it, point --tracking-uri / MLFLOW_TRACKING_URI / tracking.uri elsewhere "
                               "(none set: the local store sqlite:///mlflow.db), or pass --no-tracking (backtest, "
                               "export, calibrate)") from None
-    elif uri.startswith("sqlite:///") or uri.startswith("file:") or "://" not in uri:
-        path = Path(uri.removeprefix("sqlite:///").removeprefix("file://").removeprefix("file:"))
-        folder = path.parent if uri.startswith("sqlite:") else path if path.is_dir() else path.parent
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
         folder = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
         if not os.access(folder, os.W_OK):
             raise ConfigError(f"MLflow tracking store {uri}: {folder} is not writable; point --tracking-uri "
                               "elsewhere") from None
+    elif uri != "databricks" and not uri.startswith("databricks://"):  # MLflow's own credentials and errors
+        # MLflow refuses a folder store (file:, a plain path) and has no store for other schemes: after the work
+        raise ConfigError(f"MLflow tracking URI {uri!r}: not a store MLflow opens here (a folder or file: store is "
+                          "refused); give sqlite:///PATH/mlflow.db, http(s)://SERVER or databricks")
     return uri
 
 
