@@ -203,6 +203,16 @@ def test_export_names_cannot_leave_the_root(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("version", ["01", " 7", "-1", "1.5", "0", "1\n"])
+def test_an_export_version_is_a_positive_integer_without_leading_zeros(capsys, tmp_path, version):
+    """Session 31's red team: any text was a version ('01' beside '1' two "immutable" bundles of one number);
+    refused before the run is read."""
+    _one_line_error(capsys, ["export", "--run", str(tmp_path / "no-run"), "--root", str(tmp_path / "models"),
+                             "--version", version, "--no-tracking"], f"--version {version!r}: a bundle version is a "
+                    "positive whole number without leading zeros")
+    assert not (tmp_path / "models").exists()
+
+
 def test_scoring_leaves_no_bundle_copies_in_tmp(tmp_path, monkeypatch):
     import tempfile
 

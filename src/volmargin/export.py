@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -401,11 +402,15 @@ def _manifest(model: GlobalForecaster, name: str, version: str, history_days: in
 
 
 def check_names(name: str | None, version: str | None, root: str | Path) -> None:
-    """ConfigError unless the bundle name and version are plain names, so the bundle stays inside `root`."""
+    """ConfigError unless the bundle name and version are plain names, so the bundle stays inside `root`, and
+    the version a positive integer, as `next_version` numbers them."""
     for key, value in (("name", name), ("version", version)):
         if value is not None and not (plain_name(str(value)) and not str(value).startswith(".")):
             raise ConfigError(f"--{key} {value!r}: a bundle {key} is a plain name (no '/', '..' or leading '.'), "
                               f"so the bundle stays inside {root}")
+    if version is not None and not re.fullmatch(r"[1-9][0-9]*", str(version)):  # '01' beside '1', ' 7', '-1', '1.5'
+        raise ConfigError(f"--version {version!r}: a bundle version is a positive whole number without leading "
+                          "zeros (1, 2, ...), as the next version is numbered")
 
 
 def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: str | Path = "models",
