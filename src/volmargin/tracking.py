@@ -33,13 +33,15 @@ def resolve_tracking_uri(cli_uri: str | None = None, config_uri: str | None = No
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or config_uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+# the SQLAlchemy stores MLflow opens beside SQLite (their drivers are the user's to install)
+DATABASE_SCHEMES = ("postgresql://", "postgresql+", "mysql://", "mysql+", "mssql://", "mssql+")
 SERVICE_TIMEOUT = 10.0  # seconds an MLflow server has to answer before a command gives up (one line)
 
 
 def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
     """Before any work: an http(s) tracking server must answer its /health endpoint within `timeout` s,
-    a SQLite store's folder must be writable, any other URI but databricks is refused; ConfigError naming
-    the URI otherwise. Also bounds MLflow's own HTTP timeout and retries (unless set), so a server that dies
+    a SQLite store's folder must be writable, any other URI but a database's or databricks is refused;
+    ConfigError naming the URI otherwise. Also bounds MLflow's own HTTP timeout and retries (unless set), so a server that dies
     mid-run fails in seconds, not minutes."""
     import urllib.error
     import urllib.request
@@ -68,10 +70,10 @@ def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
         if not os.access(folder, os.W_OK):
             raise ConfigError(f"MLflow tracking store {uri}: {folder} is not writable; point --tracking-uri "
                               "elsewhere") from None
-    elif uri != "databricks" and not uri.startswith("databricks://"):  # MLflow's own credentials and errors
+    elif uri != "databricks" and not uri.startswith(("databricks://", *DATABASE_SCHEMES)):  # MLflow's own errors
         # MLflow refuses a folder store (file:, a plain path) and has no store for other schemes: after the work
         raise ConfigError(f"MLflow tracking URI {uri!r}: not a store MLflow opens here (a folder or file: store is "
-                          "refused); give sqlite:///PATH/mlflow.db, http(s)://SERVER or databricks")
+                          "refused); give sqlite:///PATH/mlflow.db, http(s)://SERVER, a database URI or databricks")
     return uri
 
 
