@@ -1591,7 +1591,7 @@ def _short_strangle(**extra):
 
 
 @pytest.mark.parametrize("grid", [vo.DERIBIT_BTC, vo.grid_from_forecasts(0.08, 0.07, 0.25, -0.15, 1.2)])
-def test_a_longer_mpor_never_lowers_a_margin_on_the_same_grid(grid):
+def test_an_mpor_beyond_the_slack_never_lowers_a_margin_on_the_same_grid(grid):
     """Priced 10 days ahead on a 1-day grid a short strangle's margin was 0.72x its 1-day one: the options' decay
     counted, the moves stayed a day's. Beyond MPOR_SLACK x the grid's MPOR the moves widen by the square root of
     time; within it (the chains' snapshot drift) the grid is as given. The library's batch prices the same."""
