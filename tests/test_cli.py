@@ -249,7 +249,7 @@ def test_a_bundle_of_another_synthetic_market_is_never_read_on_the_built_in_one(
     bundle = _tiny_bundle(synthetic_files, tmp_path, provenance=other)
     assert main(["calibrate", "--bundle", str(bundle), "--out", str(tmp_path / "c.json"), "--no-tracking"]) == 2
     err = capsys.readouterr().err
-    assert "learned from another synthetic market (its data fingerprint differs)" in err
+    assert "was made from another market than the built-in synthetic one (its data fingerprint differs)" in err
     assert err.count("\n") == 1 and not (tmp_path / "c.json").exists()
 
 

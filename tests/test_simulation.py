@@ -905,3 +905,17 @@ def test_read_accounts_refuses_notionals_too_small_to_rescale(tmp_path):
             read_accounts(path)
     path.write_text("side,notional,leverage\nlong,1,5\nshort,1e-6,2\n")
     assert read_accounts(path).notional.tolist() == [1, 1e-6]
+
+def test_simulate_without_data_refuses_a_run_of_another_synthetic_market(market_bars, tmp_path, capsys):
+    """A run of another synthetic market (seed 7) was simulated on seed 0's prices under the same asset names, in
+    silence (session 31's red team): without --data its run.json's data fingerprint must be the built-in one's."""
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    simple_forecasts(market_bars).to_parquet(run / "forecasts.parquet")
+    (run / "run.json").write_text(json.dumps({"command": "run", "complete": True, "data": {"fingerprint": "0" * 64}}))
+    assert main(["simulate", "--run", str(run), "--out", str(tmp_path / "sim")]) == 2
+    err = capsys.readouterr().err
+    assert "was made from another market than the built-in synthetic one" in err and err.count("\n") == 1
+    assert not (tmp_path / "sim").exists()

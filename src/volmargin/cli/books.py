@@ -46,7 +46,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policy = args.policy if args.policy is not None else calibration.get("policy", APC_POLICY)
     cfg = study_config(section, default_start, policy,
                        default_model="har" if "har" in models else record.get("champion") or sorted(models)[0])
-    bars = load_data(args.data)
+    bars = load_data(args.data, record.get("data", {}).get("fingerprint"), f"the run {args.run}")
     result = run_study(forecasts, bars, cfg, log=print)
     with staged_folder(args.out) as staging:  # the whole folder appears at once, or the old one stays
         write_study(result, staging, {"command": "simulate", "run": str(args.run),

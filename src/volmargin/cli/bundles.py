@@ -119,10 +119,10 @@ def _bars_for_bundle(bundle: Path, data: list[str]) -> dict[str, pd.DataFrame]:
     from volmargin.batch import bars_as_learned
     from volmargin.data.loader import bar_seconds
 
-    bars = load_data(data)
     if not data:  # the synthetic market only stands in for the bars of a bundle that learned from it
-        _check_learned_from(bundle, bars)
-    bars = bars_as_learned(bundle, bars)
+        _refuse_real(bundle)
+    training = _bundle_manifest(bundle).get("training", {})
+    bars = bars_as_learned(bundle, load_data(data, training.get("data_sha256"), str(bundle)))
     aggregated = {a: f.attrs["aggregated_from"] for a, f in bars.items() if "aggregated_from" in f.attrs}
     if aggregated:
         intervals = ", ".join(sorted({interval_text(s) for s in aggregated.values()}))
@@ -131,20 +131,13 @@ def _bars_for_bundle(bundle: Path, data: list[str]) -> dict[str, pd.DataFrame]:
     return bars
 
 
-def _check_learned_from(bundle: Path, bars: dict[str, pd.DataFrame]) -> None:
-    """ConfigError unless `bundle` learned from these bars of the built-in synthetic market (its manifest's data
-    fingerprint): a bundle of another synthetic market (seed 7, 2 assets) was calibrated on seed 0's prices under
-    the same asset names, in silence (session 31's red team), as one of real bars would be."""
-    from volmargin.tracking import data_fingerprint
-
-    training = _bundle_manifest(bundle).get("training", {})
-    learned = sorted(training.get("assets", {}))
+def _refuse_real(bundle: Path) -> None:
+    """ConfigError where `bundle` learned from real bars: the synthetic market cannot stand in for them."""
+    learned = sorted(_bundle_manifest(bundle).get("training", {}).get("assets", {}))
     real = [a for a in learned if not a.startswith("syn_")]
-    if not real and training.get("data_sha256") in (None, data_fingerprint(bars)["sha256"]):
-        return
-    what = (f"real bars ({len(learned)} assets: {', '.join(real[:3])}{' ...' * (len(real) > 3)})" if real
-            else "another synthetic market (its data fingerprint differs)")
-    raise ConfigError(f"--data: give the bars to read; {bundle} learned from {what}, not the built-in synthetic market")
+    if real:
+        raise ConfigError(f"--data: give the bars to read; {bundle} learned from real bars ({len(learned)} assets: "
+                          f"{', '.join(real[:3])}{' ...' * (len(real) > 3)}), not the built-in synthetic market")
 
 
 def _print_uncovered(panel: dict, table: pd.DataFrame, bundle: Path, what: str) -> None:
