@@ -376,6 +376,7 @@ def _run_all(run: Run, tracking_uri: str | None) -> Run:
     import mlflow
 
     from volmargin.tracking import resolve_tracking_uri, start_experiment, tracked_run
+    from volmargin.training import flat_params
 
     cfg = run.cfg
     mark_incomplete(run.out, {"command": "run"})  # readers refuse the folder until the last stage is done
@@ -388,6 +389,7 @@ def _run_all(run: Run, tracking_uri: str | None) -> Run:
     with tracked_run("volmargin run", tags={"volmargin.command": "run"}) as parent:
         run.record["mlflow"]["parent_run_id"] = parent.info.run_id
         mlflow.log_dict(run.record["config"], "config.json")
+        mlflow.log_params(flat_params(cfg))  # runs told apart by their settings in the UI, not only in an artifact
         for name, stage in STAGES.items():
             _run_stage(run, name, stage)
         mlflow.log_metrics({f"seconds_{k}": v for k, v in run.record["timings"].items()})
