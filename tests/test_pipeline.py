@@ -83,7 +83,7 @@ def test_run_is_one_mlflow_parent_with_a_child_per_stage(finished):
     parent = client.get_run(record["mlflow"]["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert parent.data.params["horizon"] == str(record["config"]["horizon"])  # its settings (session 31: none)
-    assert parent.data.params["calibration.policy.buffer"] == str(record["config"]["calibration"]["policy"]["buffer"])
+    assert parent.data.params["backtest.baselines"] == str(tuple(record["config"]["backtest"]["baselines"]))
     children = client.search_runs([parent.info.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert {run.info.run_name for run in children} == set(STAGES)
