@@ -88,3 +88,21 @@ def test_the_unseen_asset_scorer_hands_a_model_no_row_after_its_last_origin(pane
                               score_end=pd.Timestamp("2022-06-30", tz="UTC"))
     unseen_asset_forecasts(panel, HistorySpy, split, (0.99,))
     assert HistorySpy.seen and all(last_row == last_origin for last_row, last_origin in HistorySpy.seen)
+
+
+def test_one_coins_pairs_share_a_fold_so_none_is_scored_by_a_model_that_saw_its_twin():
+    """binance_btcusdt and bitstamp_btcusd (daily returns correlated 0.9975) were dealt into different groups, so
+    each BTC was scored by a model trained on the other (session 31's red team); the GBM's out-of-fold tails too."""
+    from volmargin.data.loader import instrument
+    from volmargin.models.gbm import GBMForecaster
+
+    names = ["binance_btcusdt", "bitstamp_btcusd", "binance_btcusdt_perp", "binance_ethusdt", "binance_solusdt",
+             "binance_adausdt", "binance_xrpusdt", "binance_dogeusdt", "binance_ltcusdt", "binance_linkusdt", "syn_a"]
+    assert {instrument(n) for n in names[:3]} == {"btc"} and instrument("syn_a") == "syn_a"
+    for seed in range(20):
+        groups = AssetGroupedSplit(pd.Timestamp("2021-12-31", tz="UTC"), n_folds=4, seed=seed).groups(names)
+        assert len({groups[n] for n in names[:3]}) == 1
+        for fold in AssetGroupedSplit(pd.Timestamp("2021-12-31", tz="UTC"), n_folds=4, seed=seed).folds(names):
+            assert not {instrument(a) for a in fold.train_assets} & {instrument(a) for a in fold.test_assets}
+        inner = GBMForecaster(random_state=seed)._folds(np.array(names))
+        assert len(set(inner[:3])) == 1

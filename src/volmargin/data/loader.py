@@ -141,6 +141,19 @@ def asset_name(path: str | Path) -> str:
     return _FREQ_TOKEN.sub("", name)
 
 
+QUOTES = ("usdt", "usdc", "busd", "usd", "eur")  # quote currencies of the same coin's pairs across venues
+
+
+def instrument(asset: str) -> str:
+    """The coin an asset name trades, for keeping one coin's pairs together: binance_btcusdt, bitstamp_btcusd and
+    binance_btcusdt_perp are all 'btc' (their daily returns correlate 0.9975: dealt into different folds, each BTC
+    was scored by a model trained on the other; session 31's red team). A name of another shape is its own."""
+    venue, _, pair = asset.lower().partition("_")
+    pair = pair.removesuffix("_perp")
+    quote = next((q for q in QUOTES if pair.endswith(q) and len(pair) > len(q)), "")
+    return pair[:len(pair) - len(quote)] if quote and pair.isalnum() else asset
+
+
 def load_panel(paths: str | Path | Iterable[str | Path], *, sort: bool = False,
                freq: str | None = None) -> Panel:
     """Load files, directories (all *.csv, *.csv.gz, *.parquet in them) and glob patterns into asset -> bars."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from volmargin.data.loader import instrument
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.walkforward import WalkForwardSplit, with_targets
 from volmargin.models.base import GlobalForecaster
@@ -49,12 +50,17 @@ class AssetGroupedSplit:
             raise ConfigError(f"n_folds must be >= 2, got {self.n_folds}")
 
     def groups(self, assets: Iterable[str]) -> dict[str, int]:
-        """Asset -> fold index: a seeded permutation of the sorted names dealt round-robin (balanced)."""
+        """Asset -> fold index: a seeded permutation of the sorted names dealt round-robin (balanced), then every
+        pair of one coin (`data.instrument`: binance_btcusdt, bitstamp_btcusd) in the group of its first name."""
         names = sorted(set(assets))
         if len(names) < self.n_folds:
             raise ConfigError(f"{len(names)} assets cannot fill {self.n_folds} asset-grouped folds")
         order = np.random.default_rng(self.seed).permutation(len(names))
-        return {names[i]: k % self.n_folds for k, i in enumerate(order)}
+        dealt = {names[i]: k % self.n_folds for k, i in enumerate(order)}
+        first = {}
+        for name in names:
+            first.setdefault(instrument(name), dealt[name])
+        return {name: first[instrument(name)] for name in names}
 
     def folds(self, assets: Iterable[str]) -> list[AssetFold]:
         groups = self.groups(assets)

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from volmargin.data.loader import instrument
 from volmargin.errors import ConfigError
 from volmargin.features.learned import (
     FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, feature_names, horizon_level, require_levels,
@@ -229,10 +230,14 @@ class GBMForecaster(GlobalForecaster):
         return np.log(predicted) if self.variance_loss == "gamma" else predicted
 
     def _folds(self, groups: np.ndarray) -> np.ndarray:
-        """Each row's fold: `tail_folds` groups of assets, dealt by a seeded permutation."""
+        """Each row's fold: `tail_folds` groups of assets, dealt by a seeded permutation, one coin's pairs in the
+        fold of its first name (`data.instrument`): out of fold is out of that coin."""
         names = np.unique(groups)
         deal = dict(zip(names, np.random.default_rng(self.random_state).permutation(len(names)) % self.tail_folds))
-        return np.array([deal[g] for g in groups])
+        first = {}
+        for name in names:
+            first.setdefault(instrument(str(name)), deal[name])
+        return np.array([first[instrument(str(g))] for g in groups])
 
     def _calibration_rows(self, dates: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
         """Rows the calibration boosters are fitted on, and rows they are scored on. Out of asset only
