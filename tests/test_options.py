@@ -15,7 +15,6 @@ import pandas as pd
 from volmargin.data.options import CHAIN_COLUMNS, load_chain, load_dvol
 from volmargin.errors import ConfigError, DataError
 from volmargin.risk import options as vo
-from volmargin_serving import options as vso
 from volmargin_serving.errors import InputError
 
 CHAIN_2022_01 = "options/deribit_btc_options_eod_202201.csv.gz"
