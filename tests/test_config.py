@@ -140,6 +140,14 @@ def test_a_mapping_set_on_the_command_line_overlays_its_section_key_by_key():
         k: v for k, v in RunConfig().calibration.policy.items() if k != "buffer"}
     assert cfg.calibration.policy["max_up"] == APC_POLICY["max_up"] is not None  # the speed limits kept
     assert with_overrides(RunConfig(), {"calibration.policy.buffer": 0.5}).calibration.policy == cfg.calibration.policy
+    # sections of named entries are replaced (`learned={gbm: {}}` runs the GBM alone), an empty mapping empties
+    assert sorted(with_overrides(RunConfig(), parse_overrides("learned={gbm: {}}")).learned) == ["gbm"]
+    assert with_overrides(RunConfig(), parse_overrides("calibration.policy={}")).calibration.policy == {}
+    # a key given twice, once dotted and once in a mapping, is refused as two dotted ones are
+    for texts in (["calibration.policy.buffer=0.5", "calibration.policy={buffer: 0.3}"],
+                  ["calibration.policy={buffer: 0.3}", "calibration.policy.buffer=0.5"]):
+        with pytest.raises(ConfigError, match=r"^--set: calibration.policy.buffer is given twice"):
+            parse_overrides(texts)
 
 
 # session 31's red team: values accepted at load that a stage read wrongly, or refused only after the work

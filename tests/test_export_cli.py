@@ -79,6 +79,7 @@ def test_export_and_score_errors_are_one_line(tmp_path, capsys):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "manifest.json").write_text("{}")
+    (bundle / "model.onnx").write_bytes(b"")
     assert main(["score", "--bundle", str(bundle), "--out", str(tmp_path / "x.parquet"), "--quiet"]) == 2
     assert "missing keys" in capsys.readouterr().err
     # an output inside a bundle folder: refused before its lock file is made there (that file broke the bundle)
@@ -86,7 +87,7 @@ def test_export_and_score_errors_are_one_line(tmp_path, capsys):
         extra = ["--no-tracking"] if command == "calibrate" else ["--quiet"]
         assert main([command, "--bundle", str(bundle), "--out", str(out), *extra]) == 2
         assert "is a model bundle, which holds only its own files" in capsys.readouterr().err
-        assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json"]
+        assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx"]
 
 
 def test_an_export_interrupted_while_registering_says_what_it_left(trained, tmp_path, monkeypatch, capsys):
@@ -117,3 +118,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_an_export_root_inside_a_bundle_is_refused_before_any_file_is_made(trained, tmp_path, capsys):
+    """`export --root models/gbm/1` wrote models/gbm/1/gbm/1 and a lock file there: the bundle was refused for good
+    (the second red team of session 31); a folder with a web app's manifest.json is no bundle."""
+    folder, bundle, _ = trained
+    before = sorted(p.name for p in bundle.iterdir())
+    assert main(["export", "--run", str(folder / "train"), "--root", str(bundle), "--no-tracking"]) == 2
+    assert "is a model bundle, which holds only its own files" in capsys.readouterr().err
+    assert sorted(p.name for p in bundle.iterdir()) == before
+    web = tmp_path / "site"
+    web.mkdir()
+    (web / "manifest.json").write_text("{}")
+    from volmargin.io import preflight
+
+    preflight(web / "report.html")

@@ -476,7 +476,15 @@ def test_a_runs_window_train_start_bounds_every_stage_and_eval_end_is_refused(tm
     run = Run(cfg, tmp_path, progress=False)
     stage_data(run)
     start = pd.Timestamp("2021-07-01", tz="UTC")
-    assert all(d.index[0] >= start for d in run.panel.values()) and all(b.index[0] >= start for b in run.bars.values())
+    assert all(d.index[0] >= start for d in run.panel.values()) and all(b.index[0] < start for b in run.bars.values())
+    # the bars stay whole: their fingerprint tells the market (a bundle of it is read without --data)
+    from volmargin.data import synthetic_market
+    from volmargin.tracking import data_fingerprint
+
+    assert run.record["data"]["fingerprint"] == data_fingerprint(synthetic_market())["sha256"]
+    late = from_dict(RunConfig, {"window": {"train_start": "2030-01-01", "train_end": "2031-06-30"}})
+    with pytest.raises(ConfigError, match=r"window.train_start 2030-01-01: syn_a, syn_b, syn_c has no day after it"):
+        stage_data(Run(late, tmp_path, progress=False))
     assert all(d.attrs.get("bar_seconds") == 3600 for d in run.panel.values())
     with pytest.raises(ConfigError, match="window.eval_end: `volmargin run` reads its data to the end"):
         from_dict(RunConfig, {"window": {"eval_end": "2023-06-30"}})

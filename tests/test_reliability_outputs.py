@@ -318,6 +318,21 @@ def test_a_tracking_uri_mlflow_cannot_open_is_refused_before_any_work(capsys, tm
     assert not (tmp_path / "bt").exists()
 
 
+def test_a_folder_store_passes_where_the_user_lets_mlflow_open_one(monkeypatch, tmp_path):
+    """MLflow opens a folder store under its own opt-out, MLFLOW_ALLOW_FILE_STORE (the second red team of
+    session 31: the check refused what MLflow would open)."""
+    from volmargin.errors import ConfigError
+    from volmargin.tracking import check_tracking_uri
+
+    uri = f"file://{tmp_path}"
+    with pytest.raises(ConfigError, match="not a store MLflow opens"):
+        check_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert check_tracking_uri(uri) == uri and check_tracking_uri(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ConfigError, match="not a store MLflow opens"):
+        check_tracking_uri("garbage://x")
+
+
 # ------------------------------------------------------------------ class 5: one line, and early
 
 

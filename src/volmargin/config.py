@@ -492,14 +492,24 @@ def parse_overrides(texts: str | list[str], option: str | None = "--set") -> dic
             raise ConfigError(f"{lead}expected KEY=VALUE[,KEY=VALUE...] (keys dotted as window.train_end where "
                               f"they name a config's; no comma inside a value but in [...]), got {text!r}")
         for key, value in pairs:
-            if key.strip() in values:
-                raise ConfigError(f"{lead}{key.strip()} is given twice")
             try:
-                values[key.strip()] = yaml.load(value, Loader=_Loader)
+                parsed = yaml.load(value, Loader=_Loader)
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{option or ''} {key.strip()}: not a value: {str(exc).splitlines()[0]}".strip()
                                   ) from None
+            # a key given twice, also once dotted and once inside a mapping (the later one won in silence)
+            leaves = set(_leaves(key.strip(), parsed))
+            if twice := sorted(leaves & {leaf for k, v in values.items() for leaf in _leaves(k, v)}):
+                raise ConfigError(f"{lead}{twice[0]} is given twice")
+            values[key.strip()] = parsed
     return values
+
+
+def _leaves(key: str, value: Any) -> list[str]:
+    """The dotted keys a `--set` value sets: a mapping's keys under `key` (an empty mapping: `key` itself)."""
+    if isinstance(value, dict) and value and key not in REPLACED_SECTIONS:
+        return [leaf for sub, item in value.items() for leaf in _leaves(f"{key}.{sub}", item)]
+    return [key]
 
 
 def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
@@ -521,7 +531,7 @@ def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {dotted}: {'.'.join(parents[:depth + 1])} is not a section")
             node = child
-        node[last] = _merged(node.get(last), value)
+        node[last] = _merged(node.get(last), value, dotted)
     try:
         return from_dict(type(cfg), values)
     except ConfigError as exc:
@@ -529,13 +539,18 @@ def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
         raise ConfigError(f"--set: {exc}{hint}") from None
 
 
-def _merged(current: Any, value: Any) -> Any:
-    """`value` over `current`: a mapping over a mapping key by key, anything else replacing it. A mapping replaced
-    a whole section: `--set 'calibration.policy={buffer: 0.5}'` dropped the floors and speed limits, and the
-    margins fell 30% (session 31's red team)."""
-    if isinstance(current, dict) and isinstance(value, dict):
-        return {**current, **{key: _merged(current.get(key), item) for key, item in value.items()}}
-    return value
+# sections that map names to entries, which a `--set` mapping replaces as a whole (`learned={gbm: {}}` runs the
+# GBM alone); any other mapping (a policy, a model's parameters) it overlays key by key
+REPLACED_SECTIONS = ("learned", "data.iv")
+
+
+def _merged(current: Any, value: Any, key: str = "") -> Any:
+    """`value` over `current` at dotted `key`: a mapping over a mapping key by key (but `REPLACED_SECTIONS` and an
+    empty mapping), anything else replacing it. A mapping replaced a whole section: `--set 'calibration.policy={buffer: 0.5}'`
+    dropped the floors and speed limits, and the margins fell 30% (session 31's red team)."""
+    if isinstance(current, dict) and isinstance(value, dict) and value and key not in REPLACED_SECTIONS:
+        return {**current, **{sub: _merged(current.get(sub), item, f"{key}.{sub}") for sub, item in value.items()}}
+    return value  # an empty mapping empties the section
 
 
 def load_config(path: str | Path, kind: type = None) -> Any:

@@ -411,6 +411,9 @@ def check_names(name: str | None, version: str | None, root: str | Path) -> None
     if version is not None and not re.fullmatch(r"[1-9][0-9]*", str(version)):  # '01' beside '1', ' 7', '-1', '1.5'
         raise ConfigError(f"--version {version!r}: a bundle version is a positive whole number without leading "
                           "zeros (1, 2, ...), as the next version is numbered")
+    from volmargin.io import refuse_inside_bundle
+
+    refuse_inside_bundle(Path(root) / "bundle")  # the root itself inside a bundle
 
 
 def write_bundle(model: GlobalForecaster, panel: dict[str, pd.DataFrame], root: str | Path = "models",

@@ -202,14 +202,22 @@ def read_forecasts(folder: str | Path, option: str = "--run") -> pd.DataFrame:
     return forecasts
 
 
+def refuse_inside_bundle(target: str | Path) -> None:
+    """OutputError where `target` lies inside a model bundle (a folder holding a manifest and its model): even a
+    failed write leaves a lock file there, and a bundle whose folder holds a file it does not list is refused for
+    good (`calibrate --out B/x.json`, `export --root B`; session 31's red teams)."""
+    inside = next((p for p in Path(os.path.abspath(target)).parents
+                   if (p / MANIFEST).is_file() and (p / "model.onnx").is_file()), None)
+    if inside is not None:
+        raise OutputError(f"cannot write {target}: {inside} is a model bundle, which holds only its own files; "
+                          "write beside it")
+
+
 def preflight(target: str | Path, folder: bool = False, suffixes: tuple[str, ...] = ()) -> Path:
     """Before any work: OutputError unless `target` can be written (a regular file or absent, or for a
     folder output an empty or volmargin folder) in a writable place, and ends in one of `suffixes` if given."""
     target = check_folder(target) if folder else check_target(target)
-    inside = next((p for p in Path(os.path.abspath(target)).parents if (p / MANIFEST).is_file()), None)
-    if inside is not None:  # even a failed write leaves a lock file there, and the bundle's files are checked
-        raise OutputError(f"cannot write {target}: {inside} is a model bundle, which holds only its own files; "
-                          "write beside it")
+    refuse_inside_bundle(target)
     if suffixes and target.suffix not in suffixes:
         raise OutputError(f"cannot write {target}: name it {' or '.join(suffixes)} (the format follows the name)")
     existing = next((p for p in target.parents if p.exists()), Path("."))  # staging and temp files go beside it

@@ -65,13 +65,12 @@ class Run:
 
 def stage_data(run: Run) -> None:
     from volmargin.tracking import data_fingerprint
-    from volmargin.training import check_window, daily_data
+    from volmargin.training import check_window, daily_data, from_train_start
 
     run.bars, run.panel = daily_data(run.cfg)
-    if run.cfg.window.train_start is not None:  # every stage starts there, the export's refit too (it read all the
-        start = pd.Timestamp(run.cfg.window.train_start, tz="UTC")  # data, its manifest said otherwise: session 31)
-        run.bars = {a: b.loc[start:] for a, b in run.bars.items()}  # (slices keep the loader's attrs)
-        run.panel = {a: d.loc[start:] for a, d in run.panel.items()}
+    # every stage's daily rows start at window.train_start, the export's refit's too (it read all the data while its
+    # manifest said train_start: session 31); the bars stay whole, their fingerprint the data's as read
+    run.panel = from_train_start(run.panel, run.cfg.window.train_start)
     for name in run.cfg.learned:
         check_window(run.cfg.train_config(name), run.panel)
     check_calibration_end(run.cfg, run.panel)

@@ -70,6 +70,9 @@ def check_tracking_uri(uri: str, timeout: float = SERVICE_TIMEOUT) -> str:
         if not os.access(folder, os.W_OK):
             raise ConfigError(f"MLflow tracking store {uri}: {folder} is not writable; point --tracking-uri "
                               "elsewhere") from None
+    elif os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true") and "://" not in uri.replace(
+            "file://", ""):  # MLflow's own opt-out of its refusal of folder stores: as the user asked
+        pass
     elif uri != "databricks" and not uri.startswith(("databricks://", *DATABASE_SCHEMES)):  # MLflow's own errors
         # MLflow refuses a folder store (file:, a plain path) and has no store for other schemes: after the work
         raise ConfigError(f"MLflow tracking URI {uri!r}: not a store MLflow opens here (a folder or file: store is "

@@ -170,13 +170,25 @@ def check_window(cfg: TrainConfig, panel: dict[str, pd.DataFrame]) -> None:
                           f"({cfg.window.min_train_days}) of data before it (the data starts {first.date()})")
 
 
+def from_train_start(panel: dict[str, pd.DataFrame], train_start: str | None) -> dict[str, pd.DataFrame]:
+    """Each asset's daily rows from `window.train_start` on (all where None); ConfigError naming an asset with
+    none (it was an internal IndexError)."""
+    if train_start is None:
+        return panel
+    start = pd.Timestamp(train_start, tz="UTC")
+    ended = sorted(a for a, d in panel.items() if not len(d.loc[start:]))
+    if ended:
+        raise ConfigError(f"window.train_start {start.date()}: {', '.join(ended[:3])} has no day after it (ends "
+                          f"{panel[ended[0]].index[-1].date()}); leave it out or start earlier")
+    return {a: d.loc[start:] for a, d in panel.items()}  # (slices keep the loader's attrs)
+
+
 def fit_and_evaluate(cfg: TrainConfig, panel: dict[str, pd.DataFrame], progress: bool) -> tuple[GlobalForecaster, pd.DataFrame]:
     model = make_forecaster(cfg.model.name, **cfg.model.params)
     if not isinstance(model, GlobalForecaster):
         raise ConfigError(f"model.name {cfg.model.name!r} is a per-asset baseline; `train` is for learned models "
                           "(nn, gbm). Baselines are fitted inside `volmargin backtest`.")
-    start = cfg.timestamp("train_start")
-    trimmed = {a: d.loc[start:] for a, d in panel.items()} if start is not None else panel
+    trimmed = from_train_start(panel, cfg.window.train_start)
     split = WalkForwardSplit(start=cfg.timestamp("train_end") + pd.Timedelta(days=1), end=cfg.timestamp("eval_end"),
                              refit_every=None, min_train=cfg.window.min_train_days)
     if hasattr(model, "enable_progress_bar"):
@@ -254,7 +266,7 @@ def save_trained(cfg: TrainConfig, model: GlobalForecaster, forecasts: pd.DataFr
     # QLIKEs compare on the same held-out rows only: another evaluation window or market made a model champion
     # for a QLIKE of other days (session 31's red team); a retrain on newer data stays challenger until compared
     compared = (f"horizon={cfg.horizon}; assets={','.join(sorted(panel))}; data={fingerprint['sha256'][:16]}; "
-                f"evaluated={cfg.window.train_end}..{cfg.window.eval_end or 'end'}")
+                f"evaluated={cfg.window.train_end}..{cfg.window.eval_end or 'end'}; min_bars={cfg.data.min_bars}")
     alias = promote(name, version, float(pooled["qlike"]), compared=compared) if version else None
     return scores, version, alias
 

@@ -172,7 +172,7 @@ def print_summary(scores: pd.DataFrame, dm: pd.DataFrame) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from volmargin.config import RunConfig, load_config
     from volmargin.distributed import check_options, executor
-    from volmargin.io import preflight
+    from volmargin.io import preflight, refuse_inside_bundle
     from volmargin.pipeline import run_pipeline
     from volmargin.training import check_learned_params
 
@@ -181,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_learned_params(name, params, f"learned.{name}", bool(cfg.data.iv))
     check_options(args.scheduler, args.workers)
     preflight(cfg.output, folder=True)
+    refuse_inside_bundle(Path(cfg.models_root) / "bundle")  # before the run's work, not at its export
     check_tracking(args.tracking_uri, cfg.tracking.uri)
     with executor(args.scheduler, args.workers) as runner:
         if runner.distributed:
