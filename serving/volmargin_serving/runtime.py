@@ -711,7 +711,8 @@ class Runtime:
         return fresh
 
     def _remember(self, margins: Margins, as_of: np.datetime64) -> None:
-        """Keep each asset's margins priced normally (no side fail-safe) at the newest as_of seen."""
+        """Keep each asset's margins priced normally (no side fail-safe): at the newest as_of seen (floors of its
+        fail-safe margins) and by day, its last `MEMORY_DAYS` (`_chained`)."""
         with self._memory_lock:
             for k, asset in enumerate(margins.assets):
                 if margins.fail_safe[k].any():
