@@ -300,7 +300,7 @@ def _scenarios(stress_mode: str):
 @given(data=st.data())
 def test_portfolio_margins_give_a_typed_error_or_a_finite_flagged_margin(data):
     """Random bad forecasts, volumes and positions: a typed error naming the position, or a finite margin
-    at or above 0 with every held asset whose forecast is unusable flagged."""
+    at or above 0 with every held asset whose forecast or (under the add-on) volume is unusable flagged."""
     from volmargin_serving.portfolio import PortfolioEngine
 
     scenarios = _scenarios(data.draw(st.sampled_from(["none", "weight", "floor"])))
@@ -320,8 +320,9 @@ def test_portfolio_margins_give_a_typed_error_or_a_finite_flagged_margin(data):
         return
     assert np.isfinite(margin.initial) and margin.initial >= 0 and margin.maintenance <= margin.initial
     unusable = {a for a, v in zip(PORTFOLIO_ASSETS, variance) if not (np.isfinite(v) and v > 0)}
+    no_volume = {a for a, v in zip(PORTFOLIO_ASSETS, adv) if not (np.isfinite(v) and v > 0)}  # concentration 0.1
     held = {a for a, x in zip(names, notionals) if x != 0}
-    assert set(margin.flagged) == unusable & held
+    assert set(margin.flagged) == (unusable | no_volume) & held
 
 
 @SETTINGS
