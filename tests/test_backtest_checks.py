@@ -193,6 +193,7 @@ def test_zero_or_negative_workers_are_refused_without_starting_a_cluster():
     (["--window", "100000000"], "argument --window: at most 36500 days, got 100000000"),
     (["--model-refit", "hist=100000000"], "argument --model-refit: at most 36500 days, got 100000000"),
     (["--model-refit", "hist=5,hist=6"], "argument --model-refit: hist is given twice"),  # the last won silently
+    (["--model-refit", "hist=0"], "argument --model-refit: hist=0: a model refits every 1 day or more"),  # (late)
 ])
 def test_backtest_day_counts_past_a_century_and_a_model_refit_twice_are_refused(argv, message, tmp_path, capsys):
     """Session 31's red team: these day counts ended in 'internal error: OutOfBounds...' (pandas' dates overflow),

@@ -81,6 +81,8 @@ def _model_days(text: str) -> dict[str, int]:
     names = [model for model, _ in pairs]
     if len(set(names)) < len(names):  # the last would have won silently
         raise argparse.ArgumentTypeError(f"{next(m for m in names if names.count(m) > 1)} is given twice")
+    if bad := next((f"{model}={days}" for model, days in pairs if days < 1), None):  # failed after the data loaded
+        raise argparse.ArgumentTypeError(f"{bad}: a model refits every 1 day or more")
     return {model: _days(str(days)) for model, days in pairs}
 
 
