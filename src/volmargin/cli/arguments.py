@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--stress", type=float, default=0.0, metavar="FRACTION",
                          help="stressed-period component: each grid parameter at least FRACTION x what the worst "
                          "realised 1-day moves of the look-back set, on top of the calibrated scale (default 0: off)")
-    options.add_argument("--stress-days", type=int, default=365, metavar="DAYS",
+    options.add_argument("--stress-days", type=_days, default=365, metavar="DAYS",
                          help="look-back of the stressed component in calendar days (default 365)")
     options.add_argument("--peak", type=float, default=0.0, metavar="FRACTION",
                          help="peak memory: each grid parameter at least FRACTION x its largest value over the "
