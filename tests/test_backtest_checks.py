@@ -203,3 +203,12 @@ def test_backtest_day_counts_past_a_century_and_a_model_refit_twice_are_refused(
     with pytest.raises(SystemExit):
         main(["backtest", "--models", "hist", *argv, "--out", str(tmp_path / "o"), "--quiet", "--no-tracking"])
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_the_options_stress_look_back_is_capped_as_the_backtests_day_counts(tmp_path, capsys):
+    """`options --stress-days` took any count (the run config and the backtest cap theirs at 36500 days)."""
+    from volmargin.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["options", "--stress-days", "100000000", "--out", str(tmp_path / "o")])
+    assert "argument --stress-days: at most 36500 days, got 100000000" in capsys.readouterr().err
