@@ -697,7 +697,11 @@ def test_a_failed_re_run_leaves_no_earlier_runs_published_files(tmp_path):
     mark_incomplete(out, {"command": "run"})  # an earlier run's folder
     for name in PUBLISHED:
         (out / name).write_text("an earlier run's")
-    cfg = from_dict(RunConfig, {"data": {"paths": [str(tmp_path / "missing.csv")]}, "output": str(out)})
+    for name in ("train-nn", "train-gbm"):  # an earlier run's models; this one trains the GBM alone
+        (out / name).mkdir()
+    cfg = from_dict(RunConfig, {"data": {"paths": [str(tmp_path / "missing.csv")]}, "output": str(out),
+                                "learned": {"gbm": {}}})
     with pytest.raises(VolmarginError, match="stage 'data' failed"):
         run_pipeline(cfg, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False)
     assert not any((out / name).exists() for name in PUBLISHED)
+    assert not (out / "train-nn").exists() and (out / "train-gbm").is_dir()

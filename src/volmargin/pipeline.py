@@ -381,6 +381,9 @@ def _run_all(run: Run, tracking_uri: str | None) -> Run:
     mark_incomplete(run.out, {"command": "run"})  # readers refuse the folder until the last stage is done
     for published in PUBLISHED:  # a service reads these alone: an earlier run's never stay beside a failed one's
         _drop_stale(run, published)
+    for trained in run.out.glob("train-*"):  # an earlier run's learned model this run does not train
+        if trained.name.removeprefix("train-") not in cfg.learned:
+            _drop_stale(run, trained.name)
     uri = resolve_tracking_uri(tracking_uri, cfg.tracking.uri)
     mlflow.set_experiment(experiment_id=start_experiment(uri, cfg.tracking.experiment))
     run.record.update(config=dataclasses.asdict(cfg), timings={}, mlflow={"tracking_uri": uri, "stages": {}},
