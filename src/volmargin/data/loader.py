@@ -154,6 +154,14 @@ def instrument(asset: str) -> str:
     return pair[:len(pair) - len(quote)] if quote and pair.isalnum() else asset
 
 
+def with_instruments_together(dealt: dict[str, int]) -> dict[str, int]:
+    """Asset -> group with every pair of one coin (`instrument`) in the group of its first name (sorted)."""
+    first: dict[str, int] = {}
+    for name in sorted(dealt):
+        first.setdefault(instrument(name), dealt[name])
+    return {name: first[instrument(name)] for name in dealt}
+
+
 def load_panel(paths: str | Path | Iterable[str | Path], *, sort: bool = False,
                freq: str | None = None) -> Panel:
     """Load files, directories (all *.csv, *.csv.gz, *.parquet in them) and glob patterns into asset -> bars."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from volmargin.data.loader import instrument
+from volmargin.data.loader import with_instruments_together
 from volmargin.errors import ConfigError, DataError
 from volmargin.evaluation.walkforward import WalkForwardSplit, with_targets
 from volmargin.models.base import GlobalForecaster
@@ -56,11 +56,7 @@ class AssetGroupedSplit:
         if len(names) < self.n_folds:
             raise ConfigError(f"{len(names)} assets cannot fill {self.n_folds} asset-grouped folds")
         order = np.random.default_rng(self.seed).permutation(len(names))
-        dealt = {names[i]: k % self.n_folds for k, i in enumerate(order)}
-        first = {}
-        for name in names:
-            first.setdefault(instrument(name), dealt[name])
-        return {name: first[instrument(name)] for name in names}
+        return with_instruments_together({names[i]: k % self.n_folds for k, i in enumerate(order)})
 
     def folds(self, assets: Iterable[str]) -> list[AssetFold]:
         groups = self.groups(assets)

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
-from volmargin.data.loader import instrument
+from volmargin.data.loader import with_instruments_together
 from volmargin.errors import ConfigError
 from volmargin.features.learned import (
     FEATURE_NAMES, FeatureSpec, check_levels, feature_frame, feature_names, horizon_level, require_levels,
@@ -233,11 +233,10 @@ class GBMForecaster(GlobalForecaster):
         """Each row's fold: `tail_folds` groups of assets, dealt by a seeded permutation, one coin's pairs in the
         fold of its first name (`data.instrument`): out of fold is out of that coin."""
         names = np.unique(groups)
-        deal = dict(zip(names, np.random.default_rng(self.random_state).permutation(len(names)) % self.tail_folds))
-        first = {}
-        for name in names:
-            first.setdefault(instrument(str(name)), deal[name])
-        return np.array([first[instrument(str(g))] for g in groups])
+        dealt = dict(zip(map(str, names), np.random.default_rng(self.random_state).permutation(len(names))
+                         % self.tail_folds))
+        deal = with_instruments_together(dealt)
+        return np.array([deal[str(g)] for g in groups])
 
     def _calibration_rows(self, dates: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
         """Rows the calibration boosters are fitted on, and rows they are scored on. Out of asset only
